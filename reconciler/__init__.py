@@ -1,0 +1,3 @@
+"""GitOps reconciler for production OTA waves (see DESIGN.md)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""Errors a user can cause, and how they are reported.
+
+Every mistake a user makes is reported as one line, ``file:line:col: message`` for a
+problem in a file, or a plain sentence otherwise; the CLI prints it and exits 1 with no
+traceback. Messages never contain key material or tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One finding about the user's input, with its position (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else "warning: "
+        if not self.file:
+            return f"{prefix}{self.message}"
+        return f"{self.file}:{self.line}:{self.col}: {prefix}{self.message}"
+
+
+class UserError(Exception):
+    """A refusal caused by the user's input or environment; shown as one line, exit 1."""
+
+
+class ValidationFailed(UserError):
+    """Manifest validation found errors; ``problems`` holds all of them, sorted."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class BackendError(UserError):
+    """The factory refused or failed a request; the message says what and why."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)

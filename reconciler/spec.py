@@ -1,0 +1,95 @@
+"""The desired state: what a wave manifest means, independent of YAML.
+
+``manifest.py`` turns files into these objects; ``plan.py`` reads them. Durations are
+whole seconds, shares are percentages (0-100], positions are ``Location``s so that the
+planner can point back at the manifest line a problem comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int = 1
+    col: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Conditions that must hold before a step runs; an empty gate always passes."""
+
+    wait_seconds: int | None = None  # minimum time since the previous rollout
+    updated_percent: float | None = None  # share of devices rolled out so far on the wave version or newer
+
+    @property
+    def empty(self) -> bool:
+        return self.wait_seconds is None and self.updated_percent is None
+
+
+@dataclass(frozen=True)
+class Limit:
+    value: int  # 1..10000 devices, or 1..100 percent
+    percent: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    name: str
+    group: str | None = None  # None: factory-wide
+    limit: Limit | None = None
+    uuids: tuple[str, ...] | None = None  # canonical lower-case UUIDs, in file order
+    uuids_file: str | None = None  # the file they came from (as written in the manifest), if any
+    gate: Gate = field(default_factory=Gate)
+    location: Location = field(default_factory=lambda: Location(""))
+
+    @property
+    def full_group(self) -> bool:
+        """A group rollout with no limit and no UUIDs: the whole group, including later joiners."""
+        return self.group is not None and self.limit is None and self.uuids is None
+
+    @property
+    def factory_wide(self) -> bool:
+        return self.group is None
+
+
+@dataclass(frozen=True)
+class CompleteSpec:
+    """When to complete the wave: after every phase is rolled out and the gate passes."""
+
+    gate: Gate = field(default_factory=Gate)
+    location: Location = field(default_factory=lambda: Location(""))
+
+
+@dataclass(frozen=True)
+class WaveSpec:
+    name: str
+    target: int
+    tag: str
+    location: Location
+    factory: str | None = None
+    source_tag: str | None = None
+    expires_in_seconds: int | None = 365 * 86400  # relative expiry; ignored when expires_at is set
+    expires_at: datetime | None = None  # absolute expiry (UTC)
+    prune: tuple[int, ...] = ()
+    phases: tuple[PhaseSpec, ...] = ()
+    complete: CompleteSpec | None = None  # None: stay active after the phases
+    cancel: bool = False
+
+    @property
+    def manifest(self) -> str:
+        return self.location.file
+
+    @property
+    def open_ended(self) -> bool:
+        """Neither completed nor canceled by its manifest: it wants to stay active."""
+        return self.complete is None and not self.cancel

@@ -1,0 +1,67 @@
+"""The observed state: what the factory says, reduced to what planning needs.
+
+``client.py`` builds it from API responses; ``plan.py`` reads it. Keeping it separate from
+both means the planner can be tested with hand-built states and no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """One entry of a wave's ``rollout-history``: one rollout call."""
+
+    group: str  # "" for a factory-wide rollout or a deleted group
+    at: datetime
+    full_group: bool
+    factory_wide: bool
+    devices: int
+    by: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedWave:
+    name: str
+    version: int
+    tag: str
+    status: str  # active | complete | canceled
+    created_at: datetime
+    history: tuple[RolloutRecord, ...] = ()
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WaveProgress:
+    """From the wave status: devices rolled out so far and how many run the wave version or newer."""
+
+    updated: int
+    scheduled: int
+    total: int = 0
+
+    @property
+    def rolled_out(self) -> int:
+        return self.updated + self.scheduled
+
+
+@dataclass(frozen=True)
+class ProdTargets:
+    """A tag's production targets: metadata version, expiry and the versions it contains."""
+
+    tag: str
+    version: int
+    expires: datetime
+    versions: frozenset[int] = frozenset()
+
+
+@dataclass
+class ObservedState:
+    factory: str
+    backend: str  # "local:<path>" or the API URL
+    now: datetime  # the backend's clock (its Date header)
+    waves: dict[str, ObservedWave] = field(default_factory=dict)
+    prod_targets: dict[str, ProdTargets | None] = field(default_factory=dict)
+    progress: dict[str, WaveProgress] = field(default_factory=dict)
+    ci_versions: dict[int, bool] = field(default_factory=dict)  # version -> CI targets exist
