@@ -1,0 +1,182 @@
+"""``reconcile``: validate manifests, plan against the factory, and apply.
+
+Wiring and exit codes only (DESIGN.md §6): 0 success or no changes; 1 invalid input, refused
+or failed operation; 2 changes pending (only with ``--detailed-exitcode``). A user's mistake
+is printed as one line per problem, never a traceback (``--debug`` shows one). Heavy
+modules are imported inside the command so ``reconcile --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .errors import UserError, ValidationFailed
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
+@click.option("--check", is_flag=True, help="Validate the manifests only; no backend.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="Plan output.")
+@click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when ready operations exist.")
+@click.option("--base", metavar="REV", help="Plan only the waves whose manifest or UUID files changed since REV.")
+@click.option("--rev", metavar="REV", help="Read the manifests at a git revision instead of the work tree.")
+@click.option("--allow-dirty", is_flag=True, help="Apply from a work tree with uncommitted changes.")
+@click.option("--watch", is_flag=True, help="Re-plan whenever a manifest or UUID file changes.")
+@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
+@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
+              "without it, the embedded local factory.")
+@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
+              help="Where the embedded local factory lives [env RECONCILE_LOCAL; default: user state dir].")
+@click.option("--keys", type=click.Path(dir_okay=False), help="Offline targets key archive (fioctl format); "
+              "or RECONCILE_KEYS with the archive as base64.")
+@click.option("--signer", "signer_uri", metavar="URI", help="A securesystemslib signer URI for the offline key.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="reconciler")
+def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, factory, api_url,
+         local, keys, signer_uri, debug):
+    """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
+
+    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN.
+    """
+    options = dict(dry_run=dry_run, check=check, output_format=output_format, detailed_exitcode=detailed_exitcode,
+                   base=base, rev=rev, allow_dirty=allow_dirty, factory=factory, api_url=api_url, local=local,
+                   keys=keys, signer_uri=signer_uri)
+    paths = list(paths) or ["."]
+    try:
+        if watch:
+            from .watch import watch as watch_paths
+
+            watch_paths(paths, lambda: _run_reporting(paths, options))
+            sys.exit(EXIT_OK)
+        sys.exit(run(paths, **options))
+    except UserError as exc:
+        if debug:
+            raise
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+
+
+def _run_reporting(paths, options) -> int:
+    """One run for --watch: errors are printed and the watch goes on."""
+    try:
+        return run(paths, **options)
+    except UserError as exc:
+        _report(exc)
+        return EXIT_ERROR
+
+
+def _report(exc: UserError) -> None:
+    if isinstance(exc, ValidationFailed):
+        for problem in exc.problems:
+            _err(str(problem))
+    else:
+        _err(f"error: {exc}")
+
+
+def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
+        local, keys, signer_uri) -> int:
+    from . import manifest
+
+    source = None
+    provenance = None
+    if rev or base or not dry_run and not check:
+        source, provenance = _git_context(paths, rev=rev, require_clean=not dry_run and not check and not allow_dirty)
+    loaded = manifest.load(paths, source=source)
+    for warning in loaded.warnings:
+        _err(str(warning))
+    if check:
+        click.echo(f"{loaded.files} manifests, {len(loaded.specs)} waves: ok")
+        return EXIT_OK
+    specs = loaded.specs
+    if base:
+        specs = _changed_since(paths, base, specs, rev)
+    return _plan_and_apply(specs, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
+                           factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
+                           provenance=provenance)
+
+
+def _git_context(paths, *, rev, require_clean):
+    """The manifest source at a revision and the plan's provenance, when PATHS are in a git repository."""
+    from . import gitrepo
+
+    return gitrepo.context(paths, rev=rev, require_clean=require_clean)
+
+
+def _changed_since(paths, base, specs, rev):
+    from . import gitrepo
+
+    changed = gitrepo.changed_manifests(paths, base, rev)
+    return [s for s in specs if s.manifest in changed]
+
+
+def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
+                    provenance) -> int:
+    from . import render
+    from .client import FactoryClient, select_backend
+    from .observe import fill_device_counts, observe
+    from .plan import build_plan
+
+    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    if backend.note:
+        _err(backend.note)
+    with FactoryClient(backend) as client:
+        plan = build_plan(specs, observe(client, specs))
+        if not plan.errors:
+            fill_device_counts(client, plan)
+        if output_format == "json":
+            click.echo(render.to_json(plan, provenance))
+        elif output_format == "markdown":
+            click.echo(render.to_markdown(plan, provenance))
+        else:
+            click.echo(render.to_text(plan))
+        if plan.errors:
+            return EXIT_ERROR
+        if dry_run or not plan.changes:
+            return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
+        from .apply import apply_plan
+
+        make_signer = _signer_factory(keys, signer_uri, backend)
+        _err("Applying:")
+        result = apply_plan(client, specs, plan, make_signer, _err)
+        _err(f"Apply complete: {len(result.done)} done, {len(result.skipped)} already done.")
+    return EXIT_OK
+
+
+def _signer_factory(keys, signer_uri, backend):
+    """How to get the offline targets signer once root and the online key are known (None: no key given)."""
+    from . import tuf
+
+    if signer_uri:
+        return lambda root, online: tuf.signer_from_uri(signer_uri, root, online)
+    encoded = os.environ.get("RECONCILE_KEYS")
+    if keys or encoded or backend.keys_archive:
+        def make(root, online):
+            if keys:
+                archive = tuf.load_key_archive(_read_key_file(keys))
+            elif encoded:
+                archive = tuf.load_key_archive_b64(encoded)
+            else:
+                archive = tuf.load_key_archive(_read_key_file(backend.keys_archive))
+            return tuf.find_offline_signer(root, archive, online)
+
+        return make
+    return None
+
+
+def _read_key_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the key archive: {exc.strerror}") from None

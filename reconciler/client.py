@@ -1,0 +1,224 @@
+"""The Foundries API over httpx, as fioctl speaks it (reference/foundries-api.md §1).
+
+One client for the real service and for the embedded local factory: with no API URL the
+requests go in-process to the local factory's WSGI app through ``httpx.WSGITransport``.
+Idempotent requests are retried on connection errors and 502/503/504 with backoff; a POST
+is never retried blindly, because a rollout that reached the server must not run twice
+(apply re-reads the wave's history instead). The backend's ``Date`` header is "now".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .errors import BackendError, UserError
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+RETRY_STATUS = frozenset({502, 503, 504})
+PAGE_SIZE = 100
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Retries idempotent requests on connection failures and gateway errors, with exponential backoff."""
+
+    def __init__(self, inner: httpx.BaseTransport, attempts: int = 4, backoff: float = 0.25):
+        self.inner, self.attempts, self.backoff = inner, attempts, backoff
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.attempts):
+            last = attempt == self.attempts - 1 or request.method not in IDEMPOTENT
+            try:
+                response = self.inner.handle_request(request)
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
+                if last:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUS or last:
+                    return response
+                response.close()
+            time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("the last attempt always returns or raises")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where requests go: the label shown in plans and the transport that carries them."""
+
+    factory: str
+    label: str  # "local:<path>" or the API URL
+    base_url: str
+    transport: httpx.BaseTransport
+    token: str | None = None
+    keys_archive: str | None = None  # the embedded factory's operator key archive
+    note: str | None = None  # one line to tell the user (e.g. "created the demo factory")
+
+
+def select_backend(*, api_url: str | None, factory: str | None, local: str | None) -> Backend:
+    """The Foundries API when a URL is given, else the embedded local factory."""
+    if api_url:
+        if not factory:
+            raise UserError("--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile")
+        transport = RetryTransport(httpx.HTTPTransport(retries=2))
+        return Backend(factory, api_url.rstrip("/"), api_url.rstrip("/"), transport,
+                       token=os.environ.get("RECONCILE_API_TOKEN"))
+    from .localfactory import open_embedded  # imported only when the embedded backend is used
+
+    embedded = open_embedded(local)
+    if factory and factory != embedded.factory:
+        raise UserError(f"the local factory at {embedded.path} is '{embedded.factory}', not '{factory}'; "
+                        f"drop --factory or point --local elsewhere")
+    note = (f"Created the demo local factory '{embedded.factory}' at {embedded.path} "
+            f"(operator key: {embedded.keys_archive})") if embedded.created else None
+    return Backend(embedded.factory, f"local:{embedded.path}", "http://local-factory",
+                   httpx.WSGITransport(app=embedded.app), keys_archive=str(embedded.keys_archive), note=note)
+
+
+class FactoryClient:
+    """The endpoints the reconciler uses, returning parsed JSON; errors become one-line BackendErrors."""
+
+    def __init__(self, backend: Backend, timeout: float = 30.0):
+        self.backend = backend
+        self.factory = backend.factory
+        headers = {"User-Agent": "reconciler"}
+        if backend.token:
+            headers["OSF-TOKEN"] = backend.token
+        self._http = httpx.Client(base_url=backend.base_url, transport=backend.transport, headers=headers,
+                                  timeout=httpx.Timeout(timeout, connect=5.0))
+        self.requests = 0  # requests sent (retries not counted): observation must stay cheap
+        self.now: datetime | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FactoryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+              what: str, missing_ok: bool = False) -> Any:
+        self.requests += 1
+        try:
+            response = self._http.request(method, path, params=params, json=body)
+        except httpx.TimeoutException as exc:
+            raise BackendError(f"{what}: the factory did not answer in time ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{what}: cannot reach {self.backend.label}: {exc}") from None
+        self._read_clock(response)
+        if missing_ok and response.status_code == 404:
+            return None
+        if response.status_code not in (200, 201, 202, 204):
+            raise BackendError(f"{what}: {error_text(response)}", response.status_code)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise BackendError(f"{what}: the factory answered {response.status_code} with a body that is not JSON") from None
+
+    def _read_clock(self, response: httpx.Response) -> None:
+        date = response.headers.get("date")
+        if date:
+            try:
+                self.now = parsedate_to_datetime(date).astimezone(timezone.utc)
+            except (TypeError, ValueError):
+                pass
+
+    def server_now(self) -> datetime:
+        """The backend's clock; the local machine's only if the backend never sent a Date header."""
+        return self.now or datetime.now(timezone.utc).replace(microsecond=0)
+
+    def _factory_path(self, rest: str) -> str:
+        return f"/ota/factories/{self.factory}/{rest}"
+
+    # -- waves ----------------------------------------------------------------------------------
+
+    def list_waves(self) -> list[dict]:
+        waves: list[dict] = []
+        page = 1
+        while True:
+            data = self._send("GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page},
+                              what="list waves")
+            waves.extend(data.get("waves") or [])
+            if not data.get("next") or not data.get("waves"):
+                return waves
+            page += 1
+
+    def get_wave(self, name: str, show_targets: bool = False) -> dict | None:
+        params = {"show-targets": 1} if show_targets else None
+        return self._send("GET", self._factory_path(f"waves/{name}/"), params=params,
+                          what=f"read wave '{name}'", missing_ok=True)
+
+    def wave_status(self, name: str, offline_threshold_hours: int = 4) -> dict:
+        return self._send("GET", self._factory_path(f"waves/{name}/status/"),
+                          params={"offline-threshold": offline_threshold_hours}, what=f"status of wave '{name}'")
+
+    def create_wave(self, body: dict) -> Any:
+        return self._send("POST", self._factory_path("waves/"), body=body, what=f"init wave '{body['name']}'")
+
+    def rollout(self, name: str, options: dict) -> dict:
+        verb = "dry-run rollout" if options.get("dry-run") else "rollout"
+        return self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options,
+                          what=f"{verb} of wave '{name}'")
+
+    def complete(self, name: str) -> Any:
+        return self._send("POST", self._factory_path(f"waves/{name}/complete/"), what=f"complete wave '{name}'")
+
+    def cancel(self, name: str) -> Any:
+        return self._send("POST", self._factory_path(f"waves/{name}/cancel/"), what=f"cancel wave '{name}'")
+
+    # -- targets and keys -----------------------------------------------------------------------
+
+    def prod_targets(self, tags: list[str]) -> dict[str, dict]:
+        """The production targets of these tags in one request; tags with none are absent."""
+        if not tags:
+            return {}
+        data = self._send("GET", self._factory_path("prod-targets/"), params={"tag": ",".join(sorted(tags))},
+                          what="read production targets", missing_ok=True)
+        return data or {}
+
+    def ci_targets(self, version: int) -> dict[str, dict]:
+        return self._send("GET", self._factory_path("targets/"), params={"version": version},
+                          what=f"read CI targets of version {version}", missing_ok=True) or {}
+
+    def root(self, production: bool = False) -> dict:
+        params = {"production": 1} if production else None
+        return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", params=params,
+                          what="read the TUF root")
+
+    def online_targets_key(self) -> dict:
+        return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
+
+
+def error_text(response: httpx.Response) -> str:
+    """The factory's error body as one line, the way fioctl shows it (reference §1.1)."""
+    status = f"HTTP {response.status_code}"
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return f"{status}: {text}" if text and len(response.content) < 512 else status
+    if not isinstance(data, dict):
+        return status
+    message = data.get("message") or data.get("msg") or data.get("title") or ""
+    errors = data.get("errors")
+    details = []
+    if isinstance(errors, list):
+        details = [str(e) for e in errors]
+    elif isinstance(errors, dict):
+        details = [f"{k}: {v}" for k, v in errors.items()]
+    line = "; ".join(part for part in [message, *details] if part)
+    return f"{line} ({status})" if line else status

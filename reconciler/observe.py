@@ -1,0 +1,136 @@
+"""Observe the factory in few requests and turn its JSON into ``state`` objects.
+
+Requests: one wave list (with histories), one prod-targets call for every tag involved,
+a status call only for active waves whose next step has a ``require.updated`` gate, and CI
+targets only for waves that are still to be created. Dry-run rollouts for device counts
+come after planning, one per active wave at most.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .client import FactoryClient
+from .errors import BackendError
+from .plan import Plan, selected_specs, waves_needing_status
+from .spec import WaveSpec
+from .state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_wave(data: dict) -> ObservedWave:
+    meta = data.get("change-meta") or {}
+    history = tuple(
+        RolloutRecord(
+            group=entry.get("group-name") or "",
+            at=parse_time(entry.get("rollout-at")) or datetime.min.replace(tzinfo=timezone.utc),
+            full_group=bool(entry.get("is-full-group")),
+            factory_wide=bool(entry.get("is-factory-wide")),
+            devices=int(entry.get("num-devices") or 0),
+            by=entry.get("rollout-by") or "",
+        )
+        for entry in data.get("rollout-history") or []
+    )
+    status = data.get("status") or "active"
+    return ObservedWave(
+        name=data["name"],
+        version=int(data["version"]),
+        tag=data.get("tag") or "",
+        status=status,
+        created_at=parse_time(meta.get("created-at")) or datetime.min.replace(tzinfo=timezone.utc),
+        history=history,
+        finished_at=parse_time(meta.get("updated-at")) if status != "active" else None,
+    )
+
+
+def parse_prod_targets(tag: str, envelope: dict) -> ProdTargets:
+    signed = envelope.get("signed") or {}
+    versions = set()
+    for target in (signed.get("targets") or {}).values():
+        version = ((target or {}).get("custom") or {}).get("version")
+        if isinstance(version, str) and version.isdigit():
+            versions.add(int(version))
+    expires = parse_time(signed.get("expires")) or datetime.max.replace(tzinfo=timezone.utc)
+    return ProdTargets(tag=tag, version=int(signed.get("version") or 0), expires=expires, versions=frozenset(versions))
+
+
+def parse_progress(status: dict) -> WaveProgress:
+    return WaveProgress(
+        updated=int(status.get("updated-devices") or 0),
+        scheduled=int(status.get("scheduled-devices") or 0),
+        total=int(status.get("total-devices") or 0),
+    )
+
+
+def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
+    chosen = selected_specs(specs, client.factory)
+    waves = {w.name: w for w in map(parse_wave, client.list_waves())}
+    tags = sorted({s.tag for s in chosen} | {w.tag for w in waves.values() if w.status == "active"})
+    prod = {tag: None for tag in tags}
+    for tag, envelope in client.prod_targets(tags).items():
+        if tag in prod:
+            prod[tag] = parse_prod_targets(tag, envelope)
+    progress = {name: parse_progress(client.wave_status(name)) for name in sorted(waves_needing_status(chosen, waves))}
+    ci_versions = {v: bool(client.ci_targets(v)) for v in sorted({s.target for s in chosen if s.name not in waves
+                                                                    and not s.cancel})}
+    return ObservedState(
+        factory=client.factory,
+        backend=client.backend.label,
+        now=client.server_now(),
+        waves=waves,
+        prod_targets=prod,
+        progress=progress,
+        ci_versions=ci_versions,
+    )
+
+
+def rollout_options(op, dry_run: bool) -> dict:
+    """The WaveRolloutOptions body of a rollout operation (omitempty like fioctl; flags always sent)."""
+    body: dict = {}
+    if op.group:
+        body["group"] = op.group
+    if op.limit is not None:
+        body["limit"] = op.limit
+    if op.percentage is not None:
+        body["percentage"] = op.percentage
+    if op.uuids is not None:
+        body["uuids"] = list(op.uuids)
+    body.update({"dry-run": dry_run, "return-uuids": False, "return-names": False})
+    return body
+
+
+def fill_device_counts(client: FactoryClient, plan: Plan) -> None:
+    """Ask the backend how many devices each wave's next ready rollout would reach (a dry-run rollout)."""
+    existing = {w.name for w in plan.waves if w.status == "active"}
+    seen = set()
+    for op in plan.operations:
+        if op.op != "rollout" or not op.ready or op.wave not in existing or op.wave in seen:
+            continue
+        seen.add(op.wave)
+        try:
+            result = client.rollout(op.wave, rollout_options(op, dry_run=True))
+        except BackendError as exc:
+            _block_wave_from(plan, op, f"the factory refuses this rollout: {exc}")
+            continue
+        op.devices = int(result.get("device-num") or 0)
+
+
+def _block_wave_from(plan: Plan, refused, reason: str) -> None:
+    """Block a refused rollout and every later step of the same wave behind it."""
+    later = False
+    for op in plan.operations:
+        if op is refused:
+            op.status, op.reason, later = "blocked", reason, True
+        elif later and op.wave == refused.wave and op.ready:
+            op.status, op.reason = "blocked", f"after phase '{refused.phase}'"

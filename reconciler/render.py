@@ -1,0 +1,212 @@
+"""Plan -> text (terminal), JSON (machines, schemas/plan.schema.json) or Markdown (pull requests).
+
+Conventions borrowed from Terraform: one symbol per kind of step (``+ init``, ``~ rollout``,
+``* complete``, ``- cancel``), a summary line, and "No changes." when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+
+from .errors import Problem
+from .plan import Operation, Plan, WaveSummary, rollout_scope
+
+FORMAT_VERSION = "1.0"
+SYMBOLS = {"init": "+", "rollout": "~", "complete": "*", "cancel": "-"}
+NO_CHANGES = "No changes. The factory matches the manifests."
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def summary_line(plan: Plan) -> str:
+    ready = Counter(op.op for op in plan.ready)
+    blocked = sum(1 for op in plan.operations if not op.ready)
+    parts = [f"{ready['init']} to init", f"{ready['rollout']} to roll out", f"{ready['complete']} to complete",
+             f"{ready['cancel']} to cancel"]
+    return f"Plan: {', '.join(parts)}; {blocked} blocked."
+
+
+def operation_detail(op: Operation) -> str:
+    if op.op == "rollout":
+        detail = f"phase '{op.phase}' ({rollout_scope(op)})"
+        if op.devices is not None:
+            detail += f", {op.devices} devices"
+        return detail
+    if op.op == "init":
+        detail = f"target {op.target}, tag {op.tag}, expires {iso(op.expires)}"
+        if op.prune:
+            detail += f", prune {', '.join(map(str, op.prune))}"
+        return detail + ", needs the offline key"
+    return ""
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+def to_text(plan: Plan) -> str:
+    lines = [f"Factory {plan.factory} ({plan.backend}), now {iso(plan.now)}"]
+    if plan.operations:
+        lines.append("")
+        width = max(len(op.wave) for op in plan.operations)
+        for op in plan.operations:
+            line = f"  {SYMBOLS[op.op]} {op.op:<8} {op.wave:<{width}}  {operation_detail(op)}".rstrip()
+            if not op.ready:
+                line += f"\n      blocked: {op.reason}"
+            lines.append(line)
+    for title, problems in (("Warnings", plan.warnings), ("Errors", plan.errors)):
+        if problems:
+            lines += ["", f"{title}:"] + [f"  {p}" for p in problems]
+    if plan.skipped_manifests:
+        lines += ["", f"{plan.skipped_manifests} wave(s) for other factories skipped."]
+    lines.append("")
+    lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
+    return "\n".join(lines)
+
+
+# -- JSON ----------------------------------------------------------------------------------------
+
+def problem_dict(problem: Problem) -> dict:
+    data = {"message": problem.message}
+    if problem.file:
+        data.update(file=problem.file, line=problem.line, col=problem.col)
+    return data
+
+
+def operation_dict(op: Operation) -> dict:
+    data: dict = {"op": op.op, "wave": op.wave, "tag": op.tag, "status": op.status,
+                  "manifest": op.location.file, "line": op.location.line}
+    if op.reason:
+        data["reason"] = op.reason
+    if op.op == "rollout":
+        data.update(phase=op.phase, phase_index=op.phase_index, group=op.group)
+        if op.limit is not None:
+            data["limit"] = op.limit
+        if op.percentage is not None:
+            data["percentage"] = op.percentage
+        if op.uuids is not None:
+            data["uuids"] = len(op.uuids)
+        if op.devices is not None:
+            data["devices"] = op.devices
+    if op.op == "init":
+        data.update(target=op.target, prune=list(op.prune), expires=iso(op.expires), needs_key=True)
+        if op.source_tag:
+            data["source_tag"] = op.source_tag
+    return data
+
+
+def wave_dict(wave: WaveSummary) -> dict:
+    data = {"name": wave.name, "manifest": wave.manifest, "tag": wave.tag, "target": wave.target,
+            "status": wave.status, "phases_done": wave.phases_done, "phases_total": len(wave.phases),
+            "phases": [{"name": name, "state": state} for name, state in wave.phases], "drift": wave.drift}
+    if wave.rolled_out is not None:
+        data["progress"] = {"updated": wave.updated, "rolled_out": wave.rolled_out, "total": wave.total}
+    return data
+
+
+def to_dict(plan: Plan, provenance: dict | None = None) -> dict:
+    data = {
+        "format_version": FORMAT_VERSION,
+        "factory": plan.factory,
+        "backend": plan.backend,
+        "now": iso(plan.now),
+        "changes": plan.changes,
+        "operations": [operation_dict(op) for op in plan.operations],
+        "waves": [wave_dict(w) for w in plan.waves],
+        "warnings": [problem_dict(p) for p in plan.warnings],
+        "errors": [problem_dict(p) for p in plan.errors],
+    }
+    if provenance:
+        data["provenance"] = provenance
+    return data
+
+
+def to_json(plan: Plan, provenance: dict | None = None) -> str:
+    return json.dumps(to_dict(plan, provenance), indent=2)
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+
+STATE_STYLE = {
+    "done": "fill:#2da44e,color:#ffffff",
+    "ready": "fill:#0969da,color:#ffffff",
+    "blocked": "fill:#d29922,color:#000000",
+    "pending": "fill:#eaeef2,color:#000000",
+}
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _progress(wave: WaveSummary) -> str:
+    if wave.rolled_out:
+        return f"{wave.updated}/{wave.rolled_out} updated ({100 * wave.updated / wave.rolled_out:.0f}%)"
+    return "–"
+
+
+def mermaid(plan: Plan, wave: WaveSummary) -> str:
+    """A left-to-right flow of the wave's steps, each node coloured by its state."""
+    steps: list[tuple[str, str]] = []
+    ops = [op for op in plan.operations if op.wave == wave.name]
+    init = next((op for op in ops if op.op == "init"), None)
+    steps.append(("init", "done" if wave.status != "absent" else ("ready" if init and init.ready else "blocked")))
+    steps += wave.phases
+    finish = next((op for op in ops if op.op in ("complete", "cancel")), None)
+    if finish is not None:
+        steps.append((finish.op, "ready" if finish.ready else "blocked"))
+    elif wave.status in ("complete", "canceled"):
+        steps.append(("complete" if wave.status == "complete" else "cancel", "done"))
+    lines = ["```mermaid", "flowchart LR"]
+    ids = []
+    for index, (name, state) in enumerate(steps):
+        node = f"s{index}"
+        ids.append(node)
+        label = name.replace('"', "#quot;")
+        lines.append(f'  {node}["{label}"]:::{state}')
+    if len(ids) > 1:
+        lines.append("  " + " --> ".join(ids))
+    lines += [f"  classDef {state} {style}" for state, style in STATE_STYLE.items()]
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def to_markdown(plan: Plan, provenance: dict | None = None, marker: str | None = None) -> str:
+    out = []
+    if marker:
+        out.append(marker)
+    verdict = "changes pending" if plan.changes else ("errors" if plan.errors else "no changes")
+    out.append(f"### Wave plan for factory `{plan.factory}`: {verdict}")
+    source = f" at commit `{provenance['commit'][:12]}`" if provenance and provenance.get("commit") else ""
+    out.append(f"Backend `{plan.backend}`, factory time {iso(plan.now)}{source}.")
+    out.append("")
+    if plan.waves:
+        out += ["| Wave | Tag | Target | Status | Phases | Progress |", "|---|---|---|---|---|---|"]
+        for wave in plan.waves:
+            drift = " ⚠ drift" if wave.drift else ""
+            out.append(f"| `{_cell(wave.name)}` | {_cell(wave.tag)} | {wave.target} | {wave.status}{drift} | "
+                       f"{wave.phases_done}/{len(wave.phases)} | {_progress(wave)} |")
+        out.append("")
+    if plan.operations:
+        out += ["| | Step | Wave | Detail | Devices | Status |", "|---|---|---|---|---|---|"]
+        for op in plan.operations:
+            status = "ready" if op.ready else f"blocked: {op.reason}"
+            devices = op.devices if op.devices is not None else ""
+            out.append(f"| `{SYMBOLS[op.op]}` | {op.op} | `{_cell(op.wave)}` | {_cell(operation_detail(op))} | "
+                       f"{devices} | {_cell(status)} |")
+        out.append("")
+        out.append(f"**{summary_line(plan)}**")
+    elif not plan.errors:
+        out.append(f"**{NO_CHANGES}**")
+    for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
+        if problems:
+            out += ["", f"#### {title}", ""] + [f"- `{_cell(p)}`" for p in problems]
+    diagrams = [w for w in plan.waves if w.phases or w.status == "absent"]
+    if diagrams:
+        out += ["", "<details><summary>Phases</summary>", ""]
+        for wave in diagrams:
+            out += [f"**{wave.name}**", "", mermaid(plan, wave), ""]
+        out.append("</details>")
+    return "\n".join(out) + "\n"
