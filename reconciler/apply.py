@@ -118,7 +118,7 @@ def _init(client: FactoryClient, op: Operation, signer) -> str:
     signed = tuf.build_wave_targets(ci_targets=ci_targets, prod_targets=prod, version=op.target, tag=op.tag,
                                     source_tag=op.source_tag, prune=op.prune, expires=op.expires)
     signature = signer.sign(signed)
-    tuf.verify_own_signature(client.root(), signed, signature)
+    tuf.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
     body = {"name": op.wave, "version": str(op.target), "tag": op.tag,
             "targets": {"signed": signed, "signatures": [signature]}}
     try:

@@ -163,20 +163,12 @@ def _signer_factory(keys, signer_uri, backend):
     if keys or encoded or backend.keys_archive:
         def make(root, online):
             if keys:
-                archive = tuf.load_key_archive(_read_key_file(keys))
+                archive = tuf.load_key_archive_file(keys)
             elif encoded:
-                archive = tuf.load_key_archive_b64(encoded)
+                archive = tuf.load_key_archive_b64(encoded, source="RECONCILE_KEYS")
             else:
-                archive = tuf.load_key_archive(_read_key_file(backend.keys_archive))
+                archive = tuf.load_key_archive_file(backend.keys_archive)
             return tuf.find_offline_signer(root, archive, online)
 
         return make
     return None
-
-
-def _read_key_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the key archive: {exc.strerror}") from None

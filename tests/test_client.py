@@ -1,0 +1,113 @@
+"""The HTTP client against a scripted server on 127.0.0.1: retries, error lines, the server's clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from reconciler.client import Backend, FactoryClient, RetryTransport
+from reconciler.errors import BackendError
+
+
+class ScriptedServer:
+    """Answers each request with the next scripted (status, body) and records what it received."""
+
+    def __init__(self, script):
+        self.script, self.seen = list(script), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.seen.append((self.command, self.path, self.headers.get("OSF-TOKEN"), self.rfile.read(length)))
+                status, body = outer.script.pop(0) if outer.script else (200, {})
+                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+            def date_time_string(self, timestamp=None):
+                return "Tue, 01 Dec 2026 10:00:00 GMT"
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def client_for(url, token="s3cret"):
+    transport = RetryTransport(httpx.HTTPTransport(), attempts=3, backoff=0.01)
+    return FactoryClient(Backend("acme", url, url, transport, token=token))
+
+
+def test_get_is_retried_on_gateway_errors_and_reads_the_servers_clock():
+    with ScriptedServer([(503, b"busy"), (502, b""), (200, {"waves": [], "total": 0, "next": None})]) as server:
+        with client_for(server.url) as client:
+            assert client.list_waves() == []
+            assert client.server_now() == datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+    assert len(server.seen) == 3
+    assert server.seen[0][:3] == ("GET", "/ota/factories/acme/waves/?limit=100&page=1", "s3cret")
+
+
+def test_post_is_never_retried_blindly():
+    with ScriptedServer([(503, {"message": "try later"}), (200, {"device-num": 5})]) as server:
+        with client_for(server.url) as client, pytest.raises(BackendError) as caught:
+            client.rollout("v46", {"group": "canary", "dry-run": False})
+    assert len(server.seen) == 1
+    assert str(caught.value) == "rollout of wave 'v46': try later (HTTP 503)"
+    assert caught.value.status == 503
+
+
+def test_error_bodies_become_one_line_like_fioctl_shows_them():
+    body = {"message": "Targets validation failed", "errors": ["CI Target differs", "hardwareIds conflict"]}
+    with ScriptedServer([(400, body), (409, {"msg": "busy", "errors": {"tag": "has an active wave"}}),
+                         (500, b"<html>oops</html>")]) as server:
+        with client_for(server.url) as client:
+            messages = []
+            for call in (lambda: client.create_wave({"name": "w"}), lambda: client.complete("w"),
+                         lambda: client.cancel("w")):
+                with pytest.raises(BackendError) as caught:
+                    call()
+                messages.append(str(caught.value))
+    assert messages == [
+        "init wave 'w': Targets validation failed; CI Target differs; hardwareIds conflict (HTTP 400)",
+        "complete wave 'w': busy; tag: has an active wave (HTTP 409)",
+        "cancel wave 'w': HTTP 500: <html>oops</html>",
+    ]
+
+
+def test_paging_follows_next_and_404_means_none():
+    pages = [(200, {"waves": [{"name": "a"}], "total": 2, "next": "page2"}),
+             (200, {"waves": [{"name": "b"}], "total": 2, "next": None}),
+             (404, {"message": "not found"})]
+    with ScriptedServer(pages) as server:
+        with client_for(server.url) as client:
+            assert [w["name"] for w in client.list_waves()] == ["a", "b"]
+            assert client.prod_targets(["production"]) == {}
+            assert client.requests == 3
+
+
+def test_unreachable_backend_is_one_line_without_the_token():
+    with client_for("http://127.0.0.1:9", token="tok-123") as client, pytest.raises(BackendError) as caught:
+        client.list_waves()
+    assert str(caught.value).startswith("list waves: cannot reach http://127.0.0.1:9")
+    assert "tok-123" not in str(caught.value)
