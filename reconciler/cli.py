@@ -55,9 +55,12 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
     paths = list(paths) or ["."]
     try:
         if watch:
+            if rev:
+                raise UserError("--watch reads the work tree; it cannot be combined with --rev")
             from .watch import watch as watch_paths
 
-            watch_paths(paths, lambda: _run_reporting(paths, options))
+            # A watch previews: it never applies, whatever the other options say.
+            watch_paths(paths, lambda: _captured_run(paths, {**options, "dry_run": True}))
             sys.exit(EXIT_OK)
         sys.exit(run(paths, **options))
     except UserError as exc:
@@ -67,13 +70,15 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
         sys.exit(EXIT_ERROR)
 
 
-def _run_reporting(paths, options) -> int:
-    """One run for --watch: errors are printed and the watch goes on."""
-    try:
-        return run(paths, **options)
-    except UserError as exc:
-        _report(exc)
-        return EXIT_ERROR
+def _captured_run(paths, options) -> str:
+    """One run for --watch, returning what it printed; the watch shows it and its changes."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        run(paths, **options)
+    return buffer.getvalue().rstrip("\n")
 
 
 def _report(exc: UserError) -> None:
@@ -88,11 +93,17 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         local, keys, signer_uri) -> int:
     from . import manifest
 
-    source = None
-    provenance = None
-    if rev or base or not dry_run and not check:
-        source, provenance = _git_context(paths, rev=rev, require_clean=not dry_run and not check and not allow_dirty)
-    loaded = manifest.load(paths, source=source)
+    source = provenance = None
+    if rev or not check:
+        from . import gitrepo
+
+        # Every plan carries provenance; apply refuses a dirty work tree unless --allow-dirty.
+        source, provenance = gitrepo.context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
+    try:
+        loaded = manifest.load(paths, source=source)
+    finally:
+        if source is not None:
+            source.close()  # GitSource keeps git cat-file processes open
     for warning in loaded.warnings:
         _err(str(warning))
     if check:
@@ -100,24 +111,12 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         return EXIT_OK
     specs = loaded.specs
     if base:
-        specs = _changed_since(paths, base, specs, rev)
+        from . import gitrepo
+
+        specs = gitrepo.changed_waves(paths[0], base, rev).select(specs)
     return _plan_and_apply(specs, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
                            provenance=provenance)
-
-
-def _git_context(paths, *, rev, require_clean):
-    """The manifest source at a revision and the plan's provenance, when PATHS are in a git repository."""
-    from . import gitrepo
-
-    return gitrepo.context(paths, rev=rev, require_clean=require_clean)
-
-
-def _changed_since(paths, base, specs, rev):
-    from . import gitrepo
-
-    changed = gitrepo.changed_manifests(paths, base, rev)
-    return [s for s in specs if s.manifest in changed]
 
 
 def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
