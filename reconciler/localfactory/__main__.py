@@ -1,0 +1,5 @@
+"""``python -m reconciler.localfactory`` = ``reconcile-factory``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,295 @@
+"""``reconcile-factory``: create, serve and drive the local factory.
+
+The factory lives in a directory: ``--local PATH``, else ``$RECONCILE_LOCAL``, else the user state
+directory (the same place ``reconcile`` uses when no API URL is configured).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from . import default_path
+
+DURATION_RE = re.compile(r"^(?:\d+[wdhms])+$")
+UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> int:
+    """``1h``, ``1d12h``, ``90m``, ``2w``, ``45s`` (or plain seconds) -> seconds."""
+    text = text.strip().lower()
+    if text.isdigit():
+        return int(text)
+    if not DURATION_RE.match(text):
+        raise click.BadParameter(f"{text!r} is not a duration such as 1h, 30m or 1d12h")
+    return sum(int(n) * UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)([wdhms])", text))
+
+
+class Ctx:
+    def __init__(self, local: str | None):
+        self.path = Path(local).expanduser() if local else default_path()
+
+    def store(self, must_exist: bool = True):
+        from .store import Store
+
+        st = Store.in_dir(self.path)
+        if must_exist and not st.exists():
+            raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` first")
+        return st
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _api_errors(fn):
+    """ApiError and UserError become one line and exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from reconciler.errors import UserError
+
+        from .errors import ApiError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as e:
+            detail = "".join(f"\n  {x}" for x in (e.errors[:20] if isinstance(e.errors, list) else []))
+            raise click.ClickException(f"{e.message}{detail}") from None
+        except UserError as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--local", envvar="RECONCILE_LOCAL", metavar="PATH",
+              help="Factory directory (default: $RECONCILE_LOCAL, else the user state directory).")
+@click.pass_context
+def main(ctx, local):
+    """The local factory: the Foundries waves API over SQLite with a simulated device fleet."""
+    ctx.obj = Ctx(local)
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="The demo factory 'demo' (2,000 devices unless --devices).")
+@click.option("--name", default=None, help="Factory name (default: demo).")
+@click.option("--devices", "devices_n", type=click.IntRange(0, 10_000_000), default=None,
+              help="Production devices (default 2000 with --demo, else 0).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the fleet and its simulation.")
+@click.option("--start", default=None, metavar="RFC3339", help="Simulated start time (default: now).")
+@pass_ctx
+@_api_errors
+def init(c: Ctx, demo, name, devices_n, seed, start):
+    """Create a factory: keys, roots, CI builds 40-60, groups, production targets, devices."""
+    from . import demo as demo_mod
+    from .store import parse_time
+
+    if start is not None:
+        try:
+            start_ts = parse_time(start)
+        except ValueError:
+            raise click.BadParameter(f"{start!r} is not an RFC 3339 time", param_hint="--start") from None
+    else:
+        start_ts = None
+    if devices_n is None:
+        devices_n = 2000 if demo else 0
+    try:
+        result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts)
+    except demo_mod.FactoryExists as e:
+        raise click.ClickException(f"{e}; remove it to start over") from None
+    click.echo(f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
+               f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s")
+    click.echo(f"Operator offline targets key: {result.keys_archive}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="0 picks a free port (printed).")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
+@pass_ctx
+def serve(c: Ctx, host, port, threads):
+    """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`."""
+    import waitress
+
+    from .app import make_app
+
+    st = c.store()
+    with st.read() as conn:
+        from .store import factory_name
+
+        name = factory_name(conn)
+        tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    server = waitress.create_server(make_app(st, require_token=True), host=host, port=port, threads=threads,
+                                    ident="reconcile-factory")
+    click.echo(f"Serving factory '{name}' on http://{host}:{server.effective_port} (from {c.path})", err=True)
+    if not tokens:
+        click.echo("No API token exists yet: create one with `reconcile-factory token`", err=True)
+    sys.stderr.flush()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+@main.command()
+@click.argument("duration")
+@pass_ctx
+def advance(c: Ctx, duration):
+    """Move simulated time forward by DURATION (1h, 30m, 1d12h); devices check in and update."""
+    from . import fleet, store
+
+    seconds = parse_duration(duration)
+    st = c.store()
+    with st.write() as conn:
+        stats = fleet.advance(conn, seconds)
+        now = store.now(conn)
+    click.echo(f"Now {store.iso(now)}: {stats['updated']:,} device(s) updated, {stats['failed']:,} failed "
+               f"install(s), {stats['online']:,} online")
+
+
+@main.group()
+def devices():
+    """Add, import and list devices."""
+
+
+@devices.command("add")
+@click.argument("name")
+@click.option("--tag", default="production", show_default=True)
+@click.option("--hardware-id", "hwid", default="intel-corei7-64", show_default=True)
+@click.option("--version", type=int, default=40, show_default=True, help="Installed target version.")
+@click.option("--uuid", default="", help="Default: a random UUID.")
+@click.option("--group", default=None, help="Device group (default: none).")
+@click.option("--ci", is_flag=True, help="A CI (non-production) device.")
+@pass_ctx
+@_api_errors
+def devices_add(c: Ctx, name, tag, hwid, version, uuid, group, ci):
+    """Register one device."""
+    from . import devices as dev
+
+    with c.store().write() as conn:
+        dev.add_devices(conn, [dev.NewDevice(name, uuid, tag, hwid, version, not ci, group)], "cli")
+        d = dev.get_device(conn, name, by_uuid=False)
+    click.echo(f"Added {name} ({d['uuid']})")
+
+
+@devices.command("move")
+@click.argument("name")
+@click.argument("group", required=False, default="")
+@pass_ctx
+@_api_errors
+def devices_move(c: Ctx, name, group):
+    """Move a device into GROUP (omit GROUP for no group)."""
+    from . import devices as dev
+
+    with c.store().write() as conn:
+        dev.patch_device(conn, dev.get_device(conn, name, by_uuid=False), {"group": group})
+    click.echo(f"Moved {name} to {group or 'no group'}")
+
+
+@devices.command("import", short_help="Register devices from a CSV file.")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8"))
+@pass_ctx
+@_api_errors
+def devices_import(c: Ctx, csv_file):
+    """Register devices from CSV: name,uuid,group,tag,production,hardware_id,version (header required)."""
+    from . import devices as dev
+
+    new = dev.parse_csv(csv_file.read())
+    with c.store().write() as conn:
+        n = dev.add_devices(conn, new, "cli")
+    click.echo(f"Imported {n:,} device(s)")
+
+
+@devices.command("list")
+@click.option("--group", default=None)
+@click.option("--tag", default=None)
+@click.option("--prod/--ci", "prod", default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@pass_ctx
+@_api_errors
+def devices_list(c: Ctx, group, tag, prod, limit, page):
+    """List devices (name, uuid, group, tag, target, last seen)."""
+    from . import devices as dev
+
+    with c.store().read() as conn:
+        items, total = dev.list_devices(conn, dev.Filters(group=group, tag=tag, prod=prod, limit=limit, page=page))
+    click.echo(f"{'NAME':<14} {'UUID':<36} {'GROUP':<8} {'TAG':<11} {'TARGET':<26} {'PROD':<5} LAST SEEN")
+    for d in items:
+        click.echo(f"{d['name']:<14} {d['uuid']:<36} {d['device-group'] or '-':<8} {d['tag']:<11} "
+                   f"{d['target-name']:<26} {'yes' if d['is-prod'] else 'no':<5} {d['last-seen'] or 'never'}")
+    click.echo(f"({len(items)} of {total:,}; page {page})")
+
+
+@main.command()
+@click.option("--offline-threshold", type=click.IntRange(1), default=4, show_default=True, help="Hours.")
+@pass_ctx
+def status(c: Ctx, offline_threshold):
+    """Show the clock, devices, production targets and active waves."""
+    from . import factorystatus, store, wavestatus
+
+    with c.store().read() as conn:
+        s = factorystatus.factory_status(conn, offline_threshold)
+        now = store.now(conn)
+        prod = conn.execute("SELECT tag, version FROM prod_targets ORDER BY tag").fetchall()
+        active = conn.execute("SELECT name FROM waves WHERE status = 'active' ORDER BY name").fetchall()
+        wave_stats = [wavestatus.status(conn, n, offline_threshold) for (n,) in active]
+        name = store.factory_name(conn)
+    click.echo(f"Factory '{name}' at {c.path}")
+    click.echo(f"Simulated time: {store.iso(now)}")
+    click.echo(f"Devices: {s['total-devices']:,}")
+    for section, label in (("tags", "CI"), ("prod-tags", "production"), ("wave-tags", "in a wave")):
+        for t in s[section]:
+            versions = ", ".join(f"{x['version']}: {x['devices']:,}" for x in t["targets"])
+            click.echo(f"  {label} tag {t['name']}: {t['devices-total']:,} devices, {t['devices-online']:,} online, "
+                       f"latest {t['latest-target']} ({versions})")
+    for tag, version in prod:
+        click.echo(f"Production targets: tag {tag} at version {version}")
+    for w in wave_stats:
+        click.echo(f"Active wave {w['name']} (version {w['version']}, tag {w['tag']}): {w['updated-devices']:,} "
+                   f"updated, {w['scheduled-devices']:,} scheduled, {w['unscheduled-devices']:,} unscheduled")
+    if not wave_stats:
+        click.echo("No active wave")
+
+
+@main.command()
+@click.option("--name", default="operator", show_default=True, help="Who the token acts as (rollout-by, created-by).")
+@pass_ctx
+def token(c: Ctx, name):
+    """Create an API token for `serve`, printed once; only its hash is stored."""
+    from . import auth
+
+    with c.store().write() as conn:
+        value = auth.create(conn, name)
+    click.echo(value)
+
+
+@main.command()
+@click.argument("version", type=click.IntRange(0, 2**31 - 1))
+@click.option("--tag", "tags", multiple=True, default=("main",), show_default=True)
+@click.option("--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True)
+@pass_ctx
+@_api_errors
+def build(c: Ctx, version, tags, hwids):
+    """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
+    import sqlite3
+
+    from . import targets
+
+    with c.store().write() as conn:
+        try:
+            names = targets.add_ci_build(conn, version, list(hwids), list(tags))
+        except sqlite3.IntegrityError:
+            raise click.ClickException(f"CI build {version} already exists") from None
+    click.echo(f"Published {', '.join(names)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,138 @@
+"""Creating a local factory (``reconcile-factory init``), and the demo factory of notes/contracts.md.
+
+A factory gets: a root key and an online targets key it keeps, one offline targets key whose archive
+(fioctl format) is written for the operator to ``targets.only.key.tgz`` and never stored in the
+database; CI and production roots (version 2 lists [online, offline]; prod threshold 2); CI builds
+40..60 for ``intel-corei7-64`` and ``raspberrypi4-64`` (tagged ``main``, and ``devel`` from 50);
+the device groups canary, beta, us-east, us-west, eu-emea, apac; production targets for tag
+``production`` at version 40, published the way an operator would: through a wave
+``populate-targets`` signed with the offline key, then completed; production devices in those
+groups on version 40, and CI devices on version 60.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid as uuidlib
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from reconciler import tuf
+
+from . import devices, fleet, groups, store, targets, trust, waves
+
+HWIDS = ("intel-corei7-64", "raspberrypi4-64")
+GROUPS = ("canary", "beta", "us-east", "us-west", "eu-emea", "apac")
+VERSIONS = range(40, 61)
+KEY_ARCHIVE = "targets.only.key.tgz"
+ACTOR = "factory-admin"
+
+
+class FactoryExists(Exception):
+    pass
+
+
+@dataclass
+class InitResult:
+    path: Path
+    factory: str
+    devices: int
+    ci_devices: int
+    keys_archive: Path
+    seconds: float
+
+
+def demo_uuid(seed: int, i: int, kind: str = "reconciler-demo") -> str:
+    """``str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{seed}:{i}"))``, computed without UUID objects."""
+    digest = bytearray(hashlib.sha1(uuidlib.NAMESPACE_URL.bytes + f"{kind}:{seed}:{i}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def demo_group(i: int) -> str | None:
+    if i < 10:
+        return "canary"
+    if i < 60:
+        return "beta"
+    return ("us-east", "us-east", "us-east", "us-west", "us-west", "eu-emea", "eu-emea", "eu-emea", "apac",
+            None)[i % 10]
+
+
+def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 2000, seed: int = 42,
+                 start: int | None = None, ci_devices: int | None = None) -> InitResult:
+    t0 = time.perf_counter()
+    directory = Path(directory)
+    st = store.Store.in_dir(directory)
+    if st.exists():
+        raise FactoryExists(f"a factory already exists at {directory}")
+    if start is None:
+        start = int(time.time())
+    if ci_devices is None:
+        ci_devices = max(5, devices_n // 100)
+    st.create_schema()
+    offline = tuf.generate_keypair()
+    with st.write() as conn:
+        for key, value in {"factory": name, "seed": seed, "now": start, "created_at": start,
+                           **fleet.DEFAULTS}.items():
+            store.set_meta(conn, key, value)
+        trust.init_trust(conn, start, offline.public)
+        for v in VERSIONS:
+            targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"])
+        for g in GROUPS:
+            groups.create_group(conn, {"name": g, "description": f"{g} devices"}, ACTOR)
+        _populate_production(conn, offline, start)
+        _add_demo_devices(conn, seed, start, devices_n, ci_devices)
+        # Written before the commit: a factory never exists without its operator key.
+        archive = directory / KEY_ARCHIVE
+        fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(tuf.key_archive_bytes([offline]))
+    with st.write() as conn:
+        conn.execute("ANALYZE")
+    st.close()
+    return InitResult(directory, name, devices_n, ci_devices, archive, time.perf_counter() - t0)
+
+
+def _populate_production(conn, offline: tuf.KeyPair, start: int) -> None:
+    signed = tuf.build_wave_targets(ci_targets=targets.ci_files(conn, 40), prod_targets=None, version=40,
+                                    tag="production", expires=store.to_datetime(start) + timedelta(days=365))
+    body = {"name": "populate-targets", "version": "40", "tag": "production",
+            "targets": {"signed": signed, "signatures": [tuf.signer_for_keypair(offline).sign(signed)]}}
+    waves.create(conn, body, ACTOR)
+    waves.complete(conn, "populate-targets", ACTOR)
+
+
+def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int) -> None:
+    """Bulk load: device indexes are dropped and rebuilt around the inserts."""
+    m = fleet.model(conn)
+    day = start // fleet.DAY
+    gids = {name: gid for gid, name in conn.execute("SELECT id, name FROM device_groups")}
+    seed_s = str(seed)
+
+    def row(uid: str, name: str, gid, tag: str, prod: int, hwid: str, version: int):
+        rnd = devices.rnd_for(seed_s, uid)
+        phase = rnd % m.interval
+        if fleet.online_today(rnd, day, m):
+            return (uid, name, gid, tag, prod, hwid, version, 1, start - ((start - phase) % m.interval), rnd, start)
+        # offline today (or for good): last seen some time before today
+        ago = fleet.DAY + (rnd >> 8) % (30 * fleet.DAY)
+        return (uid, name, gid, tag, prod, hwid, version, 0, start - ago, rnd, start)
+
+    def rows():
+        for i in range(n):
+            yield row(demo_uuid(seed, i), f"demo-{i:06d}", gids.get(demo_group(i)), "production", 1, HWIDS[i % 2], 40)
+        for j in range(n_ci):
+            yield row(demo_uuid(seed, j, "reconciler-demo-ci"), f"ci-{j:04d}", None, "main", 0, HWIDS[j % 2], 60)
+
+    for index in store.DEVICE_INDEX_NAMES:
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    conn.executemany(
+        "INSERT INTO devices(uuid, name, group_id, tag, is_prod, hwid, version, online, last_seen, rnd, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+    for stmt in store.DEVICE_INDEXES:
+        conn.execute(stmt)

@@ -1,0 +1,241 @@
+"""The simulated fleet: what each device fetches, and check-ins when simulated time advances.
+
+Model (all of it seeded, so a factory replays identically):
+
+- every device checks in every ``checkin_interval`` seconds (300) at a fixed phase ``rnd % interval``;
+- each UTC day a device is offline for the whole day with probability ``offline_per_day`` (5%), and
+  a share ``dead`` (1%) never checks in again; both come from a hash of the device's ``rnd`` and the
+  day, computed in SQL;
+- at a check-in the device fetches its metadata (``device_metadata``): CI targets for a CI device; for
+  a production device the targets of the active wave of its tag when the wave has staged it
+  (explicitly or through a fully rolled-out group), else its tag's production targets. It verifies
+  them as aktualizr does: the root chain 1..N, then the targets signatures against the last root's
+  threshold, and the expiry. Devices that fetch the same metadata share that verification (it is the
+  same bytes), so a million devices cost a handful of signature checks;
+- it then installs the newest version its metadata offers for its tag and hardware id, never a
+  downgrade; an install fails with probability ``install_failure`` (2%) per attempt, hashed from the
+  device, the version and the day: the failure is recorded as an update event (ok = 0) and the
+  device stays where it was and retries the next day;
+- ``last_seen`` is written only when a device changes state; while ``online`` is 1 its last check-in
+  is derived from the clock (``last_seen_expr``).
+
+``advance`` processes time in chunks that never cross a UTC day boundary, each with a few set-based
+SQL statements; Python loops only over (tag, hardware id) pairs and active waves.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from reconciler import tuf
+
+from . import store, targets, trust
+
+DAY = 86400
+P31 = 2147483647  # a prime: multiplicative hashing modulo it stays within 63-bit integers
+DEFAULTS = {"checkin_interval": 300, "offline_per_day_bp": 500, "dead_bp": 100, "install_failure_bp": 200}
+
+
+@dataclass(frozen=True)
+class Model:
+    interval: int
+    offline_bp: int  # basis points (1/10,000)
+    dead_bp: int
+    failure_bp: int
+
+
+def model(conn: sqlite3.Connection) -> Model:
+    return Model(*(store.meta_int(conn, k, DEFAULTS[k]) for k in
+                   ("checkin_interval", "offline_per_day_bp", "dead_bp", "install_failure_bp")))
+
+
+# SQL fragments over a devices row; :day, :interval, :off, :dead are bound by the caller.
+_H_DAY = "(((rnd & 2147483647) * ((:day * 40503 + 12345) % 2147483647 + 1)) % 2147483647)"
+ONLINE_TODAY_SQL = f"(((rnd >> 31) & 65535) % 10000 >= :dead AND {_H_DAY} % 10000 >= :off)"
+PHASE_SQL = "(rnd % :interval)"
+
+
+def last_seen_expr(now: int, interval: int) -> str:
+    """SQL for the displayed last check-in of a devices row: derived while online, stored otherwise."""
+    now, interval = int(now), int(interval)
+    return f"CASE WHEN online = 1 THEN {now} - (({now} - (rnd % {interval})) % {interval}) ELSE last_seen END"
+
+
+def last_seen(online: int, stored: int | None, rnd: int, now: int, interval: int) -> int | None:
+    if online:
+        return now - ((now - rnd % interval) % interval)
+    return stored
+
+
+def online_today(rnd: int, day: int, m: Model) -> bool:
+    """The same function as ONLINE_TODAY_SQL, for devices created in Python."""
+    h = ((rnd & P31) * ((day * 40503 + 12345) % P31 + 1)) % P31
+    return ((rnd >> 31) & 65535) % 10000 >= m.dead_bp and h % 10000 >= m.offline_bp
+
+
+# ------------------------------------------------------------------------------------ metadata
+
+
+@dataclass
+class Source:
+    """The metadata a class of devices fetches, verified, and what it offers per hardware id."""
+
+    kind: str  # "ci" | "prod" | "wave"
+    key: str  # tag or wave id
+    envelope: dict | None
+    newest: dict[str, int]  # hwid -> highest version offered (empty if unverifiable)
+    problem: str = ""
+
+
+def verify(conn: sqlite3.Connection, kind: str, envelope: dict | None) -> str:
+    """What a device checks before it trusts targets: "" when they are fine, else why not."""
+    if envelope is None:
+        return "no targets"
+    chain = trust.root_chain(conn, kind)
+    try:
+        root = trust.verify_root_chain(chain)
+        tuf.verify_threshold(root, "targets", envelope["signed"], envelope["signatures"])
+    except tuf.TufError as e:
+        return str(e)
+    if store.parse_time(envelope["signed"]["expires"]) <= store.now(conn):
+        return "targets metadata has expired"
+    return ""
+
+
+def sources(conn: sqlite3.Connection) -> dict[tuple[str, str], Source]:
+    """Every metadata source in the factory, verified once."""
+    out: dict[tuple[str, str], Source] = {}
+    ci = targets.ci_targets_json(conn)
+    ci_problem = verify(conn, "ci", ci)
+    for (tag,) in conn.execute("SELECT DISTINCT tag FROM devices INDEXED BY devices_pick_tag WHERE is_prod = 0"):
+        newest = {} if ci_problem else targets.newest_by_hwid(ci["signed"]["targets"], tag)
+        out[("ci", tag)] = Source("ci", tag, ci, newest, ci_problem)
+    for tag, envelope in targets.all_prod_targets(conn).items():
+        problem = verify(conn, "prod", envelope)
+        out[("prod", tag)] = Source("prod", tag, envelope, {} if problem else
+                                    targets.newest_by_hwid(envelope["signed"]["targets"], tag), problem)
+    for wave_id, tag, signed, sigs in conn.execute(
+            "SELECT id, tag, signed, signatures FROM waves WHERE status = 'active'"):
+        envelope = {"signatures": json.loads(sigs), "signed": json.loads(signed)}
+        problem = verify(conn, "prod", envelope)
+        out[("wave", str(wave_id))] = Source("wave", str(wave_id), envelope, {} if problem else
+                                             targets.newest_by_hwid(envelope["signed"]["targets"], tag), problem)
+    return out
+
+
+def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]:
+    """Which metadata one device fetches (see the module docstring)."""
+    if not device["is_prod"]:
+        return ("ci", device["tag"])
+    row = conn.execute("SELECT id FROM waves WHERE tag = ? AND status = 'active'", (device["tag"],)).fetchone()
+    if row is not None:
+        wave_id = row[0]
+        staged = device["wave_id"] == wave_id or (device["group_id"] is not None and conn.execute(
+            "SELECT 1 FROM wave_groups WHERE wave_id = ? AND group_id = ? AND full_group = 1",
+            (wave_id, device["group_id"])).fetchone() is not None)
+        if staged:
+            return ("wave", str(wave_id))
+    return ("prod", device["tag"])
+
+
+def device_metadata(conn: sqlite3.Connection, device: dict) -> tuple[str, dict | None]:
+    """(root kind, targets envelope or None) that this device fetches from the gateway."""
+    kind, key = device_source_key(conn, device)
+    if kind == "ci":
+        return "ci", targets.ci_targets_json(conn)
+    if kind == "prod":
+        return "prod", targets.prod_targets(conn, key)
+    signed, sigs = conn.execute("SELECT signed, signatures FROM waves WHERE id = ?", (int(key),)).fetchone()
+    return "prod", {"signatures": json.loads(sigs), "signed": json.loads(signed)}
+
+
+# ------------------------------------------------------------------------------------ advance
+
+
+def advance(conn: sqlite3.Connection, seconds: int) -> dict:
+    """Move the simulated clock forward, letting every device check in on its schedule."""
+    if seconds < 0:
+        raise ValueError("time only moves forward")
+    start = store.now(conn)
+    end = start + seconds
+    stats = {"updated": 0, "failed": 0}
+    t = start
+    while t < end:
+        chunk_end = min(end, (t // DAY + 1) * DAY)
+        _chunk(conn, t, chunk_end, stats)
+        t = chunk_end
+        store.set_meta(conn, "now", t)
+    store.set_meta(conn, "now", end)
+    stats["online"] = conn.execute("SELECT count(*) FROM devices WHERE online = 1").fetchone()[0]
+    return stats
+
+
+def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict) -> None:
+    """Simulate [a, b), which lies within one UTC day."""
+    m = model(conn)
+    day = a // DAY
+    p = {"day": day, "daystart": day * DAY, "interval": m.interval, "off": m.offline_bp, "dead": m.dead_bp,
+         "a": a, "b": b}
+    first = f"(:a + ((({PHASE_SQL} - :a) % :interval) + :interval) % :interval)"  # first check-in >= a
+    if a % DAY == 0:
+        # A new day: devices offline today stop checking in; their last check-in was before a.
+        conn.execute(
+            f"UPDATE devices SET online = 0, last_seen = :a - 1 - ((:a - 1 - {PHASE_SQL}) % :interval) "
+            f"WHERE online = 1 AND NOT {ONLINE_TODAY_SQL}", p)
+    # Devices online today that were not checking in come back at their first check-in in [a, b).
+    conn.execute(
+        f"UPDATE devices SET online = 1, last_seen = {first} "
+        f"WHERE online = 0 AND {ONLINE_TODAY_SQL} AND {first} < :b", p)
+    _install(conn, a, b, m, p, first, stats)
+
+
+def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first: str, stats: dict) -> None:
+    """Devices online in [a, b) whose metadata offers a newer version for their hardware id install it."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS fleet_todo (id INTEGER PRIMARY KEY, from_v INTEGER, "
+                 "to_v INTEGER, at INTEGER, ok INTEGER)")
+    conn.execute("DELETE FROM fleet_todo")
+    src = sources(conn)
+    active = {tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")}
+    fulls: dict[int, list[int]] = {}
+    for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1 AND wave_id IN "
+                                 "(SELECT id FROM waves WHERE status = 'active')"):
+        fulls.setdefault(wid, []).append(gid)
+    fail = ("(((rnd & 2147483647) * ((:to * 69621 + :day * 48271 + 7) % 2147483647 + 1)) % 2147483647) "
+            "% 10000 < :fail")
+    # One attempt per device, version and day: a device that failed today retries tomorrow.
+    insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "
+              f"NOT {fail} FROM devices WHERE online = 1 AND {first} < :b AND hwid = :hwid AND version < :to "
+              f"AND NOT EXISTS (SELECT 1 FROM update_events e WHERE e.device_id = devices.id AND e.ok = 0 "
+              f"AND e.to_version = :to AND e.at >= :daystart) AND ")
+    for (kind, key), source in src.items():
+        for hwid, newest in source.newest.items():
+            q = dict(p, to=newest, hwid=hwid, fail=m.failure_bp, tag=key)
+            if kind == "ci":
+                conn.execute(insert + "tag = :tag AND is_prod = 0", q)
+            elif kind == "wave":
+                wid = int(key)
+                q["wid"] = wid
+                conn.execute(insert + "is_prod = 1 AND wave_id = :wid", q)
+                groups = fulls.get(wid, [])
+                if groups:
+                    q["tag"] = conn.execute("SELECT tag FROM waves WHERE id = ?", (wid,)).fetchone()[0]
+                    marks = ",".join(str(int(g)) for g in groups)
+                    conn.execute(insert + f"tag = :tag AND is_prod = 1 AND group_id IN ({marks})", q)
+            else:
+                wid = active.get(key)
+                staged = ""
+                if wid is not None:
+                    groups = ",".join(str(int(g)) for g in fulls.get(wid, []))
+                    staged = f" AND (wave_id IS NULL OR wave_id != {int(wid)})"
+                    if groups:
+                        staged += f" AND (group_id IS NULL OR group_id NOT IN ({groups}))"
+                conn.execute(insert + "tag = :tag AND is_prod = 1" + staged, q)
+    conn.execute("INSERT INTO update_events(device_id, at, from_version, to_version, ok) "
+                 "SELECT id, at, from_v, to_v, ok FROM fleet_todo ORDER BY at, id")
+    conn.execute("UPDATE devices SET version = t.to_v FROM fleet_todo AS t WHERE devices.id = t.id AND t.ok = 1")
+    ok, failed = conn.execute("SELECT coalesce(sum(ok), 0), coalesce(sum(1 - ok), 0) FROM fleet_todo").fetchone()
+    stats["updated"] += ok
+    stats["failed"] += failed
+    conn.execute("DELETE FROM fleet_todo")

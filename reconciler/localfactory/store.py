@@ -1,0 +1,230 @@
+"""The local factory's storage: one SQLite file in WAL mode, its schema, connections and clock.
+
+The schema is built for a million devices. ``devices`` is one row per device with the columns
+the hot paths read; its indexes serve exactly those paths:
+
+- ``devices_pick_group`` / ``devices_pick_tag`` (tag, is_prod, [group_id,] rnd): rollout selection
+  walks devices of a tag (and group) in the order of their random ``rnd`` from a seeded start, so a
+  pick of N devices reads about N index entries and never sorts;
+- ``devices_status`` (tag, is_prod, group_id, version, online, last_seen): wave and factory status
+  are one covering-index scan with GROUP BY in index order;
+- ``devices_wave`` (partial, wave_id): the devices a rollout staged explicitly.
+
+Times are integer UNIX seconds of the *simulated* clock (``meta.now``), which moves only when
+``advance`` is called. A device's ``last_seen`` is stored when it changes state; while ``online``
+is 1 the device checks in every ``checkin_interval`` seconds and its last check-in is derived
+(see fleet.py), so an hour of simulated time does not rewrite a million rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import formatdate
+from pathlib import Path
+
+DB_NAME = "factory.db"
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tuf_keys (
+    role TEXT PRIMARY KEY, keyid TEXT NOT NULL, public TEXT NOT NULL, private TEXT);
+CREATE TABLE IF NOT EXISTS roots (
+    kind TEXT NOT NULL CHECK (kind IN ('ci', 'prod')), version INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (kind, version));
+CREATE TABLE IF NOT EXISTS ci_targets (
+    name TEXT PRIMARY KEY, version INTEGER NOT NULL, hwid TEXT NOT NULL, tags TEXT NOT NULL,
+    meta TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ci_targets_version ON ci_targets(version, hwid);
+CREATE TABLE IF NOT EXISTS prod_targets (
+    tag TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_groups (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL, created_by TEXT NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL, updated_by TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS waves (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL, tag TEXT NOT NULL,
+    signed TEXT NOT NULL, signatures TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'complete', 'canceled')),
+    created_at INTEGER NOT NULL, created_by TEXT NOT NULL,
+    updated_at INTEGER, updated_by TEXT NOT NULL DEFAULT '');
+CREATE UNIQUE INDEX IF NOT EXISTS waves_one_active_per_tag ON waves(tag) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS wave_groups (
+    wave_id INTEGER NOT NULL, group_id INTEGER NOT NULL, group_name TEXT NOT NULL,
+    created_at INTEGER NOT NULL, created_by TEXT NOT NULL, full_group INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL, PRIMARY KEY (wave_id, group_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY, wave_id INTEGER NOT NULL, group_id INTEGER, group_name TEXT NOT NULL,
+    rollout_by TEXT NOT NULL, rollout_at INTEGER NOT NULL, is_full_group INTEGER NOT NULL,
+    is_factory_wide INTEGER NOT NULL, num_devices INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS rollouts_wave ON rollouts(wave_id, id);
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL, group_id INTEGER,
+    tag TEXT NOT NULL, is_prod INTEGER NOT NULL, hwid TEXT NOT NULL, version INTEGER NOT NULL,
+    online INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, rnd INTEGER NOT NULL, wave_id INTEGER,
+    created_at INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS update_events (
+    id INTEGER PRIMARY KEY, device_id INTEGER NOT NULL, at INTEGER NOT NULL,
+    from_version INTEGER NOT NULL, to_version INTEGER NOT NULL, ok INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS update_events_device ON update_events(device_id, id);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+"""
+
+# Created after a bulk load (building an index over sorted data is several times faster than
+# maintaining it row by row), and by create_schema for an empty factory.
+DEVICE_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS devices_uuid ON devices(uuid)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS devices_name ON devices(name)",
+    "CREATE INDEX IF NOT EXISTS devices_pick_group ON devices(tag, is_prod, group_id, rnd)",
+    "CREATE INDEX IF NOT EXISTS devices_pick_tag ON devices(tag, is_prod, rnd)",
+    "CREATE INDEX IF NOT EXISTS devices_status ON devices(tag, is_prod, group_id, version, online, last_seen)",
+    "CREATE INDEX IF NOT EXISTS devices_wave ON devices(wave_id) WHERE wave_id IS NOT NULL",
+)
+DEVICE_INDEX_NAMES = tuple(stmt.split(" ON ")[0].split()[-1] for stmt in DEVICE_INDEXES)
+
+
+class Store:
+    """A factory database. Each thread gets its own connection (waitress serves on several)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def in_dir(cls, directory: str | Path) -> Store:
+        return cls(Path(directory) / DB_NAME)
+
+    def exists(self) -> bool:
+        if not self.path.exists():
+            return False
+        try:
+            with self.read() as conn:
+                return conn.execute("SELECT value FROM meta WHERE key = 'factory'").fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
+
+    def connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
+
+    @contextmanager
+    def _tx(self, begin: str) -> Iterator[sqlite3.Connection]:
+        conn = self.connect()
+        if conn.in_transaction:  # nested: the outer transaction decides
+            yield conn
+            return
+        conn.execute(begin)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def read(self):
+        """A consistent snapshot for reads."""
+        return self._tx("BEGIN")
+
+    def write(self):
+        """A write transaction, taken up front so that concurrent writers queue instead of failing."""
+        return self._tx("BEGIN IMMEDIATE")
+
+    def create_schema(self) -> None:
+        with self.write() as conn:  # statement by statement: executescript would COMMIT
+            for stmt in _statements(SCHEMA):
+                conn.execute(stmt)
+            for stmt in DEVICE_INDEXES:
+                conn.execute(stmt)
+            set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+# ------------------------------------------------------------------------------------ meta
+
+
+def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else default
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value) -> None:
+    conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                 (key, str(value)))
+
+
+def meta_int(conn: sqlite3.Connection, key: str, default: int = 0) -> int:
+    value = get_meta(conn, key)
+    return default if value is None else int(value)
+
+
+def now(conn: sqlite3.Connection) -> int:
+    """The simulated clock, UNIX seconds."""
+    return meta_int(conn, "now")
+
+
+def factory_name(conn: sqlite3.Connection) -> str:
+    return get_meta(conn, "factory") or ""
+
+
+# ------------------------------------------------------------------------------------ time formats
+
+
+def iso(ts: int | None) -> str:
+    """RFC 3339 UTC with a ``Z``, whole seconds (waves, groups, rollouts, TUF expiry); "" for None."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def device_time(ts: int | None) -> str:
+    """RFC 3339 UTC with ``+00:00``, as the device API writes ``last-seen``; "" for never."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def http_date(ts: int) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def to_datetime(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 (``Z`` or an offset; a naive value is UTC) to UNIX seconds; ValueError otherwise."""
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp())

@@ -1,0 +1,115 @@
+"""Server-side TUF of the local factory: the keys it holds, its CI and production roots, online signing.
+
+The factory holds the root key and the online targets key (Foundries-held in the real service). It
+never holds an operator's offline targets key: only the public half is in root. Roots come in two
+versions, as a factory that added an offline key has them: version 1 lists only the online targets
+key (threshold 1); version 2, signed by the same root key, lists [online, offline] with targets
+threshold 1 in the CI root and 2 in the production root (reference §4.1). Devices verify the chain
+1 -> 2 before they trust targets.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import timedelta
+
+from reconciler import tuf
+
+from . import store
+
+ROOT = "root"
+ONLINE = "online-targets"
+OFFLINE = "offline-targets"
+ROOT_LIFETIME = timedelta(days=20 * 365)
+
+_signers: dict[str, tuf.TargetsSigner] = {}
+_signers_lock = threading.Lock()
+
+
+def save_pair(conn: sqlite3.Connection, role: str, pair: tuf.KeyPair, *, private: bool) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO tuf_keys(role, keyid, public, private) VALUES (?, ?, ?, ?)",
+        (role, pair.keyid, json.dumps(pair.public), json.dumps(pair.private) if private else None),
+    )
+
+
+def load_pair(conn: sqlite3.Connection, role: str) -> tuf.KeyPair:
+    row = conn.execute("SELECT keyid, public, private FROM tuf_keys WHERE role = ?", (role,)).fetchone()
+    if row is None or row[2] is None:
+        raise LookupError(f"the factory holds no private {role} key")
+    return tuf.KeyPair(json.loads(row[1]), json.loads(row[2]), row[0])
+
+
+def online_public(conn: sqlite3.Connection) -> dict:
+    row = conn.execute("SELECT public FROM tuf_keys WHERE role = ?", (ONLINE,)).fetchone()
+    if row is None:
+        raise LookupError("the factory has no online targets key")
+    return json.loads(row[0])
+
+
+def online_signer(conn: sqlite3.Connection) -> tuf.TargetsSigner:
+    keyid = conn.execute("SELECT keyid FROM tuf_keys WHERE role = ?", (ONLINE,)).fetchone()[0]
+    with _signers_lock:
+        signer = _signers.get(keyid)
+        if signer is None:
+            signer = _signers[keyid] = tuf.signer_for_keypair(load_pair(conn, ONLINE))
+    return signer
+
+
+def sign_online(conn: sqlite3.Connection, signed: dict) -> dict:
+    return online_signer(conn).sign(signed)
+
+
+# ------------------------------------------------------------------------------------ roots
+
+
+def add_root(conn: sqlite3.Connection, kind: str, envelope: dict) -> None:
+    conn.execute("INSERT INTO roots(kind, version, body) VALUES (?, ?, ?)",
+                 (kind, envelope["signed"]["version"], json.dumps(envelope)))
+
+
+def root(conn: sqlite3.Connection, kind: str, version: int | None = None) -> dict | None:
+    if version is None:
+        row = conn.execute("SELECT body FROM roots WHERE kind = ? ORDER BY version DESC LIMIT 1", (kind,)).fetchone()
+    else:
+        row = conn.execute("SELECT body FROM roots WHERE kind = ? AND version = ?", (kind, version)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def root_chain(conn: sqlite3.Connection, kind: str) -> list[dict]:
+    return [json.loads(r[0]) for r in conn.execute("SELECT body FROM roots WHERE kind = ? ORDER BY version", (kind,))]
+
+
+def verify_root_chain(chain: list[dict]) -> dict:
+    """What a device does with ``1.root.json`` .. ``N.root.json``: the first is trusted on first use,
+    each next one must be signed by the previous root's root keys and by its own. Returns the last."""
+    if not chain:
+        raise tuf.TufError("no root metadata")
+    trusted = chain[0]
+    tuf.verify_threshold(trusted, "root", trusted["signed"], trusted["signatures"])
+    for nxt in chain[1:]:
+        if nxt["signed"]["version"] != trusted["signed"]["version"] + 1:
+            raise tuf.TufError("root versions are not consecutive")
+        tuf.verify_threshold(trusted, "root", nxt["signed"], nxt["signatures"])
+        tuf.verify_threshold(nxt, "root", nxt["signed"], nxt["signatures"])
+        trusted = nxt
+    return trusted
+
+
+def init_trust(conn: sqlite3.Connection, now: int, offline_public: dict) -> None:
+    """Generate the factory's root and online keys and write root versions 1 and 2 (CI and prod)."""
+    root_pair = tuf.generate_keypair()
+    online = tuf.generate_keypair()
+    save_pair(conn, ROOT, root_pair, private=True)
+    save_pair(conn, ONLINE, online, private=True)
+    offline = tuf.KeyPair(offline_public, {}, tuf.key_id(offline_public))
+    save_pair(conn, OFFLINE, offline, private=False)
+    expires = store.to_datetime(now) + ROOT_LIFETIME
+    for kind in ("ci", "prod"):
+        add_root(conn, kind, tuf.make_root(version=1, expires=expires, root_pairs=[root_pair],
+                                           targets_public=[online.public], targets_threshold=1))
+        add_root(conn, kind, tuf.make_root(version=2, expires=expires, root_pairs=[root_pair],
+                                           targets_public=[online.public, offline_public],
+                                           targets_threshold=2 if kind == "prod" else 1))

@@ -1,0 +1,351 @@
+"""Waves: create, list, show, sign, complete, cancel (reference §1.2, §2.1, §2.3).
+
+Rules the service enforces here (each has a test in tests/test_factory_waves.py):
+
+- wave names match ``^[a-zA-Z0-9_.-]+$`` and are unique (409 otherwise); one active wave per tag (409);
+- the targets are ``{"signed", "signatures"}`` with ``signed`` holding exactly ``_type``, ``expires``,
+  ``targets``, ``version``; ``version`` equals the wave version and exceeds the tag's production
+  version; ``expires`` lies in the future;
+- every target is either an unchanged production target of the tag or a CI target of the wave
+  version whose only change is ``custom.tags == [tag]`` (a subset of that version's CI targets is
+  allowed: ``--source-tag`` filters some out); production targets left out are pruned; no two
+  targets of one version share a hardware id;
+- every signature sent must verify against the production root's targets keys (a tampered or
+  wrongly signed wave is refused, 400); the service then adds its online signature. Rollout and
+  complete need the production root's targets threshold (2: online + offline) to be met.
+
+Decisions on the reference's open questions (§6): ``POST waves/`` answers 201 with the Wave;
+sign, cancel and complete answer 200 with the Wave; the list and a plain GET leave ``targets`` out
+(present only with ``show-targets=1``); the list is newest first. ``change-meta.updated-*`` are
+empty strings until the wave completes or is canceled. The stored ``signed`` is canonical JSON and
+is served with its keys in canonical order, so ``fioctl waves sign`` signs the right bytes. The
+online signature is added at create; complete copies the wave's envelope verbatim into the tag's
+production targets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+
+from reconciler import tuf
+
+from . import store, targets, trust
+from .errors import bad_request, conflict, not_found
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_.+-]{1,100}$")
+EXPIRES_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+SIGNED_KEYS = {"_type", "expires", "targets", "version"}
+ACTIVE = "$active$"
+
+
+@dataclass
+class Wave:
+    id: int
+    name: str
+    version: int
+    tag: str
+    signed: str  # canonical JSON text
+    signatures: list
+    status: str
+    created_at: int
+    created_by: str
+    updated_at: int | None
+    updated_by: str
+
+    @property
+    def signed_obj(self) -> dict:
+        return json.loads(self.signed)
+
+    def envelope(self) -> dict:
+        return {"signatures": self.signatures, "signed": self.signed_obj}
+
+
+_COLUMNS = "id, name, version, tag, signed, signatures, status, created_at, created_by, updated_at, updated_by"
+
+
+def _row(r) -> Wave:
+    return Wave(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9], r[10])
+
+
+def find(conn: sqlite3.Connection, name: str) -> Wave | None:
+    r = conn.execute(f"SELECT {_COLUMNS} FROM waves WHERE name = ?", (name,)).fetchone()
+    return _row(r) if r else None
+
+
+def resolve(conn: sqlite3.Connection, name: str) -> Wave:
+    """A wave by name; ``$active$`` is the one active wave (400 if several tags have one)."""
+    if name == ACTIVE:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM waves WHERE status = 'active' ORDER BY id").fetchall()
+        if not rows:
+            raise not_found("There is no active wave")
+        if len(rows) > 1:
+            names = ", ".join(r[1] for r in rows)
+            raise bad_request(f"More than one wave is active ({names}): name the wave")
+        return _row(rows[0])
+    wave = find(conn, name)
+    if wave is None:
+        raise not_found(f"Wave {name} not found")
+    return wave
+
+
+def active_for_tag(conn: sqlite3.Connection, tag: str) -> Wave | None:
+    r = conn.execute(f"SELECT {_COLUMNS} FROM waves WHERE tag = ? AND status = 'active'", (tag,)).fetchone()
+    return _row(r) if r else None
+
+
+def require_active(wave: Wave, action: str) -> None:
+    if wave.status != "active":
+        raise conflict(f"Cannot {action} wave {wave.name}: it is {'completed' if wave.status == 'complete' else 'canceled'}")
+
+
+def require_signed(conn: sqlite3.Connection, wave: Wave, action: str) -> None:
+    try:
+        tuf.verify_threshold(trust.root(conn, "prod"), "targets", wave.signed_obj, wave.signatures)
+    except tuf.TufError as e:
+        raise conflict(f"Cannot {action} wave {wave.name}: {e}; add signatures with `fioctl waves sign`") from None
+
+
+# ------------------------------------------------------------------------------------ JSON
+
+
+def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = False) -> dict:
+    groups = {}
+    for gid, gname, created_at, created_by in conn.execute(
+            "SELECT group_id, group_name, created_at, created_by FROM wave_groups WHERE wave_id = ? ORDER BY seq",
+            (wave.id,)):
+        groups[gname] = {"group-id": gid, "group-name": gname, "created-at": store.iso(created_at),
+                         "created-by": created_by}
+    history = [
+        {"group-name": gname, "rollout-by": by, "rollout-at": store.iso(at), "is-full-group": bool(full),
+         "is-factory-wide": bool(wide), "num-devices": num}
+        for gname, by, at, full, wide, num in conn.execute(
+            "SELECT group_name, rollout_by, rollout_at, is_full_group, is_factory_wide, num_devices "
+            "FROM rollouts WHERE wave_id = ? ORDER BY id", (wave.id,))
+    ]
+    out = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
+    if show_targets:
+        out["targets"] = wave.envelope()
+    out.update({
+        "status": wave.status,
+        "rollout-groups": groups,
+        "rollout-history": history,
+        "change-meta": {
+            "created-at": store.iso(wave.created_at), "created-by": wave.created_by,
+            "updated-at": store.iso(wave.updated_at), "updated-by": wave.updated_by,
+        },
+    })
+    return out
+
+
+def list_waves(conn: sqlite3.Connection, *, page: int, limit: int, status: str | None,
+               tag: str | None) -> tuple[list[dict], int]:
+    where, args = [], []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    if tag:
+        where.append("tag = ?")
+        args.append(tag)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    total = conn.execute(f"SELECT count(*) FROM waves {clause}", args).fetchone()[0]
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM waves {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+                        [*args, limit, (page - 1) * limit]).fetchall()
+    return [wave_json(conn, _row(r)) for r in rows], total
+
+
+# ------------------------------------------------------------------------------------ create
+
+
+def _parse_version(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        v = value
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value.strip()):
+        v = int(value)
+    else:
+        return None
+    return v if 0 <= v < 1 << 31 else None
+
+
+def create(conn: sqlite3.Connection, body, actor: str) -> dict:
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object with name, version, tag and targets")
+    errors = []
+    name, tag, envelope = body.get("name"), body.get("tag"), body.get("targets")
+    version = _parse_version(body.get("version"))
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        errors.append("name: required; letters, digits, '_', '.' and '-' only (at most 100)")
+    if version is None:
+        errors.append("version: required; a target version number as a string, e.g. \"42\"")
+    if not isinstance(tag, str) or not TAG_RE.match(tag):
+        errors.append("tag: required; letters, digits, '_', '.', '+' and '-' only")
+    if (not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict)
+            or not isinstance(envelope.get("signatures"), list)):
+        errors.append("targets: required; a signed TUF targets envelope {\"signed\": {...}, \"signatures\": [...]}")
+    if errors:
+        raise bad_request("Invalid wave", errors)
+    if find(conn, name) is not None:
+        raise conflict(f"A wave named {name} already exists")
+    current = active_for_tag(conn, tag)
+    if current is not None:
+        raise conflict(f"Wave {current.name} is already active for tag {tag}: complete or cancel it first")
+    signed = envelope["signed"]
+    _validate_targets(conn, signed, version, tag)
+    signatures = _verified_signatures(conn, signed, envelope["signatures"])
+    signatures.append(trust.sign_online(conn, signed))
+    ts = store.now(conn)
+    cur = conn.execute(
+        "INSERT INTO waves(name, version, tag, signed, signatures, status, created_at, created_by, updated_at, "
+        "updated_by) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, NULL, '')",
+        (name, version, tag, tuf.canonical_json(signed).decode(), json.dumps(signatures), ts, actor))
+    return wave_json(conn, resolve_id(conn, cur.lastrowid))
+
+
+def resolve_id(conn: sqlite3.Connection, wave_id: int) -> Wave:
+    return _row(conn.execute(f"SELECT {_COLUMNS} FROM waves WHERE id = ?", (wave_id,)).fetchone())
+
+
+def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag: str) -> None:
+    if set(signed) != SIGNED_KEYS:
+        raise bad_request("Targets validation failed", [
+            "targets.signed must hold exactly _type, expires, targets and version, not "
+            + ", ".join(sorted(signed))])
+    errors = []
+    if signed["_type"] != "Targets":
+        errors.append(f"targets.signed._type must be \"Targets\", not {signed['_type']!r}")
+    if signed["version"] != version or isinstance(signed["version"], bool):
+        errors.append(f"targets.signed.version {signed['version']!r} differs from the wave version {version}")
+    expires = signed["expires"]
+    if not isinstance(expires, str) or not EXPIRES_RE.match(expires):
+        errors.append("targets.signed.expires must be a UTC time in whole seconds, YYYY-MM-DDTHH:MM:SSZ")
+    elif store.parse_time(expires) <= store.now(conn):
+        errors.append(f"targets.signed.expires {expires} is not in the future")
+    files = signed["targets"]
+    if not isinstance(files, dict):
+        errors.append("targets.signed.targets must be an object")
+    if errors:
+        raise bad_request("Targets validation failed", errors)
+
+    ci = targets.ci_files(conn, version)
+    if not ci:
+        raise bad_request(f"No targets found for version {version}")
+    prod = targets.prod_targets(conn, tag)
+    prod_files = prod["signed"]["targets"] if prod else {}
+    if prod and version <= prod["signed"]["version"]:
+        raise bad_request("Cannot create a Wave for a version lower than or equal to production Targets for the "
+                          f"same tag ({tag} is at version {prod['signed']['version']})")
+    new = 0
+    by_version_hwid: dict[tuple, str] = {}
+    for name in sorted(files):
+        meta = files[name]
+        custom = meta.get("custom") if isinstance(meta, dict) else None
+        if not isinstance(custom, dict):
+            errors.append(f"Target {name} has no custom metadata")
+            continue
+        if name in prod_files:
+            if meta != prod_files[name]:
+                errors.append(f"Production Target {name} differs from the production Targets of tag {tag}")
+        elif name in ci:
+            expected = dict(ci[name], custom={**ci[name]["custom"], "tags": [tag]})
+            if meta != expected:
+                errors.append(f"CI Target differs for target {name}: {_difference(meta, expected, tag)}")
+            new += 1
+        else:
+            errors.append(f"Target {name} is not a CI target of version {version} nor a production target of tag {tag}")
+        for hwid in custom.get("hardwareIds") or []:
+            key = (str(custom.get("version")), hwid)
+            other = by_version_hwid.setdefault(key, name)
+            if other != name:
+                errors.append(f"{other} and {name} conflict with each other's hardwareIds: {hwid}")
+    if not errors and new == 0:
+        errors.append(f"The wave holds no CI target of version {version}")
+    if errors:
+        raise bad_request("Targets validation failed", errors)
+
+
+def _difference(meta: dict, expected: dict, tag: str) -> str:
+    if meta.get("custom", {}).get("tags") != [tag]:
+        return f"custom.tags must be [\"{tag}\"]"
+    for key in sorted(set(meta) | set(expected)):
+        if key == "custom":
+            for ck in sorted(set(meta["custom"]) | set(expected["custom"])):
+                if meta["custom"].get(ck) != expected["custom"].get(ck):
+                    return f"custom.{ck} differs from the CI target"
+        elif meta.get(key) != expected.get(key):
+            return f"{key} differs from the CI target"
+    return "differs from the CI target"
+
+
+def _verified_signatures(conn: sqlite3.Connection, signed: dict, signatures: list) -> list[dict]:
+    """Every signature sent must verify against the production root; at least one, none of the online key."""
+    prod_root = trust.root(conn, "prod")
+    online_kid = tuf.key_id(trust.online_public(conn))
+    errors, good, seen = [], [], set()
+    for i, sig in enumerate(signatures):
+        if not isinstance(sig, dict):
+            errors.append(f"signatures[{i}] is not a signature object")
+            continue
+        try:
+            kid = tuf.verify_signature(prod_root, "targets", signed, sig)
+        except tuf.TufError as e:
+            errors.append(f"signatures[{i}]: {e}")
+            continue
+        if kid == online_kid or kid in seen:
+            continue
+        seen.add(kid)
+        good.append({"keyid": sig["keyid"], "method": sig["method"], "sig": sig["sig"]})
+    if errors:
+        raise bad_request("Targets signature verification failed: the targets were changed after signing or "
+                          "signed with a key that is not an offline targets key of the production root", errors)
+    if not good:
+        raise bad_request("Targets signature verification failed: the wave carries no signature of an offline "
+                          "targets key of the production root")
+    return good
+
+
+# ------------------------------------------------------------------------------------ sign, complete, cancel
+
+
+def sign(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
+    wave = resolve(conn, name)
+    require_active(wave, "sign")
+    sigs = body.get("signatures") if isinstance(body, dict) else None
+    if not isinstance(sigs, list) or not sigs:
+        raise bad_request("The request body must be {\"signatures\": [signature, ...]}")
+    added = _verified_signatures(conn, wave.signed_obj, sigs)
+    merged = {s["keyid"]: s for s in wave.signatures}
+    for sig in added:
+        merged[sig["keyid"]] = sig
+    conn.execute("UPDATE waves SET signatures = ? WHERE id = ?", (json.dumps(list(merged.values())), wave.id))
+    return wave_json(conn, resolve_id(conn, wave.id))
+
+
+def complete(conn: sqlite3.Connection, name: str, actor: str) -> dict:
+    wave = resolve(conn, name)
+    require_active(wave, "complete")
+    require_signed(conn, wave, "complete")
+    targets.set_prod_targets(conn, wave.tag, wave.envelope())
+    _finish(conn, wave, "complete", actor)
+    return wave_json(conn, resolve_id(conn, wave.id))
+
+
+def cancel(conn: sqlite3.Connection, name: str, actor: str) -> dict:
+    wave = resolve(conn, name)
+    require_active(wave, "cancel")
+    _finish(conn, wave, "canceled", actor)
+    return wave_json(conn, resolve_id(conn, wave.id))
+
+
+def _finish(conn: sqlite3.Connection, wave: Wave, status: str, actor: str) -> None:
+    conn.execute("UPDATE waves SET status = ?, updated_at = ?, updated_by = ? WHERE id = ?",
+                 (status, store.now(conn), actor, wave.id))
+
+
+def full_group_ids(conn: sqlite3.Connection, wave_id: int) -> list[int]:
+    return [r[0] for r in conn.execute(
+        "SELECT group_id FROM wave_groups WHERE wave_id = ? AND full_group = 1", (wave_id,))]
