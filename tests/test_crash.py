@@ -1,0 +1,142 @@
+"""Crash safety: SIGKILL ``reconcile`` after each write, rerun, and end exactly as an uninterrupted run.
+
+The local factory is served on 127.0.0.1 by a small HTTP front that forwards to its WSGI app.
+After the factory has committed the N-th write, and before the answer is sent, the front
+kills the ``reconcile`` process: the harshest moment, when the write landed but the client
+never learned it. A rerun must finish the job from the factory's ledger alone, with no
+rollout done twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from reconciler.localfactory import open_embedded
+from reconciler.localfactory.cli import main as factory_main
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "releases"
+
+
+class KillingFront:
+    """Forwards HTTP to the factory's WSGI app; SIGKILLs ``victim`` after the ``kill_after``-th write."""
+
+    def __init__(self, factory_dir: Path, kill_after: int | None):
+        self.app_client = httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
+                                       base_url="http://factory")
+        self.kill_after, self.writes, self.victim = kill_after, 0, None
+        self.lock = threading.Lock()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                with front.lock:
+                    answer = front.app_client.request(self.command, self.path, content=body, headers=headers)
+                    if self.command == "POST" and not (body and json.loads(body).get("dry-run")):
+                        front.writes += 1
+                        if front.writes == front.kill_after and front.victim is not None:
+                            os.kill(front.victim.pid, signal.SIGKILL)
+                            front.victim.wait()
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def run_reconcile(self, manifests: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", "from reconciler.cli import main; main()", str(manifests),
+                   "--api-url", self.url, "--factory", "demo", "--allow-dirty", "--keys", str(self.keys)]
+        self.victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        out, err = self.victim.communicate(timeout=120)
+        return subprocess.CompletedProcess(command, self.victim.returncode, out, err)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.app_client.close()
+
+
+def ledger(factory_dir: Path) -> dict:
+    """What must be identical after a crash and a rerun: waves, their histories, production targets."""
+    with httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
+                      base_url="http://factory") as client:
+        waves = client.get("/ota/factories/demo/waves/", params={"limit": 100, "page": 1}).json()["waves"]
+        prod = client.get("/ota/factories/demo/prod-targets/", params={"tag": "production"}).json()
+    return {
+        "waves": sorted((w["name"], w["version"], w["status"],
+                         tuple((h["group-name"], h["is-full-group"], h["is-factory-wide"], h["num-devices"])
+                               for h in w["rollout-history"])) for w in waves),
+        "production": sorted(prod["production"]["signed"]["targets"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("pristine")
+    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices", "300",
+                                               "--start", "2026-11-01T08:00:00Z"])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def fresh_copy(pristine: Path, target: Path) -> Path:
+    shutil.copytree(pristine, target, ignore=shutil.ignore_patterns(".lock"))
+    return target
+
+
+def apply_with_crash(pristine: Path, tmp_path: Path, kill_after: int | None):
+    factory_dir = fresh_copy(pristine, tmp_path / f"factory-{kill_after}")
+    front = KillingFront(factory_dir, kill_after)
+    front.keys = factory_dir / "targets.only.key.tgz"
+    try:
+        first = front.run_reconcile(EXAMPLES)
+        front.kill_after = None
+        second = front.run_reconcile(EXAMPLES)
+    finally:
+        front.close()
+    return factory_dir, front.writes, first, second
+
+
+def test_every_crash_point_converges_to_the_uninterrupted_end_state(pristine, tmp_path):
+    reference_dir, writes, first, second = apply_with_crash(pristine, tmp_path, kill_after=None)
+    assert first.returncode == 0, first.stderr
+    assert "Apply complete" in first.stderr and "Apply complete" not in second.stderr, second.stderr
+    assert second.stdout.rstrip().endswith("blocked.") and "0 to roll out" in second.stdout
+    reference = ledger(reference_dir)
+    assert writes >= 6, "the scenario should have several writes"
+
+    for kill_after in range(1, writes + 1):
+        factory_dir, total, crashed, rerun = apply_with_crash(pristine, tmp_path, kill_after)
+        assert crashed.returncode == -signal.SIGKILL, (kill_after, crashed.stderr)
+        assert rerun.returncode == 0, (kill_after, rerun.stderr)
+        assert total == writes, f"kill after write {kill_after}: {total} writes instead of {writes} (a step repeated)"
+        assert ledger(factory_dir) == reference, f"kill after write {kill_after}"
