@@ -1,0 +1,202 @@
+"""End to end against the local factory: a release repository in git, the real CLI, simulated time.
+
+A wave goes from init through gated phases to complete while the fleet updates between runs;
+a second wave on the same tag then prunes the first one's version; a device on the tag ends on
+the right version and its metadata verifies. A rollout made outside the manifests is drift.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from reconciler import tuf
+from reconciler.cli import main as reconcile_main
+from reconciler.client import FactoryClient, select_backend
+from reconciler.localfactory import open_embedded
+from reconciler.localfactory.cli import main as factory_main
+from reconciler.manifest import load
+from reconciler.observe import fill_device_counts, observe
+from reconciler.plan import build_plan
+
+WAVE_46 = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: rel-46
+target: 46
+tag: production
+phases:
+  - name: canary
+    group: canary
+  - name: beta
+    group: beta
+    wait: 24h
+    require:
+      updated: 70%
+complete:
+  wait: 12h
+  require:
+    updated: 70%
+"""
+
+WAVE_48 = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: rel-48
+target: 48
+tag: production
+prune: [46]
+complete: true
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def release_repo(tmp_path) -> Path:
+    repo = tmp_path / "releases"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Release Bot")
+    git(repo, "config", "user.email", "bot@example.com")
+    return repo
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+@pytest.fixture
+def factory_dir(tmp_path) -> Path:
+    directory = tmp_path / "factory"
+    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices", "400",
+                                               "--start", "2026-11-01T08:00:00Z"])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def reconcile(*args: str):
+    result = CliRunner().invoke(reconcile_main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def advance(factory_dir: Path, duration: str) -> None:
+    result = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "advance", duration])
+    assert result.exit_code == 0, result.output
+
+
+def api(factory_dir: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory")
+
+
+def wave(factory_dir: Path, name: str) -> dict:
+    with api(factory_dir) as client:
+        return client.get(f"/ota/factories/demo/waves/{name}/").json()
+
+
+def test_a_wave_walks_through_gated_phases_to_complete_then_a_second_wave_prunes_it(release_repo, factory_dir):
+    local = ["--local", str(factory_dir)]
+    commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46 to canary, then beta")
+
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0, err
+    assert "+ init rel-46" in err and "~ rollout rel-46 phase 'canary' (group canary): rolled out to 10 devices" in err
+    assert "blocked: wait 24h: 24h left" in out
+    assert [h["group-name"] for h in wave(factory_dir, "rel-46")["rollout-history"]] == ["canary"]
+
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0 and "Applying" not in err, "a second run right after must do nothing"
+    assert out.rstrip().endswith("2 blocked.")
+
+    code, out, _ = reconcile("--dry-run", "--detailed-exitcode", str(release_repo), *local)
+    assert code == 0, "nothing is ready before the soak time"
+
+    advance(factory_dir, "25h")  # the canaries check in and update
+    code, out, _ = reconcile("--dry-run", "--detailed-exitcode", "--format", "json", str(release_repo), *local)
+    plan = json.loads(out)
+    assert code == 2 and plan["changes"] is True
+    beta = plan["operations"][0]
+    assert (beta["phase"], beta["status"], beta["devices"]) == ("beta", "ready", 50)
+
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0 and "phase 'beta' (group beta): rolled out to 50 devices" in err
+    assert "blocked: wait 12h: 12h left" in out
+
+    advance(factory_dir, "13h")
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0 and "* complete rel-46: completed" in err
+    assert wave(factory_dir, "rel-46")["status"] == "complete"
+
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0 and out.rstrip().endswith("No changes. The factory matches the manifests.")
+
+    commit(release_repo, {"rel-48.yaml": WAVE_48}, "Release 48, pruning 46")
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0, err
+    assert "+ init rel-48 (target 48, tag production, prune 46): created" in err and "* complete rel-48" in err
+    with api(factory_dir) as client:
+        prod = client.get("/ota/factories/demo/prod-targets/", params={"tag": "production"}).json()["production"]
+    versions = sorted({t["custom"]["version"] for t in prod["signed"]["targets"].values()})
+    assert versions == ["40", "48"]
+
+    advance(factory_dir, "2h")
+    with api(factory_dir) as client:
+        device = client.get("/ota/devices/", params={"factory": "demo", "group": "canary"}).json()["devices"][0]
+        headers = {"x-ats-device-uuid": device["uuid"]}
+        targets = client.get("/ota/gateway/demo/repo/targets.json", headers=headers).json()
+        root = client.get("/ota/gateway/demo/repo/root.json", headers=headers).json()
+    assert device["version"] == 48 and device["target-name"].endswith("-lmp-48")
+    signers = tuf.verify_threshold(root, "targets", targets["signed"], targets["signatures"])
+    assert len(signers) == 2, "online and offline signatures"
+    assert targets["signed"]["version"] == 48
+
+
+def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(release_repo, factory_dir):
+    local = ["--local", str(factory_dir)]
+    lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
+        "prune: [46]\n", "")
+    commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
+    assert reconcile(str(release_repo), *local)[0] == 0
+    with api(factory_dir) as client:
+        answer = client.post("/ota/factories/demo/waves/rel-46/rollout/",
+                             json={"group": "us-east", "limit": 5, "dry-run": False})
+        assert answer.status_code == 200
+    commit(release_repo, {"lab-48.yaml": lab}, "A lab wave on another tag")
+    advance(factory_dir, "25h")
+
+    code, out, err = reconcile("--dry-run", "--format", "json", str(release_repo), *local)
+    plan = json.loads(out)
+    drifted = next(w for w in plan["waves"] if w["name"] == "rel-46")
+    assert drifted["drift"] == ["rollout 2 in the factory was part of group us-east, but phase 'beta' is the "
+                                "whole group beta"]
+    by_wave = {(op["wave"], op["op"]): op for op in plan["operations"]}
+    assert by_wave[("rel-46", "complete")]["status"] == "blocked"
+    assert by_wave[("rel-46", "complete")]["reason"].startswith("drift: rollout 2 in the factory")
+    assert by_wave[("lab-48", "init")]["status"] == "ready" and by_wave[("lab-48", "complete")]["status"] == "ready"
+    assert code == 0
+
+
+def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
+    """At most 3 + 2 x (active managed waves) requests to observe, plan and count devices."""
+    commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    advance(factory_dir, "25h")
+    commit(release_repo, {"lab-48.yaml": WAVE_48.replace("name: rel-48", "name: lab-48").replace(
+        "tag: production", "tag: lab").replace("prune: [46]\n", "")}, "lab")
+    specs = load([str(release_repo)]).specs
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
+        plan = build_plan(specs, observe(client, specs))
+        fill_device_counts(client, plan)
+        # list + prod-targets + CI targets of the wave to init, then status + dry-run for the active wave
+        assert client.requests == 5 <= 3 + 2 * 1
+    assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
