@@ -1,0 +1,57 @@
+"""Apply's refusals: nothing is written without a matching key; a failure stops and says what was done."""
+
+from __future__ import annotations
+
+from test_reconcile_e2e import api, commit, factory_dir, reconcile, release_repo  # noqa: F401 (fixtures)
+
+from reconciler import tuf
+
+NEW_WAVE = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: rel-46
+target: 46
+tag: production
+phases:
+  - name: canary
+    group: canary
+"""
+
+
+def waves(factory_dir):
+    with api(factory_dir) as client:
+        return client.get("/ota/factories/demo/waves/", params={"limit": 50, "page": 1}).json()["waves"]
+
+
+def test_a_key_that_root_does_not_know_is_refused_before_any_write(release_repo, factory_dir, tmp_path):
+    stranger = tmp_path / "stranger.tgz"
+    stranger.write_bytes(tuf.key_archive_bytes([tuf.generate_keypair()]))
+    commit(release_repo, {"rel-46.yaml": NEW_WAVE}, "Release 46")
+    before = waves(factory_dir)
+    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir), "--keys", str(stranger))
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("error: No private key found for key IDs")
+    assert "Traceback" not in err
+    assert waves(factory_dir) == before
+
+
+def test_a_failed_step_stops_the_run_and_lists_what_was_done(release_repo, factory_dir):
+    broken = NEW_WAVE.replace("group: canary", "group: no-such-group")
+    commit(release_repo, {"rel-46.yaml": broken}, "Release 46 to a group that does not exist")
+    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: rollout rel-46 phase 'canary' (group no-such-group) failed: rollout of wave "
+                           "'rel-46': ")
+    assert last.endswith("Done before the failure: init rel-46 (target 46, tag production).")
+    assert [w["name"] for w in waves(factory_dir) if w["status"] == "active"] == ["rel-46"]
+
+
+def test_apply_refuses_a_dirty_work_tree_unless_allowed(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": NEW_WAVE}, "Release 46")
+    (release_repo / "rel-46.yaml").write_text(NEW_WAVE.replace("46", "47"))
+    code, _, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    assert code == 1 and "uncommitted changes" in err and "--allow-dirty" in err
+    assert waves(factory_dir) == [w for w in waves(factory_dir) if w["name"] == "populate-targets"]
+    code, _, err = reconcile(str(release_repo), "--local", str(factory_dir), "--allow-dirty")
+    assert code == 0 and "+ init rel-47" in err
