@@ -32,9 +32,12 @@ from pathlib import PurePosixPath
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, CryptoSigner, SecretsHandler, Signer, SSlibKey
+from typing import TYPE_CHECKING
 
 from reconciler.errors import UserError
+
+if TYPE_CHECKING:  # securesystemslib.signer pulls in every KMS backend it finds: import it only to sign
+    from securesystemslib.signer import SecretsHandler, Signer, SSlibKey
 
 DEFAULT_EXPIRES_DAYS = 365
 
@@ -441,6 +444,8 @@ def _rsa_private(secret: str):
 
 
 def _sslib_key(keyid: str, public: Mapping) -> SSlibKey:
+    from securesystemslib.signer import SSlibKey
+
     """The securesystemslib view of a Foundries key (lower-case type plus the implied scheme)."""
     kt = _keytype(public)
     scheme = METHOD_FOR_KEYTYPE[kt]
@@ -475,6 +480,8 @@ class TargetsSigner:
 def signer_for_keypair(pair: KeyPair) -> TargetsSigner:
     """A signer for a key held in memory (local factory, tests)."""
     priv = _private_object(f"the private key of {pair.keyid}", pair.private, pair.public)
+    from securesystemslib.signer import CryptoSigner
+
     return TargetsSigner(CryptoSigner(priv, _sslib_key(pair.keyid, pair.public)), pair.keyid, pair.public)
 
 
@@ -544,6 +551,8 @@ def find_offline_signer(root: Mapping, archive: KeyArchive, online_public: Mappi
             "this is unsupported and insecure"
         )
     kid, root_key, priv = found[0]
+    from securesystemslib.signer import CryptoSigner
+
     return TargetsSigner(CryptoSigner(priv, _sslib_key(kid, root_key)), kid, root_key)
 
 
@@ -571,6 +580,8 @@ def signer_from_uri(
         return find_offline_signer(root, load_key_archive_b64(text, source=rest), online_public)
     if scheme == "archive":
         return find_offline_signer(root, load_key_archive_file(rest), online_public)
+    from securesystemslib.signer import SIGNER_FOR_URI_SCHEME
+
     if scheme not in SIGNER_FOR_URI_SCHEME:
         known = ", ".join(sorted(["envvar", "archive", *SIGNER_FOR_URI_SCHEME]))
         raise TufError(f"unsupported key URI scheme {scheme!r}: use one of {known}")
@@ -580,6 +591,8 @@ def signer_from_uri(
 def _probe_uri_signer(
     uri: str, root: Mapping, online_public: Mapping, secrets_handler: SecretsHandler | None
 ) -> TargetsSigner:
+    from securesystemslib.signer import Signer
+
     signed = _root_signed(root)
     matches, failures = [], []
     for kid in offline_keyids(root, online_public):
