@@ -109,18 +109,19 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     if check:
         click.echo(f"{loaded.files} manifests, {len(loaded.specs)} waves: ok")
         return EXIT_OK
-    specs = loaded.specs
+    specs, diffs = loaded.specs, None
     if base:
         from . import gitrepo
 
-        specs = gitrepo.changed_waves(paths[0], base, rev).select(specs)
+        changes = gitrepo.changed_waves(paths[0], base, rev)
+        specs, diffs = changes.select(specs), changes.diffs
     return _plan_and_apply(specs, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance)
+                           provenance=provenance, diffs=diffs)
 
 
 def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance) -> int:
+                    provenance, diffs) -> int:
     from . import render
     from .client import FactoryClient, select_backend
     from .observe import fill_device_counts, observe
@@ -134,11 +135,11 @@ def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory
         if not plan.errors:
             fill_device_counts(client, plan)
         if output_format == "json":
-            click.echo(render.to_json(plan, provenance))
+            click.echo(render.to_json(plan, provenance, diffs))
         elif output_format == "markdown":
-            click.echo(render.to_markdown(plan, provenance))
+            click.echo(render.to_markdown(plan, provenance, diffs))
         else:
-            click.echo(render.to_text(plan))
+            click.echo(render.to_text(plan, diffs))
         if plan.errors:
             return EXIT_ERROR
         if dry_run or not plan.changes:

@@ -46,8 +46,10 @@ def operation_detail(op: Operation) -> str:
 
 # -- text ----------------------------------------------------------------------------------------
 
-def to_text(plan: Plan) -> str:
+def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     lines = [f"Factory {plan.factory} ({plan.backend}), now {iso(plan.now)}"]
+    for path, diff in (diffs or {}).items():
+        lines += ["", f"Changed manifest {path}:"] + [f"  {line}" for line in diff.rstrip("\n").splitlines()]
     if plan.operations:
         lines.append("")
         width = max(len(op.wave) for op in plan.operations)
@@ -106,7 +108,7 @@ def wave_dict(wave: WaveSummary) -> dict:
     return data
 
 
-def to_dict(plan: Plan, provenance: dict | None = None) -> dict:
+def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> dict:
     data = {
         "format_version": FORMAT_VERSION,
         "factory": plan.factory,
@@ -120,11 +122,13 @@ def to_dict(plan: Plan, provenance: dict | None = None) -> dict:
     }
     if provenance:
         data["provenance"] = provenance
+    if diffs is not None:
+        data["diffs"] = diffs
     return data
 
 
-def to_json(plan: Plan, provenance: dict | None = None) -> str:
-    return json.dumps(to_dict(plan, provenance), indent=2)
+def to_json(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> str:
+    return json.dumps(to_dict(plan, provenance, diffs), indent=2)
 
 
 # -- Markdown ------------------------------------------------------------------------------------
@@ -173,10 +177,8 @@ def mermaid(plan: Plan, wave: WaveSummary) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(plan: Plan, provenance: dict | None = None, marker: str | None = None) -> str:
+def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> str:
     out = []
-    if marker:
-        out.append(marker)
     verdict = "changes pending" if plan.changes else ("errors" if plan.errors else "no changes")
     out.append(f"### Wave plan for factory `{plan.factory}`: {verdict}")
     source = f" at commit `{provenance['commit'][:12]}`" if provenance and provenance.get("commit") else ""
@@ -203,6 +205,11 @@ def to_markdown(plan: Plan, provenance: dict | None = None, marker: str | None =
     for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
         if problems:
             out += ["", f"#### {title}", ""] + [f"- `{_cell(p)}`" for p in problems]
+    if diffs:
+        out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]
+        for path, diff in diffs.items():
+            out += [f"`{path}`", "", "```diff", diff.rstrip("\n").replace("```", "`\u200b``"), "```", ""]
+        out.append("</details>")
     diagrams = [w for w in plan.waves if w.phases or w.status == "absent"]
     if diagrams:
         out += ["", "<details><summary>Phases</summary>", ""]

@@ -200,3 +200,21 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
         # list + prod-targets + CI targets of the wave to init, then status + dry-run for the active wave
         assert client.requests == 5 <= 3 + 2 * 1
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
+
+
+def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
+    lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
+        "prune: [46]\n", "")
+    commit(release_repo, {"lab-48.yaml": lab}, "A lab wave")
+    code, out, err = reconcile("--dry-run", "--format", "json", "--base", "HEAD~1", str(release_repo),
+                               "--local", str(factory_dir))
+    plan = json.loads(out)
+    assert code == 0, err
+    assert {op["wave"] for op in plan["operations"]} == {"lab-48"}
+    (path, diff), = plan["diffs"].items()
+    assert path.endswith("lab-48.yaml") and "+name: lab-48" in diff
+    assert plan["provenance"]["commit"] == git(release_repo, "rev-parse", "HEAD").strip()
+    assert plan["provenance"]["dirty"] is False
+    code, out, _ = reconcile("--dry-run", "--base", "HEAD~1", str(release_repo), "--local", str(factory_dir))
+    assert "Changed manifest" in out and "  +tag: lab" in out

@@ -60,8 +60,9 @@ def test_text_says_no_changes_when_there_is_nothing_to_do():
 
 
 def test_markdown_has_wave_table_operations_and_a_mermaid_diagram_per_wave():
-    md = render.to_markdown(sample_plan(), marker="<!-- reconcile-plan:demo -->")
-    assert md.startswith("<!-- reconcile-plan:demo -->\n### Wave plan for factory `demo`: no changes")
+    md = render.to_markdown(sample_plan(), diffs={"w.yaml": "--- a/w.yaml\n+++ b/w.yaml\n@@ -1 +1 @@\n-a\n+b\n"})
+    assert md.startswith("### Wave plan for factory `demo`: no changes")
+    assert "<details><summary>Changed manifests (1)</summary>" in md and "```diff\n--- a/w.yaml" in md
     assert "| `v46` | production | 46 | active | 1/3 |" in md
     assert "| `~` | rollout | `v46` | phase 'beta' (group beta) |  | blocked: wait 24h: 21h left |" in md
     assert 's0["init"]:::done' in md and 's1["canary"]:::done' in md and 's2["beta"]:::blocked' in md
