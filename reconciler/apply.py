@@ -16,6 +16,7 @@ from .client import FactoryClient
 from .errors import BackendError, UserError
 from .observe import observe, parse_wave, rollout_options
 from .plan import Operation, Plan, build_plan
+from .render import SYMBOLS
 from .spec import WaveSpec
 
 SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> tuf.TargetsSigner
@@ -63,15 +64,9 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
             outcome = _execute(client, current, signer)
         except UserError as exc:
             raise ApplyFailed(_failure(planned, str(exc), result)) from None
-        echo(f"  {_symbol(current)} {current.describe()}: {outcome}")
+        echo(f"  {SYMBOLS[current.op]} {current.describe()}: {outcome}")
         result.done.append(current.describe())
     return result
-
-
-def _symbol(op: Operation) -> str:
-    from .render import SYMBOLS
-
-    return SYMBOLS[op.op]
 
 
 def _failure(op: Operation, why: str, result: ApplyResult) -> str:

@@ -50,7 +50,6 @@ def parse_wave(data: dict) -> ObservedWave:
         status=status,
         created_at=parse_time(meta.get("created-at")) or datetime.min.replace(tzinfo=timezone.utc),
         history=history,
-        finished_at=parse_time(meta.get("updated-at")) if status != "active" else None,
     )
 
 

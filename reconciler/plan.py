@@ -59,10 +59,6 @@ class Operation:
         """Identifies the step across re-plans, so apply can find it again after re-observing."""
         return (self.op, self.wave, self.phase_index)
 
-    @property
-    def needs_key(self) -> bool:
-        return self.op == "init"
-
     def describe(self) -> str:
         """A short human name: ``rollout v46 phase 'beta' (group beta, limit 10)``."""
         if self.op == "rollout":
@@ -269,7 +265,7 @@ class _Planner:
             return
         completes = self._plan_steps(spec, summary, created_at=wave.created_at, history=wave.history,
                                      progress=progress, blocked=None)
-        self._after_active(spec, state, completes, summary)
+        self._after_active(spec, state, completes)
 
     # -- new waves ---------------------------------------------------------------------------
 
@@ -301,7 +297,7 @@ class _Planner:
         if problems:
             state.busy_with, state.busy_reason = spec.name, f"wave '{spec.name}' cannot be created"
             return
-        self._after_active(spec, state, completes, summary)
+        self._after_active(spec, state, completes)
 
     def _init_problems(self, spec: WaveSpec, state: _TagState) -> list[str]:
         problems = []
@@ -361,14 +357,14 @@ class _Planner:
                             spec.complete.location, reason))
         return reason is None
 
-    def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool, summary: WaveSummary) -> None:
+    def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool) -> None:
         if completes:
             state.busy_with = None
             state.prod_version = spec.target
             state.prod_versions = (state.prod_versions - set(spec.prune)) | {spec.target}
         else:
             state.busy_with = spec.name
-            state.busy_reason = _why_still_active(spec, summary)
+            state.busy_reason = _why_still_active(spec)
 
     def _block_rest(self, spec: WaveSpec, done: int, reason: str, summary: WaveSummary) -> None:
         for index in range(done, len(spec.phases)):
@@ -417,7 +413,7 @@ def _rollout(spec: WaveSpec, phase: PhaseSpec, index: int, reason: str | None) -
     )
 
 
-def _why_still_active(spec: WaveSpec, summary: WaveSummary) -> str:
+def _why_still_active(spec: WaveSpec) -> str:
     if spec.complete is None:
         return "its manifest keeps it active; set complete or cancel"
     return "it completes once its phases and gates pass"

@@ -30,7 +30,6 @@ class ObservedWave:
     status: str  # active | complete | canceled
     created_at: datetime
     history: tuple[RolloutRecord, ...] = ()
-    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -13,3 +13,24 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     for name in ("RECONCILE_API_URL", "RECONCILE_API_TOKEN", "RECONCILE_KEYS", "RECONCILE_FACTORY",
                  "RECONCILE_LOCAL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def release_repo(tmp_path):
+    """An empty git release repository with a fixed author."""
+    from e2e_helpers import git
+
+    repo = tmp_path / "releases"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Release Bot")
+    git(repo, "config", "user.email", "bot@example.com")
+    return repo
+
+
+@pytest.fixture
+def factory_dir(tmp_path):
+    """A fresh 400-device demo factory whose simulated clock starts at 2026-11-01T08:00:00Z."""
+    from e2e_helpers import init_demo_factory
+
+    return init_demo_factory(tmp_path / "factory", devices=400)

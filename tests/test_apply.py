@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_reconcile_e2e import api, commit, factory_dir, reconcile, release_repo  # noqa: F401 (fixtures)
+from e2e_helpers import api, commit, reconcile
 
 from reconciler import tuf
 

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
+from e2e_helpers import init_demo_factory
 
 from reconciler.localfactory import open_embedded
-from reconciler.localfactory.cli import main as factory_main
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "releases"
@@ -101,11 +100,7 @@ def ledger(factory_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("pristine")
-    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices", "300",
-                                               "--start", "2026-11-01T08:00:00Z"])
-    assert result.exit_code == 0, result.output
-    return directory
+    return init_demo_factory(tmp_path_factory.mktemp("pristine") / "factory", devices=300)
 
 
 def fresh_copy(pristine: Path, target: Path) -> Path:

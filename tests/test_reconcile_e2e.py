@@ -8,18 +8,11 @@ the right version and its metadata verifies. A rollout made outside the manifest
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
-import httpx
-import pytest
-from click.testing import CliRunner
+from e2e_helpers import advance, api, commit, git, reconcile, wave
 
 from reconciler import tuf
-from reconciler.cli import main as reconcile_main
 from reconciler.client import FactoryClient, select_backend
-from reconciler.localfactory import open_embedded
-from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest import load
 from reconciler.observe import fill_device_counts, observe
 from reconciler.plan import build_plan
@@ -53,55 +46,6 @@ tag: production
 prune: [46]
 complete: true
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def release_repo(tmp_path) -> Path:
-    repo = tmp_path / "releases"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Release Bot")
-    git(repo, "config", "user.email", "bot@example.com")
-    return repo
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> None:
-    for name, text in files.items():
-        (repo / name).write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-
-
-@pytest.fixture
-def factory_dir(tmp_path) -> Path:
-    directory = tmp_path / "factory"
-    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices", "400",
-                                               "--start", "2026-11-01T08:00:00Z"])
-    assert result.exit_code == 0, result.output
-    return directory
-
-
-def reconcile(*args: str):
-    result = CliRunner().invoke(reconcile_main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def advance(factory_dir: Path, duration: str) -> None:
-    result = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "advance", duration])
-    assert result.exit_code == 0, result.output
-
-
-def api(factory_dir: Path) -> httpx.Client:
-    return httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory")
-
-
-def wave(factory_dir: Path, name: str) -> dict:
-    with api(factory_dir) as client:
-        return client.get(f"/ota/factories/demo/waves/{name}/").json()
 
 
 def test_a_wave_walks_through_gated_phases_to_complete_then_a_second_wave_prunes_it(release_repo, factory_dir):

@@ -1,0 +1,50 @@
+"""Helpers for tests that drive the real CLIs against a local factory and a git release repository."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+from click.testing import CliRunner
+
+from reconciler.cli import main as reconcile_main
+from reconciler.localfactory import open_embedded
+from reconciler.localfactory.cli import main as factory_main
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> None:
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def init_demo_factory(directory: Path, devices: int) -> Path:
+    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices",
+                                               str(devices), "--start", "2026-11-01T08:00:00Z"])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def reconcile(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(reconcile_main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def advance(factory_dir: Path, duration: str) -> None:
+    result = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "advance", duration])
+    assert result.exit_code == 0, result.output
+
+
+def api(factory_dir: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory")
+
+
+def wave(factory_dir: Path, name: str) -> dict:
+    with api(factory_dir) as client:
+        return client.get(f"/ota/factories/demo/waves/{name}/").json()
