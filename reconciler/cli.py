@@ -8,6 +8,7 @@ modules are imported inside the command so ``reconcile --help`` stays quick.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -22,7 +23,18 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Command(click.Command):
+    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_ERROR
+            raise
+
+
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
 @click.option("--check", is_flag=True, help="Validate the manifests only; no backend.")
@@ -54,6 +66,10 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
                    keys=keys, signer_uri=signer_uri)
     paths = list(paths) or ["."]
     try:
+        if keys and signer_uri:
+            raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
+        if detailed_exitcode and not dry_run:
+            raise UserError("--detailed-exitcode works with --dry-run")
         if watch:
             if rev:
                 raise UserError("--watch reads the work tree; it cannot be combined with --rev")
@@ -72,7 +88,6 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
 
 def _captured_run(paths, options) -> str:
     """One run for --watch, returning what it printed; the watch shows it and its changes."""
-    import contextlib
     import io
 
     buffer = io.StringIO()
@@ -109,18 +124,18 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     if check:
         click.echo(f"{loaded.files} manifests, {len(loaded.specs)} waves: ok")
         return EXIT_OK
-    specs, diffs = loaded.specs, None
+    only, diffs = None, None
     if base:
         from . import gitrepo
 
         changes = gitrepo.changed_waves(paths[0], base, rev)
-        specs, diffs = changes.select(specs), changes.diffs
-    return _plan_and_apply(specs, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
+        only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
+    return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
                            provenance=provenance, diffs=diffs)
 
 
-def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
+def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
                     provenance, diffs) -> int:
     from . import render
     from .client import FactoryClient, select_backend
@@ -130,8 +145,10 @@ def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
-    with FactoryClient(backend) as client:
+    with FactoryClient(backend) as client, _apply_lock(backend, dry_run):
         plan = build_plan(specs, observe(client, specs))
+        if only is not None:
+            plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
         if not plan.errors:
             fill_device_counts(client, plan)
         if output_format == "json":
@@ -151,6 +168,26 @@ def _plan_and_apply(specs, *, dry_run, output_format, detailed_exitcode, factory
         result = apply_plan(client, specs, plan, make_signer, _err)
         _err(f"Apply complete: {len(result.done)} done, {len(result.skipped)} already done.")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _apply_lock(backend, dry_run: bool):
+    """One apply at a time on a local factory: two would both see a step ready and run it twice.
+
+    Against the Foundries API the workflow serialises applies (a concurrency group, README).
+    """
+    if dry_run or backend.lock_path is None:
+        yield
+        return
+    import fcntl
+
+    with open(backend.lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _err(f"Waiting for another apply on {backend.label} to finish ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _signer_factory(keys, signer_uri, backend):

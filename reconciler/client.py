@@ -10,6 +10,7 @@ is never retried blindly, because a rollout that reached the server must not run
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,16 +62,22 @@ class Backend:
     token: str | None = None
     keys_archive: str | None = None  # the embedded factory's operator key archive
     note: str | None = None  # one line to tell the user (e.g. "created the demo factory")
+    lock_path: str | None = None  # the embedded factory serialises applies with this file
+
+
+FACTORY_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
 
 
 def select_backend(*, api_url: str | None, factory: str | None, local: str | None) -> Backend:
     """The Foundries API when a URL is given, else the embedded local factory."""
+    if factory is not None and not FACTORY_NAME.match(factory):
+        raise UserError(f"factory name {factory!r} may contain only letters, digits, '_', '.' and '-'")
     if api_url:
         if not factory:
             raise UserError("--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile")
+        base_url, label = _api_url(api_url)
         transport = RetryTransport(httpx.HTTPTransport(retries=2))
-        return Backend(factory, api_url.rstrip("/"), api_url.rstrip("/"), transport,
-                       token=os.environ.get("RECONCILE_API_TOKEN"))
+        return Backend(factory, label, base_url, transport, token=os.environ.get("RECONCILE_API_TOKEN"))
     from .localfactory import open_embedded  # imported only when the embedded backend is used
 
     embedded = open_embedded(local)
@@ -80,7 +87,19 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
     note = (f"Created the demo local factory '{embedded.factory}' at {embedded.path} "
             f"(operator key: {embedded.keys_archive})") if embedded.created else None
     return Backend(embedded.factory, f"local:{embedded.path}", "http://local-factory",
-                   httpx.WSGITransport(app=embedded.app), keys_archive=str(embedded.keys_archive), note=note)
+                   httpx.WSGITransport(app=embedded.app), keys_archive=str(embedded.keys_archive), note=note,
+                   lock_path=str(embedded.path / "apply.lock"))
+
+
+def _api_url(text: str) -> tuple[str, str]:
+    """The base URL to call and the label to show: credentials in the URL are never shown."""
+    try:
+        url = httpx.URL(text.rstrip("/"))
+    except httpx.InvalidURL as exc:
+        raise UserError(f"--api-url {text!r} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise UserError("--api-url must be an http:// or https:// URL with a host, such as https://api.foundries.io")
+    return str(url), str(url.copy_with(username=None, password=None))
 
 
 class FactoryClient:
@@ -147,32 +166,43 @@ class FactoryClient:
     # -- waves ----------------------------------------------------------------------------------
 
     def list_waves(self) -> list[dict]:
+        """Every wave, page by page; a server that keeps answering ``next`` stops at the announced total."""
         waves: list[dict] = []
         page = 1
         while True:
-            data = self._send("GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page},
-                              what="list waves")
-            waves.extend(data.get("waves") or [])
-            if not data.get("next") or not data.get("waves"):
+            data = _expect(self._send("GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page},
+                                      what="list waves"), dict, "list waves")
+            batch = _expect(data.get("waves") or [], list, "list waves")
+            waves.extend(_expect(wave, dict, "list waves") for wave in batch)
+            total = data.get("total") if isinstance(data.get("total"), int) else len(waves)
+            if not data.get("next") or not batch or len(waves) >= total:
                 return waves
             page += 1
 
     def get_wave(self, name: str, show_targets: bool = False) -> dict | None:
         params = {"show-targets": 1} if show_targets else None
-        return self._send("GET", self._factory_path(f"waves/{name}/"), params=params,
+        data = self._send("GET", self._factory_path(f"waves/{name}/"), params=params,
                           what=f"read wave '{name}'", missing_ok=True)
+        return None if data is None else _expect(data, dict, f"read wave '{name}'")
 
     def wave_status(self, name: str, offline_threshold_hours: int = 4) -> dict:
-        return self._send("GET", self._factory_path(f"waves/{name}/status/"),
-                          params={"offline-threshold": offline_threshold_hours}, what=f"status of wave '{name}'")
+        what = f"status of wave '{name}'"
+        return _expect(self._send("GET", self._factory_path(f"waves/{name}/status/"),
+                                  params={"offline-threshold": offline_threshold_hours}, what=what), dict, what)
+
+    def device_groups(self) -> set[str]:
+        data = _expect(self._send("GET", self._factory_path("device-groups/"), what="list device groups"), dict,
+                       "list device groups")
+        groups = _expect(data.get("groups") or [], list, "list device groups")
+        return {g["name"] for g in groups if isinstance(g, dict) and isinstance(g.get("name"), str)}
 
     def create_wave(self, body: dict) -> Any:
         return self._send("POST", self._factory_path("waves/"), body=body, what=f"init wave '{body['name']}'")
 
     def rollout(self, name: str, options: dict) -> dict:
-        verb = "dry-run rollout" if options.get("dry-run") else "rollout"
-        return self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options,
-                          what=f"{verb} of wave '{name}'")
+        what = ("dry-run rollout" if options.get("dry-run") else "rollout") + f" of wave '{name}'"
+        return _expect(self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options, what=what) or {},
+                       dict, what)
 
     def complete(self, name: str) -> Any:
         return self._send("POST", self._factory_path(f"waves/{name}/complete/"), what=f"complete wave '{name}'")
@@ -188,11 +218,12 @@ class FactoryClient:
             return {}
         data = self._send("GET", self._factory_path("prod-targets/"), params={"tag": ",".join(sorted(tags))},
                           what="read production targets", missing_ok=True)
-        return data or {}
+        return _expect(data or {}, dict, "read production targets")
 
     def ci_targets(self, version: int) -> dict[str, dict]:
-        return self._send("GET", self._factory_path("targets/"), params={"version": version},
-                          what=f"read CI targets of version {version}", missing_ok=True) or {}
+        what = f"read CI targets of version {version}"
+        return _expect(self._send("GET", self._factory_path("targets/"), params={"version": version}, what=what,
+                                  missing_ok=True) or {}, dict, what)
 
     def root(self, production: bool = False) -> dict:
         params = {"production": 1} if production else None
@@ -201,6 +232,14 @@ class FactoryClient:
 
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    """Refuse an answer of the wrong shape with one line, instead of failing deep inside the planner."""
+    if not isinstance(value, kind):
+        raise BackendError(f"{what}: unexpected answer from the factory (a JSON {type(value).__name__} where a "
+                           f"{'list' if kind is list else 'object'} belongs)")
+    return value
 
 
 def error_text(response: httpx.Response) -> str:

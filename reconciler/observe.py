@@ -30,6 +30,16 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 def parse_wave(data: dict) -> ObservedWave:
+    """A wave from the API; an answer that does not have a wave's shape is one BackendError line."""
+    try:
+        return _parse_wave(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        name = data.get("name") if isinstance(data, dict) else None
+        raise BackendError(f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: "
+                           f"{exc})") from None
+
+
+def _parse_wave(data: dict) -> ObservedWave:
     meta = data.get("change-meta") or {}
     history = tuple(
         RolloutRecord(
@@ -79,10 +89,16 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     prod = {tag: None for tag in tags}
     for tag, envelope in client.prod_targets(tags).items():
         if tag in prod:
-            prod[tag] = parse_prod_targets(tag, envelope)
+            try:
+                prod[tag] = parse_prod_targets(tag, envelope)
+            except (TypeError, ValueError, AttributeError):
+                raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
+                                   f"answer") from None
     progress = {name: parse_progress(client.wave_status(name)) for name in sorted(waves_needing_status(chosen, waves))}
-    ci_versions = {v: bool(client.ci_targets(v)) for v in sorted({s.target for s in chosen if s.name not in waves
-                                                                    and not s.cancel})}
+    new = [s for s in chosen if s.name not in waves and not s.cancel]
+    ci_versions = {v: bool(client.ci_targets(v)) for v in sorted({s.target for s in new})}
+    # Rollouts of existing waves are checked by a dry run; a new wave's groups can only be checked by name.
+    groups = frozenset(client.device_groups()) if any(p.group for s in new for p in s.phases) else None
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,
@@ -91,6 +107,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         prod_targets=prod,
         progress=progress,
         ci_versions=ci_versions,
+        groups=groups,
     )
 
 

@@ -18,7 +18,7 @@ refuse to apply; blocked steps are normal and wait for a later run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .errors import Problem
@@ -116,6 +116,11 @@ class Plan:
 
     def find(self, key: tuple[str, str, int | None]) -> Operation | None:
         return next((op for op in self.operations if op.key == key), None)
+
+    def restricted_to(self, names: set[str]) -> Plan:
+        """The same plan showing only these waves' steps (``--base``); problems are kept, they block apply."""
+        return replace(self, operations=[op for op in self.operations if op.wave in names],
+                       waves=[w for w in self.waves if w.name in names])
 
 
 def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
@@ -308,6 +313,11 @@ class _Planner:
             problems.append(f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory")
         if spec.target in spec.prune:
             problems.append(f"cannot prune the wave's own version {spec.target}")
+        groups = self.observed.groups
+        for phase in spec.phases:
+            if groups is not None and phase.group and phase.group not in groups:
+                problems.append(f"phase '{phase.name}': device group '{phase.group}' does not exist in factory "
+                                f"'{self.observed.factory}'; create it or fix the group name")
         missing = [v for v in spec.prune if v != spec.target and v not in state.prod_versions]
         if missing:
             have = ", ".join(map(str, sorted(state.prod_versions))) or "none"

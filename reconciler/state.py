@@ -64,3 +64,4 @@ class ObservedState:
     prod_targets: dict[str, ProdTargets | None] = field(default_factory=dict)
     progress: dict[str, WaveProgress] = field(default_factory=dict)
     ci_versions: dict[int, bool] = field(default_factory=dict)  # version -> CI targets exist
+    groups: frozenset[str] | None = None  # device groups, read only when a new wave's phases name some

@@ -197,6 +197,13 @@ def _keytype(key: Mapping) -> str:
     return kt
 
 
+def _shown_keytype(value) -> str:
+    """A .sec file's keytype as it may appear in an error: any other text there could be key material."""
+    if isinstance(value, str) and value.upper() in METHOD_FOR_KEYTYPE:
+        return repr(value)
+    return "an unsupported key type"
+
+
 def _public_value(key: Mapping) -> str:
     keyval = key.get("keyval")
     public = keyval.get("public") if isinstance(keyval, Mapping) else None
@@ -539,7 +546,7 @@ def find_offline_signer(root: Mapping, archive: KeyArchive, online_public: Mappi
         sec_name, sec = archive.private_entry(pub_name)
         if sec.get("keytype") != root_key.get("keytype"):
             raise TufError(
-                f"key type mismatch: {sec_name} is {sec.get('keytype')!r} but root gives key {kid} "
+                f"key type mismatch: {sec_name} is {_shown_keytype(sec.get('keytype'))} but root gives key {kid} "
                 f"as {root_key.get('keytype')!r}"
             )
         found.append((kid, root_key, _private_object(f"key archive entry {sec_name}", sec, root_key)))

@@ -35,14 +35,24 @@ def test_a_key_that_root_does_not_know_is_refused_before_any_write(release_repo,
     assert waves(factory_dir) == before
 
 
+def test_an_unknown_device_group_is_a_plan_error_before_any_write(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": NEW_WAVE.replace("group: canary", "group: no-such-group")}, "typo")
+    before = waves(factory_dir)
+    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    assert code == 1 and "Applying" not in err
+    assert "rel-46.yaml:3:1: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
+    assert waves(factory_dir) == before
+
+
 def test_a_failed_step_stops_the_run_and_lists_what_was_done(release_repo, factory_dir):
-    broken = NEW_WAVE.replace("group: canary", "group: no-such-group")
-    commit(release_repo, {"rel-46.yaml": broken}, "Release 46 to a group that does not exist")
+    stranger = "00000000-0000-4000-8000-000000000000"  # a UUID no production device has
+    commit(release_repo, {"rel-46.yaml": NEW_WAVE.replace("group: canary", f"uuids: [{stranger}]")}, "Release 46")
     code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
     assert code == 1
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: rollout rel-46 phase 'canary' (group no-such-group) failed: rollout of wave "
+    assert last.startswith("error: rollout rel-46 phase 'canary' (factory-wide, 1 uuids) failed: rollout of wave "
                            "'rel-46': ")
+    assert stranger in last, "the refusal names the offending UUID"
     assert last.endswith("Done before the failure: init rel-46 (target 46, tag production).")
     assert [w["name"] for w in waves(factory_dir) if w["status"] == "active"] == ["rel-46"]
 

@@ -111,3 +111,50 @@ def test_unreachable_backend_is_one_line_without_the_token():
         client.list_waves()
     assert str(caught.value).startswith("list waves: cannot reach http://127.0.0.1:9")
     assert "tok-123" not in str(caught.value)
+
+
+@pytest.mark.parametrize("answer, message", [
+    ([1, 2, 3], "list waves: unexpected answer from the factory (a JSON list where a object belongs)"),
+    ({"waves": "abc"}, "list waves: unexpected answer from the factory (a JSON str where a list belongs)"),
+])
+def test_answers_of_the_wrong_shape_are_one_line(answer, message):
+    with ScriptedServer([(200, answer)]) as server, client_for(server.url) as client:
+        with pytest.raises(BackendError) as caught:
+            client.list_waves()
+    assert str(caught.value) == message
+
+
+def test_a_wave_without_a_version_is_one_line():
+    from reconciler.observe import parse_wave
+
+    with pytest.raises(BackendError) as caught:
+        parse_wave({"name": "w"})
+    assert str(caught.value) == "list waves: unexpected wave 'w' in the factory's answer (KeyError: 'version')"
+
+
+def test_a_server_that_ignores_page_does_not_loop_forever():
+    same = (200, {"waves": [{"name": "a"}], "total": 3, "next": "again"})
+    with ScriptedServer([same] * 50) as server, client_for(server.url) as client:
+        assert len(client.list_waves()) == 3
+    assert len(server.seen) == 3
+
+
+def test_credentials_in_the_api_url_are_never_shown():
+    from reconciler.client import select_backend
+
+    backend = select_backend(api_url="https://ci:hunter2@api.example.com/", factory="acme", local=None)
+    assert backend.label == "https://api.example.com" and "hunter2" in backend.base_url
+
+
+@pytest.mark.parametrize("url, factory, message", [
+    ("http://[::1", "acme", "--api-url 'http://[::1' is not a valid URL"),
+    ("ftp://host/", "acme", "--api-url must be an http:// or https:// URL"),
+    ("https://api.example.com", "../../x?y=", "factory name '../../x?y=' may contain only"),
+])
+def test_bad_backend_options_are_refused(url, factory, message):
+    from reconciler.client import select_backend
+    from reconciler.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        select_backend(api_url=url, factory=factory, local=None)
+    assert str(caught.value).startswith(message)

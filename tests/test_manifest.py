@@ -505,3 +505,18 @@ def test_the_examples_are_valid_for_jsonschema_itself():
     for manifest in sorted(EXAMPLES.glob("*.yaml")):
         for document in yaml.safe_load_all(manifest.read_text()):
             assert list(Draft202012Validator(schema).iter_errors(document)) == []
+
+
+def test_build_numbers_are_bounded_like_fioctl_s_32_bit_versions(tmp_path):
+    """fioctl parses versions as 32-bit ints; a larger number must stop at --check, not in the factory."""
+    from reconciler.errors import ValidationFailed
+    from reconciler.manifest import load
+
+    (tmp_path / "w.yaml").write_text("apiVersion: reconciler/v1\nkind: Wave\nname: big\n"
+                                     "target: 9223372036854775808\ntag: production\nprune: [2147483648]\n")
+    with pytest.raises(ValidationFailed) as caught:
+        load([str(tmp_path / "w.yaml")])
+    assert [(p.line, p.col, p.message) for p in caught.value.problems] == [
+        (4, 9, "target must be at most 2147483647, got 9223372036854775808"),
+        (6, 9, "prune[0] must be at most 2147483647, got 2147483648"),
+    ]

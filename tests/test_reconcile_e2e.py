@@ -162,3 +162,7 @@ def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(r
     assert plan["provenance"]["dirty"] is False
     code, out, _ = reconcile("--dry-run", "--base", "HEAD~1", str(release_repo), "--local", str(factory_dir))
     assert "Changed manifest" in out and "  +tag: lab" in out
+
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    code, out, _ = reconcile("--dry-run", "--base", "HEAD", str(release_repo), "--local", str(factory_dir))
+    assert "unmanaged" not in out, "waves outside the change are still managed"

@@ -268,3 +268,21 @@ def test_bad_base64_is_a_clear_error(text):
 def test_base64_of_something_else():
     with pytest.raises(TufError, match="not a gzip'd tar file"):
         tuf.load_key_archive_b64(base64.b64encode(b"hello").decode())
+
+
+def test_a_secret_in_the_sec_keytype_field_is_not_echoed():
+    """A .sec whose keytype holds the private hex (a botched hand-made archive) must not print it."""
+    online, offline = tuf.generate_keypair(), tuf.generate_keypair()
+    root = tuf.make_root(version=1, expires=datetime(2030, 1, 1, tzinfo=timezone.utc), root_pairs=[online],
+                          targets_public=[online.public, offline.public], targets_threshold=2)
+    secret = offline.private["keyval"]["private"]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, doc in (("k.pub", offline.public), ("k.sec", {"keytype": secret, "keyval": {"private": secret}})):
+            data = json.dumps(doc).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(tuf.TufError) as caught:
+        tuf.find_offline_signer(root, tuf.load_key_archive(buffer.getvalue()), online.public)
+    assert "an unsupported key type" in str(caught.value) and secret not in str(caught.value)

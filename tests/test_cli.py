@@ -1,0 +1,56 @@
+"""The reconcile command line: exit codes for usage mistakes, conflicting options, serialised applies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from e2e_helpers import advance, api, commit, reconcile
+
+REPO = Path(__file__).resolve().parent.parent
+
+WAVE = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: rel-46
+target: 46
+tag: production
+phases:
+  - name: canary
+    group: canary
+  - name: beta
+    group: beta
+    wait: 1h
+"""
+
+
+def test_usage_mistakes_exit_1_not_the_changes_pending_code(tmp_path):
+    for args in (["--format", "yaml"], ["--bogus"], ["--keys", str(tmp_path)]):
+        code, _, err = reconcile("--dry-run", "--detailed-exitcode", *args, str(tmp_path))
+        assert code == 1, (args, err)
+
+
+def test_conflicting_options_are_refused(tmp_path):
+    code, _, err = reconcile("--keys", "a.tgz", "--signer", "file2:x", str(tmp_path))
+    assert code == 1 and "--keys FILE or --signer URI, not both" in err
+    code, _, err = reconcile("--detailed-exitcode", str(tmp_path))
+    assert code == 1 and "--detailed-exitcode works with --dry-run" in err
+
+
+def test_concurrent_applies_on_a_local_factory_never_repeat_a_rollout(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    advance(factory_dir, "2h")  # beta is ready: every concurrent run sees it
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", "from reconciler.cli import main; main()", str(release_repo),
+               "--local", str(factory_dir)]
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    results = [run.communicate(timeout=120) + (run.returncode,) for run in runs]
+    assert all(code == 0 for _, _, code in results), results
+    with api(factory_dir) as client:
+        history = client.get("/ota/factories/demo/waves/rel-46/").json()["rollout-history"]
+    assert [h["group-name"] for h in history] == ["canary", "beta"]
+    assert sum("rolled out to" in err for _, err, _ in results) == 1
