@@ -23,6 +23,8 @@ from .spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
 from .uuids import parse_file, parse_inline
 
 DEFAULT_EXPIRES = 365 * 86400
+# Keys whose values the planner may find wrong against the factory (a target below production, ...).
+POSITIONED_KEYS = ("target", "tag", "prune", "expires", "expiresAt", "cancel")
 
 
 @dataclass
@@ -235,6 +237,7 @@ class _WaveReader:
                 complete_gate, Location(self.document.file, *position(self.document.key_node((), "complete")))
             ),
             cancel=data.get("cancel", False),
+            positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
         )
 
     def phases(self, raw: list) -> tuple[PhaseSpec, ...]:

@@ -233,17 +233,17 @@ class _Planner:
 
         conflicts = []
         if wave.version != spec.target:
-            conflicts.append(f"target changed: the factory's wave '{spec.name}' promotes {wave.version}, the manifest says "
-                             f"{spec.target}; waves are immutable, create a new wave instead")
+            conflicts.append(("target", f"target changed: the factory's wave '{spec.name}' promotes {wave.version}, the manifest says "
+                             f"{spec.target}; waves are immutable, create a new wave instead"))
         if wave.tag != spec.tag:
-            conflicts.append(f"tag changed: the factory's wave '{spec.name}' is on tag '{wave.tag}', the manifest says "
-                             f"'{spec.tag}'; waves are immutable, create a new wave instead")
-        for message in conflicts:
-            self._error(spec.location, message)
+            conflicts.append(("tag", f"tag changed: the factory's wave '{spec.name}' is on tag '{wave.tag}', the manifest says "
+                             f"'{spec.tag}'; waves are immutable, create a new wave instead"))
+        for key, message in conflicts:
+            self._error(spec.at(key), message)
 
         if wave.status == "complete":
             if spec.cancel:
-                self._error(spec.location, f"wave '{spec.name}' is complete and cannot be canceled; to take version "
+                self._error(spec.at("cancel"), f"wave '{spec.name}' is complete and cannot be canceled; to take version "
                                            f"{wave.version} out of production, prune it with a new wave")
             elif done < len(spec.phases) or spec.complete is None:
                 self._warn(spec.location, f"wave '{spec.name}' was completed in the factory outside the manifests")
@@ -285,12 +285,12 @@ class _Planner:
             return
 
         problems = self._init_problems(spec, state)
-        for message in problems:
-            self._error(spec.location, message)
+        for where, message in problems:
+            self._error(where, message)
         expires = self._expiry(spec)
         reason = None
         if problems:
-            reason = problems[0]
+            reason = problems[0][1]
         elif state.busy_with is not None:
             why = f" ({state.busy_reason})" if state.busy_reason else ""
             reason = f"tag '{spec.tag}' has active wave '{state.busy_with}'{why}"
@@ -304,25 +304,26 @@ class _Planner:
             return
         self._after_active(spec, state, completes)
 
-    def _init_problems(self, spec: WaveSpec, state: _TagState) -> list[str]:
+    def _init_problems(self, spec: WaveSpec, state: _TagState) -> list[tuple[Location, str]]:
         problems = []
         if state.prod_version is not None and spec.target <= state.prod_version:
-            problems.append(f"target {spec.target} must be above the production version of tag '{spec.tag}' "
-                            f"({state.prod_version} at this point of the plan)")
+            problems.append((spec.at("target"), f"target {spec.target} must be above the production version of tag '{spec.tag}' "
+                            f"({state.prod_version} at this point of the plan)"))
         if self.observed.ci_versions.get(spec.target) is False:
-            problems.append(f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory")
+            problems.append((spec.at("target"),
+                             f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory"))
         if spec.target in spec.prune:
-            problems.append(f"cannot prune the wave's own version {spec.target}")
+            problems.append((spec.at("prune"), f"cannot prune the wave's own version {spec.target}"))
         groups = self.observed.groups
         for phase in spec.phases:
             if groups is not None and phase.group and phase.group not in groups:
-                problems.append(f"phase '{phase.name}': device group '{phase.group}' does not exist in factory "
-                                f"'{self.observed.factory}'; create it or fix the group name")
+                problems.append((phase.location, f"phase '{phase.name}': device group '{phase.group}' does not exist in factory "
+                                f"'{self.observed.factory}'; create it or fix the group name"))
         missing = [v for v in spec.prune if v != spec.target and v not in state.prod_versions]
         if missing:
             have = ", ".join(map(str, sorted(state.prod_versions))) or "none"
-            problems.append(f"cannot prune {', '.join(map(str, missing))}: not in the production targets of tag "
-                            f"'{spec.tag}' (versions: {have})")
+            problems.append((spec.at("prune"), f"cannot prune {', '.join(map(str, missing))}: not in the production targets of tag "
+                            f"'{spec.tag}' (versions: {have})"))
         return problems
 
     def _expiry(self, spec: WaveSpec) -> datetime:
@@ -331,9 +332,9 @@ class _Planner:
         else:
             expires = self.now + timedelta(seconds=spec.expires_in_seconds or 365 * 86400)
         if expires <= self.now:
-            self._error(spec.location, f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt")
+            self._error(spec.at("expiresAt", "expires"), f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt")
         elif expires - self.now < EXPIRY_WARNING:
-            self._warn(spec.location, f"wave '{spec.name}' targets would expire within 30 days "
+            self._warn(spec.at("expiresAt", "expires"), f"wave '{spec.name}' targets would expire within 30 days "
                                       f"({expires:%Y-%m-%dT%H:%M:%SZ})")
         return expires
 

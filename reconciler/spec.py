@@ -84,6 +84,11 @@ class WaveSpec:
     phases: tuple[PhaseSpec, ...] = ()
     complete: CompleteSpec | None = None  # None: stay active after the phases
     cancel: bool = False
+    positions: dict[str, Location] = field(default_factory=dict, compare=False)  # top-level key -> its value
+
+    def at(self, *keys: str) -> Location:
+        """Where the first of these keys is written, so a plan error points at the offending value."""
+        return next((self.positions[k] for k in keys if k in self.positions), self.location)
 
     @property
     def manifest(self) -> str:

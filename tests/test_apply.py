@@ -40,7 +40,7 @@ def test_an_unknown_device_group_is_a_plan_error_before_any_write(release_repo, 
     before = waves(factory_dir)
     code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
     assert code == 1 and "Applying" not in err
-    assert "rel-46.yaml:3:1: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
+    assert "rel-46.yaml:7:5: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
     assert waves(factory_dir) == before
 
 
@@ -65,3 +65,13 @@ def test_apply_refuses_a_dirty_work_tree_unless_allowed(release_repo, factory_di
     assert waves(factory_dir) == [w for w in waves(factory_dir) if w["name"] == "populate-targets"]
     code, _, err = reconcile(str(release_repo), "--local", str(factory_dir), "--allow-dirty")
     assert code == 0 and "+ init rel-47" in err
+
+
+def test_plan_errors_point_at_the_offending_value(release_repo, factory_dir):
+    """A target at or below production and a prune of a version not in production, at their own lines."""
+    wave = NEW_WAVE.replace("target: 46", "target: 40").replace("tag: production", "tag: production\nprune: [39]")
+    commit(release_repo, {"rel-40.yaml": wave}, "A wave below production")
+    code, out, _ = reconcile("--dry-run", str(release_repo), "--local", str(factory_dir))
+    assert code == 1
+    assert "rel-40.yaml:4:9: target 40 must be above the production version of tag 'production'" in out
+    assert "rel-40.yaml:6:8: cannot prune 39: not in the production targets of tag 'production'" in out
