@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,18 +37,38 @@ class Embedded:
 
 
 def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
-    from . import demo, store
+    """Open the factory in ``path`` (creating the demo factory when there is no ``factory.db``).
+    Anything wrong with the place or the file is a UserError (one line); a file that is there but
+    is not a factory database is refused, never replaced."""
+    from reconciler.errors import UserError
+
+    from . import demo
     from .app import make_app
 
     directory = Path(path).expanduser() if path else default_path()
-    directory.mkdir(parents=True, exist_ok=True)
     st = Store.in_dir(directory)
     created = False
-    with open(directory / ".lock", "w") as lock:  # two first runs at once create one factory
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not st.exists():
-            demo.init_factory(directory)
-            created = True
-    with st.read() as conn:
-        name = store.factory_name(conn)
+    try:
+        if os.path.lexists(directory) and not directory.is_dir():
+            raise UserError(f"the local factory directory {directory} is not a directory; "
+                            "point --local/RECONCILE_LOCAL elsewhere")
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "a") as lock:  # two first runs at once create one factory
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not st.exists():
+                demo.init_factory(directory)
+                created = True
+        name = st.check()
+        with st.read() as conn:  # the read-write connection the app uses works too
+            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+    except UserError:
+        st.close()
+        raise
+    except sqlite3.DatabaseError as e:
+        st.close()
+        raise UserError(st.describe(e)) from None
+    except OSError as e:
+        st.close()
+        raise UserError(f"cannot use {directory} for the local factory: "
+                        f"{(e.strerror or str(e)).lower()}") from None
     return Embedded(make_app(st), name, directory, created, directory / demo.KEY_ARCHIVE, st)

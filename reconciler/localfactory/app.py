@@ -18,7 +18,9 @@ import base64
 import binascii
 import functools
 import json
+import logging
 import re
+import sqlite3
 from urllib.parse import urlencode
 
 import falcon
@@ -41,18 +43,18 @@ from .errors import ApiError, bad_request, not_found
 JSON_DUMPS = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 ROOT_FILE = re.compile(r"^(?:(\d+)\.)?root\.json$")
 IN_PROCESS_ACTOR = "local-operator"
+log = logging.getLogger(__name__)
 
 
-def _int_param(req, name: str, default: int, lo: int, hi: int | None = None) -> int:
+def _int_param(req, name: str, default: int, lo: int, hi: int = store.MAX_INT) -> int:
     raw = req.get_param(name)
     if raw in (None, ""):
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer", [f"{name}: {raw!r}"]) from None
-    if value < lo or (hi is not None and value > hi):
-        raise bad_request(f"{name} must be between {lo} and {hi}" if hi else f"{name} must be at least {lo}")
+    if not re.fullmatch(r"[+-]?[0-9]+", raw.strip()):
+        raise bad_request(f"{name} must be an integer", [f"{name}: {raw[:40]!r}"])
+    value = int(raw) if len(raw) <= 20 else hi + 1
+    if not lo <= value <= hi:
+        raise bad_request(f"{name} must be between {lo} and {hi}")
     return value
 
 
@@ -388,6 +390,26 @@ def _handle_api_error(req, resp, ex: ApiError, params):
         resp.set_header("WWW-Authenticate", 'Bearer realm="local-factory"')
 
 
+def _error(resp, status: int, message: str) -> None:
+    resp.status = falcon.code_to_http_status(status)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = JSON_DUMPS({"message": message, "errors": []})
+
+
+def _handle_unexpected(req, resp, ex: Exception, params):
+    """Anything else: never a traceback on the user's stderr (Falcon's default); logged at debug.
+    A busy database is 503, an integer SQLite cannot hold 400, the rest 500 with one line."""
+    log.debug("local factory: %s %s failed", req.method, req.path, exc_info=ex)
+    if isinstance(ex, sqlite3.OperationalError) and store.is_busy(ex):
+        _error(resp, 503, "the local factory is busy, try again")
+        resp.set_header("Retry-After", "1")
+    elif isinstance(ex, OverflowError):
+        _error(resp, 400, "a number in the request is out of range")
+    else:
+        line = (str(ex).splitlines() or [""])[0][:200]
+        _error(resp, 500, f"the local factory failed: {type(ex).__name__}{': ' + line if line else ''}")
+
+
 def _serialize_http_error(req, resp, ex: falcon.HTTPError):
     message = ex.title or "Error"
     if ex.description:
@@ -402,6 +424,7 @@ def make_app(st: store.Store, *, require_token: bool = False) -> falcon.App:
     app.req_options.keep_blank_qs_values = True
     handler = falcon.media.JSONHandler(dumps=JSON_DUMPS)
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: handler})
+    app.add_error_handler(Exception, _handle_unexpected)
     app.add_error_handler(ApiError, _handle_api_error)
     app.set_error_serializer(_serialize_http_error)
     f = "/ota/factories/{factory}"

@@ -14,18 +14,71 @@ import click
 
 from . import default_path
 
-DURATION_RE = re.compile(r"^(?:\d+[wdhms])+$")
+DURATION_RE = re.compile(r"^(?:[0-9]+[wdhms])+$")
 UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_DURATION_DAYS = 3650
+MAX_DURATION = MAX_DURATION_DAYS * 86400
 
 
 def parse_duration(text: str) -> int:
-    """``1h``, ``1d12h``, ``90m``, ``2w``, ``45s`` (or plain seconds) -> seconds."""
+    """``1h``, ``1d12h``, ``90m``, ``2w``, ``45s`` (or plain seconds) -> seconds, at most 3650 days."""
     text = text.strip().lower()
-    if text.isdigit():
-        return int(text)
-    if not DURATION_RE.match(text):
+    if re.fullmatch(r"[0-9]+", text):
+        parts = [(text, "s")]
+    elif DURATION_RE.match(text):
+        parts = re.findall(r"([0-9]+)([wdhms])", text)
+    else:
         raise click.BadParameter(f"{text!r} is not a duration such as 1h, 30m or 1d12h")
-    return sum(int(n) * UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)([wdhms])", text))
+    # more than 12 digits is over the cap in any unit (and int() of thousands of digits is refused)
+    if any(len(n.lstrip("0")) > 12 for n, _ in parts) or \
+            sum(int(n) * UNIT_SECONDS[u] for n, u in parts) > MAX_DURATION:
+        raise click.BadParameter(f"{text!r} is too long: at most {MAX_DURATION_DAYS}d at a time")
+    return sum(int(n) * UNIT_SECONDS[u] for n, u in parts)
+
+
+class _OneLineErrors:
+    """For every command and group: a usage error exits 1, not click's 2 (CI reads 2 as "changes
+    pending"), and a user's mistake or a damaged/busy database is one line on stderr and exit 1."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as e:
+            e.exit_code = 1
+            raise
+
+    def invoke(self, ctx):
+        import sqlite3
+
+        from reconciler.errors import UserError
+
+        from .errors import ApiError
+
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            e.exit_code = 1
+            raise
+        except ApiError as e:
+            detail = "".join(f"\n  {x}" for x in (e.errors[:20] if isinstance(e.errors, list) else []))
+            raise click.ClickException(f"{e.message}{detail}") from None
+        except UserError as e:
+            raise click.ClickException(str(e)) from None
+        except sqlite3.Error as e:
+            from .store import Store
+
+            c = ctx.find_object(Ctx)
+            where = Store.in_dir(c.path) if c else None
+            raise click.ClickException(where.describe(e) if where else f"local factory database: {e}") from None
+
+
+class FactoryCommand(_OneLineErrors, click.Command):
+    pass
+
+
+class FactoryGroup(_OneLineErrors, click.Group):
+    command_class = FactoryCommand
+    group_class = type  # subgroups are FactoryGroups too
 
 
 class Ctx:
@@ -36,36 +89,18 @@ class Ctx:
         from .store import Store
 
         st = Store.in_dir(self.path)
-        if must_exist and not st.exists():
-            raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` first")
+        if must_exist:
+            if not st.exists():
+                raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` "
+                                           "first")
+            st.check()  # UserError (one line) for a file that is not a factory database
         return st
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-def _api_errors(fn):
-    """ApiError and UserError become one line and exit 1."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from reconciler.errors import UserError
-
-        from .errors import ApiError
-
-        try:
-            return fn(*args, **kwargs)
-        except ApiError as e:
-            detail = "".join(f"\n  {x}" for x in (e.errors[:20] if isinstance(e.errors, list) else []))
-            raise click.ClickException(f"{e.message}{detail}") from None
-        except UserError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--local", envvar="RECONCILE_LOCAL", metavar="PATH",
               help="Factory directory (default: $RECONCILE_LOCAL, else the user state directory).")
 @click.pass_context
@@ -82,19 +117,28 @@ def main(ctx, local):
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the fleet and its simulation.")
 @click.option("--start", default=None, metavar="RFC3339", help="Simulated start time (default: now).")
 @pass_ctx
-@_api_errors
 def init(c: Ctx, demo, name, devices_n, seed, start):
     """Create a factory: keys, roots, CI builds 40-60, groups, production targets, devices."""
+    from reconciler.errors import UserError
+
     from . import demo as demo_mod
-    from .store import parse_time
+    from .store import LATEST, iso, parse_time
 
     if start is not None:
         try:
             start_ts = parse_time(start)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise click.BadParameter(f"{start!r} is not an RFC 3339 time", param_hint="--start") from None
+        try:
+            demo_mod.check_start(start_ts)
+        except UserError:
+            raise click.ClickException(f"--start {start!r} is out of range: the simulated time must lie between "
+                                       f"1970-01-01T00:00:00Z and {iso(LATEST)}") from None
     else:
         start_ts = None
+    if name is not None and (not demo_mod.FACTORY_NAME_RE.match(name) or name in (".", "..")):
+        raise click.ClickException(f"--name {name!r} is not a factory name: use 1-100 letters, digits, '_', '.' "
+                                   "and '-'")
     if devices_n is None:
         devices_n = 2000 if demo else 0
     try:
@@ -124,8 +168,12 @@ def serve(c: Ctx, host, port, threads):
 
         name = factory_name(conn)
         tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
-    server = waitress.create_server(make_app(st, require_token=True), host=host, port=port, threads=threads,
-                                    ident="reconcile-factory")
+    try:
+        server = waitress.create_server(make_app(st, require_token=True), host=host, port=port, threads=threads,
+                                        ident="reconcile-factory")
+    except (OSError, ValueError, OverflowError) as e:
+        reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
     click.echo(f"Serving factory '{name}' on http://{host}:{server.effective_port} (from {c.path})", err=True)
     if not tokens:
         click.echo("No API token exists yet: create one with `reconcile-factory token`", err=True)
@@ -148,6 +196,8 @@ def advance(c: Ctx, duration):
     seconds = parse_duration(duration)
     st = c.store()
     with st.write() as conn:
+        if store.now(conn) + seconds > store.LATEST:
+            raise click.ClickException(f"cannot advance past {store.iso(store.LATEST)}, the end of simulated time")
         stats = fleet.advance(conn, seconds)
         now = store.now(conn)
     click.echo(f"Now {store.iso(now)}: {stats['updated']:,} device(s) updated, {stats['failed']:,} failed "
@@ -163,16 +213,18 @@ def devices():
 @click.argument("name")
 @click.option("--tag", default="production", show_default=True)
 @click.option("--hardware-id", "hwid", default="intel-corei7-64", show_default=True)
-@click.option("--version", type=int, default=40, show_default=True, help="Installed target version.")
+@click.option("--version", type=int, default=40, show_default=True, help="Installed target version (0..2147483647).")
 @click.option("--uuid", default="", help="Default: a random UUID.")
 @click.option("--group", default=None, help="Device group (default: none).")
 @click.option("--ci", is_flag=True, help="A CI (non-production) device.")
 @pass_ctx
-@_api_errors
 def devices_add(c: Ctx, name, tag, hwid, version, uuid, group, ci):
     """Register one device."""
     from . import devices as dev
+    from .store import MAX_INT
 
+    if not 0 <= version <= MAX_INT:
+        raise click.ClickException(f"--version {version} is out of range: a version is 0..{MAX_INT}")
     with c.store().write() as conn:
         dev.add_devices(conn, [dev.NewDevice(name, uuid, tag, hwid, version, not ci, group)], "cli")
         d = dev.get_device(conn, name, by_uuid=False)
@@ -183,7 +235,6 @@ def devices_add(c: Ctx, name, tag, hwid, version, uuid, group, ci):
 @click.argument("name")
 @click.argument("group", required=False, default="")
 @pass_ctx
-@_api_errors
 def devices_move(c: Ctx, name, group):
     """Move a device into GROUP (omit GROUP for no group)."""
     from . import devices as dev
@@ -194,14 +245,18 @@ def devices_move(c: Ctx, name, group):
 
 
 @devices.command("import", short_help="Register devices from a CSV file.")
-@click.argument("csv_file", type=click.File("r", encoding="utf-8"))
+@click.argument("csv_file", type=click.File("rb"))
 @pass_ctx
-@_api_errors
 def devices_import(c: Ctx, csv_file):
     """Register devices from CSV: name,uuid,group,tag,production,hardware_id,version (header required)."""
     from . import devices as dev
 
-    new = dev.parse_csv(csv_file.read())
+    data = csv_file.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{csv_file.name}: not UTF-8 text (byte {e.start + 1} is invalid)") from None
+    new = dev.parse_csv(text)
     with c.store().write() as conn:
         n = dev.add_devices(conn, new, "cli")
     click.echo(f"Imported {n:,} device(s)")
@@ -214,7 +269,6 @@ def devices_import(c: Ctx, csv_file):
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @pass_ctx
-@_api_errors
 def devices_list(c: Ctx, group, tag, prod, limit, page):
     """List devices (name, uuid, group, tag, target, last seen)."""
     from . import devices as dev
@@ -276,13 +330,21 @@ def token(c: Ctx, name):
 @click.option("--tag", "tags", multiple=True, default=("main",), show_default=True)
 @click.option("--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True)
 @pass_ctx
-@_api_errors
 def build(c: Ctx, version, tags, hwids):
     """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
     import sqlite3
 
-    from . import targets
+    from . import devices as dev
+    from . import targets, waves
 
+    bad = [t for t in tags if not waves.TAG_RE.match(t)]
+    if bad:
+        raise click.ClickException(f"--tag {bad[0]!r} is not a tag: use 1-100 letters, digits, '_', '.', '+' and '-'")
+    bad = [h for h in hwids if not dev.HWID_RE.match(h)]
+    if bad:
+        raise click.ClickException(f"--hardware-id {bad[0]!r} is not a hardware id: use 1-100 letters, digits, "
+                                   "'_', '.' and '-'")
+    tags, hwids = tuple(dict.fromkeys(tags)), tuple(dict.fromkeys(hwids))
     with c.store().write() as conn:
         try:
             names = targets.add_ci_build(conn, version, list(hwids), list(tags))

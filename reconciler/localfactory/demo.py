@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from reconciler import tuf
+from reconciler.errors import UserError
 
 from . import devices, fleet, groups, store, targets, trust, waves
 
@@ -29,10 +32,22 @@ GROUPS = ("canary", "beta", "us-east", "us-west", "eu-emea", "apac")
 VERSIONS = range(40, 61)
 KEY_ARCHIVE = "targets.only.key.tgz"
 ACTOR = "factory-admin"
+FACTORY_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 
 
-class FactoryExists(Exception):
+class FactoryExists(UserError):
     pass
+
+
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not FACTORY_NAME_RE.match(name) or name in (".", ".."):
+        raise UserError(f"factory name {name!r} is invalid: use 1-100 letters, digits, '_', '.' and '-'")
+
+
+def check_start(start: int) -> None:
+    if not 0 <= start <= store.LATEST:
+        raise UserError(f"start time {start} is out of range: it must lie between 1970-01-01T00:00:00Z and "
+                        f"{store.iso(store.LATEST)}")
 
 
 @dataclass
@@ -65,37 +80,94 @@ def demo_group(i: int) -> str | None:
 
 def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 2000, seed: int = 42,
                  start: int | None = None, ci_devices: int | None = None) -> InitResult:
+    """Create the factory in ``directory``. All or nothing: the database is built in a temporary file
+    and renamed to ``factory.db`` only once complete, after the operator key archive was created
+    (never overwritten: an existing archive, or an existing ``factory.db`` even a damaged one, is
+    refused). A failed init leaves neither behind."""
     t0 = time.perf_counter()
     directory = Path(directory)
-    st = store.Store.in_dir(directory)
-    if st.exists():
-        raise FactoryExists(f"a factory already exists at {directory}")
+    check_name(name)
     if start is None:
         start = int(time.time())
+    check_start(start)
     if ci_devices is None:
         ci_devices = max(5, devices_n // 100)
-    st.create_schema()
-    offline = tuf.generate_keypair()
-    with st.write() as conn:
-        for key, value in {"factory": name, "seed": seed, "now": start, "created_at": start,
-                           **fleet.DEFAULTS}.items():
-            store.set_meta(conn, key, value)
-        trust.init_trust(conn, start, offline.public)
-        for v in VERSIONS:
-            targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"])
-        for g in GROUPS:
-            groups.create_group(conn, {"name": g, "description": f"{g} devices"}, ACTOR)
-        _populate_production(conn, offline, start)
-        _add_demo_devices(conn, seed, start, devices_n, ci_devices)
-        # Written before the commit: a factory never exists without its operator key.
-        archive = directory / KEY_ARCHIVE
-        fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    final = store.Store.in_dir(directory)
+    archive = directory / KEY_ARCHIVE
+    if final.exists():
+        final.check()  # a damaged file: say so (UserError), never replace it
+        raise FactoryExists(f"a factory already exists at {directory}")
+    if os.path.lexists(archive):
+        raise FactoryExists(f"{archive} already exists (an operator key archive) but {final.path.name} does not; "
+                            "move the archive away to create a new factory there")
+    made_dir = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{store.DB_NAME}.init-{os.getpid()}-{secrets.token_hex(4)}"
+    st = store.Store(tmp)
+    archive_written = False
+    try:
+        st.create_schema()
+        offline = tuf.generate_keypair()
+        with st.write() as conn:
+            for key, value in {"factory": name, "seed": seed, "now": start, "created_at": start,
+                               **fleet.DEFAULTS}.items():
+                store.set_meta(conn, key, value)
+            trust.init_trust(conn, start, offline.public)
+            for v in VERSIONS:
+                targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"])
+            for g in GROUPS:
+                groups.create_group(conn, {"name": g, "description": f"{g} devices"}, ACTOR)
+            _populate_production(conn, offline, start)
+            _add_demo_devices(conn, seed, start, devices_n, ci_devices)
+        with st.write() as conn:
+            conn.execute("ANALYZE")
+        st.connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        st.close()  # the last connection folds the WAL into the file and removes it
+        # The archive first (O_EXCL: never overwrite an operator key), then the database appears:
+        # a factory never exists without its operator key.
+        try:
+            fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise FactoryExists(f"{archive} appeared while the factory was being created; nothing was "
+                                "overwritten") from None
+        archive_written = True
         with os.fdopen(fd, "wb") as fh:
             fh.write(tuf.key_archive_bytes([offline]))
-    with st.write() as conn:
-        conn.execute("ANALYZE")
-    st.close()
+            fh.flush()
+            os.fsync(fh.fileno())
+        _publish(tmp, final.path)
+    except BaseException:
+        st.close()
+        if archive_written:
+            archive.unlink(missing_ok=True)
+        _remove_db(tmp)
+        if made_dir:
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+        raise
     return InitResult(directory, name, devices_n, ci_devices, archive, time.perf_counter() - t0)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """``tmp`` becomes ``final``, never replacing a file there (a hard link where the file system
+    has them, else a rename after a last check)."""
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise FactoryExists(f"a factory appeared at {final.parent} while this one was being created") from None
+    except OSError:
+        if os.path.lexists(final):
+            raise FactoryExists(f"a factory appeared at {final.parent} while this one was being created") from None
+        os.rename(tmp, final)
+        return
+    _remove_db(tmp)
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _populate_production(conn, offline: tuf.KeyPair, start: int) -> None:

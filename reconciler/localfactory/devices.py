@@ -160,8 +160,8 @@ def parse_filters(params: dict) -> Filters:
         except ValueError:
             errors.append(f"{key}: an integer")
             continue
-        if key == "page" and value < 1 or key == "limit" and value not in PAGE_LIMITS:
-            errors.append(f"{key}: out of range ({'>= 1' if key == 'page' else '1..1000'})")
+        if key == "page" and not 1 <= value <= store.MAX_INT or key == "limit" and value not in PAGE_LIMITS:
+            errors.append(f"{key}: out of range ({f'1..{store.MAX_INT}' if key == 'page' else '1..1000'})")
         setattr(f, key, value)
     if errors:
         raise bad_request("Invalid device list query", errors)
@@ -275,10 +275,13 @@ def parse_csv(text: str) -> list[NewDevice]:
         raise ApiError(400, f"CSV header lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}")
     out, errors = [], []
     for line, row in enumerate(reader, start=2):
-        try:
-            version = int((row.get("version") or "").strip())
-        except ValueError:
+        raw = (row.get("version") or "").strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", raw):
             errors.append(f"line {line}: version must be an integer")
+            continue
+        version = int(raw) if len(raw) <= 20 else -1
+        if not 0 <= version <= store.MAX_INT:
+            errors.append(f"line {line}: version must be between 0 and {store.MAX_INT}")
             continue
         prod = (row.get("production") or "true").strip().lower()
         if prod not in ("true", "false", "1", "0", "yes", "no"):
@@ -315,6 +318,8 @@ def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "")
             errors.append(f"device {i}: invalid tag {d.tag!r}")
         if not HWID_RE.match(d.hwid or ""):
             errors.append(f"device {i}: invalid hardware id {d.hwid!r}")
+        if isinstance(d.version, bool) or not isinstance(d.version, int) or not 0 <= d.version <= store.MAX_INT:
+            errors.append(f"device {i}: version must be between 0 and {store.MAX_INT}")
         if d.group is not None and d.group not in groups:
             errors.append(f"device {i}: no device group {d.group}")
         if d.name in seen_names or uid in seen_uuids:

@@ -18,8 +18,10 @@ is 1 the device checks in every ``checkin_interval`` seconds and its last check-
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,6 +30,12 @@ from pathlib import Path
 
 DB_NAME = "factory.db"
 SCHEMA_VERSION = "1"
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT = 60.0  # seconds a connection waits for another writer before "database is locked"
+# The simulated clock stays before this (init --start, advance): TUF expiries up to 20 years later
+# and every time format stay representable.
+LATEST = 221845392000  # 9000-01-01T00:00:00Z
+MAX_INT = 2**31 - 1  # versions, pages and other integers a user gives
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -102,24 +110,65 @@ class Store:
         return cls(Path(directory) / DB_NAME)
 
     def exists(self) -> bool:
-        if not self.path.exists():
-            return False
+        """Whether the database file is there (lexists: a dangling link is "there" too). Whether it
+        is a factory is ``check``'s business: a damaged file must never look like "no factory"."""
+        return os.path.lexists(self.path)
+
+    def check(self) -> str:
+        """The factory's name; UserError when the file is not a readable local factory database.
+        Reads through a read-only connection, so a foreign or damaged file is never modified."""
+        from reconciler.errors import UserError
+
+        if os.path.isdir(self.path):
+            raise UserError(self._not_a_factory("a directory"))
         try:
-            with self.read() as conn:
-                return conn.execute("SELECT value FROM meta WHERE key = 'factory'").fetchone() is not None
-        except sqlite3.DatabaseError:
-            return False
+            with open(self.path, "rb") as fh:
+                header = fh.read(len(SQLITE_HEADER))
+        except OSError as e:
+            raise UserError(self._not_a_factory(e.strerror or str(e))) from None
+        if not header:
+            raise UserError(self._not_a_factory("an empty file"))
+        if header != SQLITE_HEADER:
+            raise UserError(self._not_a_factory("not an SQLite database"))
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                row = conn.execute("SELECT value FROM meta WHERE key = 'factory'").fetchone() \
+                    if "meta" in tables else None
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            raise UserError(self.describe(e)) from None
+        if row is None or not row[0]:
+            raise UserError(self._not_a_factory("it holds no factory; a failed `init` may have left it"))
+        return row[0]
+
+    def describe(self, e: sqlite3.Error) -> str:
+        """One line for a database error: busy, or not a factory database."""
+        if is_busy(e):
+            return f"the local factory at {self.path.parent} is busy ({e}): another process holds it; try again"
+        return self._not_a_factory(str(e))
+
+    def _not_a_factory(self, why: str) -> str:
+        return (f"{self.path} is not a local factory database ({why}); move it away or point "
+                "--local/RECONCILE_LOCAL elsewhere")
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
-            conn.execute("PRAGMA temp_store=MEMORY")
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+                conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
+                conn.execute("PRAGMA temp_store=MEMORY")
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -164,6 +213,12 @@ class Store:
             for stmt in DEVICE_INDEXES:
                 conn.execute(stmt)
             set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+
+def is_busy(e: BaseException) -> bool:
+    """``database is locked`` / ``busy``: another process held the factory longer than BUSY_TIMEOUT."""
+    text = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _statements(script: str) -> list[str]:
