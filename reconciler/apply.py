@@ -55,6 +55,9 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
                                        + str(fresh.errors[0]), result))
         current = fresh.find(planned.key)
         if current is None:
+            if not _landed(client, planned):  # gone from the plan without being done: canceled or completed by hand
+                raise ApplyFailed(_failure(planned, "the factory changed since the plan and this step is no longer "
+                                           "planned; run again to see the new plan", result))
             echo(f"  = {planned.describe()}: already done")
             result.skipped.append(planned.describe())
             continue
@@ -75,9 +78,9 @@ def _failure(op: Operation, why: str, result: ApplyResult) -> str:
 
 
 def _execute(client: FactoryClient, op: Operation, signer) -> str:
-    if op.op == "init":
-        return _init(client, op, signer)
     try:
+        if op.op == "init":
+            return _init(client, op, signer)
         if op.op == "rollout":
             answer = client.rollout(op.wave, rollout_options(op, dry_run=False))
             return f"rolled out to {int((answer or {}).get('device-num') or 0)} devices"
@@ -114,12 +117,6 @@ def _init(client: FactoryClient, op: Operation, signer) -> str:
                                     source_tag=op.source_tag, prune=op.prune, expires=op.expires)
     signature = signer.sign(signed)
     tuf.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
-    body = {"name": op.wave, "version": str(op.target), "tag": op.tag,
-            "targets": {"signed": signed, "signatures": [signature]}}
-    try:
-        client.create_wave(body)
-    except BackendError as exc:
-        if exc.status is not None or not _landed(client, op):
-            raise
-        return "created (confirmed by reading the wave back after a lost answer)"
+    client.create_wave({"name": op.wave, "version": str(op.target), "tag": op.tag,
+                        "targets": {"signed": signed, "signatures": [signature]}})
     return f"created with {len(signed['targets'])} targets, signed by key {signature['keyid'][:12]}"

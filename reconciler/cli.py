@@ -191,21 +191,18 @@ def _apply_lock(backend, dry_run: bool):
 
 
 def _signer_factory(keys, signer_uri, backend):
-    """How to get the offline targets signer once root and the online key are known (None: no key given)."""
+    """How to get the offline targets signer once root and the online key are known (None: no key given).
+
+    In order: --signer, --keys, RECONCILE_KEYS, then the embedded factory's operator key.
+    """
+    if keys:
+        signer_uri = f"archive:{keys}"
+    elif not signer_uri and os.environ.get("RECONCILE_KEYS"):
+        signer_uri = "envvar:RECONCILE_KEYS"
+    elif not signer_uri and backend.keys_archive:
+        signer_uri = f"archive:{backend.keys_archive}"
+    if not signer_uri:
+        return None
     from . import tuf
 
-    if signer_uri:
-        return lambda root, online: tuf.signer_from_uri(signer_uri, root, online)
-    encoded = os.environ.get("RECONCILE_KEYS")
-    if keys or encoded or backend.keys_archive:
-        def make(root, online):
-            if keys:
-                archive = tuf.load_key_archive_file(keys)
-            elif encoded:
-                archive = tuf.load_key_archive_b64(encoded, source="RECONCILE_KEYS")
-            else:
-                archive = tuf.load_key_archive_file(backend.keys_archive)
-            return tuf.find_offline_signer(root, archive, online)
-
-        return make
-    return None
+    return lambda root, online: tuf.signer_from_uri(signer_uri, root, online)

@@ -24,6 +24,7 @@ from .errors import BackendError, UserError
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
 PAGE_SIZE = 100
+OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
 
 
 class RetryTransport(httpx.BaseTransport):
@@ -179,16 +180,14 @@ class FactoryClient:
                 return waves
             page += 1
 
-    def get_wave(self, name: str, show_targets: bool = False) -> dict | None:
-        params = {"show-targets": 1} if show_targets else None
-        data = self._send("GET", self._factory_path(f"waves/{name}/"), params=params,
-                          what=f"read wave '{name}'", missing_ok=True)
+    def get_wave(self, name: str) -> dict | None:
+        data = self._send("GET", self._factory_path(f"waves/{name}/"), what=f"read wave '{name}'", missing_ok=True)
         return None if data is None else _expect(data, dict, f"read wave '{name}'")
 
-    def wave_status(self, name: str, offline_threshold_hours: int = 4) -> dict:
+    def wave_status(self, name: str) -> dict:
         what = f"status of wave '{name}'"
         return _expect(self._send("GET", self._factory_path(f"waves/{name}/status/"),
-                                  params={"offline-threshold": offline_threshold_hours}, what=what), dict, what)
+                                  params={"offline-threshold": OFFLINE_THRESHOLD_HOURS}, what=what), dict, what)
 
     def device_groups(self) -> set[str]:
         data = _expect(self._send("GET", self._factory_path("device-groups/"), what="list device groups"), dict,
@@ -225,10 +224,9 @@ class FactoryClient:
         return _expect(self._send("GET", self._factory_path("targets/"), params={"version": version}, what=what,
                                   missing_ok=True) or {}, dict, what)
 
-    def root(self, production: bool = False) -> dict:
-        params = {"production": 1} if production else None
-        return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", params=params,
-                          what="read the TUF root")
+    def root(self) -> dict:
+        """The CI root: like fioctl's waves init, the offline key is found and checked against it."""
+        return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", what="read the TUF root")
 
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")

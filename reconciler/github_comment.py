@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from reconciler.client import error_text
 from reconciler.github import command, run_url, trim_markdown
 
 # GitHub refuses comment bodies over 65,536 characters.
@@ -42,14 +43,6 @@ def comment_body(markdown: str, factory: str, summary_url: str | None) -> str:
     note = f"_The plan is too long for a comment and is cut here; the full plan is in {where}._"
     head = marker(factory) + "\n"
     return head + trim_markdown(markdown, COMMENT_LIMIT - len(head), note)
-
-
-def _error_text(response) -> str:
-    try:
-        message = response.json().get("message", "")
-    except (ValueError, AttributeError):
-        message = ""
-    return f"HTTP {response.status_code}" + (f" {message}" if message else "")
 
 
 def upsert_comment(client, repository: str, number: int, body: str) -> tuple[str, int]:
@@ -112,7 +105,7 @@ def post_plan_comment(markdown: str, factory: str, env: dict[str, str]) -> str:
         hint = " (a pull request from a fork gets a read-only token)" if exc.response.status_code in (403, 404) else ""
         return command(
             "warning",
-            f"could not comment on pull request #{number}: {_error_text(exc.response)}{hint}; "
+            f"could not comment on pull request #{number}: {error_text(exc.response)}{hint}; "
             "the plan is in the job summary",
         )
     except httpx.HTTPError as exc:

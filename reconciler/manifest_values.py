@@ -31,7 +31,11 @@ def parse_duration(text: str) -> int:
         raise ValueError(
             f"must be a duration such as 90s, 30m, 24h, 1d12h or 2w (units w, d, h, m, s, largest first), got '{text}'"
         )
-    seconds = sum(int(amount) * _UNITS[unit] for amount, unit in zip(match.groups(), _UNITS, strict=True) if amount)
+    amounts = [(amount, unit) for amount, unit in zip(match.groups(), _UNITS, strict=True) if amount]
+    # Twelve digits exceed the cap in any unit; longer numbers are not even converted (Python refuses huge ones).
+    if any(len(amount.lstrip("0")) > 12 for amount, _ in amounts):
+        raise ValueError(f"must be at most 3650d (ten years), got '{text}'")
+    seconds = sum(int(amount) * _UNITS[unit] for amount, unit in amounts)
     if seconds > MAX_DURATION:
         raise ValueError(f"must be at most 3650d (ten years), got '{text}'")
     return seconds

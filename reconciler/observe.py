@@ -1,8 +1,9 @@
 """Observe the factory in few requests and turn its JSON into ``state`` objects.
 
-Requests: one wave list (with histories), one prod-targets call for every tag involved,
-a status call only for active waves whose next step has a ``require.updated`` gate, and CI
-targets only for waves that are still to be created. Dry-run rollouts for device counts
+Requests: one wave list (with histories, paged), one prod-targets call for all the tags
+involved, a status call only for active waves whose next step has a ``require.updated`` gate,
+and, only for waves still to be created, their CI targets and (when their phases name groups)
+the device groups. Dry-run rollouts for device counts
 come after planning, one per active wave at most.
 """
 
@@ -12,12 +13,13 @@ from datetime import datetime, timezone
 
 from .client import FactoryClient
 from .errors import BackendError
-from .plan import Plan, selected_specs, waves_needing_status
+from .plan import Plan, active_tags, selected_specs, waves_needing_status
 from .spec import WaveSpec
 from .state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress
 
 
 def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 time from the API as UTC; None when absent or unreadable."""
     if not value:
         return None
     try:
@@ -44,11 +46,9 @@ def _parse_wave(data: dict) -> ObservedWave:
     history = tuple(
         RolloutRecord(
             group=entry.get("group-name") or "",
-            at=parse_time(entry.get("rollout-at")) or datetime.min.replace(tzinfo=timezone.utc),
+            at=_required_time(entry.get("rollout-at"), "rollout-at"),
             full_group=bool(entry.get("is-full-group")),
             factory_wide=bool(entry.get("is-factory-wide")),
-            devices=int(entry.get("num-devices") or 0),
-            by=entry.get("rollout-by") or "",
         )
         for entry in data.get("rollout-history") or []
     )
@@ -58,12 +58,20 @@ def _parse_wave(data: dict) -> ObservedWave:
         version=int(data["version"]),
         tag=data.get("tag") or "",
         status=status,
-        created_at=parse_time(meta.get("created-at")) or datetime.min.replace(tzinfo=timezone.utc),
+        created_at=_required_time(meta.get("created-at"), "change-meta.created-at"),
         history=history,
     )
 
 
-def parse_prod_targets(tag: str, envelope: dict) -> ProdTargets:
+def _required_time(value, field: str) -> datetime:
+    """Gates count from these times: an unreadable one must stop the plan, not let a wait pass at once."""
+    moment = parse_time(value) if isinstance(value, str) else None
+    if moment is None:
+        raise ValueError(f"{field} {value!r} is not an RFC 3339 time")
+    return moment
+
+
+def parse_prod_targets(envelope: dict) -> ProdTargets:
     signed = envelope.get("signed") or {}
     versions = set()
     for target in (signed.get("targets") or {}).values():
@@ -71,7 +79,7 @@ def parse_prod_targets(tag: str, envelope: dict) -> ProdTargets:
         if isinstance(version, str) and version.isdigit():
             versions.add(int(version))
     expires = parse_time(signed.get("expires")) or datetime.max.replace(tzinfo=timezone.utc)
-    return ProdTargets(tag=tag, version=int(signed.get("version") or 0), expires=expires, versions=frozenset(versions))
+    return ProdTargets(version=int(signed.get("version") or 0), expires=expires, versions=frozenset(versions))
 
 
 def parse_progress(status: dict) -> WaveProgress:
@@ -85,12 +93,12 @@ def parse_progress(status: dict) -> WaveProgress:
 def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
-    tags = sorted({s.tag for s in chosen} | {w.tag for w in waves.values() if w.status == "active"})
+    tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
     prod = {tag: None for tag in tags}
     for tag, envelope in client.prod_targets(tags).items():
         if tag in prod:
             try:
-                prod[tag] = parse_prod_targets(tag, envelope)
+                prod[tag] = parse_prod_targets(envelope)
             except (TypeError, ValueError, AttributeError):
                 raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
                                    f"answer") from None
@@ -150,3 +158,8 @@ def _block_wave_from(plan: Plan, refused, reason: str) -> None:
             op.status, op.reason, later = "blocked", reason, True
         elif later and op.wave == refused.wave and op.ready:
             op.status, op.reason = "blocked", f"after phase '{refused.phase}'"
+        else:
+            continue
+        if op.phase_index is not None:
+            summary = next(w for w in plan.waves if w.name == op.wave)
+            summary.phases[op.phase_index] = (op.phase, "blocked")

@@ -150,7 +150,7 @@ def selected_specs(specs: list[WaveSpec], factory: str) -> list[WaveSpec]:
 def build_plan(specs: list[WaveSpec], observed: ObservedState) -> Plan:
     chosen = selected_specs(specs, observed.factory)
     planner = _Planner(observed)
-    for tag in sorted({s.tag for s in chosen} | _active_tags(observed)):
+    for tag in sorted({s.tag for s in chosen} | active_tags(observed.waves.values())):
         planner.plan_tag(tag, [s for s in chosen if s.tag == tag])
     planner.report_unmanaged({s.name for s in chosen})
     return Plan(
@@ -165,15 +165,15 @@ def build_plan(specs: list[WaveSpec], observed: ObservedState) -> Plan:
     )
 
 
-def _active_tags(observed: ObservedState) -> set[str]:
-    return {w.tag for w in observed.waves.values() if w.status == "active"}
+def active_tags(waves) -> set[str]:
+    """Tags with an active wave in the factory: each is planned even without a manifest of its own."""
+    return {w.tag for w in waves if w.status == "active"}
 
 
 @dataclass
 class _TagState:
     """A tag as it will be at the current point of the plan."""
 
-    tag: str
     busy_with: str | None  # the wave that is active at this point, if any
     busy_reason: str  # why that wave stays active (for the blocked init's reason)
     prod_version: int | None
@@ -196,7 +196,6 @@ class _Planner:
         self._warn_expiry(tag, prod, specs)
         active = [w for w in self.observed.waves.values() if w.tag == tag and w.status == "active"]
         state = _TagState(
-            tag=tag,
             busy_with=active[0].name if active else None,
             busy_reason="",
             prod_version=prod.version if prod else None,
@@ -330,7 +329,7 @@ class _Planner:
         if spec.expires_at is not None:
             expires = spec.expires_at
         else:
-            expires = self.now + timedelta(seconds=spec.expires_in_seconds or 365 * 86400)
+            expires = self.now + timedelta(seconds=spec.expires_in_seconds)
         if expires <= self.now:
             self._error(spec.at("expiresAt", "expires"), f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt")
         elif expires - self.now < EXPIRY_WARNING:

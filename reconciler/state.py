@@ -18,8 +18,6 @@ class RolloutRecord:
     at: datetime
     full_group: bool
     factory_wide: bool
-    devices: int
-    by: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,6 @@ class WaveProgress:
 class ProdTargets:
     """A tag's production targets: metadata version, expiry and the versions it contains."""
 
-    tag: str
     version: int
     expires: datetime
     versions: frozenset[int] = frozenset()

@@ -451,9 +451,9 @@ def _rsa_private(secret: str):
 
 
 def _sslib_key(keyid: str, public: Mapping) -> SSlibKey:
+    """The securesystemslib view of a Foundries key (lower-case type plus the implied scheme)."""
     from securesystemslib.signer import SSlibKey
 
-    """The securesystemslib view of a Foundries key (lower-case type plus the implied scheme)."""
     kt = _keytype(public)
     scheme = METHOD_FOR_KEYTYPE[kt]
     return SSlibKey(keyid, kt.lower(), scheme, {"public": _public_value(public)})

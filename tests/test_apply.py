@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2e_helpers import api, commit, reconcile
+from e2e_helpers import advance, api, commit, reconcile
 
 from reconciler import tuf
 
@@ -75,3 +75,54 @@ def test_plan_errors_point_at_the_offending_value(release_repo, factory_dir):
     assert code == 1
     assert "rel-40.yaml:4:9: target 40 must be above the production version of tag 'production'" in out
     assert "rel-40.yaml:6:8: cannot prune 39: not in the production targets of tag 'production'" in out
+
+
+def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(release_repo, factory_dir):
+    """Canceled by hand between the plan and the step: that is not "already done"."""
+    import pytest
+
+    from reconciler.apply import ApplyFailed, apply_plan
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.manifest import load
+    from reconciler.observe import observe
+    from reconciler.plan import build_plan
+
+    gated = NEW_WAVE.replace("    group: canary", "    group: canary\n    wait: 1h")
+    commit(release_repo, {"rel-46.yaml": gated}, "Release 46, canary after an hour")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0  # init only: the rollout waits
+    advance(factory_dir, "2h")
+    specs = load([str(release_repo)]).specs
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
+        plan = build_plan(specs, observe(client, specs))
+        assert [op.op for op in plan.ready] == ["rollout"]
+        client.cancel("rel-46")
+        with pytest.raises(ApplyFailed) as caught:
+            apply_plan(client, specs, plan, None, print)
+    assert "this step is no longer planned" in str(caught.value)
+    assert [h for w in waves(factory_dir) if w["name"] == "rel-46" for h in w["rollout-history"]] == []
+
+
+def test_a_time_the_factory_sends_that_cannot_be_read_stops_the_plan():
+    import pytest
+
+    from reconciler.errors import BackendError
+    from reconciler.observe import parse_wave
+
+    with pytest.raises(BackendError) as caught:
+        parse_wave({"name": "w", "version": "46", "tag": "t", "change-meta": {"created-at": "23 Nov 2026"}})
+    assert "change-meta.created-at '23 Nov 2026' is not an RFC 3339 time" in str(caught.value)
+
+
+def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(release_repo, factory_dir):
+    import json
+
+    stranger = "00000000-0000-4000-8000-000000000000"
+    two = NEW_WAVE + f"  - name: strangers\n    uuids: [{stranger}]\n"
+    commit(release_repo, {"rel-46.yaml": two}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 1  # the second rollout is refused
+    code, out, _ = reconcile("--dry-run", "--format", "json", str(release_repo), "--local", str(factory_dir))
+    plan = json.loads(out)
+    (op,) = plan["operations"]
+    assert op["status"] == "blocked" and op["reason"].startswith("the factory refuses this rollout: ")
+    assert plan["waves"][0]["phases"] == [{"name": "canary", "state": "done"}, {"name": "strangers", "state": "blocked"}]
+    assert plan["changes"] is False

@@ -252,8 +252,8 @@ def test_init_refuses_overflowing_starts_and_bad_names(tmp_path):
 
 
 def test_durations_are_capped():
-    assert cli.parse_duration("3650d") == cli.MAX_DURATION == 3650 * 86400
-    assert cli.parse_duration("315360000") == cli.MAX_DURATION
+    assert cli.parse_duration("3650d") == 3650 * 86400
+    assert cli.parse_duration("315360000") == 3650 * 86400
     for text in ("99999999999999999999w", "3651d", "3650d1s", "522w", "315360001", "9" * 5000, "1" + "0" * 30 + "s"):
         with pytest.raises(click.BadParameter, match="at most 3650d"):
             cli.parse_duration(text)
@@ -261,7 +261,7 @@ def test_durations_are_capped():
 
 def test_advance_refuses_huge_durations_and_the_end_of_time(copy, tmp_path):
     result = cli_run(copy, "advance", "99999999999999999999w")
-    assert result.exit_code == 1 and "at most 3650d at a time" in result.stderr
+    assert result.exit_code == 1 and "the duration must be at most 3650d" in result.stderr
     late = tmp_path / "late"
     assert cli_run(late, "init", "--devices", "0", "--start", "8999-12-31T00:00:00Z").exit_code == 0
     one_line_error(cli_run(late, "advance", "2d"), "cannot advance past 9000-01-01T00:00:00Z")
@@ -330,7 +330,7 @@ def test_build_validates_tags_and_hardware_ids(copy):
 # ------------------------------------------------------------------------------------ 9. usage errors exit 1
 
 
-@pytest.mark.parametrize("args,message", [(["advance", "garbage"], "'garbage' is not a duration"),
+@pytest.mark.parametrize("args,message", [(["advance", "garbage"], "the duration must be a duration such as"),
                                           (["nope"], "No such command 'nope'"),
                                           (["--bogus"], "No such option '--bogus'"),
                                           (["devices", "add"], "Missing argument 'NAME'"),

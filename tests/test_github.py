@@ -220,7 +220,7 @@ def test_long_plan_is_trimmed_with_a_link_to_the_job_summary(api, tmp_path):
 def test_fork_token_refusal_is_a_warning_and_never_shows_the_token(api, tmp_path):
     env = _env(api, tmp_path, {"pull_request": {"number": 2}}, token=READ_ONLY_TOKEN)
     line = github_comment.post_plan_comment("## Plan\n", "acme", env)
-    assert line.startswith("::warning::could not comment on pull request #2: HTTP 403 Resource not accessible")
+    assert line.startswith("::warning::could not comment on pull request #2: Resource not accessible")
     assert READ_ONLY_TOKEN not in line
     assert api.comments.get(2) is None
 

@@ -26,7 +26,7 @@ def wave(name, target, phases=(), complete=None, cancel=False, tag="production",
 
 
 def observed(waves=(), prod_version=40, versions=(40,), progress=None, ci=None, expires=None):
-    prod = ProdTargets("production", prod_version, expires or NOW + timedelta(days=300), frozenset(versions))
+    prod = ProdTargets(prod_version, expires or NOW + timedelta(days=300), frozenset(versions))
     return ObservedState(factory="demo", backend="local:test", now=NOW, waves={w.name: w for w in waves},
                          prod_targets={"production": prod}, progress=progress or {}, ci_versions=ci or {})
 
@@ -36,7 +36,7 @@ def active(name, version, history=(), created=NOW - timedelta(days=2), status="a
 
 
 def record(group, at, full=False, wide=False):
-    return RolloutRecord(group=group or "", at=at, full_group=full, factory_wide=wide, devices=10)
+    return RolloutRecord(group=group or "", at=at, full_group=full, factory_wide=wide)
 
 
 def summary(plan):

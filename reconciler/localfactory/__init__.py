@@ -2,7 +2,8 @@
 
 ``open_embedded(path)`` opens (creating the demo factory on first use) the factory in ``path``, or in
 ``$RECONCILE_LOCAL``, or in the user state directory (``$XDG_STATE_HOME/reconciler/factory``, by
-default ``~/.local/state/reconciler/factory``), and returns its in-process WSGI app.
+default ``~/.local/state/reconciler/factory``), and returns an ``Embedded`` holding its in-process WSGI
+app, its name and the operator's key archive.
 """
 
 from __future__ import annotations

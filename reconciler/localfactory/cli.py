@@ -6,34 +6,21 @@ directory (the same place ``reconcile`` uses when no API URL is configured).
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import click
 
+from .. import manifest_values
 from . import default_path
 
-DURATION_RE = re.compile(r"^(?:[0-9]+[wdhms])+$")
-UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-MAX_DURATION_DAYS = 3650
-MAX_DURATION = MAX_DURATION_DAYS * 86400
-
-
 def parse_duration(text: str) -> int:
-    """``1h``, ``1d12h``, ``90m``, ``2w``, ``45s`` (or plain seconds) -> seconds, at most 3650 days."""
+    """Durations as manifests write them (``1h``, ``1d12h``, ``2w``) or plain seconds, at most 3650 days."""
     text = text.strip().lower()
-    if re.fullmatch(r"[0-9]+", text):
-        parts = [(text, "s")]
-    elif DURATION_RE.match(text):
-        parts = re.findall(r"([0-9]+)([wdhms])", text)
-    else:
-        raise click.BadParameter(f"{text!r} is not a duration such as 1h, 30m or 1d12h")
-    # more than 12 digits is over the cap in any unit (and int() of thousands of digits is refused)
-    if any(len(n.lstrip("0")) > 12 for n, _ in parts) or \
-            sum(int(n) * UNIT_SECONDS[u] for n, u in parts) > MAX_DURATION:
-        raise click.BadParameter(f"{text!r} is too long: at most {MAX_DURATION_DAYS}d at a time")
-    return sum(int(n) * UNIT_SECONDS[u] for n, u in parts)
+    try:
+        return manifest_values.parse_duration(f"{text}s" if text.isdigit() else text)
+    except ValueError as exc:
+        raise click.BadParameter(f"the duration {exc}") from None
 
 
 class _OneLineErrors:
