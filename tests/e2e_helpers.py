@@ -12,6 +12,18 @@ from reconciler.cli import main as reconcile_main
 from reconciler.localfactory import open_embedded
 from reconciler.localfactory.cli import main as factory_main
 
+# A wave for the demo factory: build 46 to the canary group. Tests append phases and options.
+CANARY_WAVE = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: rel-46
+target: 46
+tag: production
+phases:
+  - name: canary
+    group: canary
+"""
+
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout

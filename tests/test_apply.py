@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from e2e_helpers import advance, api, commit, reconcile
+from e2e_helpers import CANARY_WAVE, advance, api, commit, reconcile
 
 from reconciler import tuf
 
-NEW_WAVE = """\
-apiVersion: reconciler/v1
-kind: Wave
-name: rel-46
-target: 46
-tag: production
-phases:
-  - name: canary
-    group: canary
-"""
+NEW_WAVE = CANARY_WAVE
 
 
 def waves(factory_dir):

@@ -7,23 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from e2e_helpers import advance, api, commit, reconcile
+from e2e_helpers import CANARY_WAVE, advance, api, commit, reconcile
 
 REPO = Path(__file__).resolve().parent.parent
 
-WAVE = """\
-apiVersion: reconciler/v1
-kind: Wave
-name: rel-46
-target: 46
-tag: production
-phases:
-  - name: canary
-    group: canary
-  - name: beta
-    group: beta
-    wait: 1h
-"""
+WAVE = CANARY_WAVE + "  - name: beta\n    group: beta\n    wait: 1h\n"
 
 
 def test_usage_mistakes_exit_1_not_the_changes_pending_code(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from e2e_helpers import advance, api, commit, git, reconcile, wave
+from e2e_helpers import CANARY_WAVE, advance, api, commit, git, reconcile, wave
 
 from reconciler import tuf
 from reconciler.client import FactoryClient, select_backend
@@ -17,15 +17,7 @@ from reconciler.manifest import load
 from reconciler.observe import fill_device_counts, observe
 from reconciler.plan import build_plan
 
-WAVE_46 = """\
-apiVersion: reconciler/v1
-kind: Wave
-name: rel-46
-target: 46
-tag: production
-phases:
-  - name: canary
-    group: canary
+WAVE_46 = CANARY_WAVE + """\
   - name: beta
     group: beta
     wait: 24h
