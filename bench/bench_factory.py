@@ -22,7 +22,7 @@ from datetime import UTC
 import httpx
 from click.testing import CliRunner
 
-from reconciler import tuf
+from reconciler import signing
 from reconciler.localfactory import cli, open_embedded
 
 F = "/ota/factories/demo"
@@ -63,16 +63,16 @@ def main() -> int:
         assert res.exit_code == 0, res.output
         emb = open_embedded(path)
         http = httpx.Client(transport=httpx.WSGITransport(app=emb.app), base_url="http://lf", timeout=120)
-        archive = tuf.load_key_archive_file(emb.keys_archive)
+        archive = signing.load_key_archive_file(emb.keys_archive)
         from datetime import datetime, timedelta
 
         ci = ok(http.get(f"{F}/targets/", params={"version": 42}))
         prod = ok(http.get(f"{F}/prod-targets/", params={"tag": "production"}))["production"]
         root = ok(http.get("/ota/repo/demo/api/v1/user_repo/root.json"))
         online = ok(http.get(f"{F}/ci-targets.pub"))
-        signed = tuf.build_wave_targets(ci_targets=ci, prod_targets=prod, version=42, tag="production",
+        signed = signing.build_wave_targets(ci_targets=ci, prod_targets=prod, version=42, tag="production",
                                         expires=datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=1))
-        sig = tuf.find_offline_signer(root, archive, online).sign(signed)
+        sig = signing.find_offline_signer(root, archive, online).sign(signed)
         ok(http.post(f"{F}/waves/", json={"name": "v42", "version": "42", "tag": "production",
                                           "targets": {"signed": signed, "signatures": [sig]}}), 201)
         opts = {"dry-run": False, "return-uuids": True, "return-names": False}

@@ -12,7 +12,7 @@ Setup (not timed), in a temporary directory (or DIR with --keep, which is reused
   demo groups), and CI builds 61..65 besides the demo's 40..60;
 - per tag, 24 waves already complete in the factory (versions 41..64; canary phase, then complete;
   each prunes the version three below so production targets stay small), created through the
-  factory's HTTP API in-process with an offline signature from ``reconciler.tuf``, exactly as
+  factory's HTTP API in-process with an offline signature from ``reconciler.signing``, exactly as
   ``apply`` sends them;
 - per tag, one active wave (version 65) created by the reconciler itself (``reconcile --allow-dirty``)
   which rolls out its first one or two phases; the next phase is gated by ``wait`` and/or
@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler import tuf
+from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
 from reconciler.localfactory import demo, devices, fleet, store, targets
 
@@ -103,21 +103,21 @@ def prune_for(tag: str, version: int) -> list[int]:
 def create_completed_waves(path: Path) -> int:
     """Create, roll out (group canary) and complete the 480 completed waves through the HTTP API (in-process).
 
-    The same requests ``apply`` sends: the wave's targets are built with ``tuf.build_wave_targets``
+    The same requests ``apply`` sends: the wave's targets are built with ``signing.build_wave_targets``
     from the CI and production targets the API returns, and signed with the operator's offline key.
     Returns the number of requests.
     """
     backend = select_backend(api_url=None, factory=None, local=str(path))
     with FactoryClient(backend) as client:
         root, online = client.root(), client.online_targets_key()
-        signer = tuf.find_offline_signer(root, tuf.load_key_archive_file(backend.keys_archive), online)
+        signer = signing.find_offline_signer(root, signing.load_key_archive_file(backend.keys_archive), online)
         expires = client.server_now() + timedelta(days=365)
         ci = {v: client.ci_targets(v) for v in DONE_VERSIONS}
         for tag in TAGS:
             prod = client.prod_targets([tag]).get(tag)
             for version in DONE_VERSIONS:
                 name = wave_name(tag, version)
-                signed = tuf.build_wave_targets(ci_targets=ci[version], prod_targets=prod, version=version, tag=tag,
+                signed = signing.build_wave_targets(ci_targets=ci[version], prod_targets=prod, version=version, tag=tag,
                                                 prune=prune_for(tag, version), expires=expires)
                 client.create_wave({"name": name, "version": str(version), "tag": tag,
                                     "targets": {"signed": signed, "signatures": [signer.sign(signed)]}})
@@ -326,7 +326,7 @@ def in_process(manifests: Path, factory: Path) -> dict:
     """The CLI pipeline in this (warm) process, stage by stage, with the HTTP requests it sends."""
     from reconciler import gitrepo, manifest, render
     from reconciler.observe import fill_device_counts, observe
-    from reconciler.plan import build_plan
+    from reconciler.core.plan import build_plan
 
     times: dict[str, float] = {}
 
@@ -337,7 +337,7 @@ def in_process(manifests: Path, factory: Path) -> dict:
         return value
 
     paths = [str(manifests)]
-    source, provenance = stage("git provenance", lambda: gitrepo.context(paths, rev=None, require_clean=False))
+    source, provenance = stage("git provenance", lambda: gitrepo.git_context(paths, rev=None, require_clean=False))
     loaded = stage("load manifests", lambda: manifest.load(paths, source=source))
     backend = stage("open local factory", lambda: select_backend(api_url=None, factory=None, local=str(factory)))
     with FactoryClient(backend) as client:

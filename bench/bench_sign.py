@@ -1,4 +1,4 @@
-"""Sign production targets with 10,000 entries: reconciler.tuf against python-tuf's Metadata.sign().
+"""Sign production targets with 10,000 entries: reconciler.signing against python-tuf's Metadata.sign().
 
 Ours: build the wave targets like `fioctl waves init`, canonicalise them and sign.
 python-tuf: Metadata.sign() of the same targets content with the same key (to_dict, its canonical
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from securesystemslib.signer import CryptoSigner, SSlibKey
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
-from reconciler import tuf
+from reconciler import signing
 
 HARDWARE = ("intel-corei7-64", "raspberrypi4-64", "imx8mm-lpddr4-evk", "qemuarm64-secureboot")
 
@@ -73,16 +73,16 @@ def main() -> int:
 
     expires = datetime.now(timezone.utc) + timedelta(days=365)
     ci = ci_targets(args.targets, 42)
-    pair = tuf.generate_keypair(args.keytype)
-    ours_signer = tuf.signer_for_keypair(pair)
+    pair = signing.generate_keypair(args.keytype)
+    ours_signer = signing.signer_for_keypair(pair)
 
     def ours():
-        signed = tuf.build_wave_targets(ci_targets=ci, prod_targets=None, version=42, tag="production",
+        signed = signing.build_wave_targets(ci_targets=ci, prod_targets=None, version=42, tag="production",
                                         expires=expires)
         return {"signed": signed, "signatures": [ours_signer.sign(signed)]}
 
     envelope = ours()
-    payload = tuf.canonical_json(envelope["signed"])
+    payload = signing.canonical_json(envelope["signed"])
 
     # python-tuf on the same content and key: spec-shaped metadata (it cannot hold _type "Targets").
     secret = pair.private["keyval"]["private"]
@@ -102,12 +102,12 @@ def main() -> int:
     their_build = time.perf_counter() - build_start
 
     t_ours = best(ours, args.repeat)
-    t_canonical = best(lambda: tuf.canonical_json(envelope["signed"]), args.repeat)
+    t_canonical = best(lambda: signing.canonical_json(envelope["signed"]), args.repeat)
     t_theirs = best(lambda: md.sign(their_signer), args.repeat)
     ratio = t_ours / t_theirs
     print(f"targets: {args.targets}, key: {args.keytype}, canonical size: {len(payload) / 1024 / 1024:.2f} MiB, "
           f"best of {args.repeat}")
-    print(f"reconciler.tuf build + canonical_json + sign: {t_ours * 1000:8.1f} ms"
+    print(f"reconciler.signing build + canonical_json + sign: {t_ours * 1000:8.1f} ms"
           f"  (canonical_json alone {t_canonical * 1000:.1f} ms)")
     print(f"python-tuf Metadata.sign():                   {t_theirs * 1000:8.1f} ms"
           f"  (building its Metadata object {their_build * 1000:.1f} ms, not counted)")

@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .client import FactoryClient
-from .errors import BackendError, UserError
-from .observe import observe, parse_wave, rollout_options
-from .plan import Operation, Plan, build_plan
-from .render import SYMBOLS
-from .spec import WaveSpec
+from reconciler.client import FactoryClient
+from reconciler.errors import BackendError, UserError
+from reconciler.observe import observe, parse_wave, rollout_options
+from reconciler.core.plan import Operation, Plan, build_plan
+from reconciler.render import SYMBOLS
+from reconciler.core.spec import WaveSpec
 
-SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> tuf.TargetsSigner
+SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> signing.TargetsSigner
 
 
 class ApplyFailed(UserError):
@@ -109,14 +109,14 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
 
 
 def _init(client: FactoryClient, op: Operation, signer) -> str:
-    from . import tuf
+    from reconciler import signing
 
     ci_targets = client.ci_targets(op.target)
     prod = client.prod_targets([op.tag]).get(op.tag)
-    signed = tuf.build_wave_targets(ci_targets=ci_targets, prod_targets=prod, version=op.target, tag=op.tag,
+    signed = signing.build_wave_targets(ci_targets=ci_targets, prod_targets=prod, version=op.target, tag=op.tag,
                                     source_tag=op.source_tag, prune=op.prune, expires=op.expires)
     signature = signer.sign(signed)
-    tuf.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
+    signing.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
     client.create_wave({"name": op.wave, "version": str(op.target), "tag": op.tag,
                         "targets": {"signed": signed, "signatures": [signature]}})
     return f"created with {len(signed['targets'])} targets, signed by key {signature['keyid'][:12]}"

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from .errors import UserError, ValidationFailed
+from reconciler.errors import UserError, ValidationFailed
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -73,7 +73,7 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
         if watch:
             if rev:
                 raise UserError("--watch reads the work tree; it cannot be combined with --rev")
-            from .watch import watch as watch_paths
+            from reconciler.watch import watch as watch_paths
 
             # A watch previews: it never applies, whatever the other options say.
             watch_paths(paths, lambda: _captured_run(paths, {**options, "dry_run": True}))
@@ -106,14 +106,12 @@ def _report(exc: UserError) -> None:
 
 def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
         local, keys, signer_uri) -> int:
-    from . import manifest
+    from reconciler import manifest
 
     source = provenance = None
     if rev or not check:
-        from . import gitrepo
-
         # Every plan carries provenance; apply refuses a dirty work tree unless --allow-dirty.
-        source, provenance = gitrepo.context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
+        source, provenance = manifest.git_context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
     try:
         loaded = manifest.load(paths, source=source)
     finally:
@@ -126,9 +124,7 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         return EXIT_OK
     only, diffs = None, None
     if base:
-        from . import gitrepo
-
-        changes = gitrepo.changed_waves(paths[0], base, rev)
+        changes = manifest.changed_waves(paths[0], base, rev)
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
@@ -137,10 +133,10 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
                     provenance, diffs) -> int:
-    from . import render
-    from .client import FactoryClient, select_backend
-    from .observe import fill_device_counts, observe
-    from .plan import build_plan
+    from reconciler import render
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.observe import fill_device_counts, observe
+    from reconciler.core.plan import build_plan
 
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
@@ -161,7 +157,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             return EXIT_ERROR
         if dry_run or not plan.changes:
             return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
-        from .apply import apply_plan
+        from reconciler.apply import apply_plan
 
         make_signer = _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
@@ -203,6 +199,6 @@ def _signer_factory(keys, signer_uri, backend):
         signer_uri = f"archive:{backend.keys_archive}"
     if not signer_uri:
         return None
-    from . import tuf
+    from reconciler import signing
 
-    return lambda root, online: tuf.signer_from_uri(signer_uri, root, online)
+    return lambda root, online: signing.signer_from_uri(signer_uri, root, online)

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from .errors import BackendError, UserError
+from reconciler.errors import BackendError, UserError
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
@@ -79,7 +79,7 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
         base_url, label = _api_url(api_url)
         transport = RetryTransport(httpx.HTTPTransport(retries=2))
         return Backend(factory, label, base_url, transport, token=os.environ.get("RECONCILE_API_TOKEN"))
-    from .localfactory import open_embedded  # imported only when the embedded backend is used
+    from reconciler.localfactory import open_embedded  # imported only when the embedded backend is used
 
     embedded = open_embedded(local)
     if factory and factory != embedded.factory:

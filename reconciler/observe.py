@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .client import FactoryClient
-from .errors import BackendError
-from .plan import Plan, active_tags, selected_specs, waves_needing_status
-from .spec import WaveSpec
-from .state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress
+from reconciler.client import FactoryClient
+from reconciler.errors import BackendError
+from reconciler.core.plan import Plan, active_tags, selected_specs, waves_needing_status
+from reconciler.core.spec import WaveSpec
+from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress
 
 
 def parse_time(value: str | None) -> datetime | None:

@@ -10,8 +10,8 @@ import json
 from collections import Counter
 from datetime import datetime
 
-from .errors import Problem
-from .plan import Operation, Plan, WaveSummary, rollout_scope
+from reconciler.errors import Problem
+from reconciler.core.plan import Operation, Plan, WaveSummary, rollout_scope
 
 FORMAT_VERSION = "1.0"
 SYMBOLS = {"init": "+", "rollout": "~", "complete": "*", "cancel": "-"}

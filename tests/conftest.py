@@ -18,7 +18,7 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def release_repo(tmp_path):
     """An empty git release repository with a fixed author."""
-    from e2e_helpers import git
+    from tests.helpers.e2e import git
 
     repo = tmp_path / "releases"
     repo.mkdir()
@@ -31,6 +31,6 @@ def release_repo(tmp_path):
 @pytest.fixture
 def factory_dir(tmp_path):
     """A fresh 400-device demo factory whose simulated clock starts at 2026-11-01T08:00:00Z."""
-    from e2e_helpers import init_demo_factory
+    from tests.helpers.e2e import init_demo_factory
 
     return init_demo_factory(tmp_path / "factory", devices=400)

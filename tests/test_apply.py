@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from e2e_helpers import CANARY_WAVE, advance, api, commit, reconcile
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, reconcile
 
-from reconciler import tuf
+from reconciler import signing
 
 NEW_WAVE = CANARY_WAVE
 
@@ -16,7 +16,7 @@ def waves(factory_dir):
 
 def test_a_key_that_root_does_not_know_is_refused_before_any_write(release_repo, factory_dir, tmp_path):
     stranger = tmp_path / "stranger.tgz"
-    stranger.write_bytes(tuf.key_archive_bytes([tuf.generate_keypair()]))
+    stranger.write_bytes(signing.key_archive_bytes([signing.generate_keypair()]))
     commit(release_repo, {"rel-46.yaml": NEW_WAVE}, "Release 46")
     before = waves(factory_dir)
     code, out, err = reconcile(str(release_repo), "--local", str(factory_dir), "--keys", str(stranger))
@@ -76,7 +76,7 @@ def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(rel
     from reconciler.client import FactoryClient, select_backend
     from reconciler.manifest import load
     from reconciler.observe import observe
-    from reconciler.plan import build_plan
+    from reconciler.core.plan import build_plan
 
     gated = NEW_WAVE.replace("    group: canary", "    group: canary\n    wait: 1h")
     commit(release_repo, {"rel-46.yaml": gated}, "Release 46, canary after an hour")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from e2e_helpers import CANARY_WAVE, advance, api, commit, reconcile
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, reconcile
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e_helpers import init_demo_factory
+from tests.helpers.e2e import init_demo_factory
 
 from reconciler.localfactory import open_embedded
 

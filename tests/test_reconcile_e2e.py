@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 
-from e2e_helpers import CANARY_WAVE, advance, api, commit, git, reconcile, wave
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, reconcile, wave
 
-from reconciler import tuf
+from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
 from reconciler.manifest import load
 from reconciler.observe import fill_device_counts, observe
-from reconciler.plan import build_plan
+from reconciler.core.plan import build_plan
 
 WAVE_46 = CANARY_WAVE + """\
   - name: beta
@@ -92,7 +92,7 @@ def test_a_wave_walks_through_gated_phases_to_complete_then_a_second_wave_prunes
         targets = client.get("/ota/gateway/demo/repo/targets.json", headers=headers).json()
         root = client.get("/ota/gateway/demo/repo/root.json", headers=headers).json()
     assert device["version"] == 48 and device["target-name"].endswith("-lmp-48")
-    signers = tuf.verify_threshold(root, "targets", targets["signed"], targets["signatures"])
+    signers = signing.verify_threshold(root, "targets", targets["signed"], targets["signatures"])
     assert len(signers) == 2, "online and offline signatures"
     assert targets["signed"]["version"] == 48
 

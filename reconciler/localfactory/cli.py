@@ -11,14 +11,14 @@ from pathlib import Path
 
 import click
 
-from .. import manifest_values
+from reconciler import manifest
 from . import default_path
 
 def parse_duration(text: str) -> int:
     """Durations as manifests write them (``1h``, ``1d12h``, ``2w``) or plain seconds, at most 3650 days."""
     text = text.strip().lower()
     try:
-        return manifest_values.parse_duration(f"{text}s" if text.isdigit() else text)
+        return manifest.parse_duration(f"{text}s" if text.isdigit() else text)
     except ValueError as exc:
         raise click.BadParameter(f"the duration {exc}") from None
 

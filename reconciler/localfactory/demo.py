@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from reconciler import tuf
+from reconciler import signing
 from reconciler.errors import UserError
 
 from . import devices, fleet, groups, store, targets, trust, waves
@@ -107,7 +107,7 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
     archive_written = False
     try:
         st.create_schema()
-        offline = tuf.generate_keypair()
+        offline = signing.generate_keypair()
         with st.write() as conn:
             for key, value in {"factory": name, "seed": seed, "now": start, "created_at": start,
                                **fleet.DEFAULTS}.items():
@@ -132,7 +132,7 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
                                 "overwritten") from None
         archive_written = True
         with os.fdopen(fd, "wb") as fh:
-            fh.write(tuf.key_archive_bytes([offline]))
+            fh.write(signing.key_archive_bytes([offline]))
             fh.flush()
             os.fsync(fh.fileno())
         _publish(tmp, final.path)
@@ -170,11 +170,11 @@ def _remove_db(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _populate_production(conn, offline: tuf.KeyPair, start: int) -> None:
-    signed = tuf.build_wave_targets(ci_targets=targets.ci_files(conn, 40), prod_targets=None, version=40,
+def _populate_production(conn, offline: signing.KeyPair, start: int) -> None:
+    signed = signing.build_wave_targets(ci_targets=targets.ci_files(conn, 40), prod_targets=None, version=40,
                                     tag="production", expires=store.to_datetime(start) + timedelta(days=365))
     body = {"name": "populate-targets", "version": "40", "tag": "production",
-            "targets": {"signed": signed, "signatures": [tuf.signer_for_keypair(offline).sign(signed)]}}
+            "targets": {"signed": signed, "signatures": [signing.signer_for_keypair(offline).sign(signed)]}}
     waves.create(conn, body, ACTOR)
     waves.complete(conn, "populate-targets", ACTOR)
 

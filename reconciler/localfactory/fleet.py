@@ -29,7 +29,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
-from reconciler import tuf
+from reconciler import signing
 
 from . import store, targets, trust
 
@@ -96,8 +96,8 @@ def verify(conn: sqlite3.Connection, kind: str, envelope: dict | None) -> str:
     chain = trust.root_chain(conn, kind)
     try:
         root = trust.verify_root_chain(chain)
-        tuf.verify_threshold(root, "targets", envelope["signed"], envelope["signatures"])
-    except tuf.TufError as e:
+        signing.verify_threshold(root, "targets", envelope["signed"], envelope["signatures"])
+    except signing.TufError as e:
         return str(e)
     if store.parse_time(envelope["signed"]["expires"]) <= store.now(conn):
         return "targets metadata has expired"

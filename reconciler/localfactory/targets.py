@@ -13,7 +13,7 @@ import json
 import sqlite3
 from datetime import timedelta
 
-from reconciler import tuf
+from reconciler import signing
 
 from . import store, trust
 
@@ -47,7 +47,7 @@ def add_ci_build(conn: sqlite3.Connection, version: int, hwids: list[str], tags:
         name = f"{hwid}-lmp-{version}"
         meta = ci_target_meta(factory, hwid, version, tags, ts)
         conn.execute("INSERT INTO ci_targets(name, version, hwid, tags, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                     (name, version, hwid, json.dumps(tags), tuf.canonical_json(meta).decode(), ts))
+                     (name, version, hwid, json.dumps(tags), signing.canonical_json(meta).decode(), ts))
         names.append(name)
     resign_ci_targets(conn)
     return names
@@ -57,7 +57,7 @@ def resign_ci_targets(conn: sqlite3.Connection) -> dict:
     version = store.meta_int(conn, "ci_targets_version") + 1
     signed = {
         "_type": "Targets",
-        "expires": tuf.format_expires(store.to_datetime(store.now(conn)) + CI_TARGETS_LIFETIME),
+        "expires": signing.format_expires(store.to_datetime(store.now(conn)) + CI_TARGETS_LIFETIME),
         "targets": ci_files(conn),
         "version": version,
     }
@@ -70,7 +70,7 @@ def resign_ci_targets(conn: sqlite3.Connection) -> dict:
 def envelope_text(envelope: dict) -> str:
     """``{"signatures": [...], "signed": <canonical JSON>}``: ``signed`` keeps canonical key order when read back."""
     return ('{"signatures":' + json.dumps(envelope["signatures"], separators=(",", ":"))
-            + ',"signed":' + tuf.canonical_json(envelope["signed"]).decode() + "}")
+            + ',"signed":' + signing.canonical_json(envelope["signed"]).decode() + "}")
 
 
 def ci_files(conn: sqlite3.Connection, version: int | None = None) -> dict:

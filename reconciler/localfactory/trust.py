@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from datetime import timedelta
 
-from reconciler import tuf
+from reconciler import signing
 
 from . import store
 
@@ -24,22 +24,22 @@ ONLINE = "online-targets"
 OFFLINE = "offline-targets"
 ROOT_LIFETIME = timedelta(days=20 * 365)
 
-_signers: dict[str, tuf.TargetsSigner] = {}
+_signers: dict[str, signing.TargetsSigner] = {}
 _signers_lock = threading.Lock()
 
 
-def save_pair(conn: sqlite3.Connection, role: str, pair: tuf.KeyPair, *, private: bool) -> None:
+def save_pair(conn: sqlite3.Connection, role: str, pair: signing.KeyPair, *, private: bool) -> None:
     conn.execute(
         "INSERT OR REPLACE INTO tuf_keys(role, keyid, public, private) VALUES (?, ?, ?, ?)",
         (role, pair.keyid, json.dumps(pair.public), json.dumps(pair.private) if private else None),
     )
 
 
-def load_pair(conn: sqlite3.Connection, role: str) -> tuf.KeyPair:
+def load_pair(conn: sqlite3.Connection, role: str) -> signing.KeyPair:
     row = conn.execute("SELECT keyid, public, private FROM tuf_keys WHERE role = ?", (role,)).fetchone()
     if row is None or row[2] is None:
         raise LookupError(f"the factory holds no private {role} key")
-    return tuf.KeyPair(json.loads(row[1]), json.loads(row[2]), row[0])
+    return signing.KeyPair(json.loads(row[1]), json.loads(row[2]), row[0])
 
 
 def online_public(conn: sqlite3.Connection) -> dict:
@@ -49,12 +49,12 @@ def online_public(conn: sqlite3.Connection) -> dict:
     return json.loads(row[0])
 
 
-def online_signer(conn: sqlite3.Connection) -> tuf.TargetsSigner:
+def online_signer(conn: sqlite3.Connection) -> signing.TargetsSigner:
     keyid = conn.execute("SELECT keyid FROM tuf_keys WHERE role = ?", (ONLINE,)).fetchone()[0]
     with _signers_lock:
         signer = _signers.get(keyid)
         if signer is None:
-            signer = _signers[keyid] = tuf.signer_for_keypair(load_pair(conn, ONLINE))
+            signer = _signers[keyid] = signing.signer_for_keypair(load_pair(conn, ONLINE))
     return signer
 
 
@@ -86,30 +86,30 @@ def verify_root_chain(chain: list[dict]) -> dict:
     """What a device does with ``1.root.json`` .. ``N.root.json``: the first is trusted on first use,
     each next one must be signed by the previous root's root keys and by its own. Returns the last."""
     if not chain:
-        raise tuf.TufError("no root metadata")
+        raise signing.TufError("no root metadata")
     trusted = chain[0]
-    tuf.verify_threshold(trusted, "root", trusted["signed"], trusted["signatures"])
+    signing.verify_threshold(trusted, "root", trusted["signed"], trusted["signatures"])
     for nxt in chain[1:]:
         if nxt["signed"]["version"] != trusted["signed"]["version"] + 1:
-            raise tuf.TufError("root versions are not consecutive")
-        tuf.verify_threshold(trusted, "root", nxt["signed"], nxt["signatures"])
-        tuf.verify_threshold(nxt, "root", nxt["signed"], nxt["signatures"])
+            raise signing.TufError("root versions are not consecutive")
+        signing.verify_threshold(trusted, "root", nxt["signed"], nxt["signatures"])
+        signing.verify_threshold(nxt, "root", nxt["signed"], nxt["signatures"])
         trusted = nxt
     return trusted
 
 
 def init_trust(conn: sqlite3.Connection, now: int, offline_public: dict) -> None:
     """Generate the factory's root and online keys and write root versions 1 and 2 (CI and prod)."""
-    root_pair = tuf.generate_keypair()
-    online = tuf.generate_keypair()
+    root_pair = signing.generate_keypair()
+    online = signing.generate_keypair()
     save_pair(conn, ROOT, root_pair, private=True)
     save_pair(conn, ONLINE, online, private=True)
-    offline = tuf.KeyPair(offline_public, {}, tuf.key_id(offline_public))
+    offline = signing.KeyPair(offline_public, {}, signing.key_id(offline_public))
     save_pair(conn, OFFLINE, offline, private=False)
     expires = store.to_datetime(now) + ROOT_LIFETIME
     for kind in ("ci", "prod"):
-        add_root(conn, kind, tuf.make_root(version=1, expires=expires, root_pairs=[root_pair],
+        add_root(conn, kind, signing.make_root(version=1, expires=expires, root_pairs=[root_pair],
                                            targets_public=[online.public], targets_threshold=1))
-        add_root(conn, kind, tuf.make_root(version=2, expires=expires, root_pairs=[root_pair],
+        add_root(conn, kind, signing.make_root(version=2, expires=expires, root_pairs=[root_pair],
                                            targets_public=[online.public, offline_public],
                                            targets_threshold=2 if kind == "prod" else 1))

@@ -30,7 +30,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
-from reconciler import tuf
+from reconciler import signing
 
 from . import store, targets, trust
 from .errors import bad_request, conflict, not_found
@@ -104,8 +104,8 @@ def require_active(wave: Wave, action: str) -> None:
 
 def require_signed(conn: sqlite3.Connection, wave: Wave, action: str) -> None:
     try:
-        tuf.verify_threshold(trust.root(conn, "prod"), "targets", wave.signed_obj, wave.signatures)
-    except tuf.TufError as e:
+        signing.verify_threshold(trust.root(conn, "prod"), "targets", wave.signed_obj, wave.signatures)
+    except signing.TufError as e:
         raise conflict(f"Cannot {action} wave {wave.name}: {e}; add signatures with `fioctl waves sign`") from None
 
 
@@ -202,7 +202,7 @@ def create(conn: sqlite3.Connection, body, actor: str) -> dict:
     cur = conn.execute(
         "INSERT INTO waves(name, version, tag, signed, signatures, status, created_at, created_by, updated_at, "
         "updated_by) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, NULL, '')",
-        (name, version, tag, tuf.canonical_json(signed).decode(), json.dumps(signatures), ts, actor))
+        (name, version, tag, signing.canonical_json(signed).decode(), json.dumps(signatures), ts, actor))
     return wave_json(conn, resolve_id(conn, cur.lastrowid))
 
 
@@ -284,15 +284,15 @@ def _difference(meta: dict, expected: dict, tag: str) -> str:
 def _verified_signatures(conn: sqlite3.Connection, signed: dict, signatures: list) -> list[dict]:
     """Every signature sent must verify against the production root; at least one, none of the online key."""
     prod_root = trust.root(conn, "prod")
-    online_kid = tuf.key_id(trust.online_public(conn))
+    online_kid = signing.key_id(trust.online_public(conn))
     errors, good, seen = [], [], set()
     for i, sig in enumerate(signatures):
         if not isinstance(sig, dict):
             errors.append(f"signatures[{i}] is not a signature object")
             continue
         try:
-            kid = tuf.verify_signature(prod_root, "targets", signed, sig)
-        except tuf.TufError as e:
+            kid = signing.verify_signature(prod_root, "targets", signed, sig)
+        except signing.TufError as e:
             errors.append(f"signatures[{i}]: {e}")
             continue
         if kid == online_kid or kid in seen:

@@ -1,0 +1,116 @@
+"""The pull request's plan comment: one comment per factory, created once, then edited in place.
+
+Reviewers see the current plan at a fixed place instead of a trail of stale plans. The
+comment is found again by a hidden marker, ``<!-- reconcile-plan:<factory> -->``, on its
+first line, so plans for two factories in one repository keep two comments. The factory
+is the one the workflow configured (``default`` when it names none), not the one a plan
+reports: a run that fails before it reaches the factory must update the same comment.
+
+Commenting is a convenience: the job summary holds the plan whatever happens here. So a
+refusal (a pull request from a fork gets a read-only token) is reported as a warning and the
+step still succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+
+from reconciler.client import error_text
+from reconciler.github._workflow import command, run_url, trim_markdown
+
+# GitHub refuses comment bodies over 65,536 characters.
+COMMENT_LIMIT = 65536
+
+
+def marker(factory: str) -> str:
+    return f"<!-- reconcile-plan:{factory} -->"
+
+
+def pull_request_number(event: dict) -> int | None:
+    """The pull request an event is about (pull_request*, or a comment on a pull request)."""
+    pr = event.get("pull_request")
+    if isinstance(pr, dict) and isinstance(pr.get("number"), int):
+        return pr["number"]
+    issue = event.get("issue")
+    if isinstance(issue, dict) and issue.get("pull_request") and isinstance(issue.get("number"), int):
+        return issue["number"]
+    return None
+
+
+def comment_body(markdown: str, factory: str, summary_url: str | None) -> str:
+    """Marker, then the plan, trimmed with a pointer to the job summary when it is too long."""
+    where = f"[the job summary]({summary_url})" if summary_url else "the job summary"
+    note = f"_The plan is too long for a comment and is cut here; the full plan is in {where}._"
+    head = marker(factory) + "\n"
+    return head + trim_markdown(markdown, COMMENT_LIMIT - len(head), note)
+
+
+def upsert_comment(client, repository: str, number: int, body: str) -> tuple[str, int]:
+    """Edit the comment that starts with the body's marker line, or create one.
+
+    Returns what was done (``created``, ``updated``, ``unchanged``) and the comment id.
+    Comments are listed page by page (``Link: rel="next"``), since a busy pull request has
+    more than one page.
+    """
+    head = body.split("\n", 1)[0]
+    url: str | None = f"/repos/{repository}/issues/{number}/comments?per_page=100"
+    while url:
+        response = client.get(url)
+        response.raise_for_status()
+        for comment in response.json():
+            if (comment.get("body") or "").startswith(head):
+                if comment["body"] == body:
+                    return "unchanged", comment["id"]
+                client.patch(f"/repos/{repository}/issues/comments/{comment['id']}", json={"body": body}).raise_for_status()
+                return "updated", comment["id"]
+        url = response.links.get("next", {}).get("url")
+    response = client.post(f"/repos/{repository}/issues/{number}/comments", json={"body": body})
+    response.raise_for_status()
+    return "created", response.json()["id"]
+
+
+def post_plan_comment(markdown: str, factory: str, env: dict[str, str]) -> str:
+    """Create or update the plan comment of the pull request this workflow runs for.
+
+    Returns one log line: a notice of what was done, or a ``::warning`` saying why nothing
+    was (not a pull request, no token, GitHub refused). The token is sent only in the
+    ``Authorization`` header and never appears in what is returned.
+    """
+    import httpx
+
+    event_path = env.get("GITHUB_EVENT_PATH")
+    try:
+        with open(event_path or "", encoding="utf-8") as handle:
+            event = json.load(handle)
+    except (OSError, ValueError):
+        event = {}
+    number = pull_request_number(event) if isinstance(event, dict) else None
+    if number is None:
+        return command("notice", "not a pull request: no plan comment")
+    token, repository = env.get("GITHUB_TOKEN"), env.get("GITHUB_REPOSITORY")
+    if not token or not repository:
+        return command("warning", "no GitHub token or repository: the plan is in the job summary only")
+    body = comment_body(markdown, factory, run_url(env))
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/vnd.github+json",
+        "X-GitHub-Api-Version": "2022-11-28",
+        "User-Agent": "reconciler-action",
+    }
+    api = env.get("GITHUB_API_URL") or "https://api.github.com"
+    try:
+        with httpx.Client(base_url=api, headers=headers, timeout=httpx.Timeout(15.0, connect=5.0)) as client:
+            done, comment_id = upsert_comment(client, repository, number, body)
+    except httpx.HTTPStatusError as exc:
+        hint = " (a pull request from a fork gets a read-only token)" if exc.response.status_code in (403, 404) else ""
+        return command(
+            "warning",
+            f"could not comment on pull request #{number}: {error_text(exc.response)}{hint}; "
+            "the plan is in the job summary",
+        )
+    except httpx.HTTPError as exc:
+        return command(
+            "warning",
+            f"could not comment on pull request #{number}: {type(exc).__name__}; the plan is in the job summary",
+        )
+    return command("notice", f"plan comment {done} on pull request #{number} (comment {comment_id})")

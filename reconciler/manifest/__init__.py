@@ -1,0 +1,31 @@
+"""Wave manifests -> ``WaveSpec`` objects: the desired state, with every problem at ``file:line:col``.
+
+The steps, one private module each: list the files of a work tree (``_source``) or of a git revision
+(``_git``), read YAML with positions (``_yaml``), check the schema (``_schema``), turn values into
+numbers (``_values``) and UUID lists (``_uuids``), then the rules that span documents and files
+(``_loader``). ``load`` is the entry point; the git helpers give ``--rev``, ``--base`` and provenance.
+"""
+
+from reconciler.manifest._git import Changes, GitSource, changed_waves, ensure_clean, git_context, provenance
+from reconciler.manifest._loader import LoadResult, load
+from reconciler.manifest._source import MANIFEST_SUFFIXES, FileSource, ManifestSource, SourceError
+from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
+
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "Changes",
+    "FileSource",
+    "GitSource",
+    "LoadResult",
+    "ManifestSource",
+    "SourceError",
+    "changed_waves",
+    "ensure_clean",
+    "git_context",
+    "load",
+    "parse_date_time",
+    "parse_duration",
+    "parse_limit",
+    "parse_percent",
+    "provenance",
+]

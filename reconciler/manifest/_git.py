@@ -1,0 +1,331 @@
+"""The release repository in git: manifests at a revision, what changed since a base, provenance.
+
+GitOps means the committed state is the desired state. So ``--rev`` reads manifests and UUID
+files straight from git's object store (the work tree is never touched, so it works while
+someone edits, and in a bare clone); ``--base`` narrows a pull request's plan to the waves
+whose manifest or UUID files it changes; every plan records the commit it was made from;
+and apply refuses a work tree with uncommitted changes, whose state no commit describes.
+
+``git`` (GitPython) is imported inside the functions so that ``reconcile --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Self
+
+from reconciler.errors import UserError
+from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
+from reconciler.core.spec import WaveSpec
+
+_SYMLINK_MODE = "120000"
+_MAX_LINK_HOPS = 8
+
+
+def open_repo(path: str | os.PathLike):
+    """The git repository containing ``path`` (which need not exist yet); one line if there is none."""
+    import git
+
+    start = os.path.abspath(path)
+    while not os.path.exists(start):
+        start = os.path.dirname(start)
+    try:
+        return git.Repo(start, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise UserError(f"not a git repository: {path}") from None
+
+
+@contextmanager
+def _repo(path: str | os.PathLike):
+    # Repo keeps `git cat-file --batch` processes alive until closed.
+    repo = open_repo(path)
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def _root(repo) -> str:
+    return repo.working_tree_dir or repo.git_dir
+
+
+def resolve_commit(repo, rev: str) -> str:
+    """The full hex id of the commit ``rev`` names (branch, tag, sha, ``HEAD~2``...)."""
+    import git
+
+    if rev and not rev.startswith("-"):
+        try:
+            return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+        except git.GitCommandError:
+            pass
+    hint = ""
+    if repo.git.rev_parse("--is-shallow-repository") == "true":
+        hint = " (this is a shallow clone: fetch the history first, e.g. actions/checkout with fetch-depth: 0)"
+    raise UserError(f"unknown revision '{rev}' in {_root(repo)}{hint}")
+
+
+def _repo_relative(root: str, path: str) -> str | None:
+    """``path`` (relative to the current directory, or absolute) as a path inside the repository.
+
+    ``""`` is the repository root; None means the path lies outside it.
+    """
+    rel = os.path.relpath(os.path.realpath(os.path.abspath(path)), os.path.realpath(root))
+    if rel == os.curdir:
+        return ""
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None
+    return rel.replace(os.sep, "/")
+
+
+def _hidden(path: str) -> bool:
+    return any(part.startswith(".") for part in path.split("/"))
+
+
+class GitSource:
+    """A ``ManifestSource`` (source.py) reading one commit from git's object store.
+
+    Keys are repository-relative POSIX paths; ``display`` names the same file relative to
+    the current directory, as ``FileSource`` does, so an error found at ``--rev`` points at
+    the file an editor opens. The release repository is the git repository itself.
+    """
+
+    def __init__(self, rev: str, start: str | os.PathLike = "."):
+        self._repo = open_repo(start)
+        try:
+            self.root = _root(self._repo)
+            self.rev = rev
+            self.commit = resolve_commit(self._repo, rev)
+            self._entries = self._index(self.commit)
+        except BaseException:
+            self._repo.close()
+            raise
+
+    def _index(self, commit: str) -> dict[str, tuple[str, str, int]]:
+        """path -> (mode, blob id, size) for every file of the commit: one ``git ls-tree`` call."""
+        listing = self._repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit)
+        entries = {}
+        for record in filter(None, listing.split("\0")):
+            meta, path = record.split("\t", 1)
+            mode, kind, sha, size = meta.split()
+            if kind == "blob":
+                entries[path] = (mode, sha, int(size))
+        return entries
+
+    def close(self) -> None:
+        self._repo.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def manifests(self, path: str) -> list[str]:
+        """The file itself, or every ``*.yaml``/``*.yml`` below the directory, as at the revision."""
+        key = _repo_relative(self.root, path)
+        if key is None:
+            raise SourceError(f"outside the git repository {self.root}")
+        if key in self._entries:
+            return [key]
+        prefix = f"{key}/" if key else ""
+        under = sorted(p for p in self._entries if p.startswith(prefix))
+        if not under:
+            raise SourceError(f"no such file or directory at revision {self.rev}")
+        return [p for p in under if p.endswith(MANIFEST_SUFFIXES) and not _hidden(p[len(prefix) :])]
+
+    def read(self, key: str) -> bytes:
+        """The file's bytes at the revision; symbolic links are followed inside the repository."""
+        for _ in range(_MAX_LINK_HOPS):
+            if key not in self._entries:
+                is_dir = any(p.startswith(key + "/") for p in self._entries)
+                raise SourceError("is a directory" if is_dir else f"no such file at revision {self.rev}")
+            mode, sha, size = self._entries[key]
+            if size > MAX_FILE_BYTES:
+                raise SourceError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+            data = self._repo.odb.stream(bytes.fromhex(sha)).read()
+            if mode != _SYMLINK_MODE:
+                return data
+            key = self.resolve(key, data.decode("utf-8", "surrogateescape"))
+        raise SourceError("too many levels of symbolic links")
+
+    def resolve(self, manifest: str, relative: str) -> str:
+        """The key of ``relative`` next to ``manifest``; refused when it leaves the repository."""
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(manifest), relative))
+        if posixpath.isabs(relative) or joined == posixpath.pardir or joined.startswith(posixpath.pardir + "/"):
+            raise SourceError(f"outside the release repository {self.root}")
+        return joined
+
+    def display(self, key: str) -> str:
+        path = os.path.join(self.root, *key.split("/"))
+        relative = os.path.relpath(path)
+        return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a pull request (or a local edit) changes in the release repository since a base.
+
+    ``paths`` are repository paths (both sides of a rename); ``diffs`` map each changed
+    manifest's display path to its unified diff, for the plan comment.
+    """
+
+    root: str
+    base: str  # the merge base of the given base revision and the head
+    head: str | None  # commit id, or None for the work tree
+    paths: frozenset[str]
+    diffs: dict[str, str] = field(default_factory=dict)
+
+    def _repo_path(self, display: str) -> str | None:
+        return _repo_relative(self.root, display)
+
+    def affects(self, spec: WaveSpec) -> bool:
+        """Whether the wave's manifest or one of its UUID files changed."""
+        manifest = self._repo_path(spec.manifest)
+        if manifest is None:
+            return False
+        if manifest in self.paths:
+            return True
+        folder = posixpath.dirname(manifest)
+        return any(
+            posixpath.normpath(posixpath.join(folder, phase.uuids_file)) in self.paths
+            for phase in spec.phases
+            if phase.uuids_file
+        )
+
+    def select(self, specs: Iterable[WaveSpec]) -> list[WaveSpec]:
+        return [spec for spec in specs if self.affects(spec)]
+
+
+def _patch(diff) -> str:
+    old = f"a/{diff.a_path}" if diff.a_path and not diff.new_file else "/dev/null"
+    new = f"b/{diff.b_path}" if diff.b_path and not diff.deleted_file else "/dev/null"
+    body = diff.diff.decode("utf-8", "replace") if isinstance(diff.diff, bytes) else (diff.diff or "")
+    return f"--- {old}\n+++ {new}\n{body}" + ("" if body.endswith("\n") or not body else "\n")
+
+
+def _new_file_patch(root: str, path: str) -> str:
+    with open(os.path.join(root, path), encoding="utf-8", errors="replace") as handle:
+        lines = handle.read().splitlines()
+    return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines)
+
+
+def changed_waves(path: str | os.PathLike, base_rev: str, head: str | None = None) -> Changes:
+    """Files that differ between ``base_rev`` and ``head`` (a revision, or None for the work tree).
+
+    Like a pull request's "Files changed", the comparison starts at the merge base, so
+    commits that landed on the base branch since the branch point do not count. With the
+    work tree as head, uncommitted and untracked (not ignored) files count too.
+    """
+    with _repo(path) as repo:
+        root = _root(repo)
+        base = resolve_commit(repo, base_rev)
+        head_commit = resolve_commit(repo, head) if head else None
+        tip = head_commit or (resolve_commit(repo, "HEAD") if repo.head.is_valid() else None)
+        merge_bases = repo.merge_base(base, tip) if tip else []
+        start = merge_bases[0].hexsha if merge_bases else base
+        other = repo.commit(head_commit) if head_commit else None
+        diffs = repo.commit(start).diff(other, create_patch=True, ignore_submodules=True)
+        paths: set[str] = set()
+        patches: dict[str, str] = {}
+        for diff in diffs:
+            for side in {diff.a_path, diff.b_path} - {None}:
+                paths.add(side)
+            shown = diff.b_path if diff.b_path and not diff.deleted_file else diff.a_path
+            if shown.endswith(MANIFEST_SUFFIXES):
+                patches[os.path.relpath(os.path.join(root, shown))] = _patch(diff)
+        if head_commit is None and repo.working_tree_dir:
+            for untracked in repo.untracked_files:
+                paths.add(untracked)
+                if untracked.endswith(MANIFEST_SUFFIXES):
+                    patches[os.path.relpath(os.path.join(root, untracked))] = _new_file_patch(root, untracked)
+        return Changes(root=root, base=start, head=head_commit, paths=frozenset(paths), diffs=patches)
+
+
+def dirty_files(repo) -> list[str]:
+    """Tracked files with uncommitted changes (staged or not), then untracked files not ignored."""
+    changed = {d.a_path or d.b_path for d in repo.index.diff(None)}
+    if repo.head.is_valid():
+        changed |= {d.a_path or d.b_path for d in repo.index.diff("HEAD")}
+    return sorted(changed) + sorted(set(repo.untracked_files) - changed)
+
+
+def provenance(path: str | os.PathLike, rev: str | None = None) -> dict:
+    """Where a plan's manifests come from: commit, author, date, subject, branch, dirty work tree.
+
+    With ``rev`` the manifests are read from that commit, so the work tree's state does not
+    matter and ``dirty`` is false. A repository with no commit yet has ``commit: None``.
+    """
+    with _repo(path) as repo:
+        data: dict = {"repository": _root(repo), "commit": None, "dirty": False}
+        if rev is None:
+            data["dirty"] = bool(repo.working_tree_dir) and bool(dirty_files(repo))
+            if not repo.head.is_valid():
+                return data
+        commit = repo.commit(resolve_commit(repo, rev or "HEAD"))
+        data.update(
+            commit=commit.hexsha,
+            author=f"{commit.author.name} <{commit.author.email}>",
+            date=commit.authored_datetime.isoformat(),
+            subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode("utf-8", "replace"),
+        )
+        if rev:
+            data["rev"] = rev
+        elif not repo.head.is_detached:
+            data["branch"] = repo.active_branch.name
+        return data
+
+
+def ensure_clean(path: str | os.PathLike) -> None:
+    """Refuse to apply from a work tree whose state no commit describes."""
+    with _repo(path) as repo:
+        if not repo.working_tree_dir:
+            return  # a bare repository has no work tree to be dirty
+        if not repo.head.is_valid():
+            raise UserError(f"{_root(repo)}: the git repository has no commit yet: commit the manifests, "
+                            "or pass --allow-dirty")
+        dirty = dirty_files(repo)
+        if dirty:
+            more = f" and {len(dirty) - 1} more" if len(dirty) > 1 else ""
+            raise UserError(f"{_root(repo)}: uncommitted changes ({dirty[0]}{more}): commit them, "
+                            "or pass --allow-dirty")
+
+
+def _repository_of(paths: Sequence[str]) -> str | None:
+    """The root of the git repository holding every path; None when they are in no repository."""
+    roots = set()
+    for path in paths:
+        try:
+            with _repo(path) as repo:
+                roots.add(_root(repo))
+        except UserError:
+            roots.add(None)
+    if len(roots) > 1:
+        raise UserError(f"the paths {', '.join(paths)} are not all in one git repository")
+    return roots.pop()
+
+
+def git_context(paths: Sequence[str], *, rev: str | None, require_clean: bool) -> tuple[GitSource | None, dict | None]:
+    """What the CLI needs from git for one run: a manifest source and the plan's provenance.
+
+    - ``rev``: manifests come from that commit (a ``GitSource``); the work tree is ignored.
+    - otherwise manifests come from disk (source None); with ``require_clean`` (apply without
+      ``--allow-dirty``) a dirty work tree, or no repository at all, is refused.
+    Outside a git repository, a dry run gets no provenance rather than an error.
+    """
+    paths = list(paths) or ["."]
+    root = _repository_of(paths)
+    if root is None:
+        if rev:
+            raise UserError(f"not a git repository: {paths[0]} (--rev reads manifests from git)")
+        if require_clean:
+            raise UserError(f"not a git repository: {paths[0]}: apply takes committed manifests; "
+                            "pass --allow-dirty to apply from plain files")
+        return None, None
+    if rev is None and require_clean:
+        ensure_clean(root)
+    source = GitSource(rev, root) if rev else None
+    return source, provenance(root, rev)

@@ -1,0 +1,308 @@
+"""Wave manifests (DESIGN.md §4) -> WaveSpec objects, with every problem of the run at once.
+
+A run either yields specs for all manifests or fails with all of its errors, each at
+``file:line:col``: an operator fixing a release repository should see the whole list
+in one go, and nothing is applied while any manifest is wrong. The steps, in order:
+list the files (source.py), read YAML with positions (manifest_yaml.py), check the
+schema (manifest_schema.py), turn values into numbers (manifest_values.py) and UUID
+lists (uuids.py), then the rules that span documents and files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+
+from reconciler.errors import Problem, ValidationFailed
+from reconciler.manifest._schema import WaveSchema, describe
+from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
+from reconciler.manifest._yaml import Document, position, read_documents
+from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
+from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
+from reconciler.manifest._uuids import parse_file, parse_inline
+
+DEFAULT_EXPIRES = 365 * 86400
+# Keys whose values the planner may find wrong against the factory (a target below production, ...).
+POSITIONED_KEYS = ("target", "tag", "prune", "expires", "expiresAt", "cancel")
+
+
+@dataclass
+class LoadResult:
+    specs: list[WaveSpec]  # in file order
+    warnings: list[Problem]  # sorted
+    files: int  # manifest files read
+
+
+def load(paths: Sequence[str], source: ManifestSource | None = None) -> LoadResult:
+    """Every wave of the manifests under ``paths``; raises ValidationFailed with all errors."""
+    run = _Run(source if source is not None else FileSource())
+    keys: list[str] = []
+    for path in paths:
+        try:
+            found = run.source.manifests(path)
+        except SourceError as error:
+            run.errors.append(Problem("", 0, 0, f"{path}: {error}"))
+            continue
+        if not found:
+            run.errors.append(Problem("", 0, 0, f"{path}: no *.yaml or *.yml manifests found"))
+        keys.extend(found)
+    if not paths:
+        run.errors.append(Problem("", 0, 0, "no manifest paths given"))
+    keys = list(dict.fromkeys(keys))  # overlapping paths name a file once
+    for key in keys:
+        run.load_file(key)
+    run.check_across_waves()
+    if run.errors:
+        raise ValidationFailed(run.errors)
+    return LoadResult(run.specs, sorted(run.warnings), len(keys))
+
+
+@cache
+def _schema() -> WaveSchema:
+    return WaveSchema()
+
+
+class _Run:
+    """The state of one load: specs so far, problems so far, UUID files already parsed."""
+
+    def __init__(self, source: ManifestSource):
+        self.source = source
+        self.specs: list[WaveSpec] = []
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
+
+    def report(self, problems: Sequence[Problem]) -> None:
+        for problem in problems:
+            (self.errors if problem.severity == "error" else self.warnings).append(problem)
+
+    def load_file(self, key: str) -> None:
+        file = self.source.display(key)
+        try:
+            text = decode_utf8(self.source.read(key), file)
+        except SourceError as error:
+            self.errors.append(Problem(file, 1, 1, f"cannot read the file: {error}"))
+            return
+        if isinstance(text, Problem):
+            self.errors.append(text)
+            return
+        documents, problems = read_documents(text, file)
+        self.report(problems)
+        if not documents and not problems:
+            self.warnings.append(Problem(file, 1, 1, "no documents in this file", "warning"))
+        for document in documents:
+            self.load_document(document, key)
+
+    def load_document(self, document: Document, key: str) -> None:
+        data = document.data
+        if not isinstance(data, dict):
+            message = f"a manifest must be a mapping with kind: Wave, got {describe(data)}"
+            self.report([document.problem(document.node, message)])
+            return
+        if "kind" not in data and "apiVersion" not in data:
+            message = "not a wave manifest: apiVersion: reconciler/v1 and kind: Wave are missing"
+            self.report([document.problem(document.node, message)])
+            return
+        kind = data.get("kind", "Wave")
+        if kind != "Wave":
+            message = (
+                f"kind {describe(kind)} is not supported; supported kinds: Wave"
+                if isinstance(kind, str)
+                else f"kind must be Wave, got {describe(kind)}"
+            )
+            self.report([document.problem(document.node_at(("kind",)), message)])
+            return
+        problems, flagged = _schema().check(document)
+        self.report(problems)
+        wave = _WaveReader(self, document, key, flagged).read()
+        if wave is not None:
+            self.specs.append(wave)
+
+    def uuid_file(self, key: str) -> tuple[tuple[str, ...], str | None]:
+        """The UUIDs of a list file and the reason it could not be read, parsed once per run."""
+        if key not in self._uuid_files:
+            try:
+                uuids, problems = parse_file(self.source.read(key), self.source.display(key))
+                self.report(problems)
+                self._uuid_files[key] = uuids, None
+            except SourceError as error:
+                self._uuid_files[key] = (), str(error)
+        return self._uuid_files[key]
+
+    def check_across_waves(self) -> None:
+        """Wave names are unique, and a tag has at most one wave its manifest leaves active.
+
+        A wave bound to one factory does not clash with a wave bound to another; a wave
+        without ``factory`` applies to every factory, so it clashes with any.
+        """
+        ordered = sorted(self.specs, key=lambda spec: (spec.location.file, spec.location.line, spec.location.col))
+        by_name: dict[str, list[WaveSpec]] = {}
+        open_by_tag: dict[str, list[WaveSpec]] = {}
+        for wave in ordered:
+            here = wave.location
+            earlier = next((other for other in by_name.get(wave.name, ()) if _same_factory(wave, other)), None)
+            if earlier is not None:
+                message = f"wave name '{wave.name}' is already used at {earlier.location}"
+                self.errors.append(Problem(here.file, here.line, here.col, message))
+            by_name.setdefault(wave.name, []).append(wave)
+            if not wave.open_ended:
+                continue
+            active = next((other for other in open_by_tag.get(wave.tag, ()) if _same_factory(wave, other)), None)
+            if active is not None:
+                self.errors.append(
+                    Problem(
+                        here.file, here.line, here.col,
+                        f"waves '{active.name}' ({active.location}) and '{wave.name}' would both stay active on "
+                        f"tag '{wave.tag}': give one of them complete or cancel: true",
+                    )
+                )
+            open_by_tag.setdefault(wave.tag, []).append(wave)
+
+
+def _same_factory(one: WaveSpec, other: WaveSpec) -> bool:
+    return one.factory is None or other.factory is None or one.factory == other.factory
+
+
+class _WaveReader:
+    """Reads one wave document into a WaveSpec, checking what the schema cannot.
+
+    It also reads documents the schema rejected, so that one run reports everything: it
+    then checks only the values of the right type that the schema did not flag, and
+    yields no spec.
+    """
+
+    def __init__(self, run: _Run, document: Document, key: str, flagged: set[tuple]):
+        self.run = run
+        self.document = document
+        self.key = key
+        self.flagged = flagged
+        self.failed = bool(flagged) or not document.clean
+
+    def error(self, path: tuple, message: str) -> None:
+        self.run.errors.append(self.document.problem(self.document.node_at(path), message))
+        self.failed = True
+
+    def location(self, path: tuple) -> Location:
+        return Location(self.document.file, *position(self.document.node_at(path)))
+
+    def get(self, raw: dict, path: tuple, key: str, kind: type | tuple[type, ...]):
+        """``raw[key]`` (``raw`` is the mapping at ``path``) if present, of type ``kind`` and not
+        flagged by the schema; else None."""
+        value = raw.get(key)
+        if value is None or (self.flagged and path + (key,) in self.flagged):
+            return None
+        if value.__class__ is bool and kind is not bool:
+            return None
+        return value if isinstance(value, kind) else None
+
+    def parsed(self, raw: dict, path: tuple, key: str, kind: type | tuple[type, ...], parse):
+        """``parse(raw[key])``; None if the value is absent or wrong, after reporting a ValueError."""
+        value = self.get(raw, path, key, kind)
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as error:
+            self.error(path + (key,), f"{key} {error}")
+            return None
+
+    def read(self) -> WaveSpec | None:
+        data = self.document.data
+        expires_in = self.parsed(data, (), "expires", str, parse_duration) if "expires" in data else DEFAULT_EXPIRES
+        if expires_in == 0:
+            self.error(("expires",), "expires must be longer than 0s")
+        expires_at = self.parsed(data, (), "expiresAt", str, parse_date_time)
+        target = self.get(data, (), "target", int)
+        prune = self.get(data, (), "prune", list) or []
+        if target is not None and target in prune:
+            self.error(("prune", prune.index(target)), f"prune lists the wave's own target {target}")
+        phases = self.phases(self.get(data, (), "phases", list) or [])
+        complete = data.get("complete", False)
+        complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
+        if self.failed:
+            return None
+        return WaveSpec(
+            name=data["name"],
+            target=target,
+            tag=data["tag"],
+            location=Location(self.document.file, *position(self.document.key_node((), "name"))),
+            factory=data.get("factory"),
+            source_tag=data.get("sourceTag"),
+            expires_in_seconds=expires_in,
+            expires_at=expires_at,
+            prune=tuple(prune),
+            phases=phases,
+            complete=None if complete is False else CompleteSpec(
+                complete_gate, Location(self.document.file, *position(self.document.key_node((), "complete")))
+            ),
+            cancel=data.get("cancel", False),
+            positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
+        )
+
+    def phases(self, raw: list) -> tuple[PhaseSpec, ...]:
+        phases = []
+        first: dict[str, int] = {}
+        for index, phase in enumerate(raw):
+            if not isinstance(phase, dict):
+                continue
+            path = ("phases", index)
+            location = self.location(path)
+            name = self.get(phase, path, "name", str) if "name" in phase else f"phase-{index + 1}"
+            if name in first:
+                where = path + ("name",) if "name" in phase else path
+                self.error(where, f"phase name '{name}' is used twice in this wave (first at line {first[name]})")
+            elif name is not None:
+                first[name] = location.line
+            uuids, uuids_file = self.uuids(phase, path)
+            phases.append(
+                PhaseSpec(
+                    name=name,
+                    group=phase.get("group"),
+                    limit=self.parsed(phase, path, "limit", (int, str), parse_limit),
+                    uuids=uuids,
+                    uuids_file=uuids_file,
+                    gate=self.gate(phase, path),
+                    location=location,
+                )
+            )
+        return tuple(phases)
+
+    def gate(self, raw: dict, path: tuple) -> Gate:
+        require = self.get(raw, path, "require", dict)
+        return Gate(
+            wait_seconds=self.parsed(raw, path, "wait", str, parse_duration),
+            updated_percent=None if require is None else self.parsed(
+                require, path + ("require",), "updated", str, parse_percent
+            ),
+        )
+
+    def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None]:
+        """The phase's UUIDs and the file they came from (as written), reporting problems."""
+        raw = self.get(phase, path, "uuids", (list, str))
+        path += ("uuids",)
+        if isinstance(raw, list):
+            if not all(isinstance(item, str) for item in raw):
+                return None, None  # the schema reported the others
+            file = self.document.file
+            tokens = [(item, file, *position(self.document.node_at(path + (index,)))) for index, item in enumerate(raw)]
+            uuids, problems = parse_inline(tokens)
+            self.run.report(problems)
+            self.failed |= any(problem.severity == "error" for problem in problems)
+            return uuids, None
+        if not raw:
+            return None, None
+        if raw.startswith("/"):
+            self.error(path, f"uuids file '{raw}' must be a path relative to the manifest")
+            return None, raw
+        try:
+            key = self.run.source.resolve(self.key, raw)
+        except SourceError as error:
+            self.error(path, f"uuids file '{raw}': {error}")
+            return None, raw
+        uuids, unreadable = self.run.uuid_file(key)
+        if unreadable is not None:
+            self.error(path, f"uuids file '{raw}' ({self.run.source.display(key)}): {unreadable}")
+        elif not uuids:
+            self.failed = True  # its own problems are reported at the file's lines
+        return uuids, raw

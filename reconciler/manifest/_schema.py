@@ -1,0 +1,364 @@
+"""Checking a document against schemas/wave.schema.json, with messages written for people.
+
+Two validators come from the one schema file. jsonschema is the authority and explains
+every failure, but it costs about a millisecond per document (and 50 ms to import), too
+slow for a release repository of a thousand manifests on every push. So the schema is
+also compiled into plain Python predicates that answer "valid or not" in microseconds;
+jsonschema is imported and run only for documents the predicate rejects. The predicate may reject a valid document
+(then jsonschema simply finds nothing), never accept an invalid one; tests check this.
+
+jsonschema's own messages (``'grup' was unexpected``, ``{...} is not valid under any of
+the given schemas``) are replaced: each schema node can carry an ``errorMessage`` (the
+keyword YAML editors show too), and the generic cases get sentences naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import yaml
+
+from reconciler.errors import Problem
+from reconciler.manifest._yaml import Document
+from reconciler.resources import load_schema
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+Predicate = Callable[[object], bool]
+
+_ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples", "errorMessage"}
+_OWN_MESSAGE = {"type", "const", "pattern", "anyOf", "oneOf", "not", "minLength"}  # where errorMessage applies
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "empty",
+}
+
+
+class WaveSchema:
+    """The wave schema, loaded and compiled once per process."""
+
+    def __init__(self, schema: dict | None = None):
+        self.schema = schema if schema is not None else load_schema("wave.schema.json")
+        self.is_valid: Predicate = _Compiler(self.schema).compile(self.schema)
+        self._validator = None  # jsonschema, imported when a document first fails: valid runs never pay for it
+
+    def _errors(self, data: object) -> list[ValidationError]:
+        if self._validator is None:
+            from jsonschema import Draft202012Validator
+
+            self._validator = Draft202012Validator(self.schema)
+        return list(self._validator.iter_errors(data))
+
+    def check(self, document: Document) -> tuple[list[Problem], set[tuple]]:
+        """Every schema violation of the document, each at its own line and column, and the
+        paths of the values found wrong (later checks leave those alone)."""
+        if self.is_valid(document.data):
+            return [], set()
+        errors = self._errors(document.data)
+        if _quote_plain_scalars(errors, document):
+            if self.is_valid(document.data):
+                return [], set()
+            errors = self._errors(document.data)
+        found: dict[tuple, Problem] = {}
+        flagged: set[tuple] = set()
+        for error in errors:
+            for path, problem in self._explain(error, document):
+                if id(document.node_at(path)) in document.rejected:
+                    continue  # reading the YAML already reported this value
+                found.setdefault((problem.line, problem.col, problem.message), problem)
+                flagged.add(path)
+        return list(found.values()), flagged
+
+    def _explain(self, error: ValidationError, document: Document) -> list[tuple[tuple, Problem]]:
+        path = tuple(error.absolute_path)
+        instance = error.instance
+        keyword = error.validator
+        if keyword == "additionalProperties":
+            allowed = sorted(error.schema.get("properties", {}))
+            return [
+                (path + (key,), document.problem(document.key_node(path, key), _unknown_key(key, allowed)))
+                for key in instance
+                if key not in allowed
+            ]
+        if keyword == "required":
+            subject = f"{_name(path, document.data)} is missing" if path else "missing"
+            return [
+                (path, document.problem(document.node_at(path), f"{subject} required key '{key}'"))
+                for key in error.validator_value
+                if key not in instance
+            ]
+        if keyword in ("anyOf", "oneOf") and isinstance(instance, (dict, list)):
+            branch = self._branch_for(error)
+            if branch is not None:
+                return [
+                    explained
+                    for sub in error.context or ()
+                    if sub.relative_schema_path[0] == branch
+                    for explained in self._explain(sub, document)
+                ]
+        message = _sentence(error, _name(path, document.data))
+        if keyword == "uniqueItems":  # at the repeated entry
+            node = document.node_at(path + (_first_repeat(instance),))
+        elif isinstance(instance, (dict, list)) and path and isinstance(path[-1], str):
+            node = document.key_node(path[:-1], path[-1])  # `complete:` rather than the line below it
+        else:
+            node = document.node_at(path)
+        return [(path, document.problem(node, message))]
+
+    def _branch_for(self, error: ValidationError) -> int | None:
+        """The one anyOf/oneOf branch whose type matches the instance (its errors are the useful ones)."""
+        kind = "object" if isinstance(error.instance, dict) else "array"
+        matches = [
+            index
+            for index, branch in enumerate(error.validator_value)
+            if _resolve(self.schema, branch).get("type") == kind
+        ]
+        return matches[0] if len(matches) == 1 else None
+
+
+def _sentence(error: ValidationError, name: str) -> str:
+    keyword, value, instance = error.validator, error.validator_value, error.instance
+    own = error.schema.get("errorMessage") if keyword in _OWN_MESSAGE else None
+    if own:
+        return f"{name} {own}, got {describe(instance)}" if own.startswith("must") else f"{name} {own}"
+    if keyword == "type":
+        expected = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in ([value] if isinstance(value, str) else value))
+        return f"{name} must be {expected}, got {describe(instance)}"
+    if keyword == "minimum":
+        return f"{name} must be at least {value}, got {describe(instance)}"
+    if keyword == "maximum":
+        return f"{name} must be at most {value}, got {describe(instance)}"
+    if keyword in ("minItems", "minLength"):
+        return f"{name} must not be empty"
+    if keyword == "uniqueItems":
+        return f"{name} lists {describe(instance[_first_repeat(instance)])} more than once"
+    if keyword == "const":
+        return f"{name} must be {describe(value)}, got {describe(instance)}"
+    if keyword == "pattern":
+        return f"{name} must match {value}, got {describe(instance)}"
+    return f"{name} is not valid ({keyword})"
+
+
+def _first_repeat(items: list) -> int:
+    return next((index for index, item in enumerate(items) if item in items[:index]), 0)
+
+
+def describe(value: object) -> str:
+    """A YAML value as a message shows it: short, and never the whole of a big structure."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "an empty value"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 20 else text[:17] + "..."
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _name(path: tuple, data: object) -> str:
+    """How a message names the value at ``path``: its key, ``phase 'beta'``, or ``prune[1]``."""
+    if not path:
+        return "the document"
+    last = path[-1]
+    if isinstance(last, str):
+        return last
+    parent = path[-2] if len(path) > 1 else ""
+    if parent == "phases":
+        phase = data.get("phases", [])[last] if isinstance(data, dict) else None
+        name = phase.get("name") if isinstance(phase, dict) else None
+        return f"phase '{name}'" if isinstance(name, str) else f"phase {last + 1}"
+    return f"{parent}[{last}]"
+
+
+def _unknown_key(key: str, allowed: list[str]) -> str:
+    lowered = {name.lower(): name for name in allowed}
+    close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
+    hint = f" (did you mean '{lowered[close[0]]}'?)" if close else ""
+    shown = key if len(key) <= 40 else key[:37] + "..."
+    return f"unknown key '{shown}'{hint}; allowed keys: {', '.join(allowed)}"
+
+
+def _quote_plain_scalars(errors: list[ValidationError], document: Document) -> bool:
+    """Read unquoted numbers and booleans as the text they are where the schema wants a string.
+
+    ``name: 2024`` and ``group: 10`` mean the strings; YAML made them numbers. Returns
+    whether anything changed (then the document is checked again).
+    """
+    changed = False
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if not (error.validator == "type" and error.validator_value == "string" and path):
+            continue
+        if not isinstance(error.instance, (int, bool)):
+            continue
+        node = document.node_at(path)
+        if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: '' from libyaml
+            parent = document.data
+            for part in path[:-1]:
+                parent = parent[part]
+            parent[path[-1]] = node.value
+            changed = True
+    return changed
+
+
+def _resolve(root: dict, schema: dict | bool) -> dict:
+    """Follow a local ``$ref`` (the schema uses only ``#/$defs/...``)."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        target = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    return schema if isinstance(schema, dict) else {}
+
+
+class _Compiler:
+    """Compiles the subset of JSON Schema 2020-12 the wave schema uses into predicates.
+
+    Any other keyword raises at start-up, so the schema cannot silently outgrow it.
+    Loops are plain ``for`` statements: generator expressions cost more than the checks.
+    """
+
+    def __init__(self, root: dict):
+        self.root = root
+
+    def compile(self, schema: dict | bool) -> Predicate:
+        if schema is False:
+            return lambda value: False
+        if schema is True:
+            return lambda value: True
+        checks = [self._keyword(schema, keyword, value) for keyword, value in schema.items()
+                  if keyword not in _ANNOTATIONS]
+        return _all_of([check for check in checks if check is not None])
+
+    def _keyword(self, schema: dict, keyword: str, value) -> Predicate | None:
+        if keyword == "$ref":
+            return self.compile(_resolve(self.root, schema))
+        if keyword == "type":
+            return _TYPE_CHECKS[value]
+        if keyword == "const":
+            if isinstance(value, bool):
+                return lambda instance: instance is value
+            if isinstance(value, str):
+                return lambda instance: isinstance(instance, str) and instance == value
+        if keyword == "pattern":
+            search = re.compile(value).search
+            return lambda instance: not isinstance(instance, str) or search(instance) is not None
+        if keyword == "minLength":
+            return lambda instance: not isinstance(instance, str) or len(instance) >= value
+        if keyword == "minimum":
+            return lambda instance: not _is_number(instance) or instance >= value
+        if keyword == "maximum":
+            return lambda instance: not _is_number(instance) or instance <= value
+        if keyword == "minItems":
+            return lambda instance: not isinstance(instance, list) or len(instance) >= value
+        if keyword == "uniqueItems":
+            return _unique_items if value else None
+        if keyword == "items":
+            return _items(self.compile(value))
+        if keyword == "required":
+            return lambda instance: not isinstance(instance, dict) or all(key in instance for key in value)
+        if keyword == "properties":
+            return _properties({key: self.compile(sub) for key, sub in value.items()})
+        if keyword == "additionalProperties" and value is False:
+            allowed = frozenset(schema.get("properties", ()))
+            return lambda instance: not isinstance(instance, dict) or allowed.issuperset(instance)
+        if keyword == "anyOf":
+            return _any_of([self.compile(sub) for sub in value])
+        if keyword == "allOf":
+            return _all_of([self.compile(sub) for sub in value])
+        if keyword == "not":
+            negated = self.compile(value)
+            return lambda instance: not negated(instance)
+        if keyword == "if":
+            condition = self.compile(value)
+            then = self.compile(schema.get("then", True))
+            otherwise = self.compile(schema.get("else", True))
+            return lambda instance: then(instance) if condition(instance) else otherwise(instance)
+        if keyword in ("then", "else"):
+            return None  # compiled with "if"
+        raise ValueError(f"wave schema: keyword {keyword!r} with {value!r} is not supported by the fast check")
+
+
+def _all_of(checks: list[Predicate]) -> Predicate:
+    if len(checks) == 1:
+        return checks[0]
+
+    def all_of(instance: object) -> bool:
+        for check in checks:
+            if not check(instance):
+                return False
+        return True
+
+    return all_of
+
+
+def _any_of(checks: list[Predicate]) -> Predicate:
+    def any_of(instance: object) -> bool:
+        for check in checks:
+            if check(instance):
+                return True
+        return False
+
+    return any_of
+
+
+def _items(check: Predicate) -> Predicate:
+    def items(instance: object) -> bool:
+        if isinstance(instance, list):
+            for item in instance:
+                if not check(item):
+                    return False
+        return True
+
+    return items
+
+
+def _properties(checks: dict[str, Predicate]) -> Predicate:
+    def properties(instance: object) -> bool:
+        if isinstance(instance, dict):
+            for key, value in instance.items():
+                check = checks.get(key)
+                if check is not None and not check(value):
+                    return False
+        return True
+
+    return properties
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _unique_items(instance: object) -> bool:
+    if not isinstance(instance, list):
+        return True
+    try:
+        return len(set(instance)) == len(instance)
+    except TypeError:  # unhashable items: let jsonschema decide
+        return False
+
+
+_TYPE_CHECKS: dict[str, Predicate] = {
+    "object": lambda value: isinstance(value, dict),
+    "array": lambda value: isinstance(value, list),
+    "string": lambda value: isinstance(value, str),
+    "boolean": lambda value: isinstance(value, bool),
+    "null": lambda value: value is None,
+    "number": _is_number,
+    "integer": lambda value: (isinstance(value, int) and not isinstance(value, bool))
+    or (isinstance(value, float) and value.is_integer()),
+}

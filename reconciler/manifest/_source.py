@@ -1,0 +1,143 @@
+"""Where manifests and UUID files are read from: the file system here, a git revision in gitrepo.py.
+
+The loader only sees opaque *keys* (one per file) and asks its source to list, read,
+resolve and display them, so the same validation runs on a work tree and on a commit.
+A source also owns the boundary rule: a UUID file named by a manifest must stay inside
+the release repository, so a manifest cannot make the reconciler read arbitrary files.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import stat
+from typing import Protocol
+
+from reconciler.errors import Problem, UserError
+
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 16 * 1024 * 1024  # far above any real manifest or 10,000-UUID list
+
+
+class SourceError(UserError):
+    """A path that cannot be listed, resolved or read; the message is the reason, e.g. 'no such file or directory'."""
+
+
+class ManifestSource(Protocol):
+    def manifests(self, path: str) -> list[str]:
+        """Keys of the manifests at ``path``: the file itself, or every ``*.yaml``/``*.yml`` below the
+        directory, recursively, sorted, skipping hidden files and directories (``.git``). An empty list
+        when a directory holds none. Raises SourceError when ``path`` does not exist."""
+
+    def read(self, key: str) -> bytes:
+        """The file's bytes. Raises SourceError (missing, unreadable, a directory, over MAX_FILE_BYTES)."""
+
+    def resolve(self, manifest: str, relative: str) -> str:
+        """The key of ``relative`` (a path written in the manifest) next to the manifest ``manifest``.
+        Raises SourceError when it leaves the release repository."""
+
+    def display(self, key: str) -> str:
+        """How messages name the file: the path as the user would type it from the current directory."""
+
+
+class FileSource:
+    """Manifests in the file system. Keys are paths as the user gave them, normalized, and
+    relative when they lie below the current directory (so each file has one key).
+
+    The release repository of a path is the git work tree containing it; outside git, the
+    directory given (or a given file's directory).
+    """
+
+    def __init__(self) -> None:
+        self._roots: dict[str, str] = {}  # manifest key -> real path of its release repository
+        self._real_dirs: dict[str, str] = {}  # directory -> its real path (resolve runs once per UUID file)
+        self._cwd = os.getcwd() + os.sep
+
+    def manifests(self, path: str) -> list[str]:
+        path = self.display(os.path.normpath(path))  # one key per file however it is named
+        if os.path.isdir(path):
+            root = _git_top(path) or os.path.realpath(path)
+            keys = sorted(_walk(path))
+        elif os.path.isfile(path):
+            parent = os.path.dirname(path) or "."
+            root = _git_top(parent) or os.path.realpath(parent)
+            keys = [path]
+        elif os.path.lexists(path):
+            raise SourceError("not a regular file or directory")
+        else:
+            raise SourceError("no such file or directory")
+        for key in keys:
+            self._roots[key] = root
+        return keys
+
+    def read(self, key: str) -> bytes:
+        try:
+            status = os.stat(key)
+            if stat.S_ISDIR(status.st_mode):
+                raise SourceError("is a directory")
+            if not stat.S_ISREG(status.st_mode):  # a FIFO would block the run forever
+                raise SourceError("not a regular file")
+            if status.st_size > MAX_FILE_BYTES:
+                raise SourceError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+            with open(key, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise SourceError("no such file or directory") from None
+        except PermissionError:
+            raise SourceError("permission denied") from None
+        except OSError as error:
+            raise SourceError((error.strerror or str(error)).lower()) from None
+
+    def resolve(self, manifest: str, relative: str) -> str:
+        key = os.path.normpath(os.path.join(os.path.dirname(manifest), relative))
+        root = self._roots.get(manifest)
+        if root is None:
+            parent = os.path.dirname(manifest) or "."
+            root = _git_top(parent) or os.path.realpath(parent)
+        real = self._realpath(key)
+        if real != root and not real.startswith(os.path.join(root, "")):
+            raise SourceError(f"outside the release repository {root}")
+        return key
+
+    def display(self, key: str) -> str:
+        """Relative to the current directory when the key is an absolute path below it, else as given."""
+        return key.removeprefix(self._cwd)
+
+    def _realpath(self, path: str) -> str:
+        if os.path.islink(path):
+            return os.path.realpath(path)
+        directory, name = os.path.split(path)
+        if directory not in self._real_dirs:
+            self._real_dirs[directory] = os.path.realpath(directory or ".")
+        return os.path.join(self._real_dirs[directory], name)
+
+
+def decode_utf8(data: bytes, file: str) -> str | Problem:
+    """A file's text, or a Problem at the first byte that is not UTF-8. A leading BOM is dropped."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        col = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        return Problem(file, line, col, f"not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8")
+
+
+def _walk(top: str):
+    for directory, subdirectories, files in os.walk(top):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        for name in files:
+            if name.endswith(MANIFEST_SUFFIXES) and not name.startswith("."):
+                yield os.path.normpath(os.path.join(directory, name))
+
+
+def _git_top(directory: str) -> str | None:
+    """The real path of the git work tree containing ``directory``, if any (a ``.git`` dir or file)."""
+    current = os.path.realpath(directory)
+    while True:
+        if os.path.exists(os.path.join(current, ".git")):
+            return current
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent

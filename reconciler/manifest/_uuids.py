@@ -1,0 +1,123 @@
+"""Device UUID lists: a file in the release repository or an inline list in a manifest.
+
+A file uses fioctl's ``--uuids @file`` format (so the same file works by hand): UUIDs
+separated by commas, semicolons, ``|`` or any white space, no comments. Every UUID must
+be canonical (lower-case, hyphenated 8-4-4-4-12) because the factory compares them as
+strings; other spellings are reported with the canonical form to write instead. A phase
+takes at most 10,000 UUIDs, like the factory. Errors point at the UUID's own line and
+column; a repeated UUID is a warning naming both places.
+
+Files of valid UUIDs, the common case, are checked with a few whole-buffer byte
+operations instead of a Python loop per UUID; only a file that fails them is tokenized
+line by line to find out where and why.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from reconciler.errors import Problem
+from reconciler.manifest._source import decode_utf8
+
+MAX_UUIDS = 10_000
+MAX_REPORTED = 20  # invalid UUIDs reported per list; a garbage file gets a summary, not thousands of lines
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TOKEN = re.compile(r"[^\s,;|]+")
+_FAST_CHARS = b"0123456789abcdef-,;| \t\n\r\x0b\x0c"
+_FAST_SEPARATORS = bytes.maketrans(b",;|\t\n\r\x0b\x0c", b"        ")
+_EXAMPLE = "123e4567-e89b-12d3-a456-426614174000"
+_COMMENT = "comments are not allowed in a UUID list: fioctl --uuids @file would read them as UUIDs"
+
+Token = tuple[str, str, int, int]  # text, file, line, column
+
+
+def parse_file(data: bytes, file: str) -> tuple[tuple[str, ...], list[Problem]]:
+    """The UUIDs of a list file's bytes, in file order, and the problems (errors and warnings)."""
+    fast = _fast_path(data)
+    if fast is not None:
+        return fast, []
+    text = decode_utf8(data, file)
+    if isinstance(text, Problem):
+        return (), [text]
+    tokens: list[Token] = []
+    comments: list[Problem] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        for match in _TOKEN.finditer(line):
+            if match.group().startswith("#"):
+                comments.append(Problem(file, number, match.start() + 1, _COMMENT))
+                break
+            tokens.append((match.group(), file, number, match.start() + 1))
+    if not tokens and not comments:
+        return (), [Problem(file, 1, 1, "no UUIDs in this file")]
+    uuids, problems = _check(tokens, "in this file")
+    return ((), comments + problems) if comments else (uuids, problems)
+
+
+def parse_inline(tokens: Iterable[Token]) -> tuple[tuple[str, ...], list[Problem]]:
+    """The UUIDs of an inline manifest list; each token carries its own manifest position."""
+    return _check(list(tokens), "in this list")
+
+
+def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Problem]]:
+    """Canonical form, the 10,000 limit and duplicates, for tokens already split apart."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    first_seen: dict[str, Token] = {}
+    unreported: list[Token] = []
+    for token in tokens:
+        text, file, line, col = token
+        if not _CANONICAL.fullmatch(text):
+            if len(errors) < MAX_REPORTED:
+                errors.append(Problem(file, line, col, _invalid_message(text)))
+            else:
+                unreported.append(token)
+        elif text in first_seen:
+            _, first_file, first_line, first_col = first_seen[text]
+            same_file = first_file == file
+            place = f"line {first_line}, column {first_col}" if same_file else f"{first_file}:{first_line}:{first_col}"
+            warnings.append(Problem(file, line, col, f"duplicate UUID {text} (first at {place})", "warning"))
+        else:
+            first_seen[text] = token
+    if unreported:
+        _, file, line, col = unreported[0]
+        errors.append(Problem(file, line, col, f"{len(unreported)} more invalid UUIDs {where} are not shown"))
+    if len(tokens) > MAX_UUIDS:
+        _, file, line, col = tokens[MAX_UUIDS]
+        errors.append(
+            Problem(
+                file, line, col,
+                f"too many UUIDs: {len(tokens)} {where}, a phase takes at most {MAX_UUIDS};"
+                " split them over several phases",
+            )
+        )
+    if errors:
+        return (), errors + warnings
+    return tuple(first_seen), warnings
+
+
+def _invalid_message(text: str) -> str:
+    try:
+        canonical = str(uuid.UUID(text))  # also reads upper case, braces, urn:uuid: and 32 bare digits
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        return f"'{shown}' is not a device UUID (lower-case hex 8-4-4-4-12, e.g. {_EXAMPLE})"
+    return f"UUID '{text}' must be written lower-case and hyphenated: {canonical}"
+
+
+def _fast_path(data: bytes) -> tuple[str, ...] | None:
+    """The UUIDs if the buffer is nothing but distinct canonical UUIDs and ASCII separators, else None."""
+    if data.translate(None, _FAST_CHARS):
+        return None
+    items = data.translate(_FAST_SEPARATORS).decode("ascii").split()
+    count = len(items)
+    if not 0 < count <= MAX_UUIDS or set(map(len, items)) != {36}:
+        return None
+    joined = "".join(items)
+    dashes = "-" * count
+    if joined.count("-") != 4 * count or any(joined[offset::36] != dashes for offset in (8, 13, 18, 23)):
+        return None
+    if len(set(items)) != count:
+        return None
+    return tuple(items)

@@ -1,0 +1,72 @@
+"""The small value languages of a manifest: durations, limits, percentages, date-times.
+
+The schema already checks their shape (so editors flag them); these functions turn them
+into numbers and check what a pattern cannot (ranges, real calendar dates). Each raises
+``ValueError`` with a message that completes "<field> ..." for the user.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from reconciler.core.spec import Limit
+
+_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION = re.compile(r"(?=[0-9])(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
+MAX_DURATION = 3650 * 86400  # ten years: longer waits or expiries are typos
+MAX_LIMIT = 10_000  # the factory's cap per rollout
+_PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]+)?)%")
+_LIMIT_PERCENT = re.compile(r"([0-9]{1,3})%")
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+@lru_cache(maxsize=4096)  # a repository repeats a few durations thousands of times
+def parse_duration(text: str) -> int:
+    """``1d12h`` -> 129600 seconds. Units w, d, h, m, s, largest first, each at most once."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"must be a duration such as 90s, 30m, 24h, 1d12h or 2w (units w, d, h, m, s, largest first), got '{text}'"
+        )
+    amounts = [(amount, unit) for amount, unit in zip(match.groups(), _UNITS, strict=True) if amount]
+    # Twelve digits exceed the cap in any unit; longer numbers are not even converted (Python refuses huge ones).
+    if any(len(amount.lstrip("0")) > 12 for amount, _ in amounts):
+        raise ValueError(f"must be at most 3650d (ten years), got '{text}'")
+    seconds = sum(int(amount) * _UNITS[unit] for amount, unit in amounts)
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 3650d (ten years), got '{text}'")
+    return seconds
+
+
+@lru_cache(maxsize=4096, typed=True)  # typed: True must not find the entry for 1
+def parse_limit(value: int | str) -> Limit:
+    """``10`` -> 10 devices, ``"10%"`` -> 10 percent of the eligible devices."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_LIMIT:
+        return Limit(value)
+    match = _LIMIT_PERCENT.fullmatch(value) if isinstance(value, str) else None
+    if match and 1 <= int(match.group(1)) <= 100:
+        return Limit(int(match.group(1)), percent=True)
+    raise ValueError(f'must be a number of devices from 1 to 10000 or a percentage from "1%" to "100%", got {value!r}')
+
+
+@lru_cache(maxsize=4096)
+def parse_percent(text: str) -> float:
+    """``99.5%`` -> 99.5; more than 0 and at most 100."""
+    match = _PERCENT.fullmatch(text)
+    if match is None or not 0 < float(match.group(1)) <= 100:
+        raise ValueError(f"must be a percentage such as 90% or 99.5% (more than 0%, at most 100%), got '{text}'")
+    return float(match.group(1))
+
+
+def parse_date_time(text: str) -> datetime:
+    """An RFC 3339 date-time (with a UTC offset) -> an aware datetime in UTC."""
+    upper = text.upper()
+    if not _DATE_TIME.fullmatch(upper):
+        raise ValueError(f"must be an RFC 3339 date-time such as 2027-11-22T00:00:00Z, got '{text}'")
+    try:
+        return datetime.fromisoformat(upper).astimezone(UTC)
+    except (ValueError, OverflowError):  # 2027-02-30, 25:00, offsets of a day or more, year 1 minus an hour
+        raise ValueError(f"must be a real date and time, got '{text}'") from None

@@ -1,0 +1,284 @@
+"""YAML documents as plain data plus the node tree, so every value keeps its position.
+
+Why not ``yaml.safe_load``: it forgets positions, keeps the last of two duplicate keys
+silently, and resolves scalars the YAML 1.1 way (``yes`` becomes a bool, ``2027-01-01``
+a date, ``1.10`` the float 1.1). Manifests are read the YAML 1.2 way instead: only
+``true``/``false`` are booleans, only ``null``/``~``/empty are null, integers are
+integers, and everything else stays a string (there are no floats in the language).
+libyaml does the scanning and composing; building the data from the nodes is our own
+small walk, which is also where duplicate keys, unsupported tags, recursive aliases and
+alias bombs are caught.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from reconciler.errors import Problem
+
+_CORE = "tag:yaml.org,2002:"
+_STR, _INT, _BOOL, _NULL, _SEQ, _MAP = (_CORE + kind for kind in ("str", "int", "bool", "null", "seq", "map"))
+_WORDS = {word: _NULL for word in ("", "~", "null", "Null", "NULL")} | {
+    word: _BOOL for word in ("true", "True", "TRUE", "false", "False", "FALSE")
+}
+_INTEGER = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")  # YAML 1.2 core schema
+_DECIMAL = re.compile(r"[-+]?[0-9]+")
+_Scalar, _Mapping = yaml.ScalarNode, yaml.MappingNode
+
+
+class _Loader(yaml.CSafeLoader):
+    """libyaml's parser with YAML 1.2 core-schema resolution and no floats or dates."""
+
+    def resolve(self, kind, value, implicit):
+        """The tag of a node; libyaml calls this for every node, so it is a dict lookup and a regex."""
+        if kind is _Scalar:
+            if implicit[0]:  # plain, unquoted
+                tag = _WORDS.get(value)
+                if tag is not None:
+                    return tag
+                if value[0] in "-+0123456789" and _INTEGER.fullmatch(value):
+                    return _INT
+            return _STR
+        return _SEQ if kind is yaml.SequenceNode else _MAP
+
+
+def position(node: yaml.Node) -> tuple[int, int]:
+    """1-based line and column where ``node`` starts."""
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+@dataclass
+class Document:
+    """One YAML document of a file: its data and its root node (for positions)."""
+
+    data: object
+    node: yaml.Node
+    file: str
+    rejected: set[int] = field(default_factory=set)  # ids of nodes already reported (their value is None)
+    clean: bool = True  # False when reading it found problems (a duplicate key, a rejected value)
+    _entries: dict = field(default_factory=dict, repr=False)  # id(mapping node) -> {key: (key node, value node)}
+
+    def node_at(self, path: tuple) -> yaml.Node:
+        """The node of the value at ``path`` (keys and list indexes), or its deepest existing parent."""
+        node = self.node
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                entry = self._mapping(node).get(part)
+                if entry is None:
+                    break
+                node = entry[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+            else:
+                break
+        return node
+
+    def key_node(self, path: tuple, key: str) -> yaml.Node:
+        """The node of ``key`` itself in the mapping at ``path`` (for an unknown key)."""
+        mapping = self.node_at(path)
+        entry = self._mapping(mapping).get(key) if isinstance(mapping, yaml.MappingNode) else None
+        return mapping if entry is None else entry[0]
+
+    def problem(self, node: yaml.Node, message: str, severity: str = "error") -> Problem:
+        line, col = position(node)
+        return Problem(self.file, line, col, message, severity)
+
+    def _mapping(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        entries = self._entries.get(id(node))
+        if entries is None:
+            entries = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    entries.setdefault(key_node.value, (key_node, value_node))  # duplicates keep the first
+            self._entries[id(node)] = entries
+        return entries
+
+
+MAX_DEPTH = 100  # nesting levels; a manifest needs 5. Deeper input would exhaust the (C) stack.
+MAX_VALUES = 200_000  # values per document after expanding aliases; five inline 10,000-UUID lists need 50,000
+
+
+def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
+    """Every document of ``text`` (empty ones skipped) and the problems found reading them.
+
+    A syntax error ends the file: the documents before it are still returned.
+    """
+    too_deep = _too_deep(text, file)
+    if too_deep is not None:
+        return [], [too_deep]
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            builder = _Builder(file)
+            data = builder.build_document(node)
+            problems.extend(builder.problems)
+            if data is not None:
+                documents.append(Document(data, node, file, builder.rejected, clean=not builder.problems))
+    except yaml.YAMLError as error:
+        problems.append(_syntax_problem(error, text, file))
+    finally:
+        loader.dispose()
+    return documents, problems
+
+
+def _too_deep(text: str, file: str) -> Problem | None:
+    """A problem if collections nest deeper than MAX_DEPTH, found by streaming events (no recursion).
+
+    Every nesting level needs one of ``[ { - ? :``, so most files are cleared by counting them.
+    """
+    if sum(text.count(char) for char in "[{-?:") <= MAX_DEPTH:
+        return None
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None and not isinstance(event, yaml.StreamEndEvent):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = event.start_mark.line + 1, event.start_mark.column + 1
+                    return Problem(file, line, col, f"nested more than {MAX_DEPTH} levels deep")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        pass  # composing reports it, with its position
+    finally:
+        loader.dispose()
+    return None
+
+
+def _syntax_problem(error: yaml.YAMLError, text: str, file: str) -> Problem:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is not None:
+        line, col = mark.line + 1, mark.column + 1
+    elif isinstance(getattr(error, "position", None), int):  # libyaml reader errors: a character index
+        offset = error.position
+        line = text.count("\n", 0, offset) + 1
+        col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    else:
+        line, col = 1, 1
+    what = getattr(error, "problem", None) or getattr(error, "reason", None) or str(error)
+    context = getattr(error, "context", None)
+    detail = f"{what} ({context})" if context else what
+    return Problem(file, line, col, f"invalid YAML: {detail}")
+
+
+class _TooManyValues(Exception):
+    pass
+
+
+class _Builder:
+    """Turns a node tree into dicts, lists and scalars, collecting problems on the way.
+
+    Aliases are expanded (each use gets its own copy), at most MAX_VALUES values per
+    document so that alias "bombs" stop early; an alias inside its own anchor is refused.
+    """
+
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[Problem] = []
+        self.rejected: set[int] = set()
+        self._open: set[int] = set()
+        self._values = 0
+
+    def _problem(self, node: yaml.Node, message: str) -> None:
+        line, col = position(node)
+        self.problems.append(Problem(self.file, line, col, message))
+
+    def _reject(self, node: yaml.Node, message: str) -> None:
+        """Report a value that cannot be read; it becomes None, and nobody reports it again."""
+        self._problem(node, message)
+        self.rejected.add(id(node))
+
+    def build_document(self, node: yaml.Node) -> object:
+        try:
+            return self._build(node)
+        except _TooManyValues:
+            self._problem(node, f"more than {MAX_VALUES} values once YAML aliases are expanded")
+            return None
+
+    def _build(self, node: yaml.Node) -> object:
+        """The value of any node. Plain strings, the bulk of a manifest, are handled inline by
+        the callers: this walk is per node, so it avoids a call where it can."""
+        if node.__class__ is _Scalar:
+            return self._scalar(node)
+        key = id(node)
+        if key in self._open:
+            self._reject(node, "recursive YAML alias: an anchor cannot contain an alias of itself")
+            return None
+        self._values += len(node.value)
+        if self._values > MAX_VALUES:
+            raise _TooManyValues
+        self._open.add(key)
+        value = self._mapping(node) if node.__class__ is _Mapping else self._sequence(node)
+        self._open.discard(key)
+        return value
+
+    def _sequence(self, node: yaml.SequenceNode) -> list | None:
+        if node.tag != _SEQ:
+            self._reject(node, f"unsupported YAML tag {_short(node.tag)}: write a plain list")
+            return None
+        return [
+            item.value if item.__class__ is _Scalar and item.tag == _STR else self._build(item) for item in node.value
+        ]
+
+    def _mapping(self, node: yaml.MappingNode) -> dict | None:
+        if node.tag != _MAP:
+            self._reject(node, f"unsupported YAML tag {_short(node.tag)}: write a plain mapping")
+            return None
+        result: dict[str, object] = {}
+        for key_node, value_node in node.value:
+            if key_node.__class__ is not _Scalar:
+                self._problem(key_node, "mapping keys must be plain names, not lists or mappings")
+                continue
+            key = key_node.value
+            if key in result:
+                first = next(k for k, _ in node.value if k.__class__ is _Scalar and k.value == key)
+                self._problem(key_node, f"duplicate key '{key}' (first at line {first.start_mark.line + 1})")
+                continue
+            result[key] = (
+                value_node.value
+                if value_node.__class__ is _Scalar and value_node.tag == _STR
+                else self._build(value_node)
+            )
+        return result
+
+    def _scalar(self, node: yaml.ScalarNode) -> object:
+        tag, text = node.tag, node.value
+        if tag == _STR:
+            return text
+        if tag == _NULL:
+            if _WORDS.get(text) == _NULL:
+                return None
+        elif tag == _BOOL:
+            if text.lower() in ("true", "false"):
+                return text.lower() == "true"
+        elif tag == _INT:
+            number = _integer(text)
+            if number is not None:
+                return number
+        else:
+            self._reject(node, f"unsupported YAML tag {_short(tag)}: write a plain value")
+            return None
+        self._reject(node, f"'{text[:40]}' is not a valid {_short(tag)} value")
+        return None
+
+
+def _integer(text: str) -> int | None:
+    try:
+        if _DECIMAL.fullmatch(text):
+            return int(text, 10)
+        if text[:2] in ("0x", "0o"):
+            return int(text, 0)
+    except ValueError:  # more digits than Python converts
+        pass
+    return None
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
