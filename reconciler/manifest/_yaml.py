@@ -131,9 +131,20 @@ def _too_deep(text: str, file: str) -> Problem | None:
     """A problem if collections nest deeper than MAX_DEPTH, found by streaming events (no recursion).
 
     Every nesting level needs one of ``[ { - ? :``, so most files are cleared by counting them.
+    PyYAML 6.0.4 and later refuse 1,000 levels in the scanner, which reads up to 1,024 characters
+    ahead, so its error can arrive before our 101st event does. Then the text up to that error is
+    streamed again: our limit, our message and our position on every PyYAML version.
     """
     if sum(text.count(char) for char in "[{-?:") <= MAX_DEPTH:
         return None
+    problem, stopped_at = _depth_scan(text, file)
+    if problem is None and stopped_at is not None:
+        problem, _ = _depth_scan(text[:stopped_at], file)
+    return problem
+
+
+def _depth_scan(text: str, file: str) -> tuple[Problem | None, int | None]:
+    """Our nesting problem, or None and the character index where the YAML scanner gave up (if it did)."""
     loader = _Loader(text)
     depth = 0
     try:
@@ -142,14 +153,15 @@ def _too_deep(text: str, file: str) -> Problem | None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     line, col = event.start_mark.line + 1, event.start_mark.column + 1
-                    return Problem(file, line, col, f"nested more than {MAX_DEPTH} levels deep")
+                    return Problem(file, line, col, f"nested more than {MAX_DEPTH} levels deep"), None
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-    except yaml.YAMLError:
-        pass  # composing reports it, with its position
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        return None, (mark.index if mark is not None and 0 < mark.index < len(text) else None)
     finally:
         loader.dispose()
-    return None
+    return None, None
 
 
 def _syntax_problem(error: yaml.YAMLError, text: str, file: str) -> Problem:

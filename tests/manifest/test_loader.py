@@ -326,6 +326,11 @@ def test_deep_nesting_is_refused_before_it_reaches_the_c_stack(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "deep.yaml").write_text("[" * 100_000 + "]" * 100_000)
     assert problems_of(["deep.yaml"]) == [f"deep.yaml:1:{MAX_DEPTH + 1}: nested more than {MAX_DEPTH} levels deep"]
+    # PyYAML >= 6.0.4 refuses 1,000 levels itself (flow and block); our limit and message come first.
+    (tmp_path / "deep.yaml").write_text("{a: " * 5_000 + "}" * 5_000)
+    assert problems_of(["deep.yaml"]) == [f"deep.yaml:1:{4 * MAX_DEPTH + 1}: nested more than {MAX_DEPTH} levels deep"]
+    (tmp_path / "deep.yaml").write_text("- " * 5_000 + "x\n")
+    assert problems_of(["deep.yaml"]) == [f"deep.yaml:1:{2 * MAX_DEPTH + 1}: nested more than {MAX_DEPTH} levels deep"]
 
 
 def test_control_characters_are_a_yaml_error(tmp_path, monkeypatch):
