@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconciler.client import FactoryClient
+from reconciler.core.plan import CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
+from reconciler.core.spec import WaveSpec
+from reconciler.core.state import WaveStatus
 from reconciler.errors import BackendError, UserError
 from reconciler.observe import observe, parse_wave, rollout_options
-from reconciler.core.plan import Operation, Plan, build_plan
 from reconciler.render import SYMBOLS
-from reconciler.core.spec import WaveSpec
 
 SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> signing.TargetsSigner
 
@@ -36,7 +37,7 @@ def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | No
     """Refuse before the first write: plan errors, or an init without a signer whose key matches root."""
     if plan.errors:
         raise UserError(f"the plan has {len(plan.errors)} error(s); nothing was applied")
-    if not any(op.op == "init" for op in plan.ready):
+    if not any(isinstance(op, InitOp) for op in plan.ready):
         return None
     if make_signer is None:
         raise UserError("creating a wave needs the offline targets key: pass --keys FILE, --signer URI or set "
@@ -79,12 +80,12 @@ def _failure(op: Operation, why: str, result: ApplyResult) -> str:
 
 def _execute(client: FactoryClient, op: Operation, signer) -> str:
     try:
-        if op.op == "init":
+        if isinstance(op, InitOp):
             return _init(client, op, signer)
-        if op.op == "rollout":
+        if isinstance(op, RolloutOp):
             answer = client.rollout(op.wave, rollout_options(op, dry_run=False))
             return f"rolled out to {int((answer or {}).get('device-num') or 0)} devices"
-        if op.op == "complete":
+        if isinstance(op, CompleteOp):
             client.complete(op.wave)
             return "completed; its targets are now the production targets of tag " + op.tag
         client.cancel(op.wave)
@@ -101,14 +102,14 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
     if data is None:
         return False
     wave = parse_wave(data)
-    if op.op == "init":
+    if isinstance(op, InitOp):
         return wave.version == op.target and wave.tag == op.tag
-    if op.op == "rollout":
-        return len(wave.history) > (op.phase_index or 0)
-    return wave.status == ("complete" if op.op == "complete" else "canceled")
+    if isinstance(op, RolloutOp):
+        return len(wave.history) > op.phase_index
+    return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)
 
 
-def _init(client: FactoryClient, op: Operation, signer) -> str:
+def _init(client: FactoryClient, op: InitOp, signer) -> str:
     from reconciler import signing
 
     ci_targets = client.ci_targets(op.target)

@@ -135,8 +135,8 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
                     provenance, diffs) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
-    from reconciler.observe import fill_device_counts, observe
     from reconciler.core.plan import build_plan
+    from reconciler.observe import fill_device_counts, observe
 
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
@@ -146,7 +146,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
         if not plan.errors:
-            fill_device_counts(client, plan)
+            plan = fill_device_counts(client, plan)
         if output_format == "json":
             click.echo(render.to_json(plan, provenance, diffs))
         elif output_format == "markdown":

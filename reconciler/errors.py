@@ -8,6 +8,14 @@ traceback. Messages never contain key material or tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    """An error stops the run (exit 1); a warning is printed and the run goes on."""
+
+    ERROR = "error"
+    WARNING = "warning"
 
 
 @dataclass(frozen=True, order=True)
@@ -18,10 +26,10 @@ class Problem:
     line: int
     col: int
     message: str
-    severity: str = "error"  # "error" or "warning"
+    severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
-        prefix = "" if self.severity == "error" else "warning: "
+        prefix = "" if self.severity is Severity.ERROR else "warning: "
         if not self.file:
             return f"{prefix}{self.message}"
         return f"{self.file}:{self.line}:{self.col}: {prefix}{self.message}"

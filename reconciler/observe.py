@@ -9,13 +9,14 @@ come after planning, one per active wave at most.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from reconciler.client import FactoryClient
-from reconciler.errors import BackendError
-from reconciler.core.plan import Plan, active_tags, selected_specs, waves_needing_status
+from reconciler.core.plan import Plan, RolloutOp, active_tags, selected_specs, waves_needing_status
 from reconciler.core.spec import WaveSpec
-from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress
+from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress, WaveStatus
+from reconciler.errors import BackendError
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -52,7 +53,7 @@ def _parse_wave(data: dict) -> ObservedWave:
         )
         for entry in data.get("rollout-history") or []
     )
-    status = data.get("status") or "active"
+    status = WaveStatus(data.get("status") or "active")
     return ObservedWave(
         name=data["name"],
         version=int(data["version"]),
@@ -119,7 +120,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     )
 
 
-def rollout_options(op, dry_run: bool) -> dict:
+def rollout_options(op: RolloutOp, dry_run: bool) -> dict:
     """The WaveRolloutOptions body of a rollout operation (omitempty like fioctl; flags always sent)."""
     body: dict = {}
     if op.group:
@@ -134,32 +135,32 @@ def rollout_options(op, dry_run: bool) -> dict:
     return body
 
 
-def fill_device_counts(client: FactoryClient, plan: Plan) -> None:
-    """Ask the backend how many devices each wave's next ready rollout would reach (a dry-run rollout)."""
-    existing = {w.name for w in plan.waves if w.status == "active"}
+def fill_device_counts(client: FactoryClient, plan: Plan) -> Plan:
+    """The plan with the device count of each wave's next ready rollout (a dry-run rollout on the backend).
+
+    A rollout the backend refuses is blocked with its answer, and every later step of its wave behind it.
+    """
+    existing = {w.name for w in plan.waves if w.status == WaveStatus.ACTIVE}
     seen = set()
     for op in plan.operations:
-        if op.op != "rollout" or not op.ready or op.wave not in existing or op.wave in seen:
+        if not isinstance(op, RolloutOp) or not op.ready or op.wave not in existing or op.wave in seen:
             continue
         seen.add(op.wave)
         try:
             result = client.rollout(op.wave, rollout_options(op, dry_run=True))
         except BackendError as exc:
-            _block_wave_from(plan, op, f"the factory refuses this rollout: {exc}")
+            plan = _block_wave_from(plan, op, f"the factory refuses this rollout: {exc}")
             continue
-        op.devices = int(result.get("device-num") or 0)
+        plan = plan.with_operation(op, replace(op, devices=int(result.get("device-num") or 0)))
+    return plan
 
 
-def _block_wave_from(plan: Plan, refused, reason: str) -> None:
+def _block_wave_from(plan: Plan, refused: RolloutOp, reason: str) -> Plan:
     """Block a refused rollout and every later step of the same wave behind it."""
     later = False
     for op in plan.operations:
         if op is refused:
-            op.status, op.reason, later = "blocked", reason, True
+            plan, later = plan.with_operation(op, op.blocked(reason)), True
         elif later and op.wave == refused.wave and op.ready:
-            op.status, op.reason = "blocked", f"after phase '{refused.phase}'"
-        else:
-            continue
-        if op.phase_index is not None:
-            summary = next(w for w in plan.waves if w.name == op.wave)
-            summary.phases[op.phase_index] = (op.phase, "blocked")
+            plan = plan.with_operation(op, op.blocked(f"after phase '{refused.phase}'"))
+    return plan

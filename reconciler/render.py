@@ -10,11 +10,12 @@ import json
 from collections import Counter
 from datetime import datetime
 
+from reconciler.core.plan import InitOp, Operation, OpKind, Plan, RolloutOp, WaveSummary, rollout_scope
+from reconciler.core.state import WaveStatus
 from reconciler.errors import Problem
-from reconciler.core.plan import Operation, Plan, WaveSummary, rollout_scope
 
 FORMAT_VERSION = "1.0"
-SYMBOLS = {"init": "+", "rollout": "~", "complete": "*", "cancel": "-"}
+SYMBOLS = {OpKind.INIT: "+", OpKind.ROLLOUT: "~", OpKind.COMPLETE: "*", OpKind.CANCEL: "-"}
 NO_CHANGES = "No changes. The factory matches the manifests."
 
 
@@ -31,12 +32,12 @@ def summary_line(plan: Plan) -> str:
 
 
 def operation_detail(op: Operation) -> str:
-    if op.op == "rollout":
+    if isinstance(op, RolloutOp):
         detail = f"phase '{op.phase}' ({rollout_scope(op)})"
         if op.devices is not None:
             detail += f", {op.devices} devices"
         return detail
-    if op.op == "init":
+    if isinstance(op, InitOp):
         detail = f"target {op.target}, tag {op.tag}, expires {iso(op.expires)}"
         if op.prune:
             detail += f", prune {', '.join(map(str, op.prune))}"
@@ -82,7 +83,7 @@ def operation_dict(op: Operation) -> dict:
                   "manifest": op.location.file, "line": op.location.line}
     if op.reason:
         data["reason"] = op.reason
-    if op.op == "rollout":
+    if isinstance(op, RolloutOp):
         data.update(phase=op.phase, phase_index=op.phase_index, group=op.group)
         if op.limit is not None:
             data["limit"] = op.limit
@@ -92,7 +93,7 @@ def operation_dict(op: Operation) -> dict:
             data["uuids"] = len(op.uuids)
         if op.devices is not None:
             data["devices"] = op.devices
-    if op.op == "init":
+    if isinstance(op, InitOp):
         data.update(target=op.target, prune=list(op.prune), expires=iso(op.expires), needs_key=True)
         if op.source_tag:
             data["source_tag"] = op.source_tag
@@ -102,7 +103,7 @@ def operation_dict(op: Operation) -> dict:
 def wave_dict(wave: WaveSummary) -> dict:
     data = {"name": wave.name, "manifest": wave.manifest, "tag": wave.tag, "target": wave.target,
             "status": wave.status, "phases_done": wave.phases_done, "phases_total": len(wave.phases),
-            "phases": [{"name": name, "state": state} for name, state in wave.phases], "drift": wave.drift}
+            "phases": [{"name": name, "state": state} for name, state in wave.phases], "drift": list(wave.drift)}
     if wave.rolled_out is not None:
         data["progress"] = {"updated": wave.updated, "rolled_out": wave.rolled_out, "total": wave.total}
     return data
@@ -155,14 +156,14 @@ def mermaid(plan: Plan, wave: WaveSummary) -> str:
     """A left-to-right flow of the wave's steps, each node coloured by its state."""
     steps: list[tuple[str, str]] = []
     ops = [op for op in plan.operations if op.wave == wave.name]
-    init = next((op for op in ops if op.op == "init"), None)
+    init = next((op for op in ops if op.op is OpKind.INIT), None)
     steps.append(("init", "done" if wave.status != "absent" else ("ready" if init and init.ready else "blocked")))
     steps += wave.phases
-    finish = next((op for op in ops if op.op in ("complete", "cancel")), None)
+    finish = next((op for op in ops if op.op in (OpKind.COMPLETE, OpKind.CANCEL)), None)
     if finish is not None:
         steps.append((finish.op, "ready" if finish.ready else "blocked"))
-    elif wave.status in ("complete", "canceled"):
-        steps.append(("complete" if wave.status == "complete" else "cancel", "done"))
+    elif wave.status in (WaveStatus.COMPLETE, WaveStatus.CANCELED):
+        steps.append(("complete" if wave.status is WaveStatus.COMPLETE else "cancel", "done"))
     lines = ["```mermaid", "flowchart LR"]
     ids = []
     for index, (name, state) in enumerate(steps):
@@ -195,7 +196,7 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
         out += ["| | Step | Wave | Detail | Devices | Status |", "|---|---|---|---|---|---|"]
         for op in plan.operations:
             status = "ready" if op.ready else f"blocked: {op.reason}"
-            devices = op.devices if op.devices is not None else ""
+            devices = op.devices if isinstance(op, RolloutOp) and op.devices is not None else ""
             out.append(f"| `{SYMBOLS[op.op]}` | {op.op} | `{_cell(op.wave)}` | {_cell(operation_detail(op))} | "
                        f"{devices} | {_cell(status)} |")
         out.append("")

@@ -132,7 +132,7 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
     specs = load([str(release_repo)]).specs
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
         plan = build_plan(specs, observe(client, specs))
-        fill_device_counts(client, plan)
+        plan = fill_device_counts(client, plan)
         # list + prod-targets + CI targets of the wave to init, then status + dry-run for the active wave
         assert client.requests == 5 <= 3 + 2 * 1
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]

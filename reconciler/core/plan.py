@@ -20,56 +20,124 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import ClassVar, Literal, Self
 
-from reconciler.errors import Problem
 from reconciler.core.spec import Gate, Location, PhaseSpec, WaveSpec
-from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord
+from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress, WaveStatus
+from reconciler.errors import Problem, Severity
 
 EXPIRY_WARNING = timedelta(days=30)
 
 
-@dataclass
-class Operation:
-    op: str  # init | rollout | complete | cancel
+class OpKind(StrEnum):
+    """What a step does to a wave; the plan symbol and the JSON ``op`` follow from it."""
+
+    INIT = "init"
+    ROLLOUT = "rollout"
+    COMPLETE = "complete"
+    CANCEL = "cancel"
+
+
+class StepStatus(StrEnum):
+    """``ready`` runs in this apply; ``blocked`` waits (a gate, an earlier step) or is refused (an error)."""
+
+    READY = "ready"
+    BLOCKED = "blocked"
+
+
+PhaseState = Literal["done", "ready", "blocked", "pending"]
+SummaryStatus = Literal["absent"] | WaveStatus  # absent: the wave does not exist in the factory yet
+StepKey = tuple[OpKind, str, int | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Step:
+    """What every step has: the wave, its tag, whether it runs now and where in a manifest it comes from."""
+
+    kind: ClassVar[OpKind]
     wave: str
     tag: str
-    status: str  # ready | blocked
+    status: StepStatus
     location: Location
     reason: str | None = None
-    # rollout
-    phase: str | None = None
-    phase_index: int | None = None  # 0-based position in the manifest and in the rollout history
-    group: str | None = None
+
+    @property
+    def op(self) -> OpKind:
+        return self.kind
+
+    @property
+    def ready(self) -> bool:
+        return self.status is StepStatus.READY
+
+    @property
+    def key(self) -> StepKey:
+        """Identifies the step across re-plans, so apply can find it again after re-observing."""
+        return (self.kind, self.wave, None)
+
+    def describe(self) -> str:
+        """A short human name, e.g. ``complete v46``."""
+        return f"{self.kind} {self.wave}"
+
+    def blocked(self, reason: str) -> Self:
+        return replace(self, status=StepStatus.BLOCKED, reason=reason)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitOp(_Step):
+    """Create the wave: sign its targets (the offline key) and send them."""
+
+    kind: ClassVar[OpKind] = OpKind.INIT
+    target: int
+    expires: datetime
+    prune: tuple[int, ...] = ()
+    source_tag: str | None = None
+
+    def describe(self) -> str:
+        extra = f", prune {', '.join(map(str, self.prune))}" if self.prune else ""
+        return f"init {self.wave} (target {self.target}, tag {self.tag}{extra})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutOp(_Step):
+    """Roll the wave out to one phase's devices: one entry of the wave's rollout history."""
+
+    kind: ClassVar[OpKind] = OpKind.ROLLOUT
+    phase: str
+    phase_index: int  # 0-based position in the manifest and in the rollout history
+    group: str | None = None  # None: factory-wide
     limit: int | None = None
     percentage: int | None = None
     uuids: tuple[str, ...] | None = None
     devices: int | None = None  # from a dry-run rollout, filled in by the shell
-    # init
-    target: int | None = None
-    prune: tuple[int, ...] = ()
-    expires: datetime | None = None
-    source_tag: str | None = None
 
     @property
-    def ready(self) -> bool:
-        return self.status == "ready"
-
-    @property
-    def key(self) -> tuple[str, str, int | None]:
-        """Identifies the step across re-plans, so apply can find it again after re-observing."""
-        return (self.op, self.wave, self.phase_index)
+    def key(self) -> StepKey:
+        return (self.kind, self.wave, self.phase_index)
 
     def describe(self) -> str:
-        """A short human name: ``rollout v46 phase 'beta' (group beta, limit 10)``."""
-        if self.op == "rollout":
-            return f"rollout {self.wave} phase '{self.phase}' ({rollout_scope(self)})"
-        if self.op == "init":
-            extra = f", prune {', '.join(map(str, self.prune))}" if self.prune else ""
-            return f"init {self.wave} (target {self.target}, tag {self.tag}{extra})"
-        return f"{self.op} {self.wave}"
+        """``rollout v46 phase 'beta' (group beta, limit 10)``."""
+        return f"rollout {self.wave} phase '{self.phase}' ({rollout_scope(self)})"
 
 
-def rollout_scope(op: Operation) -> str:
+@dataclass(frozen=True, kw_only=True)
+class CompleteOp(_Step):
+    """Make the wave's targets the tag's production targets."""
+
+    kind: ClassVar[OpKind] = OpKind.COMPLETE
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelOp(_Step):
+    """Stop the wave; devices already updated stay where they are."""
+
+    kind: ClassVar[OpKind] = OpKind.CANCEL
+
+
+Operation = InitOp | RolloutOp | CompleteOp | CancelOp
+
+
+def rollout_scope(op: RolloutOp) -> str:
     parts = [f"group {op.group}" if op.group else "factory-wide"]
     if op.limit is not None:
         parts.append(f"limit {op.limit}")
@@ -80,30 +148,35 @@ def rollout_scope(op: Operation) -> str:
     return ", ".join(parts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class WaveSummary:
     name: str
     manifest: str
     tag: str
     target: int
-    status: str  # absent | active | complete | canceled (as observed)
-    phases: list[tuple[str, str]]  # (phase name, done | ready | blocked | pending)
+    status: SummaryStatus  # as observed
+    phases: tuple[tuple[str, PhaseState], ...]
     phases_done: int
-    drift: list[str] = field(default_factory=list)
+    drift: tuple[str, ...] = ()
     updated: int | None = None
     rolled_out: int | None = None
     total: int | None = None
 
+    def with_phase(self, index: int, state: PhaseState) -> WaveSummary:
+        phases = list(self.phases)
+        phases[index] = (phases[index][0], state)
+        return replace(self, phases=tuple(phases))
 
-@dataclass
+
+@dataclass(frozen=True)
 class Plan:
     factory: str
     backend: str
     now: datetime
-    operations: list[Operation]
-    waves: list[WaveSummary]
-    warnings: list[Problem]
-    errors: list[Problem]
+    operations: tuple[Operation, ...]
+    waves: tuple[WaveSummary, ...]
+    warnings: tuple[Problem, ...]
+    errors: tuple[Problem, ...]
     skipped_manifests: int = 0  # waves for another factory
 
     @property
@@ -114,13 +187,22 @@ class Plan:
     def ready(self) -> list[Operation]:
         return [op for op in self.operations if op.ready]
 
-    def find(self, key: tuple[str, str, int | None]) -> Operation | None:
+    def find(self, key: StepKey) -> Operation | None:
         return next((op for op in self.operations if op.key == key), None)
 
     def restricted_to(self, names: set[str]) -> Plan:
         """The same plan showing only these waves' steps (``--base``); problems are kept, they block apply."""
-        return replace(self, operations=[op for op in self.operations if op.wave in names],
-                       waves=[w for w in self.waves if w.name in names])
+        return replace(self, operations=tuple(op for op in self.operations if op.wave in names),
+                       waves=tuple(w for w in self.waves if w.name in names))
+
+    def with_operation(self, old: Operation, new: Operation) -> Plan:
+        """This plan with one step replaced (the shell adds device counts or blocks a refused rollout)."""
+        operations = tuple(new if op is old else op for op in self.operations)
+        waves = self.waves
+        if isinstance(new, RolloutOp) and new.status != old.status:
+            state: PhaseState = "ready" if new.ready else "blocked"
+            waves = tuple(w.with_phase(new.phase_index, state) if w.name == new.wave else w for w in waves)
+        return replace(self, operations=operations, waves=waves)
 
 
 def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
@@ -128,7 +210,7 @@ def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, Observ
     needed = set()
     for spec in specs:
         wave = observed_waves.get(spec.name)
-        if wave is None or wave.status != "active":
+        if wave is None or wave.status is not WaveStatus.ACTIVE:
             continue
         done = len(wave.history)
         if done < len(spec.phases):
@@ -157,17 +239,40 @@ def build_plan(specs: list[WaveSpec], observed: ObservedState) -> Plan:
         factory=observed.factory,
         backend=observed.backend,
         now=observed.now,
-        operations=planner.ops,
-        waves=planner.summaries,
-        warnings=sorted(planner.warnings),
-        errors=sorted(planner.errors),
+        operations=tuple(planner.ops),
+        waves=tuple(draft.freeze() for draft in planner.summaries),
+        warnings=tuple(sorted(planner.warnings)),
+        errors=tuple(sorted(planner.errors)),
         skipped_manifests=len(specs) - len(chosen),
     )
 
 
 def active_tags(waves) -> set[str]:
     """Tags with an active wave in the factory: each is planned even without a manifest of its own."""
-    return {w.tag for w in waves if w.status == "active"}
+    return {w.tag for w in waves if w.status is WaveStatus.ACTIVE}
+
+
+@dataclass
+class _SummaryDraft:
+    """A wave's summary while the planner fills in its phases; frozen into a ``WaveSummary`` at the end."""
+
+    spec: WaveSpec
+    status: SummaryStatus
+    phases_done: int
+    drift: list[str]
+    phases: list[tuple[str, PhaseState]] = field(default_factory=list)
+    updated: int | None = None
+    rolled_out: int | None = None
+    total: int | None = None
+
+    def __post_init__(self) -> None:
+        self.phases = [(p.name, "done" if i < self.phases_done else "pending") for i, p in enumerate(self.spec.phases)]
+
+    def freeze(self) -> WaveSummary:
+        spec = self.spec
+        return WaveSummary(name=spec.name, manifest=spec.manifest, tag=spec.tag, target=spec.target, status=self.status,
+                           phases=tuple(self.phases), phases_done=self.phases_done, drift=tuple(self.drift),
+                           updated=self.updated, rolled_out=self.rolled_out, total=self.total)
 
 
 @dataclass
@@ -185,7 +290,7 @@ class _Planner:
         self.observed = observed
         self.now = observed.now
         self.ops: list[Operation] = []
-        self.summaries: list[WaveSummary] = []
+        self.summaries: list[_SummaryDraft] = []
         self.warnings: list[Problem] = []
         self.errors: list[Problem] = []
 
@@ -194,7 +299,7 @@ class _Planner:
     def plan_tag(self, tag: str, specs: list[WaveSpec]) -> None:
         prod = self.observed.prod_targets.get(tag)
         self._warn_expiry(tag, prod, specs)
-        active = [w for w in self.observed.waves.values() if w.tag == tag and w.status == "active"]
+        active = [w for w in self.observed.waves.values() if w.tag == tag and w.status is WaveStatus.ACTIVE]
         state = _TagState(
             busy_with=active[0].name if active else None,
             busy_reason="",
@@ -220,11 +325,7 @@ class _Planner:
     def _plan_existing(self, spec: WaveSpec, wave: ObservedWave, state: _TagState) -> None:
         drift = _ledger_drift(spec.phases, wave.history)
         done = min(len(wave.history), len(spec.phases))
-        summary = WaveSummary(
-            name=spec.name, manifest=spec.manifest, tag=spec.tag, target=spec.target, status=wave.status,
-            phases=[(p.name, "done" if i < done else "pending") for i, p in enumerate(spec.phases)],
-            phases_done=done, drift=drift,
-        )
+        summary = _SummaryDraft(spec, wave.status, done, drift)
         progress = self.observed.progress.get(spec.name)
         if progress is not None:
             summary.updated, summary.rolled_out, summary.total = progress.updated, progress.rolled_out, progress.total
@@ -240,14 +341,14 @@ class _Planner:
         for key, message in conflicts:
             self._error(spec.at(key), message)
 
-        if wave.status == "complete":
+        if wave.status is WaveStatus.COMPLETE:
             if spec.cancel:
                 self._error(spec.at("cancel"), f"wave '{spec.name}' is complete and cannot be canceled; to take version "
                                            f"{wave.version} out of production, prune it with a new wave")
             elif done < len(spec.phases) or spec.complete is None:
                 self._warn(spec.location, f"wave '{spec.name}' was completed in the factory outside the manifests")
             return
-        if wave.status == "canceled":
+        if wave.status is WaveStatus.CANCELED:
             if not spec.cancel:
                 self._warn(spec.location, f"wave '{spec.name}' was canceled in the factory; a canceled wave cannot "
                                           f"resume, create a new wave to continue")
@@ -258,7 +359,7 @@ class _Planner:
             state.busy_reason = f"wave '{spec.name}' has a conflict"
             return
         if spec.cancel:
-            self._add(Operation("cancel", spec.name, spec.tag, "ready", spec.location))
+            self._add(CancelOp(wave=spec.name, tag=spec.tag, status=StepStatus.READY, location=spec.location))
             state.busy_with = None
             return
         if drift:
@@ -274,10 +375,7 @@ class _Planner:
     # -- new waves ---------------------------------------------------------------------------
 
     def _plan_new(self, spec: WaveSpec, state: _TagState) -> None:
-        summary = WaveSummary(
-            name=spec.name, manifest=spec.manifest, tag=spec.tag, target=spec.target, status="absent",
-            phases=[(p.name, "pending") for p in spec.phases], phases_done=0,
-        )
+        summary = _SummaryDraft(spec, "absent", 0, [])
         self.summaries.append(summary)
         if spec.cancel:
             self._warn(spec.location, f"wave '{spec.name}' does not exist in the factory; nothing to cancel")
@@ -293,8 +391,8 @@ class _Planner:
         elif state.busy_with is not None:
             why = f" ({state.busy_reason})" if state.busy_reason else ""
             reason = f"tag '{spec.tag}' has active wave '{state.busy_with}'{why}"
-        init = Operation("init", spec.name, spec.tag, "blocked" if reason else "ready", spec.location, reason,
-                         target=spec.target, prune=spec.prune, expires=expires, source_tag=spec.source_tag)
+        init = InitOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.location, reason=reason,
+                      target=spec.target, prune=spec.prune, expires=expires, source_tag=spec.source_tag)
         self._add(init)
         completes = self._plan_steps(spec, summary, created_at=None, history=(), progress=None,
                                      blocked=None if init.ready else "after init")
@@ -339,8 +437,8 @@ class _Planner:
 
     # -- steps shared by new and existing waves -----------------------------------------------
 
-    def _plan_steps(self, spec: WaveSpec, summary: WaveSummary, *, created_at: datetime | None,
-                    history: tuple[RolloutRecord, ...], progress, blocked: str | None) -> bool:
+    def _plan_steps(self, spec: WaveSpec, summary: _SummaryDraft, *, created_at: datetime | None,
+                    history: tuple[RolloutRecord, ...], progress: WaveProgress | None, blocked: str | None) -> bool:
         """Plan the remaining rollouts and the complete; return whether the wave completes in this plan."""
         done = len(history)
         pending_before = False  # a rollout of this wave happens earlier in this plan
@@ -363,8 +461,8 @@ class _Planner:
             else:
                 since = history[-1].at if history else created_at
             reason = _gate_reason(spec.complete.gate, since, self.now, progress, pending_before)
-        self._add(Operation("complete", spec.name, spec.tag, "blocked" if reason else "ready",
-                            spec.complete.location, reason))
+        self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
+                             reason=reason))
         return reason is None
 
     def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool) -> None:
@@ -376,18 +474,19 @@ class _Planner:
             state.busy_with = spec.name
             state.busy_reason = _why_still_active(spec)
 
-    def _block_rest(self, spec: WaveSpec, done: int, reason: str, summary: WaveSummary) -> None:
+    def _block_rest(self, spec: WaveSpec, done: int, reason: str, summary: _SummaryDraft) -> None:
         for index in range(done, len(spec.phases)):
             self._add(_rollout(spec, spec.phases[index], index, reason))
             summary.phases[index] = (spec.phases[index].name, "blocked")
         if spec.complete is not None:
-            self._add(Operation("complete", spec.name, spec.tag, "blocked", spec.complete.location, reason))
+            self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
+                                 location=spec.complete.location, reason=reason))
 
     # -- reports -----------------------------------------------------------------------------
 
     def report_unmanaged(self, managed: set[str]) -> None:
         for wave in sorted(self.observed.waves.values(), key=lambda w: w.name):
-            if wave.status == "active" and wave.name not in managed:
+            if wave.status is WaveStatus.ACTIVE and wave.name not in managed:
                 self._warn(Location(""), f"unmanaged active wave '{wave.name}' (version {wave.version}, tag "
                                          f"'{wave.tag}') has no manifest; it is left untouched")
 
@@ -409,13 +508,17 @@ class _Planner:
         self.errors.append(Problem(where.file, where.line, where.col, message))
 
     def _warn(self, where: Location, message: str) -> None:
-        self.warnings.append(Problem(where.file, where.line, where.col, message, "warning"))
+        self.warnings.append(Problem(where.file, where.line, where.col, message, Severity.WARNING))
 
 
-def _rollout(spec: WaveSpec, phase: PhaseSpec, index: int, reason: str | None) -> Operation:
+def _status(reason: str | None) -> StepStatus:
+    return StepStatus.BLOCKED if reason else StepStatus.READY
+
+
+def _rollout(spec: WaveSpec, phase: PhaseSpec, index: int, reason: str | None) -> RolloutOp:
     limit = phase.limit
-    return Operation(
-        "rollout", spec.name, spec.tag, "blocked" if reason else "ready", phase.location, reason,
+    return RolloutOp(
+        wave=spec.name, tag=spec.tag, status=_status(reason), location=phase.location, reason=reason,
         phase=phase.name, phase_index=index, group=phase.group,
         limit=limit.value if limit and not limit.percent else None,
         percentage=limit.value if limit and limit.percent else None,
@@ -458,7 +561,8 @@ def _phase_scope(phase: PhaseSpec) -> str:
     return f"the whole group {phase.group}" if phase.full_group else f"part of group {phase.group}"
 
 
-def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress, pending_before: bool) -> str | None:
+def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress: WaveProgress | None,
+                 pending_before: bool) -> str | None:
     """Why a gate has not passed yet, or None. ``since`` None means the previous step happens in this plan."""
     reasons = []
     if gate.wait_seconds:

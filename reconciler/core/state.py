@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+
+
+class WaveStatus(StrEnum):
+    """A wave's ``status`` in the factory (reference/foundries-api.md §2.3)."""
+
+    ACTIVE = "active"
+    COMPLETE = "complete"
+    CANCELED = "canceled"
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class ObservedWave:
     name: str
     version: int
     tag: str
-    status: str  # active | complete | canceled
+    status: WaveStatus
     created_at: datetime
     history: tuple[RolloutRecord, ...] = ()
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import click
 
 from reconciler import manifest
+
 from . import default_path
+
 
 def parse_duration(text: str) -> int:
     """Durations as manifests write them (``1h``, ``1d12h``, ``2w``) or plain seconds, at most 3650 days."""

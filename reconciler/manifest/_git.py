@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Self
 
+from reconciler.core.spec import WaveSpec
 from reconciler.errors import UserError
 from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
-from reconciler.core.spec import WaveSpec
 
 _SYMLINK_MODE = "120000"
 _MAX_LINK_HOPS = 8

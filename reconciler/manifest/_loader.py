@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from reconciler.errors import Problem, ValidationFailed
+from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
+from reconciler.errors import Problem, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe
+from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
+from reconciler.manifest._uuids import parse_file, parse_inline
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
 from reconciler.manifest._yaml import Document, position, read_documents
-from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
-from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
-from reconciler.manifest._uuids import parse_file, parse_inline
 
 DEFAULT_EXPIRES = 365 * 86400
 # Keys whose values the planner may find wrong against the factory (a target below production, ...).
@@ -75,7 +75,7 @@ class _Run:
 
     def report(self, problems: Sequence[Problem]) -> None:
         for problem in problems:
-            (self.errors if problem.severity == "error" else self.warnings).append(problem)
+            (self.errors if problem.severity is Severity.ERROR else self.warnings).append(problem)
 
     def load_file(self, key: str) -> None:
         file = self.source.display(key)
@@ -90,7 +90,7 @@ class _Run:
         documents, problems = read_documents(text, file)
         self.report(problems)
         if not documents and not problems:
-            self.warnings.append(Problem(file, 1, 1, "no documents in this file", "warning"))
+            self.warnings.append(Problem(file, 1, 1, "no documents in this file", Severity.WARNING))
         for document in documents:
             self.load_document(document, key)
 
@@ -288,7 +288,7 @@ class _WaveReader:
             tokens = [(item, file, *position(self.document.node_at(path + (index,)))) for index, item in enumerate(raw)]
             uuids, problems = parse_inline(tokens)
             self.run.report(problems)
-            self.failed |= any(problem.severity == "error" for problem in problems)
+            self.failed |= any(problem.severity is Severity.ERROR for problem in problems)
             return uuids, None
         if not raw:
             return None, None

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Iterable
 
-from reconciler.errors import Problem
+from reconciler.errors import Problem, Severity
 from reconciler.manifest._source import decode_utf8
 
 MAX_UUIDS = 10_000
@@ -77,7 +77,7 @@ def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Probl
             _, first_file, first_line, first_col = first_seen[text]
             same_file = first_file == file
             place = f"line {first_line}, column {first_col}" if same_file else f"{first_file}:{first_line}:{first_col}"
-            warnings.append(Problem(file, line, col, f"duplicate UUID {text} (first at {place})", "warning"))
+            warnings.append(Problem(file, line, col, f"duplicate UUID {text} (first at {place})", Severity.WARNING))
         else:
             first_seen[text] = token
     if unreported:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from reconciler.errors import Problem
+from reconciler.errors import Problem, Severity
 
 _CORE = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _SEQ, _MAP = (_CORE + kind for kind in ("str", "int", "bool", "null", "seq", "map"))
@@ -82,7 +82,7 @@ class Document:
         entry = self._mapping(mapping).get(key) if isinstance(mapping, yaml.MappingNode) else None
         return mapping if entry is None else entry[0]
 
-    def problem(self, node: yaml.Node, message: str, severity: str = "error") -> Problem:
+    def problem(self, node: yaml.Node, message: str, severity: Severity = Severity.ERROR) -> Problem:
         line, col = position(node)
         return Problem(self.file, line, col, message, severity)
 

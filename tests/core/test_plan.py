@@ -20,7 +20,7 @@ from tests.helpers.planning import HOUR, NOW, active, observed, phase, record, w
 
 
 def summary(plan):
-    return [(op.op, op.wave, op.phase, op.status) for op in plan.operations]
+    return [(op.op, op.wave, getattr(op, "phase", None), op.status) for op in plan.operations]
 
 
 def test_new_wave_is_initialised_then_rolled_out_in_phase_order_with_gates():
@@ -38,7 +38,7 @@ def test_ledger_marks_done_phases_and_counts_wait_from_the_previous_rollout():
     plan = build_plan([spec], observed([active("v46", 46, history)]))
     assert summary(plan) == [("rollout", "v46", "beta", "blocked")]
     assert plan.operations[0].reason == "wait 24h: 13h12m left"
-    assert plan.waves[0].phases == [("canary", "done"), ("beta", "blocked")]
+    assert plan.waves[0].phases == (("canary", "done"), ("beta", "blocked"))
 
 
 def test_later_phases_are_blocked_behind_a_blocked_gate():
@@ -163,8 +163,8 @@ def test_history_that_does_not_match_is_drift_and_blocks_only_that_wave():
     state.prod_targets["production-eu"] = None
     plan = build_plan([drifted, other], state)
     assert plan.waves[0].name == "v46"
-    assert plan.waves[0].drift == ["rollout 1 in the factory was part of group us-east, but phase 'canary' is the "
-                                   "whole group canary"]
+    assert list(plan.waves[0].drift) == ["rollout 1 in the factory was part of group us-east, but phase 'canary' is the "
+                                         "whole group canary"]
     blocked = [op for op in plan.operations if op.wave == "v46"]
     assert all(op.status == "blocked" and op.reason.startswith("drift: ") for op in blocked)
     assert [op.status for op in plan.operations if op.wave == "eu"] == ["ready", "ready"]
@@ -174,7 +174,7 @@ def test_extra_rollout_in_the_factory_is_drift():
     spec = wave("v46", 46, [phase("canary", group="canary")], complete=CompleteSpec())
     state = observed([active("v46", 46, [record("canary", NOW, full=True), record(None, NOW, wide=True)])])
     plan = build_plan([spec], state)
-    assert plan.waves[0].drift == ["rollout 2 in the factory (factory-wide) has no phase in the manifest"]
+    assert list(plan.waves[0].drift) == ["rollout 2 in the factory (factory-wide) has no phase in the manifest"]
     assert plan.operations[0].status == "blocked"
 
 
@@ -193,7 +193,7 @@ def test_nothing_to_do():
     spec = wave("v42", 42, [phase("canary", group="canary")], complete=CompleteSpec())
     plan = build_plan([spec], observed([active("v42", 42, [record("canary", NOW, full=True)], status="complete")],
                                        prod_version=42, versions=(40, 42)))
-    assert plan.operations == [] and not plan.changes and not plan.errors and not plan.warnings
+    assert plan.operations == () and not plan.changes and not plan.errors and not plan.warnings
 
 
 def test_expiring_production_targets_are_warned_about():

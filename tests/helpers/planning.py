@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from reconciler.core.spec import Gate, Location, PhaseSpec, WaveSpec
-from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord
+from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveStatus
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 HOUR = 3600
@@ -28,7 +28,8 @@ def observed(waves=(), prod_version=40, versions=(40,), progress=None, ci=None, 
 
 
 def active(name, version, history=(), created=NOW - timedelta(days=2), status="active", tag="production"):
-    return ObservedWave(name=name, version=version, tag=tag, status=status, created_at=created, history=tuple(history))
+    return ObservedWave(name=name, version=version, tag=tag, status=WaveStatus(status), created_at=created,
+                        history=tuple(history))
 
 
 def record(group, at, full=False, wide=False):

@@ -1,0 +1,145 @@
+"""The layout's rules, checked on the source: who may import whom, and no import cycles.
+
+The pure core stays pure only if nothing lets I/O creep in; the local factory stays a separate world
+only if it never reaches into the reconciler's shell. Imports inside functions count too: a lazy
+import still couples two modules (it only hides the cycle until the function runs).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
+
+# The stdlib modules the pure core may use: values, types and arithmetic; no files, clocks or sockets.
+PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "enum", "functools", "itertools", "math",
+               "re", "typing"}
+
+# (importer prefix, imported prefixes it must not use, why)
+FORBIDDEN = [
+    ("reconciler.core", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.render",
+                         "reconciler.cli", "reconciler.signing", "reconciler.localfactory", "reconciler.github",
+                         "reconciler.manifest", "reconciler.watch", "httpx", "git", "yaml", "sqlite3", "os",
+                         "time", "socket", "subprocess", "pathlib"],
+     "the planner is pure: no client, factory, signing or I/O"),
+    ("reconciler.localfactory", ["reconciler.cli", "reconciler.client", "reconciler.observe", "reconciler.apply",
+                                 "reconciler.render", "reconciler.core", "reconciler.github", "reconciler.watch"],
+     "the local factory is a separate world behind HTTP: it imports nothing of the reconciler's shell"),
+    ("reconciler.render", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.localfactory",
+                           "reconciler.signing", "httpx"],
+     "rendering turns a plan into text: no client, no factory, no keys"),
+    ("reconciler.signing", ["reconciler.core", "reconciler.client", "reconciler.localfactory", "reconciler.manifest",
+                            "reconciler.cli", "reconciler.apply", "httpx"],
+     "signing is a leaf: the factory and the reconciler both use it"),
+    ("reconciler.manifest", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.render",
+                             "reconciler.cli", "reconciler.core.plan", "reconciler.core.state",
+                             "reconciler.localfactory", "reconciler.signing", "httpx"],
+     "manifests become specs without a backend"),
+    ("reconciler.github._workflow", ["reconciler.github._report", "reconciler.github._comment",
+                                     "reconciler.github._cli", "reconciler.client"],
+     "the workflow-command module is the github package's leaf"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every module ``name`` imports (anywhere in the file), resolved to a module of ours where possible."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in known else base)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: imports_of(name, path, known) for name, path in found.items()}
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+@pytest.mark.parametrize(("importer", "forbidden", "why"), FORBIDDEN, ids=[rule[0] for rule in FORBIDDEN])
+def test_no_module_imports_across_a_forbidden_line(importer, forbidden, why):
+    violations = sorted(
+        f"{name} imports {target}"
+        for name, targets in graph().items() if _within(name, importer)
+        for target in targets for banned in forbidden if _within(target, banned)
+    )
+    assert violations == [], f"{why}: " + "; ".join(violations)
+
+
+def test_the_core_uses_only_pure_stdlib_modules():
+    ours = {"reconciler.core", "reconciler.errors"}
+    impure = sorted(
+        f"{name} imports {target}"
+        for name, targets in graph().items() if _within(name, "reconciler.core")
+        for target in targets
+        if not any(_within(target, allowed) for allowed in ours) and target.split(".")[0] not in PURE_STDLIB
+    )
+    assert impure == []
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle among our modules (a package's __init__ importing its own children excepted), or None."""
+    def children_of_init(name: str, target: str) -> bool:
+        return target.startswith(name + ".")
+
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(edges.get(node, ())):
+            if target not in edges or children_of_init(node, target):
+                continue
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(edges):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_there_is_no_import_cycle():
+    cycle = find_cycle(graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert find_cycle({"p": {"p.x"}, "p.x": set()}) is None
