@@ -30,7 +30,7 @@ class _Command(click.Command):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_ERROR
+            exc.exit_code = EXIT_ERROR  # type: ignore[misc]  # click declares it a ClassVar; an instance override is what we need
             raise
 
 

@@ -95,7 +95,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
-    prod = {tag: None for tag in tags}
+    prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
     for tag, envelope in client.prod_targets(tags).items():
         if tag in prod:
             try:

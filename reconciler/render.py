@@ -26,8 +26,8 @@ def iso(moment: datetime | None) -> str | None:
 def summary_line(plan: Plan) -> str:
     ready = Counter(op.op for op in plan.ready)
     blocked = sum(1 for op in plan.operations if not op.ready)
-    parts = [f"{ready['init']} to init", f"{ready['rollout']} to roll out", f"{ready['complete']} to complete",
-             f"{ready['cancel']} to cancel"]
+    parts = [f"{ready[OpKind.INIT]} to init", f"{ready[OpKind.ROLLOUT]} to roll out",
+             f"{ready[OpKind.COMPLETE]} to complete", f"{ready[OpKind.CANCEL]} to cancel"]
     return f"Plan: {', '.join(parts)}; {blocked} blocked."
 
 
@@ -72,7 +72,7 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
 # -- JSON ----------------------------------------------------------------------------------------
 
 def problem_dict(problem: Problem) -> dict:
-    data = {"message": problem.message}
+    data: dict[str, str | int] = {"message": problem.message}
     if problem.file:
         data.update(file=problem.file, line=problem.line, col=problem.col)
     return data
@@ -110,7 +110,7 @@ def wave_dict(wave: WaveSummary) -> dict:
 
 
 def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> dict:
-    data = {
+    data: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "factory": plan.factory,
         "backend": plan.backend,
@@ -147,7 +147,7 @@ def _cell(text: object) -> str:
 
 
 def _progress(wave: WaveSummary) -> str:
-    if wave.rolled_out:
+    if wave.rolled_out and wave.updated is not None:
         return f"{wave.updated}/{wave.rolled_out} updated ({100 * wave.updated / wave.rolled_out:.0f}%)"
     return "–"
 

@@ -427,7 +427,7 @@ class _Planner:
         if spec.expires_at is not None:
             expires = spec.expires_at
         else:
-            expires = self.now + timedelta(seconds=spec.expires_in_seconds)
+            expires = self.now + timedelta(seconds=spec.expires_in_seconds or 0)
         if expires <= self.now:
             self._error(spec.at("expiresAt", "expires"), f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt")
         elif expires - self.now < EXPIRY_WARNING:

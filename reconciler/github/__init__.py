@@ -8,7 +8,7 @@ reconciler.github``). No module imports one to its right.
 from reconciler.github._cli import main
 from reconciler.github._workflow import (
     SUMMARY_LIMIT,
-    annotations,
+    annotation_commands,
     append_summary,
     command,
     escape_data,
@@ -22,7 +22,7 @@ from reconciler.github._workflow import (
 
 __all__ = [
     "SUMMARY_LIMIT",
-    "annotations",
+    "annotation_commands",
     "append_summary",
     "command",
     "escape_data",

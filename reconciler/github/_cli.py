@@ -19,7 +19,7 @@ import click
 
 from reconciler.errors import UserError
 from reconciler.github._report import plan_outputs, read_report, report_markdown, summary_markdown
-from reconciler.github._workflow import annotations, append_summary, command, mask_lines, runner_file, write_outputs
+from reconciler.github._workflow import annotation_commands, append_summary, command, mask_lines, runner_file, write_outputs
 
 _PLAN_JSON = click.option("--plan-json", required=True, help="what reconcile --format json printed")
 _MARKDOWN = click.option("--markdown", help="what reconcile --format markdown printed")
@@ -58,7 +58,7 @@ def outputs(plan_json: str) -> None:
 @_LOG
 def annotate(plan_json: str, log: str | None) -> None:
     report = read_report(plan_json, log=log)
-    _print(annotations(report.problems, os.environ.get("GITHUB_WORKSPACE")))
+    _print(annotation_commands(report.problems, os.environ.get("GITHUB_WORKSPACE")))
 
 
 @cli.command(help="Print ::add-mask:: for the values of environment variables.")

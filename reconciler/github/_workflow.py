@@ -56,7 +56,7 @@ def workspace_path(file: str, workspace: str | None) -> str:
     return os.path.relpath(absolute, root).replace(os.sep, "/")
 
 
-def annotations(problems: dict, workspace: str | None = None) -> list[str]:
+def annotation_commands(problems: dict, workspace: str | None = None) -> list[str]:
     """Annotation commands for the errors, then the warnings, of a plan (or of ``problems_from_log``).
 
     GitHub shows only the first few annotations of each kind per step, so errors come first;

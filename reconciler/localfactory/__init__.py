@@ -13,6 +13,10 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
 
 from .store import Store
 
@@ -29,7 +33,7 @@ def default_path() -> Path:
 
 @dataclass
 class Embedded:
-    app: object  # WSGI callable (no token check in-process)
+    app: WSGIApplication  # no token check in-process
     factory: str
     path: Path
     created: bool

@@ -296,7 +296,7 @@ def ensure_clean(path: str | os.PathLike) -> None:
 
 def _repository_of(paths: Sequence[str]) -> str | None:
     """The root of the git repository holding every path; None when they are in no repository."""
-    roots = set()
+    roots: set[str | None] = set()
     for path in paths:
         try:
             with _repo(path) as repo:

@@ -209,6 +209,8 @@ class _WaveReader:
 
     def read(self) -> WaveSpec | None:
         data = self.document.data
+        if not isinstance(data, dict):  # the schema reported it; a wave is a mapping
+            return None
         expires_in = self.parsed(data, (), "expires", str, parse_duration) if "expires" in data else DEFAULT_EXPIRES
         if expires_in == 0:
             self.error(("expires",), "expires must be longer than 0s")

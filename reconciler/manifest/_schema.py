@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -26,6 +26,7 @@ from reconciler.manifest._yaml import Document
 from reconciler.resources import load_schema
 
 if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
 
 Predicate = Callable[[object], bool]
@@ -49,7 +50,7 @@ class WaveSchema:
     def __init__(self, schema: dict | None = None):
         self.schema = schema if schema is not None else load_schema("wave.schema.json")
         self.is_valid: Predicate = _Compiler(self.schema).compile(self.schema)
-        self._validator = None  # jsonschema, imported when a document first fails: valid runs never pay for it
+        self._validator: Draft202012Validator | None = None  # imported when a document first fails: valid runs never pay
 
     def _errors(self, data: object) -> list[ValidationError]:
         if self._validator is None:
@@ -207,7 +208,7 @@ def _quote_plain_scalars(errors: list[ValidationError], document: Document) -> b
             continue
         node = document.node_at(path)
         if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: '' from libyaml
-            parent = document.data
+            parent: Any = document.data
             for part in path[:-1]:
                 parent = parent[part]
             parent[path[-1]] = node.value

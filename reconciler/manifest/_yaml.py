@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 import yaml
 
@@ -115,6 +116,8 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
     try:
         while loader.check_node():
             node = loader.get_node()
+            if node is None:  # check_node() said there is one: only a broken loader gets here
+                break
             builder = _Builder(file)
             data = builder.build_document(node)
             problems.extend(builder.problems)
@@ -151,7 +154,7 @@ def _depth_scan(text: str, file: str) -> tuple[Problem | None, int | None]:
         while (event := loader.get_event()) is not None and not isinstance(event, yaml.StreamEndEvent):
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
-                if depth > MAX_DEPTH:
+                if depth > MAX_DEPTH and event.start_mark is not None:
                     line, col = event.start_mark.line + 1, event.start_mark.column + 1
                     return Problem(file, line, col, f"nested more than {MAX_DEPTH} levels deep"), None
             elif isinstance(event, yaml.CollectionEndEvent):
@@ -168,8 +171,8 @@ def _syntax_problem(error: yaml.YAMLError, text: str, file: str) -> Problem:
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     if mark is not None:
         line, col = mark.line + 1, mark.column + 1
-    elif isinstance(getattr(error, "position", None), int):  # libyaml reader errors: a character index
-        offset = error.position
+    elif isinstance(position := getattr(error, "position", None), int):  # libyaml reader errors: a character index
+        offset = position
         line = text.count("\n", 0, offset) + 1
         col = offset - (text.rfind("\n", 0, offset) + 1) + 1
     else:
@@ -227,7 +230,11 @@ class _Builder:
         if self._values > MAX_VALUES:
             raise _TooManyValues
         self._open.add(key)
-        value = self._mapping(node) if node.__class__ is _Mapping else self._sequence(node)
+        value: dict | list | None
+        if node.__class__ is _Mapping:
+            value = self._mapping(node)
+        else:
+            value = self._sequence(cast(yaml.SequenceNode, node))
         self._open.discard(key)
         return value
 

@@ -107,7 +107,10 @@ def _read_entries(tar_bytes: bytes) -> dict[str, bytes]:
                     continue
                 if member.name in entries:
                     raise TufError(f"key archive has the entry {member.name} twice")
-                entries[member.name] = tar.extractfile(member).read()
+                member_file = tar.extractfile(member)
+                if member_file is None:  # _check_member lets only regular files and directories through
+                    raise TufError(f"key archive entry {member.name!r} is not a regular file")
+                entries[member.name] = member_file.read()
     except tarfile.TarError:
         raise TufError("key archive is not a gzip'd tar file") from None
     return entries

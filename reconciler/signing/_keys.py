@@ -91,6 +91,7 @@ class KeyPair:
 def generate_keypair(keytype: str = "ED25519", bits: int = 4096) -> KeyPair:
     """A new key as fioctl writes it: ED25519 hex seed, or RSA PKCS#1 PEM (4096 bits by default)."""
     kt = _keytype({"keytype": keytype})
+    priv: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
     if kt == "ED25519":
         priv = ed25519.Ed25519PrivateKey.generate()
         secret = priv.private_bytes_raw().hex()

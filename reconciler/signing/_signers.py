@@ -96,8 +96,9 @@ class TargetsSigner:
     def __init__(self, signer: Signer, keyid: str, public: Mapping):
         self._signer = signer
         self.keyid = keyid
-        self.public = {"keytype": _keytype(public), "keyval": {"public": _public_value(public)}}
-        self.method = METHOD_FOR_KEYTYPE[self.public["keytype"]]
+        keytype = _keytype(public)
+        self.public = {"keytype": keytype, "keyval": {"public": _public_value(public)}}
+        self.method = METHOD_FOR_KEYTYPE[keytype]
 
     def __repr__(self) -> str:
         return f"TargetsSigner(keyid={self.keyid!r}, method={self.method!r})"

@@ -62,7 +62,7 @@ def verify_threshold(root: Mapping, role: str, signed: Mapping, signatures: Sequ
     for sig in signatures:
         kid = sig.get("keyid") if isinstance(sig, Mapping) else None
         key = root_signed["keys"].get(kid) if kid in keyids else None
-        if not isinstance(key, Mapping) or kid in valid:
+        if not isinstance(kid, str) or not isinstance(key, Mapping) or kid in valid:
             continue
         try:
             identity = (_keytype(key), _public_value(key))

@@ -33,7 +33,7 @@ def test_annotations_errors_first_relative_to_the_workspace(tmp_path):
         "warnings": ["production targets expire in 12 days", {"file": str(tmp_path / "w.yaml"), "line": 2, "message": "w"}],
         "errors": [{"file": str(tmp_path / "releases/a.yaml"), "line": 4, "col": 9, "message": "unknown key: foo"}],
     }
-    lines = github.annotations(plan, str(tmp_path))
+    lines = github.annotation_commands(plan, str(tmp_path))
     assert lines == [
         "::error file=releases/a.yaml,line=4,col=9::unknown key: foo",
         "::warning::production targets expire in 12 days",
