@@ -325,8 +325,8 @@ def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
 def in_process(manifests: Path, factory: Path) -> dict:
     """The CLI pipeline in this (warm) process, stage by stage, with the HTTP requests it sends."""
     from reconciler import gitrepo, manifest, render
-    from reconciler.observe import fill_device_counts, observe
     from reconciler.core.plan import build_plan
+    from reconciler.observe import fill_device_counts, observe
 
     times: dict[str, float] = {}
 
@@ -400,10 +400,10 @@ def print_import_profile(args: list[str], top: int = 14) -> None:
     total = sum(r[0] for r in rows)
     print(f"\n-X importtime: {total / 1e6:.3f} s in imports ({len(rows)} modules)")
     print("  top-level imports by cumulative time:")
-    for self_us, cumulative, depth, name in sorted((r for r in rows if r[2] == 0), key=lambda r: -r[1])[:top]:
+    for _self_us, cumulative, _depth, name in sorted((r for r in rows if r[2] == 0), key=lambda r: -r[1])[:top]:
         print(f"    {cumulative / 1e3:8.1f} ms  {name}")
     print("  largest imports at any depth (cumulative):")
-    for self_us, cumulative, depth, name in sorted(rows, key=lambda r: -r[1])[:top]:
+    for _self_us, cumulative, depth, name in sorted(rows, key=lambda r: -r[1])[:top]:
         print(f"    {cumulative / 1e3:8.1f} ms  {'  ' * depth}{name}")
 
 
@@ -425,10 +425,10 @@ def print_cprofile(args: list[str], workdir: Path, top: int = 30) -> None:
     total = max(ct for _, _, _, ct, _ in entries.values())
     print(f"\ncProfile of one process ({total:.3f} s profiled, with profiler overhead)")
     print("  by cumulative time:")
-    for key, (cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][3])[:top]:
+    for key, (_cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][3])[:top]:
         print(f"    {ct:7.3f} s cum {tt:7.3f} s own {nc:>8} calls  {label(key)}")
     print("  by own time:")
-    for key, (cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][2])[:top // 2]:
+    for key, (_cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][2])[:top // 2]:
         print(f"    {tt:7.3f} s own {ct:7.3f} s cum {nc:>8} calls  {label(key)}")
 
 

@@ -61,9 +61,9 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN.
     """
-    options = dict(dry_run=dry_run, check=check, output_format=output_format, detailed_exitcode=detailed_exitcode,
-                   base=base, rev=rev, allow_dirty=allow_dirty, factory=factory, api_url=api_url, local=local,
-                   keys=keys, signer_uri=signer_uri)
+    options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
+                   "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
+                   "keys": keys, "signer_uri": signer_uri}
     paths = list(paths) or ["."]
     try:
         if keys and signer_uri:

@@ -9,13 +9,14 @@ is never retried blindly, because a rollout that reached the server must not run
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -120,7 +121,7 @@ class FactoryClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> FactoryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -152,10 +153,8 @@ class FactoryClient:
     def _read_clock(self, response: httpx.Response) -> None:
         date = response.headers.get("date")
         if date:
-            try:
+            with contextlib.suppress(TypeError, ValueError):
                 self.now = parsedate_to_datetime(date).astimezone(timezone.utc)
-            except (TypeError, ValueError):
-                pass
 
     def server_now(self) -> datetime:
         """The backend's clock; the local machine's only if the backend never sent a Date header."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, reconcile
-
 from reconciler import signing
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, reconcile
 
 NEW_WAVE = CANARY_WAVE
 
@@ -19,7 +18,7 @@ def test_a_key_that_root_does_not_know_is_refused_before_any_write(release_repo,
     stranger.write_bytes(signing.key_archive_bytes([signing.generate_keypair()]))
     commit(release_repo, {"rel-46.yaml": NEW_WAVE}, "Release 46")
     before = waves(factory_dir)
-    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir), "--keys", str(stranger))
+    code, _out, err = reconcile(str(release_repo), "--local", str(factory_dir), "--keys", str(stranger))
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("error: No private key found for key IDs")
     assert "Traceback" not in err
@@ -38,7 +37,7 @@ def test_an_unknown_device_group_is_a_plan_error_before_any_write(release_repo, 
 def test_a_failed_step_stops_the_run_and_lists_what_was_done(release_repo, factory_dir):
     stranger = "00000000-0000-4000-8000-000000000000"  # a UUID no production device has
     commit(release_repo, {"rel-46.yaml": NEW_WAVE.replace("group: canary", f"uuids: [{stranger}]")}, "Release 46")
-    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    code, _out, err = reconcile(str(release_repo), "--local", str(factory_dir))
     assert code == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: rollout rel-46 phase 'canary' (factory-wide, 1 uuids) failed: rollout of wave "
@@ -74,9 +73,9 @@ def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(rel
 
     from reconciler.apply import ApplyFailed, apply_plan
     from reconciler.client import FactoryClient, select_backend
+    from reconciler.core.plan import build_plan
     from reconciler.manifest import load
     from reconciler.observe import observe
-    from reconciler.core.plan import build_plan
 
     gated = NEW_WAVE.replace("    group: canary", "    group: canary\n    wait: 1h")
     commit(release_repo, {"rel-46.yaml": gated}, "Release 46, canary after an hour")
@@ -111,7 +110,7 @@ def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(rel
     two = NEW_WAVE + f"  - name: strangers\n    uuids: [{stranger}]\n"
     commit(release_repo, {"rel-46.yaml": two}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 1  # the second rollout is refused
-    code, out, _ = reconcile("--dry-run", "--format", "json", str(release_repo), "--local", str(factory_dir))
+    _code, out, _ = reconcile("--dry-run", "--format", "json", str(release_repo), "--local", str(factory_dir))
     plan = json.loads(out)
     (op,) = plan["operations"]
     assert op["status"] == "blocked" and op["reason"].startswith("the factory refuses this rollout: ")

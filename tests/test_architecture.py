@@ -121,7 +121,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
             if target not in edges or children_of_init(node, target):
                 continue
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return [*stack[stack.index(target):], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()

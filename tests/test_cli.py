@@ -36,7 +36,7 @@ def test_concurrent_applies_on_a_local_factory_never_repeat_a_rollout(release_re
                "--local", str(factory_dir)]
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(4)]
-    results = [run.communicate(timeout=120) + (run.returncode,) for run in runs]
+    results = [(*run.communicate(timeout=120), run.returncode) for run in runs]
     assert all(code == 0 for _, _, code in results), results
     with api(factory_dir) as client:
         history = client.get("/ota/factories/demo/waves/rel-46/").json()["rollout-history"]

@@ -60,18 +60,18 @@ def client_for(url, token="s3cret"):
 
 
 def test_get_is_retried_on_gateway_errors_and_reads_the_servers_clock():
-    with ScriptedServer([(503, b"busy"), (502, b""), (200, {"waves": [], "total": 0, "next": None})]) as server:
-        with client_for(server.url) as client:
-            assert client.list_waves() == []
-            assert client.server_now() == datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
+    answers = [(503, b"busy"), (502, b""), (200, {"waves": [], "total": 0, "next": None})]
+    with ScriptedServer(answers) as server, client_for(server.url) as client:
+        assert client.list_waves() == []
+        assert client.server_now() == datetime(2026, 12, 1, 10, 0, tzinfo=timezone.utc)
     assert len(server.seen) == 3
     assert server.seen[0][:3] == ("GET", "/ota/factories/acme/waves/?limit=100&page=1", "s3cret")
 
 
 def test_post_is_never_retried_blindly():
-    with ScriptedServer([(503, {"message": "try later"}), (200, {"device-num": 5})]) as server:
-        with client_for(server.url) as client, pytest.raises(BackendError) as caught:
-            client.rollout("v46", {"group": "canary", "dry-run": False})
+    answers = [(503, {"message": "try later"}), (200, {"device-num": 5})]
+    with ScriptedServer(answers) as server, client_for(server.url) as client, pytest.raises(BackendError) as caught:
+        client.rollout("v46", {"group": "canary", "dry-run": False})
     assert len(server.seen) == 1
     assert str(caught.value) == "rollout of wave 'v46': try later (HTTP 503)"
     assert caught.value.status == 503
@@ -80,14 +80,13 @@ def test_post_is_never_retried_blindly():
 def test_error_bodies_become_one_line_like_fioctl_shows_them():
     body = {"message": "Targets validation failed", "errors": ["CI Target differs", "hardwareIds conflict"]}
     with ScriptedServer([(400, body), (409, {"msg": "busy", "errors": {"tag": "has an active wave"}}),
-                         (500, b"<html>oops</html>")]) as server:
-        with client_for(server.url) as client:
-            messages = []
-            for call in (lambda: client.create_wave({"name": "w"}), lambda: client.complete("w"),
-                         lambda: client.cancel("w")):
-                with pytest.raises(BackendError) as caught:
-                    call()
-                messages.append(str(caught.value))
+                         (500, b"<html>oops</html>")]) as server, client_for(server.url) as client:
+        messages = []
+        for call in (lambda: client.create_wave({"name": "w"}), lambda: client.complete("w"),
+                     lambda: client.cancel("w")):
+            with pytest.raises(BackendError) as caught:
+                call()
+            messages.append(str(caught.value))
     assert messages == [
         "init wave 'w': Targets validation failed; CI Target differs; hardwareIds conflict (HTTP 400)",
         "complete wave 'w': busy; tag: has an active wave (HTTP 409)",
@@ -99,11 +98,10 @@ def test_paging_follows_next_and_404_means_none():
     pages = [(200, {"waves": [{"name": "a"}], "total": 2, "next": "page2"}),
              (200, {"waves": [{"name": "b"}], "total": 2, "next": None}),
              (404, {"message": "not found"})]
-    with ScriptedServer(pages) as server:
-        with client_for(server.url) as client:
-            assert [w["name"] for w in client.list_waves()] == ["a", "b"]
-            assert client.prod_targets(["production"]) == {}
-            assert client.requests == 3
+    with ScriptedServer(pages) as server, client_for(server.url) as client:
+        assert [w["name"] for w in client.list_waves()] == ["a", "b"]
+        assert client.prod_targets(["production"]) == {}
+        assert client.requests == 3
 
 
 def test_unreachable_backend_is_one_line_without_the_token():
@@ -118,9 +116,9 @@ def test_unreachable_backend_is_one_line_without_the_token():
     ({"waves": "abc"}, "list waves: unexpected answer from the factory (a JSON str where a list belongs)"),
 ])
 def test_answers_of_the_wrong_shape_are_one_line(answer, message):
-    with ScriptedServer([(200, answer)]) as server, client_for(server.url) as client:
-        with pytest.raises(BackendError) as caught:
-            client.list_waves()
+    with ScriptedServer([(200, answer)]) as server, client_for(server.url) as client, \
+            pytest.raises(BackendError) as caught:
+        client.list_waves()
     assert str(caught.value) == message
 
 

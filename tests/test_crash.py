@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.helpers.e2e import init_demo_factory
 
 from reconciler.localfactory import open_embedded
+from tests.helpers.e2e import init_demo_factory
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "releases"

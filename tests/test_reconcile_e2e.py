@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, reconcile, wave
-
 from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
+from reconciler.core.plan import build_plan
 from reconciler.manifest import load
 from reconciler.observe import fill_device_counts, observe
-from reconciler.core.plan import build_plan
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, reconcile, wave
 
 WAVE_46 = CANARY_WAVE + """\
   - name: beta
@@ -110,7 +109,7 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
     commit(release_repo, {"lab-48.yaml": lab}, "A lab wave on another tag")
     advance(factory_dir, "25h")
 
-    code, out, err = reconcile("--dry-run", "--format", "json", str(release_repo), *local)
+    code, out, _err = reconcile("--dry-run", "--format", "json", str(release_repo), *local)
     plan = json.loads(out)
     drifted = next(w for w in plan["waves"] if w["name"] == "rel-46")
     assert drifted["drift"] == ["rollout 2 in the factory was part of group us-east, but phase 'beta' is the "

@@ -6,12 +6,12 @@ import json
 from datetime import timedelta
 
 from jsonschema import Draft202012Validator
-from tests.helpers.planning import NOW, active, observed, phase, record, wave
 
 from reconciler import render
 from reconciler.core.plan import build_plan
-from reconciler.resources import load_schema
 from reconciler.core.spec import CompleteSpec, Limit
+from reconciler.resources import load_schema
+from tests.helpers.planning import NOW, active, observed, phase, record, wave
 
 HOUR = 3600
 

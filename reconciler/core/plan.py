@@ -412,10 +412,12 @@ class _Planner:
         if spec.target in spec.prune:
             problems.append((spec.at("prune"), f"cannot prune the wave's own version {spec.target}"))
         groups = self.observed.groups
-        for phase in spec.phases:
-            if groups is not None and phase.group and phase.group not in groups:
-                problems.append((phase.location, f"phase '{phase.name}': device group '{phase.group}' does not exist in factory "
-                                f"'{self.observed.factory}'; create it or fix the group name"))
+        if groups is not None:
+            problems.extend(
+                (phase.location, f"phase '{phase.name}': device group '{phase.group}' does not exist in factory "
+                                 f"'{self.observed.factory}'; create it or fix the group name")
+                for phase in spec.phases if phase.group and phase.group not in groups
+            )
         missing = [v for v in spec.prune if v != spec.target and v not in state.prod_versions]
         if missing:
             have = ", ".join(map(str, sorted(state.prod_versions))) or "none"

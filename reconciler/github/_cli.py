@@ -19,7 +19,14 @@ import click
 
 from reconciler.errors import UserError
 from reconciler.github._report import plan_outputs, read_report, report_markdown, summary_markdown
-from reconciler.github._workflow import annotation_commands, append_summary, command, mask_lines, runner_file, write_outputs
+from reconciler.github._workflow import (
+    annotation_commands,
+    append_summary,
+    command,
+    mask_lines,
+    runner_file,
+    write_outputs,
+)
 
 _PLAN_JSON = click.option("--plan-json", required=True, help="what reconcile --format json printed")
 _MARKDOWN = click.option("--markdown", help="what reconcile --format markdown printed")

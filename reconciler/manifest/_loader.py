@@ -190,7 +190,7 @@ class _WaveReader:
         """``raw[key]`` (``raw`` is the mapping at ``path``) if present, of type ``kind`` and not
         flagged by the schema; else None."""
         value = raw.get(key)
-        if value is None or (self.flagged and path + (key,) in self.flagged):
+        if value is None or (self.flagged and (*path, key) in self.flagged):
             return None
         if value.__class__ is bool and kind is not bool:
             return None
@@ -204,7 +204,7 @@ class _WaveReader:
         try:
             return parse(value)
         except ValueError as error:
-            self.error(path + (key,), f"{key} {error}")
+            self.error((*path, key), f"{key} {error}")
             return None
 
     def read(self) -> WaveSpec | None:
@@ -252,7 +252,7 @@ class _WaveReader:
             location = self.location(path)
             name = self.get(phase, path, "name", str) if "name" in phase else f"phase-{index + 1}"
             if name in first:
-                where = path + ("name",) if "name" in phase else path
+                where = (*path, "name") if "name" in phase else path
                 self.error(where, f"phase name '{name}' is used twice in this wave (first at line {first[name]})")
             elif name is not None:
                 first[name] = location.line
@@ -275,7 +275,7 @@ class _WaveReader:
         return Gate(
             wait_seconds=self.parsed(raw, path, "wait", str, parse_duration),
             updated_percent=None if require is None else self.parsed(
-                require, path + ("require",), "updated", str, parse_percent
+                require, (*path, "require"), "updated", str, parse_percent
             ),
         )
 
@@ -287,7 +287,7 @@ class _WaveReader:
             if not all(isinstance(item, str) for item in raw):
                 return None, None  # the schema reported the others
             file = self.document.file
-            tokens = [(item, file, *position(self.document.node_at(path + (index,)))) for index, item in enumerate(raw)]
+            tokens = [(item, file, *position(self.document.node_at((*path, index)))) for index, item in enumerate(raw)]
             uuids, problems = parse_inline(tokens)
             self.run.report(problems)
             self.failed |= any(problem.severity is Severity.ERROR for problem in problems)

@@ -86,7 +86,7 @@ class WaveSchema:
         if keyword == "additionalProperties":
             allowed = sorted(error.schema.get("properties", {}))
             return [
-                (path + (key,), document.problem(document.key_node(path, key), _unknown_key(key, allowed)))
+                ((*path, key), document.problem(document.key_node(path, key), _unknown_key(key, allowed)))
                 for key in instance
                 if key not in allowed
             ]
@@ -108,7 +108,7 @@ class WaveSchema:
                 ]
         message = _sentence(error, _name(path, document.data))
         if keyword == "uniqueItems":  # at the repeated entry
-            node = document.node_at(path + (_first_repeat(instance),))
+            node = document.node_at((*path, _first_repeat(instance)))
         elif isinstance(instance, (dict, list)) and path and isinstance(path[-1], str):
             node = document.key_node(path[:-1], path[-1])  # `complete:` rather than the line below it
         else:
@@ -299,20 +299,14 @@ def _all_of(checks: list[Predicate]) -> Predicate:
         return checks[0]
 
     def all_of(instance: object) -> bool:
-        for check in checks:
-            if not check(instance):
-                return False
-        return True
+        return all(check(instance) for check in checks)
 
     return all_of
 
 
 def _any_of(checks: list[Predicate]) -> Predicate:
     def any_of(instance: object) -> bool:
-        for check in checks:
-            if check(instance):
-                return True
-        return False
+        return any(check(instance) for check in checks)
 
     return any_of
 

@@ -22,9 +22,7 @@ from reconciler.errors import Problem, Severity
 
 _CORE = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _SEQ, _MAP = (_CORE + kind for kind in ("str", "int", "bool", "null", "seq", "map"))
-_WORDS = {word: _NULL for word in ("", "~", "null", "Null", "NULL")} | {
-    word: _BOOL for word in ("true", "True", "TRUE", "false", "False", "FALSE")
-}
+_WORDS = dict.fromkeys(("", "~", "null", "Null", "NULL"), _NULL) | dict.fromkeys(("true", "True", "TRUE", "false", "False", "FALSE"), _BOOL)
 _INTEGER = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")  # YAML 1.2 core schema
 _DECIMAL = re.compile(r"[-+]?[0-9]+")
 _Scalar, _Mapping = yaml.ScalarNode, yaml.MappingNode

@@ -7,6 +7,7 @@ cannot encode the way fioctl does (floats with fractions, NaN, non-string keys) 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -121,7 +122,7 @@ def _encode(o, parts: list[str]) -> None:
 
 def _integral_float(f: float) -> str:
     """fioctl writes 1.0 as 1 and refuses 1.5; beyond int64 Go's behaviour is unclear, so refuse."""
-    if f != f or f in (float("inf"), float("-inf")) or f != int(f):
+    if not math.isfinite(f) or f != int(f):
         raise TufError(f"canonical JSON cannot encode the non-integral number {f!r}")
     if not -_INT64 <= int(f) < _INT64:
         raise TufError(f"canonical JSON cannot encode the number {f!r}: out of the 64-bit range")

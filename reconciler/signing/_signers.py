@@ -219,7 +219,7 @@ def _probe_uri_signer(
             signer = Signer.from_priv_key_uri(uri, _sslib_key(kid, public), secrets_handler)
             candidate = TargetsSigner(signer, kid, public)
             sig = candidate.sign_bytes(_PROBE)
-        except Exception as e:  # noqa: BLE001 - KMS/HSM libraries raise anything; report it, try the next key
+        except Exception as e:
             failures.append(f"{type(e).__name__}: {e}")
             continue
         if _signature_valid(public, sig, _PROBE):

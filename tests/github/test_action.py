@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.helpers.github import READ_ONLY_TOKEN, Expressions, GitHubAPI, run_action
 
 ROOT = Path(__file__).resolve().parents[2]

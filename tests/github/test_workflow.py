@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.helpers.github import READ_ONLY_TOKEN, GitHubAPI, parse_output_file
 
 from reconciler import github
 from reconciler.github import _comment as github_comment
 from reconciler.github import _report as github_report
+from tests.helpers.github import READ_ONLY_TOKEN, GitHubAPI, parse_output_file
 
 
 @pytest.fixture

@@ -84,10 +84,10 @@ def _paths(value, prefix=()):
     yield prefix
     if isinstance(value, dict):
         for key, sub in value.items():
-            yield from _paths(sub, prefix + (key,))
+            yield from _paths(sub, (*prefix, key))
     elif isinstance(value, list):
         for index, sub in enumerate(value):
-            yield from _paths(sub, prefix + (index,))
+            yield from _paths(sub, (*prefix, index))
 
 
 def _mutated(data) -> dict:

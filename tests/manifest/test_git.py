@@ -10,11 +10,11 @@ import jsonschema
 import pytest
 
 from reconciler import manifest
-from reconciler.manifest import _git as gitrepo
-from reconciler.errors import UserError, ValidationFailed
-from reconciler.resources import load_schema
-from reconciler.manifest._source import SourceError
 from reconciler.core.spec import Location, PhaseSpec, WaveSpec
+from reconciler.errors import UserError, ValidationFailed
+from reconciler.manifest import _git as gitrepo
+from reconciler.manifest._source import SourceError
+from reconciler.resources import load_schema
 
 AUTHOR = {"GIT_AUTHOR_NAME": "Release Bot", "GIT_AUTHOR_EMAIL": "release@example.com",
           "GIT_COMMITTER_NAME": "Release Bot", "GIT_COMMITTER_EMAIL": "release@example.com"}

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
+from reconciler.core.spec import Limit
 from reconciler.errors import ValidationFailed
 from reconciler.manifest import load
 from reconciler.manifest._yaml import MAX_DEPTH, MAX_VALUES
-from reconciler.core.spec import Limit
 
 HERE = Path(__file__).resolve().parent
 INVALID = HERE / "data" / "invalid"
@@ -490,12 +490,12 @@ def test_every_property_of_the_schema_has_a_description():
         if isinstance(node, dict):
             for key, sub in node.get("properties", {}).items():
                 if "description" not in sub and where[-1:] not in (("if",), ("then",)):
-                    missing.append(".".join(where + (key,)))
+                    missing.append(".".join((*where, key)))
             for key, sub in node.items():
-                walk(sub, where + (key,))
+                walk(sub, (*where, key))
         elif isinstance(node, list):
             for index, sub in enumerate(node):
-                walk(sub, where + (str(index),))
+                walk(sub, (*where, str(index)))
 
     walk(schema, ())
     assert missing == []

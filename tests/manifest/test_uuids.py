@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.errors import Problem
-from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
 from reconciler.core.spec import Limit
+from reconciler.errors import Problem
 from reconciler.manifest._uuids import MAX_REPORTED, MAX_UUIDS, parse_file, parse_inline
+from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
 
 EXAMPLE = "123e4567-e89b-12d3-a456-426614174000"
 A, B, C = (str(uuid.uuid5(uuid.NAMESPACE_URL, f"reconciler-demo:42:{i}")) for i in (65, 66, 67))

@@ -257,7 +257,7 @@ def test_any_changed_byte_of_signed_wave_targets_is_refused(keys, rsa_pair):
     (datetime(2030, 1, 1, 0, 0, 0, 500_000, tzinfo=timezone.utc), "2030-01-01T00:00:01Z"),
     (datetime(2030, 12, 31, 23, 59, 59, 600_000, tzinfo=timezone.utc), "2031-01-01T00:00:00Z"),
     (datetime(2030, 1, 1, 2, 0, 0, tzinfo=timezone(timedelta(hours=2))), "2030-01-01T00:00:00Z"),
-    (datetime(2030, 1, 1, 0, 0, 0), "2030-01-01T00:00:00Z"),
+    (datetime(2030, 1, 1, 0, 0, 0), "2030-01-01T00:00:00Z"),  # noqa: DTZ001  # a naive time is taken as UTC
 ])
 def test_format_expires_is_utc_whole_seconds_half_up(dt, text):
     assert signing.format_expires(dt) == text
@@ -509,7 +509,7 @@ def test_no_signing_path_leaks_key_material(keys, rsa_pair, tmp_path, monkeypatc
     def run(fn, *args, **kwargs):
         try:
             result = fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - every failure's text is inspected
+        except Exception as e:
             outputs.extend(exception_texts(e))
             return None
         outputs.append(repr(result))
