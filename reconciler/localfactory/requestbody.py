@@ -84,15 +84,18 @@ def _require_json_media_type(content_type: str | None) -> None:
 
 
 def _no_constants(name: str):
+    """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
 def _unique_pairs(pairs: list) -> dict:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {dup[:40]!r}")
+    """An object, unless a key repeats: Python keeps the last value, Go's decoder too, a careful
+    server refuses; and a repeated key would make the raw ``signed`` ambiguous."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:40]!r}")
+        out[key] = value
     return out
 
 
