@@ -116,8 +116,8 @@ def _init(client: FactoryClient, op: InitOp, signer) -> str:
     prod = client.prod_targets([op.tag]).get(op.tag)
     signed = signing.build_wave_targets(ci_targets=ci_targets, prod_targets=prod, version=op.target, tag=op.tag,
                                     source_tag=op.source_tag, prune=op.prune, expires=op.expires)
-    signature = signer.sign(signed)
+    payload = signing.canonical_json(signed)  # signed and sent as these very bytes
+    signature = signer.sign_bytes(payload)
     signing.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
-    client.create_wave({"name": op.wave, "version": str(op.target), "tag": op.tag,
-                        "targets": {"signed": signed, "signatures": [signature]}})
+    client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload, signatures=[signature])
     return f"created with {len(signed['targets'])} targets, signed by key {signature['keyid'][:12]}"

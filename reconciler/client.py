@@ -10,6 +10,7 @@ is never retried blindly, because a rollout that reached the server must not run
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -130,10 +131,12 @@ class FactoryClient:
     # -- transport ------------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
-              what: str, missing_ok: bool = False) -> Any:
+              content: bytes | None = None, what: str, missing_ok: bool = False) -> Any:
+        """One request; ``body`` is encoded as JSON, ``content`` is sent as given (already JSON)."""
         self.requests += 1
+        headers = {"Content-Type": "application/json"} if content is not None else None
         try:
-            response = self._http.request(method, path, params=params, json=body)
+            response = self._http.request(method, path, params=params, json=body, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise BackendError(f"{what}: the factory did not answer in time ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
@@ -194,8 +197,13 @@ class FactoryClient:
         groups = _expect(data.get("groups") or [], list, "list device groups")
         return {g["name"] for g in groups if isinstance(g, dict) and isinstance(g.get("name"), str)}
 
-    def create_wave(self, body: dict) -> Any:
-        return self._send("POST", self._factory_path("waves/"), body=body, what=f"init wave '{body['name']}'")
+    def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
+        """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that
+        were signed, as fioctl sends them (reference §2.1 step 10). Re-encoding the object instead
+        would send another byte sequence than the one the signatures cover."""
+        body = b"".join([b'{"name":', _json(name), b',"version":', _json(str(version)), b',"tag":', _json(tag),
+                         b',"targets":{"signed":', signed, b',"signatures":', _json(signatures), b"}}"])
+        return self._send("POST", self._factory_path("waves/"), content=body, what=f"init wave '{name}'")
 
     def rollout(self, name: str, options: dict) -> dict:
         what = ("dry-run rollout" if options.get("dry-run") else "rollout") + f" of wave '{name}'"
@@ -229,6 +237,11 @@ class FactoryClient:
 
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
+
+
+def _json(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as httpx encodes ``json=`` bodies."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:

@@ -50,6 +50,7 @@ def _parse_wave(data: dict) -> ObservedWave:
             at=_required_time(entry.get("rollout-at"), "rollout-at"),
             full_group=bool(entry.get("is-full-group")),
             factory_wide=bool(entry.get("is-factory-wide")),
+            devices=int(entry.get("num-devices") or 0),
         )
         for entry in data.get("rollout-history") or []
     )
@@ -83,10 +84,15 @@ def parse_prod_targets(envelope: dict) -> ProdTargets:
     return ProdTargets(version=int(signed.get("version") or 0), expires=expires, versions=frozenset(versions))
 
 
-def parse_progress(status: dict) -> WaveProgress:
+def parse_progress(status: dict, wave: ObservedWave) -> WaveProgress:
+    """Reached = the history's ``num-devices``; updated = devices on the wave version or newer, summed
+    over every group of the status. Not ``updated-devices``: for an active wave it counts rollout
+    groups only, so devices a factory-wide rollout reached would never count (reference §2.3, §6.9)."""
+    groups = [*(status.get("rollout-groups") or []), *(status.get("other-groups") or [])]
     return WaveProgress(
-        updated=int(status.get("updated-devices") or 0),
-        scheduled=int(status.get("scheduled-devices") or 0),
+        updated=sum(int(g.get("devices-on-wave-version") or 0) + int(g.get("devices-on-newer-version") or 0)
+                    for g in groups),
+        rolled_out=sum(record.devices for record in wave.history),
         total=int(status.get("total-devices") or 0),
     )
 
@@ -103,7 +109,8 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
             except (TypeError, ValueError, AttributeError):
                 raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
                                    f"answer") from None
-    progress = {name: parse_progress(client.wave_status(name)) for name in sorted(waves_needing_status(chosen, waves))}
+    progress = {name: parse_progress(client.wave_status(name), waves[name])
+                for name in sorted(waves_needing_status(chosen, waves))}
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     ci_versions = {v: bool(client.ci_targets(v)) for v in sorted({s.target for s in new})}
     # Rollouts of existing waves are checked by a dry run; a new wave's groups can only be checked by name.

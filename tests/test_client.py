@@ -82,8 +82,8 @@ def test_error_bodies_become_one_line_like_fioctl_shows_them():
     with ScriptedServer([(400, body), (409, {"msg": "busy", "errors": {"tag": "has an active wave"}}),
                          (500, b"<html>oops</html>")]) as server, client_for(server.url) as client:
         messages = []
-        for call in (lambda: client.create_wave({"name": "w"}), lambda: client.complete("w"),
-                     lambda: client.cancel("w")):
+        for call in (lambda: client.create_wave(name="w", version=46, tag="t", signed=b"{}", signatures=[]),
+                     lambda: client.complete("w"), lambda: client.cancel("w")):
             with pytest.raises(BackendError) as caught:
                 call()
             messages.append(str(caught.value))

@@ -27,6 +27,7 @@ class RolloutRecord:
     at: datetime
     full_group: bool
     factory_wide: bool
+    devices: int = 0  # ``num-devices``: devices this call reached
 
 
 @dataclass(frozen=True)
@@ -41,15 +42,16 @@ class ObservedWave:
 
 @dataclass(frozen=True)
 class WaveProgress:
-    """From the wave status: devices rolled out so far and how many run the wave version or newer."""
+    """The ``require.updated`` gate's numbers (DESIGN §5), from fields whose meaning the reference fixes.
+
+    ``rolled_out``: devices the rollouts reached, the sum of ``num-devices`` over the wave's
+    ``rollout-history``. ``updated``: devices on the wave version or newer. Not the status's
+    ``scheduled-devices``: that is every device of a rollout group below the wave version, so a
+    ``limit: 10`` phase in a 1,000-device group would make the gate wait for the whole group."""
 
     updated: int
-    scheduled: int
+    rolled_out: int
     total: int = 0
-
-    @property
-    def rolled_out(self) -> int:
-        return self.updated + self.scheduled
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from . import (
     factorystatus,
     fleet,
     groups,
+    requestbody,
     rollout,
     store,
     targets,
@@ -59,12 +60,9 @@ def _int_param(req, name: str, default: int, lo: int, hi: int = store.MAX_INT) -
 
 
 def _body(req):
-    if not req.content_length:
-        return {}
-    try:
-        return json.loads(req.bounded_stream.read(req.content_length).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise bad_request("The request body is not valid JSON") from None
+    """The JSON body (checked by requestbody: media type, size, strict JSON), ``{}`` when there is none."""
+    body = requestbody.read_json(req)
+    return {} if body is None else body
 
 
 class Base:
@@ -97,7 +95,9 @@ class WavesResource(Base):
         resp.media = {"waves": items, "total": total, "next": nxt}
 
     def on_post(self, req, resp, factory):
-        body = _body(req)
+        text = requestbody.read_text(req)
+        body = {} if text is None else requestbody.parse(text)
+        waves.require_canonical_signed(body, text)
         with self.store.write() as conn:
             self.factory(conn, factory)
             resp.media = waves.create(conn, body, req.context.actor)

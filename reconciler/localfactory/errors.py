@@ -4,7 +4,9 @@ Status codes (the reference leaves them open, §6.1): 400 for a request that is 
 (bad JSON, types, ranges, a tampered or wrongly signed wave, UUIDs that do not match the wave),
 401 without a valid OSF-TOKEN when served, 404 for an unknown factory, wave, group, device or file,
 409 for a conflict with the factory's state (a duplicate name, a second active wave on a tag, an
-operation on a wave that is no longer active, deleting a group that still has devices).
+operation on a wave that is no longer active, rolling out or completing an expired wave, deleting a
+group that still has devices), 413 for a body over the size limit and 415 for a body that is not
+``application/json`` (requestbody.py).
 """
 
 from __future__ import annotations

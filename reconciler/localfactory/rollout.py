@@ -115,6 +115,7 @@ def rollout(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
     wave = waves.resolve(conn, name)
     waves.require_active(wave, "roll out")
     waves.require_signed(conn, wave, "roll out")
+    waves.require_unexpired(conn, wave, "roll out")
     group_id = None
     if opts.group is not None:
         group_id = groups.group_id(conn, opts.group)

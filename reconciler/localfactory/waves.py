@@ -6,13 +6,17 @@ Rules the service enforces here (each has a test in tests/test_factory_waves.py)
 - the targets are ``{"signed", "signatures"}`` with ``signed`` holding exactly ``_type``, ``expires``,
   ``targets``, ``version``; ``version`` equals the wave version and exceeds the tag's production
   version; ``expires`` lies in the future;
+- ``version`` is a JSON string of a decimal number (``"42"``), as fioctl sends it; ``signed``
+  arrives as canonical JSON, byte for byte (``require_canonical_signed``);
 - every target is either an unchanged production target of the tag or a CI target of the wave
-  version whose only change is ``custom.tags == [tag]`` (a subset of that version's CI targets is
-  allowed: ``--source-tag`` filters some out); production targets left out are pruned; no two
-  targets of one version share a hardware id;
+  version whose only change is ``custom.tags == [tag]``; every CI target of the version is there
+  unless a source tag explains the gap (``_missing_ci_targets``), else "Targets validation
+  failed" with "CI Target differs for target X: not present in a wave" (reference §1.1);
+  production targets left out are pruned; no two targets of one version share a hardware id;
 - every signature sent must verify against the production root's targets keys (a tampered or
   wrongly signed wave is refused, 400); the service then adds its online signature. Rollout and
-  complete need the production root's targets threshold (2: online + offline) to be met.
+  complete need the production root's targets threshold (2: online + offline) to be met, and
+  targets that have not expired (409 otherwise: production targets are never published expired).
 
 Decisions on the reference's open questions (§6): ``POST waves/`` answers 201 with the Wave;
 sign, cancel and complete answer 200 with the Wave; the list and a plain GET leave ``targets`` out
@@ -32,14 +36,17 @@ from dataclasses import dataclass
 
 from reconciler import signing
 
-from . import store, targets, trust
+from . import requestbody, store, targets, trust
 from .errors import bad_request, conflict, not_found
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_.+-]{1,100}$")
+VERSION_RE = re.compile(r"0|[1-9][0-9]{0,9}")
 EXPIRES_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SIGNED_KEYS = {"_type", "expires", "targets", "version"}
 ACTIVE = "$active$"
+NOT_CANONICAL = ("targets.signed is not canonical JSON as received: send exactly the canonical bytes that were "
+                 "signed (keys sorted, no whitespace, as fioctl writes them)")
 
 
 @dataclass
@@ -109,6 +116,16 @@ def require_signed(conn: sqlite3.Connection, wave: Wave, action: str) -> None:
         raise conflict(f"Cannot {action} wave {wave.name}: {e}; add signatures with `fioctl waves sign`") from None
 
 
+def require_unexpired(conn: sqlite3.Connection, wave: Wave, action: str) -> None:
+    """Rollout and complete publish the wave's targets to devices, which refuse expired metadata
+    (TUF): an expired wave is never published. The reference is silent on the code; like every
+    operation the wave's state no longer allows, it is 409, and the remedy is a new wave."""
+    expires = wave.signed_obj["expires"]
+    if store.parse_time(expires) <= store.now(conn):
+        raise conflict(f"Cannot {action} wave {wave.name}: its targets expired at {expires}; devices would refuse "
+                       "them. Cancel it and create a new wave", [f"targets.signed.expires: {expires} has passed"])
+
+
 # ------------------------------------------------------------------------------------ JSON
 
 
@@ -161,15 +178,32 @@ def list_waves(conn: sqlite3.Connection, *, page: int, limit: int, status: str |
 
 
 def _parse_version(value) -> int | None:
-    if isinstance(value, bool):
+    """``WaveCreate.version`` is a JSON string (fioctl's Go struct field is a string): a number, or a
+    string with signs, spaces or leading zeros, is refused rather than guessed at."""
+    if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
         return None
-    if isinstance(value, int):
-        v = value
-    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value.strip()):
-        v = int(value)
-    else:
-        return None
-    return v if 0 <= v < 1 << 31 else None
+    v = int(value)
+    return v if v < 1 << 31 else None
+
+
+def require_canonical_signed(body, text: str | None) -> None:
+    """``targets.signed`` must arrive as canonical JSON, byte for byte as it was signed.
+
+    fioctl signs the canonical bytes and sends exactly those (reference §2.1 steps 8-10); a server
+    that verifies the bytes it receives refuses anything else. This one re-canonicalises before
+    verifying, so without this check a client that signs one form and sends another would pass in
+    rehearsal and fail in production. ``text`` is the request body as received."""
+    envelope = body.get("targets") if isinstance(body, dict) else None
+    signed = envelope.get("signed") if isinstance(envelope, dict) else None
+    if text is None or not isinstance(signed, dict):
+        return  # create() reports a missing or malformed envelope
+    try:
+        canonical = signing.canonical_json(signed)
+    except signing.TufError as e:
+        raise bad_request("Targets validation failed", [f"targets.signed cannot be canonical JSON: {e}"]) from None
+    raw = requestbody.raw_member(text, "targets", "signed")
+    if raw is None or raw.encode("utf-8") != canonical:
+        raise bad_request("Targets validation failed", [NOT_CANONICAL])
 
 
 def create(conn: sqlite3.Connection, body, actor: str) -> dict:
@@ -181,7 +215,7 @@ def create(conn: sqlite3.Connection, body, actor: str) -> dict:
     if not isinstance(name, str) or not NAME_RE.match(name):
         errors.append("name: required; letters, digits, '_', '.' and '-' only (at most 100)")
     if version is None:
-        errors.append("version: required; a target version number as a string, e.g. \"42\"")
+        errors.append("version: required; the target version as a JSON string of its decimal number, e.g. \"42\"")
     if not isinstance(tag, str) or not TAG_RE.match(tag):
         errors.append("tag: required; letters, digits, '_', '.', '+' and '-' only")
     if (not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict)
@@ -264,8 +298,29 @@ def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag:
                 errors.append(f"{other} and {name} conflict with each other's hardwareIds: {hwid}")
     if not errors and new == 0:
         errors.append(f"The wave holds no CI target of version {version}")
+    if not errors:
+        errors = _missing_ci_targets(ci, files)
     if errors:
         raise bad_request("Targets validation failed", errors)
+
+
+def _missing_ci_targets(ci: dict, files: dict) -> list[str]:
+    """Errors for CI targets of the version the wave leaves out, unless ``--source-tag`` explains them.
+
+    fioctl puts every CI target of the version into the wave, except that ``--source-tag T`` keeps
+    only those whose CI ``custom.tags`` hold T. The request does not carry T, so a gap is accepted
+    only if some tag is held by every CI target the wave includes and by none it leaves out: exactly
+    the waves fioctl can produce. Otherwise each missing target is named as the real API names it
+    (reference §1.1; the rule itself is open there, §6.6)."""
+    included = [name for name in ci if name in files]
+    missing = sorted(name for name in ci if name not in files)
+    if not missing:
+        return []
+    shared = set.intersection(*(set(ci[name]["custom"].get("tags") or []) for name in included))
+    left_out = set().union(*(set(ci[name]["custom"].get("tags") or []) for name in missing))
+    if shared - left_out:
+        return []
+    return [f"CI Target differs for target {name}: not present in a wave" for name in missing]
 
 
 def _difference(meta: dict, expected: dict, tag: str) -> str:
@@ -329,6 +384,7 @@ def complete(conn: sqlite3.Connection, name: str, actor: str) -> dict:
     wave = resolve(conn, name)
     require_active(wave, "complete")
     require_signed(conn, wave, "complete")
+    require_unexpired(conn, wave, "complete")
     targets.set_prod_targets(conn, wave.tag, wave.envelope())
     _finish(conn, wave, "complete", actor)
     return wave_json(conn, resolve_id(conn, wave.id))

@@ -1,7 +1,31 @@
 """Wave status (``GET waves/{wave}/status/``, fioctl's WaveStatus and RolloutGroupStatus, reference §2.3).
 
-One scan of the ``devices_status`` covering index (per group and version: devices, online devices)
-plus, for an active wave, the devices its rollouts staged explicitly (``devices_wave`` index).
+Each field as the reference defines it; counts are of production devices with the wave's tag,
+taken *now* (also for a finished wave):
+
+- ``total-devices``: all of them, in a group or not;
+- ``rollout-groups``: the wave's rollout groups in rollout-time order, then ``other-groups``: every
+  other group with at least one such device, by name, and last the devices in no group (name "");
+- ``updated-devices``: active wave: devices in rollout groups on the wave version or newer;
+  finished wave (complete or canceled): every device on the wave version or newer;
+- ``scheduled-devices``: active: devices in rollout groups below the wave version; complete: every
+  device below it; canceled: 0. ``unscheduled-devices`` is the rest. Per group,
+  ``devices-scheduled-for-update`` is the same rule applied to that group's devices;
+- ``devices-online``: devices whose last check-in lies within ``offline-threshold`` hours (an
+  integer >= 1, default 4, as fioctl's flag);
+- ``targets`` per group: devices per version, ``is-orphan`` for a version that is in neither the
+  tag's production targets nor the (not canceled) wave's targets.
+
+Choices where the reference is silent (its §6.9): a rollout group is every group a rollout of the
+wave named, with or without ``limit``/``percentage``/``uuids`` (the Wave's ``rollout-groups``), its
+``rollout-at`` the first such rollout; a later rollout to the same group adds no second row. A
+factory-wide rollout adds no rollout group: until the wave finishes, the devices it reached count
+as unscheduled (and as updated nowhere), the strict reading of "devices in rollout groups". So a
+partial ``limit`` rollout into a big group makes the whole group scheduled: these numbers say how
+far the wave is through its groups, not how many reached devices updated (the reconciler's
+``require.updated`` gate therefore divides by the history's ``num-devices``, observe.py).
+
+One scan of the ``devices_status`` covering index: per group and version, devices and online devices.
 """
 
 from __future__ import annotations
@@ -9,7 +33,7 @@ from __future__ import annotations
 import sqlite3
 
 from . import store, targets
-from .waves import Wave, full_group_ids, resolve
+from .waves import Wave, resolve
 
 
 def known_versions(conn: sqlite3.Connection, tag: str, wave: Wave | None = None) -> set[int]:
@@ -27,64 +51,54 @@ def known_versions(conn: sqlite3.Connection, tag: str, wave: Wave | None = None)
 
 
 def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
-    """WaveStatus (reference §2.3). "Rollout groups" count the devices the wave's rollouts reached:
-    every device of a fully rolled-out group, and the devices a partial rollout staged. ``updated`` /
-    ``scheduled`` are, for an active wave, those devices on the wave version or newer / older; for a
-    completed wave every device of the tag; for a canceled one nothing is scheduled."""
+    """WaveStatus as reference §2.3 defines each field (see the module docstring)."""
     wave = resolve(conn, name)
-    ts = store.now(conn)
-    cutoff = ts - offline_threshold * 3600
-    full = set(full_group_ids(conn, wave.id))
-    counts: dict = {}  # group_id -> {version: [total, online, staged]}
+    cutoff = store.now(conn) - offline_threshold * 3600
+    counts: dict = {}  # group_id -> {version: [devices, online]}
     for gid, version, n, online in conn.execute(
             "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
             "INDEXED BY devices_status WHERE tag = ? AND is_prod = 1 GROUP BY group_id, version",
             (cutoff, wave.tag)):
-        counts.setdefault(gid, {})[version] = [n, online, n if gid in full else 0]
-    if wave.status == "active":
-        for gid, version, n in conn.execute(
-                "SELECT group_id, version, count(*) FROM devices WHERE wave_id = ? AND tag = ? AND is_prod = 1 "
-                "GROUP BY group_id, version", (wave.id, wave.tag)):
-            if gid not in full and gid in counts and version in counts[gid]:
-                counts[gid][version][2] = n
-    known = known_versions(conn, wave.tag, wave)
-    v = wave.version
-
-    def scheduled_in(version: int, row: list) -> int:
-        if version >= v:
-            return 0
-        return {"active": row[2], "complete": row[0]}.get(wave.status, 0)
-
-    total = updated = scheduled = 0
-    for per_version in counts.values():
-        for version, row in per_version.items():
-            total += row[0]
-            if version >= v:
-                updated += row[2] if wave.status == "active" else row[0]
-            scheduled += scheduled_in(version, row)
-
-    names = {gid: gname for gid, gname in conn.execute("SELECT id, name FROM device_groups")}
+        counts.setdefault(gid, {})[version] = [n, online]
     rollout_groups = conn.execute(
         "SELECT group_id, group_name, created_at FROM wave_groups WHERE wave_id = ? ORDER BY seq",
         (wave.id,)).fetchall()
+    rolled_ids = {gid for gid, _, _ in rollout_groups}
+    v = wave.version
+
+    def counted(gid) -> bool:
+        """Whether a group's devices count as updated or scheduled: a finished wave counts every device."""
+        return wave.status != "active" or gid in rolled_ids
+
+    def scheduled(gid, version: int, n: int) -> int:
+        return n if version < v and wave.status != "canceled" and counted(gid) else 0
+
+    total = updated = scheduled_total = 0
+    for gid, per_version in counts.items():
+        for version, (n, _) in per_version.items():
+            total += n
+            updated += n if version >= v and counted(gid) else 0
+            scheduled_total += scheduled(gid, version, n)
+
+    known = known_versions(conn, wave.tag, wave)
+    names = {gid: gname for gid, gname in conn.execute("SELECT id, name FROM device_groups")}
 
     def group_status(gid, gname: str, rollout_at: int | None) -> dict:
         per_version = counts.get(gid, {})
         return {
             "name": gname,
             "rollout-at": store.iso(rollout_at),
-            "devices-total": sum(r[0] for r in per_version.values()),
-            "devices-online": sum(r[1] for r in per_version.values()),
-            "devices-on-wave-version": sum(r[0] for ver, r in per_version.items() if ver == v),
-            "devices-on-newer-version": sum(r[0] for ver, r in per_version.items() if ver > v),
-            "devices-on-older-version": sum(r[0] for ver, r in per_version.items() if ver < v),
-            "devices-scheduled-for-update": sum(scheduled_in(ver, r) for ver, r in per_version.items()),
-            "targets": [{"version": ver, "devices": r[0], "is-orphan": ver not in known}
-                        for ver, r in sorted(per_version.items(), reverse=True)],
+            "devices-total": sum(n for n, _ in per_version.values()),
+            "devices-online": sum(online for _, online in per_version.values()),
+            "devices-on-wave-version": sum(n for ver, (n, _) in per_version.items() if ver == v),
+            "devices-on-newer-version": sum(n for ver, (n, _) in per_version.items() if ver > v),
+            "devices-on-older-version": sum(n for ver, (n, _) in per_version.items() if ver < v),
+            "devices-scheduled-for-update": sum(scheduled(gid, ver, n) for ver, (n, _) in per_version.items()),
+            "targets": [{"version": ver, "devices": n, "is-orphan": ver not in known}
+                        for ver, (n, _) in sorted(per_version.items(), reverse=True)],
         }
 
     rolled = [group_status(gid, gname, at) for gid, gname, at in rollout_groups]
-    rolled_ids = {gid for gid, _, _ in rollout_groups}
     others = sorted((gid for gid in counts if gid not in rolled_ids and gid is not None),
                     key=lambda g: names.get(g, ""))
     other = [group_status(gid, names.get(gid, ""), None) for gid in others]
@@ -99,8 +113,8 @@ def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
         "finished-at": store.iso(wave.updated_at),
         "total-devices": total,
         "updated-devices": updated,
-        "scheduled-devices": scheduled,
-        "unscheduled-devices": total - updated - scheduled,
+        "scheduled-devices": scheduled_total,
+        "unscheduled-devices": total - updated - scheduled_total,
         "rollout-groups": rolled,
         "other-groups": other,
     }

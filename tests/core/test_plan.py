@@ -61,10 +61,10 @@ def test_first_phase_wait_counts_from_creation():
 def test_require_updated_reads_the_wave_status():
     spec = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", updated=90)])
     state = observed([active("v46", 46, [record("canary", NOW - timedelta(days=1), full=True)])],
-                     progress={"v46": WaveProgress(updated=8, scheduled=2)})
+                     progress={"v46": WaveProgress(updated=8, rolled_out=10)})
     plan = build_plan([spec], state)
     assert plan.operations[0].reason == "updated 90%: 80.0% (8 of 10 devices)"
-    state.progress["v46"] = WaveProgress(updated=9, scheduled=1)
+    state.progress["v46"] = WaveProgress(updated=9, rolled_out=10)
     assert build_plan([spec], state).operations[0].ready
 
 

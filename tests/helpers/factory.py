@@ -4,6 +4,7 @@ session), an httpx client on its in-process WSGI app, and a wave body built and 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -61,13 +62,19 @@ class Factory:
         sigs = [self.offline_signer().sign(signed)] if sign else []
         return {"name": name, "version": str(version), "tag": tag, "targets": {"signed": signed, "signatures": sigs}}
 
+    def post_wave(self, body: dict) -> httpx.Response:
+        """POST a WaveCreate the way fioctl sends it: ``targets.signed`` as its canonical bytes."""
+        signed = body["targets"]["signed"]
+        canonical = {**body, "targets": {**body["targets"], "signed": json.loads(signing.canonical_json(signed))}}
+        return self.http.post(f"{F}/waves/", json=canonical)
+
     def offline_signer(self) -> signing.TargetsSigner:
         root = self.ok(self.http.get("/ota/repo/demo/api/v1/user_repo/root.json"))  # fioctl signs with the CI root
         online = self.ok(self.http.get(f"{F}/ci-targets.pub"))
         return signing.find_offline_signer(root, self.archive, online)
 
     def create_wave(self, name: str, version: int, tag: str = "production", **kw) -> dict:
-        return self.ok(self.http.post(f"{F}/waves/", json=self.wave_body(name, version, tag, **kw)), 201)
+        return self.ok(self.post_wave(self.wave_body(name, version, tag, **kw)), 201)
 
     def rollout(self, wave: str, expect: int = 200, **options) -> dict:
         body = {"dry-run": False, "return-uuids": False, "return-names": False}

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from tests.helpers.factory import F, Factory
 
 from reconciler.localfactory import cli
+from tests.helpers.factory import F, Factory
 
 REPO = Path(__file__).resolve().parents[2]
 START = "2026-01-05T12:00:00Z"
@@ -178,7 +178,9 @@ def test_served_wave_lifecycle(served):
         run(path, "advance", "2h")  # another process moves time while the server runs
         assert http.get(f"{F}/waves/").headers["date"] == "Mon, 05 Jan 2026 14:00:00 GMT"
         status = f.status("$active$")
-        assert status["updated-devices"] + status["scheduled-devices"] == 10 and status["updated-devices"] >= 8
+        (us_east,) = status["rollout-groups"]
+        assert status["updated-devices"] + status["scheduled-devices"] == us_east["devices-total"]
+        assert status["updated-devices"] >= 8
         assert f.ok(http.post(f"{F}/waves/served-42/complete/"))["status"] == "complete"
         prod = f.ok(http.get(f"{F}/prod-targets/", params={"tag": "production"}))["production"]
         assert prod["signed"]["version"] == 42

@@ -8,10 +8,10 @@ import uuid
 
 import httpx
 import pytest
-from tests.helpers.factory import T0, F
 
 from reconciler import signing
 from reconciler.localfactory import demo, open_embedded, store
+from tests.helpers.factory import T0, F
 
 HWIDS = ("intel-corei7-64", "raspberrypi4-64")
 

@@ -12,11 +12,11 @@ import sqlite3
 import click
 import pytest
 from click.testing import CliRunner
-from tests.helpers.factory import T0, F, Factory, make_template
 
 from reconciler import signing
 from reconciler.errors import UserError
 from reconciler.localfactory import cli, demo, open_embedded, store, targets
+from tests.helpers.factory import T0, F, Factory, make_template
 
 NOT_A_FACTORY = "is not a local factory database"
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.helpers.factory import F, new_factory, split_uuids
 
 from reconciler.localfactory import devices as dev
+from tests.helpers.factory import F, new_factory, split_uuids
 
 
 @pytest.fixture
@@ -232,9 +232,10 @@ def test_rollout_invariants_hold_for_any_sequence(tmp_path_factory):
     import shutil
     import uuid as uuidlib
 
-    from tests.helpers.factory import Factory, make_template
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
+
+    from tests.helpers.factory import Factory, make_template
 
     groups = [None, "canary", "beta", "us-east", "apac"]
     option = st.fixed_dictionaries({

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.helpers.factory import F, new_factory
 
 STR, INT, BOOL, LIST, DICT, NULLABLE_STR = str, int, bool, list, dict, (str, type(None))
@@ -158,7 +159,7 @@ def test_factory_status(factory):
 
 def test_error_bodies(factory):
     for r in (factory.http.get(f"{F}/waves/nope/"), factory.http.post(f"{F}/waves/", json={}),
-              factory.http.post(f"{F}/waves/", json=factory.wave_body("populate-targets", 42)),
+              factory.post_wave(factory.wave_body("populate-targets", 42)),
               factory.http.delete(f"{F}/waves/")):
         assert r.status_code in (400, 404, 405, 409)
         assert r.headers["content-type"].startswith("application/json")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.helpers.factory import F, new_factory
 
 from reconciler.localfactory import devices as dev
+from tests.helpers.factory import F, new_factory
 
 
 @pytest.fixture
@@ -18,25 +18,23 @@ def by_name(groups: list[dict]) -> dict[str, dict]:
     return {g["name"]: g for g in groups}
 
 
-def test_active_wave_counts_only_devices_the_rollouts_reached(factory):
+def test_active_wave_schedules_every_device_of_its_rollout_groups(factory):
     factory.create_wave("v42", 42)
     factory.rollout("v42", group="canary")
     factory.rollout("v42", group="us-east", limit=20)
     factory.rollout("v42", limit=7)
     s = factory.status("v42")
-    assert s["total-devices"] == 400 and s["updated-devices"] == 0
-    assert s["scheduled-devices"] == 10 + 20 + 7
-    assert s["unscheduled-devices"] == 400 - 37
     assert [g["name"] for g in s["rollout-groups"]] == ["canary", "us-east"]
     canary, us_east = s["rollout-groups"]
+    assert s["total-devices"] == 400 and s["updated-devices"] == 0
+    assert s["scheduled-devices"] == 10 + us_east["devices-total"]  # the whole group, not the 20 staged
+    assert s["unscheduled-devices"] == 400 - 10 - us_east["devices-total"]
     assert canary["devices-scheduled-for-update"] == 10 == canary["devices-total"]
-    assert us_east["devices-scheduled-for-update"] == sum(1 for d in factory.devices(group="us-east") if d["is-wave"])
-    assert 20 <= us_east["devices-scheduled-for-update"] <= 27  # the factory-wide 7 may land in us-east too
+    assert us_east["devices-scheduled-for-update"] == us_east["devices-total"] == len(factory.devices(group="us-east"))
     assert us_east["rollout-at"] == "2026-01-05T12:00:00Z"
     others = s["other-groups"]
     assert [g["name"] for g in others] == ["apac", "beta", "eu-emea", "us-west", ""]  # "" = no group, last
-    assert all(g["rollout-at"] == "" for g in others)
-    assert sum(g["devices-scheduled-for-update"] for g in s["rollout-groups"] + others) == 37
+    assert all(g["rollout-at"] == "" and g["devices-scheduled-for-update"] == 0 for g in others)
     assert sum(g["devices-total"] for g in s["rollout-groups"] + others) == 400
 
 

@@ -6,9 +6,9 @@ import copy
 from datetime import timedelta
 
 import pytest
-from tests.helpers.factory import F, new_factory
 
 from reconciler import signing
+from tests.helpers.factory import F, new_factory
 
 
 @pytest.fixture
@@ -54,13 +54,13 @@ def test_served_signed_is_in_canonical_key_order(factory):
 def test_duplicate_wave_name_is_409(factory):
     factory.create_wave("v42", 42)
     factory.ok(factory.http.post(f"{F}/waves/v42/cancel/"))
-    r = factory.http.post(f"{F}/waves/", json=factory.wave_body("v42", 43))
+    r = factory.post_wave(factory.wave_body("v42", 43))
     assert r.status_code == 409 and "already exists" in r.json()["message"]
 
 
 def test_one_active_wave_per_tag(factory):
     factory.create_wave("v42", 42)
-    r = factory.http.post(f"{F}/waves/", json=factory.wave_body("v43", 43))
+    r = factory.post_wave(factory.wave_body("v43", 43))
     assert r.status_code == 409
     body = r.json()
     assert "v42" in body["message"] and "active" in body["message"] and body["errors"] == []
@@ -79,7 +79,7 @@ def test_version_must_exceed_the_production_version(factory):
                   "version": version}
         body = {"name": f"old-{version}", "version": str(version), "tag": "production",
                 "targets": {"signed": signed, "signatures": [factory.offline_signer().sign(signed)]}}
-        r = factory.http.post(f"{F}/waves/", json=body)
+        r = factory.post_wave(body)
         assert r.status_code == 400
         assert "lower than or equal to production Targets" in r.json()["message"]
 
@@ -88,14 +88,14 @@ def test_unknown_ci_version_is_400(factory):
     signed = {"_type": "Targets", "expires": "2027-01-01T00:00:00Z", "targets": {}, "version": 99}
     body = {"name": "v99", "version": "99", "tag": "production",
             "targets": {"signed": signed, "signatures": [factory.offline_signer().sign(signed)]}}
-    r = factory.http.post(f"{F}/waves/", json=body)
+    r = factory.post_wave(body)
     assert r.status_code == 400 and r.json()["message"] == "No targets found for version 99"
 
 
 def test_tampered_wave_is_rejected(factory):
     body = factory.wave_body("v42", 42)
     body["targets"]["signed"]["expires"] = "2030-01-01T00:00:00Z"  # changed after signing
-    r = factory.http.post(f"{F}/waves/", json=body)
+    r = factory.post_wave(body)
     assert r.status_code == 400
     assert "signature verification failed" in r.json()["message"] and r.json()["errors"]
     assert factory.ok(factory.http.get(f"{F}/waves/"))["total"] == 1  # nothing was written
@@ -105,12 +105,12 @@ def test_wave_signed_by_a_stranger_key_is_rejected(factory):
     body = factory.wave_body("v42", 42, sign=False)
     stranger = signing.generate_keypair()
     body["targets"]["signatures"] = [signing.signer_for_keypair(stranger).sign(body["targets"]["signed"])]
-    r = factory.http.post(f"{F}/waves/", json=body)
+    r = factory.post_wave(body)
     assert r.status_code == 400 and "not a targets key in root" in r.json()["errors"][0]
 
 
 def test_wave_without_offline_signature_is_rejected(factory):
-    r = factory.http.post(f"{F}/waves/", json=factory.wave_body("v42", 42, sign=False))
+    r = factory.post_wave(factory.wave_body("v42", 42, sign=False))
     assert r.status_code == 400 and "no signature" in r.json()["message"]
 
 
@@ -119,7 +119,7 @@ def test_wave_with_a_changed_ci_target_is_rejected_even_when_signed(factory):
     signed = body["targets"]["signed"]
     signed["targets"]["intel-corei7-64-lmp-42"]["hashes"]["sha256"] = "0" * 64
     body["targets"]["signatures"] = [factory.offline_signer().sign(signed)]
-    r = factory.http.post(f"{F}/waves/", json=body)
+    r = factory.post_wave(body)
     assert r.status_code == 400
     assert r.json()["message"] == "Targets validation failed"
     assert r.json()["errors"] == ["CI Target differs for target intel-corei7-64-lmp-42: hashes differs from the CI target"]
@@ -132,7 +132,7 @@ def test_wave_must_retag_ci_targets_and_may_not_add_foreign_ones(factory):
     ci50 = factory.ok(factory.http.get(f"{F}/targets/", params={"version": 50}))
     signed["targets"]["intel-corei7-64-lmp-50"] = ci50["intel-corei7-64-lmp-50"]
     body["targets"]["signatures"] = [factory.offline_signer().sign(signed)]
-    errors = factory.http.post(f"{F}/waves/", json=body).json()["errors"]
+    errors = factory.post_wave(body).json()["errors"]
     assert any("raspberrypi4-64-lmp-42" in e and "custom.tags" in e for e in errors)
     assert any("intel-corei7-64-lmp-50" in e and "not a CI target of version 42" in e for e in errors)
 
@@ -143,7 +143,7 @@ def test_hardware_id_conflict_is_rejected(factory):
     copy_ = copy.deepcopy(signed["targets"]["intel-corei7-64-lmp-40"])
     signed["targets"]["intel-corei7-64-lmp-40-copy"] = copy_
     body["targets"]["signatures"] = [factory.offline_signer().sign(signed)]
-    errors = factory.http.post(f"{F}/waves/", json=body).json()["errors"]
+    errors = factory.post_wave(body).json()["errors"]
     assert any("is not a CI target" in e for e in errors)
     assert any("conflict with each other's hardwareIds: intel-corei7-64" in e for e in errors)
 
@@ -160,14 +160,14 @@ def test_invalid_bodies_are_400_with_field_errors(factory):
 
 def test_expired_or_mismatched_signed_is_rejected(factory):
     body = factory.wave_body("v42", 42, expires=factory.now() - timedelta(days=1))
-    r = factory.http.post(f"{F}/waves/", json=body)
+    r = factory.post_wave(body)
     assert r.status_code == 400 and "not in the future" in r.json()["errors"][0]
     body = factory.wave_body("v42", 42)
     body["version"] = "43"
-    assert factory.http.post(f"{F}/waves/", json=body).status_code == 400
+    assert factory.post_wave(body).status_code == 400
     body = factory.wave_body("v42", 42, sign=False)
     body["targets"]["signed"]["delegations"] = {}
-    r = factory.http.post(f"{F}/waves/", json=body)
+    r = factory.post_wave(body)
     assert r.status_code == 400 and "exactly _type, expires, targets and version" in r.json()["errors"][0]
 
 
