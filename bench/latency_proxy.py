@@ -1,0 +1,203 @@
+"""A loopback TCP proxy that delays every chunk by half a round trip each way, and times HTTP requests.
+
+Used by the benches to show what a run costs on a real network (a CI runner to a cloud API is about
+100 ms round trip) rather than on loopback: ``with LatencyProxy(upstream_port, rtt_ms=100) as proxy``
+then point the client at ``proxy.url``. Every chunk read from one side is written to the other side
+``rtt / 2`` after it arrived (order kept, no extra delay for chunks queued behind it), so a request
+costs one round trip, a new connection one more (the first chunk), and concurrent requests overlap.
+
+The proxy parses HTTP/1.1 framing in both directions (Content-Length or chunked bodies, no
+pipelining, as httpx and waitress speak it) to record, per request, when its first byte reached the
+proxy and when the last byte of its answer was delivered back. ``longest_chain`` is the length of the
+longest sequence of requests each of which started only after the previous one had finished: the
+number of round trips a run waits for one after the other, whatever its concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Exchange:
+    method: str
+    target: str
+    start: float  # first request byte at the proxy (monotonic seconds)
+    end: float = 0.0  # last answer byte delivered to the client
+
+
+class _Framer:
+    """Incremental HTTP/1.1 message framing: feed bytes, get the message boundaries in them."""
+
+    def __init__(self, response: bool):
+        self.response = response
+        self.buffer = b""
+        self.state = "head"  # head | body | chunk-size | chunk-data | chunk-trailer
+        self.remaining = 0
+        self.started = False
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        """Events in ``data``: ("start", head) when a message's head completes, ("end", b"") when it ends."""
+        self.buffer += data
+        events: list[tuple[str, bytes]] = []
+        while True:
+            if self.state == "head":
+                cut = self.buffer.find(b"\r\n\r\n")
+                if cut < 0:
+                    return events
+                head, self.buffer = self.buffer[:cut], self.buffer[cut + 4:]
+                events.append(("start", head))
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (line.partition(b":") for line in head.split(b"\r\n")[1:])}
+                if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                    self.state = "chunk-size"
+                else:
+                    self.remaining = int(headers.get(b"content-length", b"0") or 0)
+                    self.state = "body"
+            elif self.state == "body":
+                take = min(self.remaining, len(self.buffer))
+                self.buffer, self.remaining = self.buffer[take:], self.remaining - take
+                if self.remaining:
+                    return events
+                events.append(("end", b""))
+                self.state = "head"
+            elif self.state == "chunk-size":
+                cut = self.buffer.find(b"\r\n")
+                if cut < 0:
+                    return events
+                size = int(self.buffer[:cut].split(b";")[0], 16)
+                self.buffer = self.buffer[cut + 2:]
+                self.remaining, self.state = size, ("chunk-data" if size else "chunk-trailer")
+            elif self.state == "chunk-data":
+                take = min(self.remaining + 2, len(self.buffer))  # the data and its CRLF
+                self.buffer, self.remaining = self.buffer[take:], self.remaining + 2 - take
+                if self.remaining:
+                    return events
+                self.state = "chunk-size"
+            else:  # chunk-trailer: up to the empty line
+                cut = self.buffer.find(b"\r\n")
+                if cut < 0:
+                    return events
+                line, self.buffer = self.buffer[:cut], self.buffer[cut + 2:]
+                if not line:
+                    events.append(("end", b""))
+                    self.state = "head"
+
+
+@dataclass
+class LatencyProxy:
+    upstream_port: int
+    rtt_ms: float
+    host: str = "127.0.0.1"
+    exchanges: list[Exchange] = field(default_factory=list)
+    connections: int = 0
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+        self._lock = threading.Lock()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> LatencyProxy:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, self.host, 0), self._loop).result()
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.exchanges.clear()
+            self.connections = 0
+
+    # ------------------------------------------------------------------------------------- figures
+
+    def longest_chain(self) -> int:
+        """The longest sequence of exchanges, each started after the previous one ended."""
+        done = sorted((e for e in self.exchanges if e.end), key=lambda e: e.start)
+        best: list[int] = []
+        for i, exchange in enumerate(done):
+            before = [best[j] for j in range(i) if done[j].end <= exchange.start]
+            best.append(1 + max(before, default=0))
+        return max(best, default=0)
+
+    # ------------------------------------------------------------------------------------- relay
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        except OSError:
+            client_writer.close()
+            return
+        with self._lock:
+            self.connections += 1
+        pending: list[Exchange] = []  # requests of this connection waiting for their answer, in order
+        requests, responses = _Framer(response=False), _Framer(response=True)
+
+        def on_request(data: bytes, arrived: float, delivered: float) -> None:
+            for kind, head in requests.feed(data):
+                if kind == "start":
+                    method, target = (head.split(b"\r\n", 1)[0].split(b" ") + [b"", b""])[:2]
+                    exchange = Exchange(method.decode(), target.decode(), start=arrived)
+                    pending.append(exchange)
+                    with self._lock:
+                        self.exchanges.append(exchange)
+
+        def on_response(data: bytes, arrived: float, delivered: float) -> None:
+            for kind, _ in responses.feed(data):
+                if kind == "end" and pending:
+                    pending.pop(0).end = delivered
+
+        await asyncio.gather(
+            self._pump(client_reader, upstream_writer, on_request),
+            self._pump(upstream_reader, client_writer, on_response),
+            return_exceptions=True,
+        )
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, observe) -> None:
+        """Copy reader to writer, each chunk delivered half a round trip after it arrived."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        delay = self.rtt_ms / 2000
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                if not chunk:
+                    break
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(chunk)
+                await writer.drain()
+                observe(chunk, due - delay, time.monotonic())
+            with contextlib.suppress(OSError):
+                writer.close()
+
+        delivering = asyncio.create_task(deliver())
+        try:
+            while chunk := await reader.read(65536):
+                queue.put_nowait((time.monotonic() + delay, chunk))
+        except OSError:
+            pass
+        finally:
+            queue.put_nowait((time.monotonic() + delay, b""))
+            await delivering
