@@ -13,7 +13,9 @@ the hot paths read; its indexes serve exactly those paths:
 Times are integer UNIX seconds of the *simulated* clock (``meta.now``), which moves only when
 ``advance`` is called. A device's ``last_seen`` is stored when it changes state; while ``online``
 is 1 the device checks in every ``checkin_interval`` seconds and its last check-in is derived
-(see fleet.py), so an hour of simulated time does not rewrite a million rows.
+(see fleet.py), so an hour of simulated time does not rewrite a million rows. ``tuf_timestamp``,
+``tuf_snapshot`` and ``tuf_targets`` are the metadata versions the device trusts (tufclient.py),
+written only when they change.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ CREATE TABLE IF NOT EXISTS devices (
     id INTEGER PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL, group_id INTEGER,
     tag TEXT NOT NULL, is_prod INTEGER NOT NULL, hwid TEXT NOT NULL, version INTEGER NOT NULL,
     online INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, rnd INTEGER NOT NULL, wave_id INTEGER,
-    created_at INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '');
+    created_at INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',
+    tuf_timestamp INTEGER NOT NULL DEFAULT 0, tuf_snapshot INTEGER NOT NULL DEFAULT 0,
+    tuf_targets INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS update_events (
     id INTEGER PRIMARY KEY, device_id INTEGER NOT NULL, at INTEGER NOT NULL,
     from_version INTEGER NOT NULL, to_version INTEGER NOT NULL, ok INTEGER NOT NULL);
@@ -166,6 +170,7 @@ class Store:
                 conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
                 conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
                 conn.execute("PRAGMA temp_store=MEMORY")
+                _add_trust_columns(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -219,6 +224,27 @@ def is_busy(e: BaseException) -> bool:
     """``database is locked`` / ``busy``: another process held the factory longer than BUSY_TIMEOUT."""
     text = str(e).lower()
     return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+TRUST_COLUMNS = ("tuf_timestamp", "tuf_snapshot", "tuf_targets")
+
+
+def _add_trust_columns(conn: sqlite3.Connection) -> None:
+    """A factory made before devices recorded the TUF versions they trust gets the columns (0: a
+    device that trusts nothing yet accepts what it fetches next), so it keeps working."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(devices)")}
+    if not have or have.issuperset(TRUST_COLUMNS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(devices)")}  # another process may have won
+        for column in TRUST_COLUMNS:
+            if column not in have:
+                conn.execute(f"ALTER TABLE devices ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _statements(script: str) -> list[str]:
