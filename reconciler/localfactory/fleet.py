@@ -223,11 +223,13 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
             "% 10000 < :fail")
     accepts = (f"online = 1 AND {first} < :b AND {first} < :exp AND tuf_timestamp <= :ts "
                "AND tuf_snapshot <= :snap AND tuf_targets <= :tv")
-    trust_sql = ("UPDATE devices SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv WHERE "
-                 f"{accepts} AND (tuf_timestamp < :ts OR tuf_snapshot < :snap OR tuf_targets < :tv) AND ")
+    # A device whose trusted timestamp has the version it fetches stops there (it has nothing newer to
+    # fetch, as aktualizr-lite and python-tuf do); the others record the versions they accepted.
+    trust_sql = ("UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "
+                 f"WHERE tuf_timestamp < :ts AND {accepts} AND ")
     # One attempt per device, version and day: a device that failed today retries tomorrow.
     insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "
-              f"NOT {fail} FROM devices WHERE {accepts} AND hwid = :hwid AND version < :to "
+              f"NOT {fail} FROM devices{{status_index}} WHERE {accepts} AND hwid = :hwid AND version < :to "
               f"AND NOT EXISTS (SELECT 1 FROM update_events e WHERE e.device_id = devices.id AND e.ok = 0 "
               f"AND e.to_version = :to AND e.at >= :daystart) AND ")
     for (kind, key), source in src.items():
@@ -235,17 +237,19 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
         if c is None:
             continue
         q = dict(p, tag=key, ts=c.timestamp, snap=c.snapshot, tv=c.targets, exp=c.expires, fail=m.failure_bp)
+        # (index hint, condition): devices of a tag walk devices_trust for the trust update (only those
+        # behind the view's timestamp) and devices_status for installs (only those below a version).
         if kind == "ci":
-            members = ["tag = :tag AND is_prod = 0"]
+            members = [(True, "tag = :tag AND is_prod = 0")]
         elif kind == "wave":
             wid = int(key)
             q["wid"] = wid
-            members = ["is_prod = 1 AND wave_id = :wid"]
+            members = [(False, "is_prod = 1 AND wave_id = :wid")]
             groups = fulls.get(wid, [])
             if groups:
                 q["tag"] = conn.execute("SELECT tag FROM waves WHERE id = ?", (wid,)).fetchone()[0]
                 marks = ",".join(str(int(g)) for g in groups)
-                members.append(f"tag = :tag AND is_prod = 1 AND group_id IN ({marks})")
+                members.append((True, f"tag = :tag AND is_prod = 1 AND group_id IN ({marks})"))
         else:
             wid = active.get(key)
             staged = ""
@@ -254,11 +258,12 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
                 staged = f" AND (wave_id IS NULL OR wave_id != {int(wid)})"
                 if groups:
                     staged += f" AND (group_id IS NULL OR group_id NOT IN ({groups}))"
-            members = ["tag = :tag AND is_prod = 1" + staged]
-        for member in members:
-            conn.execute(trust_sql + member, q)
+            members = [(True, "tag = :tag AND is_prod = 1" + staged)]
+        for by_tag, member in members:
+            conn.execute(trust_sql.format(trust_index=" INDEXED BY devices_trust" if by_tag else "") + member, q)
+            install = insert.format(status_index=" INDEXED BY devices_status" if by_tag else "") + member
             for hwid, newest in source.newest.items():
-                conn.execute(insert + member, dict(q, to=newest, hwid=hwid))
+                conn.execute(install, dict(q, to=newest, hwid=hwid))
     conn.execute("INSERT INTO update_events(device_id, at, from_version, to_version, ok) "
                  "SELECT id, at, from_v, to_v, ok FROM fleet_todo ORDER BY at, id")
     conn.execute("UPDATE devices SET version = t.to_v FROM fleet_todo AS t WHERE devices.id = t.id AND t.ok = 1")

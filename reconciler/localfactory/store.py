@@ -8,7 +8,9 @@ the hot paths read; its indexes serve exactly those paths:
   pick of N devices reads about N index entries and never sorts;
 - ``devices_status`` (tag, is_prod, group_id, version, online, last_seen): wave and factory status
   are one covering-index scan with GROUP BY in index order;
-- ``devices_wave`` (partial, wave_id): the devices a rollout staged explicitly.
+- ``devices_wave`` (partial, wave_id): the devices a rollout staged explicitly;
+- ``devices_trust`` (tag, is_prod, tuf_timestamp): the devices of a view that have not yet fetched
+  its newest timestamp, so a check-in of an unchanged view reads no rows.
 
 Times are integer UNIX seconds of the *simulated* clock (``meta.now``), which moves only when
 ``advance`` is called. A device's ``last_seen`` is stored when it changes state; while ``online``
@@ -96,6 +98,7 @@ DEVICE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS devices_pick_tag ON devices(tag, is_prod, rnd)",
     "CREATE INDEX IF NOT EXISTS devices_status ON devices(tag, is_prod, group_id, version, online, last_seen)",
     "CREATE INDEX IF NOT EXISTS devices_wave ON devices(wave_id) WHERE wave_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS devices_trust ON devices(tag, is_prod, tuf_timestamp)",
 )
 DEVICE_INDEX_NAMES = tuple(stmt.split(" ON ")[0].split()[-1] for stmt in DEVICE_INDEXES)
 
@@ -241,6 +244,7 @@ def _add_trust_columns(conn: sqlite3.Connection) -> None:
         for column in TRUST_COLUMNS:
             if column not in have:
                 conn.execute(f"ALTER TABLE devices ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        conn.execute(DEVICE_INDEXES[-1])
     except BaseException:
         conn.execute("ROLLBACK")
         raise

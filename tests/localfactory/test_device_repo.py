@@ -191,6 +191,7 @@ def test_a_factory_made_before_devices_recorded_trust_gets_the_columns(tmp_path_
     path = tmp_path / "old"
     shutil.copytree(make_template(tmp_path_factory), path)
     with sqlite3.connect(path / "factory.db") as conn:
+        conn.execute("DROP INDEX devices_trust")
         for column in store.TRUST_COLUMNS:
             conn.execute(f"ALTER TABLE devices DROP COLUMN {column}")
     factory = Factory(path)
@@ -199,5 +200,6 @@ def test_a_factory_made_before_devices_recorded_trust_gets_the_columns(tmp_path_
         factory.rollout("v42", group="canary")
         assert factory.advance(3600)["updated"] >= 8
         assert factory.sql("SELECT count(*) FROM devices WHERE tuf_targets = 42")[0][0] >= 8
+        assert factory.sql("SELECT 1 FROM sqlite_master WHERE name = 'devices_trust'")
     finally:
         factory.close()
