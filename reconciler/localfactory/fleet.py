@@ -11,7 +11,7 @@ Model (all of it seeded, so a factory replays identically):
   it (explicitly or through a fully rolled-out group), else its tag's production targets. It runs
   the TUF client flow (tufclient.py): the root chain 1..N, timestamp, snapshot and targets, each
   against the root's keys and threshold, the versions each lists, expiry, and rollback against the
-  versions it trusts (columns ``tuf_*``). Devices that fetch the same files share the verification
+  versions it trusts (columns ``tuf_*``, written when a device accepts a new snapshot). Devices that fetch the same files share the verification
   of their bytes (cached per distinct set of files), so a million devices cost a handful of
   signature checks; per device only versions and the check-in time are compared, in SQL. A device
   that refuses (say its wave was canceled and the tag's production targets have a lower version
@@ -223,10 +223,12 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
             "% 10000 < :fail")
     accepts = (f"online = 1 AND {first} < :b AND {first} < :exp AND tuf_timestamp <= :ts "
                "AND tuf_snapshot <= :snap AND tuf_targets <= :tv")
-    # A device whose trusted timestamp has the version it fetches stops there (it has nothing newer to
-    # fetch, as aktualizr-lite and python-tuf do); the others record the versions they accepted.
+    # Devices record the versions they accepted when the snapshot is new to them. A re-signed timestamp
+    # of the same snapshot is not written per device: within a snapshot version timestamp versions only
+    # grow with time (repo.py), so the stored one stays a lower bound that orders every file the
+    # factory can serve the same way, and an unchanged view costs no writes.
     trust_sql = ("UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "
-                 f"WHERE tuf_timestamp < :ts AND {accepts} AND ")
+                 f"WHERE tuf_snapshot < :snap AND {accepts} AND ")
     # One attempt per device, version and day: a device that failed today retries tomorrow.
     insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "
               f"NOT {fail} FROM devices{{status_index}} WHERE {accepts} AND hwid = :hwid AND version < :to "
@@ -238,7 +240,7 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
             continue
         q = dict(p, tag=key, ts=c.timestamp, snap=c.snapshot, tv=c.targets, exp=c.expires, fail=m.failure_bp)
         # (index hint, condition): devices of a tag walk devices_trust for the trust update (only those
-        # behind the view's timestamp) and devices_status for installs (only those below a version).
+        # behind the view's snapshot) and devices_status for installs (only those below a version).
         if kind == "ci":
             members = [(True, "tag = :tag AND is_prod = 0")]
         elif kind == "wave":

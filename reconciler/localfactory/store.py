@@ -9,15 +9,15 @@ the hot paths read; its indexes serve exactly those paths:
 - ``devices_status`` (tag, is_prod, group_id, version, online, last_seen): wave and factory status
   are one covering-index scan with GROUP BY in index order;
 - ``devices_wave`` (partial, wave_id): the devices a rollout staged explicitly;
-- ``devices_trust`` (tag, is_prod, tuf_timestamp): the devices of a view that have not yet fetched
-  its newest timestamp, so a check-in of an unchanged view reads no rows.
+- ``devices_trust`` (tag, is_prod, tuf_snapshot): the devices of a view that have not yet fetched
+  its snapshot, so a check-in of an unchanged view reads no rows.
 
 Times are integer UNIX seconds of the *simulated* clock (``meta.now``), which moves only when
 ``advance`` is called. A device's ``last_seen`` is stored when it changes state; while ``online``
 is 1 the device checks in every ``checkin_interval`` seconds and its last check-in is derived
 (see fleet.py), so an hour of simulated time does not rewrite a million rows. ``tuf_timestamp``,
 ``tuf_snapshot`` and ``tuf_targets`` are the metadata versions the device trusts (tufclient.py),
-written only when they change.
+written when it accepts a new snapshot (fleet.py).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ DEVICE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS devices_pick_tag ON devices(tag, is_prod, rnd)",
     "CREATE INDEX IF NOT EXISTS devices_status ON devices(tag, is_prod, group_id, version, online, last_seen)",
     "CREATE INDEX IF NOT EXISTS devices_wave ON devices(wave_id) WHERE wave_id IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS devices_trust ON devices(tag, is_prod, tuf_timestamp)",
+    "CREATE INDEX IF NOT EXISTS devices_trust ON devices(tag, is_prod, tuf_snapshot)",
 )
 DEVICE_INDEX_NAMES = tuple(stmt.split(" ON ")[0].split()[-1] for stmt in DEVICE_INDEXES)
 
