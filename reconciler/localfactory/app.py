@@ -7,9 +7,9 @@ made by ``reconcile-factory token``, else 401. Trailing slashes are optional. Ev
 a ``Date`` header with the simulated time. Errors are ``{"message": ..., "errors": [...]}``.
 
 Device-facing metadata (the gateway a device talks to with its client certificate; here the device
-names itself with ``x-ats-device-uuid``): ``/ota/gateway/{factory}/repo/targets.json`` answers what
-that device fetches (fleet.py), ``root.json`` and ``N.root.json`` the root chain it verifies with
-(production root for production devices, CI root otherwise).
+names itself with ``x-ats-device-uuid``): ``/ota/gateway/{factory}/repo/`` is that device's view of
+the TUF repository (repo.py): ``root.json`` and ``N.root.json`` (production root for production
+devices, CI root otherwise), ``timestamp.json``, ``snapshot.json`` and ``targets.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from . import (
     factorystatus,
     fleet,
     groups,
+    repo,
     requestbody,
     rollout,
     store,
@@ -329,14 +330,8 @@ class GatewayResource(Base):
         with self.store.read() as conn:
             self.factory(conn, factory)
             device = devices.get_device(conn, uuid, by_uuid=True)
-            kind = "prod" if device["is_prod"] else "ci"
-            match = ROOT_FILE.match(file)
-            if match:
-                body = trust.root(conn, kind, int(match.group(1)) if match.group(1) else None)
-            elif file == "targets.json":
-                _, body = fleet.device_metadata(conn, device)
-            else:
-                body = None
+            root_kind, view = fleet.device_view(conn, device)
+            body = repo.file(conn, view, root_kind, file, store.now(conn))
         if body is None:
             raise not_found(f"{file} not found for this device")
         resp.media = body

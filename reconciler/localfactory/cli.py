@@ -144,13 +144,21 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
               help="0 picks a free port (printed).")
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--clock", "clock_mode", type=click.Choice(["simulated", "real"]), default="simulated",
+              show_default=True, help="simulated: time moves only with `advance`. real: it follows wall time "
+              "(times --speed); devices check in as it passes, and `advance` still jumps ahead.")
+@click.option("--speed", type=click.FloatRange(0, 1_000_000, min_open=True), default=None,
+              help="With --clock real: simulated seconds per wall second (3600 = an hour a second; default 1).")
 @pass_ctx
-def serve(c: Ctx, host, port, threads):
+def serve(c: Ctx, host, port, threads, clock_mode, speed):
     """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`."""
     import waitress
 
     from .app import make_app
+    from .clock import RealClock
 
+    if speed is not None and clock_mode != "real":
+        raise click.ClickException("--speed needs --clock real: the simulated clock moves only with `advance`")
     st = c.store()
     with st.read() as conn:
         from .store import factory_name
@@ -163,15 +171,22 @@ def serve(c: Ctx, host, port, threads):
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
-    click.echo(f"Serving factory '{name}' on http://{host}:{server.effective_port} (from {c.path})", err=True)
+    clock = RealClock(st, speed or 1.0) if clock_mode == "real" else None
+    described = f"real time x{speed or 1.0:g}" if clock else "simulated time (moves with `advance`)"
+    click.echo(f"Serving factory '{name}' on http://{host}:{server.effective_port} (from {c.path}), {described}",
+               err=True)
     if not tokens:
         click.echo("No API token exists yet: create one with `reconcile-factory token`", err=True)
     sys.stderr.flush()
+    if clock:
+        clock.start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        if clock:
+            clock.stop()
         server.close()
 
 
@@ -179,7 +194,9 @@ def serve(c: Ctx, host, port, threads):
 @click.argument("duration")
 @pass_ctx
 def advance(c: Ctx, duration):
-    """Move simulated time forward by DURATION (1h, 30m, 1d12h); devices check in and update."""
+    """Move simulated time forward by DURATION (1h, 30m, 1d12h); devices check in and update.
+
+    While `serve --clock real` runs, this jumps ahead by DURATION and the clock runs on from there."""
     from . import fleet, store
 
     seconds = parse_duration(duration)

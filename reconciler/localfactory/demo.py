@@ -7,7 +7,8 @@ database; CI and production roots (version 2 lists [online, offline]; prod thres
 the device groups canary, beta, us-east, us-west, eu-emea, apac; production targets for tag
 ``production`` at version 40, published the way an operator would: through a wave
 ``populate-targets`` signed with the offline key, then completed; production devices in those
-groups on version 40, and CI devices on version 60.
+groups on version 40, and CI devices on version 60, each trusting the TUF metadata versions of
+the repository it fetches (as if provisioned with them).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from reconciler import signing
 from reconciler.errors import UserError
 
-from . import devices, fleet, groups, store, targets, trust, waves
+from . import devices, fleet, groups, repo, store, targets, trust, waves
 
 HWIDS = ("intel-corei7-64", "raspberrypi4-64")
 GROUPS = ("canary", "beta", "us-east", "us-west", "eu-emea", "apac")
@@ -186,14 +187,23 @@ def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int) -> None:
     gids = {name: gid for gid, name in conn.execute("SELECT id, name FROM device_groups")}
     seed_s = str(seed)
 
+    # Devices were provisioned with the metadata of the version they run: they trust its versions.
+    trusted = {}
+    for prod, kind, tag in ((1, "prod", "production"), (0, "ci", "main")):
+        checked, problem = fleet.check_view(conn, repo.view(conn, kind, tag), start)
+        if checked is None:
+            raise RuntimeError(f"the demo's {kind} metadata does not verify: {problem}")
+        trusted[prod] = (checked.timestamp, checked.snapshot, checked.targets)
+
     def row(uid: str, name: str, gid, tag: str, prod: int, hwid: str, version: int):
         rnd = devices.rnd_for(seed_s, uid)
         phase = rnd % m.interval
         if fleet.online_today(rnd, day, m):
-            return (uid, name, gid, tag, prod, hwid, version, 1, start - ((start - phase) % m.interval), rnd, start)
+            return (uid, name, gid, tag, prod, hwid, version, 1, start - ((start - phase) % m.interval), rnd, start,
+                    *trusted[prod])
         # offline today (or for good): last seen some time before today
         ago = fleet.DAY + (rnd >> 8) % (30 * fleet.DAY)
-        return (uid, name, gid, tag, prod, hwid, version, 0, start - ago, rnd, start)
+        return (uid, name, gid, tag, prod, hwid, version, 0, start - ago, rnd, start, *trusted[prod])
 
     def rows():
         for i in range(n):
@@ -204,7 +214,7 @@ def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int) -> None:
     for index in store.DEVICE_INDEX_NAMES:
         conn.execute(f"DROP INDEX IF EXISTS {index}")
     conn.executemany(
-        "INSERT INTO devices(uuid, name, group_id, tag, is_prod, hwid, version, online, last_seen, rnd, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+        "INSERT INTO devices(uuid, name, group_id, tag, is_prod, hwid, version, online, last_seen, rnd, created_at, "
+        "tuf_timestamp, tuf_snapshot, tuf_targets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
     for stmt in store.DEVICE_INDEXES:
         conn.execute(stmt)

@@ -6,12 +6,16 @@ Model (all of it seeded, so a factory replays identically):
 - each UTC day a device is offline for the whole day with probability ``offline_per_day`` (5%), and
   a share ``dead`` (1%) never checks in again; both come from a hash of the device's ``rnd`` and the
   day, computed in SQL;
-- at a check-in the device fetches its metadata (``device_metadata``): CI targets for a CI device; for
-  a production device the targets of the active wave of its tag when the wave has staged it
-  (explicitly or through a fully rolled-out group), else its tag's production targets. It verifies
-  them as aktualizr does: the root chain 1..N, then the targets signatures against the last root's
-  threshold, and the expiry. Devices that fetch the same metadata share that verification (it is the
-  same bytes), so a million devices cost a handful of signature checks;
+- at a check-in the device fetches its view of the repository (repo.py): the CI targets for a CI
+  device; for a production device the targets of the active wave of its tag when the wave has staged
+  it (explicitly or through a fully rolled-out group), else its tag's production targets. It runs
+  the TUF client flow (tufclient.py): the root chain 1..N, timestamp, snapshot and targets, each
+  against the root's keys and threshold, the versions each lists, expiry, and rollback against the
+  versions it trusts (columns ``tuf_*``, written when a device accepts a new snapshot). Devices that fetch the same files share the verification
+  of their bytes (cached per distinct set of files), so a million devices cost a handful of
+  signature checks; per device only versions and the check-in time are compared, in SQL. A device
+  that refuses (say its wave was canceled and the tag's production targets have a lower version
+  than the wave's it trusts) keeps what it trusted and installs nothing;
 - it then installs the newest version its metadata offers for its tag and hardware id, never a
   downgrade; an install fails with probability ``install_failure`` (2%) per attempt, hashed from the
   device, the version and the day: the failure is recorded as an update event (ok = 0) and the
@@ -25,13 +29,11 @@ SQL statements; Python loops only over (tag, hardware id) pairs and active waves
 
 from __future__ import annotations
 
-import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 
-from reconciler import signing
-
-from . import store, targets, trust
+from . import repo, store, targets, trust, tufclient
 
 DAY = 86400
 P31 = 2147483647  # a prime: multiplicative hashing modulo it stays within 63-bit integers
@@ -84,49 +86,67 @@ class Source:
 
     kind: str  # "ci" | "prod" | "wave"
     key: str  # tag or wave id
-    envelope: dict | None
+    checked: tufclient.Checked | None  # None when a device refuses the files whatever it trusts
     newest: dict[str, int]  # hwid -> highest version offered (empty if unverifiable)
     problem: str = ""
 
 
-def verify(conn: sqlite3.Connection, kind: str, envelope: dict | None) -> str:
-    """What a device checks before it trusts targets: "" when they are fine, else why not."""
-    if envelope is None:
-        return "no targets"
-    chain = trust.root_chain(conn, kind)
-    try:
-        root = trust.verify_root_chain(chain)
-        signing.verify_threshold(root, "targets", envelope["signed"], envelope["signatures"])
-    except signing.TufError as e:
-        return str(e)
-    if store.parse_time(envelope["signed"]["expires"]) <= store.now(conn):
-        return "targets metadata has expired"
-    return ""
+_checked: dict[str, tufclient.Checked | str] = {}
+_checked_lock = threading.Lock()
+_CHECKED_MAX = 1024
+
+
+def check_view(conn: sqlite3.Connection, v: repo.View | None, now: int) -> tuple[tufclient.Checked | None, str]:
+    """What a device does with a view's files (tufclient), for the bytes alone: verified once per
+    distinct set of files and cached, as every device fetching them would reach the same verdict.
+    Expiry and rollback depend on the clock and the device: the caller compares ``Checked``."""
+    if v is None:
+        return None, "no targets"
+    chain = trust.root_chain(conn, v.root_kind)
+    if not chain:
+        return None, "no root metadata"
+    ts, snap = repo.timestamp(conn, v, now), repo.snapshot(conn, v)
+    key = tufclient.fingerprint(*chain, ts, snap, v.targets)
+    with _checked_lock:
+        hit = _checked.get(key)
+    if hit is None:
+        try:
+            root = tufclient.update_root(chain[0], lambda n: chain[n - 1] if n <= len(chain) else None)
+            hit = tufclient.check(root, ts, snap, v.targets)
+        except tufclient.Refused as e:
+            hit = str(e)
+        with _checked_lock:
+            if len(_checked) >= _CHECKED_MAX:
+                _checked.clear()
+            _checked[key] = hit
+    if isinstance(hit, str):
+        return None, hit
+    return hit, ""
 
 
 def sources(conn: sqlite3.Connection) -> dict[tuple[str, str], Source]:
-    """Every metadata source in the factory, verified once."""
+    """Every view in the factory (CI per tag, production per tag, active waves), checked once."""
     out: dict[tuple[str, str], Source] = {}
-    ci = targets.ci_targets_json(conn)
-    ci_problem = verify(conn, "ci", ci)
-    for (tag,) in conn.execute("SELECT DISTINCT tag FROM devices INDEXED BY devices_pick_tag WHERE is_prod = 0"):
-        newest = {} if ci_problem else targets.newest_by_hwid(ci["signed"]["targets"], tag)
-        out[("ci", tag)] = Source("ci", tag, ci, newest, ci_problem)
-    for tag, envelope in targets.all_prod_targets(conn).items():
-        problem = verify(conn, "prod", envelope)
-        out[("prod", tag)] = Source("prod", tag, envelope, {} if problem else
-                                    targets.newest_by_hwid(envelope["signed"]["targets"], tag), problem)
-    for wave_id, tag, signed, sigs in conn.execute(
-            "SELECT id, tag, signed, signatures FROM waves WHERE status = 'active'"):
-        envelope = {"signatures": json.loads(sigs), "signed": json.loads(signed)}
-        problem = verify(conn, "prod", envelope)
-        out[("wave", str(wave_id))] = Source("wave", str(wave_id), envelope, {} if problem else
-                                             targets.newest_by_hwid(envelope["signed"]["targets"], tag), problem)
+    now = store.now(conn)
+    keys = [("ci", tag) for (tag,) in conn.execute(
+        "SELECT DISTINCT tag FROM devices INDEXED BY devices_pick_tag WHERE is_prod = 0")]
+    keys += [("prod", tag) for (tag,) in conn.execute("SELECT tag FROM prod_targets ORDER BY tag")]
+    keys += [("wave", str(wid)) for (wid,) in conn.execute("SELECT id FROM waves WHERE status = 'active'")]
+    for kind, key in keys:
+        v = repo.view(conn, kind, key)
+        checked, problem = check_view(conn, v, now)
+        if checked is not None and checked.expires <= now:
+            problem = f"{checked.expiring} metadata has expired"
+        newest = {}
+        if v is not None and not problem:
+            tag = key if kind != "wave" else conn.execute("SELECT tag FROM waves WHERE id = ?", (int(key),)).fetchone()[0]
+            newest = targets.newest_by_hwid(v.targets["signed"]["targets"], tag)
+        out[(kind, key)] = Source(kind, key, checked, newest, problem)
     return out
 
 
 def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]:
-    """Which metadata one device fetches (see the module docstring)."""
+    """Which view one device fetches (see the module docstring)."""
     if not device["is_prod"]:
         return ("ci", device["tag"])
     row = conn.execute("SELECT id FROM waves WHERE tag = ? AND status = 'active'", (device["tag"],)).fetchone()
@@ -140,15 +160,10 @@ def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]
     return ("prod", device["tag"])
 
 
-def device_metadata(conn: sqlite3.Connection, device: dict) -> tuple[str, dict | None]:
-    """(root kind, targets envelope or None) that this device fetches from the gateway."""
+def device_view(conn: sqlite3.Connection, device: dict) -> tuple[str, repo.View | None]:
+    """(root kind, view or None) of the repository this device fetches from the gateway."""
     kind, key = device_source_key(conn, device)
-    if kind == "ci":
-        return "ci", targets.ci_targets_json(conn)
-    if kind == "prod":
-        return "prod", targets.prod_targets(conn, key)
-    signed, sigs = conn.execute("SELECT signed, signatures FROM waves WHERE id = ?", (int(key),)).fetchone()
-    return "prod", {"signatures": json.loads(sigs), "signed": json.loads(signed)}
+    return ("prod" if device["is_prod"] else "ci"), repo.view(conn, kind, key)
 
 
 # ------------------------------------------------------------------------------------ advance
@@ -192,7 +207,9 @@ def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict) -> None:
 
 
 def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first: str, stats: dict) -> None:
-    """Devices online in [a, b) whose metadata offers a newer version for their hardware id install it."""
+    """Devices checking in during [a, b) fetch their view; those that accept it (tufclient: not
+    expired at their check-in, no version below what they trust) record what they now trust, and
+    install the newest version it offers for their hardware id when that is newer."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS fleet_todo (id INTEGER PRIMARY KEY, from_v INTEGER, "
                  "to_v INTEGER, at INTEGER, ok INTEGER)")
     conn.execute("DELETE FROM fleet_todo")
@@ -204,34 +221,51 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
         fulls.setdefault(wid, []).append(gid)
     fail = ("(((rnd & 2147483647) * ((:to * 69621 + :day * 48271 + 7) % 2147483647 + 1)) % 2147483647) "
             "% 10000 < :fail")
+    accepts = (f"online = 1 AND {first} < :b AND {first} < :exp AND tuf_timestamp <= :ts "
+               "AND tuf_snapshot <= :snap AND tuf_targets <= :tv")
+    # Devices record the versions they accepted when the snapshot is new to them. A re-signed timestamp
+    # of the same snapshot is not written per device: within a snapshot version timestamp versions only
+    # grow with time (repo.py), so the stored one stays a lower bound that orders every file the
+    # factory can serve the same way, and an unchanged view costs no writes.
+    trust_sql = ("UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "
+                 f"WHERE tuf_snapshot < :snap AND {accepts} AND ")
     # One attempt per device, version and day: a device that failed today retries tomorrow.
     insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "
-              f"NOT {fail} FROM devices WHERE online = 1 AND {first} < :b AND hwid = :hwid AND version < :to "
+              f"NOT {fail} FROM devices{{status_index}} WHERE {accepts} AND hwid = :hwid AND version < :to "
               f"AND NOT EXISTS (SELECT 1 FROM update_events e WHERE e.device_id = devices.id AND e.ok = 0 "
               f"AND e.to_version = :to AND e.at >= :daystart) AND ")
     for (kind, key), source in src.items():
-        for hwid, newest in source.newest.items():
-            q = dict(p, to=newest, hwid=hwid, fail=m.failure_bp, tag=key)
-            if kind == "ci":
-                conn.execute(insert + "tag = :tag AND is_prod = 0", q)
-            elif kind == "wave":
-                wid = int(key)
-                q["wid"] = wid
-                conn.execute(insert + "is_prod = 1 AND wave_id = :wid", q)
-                groups = fulls.get(wid, [])
+        c = source.checked
+        if c is None:
+            continue
+        q = dict(p, tag=key, ts=c.timestamp, snap=c.snapshot, tv=c.targets, exp=c.expires, fail=m.failure_bp)
+        # (index hint, condition): devices of a tag walk devices_trust for the trust update (only those
+        # behind the view's snapshot) and devices_status for installs (only those below a version).
+        if kind == "ci":
+            members = [(True, "tag = :tag AND is_prod = 0")]
+        elif kind == "wave":
+            wid = int(key)
+            q["wid"] = wid
+            members = [(False, "is_prod = 1 AND wave_id = :wid")]
+            groups = fulls.get(wid, [])
+            if groups:
+                q["tag"] = conn.execute("SELECT tag FROM waves WHERE id = ?", (wid,)).fetchone()[0]
+                marks = ",".join(str(int(g)) for g in groups)
+                members.append((True, f"tag = :tag AND is_prod = 1 AND group_id IN ({marks})"))
+        else:
+            wid = active.get(key)
+            staged = ""
+            if wid is not None:
+                groups = ",".join(str(int(g)) for g in fulls.get(wid, []))
+                staged = f" AND (wave_id IS NULL OR wave_id != {int(wid)})"
                 if groups:
-                    q["tag"] = conn.execute("SELECT tag FROM waves WHERE id = ?", (wid,)).fetchone()[0]
-                    marks = ",".join(str(int(g)) for g in groups)
-                    conn.execute(insert + f"tag = :tag AND is_prod = 1 AND group_id IN ({marks})", q)
-            else:
-                wid = active.get(key)
-                staged = ""
-                if wid is not None:
-                    groups = ",".join(str(int(g)) for g in fulls.get(wid, []))
-                    staged = f" AND (wave_id IS NULL OR wave_id != {int(wid)})"
-                    if groups:
-                        staged += f" AND (group_id IS NULL OR group_id NOT IN ({groups}))"
-                conn.execute(insert + "tag = :tag AND is_prod = 1" + staged, q)
+                    staged += f" AND (group_id IS NULL OR group_id NOT IN ({groups}))"
+            members = [(True, "tag = :tag AND is_prod = 1" + staged)]
+        for by_tag, member in members:
+            conn.execute(trust_sql.format(trust_index=" INDEXED BY devices_trust" if by_tag else "") + member, q)
+            install = insert.format(status_index=" INDEXED BY devices_status" if by_tag else "") + member
+            for hwid, newest in source.newest.items():
+                conn.execute(install, dict(q, to=newest, hwid=hwid))
     conn.execute("INSERT INTO update_events(device_id, at, from_version, to_version, ok) "
                  "SELECT id, at, from_v, to_v, ok FROM fleet_todo ORDER BY at, id")
     conn.execute("UPDATE devices SET version = t.to_v FROM fleet_todo AS t WHERE devices.id = t.id AND t.ok = 1")

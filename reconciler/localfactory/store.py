@@ -8,12 +8,16 @@ the hot paths read; its indexes serve exactly those paths:
   pick of N devices reads about N index entries and never sorts;
 - ``devices_status`` (tag, is_prod, group_id, version, online, last_seen): wave and factory status
   are one covering-index scan with GROUP BY in index order;
-- ``devices_wave`` (partial, wave_id): the devices a rollout staged explicitly.
+- ``devices_wave`` (partial, wave_id): the devices a rollout staged explicitly;
+- ``devices_trust`` (tag, is_prod, tuf_snapshot): the devices of a view that have not yet fetched
+  its snapshot, so a check-in of an unchanged view reads no rows.
 
 Times are integer UNIX seconds of the *simulated* clock (``meta.now``), which moves only when
 ``advance`` is called. A device's ``last_seen`` is stored when it changes state; while ``online``
 is 1 the device checks in every ``checkin_interval`` seconds and its last check-in is derived
-(see fleet.py), so an hour of simulated time does not rewrite a million rows.
+(see fleet.py), so an hour of simulated time does not rewrite a million rows. ``tuf_timestamp``,
+``tuf_snapshot`` and ``tuf_targets`` are the metadata versions the device trusts (tufclient.py),
+written when it accepts a new snapshot (fleet.py).
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ CREATE TABLE IF NOT EXISTS devices (
     id INTEGER PRIMARY KEY, uuid TEXT NOT NULL, name TEXT NOT NULL, group_id INTEGER,
     tag TEXT NOT NULL, is_prod INTEGER NOT NULL, hwid TEXT NOT NULL, version INTEGER NOT NULL,
     online INTEGER NOT NULL DEFAULT 0, last_seen INTEGER, rnd INTEGER NOT NULL, wave_id INTEGER,
-    created_at INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '');
+    created_at INTEGER NOT NULL, owner TEXT NOT NULL DEFAULT '',
+    tuf_timestamp INTEGER NOT NULL DEFAULT 0, tuf_snapshot INTEGER NOT NULL DEFAULT 0,
+    tuf_targets INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS update_events (
     id INTEGER PRIMARY KEY, device_id INTEGER NOT NULL, at INTEGER NOT NULL,
     from_version INTEGER NOT NULL, to_version INTEGER NOT NULL, ok INTEGER NOT NULL);
@@ -92,6 +98,7 @@ DEVICE_INDEXES = (
     "CREATE INDEX IF NOT EXISTS devices_pick_tag ON devices(tag, is_prod, rnd)",
     "CREATE INDEX IF NOT EXISTS devices_status ON devices(tag, is_prod, group_id, version, online, last_seen)",
     "CREATE INDEX IF NOT EXISTS devices_wave ON devices(wave_id) WHERE wave_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS devices_trust ON devices(tag, is_prod, tuf_snapshot)",
 )
 DEVICE_INDEX_NAMES = tuple(stmt.split(" ON ")[0].split()[-1] for stmt in DEVICE_INDEXES)
 
@@ -166,6 +173,7 @@ class Store:
                 conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
                 conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
                 conn.execute("PRAGMA temp_store=MEMORY")
+                _add_trust_columns(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -219,6 +227,28 @@ def is_busy(e: BaseException) -> bool:
     """``database is locked`` / ``busy``: another process held the factory longer than BUSY_TIMEOUT."""
     text = str(e).lower()
     return isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+TRUST_COLUMNS = ("tuf_timestamp", "tuf_snapshot", "tuf_targets")
+
+
+def _add_trust_columns(conn: sqlite3.Connection) -> None:
+    """A factory made before devices recorded the TUF versions they trust gets the columns (0: a
+    device that trusts nothing yet accepts what it fetches next), so it keeps working."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(devices)")}
+    if not have or have.issuperset(TRUST_COLUMNS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(devices)")}  # another process may have won
+        for column in TRUST_COLUMNS:
+            if column not in have:
+                conn.execute(f"ALTER TABLE devices ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        conn.execute(DEVICE_INDEXES[-1])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _statements(script: str) -> list[str]:
