@@ -339,7 +339,10 @@ def test_build_validates_tags_and_hardware_ids(copy):
 def test_usage_errors_exit_1(copy, args, message):
     result = cli_run(copy, *args)
     assert result.exit_code == 1, result.output
-    assert "Usage: " in result.stderr and message in result.stderr.replace('"', "'")
+    # Compared without quotes and colons: click words the same error differently across the versions
+    # pyproject.toml allows ("No such option: --bogus" in 8.2, "No such option '--bogus'." from 8.4).
+    plain = str.maketrans("", "", "'\":")
+    assert "Usage: " in result.stderr and message.translate(plain) in result.stderr.translate(plain)
 
 
 def test_every_command_and_group_exits_1_on_usage_errors():
