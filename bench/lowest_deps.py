@@ -67,9 +67,9 @@ class Requirement:
 
     @property
     def lower_bound(self) -> str | None:
-        """The version after ``>=``, the lowest one the line allows; None when there is none."""
+        """The version after ``>=`` (or ``==``: an exact pin is its own lowest); None when there is none."""
         for op, version in self.specifiers:
-            if op == ">=":
+            if op in (">=", "=="):
                 return version
         return None
 

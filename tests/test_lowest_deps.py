@@ -56,7 +56,7 @@ def test_the_parser_reads_every_declared_requirement_as_packaging_does() -> None
         assert set(ours.extras) == theirs.extras, line
         assert {f"{op}{v}" for op, v in ours.specifiers} == {str(s) for s in theirs.specifier}, line
         assert (ours.marker or None) == (str(theirs.marker) if theirs.marker else None), line
-        lower = [s.version for s in theirs.specifier if s.operator == ">="]
+        lower = [s.version for s in theirs.specifier if s.operator in (">=", "==")]
         assert lower, f"{line}: every dependency needs a lower bound the bench can test"
         pin = PackagingRequirement(ours.pinned())
         assert (pin.name, pin.extras, [str(s) for s in pin.specifier]) == (
