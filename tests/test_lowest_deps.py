@@ -78,10 +78,14 @@ def test_a_lower_bound_becomes_an_exact_pin_keeping_extras_and_markers(line: str
     assert lowest_deps.parse_requirement(line).pinned() == pinned
 
 
-@pytest.mark.parametrize("line", ["foo", "foo<2", "foo==1.0", "foo~=1.0"])
+@pytest.mark.parametrize("line", ["foo", "foo<2", "foo~=1.0"])
 def test_a_requirement_without_a_lower_bound_is_refused(line: str) -> None:
     with pytest.raises(ValueError, match="no '>=' lower bound"):
         lowest_deps.parse_requirement(line).pinned()
+
+
+def test_an_exact_pin_is_its_own_lowest_version() -> None:
+    assert lowest_deps.parse_requirement("ruff==0.17.6").pinned() == "ruff==0.17.6"
 
 
 @pytest.mark.parametrize("line", ["foo @ https://example.org/foo.whl", "foo >>= 1", "[x]>=1"])
