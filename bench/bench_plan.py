@@ -1,6 +1,6 @@
 """Planning at scale: ``reconcile --dry-run`` over 500 manifests against a 100,000-device local factory.
 
-    python bench/bench_plan.py [--devices 100000] [--keep DIR] [--runs 5] [--no-git] [--profile]
+    python bench/bench_plan.py [--devices 100000] [--keep DIR] [--runs 5] [--no-git] [--profile] [--rtt MS ...]
 
 Target (issue): planning 500 manifests (20 active waves) against a 100,000-device local factory takes
 under 2 s wall time for the whole process. Exit 1 when the best wall time is over 2 s.
@@ -25,6 +25,12 @@ Timed: the whole process ``reconcile --dry-run MANIFESTS --local FACTORY`` (text
 best and median wall time of ``--runs`` runs and the child CPU time. Then one in-process run of the same
 pipeline (cli.run -> _plan_and_apply) gives the split per stage and the number of HTTP requests.
 With ``--profile``, or when the target is missed: ``-X importtime`` and a cProfile of a fresh process.
+
+With ``--rtt MS`` (repeatable): the same plan over a network. ``reconcile-factory serve`` serves the
+factory on loopback behind ``latency_proxy.LatencyProxy`` (every chunk delayed MS/2 each way), and the
+whole ``reconcile --dry-run --api-url`` process is timed: wall time, HTTP requests, connections and
+the longest chain of requests that waited on each other (round trips paid one after the other).
+Targets (issue 14): under 1.0 s at 100 ms and under 2.5 s at 300 ms; a chain of at most 5.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script runs
 from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
 from reconciler.localfactory import demo, devices, fleet, store, targets
@@ -119,8 +126,9 @@ def create_completed_waves(path: Path) -> int:
                 name = wave_name(tag, version)
                 signed = signing.build_wave_targets(ci_targets=ci[version], prod_targets=prod, version=version, tag=tag,
                                                 prune=prune_for(tag, version), expires=expires)
-                client.create_wave({"name": name, "version": str(version), "tag": tag,
-                                    "targets": {"signed": signed, "signatures": [signer.sign(signed)]}})
+                payload = signing.canonical_json(signed)
+                client.create_wave(name=name, version=version, tag=tag, signed=payload,
+                                   signatures=[signer.sign_bytes(payload)])
                 client.rollout(name, {"group": "canary", "dry-run": False, "return-uuids": False,
                                       "return-names": False})
                 client.complete(name)
@@ -468,6 +476,65 @@ def setup(base: Path, devices_n: int, use_git: bool) -> tuple[Path, Path, dict]:
     return factory, manifests, figures
 
 
+RTT_TARGETS = {100: 1.0, 300: 2.5}  # round trip (ms) -> wall-time target (s); issue 14
+CHAIN_TARGET = 5
+
+
+class ServedFactory:
+    """``reconcile-factory serve`` on a free loopback port, with an API token; stopped on exit."""
+
+    def __init__(self, factory: Path):
+        self.factory = factory
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.token = ""
+
+    def __enter__(self) -> ServedFactory:
+        cli = [sys.executable, "-m", "reconciler.localfactory", "--local", str(self.factory)]
+        self.token = subprocess.run([*cli, "token", "--name", "bench"], capture_output=True, text=True,
+                                    check=True, env=clean_env()).stdout.strip().split()[-1]
+        self.process = subprocess.Popen([*cli, "serve", "--port", "0", "--threads", "8"], stderr=subprocess.PIPE,
+                                        text=True, env=clean_env())
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline()
+        self.port = int(line.split("http://127.0.0.1:", 1)[1].split()[0].rstrip(",)"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> bool:
+    """The dry-run plan through a delaying proxy: wall time, requests, connections, longest chain."""
+    met = True
+    with ServedFactory(factory) as served:
+        for rtt in rtts:
+            with LatencyProxy(served.port, rtt_ms=rtt) as proxy:
+                env = {**clean_env(), "RECONCILE_API_TOKEN": served.token}
+                args = [reconcile_exe(), "--dry-run", str(manifests), "--api-url", proxy.url, "--factory", "demo"]
+                walls, requests, chains, connections = [], [], [], []
+                for _ in range(runs):
+                    proxy.reset()
+                    t = time.perf_counter()
+                    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+                    walls.append(time.perf_counter() - t)
+                    if result.returncode not in (0, 2):
+                        raise SystemExit(f"reconcile over the proxy failed ({result.returncode}):\n{result.stderr[-2000:]}")
+                    requests.append(len(proxy.exchanges))
+                    chains.append(proxy.longest_chain())
+                    connections.append(proxy.connections)
+            best = min(walls)
+            target = RTT_TARGETS.get(rtt)
+            verdict = "" if target is None else f"  target {target:.1f} s: {'met' if best <= target else 'MISSED'}"
+            print(f"rtt {rtt:>4} ms: wall best {best:.3f} s, median {statistics.median(walls):.3f} s; "
+                  f"{statistics.median(requests):.0f} requests over {statistics.median(connections):.0f} "
+                  f"connection(s); longest chain {max(chains)} (target {CHAIN_TARGET}){verdict}", flush=True)
+            met = met and (target is None or best <= target) and max(chains) <= CHAIN_TARGET
+    return met
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=100_000, help="production devices in all (default 100,000)")
@@ -475,12 +542,16 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs per format (default 5)")
     ap.add_argument("--no-git", action="store_true", help="manifests in a plain directory, not a git repository")
     ap.add_argument("--profile", action="store_true", help="profile even when the target is met")
+    ap.add_argument("--rtt", type=int, action="append", metavar="MS",
+                    help="also plan over HTTP through a proxy adding MS ms round trip (repeatable), then stop")
     args = ap.parse_args()
 
     base = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="bench-plan-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
         factory, manifests, figures = setup(base, args.devices, not args.no_git)
+        if args.rtt:
+            return 0 if over_network(manifests, factory, args.rtt, args.runs) else 1
         dry = ["--dry-run", str(manifests), "--local", str(factory)]
 
         print(f"\ntimed: {reconcile_exe()} {' '.join(dry)}", flush=True)
