@@ -1,0 +1,108 @@
+"""Apply over a network: the README walkthrough's applies, through a proxy that adds a round trip.
+
+    python bench/bench_apply.py [--rtt 100] [--devices 2000] [--keep DIR]
+
+A demo local factory is served by ``reconcile-factory serve`` on loopback behind
+``latency_proxy.LatencyProxy`` (every chunk delayed RTT/2 each way). Then, as the README's walkthrough
+does with ``examples/releases``: apply (init, rollouts, complete), apply again (nothing ready),
+``reconcile-factory advance 24h``, apply again (the gated phase rolls out). For each apply: wall time
+of the whole ``reconcile`` process, steps applied, writes (POST), reads (GET), connections and the
+longest chain of requests that waited on each other.
+
+Target (issue 14): at most one read round trip per step besides its write, i.e. reads in the chain
+no more than the planning reads plus one per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script runs
+
+ROOT = Path(__file__).resolve().parent.parent
+APPLIED = re.compile(r"Apply complete: (\d+) done")
+EXAMPLES = ROOT / "examples" / "releases"
+
+
+def reconcile_exe() -> str:
+    here = Path(sys.executable).parent / "reconcile"
+    return str(here) if here.exists() else (shutil.which("reconcile") or "reconcile")
+
+
+def clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILE_", "CI", "GITHUB_"))}
+
+
+def factory_cli(factory: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reconciler.localfactory", "--local", str(factory), *args],
+                          capture_output=True, text=True, check=True, env=clean_env())
+
+
+def release_repo(base: Path) -> Path:
+    """examples/releases committed to a git repository of its own (apply refuses a dirty work tree)."""
+    repo = base / "repo"
+    shutil.copytree(EXAMPLES, repo / "releases")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "-m", "releases"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, env=clean_env())
+    return repo / "releases"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rtt", type=int, default=100, help="added round trip in ms (default 100)")
+    ap.add_argument("--devices", type=int, default=2000, help="demo fleet size (default 2,000)")
+    ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
+    args = ap.parse_args()
+    base = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="bench-apply-"))
+    base.mkdir(parents=True, exist_ok=True)
+    factory = base / "factory"
+    serve = None
+    try:
+        factory_cli(factory, "init", "--demo", "--devices", str(args.devices), "--start", "2026-11-01T08:00:00Z")
+        manifests = release_repo(base)
+        token = factory_cli(factory, "token", "--name", "bench").stdout.strip().split()[-1]
+        serve = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(factory), "serve",
+                                  "--port", "0", "--threads", "8"], stderr=subprocess.PIPE, text=True, env=clean_env())
+        assert serve.stderr is not None
+        port = int(serve.stderr.readline().split("http://127.0.0.1:", 1)[1].split()[0].rstrip(",)"))
+        env = {**clean_env(), "RECONCILE_API_TOKEN": token}
+        print(f"apply of the README walkthrough over a {args.rtt} ms round trip ({args.devices:,} devices)")
+        print(f"{'step':<28}{'wall':>8}{'steps':>7}{'writes':>8}{'reads':>7}{'conns':>7}{'chain':>7}")
+        with LatencyProxy(port, rtt_ms=args.rtt) as proxy:
+            command = [reconcile_exe(), str(manifests), "--api-url", proxy.url, "--factory", "demo",
+                       "--keys", str(factory / "targets.only.key.tgz")]
+            for label in ("apply", "apply again (nothing ready)", "advance 24h", "apply after 24h"):
+                if label.startswith("advance"):
+                    factory_cli(factory, "advance", "24h")
+                    continue
+                proxy.reset()
+                t = time.perf_counter()
+                result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+                wall = time.perf_counter() - t
+                if result.returncode != 0:
+                    raise SystemExit(f"{label} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+                done = next((int(m.group(1)) for m in map(APPLIED.search, result.stderr.splitlines()) if m), 0)
+                writes = sum(1 for e in proxy.exchanges if e.method == "POST")
+                reads = len(proxy.exchanges) - writes
+                print(f"{label:<28}{wall:7.2f}s{done:>7}{writes:>8}{reads:>7}{proxy.connections:>7}"
+                      f"{proxy.longest_chain():>7}", flush=True)
+        return 0
+    finally:
+        if serve is not None:
+            serve.terminate()
+            serve.wait(timeout=30)
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
