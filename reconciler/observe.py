@@ -5,12 +5,20 @@ involved, a status call only for active waves whose next step has a ``require.up
 and, only for waves still to be created, their CI targets and (when their phases name groups)
 the device groups. Dry-run rollouts for device counts
 come after planning, one per active wave at most.
+
+Round trips, not requests, are what a run waits for on a real network: after the first wave page
+(which tells what else to read) everything else of the observation is independent and goes out at
+once (``FactoryClient.gather``), and so do the dry runs. A plan waits for four round trips in a row
+at most: the first page, the other pages, the rest of the observation, the dry runs.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any
 
 from reconciler.client import FactoryClient
 from reconciler.core.plan import Plan, RolloutOp, active_tags, selected_specs, waves_needing_status
@@ -101,20 +109,27 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
+    status_of = sorted(waves_needing_status(chosen, waves))
+    new = [s for s in chosen if s.name not in waves and not s.cancel]
+    versions = sorted({s.target for s in new})
+    # Rollouts of existing waves are checked by a dry run; a new wave's groups can only be checked by name.
+    need_groups = any(p.group for s in new for p in s.phases)
+    calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags)]
+    calls += [functools.partial(client.wave_status, name) for name in status_of]
+    calls += [functools.partial(client.ci_targets, version) for version in versions]
+    calls += [client.device_groups] if need_groups else []
+    answers = iter(client.gather(calls))
     prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
-    for tag, envelope in client.prod_targets(tags).items():
+    for tag, envelope in next(answers).items():
         if tag in prod:
             try:
                 prod[tag] = parse_prod_targets(envelope)
             except (TypeError, ValueError, AttributeError):
                 raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
                                    f"answer") from None
-    progress = {name: parse_progress(client.wave_status(name), waves[name])
-                for name in sorted(waves_needing_status(chosen, waves))}
-    new = [s for s in chosen if s.name not in waves and not s.cancel]
-    ci_versions = {v: bool(client.ci_targets(v)) for v in sorted({s.target for s in new})}
-    # Rollouts of existing waves are checked by a dry run; a new wave's groups can only be checked by name.
-    groups = frozenset(client.device_groups()) if any(p.group for s in new for p in s.phases) else None
+    progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
+    ci_versions = {version: bool(next(answers)) for version in versions}
+    groups = frozenset(next(answers)) if need_groups else None
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,
@@ -148,18 +163,25 @@ def fill_device_counts(client: FactoryClient, plan: Plan) -> Plan:
     A rollout the backend refuses is blocked with its answer, and every later step of its wave behind it.
     """
     existing = {w.name for w in plan.waves if w.status == WaveStatus.ACTIVE}
-    seen = set()
+    counted: dict[str, RolloutOp] = {}  # the first ready rollout of each existing wave
     for op in plan.operations:
-        if not isinstance(op, RolloutOp) or not op.ready or op.wave not in existing or op.wave in seen:
-            continue
-        seen.add(op.wave)
-        try:
-            result = client.rollout(op.wave, rollout_options(op, dry_run=True))
-        except BackendError as exc:
-            plan = _block_wave_from(plan, op, f"the factory refuses this rollout: {exc}")
-            continue
-        plan = plan.with_operation(op, replace(op, devices=int(result.get("device-num") or 0)))
+        if isinstance(op, RolloutOp) and op.ready and op.wave in existing and op.wave not in counted:
+            counted[op.wave] = op
+    answers = client.gather([functools.partial(_dry_run, client, op) for op in counted.values()])
+    for op, answer in zip(counted.values(), answers, strict=True):
+        if isinstance(answer, BackendError):
+            plan = _block_wave_from(plan, op, f"the factory refuses this rollout: {answer}")
+        else:
+            plan = plan.with_operation(op, replace(op, devices=int(answer.get("device-num") or 0)))
     return plan
+
+
+def _dry_run(client: FactoryClient, op: RolloutOp) -> dict | BackendError:
+    """A dry-run rollout's answer, or the factory's refusal (which blocks that wave, not the run)."""
+    try:
+        return client.rollout(op.wave, rollout_options(op, dry_run=True))
+    except BackendError as exc:
+        return exc
 
 
 def _block_wave_from(plan: Plan, refused: RolloutOp, reason: str) -> Plan:

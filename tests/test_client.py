@@ -156,3 +156,73 @@ def test_bad_backend_options_are_refused(url, factory, message):
     with pytest.raises(UserError) as caught:
         select_backend(api_url=url, factory=factory, local=None)
     assert str(caught.value).startswith(message)
+
+
+class SlowWaveServer:
+    """A served wave list of ``total`` waves, ``per_page`` a page, each answer ``delay`` seconds late."""
+
+    def __init__(self, total: int, per_page: int, delay: float):
+        import time
+        from urllib.parse import parse_qs, urlparse
+
+        outer = self
+        self.started: list[float] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.started.append(time.monotonic())
+                query = parse_qs(urlparse(self.path).query)
+                page = int(query.get("page", ["1"])[0])
+                if "/status/" in self.path:
+                    status, body = (404, {"message": "no such wave"}) if "missing" in self.path else (200, {})
+                else:
+                    names = [f"w{i}" for i in range((page - 1) * per_page, min(page * per_page, total))]
+                    status = 200
+                    body = {"waves": [{"name": n} for n in names], "total": total,
+                            "next": "more" if page * per_page < total else None}
+                time.sleep(delay)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_other_wave_pages_are_read_together_once_the_first_tells_how_many():
+    import time
+
+    with SlowWaveServer(total=250, per_page=50, delay=0.3) as server, client_for(server.url) as client:
+        t = time.monotonic()
+        waves = client.list_waves()
+        elapsed = time.monotonic() - t
+    assert [w["name"] for w in waves] == [f"w{i}" for i in range(250)]  # in page order
+    assert len(server.started) == 5
+    # pages 2..5 started together, after page 1 answered: two round trips, not five
+    assert max(server.started[1:]) - min(server.started[1:]) < 0.25
+    assert elapsed < 1.2
+
+
+def test_gather_keeps_call_order_and_raises_the_first_failure_in_that_order():
+    with SlowWaveServer(total=1, per_page=1, delay=0.2) as server, client_for(server.url) as client:
+        calls = [lambda: client.wave_status("ok-1"), lambda: client.wave_status("missing-2"),
+                 lambda: client.wave_status("missing-3")]
+        with pytest.raises(BackendError) as caught:
+            client.gather(calls)
+        assert str(caught.value).startswith("status of wave 'missing-2'")
+        assert client.gather([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
