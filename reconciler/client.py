@@ -31,8 +31,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
 PAGE_SIZE = 100
 # Requests that do not depend on each other go out together, at most this many at a time: a plan then
-# waits for a handful of round trips instead of one per request, and a big factory is not flooded.
-MAX_CONCURRENT = 8
+# waits for a handful of round trips instead of one per request (20 active waves' status calls take two),
+# and a big factory is not flooded.
+MAX_CONCURRENT = 16
 _T = TypeVar("_T")
 OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
 
