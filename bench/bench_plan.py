@@ -332,7 +332,7 @@ def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
 
 def in_process(manifests: Path, factory: Path) -> dict:
     """The CLI pipeline in this (warm) process, stage by stage, with the HTTP requests it sends."""
-    from reconciler import gitrepo, manifest, render
+    from reconciler import manifest, render
     from reconciler.core.plan import build_plan
     from reconciler.observe import fill_device_counts, observe
 
@@ -345,7 +345,7 @@ def in_process(manifests: Path, factory: Path) -> dict:
         return value
 
     paths = [str(manifests)]
-    source, provenance = stage("git provenance", lambda: gitrepo.git_context(paths, rev=None, require_clean=False))
+    source, provenance = stage("git provenance", lambda: manifest.git_context(paths, rev=None, require_clean=False))
     loaded = stage("load manifests", lambda: manifest.load(paths, source=source))
     backend = stage("open local factory", lambda: select_backend(api_url=None, factory=None, local=str(factory)))
     with FactoryClient(backend) as client:

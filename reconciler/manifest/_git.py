@@ -86,7 +86,7 @@ def _hidden(path: str) -> bool:
 
 
 class GitSource:
-    """A ``ManifestSource`` (source.py) reading one commit from git's object store.
+    """A ``ManifestSource`` (_source.py) reading one commit from git's object store.
 
     Keys are repository-relative POSIX paths; ``display`` names the same file relative to
     the current directory, as ``FileSource`` does, so an error found at ``--rev`` points at

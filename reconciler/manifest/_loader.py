@@ -3,9 +3,9 @@
 A run either yields specs for all manifests or fails with all of its errors, each at
 ``file:line:col``: an operator fixing a release repository should see the whole list
 in one go, and nothing is applied while any manifest is wrong. The steps, in order:
-list the files (source.py), read YAML with positions (manifest_yaml.py), check the
-schema (manifest_schema.py), turn values into numbers (manifest_values.py) and UUID
-lists (uuids.py), then the rules that span documents and files.
+list the files (_source.py, _git.py), read YAML with positions (_yaml.py), check the
+schema (_schema.py), turn values into numbers (_values.py) and UUID lists (_uuids.py),
+then the rules that span documents and files.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where manifests and UUID files are read from: the file system here, a git revision in gitrepo.py.
+"""Where manifests and UUID files are read from: the file system here, a git revision in _git.py.
 
 The loader only sees opaque *keys* (one per file) and asks its source to list, read,
 resolve and display them, so the same validation runs on a work tree and on a commit.
