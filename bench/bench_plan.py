@@ -49,10 +49,12 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script runs
+
 from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
 from reconciler.localfactory import demo, devices, fleet, store, targets
@@ -489,7 +491,7 @@ class ServedFactory:
         self.port = 0
         self.token = ""
 
-    def __enter__(self) -> ServedFactory:
+    def __enter__(self) -> Self:
         cli = [sys.executable, "-m", "reconciler.localfactory", "--local", str(self.factory)]
         self.token = subprocess.run([*cli, "token", "--name", "bench"], capture_output=True, text=True,
                                     check=True, env=clean_env()).stdout.strip().split()[-1]

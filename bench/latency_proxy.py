@@ -20,6 +20,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
 
 @dataclass
@@ -107,7 +108,7 @@ class LatencyProxy:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> LatencyProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
             asyncio.start_server(self._handle, self.host, 0), self._loop).result()
@@ -158,7 +159,7 @@ class LatencyProxy:
         def on_request(data: bytes, arrived: float, delivered: float) -> None:
             for kind, head in requests.feed(data):
                 if kind == "start":
-                    method, target = (head.split(b"\r\n", 1)[0].split(b" ") + [b"", b""])[:2]
+                    method, target = ([*head.split(b"\r\n", 1)[0].split(b" "), b"", b""])[:2]
                     exchange = Exchange(method.decode(), target.decode(), start=arrived)
                     pending.append(exchange)
                     with self._lock:
