@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.plan import build_plan, format_duration, waves_needing_status
+from reconciler.core.plan import NEEDS_KEY, build_plan, format_duration, waves_needing_status, without_keyed_steps
 from reconciler.core.spec import (
     CompleteSpec,
     Gate,
@@ -234,3 +235,22 @@ def test_planner_invariants(done, waits, ages, complete):
 def test_format_duration():
     assert [format_duration(s) for s in (0, 59, 60, 3600, 47520, 86400, 259200, 300000)] == [
         "0s", "59s", "1m", "1h", "13h12m", "24h", "3d", "3d11h"]
+
+
+def test_a_keyless_run_holds_inits_and_their_waves_but_advances_existing_waves():
+    new = wave("v47", 47, [phase("canary", group="canary")], complete=CompleteSpec(), tag="staging")
+    old = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=HOUR)])
+    state = observed([active("v46", 46, [record("canary", NOW - timedelta(hours=2), full=True)])])
+    state = replace(state, prod_targets={**state.prod_targets, "staging": state.prod_targets["production"]})
+    keyed = build_plan([old, new], state)
+    assert {(op.op, op.wave) for op in keyed.ready} == {("init", "v47"), ("rollout", "v47"), ("complete", "v47"),
+                                                       ("rollout", "v46")}
+    plan = without_keyed_steps(keyed)
+    assert [(op.op, op.wave, op.status, op.reason) for op in plan.operations if op.wave == "v47"] == [
+        ("init", "v47", "blocked", NEEDS_KEY),
+        ("rollout", "v47", "blocked", "after init"),
+        ("complete", "v47", "blocked", "after init"),
+    ]
+    assert [(op.op, op.wave) for op in plan.ready] == [("rollout", "v46")]
+    assert [w.phases for w in plan.waves if w.name == "v47"] == [(("canary", "blocked"),)]
+    assert without_keyed_steps(build_plan([old], state)) == build_plan([old], state)  # nothing to hold
