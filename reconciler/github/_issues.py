@@ -45,7 +45,7 @@ class StuckWave:
 
 
 def _wave_lines(plan: dict) -> dict[str, tuple[str | None, int | None]]:
-    """Each wave's manifest and the line its document starts at (from its operations, when it has any)."""
+    """Each wave's manifest and the line its document starts at, when its steps or problems say."""
     where: dict[str, tuple[str | None, int | None]] = {}
     for wave in plan.get("waves") or []:
         if isinstance(wave, dict) and isinstance(wave.get("name"), str):
@@ -53,6 +53,13 @@ def _wave_lines(plan: dict) -> dict[str, tuple[str | None, int | None]]:
     for op in plan.get("operations") or []:
         if isinstance(op, dict) and op.get("wave") in where and where[op["wave"]][1] is None:
             where[op["wave"]] = (op.get("manifest") or where[op["wave"]][0], op.get("line"))
+    # A wave with no step left (drifted after its last phase) is located by a problem naming it.
+    for problem in [*(plan.get("errors") or []), *(plan.get("warnings") or [])]:
+        if not isinstance(problem, dict):
+            continue
+        for name, (manifest, line) in where.items():
+            if line is None and problem.get("file") == manifest and f"wave '{name}'" in str(problem.get("message")):
+                where[name] = (manifest, problem.get("line"))
     return where
 
 
