@@ -24,7 +24,17 @@ def _err(message: str) -> None:
 
 
 class _Command(click.Command):
-    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI."""
+    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
+
+    ``reconcile init-repo ...`` is dispatched to its own command: the main command's PATHS take
+    every other first argument (a directory named ``init-repo`` is ``./init-repo``).
+    """
+
+    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv[:1] == ["init-repo"]:
+            return init_repo.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} init-repo", **extra)
+        return super().main(args=argv, prog_name=prog_name, **extra)
 
     def make_context(self, *args, **kwargs):
         try:
@@ -61,7 +71,8 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
          local, keys, signer_uri, without_key, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
-    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN.
+    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Start a release
+    repository with `reconcile init-repo DIR --factory NAME`.
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                    "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
@@ -88,6 +99,30 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
             raise
         _report(exc)
         sys.exit(EXIT_ERROR)
+
+
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--factory", required=True, help="The factory the repository releases to.")
+@click.option("--action", metavar="OWNER/REPO@REF", help="Where action.yml lives, pinned to a commit SHA; "
+              "without it the workflow names a placeholder to replace.")
+def init_repo(directory, factory, action):
+    """Start a release repository in DIRECTORY: releases/ with a commented first manifest, a vendored
+    wave schema for editors, the release workflow and a README for the team. Never overwrites."""
+    from pathlib import Path
+
+    from reconciler import initrepo
+
+    try:
+        written = initrepo.init_repo(Path(directory), factory, action)
+    except UserError as exc:
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not action:
+        _err(f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
+             "and a full commit SHA (or rerun with --action)")
 
 
 def _captured_run(paths, options) -> str:
