@@ -429,6 +429,8 @@ def test_a_stuck_wave_fails_the_schedule_and_keeps_one_issue_until_it_moves(tmp_
     moved, _ = run_job(tmp_path, "moved", "advance", "schedule", schedule, repo, env, secrets)
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert issue["state"] == "closed" and "no longer held" in api.comments[issue["number"]][0]["body"]
+    for run_dir in ("stuck-1", "stuck-2", "moved"):
+        assert_no_key(tmp_path / run_dir, key_b64)
 
 
 def test_apply_signs_through_the_signer_input(tmp_path, api, runner_env, release_repo):
