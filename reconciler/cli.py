@@ -24,7 +24,17 @@ def _err(message: str) -> None:
 
 
 class _Command(click.Command):
-    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI."""
+    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
+
+    ``reconcile init-repo ...`` is dispatched to its own command: the main command's PATHS take
+    every other first argument (a directory named ``init-repo`` is ``./init-repo``).
+    """
+
+    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv[:1] == ["init-repo"]:
+            return init_repo.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} init-repo", **extra)
+        return super().main(args=argv, prog_name=prog_name, **extra)
 
     def make_context(self, *args, **kwargs):
         try:
@@ -53,21 +63,26 @@ class _Command(click.Command):
 @click.option("--keys", type=click.Path(dir_okay=False), help="Offline targets key archive (fioctl format); "
               "or RECONCILE_KEYS with the archive as base64.")
 @click.option("--signer", "signer_uri", metavar="URI", help="A securesystemslib signer URI for the offline key.")
+@click.option("--without-key", is_flag=True, help="Apply only the steps that need no key (rollout, complete, "
+              "cancel); hold inits for a run with the key. Never reads a key.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
 def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, factory, api_url,
-         local, keys, signer_uri, debug):
+         local, keys, signer_uri, without_key, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
-    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN.
+    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Start a release
+    repository with `reconcile init-repo DIR --factory NAME`.
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                    "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
-                   "keys": keys, "signer_uri": signer_uri}
+                   "keys": keys, "signer_uri": signer_uri, "without_key": without_key}
     paths = list(paths) or ["."]
     try:
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
+        if without_key and (keys or signer_uri):
+            raise UserError("--without-key never uses a key: drop --keys and --signer")
         if detailed_exitcode and not dry_run:
             raise UserError("--detailed-exitcode works with --dry-run")
         if watch:
@@ -84,6 +99,30 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
             raise
         _report(exc)
         sys.exit(EXIT_ERROR)
+
+
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--factory", required=True, help="The factory the repository releases to.")
+@click.option("--action", metavar="OWNER/REPO@REF", help="Where action.yml lives, pinned to a commit SHA; "
+              "without it the workflow names a placeholder to replace.")
+def init_repo(directory, factory, action):
+    """Start a release repository in DIRECTORY: releases/ with a commented first manifest, a vendored
+    wave schema for editors, the release workflow and a README for the team. Never overwrites."""
+    from pathlib import Path
+
+    from reconciler import initrepo
+
+    try:
+        written = initrepo.init_repo(Path(directory), factory, action)
+    except UserError as exc:
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not action:
+        _err(f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
+             "and a full commit SHA (or rerun with --action)")
 
 
 def _captured_run(paths, options) -> str:
@@ -105,7 +144,7 @@ def _report(exc: UserError) -> None:
 
 
 def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
-        local, keys, signer_uri) -> int:
+        local, keys, signer_uri, without_key) -> int:
     from reconciler import manifest
 
     source = provenance = None
@@ -128,14 +167,14 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance, diffs=diffs)
+                           provenance=provenance, diffs=diffs, without_key=without_key)
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs) -> int:
+                    provenance, diffs, without_key) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
-    from reconciler.core.plan import build_plan
+    from reconciler.core.plan import build_plan, without_keyed_steps
     from reconciler.observe import fill_device_counts, observe
 
     backend = select_backend(api_url=api_url, factory=factory, local=local)
@@ -145,6 +184,10 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         plan = build_plan(specs, observe(client, specs))
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
+        if without_key:
+            plan = without_keyed_steps(plan)  # inits wait for the keyed job; nothing below loads a key
+            if os.environ.get("RECONCILE_KEYS"):
+                _err("warning: RECONCILE_KEYS is set but --without-key never reads it; keep the key out of this job")
         if not plan.errors:
             plan = fill_device_counts(client, plan)
         if output_format == "json":
@@ -159,7 +202,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
         from reconciler.apply import apply_plan
 
-        make_signer = _signer_factory(keys, signer_uri, backend)
+        make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
         result = apply_plan(client, specs, plan, make_signer, _err)
         _err(f"Apply complete: {len(result.done)} done, {len(result.skipped)} already done.")

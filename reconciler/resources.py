@@ -1,8 +1,9 @@
-"""Locate the JSON schemas shipped with the package.
+"""Locate the files shipped with the package: the JSON schemas and the release workflow template.
 
-In a wheel the schemas live at ``reconciler/schemas`` (pyproject force-includes the
-top-level ``schemas/`` there); in a source checkout or an editable install they are
-read from the repository's ``schemas/`` directory.
+In a wheel the schemas live at ``reconciler/schemas`` and the workflow at
+``reconciler/templates/release.yml`` (pyproject force-includes them there); in a source
+checkout or an editable install they are read from the repository's ``schemas/`` and
+``examples/workflows/``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ def schema_path(name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"schema {name} is not installed with the reconciler package")
+
+
+def workflow_template_path() -> Path:
+    """The example release workflow, which ``reconcile init-repo`` copies into a new repository."""
+    for candidate in (_PACKAGE_DIR / "templates" / "release.yml",
+                      _PACKAGE_DIR.parent / "examples" / "workflows" / "release.yml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("the release workflow template is not installed with the reconciler package")
 
 
 @cache

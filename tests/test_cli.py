@@ -42,3 +42,35 @@ def test_concurrent_applies_on_a_local_factory_never_repeat_a_rollout(release_re
         history = client.get("/ota/factories/demo/waves/rel-46/").json()["rollout-history"]
     assert [h["group-name"] for h in history] == ["canary", "beta"]
     assert sum("rolled out to" in err for _, err, _ in results) == 1
+
+
+def test_without_key_holds_inits_and_advances_gated_phases_with_no_key_anywhere(release_repo, factory_dir,
+                                                                              monkeypatch):
+    commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
+    archive = factory_dir / "targets.only.key.tgz"
+    archive.rename(factory_dir / "key.moved")  # the demo key is the only key there is: keyless for real
+    monkeypatch.setenv("RECONCILE_KEYS", "not a key archive")  # would fail the run if anything read it
+    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir), "--without-key")
+    assert code == 0, err
+    assert "needs the offline key; runs in the keyed apply job" in out
+    assert "warning: RECONCILE_KEYS is set but --without-key never reads it" in err
+    assert "Applying" not in err
+    monkeypatch.delenv("RECONCILE_KEYS")
+    with api(factory_dir) as client:
+        assert client.get("/ota/factories/demo/waves/rel-46/").status_code == 404
+
+    code, _, err = reconcile(str(release_repo), "--local", str(factory_dir), "--keys", str(factory_dir / "key.moved"))
+    assert code == 0, err  # the keyed run creates the wave and rolls out to the canaries
+    advance(factory_dir, "2h")
+    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir), "--without-key")
+    assert code == 0, err
+    assert "beta" in err and "rolled out to" in err
+    with api(factory_dir) as client:
+        history = client.get("/ota/factories/demo/waves/rel-46/").json()["rollout-history"]
+    assert [h["group-name"] for h in history] == ["canary", "beta"]
+
+
+def test_without_key_refuses_a_key(tmp_path):
+    for option in (["--keys", "a.tgz"], ["--signer", "file2:x"]):
+        code, _, err = reconcile("--without-key", *option, str(tmp_path))
+        assert code == 1 and "--without-key never uses a key: drop --keys and --signer" in err

@@ -205,6 +205,25 @@ class Plan:
         return replace(self, operations=operations, waves=waves)
 
 
+# Why a keyless run (``reconcile --without-key``) leaves an init for later.
+NEEDS_KEY = "needs the offline key; runs in the keyed apply job"
+
+
+def without_keyed_steps(plan: Plan) -> Plan:
+    """The plan as a run without the offline key sees it: ready inits held, and the steps behind them.
+
+    Only init signs targets; rollouts, completes and cancels need an API token alone. A
+    scheduled job that advances gated phases therefore needs no key and no approval, while
+    creating a wave waits for the keyed apply job. A held init holds its own wave's later
+    steps too, since the wave does not exist yet.
+    """
+    held = {op.wave for op in plan.operations if isinstance(op, InitOp) and op.ready}
+    for op in plan.operations:
+        if op.wave in held and op.ready:
+            plan = plan.with_operation(op, op.blocked(NEEDS_KEY if isinstance(op, InitOp) else "after init"))
+    return plan
+
+
 def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
     """Active managed waves whose next step has a ``require.updated`` gate: only they need a status call."""
     needed = set()

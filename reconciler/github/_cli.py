@@ -88,10 +88,30 @@ def plan_comment(plan_json: str, markdown: str | None, log: str | None, factory:
     _print([post_plan_comment(report_markdown(report), factory, dict(os.environ))])
 
 
+@cli.command("stuck-issues", help="Fail on stuck waves: an ::error each, and one GitHub issue per stuck wave, "
+             "updated in place and closed when the wave moves again.")
+@_PLAN_JSON
+@click.option("--no-issues", is_flag=True, help="annotate and fail only; leave the issues alone")
+def stuck_issues(plan_json: str, no_issues: bool) -> None:
+    from reconciler.github._issues import post_stuck_issues, stuck_annotations, stuck_waves  # httpx: only here
+
+    report = read_report(plan_json)
+    if report.plan is None:
+        _print([command("notice", "reconcile printed no plan: the stuck-wave issues are left as they are")])
+        return
+    if not no_issues:
+        _print(post_stuck_issues(report.plan, dict(os.environ)))
+    stuck = stuck_waves(report.plan)
+    _print(stuck_annotations(stuck, os.environ.get("GITHUB_WORKSPACE")))
+    if stuck:
+        raise click.exceptions.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; a refusal is one ``::error::`` line and exit 1, a usage error exit 2."""
     try:
-        cli.main(args=argv, prog_name="python -m reconciler.github", standalone_mode=False)
+        # Without standalone mode click returns an Exit's code (stuck-issues' 1) instead of raising it.
+        code = cli.main(args=argv, prog_name="python -m reconciler.github", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help
         return exc.exit_code
     except click.ClickException as exc:
@@ -100,4 +120,4 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         click.echo(command("error", str(exc)))
         return 1
-    return 0
+    return code if isinstance(code, int) else 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.plan import build_plan, format_duration, waves_needing_status
+from reconciler.core.plan import NEEDS_KEY, build_plan, format_duration, waves_needing_status, without_keyed_steps
 from reconciler.core.spec import (
     CompleteSpec,
     Gate,
@@ -234,3 +235,48 @@ def test_planner_invariants(done, waits, ages, complete):
 def test_format_duration():
     assert [format_duration(s) for s in (0, 59, 60, 3600, 47520, 86400, 259200, 300000)] == [
         "0s", "59s", "1m", "1h", "13h12m", "24h", "3d", "3d11h"]
+
+
+def test_a_keyless_run_holds_inits_and_their_waves_but_advances_existing_waves():
+    new = wave("v47", 47, [phase("canary", group="canary")], complete=CompleteSpec(), tag="staging")
+    old = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=HOUR)])
+    state = observed([active("v46", 46, [record("canary", NOW - timedelta(hours=2), full=True)])])
+    state = replace(state, prod_targets={**state.prod_targets, "staging": state.prod_targets["production"]})
+    keyed = build_plan([old, new], state)
+    assert {(op.op, op.wave) for op in keyed.ready} == {("init", "v47"), ("rollout", "v47"), ("complete", "v47"),
+                                                       ("rollout", "v46")}
+    plan = without_keyed_steps(keyed)
+    assert [(op.op, op.wave, op.status, op.reason) for op in plan.operations if op.wave == "v47"] == [
+        ("init", "v47", "blocked", NEEDS_KEY),
+        ("rollout", "v47", "blocked", "after init"),
+        ("complete", "v47", "blocked", "after init"),
+    ]
+    assert [(op.op, op.wave) for op in plan.ready] == [("rollout", "v46")]
+    assert [w.phases for w in plan.waves if w.name == "v47"] == [(("canary", "blocked"),)]
+    assert without_keyed_steps(build_plan([old], state)) == build_plan([old], state)  # nothing to hold
+
+
+@given(exists=st.lists(st.booleans(), min_size=1, max_size=3), done=st.lists(st.integers(0, 2), min_size=3,
+                                                                              max_size=3))
+@settings(max_examples=50)
+def test_a_keyless_plan_changes_only_new_waves(exists, done):
+    """Whatever exists: no init is ready, a new wave's steps are all held, everything else is as planned."""
+    specs, waves = [], []
+    for i, present in enumerate(exists):
+        tag = f"tag{i}"
+        specs.append(wave(f"w{i}", 46, [phase("a", group="a"), phase("b", group="b")], complete=CompleteSpec(),
+                          tag=tag))
+        if present:
+            history = [record(g, NOW - timedelta(days=1), full=True) for g in ("a", "b")[: done[i]]]
+            waves.append(active(f"w{i}", 46, history, tag=tag))
+    state = observed(waves)
+    state = replace(state, prod_targets={f"tag{i}": state.prod_targets["production"] for i in range(len(exists))})
+    keyed = build_plan(specs, state)
+    keyless = without_keyed_steps(keyed)
+    new = {op.wave for op in keyed.operations if op.op == "init"}
+    assert [op.key for op in keyless.operations] == [op.key for op in keyed.operations]
+    for before, after in zip(keyed.operations, keyless.operations, strict=True):
+        if before.wave in new and before.ready:
+            assert not after.ready and after.reason in (NEEDS_KEY, "after init")
+        else:
+            assert after == before

@@ -60,14 +60,23 @@ def test_workflow_is_valid_and_serialises_applies():
     assert set(triggers) >= {"pull_request", "push", "schedule"}
     assert triggers["push"]["branches"] == ["main"]
     assert triggers["schedule"][0]["cron"]
-    plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
-    assert plan["permissions"]["pull-requests"] == "write"
+    jobs = workflow["jobs"]
+    plan, apply, advance = jobs["plan"], jobs["apply"], jobs["advance"]
+    assert plan["permissions"]["pull-requests"] == "write" and "environment" not in plan
     assert apply["environment"] == "production"
-    assert apply["concurrency"]["cancel-in-progress"] is False
-    modes = {job: next(s["with"]["mode"] for s in spec["steps"] if "reconciler" in s.get("uses", ""))
-             for job, spec in workflow["jobs"].items()}
-    assert modes == {"plan": "plan", "apply": "apply"}
-    assert "keys" not in str(plan)
+    assert advance["environment"] != "production"  # an environment without reviewers: the schedule never waits
+    assert apply["permissions"]["issues"] == advance["permissions"]["issues"] == "write"
+    for job in (apply, advance):  # one writer at a time, queued: the key job and the schedule share the group
+        assert job["concurrency"] == {"group": "wave-apply-${{ github.repository }}", "cancel-in-progress": False}
+    modes = {job: action_step(spec)["with"]["mode"] for job, spec in jobs.items()}
+    assert modes == {"plan": "plan", "apply": "apply", "advance": "advance"}
+    for name, job in jobs.items():  # the key reaches the apply job only
+        assert ("OFFLINE_TARGETS_KEY" in str(job)) == (name == "apply"), name
+        assert action_step(job)["uses"].split("@")[1] == "COMMIT_SHA"
+
+
+def action_step(job: dict) -> dict:
+    return next(step for step in job["steps"] if "reconciler" in step.get("uses", ""))
 
 
 def test_secrets_reach_only_the_steps_that_need_them():
@@ -83,7 +92,7 @@ def test_secrets_reach_only_the_steps_that_need_them():
     assert "RECONCILE_KEYS" not in steps["plan"]["env"]
     assert steps["apply"]["env"]["RECONCILE_KEYS"] == "${{ inputs.keys }}"
     assert "--keys" not in steps["apply"]["run"]
-    assert '"$GITHUB_ACTION_PATH"' in steps["install"]["run"]
+    assert '"$GITHUB_ACTION_PATH' in steps["install"]["run"]
 
 
 def test_expression_subset_used_by_the_action():
@@ -265,7 +274,7 @@ def test_apply_masks_the_key_and_hands_it_over_in_the_environment_only(tmp_path,
             assert key_b64 not in written.read_text(errors="replace"), written
     assert applied.outputs["changes"] == "true"
     assert "## Apply: done" in applied.summary
-    assert api.requests == []  # apply never comments
+    assert api.writes() == []  # apply never comments, and nothing is stuck: no issue
     again = run(tmp_path, "again", {"mode": "apply", "paths": "releases", "keys": key_b64}, repo,
                 {"ref": "refs/heads/main"}, env)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -277,7 +286,7 @@ def test_unknown_mode_is_refused(tmp_path, api, runner_env, release_repo):
     repo, _ = release_repo
     result = run(tmp_path, "mode", {"mode": "destroy", "paths": "releases"}, repo, {}, github_env(api, runner_env))
     assert result.returncode == 1
-    assert "::error::mode must be plan or apply, not 'destroy'" in result.stdout
+    assert "::error::mode must be plan, apply or advance, not 'destroy'" in result.stdout
 
 
 @pytest.mark.slow
@@ -292,3 +301,172 @@ def test_install_step_installs_the_package_from_the_action_path(tmp_path):
     result = subprocess.run([str(venv / "bin/reconcile"), "--help"], capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 0 and "--dry-run" in result.stdout
+
+
+# --- the example workflow's jobs, run through the action ------------------------------------
+
+PRODUCTION_KEY = "production key"  # placeholder: replaced by the demo factory's key archive as base64
+
+
+def workflow_secrets(key_b64: str) -> dict[str | None, dict[str, str]]:
+    """Secrets as the README sets them up: per repository (None) and per environment."""
+    return {None: {"FOUNDRIES_READ_TOKEN": "fio-read-token"},
+            "production": {"FOUNDRIES_API_TOKEN": "fio-write-token", "OFFLINE_TARGETS_KEY": key_b64},
+            "production-advance": {"FOUNDRIES_API_TOKEN": "fio-write-token"}}
+
+
+def run_job(tmp_path, name, job_name, event_name, event, workspace, env, secrets_by_env):
+    """Run the one job of release.yml that this event starts, resolving its `with:` as GitHub does.
+
+    A job sees the repository's secrets and those of its own environment only; the test's
+    vars leave FOUNDRIES_API_URL empty, so the action uses the embedded demo factory.
+    """
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    github_context = {"event_name": event_name, "event": event, "repository": env["GITHUB_REPOSITORY"]}
+    started = [job for job, spec in workflow["jobs"].items()
+               if Expressions({"github": github_context}).condition(spec["if"])]
+    assert started == [job_name], started
+    job = workflow["jobs"][job_name]
+    secrets = {**secrets_by_env[None], **secrets_by_env.get(job.get("environment"), {})}
+    expr = Expressions({"secrets": secrets, "vars": {"FACTORY": "demo", "FOUNDRIES_API_URL": ""},
+                        "github": github_context})
+    inputs = {key: expr.substitute(str(value)) for key, value in action_step(job)["with"].items()}
+    result = run(tmp_path, name, inputs, workspace, event, {**env, "GITHUB_EVENT_NAME": event_name})
+    return result, inputs
+
+
+def demo_key(runner_env) -> tuple[Path, str]:
+    """Move the demo factory's key archive out of its reach; return where it is now, and it as base64."""
+    archive = Path(runner_env["RECONCILE_LOCAL"]) / "targets.only.key.tgz"
+    moved = archive.with_suffix(".moved")
+    archive.rename(moved)
+    return moved, base64.b64encode(moved.read_bytes()).decode()
+
+
+def assert_no_key(run_dir: Path, key_b64: str) -> None:
+    for written in run_dir.rglob("*"):
+        if written.is_file():
+            assert key_b64 not in written.read_text(errors="replace"), written
+
+
+def history(runner_env, wave: str) -> list[str] | None:
+    """The groups a wave was rolled out to, in order; None when the factory has no such wave."""
+    from tests.helpers.e2e import api as factory_api
+
+    with factory_api(Path(runner_env["RECONCILE_LOCAL"])) as client:
+        response = client.get(f"/ota/factories/demo/waves/{wave}/")
+    if response.status_code == 404:
+        return None
+    return [h["group-name"] for h in response.json()["rollout-history"]]
+
+
+def test_the_three_jobs_release_a_wave_with_the_key_in_the_apply_job_only(tmp_path, api, runner_env, release_repo):
+    from tests.helpers.e2e import advance
+
+    repo, base = release_repo
+    env = github_env(api, runner_env)
+    planned, inputs = run_job(tmp_path, "plan", "plan", "pull_request", pull_request(3, base), repo, env,
+                              workflow_secrets(PRODUCTION_KEY))
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert inputs["api-token"] == "fio-read-token" and "keys" not in inputs
+    assert api.comments[3][0]["body"].startswith("<!-- reconcile-plan:demo -->")
+    _, key_b64 = demo_key(runner_env)  # from here on, the key exists only as the production secret
+    secrets = workflow_secrets(key_b64)
+    schedule = {"schedule": "17 * * * *"}
+
+    held, inputs = run_job(tmp_path, "advance-0", "advance", "schedule", schedule, repo, env, secrets)
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "keys" not in inputs and inputs["api-token"] == "fio-write-token"
+    assert "## Advance (no key): done" in held.summary
+    assert "needs the offline key; runs in the keyed apply job" in held.summary
+    assert held.outputs["changes"] == "false"
+    assert history(runner_env, "v41-update") is None  # not created: only the keyed job creates waves
+
+    applied, inputs = run_job(tmp_path, "apply", "apply", "push", {"ref": "refs/heads/main"}, repo, env, secrets)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert inputs["keys"] == key_b64
+    assert history(runner_env, "v41-update") == ["canary"]  # beta waits 24h
+
+    advance(Path(runner_env["RECONCILE_LOCAL"]), "25h")
+    advanced, _ = run_job(tmp_path, "advance-1", "advance", "schedule", schedule, repo, env, secrets)
+    assert advanced.returncode == 0, advanced.stdout + advanced.stderr
+    assert history(runner_env, "v41-update") == ["canary", "beta"]
+    assert "rolled out to" in advanced.summary
+    for run_dir in ("plan", "advance-0", "advance-1"):
+        assert_no_key(tmp_path / run_dir, key_b64)
+    assert api.writes()[1:] == []  # the plan comment only: nothing was stuck
+
+
+def test_a_stuck_wave_fails_the_schedule_and_keeps_one_issue_until_it_moves(tmp_path, api, runner_env,
+                                                                           release_repo):
+    from tests.helpers.e2e import api as factory_api
+
+    repo, _ = release_repo
+    env = github_env(api, runner_env)
+    run(tmp_path, "create", {"paths": "releases"}, repo, {}, env)  # creates the demo factory
+    _, key_b64 = demo_key(runner_env)
+    secrets = workflow_secrets(key_b64)
+    applied, _ = run_job(tmp_path, "apply", "apply", "push", {"ref": "refs/heads/main"}, repo, env, secrets)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    with factory_api(Path(runner_env["RECONCILE_LOCAL"])) as client:  # someone rolls out by hand
+        response = client.post("/ota/factories/demo/waves/v41-update/rollout/",
+                               json={"group": "us-east", "dry-run": False})
+        assert response.status_code == 200, response.text
+    schedule = {"schedule": "17 * * * *"}
+
+    stuck, _ = run_job(tmp_path, "stuck-1", "advance", "schedule", schedule, repo, env, secrets)
+    assert stuck.returncode == 1
+    assert "::error file=releases/v41.yaml,line=3::wave 'v41-update' is stuck: drift: " in stuck.stdout
+    assert "::error::stuck waves need a person; see the annotations and the issues" in stuck.stdout
+    [issue] = api.issues.values()
+    assert issue["body"].startswith("<!-- reconcile-stuck:demo:v41-update -->\n")
+    assert issue["title"] == "Wave v41-update is stuck (factory demo)" and "us-east" in issue["body"]
+    again, _ = run_job(tmp_path, "stuck-2", "advance", "schedule", schedule, repo, env, secrets)
+    assert again.returncode == 1 and len(api.issues) == 1 and issue["state"] == "open"
+
+    (repo / "releases/v41.yaml").write_text(WAVE.replace("group: beta", "group: us-east"))  # adopt the history
+    git(repo, "commit", "-q", "-am", "adopt the us-east rollout")
+    moved, _ = run_job(tmp_path, "moved", "advance", "schedule", schedule, repo, env, secrets)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert issue["state"] == "closed" and "no longer held" in api.comments[issue["number"]][0]["body"]
+    for run_dir in ("stuck-1", "stuck-2", "moved"):
+        assert_no_key(tmp_path / run_dir, key_b64)
+
+
+def test_apply_signs_through_the_signer_input(tmp_path, api, runner_env, release_repo):
+    """A securesystemslib URI signer that needs no cloud: file2: with the offline key as PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from reconciler import signing
+
+    repo, _ = release_repo
+    env = {**github_env(api, runner_env), "GITHUB_EVENT_NAME": "push"}
+    run(tmp_path, "create", {"paths": "releases"}, repo, {}, env)
+    moved, _ = demo_key(runner_env)
+    archive = signing.load_key_archive_file(moved)
+    [(public_name, _)] = list(archive.public_entries())
+    _, secret = archive.private_entry(public_name)
+    seed = bytes.fromhex(secret["keyval"]["private"])[:32]
+    pem = tmp_path / "offline-key.pem"
+    pem.write_bytes(ed25519.Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    moved.unlink()  # the PEM behind the URI is the only copy of the key
+
+    applied = run(tmp_path, "apply", {"mode": "apply", "paths": "releases", "signer": f"file2:{pem}"}, repo,
+                  {"ref": "refs/heads/main"}, env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "created with" in applied.summary and "signed by key" in applied.summary
+    assert history(runner_env, "v41-update") == ["canary"]
+
+
+def test_advance_refuses_a_key_and_apply_refuses_two(tmp_path, api, runner_env, release_repo):
+    repo, _ = release_repo
+    env = github_env(api, runner_env)
+    for name, inputs, message in [
+        ("advance", {"mode": "advance", "keys": "a2V5"}, "mode advance never uses the offline key"),
+        ("both", {"mode": "apply", "keys": "a2V5", "signer": "file2:x"}, "give the offline key once: keys or signer, not both"),
+    ]:
+        result = run(tmp_path, name, {"paths": "releases", **inputs}, repo, {}, env)
+        assert result.returncode == 1 and f"::error::{message}" in result.stdout, result.stdout
+        assert result.ran == ["Check inputs and mask secrets"]

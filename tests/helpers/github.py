@@ -1,8 +1,10 @@
 """Test support (no tests here): a stand-in for GitHub's REST API, and a runner for action.yml.
 
-``GitHubAPI`` serves the few issue-comment endpoints the plan comment uses, on 127.0.0.1 in
-a thread, with GitHub's pagination (``Link`` headers), its 65,536-character body limit and
-its 403 for the read-only token a fork's pull request gets. It records every request so
+``GitHubAPI`` serves the few endpoints the plan comment and the stuck-wave issues use (issue
+comments; issues: list, create, update, close), on 127.0.0.1 in a thread, with GitHub's
+pagination (``Link`` headers), its 65,536-character body limit and its 403 for the read-only
+token a fork's pull request gets. Issues and pull requests share one numbering, and the issue
+list includes pull requests (marked by a ``pull_request`` key), as on GitHub. It records every request so
 tests can check what the action sent.
 
 ``ActionRunner`` executes a composite action's steps the way the runner does: inputs with
@@ -38,13 +40,24 @@ class Recorded:
 
 @dataclass
 class GitHubAPI:
-    """Issue comments of one repository, kept in memory."""
+    """Issues and issue comments of one repository, kept in memory."""
 
     repository: str = "acme/releases"
     page_size: int | None = None  # force small pages to exercise pagination
     comments: dict[int, list[dict]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    issues: dict[int, dict] = field(default_factory=dict)
     next_id: int = 1000
+    next_number: int = 1
+
+    def add_issue(self, title: str, body: str, *, pull_request: bool = False, state: str = "open") -> dict:
+        number = self.next_number
+        self.next_number += 1
+        issue = {"number": number, "title": title, "body": body, "state": state, "state_reason": None}
+        if pull_request:
+            issue["pull_request"] = {"url": f"https://api.github.example/repos/{self.repository}/pulls/{number}"}
+        self.issues[number] = issue
+        return issue
 
     def add_comment(self, number: int, body: str, login: str = "someone") -> dict:
         self.next_id += 1
@@ -62,7 +75,7 @@ class GitHubAPI:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
-            def _reply(self, status: int, payload, headers: dict | None = None) -> None:
+            def _reply(self, status: int, payload, headers: dict | None = None) -> bool:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -71,6 +84,7 @@ class GitHubAPI:
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
+                return True  # handled
 
             def _handle(self) -> None:
                 parts = urlsplit(self.path)
@@ -81,7 +95,37 @@ class GitHubAPI:
                     api.requests.append(Recorded(self.command, parts.path, auth, body))
                     self._route(parts, body, auth)
 
-            def _route(self, parts, body, auth) -> None:
+            def _page(self, parts, items: list) -> bool:
+                query = parse_qs(parts.query)
+                size = api.page_size or int(query.get("per_page", ["30"])[0])
+                page = int(query.get("page", ["1"])[0])
+                headers = {}
+                if page * size < len(items):
+                    keep = "".join(f"{k}={v[0]}&" for k, v in query.items() if k not in ("page", "per_page"))
+                    base = f"http://{self.headers['Host']}{parts.path}"
+                    headers["Link"] = f'<{base}?{keep}per_page={size}&page={page + 1}>; rel="next"'
+                return self._reply(200, items[(page - 1) * size : page * size], headers)
+
+            def _issues(self, parts, body) -> bool:
+                """GET/POST /repos/R/issues and PATCH /repos/R/issues/N; False when the request is not one."""
+                path = f"/repos/{api.repository}/issues"
+                if parts.path == path and self.command == "GET":
+                    state = parse_qs(parts.query).get("state", ["open"])[0]
+                    return self._page(parts, [i for i in api.issues.values() if state in ("all", i["state"])])
+                if parts.path == path and self.command == "POST":
+                    if not (body or {}).get("title"):
+                        return self._reply(422, {"message": "Validation Failed"})
+                    return self._reply(201, api.add_issue(body["title"], body.get("body") or ""))
+                m = re.fullmatch(re.escape(path) + r"/(\d+)", parts.path)
+                if m and self.command == "PATCH" and int(m.group(1)) in api.issues:
+                    issue = api.issues[int(m.group(1))]
+                    if body.get("state") not in (None, "open", "closed"):
+                        return self._reply(422, {"message": "Validation Failed"})
+                    issue.update({k: body[k] for k in ("title", "body", "state", "state_reason") if k in body})
+                    return self._reply(200, issue)
+                return False
+
+            def _route(self, parts, body, auth) -> bool:
                 if not auth or not auth.startswith("Bearer "):
                     return self._reply(401, {"message": "Requires authentication"})
                 writes = self.command in ("POST", "PATCH")
@@ -89,18 +133,12 @@ class GitHubAPI:
                     return self._reply(403, {"message": "Resource not accessible by integration"})
                 if writes and len((body or {}).get("body", "")) > 65536:
                     return self._reply(422, {"message": "Body is too long (maximum is 65536 characters)"})
+                if self._issues(parts, body):
+                    return True
                 prefix = f"/repos/{api.repository}/issues/"
                 m = re.fullmatch(re.escape(prefix) + r"(\d+)/comments", parts.path)
                 if m and self.command == "GET":
-                    query = parse_qs(parts.query)
-                    size = api.page_size or int(query.get("per_page", ["30"])[0])
-                    page = int(query.get("page", ["1"])[0])
-                    items = api.comments.get(int(m.group(1)), [])
-                    headers = {}
-                    if page * size < len(items):
-                        base = f"http://{self.headers['Host']}{parts.path}"
-                        headers["Link"] = f'<{base}?per_page={size}&page={page + 1}>; rel="next"'
-                    return self._reply(200, items[(page - 1) * size : page * size], headers)
+                    return self._page(parts, api.comments.get(int(m.group(1)), []))
                 if m and self.command == "POST":
                     comment = api.add_comment(int(m.group(1)), body["body"], login="github-actions[bot]")
                     return self._reply(201, comment)
