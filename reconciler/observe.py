@@ -1,10 +1,14 @@
 """Observe the factory in few requests and turn its JSON into ``state`` objects.
 
-Requests: one wave list (with histories, paged), one prod-targets call for all the tags
-involved, a status call only for active waves whose next step has a ``require.updated`` gate,
-and, only for waves still to be created, their CI targets and (when their phases name groups)
-the device groups. Dry-run rollouts for device counts
-come after planning, one per active wave at most.
+Requests, each only when the plan needs it: one wave list (with histories, paged); one
+prod-targets call for all the tags involved; a status call per active wave whose next step
+has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
+expiry of the active managed waves; for waves still to be created, their CI targets (one per
+version) and one factory-status call (the tags production devices follow); one device-group
+list when a phase still to roll out names a group; and the production devices of a tag,
+1,000 a page (ceil(devices / 1000) requests), when a phase still to roll out lists UUIDs or a
+gate counts offline devices. Dry-run rollouts for device counts come after planning, one per
+active wave at most.
 """
 
 from __future__ import annotations
@@ -13,9 +17,27 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from reconciler.client import FactoryClient
-from reconciler.core.plan import Plan, RolloutOp, active_tags, selected_specs, waves_needing_status
+from reconciler.core.plan import (
+    Plan,
+    RolloutOp,
+    active_tags,
+    pending_groups,
+    selected_specs,
+    tags_needing_devices,
+    waves_needing_status,
+    waves_to_cancel,
+)
 from reconciler.core.spec import WaveSpec
-from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress, WaveStatus
+from reconciler.core.state import (
+    Device,
+    ObservedState,
+    ObservedWave,
+    ProdTargets,
+    RolloutRecord,
+    TagDevices,
+    WaveProgress,
+    WaveStatus,
+)
 from reconciler.errors import BackendError
 
 
@@ -91,6 +113,36 @@ def parse_progress(status: dict) -> WaveProgress:
     )
 
 
+def parse_tag_devices(status: dict) -> dict[str, TagDevices]:
+    """Production devices per tag from the factory status: ``prod-tags`` plus those in a wave (``wave-tags``)."""
+    totals: dict[str, int] = {}
+    groups: dict[str, set[str]] = {}
+    for section in ("prod-tags", "wave-tags"):
+        for entry in status.get(section) or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                continue
+            tag = entry["name"]
+            totals[tag] = totals.get(tag, 0) + int(entry.get("devices-total") or 0)
+            groups.setdefault(tag, set()).update(
+                g["name"] for g in entry.get("device-groups") or [] if isinstance(g, dict) and g.get("name"))
+    return {tag: TagDevices(total, frozenset(groups[tag])) for tag, total in totals.items()}
+
+
+def parse_device(data: dict) -> Device:
+    return Device(uuid=str(data["uuid"]), name=str(data.get("name") or ""), group=str(data.get("device-group") or ""),
+                  last_seen=parse_time(data.get("last-seen")), in_wave=bool(data.get("is-wave")),
+                  up_to_date=bool(data.get("up-to-date")))
+
+
+def _ci_tags(targets: dict) -> frozenset[str]:
+    """Every tag the CI targets of one version carry (``custom.tags``): what a ``sourceTag`` may name."""
+    tags: set[str] = set()
+    for target in targets.values():
+        custom = (target or {}).get("custom") if isinstance(target, dict) else None
+        tags.update(t for t in (custom or {}).get("tags") or [] if isinstance(t, str))
+    return frozenset(tags)
+
+
 def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
@@ -103,11 +155,26 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
             except (TypeError, ValueError, AttributeError):
                 raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
                                    f"answer") from None
-    progress = {name: parse_progress(client.wave_status(name)) for name in sorted(waves_needing_status(chosen, waves))}
+    status_of = waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves)
+    progress = {name: parse_progress(client.wave_status(name)) for name in sorted(status_of)}
     new = [s for s in chosen if s.name not in waves and not s.cancel]
-    ci_versions = {v: bool(client.ci_targets(v)) for v in sorted({s.target for s in new})}
-    # Rollouts of existing waves are checked by a dry run; a new wave's groups can only be checked by name.
-    groups = frozenset(client.device_groups()) if any(p.group for s in new for p in s.phases) else None
+    ci_versions, ci_tags = {}, {}
+    for version in sorted({s.target for s in new}):
+        targets = client.ci_targets(version)
+        ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
+    groups = frozenset(client.device_groups()) if pending_groups(chosen, waves) else None
+    tag_devices = parse_tag_devices(client.factory_status()) if new else None
+    devices = {}
+    for tag in sorted(tags_needing_devices(chosen, waves)):
+        listed = (parse_device(d) for d in client.production_devices(tag) if d.get("uuid"))
+        devices[tag] = {d.uuid: d for d in listed}
+    managed_active = sorted(s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE
+                            and not s.cancel)
+    wave_expires = {}
+    for name, envelope in client.wave_targets(managed_active).items():
+        expires = parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
+        if expires is not None:
+            wave_expires[name] = expires
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,
@@ -117,6 +184,10 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         progress=progress,
         ci_versions=ci_versions,
         groups=groups,
+        ci_tags=ci_tags,
+        tag_devices=tag_devices,
+        devices=devices,
+        wave_expires=wave_expires,
     )
 
 

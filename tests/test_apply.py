@@ -31,7 +31,7 @@ def test_an_unknown_device_group_is_a_plan_error_before_any_write(release_repo, 
     before = waves(factory_dir)
     code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
     assert code == 1 and "Applying" not in err
-    assert "rel-46.yaml:7:5: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
+    assert "rel-46.yaml:8:12: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
     assert waves(factory_dir) == before
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, reconcile, wave
+from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, git, reconcile, wave
 
 from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
@@ -101,6 +101,7 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
     local = ["--local", str(factory_dir)]
     lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
         "prune: [46]\n", "")
+    add_device(factory_dir, "lab-1", tag="lab")  # a production device follows tag lab
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     assert reconcile(str(release_repo), *local)[0] == 0
     with api(factory_dir) as client:
@@ -119,7 +120,8 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
     assert by_wave[("rel-46", "complete")]["status"] == "blocked"
     assert by_wave[("rel-46", "complete")]["reason"].startswith("drift: rollout 2 in the factory")
     assert by_wave[("lab-48", "init")]["status"] == "ready" and by_wave[("lab-48", "complete")]["status"] == "ready"
-    assert code == 0
+    assert [e["line"] for e in plan["errors"]] == [10], "drift is an error at the differing phase's line"
+    assert code == 1, "drift fails the run (issue 10 case 5)"
 
 
 def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
