@@ -170,10 +170,10 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
          f"{len(result.of(Outcome.HELD))} held.")
     for failed in result.of(Outcome.FAILED):
         _err(f"error: {failed.step.describe()} failed: {failed.message}")
-    for held in plan.held:
-        _err(f"held: wave '{held.wave}' (tag {held.tag}) and the later steps of its tag: {held.reason}")
-    for held in result.of(Outcome.HELD):
-        _err(f"held: {held.step.describe()}: {held.message}")
+    for wave in plan.held:
+        _err(f"held: wave '{wave.wave}' (tag {wave.tag}) and the later steps of its tag: {wave.reason}")
+    for step in result.of(Outcome.HELD):
+        _err(f"held: {step.step.describe()}: {step.message}")
     return EXIT_ERROR
 
 

@@ -125,7 +125,8 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
 
 
 def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
-    """At most 3 + 2 x (active managed waves) requests to observe, plan and count devices."""
+    """A bounded number of requests, none per device: see observe.py for what each one is for."""
+    add_device(factory_dir, "lab-1", tag="lab")
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     advance(factory_dir, "25h")
@@ -135,12 +136,15 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
         plan = build_plan(specs, observe(client, specs))
         plan = fill_device_counts(client, plan)
-        # list + prod-targets + CI targets of the wave to init, then status + dry-run for the active wave
-        assert client.requests == 5 <= 3 + 2 * 1
+        # waves, prod-targets, wave-targets (expiry), device groups (pending phases name some); the wave to init:
+        # its CI targets and the factory status (tags with devices); the active wave's gate: status and its tag's
+        # devices, 1,000 a page (400 here); then one dry-run rollout
+        assert client.requests == 4 + 2 + 2 + 1
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
 
 
 def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(release_repo, factory_dir):
+    add_device(factory_dir, "lab-1", tag="lab")
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
         "prune: [46]\n", "")

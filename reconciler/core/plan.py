@@ -562,11 +562,10 @@ class _Planner:
 
     def _cancel(self, spec: WaveSpec, wave: ObservedWave, state: _TagState) -> CancelOp:
         progress = self.observed.progress.get(spec.name)
-        counts = {}
-        if progress is not None:
-            counts = dict(orphans=progress.updated, keep_previous=max(progress.total - progress.updated, 0))
         return CancelOp(wave=spec.name, tag=spec.tag, status=StepStatus.READY, location=spec.at("cancel"),
-                        version=wave.version, previous_version=state.prod_version, **counts)
+                        version=wave.version, previous_version=state.prod_version,
+                        orphans=None if progress is None else progress.updated,
+                        keep_previous=None if progress is None else max(progress.total - progress.updated, 0))
 
     def _expiry(self, spec: WaveSpec) -> datetime:
         if spec.expires_at is not None:
@@ -806,13 +805,13 @@ def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress: Wa
         elif progress.rolled_out == 0:
             reasons.append(f"updated {need}: no devices rolled out yet")
         else:
-            reason = _updated_reason(gate, need, now, progress, fleet)
+            reason = _updated_reason(gate, gate.updated_percent, need, now, progress, fleet)
             if reason:
                 reasons.append(reason)
     return "; ".join(reasons) or None
 
 
-def _updated_reason(gate: Gate, need: str, now: datetime, progress: WaveProgress,
+def _updated_reason(gate: Gate, percent: float, need: str, now: datetime, progress: WaveProgress,
                     fleet: dict[str, Device] | None) -> str | None:
     """The ``require.updated`` gate: updated / rolled out, minus the offline devices when ``onlineWithin`` says so.
 
@@ -826,7 +825,7 @@ def _updated_reason(gate: Gate, need: str, now: datetime, progress: WaveProgress
         counted = max(progress.rolled_out - len(offline), 0)
         need += f" of devices seen within {format_duration(window)}"
     share = 100.0 * progress.updated / counted if counted else 0.0
-    if counted and share >= gate.updated_percent:
+    if counted and share >= percent:
         return None
     numbers = f"{progress.updated} of {progress.rolled_out} devices"
     if fleet is not None:

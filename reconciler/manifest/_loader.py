@@ -308,7 +308,7 @@ class _WaveReader:
             uuids, problems = parse_inline(tokens)
             self.run.report(problems)
             self.failed |= any(problem.severity is Severity.ERROR for problem in problems)
-            first = {}
+            first: dict[str, Location] = {}
             for text, _, line, col in tokens:
                 first.setdefault(text, Location(file, line, col))
             return uuids, None, tuple(first[u] for u in uuids)
