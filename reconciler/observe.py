@@ -34,7 +34,6 @@ from reconciler.core.state import (
     ObservedWave,
     ProdTargets,
     RolloutRecord,
-    TagDevices,
     WaveProgress,
     WaveStatus,
 )
@@ -113,19 +112,14 @@ def parse_progress(status: dict) -> WaveProgress:
     )
 
 
-def parse_tag_devices(status: dict) -> dict[str, TagDevices]:
+def parse_tag_devices(status: dict) -> dict[str, int]:
     """Production devices per tag from the factory status: ``prod-tags`` plus those in a wave (``wave-tags``)."""
     totals: dict[str, int] = {}
-    groups: dict[str, set[str]] = {}
     for section in ("prod-tags", "wave-tags"):
         for entry in status.get(section) or []:
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                continue
-            tag = entry["name"]
-            totals[tag] = totals.get(tag, 0) + int(entry.get("devices-total") or 0)
-            groups.setdefault(tag, set()).update(
-                g["name"] for g in entry.get("device-groups") or [] if isinstance(g, dict) and g.get("name"))
-    return {tag: TagDevices(total, frozenset(groups[tag])) for tag, total in totals.items()}
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                totals[entry["name"]] = totals.get(entry["name"], 0) + int(entry.get("devices-total") or 0)
+    return totals
 
 
 def parse_device(data: dict) -> Device:

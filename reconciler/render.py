@@ -222,6 +222,9 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
     for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
         if problems:
             out += ["", f"#### {title}", ""] + [f"- `{_cell(p)}`" for p in problems]
+    if plan.held:
+        out += ["", "#### Held by errors", "", "Their steps and the later steps of their tag wait; other tags go on.", ""]
+        out += [f"- `{_cell(h.wave)}` (tag {_cell(h.tag)}): {_cell(h.reason)}" for h in plan.held]
     if diffs:
         out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]
         for path, diff in diffs.items():

@@ -504,8 +504,8 @@ class _Planner:
         if spec.target in spec.prune:
             problems.append((spec.at("prune"), f"cannot prune the wave's own version {spec.target}"))
         tags = self.observed.tag_devices
-        if tags is not None and not (tags.get(spec.tag) and tags[spec.tag].total):
-            ranked = sorted(((t, d.total) for t, d in tags.items() if d.total), key=lambda item: (-item[1], item[0]))
+        if tags is not None and not tags.get(spec.tag):
+            ranked = sorted(((t, n) for t, n in tags.items() if n), key=lambda item: (-item[1], item[0]))
             listing = ", ".join(f"'{t}' ({n} devices)" for t, n in ranked) or "none"
             problems.append((spec.at("tag"), f"no production device follows tag '{spec.tag}'; production tags in "
                              f"factory '{self.observed.factory}': {listing}; "

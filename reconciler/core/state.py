@@ -73,14 +73,6 @@ class Device:
     up_to_date: bool  # on the newest version it may run (``up-to-date``)
 
 
-@dataclass(frozen=True)
-class TagDevices:
-    """The production devices that follow a tag (factory status): their number and their groups."""
-
-    total: int
-    groups: frozenset[str] = frozenset()
-
-
 @dataclass
 class ObservedState:
     factory: str
@@ -92,6 +84,6 @@ class ObservedState:
     ci_versions: dict[int, bool] = field(default_factory=dict)  # version -> CI targets exist
     groups: frozenset[str] | None = None  # device groups, read only when a pending phase names one
     ci_tags: dict[int, frozenset[str]] = field(default_factory=dict)  # version -> tags its CI targets carry
-    tag_devices: dict[str, TagDevices] | None = None  # production tags -> devices; None: not observed
+    tag_devices: dict[str, int] | None = None  # production tag -> its production devices; None: not observed
     devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # tag -> uuid -> device (when needed)
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry

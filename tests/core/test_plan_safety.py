@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.plan import CancelOp, build_plan
 from reconciler.core.spec import CompleteSpec, Gate, Location
-from reconciler.core.state import Device, TagDevices, WaveProgress
+from reconciler.core.state import Device, WaveProgress
 from tests.helpers.planning import HOUR, NOW, active, observed, phase, record, wave
 
 DAY = 24 * HOUR
@@ -39,7 +39,7 @@ def test_an_error_holds_its_wave_and_the_later_steps_of_its_tag_only():
 
 def test_a_tag_without_production_devices_names_the_tags_that_have_some():
     state = observed()
-    state.tag_devices = {"production": TagDevices(400), "qa": TagDevices(12), "empty": TagDevices(0)}
+    state.tag_devices = {"production": 400, "qa": 12, "empty": 0}
     plan = build_plan([wave("v46", 46, [phase("canary", group="canary")], tag="prodution")], state)
     assert [e.message for e in plan.errors] == [
         "no production device follows tag 'prodution'; production tags in factory 'demo': 'production' (400 devices), "
