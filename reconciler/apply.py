@@ -2,18 +2,23 @@
 
 Crash safety comes from the ledger, not from local state: before every step the factory is
 observed and planned again, and the step runs only if the fresh plan still has it ready. A
-step the fresh plan no longer has was done already (by an earlier, interrupted run); a step
-that became blocked stops the run. When a write's outcome is uncertain (the connection
-dropped after sending), the wave is read back instead of sending the write again.
+step the fresh plan no longer has was done already (by an earlier, interrupted run). When a
+write's outcome is uncertain (the connection dropped after sending), the wave is read back
+instead of sending the write again.
+
+Errors are scoped like the plan's: a step that fails, or that the fresh plan no longer has
+ready, holds the later steps of its tag; the ready steps of other tags still run. Every step
+gets an outcome (done, already done, failed, held) for the summary and ``--format json``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from reconciler.client import FactoryClient
-from reconciler.core.plan import CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
+from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import WaveStatus
 from reconciler.errors import BackendError, UserError
@@ -23,20 +28,36 @@ from reconciler.render import SYMBOLS
 SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> signing.TargetsSigner
 
 
-class ApplyFailed(UserError):
-    """A step failed; the message says which, why, and what was done before it."""
+class Outcome(StrEnum):
+    """What became of a ready step in an apply."""
+
+    DONE = "done"
+    ALREADY_DONE = "already_done"  # an earlier, interrupted run did it
+    FAILED = "failed"  # the factory refused it, or it vanished from the plan without being done
+    HELD = "held"  # not attempted: an earlier step of its tag failed or it is no longer ready
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: Operation
+    outcome: Outcome
+    message: str
 
 
 @dataclass
 class ApplyResult:
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    outcomes: list[StepOutcome] = field(default_factory=list)
+
+    def of(self, outcome: Outcome) -> list[StepOutcome]:
+        return [o for o in self.outcomes if o.outcome is outcome]
+
+    @property
+    def ok(self) -> bool:
+        return not self.of(Outcome.FAILED) and not self.of(Outcome.HELD)
 
 
 def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None):
-    """Refuse before the first write: plan errors, or an init without a signer whose key matches root."""
-    if plan.errors:
-        raise UserError(f"the plan has {len(plan.errors)} error(s); nothing was applied")
+    """Refuse before the first write: an init without a signer whose key matches root."""
     if not any(isinstance(op, InitOp) for op in plan.ready):
         return None
     if make_signer is None:
@@ -49,33 +70,39 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
                echo: Callable[[str], None]) -> ApplyResult:
     signer = preflight(plan, client, make_signer)
     result = ApplyResult()
+    stopped: dict[str, str] = {}  # tag -> why its later steps are held
+
+    def record(step: Operation, outcome: Outcome, message: str) -> None:
+        result.outcomes.append(StepOutcome(step, outcome, message))
+        if outcome in (Outcome.FAILED, Outcome.HELD):
+            stopped.setdefault(step.tag, f"after {step.describe()} {'failed' if outcome is Outcome.FAILED else 'was held'}")
+            echo(f"  ! {step.describe()}: {outcome}: {message}")
+
     for planned in plan.ready:
+        if planned.tag in stopped:
+            record(planned, Outcome.HELD, stopped[planned.tag])
+            continue
         fresh = build_plan(specs, observe(client, specs))
-        if fresh.errors:
-            raise ApplyFailed(_failure(planned, "the factory changed and the plan now has errors: "
-                                       + str(fresh.errors[0]), result))
         current = fresh.find(planned.key)
         if current is None:
             if not _landed(client, planned):  # gone from the plan without being done: canceled or completed by hand
-                raise ApplyFailed(_failure(planned, "the factory changed since the plan and this step is no longer "
-                                           "planned; run again to see the new plan", result))
+                record(planned, Outcome.FAILED, "the factory changed since the plan and this step is no longer "
+                                                "planned; run again to see the new plan")
+                continue
             echo(f"  = {planned.describe()}: already done")
-            result.skipped.append(planned.describe())
+            record(planned, Outcome.ALREADY_DONE, "done by an earlier run")
             continue
         if not current.ready:
-            raise ApplyFailed(_failure(planned, f"no longer ready: {current.reason}", result))
+            record(planned, Outcome.HELD, f"no longer ready: {current.reason}")
+            continue
         try:
-            outcome = _execute(client, current, signer)
+            message = _execute(client, current, signer)
         except UserError as exc:
-            raise ApplyFailed(_failure(planned, str(exc), result)) from None
-        echo(f"  {SYMBOLS[current.op]} {current.describe()}: {outcome}")
-        result.done.append(current.describe())
+            record(planned, Outcome.FAILED, str(exc))
+            continue
+        echo(f"  {SYMBOLS[current.op]} {current.describe()}: {message}")
+        record(current, Outcome.DONE, message)
     return result
-
-
-def _failure(op: Operation, why: str, result: ApplyResult) -> str:
-    done = "; ".join(result.done) if result.done else "nothing"
-    return f"{op.describe()} failed: {why}. Done before the failure: {done}."
 
 
 def _execute(client: FactoryClient, op: Operation, signer) -> str:
@@ -89,6 +116,8 @@ def _execute(client: FactoryClient, op: Operation, signer) -> str:
             client.complete(op.wave)
             return "completed; its targets are now the production targets of tag " + op.tag
         client.cancel(op.wave)
+        if isinstance(op, CancelOp) and op.orphans is not None:
+            return f"canceled; {op.leaves_behind()}"
         return "canceled; devices already updated stay on their version"
     except BackendError as exc:
         if exc.status is not None or not _landed(client, op):

@@ -177,6 +177,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     from reconciler.core.plan import build_plan, without_keyed_steps
     from reconciler.observe import fill_device_counts, observe
 
+    _refuse_throwaway_factory_in_ci(api_url, local)
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
@@ -188,25 +189,54 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             plan = without_keyed_steps(plan)  # inits wait for the keyed job; nothing below loads a key
             if os.environ.get("RECONCILE_KEYS"):
                 _err("warning: RECONCILE_KEYS is set but --without-key never reads it; keep the key out of this job")
-        if not plan.errors:
-            plan = fill_device_counts(client, plan)
-        if output_format == "json":
-            click.echo(render.to_json(plan, provenance, diffs))
-        elif output_format == "markdown":
-            click.echo(render.to_markdown(plan, provenance, diffs))
-        else:
-            click.echo(render.to_text(plan, diffs))
-        if plan.errors:
-            return EXIT_ERROR
-        if dry_run or not plan.changes:
+        plan = fill_device_counts(client, plan)
+        applying = not dry_run and plan.changes
+        if output_format != "json" or not applying:  # an apply's JSON comes after it, with each step's outcome
+            click.echo(_rendered(plan, output_format, provenance, diffs))
+        if not applying:
+            if plan.errors:
+                return EXIT_ERROR  # drift, conflicts and errors fail every mode, --detailed-exitcode included
             return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
-        from reconciler.apply import apply_plan
+        from reconciler.apply import Outcome, apply_plan
 
         make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
         result = apply_plan(client, specs, plan, make_signer, _err)
-        _err(f"Apply complete: {len(result.done)} done, {len(result.skipped)} already done.")
-    return EXIT_OK
+        if output_format == "json":
+            outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
+            click.echo(render.to_json(plan, provenance, diffs, outcomes))
+    done, already = len(result.of(Outcome.DONE)), len(result.of(Outcome.ALREADY_DONE))
+    if result.ok and not plan.errors:
+        _err(f"Apply complete: {done} done, {already} already done.")
+        return EXIT_OK
+    _err(f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, "
+         f"{len(result.of(Outcome.HELD))} held.")
+    for failed in result.of(Outcome.FAILED):
+        _err(f"error: {failed.step.describe()} failed: {failed.message}")
+    for wave in plan.held:
+        _err(f"held: wave '{wave.wave}' (tag {wave.tag}) and the later steps of its tag: {wave.reason}")
+    for step in result.of(Outcome.HELD):
+        _err(f"held: {step.step.describe()}: {step.message}")
+    return EXIT_ERROR
+
+
+def _rendered(plan, output_format: str, provenance, diffs) -> str:
+    from reconciler import render
+
+    if output_format == "json":
+        return render.to_json(plan, provenance, diffs)
+    if output_format == "markdown":
+        return render.to_markdown(plan, provenance, diffs)
+    return render.to_text(plan, diffs)
+
+
+def _refuse_throwaway_factory_in_ci(api_url: str | None, local: str | None) -> None:
+    """In CI, a missing API URL is a misconfiguration, not a wish for a demo factory that vanishes with the runner."""
+    in_ci = [name for name in ("CI", "GITHUB_ACTIONS") if os.environ.get(name, "").lower() not in ("", "0", "false")]
+    if in_ci and not api_url and not local:
+        raise UserError(f"{' and '.join(in_ci)} set but no API URL: refusing to plan against a throwaway local factory; "
+                        f"set RECONCILE_API_URL and RECONCILE_FACTORY (and RECONCILE_API_TOKEN), or name a local factory "
+                        f"with --local PATH or RECONCILE_LOCAL")
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ PAGE_SIZE = 100
 # and a big factory is not flooded.
 MAX_CONCURRENT = 16
 _T = TypeVar("_T")
+DEVICE_PAGE_SIZE = 1000  # the largest page the device list allows (reference §1.6)
 OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
 
 
@@ -238,6 +239,37 @@ class FactoryClient:
                        "list device groups")
         groups = _expect(data.get("groups") or [], list, "list device groups")
         return {g["name"] for g in groups if isinstance(g, dict) and isinstance(g.get("name"), str)}
+
+    def factory_status(self) -> dict:
+        """Devices per tag and group (fioctl's FactoryStatus): which tags production devices follow."""
+        return _expect(self._send("GET", self._factory_path("status/"),
+                                  params={"offline-threshold": OFFLINE_THRESHOLD_HOURS}, what="read the factory status"),
+                       dict, "read the factory status")
+
+    def production_devices(self, tag: str) -> list[dict]:
+        """The production devices on a tag, 1,000 a page: ceil(devices / 1000) requests, never one per device."""
+        what = f"list the devices of tag '{tag}'"
+        devices: list[dict] = []
+        page = 1
+        while True:
+            params: dict = {"factory": self.factory, "match_tag": tag, "prod": 1, "limit": DEVICE_PAGE_SIZE}
+            if page > 1:
+                params["page"] = page  # fioctl sends page only past the first
+            data = _expect(self._send("GET", "/ota/devices/", params=params, what=what), dict, what)
+            batch = _expect(data.get("devices") or [], list, what)
+            devices.extend(_expect(device, dict, what) for device in batch)
+            total = data.get("total") if isinstance(data.get("total"), int) else len(devices)
+            if not data.get("next") or not batch or len(devices) >= total:
+                return devices
+            page += 1
+
+    def wave_targets(self, names: list[str]) -> dict[str, dict]:
+        """The targets of these active waves in one request (their expiry); waves without are absent."""
+        if not names:
+            return {}
+        what = "read wave targets"
+        return _expect(self._send("GET", self._factory_path("wave-targets/"), params={"name": ",".join(sorted(names))},
+                                  what=what, missing_ok=True) or {}, dict, what)
 
     def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
         """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that

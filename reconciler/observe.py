@@ -1,15 +1,19 @@
 """Observe the factory in few requests and turn its JSON into ``state`` objects.
 
-Requests: one wave list (with histories, paged), one prod-targets call for all the tags
-involved, a status call only for active waves whose next step has a ``require.updated`` gate,
-and, only for waves still to be created, their CI targets and (when their phases name groups)
-the device groups. Dry-run rollouts for device counts
-come after planning, one per active wave at most.
+Requests, each only when the plan needs it: one wave list (with histories, paged); one
+prod-targets call for all the tags involved; a status call per active wave whose next step
+has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
+expiry of the active managed waves; for waves still to be created, their CI targets (one per
+version) and one factory-status call (the tags production devices follow); one device-group
+list when a phase still to roll out names a group; and the production devices of a tag,
+1,000 a page (ceil(devices / 1000) requests), when a phase still to roll out lists UUIDs or a
+gate counts offline devices. Dry-run rollouts for device counts come after planning, one per
+active wave at most.
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation is independent and goes out at
-once (``FactoryClient.gather``), and so do the dry runs. A plan waits for four round trips in a row
-at most: the first page, the other pages, the rest of the observation, the dry runs.
+once (``FactoryClient.gather``, at most 16 at a time), and so do the dry runs; paged lists read
+their other pages together once the first page gives the total.
 """
 
 from __future__ import annotations
@@ -21,9 +25,26 @@ from datetime import datetime, timezone
 from typing import Any
 
 from reconciler.client import FactoryClient
-from reconciler.core.plan import Plan, RolloutOp, active_tags, selected_specs, waves_needing_status
+from reconciler.core.plan import (
+    Plan,
+    RolloutOp,
+    active_tags,
+    pending_groups,
+    selected_specs,
+    tags_needing_devices,
+    waves_needing_status,
+    waves_to_cancel,
+)
 from reconciler.core.spec import WaveSpec
-from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress, WaveStatus
+from reconciler.core.state import (
+    Device,
+    ObservedState,
+    ObservedWave,
+    ProdTargets,
+    RolloutRecord,
+    WaveProgress,
+    WaveStatus,
+)
 from reconciler.errors import BackendError
 
 
@@ -105,19 +126,49 @@ def parse_progress(status: dict, wave: ObservedWave) -> WaveProgress:
     )
 
 
+def parse_tag_devices(status: dict) -> dict[str, int]:
+    """Production devices per tag from the factory status: ``prod-tags`` plus those in a wave (``wave-tags``)."""
+    totals: dict[str, int] = {}
+    for section in ("prod-tags", "wave-tags"):
+        for entry in status.get(section) or []:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                totals[entry["name"]] = totals.get(entry["name"], 0) + int(entry.get("devices-total") or 0)
+    return totals
+
+
+def parse_device(data: dict) -> Device:
+    return Device(uuid=str(data["uuid"]), name=str(data.get("name") or ""), group=str(data.get("device-group") or ""),
+                  last_seen=parse_time(data.get("last-seen")), in_wave=bool(data.get("is-wave")),
+                  up_to_date=bool(data.get("up-to-date")))
+
+
+def _ci_tags(targets: dict) -> frozenset[str]:
+    """Every tag the CI targets of one version carry (``custom.tags``): what a ``sourceTag`` may name."""
+    tags: set[str] = set()
+    for target in targets.values():
+        custom = (target or {}).get("custom") if isinstance(target, dict) else None
+        tags.update(t for t in (custom or {}).get("tags") or [] if isinstance(t, str))
+    return frozenset(tags)
+
+
 def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
-    status_of = sorted(waves_needing_status(chosen, waves))
+    status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves))
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     versions = sorted({s.target for s in new})
-    # Rollouts of existing waves are checked by a dry run; a new wave's groups can only be checked by name.
-    need_groups = any(p.group for s in new for p in s.phases)
-    calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags)]
+    need_groups = pending_groups(chosen, waves)
+    device_tags = sorted(tags_needing_devices(chosen, waves))
+    managed_active = sorted(s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE
+                            and not s.cancel)
+    calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags),
+                                      functools.partial(client.wave_targets, managed_active)]
     calls += [functools.partial(client.wave_status, name) for name in status_of]
     calls += [functools.partial(client.ci_targets, version) for version in versions]
     calls += [client.device_groups] if need_groups else []
+    calls += [client.factory_status] if new else []
+    calls += [functools.partial(client.production_devices, tag) for tag in device_tags]
     answers = iter(client.gather(calls))
     prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
     for tag, envelope in next(answers).items():
@@ -127,9 +178,22 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
             except (TypeError, ValueError, AttributeError):
                 raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
                                    f"answer") from None
+    wave_expires = {}
+    for name, envelope in next(answers).items():
+        expires = parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
+        if expires is not None:
+            wave_expires[name] = expires
     progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
-    ci_versions = {version: bool(next(answers)) for version in versions}
+    ci_versions, ci_tags = {}, {}
+    for version in versions:
+        targets = next(answers)
+        ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
     groups = frozenset(next(answers)) if need_groups else None
+    tag_devices = parse_tag_devices(next(answers)) if new else None
+    devices = {}
+    for tag in device_tags:
+        listed = (parse_device(d) for d in next(answers) if d.get("uuid"))
+        devices[tag] = {d.uuid: d for d in listed}
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,
@@ -139,6 +203,10 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         progress=progress,
         ci_versions=ci_versions,
         groups=groups,
+        ci_tags=ci_tags,
+        tag_devices=tag_devices,
+        devices=devices,
+        wave_expires=wave_expires,
     )
 
 

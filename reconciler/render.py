@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from datetime import datetime
 
-from reconciler.core.plan import InitOp, Operation, OpKind, Plan, RolloutOp, WaveSummary, rollout_scope
+from reconciler.core.plan import CancelOp, InitOp, Operation, OpKind, Plan, RolloutOp, WaveSummary, rollout_scope
 from reconciler.core.state import WaveStatus
 from reconciler.errors import Problem
 
@@ -42,6 +42,8 @@ def operation_detail(op: Operation) -> str:
         if op.prune:
             detail += f", prune {', '.join(map(str, op.prune))}"
         return detail + ", needs the offline key"
+    if isinstance(op, CancelOp) and op.orphans is not None:
+        return op.leaves_behind()
     return ""
 
 
@@ -62,6 +64,9 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     for title, problems in (("Warnings", plan.warnings), ("Errors", plan.errors)):
         if problems:
             lines += ["", f"{title}:"] + [f"  {p}" for p in problems]
+    if plan.held:
+        lines += ["", "Held by errors (their steps and the later steps of their tag wait; other tags go on):"]
+        lines += [f"  {held.wave} (tag {held.tag}): {held.reason}" for held in plan.held]
     if plan.skipped_manifests:
         lines += ["", f"{plan.skipped_manifests} wave(s) for other factories skipped."]
     lines.append("")
@@ -97,6 +102,8 @@ def operation_dict(op: Operation) -> dict:
         data.update(target=op.target, prune=list(op.prune), expires=iso(op.expires), needs_key=True)
         if op.source_tag:
             data["source_tag"] = op.source_tag
+    if isinstance(op, CancelOp) and op.orphans is not None:
+        data.update(orphans=op.orphans, keep_previous=op.keep_previous, previous_version=op.previous_version)
     return data
 
 
@@ -109,7 +116,11 @@ def wave_dict(wave: WaveSummary) -> dict:
     return data
 
 
-def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> dict:
+Outcomes = list[tuple[Operation, str, str]]  # (step, done|already_done|failed|held, message) from an apply
+
+
+def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None,
+            outcomes: Outcomes | None = None) -> dict:
     data: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "factory": plan.factory,
@@ -120,7 +131,11 @@ def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | 
         "waves": [wave_dict(w) for w in plan.waves],
         "warnings": [problem_dict(p) for p in plan.warnings],
         "errors": [problem_dict(p) for p in plan.errors],
+        "held": [{"wave": h.wave, "tag": h.tag, "reason": h.reason} for h in plan.held],
     }
+    if outcomes is not None:
+        data["applied"] = [{"step": operation_dict(op), "outcome": outcome, "message": message}
+                           for op, outcome, message in outcomes]
     if provenance:
         data["provenance"] = provenance
     if diffs is not None:
@@ -128,8 +143,9 @@ def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | 
     return data
 
 
-def to_json(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> str:
-    return json.dumps(to_dict(plan, provenance, diffs), indent=2)
+def to_json(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None,
+            outcomes: Outcomes | None = None) -> str:
+    return json.dumps(to_dict(plan, provenance, diffs, outcomes), indent=2)
 
 
 # -- Markdown ------------------------------------------------------------------------------------
@@ -206,6 +222,9 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
     for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
         if problems:
             out += ["", f"#### {title}", ""] + [f"- `{_cell(p)}`" for p in problems]
+    if plan.held:
+        out += ["", "#### Held by errors", "", "Their steps and the later steps of their tag wait; other tags go on.", ""]
+        out += [f"- `{_cell(h.wave)}` (tag {_cell(h.tag)}): {_cell(h.reason)}" for h in plan.held]
     if diffs:
         out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]
         for path, diff in diffs.items():

@@ -30,21 +30,17 @@ def test_an_unknown_device_group_is_a_plan_error_before_any_write(release_repo, 
     before = waves(factory_dir)
     code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
     assert code == 1 and "Applying" not in err
-    assert "rel-46.yaml:7:5: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
+    assert "rel-46.yaml:8:12: phase 'canary': device group 'no-such-group' does not exist in factory 'demo'" in out
     assert waves(factory_dir) == before
 
 
-def test_a_failed_step_stops_the_run_and_lists_what_was_done(release_repo, factory_dir):
+def test_a_uuid_the_factory_would_refuse_stops_the_wave_before_its_init(release_repo, factory_dir):
     stranger = "00000000-0000-4000-8000-000000000000"  # a UUID no production device has
     commit(release_repo, {"rel-46.yaml": NEW_WAVE.replace("group: canary", f"uuids: [{stranger}]")}, "Release 46")
-    code, _out, err = reconcile(str(release_repo), "--local", str(factory_dir))
-    assert code == 1
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: rollout rel-46 phase 'canary' (factory-wide, 1 uuids) failed: rollout of wave "
-                           "'rel-46': ")
-    assert stranger in last, "the refusal names the offending UUID"
-    assert last.endswith("Done before the failure: init rel-46 (target 46, tag production).")
-    assert [w["name"] for w in waves(factory_dir) if w["status"] == "active"] == ["rel-46"]
+    code, out, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    assert code == 1 and "Applying" not in err
+    assert f"rel-46.yaml:8:13: phase 'canary': UUID {stranger} is not a production device on tag 'production'" in out
+    assert [w["name"] for w in waves(factory_dir) if w["status"] == "active"] == []
 
 
 def test_apply_refuses_a_dirty_work_tree_unless_allowed(release_repo, factory_dir):
@@ -69,9 +65,8 @@ def test_plan_errors_point_at_the_offending_value(release_repo, factory_dir):
 
 def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(release_repo, factory_dir):
     """Canceled by hand between the plan and the step: that is not "already done"."""
-    import pytest
 
-    from reconciler.apply import ApplyFailed, apply_plan
+    from reconciler.apply import Outcome, apply_plan
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan
     from reconciler.manifest import load
@@ -86,9 +81,9 @@ def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(rel
         plan = build_plan(specs, observe(client, specs))
         assert [op.op for op in plan.ready] == ["rollout"]
         client.cancel("rel-46")
-        with pytest.raises(ApplyFailed) as caught:
-            apply_plan(client, specs, plan, None, print)
-    assert "this step is no longer planned" in str(caught.value)
+        result = apply_plan(client, specs, plan, None, print)
+    (failed,) = result.of(Outcome.FAILED)
+    assert "this step is no longer planned" in failed.message and not result.ok
     assert [h for w in waves(factory_dir) if w["name"] == "rel-46" for h in w["rollout-history"]] == []
 
 
@@ -104,15 +99,28 @@ def test_a_time_the_factory_sends_that_cannot_be_read_stops_the_plan():
 
 
 def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(release_repo, factory_dir):
-    import json
+    """The plan checks UUIDs against the device list; a device moved away in between is refused by the dry run."""
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.core.plan import build_plan
+    from reconciler.manifest import load
+    from reconciler.observe import fill_device_counts, observe
+    from reconciler.render import to_dict
 
-    stranger = "00000000-0000-4000-8000-000000000000"
-    two = NEW_WAVE + f"  - name: strangers\n    uuids: [{stranger}]\n"
+    with api(factory_dir) as client:
+        device = client.get("/ota/devices/", params={"factory": "demo", "group": "beta", "limit": 10}).json()["devices"][0]
+    two = NEW_WAVE + f"  - name: strangers\n    group: beta\n    uuids: [{device['uuid']}]\n    wait: 1h\n"
     commit(release_repo, {"rel-46.yaml": two}, "Release 46")
-    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 1  # the second rollout is refused
-    _code, out, _ = reconcile("--dry-run", "--format", "json", str(release_repo), "--local", str(factory_dir))
-    plan = json.loads(out)
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    advance(factory_dir, "2h")
+    specs = load([str(release_repo)]).specs
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
+        plan = build_plan(specs, observe(client, specs))
+        with api(factory_dir) as http:  # moved to another group between the plan and its dry run
+            moved = http.patch(f"/ota/devices/{device['name']}/", params={"factory": "demo"}, json={"group": "apac"})
+            assert moved.status_code == 200, moved.text
+        plan = to_dict(fill_device_counts(client, plan))
     (op,) = plan["operations"]
     assert op["status"] == "blocked" and op["reason"].startswith("the factory refuses this rollout: ")
     assert plan["waves"][0]["phases"] == [{"name": "canary", "state": "done"}, {"name": "strangers", "state": "blocked"}]
     assert plan["changes"] is False
+

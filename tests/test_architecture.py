@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
 
 # The stdlib modules the pure core may use: values, types and arithmetic; no files, clocks or sockets.
-PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "enum", "functools", "itertools", "math",
+PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "difflib", "enum", "functools", "itertools", "math",
                "re", "typing"}
 
 # (importer prefix, imported prefixes it must not use, why)

@@ -14,7 +14,7 @@ from reconciler.client import FactoryClient, select_backend
 from reconciler.core.plan import build_plan
 from reconciler.manifest import load
 from reconciler.observe import fill_device_counts, observe
-from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, reconcile, wave
+from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, git, reconcile, wave
 
 WAVE_46 = CANARY_WAVE + """\
   - name: beta
@@ -100,6 +100,7 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
     local = ["--local", str(factory_dir)]
     lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
         "prune: [46]\n", "")
+    add_device(factory_dir, "lab-1", tag="lab")  # a production device follows tag lab
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     assert reconcile(str(release_repo), *local)[0] == 0
     with api(factory_dir) as client:
@@ -118,11 +119,13 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
     assert by_wave[("rel-46", "complete")]["status"] == "blocked"
     assert by_wave[("rel-46", "complete")]["reason"].startswith("drift: rollout 2 in the factory")
     assert by_wave[("lab-48", "init")]["status"] == "ready" and by_wave[("lab-48", "complete")]["status"] == "ready"
-    assert code == 0
+    assert [e["line"] for e in plan["errors"]] == [10], "drift is an error at the differing phase's line"
+    assert code == 1, "drift fails the run (issue 10 case 5)"
 
 
 def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
-    """At most 3 + 2 x (active managed waves) requests to observe, plan and count devices."""
+    """A bounded number of requests, none per device: see observe.py for what each one is for."""
+    add_device(factory_dir, "lab-1", tag="lab")
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     advance(factory_dir, "25h")
@@ -132,12 +135,15 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
         plan = build_plan(specs, observe(client, specs))
         plan = fill_device_counts(client, plan)
-        # list + prod-targets + CI targets of the wave to init, then status + dry-run for the active wave
-        assert client.requests == 5 <= 3 + 2 * 1
+        # waves, prod-targets, wave-targets (expiry), device groups (pending phases name some); the wave to init:
+        # its CI targets and the factory status (tags with devices); the active wave's gate: status and its tag's
+        # devices, 1,000 a page (400 here); then one dry-run rollout
+        assert client.requests == 4 + 2 + 2 + 1
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
 
 
 def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(release_repo, factory_dir):
+    add_device(factory_dir, "lab-1", tag="lab")
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
         "prune: [46]\n", "")

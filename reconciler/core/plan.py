@@ -18,16 +18,28 @@ refuse to apply; blocked steps are normal and wait for a later run.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
 
 from reconciler.core.spec import Gate, Location, PhaseSpec, WaveSpec
-from reconciler.core.state import ObservedState, ObservedWave, ProdTargets, RolloutRecord, WaveProgress, WaveStatus
+from reconciler.core.state import (
+    Device,
+    ObservedState,
+    ObservedWave,
+    ProdTargets,
+    RolloutRecord,
+    WaveProgress,
+    WaveStatus,
+)
 from reconciler.errors import Problem, Severity
 
 EXPIRY_WARNING = timedelta(days=30)
+OFFLINE_AFTER = timedelta(hours=4)  # a gate's reason calls a device offline after this (fioctl's default threshold)
+MAX_REPORTED_UUIDS = 10  # unknown UUIDs reported one by one per phase; the rest get one summary line
+MAX_NAMED_OFFLINE = 5  # offline devices named in a gate's reason
 
 
 class OpKind(StrEnum):
@@ -129,9 +141,23 @@ class CompleteOp(_Step):
 
 @dataclass(frozen=True, kw_only=True)
 class CancelOp(_Step):
-    """Stop the wave; devices already updated stay where they are."""
+    """Stop the wave; devices already updated stay where they are (orphans), the others keep production."""
 
     kind: ClassVar[OpKind] = OpKind.CANCEL
+    version: int | None = None  # the canceled wave's version
+    orphans: int | None = None  # devices already on it: they stay there, on a version no longer offered
+    keep_previous: int | None = None  # devices of the tag not on it: they keep the production version
+    previous_version: int | None = None  # the tag's production version (None: the tag has none)
+
+    def describe(self) -> str:
+        return f"cancel {self.wave}" + (f" ({self.leaves_behind()})" if self.orphans is not None else "")
+
+    def leaves_behind(self) -> str:
+        """What a cancel leaves: ``12 devices stay on 46 (orphans), 388 keep production version 45``."""
+        previous = f"production version {self.previous_version}" if self.previous_version is not None else \
+            "no production version (the tag has none)"
+        return (f"{self.orphans} devices stay on {self.version} (orphans: a version no longer offered), "
+                f"{self.keep_previous} keep {previous}")
 
 
 Operation = InitOp | RolloutOp | CompleteOp | CancelOp
@@ -169,6 +195,15 @@ class WaveSummary:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A wave held by an error in its manifest: its steps and the later steps of its tag wait."""
+
+    wave: str
+    tag: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
     factory: str
     backend: str
@@ -178,6 +213,7 @@ class Plan:
     warnings: tuple[Problem, ...]
     errors: tuple[Problem, ...]
     skipped_manifests: int = 0  # waves for another factory
+    held: tuple[Held, ...] = ()  # waves whose errors hold them (and the later steps of their tag)
 
     @property
     def changes(self) -> bool:
@@ -243,6 +279,37 @@ def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, Observ
     return needed
 
 
+def waves_to_cancel(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
+    """Active waves a manifest cancels: their status says what the cancel leaves behind."""
+    return {s.name for s in specs if s.cancel and s.name in observed_waves
+            and observed_waves[s.name].status is WaveStatus.ACTIVE}
+
+
+def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
+    """Tags whose device list the plan needs: pending phases with UUIDs to check, or gates that count devices."""
+    tags = {observed_waves[name].tag for name in waves_needing_status(specs, observed_waves)}
+    for spec in specs:
+        wave = observed_waves.get(spec.name)
+        if spec.cancel or (wave is not None and wave.status is not WaveStatus.ACTIVE):
+            continue
+        done = len(wave.history) if wave is not None else 0
+        if any(phase.uuids for phase in spec.phases[done:]):
+            tags.add(spec.tag)
+    return tags
+
+
+def pending_groups(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> bool:
+    """Whether a phase still to roll out names a group: only then is the group list read."""
+    for spec in specs:
+        wave = observed_waves.get(spec.name)
+        if spec.cancel or (wave is not None and wave.status is not WaveStatus.ACTIVE):
+            continue
+        done = len(wave.history) if wave is not None else 0
+        if any(phase.group for phase in spec.phases[done:]):
+            return True
+    return False
+
+
 def selected_specs(specs: list[WaveSpec], factory: str) -> list[WaveSpec]:
     """The waves of this factory: those naming it and those naming none."""
     return [s for s in specs if s.factory in (None, factory)]
@@ -263,6 +330,7 @@ def build_plan(specs: list[WaveSpec], observed: ObservedState) -> Plan:
         warnings=tuple(sorted(planner.warnings)),
         errors=tuple(sorted(planner.errors)),
         skipped_manifests=len(specs) - len(chosen),
+        held=tuple(planner.held),
     )
 
 
@@ -312,6 +380,7 @@ class _Planner:
         self.summaries: list[_SummaryDraft] = []
         self.warnings: list[Problem] = []
         self.errors: list[Problem] = []
+        self.held: list[Held] = []
 
     # -- per tag -----------------------------------------------------------------------------
 
@@ -334,10 +403,31 @@ class _Planner:
             key=lambda s: self.observed.waves[s.name].created_at,
         )
         new = sorted((s for s in specs if s.name not in self.observed.waves), key=lambda s: (s.target, s.name))
-        for spec in existing:
-            self._plan_existing(spec, self.observed.waves[spec.name], state)
-        for spec in new:
-            self._plan_new(spec, state)
+        hold_from: int | None = None
+        holder = ""
+        for spec in [*existing, *new]:
+            start, errors_before = len(self.ops), len(self.errors)
+            if spec.name in self.observed.waves:
+                self._plan_existing(spec, self.observed.waves[spec.name], state)
+            else:
+                self._plan_new(spec, state)
+            if len(self.errors) > errors_before:
+                first = self.errors[errors_before]
+                count = len(self.errors) - errors_before
+                where = f"{first.file}:{first.line}:{first.col}" if first.file else "the plan"
+                self.held.append(Held(spec.name, tag, f"{count} error(s), the first at {where}"))
+                if hold_from is None:
+                    hold_from, holder = start, spec.name
+        if hold_from is not None:
+            self._hold(hold_from, holder)
+
+    def _hold(self, start: int, holder: str) -> None:
+        """Errors are scoped: the erring wave's steps and every later step of its tag wait; other tags go on."""
+        for index in range(start, len(self.ops)):
+            op = self.ops[index]
+            if op.ready:
+                why = "held: this wave has an error" if op.wave == holder else f"held behind wave '{holder}', which has an error"
+                self.ops[index] = op.blocked(why)
 
     # -- existing waves ----------------------------------------------------------------------
 
@@ -378,15 +468,17 @@ class _Planner:
             state.busy_reason = f"wave '{spec.name}' has a conflict"
             return
         if spec.cancel:
-            self._add(CancelOp(wave=spec.name, tag=spec.tag, status=StepStatus.READY, location=spec.location))
+            self._add(self._cancel(spec, wave, state))
             state.busy_with = None
             return
         if drift:
-            reason = "drift: " + "; ".join(drift)
-            self._warn(spec.location, f"wave '{spec.name}': {reason}")
-            self._block_rest(spec, done, reason, summary)
+            for where, message in _drift_problems(spec, wave.history):
+                self._error(where, message)
+            self._block_rest(spec, done, "drift: " + "; ".join(drift), summary)
             state.busy_reason = f"wave '{spec.name}' has drifted from its manifest"
             return
+        for where, message in self._phase_problems(spec, done) + self._expiry_problems(spec, wave, progress):
+            self._error(where, message)
         completes = self._plan_steps(spec, summary, created_at=wave.created_at, history=wave.history,
                                      progress=progress, blocked=None)
         self._after_active(spec, state, completes)
@@ -430,13 +522,21 @@ class _Planner:
                              f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory"))
         if spec.target in spec.prune:
             problems.append((spec.at("prune"), f"cannot prune the wave's own version {spec.target}"))
-        groups = self.observed.groups
-        if groups is not None:
-            problems.extend(
-                (phase.location, f"phase '{phase.name}': device group '{phase.group}' does not exist in factory "
-                                 f"'{self.observed.factory}'; create it or fix the group name")
-                for phase in spec.phases if phase.group and phase.group not in groups
-            )
+        tags = self.observed.tag_devices
+        if tags is not None and not tags.get(spec.tag):
+            ranked = sorted(((t, n) for t, n in tags.items() if n), key=lambda item: (-item[1], item[0]))
+            listing = ", ".join(f"'{t}' ({n} devices)" for t, n in ranked) or "none"
+            problems.append((spec.at("tag"), f"no production device follows tag '{spec.tag}'; production tags in "
+                             f"factory '{self.observed.factory}': {listing}; "
+                             f"{_did_you_mean(spec.tag, [t for t, _ in ranked]) or 'fix the tag'}"))
+        ci_tags = self.observed.ci_tags.get(spec.target)
+        if spec.source_tag is not None and ci_tags is not None and self.observed.ci_versions.get(spec.target) \
+                and spec.source_tag not in ci_tags:
+            listing = ", ".join(f"'{t}'" for t in sorted(ci_tags)) or "none"
+            problems.append((spec.at("sourceTag"), f"sourceTag '{spec.source_tag}': no CI target of version {spec.target} "
+                             f"carries it (its tags: {listing}); "
+                             f"{_did_you_mean(spec.source_tag, sorted(ci_tags)) or 'fix sourceTag or remove it'}"))
+        problems += self._phase_problems(spec, 0)
         missing = [v for v in spec.prune if v != spec.target and v not in state.prod_versions]
         if missing:
             have = ", ".join(map(str, sorted(state.prod_versions))) or "none"
@@ -444,13 +544,61 @@ class _Planner:
                             f"'{spec.tag}' (versions: {have})"))
         return problems
 
+    def _phase_problems(self, spec: WaveSpec, start: int) -> list[tuple[Location, str]]:
+        """Phases still to roll out: their groups exist, their UUIDs are production devices of the tag (and group)."""
+        problems = []
+        groups = self.observed.groups
+        fleet = self.observed.devices.get(spec.tag)
+        for phase in spec.phases[start:]:
+            if groups is not None and phase.group and phase.group not in groups:
+                problems.append((phase.at("group"), f"phase '{phase.name}': device group '{phase.group}' does not exist in "
+                                 f"factory '{self.observed.factory}'; "
+                                 f"{_did_you_mean(phase.group, sorted(groups)) or 'create it or fix the group name'}"))
+            if phase.uuids and fleet is not None:
+                problems += _uuid_problems(spec, phase, fleet)
+        return problems
+
+    def _expiry_problems(self, spec: WaveSpec, wave: ObservedWave, progress: WaveProgress | None
+                         ) -> list[tuple[Location, str]]:
+        """An active wave whose targets expired, or will before its remaining waits are over, cannot go on."""
+        expires = self.observed.wave_expires.get(spec.name)
+        done = len(wave.history)
+        if expires is None or (done >= len(spec.phases) and spec.complete is None):
+            return []
+        where = spec.at("expiresAt", "expires")
+        stamp = f"{expires:%Y-%m-%dT%H:%M:%SZ}"
+        advice = ("cancel it (cancel: true) and promote the build again in a new wave, with a new name and an expiry "
+                  "longer than its waits")
+        if expires <= self.now:
+            return [(where, f"wave '{spec.name}' expired at {stamp}: its targets can no longer be rolled out or "
+                            f"completed; {advice}")]
+        since = wave.history[-1].at if wave.history else wave.created_at
+        left = _remaining_waits(spec, done, since, self.now)
+        if self.now + left > expires:
+            return [(where, f"wave '{spec.name}' expires at {stamp}, in {format_duration(expires - self.now)}, but its "
+                            f"remaining waits take {format_duration(left)}; {advice}")]
+        return []
+
+    def _cancel(self, spec: WaveSpec, wave: ObservedWave, state: _TagState) -> CancelOp:
+        progress = self.observed.progress.get(spec.name)
+        return CancelOp(wave=spec.name, tag=spec.tag, status=StepStatus.READY, location=spec.at("cancel"),
+                        version=wave.version, previous_version=state.prod_version,
+                        orphans=None if progress is None else progress.updated,
+                        keep_previous=None if progress is None else max(progress.total - progress.updated, 0))
+
     def _expiry(self, spec: WaveSpec) -> datetime:
         if spec.expires_at is not None:
             expires = spec.expires_at
         else:
             expires = self.now + timedelta(seconds=spec.expires_in_seconds or 0)
+        waits = _remaining_waits(spec, 0, None, self.now)
         if expires <= self.now:
             self._error(spec.at("expiresAt", "expires"), f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt")
+        elif waits and expires - self.now <= waits:
+            key = "expiresAt" if spec.expires_at is not None else "expires"
+            self._error(spec.at("expiresAt", "expires"), f"wave '{spec.name}' would expire ({format_duration(expires - self.now)} "
+                        f"from now) before its waits are over ({format_duration(waits)} in all): an expired wave cannot "
+                        f"be rolled out or completed; set {key} well beyond the waits (e.g. expires: 365d)")
         elif expires - self.now < EXPIRY_WARNING:
             self._warn(spec.at("expiresAt", "expires"), f"wave '{spec.name}' targets would expire within 30 days "
                                       f"({expires:%Y-%m-%dT%H:%M:%SZ})")
@@ -466,7 +614,7 @@ class _Planner:
         for index in range(done, len(spec.phases)):
             phase = spec.phases[index]
             since = created_at if index == 0 else (history[index - 1].at if index - 1 < done else None)
-            reason = blocked or _gate_reason(phase.gate, since, self.now, progress, pending_before)
+            reason = blocked or _gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec))
             self._add(_rollout(spec, phase, index, reason))
             summary.phases[index] = (phase.name, "blocked" if reason else "ready")
             if reason:
@@ -481,10 +629,13 @@ class _Planner:
                 since = None  # the previous step happens in this plan: the wait starts now
             else:
                 since = history[-1].at if history else created_at
-            reason = _gate_reason(spec.complete.gate, since, self.now, progress, pending_before)
+            reason = _gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec))
         self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
                              reason=reason))
         return reason is None
+
+    def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
+        return self.observed.devices.get(spec.tag)
 
     def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool) -> None:
         if completes:
@@ -568,6 +719,81 @@ def _ledger_drift(phases: tuple[PhaseSpec, ...], history: tuple[RolloutRecord, .
     return drift
 
 
+def _drift_problems(spec: WaveSpec, history: tuple[RolloutRecord, ...]) -> list[tuple[Location, str]]:
+    """Drift as errors at the differing lines, each with the manifest edit that would adopt the factory's history."""
+    problems = []
+    for index, record in enumerate(history):
+        if index >= len(spec.phases):
+            extra = [f"a phase with {_adopting_scope(r)}" for r in history[index:]]
+            where = spec.phases[-1].location if spec.phases else spec.at("phases")
+            problems.append((where, f"wave '{spec.name}': the factory has {len(history)} rollouts but the manifest only "
+                             f"{len(spec.phases)} phases (rollouts made outside the manifests); to adopt them, append "
+                             f"{'these phases' if len(extra) > 1 else 'this phase'}: {'; '.join(extra)}"))
+            break
+        phase = spec.phases[index]
+        if (record.group or None) == phase.group and record.full_group == phase.full_group \
+                and record.factory_wide == phase.factory_wide:
+            continue
+        if (record.group or None) != phase.group:
+            where = phase.at("group", "limit", "uuids")
+        else:
+            where = phase.at("limit", "uuids", "group")
+        problems.append((where, f"phase '{phase.name}' differs from rollout {index + 1} in the factory, which was "
+                         f"{_record_scope(record)} (the manifest says {_phase_scope(phase)}); a phase that rolled out "
+                         f"cannot change: to adopt the factory's history set phase '{phase.name}' to "
+                         f"{_adopting_scope(record)}, and add a new phase for anything more"))
+    return problems
+
+
+def _adopting_scope(record: RolloutRecord) -> str:
+    if record.factory_wide:
+        return "no group, with the limit or uuids that was used"
+    if not record.group:
+        return "the group that was deleted (its name is gone from the factory), or cancel the wave"
+    if record.full_group:
+        return f"`group: {record.group}` with no limit and no uuids"
+    return f"`group: {record.group}` with the limit or uuids that was used"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def _uuid_problems(spec: WaveSpec, phase: PhaseSpec, fleet: dict[str, Device]) -> list[tuple[Location, str]]:
+    """UUIDs the factory would refuse: not a production device of the wave's tag, or outside the phase's group."""
+    bad = []
+    for index, uuid in enumerate(phase.uuids or ()):
+        device = fleet.get(uuid)
+        if device is None:
+            bad.append((index, f"phase '{phase.name}': UUID {uuid} is not a production device on tag '{spec.tag}'; "
+                               f"remove it from the list or fix it"))
+        elif phase.group and device.group != phase.group:
+            bad.append((index, f"phase '{phase.name}': device {uuid} ({device.name}) is in "
+                               f"{repr(device.group) if device.group else 'no group'}, not in the phase's group "
+                               f"'{phase.group}'; remove it from the list or move the device"))
+    problems = [(phase.uuid_location(index), message) for index, message in bad[:MAX_REPORTED_UUIDS]]
+    if len(bad) > MAX_REPORTED_UUIDS:
+        index = bad[MAX_REPORTED_UUIDS][0]
+        problems.append((phase.uuid_location(index), f"phase '{phase.name}': {len(bad) - MAX_REPORTED_UUIDS} more UUIDs "
+                                                      f"that the factory would refuse are not shown"))
+    return problems
+
+
+def _remaining_waits(spec: WaveSpec, done: int, since: datetime | None, now: datetime) -> timedelta:
+    """The least time the wave's remaining steps take: their waits, the first counted from ``since``."""
+    gates = [phase.gate for phase in spec.phases[done:]]
+    if spec.complete is not None:
+        gates.append(spec.complete.gate)
+    total = timedelta(0)
+    for position, gate in enumerate(gates):
+        wait = timedelta(seconds=gate.wait_seconds or 0)
+        if position == 0 and since is not None:
+            wait = max(since + wait - now, timedelta(0))
+        total += wait
+    return total
+
+
 def _record_scope(record: RolloutRecord) -> str:
     if record.factory_wide:
         return "factory-wide"
@@ -583,7 +809,7 @@ def _phase_scope(phase: PhaseSpec) -> str:
 
 
 def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress: WaveProgress | None,
-                 pending_before: bool) -> str | None:
+                 pending_before: bool, fleet: dict[str, Device] | None = None) -> str | None:
     """Why a gate has not passed yet, or None. ``since`` None means the previous step happens in this plan."""
     reasons = []
     if gate.wait_seconds:
@@ -598,10 +824,48 @@ def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress: Wa
         elif progress.rolled_out == 0:
             reasons.append(f"updated {need}: no devices rolled out yet")
         else:
-            share = 100.0 * progress.updated / progress.rolled_out
-            if share < gate.updated_percent:
-                reasons.append(f"updated {need}: {share:.1f}% ({progress.updated} of {progress.rolled_out} devices)")
+            reason = _updated_reason(gate, gate.updated_percent, need, now, progress, fleet)
+            if reason:
+                reasons.append(reason)
     return "; ".join(reasons) or None
+
+
+def _updated_reason(gate: Gate, percent: float, need: str, now: datetime, progress: WaveProgress,
+                    fleet: dict[str, Device] | None) -> str | None:
+    """The ``require.updated`` gate: updated / rolled out, minus the offline devices when ``onlineWithin`` says so.
+
+    A device counts as offline when it is staged by the wave, not yet updated, and not seen for
+    ``onlineWithin`` (or, for the reason's sake only, for 4 hours, fioctl's offline threshold).
+    """
+    window = timedelta(seconds=gate.online_within_seconds) if gate.online_within_seconds else OFFLINE_AFTER
+    offline = _offline(fleet, now, window) if fleet is not None else []
+    counted = progress.rolled_out
+    if gate.online_within_seconds:
+        counted = max(progress.rolled_out - len(offline), 0)
+        need += f" of devices seen within {format_duration(window)}"
+    share = 100.0 * progress.updated / counted if counted else 0.0
+    if counted and share >= percent:
+        return None
+    numbers = f"{progress.updated} of {progress.rolled_out} devices"
+    if fleet is not None:
+        numbers += f" rolled out are updated, {len(offline)} waiting offline for more than {format_duration(window)}"
+        if offline:
+            named = ", ".join(f"{d.name} ({d.uuid})" for d in offline[:MAX_NAMED_OFFLINE])
+            more = f" and {len(offline) - MAX_NAMED_OFFLINE} more" if len(offline) > MAX_NAMED_OFFLINE else ""
+            numbers += f": {named}{more}"
+            if not gate.online_within_seconds:
+                numbers += "; to leave offline devices out, add onlineWithin to require"
+    if not counted:
+        return f"updated {need}: no online device rolled out yet ({numbers})"
+    return f"updated {need}: {share:.1f}% ({numbers})"
+
+
+def _offline(fleet: dict[str, Device], now: datetime, window: timedelta) -> list[Device]:
+    """Devices staged by the wave and not updated yet that have not been seen within ``window``, oldest first."""
+    never = datetime.min.replace(tzinfo=now.tzinfo)
+    waiting = [d for d in fleet.values() if d.in_wave and not d.up_to_date
+               and (d.last_seen is None or now - d.last_seen > window)]
+    return sorted(waiting, key=lambda d: (d.last_seen or never, d.uuid))
 
 
 def format_duration(delta: timedelta | int) -> str:

@@ -27,6 +27,7 @@ class Gate:
 
     wait_seconds: int | None = None  # minimum time since the previous rollout
     updated_percent: float | None = None  # share of devices rolled out so far on the wave version or newer
+    online_within_seconds: int | None = None  # require.onlineWithin: count only devices seen this recently
 
     @property
     def empty(self) -> bool:
@@ -51,6 +52,18 @@ class PhaseSpec:
     uuids_file: str | None = None  # the file they came from (as written in the manifest), if any
     gate: Gate = field(default_factory=Gate)
     location: Location = field(default_factory=lambda: Location(""))
+    positions: dict[str, Location] = field(default_factory=dict, compare=False)  # group/limit/uuids -> its value
+    uuid_locations: tuple[Location, ...] | None = field(default=None, compare=False)  # each UUID's own line
+
+    def at(self, *keys: str) -> Location:
+        """Where the first of these keys is written in the phase, else the phase itself."""
+        return next((self.positions[k] for k in keys if k in self.positions), self.location)
+
+    def uuid_location(self, index: int) -> Location:
+        """Where the phase's ``index``-th UUID is written (its file's line), else the ``uuids:`` key."""
+        if self.uuid_locations is not None and index < len(self.uuid_locations):
+            return self.uuid_locations[index]
+        return self.at("uuids")
 
     @property
     def full_group(self) -> bool:

@@ -63,6 +63,18 @@ class ProdTargets:
     versions: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True)
+class Device:
+    """A production device on a tag, from the device list: what the UUID checks and offline counts need."""
+
+    uuid: str
+    name: str
+    group: str  # "" when in no group
+    last_seen: datetime | None  # None: never seen
+    in_wave: bool  # staged by the tag's active wave (``is-wave``)
+    up_to_date: bool  # on the newest version it may run (``up-to-date``)
+
+
 @dataclass
 class ObservedState:
     factory: str
@@ -72,4 +84,8 @@ class ObservedState:
     prod_targets: dict[str, ProdTargets | None] = field(default_factory=dict)
     progress: dict[str, WaveProgress] = field(default_factory=dict)
     ci_versions: dict[int, bool] = field(default_factory=dict)  # version -> CI targets exist
-    groups: frozenset[str] | None = None  # device groups, read only when a new wave's phases name some
+    groups: frozenset[str] | None = None  # device groups, read only when a pending phase names one
+    ci_tags: dict[int, frozenset[str]] = field(default_factory=dict)  # version -> tags its CI targets carry
+    tag_devices: dict[str, int] | None = None  # production tag -> its production devices; None: not observed
+    devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # tag -> uuid -> device (when needed)
+    wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry

@@ -83,9 +83,12 @@ def stuck_waves(plan: dict) -> dict[str, StuckWave]:
     where = _wave_lines(plan)
     stuck: dict[str, StuckWave] = {}
 
-    def hold(name: str, reason: str) -> None:
+    def hold(name: str, reason: str, problem: dict | None = None) -> None:
         manifest, line = where.get(name, (None, None))
-        stuck.setdefault(name, StuckWave(name, manifest, line)).add(reason)
+        wave = stuck.setdefault(name, StuckWave(name, manifest, line))
+        wave.add(reason)
+        if wave.line is None and problem and problem.get("file") == wave.manifest:  # annotate the first line at fault
+            wave.line = problem.get("line")
 
     for wave in plan.get("waves") or []:
         if isinstance(wave, dict) and wave.get("drift"):
@@ -94,7 +97,7 @@ def stuck_waves(plan: dict) -> dict[str, StuckWave]:
     for problem in [*(plan.get("errors") or []), *expired]:
         owner = _owner(problem, where) if isinstance(problem, dict) else None
         if owner is not None:
-            hold(owner, _located(problem))
+            hold(owner, _located(problem), problem)
     for key in _HELD_KEYS:  # a plan that lists its held waves itself
         for item in plan.get(key) or []:
             details = item if isinstance(item, dict) else {"wave": item}

@@ -18,13 +18,14 @@ from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSp
 from reconciler.errors import Problem, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
-from reconciler.manifest._uuids import parse_file, parse_inline
+from reconciler.manifest._uuids import parse_file, parse_inline, positions
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
 from reconciler.manifest._yaml import Document, position, read_documents
 
 DEFAULT_EXPIRES = 365 * 86400
 # Keys whose values the planner may find wrong against the factory (a target below production, ...).
-POSITIONED_KEYS = ("target", "tag", "prune", "expires", "expiresAt", "cancel")
+POSITIONED_KEYS = ("target", "tag", "sourceTag", "prune", "expires", "expiresAt", "phases", "cancel")
+PHASE_POSITIONED_KEYS = ("group", "limit", "uuids")
 
 
 @dataclass
@@ -72,6 +73,7 @@ class _Run:
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
+        self._uuid_locations: dict[str, tuple[Location, ...]] = {}
 
     def report(self, problems: Sequence[Problem]) -> None:
         for problem in problems:
@@ -123,12 +125,19 @@ class _Run:
         """The UUIDs of a list file and the reason it could not be read, parsed once per run."""
         if key not in self._uuid_files:
             try:
-                uuids, problems = parse_file(self.source.read(key), self.source.display(key))
+                data = self.source.read(key)
+                uuids, problems = parse_file(data, self.source.display(key))
                 self.report(problems)
                 self._uuid_files[key] = uuids, None
+                found, file = positions(data), self.source.display(key)
+                self._uuid_locations[key] = tuple(Location(file, *found[u]) for u in uuids if u in found)
             except SourceError as error:
                 self._uuid_files[key] = (), str(error)
         return self._uuid_files[key]
+
+    def uuid_locations(self, key: str) -> tuple[Location, ...] | None:
+        """Where each UUID of a parsed list file is written (parallel to its UUIDs)."""
+        return self._uuid_locations.get(key)
 
     def check_across_waves(self) -> None:
         """Wave names are unique, and a tag has at most one wave its manifest leaves active.
@@ -221,6 +230,11 @@ class _WaveReader:
             self.error(("prune", prune.index(target)), f"prune lists the wave's own target {target}")
         phases = self.phases(self.get(data, (), "phases", list) or [])
         complete = data.get("complete", False)
+        if data.get("cancel") is True and complete is not False:
+            where = Location(self.document.file, *position(self.document.key_node((), "complete")))
+            self.run.warnings.append(Problem(where.file, where.line, where.col,
+                                             "cancel: true wins: the complete block is ignored", Severity.WARNING))
+            complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
         if self.failed:
             return None
@@ -256,7 +270,7 @@ class _WaveReader:
                 self.error(where, f"phase name '{name}' is used twice in this wave (first at line {first[name]})")
             elif name is not None:
                 first[name] = location.line
-            uuids, uuids_file = self.uuids(phase, path)
+            uuids, uuids_file, uuid_locations = self.uuids(phase, path)
             phases.append(
                 PhaseSpec(
                     name=name,
@@ -266,6 +280,8 @@ class _WaveReader:
                     uuids_file=uuids_file,
                     gate=self.gate(phase, path),
                     location=location,
+                    positions={key: self.location(path + (key,)) for key in PHASE_POSITIONED_KEYS if key in phase},
+                    uuid_locations=uuid_locations,
                 )
             )
         return tuple(phases)
@@ -277,34 +293,40 @@ class _WaveReader:
             updated_percent=None if require is None else self.parsed(
                 require, (*path, "require"), "updated", str, parse_percent
             ),
+            online_within_seconds=None if require is None else self.parsed(
+                require, path + ("require",), "onlineWithin", str, parse_duration
+            ),
         )
 
-    def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None]:
-        """The phase's UUIDs and the file they came from (as written), reporting problems."""
+    def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None, tuple[Location, ...] | None]:
+        """The phase's UUIDs, the file they came from (as written) and each one's position, reporting problems."""
         raw = self.get(phase, path, "uuids", (list, str))
         path += ("uuids",)
         if isinstance(raw, list):
             if not all(isinstance(item, str) for item in raw):
-                return None, None  # the schema reported the others
+                return None, None, None  # the schema reported the others
             file = self.document.file
             tokens = [(item, file, *position(self.document.node_at((*path, index)))) for index, item in enumerate(raw)]
             uuids, problems = parse_inline(tokens)
             self.run.report(problems)
             self.failed |= any(problem.severity is Severity.ERROR for problem in problems)
-            return uuids, None
+            first: dict[str, Location] = {}
+            for text, _, line, col in tokens:
+                first.setdefault(text, Location(file, line, col))
+            return uuids, None, tuple(first[u] for u in uuids)
         if not raw:
-            return None, None
+            return None, None, None
         if raw.startswith("/"):
             self.error(path, f"uuids file '{raw}' must be a path relative to the manifest")
-            return None, raw
+            return None, raw, None
         try:
             key = self.run.source.resolve(self.key, raw)
         except SourceError as error:
             self.error(path, f"uuids file '{raw}': {error}")
-            return None, raw
+            return None, raw, None
         uuids, unreadable = self.run.uuid_file(key)
         if unreadable is not None:
             self.error(path, f"uuids file '{raw}' ({self.run.source.display(key)}): {unreadable}")
         elif not uuids:
             self.failed = True  # its own problems are reported at the file's lines
-        return uuids, raw
+        return uuids, raw, self.run.uuid_locations(key)

@@ -55,6 +55,15 @@ def parse_file(data: bytes, file: str) -> tuple[tuple[str, ...], list[Problem]]:
     return ((), comments + problems) if comments else (uuids, problems)
 
 
+def positions(data: bytes) -> dict[str, tuple[int, int]]:
+    """Each token's first (line, column) in a list file, so a check against the factory can point at its line."""
+    found: dict[str, tuple[int, int]] = {}
+    for number, line in enumerate(data.decode("utf-8", errors="replace").split("\n"), start=1):
+        for match in _TOKEN.finditer(line):
+            found.setdefault(match.group(), (number, match.start() + 1))
+    return found
+
+
 def parse_inline(tokens: Iterable[Token]) -> tuple[tuple[str, ...], list[Problem]]:
     """The UUIDs of an inline manifest list; each token carries its own manifest position."""
     return _check(list(tokens), "in this list")

@@ -416,8 +416,9 @@ def test_a_stuck_wave_fails_the_schedule_and_keeps_one_issue_until_it_moves(tmp_
 
     stuck, _ = run_job(tmp_path, "stuck-1", "advance", "schedule", schedule, repo, env, secrets)
     assert stuck.returncode == 1
-    assert "::error file=releases/v41.yaml,line=3::wave 'v41-update' is stuck: drift: " in stuck.stdout
-    assert "::error::stuck waves need a person; see the annotations and the issues" in stuck.stdout
+    assert "::error file=releases/v41.yaml,line=10::wave 'v41-update' is stuck: drift: " in stuck.stdout
+    # drift is an error (exit 1, issue 10): the job fails on it, and the issue is opened all the same
+    assert "::error::reconcile advance failed (exit 1); see the job summary" in stuck.stdout
     [issue] = api.issues.values()
     assert issue["body"].startswith("<!-- reconcile-stuck:demo:v41-update -->\n")
     assert issue["title"] == "Wave v41-update is stuck (factory demo)" and "us-east" in issue["body"]

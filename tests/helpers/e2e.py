@@ -60,3 +60,11 @@ def api(factory_dir: Path) -> httpx.Client:
 def wave(factory_dir: Path, name: str) -> dict:
     with api(factory_dir) as client:
         return client.get(f"/ota/factories/demo/waves/{name}/").json()
+
+
+def add_device(factory_dir: Path, name: str, *, tag: str = "production", group: str | None = None) -> str:
+    """Register one production device with the factory's CLI; returns its UUID."""
+    args = ["--local", str(factory_dir), "devices", "add", name, "--tag", tag]
+    result = CliRunner().invoke(factory_main, args + (["--group", group] if group else []))
+    assert result.exit_code == 0, result.output
+    return result.output.rsplit("(", 1)[1].rstrip(")\n")

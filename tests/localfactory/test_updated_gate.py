@@ -64,4 +64,4 @@ def test_the_gate_waits_while_the_reached_devices_have_not_updated(release_repo,
     commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
     assert reconcile(str(release_repo), *local)[0] == 0
     code, out, _ = reconcile("--dry-run", str(release_repo), *local)
-    assert code == 0 and "updated 80%: 0.0% (0 of 10 devices)" in out
+    assert code == 0 and "updated 80%: 0.0% (0 of 10 devices rolled out are updated" in out

@@ -119,13 +119,6 @@ RULES = {
             "phase-names.yaml:12:11: phase name 'canary' is used twice in this wave (first at line 7)",
         ],
     ),
-    "complete-and-cancel": (
-        "complete-and-cancel.yaml",
-        [
-            "complete-and-cancel.yaml:6:1: complete cannot be combined with cancel: true;"
-            " a wave is either completed or canceled"
-        ],
-    ),
     "prune": (
         "prune.yaml",
         ["prune.yaml:6:13: prune lists the wave's own target 46", "prune.yaml:14:17: prune lists 44 more than once"],
