@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import yaml
 
-from reconciler.errors import Problem
+from reconciler.errors import MAX_SHOWN, Problem, Problems
 from reconciler.manifest._yaml import Document
 from reconciler.resources import load_schema
+from reconciler.safetext import code_point
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -32,6 +33,7 @@ Predicate = Callable[[object], bool]
 
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples", "errorMessage"}
 _OWN_MESSAGE = {"type", "const", "pattern", "anyOf", "oneOf", "not", "minLength"}  # where errorMessage applies
+_CHARACTER_CLASS = re.compile(r"\^(\[[^\]]+\])\+\$")  # a pattern such as ^[a-zA-Z0-9_.-]+$
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "an integer",
@@ -51,43 +53,53 @@ class WaveSchema:
         self.is_valid: Predicate = _Compiler(self.schema).compile(self.schema)
         self._validator = None  # jsonschema, imported when a document first fails: valid runs never pay for it
 
-    def _errors(self, data: object) -> list[ValidationError]:
+    def _errors(self, data: object) -> Iterator[ValidationError]:
+        """jsonschema's errors one at a time: 20,000 bad phases must not be held in memory at once."""
         if self._validator is None:
             from jsonschema import Draft202012Validator
 
             self._validator = Draft202012Validator(self.schema)
-        return list(self._validator.iter_errors(data))
+        return self._validator.iter_errors(data)
 
-    def check(self, document: Document) -> tuple[list[Problem], set[tuple]]:
-        """Every schema violation of the document, each at its own line and column, and the
-        paths of the values found wrong (later checks leave those alone)."""
+    def check(self, document: Document) -> tuple[list[Problem], set[tuple], int]:
+        """The document's schema violations, each at its own line and column (the first
+        ``errors.MAX_SHOWN`` of them; the third value counts the others), and the paths of the
+        values found wrong (later checks leave those alone)."""
         if self.is_valid(document.data):
-            return [], set()
-        errors = self._errors(document.data)
-        if _quote_plain_scalars(errors, document):
-            if self.is_valid(document.data):
-                return [], set()
-            errors = self._errors(document.data)
-        found: dict[tuple, Problem] = {}
+            return [], set(), 0
+        if _quote_plain_scalars(self._errors(document.data), document) and self.is_valid(document.data):
+            return [], set(), 0
+        found = Problems()
+        seen: set[int] = set()  # hashes of the problems counted, so a repeat is not counted twice
         flagged: set[tuple] = set()
-        for error in errors:
+        for error in self._errors(document.data):
             for path, problem in self._explain(error, document):
+                if problem is None:  # a problem too far down the list to be worth building
+                    flagged.add(path)
+                    found.skip(1)
+                    continue
                 if id(document.node_at(path)) in document.rejected:
                     continue  # reading the YAML already reported this value
-                found.setdefault((problem.line, problem.col, problem.message), problem)
                 flagged.add(path)
-        return list(found.values()), flagged
+                key = hash((problem.line, problem.col, problem.message))
+                if key not in seen:
+                    seen.add(key)
+                    found.append(problem)
+        return found.shown, flagged, found.omitted
 
-    def _explain(self, error: ValidationError, document: Document) -> list[tuple[tuple, Problem]]:
+    def _explain(self, error: ValidationError, document: Document) -> list[tuple[tuple, Problem | None]]:
         path = tuple(error.absolute_path)
         instance = error.instance
         keyword = error.validator
         if keyword == "additionalProperties":
+            # Only the first MAX_SHOWN unknown keys (file order) can be shown; the others are counted
+            # without a message, so 100,000 of them cost no suggestions and no Problem objects.
             allowed = sorted(error.schema.get("properties", {}))
+            unknown = (key for key in instance if key not in allowed)
             return [
-                (path + (key,), document.problem(document.key_node(path, key), _unknown_key(key, allowed)))
-                for key in instance
-                if key not in allowed
+                (path + (key,), document.problem(document.key_node(path, key), _unknown_key(key, allowed))
+                 if index < MAX_SHOWN else None)
+                for index, key in enumerate(unknown)
             ]
         if keyword == "required":
             subject = f"{_name(path, document.data)} is missing" if path else "missing"
@@ -128,8 +140,12 @@ class WaveSchema:
 def _sentence(error: ValidationError, name: str) -> str:
     keyword, value, instance = error.validator, error.validator_value, error.instance
     own = error.schema.get("errorMessage") if keyword in _OWN_MESSAGE else None
+    if keyword == "maxLength":
+        return f"{name} must be at most {value} characters long, got {len(instance):,}"
     if own:
-        return f"{name} {own}, got {describe(instance)}" if own.startswith("must") else f"{name} {own}"
+        if not own.startswith("must"):
+            return f"{name} {own}"
+        return f"{name} {own}, got {describe(instance)}{_first_outside(error) if keyword == 'pattern' else ''}"
     if keyword == "type":
         expected = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in ([value] if isinstance(value, str) else value))
         return f"{name} must be {expected}, got {describe(instance)}"
@@ -148,8 +164,31 @@ def _sentence(error: ValidationError, name: str) -> str:
     return f"{name} is not valid ({keyword})"
 
 
+def _first_outside(error: ValidationError) -> str:
+    """For a value failing a one-character-class pattern: which character is not allowed, by code
+    point, so a look-alike (``v46а``, with a Cyrillic a) or an invisible character is found at once."""
+    character_class = _CHARACTER_CLASS.fullmatch(error.validator_value)
+    if character_class is None or not isinstance(error.instance, str):
+        return ""
+    allowed = re.compile(character_class.group(1))
+    for index, char in enumerate(error.instance):
+        if not allowed.fullmatch(char):
+            return f": {code_point(char)} (character {index + 1}) is not allowed"
+    return ""
+
+
 def _first_repeat(items: list) -> int:
     return next((index for index, item in enumerate(items) if item in items[:index]), 0)
+
+
+def kind_of(value: object) -> str:
+    """A value's kind without its content: ``a string``, ``a list``."""
+    if isinstance(value, bool):
+        return "true or false"
+    if value is None:
+        return "an empty value"
+    kind = {dict: "object", list: "array", int: "integer"}.get(type(value), "string")
+    return _TYPE_WORDS[kind]
 
 
 def describe(value: object) -> str:
@@ -192,13 +231,14 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     return f"unknown key '{shown}'{hint}; allowed keys: {', '.join(allowed)}"
 
 
-def _quote_plain_scalars(errors: list[ValidationError], document: Document) -> bool:
+def _quote_plain_scalars(errors: Iterable[ValidationError], document: Document) -> bool:
     """Read unquoted numbers and booleans as the text they are where the schema wants a string.
 
     ``name: 2024`` and ``group: 10`` mean the strings; YAML made them numbers. Returns
-    whether anything changed (then the document is checked again).
+    whether anything changed (then the document is checked again). The values are replaced
+    once the errors are read: ``errors`` is lazy and must not see the data change under it.
     """
-    changed = False
+    replacements: list[tuple[tuple, str]] = []
     for error in errors:
         path = tuple(error.absolute_path)
         if not (error.validator == "type" and error.validator_value == "string" and path):
@@ -207,12 +247,13 @@ def _quote_plain_scalars(errors: list[ValidationError], document: Document) -> b
             continue
         node = document.node_at(path)
         if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: '' from libyaml
-            parent = document.data
-            for part in path[:-1]:
-                parent = parent[part]
-            parent[path[-1]] = node.value
-            changed = True
-    return changed
+            replacements.append((path, node.value))
+    for path, text in replacements:
+        parent = document.data
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = text
+    return bool(replacements)
 
 
 def _resolve(root: dict, schema: dict | bool) -> dict:
@@ -259,6 +300,8 @@ class _Compiler:
             return lambda instance: not isinstance(instance, str) or search(instance) is not None
         if keyword == "minLength":
             return lambda instance: not isinstance(instance, str) or len(instance) >= value
+        if keyword == "maxLength":
+            return lambda instance: not isinstance(instance, str) or len(instance) <= value
         if keyword == "minimum":
             return lambda instance: not _is_number(instance) or instance >= value
         if keyword == "maximum":
