@@ -41,7 +41,12 @@ class Problem:
         prefix = "" if self.severity is Severity.ERROR else "warning: "
         if not self.file:
             return f"{prefix}{printable(self.message)}"
-        return f"{printable(self.file)}:{self.line}:{self.col}: {prefix}{printable(self.message)}"
+        file = printable(self.file)
+        if not (file[0].isalnum() or file[0] in "/._~"):
+            # A file named "::error::x.yaml" or "##[warning]x.yaml" would start a workflow command
+            # (the Actions runner reads one from any line that starts so, after leading spaces).
+            file = "./" + file
+        return f"{file}:{self.line}:{self.col}: {prefix}{printable(self.message)}"
 
 
 class Problems:

@@ -89,11 +89,14 @@ def md_cell_code(text: str) -> str:
     return md_code(text).replace("|", "\\|")
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-!|~&:@])")
+# What can act mid-line in GitHub Markdown: emphasis, code, links and images (``[`` and ``!`` before it),
+# raw HTML and entities, table cells, strikethrough, @mentions, and the autolinks of ``https://`` and
+# ``www.``. Line-start syntax (``#``, ``-``, ``1.``) cannot occur: these values never start a line.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]!<>|&~@]|:(?=//)|(?<=[wW]{3})\.")
 
 
 def md_text(text: str) -> str:
     """``text`` as literal Markdown outside code: every character Markdown or HTML would act on is
     backslash-escaped (CommonMark allows it before any ASCII punctuation), so ``<img src=x>`` shows
     as text and ``|`` does not end a table cell."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", printable(text))
+    return _MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(), printable(text))
