@@ -103,8 +103,8 @@ def _report(exc: UserError) -> None:
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
             _err(str(problem))
-        if exc.omitted:
-            _err(more_line(exc.omitted))
+        if exc.more:
+            _err(exc.more)
     else:
         _err(f"error: {exc}")
 

@@ -60,6 +60,7 @@ class Problems:
     def __init__(self) -> None:
         self._kept: list[Problem] = []
         self.total = 0
+        self.incomplete = False  # checking stopped early: ``total`` is a lower bound
 
     def append(self, problem: Problem) -> None:
         self.total += 1
@@ -73,9 +74,16 @@ class Problems:
             self.append(problem)
         if isinstance(problems, Problems):
             self.skip(problems.omitted)
+            self.incomplete |= problems.incomplete
 
     def skip(self, count: int) -> None:
         self.total += count
+
+    def more(self, what: str = "errors") -> str | None:
+        """The line that stands for the problems not shown, if any."""
+        if not self.omitted and not self.incomplete:
+            return None
+        return more_line(self.omitted, what, at_least=self.incomplete)
 
     @property
     def shown(self) -> list[Problem]:
@@ -95,9 +103,9 @@ class Problems:
         return self.total
 
 
-def more_line(omitted: int, what: str = "errors") -> str:
+def more_line(omitted: int, what: str = "errors", *, at_least: bool = False) -> str:
     """The line that stands for the problems not printed."""
-    return f"... and {omitted:,} more {what} (the first {MAX_SHOWN} are shown)"
+    return f"... and {'at least ' if at_least else ''}{omitted:,} more {what} (the first {MAX_SHOWN} are shown)"
 
 
 class UserError(Exception):
@@ -106,7 +114,7 @@ class UserError(Exception):
 
 class ValidationFailed(UserError):
     """Manifest validation found errors; ``problems`` holds the first ``MAX_SHOWN`` of them, sorted,
-    and ``omitted`` counts the rest."""
+    and ``more`` is the line that counts the rest (None when there are none)."""
 
     def __init__(self, problems: list[Problem] | Problems):
         if not isinstance(problems, Problems):
@@ -114,8 +122,8 @@ class ValidationFailed(UserError):
             collected.extend(problems)
             problems = collected
         self.problems = problems.shown
-        self.omitted = problems.omitted
-        lines = [str(p) for p in self.problems] + ([more_line(self.omitted)] if self.omitted else [])
+        self.more = problems.more()
+        lines = [str(p) for p in self.problems] + ([self.more] if self.more else [])
         super().__init__("\n".join(lines))
 
 

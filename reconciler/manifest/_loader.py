@@ -78,8 +78,9 @@ class _Run:
     def report(self, problems: Sequence[Problem] | Problems) -> None:
         for problem in problems:
             (self.errors if problem.severity is Severity.ERROR else self.warnings).append(problem)
-        if isinstance(problems, Problems):
-            self.errors.skip(problems.omitted)  # collectors of errors only keep a count of the rest
+        if isinstance(problems, Problems):  # collectors of errors only: count the rest as errors
+            self.errors.skip(problems.omitted)
+            self.errors.incomplete |= problems.incomplete
 
     def load_file(self, key: str) -> None:
         file = self.source.display(key)
@@ -119,9 +120,8 @@ class _Run:
             )
             self.report([document.problem(document.node_at(("kind",)), message)])
             return
-        problems, flagged, omitted = _schema().check(document)
+        problems, flagged = _schema().check(document)
         self.report(problems)
-        self.errors.skip(omitted)
         wave = _WaveReader(self, document, key, flagged).read()
         if wave is not None:
             self.specs.append(wave)
