@@ -7,8 +7,8 @@ traceback. Messages never contain key material or tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 
 from reconciler.safetext import printable

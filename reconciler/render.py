@@ -226,7 +226,7 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
     if diffs:
         out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]
         for path, diff in diffs.items():
-            out += [md_code(path), "", *_fenced_block(diff, "diff"), ""]
+            out += [f"Manifest {md_code(path)}:", "", *_fenced_block(diff, "diff"), ""]
         out.append("</details>")
     diagrams = [w for w in plan.waves if w.phases or w.status == "absent"]
     if diagrams:
