@@ -19,7 +19,9 @@ from reconciler.errors import UserError
 from reconciler.safetext import md_code, printable
 
 # How reconcile prints a problem on stderr (errors.Problem.__str__): file:line:col: [warning: ]message
-_PROBLEM = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+): (?P<warning>warning: )?(?P<message>.+)$")
+# The file name may hold colons (``::error::x.yaml`` prints as ``./::error::x.yaml``): it ends at the
+# first ``:line:col: ``.
+_PROBLEM = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+):(?P<col>\d+): (?P<warning>warning: )?(?P<message>.+)$")
 
 
 def problems_from_log(log: str) -> dict[str, list[dict]]:
