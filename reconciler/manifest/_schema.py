@@ -33,6 +33,15 @@ Predicate = Callable[[object], bool]
 
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples", "errorMessage"}
 _OWN_MESSAGE = {"type", "const", "pattern", "anyOf", "oneOf", "not", "minLength"}  # where errorMessage applies
+# What the factory accepts, and so what schemas/wave.schema.json allows (names are sent unescaped in
+# URL paths, /work/shared/reference/foundries-api.md §1.1): fioctl validates no names itself, the
+# server does (fioctl:subcommands/waves/rollout.go#L52-53). Foundries' open-source servers use
+# ^[a-zA-Z0-9_\-\.\+]+$ for tags and ^[a-zA-Z0-9_\-\.]+$ for update and rollout names
+# (foundriesio/dg-satellite server/ui/api/handlers_rollouts.go, validTagRegex/validUpdateRegex; the
+# reference's §5.3). No source states a maximum length; the local factory, stricter where the reference
+# is silent, takes 1-100 characters for wave, tag, group and factory names (localfactory/waves.py
+# NAME_RE/TAG_RE, groups.py GROUP_NAME_RE), so the schema says maxLength 100 and a longer name fails
+# --check instead of the init. Groups follow the name pattern, as the local factory's groups do.
 MAX_EXPLAINED = 4 * MAX_SHOWN  # schema problems explained per document; past them only a lower bound
 _CHARACTER_CLASS = re.compile(r"\^(\[[^\]]+\])\+\$")  # a pattern such as ^[a-zA-Z0-9_.-]+$
 _TYPE_WORDS = {
