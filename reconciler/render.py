@@ -18,7 +18,7 @@ from datetime import datetime
 
 from reconciler.core.plan import InitOp, Operation, OpKind, Plan, RolloutOp, WaveSummary, rollout_scope
 from reconciler.core.state import WaveStatus
-from reconciler.errors import Problem
+from reconciler.errors import MAX_SHOWN, Problem, more_line
 from reconciler.safetext import md_cell_code, md_code, md_text, printable
 
 FORMAT_VERSION = "1.0"
@@ -52,6 +52,16 @@ def operation_detail(op: Operation) -> str:
     return ""
 
 
+def _first(problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+    """The problems a person reads (all of them are in the JSON plan)."""
+    return problems[:MAX_SHOWN]
+
+
+def _more(problems: tuple[Problem, ...], title: str, indent: str) -> list[str]:
+    omitted = len(problems) - MAX_SHOWN
+    return [indent + more_line(omitted, title.lower())] if omitted > 0 else []
+
+
 # -- text ----------------------------------------------------------------------------------------
 
 def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
@@ -68,7 +78,7 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
                 lines.append(f"      blocked: {op.reason}")
     for title, problems in (("Warnings", plan.warnings), ("Errors", plan.errors)):
         if problems:
-            lines += ["", f"{title}:"] + [f"  {p}" for p in problems]
+            lines += ["", f"{title}:"] + [f"  {p}" for p in _first(problems)] + _more(problems, title, "  ")
     if plan.skipped_manifests:
         lines += ["", f"{plan.skipped_manifests} wave(s) for other factories skipped."]
     lines.append("")
@@ -222,7 +232,8 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
         out.append(f"**{NO_CHANGES}**")
     for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
         if problems:
-            out += ["", f"#### {title}", ""] + [f"- {md_code(str(p))}" for p in problems]
+            out += ["", f"#### {title}", ""] + [f"- {md_code(str(p))}" for p in _first(problems)]
+            out += _more(problems, title, "- ")
     if diffs:
         out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]
         for path, diff in diffs.items():

@@ -130,3 +130,14 @@ def test_problem_lines_escape_the_file_and_the_message():
     assert line == "a\\u000ab\\u202e.yaml:1:2: bad \\u001b[2J value"
     assert str(Problem("##[error]x.yaml", 1, 1, "m")) == "./##[error]x.yaml:1:1: m"
 
+
+
+def test_text_and_markdown_plans_show_50_problems_and_a_count():
+    plan = hostile_plan()
+    many = tuple(Problem(f"w{n:03}.yaml", 3, 1, "bad") for n in range(120))
+    plan = dataclasses.replace(plan, errors=many, warnings=())
+    text = render.to_text(plan)
+    assert text.count(": bad") == 50 and "  ... and 70 more errors (the first 50 are shown)" in text
+    markdown = render.to_markdown(plan)
+    assert markdown.count(": bad`") == 50 and "- ... and 70 more errors (the first 50 are shown)" in markdown
+    assert len(json.loads(render.to_json(plan))["errors"]) == 120
