@@ -3,14 +3,17 @@ instead of showing itself, names the factory accepts, and bounded work and outpu
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.errors import MAX_SHOWN, ValidationFailed
@@ -254,3 +257,22 @@ def test_every_control_format_and_separator_character_is_escaped():
 def test_printable_output_is_one_line_of_inert_characters(text):
     shown = printable(text)
     assert unsafe_character(shown) is None and "\n" not in shown
+
+
+GROUP = re.compile(r"[a-zA-Z0-9_.-]{1,100}")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=120))
+def test_any_group_loads_only_if_the_factory_takes_it_and_every_problem_prints_inert(value):
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "w.yaml"
+        path.write_text(wave(extra=f"phases:\n  - group: {json.dumps(value)}\n"), encoding="utf-8")
+        try:
+            [spec] = load([str(path)]).specs
+        except ValidationFailed as failure:
+            assert not GROUP.fullmatch(value)
+            for line in str(failure).split("\n"):
+                assert unsafe_character(line) is None and not line.lstrip().startswith("::")
+        else:
+            assert GROUP.fullmatch(value) and spec.phases[0].group == value
