@@ -87,7 +87,7 @@ class WaveSchema:
         seen: set[tuple] = set()  # so a problem two errors explain alike is counted once
         flagged: set[tuple] = set()
         for error in self._errors(document.data):
-            if found.total >= MAX_EXPLAINED:
+            if len(seen) >= MAX_EXPLAINED:
                 found.incomplete = True
                 break
             for path, problem in self._explain(error, document):
