@@ -14,13 +14,16 @@ import sys
 
 import click
 
-from reconciler.errors import UserError, ValidationFailed
+from reconciler.errors import UserError, ValidationFailed, more_line
+from reconciler.safetext import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
 def _err(message: str) -> None:
-    click.echo(message, err=True)
+    """One line on stderr, escaped: a server's message or a file name cannot add a line (in a GitHub
+    Actions log, a line of its own starting ``::warning`` would be a workflow command) or colour it."""
+    click.echo(printable(message), err=True)
 
 
 class _Command(click.Command):
@@ -139,6 +142,8 @@ def _report(exc: UserError) -> None:
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
             _err(str(problem))
+        if exc.more:
+            _err(exc.more)
     else:
         _err(f"error: {exc}")
 
@@ -158,6 +163,8 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
             source.close()  # GitSource keeps git cat-file processes open
     for warning in loaded.warnings:
         _err(str(warning))
+    if loaded.warnings_omitted:
+        _err(more_line(loaded.warnings_omitted, "warnings"))
     if check:
         click.echo(f"{loaded.files} manifests, {len(loaded.specs)} waves: ok")
         return EXIT_OK

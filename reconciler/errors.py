@@ -7,8 +7,15 @@ traceback. Messages never contain key material or tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+
+from reconciler.safetext import printable
+
+# Errors (and, separately, warnings) printed per run: a generated or hostile manifest with 100,000
+# unknown keys gets the first 50 and "and 99,950 more errors", not a wall of text.
+MAX_SHOWN = 50
 
 
 class Severity(StrEnum):
@@ -29,10 +36,76 @@ class Problem:
     severity: Severity = Severity.ERROR
 
     def __str__(self) -> str:
+        """One line whatever the file name or message holds: control and bidi characters, newlines
+        included, are shown as ``\\u`` escapes, so a file name cannot forge a line or recolour a terminal."""
         prefix = "" if self.severity is Severity.ERROR else "warning: "
         if not self.file:
-            return f"{prefix}{self.message}"
-        return f"{self.file}:{self.line}:{self.col}: {prefix}{self.message}"
+            return f"{prefix}{printable(self.message)}"
+        file = printable(self.file)
+        if not (file[0].isalnum() or file[0] in "/._~"):
+            # A file named "::error::x.yaml" or "##[warning]x.yaml" would start a workflow command
+            # (the Actions runner reads one from any line that starts so, after leading spaces).
+            file = "./" + file
+        return f"{file}:{self.line}:{self.col}: {prefix}{printable(self.message)}"
+
+
+class Problems:
+    """The first ``MAX_SHOWN`` problems in (file, line, column) order and a count of all of them.
+
+    Memory stays bounded however many are added: the list is cut back to the smallest
+    ``MAX_SHOWN`` whenever it doubles. ``skip(n)`` counts problems that were not even built
+    (the 100,000th unknown key of a mapping), which sort after every kept one.
+    """
+
+    def __init__(self) -> None:
+        self._kept: list[Problem] = []
+        self.total = 0
+        self.incomplete = False  # checking stopped early: ``total`` is a lower bound
+
+    def append(self, problem: Problem) -> None:
+        self.total += 1
+        self._kept.append(problem)
+        if len(self._kept) >= 2 * MAX_SHOWN:
+            self._kept = sorted(self._kept)[:MAX_SHOWN]
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        """Add problems; from another ``Problems``, its kept ones and the count of the others."""
+        for problem in problems:
+            self.append(problem)
+        if isinstance(problems, Problems):
+            self.skip(problems.omitted)
+            self.incomplete |= problems.incomplete
+
+    def skip(self, count: int) -> None:
+        self.total += count
+
+    def more(self, what: str = "errors") -> str | None:
+        """The line that stands for the problems not shown, if any."""
+        if not self.omitted and not self.incomplete:
+            return None
+        return more_line(self.omitted, what, at_least=self.incomplete)
+
+    @property
+    def shown(self) -> list[Problem]:
+        return sorted(self._kept)[:MAX_SHOWN]
+
+    @property
+    def omitted(self) -> int:
+        return self.total - len(self.shown)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.shown)
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def __len__(self) -> int:
+        return self.total
+
+
+def more_line(omitted: int, what: str = "errors", *, at_least: bool = False) -> str:
+    """The line that stands for the problems not printed."""
+    return f"... and {'at least ' if at_least else ''}{omitted:,} more {what} (the first {MAX_SHOWN} are shown)"
 
 
 class UserError(Exception):
@@ -40,11 +113,18 @@ class UserError(Exception):
 
 
 class ValidationFailed(UserError):
-    """Manifest validation found errors; ``problems`` holds all of them, sorted."""
+    """Manifest validation found errors; ``problems`` holds the first ``MAX_SHOWN`` of them, sorted,
+    and ``more`` is the line that counts the rest (None when there are none)."""
 
-    def __init__(self, problems: list[Problem]):
-        self.problems = sorted(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+    def __init__(self, problems: list[Problem] | Problems):
+        if not isinstance(problems, Problems):
+            collected = Problems()
+            collected.extend(problems)
+            problems = collected
+        self.problems = problems.shown
+        self.more = problems.more()
+        lines = [str(p) for p in self.problems] + ([self.more] if self.more else [])
+        super().__init__("\n".join(lines))
 
 
 class BackendError(UserError):

@@ -2,17 +2,24 @@
 
 Conventions borrowed from Terraform: one symbol per kind of step (``+ init``, ``~ rollout``,
 ``* complete``, ``- cancel``), a summary line, and "No changes." when there is nothing to do.
+
+Names, groups, reasons, file names and diffs come from pull requests and from the factory, so every
+format escapes them (``reconciler.safetext``): the text plan shows control and bidi characters as
+``\\u`` escapes, one line per line; Markdown puts values in code spans whose fence they cannot close
+and backslash-escapes everything else (no raw HTML); JSON escapes by itself.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime
 
 from reconciler.core.plan import CancelOp, InitOp, Operation, OpKind, Plan, RolloutOp, WaveSummary, rollout_scope
 from reconciler.core.state import WaveStatus
-from reconciler.errors import Problem
+from reconciler.errors import MAX_SHOWN, Problem, more_line
+from reconciler.safetext import md_cell_code, md_code, md_text, printable
 
 FORMAT_VERSION = "1.0"
 SYMBOLS = {OpKind.INIT: "+", OpKind.ROLLOUT: "~", OpKind.COMPLETE: "*", OpKind.CANCEL: "-"}
@@ -47,23 +54,33 @@ def operation_detail(op: Operation) -> str:
     return ""
 
 
+def _first(problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+    """The problems a person reads (all of them are in the JSON plan)."""
+    return problems[:MAX_SHOWN]
+
+
+def _more(problems: tuple[Problem, ...], title: str, indent: str) -> list[str]:
+    omitted = len(problems) - MAX_SHOWN
+    return [indent + more_line(omitted, title.lower())] if omitted > 0 else []
+
+
 # -- text ----------------------------------------------------------------------------------------
 
 def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
+    """The plan for a terminal; every line is escaped on its own, so nothing in it adds a line."""
     lines = [f"Factory {plan.factory} ({plan.backend}), now {iso(plan.now)}"]
     for path, diff in (diffs or {}).items():
-        lines += ["", f"Changed manifest {path}:"] + [f"  {line}" for line in diff.rstrip("\n").splitlines()]
+        lines += ["", f"Changed manifest {path}:"] + [f"  {line}" for line in diff.rstrip("\n").split("\n")]
     if plan.operations:
         lines.append("")
         width = max(len(op.wave) for op in plan.operations)
         for op in plan.operations:
-            line = f"  {SYMBOLS[op.op]} {op.op:<8} {op.wave:<{width}}  {operation_detail(op)}".rstrip()
+            lines.append(f"  {SYMBOLS[op.op]} {op.op:<8} {op.wave:<{width}}  {operation_detail(op)}".rstrip())
             if not op.ready:
-                line += f"\n      blocked: {op.reason}"
-            lines.append(line)
+                lines.append(f"      blocked: {op.reason}")
     for title, problems in (("Warnings", plan.warnings), ("Errors", plan.errors)):
         if problems:
-            lines += ["", f"{title}:"] + [f"  {p}" for p in problems]
+            lines += ["", f"{title}:"] + [f"  {p}" for p in _first(problems)] + _more(problems, title, "  ")
     if plan.held:
         lines += ["", "Held by errors (their steps and the later steps of their tag wait; other tags go on):"]
         lines += [f"  {held.wave} (tag {held.tag}): {held.reason}" for held in plan.held]
@@ -71,7 +88,7 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
         lines += ["", f"{plan.skipped_manifests} wave(s) for other factories skipped."]
     lines.append("")
     lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -158,8 +175,12 @@ STATE_STYLE = {
 }
 
 
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _fenced_block(text: str, info: str) -> list[str]:
+    """A fenced code block that the text cannot close early: the fence is longer than any backtick run."""
+    body = [printable(line) for line in text.rstrip("\n").split("\n")]
+    longest = max((len(run) for line in body for run in re.findall(r"`+", line)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{info}", *body, fence]
 
 
 def _progress(wave: WaveSummary) -> str:
@@ -185,8 +206,7 @@ def mermaid(plan: Plan, wave: WaveSummary) -> str:
     for index, (name, state) in enumerate(steps):
         node = f"s{index}"
         ids.append(node)
-        label = name.replace('"', "#quot;")
-        lines.append(f'  {node}["{label}"]:::{state}')
+        lines.append(f'  {node}["{_mermaid_label(name)}"]:::{state}')
     if len(ids) > 1:
         lines.append("  " + " --> ".join(ids))
     lines += [f"  classDef {state} {style}" for state, style in STATE_STYLE.items()]
@@ -194,46 +214,54 @@ def mermaid(plan: Plan, wave: WaveSummary) -> str:
     return "\n".join(lines)
 
 
+def _mermaid_label(name: str) -> str:
+    """A node label Mermaid shows literally: anything but letters, digits and ``_.+-`` as an entity
+    code (``#96;`` for a backtick), so a label cannot end the node, the diagram or the code block."""
+    return "".join(char if char.isascii() and (char.isalnum() or char in "_.+- ") else f"#{ord(char)};"
+                   for char in name)
+
+
 def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> str:
     out = []
     verdict = "changes pending" if plan.changes else ("errors" if plan.errors else "no changes")
-    out.append(f"### Wave plan for factory `{plan.factory}`: {verdict}")
-    source = f" at commit `{provenance['commit'][:12]}`" if provenance and provenance.get("commit") else ""
-    out.append(f"Backend `{plan.backend}`, factory time {iso(plan.now)}{source}.")
+    out.append(f"### Wave plan for factory {md_code(plan.factory)}: {verdict}")
+    source = f" at commit {md_code(provenance['commit'][:12])}" if provenance and provenance.get("commit") else ""
+    out.append(f"Backend {md_code(plan.backend)}, factory time {iso(plan.now)}{source}.")
     out.append("")
     if plan.waves:
         out += ["| Wave | Tag | Target | Status | Phases | Progress |", "|---|---|---|---|---|---|"]
         for wave in plan.waves:
             drift = " ⚠ drift" if wave.drift else ""
-            out.append(f"| `{_cell(wave.name)}` | {_cell(wave.tag)} | {wave.target} | {wave.status}{drift} | "
-                       f"{wave.phases_done}/{len(wave.phases)} | {_progress(wave)} |")
+            out.append(f"| {md_cell_code(wave.name)} | {md_text(wave.tag)} | {wave.target} | "
+                       f"{md_text(str(wave.status))}{drift} | {wave.phases_done}/{len(wave.phases)} | {_progress(wave)} |")
         out.append("")
     if plan.operations:
         out += ["| | Step | Wave | Detail | Devices | Status |", "|---|---|---|---|---|---|"]
         for op in plan.operations:
             status = "ready" if op.ready else f"blocked: {op.reason}"
             devices = op.devices if isinstance(op, RolloutOp) and op.devices is not None else ""
-            out.append(f"| `{SYMBOLS[op.op]}` | {op.op} | `{_cell(op.wave)}` | {_cell(operation_detail(op))} | "
-                       f"{devices} | {_cell(status)} |")
+            out.append(f"| `{SYMBOLS[op.op]}` | {op.op} | {md_cell_code(op.wave)} | {md_text(operation_detail(op))} | "
+                       f"{devices} | {md_text(status)} |")
         out.append("")
         out.append(f"**{summary_line(plan)}**")
     elif not plan.errors:
         out.append(f"**{NO_CHANGES}**")
     for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
         if problems:
-            out += ["", f"#### {title}", ""] + [f"- `{_cell(p)}`" for p in problems]
+            out += ["", f"#### {title}", ""] + [f"- {md_code(str(p))}" for p in _first(problems)]
+            out += _more(problems, title, "- ")
     if plan.held:
         out += ["", "#### Held by errors", "", "Their steps and the later steps of their tag wait; other tags go on.", ""]
-        out += [f"- `{_cell(h.wave)}` (tag {_cell(h.tag)}): {_cell(h.reason)}" for h in plan.held]
+        out += [f"- {md_code(h.wave)} (tag {md_code(h.tag)}): {md_text(h.reason)}" for h in plan.held]
     if diffs:
         out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]
         for path, diff in diffs.items():
-            out += [f"`{path}`", "", "```diff", diff.rstrip("\n").replace("```", "`\u200b``"), "```", ""]
+            out += [f"Manifest {md_code(path)}:", "", *_fenced_block(diff, "diff"), ""]
         out.append("</details>")
     diagrams = [w for w in plan.waves if w.phases or w.status == "absent"]
     if diagrams:
         out += ["", "<details><summary>Phases</summary>", ""]
         for wave in diagrams:
-            out += [f"**{wave.name}**", "", mermaid(plan, wave), ""]
+            out += [f"**{md_text(wave.name)}**", "", mermaid(plan, wave), ""]
         out.append("</details>")
     return "\n".join(out) + "\n"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from reconciler.errors import UserError, ValidationFailed
+from reconciler.safetext import printable
 
 # A batch of file events is handed over once no event came for STEP_MS, and at the latest
 # DEBOUNCE_MS after the first: a save that writes several files gives one re-plan.
@@ -66,7 +67,7 @@ def _run(run_once: Callable[[], str]) -> str:
     except ValidationFailed as exc:
         return str(exc)  # one file:line:col line per problem
     except UserError as exc:
-        return f"error: {exc}"
+        return f"error: {printable(str(exc))}"
 
 
 def watch(
@@ -107,7 +108,7 @@ def watch(
         ):
             changed = sorted({os.path.relpath(path) for _, path in changes})
             echo("")
-            echo(f"[{time.strftime('%H:%M:%S')}] changed: {', '.join(changed)}")
+            echo(printable(f"[{time.strftime('%H:%M:%S')}] changed: {', '.join(changed)}"))  # file names: escaped
             current = _run(run_once)
             echo(current)
             diff = plan_changes(previous, current)

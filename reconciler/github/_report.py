@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import UserError
+from reconciler.safetext import md_code, printable
 
 # How reconcile prints a problem on stderr (errors.Problem.__str__): file:line:col: [warning: ]message
-_PROBLEM = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+): (?P<warning>warning: )?(?P<message>.+)$")
+# The file name may hold colons (``::error::x.yaml`` prints as ``./::error::x.yaml``): it ends at the
+# first ``:line:col: ``.
+_PROBLEM = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+):(?P<col>\d+): (?P<warning>warning: )?(?P<message>.+)$")
 
 
 def problems_from_log(log: str) -> dict[str, list[dict]]:
@@ -37,6 +40,8 @@ def problems_from_log(log: str) -> dict[str, list[dict]]:
             found["errors"].append({"message": line[len("error: ") :]})
         elif line.startswith("warning: "):
             found["warnings"].append({"message": line[len("warning: ") :]})
+        elif line.startswith("... and "):  # errors.more_line: the count of problems not printed
+            found["warnings" if line.split(" (")[0].endswith(" warnings") else "errors"].append({"message": line})
     return found
 
 
@@ -79,10 +84,12 @@ def read_report(plan_json: str | None, markdown: str | None = None, log: str | N
 
 
 def _fenced(text: str, info: str = "text") -> str:
-    """A code block that the text cannot close early, however many backticks it holds."""
+    """A code block that the text cannot close early, however many backticks it holds, with control
+    and bidi characters shown as escapes (a log may hold what a hostile manifest or server sent)."""
+    text = printable(text.rstrip(), newlines=True)
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{text.rstrip()}\n{fence}\n"
+    return f"{fence}{info}\n{text}\n{fence}\n"
 
 
 def report_markdown(report: Report) -> str:
@@ -92,8 +99,11 @@ def report_markdown(report: Report) -> str:
     problems = report.problems
     lines = ["### Wave plan: reconcile failed", ""]
     for item in problems.get("errors") or []:
+        if not isinstance(item, dict):
+            item = {"message": str(item)}
         where = f"{item['file']}:{item.get('line', 1)}:{item.get('col', 1)}: " if item.get("file") else ""
-        lines.append(f"- `{where}{item.get('message', '')}`".replace("\n", " "))
+        message = str(item.get("message", ""))
+        lines.append(f"- {md_code(where + message)}")
     if not problems.get("errors"):
         lines += ["reconcile printed no plan; its log:", "", _fenced(report.log or "(no output)")]
     return "\n".join(lines) + "\n"

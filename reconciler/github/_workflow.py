@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.errors import UserError
+from reconciler.errors import MAX_SHOWN, UserError
+from reconciler.safetext import printable
 
 # The runner refuses a step summary over 1024k ("upload aborted, supports content up to a
 # size of 1024k"); the cap counts what the step already wrote to the file.
@@ -29,9 +30,14 @@ def escape_property(value: str) -> str:
 
 
 def command(name: str, message: str, **properties: object) -> str:
-    """Format one workflow command line, e.g. ``::error file=a.yml,line=3::bad``."""
-    props = ",".join(f"{k}={escape_property(str(v))}" for k, v in properties.items() if v not in (None, ""))
-    return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+    """Format one workflow command line, e.g. ``::error file=a.yml,line=3::bad``.
+
+    Beyond the runner's own escaping, control and bidi characters (ANSI colours, which the log
+    viewer renders) become visible ``\\u`` escapes; a message keeps its line feeds (the runner
+    shows ``%0A`` as a new line of the annotation), a property is one line.
+    """
+    props = ",".join(f"{k}={escape_property(printable(str(v)))}" for k, v in properties.items() if v not in (None, ""))
+    return f"::{name}{' ' + props if props else ''}::{escape_data(printable(message, newlines=True))}"
 
 
 def mask_lines(value: str) -> list[str]:
@@ -59,12 +65,16 @@ def workspace_path(file: str, workspace: str | None) -> str:
 def annotation_commands(problems: dict, workspace: str | None = None) -> list[str]:
     """Annotation commands for the errors, then the warnings, of a plan (or of ``problems_from_log``).
 
-    GitHub shows only the first few annotations of each kind per step, so errors come first;
-    the full list is in the job summary.
+    GitHub shows only the first few annotations of each kind per step, so errors come first, at
+    most ``MAX_SHOWN`` of each kind, then a notice counting the others; the full list is in the
+    job summary.
     """
     lines = []
     for level, key in (("error", "errors"), ("warning", "warnings")):
-        for item in problems.get(key) or []:
+        items = problems.get(key) or []
+        if len(items) > MAX_SHOWN:
+            lines.append(command("notice", f"{len(items) - MAX_SHOWN:,} more {key} are not annotated; see the job summary"))
+        for item in items[:MAX_SHOWN]:
             if isinstance(item, str):
                 lines.append(command(level, item))
                 continue

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 
 from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
-from reconciler.errors import Problem, Severity, ValidationFailed
-from reconciler.manifest._schema import WaveSchema, describe
+from reconciler.errors import Problem, Problems, Severity, ValidationFailed
+from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
 from reconciler.manifest._uuids import parse_file, parse_inline, positions
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
@@ -31,8 +31,9 @@ PHASE_POSITIONED_KEYS = ("group", "limit", "uuids")
 @dataclass
 class LoadResult:
     specs: list[WaveSpec]  # in file order
-    warnings: list[Problem]  # sorted
+    warnings: list[Problem]  # sorted, the first errors.MAX_SHOWN
     files: int  # manifest files read
+    warnings_omitted: int = 0  # warnings beyond those
 
 
 def load(paths: Sequence[str], source: ManifestSource | None = None) -> LoadResult:
@@ -56,7 +57,7 @@ def load(paths: Sequence[str], source: ManifestSource | None = None) -> LoadResu
     run.check_across_waves()
     if run.errors:
         raise ValidationFailed(run.errors)
-    return LoadResult(run.specs, sorted(run.warnings), len(keys))
+    return LoadResult(run.specs, run.warnings.shown, len(keys), run.warnings.omitted)
 
 
 @cache
@@ -70,14 +71,18 @@ class _Run:
     def __init__(self, source: ManifestSource):
         self.source = source
         self.specs: list[WaveSpec] = []
-        self.errors: list[Problem] = []
-        self.warnings: list[Problem] = []
+        # Bounded: a flood (100,000 unknown keys, 20,000 bad phases) keeps the first few and a count.
+        self.errors = Problems()
+        self.warnings = Problems()
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._uuid_locations: dict[str, tuple[Location, ...]] = {}
 
-    def report(self, problems: Sequence[Problem]) -> None:
+    def report(self, problems: Sequence[Problem] | Problems) -> None:
         for problem in problems:
             (self.errors if problem.severity is Severity.ERROR else self.warnings).append(problem)
+        if isinstance(problems, Problems):  # collectors of errors only: count the rest as errors
+            self.errors.skip(problems.omitted)
+            self.errors.incomplete |= problems.incomplete
 
     def load_file(self, key: str) -> None:
         file = self.source.display(key)
@@ -99,7 +104,9 @@ class _Run:
     def load_document(self, document: Document, key: str) -> None:
         data = document.data
         if not isinstance(data, dict):
-            message = f"a manifest must be a mapping with kind: Wave, got {describe(data)}"
+            # The kind of value only, never the value: a file from elsewhere (a symlink, a mistaken
+            # path) must not have its first line quoted into a pull request's annotations.
+            message = f"a manifest must be a mapping with kind: Wave, got {kind_of(data)}"
             self.report([document.problem(document.node, message)])
             return
         if "kind" not in data and "apiVersion" not in data:

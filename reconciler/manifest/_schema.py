@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from reconciler.errors import Problem
+from reconciler.errors import MAX_SHOWN, Problem, Problems
 from reconciler.manifest._yaml import Document
 from reconciler.resources import load_schema
+from reconciler.safetext import code_point
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -33,6 +34,17 @@ Predicate = Callable[[object], bool]
 
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples", "errorMessage"}
 _OWN_MESSAGE = {"type", "const", "pattern", "anyOf", "oneOf", "not", "minLength"}  # where errorMessage applies
+# What the factory accepts, and so what schemas/wave.schema.json allows (names are sent unescaped in
+# URL paths, /work/shared/reference/foundries-api.md §1.1): fioctl validates no names itself, the
+# server does (fioctl:subcommands/waves/rollout.go#L52-53). Foundries' open-source servers use
+# ^[a-zA-Z0-9_\-\.\+]+$ for tags and ^[a-zA-Z0-9_\-\.]+$ for update and rollout names
+# (foundriesio/dg-satellite server/ui/api/handlers_rollouts.go, validTagRegex/validUpdateRegex; the
+# reference's §5.3). No source states a maximum length; the local factory, stricter where the reference
+# is silent, takes 1-100 characters for wave, tag, group and factory names (localfactory/waves.py
+# NAME_RE/TAG_RE, groups.py GROUP_NAME_RE), so the schema says maxLength 100 and a longer name fails
+# --check instead of the init. Groups follow the name pattern, as the local factory's groups do.
+MAX_EXPLAINED = 4 * MAX_SHOWN  # schema problems explained per document; past them only a lower bound
+_CHARACTER_CLASS = re.compile(r"\^(\[[^\]]+\])\+\$")  # a pattern such as ^[a-zA-Z0-9_.-]+$
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "an integer",
@@ -52,43 +64,60 @@ class WaveSchema:
         self.is_valid: Predicate = _Compiler(self.schema).compile(self.schema)
         self._validator: Draft202012Validator | None = None  # imported when a document first fails: valid runs never pay
 
-    def _errors(self, data: object) -> list[ValidationError]:
+    def _errors(self, data: object) -> Iterator[ValidationError]:
+        """jsonschema's errors one at a time: 20,000 bad phases must not be held in memory at once."""
         if self._validator is None:
             from jsonschema import Draft202012Validator
 
             self._validator = Draft202012Validator(self.schema)
-        return list(self._validator.iter_errors(data))
+        return self._validator.iter_errors(data)
 
-    def check(self, document: Document) -> tuple[list[Problem], set[tuple]]:
-        """Every schema violation of the document, each at its own line and column, and the
-        paths of the values found wrong (later checks leave those alone)."""
+    def check(self, document: Document) -> tuple[Problems, set[tuple]]:
+        """The document's schema violations, each at its own line and column (the first
+        ``errors.MAX_SHOWN`` kept, the others counted), and the paths of the values found wrong
+        (later checks leave those alone).
+
+        jsonschema explains a violation in about a millisecond, so a flood (20,000 bad phases)
+        is explained only up to MAX_EXPLAINED problems; the count is then marked a lower bound.
+        """
+        found = Problems()
         if self.is_valid(document.data):
-            return [], set()
-        errors = self._errors(document.data)
-        if _quote_plain_scalars(errors, document):
-            if self.is_valid(document.data):
-                return [], set()
-            errors = self._errors(document.data)
-        found: dict[tuple, Problem] = {}
+            return found, set()
+        if _quote_plain_scalars(self.schema, document) and self.is_valid(document.data):
+            return found, set()
+        seen: set[tuple] = set()  # so a problem two errors explain alike is counted once
         flagged: set[tuple] = set()
-        for error in errors:
+        for error in self._errors(document.data):
+            if len(seen) >= MAX_EXPLAINED:
+                found.incomplete = True
+                break
             for path, problem in self._explain(error, document):
+                if problem is None:  # a problem too far down the list to be worth building
+                    flagged.add(path)
+                    found.skip(1)
+                    continue
                 if id(document.node_at(path)) in document.rejected:
                     continue  # reading the YAML already reported this value
-                found.setdefault((problem.line, problem.col, problem.message), problem)
                 flagged.add(path)
-        return list(found.values()), flagged
+                key = (problem.line, problem.col, problem.message)
+                if key not in seen:
+                    seen.add(key)
+                    found.append(problem)
+        return found, flagged
 
-    def _explain(self, error: ValidationError, document: Document) -> list[tuple[tuple, Problem]]:
+    def _explain(self, error: ValidationError, document: Document) -> list[tuple[tuple, Problem | None]]:
         path = tuple(error.absolute_path)
         instance = error.instance
         keyword = error.validator
         if keyword == "additionalProperties":
+            # Only the first MAX_SHOWN unknown keys (file order) can be shown; the others are counted
+            # without a message, so 100,000 of them cost no suggestions and no Problem objects.
             allowed = sorted(error.schema.get("properties", {}))
+            unknown = (key for key in instance if key not in allowed)
             return [
-                ((*path, key), document.problem(document.key_node(path, key), _unknown_key(key, allowed)))
-                for key in instance
-                if key not in allowed
+                ((*path, key), document.problem(document.key_node(path, key), _unknown_key(key, allowed))
+                 if index < MAX_SHOWN else None)
+                for index, key in enumerate(unknown)
             ]
         if keyword == "required":
             subject = f"{_name(path, document.data)} is missing" if path else "missing"
@@ -129,8 +158,12 @@ class WaveSchema:
 def _sentence(error: ValidationError, name: str) -> str:
     keyword, value, instance = error.validator, error.validator_value, error.instance
     own = error.schema.get("errorMessage") if keyword in _OWN_MESSAGE else None
+    if keyword == "maxLength":
+        return f"{name} must be at most {value} characters long, got {len(instance):,}"
     if own:
-        return f"{name} {own}, got {describe(instance)}" if own.startswith("must") else f"{name} {own}"
+        if not own.startswith("must"):
+            return f"{name} {own}"
+        return f"{name} {own}, got {describe(instance)}{_first_outside(error) if keyword == 'pattern' else ''}"
     if keyword == "type":
         expected = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in ([value] if isinstance(value, str) else value))
         return f"{name} must be {expected}, got {describe(instance)}"
@@ -149,8 +182,31 @@ def _sentence(error: ValidationError, name: str) -> str:
     return f"{name} is not valid ({keyword})"
 
 
+def _first_outside(error: ValidationError) -> str:
+    """For a value failing a one-character-class pattern: which character is not allowed, by code
+    point, so a look-alike (``v46а``, with a Cyrillic a) or an invisible character is found at once."""
+    character_class = _CHARACTER_CLASS.fullmatch(error.validator_value)
+    if character_class is None or not isinstance(error.instance, str):
+        return ""
+    allowed = re.compile(character_class.group(1))
+    for index, char in enumerate(error.instance):
+        if not allowed.fullmatch(char):
+            return f": {code_point(char)} (character {index + 1}) is not allowed"
+    return ""
+
+
 def _first_repeat(items: list) -> int:
     return next((index for index, item in enumerate(items) if item in items[:index]), 0)
+
+
+def kind_of(value: object) -> str:
+    """A value's kind without its content: ``a string``, ``a list``."""
+    if isinstance(value, bool):
+        return "true or false"
+    if value is None:
+        return "an empty value"
+    kind = {dict: "object", list: "array", int: "integer"}.get(type(value), "string")
+    return _TYPE_WORDS[kind]
 
 
 def describe(value: object) -> str:
@@ -193,26 +249,35 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     return f"unknown key '{shown}'{hint}; allowed keys: {', '.join(allowed)}"
 
 
-def _quote_plain_scalars(errors: list[ValidationError], document: Document) -> bool:
+def _quote_plain_scalars(root: dict, document: Document) -> bool:
     """Read unquoted numbers and booleans as the text they are where the schema wants a string.
 
     ``name: 2024`` and ``group: 10`` mean the strings; YAML made them numbers. Returns
-    whether anything changed (then the document is checked again).
+    whether anything changed (then the document is checked again). The schema is walked
+    along the data (``properties``, ``items``, ``$ref``) rather than read from jsonschema's
+    errors, which cost a millisecond each in a document with thousands of them.
     """
     changed = False
-    for error in errors:
-        path = tuple(error.absolute_path)
-        if not (error.validator == "type" and error.validator_value == "string" and path):
-            continue
-        if not isinstance(error.instance, (int, bool)):
-            continue
-        node = document.node_at(path)
-        if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: '' from libyaml
-            parent: Any = document.data
-            for part in path[:-1]:
-                parent = parent[part]
-            parent[path[-1]] = node.value
-            changed = True
+    pending: list[tuple[tuple, object, dict | bool]] = [((), document.data, root)]
+    while pending:
+        path, value, schema = pending.pop()
+        schema = _resolve(root, schema)
+        if isinstance(value, dict):
+            properties = schema.get("properties", {})
+            for key, item in value.items():
+                if key in properties:
+                    pending.append((path + (key,), item, properties[key]))
+        elif isinstance(value, list):
+            if "items" in schema:
+                pending += [(path + (index,), item, schema["items"]) for index, item in enumerate(value)]
+        elif schema.get("type") == "string" and isinstance(value, (int, bool)) and path:
+            node = document.node_at(path)
+            if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: '' from libyaml
+                parent: Any = document.data
+                for part in path[:-1]:
+                    parent = parent[part]
+                parent[path[-1]] = node.value
+                changed = True
     return changed
 
 
@@ -260,6 +325,8 @@ class _Compiler:
             return lambda instance: not isinstance(instance, str) or search(instance) is not None
         if keyword == "minLength":
             return lambda instance: not isinstance(instance, str) or len(instance) >= value
+        if keyword == "maxLength":
+            return lambda instance: not isinstance(instance, str) or len(instance) <= value
         if keyword == "minimum":
             return lambda instance: not _is_number(instance) or instance >= value
         if keyword == "maximum":

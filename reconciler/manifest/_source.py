@@ -2,8 +2,9 @@
 
 The loader only sees opaque *keys* (one per file) and asks its source to list, read,
 resolve and display them, so the same validation runs on a work tree and on a commit.
-A source also owns the boundary rule: a UUID file named by a manifest must stay inside
-the release repository, so a manifest cannot make the reconciler read arbitrary files.
+A source also owns the boundary rule: a manifest, and a UUID file named by a manifest, must
+stay inside the release repository, so a pull request cannot make the reconciler read (and
+quote into annotations) arbitrary files with a symbolic link such as ``p.yaml -> /etc/passwd``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Protocol
 from reconciler.errors import Problem, UserError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
-MAX_FILE_BYTES = 16 * 1024 * 1024  # far above any real manifest or 10,000-UUID list
+# Far above any real manifest or 10,000-UUID list (370 KB); checked before the file is read, and
+# the read itself stops one byte past it, so a file that grows meanwhile cannot exhaust memory.
+MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
 class SourceError(UserError):
@@ -45,7 +48,8 @@ class FileSource:
     relative when they lie below the current directory (so each file has one key).
 
     The release repository of a path is the git work tree containing it; outside git, the
-    directory given (or a given file's directory).
+    directory given (or a given file's directory). A manifest whose real path leaves it (a
+    symbolic link) is refused when read, like a UUID file.
     """
 
     def __init__(self) -> None:
@@ -57,6 +61,8 @@ class FileSource:
         path = self.display(os.path.normpath(path))  # one key per file however it is named
         if os.path.isdir(path):
             root = _git_top(path) or os.path.realpath(path)
+            if not _inside(os.path.realpath(path), root):
+                raise SourceError("a symbolic link that leaves the release repository")
             keys = sorted(_walk(path))
         elif os.path.isfile(path):
             parent = os.path.dirname(path) or "."
@@ -71,22 +77,23 @@ class FileSource:
         return keys
 
     def read(self, key: str) -> bytes:
+        root = self._roots.get(key)  # set for manifests; UUID files were checked by resolve
+        if root is not None and not _inside(os.path.realpath(key), root):
+            # Neither the target's path nor its content is shown: it is not the repository's to show.
+            raise SourceError("a symbolic link that leaves the release repository; a manifest must be a file in it")
         try:
-            status = os.stat(key)
-            if stat.S_ISDIR(status.st_mode):
-                raise SourceError("is a directory")
-            if not stat.S_ISREG(status.st_mode):  # a FIFO would block the run forever
-                raise SourceError("not a regular file")
-            if status.st_size > MAX_FILE_BYTES:
-                raise SourceError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-            with open(key, "rb") as handle:
-                return handle.read()
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; the checks below then refuse it.
+            descriptor = os.open(key, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         except FileNotFoundError:
             raise SourceError("no such file or directory") from None
         except PermissionError:
             raise SourceError("permission denied") from None
         except OSError as error:
             raise SourceError((error.strerror or str(error)).lower()) from None
+        try:
+            return _read_regular_file(descriptor)
+        finally:
+            os.close(descriptor)
 
     def resolve(self, manifest: str, relative: str) -> str:
         key = os.path.normpath(os.path.join(os.path.dirname(manifest), relative))
@@ -94,8 +101,7 @@ class FileSource:
         if root is None:
             parent = os.path.dirname(manifest) or "."
             root = _git_top(parent) or os.path.realpath(parent)
-        real = self._realpath(key)
-        if real != root and not real.startswith(os.path.join(root, "")):
+        if not _inside(self._realpath(key), root):
             raise SourceError(f"outside the release repository {root}")
         return key
 
@@ -110,6 +116,29 @@ class FileSource:
         if directory not in self._real_dirs:
             self._real_dirs[directory] = os.path.realpath(directory or ".")
         return os.path.join(self._real_dirs[directory], name)
+
+
+def _read_regular_file(descriptor: int) -> bytes:
+    """The bytes of an open regular file of at most MAX_FILE_BYTES, checked on what was opened (not on
+    what the path names by now); the read stops one byte past the limit."""
+    status = os.fstat(descriptor)
+    if stat.S_ISDIR(status.st_mode):
+        raise SourceError("is a directory")
+    if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block or never end
+        raise SourceError("not a regular file")
+    too_large = SourceError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    if status.st_size > MAX_FILE_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    try:
+        while size <= MAX_FILE_BYTES and (chunk := os.read(descriptor, MAX_FILE_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as error:
+        raise SourceError((error.strerror or str(error)).lower()) from None
+    if size > MAX_FILE_BYTES:
+        raise too_large
+    return b"".join(chunks)
 
 
 def decode_utf8(data: bytes, file: str) -> str | Problem:
@@ -131,12 +160,21 @@ def _walk(top: str):
                 yield os.path.normpath(os.path.join(directory, name))
 
 
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(os.path.join(root, ""))
+
+
 def _git_top(directory: str) -> str | None:
-    """The real path of the git work tree containing ``directory``, if any (a ``.git`` dir or file)."""
-    current = os.path.realpath(directory)
+    """The real path of the git work tree containing ``directory``, if any (a ``.git`` dir or file).
+
+    Found by walking up the path as written, not its real path: ``releases -> /etc`` committed in
+    a pull request is a directory of the repository that leads out of it, and must be refused as
+    such rather than make ``/etc`` the release repository.
+    """
+    current = os.path.abspath(directory)
     while True:
         if os.path.exists(os.path.join(current, ".git")):
-            return current
+            return os.path.realpath(current)
         parent = os.path.dirname(current)
         if parent == current:
             return None

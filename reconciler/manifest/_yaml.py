@@ -18,7 +18,8 @@ from typing import cast
 
 import yaml
 
-from reconciler.errors import Problem, Severity
+from reconciler.errors import Problem, Problems, Severity
+from reconciler.safetext import code_point, unsafe_character
 
 _CORE = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _SEQ, _MAP = (_CORE + kind for kind in ("str", "int", "bool", "null", "seq", "map"))
@@ -98,18 +99,24 @@ class Document:
 
 MAX_DEPTH = 100  # nesting levels; a manifest needs 5. Deeper input would exhaust the (C) stack.
 MAX_VALUES = 200_000  # values per document after expanding aliases; five inline 10,000-UUID lists need 50,000
+# Characters per key or value. The longest real value is a UUID file's path (Linux allows 4,096 bytes);
+# names and tags stop at 100 (the schema), so a 15 MB scalar is refused here, before any pattern runs on it.
+MAX_SCALAR_CHARS = 4096
 
 
-def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]:
+def read_documents(text: str, file: str) -> tuple[list[Document], Problems]:
     """Every document of ``text`` (empty ones skipped) and the problems found reading them.
 
-    A syntax error ends the file: the documents before it are still returned.
+    A syntax error ends the file: the documents before it are still returned. So does a control,
+    format or bidirectional character written into the file itself (a comment included: a right-to-left
+    override in a comment can make a reviewer read the lines after it in another order).
     """
-    too_deep = _too_deep(text, file)
-    if too_deep is not None:
-        return [], [too_deep]
+    problems = Problems()
+    refused = _unsafe_text(text, file) or _too_deep(text, file)
+    if refused is not None:
+        problems.append(refused)
+        return [], problems
     documents: list[Document] = []
-    problems: list[Problem] = []
     loader = _Loader(text)
     try:
         while loader.check_node():
@@ -126,6 +133,22 @@ def read_documents(text: str, file: str) -> tuple[list[Document], list[Problem]]
     finally:
         loader.dispose()
     return documents, problems
+
+
+def _unsafe_text(text: str, file: str) -> Problem | None:
+    """A problem at the first character that would act instead of showing itself (libyaml refuses most
+    controls already, but not bidirectional controls, zero-width characters or line separators)."""
+    found = unsafe_character(text, lines=True)
+    if found is None:
+        return None
+    offset, char = found
+    line = text.count("\n", 0, offset) + 1
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return Problem(file, line, col, f"{_refusal(char)}; remove it (it may be invisible in an editor)")
+
+
+def _refusal(char: str) -> str:
+    return f"{code_point(char)} is not allowed in a manifest: no control, format or bidirectional characters"
 
 
 def _too_deep(text: str, file: str) -> Problem | None:
@@ -194,7 +217,7 @@ class _Builder:
 
     def __init__(self, file: str):
         self.file = file
-        self.problems: list[Problem] = []
+        self.problems = Problems()
         self.rejected: set[int] = set()
         self._open: set[int] = set()
         self._values = 0
@@ -240,9 +263,8 @@ class _Builder:
         if node.tag != _SEQ:
             self._reject(node, f"unsupported YAML tag {_short(node.tag)}: write a plain list")
             return None
-        return [
-            item.value if item.__class__ is _Scalar and item.tag == _STR else self._build(item) for item in node.value
-        ]
+        return [self._string(item) if item.__class__ is _Scalar and item.tag == _STR else self._build(item)
+                for item in node.value]
 
     def _mapping(self, node: yaml.MappingNode) -> dict | None:
         if node.tag != _MAP:
@@ -253,22 +275,39 @@ class _Builder:
             if key_node.__class__ is not _Scalar:
                 self._problem(key_node, "mapping keys must be plain names, not lists or mappings")
                 continue
-            key = key_node.value
+            key = self._string(key_node)
+            if key is None:
+                continue
             if key in result:
                 first = next(k for k, _ in node.value if k.__class__ is _Scalar and k.value == key)
                 self._problem(key_node, f"duplicate key '{key}' (first at line {first.start_mark.line + 1})")
                 continue
             result[key] = (
-                value_node.value
+                self._string(value_node)
                 if value_node.__class__ is _Scalar and value_node.tag == _STR
                 else self._build(value_node)
             )
         return result
 
+    def _string(self, node: yaml.ScalarNode) -> str | None:
+        """A string scalar's text, unless it is too long or holds a character that acts instead of
+        showing itself (written as an escape such as ``"\\e[31m"`` or ``"\\u202e"``, or a block
+        scalar's newline): those are refused, naming the character."""
+        text = node.value
+        if len(text) > MAX_SCALAR_CHARS:
+            self._reject(node, f"a value of {len(text):,} characters is too long: at most {MAX_SCALAR_CHARS:,}")
+            return None
+        found = unsafe_character(text)
+        if found is not None:
+            offset, char = found
+            self._reject(node, f"{_refusal(char)} (character {offset + 1} of this value)")
+            return None
+        return text
+
     def _scalar(self, node: yaml.ScalarNode) -> object:
         tag, text = node.tag, node.value
         if tag == _STR:
-            return text
+            return self._string(node)
         if tag == _NULL:
             if _WORDS.get(text) == _NULL:
                 return None
