@@ -150,6 +150,7 @@ def serve(c: Ctx, host, port, threads):
     import waitress
 
     from .app import make_app
+    from .writelock import WRITE_WAIT
 
     st = c.store()
     with st.read() as conn:
@@ -158,7 +159,7 @@ def serve(c: Ctx, host, port, threads):
         name = factory_name(conn)
         tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
     try:
-        server = waitress.create_server(make_app(st, require_token=True), host=host, port=port, threads=threads,
+        server = waitress.create_server(make_app(st, require_token=True, write_lock=WRITE_WAIT), host=host, port=port, threads=threads,
                                         ident="reconcile-factory")
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
