@@ -67,13 +67,14 @@ class WriteGuard:
         """Resolve the writes an earlier run left unsettled, before anything else touches their waves."""
         if self.lease and self.lease.broke:
             self.echo(f"Apply lease: {self.lease.broke}")
-        for note in self.pending:
+        while self.pending:
+            note = self.pending[0]
             landed = self._wait_until_settled(note)
+            self.pending = self.pending[1:]  # settled: a failed check below is reported once, not forever
             self.echo(f"  settled {describe_pending(note)} by an earlier run: "
                       + ("it landed" if landed else "it did not land"))
             if landed:
                 self._check_once(note)
-        self.pending = ()
 
     # -- around one write -----------------------------------------------------------------------
 

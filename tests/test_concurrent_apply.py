@@ -8,9 +8,9 @@ apply lease, and a small HTTP front on loopback that delays (or kills the sender
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -274,8 +274,8 @@ def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(
     from reconciler.localfactory.store import BUSY_TIMEOUT
     from reconciler.localfactory.writelock import WRITE_WAIT, hold
 
-    default_timeout = FactoryClient.__init__.__defaults__[-1]  # type: ignore[index]
-    assert WRITE_WAIT + BUSY_TIMEOUT < default_timeout, "a served write must be answered before the client gives up"
+    client_timeout = inspect.signature(FactoryClient).parameters["timeout"].default
+    assert client_timeout > WRITE_WAIT + BUSY_TIMEOUT, "a served write must be answered before the client gives up"
     embedded = open_embedded(factory_dir)
     app = httpx.Client(transport=httpx.WSGITransport(app=make_app(embedded.store, write_lock=0.3)),
                        base_url="http://factory")
@@ -367,3 +367,10 @@ def test_an_expired_lease_is_taken_over_and_its_holder_cannot_write_any_more(rel
     with pytest.raises(LeaseHeld, match="lost the lease of factory 'demo'"):
         stale.renew(())
     fresh.release()
+
+
+def test_the_example_workflows_apply_job_may_push_the_lease():
+    import yaml
+
+    workflow = yaml.safe_load((REPO / "examples/workflows/release.yml").read_text())
+    assert workflow["jobs"]["apply"]["permissions"]["contents"] == "write"
