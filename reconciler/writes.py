@@ -99,7 +99,8 @@ class WriteGuard:
         self.echo(f"  ? {note['step']}: {exc}; outcome unknown, watching the factory until {note['settle_by']}")
         if not self._wait_until_settled(note):
             self.pending = ()
-            raise exc
+            raise BackendError(f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
+                               "land and the next run may send it again", exc.status) from None
         self.pending = ()
         self._check_once(note)
         return "done (the factory shows it landed after the answer was lost)"

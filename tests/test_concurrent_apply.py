@@ -220,6 +220,26 @@ def test_a_write_answered_after_the_clients_timeout_is_not_repeated_by_an_immedi
     assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
 
 
+def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir,
+                                                                                       front):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
+
+    def drop():
+        raise ConnectionAbortedError("the write never reaches the factory")
+
+    front.on_rollout = drop
+    started = time.monotonic()
+    error, said = apply_with_timeout(release_repo, front.url, timeout=0.5)
+    assert time.monotonic() - started >= 1.0, "watched the factory for twice the request timeout"
+    assert "so it did not land and the next run may send it again" in error, (error, said)
+    assert git(release_repo, "for-each-ref", "refs/reconcile/") == "", "settled: nothing left for the next run"
+    assert front.rollouts == 0 and history(factory_dir) == ["canary"]
+    assert reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")[0] == 0
+    assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
+
+
 def test_a_rerun_right_after_a_run_died_during_a_write_waits_for_that_write_instead_of_repeating_it(
         release_repo, factory_dir, front):
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
