@@ -39,6 +39,7 @@ from reconciler.errors import UserError
 
 REF_PREFIX = "refs/reconcile/locks/"
 TTL = timedelta(minutes=10)  # renewed before every write; a dead CI job's lease frees itself after this
+_CONTENDED_ATTEMPTS = 40
 POLL_SECONDS = {True: 1.0, False: 0.2}  # how often a waiting apply looks again: over the network, on disk
 _GIT_IDENTITY = {"GIT_AUTHOR_NAME": "reconcile", "GIT_AUTHOR_EMAIL": "reconcile@localhost",
                  "GIT_COMMITTER_NAME": "reconcile", "GIT_COMMITTER_EMAIL": "reconcile@localhost"}
@@ -174,23 +175,26 @@ class RefStore:
         if message is not None:
             empty_tree = _git(self.root, "mktree", stdin="").strip()
             new = _git(self.root, "commit-tree", empty_tree, "-m", message, extra_env=_GIT_IDENTITY).strip()
-        if self.remote:
-            lease = f"--force-with-lease={ref}:{expected or ''}"
-            done = _run(self.root, "push", "--quiet", "--porcelain", "--no-verify", lease, self.remote,
-                        f"{new}:{ref}")
-        elif message is None:
-            done = _run(self.root, "update-ref", "-d", ref, expected or "")
-        else:
-            done = _run(self.root, "update-ref", ref, new, expected or "")
-        if done.returncode == 0:
-            return new
-        current = self.read(ref)
-        if (current[0] if current else None) != expected:
-            return None  # lost a race: someone else changed the ref first
-        raise UserError(f"cannot write the apply lease {ref} in {self.where}: "
-                        f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or ['git failed']}"
-                        + ("; in GitHub Actions the apply job needs `permissions: contents: write`" if self.remote
-                           else ""))
+        for _ in range(_CONTENDED_ATTEMPTS):
+            if self.remote:
+                lease = f"--force-with-lease={ref}:{expected or ''}"
+                done = _run(self.root, "push", "--quiet", "--porcelain", "--no-verify", lease, self.remote,
+                            f"{new}:{ref}")
+            elif message is None:
+                done = _run(self.root, "update-ref", "-d", ref, expected or "")
+            else:
+                done = _run(self.root, "update-ref", ref, new, expected or "")
+            if done.returncode == 0:
+                return new
+            current = self.read(ref)
+            if (current[0] if current else None) != expected:
+                return None  # lost a race: someone else changed the ref first
+            if "lock" not in (done.stderr + done.stdout).lower():
+                break
+            time.sleep(0.05)  # another writer holds git's own ref lock at this instant: its swap decides soon
+        said = ((done.stderr or done.stdout).strip().splitlines() or ["git failed"])[-1]
+        hint = "; in GitHub Actions the apply job needs `permissions: contents: write`" if self.remote else ""
+        raise UserError(f"cannot write the apply lease {ref} in {self.where}: {said}{hint}")
 
 
 def _run(root: str, *args: str, stdin: str | None = None, extra_env: dict | None = None):

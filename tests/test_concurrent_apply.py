@@ -394,3 +394,27 @@ def test_the_example_workflows_apply_job_may_push_the_lease():
 
     workflow = yaml.safe_load((REPO / "examples/workflows/release.yml").read_text())
     assert workflow["jobs"]["apply"]["permissions"]["contents"] == "write"
+
+
+@pytest.mark.parametrize("shared_remote", [False, True])
+def test_of_many_applies_taking_the_lease_at_once_exactly_one_gets_it(tmp_path, shared_remote):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reconciler.lease import Lease, LeaseHeld, RefStore
+
+    repo = tmp_path / "releases"
+    git(tmp_path, "init", "-q", str(repo))
+    if shared_remote:
+        git(tmp_path, "init", "-q", "--bare", str(tmp_path / "shared.git"))
+        git(repo, "remote", "add", "origin", str(tmp_path / "shared.git"))
+    store = RefStore.for_repository(str(repo))
+
+    def take(_):
+        try:
+            return Lease.acquire(store, "demo", wait=0)
+        except LeaseHeld:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        taken = [lease for lease in pool.map(take, range(8)) if lease is not None]
+    assert len(taken) == 1
