@@ -188,13 +188,14 @@ def _unlock(paths, factory, api_url, local) -> int:
     """``--unlock``: free the factory's apply lease left by a dead apply (its unsettled write stays noted)."""
     from reconciler import manifest
     from reconciler.client import select_backend
-    from reconciler.lease import RefStore, unlock
+    from reconciler.lease import unlock
+    from reconciler.writes import lease_store
 
     _, provenance = manifest.git_context(paths, rev=None, require_clean=False)
     if provenance is None:
         raise UserError(f"not a git repository: {paths[0]}: the apply lease lives in the release repository")
-    name = factory or select_backend(api_url=api_url, factory=factory, local=local).factory
-    click.echo(unlock(RefStore.for_repository(provenance["repository"]), name))
+    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    click.echo(unlock(lease_store(provenance["repository"], backend), backend.factory))
     return EXIT_OK
 
 

@@ -138,14 +138,16 @@ class RefStore:
         self.root, self.remote = root, remote
 
     @classmethod
-    def for_repository(cls, root: str) -> RefStore:
-        """``$RECONCILE_LOCK_REMOTE``, else ``origin`` when the repository has it, else the repository itself."""
+    def for_repository(cls, root: str, *, factory_on_this_machine: bool = False) -> RefStore:
+        """``$RECONCILE_LOCK_REMOTE``; else the repository itself for a factory only this machine reaches (a
+        local factory: a rehearsal needs no network and no push access); else ``origin`` when there is one."""
         wanted = os.environ.get("RECONCILE_LOCK_REMOTE")
         remotes = _git(root, "remote").split()
         if wanted and wanted not in remotes:
             raise UserError(f"RECONCILE_LOCK_REMOTE names '{wanted}', which is not a remote of {root}")
-        remote = wanted or ("origin" if "origin" in remotes else None)
-        return cls(root, remote)
+        if wanted:
+            return cls(root, wanted)
+        return cls(root, "origin" if "origin" in remotes and not factory_on_this_machine else None)
 
     @property
     def where(self) -> str:

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 
-from reconciler.client import FactoryClient
+from reconciler.client import Backend, FactoryClient
 from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp
 from reconciler.errors import BackendError, UserError
-from reconciler.lease import Lease, describe_pending
+from reconciler.lease import Lease, RefStore, describe_pending
 
 UNCERTAIN_STATUS = frozenset({502, 504})  # a gateway answered: the write may or may not have reached the factory
 POLL_SECONDS = 0.5
@@ -178,7 +178,7 @@ def exclusive_writer(client: FactoryClient, repository: str | None, local_dir: s
     the guard for the writes. Order matters: the lease first (shared by every machine and by HTTP and
     in-process applies alike), then the local factory directory's lock (which a served factory takes
     for each write), so an apply waiting for the lease never holds the directory."""
-    from reconciler.lease import Lease, RefStore
+    from reconciler.lease import Lease
 
     with ExitStack() as stack:
         lease = None
@@ -186,8 +186,7 @@ def exclusive_writer(client: FactoryClient, repository: str | None, local_dir: s
             echo("warning: the manifests are in no git repository, so there is no apply lease: nothing keeps "
                  "a second writer on another machine out (the post-write checks still stop a double rollout)")
         else:
-            store = RefStore.for_repository(repository)
-            lease = Lease.acquire(store, client.factory, wait=_lease_wait(), on_wait=echo)
+            lease = Lease.acquire(lease_store(repository, client.backend), client.factory, wait=_lease_wait(), on_wait=echo)
         guard = WriteGuard(client, lease, 0.0 if local_dir else 2 * client.timeout, echo)
         stack.callback(guard.release)
         if local_dir is not None:
@@ -198,6 +197,28 @@ def exclusive_writer(client: FactoryClient, repository: str | None, local_dir: s
             stack.enter_context(hold(local_dir, wait=None))
         guard.settle_inherited()
         yield guard
+
+
+def lease_store(repository: str, backend: Backend) -> RefStore:
+    """Where the factory's lease lives: in the release repository itself for a factory only this machine
+    reaches (in-process, or served on a loopback address), else in its shared remote (lease.py)."""
+    on_this_machine = backend.lock_path is not None or _is_loopback(backend.base_url)
+    return RefStore.for_repository(repository, factory_on_this_machine=on_this_machine)
+
+
+def _is_loopback(url: str) -> bool:
+    """A factory served on a loopback address is on this machine, like an in-process one."""
+    import ipaddress
+
+    import httpx
+
+    host = httpx.URL(url).host
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _lease_wait() -> float:

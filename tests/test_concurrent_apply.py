@@ -418,3 +418,24 @@ def test_of_many_applies_taking_the_lease_at_once_exactly_one_gets_it(tmp_path, 
     with ThreadPoolExecutor(8) as pool:
         taken = [lease for lease in pool.map(take, range(8)) if lease is not None]
     assert len(taken) == 1
+
+
+def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tmp_path, factory_dir, monkeypatch):
+    import httpx as _httpx
+
+    from reconciler.client import Backend, select_backend
+    from reconciler.writes import lease_store
+
+    git(tmp_path, "init", "-q", "--bare", str(tmp_path / "shared.git"))
+    git(tmp_path, "clone", "-q", str(tmp_path / "shared.git"), str(tmp_path / "releases"))
+    repo = str(tmp_path / "releases")
+
+    def api_at(url: str) -> Backend:
+        return Backend("acme", url, url, _httpx.HTTPTransport())
+
+    assert lease_store(repo, api_at("https://api.foundries.io")).remote == "origin"
+    assert lease_store(repo, select_backend(api_url=None, factory=None, local=str(factory_dir))).remote is None
+    for loopback in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):
+        assert lease_store(repo, api_at(loopback)).remote is None, loopback
+    monkeypatch.setenv("RECONCILE_LOCK_REMOTE", "origin")
+    assert lease_store(repo, api_at("http://127.0.0.1:8080")).remote == "origin"
