@@ -84,9 +84,9 @@ class WriteGuard:
                 "sent": _iso(sent), "settle_by": _iso(sent + timedelta(seconds=self.settle_seconds))}
         if isinstance(op, RolloutOp):
             note["phase"] = op.phase
-        self.pending = (note,)
         if self.lease:
-            self.lease.renew(self.pending)
+            self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
+        self.pending = (note,)
 
     def after(self) -> None:
         """The write was answered: check it landed exactly once."""
