@@ -68,6 +68,9 @@ def holder_identity() -> dict:
     except (KeyError, OSError):
         user = "unknown"
     holder = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+    started = _process_start(os.getpid())
+    if started is not None:
+        holder["pid_start"] = started
     if os.environ.get("GITHUB_ACTIONS") and os.environ.get("GITHUB_RUN_ID"):
         server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
         holder["run"] = f"{server}/{os.environ.get('GITHUB_REPOSITORY', '')}/actions/runs/{os.environ['GITHUB_RUN_ID']}"
@@ -116,19 +119,32 @@ class LeaseState:
         except ValueError:
             return None
         pid = self.holder.get("pid")
-        if self.holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _process_exists(pid):
+        if self.holder.get("host") == socket.gethostname() and isinstance(pid, int) \
+                and not _process_exists(pid, self.holder.get("pid_start")):
             return "its process on this machine has ended"
         return None
 
 
-def _process_exists(pid: int) -> bool:
+def _process_exists(pid: int, started: object = None) -> bool:
+    """Whether the process is still there; with its start time known, a new process that reuses the
+    number does not count."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux ``/proc``); None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return int(fields[19])  # field 22 of stat(5); fields[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class RefStore:

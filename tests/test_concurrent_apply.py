@@ -439,3 +439,22 @@ def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tm
         assert lease_store(repo, api_at(loopback)).remote is None, loopback
     monkeypatch.setenv("RECONCILE_LOCK_REMOTE", "origin")
     assert lease_store(repo, api_at("http://127.0.0.1:8080")).remote == "origin"
+
+
+def test_a_lease_whose_process_on_this_machine_has_ended_is_free_even_if_its_number_was_reused():
+    from datetime import datetime, timezone
+
+    from reconciler.lease import LeaseState, holder_identity
+
+    now = datetime.now(timezone.utc)
+    me = holder_identity()
+    assert LeaseState("c", me, "x", "9999-01-01T00:00:00Z").breakable(now) is None
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    gone = {**me, "pid": int(ended.stdout), "pid_start": 1}
+    reused = {**me, "pid_start": me.get("pid_start", 0) + 1}  # this process's number, another process's start
+    for holder in (gone, reused):
+        assert LeaseState("c", holder, "x", "9999-01-01T00:00:00Z").breakable(now) == \
+            "its process on this machine has ended"
+    elsewhere = {**gone, "host": "another-machine"}
+    assert LeaseState("c", elsewhere, "x", "9999-01-01T00:00:00Z").breakable(now) is None, "only expiry frees it"
