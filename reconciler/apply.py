@@ -2,9 +2,9 @@
 
 Crash safety comes from the ledger, not from local state: before every step the factory is
 observed and planned again, and the step runs only if the fresh plan still has it ready. A
-step the fresh plan no longer has was done already (by an earlier, interrupted run). When a
-write's outcome is uncertain (the connection dropped after sending), the wave is read back
-instead of sending the write again.
+step the fresh plan no longer has was done already (by an earlier, interrupted run). Around each
+write a ``WriteGuard`` (writes.py) records it in the apply lease, checks it landed exactly once, and
+settles a lost answer by watching the factory instead of sending the write again.
 
 Errors are scoped like the plan's: a step that fails, or that the fresh plan no longer has
 ready, holds the later steps of its tag; the ready steps of other tags still run. Every step
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from reconciler.client import FactoryClient
 from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
@@ -24,6 +25,7 @@ from reconciler.core.state import WaveStatus
 from reconciler.errors import BackendError, UserError
 from reconciler.observe import observe, parse_wave, rollout_options
 from reconciler.render import SYMBOLS
+from reconciler.writes import WriteGuard, is_uncertain
 
 SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> signing.TargetsSigner
 
@@ -67,8 +69,9 @@ def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | No
 
 
 def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_signer: SignerFactory | None,
-               echo: Callable[[str], None]) -> ApplyResult:
+               echo: Callable[[str], None], guard: WriteGuard | None = None) -> ApplyResult:
     signer = preflight(plan, client, make_signer)
+    guard = guard or WriteGuard(client, None, 0.0, echo)
     result = ApplyResult()
     stopped: dict[str, str] = {}  # tag -> why its later steps are held
 
@@ -82,7 +85,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        fresh = build_plan(specs, observe(client, specs))
+        observed = observe(client, specs)
+        fresh = build_plan(specs, observed)
         current = fresh.find(planned.key)
         if current is None:
             if not _landed(client, planned):  # gone from the plan without being done: canceled or completed by hand
@@ -96,7 +100,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
             record(planned, Outcome.HELD, f"no longer ready: {current.reason}")
             continue
         try:
-            message = _execute(client, current, signer)
+            history = observed.waves[current.wave].history if current.wave in observed.waves else ()
+            message = _execute(client, current, signer, guard, len(history))
         except UserError as exc:
             record(planned, Outcome.FAILED, str(exc))
             continue
@@ -105,24 +110,38 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     return result
 
 
-def _execute(client: FactoryClient, op: Operation, signer) -> str:
+def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, history_length: int) -> str:
+    """Send one write, between the guard's note (lease) and its exactly-once check of the factory."""
+    write, outcome = _prepare(client, op, signer)  # reads and signing first: only the write is noted
+    guard.before(op, history_length)
     try:
-        if isinstance(op, InitOp):
-            return _init(client, op, signer)
-        if isinstance(op, RolloutOp):
-            answer = client.rollout(op.wave, rollout_options(op, dry_run=False))
-            return f"rolled out to {int((answer or {}).get('device-num') or 0)} devices"
-        if isinstance(op, CompleteOp):
-            client.complete(op.wave)
-            return "completed; its targets are now the production targets of tag " + op.tag
-        client.cancel(op.wave)
-        if isinstance(op, CancelOp) and op.orphans is not None:
-            return f"canceled; {op.leaves_behind()}"
-        return "canceled; devices already updated stay on their version"
+        answer = write()
     except BackendError as exc:
-        if exc.status is not None or not _landed(client, op):
+        if not is_uncertain(exc):
+            guard.failed()
             raise
-        return "done (confirmed by reading the wave back after a lost answer)"
+        return guard.after_lost_answer(exc)
+    guard.after()
+    return outcome(answer)
+
+
+def _prepare(client: FactoryClient, op: Operation, signer) -> tuple[Callable[[], Any], Callable[[Any], str]]:
+    """The write to send for ``op`` (reads and signing done), and how to describe its answer."""
+    if isinstance(op, InitOp):
+        payload, signature, outcome = _init(client, op, signer)
+        return (lambda: client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload,
+                                           signatures=[signature]),
+                lambda _: outcome)
+    if isinstance(op, RolloutOp):
+        options = rollout_options(op, dry_run=False)
+        return (lambda: client.rollout(op.wave, options),
+                lambda answer: f"rolled out to {int((answer or {}).get('device-num') or 0)} devices")
+    if isinstance(op, CompleteOp):
+        return (lambda: client.complete(op.wave),
+                lambda _: "completed; its targets are now the production targets of tag " + op.tag)
+    left = op.leaves_behind() if isinstance(op, CancelOp) and op.orphans is not None else \
+        "devices already updated stay on their version"
+    return lambda: client.cancel(op.wave), lambda _: f"canceled; {left}"
 
 
 def _landed(client: FactoryClient, op: Operation) -> bool:
@@ -138,7 +157,8 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
     return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)
 
 
-def _init(client: FactoryClient, op: InitOp, signer) -> str:
+def _init(client: FactoryClient, op: InitOp, signer) -> tuple[bytes, dict, str]:
+    """The canonical ``signed`` bytes to send, their signature, and what to say once the wave is created."""
     from reconciler import signing
 
     ci_targets = client.ci_targets(op.target)
@@ -148,5 +168,4 @@ def _init(client: FactoryClient, op: InitOp, signer) -> str:
     payload = signing.canonical_json(signed)  # signed and sent as these very bytes
     signature = signer.sign_bytes(payload)
     signing.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
-    client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload, signatures=[signature])
-    return f"created with {len(signed['targets'])} targets, signed by key {signature['keyid'][:12]}"
+    return payload, signature, f"created with {len(signed['targets'])} targets, signed by key {signature['keyid'][:12]}"

@@ -68,10 +68,11 @@ class _Command(click.Command):
 @click.option("--signer", "signer_uri", metavar="URI", help="A securesystemslib signer URI for the offline key.")
 @click.option("--without-key", is_flag=True, help="Apply only the steps that need no key (rollout, complete, "
               "cancel); hold inits for a run with the key. Never reads a key.")
+@click.option("--unlock", is_flag=True, help="Free the factory's apply lease left by an apply that died, and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
 def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, factory, api_url,
-         local, keys, signer_uri, without_key, debug):
+         local, keys, signer_uri, without_key, unlock, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Start a release
@@ -88,6 +89,8 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
             raise UserError("--without-key never uses a key: drop --keys and --signer")
         if detailed_exitcode and not dry_run:
             raise UserError("--detailed-exitcode works with --dry-run")
+        if unlock:
+            sys.exit(_unlock(paths, factory, api_url, local))
         if watch:
             if rev:
                 raise UserError("--watch reads the work tree; it cannot be combined with --rev")
@@ -188,7 +191,8 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
-    with FactoryClient(backend) as client, _apply_lock(backend, dry_run):
+    repository = (provenance or {}).get("repository")
+    with FactoryClient(backend) as client, _exclusive_writer(client, backend, repository, dry_run) as guard:
         plan = build_plan(specs, observe(client, specs))
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
@@ -208,7 +212,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
 
         make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
-        result = apply_plan(client, specs, plan, make_signer, _err)
+        result = apply_plan(client, specs, plan, make_signer, _err, guard)
         if output_format == "json":
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
@@ -247,23 +251,32 @@ def _refuse_throwaway_factory_in_ci(api_url: str | None, local: str | None) -> N
 
 
 @contextlib.contextmanager
-def _apply_lock(backend, dry_run: bool):
-    """One apply at a time on a local factory: two would both see a step ready and run it twice.
-
-    Against the Foundries API the workflow serialises applies (a concurrency group, README).
-    """
-    if dry_run or backend.lock_path is None:
-        yield
+def _exclusive_writer(client, backend, repository, dry_run: bool):
+    """At most one writer per factory, from before the plan to the last write (README, "Concurrent
+    writers"): the apply lease in the release repository, plus a local factory's directory lock."""
+    if dry_run:
+        yield None
         return
-    import fcntl
+    from reconciler.writes import exclusive_writer
 
-    with open(backend.lock_path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _err(f"Waiting for another apply on {backend.label} to finish ...")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    local_dir = os.path.dirname(backend.lock_path) if backend.lock_path else None
+    with exclusive_writer(client, repository, local_dir, _err) as guard:
+        yield guard
+
+
+def _unlock(paths, factory, api_url, local) -> int:
+    """``--unlock``: free the factory's apply lease left by a dead apply (its unsettled write stays noted)."""
+    from reconciler import manifest
+    from reconciler.client import select_backend
+    from reconciler.lease import unlock
+    from reconciler.writes import lease_store
+
+    _, provenance = manifest.git_context(paths, rev=None, require_clean=False)
+    if provenance is None:
+        raise UserError(f"not a git repository: {paths[0]}: the apply lease lives in the release repository")
+    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    click.echo(unlock(lease_store(provenance["repository"], backend), backend.factory))
+    return EXIT_OK
 
 
 def _signer_factory(keys, signer_uri, backend):

@@ -121,6 +121,7 @@ class FactoryClient:
     def __init__(self, backend: Backend, timeout: float = 30.0):
         self.backend = backend
         self.factory = backend.factory
+        self.timeout = timeout  # seconds per request; a write unanswered by then has an unknown outcome
         headers = {"User-Agent": "reconciler"}
         if backend.token:
             headers["OSF-TOKEN"] = backend.token

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from reconciler.localfactory import open_embedded
-from tests.helpers.e2e import init_demo_factory
+from tests.helpers.e2e import git, init_demo_factory
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "releases"
@@ -108,14 +108,24 @@ def fresh_copy(pristine: Path, target: Path) -> Path:
     return target
 
 
+def release_copy(target: Path) -> Path:
+    """The examples in a release repository of their own: the apply lease is a ref in it, never in ours."""
+    shutil.copytree(EXAMPLES, target)
+    git(target, "init", "-q", "-b", "main")
+    git(target, "add", "-A")
+    git(target, "-c", "user.name=Release Bot", "-c", "user.email=bot@example.com", "commit", "-q", "-m", "examples")
+    return target
+
+
 def apply_with_crash(pristine: Path, tmp_path: Path, kill_after: int | None):
     factory_dir = fresh_copy(pristine, tmp_path / f"factory-{kill_after}")
+    releases = release_copy(tmp_path / f"releases-{kill_after}")
     front = KillingFront(factory_dir, kill_after)
     front.keys = factory_dir / "targets.only.key.tgz"
     try:
-        first = front.run_reconcile(EXAMPLES)
+        first = front.run_reconcile(releases)
         front.kill_after = None
-        second = front.run_reconcile(EXAMPLES)
+        second = front.run_reconcile(releases)
     finally:
         front.close()
     return factory_dir, front.writes, first, second

@@ -413,8 +413,13 @@ def _serialize_http_error(req, resp, ex: falcon.HTTPError):
     resp.text = JSON_DUMPS({"message": message, "errors": []})
 
 
-def make_app(st: store.Store, *, require_token: bool = False) -> falcon.App:
-    app = falcon.App(middleware=[Context(st, require_token)])
+def make_app(st: store.Store, *, require_token: bool = False, write_lock: float | None = None) -> falcon.App:
+    """The API. ``write_lock`` (``serve``: ``writelock.WRITE_WAIT``) is how long a request that may write
+    waits for an in-process apply on the same directory before it is answered 503."""
+    from .writelock import ServedWriteLock
+
+    locks = [ServedWriteLock(st.path.parent, write_lock)] if write_lock is not None else []
+    app = falcon.App(middleware=[Context(st, require_token), *locks])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     handler = falcon.media.JSONHandler(dumps=JSON_DUMPS)

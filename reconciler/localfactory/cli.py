@@ -156,6 +156,7 @@ def serve(c: Ctx, host, port, threads, clock_mode, speed):
 
     from .app import make_app
     from .clock import RealClock
+    from .writelock import WRITE_WAIT
 
     if speed is not None and clock_mode != "real":
         raise click.ClickException("--speed needs --clock real: the simulated clock moves only with `advance`")
@@ -166,7 +167,7 @@ def serve(c: Ctx, host, port, threads, clock_mode, speed):
         name = factory_name(conn)
         tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
     try:
-        server = waitress.create_server(make_app(st, require_token=True), host=host, port=port, threads=threads,
+        server = waitress.create_server(make_app(st, require_token=True, write_lock=WRITE_WAIT), host=host, port=port, threads=threads,
                                         ident="reconcile-factory")
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")

@@ -35,7 +35,10 @@ from pathlib import Path
 DB_NAME = "factory.db"
 SCHEMA_VERSION = "1"
 SQLITE_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT = 60.0  # seconds a connection waits for another writer before "database is locked"
+# Seconds a connection waits for another writer before "database is locked" (503 when served).
+# With writelock.WRITE_WAIT it stays under a client's 30 s request timeout: a served write is
+# answered, landed or refused, before the client gives up on it.
+BUSY_TIMEOUT = 10.0
 # The simulated clock stays before this (init --start, advance): TUF expiries up to 20 years later
 # and every time format stay representable.
 LATEST = 221845392000  # 9000-01-01T00:00:00Z

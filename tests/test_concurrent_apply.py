@@ -1,0 +1,460 @@
+"""Racing applies and lost answers: no phase is ever rolled out twice (issue 17, items 1 and 2).
+
+Real parts throughout: ``reconcile`` processes started together against ``reconcile-factory serve``
+on 127.0.0.1, an in-process apply on the same directory, a release repository whose ref holds the
+apply lease, and a small HTTP front on loopback that delays (or kills the sender of) one write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from reconciler.localfactory import cli as factory_cli
+from reconciler.localfactory import open_embedded
+from tests.helpers.e2e import CANARY_WAVE, api, commit, git, reconcile, wave
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def phases(count: int) -> str:
+    """The canary wave plus ``count`` one-device factory-wide phases (each one history entry)."""
+    return CANARY_WAVE + "".join(f"  - name: p{i}\n    limit: 1\n" for i in range(1, count + 1))
+
+
+def history(factory_dir: Path) -> list[str]:
+    return [entry["group-name"] or "*" for entry in wave(factory_dir, "rel-46")["rollout-history"]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(factory_dir: Path) -> Iterator[tuple[str, str]]:
+    """``reconcile-factory serve`` on a free loopback port: (url, token)."""
+    token = CliRunner().invoke(factory_cli.main, ["--local", str(factory_dir), "token", "--name", "ci-bot"])
+    assert token.exit_code == 0, token.output
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(factory_dir), "serve",
+                             "--port", str(port)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "serve exited"
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "serve did not start within 20 s"
+                time.sleep(0.1)
+        yield url, token.output.strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "RECONCILE_LOCK_TIMEOUT": "120", **extra}
+
+
+def start_apply(release_repo: Path, *backend: str, token: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from reconciler.cli import main; main()", str(release_repo), *backend]
+    env = _env(**({"RECONCILE_API_TOKEN": token} if token else {}))
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def race(release_repo: Path, factory_dir: Path, rounds: int, *, mixed: bool) -> None:
+    """Each round adds one ready phase and starts two applies together; the phase must land once."""
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0  # init + canary
+    with served(factory_dir) as (url, token):
+        over_http = ("--api-url", url, "--factory", "demo")
+        in_process = ("--local", str(factory_dir))
+        for n in range(1, rounds + 1):
+            commit(release_repo, {"rel-46.yaml": phases(n)}, f"phase p{n}")
+            runs = [start_apply(release_repo, *over_http, token=token),
+                    start_apply(release_repo, *(in_process if mixed else over_http), token=token)]
+            results = [(run.communicate(timeout=180), run.returncode) for run in runs]
+            for (out, err), code in results:
+                assert code == 0, (n, out, err)
+            assert history(factory_dir) == ["canary"] + ["*"] * n, (n, results)
+            rolled = sum(err.count("~ rollout rel-46 phase") for (_, err), _ in results)
+            assert rolled == 1, (n, results)
+
+
+def test_two_served_applies_started_together_roll_each_phase_out_once(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    race(release_repo, factory_dir, rounds=3, mixed=False)
+
+
+def test_a_served_and_an_in_process_apply_on_one_directory_roll_each_phase_out_once(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    race(release_repo, factory_dir, rounds=2, mixed=True)
+
+
+@pytest.mark.slow
+def test_twenty_rounds_of_racing_applies_never_repeat_a_phase(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    race(release_repo, factory_dir, rounds=20, mixed=False)
+
+
+@pytest.mark.slow
+def test_twenty_rounds_of_a_served_and_an_in_process_apply_never_repeat_a_phase(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    race(release_repo, factory_dir, rounds=20, mixed=True)
+
+
+# ------------------------------------------------------------------------------------ lost answers
+
+
+class Front:
+    """HTTP on loopback in front of a factory directory's WSGI app. The first real rollout it receives
+    runs ``on_rollout`` (delay it, kill its sender, or write behind the client's back) before it is
+    forwarded; ``rollouts`` counts the rollouts that reached the factory."""
+
+    def __init__(self, factory_dir: Path):
+        self.app = httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
+                                base_url="http://factory")
+        self.on_rollout = lambda: None
+        self.rollouts = 0
+        self.lock = threading.Lock()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "POST" and "/rollout" in self.path and not json.loads(body or b"{}").get("dry-run"):
+                    hook, front.on_rollout = front.on_rollout, lambda: None
+                    hook()
+                    with front.lock:
+                        front.rollouts += 1
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = front.app.request(self.command, self.path, content=body, headers=headers)
+                with contextlib.suppress(OSError):  # the client may have given up long ago
+                    self.send_response(answer.status_code)
+                    for key, value in answer.headers.items():
+                        if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(answer.content)))
+                    self.end_headers()
+                    self.wfile.write(answer.content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.app.close()
+
+
+@pytest.fixture
+def front(factory_dir) -> Iterator[Front]:
+    f = Front(factory_dir)
+    yield f
+    f.close()
+
+
+def apply_with_timeout(release_repo: Path, url: str, timeout: float) -> tuple[str, list[str]]:
+    """One apply like ``reconcile`` does it, with a short request timeout: (error or "", lines said)."""
+    from reconciler import manifest
+    from reconciler.apply import Outcome, apply_plan
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.core.plan import build_plan
+    from reconciler.errors import UserError
+    from reconciler.observe import observe
+    from reconciler.writes import exclusive_writer
+
+    said: list[str] = []
+    specs = manifest.load([str(release_repo)]).specs
+    with FactoryClient(select_backend(api_url=url, factory="demo", local=None), timeout=timeout) as client:
+        try:
+            with exclusive_writer(client, str(release_repo), None, said.append) as guard:
+                result = apply_plan(client, specs, build_plan(specs, observe(client, specs)), None, said.append, guard)
+        except UserError as exc:
+            return str(exc), said
+    return "; ".join(step.message for step in result.of(Outcome.FAILED)), said
+
+
+def test_a_write_answered_after_the_clients_timeout_is_not_repeated_by_an_immediate_rerun(
+        release_repo, factory_dir, front):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
+    front.on_rollout = lambda: time.sleep(1.6)  # lands 0.6 s after the client gave up on it
+
+    error, said = apply_with_timeout(release_repo, front.url, timeout=1.0)
+    assert error == "", said
+    assert any("outcome unknown" in line for line in said), said
+    assert any("landed after the answer was lost" in line for line in said), said
+    code, out, err = reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")
+    assert code == 0 and "Applying" not in err, (out, err)
+    assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
+
+
+def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir,
+                                                                                       front):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
+
+    def drop():
+        raise ConnectionAbortedError("the write never reaches the factory")
+
+    front.on_rollout = drop
+    started = time.monotonic()
+    error, said = apply_with_timeout(release_repo, front.url, timeout=0.5)
+    assert time.monotonic() - started >= 1.0, "watched the factory for twice the request timeout"
+    assert "so it did not land and the next run may send it again" in error, (error, said)
+    assert git(release_repo, "for-each-ref", "refs/reconcile/") == "", "settled: nothing left for the next run"
+    assert front.rollouts == 0 and history(factory_dir) == ["canary"]
+    assert reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")[0] == 0
+    assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
+
+
+def test_a_rerun_right_after_a_run_died_during_a_write_waits_for_that_write_instead_of_repeating_it(
+        release_repo, factory_dir, front):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
+    victim = start_apply(release_repo, "--api-url", front.url, "--factory", "demo")
+
+    def kill_then_delay():
+        victim.kill()
+        victim.wait()
+        threading.Thread(target=rerun_now, daemon=True).start()
+        time.sleep(1.5)  # the dead run's write reaches the factory while the rerun is already running
+
+    rerun: list[tuple[int, str, str]] = []
+
+    def rerun_now():
+        rerun.append(reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo"))
+
+    front.on_rollout = kill_then_delay
+    victim.communicate(timeout=120)
+    deadline = time.monotonic() + 60
+    while not rerun and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (code, out, err), = rerun
+    assert code == 0, (out, err)
+    assert "it landed" in err and "took over the lease" in err, err
+    assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
+
+
+def test_a_rollout_by_someone_else_at_the_same_time_stops_the_apply_naming_them(release_repo, factory_dir, front):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
+
+    def someone_else_rolls_out():  # fioctl by hand, with no lease: only the post-write check can see it
+        with api(factory_dir) as client:
+            assert client.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1}).status_code == 200
+
+    front.on_rollout = someone_else_rolls_out
+    code, _, err = reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")
+    assert code == 1
+    assert "the wave's rollout history grew by 2 entries instead of one" in err
+    assert "rollout-by: local-operator" in err
+
+
+# ------------------------------------------------------------------------------------ the factory's own lock
+
+
+def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(factory_dir):
+    from reconciler.client import FactoryClient
+    from reconciler.localfactory.app import make_app
+    from reconciler.localfactory.store import BUSY_TIMEOUT
+    from reconciler.localfactory.writelock import WRITE_WAIT, hold
+
+    client_timeout = inspect.signature(FactoryClient).parameters["timeout"].default
+    assert client_timeout > WRITE_WAIT + BUSY_TIMEOUT, "a served write must be answered before the client gives up"
+    embedded = open_embedded(factory_dir)
+    app = httpx.Client(transport=httpx.WSGITransport(app=make_app(embedded.store, write_lock=0.3)),
+                       base_url="http://factory")
+    with app:
+        with hold(factory_dir, wait=None):  # an in-process apply on the same directory
+            assert app.get("/ota/factories/demo/waves/").status_code == 200  # reads never wait
+            started = time.monotonic()
+            answer = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1})
+            assert answer.status_code == 503 and "busy" in answer.json()["message"]
+            assert 0.3 <= time.monotonic() - started < 1.5
+        free = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1})
+        assert free.status_code == 404, "once the apply is done, the write reaches the factory (no such wave)"
+
+
+@pytest.mark.slow
+def test_serve_answers_503_before_the_clients_timeout_while_an_in_process_apply_holds_the_directory(factory_dir):
+    from reconciler.localfactory.writelock import WRITE_WAIT, hold
+
+    with served(factory_dir) as (url, token), hold(factory_dir, wait=None):
+        started = time.monotonic()
+        answer = httpx.post(f"{url}/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1},
+                            headers={"OSF-TOKEN": token}, timeout=30)
+        took = time.monotonic() - started
+    assert answer.status_code == 503 and WRITE_WAIT <= took < WRITE_WAIT + 5
+
+
+# ------------------------------------------------------------------------------------ the lease itself
+
+
+def test_a_held_lease_names_its_holder_and_only_unlock_frees_it(release_repo, factory_dir, monkeypatch):
+    from reconciler.lease import Lease, LeaseHeld, RefStore
+
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    store = RefStore.for_repository(str(release_repo))
+    Lease.acquire(store, "demo")  # held by this (live) process, as by an apply still running
+    with pytest.raises(LeaseHeld) as caught:
+        Lease.acquire(store, "demo", wait=0)
+    assert f"(pid {os.getpid()})" in str(caught.value) and "reconcile --unlock --factory demo" in str(caught.value)
+
+    monkeypatch.setenv("RECONCILE_LOCK_TIMEOUT", "0")
+    code, _, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    assert code == 1 and "error: another apply holds factory 'demo'" in err, err
+    assert "Applying" not in err and reconcile("--dry-run", str(release_repo), "--local", str(factory_dir))[0] == 0
+
+    code, out, _ = reconcile("--unlock", "--factory", "demo", str(release_repo), "--local", str(factory_dir))
+    assert code == 0 and out.startswith("removed the apply lease of factory 'demo' held by ")
+    assert git(release_repo, "for-each-ref", "refs/reconcile/") == ""
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    assert history(factory_dir) == ["canary"]
+    assert git(release_repo, "for-each-ref", "refs/reconcile/") == "", "released at the end"
+
+
+def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(tmp_path):
+    from reconciler.lease import Lease, LeaseHeld, RefStore
+
+    shared = tmp_path / "shared.git"
+    git(tmp_path, "init", "-q", "--bare", str(shared))
+    clones = []
+    for name in ("laptop", "ci"):
+        clone = tmp_path / name
+        git(tmp_path, "clone", "-q", str(shared), str(clone))
+        clones.append(RefStore.for_repository(str(clone)))
+    laptop, ci = clones
+    assert laptop.remote == "origin"
+    lease = Lease.acquire(laptop, "acme")
+    with pytest.raises(LeaseHeld):
+        Lease.acquire(ci, "acme", wait=0)
+    note = {"wave": "v46", "kind": "rollout", "step": "rollout v46 phase 'beta'", "history": 1,
+            "sent": "2026-12-01T00:00:00.000000Z", "settle_by": "2026-12-01T00:01:00.000000Z"}
+    lease.renew((note,))
+    lease.release((note,))  # the run gave up with its write unsettled: the note outlives the lease
+    taken = Lease.acquire(ci, "acme", wait=0)
+    assert taken.inherited == (note,) and taken.broke is None
+    taken.release()
+    assert git(shared, "for-each-ref", "refs/reconcile/") == ""
+
+
+def test_an_expired_lease_is_taken_over_and_its_holder_cannot_write_any_more(release_repo):
+    from reconciler.lease import REF_PREFIX, Lease, LeaseHeld, LeaseState, RefStore
+
+    store = RefStore.for_repository(str(release_repo))
+    stale = Lease.acquire(store, "demo")
+    old = LeaseState("", {"user": "ci", "host": "runner-7", "pid": 4242}, "2026-01-01T00:00:00Z",
+                     "2026-01-01T00:10:00Z")
+    stale.state = LeaseState(store.swap(REF_PREFIX + "demo", old.to_message("demo"), stale.state.commit) or "",
+                             old.holder, old.started, old.expires)
+    fresh = Lease.acquire(store, "demo", wait=0)
+    assert fresh.broke == "took over the lease of ci@runner-7 (pid 4242): expired at 2026-01-01T00:10:00Z"
+    with pytest.raises(LeaseHeld, match="lost the lease of factory 'demo'"):
+        stale.renew(())
+    fresh.release()
+
+
+def test_the_example_workflows_apply_job_may_push_the_lease():
+    import yaml
+
+    workflow = yaml.safe_load((REPO / "examples/workflows/release.yml").read_text())
+    assert workflow["jobs"]["apply"]["permissions"]["contents"] == "write"
+
+
+@pytest.mark.parametrize("shared_remote", [False, True])
+def test_of_many_applies_taking_the_lease_at_once_exactly_one_gets_it(tmp_path, shared_remote):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reconciler.lease import Lease, LeaseHeld, RefStore
+
+    repo = tmp_path / "releases"
+    git(tmp_path, "init", "-q", str(repo))
+    if shared_remote:
+        git(tmp_path, "init", "-q", "--bare", str(tmp_path / "shared.git"))
+        git(repo, "remote", "add", "origin", str(tmp_path / "shared.git"))
+    store = RefStore.for_repository(str(repo))
+
+    def take(_):
+        try:
+            return Lease.acquire(store, "demo", wait=0)
+        except LeaseHeld:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        taken = [lease for lease in pool.map(take, range(8)) if lease is not None]
+    assert len(taken) == 1
+
+
+def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tmp_path, factory_dir, monkeypatch):
+    import httpx as _httpx
+
+    from reconciler.client import Backend, select_backend
+    from reconciler.writes import lease_store
+
+    git(tmp_path, "init", "-q", "--bare", str(tmp_path / "shared.git"))
+    git(tmp_path, "clone", "-q", str(tmp_path / "shared.git"), str(tmp_path / "releases"))
+    repo = str(tmp_path / "releases")
+
+    def api_at(url: str) -> Backend:
+        return Backend("acme", url, url, _httpx.HTTPTransport())
+
+    assert lease_store(repo, api_at("https://api.foundries.io")).remote == "origin"
+    assert lease_store(repo, select_backend(api_url=None, factory=None, local=str(factory_dir))).remote is None
+    for loopback in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):
+        assert lease_store(repo, api_at(loopback)).remote is None, loopback
+    monkeypatch.setenv("RECONCILE_LOCK_REMOTE", "origin")
+    assert lease_store(repo, api_at("http://127.0.0.1:8080")).remote == "origin"
+
+
+def test_a_lease_whose_process_on_this_machine_has_ended_is_free_even_if_its_number_was_reused():
+    from datetime import datetime, timezone
+
+    from reconciler.lease import LeaseState, holder_identity
+
+    now = datetime.now(timezone.utc)
+    me = holder_identity()
+    assert LeaseState("c", me, "x", "9999-01-01T00:00:00Z").breakable(now) is None
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    gone = {**me, "pid": int(ended.stdout), "pid_start": 1}
+    reused = {**me, "pid_start": me.get("pid_start", 0) + 1}  # this process's number, another process's start
+    for holder in (gone, reused):
+        assert LeaseState("c", holder, "x", "9999-01-01T00:00:00Z").breakable(now) == \
+            "its process on this machine has ended"
+    elsewhere = {**gone, "host": "another-machine"}
+    assert LeaseState("c", elsewhere, "x", "9999-01-01T00:00:00Z").breakable(now) is None, "only expiry frees it"
