@@ -67,14 +67,17 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         try:
             outcome = _execute(client, current, signer)
         except UserError as exc:
-            raise ApplyFailed(_failure(planned, str(exc), result)) from None
+            raise ApplyFailed(_failure(planned, str(exc), result,
+                                       unknown=getattr(exc, "outcome_unknown", False))) from None
         echo(f"  {SYMBOLS[current.op]} {current.describe()}: {outcome}")
         result.done.append(current.describe())
     return result
 
 
-def _failure(op: Operation, why: str, result: ApplyResult) -> str:
+def _failure(op: Operation, why: str, result: ApplyResult, unknown: bool = False) -> str:
     done = "; ".join(result.done) if result.done else "nothing"
+    if unknown:  # ``why`` says "outcome unknown ...; the next run checks the factory"
+        return f"{op.describe()}: {why}. Done before it: {done}."
     return f"{op.describe()} failed: {why}. Done before the failure: {done}."
 
 
@@ -91,7 +94,13 @@ def _execute(client: FactoryClient, op: Operation, signer) -> str:
         client.cancel(op.wave)
         return "canceled; devices already updated stay on their version"
     except BackendError as exc:
-        if exc.status is not None or not _landed(client, op):
+        if not exc.outcome_unknown:
+            raise
+        try:
+            landed = _landed(client, op)
+        except BackendError:
+            raise exc from None  # the read-back failed too: the outcome stays unknown
+        if not landed:
             raise
         return "done (confirmed by reading the wave back after a lost answer)"
 

@@ -11,7 +11,7 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     for name in ("RECONCILE_API_URL", "RECONCILE_API_TOKEN", "RECONCILE_KEYS", "RECONCILE_FACTORY",
-                 "RECONCILE_LOCAL"):
+                 "RECONCILE_LOCAL", "RECONCILE_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
 
 
