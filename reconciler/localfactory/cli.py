@@ -83,7 +83,16 @@ class Ctx:
                 raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` "
                                            "first")
             st.check()  # UserError (one line) for a file that is not a factory database
+            _say_modes(self.path)
         return st
+
+
+def _say_modes(path: Path) -> None:
+    from .store import make_private
+
+    note = make_private(path)
+    if note:
+        click.echo(note, err=True)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -134,6 +143,7 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
         result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts)
     except demo_mod.FactoryExists as e:
         raise click.ClickException(f"{e}; remove it to start over") from None
+    _say_modes(c.path)  # a directory that existed before init becomes private too
     click.echo(f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
                f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s")
     click.echo(f"Operator offline targets key: {result.keys_archive}")
@@ -146,10 +156,11 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
 @pass_ctx
 def serve(c: Ctx, host, port, threads):
-    """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`."""
-    import waitress
+    """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`.
 
+    Idle and slow connections are shed (serving.py), so open sockets cannot starve real requests."""
     from .app import make_app
+    from .serving import create_server
 
     st = c.store()
     with st.read() as conn:
@@ -158,21 +169,20 @@ def serve(c: Ctx, host, port, threads):
         name = factory_name(conn)
         tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
     try:
-        server = waitress.create_server(make_app(st, require_token=True), host=host, port=port, threads=threads,
-                                        ident="reconcile-factory")
+        listening = create_server(make_app(st, require_token=True), host=host, port=port, threads=threads)
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
-    click.echo(f"Serving factory '{name}' on http://{host}:{server.effective_port} (from {c.path})", err=True)
+    click.echo(f"Serving factory '{name}' on {', '.join(listening.urls)} (from {c.path})", err=True)
     if not tokens:
         click.echo("No API token exists yet: create one with `reconcile-factory token`", err=True)
     sys.stderr.flush()
     try:
-        server.run()
+        listening.server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
+        listening.server.close()
 
 
 @main.command()
