@@ -63,8 +63,8 @@ def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
                 created = True
         finally:
             os.close(lock)
+        modes = make_private(directory)  # before the first connection creates WAL files with the old mode
         name = st.check()
-        modes = make_private(directory)
         with st.read() as conn:  # the read-write connection the app uses works too
             conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
     except UserError:

@@ -82,8 +82,8 @@ class Ctx:
             if not st.exists():
                 raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` "
                                            "first")
+            _say_modes(self.path)  # before the first connection creates WAL files with the old mode
             st.check()  # UserError (one line) for a file that is not a factory database
-            _say_modes(self.path)
         return st
 
 

@@ -260,7 +260,7 @@ def make_private(directory: Path) -> str | None:
             continue  # absent (WAL files come and go); a missing database is reported elsewhere
         if stat.S_ISLNK(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
             continue  # links are not followed: the file they point at is not ours to change
-        old = f"{path.name} {stat.S_IMODE(st.st_mode):04o}"
+        old = f"{'the directory' if path == directory else path.name} {stat.S_IMODE(st.st_mode):04o}"
         try:
             os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
         except OSError as e:
