@@ -4,6 +4,7 @@ and key files that are not regular files refused at once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -13,15 +14,16 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
-from tests.helpers.e2e import CANARY_WAVE, commit, reconcile, wave
 
 from reconciler.client import Backend, DeadlineTransport, FactoryClient, RetryTransport
 from reconciler.errors import BackendError
 from reconciler.localfactory import open_embedded
 from reconciler.signing import TufError, load_key_archive_file
+from tests.helpers.e2e import CANARY_WAVE, commit, reconcile, wave
 
 REPO = Path(__file__).resolve().parents[1]
 RECONCILE = [sys.executable, "-c", "from reconciler.cli import main; main()"]
@@ -50,10 +52,8 @@ class RawServer:
     def _handle(self, conn: socket.socket, handler) -> None:
         with conn:
             self.requests.append(conn.recv(65536).split(b"\r\n", 1)[0].decode())
-            try:
+            with contextlib.suppress(OSError):
                 handler(conn)
-            except OSError:
-                pass
 
     def trickle(self, data: bytes, every: float) -> Callable[[socket.socket], None]:
         def handler(conn: socket.socket) -> None:
@@ -63,7 +63,7 @@ class RawServer:
                 conn.sendall(data[i:i + 1])
         return handler
 
-    def __enter__(self) -> RawServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -114,9 +114,9 @@ def test_a_run_stops_at_its_deadline_with_one_line(release_repo):
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
         env.update(PYTHONPATH=str(REPO), RECONCILE_TIMEOUT="2s")
         started = time.monotonic()
-        done = subprocess.run(RECONCILE + ["--dry-run", "--api-url", server.url,
+        done = subprocess.run([*RECONCILE, "--dry-run", "--api-url", server.url,
                                "--factory", "acme", str(release_repo)], env=env, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, check=False)
         took = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
@@ -144,16 +144,16 @@ def test_timeout_must_be_a_positive_duration(value, release_repo):
 
 def test_a_truncated_get_is_retried_like_a_dropped_connection():
     """An answer shorter than its Content-Length used to surface as "cannot reach" without a retry."""
-    with RawServer(send(answer(WAVES[:12], length=len(WAVES))), send(answer(WAVES))) as server:
-        with client(server.url) as c:
-            assert c.list_waves() == []
+    with RawServer(send(answer(WAVES[:12], length=len(WAVES))), send(answer(WAVES))) as server, \
+            client(server.url) as c:
+        assert c.list_waves() == []
     assert len(server.requests) == 2
 
 
 def test_a_post_whose_answer_is_cut_short_is_an_unknown_outcome_sent_once():
-    with RawServer(send(answer(b'{"device-num"', length=40))) as server, client(server.url) as c:
-        with pytest.raises(BackendError) as caught:
-            c.rollout("v46", {"group": "canary", "dry-run": False})
+    with RawServer(send(answer(b'{"device-num"', length=40))) as server, client(server.url) as c, \
+            pytest.raises(BackendError) as caught:
+        c.rollout("v46", {"group": "canary", "dry-run": False})
     message = str(caught.value)
     assert caught.value.outcome_unknown and "fail" not in message
     assert message.startswith(f"rollout of wave 'v46': outcome unknown: the connection to {server.url} was lost: ")
@@ -251,9 +251,9 @@ def test_a_fifo_given_as_keys_is_refused_at_once(fifo, release_repo):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
     env.update(PYTHONPATH=str(REPO))
     started = time.monotonic()
-    done = subprocess.run(RECONCILE + ["--keys", str(fifo), "--local",
+    done = subprocess.run([*RECONCILE, "--keys", str(fifo), "--local",
                            str(release_repo.parent / "factory"), str(release_repo)], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"error: --keys {fifo} is a FIFO: give the key archive file "
                                         "(targets.only.key.tgz)"]

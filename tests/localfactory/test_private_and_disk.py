@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.helpers.factory import make_template
 
 from reconciler.localfactory import cli, store
+from tests.helpers.factory import make_template
 
 REPO = Path(__file__).resolve().parents[2]
 NOT_A_FACTORY = "is not a local factory database"
@@ -69,7 +69,7 @@ def test_the_wal_files_are_private_too(copy):
 
 
 def test_an_older_factory_is_made_private_with_a_note(copy):
-    os.chmod(copy, 0o755)
+    os.chmod(copy, 0o755)  # noqa: S103 - an older factory's loose mode, to be tightened
     os.chmod(copy / store.DB_NAME, 0o644)
     result = cli_run(copy, "status")
     assert result.exit_code == 0, result.output
@@ -96,7 +96,7 @@ def test_reconcile_says_so_too(copy, release_repo):
 def _factory_cli(path: Path, *args: str, prefix: tuple[str, ...] = (), preexec=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([*prefix, sys.executable, "-m", "reconciler.localfactory", "--local", str(path), *args],
-                          env=env, capture_output=True, text=True, timeout=120, preexec_fn=preexec)
+                          env=env, capture_output=True, text=True, timeout=120, preexec_fn=preexec, check=False)
 
 
 def _without_privileges() -> tuple[str, ...]:

@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from tests.helpers.factory import F, make_template
 
 from reconciler.localfactory import cli, serving
 from reconciler.localfactory.app import make_app
 from reconciler.localfactory.store import Store
+from tests.helpers.factory import F, make_template
 
 REPO = Path(__file__).resolve().parents[2]
 
