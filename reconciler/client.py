@@ -47,9 +47,9 @@ _RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, ht
 
 class RetryTransport(httpx.BaseTransport):
     """Retries idempotent requests on connection failures, truncated answers and gateway errors, with
-    exponential backoff that never sleeps past the request's deadline (the ``DEADLINE`` extension). The answer of an idempotent request
-    is read here in full, so an answer cut short (fewer bytes than announced) is retried like a
-    dropped connection instead of surfacing later as "cannot reach"."""
+    exponential backoff that never sleeps past the request's deadline (the ``DEADLINE`` extension).
+    The answer of an idempotent request is read here in full, so an answer cut short (fewer bytes
+    than announced) is retried like a dropped connection instead of surfacing later as "cannot reach"."""
 
     def __init__(self, inner: httpx.BaseTransport, attempts: int = 4, backoff: float = 0.25):
         self.inner, self.attempts, self.backoff = inner, attempts, backoff
@@ -294,14 +294,17 @@ class FactoryClient:
             raise BackendError(f"{what}: not sent: the run's time is up (--timeout {_seconds(self.run_timeout)})")
         self.requests += 1
         writes = method not in IDEMPOTENT
-        deadline = min(time.monotonic() + self.request_timeout, self.deadline)
+        request_deadline = time.monotonic() + self.request_timeout
+        run_bound = self.deadline <= request_deadline  # the run's deadline comes first
         try:
-            response = self._http.request(method, path, params=params, json=body, extensions={DEADLINE: deadline})
-        except httpx.TimeoutException as exc:
-            if isinstance(exc, httpx.ConnectTimeout) and time.monotonic() < self.deadline:
-                raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection within "
-                                   f"{_seconds(CONNECT_TIMEOUT)}") from None
-            raise self._lost(what, self._late(), writes) from None
+            response = self._http.request(method, path, params=params, json=body,
+                                          extensions={DEADLINE: min(request_deadline, self.deadline)})
+        except httpx.ConnectTimeout:  # never sent: a write cannot have landed
+            limit = self._limit(run_bound) if run_bound else f"within {_seconds(CONNECT_TIMEOUT)}"
+            raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection {limit}") from None
+        except httpx.TimeoutException:
+            raise self._lost(what, f"no complete answer from {self.backend.label} {self._limit(run_bound)}",
+                             writes) from None
         except httpx.ConnectError as exc:  # never sent: a write cannot have landed
             raise BackendError(f"{what}: cannot reach {self.backend.label}: {exc}") from None
         except httpx.HTTPError as exc:
@@ -320,11 +323,10 @@ class FactoryClient:
         except ValueError:
             raise BackendError(f"{what}: the factory answered {response.status_code} with a body that is not JSON") from None
 
-    def _late(self) -> str:
-        if time.monotonic() >= self.deadline - 0.05:
-            return (f"no complete answer from {self.backend.label} before the run's deadline "
-                    f"(--timeout {_seconds(self.run_timeout)})")
-        return f"no complete answer from {self.backend.label} within {_seconds(self.request_timeout)}"
+    def _limit(self, run_bound: bool) -> str:
+        if run_bound:
+            return f"before the run's deadline (--timeout {_seconds(self.run_timeout)})"
+        return f"within {_seconds(self.request_timeout)}"
 
     def _lost(self, what: str, why: str, writes: bool, status: int | None = None) -> BackendError:
         """A request whose answer never came. For a write that is not a failure: it may have landed."""
