@@ -47,6 +47,40 @@ class _Command(click.Command):
             raise
 
 
+class _Duration(click.ParamType):
+    """A positive duration as manifests write them (``90s``, ``10m``, ``1h30m``) or plain seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        from reconciler import manifest
+
+        text = str(value).strip().lower()
+        try:
+            seconds = manifest.parse_duration(f"{text}s" if text.isdigit() else text)
+        except ValueError:
+            seconds = 0
+        if seconds <= 0:
+            self.fail(f"{value!r} is not a duration: use a positive number of seconds or 90s, 10m, 1h", param, ctx)
+        return float(seconds)
+
+
+def _check_key_file(path: str) -> None:
+    """--keys must name a regular file, refused at once otherwise: opening a FIFO or a device would
+    wait for a writer forever (the archive loader opens without blocking and checks again)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise UserError(f"--keys {path}: {(exc.strerror or str(exc)).lower()}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise UserError(f"--keys {path} is {kind}: give the key archive file (targets.only.key.tgz)")
+
+
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
@@ -69,24 +103,29 @@ class _Command(click.Command):
 @click.option("--without-key", is_flag=True, help="Apply only the steps that need no key (rollout, complete, "
               "cancel); hold inits for a run with the key. Never reads a key.")
 @click.option("--unlock", is_flag=True, help="Free the factory's apply lease left by an apply that died, and exit.")
+@click.option("--timeout", type=_Duration(), default="10m", show_default=True, envvar="RECONCILE_TIMEOUT",
+              help="The most a run may spend with the factory (90s, 10m, 1h); each request also ends after 30s "
+                   "[env RECONCILE_TIMEOUT].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
 def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, factory, api_url,
-         local, keys, signer_uri, without_key, unlock, debug):
+         local, keys, signer_uri, without_key, unlock, timeout, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Start a release
     repository with `reconcile init-repo DIR --factory NAME`.
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
-                   "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
-                   "keys": keys, "signer_uri": signer_uri, "without_key": without_key}
+               "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
+               "keys": keys, "signer_uri": signer_uri, "without_key": without_key, "timeout": timeout}
     paths = list(paths) or ["."]
     try:
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
         if without_key and (keys or signer_uri):
             raise UserError("--without-key never uses a key: drop --keys and --signer")
+        if keys:
+            _check_key_file(keys)
         if detailed_exitcode and not dry_run:
             raise UserError("--detailed-exitcode works with --dry-run")
         if unlock:
@@ -152,7 +191,7 @@ def _report(exc: UserError) -> None:
 
 
 def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
-        local, keys, signer_uri, without_key) -> int:
+        local, keys, signer_uri, without_key, timeout) -> int:
     from reconciler import manifest
 
     source = provenance = None
@@ -177,11 +216,11 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance, diffs=diffs, without_key=without_key)
+                           provenance=provenance, diffs=diffs, without_key=without_key, timeout=timeout)
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs, without_key) -> int:
+                    provenance, diffs, without_key, timeout) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan, without_keyed_steps
@@ -192,7 +231,8 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     if backend.note:
         _err(backend.note)
     repository = (provenance or {}).get("repository")
-    with FactoryClient(backend) as client, _exclusive_writer(client, backend, repository, dry_run) as guard:
+    with FactoryClient(backend, run_timeout=timeout) as client, \
+            _exclusive_writer(client, backend, repository, dry_run) as guard:
         plan = build_plan(specs, observe(client, specs))
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all

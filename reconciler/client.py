@@ -2,9 +2,15 @@
 
 One client for the real service and for the embedded local factory: with no API URL the
 requests go in-process to the local factory's WSGI app through ``httpx.WSGITransport``.
-Idempotent requests are retried on connection errors and 502/503/504 with backoff; a POST
-is never retried blindly, because a rollout that reached the server must not run twice
-(apply re-reads the wave's history instead). The backend's ``Date`` header is "now".
+Idempotent requests are retried on connection errors, truncated answers and 502/503/504 with
+backoff; a POST is never retried blindly, because a rollout that reached the server must not
+run twice (apply re-reads the wave's history instead), and a POST whose answer was lost is
+reported as "outcome unknown", never as failed. The backend's ``Date`` header is "now".
+
+Deadlines: httpx's timeouts bound each socket operation, so a server that trickles one byte
+every few seconds would hold a request forever. ``DeadlineTransport`` bounds every request as a
+whole (``REQUEST_TIMEOUT``) and every run (``FactoryClient(run_timeout=...)``, ``--timeout``):
+each socket operation waits at most until the earlier of the two.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Self, TypeVar
 
+import httpcore
 import httpx
 
 from reconciler.errors import BackendError, UserError
@@ -37,31 +45,175 @@ MAX_CONCURRENT = 16
 _T = TypeVar("_T")
 DEVICE_PAGE_SIZE = 1000  # the largest page the device list allows (reference §1.6)
 OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
+REQUEST_TIMEOUT = 30.0  # seconds one request may take from connecting to its answer's last byte
+CONNECT_TIMEOUT = 5.0
+RUN_TIMEOUT = 600.0  # seconds a whole run may spend with the factory (--timeout)
+# Request extension: the time.monotonic() by which a request must be answered in full, retries included.
+DEADLINE = "reconciler.deadline"
+# The deadline of the request being sent or read on this thread; socket operations wait until it.
+_deadline: ContextVar[float | None] = ContextVar("reconciler_request_deadline", default=None)
+_RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
 
 
 class RetryTransport(httpx.BaseTransport):
-    """Retries idempotent requests on connection failures and gateway errors, with exponential backoff."""
+    """Retries idempotent requests on connection failures, truncated answers and gateway errors, with
+    exponential backoff that never sleeps past the request's deadline (the ``DEADLINE`` extension).
+    The answer of an idempotent request is read here in full, so an answer cut short (fewer bytes
+    than announced) is retried like a dropped connection instead of surfacing later as "cannot reach"."""
 
     def __init__(self, inner: httpx.BaseTransport, attempts: int = 4, backoff: float = 0.25):
         self.inner, self.attempts, self.backoff = inner, attempts, backoff
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         for attempt in range(self.attempts):
-            last = attempt == self.attempts - 1 or request.method not in IDEMPOTENT
+            delay = self.backoff * 2**attempt
             try:
                 response = self.inner.handle_request(request)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout):
-                if last:
+                if request.method in IDEMPOTENT:
+                    response.read()
+            except _RETRYABLE:
+                if not self._may_retry(request, attempt, delay):
                     raise
             else:
-                if response.status_code not in RETRY_STATUS or last:
+                if response.status_code not in RETRY_STATUS or not self._may_retry(request, attempt, delay):
                     return response
                 response.close()
-            time.sleep(self.backoff * 2**attempt)
+            time.sleep(delay)
         raise AssertionError("the last attempt always returns or raises")
+
+    def _may_retry(self, request: httpx.Request, attempt: int, delay: float) -> bool:
+        deadline = request.extensions.get(DEADLINE)
+        return (request.method in IDEMPOTENT and attempt < self.attempts - 1
+                and (deadline is None or time.monotonic() + delay < deadline))
 
     def close(self) -> None:
         self.inner.close()
+
+
+class DeadlineTransport(httpx.BaseTransport):
+    """HTTP(S) over httpcore, every request bounded as a whole: it must be answered completely by the
+    ``DEADLINE`` request extension, or within ``timeout`` seconds when there is none.
+
+    The deadline reaches the sockets through ``_deadline``: it is set while the request is sent and
+    its headers read, and again around each read of the body, so a trickling server meets a read
+    timeout at the deadline instead of resetting httpx's per-read timeout with every byte."""
+
+    def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
+        self.timeout = timeout
+        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), retries=retries,
+                                             network_backend=_DeadlineBackend())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = request.extensions.get(DEADLINE) or time.monotonic() + self.timeout
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
+                             target=request.url.raw_path),
+            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+        with _until(deadline):
+            answer = self._pool.handle_request(core_request)
+        return httpx.Response(status_code=answer.status, headers=answer.headers,
+                              stream=_DeadlineBody(answer.stream, deadline), extensions=answer.extensions)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _DeadlineBody(httpx.SyncByteStream):
+    def __init__(self, inner: Any, deadline: float):
+        self._inner, self._deadline = inner, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            with _until(self._deadline):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+# httpcore's exceptions as httpx raises them (the subclasses first: the first match wins).
+_HTTPX_ERROR: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout), (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout), (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException), (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError), (httpcore.WriteError, httpx.WriteError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError), (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol), (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.NetworkError, httpx.NetworkError), (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _until(deadline: float) -> Iterator[None]:
+    """Socket operations inside wait at most until ``deadline``; httpcore errors become httpx's."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    except tuple(theirs for theirs, _ in _HTTPX_ERROR) as exc:
+        raise _as_httpx(exc) from None
+    finally:
+        _deadline.reset(token)
+
+
+def _as_httpx(exc: Exception) -> httpx.TransportError:
+    kind = next(mine for theirs, mine in _HTTPX_ERROR if isinstance(exc, theirs))
+    return kind(str(exc))
+
+
+def _clamp(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
+    """A socket operation's timeout, cut to what is left before the current request's deadline."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the request's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _clamp(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 @dataclass(frozen=True)
@@ -89,7 +241,7 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
         if not factory:
             raise UserError("--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile")
         base_url, label = _api_url(api_url)
-        transport = RetryTransport(httpx.HTTPTransport(retries=2))
+        transport = RetryTransport(DeadlineTransport())
         return Backend(factory, label, base_url, transport, token=os.environ.get("RECONCILE_API_TOKEN"))
     from reconciler.localfactory import open_embedded  # imported only when the embedded backend is used
 
@@ -97,8 +249,9 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
     if factory and factory != embedded.factory:
         raise UserError(f"the local factory at {embedded.path} is '{embedded.factory}', not '{factory}'; "
                         f"drop --factory or point --local elsewhere")
-    note = (f"Created the demo local factory '{embedded.factory}' at {embedded.path} "
-            f"(operator key: {embedded.keys_archive})") if embedded.created else None
+    created = (f"Created the demo local factory '{embedded.factory}' at {embedded.path} "
+               f"(operator key: {embedded.keys_archive})") if embedded.created else None
+    note = "\n".join(line for line in (created, embedded.modes_note) if line) or None
     return Backend(embedded.factory, f"local:{embedded.path}", "http://local-factory",
                    httpx.WSGITransport(app=embedded.app), keys_archive=str(embedded.keys_archive), note=note,
                    lock_path=str(embedded.path / "apply.lock"))
@@ -116,17 +269,22 @@ def _api_url(text: str) -> tuple[str, str]:
 
 
 class FactoryClient:
-    """The endpoints the reconciler uses, returning parsed JSON; errors become one-line BackendErrors."""
+    """The endpoints the reconciler uses, returning parsed JSON; errors become one-line BackendErrors.
 
-    def __init__(self, backend: Backend, timeout: float = 30.0):
+    ``run_timeout`` bounds everything this client does with the factory (``--timeout``): once it has
+    passed no request is sent, and a request under way is cut off at it."""
+
+    def __init__(self, backend: Backend, run_timeout: float = RUN_TIMEOUT, request_timeout: float = REQUEST_TIMEOUT):
         self.backend = backend
         self.factory = backend.factory
-        self.timeout = timeout  # seconds per request; a write unanswered by then has an unknown outcome
+        self.timeout = request_timeout  # seconds per request; a write unanswered by then has an unknown outcome
         headers = {"User-Agent": "reconciler"}
         if backend.token:
             headers["OSF-TOKEN"] = backend.token
         self._http = httpx.Client(base_url=backend.base_url, transport=backend.transport, headers=headers,
-                                  timeout=httpx.Timeout(timeout, connect=5.0))
+                                  timeout=httpx.Timeout(request_timeout, connect=CONNECT_TIMEOUT))
+        self.run_timeout, self.request_timeout = run_timeout, request_timeout
+        self.deadline = time.monotonic() + run_timeout
         self.requests = 0  # requests sent (retries not counted): observation must stay cheap
         self.now: datetime | None = None
         self._count_lock = threading.Lock()
@@ -163,19 +321,33 @@ class FactoryClient:
     def _send(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
               content: bytes | None = None, what: str, missing_ok: bool = False) -> Any:
         """One request; ``body`` is encoded as JSON, ``content`` is sent as given (already JSON)."""
+        if time.monotonic() >= self.deadline:
+            raise BackendError(f"{what}: not sent: the run's time is up (--timeout {_seconds(self.run_timeout)})")
         with self._count_lock:
             self.requests += 1
+        writes = method not in IDEMPOTENT
+        request_deadline = time.monotonic() + self.request_timeout
+        run_bound = self.deadline <= request_deadline  # the run's deadline comes first
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
-            response = self._http.request(method, path, params=params, json=body, content=content, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise BackendError(f"{what}: the factory did not answer in time ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
+            response = self._http.request(method, path, params=params, json=body, content=content, headers=headers,
+                                          extensions={DEADLINE: min(request_deadline, self.deadline)})
+        except httpx.ConnectTimeout:  # never sent: a write cannot have landed
+            limit = self._limit(run_bound) if run_bound else f"within {_seconds(CONNECT_TIMEOUT)}"
+            raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection {limit}") from None
+        except httpx.TimeoutException:
+            raise self._lost(what, f"no complete answer from {self.backend.label} {self._limit(run_bound)}",
+                             writes) from None
+        except httpx.ConnectError as exc:  # never sent: a write cannot have landed
             raise BackendError(f"{what}: cannot reach {self.backend.label}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise self._lost(what, f"the connection to {self.backend.label} was lost: {exc}", writes) from None
         self._read_clock(response)
         if missing_ok and response.status_code == 404:
             return None
         if response.status_code not in (200, 201, 202, 204):
+            if writes and response.status_code in RETRY_STATUS:  # a gateway's answer: the write may have landed
+                raise self._lost(what, error_text(response), writes, response.status_code)
             raise BackendError(f"{what}: {error_text(response)}", response.status_code)
         if not response.content:
             return None
@@ -183,6 +355,18 @@ class FactoryClient:
             return response.json()
         except ValueError:
             raise BackendError(f"{what}: the factory answered {response.status_code} with a body that is not JSON") from None
+
+    def _limit(self, run_bound: bool) -> str:
+        if run_bound:
+            return f"before the run's deadline (--timeout {_seconds(self.run_timeout)})"
+        return f"within {_seconds(self.request_timeout)}"
+
+    def _lost(self, what: str, why: str, writes: bool, status: int | None = None) -> BackendError:
+        """A request whose answer never came. For a write that is not a failure: it may have landed."""
+        if writes:
+            return BackendError(f"{what}: outcome unknown: {why}; the next run checks the factory", status,
+                                outcome_unknown=True)
+        return BackendError(f"{what}: {why}", status)
 
     def _read_clock(self, response: httpx.Response) -> None:
         date = response.headers.get("date")
@@ -317,6 +501,10 @@ class FactoryClient:
 def _json(value: Any) -> bytes:
     """Compact UTF-8 JSON, as httpx encodes ``json=`` bodies."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def _expect(value: Any, kind: type, what: str) -> Any:

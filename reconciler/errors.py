@@ -128,8 +128,11 @@ class ValidationFailed(UserError):
 
 
 class BackendError(UserError):
-    """The factory refused or failed a request; the message says what and why."""
+    """The factory refused or failed a request; the message says what and why. ``outcome_unknown``:
+    a write whose answer was lost (dropped connection, deadline, a gateway's 502/503/504) may have
+    landed, so it must be checked against the factory before anyone calls it failed or repeats it."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, *, outcome_unknown: bool = False):
         self.status = status
+        self.outcome_unknown = outcome_unknown
         super().__init__(message)

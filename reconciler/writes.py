@@ -40,8 +40,9 @@ def _iso(moment: datetime) -> str:
 
 
 def is_uncertain(exc: BackendError) -> bool:
-    """An error after which the write may still have landed (or land later)."""
-    return exc.status is None or exc.status in UNCERTAIN_STATUS
+    """An error after which the write may still have landed (or land later): the client says the outcome is
+    unknown (the answer was lost after sending), or a gateway answered in the factory's place."""
+    return exc.outcome_unknown or exc.status in UNCERTAIN_STATUS
 
 
 class ConcurrentWriter(UserError):

@@ -73,7 +73,9 @@ def test_post_is_never_retried_blindly():
     with ScriptedServer(answers) as server, client_for(server.url) as client, pytest.raises(BackendError) as caught:
         client.rollout("v46", {"group": "canary", "dry-run": False})
     assert len(server.seen) == 1
-    assert str(caught.value) == "rollout of wave 'v46': try later (HTTP 503)"
+    assert str(caught.value) == ("rollout of wave 'v46': outcome unknown: try later (HTTP 503); the next run checks "
+                                 "the factory")
+    assert caught.value.outcome_unknown
     assert caught.value.status == 503
 
 

@@ -195,7 +195,7 @@ def apply_with_timeout(release_repo: Path, url: str, timeout: float) -> tuple[st
 
     said: list[str] = []
     specs = manifest.load([str(release_repo)]).specs
-    with FactoryClient(select_backend(api_url=url, factory="demo", local=None), timeout=timeout) as client:
+    with FactoryClient(select_backend(api_url=url, factory="demo", local=None), request_timeout=timeout) as client:
         try:
             with exclusive_writer(client, str(release_repo), None, said.append) as guard:
                 result = apply_plan(client, specs, build_plan(specs, observe(client, specs)), None, said.append, guard)
@@ -294,7 +294,7 @@ def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(
     from reconciler.localfactory.store import BUSY_TIMEOUT
     from reconciler.localfactory.writelock import WRITE_WAIT, hold
 
-    client_timeout = inspect.signature(FactoryClient).parameters["timeout"].default
+    client_timeout = inspect.signature(FactoryClient).parameters["request_timeout"].default
     assert client_timeout > WRITE_WAIT + BUSY_TIMEOUT, "a served write must be answered before the client gives up"
     embedded = open_embedded(factory_dir)
     app = httpx.Client(transport=httpx.WSGITransport(app=make_app(embedded.store, write_lock=0.3)),

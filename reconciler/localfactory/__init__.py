@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
 
-from .store import Store
+from .store import PRIVATE_DIR, PRIVATE_FILE, Store, make_private
 
 __all__ = ["Embedded", "default_path", "open_embedded"]
 
@@ -39,6 +39,7 @@ class Embedded:
     created: bool
     keys_archive: Path
     store: Store = field(repr=False)
+    modes_note: str | None = None  # modes of an older factory made private, or why they could not be
 
 
 def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
@@ -57,12 +58,16 @@ def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
         if os.path.lexists(directory) and not directory.is_dir():
             raise UserError(f"the local factory directory {directory} is not a directory; "
                             "point --local/RECONCILE_LOCAL elsewhere")
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / ".lock", "a") as lock:  # two first runs at once create one factory
+        directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        lock = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:  # two first runs at once create one factory
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not st.exists():
                 demo.init_factory(directory)
                 created = True
+        finally:
+            os.close(lock)
+        modes = make_private(directory)  # before the first connection creates WAL files with the old mode
         name = st.check()
         with st.read() as conn:  # the read-write connection the app uses works too
             conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
@@ -76,4 +81,4 @@ def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
         st.close()
         raise UserError(f"cannot use {directory} for the local factory: "
                         f"{(e.strerror or str(e)).lower()}") from None
-    return Embedded(make_app(st), name, directory, created, directory / demo.KEY_ARCHIVE, st)
+    return Embedded(make_app(st), name, directory, created, directory / demo.KEY_ARCHIVE, st, modes)

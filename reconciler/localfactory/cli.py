@@ -82,8 +82,17 @@ class Ctx:
             if not st.exists():
                 raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` "
                                            "first")
+            _say_modes(self.path)  # before the first connection creates WAL files with the old mode
             st.check()  # UserError (one line) for a file that is not a factory database
         return st
+
+
+def _say_modes(path: Path) -> None:
+    from .store import make_private
+
+    note = make_private(path)
+    if note:
+        click.echo(note, err=True)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -134,6 +143,7 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
         result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts)
     except demo_mod.FactoryExists as e:
         raise click.ClickException(f"{e}; remove it to start over") from None
+    _say_modes(c.path)  # a directory that existed before init becomes private too
     click.echo(f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
                f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s")
     click.echo(f"Operator offline targets key: {result.keys_archive}")
@@ -151,11 +161,12 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
               help="With --clock real: simulated seconds per wall second (3600 = an hour a second; default 1).")
 @pass_ctx
 def serve(c: Ctx, host, port, threads, clock_mode, speed):
-    """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`."""
-    import waitress
+    """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`.
 
+    Idle and slow connections are shed (serving.py), so open sockets cannot starve real requests."""
     from .app import make_app
     from .clock import RealClock
+    from .serving import create_server
     from .writelock import WRITE_WAIT
 
     if speed is not None and clock_mode != "real":
@@ -167,28 +178,27 @@ def serve(c: Ctx, host, port, threads, clock_mode, speed):
         name = factory_name(conn)
         tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
     try:
-        server = waitress.create_server(make_app(st, require_token=True, write_lock=WRITE_WAIT), host=host, port=port, threads=threads,
-                                        ident="reconcile-factory")
+        listening = create_server(make_app(st, require_token=True, write_lock=WRITE_WAIT), host=host, port=port,
+                                  threads=threads)
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
     clock = RealClock(st, speed or 1.0) if clock_mode == "real" else None
     described = f"real time x{speed or 1.0:g}" if clock else "simulated time (moves with `advance`)"
-    click.echo(f"Serving factory '{name}' on http://{host}:{server.effective_port} (from {c.path}), {described}",
-               err=True)
+    click.echo(f"Serving factory '{name}' on {', '.join(listening.urls)} (from {c.path}), {described}", err=True)
     if not tokens:
         click.echo("No API token exists yet: create one with `reconcile-factory token`", err=True)
     sys.stderr.flush()
     if clock:
         clock.start()
     try:
-        server.run()
+        listening.server.run()
     except KeyboardInterrupt:
         pass
     finally:
         if clock:
             clock.stop()
-        server.close()
+        listening.server.close()
 
 
 @main.command()

@@ -31,7 +31,7 @@ from . import devices, fleet, groups, repo, store, targets, trust, waves
 HWIDS = ("intel-corei7-64", "raspberrypi4-64")
 GROUPS = ("canary", "beta", "us-east", "us-west", "eu-emea", "apac")
 VERSIONS = range(40, 61)
-KEY_ARCHIVE = "targets.only.key.tgz"
+KEY_ARCHIVE = store.KEY_ARCHIVE
 ACTOR = "factory-admin"
 FACTORY_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 
@@ -102,7 +102,7 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
         raise FactoryExists(f"{archive} already exists (an operator key archive) but {final.path.name} does not; "
                             "move the archive away to create a new factory there")
     made_dir = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=store.PRIVATE_DIR, parents=True, exist_ok=True)
     tmp = directory / f".{store.DB_NAME}.init-{os.getpid()}-{secrets.token_hex(4)}"
     st = store.Store(tmp)
     archive_written = False

@@ -22,8 +22,10 @@ written when it accepts a new snapshot (fleet.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import stat
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -33,6 +35,8 @@ from email.utils import formatdate
 from pathlib import Path
 
 DB_NAME = "factory.db"
+KEY_ARCHIVE = "targets.only.key.tgz"  # the operator's offline key, written next to the database by init
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600  # the database holds the root and online targets private keys
 SCHEMA_VERSION = "1"
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Seconds a connection waits for another writer before "database is locked" (503 when served).
@@ -134,8 +138,11 @@ class Store:
         try:
             with open(self.path, "rb") as fh:
                 header = fh.read(len(SQLITE_HEADER))
-        except OSError as e:
+        except FileNotFoundError as e:  # a dangling link: nothing of a factory is there
             raise UserError(self._not_a_factory(e.strerror or str(e))) from None
+        except OSError as e:  # unreadable is not "not a factory": the file may be perfectly healthy
+            raise UserError(f"cannot read the local factory database {self.path}: "
+                            f"{(e.strerror or str(e)).lower()}") from None
         if not header:
             raise UserError(self._not_a_factory("an empty file"))
         if header != SQLITE_HEADER:
@@ -156,10 +163,24 @@ class Store:
         return row[0]
 
     def describe(self, e: sqlite3.Error) -> str:
-        """One line for a database error: busy, or not a factory database."""
+        """One line for a database error that says what is wrong: busy, a full disk, a place SQLite may
+        not write, an I/O error, and only for the rest "not a factory database". A healthy factory on
+        a full or read-only disk must never be called damaged: the advice "move it away" would lose it.
+        """
+        where, code, text = self.path.parent, getattr(e, "sqlite_errorname", "") or "", str(e)
         if is_busy(e):
-            return f"the local factory at {self.path.parent} is busy ({e}): another process holds it; try again"
-        return self._not_a_factory(str(e))
+            return f"the local factory at {where} is busy ({text}): another process holds it; try again"
+        if code.startswith("SQLITE_FULL") or "disk is full" in text:
+            return f"the disk holding the local factory at {where} is full ({text}); free some space and try again"
+        if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in text:
+            return (f"the local factory at {where} cannot be written ({text}): SQLite writes next to "
+                    f"{self.path.name} even to read it; make the directory and its files writable "
+                    "(a read-only file system or missing permissions)")
+        if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+            return (f"cannot read or write the local factory at {where} ({text}{', ' + code if code else ''}): "
+                    "the disk may be full, over a quota or file size limit, or failing; free some space or "
+                    "check the disk and try again")
+        return self._not_a_factory(text)
 
     def _not_a_factory(self, why: str) -> str:
         return (f"{self.path} is not a local factory database ({why}); move it away or point "
@@ -168,7 +189,8 @@ class Store:
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            create_private(self.path)  # SQLite gives its -wal and -shm files the database's mode
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -224,6 +246,44 @@ class Store:
             for stmt in DEVICE_INDEXES:
                 conn.execute(stmt)
             set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (an empty file is an empty SQLite database),
+    so that SQLite never creates the file holding the factory's private keys with the umask's mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE))
+
+
+def make_private(directory: Path) -> str | None:
+    """Tighten an existing factory to the modes a new one gets: the directory 0700, the database, its
+    WAL/SHM/journal files and the operator key archive 0600, because the database holds the root and
+    online targets private keys. Returns one line saying what changed (or, when a mode cannot be
+    changed, a warning saying what stays readable), None when everything was private already."""
+    wanted = [(directory, PRIVATE_DIR)] + [(directory / f"{DB_NAME}{suffix}", PRIVATE_FILE)
+                                           for suffix in ("", "-wal", "-shm", "-journal")]
+    wanted.append((directory / KEY_ARCHIVE, PRIVATE_FILE))
+    changed, failed = [], []
+    for path, mode in wanted:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue  # absent (WAL files come and go); a missing database is reported elsewhere
+        if stat.S_ISLNK(st.st_mode) or not stat.S_IMODE(st.st_mode) & 0o077:
+            continue  # links are not followed: the file they point at is not ours to change
+        old = f"{'the directory' if path == directory else path.name} {stat.S_IMODE(st.st_mode):04o}"
+        try:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+        except OSError as e:
+            failed.append(f"{old} ({(e.strerror or str(e)).lower()})")
+        else:
+            changed.append(f"{old} -> {stat.S_IMODE(st.st_mode) & mode:04o}")
+    if failed:
+        return (f"warning: the local factory at {directory} holds private keys but stays readable by other users: "
+                f"cannot change {', '.join(failed)}")
+    if changed:
+        return f"Made the local factory at {directory} private (it holds private keys): {', '.join(changed)}"
+    return None
 
 
 def is_busy(e: BaseException) -> bool:

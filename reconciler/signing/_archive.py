@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -131,10 +132,18 @@ def load_key_archive_b64(text: str, source: str = "key archive") -> KeyArchive:
 def load_key_archive_file(path: str | os.PathLike) -> KeyArchive:
     """Read a key archive file into memory (size-limited) and parse it."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_ARCHIVE_BYTES + 1)
+        # O_NONBLOCK: a FIFO or a device opens at once instead of waiting for a writer, and is refused
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise TufError(f"cannot read key archive {os.fspath(path)}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TufError(f"key archive {os.fspath(path)} is not a regular file")
+        os.set_blocking(fd, True)
+        try:
+            data = f.read(MAX_ARCHIVE_BYTES + 1)
+        except OSError as e:
+            raise TufError(f"cannot read key archive {os.fspath(path)}: {e.strerror}") from None
     return load_key_archive(data)
 
 
