@@ -24,7 +24,19 @@ def _err(message: str) -> None:
 
 
 class _Command(click.Command):
-    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI."""
+    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
+
+    ``reconcile devices ...`` (and every name in ``SUBCOMMANDS``) is dispatched to its own
+    command: the main command's PATHS take every other first argument (a directory named
+    ``devices`` is ``./devices``).
+    """
+
+    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
+        argv = list(sys.argv[1:] if args is None else args)
+        subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
+        if subcommand is not None:
+            return subcommand.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
+        return super().main(args=argv, prog_name=prog_name, **extra)
 
     def make_context(self, *args, **kwargs):
         try:
@@ -59,7 +71,8 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
          local, keys, signer_uri, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
-    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN.
+    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. A UUID file from the
+    fleet: `reconcile devices --tag TAG ... > uuids/canary.lst`.
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                    "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
@@ -84,6 +97,71 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
             raise
         _report(exc)
         sys.exit(EXIT_ERROR)
+
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.command(cls=_Command, context_settings=_CONTEXT)
+@click.option("--tag", required=True, help="The production devices of this tag.")
+@click.option("--group", help="Only devices in this device group.")
+@click.option("--below", type=click.IntRange(min=0), metavar="VERSION",
+              help="Only devices on a build below VERSION (not yet updated).")
+@click.option("--seen-within", metavar="DURATION", help="Only devices seen within DURATION (e.g. 24h).")
+@click.option("--limit", type=click.IntRange(1, 10_000), help="The N most recently seen devices.")
+@click.option("--sample", type=click.IntRange(1, 10_000), help="N devices at random (reproducible with --seed).")
+@click.option("--seed", type=click.IntRange(min=0), help="The seed of --sample [default: a new one, printed].")
+@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
+@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
+              "without it, the embedded local factory.")
+@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
+              help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, debug):
+    """Print the UUIDs of matching production devices, one a line: a UUID file for a phase's `uuids:`
+    (fioctl's `--uuids @FILE` reads it too). How it was made goes to stderr, for the commit message.
+    At most 10,000 devices: more is an error that says how to split."""
+    try:
+        if limit is not None and sample is not None:
+            raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
+        if seed is not None and sample is None:
+            raise UserError("--seed makes --sample reproducible; it needs --sample N")
+        sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local))
+    except UserError as exc:
+        if debug:
+            raise
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+
+
+def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local) -> int:
+    import secrets
+
+    from reconciler import devices as fleet
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.manifest import parse_duration
+
+    seconds = None
+    if seen_within is not None:
+        try:
+            seconds = parse_duration(seen_within)
+        except ValueError as exc:
+            raise UserError(f"--seen-within {exc}") from None
+    if sample is not None and seed is None:
+        seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
+    selection = fleet.Selection(tag, group, below, seen_within, seconds, limit, sample, seed)
+    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    if backend.note:
+        _err(backend.note)
+    with FactoryClient(backend) as client:
+        listing = fleet.list_devices(client, selection)
+    click.echo("\n".join(listing.uuids))
+    for line in fleet.how_made(selection, listing, backend.factory, backend.label):
+        _err(line)
+    return EXIT_OK
+
+
+SUBCOMMANDS: dict[str, click.Command] = {"devices": devices}
 
 
 def _captured_run(paths, options) -> str:
