@@ -57,6 +57,10 @@ class _Command(click.Command):
 @click.option("--rev", metavar="REV", help="Read the manifests at a git revision instead of the work tree.")
 @click.option("--allow-dirty", is_flag=True, help="Apply from a work tree with uncommitted changes.")
 @click.option("--watch", is_flag=True, help="Re-plan whenever a manifest or UUID file changes.")
+@click.option("--out", "out_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="With --dry-run: save the plan (JSON, with a fingerprint of the factory state) for --plan.")
+@click.option("--plan", "plan_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Apply exactly a plan saved with --out; refused when a fresh plan would do anything else.")
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
 @click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
               "without it, the embedded local factory.")
@@ -67,8 +71,8 @@ class _Command(click.Command):
 @click.option("--signer", "signer_uri", metavar="URI", help="A securesystemslib signer URI for the offline key.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
-def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, factory, api_url,
-         local, keys, signer_uri, debug):
+def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, out_file, plan_file,
+         factory, api_url, local, keys, signer_uri, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. A UUID file from the
@@ -76,9 +80,15 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                    "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
-                   "keys": keys, "signer_uri": signer_uri}
-    paths = list(paths) or ["."]
+                   "keys": keys, "signer_uri": signer_uri, "out_file": out_file, "saved": None}
     try:
+        _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
+        if plan_file:
+            from reconciler import savedplan
+
+            options["saved"] = savedplan.load(plan_file)
+            paths = paths or tuple(options["saved"]["saved"].get("paths") or ())
+        paths = list(paths) or ["."]
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
         if detailed_exitcode and not dry_run:
@@ -164,6 +174,17 @@ def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_u
 SUBCOMMANDS: dict[str, click.Command] = {"devices": devices}
 
 
+def _check_saved_plan_options(out_file, plan_file, *, dry_run, check, watch, base) -> None:
+    if out_file and plan_file:
+        raise UserError("--out saves a new plan, --plan applies a saved one: give one")
+    for option, given in (("--out", out_file), ("--plan", plan_file)):
+        if given and (check or watch or base):
+            other = "--check" if check else "--watch" if watch else "--base"
+            raise UserError(f"{option} works with whole plans; it cannot be combined with {other}")
+    if out_file and not dry_run:
+        raise UserError("--out saves a plan without applying it: add --dry-run (then apply it with --plan FILE)")
+
+
 def _captured_run(paths, options) -> str:
     """One run for --watch, returning what it printed; the watch shows it and its changes."""
     import io
@@ -183,7 +204,7 @@ def _report(exc: UserError) -> None:
 
 
 def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
-        local, keys, signer_uri) -> int:
+        local, keys, signer_uri, out_file=None, saved=None) -> int:
     from reconciler import manifest
 
     source = provenance = None
@@ -206,21 +227,26 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance, diffs=diffs)
+                           provenance=provenance, diffs=diffs, paths=paths, out_file=out_file, saved=saved)
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs) -> int:
+                    provenance, diffs, paths, out_file, saved) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan
     from reconciler.observe import fill_device_counts, observe
 
+    if saved is not None:
+        from reconciler import savedplan
+
+        specs = savedplan.pinned(saved, specs)  # the reviewed expiry of a relative `expires: 365d`
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
     with FactoryClient(backend) as client, _apply_lock(backend, dry_run):
-        plan = build_plan(specs, observe(client, specs))
+        observed = observe(client, specs)
+        plan = build_plan(specs, observed)
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
         if not plan.errors:
@@ -233,6 +259,20 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             click.echo(render.to_text(plan, diffs))
         if plan.errors:
             return EXIT_ERROR
+        if out_file or saved is not None:
+            from reconciler import savedplan
+
+            if out_file:
+                savedplan.write(out_file, {**render.to_dict(plan, provenance, diffs),
+                                           "saved": savedplan.saved_section(plan, observed, paths)})
+                _err(f"Saved the plan to {out_file}: apply exactly these steps with `reconcile --plan {out_file}`.")
+            else:
+                stale = savedplan.stale_reasons(saved, plan, observed)
+                for reason in stale:
+                    _err(f"error: stale plan: {reason}")
+                if stale:
+                    _err("Make a new plan with `reconcile --dry-run --out FILE` and review it.")
+                    return EXIT_ERROR
         if dry_run or not plan.changes:
             return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
         from reconciler.apply import apply_plan
