@@ -27,7 +27,7 @@ def test_a_saved_plan_is_applied_exactly_and_holds_no_secrets(release_repo, fact
     local = ("--local", str(factory_dir))
     commit(release_repo, {"rel-46.yaml": GATED}, "Release 46")
     plan_file = tmp_path / "plan.json"
-    code, out, err = reconcile("--dry-run", "--out", str(plan_file), str(release_repo), *local)
+    code, _, err = reconcile("--dry-run", "--out", str(plan_file), str(release_repo), *local)
     assert code == 0, err
     assert f"Saved the plan to {plan_file}" in err
     saved = json.loads(plan_file.read_text())
@@ -42,7 +42,7 @@ def test_a_saved_plan_is_applied_exactly_and_holds_no_secrets(release_repo, fact
         assert client.get("/ota/factories/demo/waves/rel-46/").status_code == 404
 
     advance(factory_dir, "1h")  # time passes between review and apply; no gate opens
-    code, out, err = reconcile("--plan", str(plan_file), *local)  # PATHS default to the saved ones
+    code, _, err = reconcile("--plan", str(plan_file), *local)  # PATHS default to the saved ones
     assert code == 0, err
     assert "+ init rel-46" in err and "rollout rel-46 phase 'canary'" in err and "Apply complete: 2 done" in err
     assert [h["group-name"] for h in history(factory_dir, "rel-46")] == ["canary"]
@@ -65,7 +65,7 @@ def test_a_stale_plan_is_refused_with_one_line_per_difference(release_repo, fact
     assert not [op for op in json.loads(plan_file.read_text())["operations"] if op["status"] == "ready"]
 
     advance(factory_dir, "25h")  # the beta gate opens: a fresh plan would roll out beta
-    code, out, err = reconcile("--plan", str(plan_file), *local)
+    code, _, err = reconcile("--plan", str(plan_file), *local)
     assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert lines == ["error: stale plan: a fresh plan would also run rollout rel-46 phase 'beta'"]
