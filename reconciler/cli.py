@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from reconciler import terminal
 from reconciler.errors import UserError, ValidationFailed
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -69,10 +70,12 @@ class _Command(click.Command):
 @click.option("--keys", type=click.Path(dir_okay=False), help="Offline targets key archive (fioctl format); "
               "or RECONCILE_KEYS with the archive as base64.")
 @click.option("--signer", "signer_uri", metavar="URI", help="A securesystemslib signer URI for the offline key.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Apply without asking (a prompt appears only on a terminal).")
+@click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
 def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, out_file, plan_file,
-         factory, api_url, local, keys, signer_uri, debug):
+         factory, api_url, local, keys, signer_uri, assume_yes, no_color, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. A UUID file from the
@@ -80,7 +83,8 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                    "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
-                   "keys": keys, "signer_uri": signer_uri, "out_file": out_file, "saved": None}
+                   "keys": keys, "signer_uri": signer_uri, "out_file": out_file, "saved": None, "assume_yes": assume_yes}
+    terminal.disable_color(no_color)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
         if plan_file:
@@ -126,11 +130,13 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               "without it, the embedded local factory.")
 @click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
               help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
+@click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, debug):
+def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, no_color, debug):
     """Print the UUIDs of matching production devices, one a line: a UUID file for a phase's `uuids:`
     (fioctl's `--uuids @FILE` reads it too). How it was made goes to stderr, for the commit message.
     At most 10,000 devices: more is an error that says how to split."""
+    terminal.disable_color(no_color)
     try:
         if limit is not None and sample is not None:
             raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
@@ -163,8 +169,12 @@ def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_u
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
-    with FactoryClient(backend) as client:
-        listing = fleet.list_devices(client, selection)
+    progress = terminal.Progress("Reading the device list")
+    try:
+        with FactoryClient(backend) as client:
+            listing = fleet.list_devices(client, selection, progress)
+    finally:
+        progress.close()
     click.echo("\n".join(listing.uuids))
     for line in fleet.how_made(selection, listing, backend.factory, backend.label):
         _err(line)
@@ -200,11 +210,11 @@ def _report(exc: UserError) -> None:
         for problem in exc.problems:
             _err(str(problem))
     else:
-        _err(f"error: {exc}")
+        _err(terminal.error_line(str(exc)))
 
 
 def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
-        local, keys, signer_uri, out_file=None, saved=None) -> int:
+        local, keys, signer_uri, out_file=None, saved=None, assume_yes=True) -> int:
     from reconciler import manifest
 
     source = provenance = None
@@ -219,7 +229,7 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     for warning in loaded.warnings:
         _err(str(warning))
     if check:
-        click.echo(f"{loaded.files} manifests, {len(loaded.specs)} waves: ok")
+        click.echo(f"{terminal.plural(loaded.files, 'manifest')}, {terminal.plural(len(loaded.specs), 'wave')}: ok")
         return EXIT_OK
     only, diffs = None, None
     if base:
@@ -227,11 +237,12 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance, diffs=diffs, paths=paths, out_file=out_file, saved=saved)
+                           provenance=provenance, diffs=diffs, paths=paths, out_file=out_file, saved=saved,
+                           assume_yes=assume_yes)
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs, paths, out_file, saved) -> int:
+                    provenance, diffs, paths, out_file, saved, assume_yes) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan
@@ -256,7 +267,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         elif output_format == "markdown":
             click.echo(render.to_markdown(plan, provenance, diffs))
         else:
-            click.echo(render.to_text(plan, diffs))
+            click.echo(terminal.styled_plan(render.to_text(plan, diffs)))
         if plan.errors:
             return EXIT_ERROR
         if out_file or saved is not None:
@@ -269,7 +280,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             else:
                 stale = savedplan.stale_reasons(saved, plan, observed)
                 for reason in stale:
-                    _err(f"error: stale plan: {reason}")
+                    _err(terminal.error_line(f"stale plan: {reason}"))
                 if stale:
                     _err("Make a new plan with `reconcile --dry-run --out FILE` and review it.")
                     return EXIT_ERROR
@@ -277,9 +288,13 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
         from reconciler.apply import apply_plan
 
+        # A person at a terminal confirms what they just read; CI (no TTY) and a reviewed saved plan do not.
+        if not assume_yes and saved is None and terminal.interactive() and not terminal.confirm_apply(len(plan.ready)):
+            _err(terminal.error_line("apply canceled: nothing was applied"))
+            return EXIT_ERROR
         make_signer = _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
-        result = apply_plan(client, specs, plan, make_signer, _err)
+        result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)))
         _err(f"Apply complete: {len(result.done)} done, {len(result.skipped)} already done.")
     return EXIT_OK
 

@@ -63,7 +63,8 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
         if problems:
             lines += ["", f"{title}:"] + [f"  {p}" for p in problems]
     if plan.skipped_manifests:
-        lines += ["", f"{plan.skipped_manifests} wave(s) for other factories skipped."]
+        skipped = plan.skipped_manifests
+        lines += ["", f"{skipped} wave{'' if skipped == 1 else 's'} for other factories skipped."]
     lines.append("")
     lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
     return "\n".join(lines)
