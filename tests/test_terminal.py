@@ -28,8 +28,8 @@ def on_tty(args: list[str], *, answer: str | None = None, env: dict | None = Non
     """Run a console command with stdin, stdout and stderr on one pseudo-terminal; type ``answer``
     once the prompt appears. Returns the exit code and everything the terminal showed."""
     controller, terminal = pty.openpty()
-    environment = dict(os.environ, PYTHONPATH=str(REPO), TERM="xterm", **(env or {}))
-    environment.pop("NO_COLOR", None) if "NO_COLOR" not in (env or {}) else None
+    environment = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}  # the user's own NO_COLOR is not the test's
+    environment.update(PYTHONPATH=str(REPO), TERM="xterm", **(env or {}))
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from reconciler.cli import main; "
                              "from reconciler.localfactory.cli import main as factory; "
                              "(factory if sys.argv[1] == 'factory' else main)(sys.argv[2:])", *args],
@@ -120,3 +120,12 @@ def test_plurals_and_one_line_errors(release_repo, factory_dir):
     status = runner.invoke(factory_main, ["--local", str(factory_dir), "status"]).output
     assert "  production tag production: 400 devices" in status
     assert "    group canary: 10 devices, " in status and "    group (none): " in status
+
+
+def test_shell_completion_as_the_readme_documents_it():
+    env = dict(os.environ, PYTHONPATH=str(REPO), _RECONCILE_COMPLETE="bash_complete", COMP_WORDS="reconcile --dr",
+               COMP_CWORD="1")
+    done = subprocess.run([sys.executable, "-c", "from reconciler.cli import main; main(prog_name='reconcile', "
+                           "complete_var='_RECONCILE_COMPLETE')"], capture_output=True, text=True, env=env,
+                          check=False)
+    assert done.returncode == 0 and "plain,--dry-run" in done.stdout
