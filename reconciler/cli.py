@@ -14,29 +14,34 @@ import sys
 
 import click
 
+from reconciler import terminal
 from reconciler.errors import UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
 
-def _err(message: str) -> None:
+def _err(message: str, *, error: bool = False) -> None:
     """One line on stderr, escaped: a server's message or a file name cannot add a line (in a GitHub
-    Actions log, a line of its own starting ``::warning`` would be a workflow command) or colour it."""
-    click.echo(printable(message), err=True)
+    Actions log, a line of its own starting ``::warning`` would be a workflow command) or colour it.
+    ``error`` prefixes ``error:`` (red on a terminal), added after the escaping so its colour stays."""
+    text = printable(message)
+    click.echo(terminal.error_line(text) if error else text, err=True)
 
 
 class _Command(click.Command):
     """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
 
-    ``reconcile init-repo ...`` is dispatched to its own command: the main command's PATHS take
-    every other first argument (a directory named ``init-repo`` is ``./init-repo``).
+    ``reconcile init-repo ...``, ``reconcile devices ...`` (every name in ``SUBCOMMANDS``) are dispatched
+    to their own commands: the main command's PATHS take every other first argument (a directory named
+    ``devices`` is ``./devices``).
     """
 
     def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
         argv = list(sys.argv[1:] if args is None else args)
-        if argv[:1] == ["init-repo"]:
-            return init_repo.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} init-repo", **extra)
+        subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
+        if subcommand is not None:
+            return subcommand.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
         return super().main(args=argv, prog_name=prog_name, **extra)
 
     def make_context(self, *args, **kwargs):
@@ -81,7 +86,10 @@ def _check_key_file(path: str) -> None:
         raise UserError(f"--keys {path} is {kind}: give the key archive file (targets.only.key.tgz)")
 
 
-@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.command(cls=_Command, context_settings=_CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
 @click.option("--check", is_flag=True, help="Validate the manifests only; no backend.")
@@ -92,6 +100,10 @@ def _check_key_file(path: str) -> None:
 @click.option("--rev", metavar="REV", help="Read the manifests at a git revision instead of the work tree.")
 @click.option("--allow-dirty", is_flag=True, help="Apply from a work tree with uncommitted changes.")
 @click.option("--watch", is_flag=True, help="Re-plan whenever a manifest or UUID file changes.")
+@click.option("--out", "out_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="With --dry-run: save the plan (JSON, with a fingerprint of the factory state) for --plan.")
+@click.option("--plan", "plan_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Apply exactly a plan saved with --out; refused when a fresh plan would do anything else.")
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
 @click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
               "without it, the embedded local factory.")
@@ -106,20 +118,31 @@ def _check_key_file(path: str) -> None:
 @click.option("--timeout", type=_Duration(), default="10m", show_default=True, envvar="RECONCILE_TIMEOUT",
               help="The most a run may spend with the factory (90s, 10m, 1h); each request also ends after 30s "
                    "[env RECONCILE_TIMEOUT].")
+@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Apply without asking (a prompt appears only on a terminal).")
+@click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
-def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, factory, api_url,
-         local, keys, signer_uri, without_key, unlock, timeout, debug):
+def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, out_file, plan_file,
+         factory, api_url, local, keys, signer_uri, without_key, unlock, timeout, assume_yes, no_color, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
-    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Start a release
-    repository with `reconcile init-repo DIR --factory NAME`.
+    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Other commands: `reconcile
+    status` (the waves and their devices), `reconcile devices --tag TAG ... > uuids/canary.lst` (a UUID
+    file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository).
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
-               "keys": keys, "signer_uri": signer_uri, "without_key": without_key, "timeout": timeout}
-    paths = list(paths) or ["."]
+               "keys": keys, "signer_uri": signer_uri, "without_key": without_key, "timeout": timeout,
+               "out_file": out_file, "saved": None, "assume_yes": assume_yes}
+    terminal.disable_color(no_color)
     try:
+        _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
+        if plan_file:
+            from reconciler import savedplan
+
+            options["saved"] = savedplan.load(plan_file)
+            paths = paths or tuple(options["saved"]["saved"].get("paths") or ())
+        paths = list(paths) or ["."]
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
         if without_key and (keys or signer_uri):
@@ -146,7 +169,7 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
         sys.exit(EXIT_ERROR)
 
 
-@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=_Command, context_settings=_CONTEXT)
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--factory", required=True, help="The factory the repository releases to.")
 @click.option("--action", metavar="OWNER/REPO@REF", help="Where action.yml lives, pinned to a commit SHA; "
@@ -170,6 +193,85 @@ def init_repo(directory, factory, action):
              "and a full commit SHA (or rerun with --action)")
 
 
+@click.command(cls=_Command, context_settings=_CONTEXT)
+@click.option("--tag", required=True, help="The production devices of this tag.")
+@click.option("--group", help="Only devices in this device group.")
+@click.option("--below", type=click.IntRange(min=0), metavar="VERSION",
+              help="Only devices on a build below VERSION (not yet updated).")
+@click.option("--seen-within", metavar="DURATION", help="Only devices seen within DURATION (e.g. 24h).")
+@click.option("--limit", type=click.IntRange(1, 10_000), help="The N most recently seen devices.")
+@click.option("--sample", type=click.IntRange(1, 10_000), help="N devices at random (reproducible with --seed).")
+@click.option("--seed", type=click.IntRange(min=0), help="The seed of --sample [default: a new one, printed].")
+@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
+@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
+              "without it, the embedded local factory.")
+@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
+              help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
+@click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, no_color, debug):
+    """Print the UUIDs of matching production devices, one a line: a UUID file for a phase's `uuids:`
+    (fioctl's `--uuids @FILE` reads it too). How it was made goes to stderr, for the commit message.
+    At most 10,000 devices: more is an error that says how to split."""
+    terminal.disable_color(no_color)
+    try:
+        if limit is not None and sample is not None:
+            raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
+        if seed is not None and sample is None:
+            raise UserError("--seed makes --sample reproducible; it needs --sample N")
+        sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local))
+    except UserError as exc:
+        if debug:
+            raise
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+
+
+def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local) -> int:
+    import secrets
+
+    from reconciler import devices as fleet
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.manifest import parse_duration
+
+    seconds = None
+    if seen_within is not None:
+        try:
+            seconds = parse_duration(seen_within)
+        except ValueError as exc:
+            raise UserError(f"--seen-within {exc}") from None
+    if sample is not None and seed is None:
+        seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
+    selection = fleet.Selection(tag, group, below, seen_within, seconds, limit, sample, seed)
+    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    if backend.note:
+        _err(backend.note)
+    progress = terminal.Progress("Reading the device list")
+    try:
+        with FactoryClient(backend) as client:
+            listing = fleet.list_devices(client, selection, progress)
+    finally:
+        progress.close()
+    click.echo("\n".join(listing.uuids))
+    for line in fleet.how_made(selection, listing, backend.factory, backend.label):
+        _err(line)
+    return EXIT_OK
+
+
+SUBCOMMANDS: dict[str, click.Command] = {"devices": devices, "init-repo": init_repo}
+
+
+def _check_saved_plan_options(out_file, plan_file, *, dry_run, check, watch, base) -> None:
+    if out_file and plan_file:
+        raise UserError("--out saves a new plan, --plan applies a saved one: give one")
+    for option, given in (("--out", out_file), ("--plan", plan_file)):
+        if given and (check or watch or base):
+            other = "--check" if check else "--watch" if watch else "--base"
+            raise UserError(f"{option} works with whole plans; it cannot be combined with {other}")
+    if out_file and not dry_run:
+        raise UserError("--out saves a plan without applying it: add --dry-run (then apply it with --plan FILE)")
+
+
 def _captured_run(paths, options) -> str:
     """One run for --watch, returning what it printed; the watch shows it and its changes."""
     import io
@@ -187,11 +289,11 @@ def _report(exc: UserError) -> None:
         if exc.more:
             _err(exc.more)
     else:
-        _err(f"error: {exc}")
+        _err(str(exc), error=True)
 
 
 def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
-        local, keys, signer_uri, without_key, timeout) -> int:
+        local, keys, signer_uri, without_key, timeout, out_file=None, saved=None, assume_yes=True) -> int:
     from reconciler import manifest
 
     source = provenance = None
@@ -208,7 +310,7 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     if loaded.warnings_omitted:
         _err(more_line(loaded.warnings_omitted, "warnings"))
     if check:
-        click.echo(f"{loaded.files} manifests, {len(loaded.specs)} waves: ok")
+        click.echo(f"{terminal.plural(loaded.files, 'manifest')}, {terminal.plural(len(loaded.specs), 'wave')}: ok")
         return EXIT_OK
     only, diffs = None, None
     if base:
@@ -216,16 +318,21 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance, diffs=diffs, without_key=without_key, timeout=timeout)
+                           provenance=provenance, diffs=diffs, without_key=without_key, timeout=timeout,
+                           paths=paths, out_file=out_file, saved=saved, assume_yes=assume_yes)
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs, without_key, timeout) -> int:
+                    provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan, without_keyed_steps
     from reconciler.observe import fill_device_counts, observe
 
+    if saved is not None:
+        from reconciler import savedplan
+
+        specs = savedplan.pinned(saved, specs)  # the reviewed expiry of a relative `expires: 365d`
     _refuse_throwaway_factory_in_ci(api_url, local)
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
@@ -233,7 +340,8 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     repository = (provenance or {}).get("repository")
     with FactoryClient(backend, run_timeout=timeout) as client, \
             _exclusive_writer(client, backend, repository, dry_run) as guard:
-        plan = build_plan(specs, observe(client, specs))
+        observed = observe(client, specs)
+        plan = build_plan(specs, observed)
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
         if without_key:
@@ -244,15 +352,35 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         applying = not dry_run and plan.changes
         if output_format != "json" or not applying:  # an apply's JSON comes after it, with each step's outcome
             click.echo(_rendered(plan, output_format, provenance, diffs))
+        if out_file or saved is not None:
+            from reconciler import savedplan
+
+            if out_file:
+                if plan.errors:
+                    raise UserError(f"the plan has errors: not saved to {out_file}")
+                savedplan.write(out_file, {**render.to_dict(plan, provenance, diffs),
+                                           "saved": savedplan.saved_section(plan, observed, paths)})
+                _err(f"Saved the plan to {out_file}: apply exactly these steps with `reconcile --plan {out_file}`.")
+            else:
+                stale = savedplan.stale_reasons(saved, plan, observed)
+                for reason in stale:
+                    _err(f"stale plan: {reason}", error=True)
+                if stale:
+                    _err("Make a new plan with `reconcile --dry-run --out FILE` and review it.")
+                    return EXIT_ERROR
         if not applying:
             if plan.errors:
                 return EXIT_ERROR  # drift, conflicts and errors fail every mode, --detailed-exitcode included
             return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
         from reconciler.apply import Outcome, apply_plan
 
+        # A person at a terminal confirms what they just read; CI (no TTY) and a reviewed saved plan do not.
+        if not assume_yes and saved is None and terminal.interactive() and not terminal.confirm_apply(len(plan.ready)):
+            _err("apply canceled: nothing was applied", error=True)
+            return EXIT_ERROR
         make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
-        result = apply_plan(client, specs, plan, make_signer, _err, guard)
+        result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)), guard)
         if output_format == "json":
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
@@ -263,7 +391,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     _err(f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, "
          f"{len(result.of(Outcome.HELD))} held.")
     for failed in result.of(Outcome.FAILED):
-        _err(f"error: {failed.step.describe()} failed: {failed.message}")
+        _err(f"{failed.step.describe()} failed: {failed.message}", error=True)
     for wave in plan.held:
         _err(f"held: wave '{wave.wave}' (tag {wave.tag}) and the later steps of its tag: {wave.reason}")
     for step in result.of(Outcome.HELD):
@@ -278,7 +406,7 @@ def _rendered(plan, output_format: str, provenance, diffs) -> str:
         return render.to_json(plan, provenance, diffs)
     if output_format == "markdown":
         return render.to_markdown(plan, provenance, diffs)
-    return render.to_text(plan, diffs)
+    return terminal.styled_plan(render.to_text(plan, diffs))
 
 
 def _refuse_throwaway_factory_in_ci(api_url: str | None, local: str | None) -> None:

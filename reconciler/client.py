@@ -497,6 +497,30 @@ class FactoryClient:
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
 
+    # -- devices --------------------------------------------------------------------------------
+
+    def device_pages(self, filters: dict[str, str], page_size: int = 1000) -> Iterator[tuple[list[dict], int]]:
+        """The device list (reference §1.6), one page at a time as ``(devices, total)``.
+
+        ``GET /ota/devices/?factory=F&...``; empty filters are dropped and ``page`` is sent only
+        after the first page, as fioctl does. 1000 is the largest ``limit`` fioctl allows. Paging
+        follows ``next`` and stops at the announced total, so a server that keeps answering
+        ``next`` cannot loop forever.
+        """
+        params: dict[str, str | int] = {"factory": self.factory, **{k: v for k, v in filters.items() if v},
+                                        "limit": page_size}
+        seen, page = 0, 1
+        while True:
+            query = params if page == 1 else {**params, "page": page}
+            data = _expect(self._send("GET", "/ota/devices/", params=query, what="list devices"), dict, "list devices")
+            batch = [_expect(d, dict, "list devices") for d in _expect(data.get("devices") or [], list, "list devices")]
+            total = data.get("total") if isinstance(data.get("total"), int) else seen + len(batch)
+            seen += len(batch)
+            yield batch, total
+            if not data.get("next") or not batch or seen >= total:
+                return
+            page += 1
+
 
 def _json(value: Any) -> bytes:
     """Compact UTF-8 JSON, as httpx encodes ``json=`` bodies."""

@@ -85,7 +85,8 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
         lines += ["", "Held by errors (their steps and the later steps of their tag wait; other tags go on):"]
         lines += [f"  {held.wave} (tag {held.tag}): {held.reason}" for held in plan.held]
     if plan.skipped_manifests:
-        lines += ["", f"{plan.skipped_manifests} wave(s) for other factories skipped."]
+        skipped = plan.skipped_manifests
+        lines += ["", f"{skipped} wave{'' if skipped == 1 else 's'} for other factories skipped."]
     lines.append("")
     lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
     return "\n".join(printable(line) for line in lines)

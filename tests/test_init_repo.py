@@ -28,7 +28,7 @@ def test_init_repo_writes_a_repository_that_checks_and_a_workflow_github_accepts
     assert (repo / "releases" / first.split("=", 1)[1]).resolve() == repo / "schemas/wave.schema.json"
     assert (repo / "schemas/wave.schema.json").read_text() == (ROOT / "schemas/wave.schema.json").read_text()
     assert yaml.safe_load(manifest)["factory"] == "acme"
-    assert reconcile("--check", str(repo / "releases")) == (0, "1 manifests, 1 waves: ok\n", "")
+    assert reconcile("--check", str(repo / "releases")) == (0, "1 manifest, 1 wave: ok\n", "")
 
     workflow = repo / ".github/workflows/release.yml"
     result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",

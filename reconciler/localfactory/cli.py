@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from reconciler import manifest
+from reconciler import manifest, terminal
 
 from . import default_path
 
@@ -23,6 +23,13 @@ def parse_duration(text: str) -> int:
         return manifest.parse_duration(f"{text}s" if text.isdigit() else text)
     except ValueError as exc:
         raise click.BadParameter(f"the duration {exc}") from None
+
+
+class _Error(click.ClickException):
+    """A refusal shown as ``error: ...``, the prefix every command of both CLIs uses."""
+
+    def show(self, file=None) -> None:
+        click.echo(terminal.error_line(self.format_message()), err=True)
 
 
 class _OneLineErrors:
@@ -48,17 +55,21 @@ class _OneLineErrors:
         except click.UsageError as e:
             e.exit_code = 1
             raise
+        except click.ClickException as e:
+            if isinstance(e, _Error):
+                raise
+            raise _Error(e.format_message()) from None
         except ApiError as e:
             detail = "".join(f"\n  {x}" for x in (e.errors[:20] if isinstance(e.errors, list) else []))
-            raise click.ClickException(f"{e.message}{detail}") from None
+            raise _Error(f"{e.message}{detail}") from None
         except UserError as e:
-            raise click.ClickException(str(e)) from None
+            raise _Error(str(e)) from None
         except sqlite3.Error as e:
             from .store import Store
 
             c = ctx.find_object(Ctx)
             where = Store.in_dir(c.path) if c else None
-            raise click.ClickException(where.describe(e) if where else f"local factory database: {e}") from None
+            raise _Error(where.describe(e) if where else f"local factory database: {e}") from None
 
 
 class FactoryCommand(_OneLineErrors, click.Command):
@@ -139,10 +150,14 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
                                    "and '-'")
     if devices_n is None:
         devices_n = 2000 if demo else 0
+    progress = terminal.Progress("Creating devices")
     try:
-        result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts)
+        result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts,
+                                       progress=progress)
     except demo_mod.FactoryExists as e:
         raise click.ClickException(f"{e}; remove it to start over") from None
+    finally:
+        progress.close()
     _say_modes(c.path)  # a directory that existed before init becomes private too
     click.echo(f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
                f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s")
@@ -215,10 +230,14 @@ def advance(c: Ctx, duration):
     with st.write() as conn:
         if store.now(conn) + seconds > store.LATEST:
             raise click.ClickException(f"cannot advance past {store.iso(store.LATEST)}, the end of simulated time")
-        stats = fleet.advance(conn, seconds)
+        progress = terminal.Progress("Simulating seconds")
+        try:
+            stats = fleet.advance(conn, seconds, progress)
+        finally:
+            progress.close()
         now = store.now(conn)
-    click.echo(f"Now {store.iso(now)}: {stats['updated']:,} device(s) updated, {stats['failed']:,} failed "
-               f"install(s), {stats['online']:,} online")
+    click.echo(f"Now {store.iso(now)}: {terminal.plural(stats['updated'], 'device')} updated, "
+               f"{terminal.plural(stats['failed'], 'failed install')}, {stats['online']:,} online")
 
 
 @main.group()
@@ -276,7 +295,7 @@ def devices_import(c: Ctx, csv_file):
     new = dev.parse_csv(text)
     with c.store().write() as conn:
         n = dev.add_devices(conn, new, "cli")
-    click.echo(f"Imported {n:,} device(s)")
+    click.echo(f"Imported {terminal.plural(n, 'device')}")
 
 
 @devices.command("list")
@@ -289,8 +308,12 @@ def devices_import(c: Ctx, csv_file):
 def devices_list(c: Ctx, group, tag, prod, limit, page):
     """List devices (name, uuid, group, tag, target, last seen)."""
     from . import devices as dev
+    from .groups import group_id
 
     with c.store().read() as conn:
+        if group is not None and group_id(conn, group) is None:
+            names = ", ".join(n for (n,) in conn.execute("SELECT name FROM device_groups ORDER BY name")) or "none"
+            raise click.ClickException(f"no device group {group!r} (groups: {names})")
         items, total = dev.list_devices(conn, dev.Filters(group=group, tag=tag, prod=prod, limit=limit, page=page))
     click.echo(f"{'NAME':<14} {'UUID':<36} {'GROUP':<8} {'TAG':<11} {'TARGET':<26} {'PROD':<5} LAST SEEN")
     for d in items:
@@ -319,8 +342,11 @@ def status(c: Ctx, offline_threshold):
     for section, label in (("tags", "CI"), ("prod-tags", "production"), ("wave-tags", "in a wave")):
         for t in s[section]:
             versions = ", ".join(f"{x['version']}: {x['devices']:,}" for x in t["targets"])
-            click.echo(f"  {label} tag {t['name']}: {t['devices-total']:,} devices, {t['devices-online']:,} online, "
-                       f"latest {t['latest-target']} ({versions})")
+            click.echo(f"  {label} tag {t['name'] or '(untagged)'}: {terminal.plural(t['devices-total'], 'device')}, "
+                       f"{t['devices-online']:,} online, latest {t['latest-target']} ({versions})")
+            for g in t.get("device-groups") or []:
+                click.echo(f"    group {g['name'] or '(none)'}: {terminal.plural(g['devices-total'], 'device')}, "
+                           f"{g['devices-online']:,} online, {g['devices-on-latest']:,} on latest")
     for tag, version in prod:
         click.echo(f"Production targets: tag {tag} at version {version}")
     for w in wave_stats:

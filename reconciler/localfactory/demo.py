@@ -19,6 +19,7 @@ import re
 import secrets
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -80,11 +81,12 @@ def demo_group(i: int) -> str | None:
 
 
 def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 2000, seed: int = 42,
-                 start: int | None = None, ci_devices: int | None = None) -> InitResult:
+                 start: int | None = None, ci_devices: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> InitResult:
     """Create the factory in ``directory``. All or nothing: the database is built in a temporary file
     and renamed to ``factory.db`` only once complete, after the operator key archive was created
     (never overwritten: an existing archive, or an existing ``factory.db`` even a damaged one, is
-    refused). A failed init leaves neither behind."""
+    refused). A failed init leaves neither behind. ``progress(done, total)`` follows the devices created."""
     t0 = time.perf_counter()
     directory = Path(directory)
     check_name(name)
@@ -119,7 +121,7 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
             for g in GROUPS:
                 groups.create_group(conn, {"name": g, "description": f"{g} devices"}, ACTOR)
             _populate_production(conn, offline, start)
-            _add_demo_devices(conn, seed, start, devices_n, ci_devices)
+            _add_demo_devices(conn, seed, start, devices_n, ci_devices, progress)
         with st.write() as conn:
             conn.execute("ANALYZE")
         st.connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -180,7 +182,8 @@ def _populate_production(conn, offline: signing.KeyPair, start: int) -> None:
     waves.complete(conn, "populate-targets", ACTOR)
 
 
-def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int) -> None:
+def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int,
+                      progress: Callable[[int, int], None] | None = None) -> None:
     """Bulk load: device indexes are dropped and rebuilt around the inserts."""
     m = fleet.model(conn)
     day = start // fleet.DAY
@@ -207,6 +210,8 @@ def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int) -> None:
 
     def rows():
         for i in range(n):
+            if progress and i % 10_000 == 0:
+                progress(i, n + n_ci)
             yield row(demo_uuid(seed, i), f"demo-{i:06d}", gids.get(demo_group(i)), "production", 1, HWIDS[i % 2], 40)
         for j in range(n_ci):
             yield row(demo_uuid(seed, j, "reconciler-demo-ci"), f"ci-{j:04d}", None, "main", 0, HWIDS[j % 2], 60)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import repo, store, targets, trust, tufclient
@@ -169,8 +170,10 @@ def device_view(conn: sqlite3.Connection, device: dict) -> tuple[str, repo.View 
 # ------------------------------------------------------------------------------------ advance
 
 
-def advance(conn: sqlite3.Connection, seconds: int) -> dict:
-    """Move the simulated clock forward, letting every device check in on its schedule."""
+def advance(conn: sqlite3.Connection, seconds: int, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Move the simulated clock forward, letting every device check in on its schedule.
+
+    ``progress(done, total)`` in simulated seconds after each simulated day, for a long advance."""
     if seconds < 0:
         raise ValueError("time only moves forward")
     start = store.now(conn)
@@ -182,6 +185,8 @@ def advance(conn: sqlite3.Connection, seconds: int) -> dict:
         _chunk(conn, t, chunk_end, stats)
         t = chunk_end
         store.set_meta(conn, "now", t)
+        if progress:
+            progress(t - start, seconds)
     store.set_meta(conn, "now", end)
     stats["online"] = conn.execute("SELECT count(*) FROM devices WHERE online = 1").fetchone()[0]
     return stats

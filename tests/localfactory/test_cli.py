@@ -80,7 +80,7 @@ def test_devices_add_import_list(made, tmp_path):
     csv.write_text("name,uuid,group,tag,production,hardware_id,version\n"
                    "imp-1,,us-east,production,true,intel-corei7-64,40\n"
                    "imp-2,6a2b0c3e-1111-4222-8333-444455556666,,main,false,raspberrypi4-64,60\n")
-    assert "Imported 2 device(s)" in run(made, "devices", "import", str(csv)).output
+    assert "Imported 2 devices" in run(made, "devices", "import", str(csv)).output
     bad = tmp_path / "bad.csv"
     bad.write_text("name,tag,hardware_id,version\nx,production,intel-corei7-64,forty\n")
     result = run(made, "devices", "import", str(bad), ok=False)

@@ -117,7 +117,7 @@ def test_speed_needs_the_real_clock(made):
     result = run(made, "serve", "--speed", "60", ok=False)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: --speed needs --clock real: the simulated clock moves only with `advance`"]
+        "error: --speed needs --clock real: the simulated clock moves only with `advance`"]
     result = run(made, "serve", "--clock", "real", "--speed", "0", ok=False)
     assert result.exit_code == 1 and "--speed" in result.output
 

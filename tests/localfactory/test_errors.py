@@ -42,7 +42,7 @@ def one_line_error(result, *fragments):
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
@@ -220,12 +220,12 @@ def test_devices_import_and_add_refuse_bad_input(copy, tmp_path):
     result = cli_run(copy, "devices", "import", str(ranges))
     assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
     assert [line.strip() for line in result.stderr.splitlines()] == [
-        "Error: Invalid device CSV", "line 2: version must be between 0 and 2147483647",
+        "error: Invalid device CSV", "line 2: version must be between 0 and 2147483647",
         "line 3: version must be between 0 and 2147483647", "line 4: version must be between 0 and 2147483647",
         "line 5: version must be an integer"]
     edge = tmp_path / "edge.csv"
     edge.write_text("name,tag,hardware_id,version\nz,production,intel-corei7-64,2147483647\n")
-    assert "Imported 1 device(s)" in cli_run(copy, "devices", "import", str(edge)).output
+    assert "Imported 1 device" in cli_run(copy, "devices", "import", str(edge)).output
     assert "lab-1" not in cli_run(copy, "devices", "list", "--limit", "1000").output
 
 

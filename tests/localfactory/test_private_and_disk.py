@@ -112,7 +112,7 @@ def _without_privileges() -> tuple[str, ...]:
 def _one_line(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert NOT_A_FACTORY not in lines[0] and "move it away" not in lines[0]
     return lines[0]
 
@@ -127,7 +127,7 @@ def test_a_read_only_factory_is_called_read_only_not_damaged(copy, command):
     finally:
         os.chmod(copy, 0o700)
         os.chmod(copy / store.DB_NAME, 0o600)
-    assert line.startswith(f"Error: the local factory at {copy} cannot be written (attempt to write a readonly "
+    assert line.startswith(f"error: the local factory at {copy} cannot be written (attempt to write a readonly "
                            "database): ")
     assert "make the directory and its files writable" in line
     assert cli_run(copy, "status").exit_code == 0, "the factory was healthy all along"
@@ -144,7 +144,7 @@ def test_a_full_disk_is_called_a_disk_problem_not_a_damaged_database(copy):
     """A file size limit in a child process stands in for a full disk: every write fails as it would."""
     before = (copy / store.DB_NAME).read_bytes()
     line = _one_line(_factory_cli(copy, "advance", "1h", preexec=_file_size_limit(1024)))
-    assert line.startswith(f"Error: cannot read or write the local factory at {copy} (disk I/O error")
+    assert line.startswith(f"error: cannot read or write the local factory at {copy} (disk I/O error")
     assert "the disk may be full" in line
     assert (copy / store.DB_NAME).read_bytes() == before
     assert cli_run(copy, "advance", "1h").exit_code == 0, "with space again, the factory works"

@@ -471,7 +471,7 @@ def test_reconcile_check_prints_warnings_and_succeeds(monkeypatch):
     monkeypatch.chdir(WARNINGS)
     result = CliRunner().invoke(main, ["--check", "uuid-duplicates"])
     assert result.exit_code == 0
-    assert result.stdout == "1 manifests, 1 waves: ok\n"
+    assert result.stdout == "1 manifest, 1 wave: ok\n"
     assert len(result.stderr.splitlines()) == 2 and "warning: duplicate UUID" in result.stderr
 
 

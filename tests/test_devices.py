@@ -1,0 +1,166 @@
+"""``reconcile devices``: UUID files from the fleet, through the real CLI, in-process and over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from reconciler.localfactory.cli import main as factory_main
+from reconciler.manifest._uuids import parse_file
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, init_demo_factory, reconcile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def uuids_of(out: str) -> tuple[str, ...]:
+    """The output read exactly as a manifest's UUID file is read: it must be valid as it stands."""
+    uuids, problems = parse_file(out.encode(), "canary.lst")
+    assert problems == [], problems
+    return uuids
+
+
+def group_members(factory_dir: Path, group: str) -> set[str]:
+    with api(factory_dir) as client:
+        data = client.get("/ota/devices/", params={"factory": "demo", "group": group, "limit": 1000}).json()
+    return {d["uuid"] for d in data["devices"]}
+
+
+def test_a_group_limit_is_a_valid_uuid_file_with_its_recipe_on_stderr(factory_dir):
+    code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "canary",
+                               "--limit", "5")
+    assert code == 0, err
+    uuids = uuids_of(out)
+    assert len(uuids) == 5 and list(uuids) == sorted(uuids)
+    assert set(uuids) <= group_members(factory_dir, "canary")
+    assert out == "".join(f"{u}\n" for u in uuids)  # nothing but the UUIDs on stdout
+    assert "5 device UUIDs: the most recently seen of" in err
+    assert "Made with: reconcile devices --tag production --group canary --limit 5" in err
+    assert "From: factory demo (local:" in err and "at 2026-11-01T08:00:00Z" in err
+    again = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "canary",
+                      "--limit", "5")
+    assert again[1] == out
+
+
+def test_a_sample_is_reproducible_with_its_printed_seed(factory_dir):
+    base = ("devices", "--local", str(factory_dir), "--tag", "production", "--sample", "20")
+    code, out, err = reconcile(*base)
+    assert code == 0, err
+    seed = err.split("--seed ")[1].split()[0]
+    assert reconcile(*base, "--seed", seed)[1] == out
+    other = reconcile(*base, "--seed", str(int(seed) + 1))[1]
+    assert len(uuids_of(other)) == 20 and other != out
+
+
+def test_below_and_seen_within_filter_on_documented_fields(factory_dir, release_repo):
+    local = ("--local", str(factory_dir))
+    canary = group_members(factory_dir, "canary")
+    # The demo fleet runs build 40: nothing is below 40, everything is below 41.
+    code, out, err = reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "40")
+    assert code == 1 and out == "" and err.strip().splitlines() == [
+        "error: no production devices with tag production in group canary, on a build below 40 in factory demo; "
+        "nothing written"]
+    assert set(uuids_of(reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "41")[1])) \
+        == canary
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46 to the canaries")
+    assert reconcile(str(release_repo), *local)[0] == 0
+    advance(factory_dir, "24h")  # most canaries update to 46; the rest are still to do
+    code, out, err = reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "46")
+    behind = set(uuids_of(out))
+    assert code == 0 and 0 < len(behind) < len(canary) and behind < canary
+    seen = uuids_of(reconcile("devices", *local, "--tag", "production", "--seen-within", "1h")[1])
+    everyone = uuids_of(reconcile("devices", *local, "--tag", "production")[1])
+    assert 0 < len(seen) < len(everyone)
+
+
+def test_a_generated_file_is_used_in_a_phase(factory_dir, release_repo):
+    local = ("--local", str(factory_dir))
+    code, out, err = reconcile("devices", *local, "--tag", "production", "--group", "us-east", "--limit", "7")
+    assert code == 0, err
+    (release_repo / "uuids").mkdir()
+    wave = CANARY_WAVE + "  - name: us-east-pilots\n    uuids: uuids/us-east-pilots.lst\n"
+    commit(release_repo, {"uuids/us-east-pilots.lst": out, "rel-46.yaml": wave}, "Pilots from the fleet")
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0 and "phase 'us-east-pilots' (factory-wide, 7 uuids): rolled out to 7 devices" in err, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--group", "nosuch"), "error: no device group 'nosuch' in factory demo"),
+    (("--limit", "5", "--sample", "5"), "error: --limit takes the most recently seen devices, --sample a random set"),
+    (("--seed", "3"), "error: --seed makes --sample reproducible; it needs --sample N"),
+    (("--seen-within", "yesterday"), "error: --seen-within must be a duration"),
+    (("--limit", "10001"), "Invalid value for '--limit'"),
+])
+def test_mistakes_are_one_line_and_exit_1(factory_dir, args, message):
+    code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production", *args)
+    assert code == 1 and out == ""
+    assert message in err and "Traceback" not in err
+    if message.startswith("error:"):
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_more_than_a_uuid_file_holds_says_how_to_split(tmp_path):
+    factory_dir = init_demo_factory(tmp_path / "big", devices=10_400)
+    code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production")
+    assert code == 1 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: 10,400 production devices with tag production: a UUID file holds at most 10,000")
+    assert "by group: --group " in line and "in no group; or take --limit N or --sample N" in line
+    code, out, _ = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "us-east")
+    assert code == 0 and 0 < len(uuids_of(out)) < 10_000
+
+
+# ------------------------------------------------------------------------------------ over HTTP
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The local factory served over real HTTP (1,500 devices: the list takes two pages of 1,000)."""
+    path = tmp_path_factory.mktemp("served") / "factory"
+    runner = CliRunner()
+    assert runner.invoke(factory_main, ["--local", str(path), "init", "--demo", "--devices", "1500",
+                                        "--start", "2026-11-01T08:00:00Z"]).exit_code == 0
+    token = runner.invoke(factory_main, ["--local", str(path), "token"]).output.strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+        yield path, url, token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_devices_over_http_page_through_the_whole_list(served, monkeypatch):
+    path, url, token = served
+    monkeypatch.setenv("RECONCILE_API_TOKEN", token)
+    remote = ("devices", "--api-url", url, "--factory", "demo", "--tag", "production")
+    code, out, err = reconcile(*remote)
+    assert code == 0, err
+    assert len(uuids_of(out)) == 1500  # two pages of 1,000
+    assert f"From: factory demo ({url}) at" in err and token not in err
+    assert out == reconcile("devices", "--local", str(path), "--tag", "production")[1]  # both backends agree
+    code, out, err = reconcile(*remote, "--group", "beta", "--sample", "10", "--seed", "4")
+    assert code == 0 and set(uuids_of(out)) <= group_members(path, "beta")
+    monkeypatch.setenv("RECONCILE_API_TOKEN", "wrong")
+    code, out, err = reconcile(*remote)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
