@@ -23,8 +23,30 @@ def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _status_command() -> click.Command:
+    from reconciler.status import status_command
+
+    return status_command
+
+
+# `reconcile NAME ...` runs NAME's own command (imported only when used, so `--help` stays quick);
+# every other first argument is one of the main command's PATHS.
+SUBCOMMANDS = {"status": _status_command}
+
+
 class _Command(click.Command):
-    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI."""
+    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
+
+    A first argument naming one of ``SUBCOMMANDS`` is dispatched to that command (a directory of that
+    name is ``./status``).
+    """
+
+    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv[:1] and argv[0] in SUBCOMMANDS:
+            command = SUBCOMMANDS[argv[0]]()
+            return command.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
+        return super().main(args=argv, prog_name=prog_name, **extra)
 
     def make_context(self, *args, **kwargs):
         try:
@@ -59,7 +81,8 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
          local, keys, signer_uri, debug):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
-    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN.
+    The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. `reconcile status [PATHS]`
+    shows what the waves are doing to the fleet.
     """
     options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
                    "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -232,6 +232,28 @@ class FactoryClient:
         return _expect(self._send("GET", self._factory_path(f"waves/{name}/status/"),
                                   params={"offline-threshold": OFFLINE_THRESHOLD_HOURS}, what=what), dict, what)
 
+    def wave_targets(self, names: list[str]) -> dict[str, dict]:
+        """The targets of these active waves in one request (reference §1.3); waves with none are absent."""
+        if not names:
+            return {}
+        data = self._send("GET", self._factory_path("wave-targets/"), params={"name": ",".join(sorted(names))},
+                          what="read wave targets", missing_ok=True)
+        return _expect(data or {}, dict, "read wave targets")
+
+    def device_updates(self, device: str) -> list[dict]:
+        """A device's first page of updates, fioctl's ``devices updates`` (``UpdateList``)."""
+        what = f"updates of device '{device}'"
+        data = _expect(self._send("GET", f"/ota/devices/{device}/updates/", params={"factory": self.factory},
+                                  what=what), dict, what)
+        return [u for u in _expect(data.get("updates") or [], list, what) if isinstance(u, dict)]
+
+    def update_events(self, device: str, correlation_id: str) -> list[dict]:
+        """The events of one update, fioctl's ``devices updates show`` (a list of ``UpdateEvent``)."""
+        what = f"events of update '{correlation_id}' of device '{device}'"
+        data = self._send("GET", f"/ota/devices/{device}/updates/{correlation_id}/", params={"factory": self.factory},
+                          what=what)
+        return [e for e in _expect(data or [], list, what) if isinstance(e, dict)]
+
     def device_groups(self) -> set[str]:
         data = _expect(self._send("GET", self._factory_path("device-groups/"), what="list device groups"), dict,
                        "list device groups")
@@ -278,6 +300,30 @@ class FactoryClient:
 
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
+
+    # -- devices --------------------------------------------------------------------------------
+
+    def device_pages(self, filters: dict[str, str], page_size: int = 1000) -> Iterator[tuple[list[dict], int]]:
+        """The device list (reference §1.6), one page at a time as ``(devices, total)``.
+
+        ``GET /ota/devices/?factory=F&...``; empty filters are dropped and ``page`` is sent only
+        after the first page, as fioctl does. 1000 is the largest ``limit`` fioctl allows. Paging
+        follows ``next`` and stops at the announced total, so a server that keeps answering
+        ``next`` cannot loop forever.
+        """
+        params: dict[str, str | int] = {"factory": self.factory, **{k: v for k, v in filters.items() if v},
+                                        "limit": page_size}
+        seen, page = 0, 1
+        while True:
+            query = params if page == 1 else {**params, "page": page}
+            data = _expect(self._send("GET", "/ota/devices/", params=query, what="list devices"), dict, "list devices")
+            batch = [_expect(d, dict, "list devices") for d in _expect(data.get("devices") or [], list, "list devices")]
+            total = data.get("total") if isinstance(data.get("total"), int) else seen + len(batch)
+            seen += len(batch)
+            yield batch, total
+            if not data.get("next") or not batch or seen >= total:
+                return
+            page += 1
 
 
 def _json(value: Any) -> bytes:
