@@ -9,7 +9,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from reconciler.core.status import DeviceRow, GateReport, PhaseReport, ScopeCounts, StatusReport, WaveFacts, WaveReport, gate_text
+from reconciler.core.status import (
+    DeviceRow,
+    GateReport,
+    PhaseReport,
+    ScopeCounts,
+    StatusReport,
+    WaveFacts,
+    WaveReport,
+    gate_text,
+)
 
 FORMAT_VERSION = "1.0"
 DASH = "–"
@@ -29,14 +38,18 @@ def render(report: StatusReport, output_format: str) -> str:
 
 # -- tables -----------------------------------------------------------------------------------------
 
-def table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), indent: str = "  ") -> list[str]:
+def table(header: list[str], rows: list[list[str]], numeric: frozenset[int] = frozenset(), indent: str = "  ") -> list[str]:
     """Columns padded to their widest cell; numbers right-aligned, like ``fioctl waves status``."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     out = []
     for row in [header, *rows]:
-        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
         out.append((indent + "  ".join(cells)).rstrip())
     return out
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _n(value: int | None) -> str:
@@ -71,7 +84,7 @@ def _facts(wave: WaveReport, now: datetime) -> list[str]:
         lines.append(f"devices on tag {wave.tag}: {t.devices} ({t.updated} updated, {t.pending} on older versions, "
                      f"{t.offline} offline)")
     if wave.left_on_canceled is not None:
-        lines.append(f"left on canceled version {wave.version}: {wave.left_on_canceled} devices")
+        lines.append(f"left on canceled version {wave.version}: {_plural(wave.left_on_canceled, 'device')}")
     expiry = []
     if wave.targets_expire is not None:
         expiry.append(f"wave targets expire {iso(wave.targets_expire)}")
@@ -91,7 +104,7 @@ def to_text(report: StatusReport) -> str:
     for wave in report.waves:
         lines += ["", _title(wave)] + [f"  {line}" for line in _facts(wave, report.now)]
         if wave.phases:
-            lines += table(PHASE_HEADER, [_phase_cells(p) for p in wave.phases], numeric={5, 6, 7, 8})
+            lines += table(PHASE_HEADER, [_phase_cells(p) for p in wave.phases], numeric=frozenset({5, 6, 7, 8}))
     return "\n".join(lines)
 
 
@@ -186,9 +199,9 @@ def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format
     cells = [[r.device.uuid, r.device.name, r.device.group or DASH, iso(r.device.last_seen) or "never",
               r.device.target_name, r.state, _last_update(r)] for r in rows]
     if output_format == "markdown":
-        out = [f"### Devices of wave `{_cell(wave.name)}` (version {wave.version}, {wave.status}): {len(rows)}", "",
+        out = [f"### Devices of wave `{_cell(wave.name)}` (version {wave.version}, {wave.status}): {_plural(len(rows), 'device')}", "",
                "| " + " | ".join(h.title() for h in DEVICE_HEADER) + " |", "|---|---|---|---|---|---|---|"]
         out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells]
         return "\n".join(out) + "\n"
-    title = f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: {len(rows)} devices"
+    title = f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: {_plural(len(rows), 'device')}"
     return "\n".join([title, *(table(DEVICE_HEADER, cells, indent="") if rows else [])])

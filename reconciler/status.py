@@ -152,7 +152,7 @@ def read_devices(client: FactoryClient, name: str, only: str | None,
     wave = parse_wave_facts(data)
     versions = _target_versions(client, wave)
     now = client.server_now()
-    devices = []
+    devices: list[DeviceFacts] = []
     for page, _ in client.device_pages({"match_tag": wave.tag, "prod": "1"}):
         devices.extend(d for d in map(functools.partial(_device, versions), page) if reached(wave, d))
     now = client.server_now()

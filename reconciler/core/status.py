@@ -28,7 +28,7 @@ from reconciler.core.spec import Gate, PhaseSpec, WaveSpec
 from reconciler.core.state import WaveStatus
 
 ReportStatus = WaveStatus | Literal["absent"]
-PhaseState = Literal["done", "next", "pending"]
+PhaseState = Literal["done", "next", "pending", "skipped"]
 
 
 # -- inputs (read from the factory by the shell) ----------------------------------------------------
@@ -86,7 +86,7 @@ class PhaseReport:
     name: str
     scope: str  # "group canary", "group us-east, limit 10", "factory-wide"
     group: str | None
-    state: PhaseState  # done (rolled out), next (the next step), pending
+    state: PhaseState  # done (rolled out), next (the next step), pending, skipped (the wave finished without it)
     rollout_at: datetime | None = None
     rollout_by: str | None = None
     reached: int | None = None
@@ -152,14 +152,8 @@ def waves_needing_counts(names: list[str], waves: dict[str, WaveFacts]) -> list[
             best = latest.get(wave.tag)
             if best is None or (wave.finished_at, wave.version) > (best.finished_at or wave.finished_at, best.version):
                 latest[wave.tag] = wave
-    chosen = []
-    for name in names:
-        wave = waves.get(name)
-        if wave is None:
-            continue
-        if wave.status is not WaveStatus.COMPLETE or latest.get(wave.tag) is wave:
-            chosen.append(name)
-    return chosen
+    return [name for name in names if name in waves
+            and (waves[name].status is not WaveStatus.COMPLETE or latest.get(waves[name].tag) is waves[name])]
 
 
 # -- building the report ----------------------------------------------------------------------------
@@ -198,7 +192,7 @@ def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | No
             reached=entry.devices, counts=scope_counts))
     active = wave.status is WaveStatus.ACTIVE
     for index in range(len(wave.history), len(planned)):
-        state: PhaseState = "next" if active and index == len(wave.history) else "pending"
+        state: PhaseState = ("next" if index == len(wave.history) else "pending") if active else "skipped"
         phases.append(_phase(planned[index], state))
     return WaveReport(
         name=wave.name, tag=wave.tag, version=wave.version, status=wave.status,
