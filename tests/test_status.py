@@ -295,3 +295,14 @@ def test_after_a_cancel_status_shows_the_devices_left_on_the_canceled_version(ba
     code, out, _ = status(str(copy), "--local", str(local))
     assert f"left on canceled version 61: {len(left)} devices" in out
     assert "canceled 2026-11-0" in out
+
+
+def test_the_text_plan_counts_the_next_rollout_while_its_gate_waits(gated):
+    """Item 6: the dry-run count of an active wave's next rollout, ready or blocked by its gate, and the progress table."""
+    repo, local = gated
+    code, out, err = reconcile("--dry-run", str(repo), "--local", str(local))
+    assert code == 0, err
+    assert "Active waves:" in out and "rel-46  production  46      1/2" in out
+    rollout = next(line for line in out.splitlines() if "rollout" in line and "us-east" in line)
+    assert rollout.endswith("phase 'us-east' (group us-east, limit 10), 10 devices")
+    assert "blocked: wait 24h" in out

@@ -331,8 +331,10 @@ def token(c: Ctx, name):
     click.echo(value)
 
 
-def parse_rate(text: str) -> int:
-    """``30%``, ``2.5%`` or ``30`` (percent) -> basis points (1/10,000), 0..100%."""
+def parse_rate(ctx, param, text: str | None) -> int | None:
+    """``30%``, ``2.5%`` or ``30`` (percent) -> basis points (1/10,000), 0..100% (a click callback)."""
+    if text is None:
+        return None
     raw = text.strip().removesuffix("%")
     try:
         value = float(raw)
@@ -347,17 +349,16 @@ def parse_rate(text: str) -> int:
 @click.argument("version", type=click.IntRange(0, 2**31 - 1))
 @click.option("--tag", "tags", multiple=True, default=("main",), show_default=True)
 @click.option("--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True)
-@click.option("--failure-rate", metavar="RATE", help="Share of devices whose install of this build fails, every "
+@click.option("--failure-rate", "rate", metavar="RATE", callback=parse_rate, help="Share of devices whose install of this build fails, every "
               "attempt (e.g. 30%); on an existing build, only sets the rate. Rehearses a bad build.")
 @pass_ctx
-def build(c: Ctx, version, tags, hwids, failure_rate):
+def build(c: Ctx, version, tags, hwids, rate):
     """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
     import sqlite3
 
     from . import devices as dev
     from . import fleet, targets, waves
 
-    rate = None if failure_rate is None else parse_rate(failure_rate)
     bad = [t for t in tags if not waves.TAG_RE.match(t)]
     if bad:
         raise click.ClickException(f"--tag {bad[0]!r} is not a tag: use 1-100 letters, digits, '_', '.', '+' and '-'")
