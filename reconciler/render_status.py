@@ -60,10 +60,10 @@ def _phase_cells(phase: PhaseReport) -> list[str]:
     counts = phase.counts
     return [phase.name, phase.scope, phase.state, iso(phase.rollout_at) or "", phase.rollout_by or "",
             _n(phase.reached), _n(counts.updated if counts else None), _n(counts.pending if counts else None),
-            _n(counts.offline if counts else None)]
+            _n(counts.offline if counts else None), _n(phase.failed)]
 
 
-PHASE_HEADER = ["PHASE", "SCOPE", "STATE", "ROLLED OUT", "BY", "REACHED", "UPDATED", "PENDING", "OFFLINE"]
+PHASE_HEADER = ["PHASE", "SCOPE", "STATE", "ROLLED OUT", "BY", "REACHED", "UPDATED", "PENDING", "OFFLINE", "FAILED"]
 
 
 def _title(wave: WaveReport) -> str:
@@ -104,7 +104,7 @@ def to_text(report: StatusReport) -> str:
     for wave in report.waves:
         lines += ["", _title(wave)] + [f"  {line}" for line in _facts(wave, report.now)]
         if wave.phases:
-            lines += table(PHASE_HEADER, [_phase_cells(p) for p in wave.phases], numeric=frozenset({5, 6, 7, 8}))
+            lines += table(PHASE_HEADER, [_phase_cells(p) for p in wave.phases], numeric=frozenset({5, 6, 7, 8, 9}))
     return "\n".join(lines)
 
 
@@ -123,7 +123,7 @@ def to_markdown(report: StatusReport) -> str:
         out += [f"- {_cell(line)}" for line in _facts(wave, report.now)]
         if wave.phases:
             out += ["", "| " + " | ".join(h.title() for h in PHASE_HEADER) + " |",
-                    "|---|---|---|---|---|---:|---:|---:|---:|"]
+                    "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
             out += ["| " + " | ".join(_cell(c) for c in _phase_cells(p)) + " |" for p in wave.phases]
     return "\n".join(out) + "\n"
 
@@ -153,7 +153,7 @@ def _gate(gate: GateReport | None) -> dict | None:
 def _phase(phase: PhaseReport) -> dict:
     return {"name": phase.name, "scope": phase.scope, "group": phase.group, "state": phase.state,
             "rollout_at": iso(phase.rollout_at), "rollout_by": phase.rollout_by, "reached": phase.reached,
-            "counts": _counts(phase.counts)}
+            "counts": _counts(phase.counts), "failed": phase.failed}
 
 
 def wave_dict(wave: WaveReport) -> dict:

@@ -8,7 +8,8 @@ Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests
 - overview: the wave list (``ceil(waves / 100)`` pages), one ``prod-targets`` call for every tag shown,
   one ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each
   active or canceled wave shown and for the latest completed wave of each tag shown. At most
-  ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves;
+  ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
+  adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
 - ``--devices WAVE``: the wave, its build's CI targets and the tag's production targets (to map a
   device's ``target-name`` to a version), the device list of the tag (``ceil(devices / 1000)``
   pages), and for each online device the wave reached that is not on its version, its updates and
@@ -119,8 +120,10 @@ def _expiry(envelope: dict) -> datetime | None:
     return parse_time(signed.get("expires")) if isinstance(signed, dict) else None
 
 
-def read_status(client: FactoryClient, specs: list[WaveSpec]) -> StatusReport:
-    """The overview, within the request budget in the module docstring."""
+def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bool = False,
+                warn=lambda line: None) -> StatusReport:
+    """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
+    wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
     waves = {w.name: w for w in map(parse_wave_facts, client.list_waves())}
     names = waves_to_report(specs, client.factory, waves)
     spec_tags = {s.name: s.tag for s in specs}
@@ -136,8 +139,13 @@ def read_status(client: FactoryClient, specs: list[WaveSpec]) -> StatusReport:
         counts = {name: parse_counts(status) for name, status in zip(counted, statuses, strict=True)}
     except (TypeError, ValueError, AttributeError):
         raise BackendError("wave status: unexpected numbers in the factory's answer") from None
+    failed: dict[str, dict[str, int]] = {}
+    for name in active if with_failed else []:
+        per_group = failed.setdefault(name, {})
+        for row in _classified(client, waves[name], "failed", warn):
+            per_group[row.device.group] = per_group.get(row.device.group, 0) + 1
     return build_status(specs, factory=client.factory, backend=client.backend.label, now=client.server_now(),
-                        waves=waves, counts=counts, wave_expiry=wave_expiry, prod_expiry=prod_expiry)
+                        waves=waves, counts=counts, wave_expiry=wave_expiry, prod_expiry=prod_expiry, failed=failed)
 
 
 _TRAILING_VERSION = re.compile(r"-(\d+)$")
@@ -150,6 +158,10 @@ def read_devices(client: FactoryClient, name: str, only: str | None,
     if data is None:
         raise UserError(f"no wave '{name}' in factory '{client.factory}'; `reconcile status` lists the waves")
     wave = parse_wave_facts(data)
+    return wave, _classified(client, wave, only, warn)
+
+
+def _classified(client: FactoryClient, wave: WaveFacts, only: str | None, warn) -> list[DeviceRow]:
     versions = _target_versions(client, wave)
     now = client.server_now()
     devices: list[DeviceFacts] = []
@@ -166,8 +178,7 @@ def read_devices(client: FactoryClient, name: str, only: str | None,
     rows = [DeviceRow(d, classify(wave, d, last.get(d.uuid), now, OFFLINE_THRESHOLD), last.get(d.uuid))
             for d in devices]
     # The devices still to act on: without a filter, every one that is not on the wave version.
-    rows = [r for r in rows if (r.state == only if only is not None else r.state != "updated")]
-    return wave, rows
+    return [r for r in rows if (r.state == only if only is not None else r.state != "updated")]
 
 
 def _target_versions(client: FactoryClient, wave: WaveFacts) -> dict[str, int]:
@@ -227,13 +238,15 @@ class _StatusCommand(click.Command):
 @click.option("--failed", "only", flag_value="failed", help="With --devices: only devices whose update failed.")
 @click.option("--offline", "only", flag_value="offline", help="With --devices: only offline devices.")
 @click.option("--pending", "only", flag_value="pending", help="With --devices: only devices still to update.")
+@click.option("--with-failed", is_flag=True, help="Count each active wave's failed devices per phase (reads every "
+              "online device's update history that is below the wave version: two requests each).")
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
 @click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
               "without it, the embedded local factory.")
 @click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
               help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def status_command(paths, output_format, devices_of, only, factory, api_url, local, debug):
+def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
     Reads only; never writes."""
@@ -243,6 +256,8 @@ def status_command(paths, output_format, devices_of, only, factory, api_url, loc
     try:
         if only and not devices_of:
             raise UserError(f"--{only} works with --devices WAVE")
+        if with_failed and devices_of:
+            raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
         specs = [] if devices_of else _load_specs(list(paths) or ["."])
         backend = select_backend(api_url=api_url, factory=factory, local=local)
         if backend.note:
@@ -252,7 +267,8 @@ def status_command(paths, output_format, devices_of, only, factory, api_url, loc
                 wave, rows = read_devices(client, devices_of, only, lambda line: click.echo(line, err=True))
                 click.echo(render_status.devices(wave, rows, client.server_now(), output_format))
             else:
-                click.echo(render_status.render(read_status(client, specs), output_format))
+                report = read_status(client, specs, with_failed=with_failed, warn=lambda line: click.echo(line, err=True))
+                click.echo(render_status.render(report, output_format))
     except UserError as exc:
         if debug:
             raise

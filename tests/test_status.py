@@ -99,7 +99,7 @@ def test_status_text_shows_history_progress_gate_and_expiry(gated):
     row = next(line.split() for line in out.splitlines() if line.strip().startswith("canary"))
     assert row == ["canary", "group", "canary", "done", "2026-11-01T08:00:00Z", entry["rollout-by"],
                    str(entry["num-devices"]), str(updated), str(canary["devices-on-older-version"]),
-                   str(canary["devices-total"] - canary["devices-online"])]
+                   str(canary["devices-total"] - canary["devices-online"]), "–"]  # failed: only with --with-failed
     assert "us-east  group us-east, limit 10  next" in out
     # The wait counts from the canary rollout at 08:00; two hours have passed.
     assert "next: rollout us-east: waiting (wait 24h passes 2026-11-02T08:00:00Z (in 22h); updated 90%: " in out
@@ -208,6 +208,22 @@ def test_failed_devices_of_a_bad_build(bad_build):
     assert all(d["state"] != "updated" for d in everyone)
     pending = devices_json(local, "--pending")["devices"]
     assert not {d["uuid"] for d in pending} & {d["uuid"] for d in failed}
+
+
+def test_with_failed_counts_failed_devices_per_phase(bad_build):
+    repo, local = bad_build
+    listed = devices_json(local, "--failed")["devices"]
+    code, out, err = status(str(repo), "--local", str(local), "--with-failed", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    Draft202012Validator(load_schema("status.schema.json")).validate(data)
+    phases = data["waves"][0]["phases"]
+    assert {p["group"]: p["failed"] for p in phases} == {
+        group: sum(1 for d in listed if d["group"] == group) for group in ("canary", "us-east")}
+    plain = json.loads(status(str(repo), "--local", str(local), "--format", "json")[1])
+    assert all(p["failed"] is None for p in plain["waves"][0]["phases"])  # counted only when asked
+    code, _, err = status("--devices", "rel-61", "--with-failed", "--local", str(local))
+    assert code == 1 and "--with-failed" in err
 
 
 def test_a_bad_build_fails_on_the_same_devices_every_day(bad_build, tmp_path):

@@ -14,7 +14,9 @@ Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
 - the next step's ``require.updated`` gate uses the planner's numbers (``WaveProgress``: devices on
   the wave version or newer over the history's ``num-devices``), so status and plan never disagree;
 - after a cancel, the devices *left on the canceled version* are the status's devices on the wave
-  version (a canceled wave counts devices as they are now, reference §2.3).
+  version (a canceled wave counts devices as they are now, reference §2.3);
+- *failed* devices (only when asked: it costs requests per device, ``reconciler/status.py``) are
+  counted for the phase's scope like the other numbers.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class PhaseReport:
     rollout_by: str | None = None
     reached: int | None = None
     counts: ScopeCounts | None = None  # the scope's devices now (see the module docstring)
+    failed: int | None = None  # the scope's devices whose update to the wave failed, when asked for
 
 
 @dataclass(frozen=True)
@@ -160,8 +163,9 @@ def waves_needing_counts(names: list[str], waves: dict[str, WaveFacts]) -> list[
 
 def build_status(specs: list[WaveSpec], *, factory: str, backend: str, now: datetime, waves: dict[str, WaveFacts],
                  counts: dict[str, WaveCounts], wave_expiry: dict[str, datetime],
-                 prod_expiry: dict[str, datetime]) -> StatusReport:
-    """The report for the waves ``waves_to_report`` names, from what the shell read."""
+                 prod_expiry: dict[str, datetime], failed: dict[str, dict[str, int]] | None = None) -> StatusReport:
+    """The report for the waves ``waves_to_report`` names, from what the shell read. ``failed``: per wave
+    that was asked for, its failed devices by group name ("" for none)."""
     by_name = {s.name: s for s in selected_specs(specs, factory)}
     reports = []
     for name in waves_to_report(specs, factory, waves):
@@ -172,12 +176,13 @@ def build_status(specs: list[WaveSpec], *, factory: str, backend: str, now: date
                                       manifest=spec.manifest, production_expire=prod_expiry.get(spec.tag),
                                       phases=tuple(_phase(p, "pending") for p in spec.phases)))
             continue
-        reports.append(_wave_report(spec, wave, counts.get(name), wave_expiry.get(name), prod_expiry.get(wave.tag), now))
+        reports.append(_wave_report(spec, wave, counts.get(name), wave_expiry.get(name), prod_expiry.get(wave.tag), now,
+                                    (failed or {}).get(name)))
     return StatusReport(factory=factory, backend=backend, now=now, waves=tuple(reports))
 
 
 def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | None, targets_expire: datetime | None,
-                 production_expire: datetime | None, now: datetime) -> WaveReport:
+                 production_expire: datetime | None, now: datetime, failed: dict[str, int] | None) -> WaveReport:
     planned = spec.phases if spec is not None else ()
     phases = []
     for index, entry in enumerate(wave.history):
@@ -189,7 +194,8 @@ def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | No
             name=phase.name if phase is not None else f"rollout {index + 1}",
             scope=phase_scope(phase) if phase is not None else _entry_scope(entry),
             group=entry.group or None, state="done", rollout_at=entry.at, rollout_by=entry.by,
-            reached=entry.devices, counts=scope_counts))
+            reached=entry.devices, counts=scope_counts,
+            failed=None if failed is None else (sum(failed.values()) if entry.factory_wide else failed.get(entry.group, 0))))
     active = wave.status is WaveStatus.ACTIVE
     for index in range(len(wave.history), len(planned)):
         state: PhaseState = ("next" if index == len(wave.history) else "pending") if active else "skipped"
