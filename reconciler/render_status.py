@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from reconciler.core.plan import EXPIRY_WARNING, format_duration
 from reconciler.core.status import (
     DeviceRow,
     GateReport,
@@ -66,6 +67,13 @@ def _phase_cells(phase: PhaseReport) -> list[str]:
 PHASE_HEADER = ["PHASE", "SCOPE", "STATE", "ROLLED OUT", "BY", "REACHED", "UPDATED", "PENDING", "OFFLINE", "FAILED"]
 
 
+def _soon(when: datetime, now: datetime) -> str:
+    """The plan's expiry warning, in a word: expired, or within its 30 days."""
+    if when <= now:
+        return " (EXPIRED)"
+    return f" (in {format_duration(when - now)})" if when - now < EXPIRY_WARNING else ""
+
+
 def _title(wave: WaveReport) -> str:
     where = wave.manifest or "unmanaged: no manifest"
     return f"{wave.name}: {wave.status}, version {wave.version}, tag {wave.tag} ({where})"
@@ -87,9 +95,10 @@ def _facts(wave: WaveReport, now: datetime) -> list[str]:
         lines.append(f"left on canceled version {wave.version}: {_plural(wave.left_on_canceled, 'device')}")
     expiry = []
     if wave.targets_expire is not None:
-        expiry.append(f"wave targets expire {iso(wave.targets_expire)}")
+        expiry.append(f"wave targets expire {iso(wave.targets_expire)}{_soon(wave.targets_expire, now)}")
     if wave.production_expire is not None:
-        expiry.append(f"production targets of {wave.tag} expire {iso(wave.production_expire)}")
+        expiry.append(f"production targets of {wave.tag} expire {iso(wave.production_expire)}"
+                      f"{_soon(wave.production_expire, now)}")
     if expiry:
         lines.append("; ".join(expiry))
     if wave.next_step is not None:

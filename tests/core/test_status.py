@@ -141,3 +141,4 @@ def test_device_states():
     assert classify(gone, device(46, in_wave=False), None, NOW, OFFLINE) == "left"
     assert not needs_events(gone, device(46), NOW, OFFLINE)
 
+
