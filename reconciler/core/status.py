@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from reconciler.core.plan import format_duration, selected_specs
+from reconciler.core.plan import _ledger_drift, format_duration, selected_specs
 from reconciler.core.spec import Gate, PhaseSpec, WaveSpec
-from reconciler.core.state import WaveStatus
+from reconciler.core.state import RolloutRecord, WaveStatus
 
 ReportStatus = WaveStatus | Literal["absent"]
 PhaseState = Literal["done", "next", "pending", "skipped"]
@@ -107,7 +107,7 @@ class GateReport:
     updated_required: float | None = None  # percent
     updated: int | None = None
     reached: int | None = None
-    blocked_by: str | None = None  # why the step cannot run whatever the gate says
+    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, as the plan says it)
 
 
 @dataclass(frozen=True)
@@ -238,19 +238,19 @@ def _entry_scope(entry: RolloutEntry) -> str:
 def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime) -> GateReport | None:
     """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5)."""
     done = len(wave.history)
+    if spec.cancel:
+        return GateReport(step="cancel", passed=True)
     if done < len(spec.phases):
         step, gate = f"rollout {spec.phases[done].name}", spec.phases[done].gate
-    elif spec.cancel:
-        return GateReport(step="cancel", passed=True)
     elif spec.complete is not None:
         step, gate = "complete", spec.complete.gate
     else:
         return None
     since = wave.history[-1].at if wave.history else wave.created_at
-    blocked_by = None
-    if done > len(spec.phases):
-        blocked_by = "the factory's history has more rollouts than the manifest has phases (drift)"
-    return _gate(step, gate, since, wave, counts, now, blocked_by)
+    records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
+                                  devices=e.devices) for e in wave.history)
+    drift = _ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
+    return _gate(step, gate, since, wave, counts, now, "drift: " + "; ".join(drift) if drift else None)
 
 
 def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveCounts | None, now: datetime,

@@ -142,3 +142,11 @@ def test_device_states():
     assert not needs_events(gone, device(46), NOW, OFFLINE)
 
 
+
+
+def test_a_drifted_wave_says_so_instead_of_a_gate():
+    history = [entry(None, NOW - timedelta(days=2), 40, wide=True)]  # the manifest's first phase is group canary
+    gate = report([SPEC], [facts("v46", 46, history=history)], {"v46": counts(40)}).waves[0].next_step
+    assert gate is not None and not gate.passed and gate.blocked_by is not None
+    assert gate.blocked_by.startswith("drift: rollout 1 in the factory was factory-wide, but phase 'canary'")
+    assert gate_text(gate, NOW).startswith("rollout us-east: waiting (blocked: drift: ")
