@@ -290,11 +290,12 @@ def test_read_devices_request_budget(bad_build):
     _, local = bad_build
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(local))) as client:
         _, rows = read_devices(client, "rel-61", "offline")
-        assert client.requests == 3 + 1  # wave, CI targets, prod targets, one page of 200 devices; no events
+        # The wave, CI targets, prod targets, and one page per rolled-out group (canary, us-east); no events.
+        assert client.requests == 3 + 2
         checked = client.requests
         _, rows = read_devices(client, "rel-61", None)
         candidates = sum(1 for r in rows if r.state in ("failed", "pending"))
-        assert client.requests - checked == 4 + 2 * candidates
+        assert client.requests - checked == 5 + 2 * candidates
 
 
 def test_after_a_cancel_status_shows_the_devices_left_on_the_canceled_version(bad_build, tmp_path):
