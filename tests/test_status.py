@@ -156,6 +156,14 @@ def test_status_usage_mistakes_are_one_line(gated):
     assert code == 1 and "yaml" in err
 
 
+def test_a_manifest_mistake_is_one_line_and_nothing_is_read(gated, tmp_path):
+    _, local = gated
+    (tmp_path / "w.yaml").write_text(CANARY_WAVE.replace("target: 46", "target: nope"))
+    code, out, err = status(str(tmp_path), "--local", str(local))
+    assert code == 1 and out == ""
+    assert err.strip() == f"{tmp_path / 'w.yaml'}:4:9: target must be an integer CI build number, got 'nope'"
+
+
 def test_a_directory_named_like_a_subcommand_needs_a_path_prefix(gated):
     """`reconcile status` is the subcommand; `reconcile ./status` plans the manifests in ./status."""
     _, local = gated
