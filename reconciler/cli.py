@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -29,19 +30,24 @@ def _err(message: str, *, error: bool = False) -> None:
     click.echo(terminal.error_line(text) if error else text, err=True)
 
 
+def _status_command() -> click.Command:
+    from reconciler.status import status_command
+
+    return status_command
+
 class _Command(click.Command):
     """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
 
-    ``reconcile init-repo ...``, ``reconcile devices ...`` (every name in ``SUBCOMMANDS``) are dispatched
-    to their own commands: the main command's PATHS take every other first argument (a directory named
-    ``devices`` is ``./devices``).
+    A first argument naming one of ``SUBCOMMANDS`` (``status``, ``devices``, ``init-repo``) is dispatched to
+    that command; the main command's PATHS take every other first argument (a directory of that name is
+    ``./status``).
     """
 
     def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
         argv = list(sys.argv[1:] if args is None else args)
-        subcommand = SUBCOMMANDS.get(argv[0]) if argv else None
-        if subcommand is not None:
-            return subcommand.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
+        if argv[:1] and argv[0] in SUBCOMMANDS:
+            command = SUBCOMMANDS[argv[0]]()
+            return command.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
         return super().main(args=argv, prog_name=prog_name, **extra)
 
     def make_context(self, *args, **kwargs):
@@ -258,7 +264,13 @@ def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_u
     return EXIT_OK
 
 
-SUBCOMMANDS: dict[str, click.Command] = {"devices": devices, "init-repo": init_repo}
+# `reconcile NAME ...` runs NAME's own command, imported only when named (`reconcile --help` stays quick);
+# every other first argument is one of the main command's PATHS.
+SUBCOMMANDS: dict[str, Callable[[], click.Command]] = {
+    "status": _status_command,
+    "devices": lambda: devices,
+    "init-repo": lambda: init_repo,
+}
 
 
 def _check_saved_plan_options(out_file, plan_file, *, dry_run, check, watch, base) -> None:

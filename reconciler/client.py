@@ -419,6 +419,28 @@ class FactoryClient:
         return _expect(self._send("GET", self._factory_path(f"waves/{name}/status/"),
                                   params={"offline-threshold": OFFLINE_THRESHOLD_HOURS}, what=what), dict, what)
 
+    def wave_targets(self, names: list[str]) -> dict[str, dict]:
+        """The targets of these active waves in one request (reference §1.3); waves with none are absent."""
+        if not names:
+            return {}
+        data = self._send("GET", self._factory_path("wave-targets/"), params={"name": ",".join(sorted(names))},
+                          what="read wave targets", missing_ok=True)
+        return _expect(data or {}, dict, "read wave targets")
+
+    def device_updates(self, device: str) -> list[dict]:
+        """A device's first page of updates, fioctl's ``devices updates`` (``UpdateList``)."""
+        what = f"updates of device '{device}'"
+        data = _expect(self._send("GET", f"/ota/devices/{device}/updates/", params={"factory": self.factory},
+                                  what=what), dict, what)
+        return [u for u in _expect(data.get("updates") or [], list, what) if isinstance(u, dict)]
+
+    def update_events(self, device: str, correlation_id: str) -> list[dict]:
+        """The events of one update, fioctl's ``devices updates show`` (a list of ``UpdateEvent``)."""
+        what = f"events of update '{correlation_id}' of device '{device}'"
+        data = self._send("GET", f"/ota/devices/{device}/updates/{correlation_id}/", params={"factory": self.factory},
+                          what=what)
+        return [e for e in _expect(data or [], list, what) if isinstance(e, dict)]
+
     def device_groups(self) -> set[str]:
         data = _expect(self._send("GET", self._factory_path("device-groups/"), what="list device groups"), dict,
                        "list device groups")
@@ -447,14 +469,6 @@ class FactoryClient:
             if not data.get("next") or not batch or len(devices) >= total:
                 return devices
             page += 1
-
-    def wave_targets(self, names: list[str]) -> dict[str, dict]:
-        """The targets of these active waves in one request (their expiry); waves without are absent."""
-        if not names:
-            return {}
-        what = "read wave targets"
-        return _expect(self._send("GET", self._factory_path("wave-targets/"), params={"name": ",".join(sorted(names))},
-                                  what=what, missing_ok=True) or {}, dict, what)
 
     def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
         """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that

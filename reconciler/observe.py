@@ -226,21 +226,24 @@ def rollout_options(op: RolloutOp, dry_run: bool) -> dict:
 
 
 def fill_device_counts(client: FactoryClient, plan: Plan) -> Plan:
-    """The plan with the device count of each wave's next ready rollout (a dry-run rollout on the backend).
+    """The plan with the device count of each active wave's next rollout (a dry-run rollout on the backend),
+    ready or waiting for its gate: the count is what the rollout would reach now. Later rollouts cannot
+    be counted (the dry run does not know what the earlier ones will stage), nor a drifted wave's.
 
-    A rollout the backend refuses is blocked with its answer, and every later step of its wave behind it.
+    A ready rollout the backend refuses is blocked with its answer, and every later step of its wave
+    behind it; a refused blocked rollout keeps its reason and gets no count.
     """
-    existing = {w.name for w in plan.waves if w.status == WaveStatus.ACTIVE}
-    counted: dict[str, RolloutOp] = {}  # the first ready rollout of each existing wave
+    next_phase = {w.name: w.phases_done for w in plan.waves if w.status == WaveStatus.ACTIVE and not w.drift}
+    counted: dict[str, RolloutOp] = {}  # the next rollout of each existing wave
     for op in plan.operations:
-        if isinstance(op, RolloutOp) and op.ready and op.wave in existing and op.wave not in counted:
+        if isinstance(op, RolloutOp) and next_phase.get(op.wave) == op.phase_index and op.wave not in counted:
             counted[op.wave] = op
     answers = client.gather([functools.partial(_dry_run, client, op) for op in counted.values()])
     for op, answer in zip(counted.values(), answers, strict=True):
-        if isinstance(answer, BackendError):
-            plan = _block_wave_from(plan, op, f"the factory refuses this rollout: {answer}")
-        else:
+        if not isinstance(answer, BackendError):
             plan = plan.with_operation(op, replace(op, devices=int(answer.get("device-num") or 0)))
+        elif op.ready:
+            plan = _block_wave_from(plan, op, f"the factory refuses this rollout: {answer}")
     return plan
 
 

@@ -71,6 +71,9 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     lines = [f"Factory {plan.factory} ({plan.backend}), now {iso(plan.now)}"]
     for path, diff in (diffs or {}).items():
         lines += ["", f"Changed manifest {path}:"] + [f"  {line}" for line in diff.rstrip("\n").split("\n")]
+    active = [w for w in plan.waves if w.status == WaveStatus.ACTIVE]
+    if active:
+        lines += ["", "Active waves:", *_progress_table(active)]
     if plan.operations:
         lines.append("")
         width = max(len(op.wave) for op in plan.operations)
@@ -90,6 +93,17 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     lines.append("")
     lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
     return "\n".join(printable(line) for line in lines)
+
+
+def _progress_table(waves: list[WaveSummary]) -> list[str]:
+    """The Markdown plan's wave table for the terminal: phases done and the updated share, aligned."""
+    rows = [["WAVE", "TAG", "TARGET", "PHASES", "PROGRESS"]]
+    for wave in waves:
+        drift = " (drift)" if wave.drift else ""
+        rows.append([wave.name, wave.tag, str(wave.target), f"{wave.phases_done}/{len(wave.phases)}{drift}",
+                     _progress(wave)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 # -- JSON ----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 from reconciler import render
 from reconciler.core.plan import build_plan
 from reconciler.core.spec import CompleteSpec, Limit
+from reconciler.core.state import WaveProgress
 from reconciler.resources import load_schema
 from tests.helpers.planning import NOW, active, observed, phase, record, wave
 
@@ -67,3 +68,15 @@ def test_markdown_has_wave_table_operations_and_a_mermaid_diagram_per_wave():
     assert "| `~` | rollout | `v46` | phase 'beta' (group beta) |  | blocked: wait 24h: 21h left |" in md
     assert 's0["init"]:::done' in md and 's1["canary"]:::done' in md and 's2["beta"]:::blocked' in md
     assert "  s0 --> s1 --> s2 --> s3 --> s4" in md
+
+
+def test_text_shows_progress_of_each_active_wave():
+    running = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", updated=90)])
+    state = observed([active("v46", 46, [record("canary", NOW - timedelta(hours=3), full=True)])],
+                     progress={"v46": WaveProgress(updated=9, rolled_out=12, total=100)})
+    text = render.to_text(build_plan([running, wave("v47", 47)], state))
+    lines = text.splitlines()
+    start = lines.index("Active waves:")
+    assert lines[start + 1].split() == ["WAVE", "TAG", "TARGET", "PHASES", "PROGRESS"]
+    assert lines[start + 2].split() == ["v46", "production", "46", "1/2", "9/12", "updated", "(75%)"]
+    assert lines[start + 3] == ""  # v47 is not active: no row

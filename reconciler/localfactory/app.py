@@ -281,6 +281,14 @@ class DeviceUpdatesResource(Base):
         resp.media = {"updates": items, "total": total, "next": nxt}
 
 
+class DeviceUpdateEventsResource(Base):
+    def on_get(self, req, resp, device, correlation):
+        by_uuid = req.get_param("by-uuid") not in (None, "", "0", "false")
+        with self.store.read() as conn:
+            self.factory(conn, req.get_param("factory") or store.factory_name(conn))
+            resp.media = devices.update_events(conn, devices.get_device(conn, device, by_uuid=by_uuid), correlation)
+
+
 class GroupsResource(Base):
     def on_get(self, req, resp, factory):
         with self.store.read() as conn:
@@ -445,5 +453,6 @@ def make_app(st: store.Store, *, require_token: bool = False, write_lock: float 
     app.add_route("/ota/devices", DevicesResource(st))
     app.add_route("/ota/devices/{device}", DeviceResource(st))
     app.add_route("/ota/devices/{device}/updates", DeviceUpdatesResource(st))
+    app.add_route("/ota/devices/{device}/updates/{correlation}", DeviceUpdateEventsResource(st))
     app.add_route("/ota/gateway/{factory}/repo/{file}", GatewayResource(st))
     return app

@@ -368,17 +368,33 @@ def token(c: Ctx, name):
     click.echo(value)
 
 
+def parse_rate(ctx, param, text: str | None) -> int | None:
+    """``30%``, ``2.5%`` or ``30`` (percent) -> basis points (1/10,000), 0..100% (a click callback)."""
+    if text is None:
+        return None
+    raw = text.strip().removesuffix("%")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a percentage such as 30% or 2.5%") from None
+    if not 0 <= value <= 100:
+        raise click.BadParameter(f"{text!r} is out of range: 0% to 100%")
+    return round(value * 100)
+
+
 @main.command()
 @click.argument("version", type=click.IntRange(0, 2**31 - 1))
 @click.option("--tag", "tags", multiple=True, default=("main",), show_default=True)
 @click.option("--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True)
+@click.option("--failure-rate", "rate", metavar="RATE", callback=parse_rate, help="Share of devices whose install of this build fails, every "
+              "attempt (e.g. 30%); on an existing build, only sets the rate. Rehearses a bad build.")
 @pass_ctx
-def build(c: Ctx, version, tags, hwids):
+def build(c: Ctx, version, tags, hwids, rate):
     """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
     import sqlite3
 
     from . import devices as dev
-    from . import targets, waves
+    from . import fleet, targets, waves
 
     bad = [t for t in tags if not waves.TAG_RE.match(t)]
     if bad:
@@ -389,11 +405,18 @@ def build(c: Ctx, version, tags, hwids):
                                    "'_', '.' and '-'")
     tags, hwids = tuple(dict.fromkeys(tags)), tuple(dict.fromkeys(hwids))
     with c.store().write() as conn:
-        try:
-            names = targets.add_ci_build(conn, version, list(hwids), list(tags))
-        except sqlite3.IntegrityError:
-            raise click.ClickException(f"CI build {version} already exists") from None
-    click.echo(f"Published {', '.join(names)}")
+        exists = conn.execute("SELECT 1 FROM ci_targets WHERE version = ?", (version,)).fetchone() is not None
+        if exists and rate is None:
+            raise click.ClickException(f"CI build {version} already exists")
+        if not exists:
+            try:
+                names = targets.add_ci_build(conn, version, list(hwids), list(tags))
+            except sqlite3.IntegrityError:
+                raise click.ClickException(f"CI build {version} already exists") from None
+            click.echo(f"Published {', '.join(names)}")
+        if rate is not None:
+            fleet.set_build_failure(conn, version, rate)
+            click.echo(f"Installs of build {version} fail on {rate / 100:g}% of devices (chosen by the seed)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -249,6 +249,31 @@ def device_updates(conn: sqlite3.Connection, d: dict, page: int, limit: int) -> 
     return out, total
 
 
+def update_events(conn: sqlite3.Connection, d: dict, correlation_id: str) -> list[dict]:
+    """fioctl's ``devices updates show`` (``UpdateEvent``, fioctl:client/foundries_device.go#L48-63): the
+    report events aktualizr-lite sends for one update. Download, then installation; the last event,
+    ``EcuInstallationCompleted``, carries ``success`` (false for a failed install, with details)."""
+    prefix = f"{d['uuid']}-"
+    eid = correlation_id[len(prefix):] if correlation_id.startswith(prefix) else ""
+    row = conn.execute("SELECT at, to_version, ok FROM update_events WHERE device_id = ? AND id = ?",
+                       (d["id"], int(eid) if eid.isdigit() else -1)).fetchone()
+    if row is None:
+        raise not_found(f"Update {correlation_id} of device {d['name']} not found")
+    at, to_v, ok = row
+    target = View(conn).target(to_v, d["hwid"])[0]
+
+    def event(kind: str, offset: int, success: bool | None = None, details: str = "") -> dict:
+        detail: dict = {"version": str(to_v), "targetName": target, "details": details}
+        if success is not None:
+            detail["success"] = success
+        return {"deviceTime": store.device_time(at - offset), "eventType": {"id": kind, "version": 0}, "event": detail}
+
+    return [event("EcuDownloadStarted", 90), event("EcuDownloadCompleted", 60, True),
+            event("EcuInstallationStarted", 30),
+            event("EcuInstallationCompleted", 0, bool(ok),
+                  "" if ok else f"Installation of {target} failed; the device stays on its previous version")]
+
+
 # ------------------------------------------------------------------------------------ adding devices
 
 

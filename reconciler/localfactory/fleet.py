@@ -19,7 +19,9 @@ Model (all of it seeded, so a factory replays identically):
 - it then installs the newest version its metadata offers for its tag and hardware id, never a
   downgrade; an install fails with probability ``install_failure`` (2%) per attempt, hashed from the
   device, the version and the day: the failure is recorded as an update event (ok = 0) and the
-  device stays where it was and retries the next day;
+  device stays where it was and retries the next day. A bad build (``reconcile-factory build N
+  --failure-rate 30%``) also fails on that share of devices, hashed from the device and the version
+  only, so the same devices fail it at every attempt;
 - ``last_seen`` is written only when a device changes state; while ``online`` is 1 its last check-in
   is derived from the clock (``last_seen_expr``).
 
@@ -47,6 +49,15 @@ class Model:
     offline_bp: int  # basis points (1/10,000)
     dead_bp: int
     failure_bp: int
+
+
+def set_build_failure(conn: sqlite3.Connection, version: int, basis_points: int) -> None:
+    """Make installs of build ``version`` fail on this share (1/10,000) of devices."""
+    store.set_meta(conn, f"build_failure_bp:{int(version)}", int(basis_points))
+
+
+def build_failure(conn: sqlite3.Connection, version: int) -> int:
+    return store.meta_int(conn, f"build_failure_bp:{int(version)}", 0)
 
 
 def model(conn: sqlite3.Connection) -> Model:
@@ -224,8 +235,9 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
     for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1 AND wave_id IN "
                                  "(SELECT id FROM waves WHERE status = 'active')"):
         fulls.setdefault(wid, []).append(gid)
-    fail = ("(((rnd & 2147483647) * ((:to * 69621 + :day * 48271 + 7) % 2147483647 + 1)) % 2147483647) "
-            "% 10000 < :fail")
+    fail = ("((((rnd & 2147483647) * ((:to * 69621 + :day * 48271 + 7) % 2147483647 + 1)) % 2147483647) "
+            "% 10000 < :fail OR (((rnd & 2147483647) * ((:to * 92821 + 17) % 2147483647 + 1)) % 2147483647) "
+            "% 10000 < :bad)")
     accepts = (f"online = 1 AND {first} < :b AND {first} < :exp AND tuf_timestamp <= :ts "
                "AND tuf_snapshot <= :snap AND tuf_targets <= :tv")
     # Devices record the versions they accepted when the snapshot is new to them. A re-signed timestamp
@@ -270,7 +282,7 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
             conn.execute(trust_sql.format(trust_index=" INDEXED BY devices_trust" if by_tag else "") + member, q)
             install = insert.format(status_index=" INDEXED BY devices_status" if by_tag else "") + member
             for hwid, newest in source.newest.items():
-                conn.execute(install, dict(q, to=newest, hwid=hwid))
+                conn.execute(install, dict(q, to=newest, hwid=hwid, bad=build_failure(conn, newest)))
     conn.execute("INSERT INTO update_events(device_id, at, from_version, to_version, ok) "
                  "SELECT id, at, from_v, to_v, ok FROM fleet_todo ORDER BY at, id")
     conn.execute("UPDATE devices SET version = t.to_v FROM fleet_todo AS t WHERE devices.id = t.id AND t.ok = 1")

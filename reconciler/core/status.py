@@ -1,0 +1,367 @@
+"""What `reconcile status` reports: a typed model of each wave's history, progress, next gate and expiry.
+
+Pure, like the planner: the shell (``reconciler/status.py``) reads the factory into the inputs
+below and renders the ``StatusReport`` this module computes; nothing here does I/O or reads a clock.
+
+Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
+
+- a phase's *reached* devices are its ``rollout-history`` entry's ``num-devices``; when and by whom
+  it rolled out are the entry's ``rollout-at`` and ``rollout-by``;
+- a phase's *updated*, *pending* and *offline* devices are those of its scope in the wave status:
+  the phase's group (its ``RolloutGroupStatus``: on the wave version or newer, on an older version,
+  total minus online), or the whole tag for a factory-wide phase. They are the scope's numbers, not
+  the phase's own: the API does not say which devices of a group a ``limit`` rollout reached;
+- the next step's ``require.updated`` gate uses the planner's numbers (``WaveProgress``: devices on
+  the wave version or newer over the history's ``num-devices``), so status and plan never disagree;
+- after a cancel, the devices *left on the canceled version* are the status's devices on the wave
+  version (a canceled wave counts devices as they are now, reference §2.3);
+- *failed* devices (only when asked: it costs requests per device, ``reconciler/status.py``) are
+  counted for the phase's scope like the other numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from reconciler.core.plan import _ledger_drift, format_duration, selected_specs
+from reconciler.core.spec import Gate, PhaseSpec, WaveSpec
+from reconciler.core.state import RolloutRecord, WaveStatus
+
+ReportStatus = WaveStatus | Literal["absent"]
+PhaseState = Literal["done", "next", "pending", "skipped"]
+
+
+# -- inputs (read from the factory by the shell) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class RolloutEntry:
+    """One ``rollout-history`` entry with who made it (``RolloutRecord`` carries only what planning needs)."""
+
+    group: str  # "" for factory-wide or a deleted group
+    at: datetime
+    by: str
+    devices: int
+    full_group: bool
+    factory_wide: bool
+
+
+@dataclass(frozen=True)
+class WaveFacts:
+    """A wave as the wave list gives it; ``finished_*`` are ``change-meta.updated-*`` of a finished wave."""
+
+    name: str
+    version: int
+    tag: str
+    status: WaveStatus
+    created_at: datetime
+    created_by: str
+    finished_at: datetime | None
+    finished_by: str
+    history: tuple[RolloutEntry, ...]
+
+
+@dataclass(frozen=True)
+class ScopeCounts:
+    """Production devices of the wave's tag in one scope (a group, or the whole tag), as of now."""
+
+    devices: int
+    updated: int  # on the wave version or newer
+    pending: int  # on an older version
+    offline: int  # not seen within the offline threshold
+
+
+@dataclass(frozen=True)
+class WaveCounts:
+    """The parts of a wave's ``status`` answer that the report uses."""
+
+    tag: ScopeCounts  # every group together, devices in no group included
+    groups: dict[str, ScopeCounts]  # by group name
+    on_wave_version: int  # devices on exactly the wave version
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PhaseReport:
+    name: str
+    scope: str  # "group canary", "group us-east, limit 10", "factory-wide"
+    group: str | None
+    state: PhaseState  # done (rolled out), next (the next step), pending, skipped (the wave finished without it)
+    rollout_at: datetime | None = None
+    rollout_by: str | None = None
+    reached: int | None = None
+    counts: ScopeCounts | None = None  # the scope's devices now (see the module docstring)
+    failed: int | None = None  # the scope's devices whose update to the wave failed, when asked for
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """The next step's gate: each condition with its numbers, and whether it has passed."""
+
+    step: str  # "rollout <phase>" or "complete"
+    passed: bool
+    wait_seconds: int | None = None
+    wait_passes_at: datetime | None = None
+    updated_required: float | None = None  # percent
+    updated: int | None = None
+    reached: int | None = None
+    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, as the plan says it)
+
+
+@dataclass(frozen=True)
+class WaveReport:
+    name: str
+    tag: str
+    version: int
+    status: ReportStatus
+    manifest: str | None  # None: an unmanaged wave
+    created_at: datetime | None = None
+    created_by: str | None = None
+    finished_at: datetime | None = None
+    finished_by: str | None = None
+    phases: tuple[PhaseReport, ...] = ()
+    next_step: GateReport | None = None
+    totals: ScopeCounts | None = None  # the whole tag, when the wave's status was read
+    targets_expire: datetime | None = None  # the wave's own targets (active waves)
+    production_expire: datetime | None = None  # the tag's production targets
+    left_on_canceled: int | None = None  # canceled waves: devices still on the wave version
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    factory: str
+    backend: str
+    now: datetime
+    waves: tuple[WaveReport, ...]
+
+
+# -- which waves need which calls ------------------------------------------------------------------
+
+def waves_to_report(specs: list[WaveSpec], factory: str, waves: dict[str, WaveFacts]) -> list[str]:
+    """Managed waves (in manifest order, absent ones included), then unmanaged active waves by name."""
+    managed = [s.name for s in selected_specs(specs, factory)]
+    unmanaged = sorted(w.name for w in waves.values() if w.status is WaveStatus.ACTIVE and w.name not in managed)
+    return managed + unmanaged
+
+
+def waves_needing_counts(names: list[str], waves: dict[str, WaveFacts]) -> list[str]:
+    """The waves whose status call is worth its cost: active and canceled ones, and the latest completed
+    wave of each tag (the tag's current release). Older completed waves show their history only."""
+    latest: dict[str, WaveFacts] = {}
+    for wave in waves.values():
+        if wave.status is WaveStatus.COMPLETE and wave.finished_at is not None:
+            best = latest.get(wave.tag)
+            if best is None or (wave.finished_at, wave.version) > (best.finished_at or wave.finished_at, best.version):
+                latest[wave.tag] = wave
+    return [name for name in names if name in waves
+            and (waves[name].status is not WaveStatus.COMPLETE or latest.get(waves[name].tag) is waves[name])]
+
+
+# -- building the report ----------------------------------------------------------------------------
+
+def build_status(specs: list[WaveSpec], *, factory: str, backend: str, now: datetime, waves: dict[str, WaveFacts],
+                 counts: dict[str, WaveCounts], wave_expiry: dict[str, datetime],
+                 prod_expiry: dict[str, datetime], failed: dict[str, dict[str, int]] | None = None) -> StatusReport:
+    """The report for the waves ``waves_to_report`` names, from what the shell read. ``failed``: per wave
+    that was asked for, its failed devices by group name ("" for none)."""
+    by_name = {s.name: s for s in selected_specs(specs, factory)}
+    reports = []
+    for name in waves_to_report(specs, factory, waves):
+        spec, wave = by_name.get(name), waves.get(name)
+        if wave is None:
+            assert spec is not None  # only managed waves can be absent
+            reports.append(WaveReport(name=name, tag=spec.tag, version=spec.target, status="absent",
+                                      manifest=spec.manifest, production_expire=prod_expiry.get(spec.tag),
+                                      phases=tuple(_phase(p, "pending") for p in spec.phases)))
+            continue
+        reports.append(_wave_report(spec, wave, counts.get(name), wave_expiry.get(name), prod_expiry.get(wave.tag), now,
+                                    (failed or {}).get(name)))
+    return StatusReport(factory=factory, backend=backend, now=now, waves=tuple(reports))
+
+
+def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | None, targets_expire: datetime | None,
+                 production_expire: datetime | None, now: datetime, failed: dict[str, int] | None) -> WaveReport:
+    planned = spec.phases if spec is not None else ()
+    phases = []
+    for index, entry in enumerate(wave.history):
+        phase = planned[index] if index < len(planned) else None
+        scope_counts = None
+        if counts is not None:
+            scope_counts = counts.tag if entry.factory_wide else counts.groups.get(entry.group)
+        phases.append(PhaseReport(
+            name=phase.name if phase is not None else f"rollout {index + 1}",
+            scope=phase_scope(phase) if phase is not None else _entry_scope(entry),
+            group=entry.group or None, state="done", rollout_at=entry.at, rollout_by=entry.by,
+            reached=entry.devices, counts=scope_counts,
+            failed=None if failed is None else (sum(failed.values()) if entry.factory_wide else failed.get(entry.group, 0))))
+    active = wave.status is WaveStatus.ACTIVE
+    for index in range(len(wave.history), len(planned)):
+        state: PhaseState = ("next" if index == len(wave.history) else "pending") if active else "skipped"
+        phases.append(_phase(planned[index], state))
+    return WaveReport(
+        name=wave.name, tag=wave.tag, version=wave.version, status=wave.status,
+        manifest=spec.manifest if spec is not None else None,
+        created_at=wave.created_at, created_by=wave.created_by,
+        finished_at=wave.finished_at, finished_by=wave.finished_by or None,
+        phases=tuple(phases),
+        next_step=_next_step(spec, wave, counts, now) if active and spec is not None else None,
+        totals=counts.tag if counts is not None else None,
+        targets_expire=targets_expire if active else None,
+        production_expire=production_expire,
+        left_on_canceled=counts.on_wave_version if counts is not None and wave.status is WaveStatus.CANCELED else None,
+    )
+
+
+def _phase(phase: PhaseSpec, state: PhaseState) -> PhaseReport:
+    return PhaseReport(name=phase.name, scope=phase_scope(phase), group=phase.group, state=state)
+
+
+def phase_scope(phase: PhaseSpec) -> str:
+    parts = [f"group {phase.group}" if phase.group else "factory-wide"]
+    if phase.limit is not None:
+        parts.append(f"limit {phase.limit}")
+    if phase.uuids is not None:
+        parts.append(f"{len(phase.uuids)} uuids")
+    return ", ".join(parts)
+
+
+def _entry_scope(entry: RolloutEntry) -> str:
+    if entry.factory_wide:
+        return "factory-wide"
+    if not entry.group:
+        return "a deleted group"
+    return f"group {entry.group}" if entry.full_group else f"group {entry.group}, part"
+
+
+def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime) -> GateReport | None:
+    """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5)."""
+    done = len(wave.history)
+    if spec.cancel:
+        return GateReport(step="cancel", passed=True)
+    if done < len(spec.phases):
+        step, gate = f"rollout {spec.phases[done].name}", spec.phases[done].gate
+    elif spec.complete is not None:
+        step, gate = "complete", spec.complete.gate
+    else:
+        return None
+    since = wave.history[-1].at if wave.history else wave.created_at
+    records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
+                                  devices=e.devices) for e in wave.history)
+    drift = _ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
+    return _gate(step, gate, since, wave, counts, now, "drift: " + "; ".join(drift) if drift else None)
+
+
+def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveCounts | None, now: datetime,
+          blocked_by: str | None) -> GateReport:
+    passed = blocked_by is None
+    passes_at = None
+    if gate.wait_seconds:
+        passes_at = since + timedelta(seconds=gate.wait_seconds)
+        passed = passed and passes_at <= now
+    updated = reached = None
+    if gate.updated_percent is not None:
+        reached = sum(entry.devices for entry in wave.history)
+        if counts is not None:
+            updated = counts.tag.updated
+        passed = passed and updated is not None and reached > 0 and 100.0 * updated / reached >= gate.updated_percent
+    return GateReport(step=step, passed=passed, wait_seconds=gate.wait_seconds, wait_passes_at=passes_at,
+                      updated_required=gate.updated_percent, updated=updated, reached=reached, blocked_by=blocked_by)
+
+
+def gate_text(gate: GateReport, now: datetime) -> str:
+    """``rollout eu: wait 24h passes 2026-11-02T08:00:00Z (in 13h12m); updated 90%: 45.0% (9 of 20)``."""
+    parts = []
+    if gate.blocked_by:
+        parts.append(f"blocked: {gate.blocked_by}")
+    if gate.wait_seconds and gate.wait_passes_at is not None:
+        when = gate.wait_passes_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        left = gate.wait_passes_at - now
+        parts.append(f"wait {format_duration(gate.wait_seconds)} " +
+                     (f"passes {when} (in {format_duration(left)})" if left > timedelta(0) else f"passed {when}"))
+    if gate.updated_required is not None:
+        need = f"updated {gate.updated_required:g}%"
+        if gate.updated is None:
+            parts.append(f"{need}: unknown")
+        elif not gate.reached:
+            parts.append(f"{need}: no devices reached yet")
+        else:
+            parts.append(f"{need}: {100.0 * gate.updated / gate.reached:.1f}% ({gate.updated} of {gate.reached})")
+    verdict = "ready" if gate.passed else "waiting"
+    return f"{gate.step}: {verdict}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+# -- devices of a wave (``reconcile status --devices WAVE``) ----------------------------------------
+
+DeviceState = Literal["updated", "failed", "offline", "pending", "left"]
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """One device from the device list, with the version its ``target-name`` names (None: unknown)."""
+
+    uuid: str
+    name: str
+    group: str
+    last_seen: datetime | None
+    target_name: str
+    version: int | None
+    in_wave: bool  # ``is-wave``: an active wave staged it
+
+
+@dataclass(frozen=True)
+class LastUpdate:
+    """A device's newest update (``devices updates``) and, when read, whether its events report a failure."""
+
+    version: str
+    target: str
+    at: str
+    failed: bool | None  # None: events not read
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device: DeviceFacts
+    state: DeviceState
+    last_update: LastUpdate | None = None
+
+
+def reached(wave: WaveFacts, device: DeviceFacts) -> bool:
+    """Devices a wave is about: staged by the active wave (``is-wave``); every production device of
+    the tag for a completed wave; for a canceled wave, the devices it left on its version."""
+    if wave.status is WaveStatus.ACTIVE:
+        return device.in_wave
+    if wave.status is WaveStatus.COMPLETE:
+        return True
+    return device.version == wave.version
+
+
+def is_updated(wave: WaveFacts, device: DeviceFacts) -> bool:
+    return device.version is not None and device.version >= wave.version
+
+
+def is_offline(device: DeviceFacts, now: datetime, threshold: timedelta) -> bool:
+    return device.last_seen is None or now - device.last_seen > threshold
+
+
+def needs_events(wave: WaveFacts, device: DeviceFacts, now: datetime, threshold: timedelta) -> bool:
+    """Only an online device the wave reached that is not on its version can have failed to update to it."""
+    return (wave.status is not WaveStatus.CANCELED and reached(wave, device) and not is_updated(wave, device)
+            and not is_offline(device, now, threshold))
+
+
+def classify(wave: WaveFacts, device: DeviceFacts, last: LastUpdate | None, now: datetime,
+             threshold: timedelta) -> DeviceState:
+    """updated (on the wave version or newer), offline (not seen within the threshold), failed (online,
+    and its newest update, to the wave version, reported a failed event), else pending. After a cancel
+    the devices it left behind are "left"."""
+    if wave.status is WaveStatus.CANCELED:
+        return "left"
+    if is_updated(wave, device):
+        return "updated"
+    if is_offline(device, now, threshold):
+        return "offline"
+    if last is not None and last.failed and last.version == str(wave.version):
+        return "failed"
+    return "pending"

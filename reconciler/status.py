@@ -1,0 +1,300 @@
+"""``reconcile status``: what the waves are doing to the fleet, read from the factory (no writes).
+
+Fetching only: this module reads the factory into the pure model of ``core/status.py``; the text,
+JSON and Markdown come from ``render_status.py``.
+
+Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests`` counts them):
+
+- overview: the wave list (``ceil(waves / 100)`` pages), one ``prod-targets`` call for every tag shown,
+  one ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each
+  active or canceled wave shown and for the latest completed wave of each tag shown. At most
+  ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
+  adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
+- ``--devices WAVE``: the wave, its build's CI targets and the tag's production targets (to map a
+  device's ``target-name`` to a version), the device list of the tag (``ceil(devices / 1000)``
+  pages; for an active wave rolled out only to named groups, of those groups), and for each online device the wave reached that is not on its version, its updates and
+  the events of the newest one: at most ``3 + P + 2 * MAX_EVENT_CHECKS`` requests, P the pages of
+  1,000 devices (per group listed).
+
+"Failed" is defined on data the real API gives (../shared-style notes, fioctl @ 9b0a6e7e):
+
+- ``fioctl:client/foundries_device.go#L35-63``: ``Update{correlation-id, target, version, time}``
+  in an ``UpdateList{updates, total, next}``, and ``UpdateEvent{deviceTime, eventType{id},
+  event{version, targetName, success?, details}}``;
+- ``#L304-333`` with ``#L248-256``: ``GET /ota/devices/{name}/updates/?factory=F`` lists a device's
+  updates, ``GET /ota/devices/{name}/updates/{correlation-id}/?factory=F`` its events;
+- ``fioctl:subcommands/devices/updates_show.go#L14-35`` prints an event with ``success: false`` as
+  "Failed!"; ``updates_list.go`` pages the list.
+
+So a device *failed* when it is online, the wave reached it (``is-wave``), it is not on the wave
+version, and its newest update is to the wave version with an event whose ``success`` is false.
+The list has no success field, hence the second request per device; the update's ``version`` is
+compared as fioctl prints it (a string).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+
+import click
+
+from reconciler.client import OFFLINE_THRESHOLD_HOURS, FactoryClient
+from reconciler.core.spec import WaveSpec
+from reconciler.core.state import WaveStatus
+from reconciler.core.status import (
+    DeviceFacts,
+    DeviceRow,
+    LastUpdate,
+    RolloutEntry,
+    ScopeCounts,
+    StatusReport,
+    WaveCounts,
+    WaveFacts,
+    build_status,
+    classify,
+    needs_events,
+    reached,
+    waves_needing_counts,
+    waves_to_report,
+)
+from reconciler.errors import BackendError, UserError, ValidationFailed
+from reconciler.observe import parse_time
+
+MAX_EVENT_CHECKS = 500  # devices whose update events one `--devices` run reads (two requests each)
+OFFLINE_THRESHOLD = timedelta(hours=OFFLINE_THRESHOLD_HOURS)
+
+
+# -- reading the factory ----------------------------------------------------------------------------
+
+def parse_wave_facts(data: dict) -> WaveFacts:
+    """A wave of the wave list; an answer without a wave's shape is one BackendError line."""
+    try:
+        meta = data.get("change-meta") or {}
+        status = WaveStatus(data.get("status") or "active")
+        history = tuple(
+            RolloutEntry(group=entry.get("group-name") or "", at=_time(entry.get("rollout-at"), "rollout-at"),
+                         by=str(entry.get("rollout-by") or ""), devices=int(entry.get("num-devices") or 0),
+                         full_group=bool(entry.get("is-full-group")), factory_wide=bool(entry.get("is-factory-wide")))
+            for entry in data.get("rollout-history") or [])
+        finished = status is not WaveStatus.ACTIVE
+        return WaveFacts(name=data["name"], version=int(data["version"]), tag=data.get("tag") or "", status=status,
+                         created_at=_time(meta.get("created-at"), "change-meta.created-at"),
+                         created_by=str(meta.get("created-by") or ""),
+                         finished_at=parse_time(meta.get("updated-at")) if finished else None,
+                         finished_by=str(meta.get("updated-by") or "") if finished else "", history=history)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        name = data.get("name") if isinstance(data, dict) else None
+        raise BackendError(f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: "
+                           f"{exc})") from None
+
+
+def _time(value, field: str) -> datetime:
+    moment = parse_time(value) if isinstance(value, str) else None
+    if moment is None:
+        raise ValueError(f"{field} {value!r} is not an RFC 3339 time")
+    return moment
+
+
+def parse_counts(status: dict) -> WaveCounts:
+    """A wave status (reference §2.3): per group and for the tag, updated = on the wave version or
+    newer, pending = on an older version, offline = total minus online."""
+    groups: dict[str, ScopeCounts] = {}
+    on_wave = 0
+    for group in [*(status.get("rollout-groups") or []), *(status.get("other-groups") or [])]:
+        total, online = int(group.get("devices-total") or 0), int(group.get("devices-online") or 0)
+        current = int(group.get("devices-on-wave-version") or 0)
+        on_wave += current
+        groups[str(group.get("name") or "")] = ScopeCounts(
+            devices=total, updated=current + int(group.get("devices-on-newer-version") or 0),
+            pending=int(group.get("devices-on-older-version") or 0), offline=max(0, total - online))
+    tag = ScopeCounts(devices=sum(g.devices for g in groups.values()), updated=sum(g.updated for g in groups.values()),
+                      pending=sum(g.pending for g in groups.values()), offline=sum(g.offline for g in groups.values()))
+    groups.pop("", None)  # devices in no group: part of the tag's numbers, no phase targets them by name
+    return WaveCounts(tag=tag, groups=groups, on_wave_version=on_wave)
+
+
+def _expiry(envelope: dict) -> datetime | None:
+    signed = envelope.get("signed") if isinstance(envelope, dict) else None
+    return parse_time(signed.get("expires")) if isinstance(signed, dict) else None
+
+
+def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bool = False,
+                warn=lambda line: None) -> StatusReport:
+    """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
+    wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
+    waves = {w.name: w for w in map(parse_wave_facts, client.list_waves())}
+    names = waves_to_report(specs, client.factory, waves)
+    spec_tags = {s.name: s.tag for s in specs}
+    tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
+    active = [n for n in names if n in waves and waves[n].status is WaveStatus.ACTIVE]
+    counted = waves_needing_counts(names, waves)
+    calls = [functools.partial(client.prod_targets, tags), functools.partial(client.wave_targets, active),
+             *(functools.partial(client.wave_status, name) for name in counted)]
+    prod, wave_targets, *statuses = client.gather(calls)
+    prod_expiry = {tag: when for tag, envelope in prod.items() if (when := _expiry(envelope)) is not None}
+    wave_expiry = {name: when for name, envelope in wave_targets.items() if (when := _expiry(envelope)) is not None}
+    try:
+        counts = {name: parse_counts(status) for name, status in zip(counted, statuses, strict=True)}
+    except (TypeError, ValueError, AttributeError):
+        raise BackendError("wave status: unexpected numbers in the factory's answer") from None
+    failed: dict[str, dict[str, int]] = {}
+    for name in active if with_failed else []:
+        per_group = failed.setdefault(name, {})
+        for row in _classified(client, waves[name], "failed", warn):
+            per_group[row.device.group] = per_group.get(row.device.group, 0) + 1
+    return build_status(specs, factory=client.factory, backend=client.backend.label, now=client.server_now(),
+                        waves=waves, counts=counts, wave_expiry=wave_expiry, prod_expiry=prod_expiry, failed=failed)
+
+
+_TRAILING_VERSION = re.compile(r"-(\d+)$")
+
+
+def read_devices(client: FactoryClient, name: str, only: str | None,
+                 warn=lambda line: None) -> tuple[WaveFacts, list[DeviceRow]]:
+    """The devices ``name`` is about, each classified (core/status.py ``classify``); ``only`` keeps one state."""
+    data = client.get_wave(name)
+    if data is None:
+        raise UserError(f"no wave '{name}' in factory '{client.factory}'; `reconcile status` lists the waves")
+    wave = parse_wave_facts(data)
+    return wave, _classified(client, wave, only, warn)
+
+
+def _classified(client: FactoryClient, wave: WaveFacts, only: str | None, warn) -> list[DeviceRow]:
+    versions = _target_versions(client, wave)
+    now = client.server_now()
+    devices: list[DeviceFacts] = []
+    for filters in _device_lists(wave):
+        for page, _ in client.device_pages(filters):
+            devices.extend(d for d in map(functools.partial(_device, versions), page) if reached(wave, d))
+    now = client.server_now()
+    check = [d for d in devices if only != "offline" and needs_events(wave, d, now, OFFLINE_THRESHOLD)]
+    if len(check) > MAX_EVENT_CHECKS:
+        warn(f"warning: read the update events of {MAX_EVENT_CHECKS} of the {len(check)} devices not on version "
+             f"{wave.version}; the others show as pending")
+        check = check[:MAX_EVENT_CHECKS]
+    last = dict(zip((d.uuid for d in check),
+                    client.gather([functools.partial(_last_update, client, d.name) for d in check]), strict=True))
+    rows = [DeviceRow(d, classify(wave, d, last.get(d.uuid), now, OFFLINE_THRESHOLD), last.get(d.uuid))
+            for d in devices]
+    # The devices still to act on: without a filter, every one that is not on the wave version.
+    return [r for r in rows if (r.state == only if only is not None else r.state != "updated")]
+
+
+def _device_lists(wave: WaveFacts) -> list[dict[str, str]]:
+    """The device-list queries that cover the wave's devices: an active wave rolled out to named groups
+    only staged devices of those groups, so only those groups are paged; otherwise the whole tag. (A
+    device moved to another group after it was staged is then not listed: the price of not paging
+    100,000 devices for a canary.)"""
+    tag = {"match_tag": wave.tag, "prod": "1"}
+    groups = sorted({e.group for e in wave.history})
+    if wave.status is WaveStatus.ACTIVE and all(e.group and not e.factory_wide for e in wave.history):
+        return [{**tag, "group": group} for group in groups]
+    return [tag]
+
+
+def _target_versions(client: FactoryClient, wave: WaveFacts) -> dict[str, int]:
+    """Target name -> version, from the wave build's CI targets and the tag's production targets."""
+    ci, prod = client.gather([functools.partial(client.ci_targets, wave.version),
+                              functools.partial(client.prod_targets, [wave.tag])])
+    files = dict((prod.get(wave.tag) or {}).get("signed", {}).get("targets") or {})
+    versions = {}
+    for target_name, meta in [*files.items(), *ci.items()]:
+        version = ((meta or {}).get("custom") or {}).get("version")
+        if isinstance(version, str) and version.isdigit():
+            versions[target_name] = int(version)
+    return versions
+
+
+def _device(versions: dict[str, int], data: dict) -> DeviceFacts:
+    """A device of the list; a target outside the known targets falls back to LmP's ``<hwid>-lmp-<N>`` naming."""
+    target = str(data.get("target-name") or "")
+    version = versions.get(target)
+    if version is None and (match := _TRAILING_VERSION.search(target)):
+        version = int(match.group(1))
+    return DeviceFacts(uuid=str(data.get("uuid") or ""), name=str(data.get("name") or ""),
+                       group=str(data.get("device-group") or ""), last_seen=parse_time(data.get("last-seen")),
+                       target_name=target, version=version, in_wave=bool(data.get("is-wave")))
+
+
+def _last_update(client: FactoryClient, device: str) -> LastUpdate | None:
+    updates = [u for u in client.device_updates(device) if u.get("correlation-id")]
+    if not updates:
+        return None
+    newest = max(updates, key=lambda u: parse_time(u.get("time")) or datetime.min.replace(tzinfo=timezone.utc))
+    events = client.update_events(device, str(newest["correlation-id"]))
+    failed = any(isinstance(e.get("event"), dict) and e["event"].get("success") is False for e in events)
+    return LastUpdate(version=str(newest.get("version") or ""), target=str(newest.get("target") or ""),
+                      at=str(newest.get("time") or ""), failed=failed)
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+class _StatusCommand(click.Command):
+    """Usage mistakes exit 1 like every other user error (2 means "changes pending" to CI)."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = 1  # type: ignore[misc]  # click declares it a ClassVar; an instance override is what we need
+            raise
+
+
+@click.command("status", cls=_StatusCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="Output.")
+@click.option("--devices", "devices_of", metavar="WAVE", help="List the devices WAVE reached that are not on its "
+              "version (failed, offline, pending); after a cancel, the devices left on its version.")
+@click.option("--failed", "only", flag_value="failed", help="With --devices: only devices whose update failed.")
+@click.option("--offline", "only", flag_value="offline", help="With --devices: only offline devices.")
+@click.option("--pending", "only", flag_value="pending", help="With --devices: only devices still to update.")
+@click.option("--with-failed", is_flag=True, help="Count each active wave's failed devices per phase (reads every "
+              "online device's update history that is below the wave version: two requests each).")
+@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
+@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
+              "without it, the embedded local factory.")
+@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
+              help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
+    """Show every wave the manifests under PATHS manage (default: the current directory) and every
+    unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
+    Reads only; never writes."""
+    from reconciler import render_status
+    from reconciler.client import select_backend
+
+    try:
+        if only and not devices_of:
+            raise UserError(f"--{only} works with --devices WAVE")
+        if with_failed and devices_of:
+            raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
+        specs = [] if devices_of else _load_specs(list(paths) or ["."])
+        backend = select_backend(api_url=api_url, factory=factory, local=local)
+        if backend.note:
+            click.echo(backend.note, err=True)
+        with FactoryClient(backend) as client:
+            if devices_of:
+                wave, rows = read_devices(client, devices_of, only, lambda line: click.echo(line, err=True))
+                click.echo(render_status.devices(wave, rows, client.server_now(), output_format))
+            else:
+                report = read_status(client, specs, with_failed=with_failed, warn=lambda line: click.echo(line, err=True))
+                click.echo(render_status.render(report, output_format))
+    except UserError as exc:
+        if debug:
+            raise
+        for line in (map(str, exc.problems) if isinstance(exc, ValidationFailed) else [f"error: {exc}"]):
+            click.echo(line, err=True)
+        sys.exit(1)
+
+
+def _load_specs(paths: list[str]) -> list[WaveSpec]:
+    from reconciler import manifest
+
+    loaded = manifest.load(paths)
+    for warning in loaded.warnings:
+        click.echo(str(warning), err=True)
+    return loaded.specs

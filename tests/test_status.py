@@ -1,0 +1,333 @@
+"""``reconcile status``: the real CLI against the local factory, in-process and served over HTTP.
+
+One release repository and factory per module: a gated wave applied, the fleet advanced; a second
+factory rehearses a bad build (``reconcile-factory build 61 --failure-rate 30%``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from reconciler.client import FactoryClient, select_backend
+from reconciler.localfactory.cli import main as factory_main
+from reconciler.manifest import load
+from reconciler.resources import load_schema
+from reconciler.status import read_devices, read_status
+from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, init_demo_factory, reconcile
+from tests.localfactory.test_cli import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+GATED = CANARY_WAVE + """\
+  - name: us-east
+    group: us-east
+    limit: 10
+    wait: 24h
+    require:
+      updated: 90%
+complete:
+  wait: 48h
+"""
+
+BAD_BUILD = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: rel-61
+target: 61
+tag: production
+phases:
+  - name: canary
+    group: canary
+  - name: us-east
+    group: us-east
+"""
+
+
+def factory(local: Path, *args: str) -> str:
+    result = CliRunner().invoke(factory_main, ["--local", str(local), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def release_repo(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir()
+    git(directory, "init", "-q")
+    git(directory, "config", "user.email", "ops@example.com")
+    git(directory, "config", "user.name", "ops")
+    commit(directory, files, "waves")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """rel-46 created, canary rolled out, two simulated hours later."""
+    base = tmp_path_factory.mktemp("status")
+    local = init_demo_factory(base / "factory", 200)
+    repo = release_repo(base / "releases", {"rel-46.yaml": GATED})
+    code, _, err = reconcile(str(repo), "--local", str(local))
+    assert code == 0, err
+    advance(local, "2h")
+    return repo, local
+
+
+def status(*args: str) -> tuple[int, str, str]:
+    return reconcile("status", *args)
+
+
+def test_status_text_shows_history_progress_gate_and_expiry(gated):
+    repo, local = gated
+    code, out, err = status(str(repo), "--local", str(local))
+    assert code == 0, err
+    with api(local) as http:
+        wave = http.get("/ota/factories/demo/waves/rel-46/").json()
+        numbers = http.get("/ota/factories/demo/waves/rel-46/status/").json()
+    entry = wave["rollout-history"][0]
+    canary = next(g for g in numbers["rollout-groups"] if g["name"] == "canary")
+    updated = canary["devices-on-wave-version"] + canary["devices-on-newer-version"]
+    assert f"rel-46: active, version 46, tag production ({repo / 'rel-46.yaml'})" in out
+    assert f"created 2026-11-01T08:00:00Z by {wave['change-meta']['created-by']}" in out
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("canary"))
+    assert row == ["canary", "group", "canary", "done", "2026-11-01T08:00:00Z", entry["rollout-by"],
+                   str(entry["num-devices"]), str(updated), str(canary["devices-on-older-version"]),
+                   str(canary["devices-total"] - canary["devices-online"]), "–"]  # failed: only with --with-failed
+    assert "us-east  group us-east, limit 10  next" in out
+    # The wait counts from the canary rollout at 08:00; two hours have passed.
+    assert "next: rollout us-east: waiting (wait 24h passes 2026-11-02T08:00:00Z (in 22h); updated 90%: " in out
+    assert "wave targets expire 2027-11-01T08:00:00Z" in out
+    assert "production targets of production expire" in out
+    header = next(line for line in out.splitlines() if "PHASE" in line)
+    assert header.index("REACHED") < header.index("UPDATED") < header.index("PENDING") < header.index("OFFLINE")
+
+
+def test_status_json_follows_its_schema_and_markdown_has_the_table(gated):
+    repo, local = gated
+    code, out, err = status(str(repo), "--local", str(local), "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    Draft202012Validator(load_schema("status.schema.json")).validate(data)
+    (wave,) = data["waves"]
+    assert wave["status"] == "active" and wave["phases"][0]["reached"] == 10
+    assert wave["next_step"]["step"] == "rollout us-east" and wave["next_step"]["passed"] is False
+    assert wave["next_step"]["wait_passes_at"] == "2026-11-02T08:00:00Z"
+    assert wave["next_step"]["reached"] == 10
+    code, md, _ = status(str(repo), "--local", str(local), "--format", "markdown")
+    assert code == 0 and "#### `rel-46`: active, version 46, tag production" in md
+    assert "| canary | group canary | done | 2026-11-01T08:00:00Z |" in md
+
+
+def test_status_request_budget(gated):
+    """The docstring's budget: wave-list pages + prod-targets + wave-targets + one status per counted wave."""
+    repo, local = gated
+    specs = load([str(repo)]).specs
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(local))) as client:
+        read_status(client, specs)
+        assert client.requests == 1 + 1 + 1 + 1
+
+
+def test_unmanaged_active_waves_are_shown(gated, tmp_path):
+    _, local = gated
+    (tmp_path / "rel-50.yaml").write_text(CANARY_WAVE.replace("rel-46", "rel-50").replace("46", "50"))
+    code, out, err = status(str(tmp_path), "--local", str(local))
+    assert code == 0, err
+    assert f"rel-50: absent, version 50, tag production ({tmp_path / 'rel-50.yaml'})" in out
+    assert "  canary  group canary  pending" in out
+    assert "rel-46: active, version 46, tag production (unmanaged: no manifest)" in out
+    assert "rollout 1  group canary" in out  # no manifest names the phase
+    assert "next:" not in out  # no manifest, no gate
+
+
+def test_status_usage_mistakes_are_one_line(gated):
+    _, local = gated
+    code, _, err = status("--failed", "--local", str(local))
+    assert code == 1 and err.strip() == "error: --failed works with --devices WAVE"
+    code, _, err = status("--devices", "nosuch", "--local", str(local))
+    assert code == 1 and err.strip() == "error: no wave 'nosuch' in factory 'demo'; `reconcile status` lists the waves"
+    code, _, err = status("--format", "yaml", "--local", str(local))
+    assert code == 1 and "yaml" in err
+
+
+def test_a_manifest_mistake_is_one_line_and_nothing_is_read(gated, tmp_path):
+    _, local = gated
+    (tmp_path / "w.yaml").write_text(CANARY_WAVE.replace("target: 46", "target: nope"))
+    code, out, err = status(str(tmp_path), "--local", str(local))
+    assert code == 1 and out == ""
+    assert err.strip() == f"{tmp_path / 'w.yaml'}:4:9: target must be an integer CI build number, got 'nope'"
+
+
+def test_a_directory_named_like_a_subcommand_needs_a_path_prefix(gated):
+    """`reconcile status` is the subcommand; `reconcile ./status` plans the manifests in ./status."""
+    _, local = gated
+    code, out, err = reconcile("./status", "--dry-run", "--local", str(local))
+    assert code == 1 and "status" in err and "Factory demo" not in out
+
+
+# -- a bad build ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bad_build(tmp_path_factory):
+    """Build 61 fails on 30% of devices; rel-61 rolled out to canary and us-east, one day later."""
+    base = tmp_path_factory.mktemp("bad-build")
+    local = init_demo_factory(base / "factory", 200)
+    assert "fail on 30% of devices" in factory(local, "build", "61", "--failure-rate", "30%")
+    repo = release_repo(base / "releases", {"rel-61.yaml": BAD_BUILD})
+    code, _, err = reconcile(str(repo), "--local", str(local))
+    assert code == 0, err
+    advance(local, "1d")
+    return repo, local
+
+
+def devices_json(local: Path, *args: str) -> dict:
+    code, out, err = status("--devices", "rel-61", "--local", str(local), "--format", "json", *args)
+    assert code == 0, err
+    data = json.loads(out)
+    Draft202012Validator(load_schema("status.schema.json")).validate(data)
+    return data
+
+
+def test_failed_devices_of_a_bad_build(bad_build):
+    _, local = bad_build
+    failed = devices_json(local, "--failed")["devices"]
+    everyone = devices_json(local)["devices"]
+    with api(local) as http:
+        wave = http.get("/ota/factories/demo/waves/rel-61/").json()
+        reached = sum(e["num-devices"] for e in wave["rollout-history"])
+        for device in failed:
+            assert device["state"] == "failed" and not device["target"].endswith("-61")
+            updates = http.get(f"/ota/devices/{device['name']}/updates/", params={"factory": "demo"}).json()["updates"]
+            newest = updates[0]
+            assert newest["version"] == "61"
+            events = http.get(f"/ota/devices/{device['name']}/updates/{newest['correlation-id']}/",
+                              params={"factory": "demo"}).json()
+            assert [e["eventType"]["id"] for e in events][-1] == "EcuInstallationCompleted"
+            assert events[-1]["event"]["success"] is False
+    # Roughly 30% of the devices reached (the 2% transient failures add a few): a bad build is visible.
+    assert 0.15 * reached <= len(failed) <= 0.45 * reached
+    assert {d["uuid"] for d in failed} <= {d["uuid"] for d in everyone}
+    assert all(d["state"] != "updated" for d in everyone)
+    pending = devices_json(local, "--pending")["devices"]
+    assert not {d["uuid"] for d in pending} & {d["uuid"] for d in failed}
+
+
+def test_with_failed_counts_failed_devices_per_phase(bad_build):
+    repo, local = bad_build
+    listed = devices_json(local, "--failed")["devices"]
+    code, out, err = status(str(repo), "--local", str(local), "--with-failed", "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    Draft202012Validator(load_schema("status.schema.json")).validate(data)
+    phases = data["waves"][0]["phases"]
+    assert {p["group"]: p["failed"] for p in phases} == {
+        group: sum(1 for d in listed if d["group"] == group) for group in ("canary", "us-east")}
+    plain = json.loads(status(str(repo), "--local", str(local), "--format", "json")[1])
+    assert all(p["failed"] is None for p in plain["waves"][0]["phases"])  # counted only when asked
+    code, _, err = status("--devices", "rel-61", "--with-failed", "--local", str(local))
+    assert code == 1 and "--with-failed" in err
+
+
+def test_a_bad_build_fails_on_the_same_devices_every_day(bad_build, tmp_path):
+    _, local = bad_build
+    before = {d["uuid"] for d in devices_json(local, "--failed")["devices"]}
+    advance(local, "1d")
+    after = {d["uuid"] for d in devices_json(local, "--failed")["devices"]}
+    offline = {d["uuid"] for d in devices_json(local, "--offline")["devices"]}
+    # A bad build fails on the same devices at every attempt; only the few 2% transient failures recover.
+    assert before and len(before - after - offline) <= 3
+
+
+def test_status_text_lists_failed_devices_with_their_last_update(bad_build):
+    _, local = bad_build
+    code, out, err = status("--devices", "rel-61", "--failed", "--local", str(local))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("Wave rel-61 (version 61, tag production, active)")
+    assert lines[1].split() == ["UUID", "NAME", "GROUP", "LAST", "SEEN", "TARGET", "STATE", "LAST", "UPDATE"]
+    assert len(lines) > 2
+    for line in lines[2:]:
+        cells = line.split()
+        assert cells[5:8] == ["failed", "failed:", cells[7]] and cells[7].endswith("-lmp-61") and cells[8] == "at"
+
+
+# -- over HTTP --------------------------------------------------------------------------------------
+
+def test_status_and_devices_against_the_served_factory(bad_build, tmp_path):
+    repo, local = bad_build
+    token = factory(local, "token", "--name", "status-test").strip()
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(local), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
+                time.sleep(0.1)
+        os.environ["RECONCILE_API_TOKEN"] = token
+        try:
+            remote = status(str(repo), "--api-url", url, "--factory", "demo", "--format", "json")
+            remote_devices = status("--devices", "rel-61", "--api-url", url, "--factory", "demo", "--format", "json")
+        finally:
+            del os.environ["RECONCILE_API_TOKEN"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    local_run = status(str(repo), "--local", str(local), "--format", "json")
+    assert remote[0] == 0 and local_run[0] == 0, remote[2]
+    served, embedded = json.loads(remote[1]), json.loads(local_run[1])
+    assert served["backend"] == url and embedded["backend"].startswith("local:")
+    assert served["waves"] == embedded["waves"]
+    assert remote_devices[0] == 0, remote_devices[2]
+    assert json.loads(remote_devices[1])["devices"] == devices_json(local)["devices"]
+
+
+def test_read_devices_request_budget(bad_build):
+    _, local = bad_build
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(local))) as client:
+        _, rows = read_devices(client, "rel-61", "offline")
+        # The wave, CI targets, prod targets, and one page per rolled-out group (canary, us-east); no events.
+        assert client.requests == 3 + 2
+        checked = client.requests
+        _, rows = read_devices(client, "rel-61", None)
+        candidates = sum(1 for r in rows if r.state in ("failed", "pending"))
+        assert client.requests - checked == 5 + 2 * candidates
+
+
+def test_after_a_cancel_status_shows_the_devices_left_on_the_canceled_version(bad_build, tmp_path):
+    repo, local = bad_build
+    copy = tmp_path / "releases"
+    subprocess.run(["git", "clone", "-q", str(repo), str(copy)], check=True)
+    git(copy, "config", "user.email", "ops@example.com")
+    git(copy, "config", "user.name", "ops")
+    commit(copy, {"rel-61.yaml": BAD_BUILD + "cancel: true\n"}, "cancel the bad build")
+    code, _, err = reconcile(str(copy), "--local", str(local))
+    assert code == 0, err
+    left = devices_json(local)["devices"]
+    assert left and all(d["state"] == "left" and d["target"].endswith("-61") for d in left)
+    code, out, _ = status(str(copy), "--local", str(local))
+    assert f"left on canceled version 61: {len(left)} devices" in out
+    assert "canceled 2026-11-0" in out
+
+
+def test_the_text_plan_counts_the_next_rollout_while_its_gate_waits(gated):
+    """Item 6: the dry-run count of an active wave's next rollout, ready or blocked by its gate, and the progress table."""
+    repo, local = gated
+    code, out, err = reconcile("--dry-run", str(repo), "--local", str(local))
+    assert code == 0, err
+    assert "Active waves:" in out and "rel-46  production  46      1/2" in out
+    rollout = next(line for line in out.splitlines() if "rollout" in line and "us-east" in line)
+    assert rollout.endswith("phase 'us-east' (group us-east, limit 10), 10 devices")
+    assert "blocked: wait 24h" in out
