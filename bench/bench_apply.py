@@ -6,8 +6,9 @@ A demo local factory is served by ``reconcile-factory serve`` on loopback behind
 ``latency_proxy.LatencyProxy`` (every chunk delayed RTT/2 each way). Then, as the README's walkthrough
 does with ``examples/releases``: apply (init, rollouts, complete), apply again (nothing ready),
 ``reconcile-factory advance 24h``, apply again (the gated phase rolls out). For each apply: wall time
-of the whole ``reconcile`` process, steps applied, writes (POST), reads (GET), connections and the
-longest chain of requests that waited on each other.
+of the whole ``reconcile`` process, steps applied, POSTs (the writes, and the plan's dry-run rollouts
+that count devices), reads (GET), connections and the longest chain of requests that waited on each
+other.
 
 Target (issue 14): at most one read round trip per step besides its write, i.e. reads in the chain
 no more than the planning reads plus one per step.
@@ -76,7 +77,7 @@ def main() -> int:
         port = int(serve.stderr.readline().split("http://127.0.0.1:", 1)[1].split()[0].rstrip(",)"))
         env = {**clean_env(), "RECONCILE_API_TOKEN": token}
         print(f"apply of the README walkthrough over a {args.rtt} ms round trip ({args.devices:,} devices)")
-        print(f"{'step':<28}{'wall':>8}{'steps':>7}{'writes':>8}{'reads':>7}{'conns':>7}{'chain':>7}")
+        print(f"{'step':<28}{'wall':>8}{'steps':>7}{'POSTs':>8}{'reads':>7}{'conns':>7}{'chain':>7}")
         with LatencyProxy(port, rtt_ms=args.rtt) as proxy:
             command = [reconcile_exe(), str(manifests), "--api-url", proxy.url, "--factory", "demo",
                        "--keys", str(factory / "targets.only.key.tgz")]

@@ -1,8 +1,13 @@
-"""Execute a plan's ready steps against the factory, one at a time, re-observing in between.
+"""Execute a plan's ready steps against the factory, one at a time, re-reading what each depends on.
 
-Crash safety comes from the ledger, not from local state: before every step the factory is
-observed and planned again, and the step runs only if the fresh plan still has it ready. A
-step the fresh plan no longer has was done already (by an earlier, interrupted run). Around each
+Crash safety comes from the ledger, not from local state: before every step the factory is read
+again and the plan remade, and the step runs only if the fresh plan still has it ready. A step the
+fresh plan no longer has was done already (by an earlier, interrupted run). What is read again is
+what the step depends on, in one round trip: its wave (or, right after our own write to that wave,
+the wave as the write's check read it), its wave status when its gate counts updated devices or it
+cancels, and for an init the tag's production targets, the build's CI targets and root. The rest of
+the observation the plan was made from stands in for the rest of the factory: other writers are
+kept out by the apply lease and caught by the check after each write (writes.py). Around each
 write a ``WriteGuard`` (writes.py) records it in the apply lease, checks it landed exactly once, and
 settles a lost answer by watching the factory instead of sending the write again.
 
@@ -13,17 +18,18 @@ gets an outcome (done, already done, failed, held) for the summary and ``--forma
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from reconciler.client import FactoryClient
 from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
 from reconciler.core.spec import WaveSpec
-from reconciler.core.state import WaveStatus
+from reconciler.core.state import ObservedState, WaveStatus
 from reconciler.errors import BackendError, UserError
-from reconciler.observe import observe, parse_wave, rollout_options
+from reconciler.observe import observe, parse_prod_targets, parse_progress, parse_wave, rollout_options
 from reconciler.render import SYMBOLS
 from reconciler.writes import WriteGuard, is_uncertain
 
@@ -65,13 +71,34 @@ def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | No
     if make_signer is None:
         raise UserError("creating a wave needs the offline targets key: pass --keys FILE, --signer URI or set "
                         "RECONCILE_KEYS")
-    return make_signer(client.root(), client.online_targets_key())
+    root, online_key = client.gather([client.root, client.online_targets_key])
+    return make_signer(root, online_key)
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """What one step depends on, read from the factory just before it (see the module docstring)."""
+
+    wave: dict | None  # the wave's JSON; None: it does not exist
+    status: dict | None = None  # its wave status, when the step's gate or cancel needs it
+    prod_envelope: dict | None = None  # init: the tag's production targets (None: the tag has none)
+    ci_targets: dict | None = None  # init: the build's CI targets
+    root: dict | None = None  # init: the TUF root the signature is checked against
+
+
+_UNREAD = object()  # no wave read after our own last write: read it
 
 
 def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_signer: SignerFactory | None,
-               echo: Callable[[str], None], guard: WriteGuard | None = None) -> ApplyResult:
+               echo: Callable[[str], None], guard: WriteGuard | None = None,
+               observed: ObservedState | None = None) -> ApplyResult:
+    """Run the plan's ready steps. ``observed`` is the observation the plan was made from (read anew if
+    not given); each step then re-reads only what it depends on."""
     signer = preflight(plan, client, make_signer)
     guard = guard or WriteGuard(client, None, 0.0, echo)
+    state = observed if observed is not None else observe(client, specs)
+    by_name = {spec.name: spec for spec in specs}
+    after_write: dict[str, dict | None] = {}  # wave -> its JSON as the check after our write read it
     result = ApplyResult()
     stopped: dict[str, str] = {}  # tag -> why its later steps are held
 
@@ -85,8 +112,9 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        observed = observe(client, specs)
-        fresh = build_plan(specs, observed)
+        reads = _read_for(client, planned, by_name.get(planned.wave), after_write.pop(planned.wave, _UNREAD))
+        state = _with_reads(state, planned, reads)
+        fresh = build_plan(specs, state)
         current = fresh.find(planned.key)
         if current is None:
             if not _landed(client, planned):  # gone from the plan without being done: canceled or completed by hand
@@ -100,8 +128,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
             record(planned, Outcome.HELD, f"no longer ready: {current.reason}")
             continue
         try:
-            history = observed.waves[current.wave].history if current.wave in observed.waves else ()
-            message = _execute(client, current, signer, guard, len(history))
+            history = state.waves[current.wave].history if current.wave in state.waves else ()
+            message, after_write[current.wave] = _execute(client, current, signer, guard, len(history), reads)
         except UserError as exc:
             record(planned, Outcome.FAILED, str(exc))
             continue
@@ -110,9 +138,52 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     return result
 
 
-def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, history_length: int) -> str:
-    """Send one write, between the guard's note (lease) and its exactly-once check of the factory."""
-    write, outcome = _prepare(client, op, signer)  # reads and signing first: only the write is noted
+def _read_for(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object) -> _Reads:
+    """The step's reads, sent together: one round trip (none when the wave is known and nothing else is needed)."""
+    calls: dict[str, Callable[[], Any]] = {}
+    if known is _UNREAD:
+        calls["wave"] = functools.partial(client.get_wave, op.wave)
+    if isinstance(op, CancelOp) or (spec is not None and _gate_counts_updated(op, spec)):
+        calls["status"] = functools.partial(client.wave_status, op.wave)
+    if isinstance(op, InitOp):
+        calls["prod_envelope"] = lambda: client.prod_targets([op.tag]).get(op.tag)
+        calls["ci_targets"] = functools.partial(client.ci_targets, op.target)
+        calls["root"] = client.root
+    answers = dict(zip(calls, client.gather(list(calls.values())), strict=True))
+    wave = answers.pop("wave") if "wave" in answers else known
+    return _Reads(wave=wave if isinstance(wave, dict) else None, **answers)
+
+
+def _gate_counts_updated(op: Operation, spec: WaveSpec) -> bool:
+    if isinstance(op, RolloutOp) and op.phase_index < len(spec.phases):
+        return spec.phases[op.phase_index].gate.updated_percent is not None
+    if isinstance(op, CompleteOp) and spec.complete is not None:
+        return spec.complete.gate.updated_percent is not None
+    return False
+
+
+def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedState:
+    """The observation with what the step depends on replaced by what was just read."""
+    waves = dict(state.waves)
+    if reads.wave is None:
+        waves.pop(op.wave, None)
+    else:
+        waves[op.wave] = parse_wave(reads.wave)
+    changes: dict[str, Any] = {"waves": waves}
+    if reads.status is not None and op.wave in waves:
+        changes["progress"] = {**state.progress, op.wave: parse_progress(reads.status, waves[op.wave])}
+    if isinstance(op, InitOp):
+        prod = parse_prod_targets(reads.prod_envelope) if reads.prod_envelope else None
+        changes["prod_targets"] = {**state.prod_targets, op.tag: prod}
+        changes["ci_versions"] = {**state.ci_versions, op.target: bool(reads.ci_targets)}
+    return replace(state, **changes)
+
+
+def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, history_length: int,
+             reads: _Reads) -> tuple[str, dict | None]:
+    """Send one write, between the guard's note (lease) and its exactly-once check of the factory.
+    Returns what to say and the wave as the check read it (the next step of that wave starts from it)."""
+    write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
     guard.before(op, history_length)
     try:
         answer = write()
@@ -120,15 +191,16 @@ def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, hi
         if not is_uncertain(exc):
             guard.failed()
             raise
-        return guard.after_lost_answer(exc)
-    guard.after()
-    return outcome(answer)
+        return guard.after_lost_answer(exc), None
+    seen = guard.after()
+    return outcome(answer), seen
 
 
-def _prepare(client: FactoryClient, op: Operation, signer) -> tuple[Callable[[], Any], Callable[[Any], str]]:
+def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads
+             ) -> tuple[Callable[[], Any], Callable[[Any], str]]:
     """The write to send for ``op`` (reads and signing done), and how to describe its answer."""
     if isinstance(op, InitOp):
-        payload, signature, outcome = _init(client, op, signer)
+        payload, signature, outcome = _init(op, signer, reads)
         return (lambda: client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload,
                                            signatures=[signature]),
                 lambda _: outcome)
@@ -157,15 +229,14 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
     return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)
 
 
-def _init(client: FactoryClient, op: InitOp, signer) -> tuple[bytes, dict, str]:
+def _init(op: InitOp, signer, reads: _Reads) -> tuple[bytes, dict, str]:
     """The canonical ``signed`` bytes to send, their signature, and what to say once the wave is created."""
     from reconciler import signing
 
-    ci_targets = client.ci_targets(op.target)
-    prod = client.prod_targets([op.tag]).get(op.tag)
-    signed = signing.build_wave_targets(ci_targets=ci_targets, prod_targets=prod, version=op.target, tag=op.tag,
-                                    source_tag=op.source_tag, prune=op.prune, expires=op.expires)
+    signed = signing.build_wave_targets(ci_targets=reads.ci_targets or {}, prod_targets=reads.prod_envelope,
+                                        version=op.target, tag=op.tag, source_tag=op.source_tag, prune=op.prune,
+                                        expires=op.expires)
     payload = signing.canonical_json(signed)  # signed and sent as these very bytes
     signature = signer.sign_bytes(payload)
-    signing.verify_signature(client.root(), "targets", signed, signature)  # our own signature, before sending
+    signing.verify_signature(reads.root or {}, "targets", signed, signature)  # our own signature, before sending
     return payload, signature, f"created with {len(signed['targets'])} targets, signed by key {signature['keyid'][:12]}"

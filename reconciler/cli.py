@@ -392,7 +392,8 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             return EXIT_ERROR
         make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
-        result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)), guard)
+        result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)), guard,
+                            observed)
         if output_format == "json":
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))

@@ -385,30 +385,36 @@ class FactoryClient:
 
     # -- waves ----------------------------------------------------------------------------------
 
-    def list_waves(self) -> list[dict]:
-        """Every wave. The first page announces the total and the page size the server uses; the other
-        pages are then read together. A server whose pages fall short is followed page by page, and one
-        that keeps answering ``next`` stops at the announced total."""
-        last = self._waves_page(1)
-        waves = list(last["waves"])
-        total = last["total"] if isinstance(last.get("total"), int) else len(waves)
-        if not last.get("next") or not waves or len(waves) >= total:
-            return waves
-        pages = range(2, -(-total // len(waves)) + 1)
-        for last in self.gather([functools.partial(self._waves_page, page) for page in pages]):
-            waves.extend(last["waves"])
+    def _all_pages(self, fetch: Callable[[int], tuple[list[dict], dict]]) -> list[dict]:
+        """Every item of a paged list. The first page announces the total and the page size the server
+        uses; the other pages are then read together. A server whose pages fall short is followed page
+        by page, and one that keeps answering ``next`` stops at the announced total."""
+        items, data = fetch(1)
+        items = list(items)
+        total = data["total"] if isinstance(data.get("total"), int) else len(items)
+        if not data.get("next") or not items or len(items) >= total:
+            return items
+        pages = range(2, -(-total // len(items)) + 1)
+        answers = self.gather([functools.partial(fetch, page) for page in pages])
+        for answer in answers:
+            items.extend(answer[0])
+        batch, data = answers[-1] if answers else (items, data)
         page = pages.stop
-        while last.get("next") and last["waves"] and len(waves) < total:
-            last = self._waves_page(page)
-            waves.extend(last["waves"])
+        while data.get("next") and batch and len(items) < total:
+            batch, data = fetch(page)
+            items.extend(batch)
             page += 1
-        return waves
+        return items
 
-    def _waves_page(self, page: int) -> dict:
+    def list_waves(self) -> list[dict]:
+        """Every wave, 100 a page."""
+        return self._all_pages(self._waves_page)
+
+    def _waves_page(self, page: int) -> tuple[list[dict], dict]:
         data = _expect(self._send("GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page},
                                   what="list waves"), dict, "list waves")
         batch = _expect(data.get("waves") or [], list, "list waves")
-        return {**data, "waves": [_expect(wave, dict, "list waves") for wave in batch]}
+        return [_expect(wave, dict, "list waves") for wave in batch], data
 
     def get_wave(self, name: str) -> dict | None:
         data = self._send("GET", self._factory_path(f"waves/{name}/"), what=f"read wave '{name}'", missing_ok=True)
@@ -456,19 +462,15 @@ class FactoryClient:
     def production_devices(self, tag: str) -> list[dict]:
         """The production devices on a tag, 1,000 a page: ceil(devices / 1000) requests, never one per device."""
         what = f"list the devices of tag '{tag}'"
-        devices: list[dict] = []
-        page = 1
-        while True:
+
+        def fetch(page: int) -> tuple[list[dict], dict]:
             params: dict = {"factory": self.factory, "match_tag": tag, "prod": 1, "limit": DEVICE_PAGE_SIZE}
             if page > 1:
                 params["page"] = page  # fioctl sends page only past the first
             data = _expect(self._send("GET", "/ota/devices/", params=params, what=what), dict, what)
-            batch = _expect(data.get("devices") or [], list, what)
-            devices.extend(_expect(device, dict, what) for device in batch)
-            total = data.get("total") if isinstance(data.get("total"), int) else len(devices)
-            if not data.get("next") or not batch or len(devices) >= total:
-                return devices
-            page += 1
+            return [_expect(device, dict, what) for device in _expect(data.get("devices") or [], list, what)], data
+
+        return self._all_pages(fetch)
 
     def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
         """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that

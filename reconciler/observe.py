@@ -6,8 +6,9 @@ has a ``require.updated`` gate or whose manifest cancels it; one wave-targets ca
 expiry of the active managed waves; for waves still to be created, their CI targets (one per
 version) and one factory-status call (the tags production devices follow); one device-group
 list when a phase still to roll out names a group; and the production devices of a tag,
-1,000 a page (ceil(devices / 1000) requests), when a phase still to roll out lists UUIDs or a
-gate counts offline devices. Dry-run rollouts for device counts come after planning, one per
+1,000 a page (ceil(devices / 1000) requests), when a phase still to roll out lists UUIDs, a
+gate counts offline devices (``onlineWithin``), or a gate is short of its share (its reason names the
+offline devices; read after the statuses, so one more round trip, only then). Dry-run rollouts for device counts come after planning, one per
 active wave at most.
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
@@ -159,7 +160,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     versions = sorted({s.target for s in new})
     need_groups = pending_groups(chosen, waves)
-    device_tags = sorted(tags_needing_devices(chosen, waves))
+    device_tags = sorted(tags_needing_devices(chosen, waves))  # known before the statuses are read
     managed_active = sorted(s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE
                             and not s.cancel)
     calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags),
@@ -190,10 +191,13 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
-    devices = {}
-    for tag in device_tags:
-        listed = (parse_device(d) for d in next(answers) if d.get("uuid"))
-        devices[tag] = {d.uuid: d for d in listed}
+    listings = {tag: next(answers) for tag in device_tags}
+    # Gates short of their share on the counts name their offline devices: one more round trip, only then.
+    late = sorted(tags_needing_devices(chosen, waves, progress) - set(device_tags))
+    listings.update(zip(late, client.gather([functools.partial(client.production_devices, tag) for tag in late]),
+                        strict=True))
+    devices = {tag: {d.uuid: d for d in (parse_device(item) for item in listed if item.get("uuid"))}
+               for tag, listed in sorted(listings.items())}
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,

@@ -89,10 +89,11 @@ class WriteGuard:
             self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
         self.pending = (note,)
 
-    def after(self) -> None:
-        """The write was answered: check it landed exactly once."""
+    def after(self) -> dict | None:
+        """The write was answered: check it landed exactly once. Returns the wave as read for the check
+        (None: gone), which the apply may use as the wave's state for its next step."""
         note, self.pending = self.pending[0], ()
-        self._check_once(note)
+        return self._check_once(note)
 
     def after_lost_answer(self, exc: BackendError) -> str:
         """The write's answer was lost: wait until the factory shows it, or until it cannot land any more."""
@@ -132,8 +133,9 @@ class WriteGuard:
                     return False
             time.sleep(max(0.05, min(POLL_SECONDS, (settle_by - _now()).total_seconds())))
 
-    def _check_once(self, note: dict) -> None:
-        wave = self.client.get_wave(note["wave"]) or {}
+    def _check_once(self, note: dict) -> dict | None:
+        read = self.client.get_wave(note["wave"])
+        wave = read or {}
         kind = note["kind"]
         if kind == RolloutOp.kind:
             history = wave.get("rollout-history") or []
@@ -150,6 +152,7 @@ class WriteGuard:
             raise ConcurrentWriter(f"{note['step']}: the factory answered, but the wave does not show it (status "
                                    f"{wave.get('status', 'absent')!r}, last changed by {by}): another writer is at "
                                    "work on this wave")
+        return read
 
 
 def _landed(note: dict, wave: dict | None) -> bool:

@@ -260,9 +260,9 @@ def without_keyed_steps(plan: Plan) -> Plan:
     return plan
 
 
-def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
-    """Active managed waves whose next step has a ``require.updated`` gate: only they need a status call."""
-    needed = set()
+def _updated_gates(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> dict[str, Gate]:
+    """Active managed waves whose next step has a ``require.updated`` gate, with that gate."""
+    gates = {}
     for spec in specs:
         wave = observed_waves.get(spec.name)
         if wave is None or wave.status is not WaveStatus.ACTIVE:
@@ -275,8 +275,13 @@ def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, Observ
         else:
             continue
         if gate.updated_percent is not None:
-            needed.add(spec.name)
-    return needed
+            gates[spec.name] = gate
+    return gates
+
+
+def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
+    """Active managed waves whose next step has a ``require.updated`` gate: only they need a status call."""
+    return set(_updated_gates(specs, observed_waves))
 
 
 def waves_to_cancel(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
@@ -285,9 +290,19 @@ def waves_to_cancel(specs: list[WaveSpec], observed_waves: dict[str, ObservedWav
             and observed_waves[s.name].status is WaveStatus.ACTIVE}
 
 
-def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
-    """Tags whose device list the plan needs: pending phases with UUIDs to check, or gates that count devices."""
-    tags = {observed_waves[name].tag for name in waves_needing_status(specs, observed_waves)}
+def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave],
+                         progress: dict[str, WaveProgress] | None = None) -> set[str]:
+    """Tags whose device list the plan needs: pending phases with UUIDs to check, ``onlineWithin`` gates
+    (they count offline devices), and, once ``progress`` is known, gates short of their share on the
+    counts alone (their reason names the offline devices). A gate that passes needs no device list: a
+    tag's list is ceil(devices / 1000) requests, too many to read for an explanation nobody reads."""
+    tags = set()
+    for name, gate in _updated_gates(specs, observed_waves).items():
+        counts = (progress or {}).get(name)
+        short = counts is not None and (not counts.rolled_out
+                                        or 100.0 * counts.updated / counts.rolled_out < (gate.updated_percent or 0))
+        if gate.online_within_seconds or short:
+            tags.add(observed_waves[name].tag)
     for spec in specs:
         wave = observed_waves.get(spec.name)
         if spec.cancel or (wave is not None and wave.status is not WaveStatus.ACTIVE):
