@@ -495,7 +495,7 @@ class ServedFactory:
         cli = [sys.executable, "-m", "reconciler.localfactory", "--local", str(self.factory)]
         self.token = subprocess.run([*cli, "token", "--name", "bench"], capture_output=True, text=True,
                                     check=True, env=clean_env()).stdout.strip().split()[-1]
-        self.process = subprocess.Popen([*cli, "serve", "--port", "0", "--threads", "8"], stderr=subprocess.PIPE,
+        self.process = subprocess.Popen([*cli, "serve", "--port", "0", "--threads", "32"], stderr=subprocess.PIPE,
                                         text=True, env=clean_env())
         assert self.process.stderr is not None
         line = self.process.stderr.readline()

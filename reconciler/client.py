@@ -39,9 +39,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
 PAGE_SIZE = 100
 # Requests that do not depend on each other go out together, at most this many at a time: a plan then
-# waits for a handful of round trips instead of one per request (20 active waves' status calls take two),
+# waits for a handful of round trips instead of one per request (20 active waves: one round of statuses),
 # and a big factory is not flooded.
-MAX_CONCURRENT = 16
+MAX_CONCURRENT = 32
 _T = TypeVar("_T")
 DEVICE_PAGE_SIZE = 1000  # the largest page the device list allows (reference §1.6)
 OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
@@ -100,7 +100,9 @@ class DeadlineTransport(httpx.BaseTransport):
 
     def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
         self.timeout = timeout
+        # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
         self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), retries=retries,
+                                             max_connections=MAX_CONCURRENT, max_keepalive_connections=MAX_CONCURRENT,
                                              network_backend=_DeadlineBackend())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -13,7 +13,7 @@ active wave at most.
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation is independent and goes out at
-once (``FactoryClient.gather``, at most 16 at a time), and so do the dry runs; paged lists read
+once (``FactoryClient.gather``, at most 32 at a time), and so do the dry runs; paged lists read
 their other pages together once the first page gives the total.
 """
 
