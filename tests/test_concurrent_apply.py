@@ -11,7 +11,6 @@ import contextlib
 import inspect
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from click.testing import CliRunner
 from reconciler.localfactory import cli as factory_cli
 from reconciler.localfactory import open_embedded
 from tests.helpers.e2e import CANARY_WAVE, api, commit, git, reconcile, wave
+from tests.helpers.serving import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,10 +40,6 @@ def history(factory_dir: Path) -> list[str]:
     return [entry["group-name"] or "*" for entry in wave(factory_dir, "rel-46")["rollout-history"]]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest._uuids import parse_file
 from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, init_demo_factory, reconcile
+from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,26 +123,8 @@ def served(tmp_path_factory):
     assert runner.invoke(factory_main, ["--local", str(path), "init", "--demo", "--devices", "1500",
                                         "--start", "2026-11-01T08:00:00Z"]).exit_code == 0
     token = runner.invoke(factory_main, ["--local", str(path), "token"]).output.strip()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.1)
+    with serve_factory(path) as url:
         yield path, url, token
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_devices_over_http_page_through_the_whole_list(served, monkeypatch):

@@ -9,11 +9,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
@@ -24,7 +21,7 @@ from reconciler.manifest import load
 from reconciler.resources import load_schema
 from reconciler.status import read_devices, read_status
 from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, init_demo_factory, reconcile
-from tests.localfactory.test_cli import free_port
+from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -262,29 +259,13 @@ def test_status_text_lists_failed_devices_with_their_last_update(bad_build):
 def test_status_and_devices_against_the_served_factory(bad_build, tmp_path):
     repo, local = bad_build
     token = factory(local, "token", "--name", "status-test").strip()
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(local), "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
-                time.sleep(0.1)
+    with serve_factory(local) as url:
         os.environ["RECONCILE_API_TOKEN"] = token
         try:
             remote = status(str(repo), "--api-url", url, "--factory", "demo", "--format", "json")
             remote_devices = status("--devices", "rel-61", "--api-url", url, "--factory", "demo", "--format", "json")
         finally:
             del os.environ["RECONCILE_API_TOKEN"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     local_run = status(str(repo), "--local", str(local), "--format", "json")
     assert remote[0] == 0 and local_run[0] == 0, remote[2]
     served, embedded = json.loads(remote[1]), json.loads(local_run[1])

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +10,7 @@ from click.testing import CliRunner
 
 from reconciler.localfactory import cli
 from tests.helpers.factory import F, Factory
+from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[2]
 START = "2026-01-05T12:00:00Z"
@@ -110,10 +106,6 @@ def test_build_publishes_a_ci_build(made):
 # ------------------------------------------------------------------------------------ served over HTTP
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -121,32 +113,8 @@ def served(tmp_path_factory):
     path = tmp_path_factory.mktemp("served") / "factory"
     run(path, "init", "--demo", "--devices", "200", "--seed", "5", "--start", START)
     token = run(path, "token", "--name", "ci-bot").output.strip()
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited: {proc.stderr.read().decode()}")
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("serve did not start within 20 s") from None
-                time.sleep(0.1)
+    with serve_factory(path) as url:
         yield path, url, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stderr.close()
 
 
 def test_served_requests_need_a_token(served):

@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -17,6 +13,7 @@ from click.testing import CliRunner
 
 from reconciler.localfactory import cli, clock, open_embedded, store
 from tests.helpers.factory import F, Factory
+from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[2]
 START = "2026-01-05T12:00:00Z"
@@ -30,10 +27,6 @@ def run(path: Path, *args: str, ok: bool = True):
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -46,34 +39,9 @@ def made(tmp_path) -> Path:
 @pytest.fixture
 def served_real(made):
     token = run(made, "token", "--name", "ci-bot").output.strip()
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(made), "serve",
-                             "--port", str(port), "--clock", "real", "--speed", str(SPEED)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"serve exited: {proc.stderr.read().decode()}")
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("serve did not start within 20 s") from None
-                time.sleep(0.1)
-        with httpx.Client(base_url=url, headers={"OSF-TOKEN": token}, timeout=30) as http:
-            yield made, http
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stderr.close()
+    with serve_factory(made, "--clock", "real", "--speed", str(SPEED)) as url, \
+            httpx.Client(base_url=url, headers={"OSF-TOKEN": token}, timeout=30) as http:
+        yield made, http
 
 
 def date_of(http: httpx.Client) -> int:

@@ -13,13 +13,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import tarfile
-import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -33,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from reconciler.localfactory import cli
+from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[2]
 FACTORY = "demo"
@@ -57,35 +53,10 @@ def served(tmp_path_factory):
     path = tmp_path_factory.mktemp("conformance") / "factory"
     factory_cli(path, "init", "--demo", "--devices", "200", "--seed", "11", "--start", "2026-01-05T12:00:00Z")
     token = factory_cli(path, "token", "--name", "conformance").strip()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"serve exited: {proc.stderr.read().decode()}"
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "serve did not start within 20 s"
-                time.sleep(0.1)
-        # fioctl's headers (§1.1): the token, its own User-Agent; Content-Type only with a body.
-        with httpx.Client(base_url=url, headers={"OSF-TOKEN": token, "User-Agent": "fioctl-conformance"},
-                          timeout=30) as client:
-            yield path, client
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        proc.stderr.close()
+    # fioctl's headers (§1.1): the token, its own User-Agent; Content-Type only with a body.
+    with serve_factory(path) as url, httpx.Client(
+            base_url=url, headers={"OSF-TOKEN": token, "User-Agent": "fioctl-conformance"}, timeout=30) as client:
+        yield path, client
 
 
 # ------------------------------------------------------------------------------------ contract helpers
