@@ -13,7 +13,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
     """fioctl's FactoryStatus: CI tags, production tags, and production devices in active waves."""
     ts = store.now(conn)
     cutoff = ts - offline_threshold * 3600
-    names = {gid: name for gid, name in conn.execute("SELECT id, name FROM device_groups")}
+    names = dict(conn.execute("SELECT id, name FROM device_groups").fetchall())
     active = {tag: waves.resolve_id(conn, wid) for wid, tag in
               conn.execute("SELECT id, tag FROM waves WHERE status = 'active'").fetchall()}
     full = {w.id: set(waves.full_group_ids(conn, w.id)) for w in active.values()}

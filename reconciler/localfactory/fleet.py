@@ -71,10 +71,11 @@ ONLINE_TODAY_SQL = f"(((rnd >> 31) & 65535) % 10000 >= :dead AND {_H_DAY} % 1000
 PHASE_SQL = "(rnd % :interval)"
 
 
-def last_seen_expr(now: int, interval: int) -> str:
-    """SQL for the displayed last check-in of a devices row: derived while online, stored otherwise."""
-    now, interval = int(now), int(interval)
-    return f"CASE WHEN online = 1 THEN {now} - (({now} - (rnd % {interval})) % {interval}) ELSE last_seen END"
+def last_seen_expr(now: int, interval: int) -> tuple[str, list[int]]:
+    """SQL for the displayed last check-in of a devices row (derived while online, stored otherwise),
+    with the values for its ``?`` marks, in order."""
+    return ("CASE WHEN online = 1 THEN ? - ((? - (rnd % ?)) % ?) ELSE last_seen END",
+            [now, now, interval, interval])
 
 
 def last_seen(online: int, stored: int | None, rnd: int, now: int, interval: int) -> int | None:
