@@ -426,8 +426,9 @@ def make_app(st: store.Store, *, require_token: bool = False, write_lock: float 
     waits for an in-process apply on the same directory before it is answered 503."""
     from .writelock import ServedWriteLock
 
-    locks = [ServedWriteLock(st.path.parent, write_lock)] if write_lock is not None else []
-    app = falcon.App(middleware=[Context(st, require_token), *locks])
+    app = falcon.App(middleware=[Context(st, require_token)])
+    if write_lock is not None:  # after Context, as its own middleware runs in the order added
+        app.add_middleware(ServedWriteLock(st.path.parent, write_lock))
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     handler = falcon.media.JSONHandler(dumps=JSON_DUMPS)

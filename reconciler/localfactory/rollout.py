@@ -125,6 +125,8 @@ def rollout(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
     if opts.uuids:
         pick = _pick_from_uuids(conn, wave, opts, group_id, full)
     elif opts.limit is None and opts.percentage is None:
+        if group_id is None:  # parse_options refuses a rollout with no group, limit, percentage or UUIDs
+            raise bad_request("A rollout without a limit, a percentage or UUIDs needs a group")
         pick = _pick_full_group(conn, wave, group_id, full)
     else:
         pick = _pick_random(conn, wave, opts, group_id, full)
@@ -158,8 +160,10 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
             base = conn.execute("SELECT count(*) FROM devices INDEXED BY devices_pick_group "
                                 "WHERE tag = ? AND is_prod = 1 AND group_id = ?", (wave.tag, group_id)).fetchone()[0]
         wanted = percentage_count(opts.percentage, base)
-    else:
+    elif opts.limit is not None:
         wanted = opts.limit
+    else:  # rollout() sends a pick with neither to _pick_full_group
+        raise ValueError("a random pick needs a limit or a percentage")
     start = _start(conn, wave, opts)
     not_reached, extra = _in_wave_sql(full)
     if group_id is None:
@@ -215,8 +219,13 @@ def _pick_from_uuids(conn, wave: waves.Wave, opts: Options, group_id, full: set[
         (u, d) for u, d in ((u, found[u]) for u in opts.uuids)
         if d["version"] < wave.version and d["wave_id"] != wave.id and d["group_id"] not in full
     ]
-    if opts.limit is not None or opts.percentage is not None:
-        wanted = opts.limit if opts.limit is not None else percentage_count(opts.percentage, len(opts.uuids))
+    if opts.limit is not None:
+        wanted: int | None = opts.limit
+    elif opts.percentage is not None:
+        wanted = percentage_count(opts.percentage, len(opts.uuids))
+    else:
+        wanted = None  # every candidate
+    if wanted is not None:
         start = _start(conn, wave, opts)
         candidates.sort(key=lambda ud: (-ud[1]["online"], (ud[1]["rnd"] - start) & RND_MASK))
         candidates = candidates[:wanted]

@@ -114,7 +114,7 @@ def require_active(wave: Wave, action: str) -> None:
 
 def require_signed(conn: sqlite3.Connection, wave: Wave, action: str) -> None:
     try:
-        signing.verify_threshold(trust.root(conn, "prod"), "targets", wave.signed_obj, wave.signatures)
+        signing.verify_threshold(trust.prod_root(conn), "targets", wave.signed_obj, wave.signatures)
     except signing.TufError as e:
         raise conflict(f"Cannot {action} wave {wave.name}: {e}; add signatures with `fioctl waves sign`") from None
 
@@ -146,7 +146,7 @@ def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = Fals
             "SELECT group_name, rollout_by, rollout_at, is_full_group, is_factory_wide, num_devices "
             "FROM rollouts WHERE wave_id = ? ORDER BY id", (wave.id,))
     ]
-    out = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
+    out: dict[str, object] = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
     if show_targets:
         out["targets"] = wave.envelope()
     out.update({
@@ -226,7 +226,8 @@ def create(conn: sqlite3.Connection, body, actor: str) -> dict:
     if (not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict)
             or not isinstance(envelope.get("signatures"), list)):
         errors.append("targets: required; a signed TUF targets envelope {\"signed\": {...}, \"signatures\": [...]}")
-    if errors:
+    # The type tests repeat checks above that already put an error in the list: mypy cannot see that.
+    if errors or version is None or not isinstance(name, str) or not isinstance(tag, str) or not isinstance(envelope, dict):
         raise bad_request("Invalid wave", errors)
     if find(conn, name) is not None:
         raise conflict(f"A wave named {name} already exists")
@@ -242,6 +243,8 @@ def create(conn: sqlite3.Connection, body, actor: str) -> dict:
         "INSERT INTO waves(name, version, tag, signed, signatures, status, created_at, created_by, updated_at, "
         "updated_by) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, NULL, '')",
         (name, version, tag, signing.canonical_json(signed).decode(), json.dumps(signatures), ts, actor))
+    if cur.lastrowid is None:  # sqlite3 sets it after every successful INSERT
+        raise sqlite3.DatabaseError("the new wave has no row id")
     return wave_json(conn, resolve_id(conn, cur.lastrowid))
 
 
@@ -347,7 +350,7 @@ def _difference(meta: dict, expected: dict, tag: str) -> str:
 
 def _verified_signatures(conn: sqlite3.Connection, signed: dict, signatures: list) -> list[dict]:
     """Every signature sent must verify against the production root; at least one, none of the online key."""
-    prod_root = trust.root(conn, "prod")
+    prod_root = trust.prod_root(conn)
     online_kid = signing.key_id(trust.online_public(conn))
     errors, good, seen = [], [], set()
     for i, sig in enumerate(signatures):
