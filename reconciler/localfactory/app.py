@@ -427,7 +427,7 @@ def make_app(st: store.Store, *, require_token: bool = False, write_lock: float 
     from .writelock import ServedWriteLock
 
     app = falcon.App(middleware=[Context(st, require_token)])
-    if write_lock is not None:  # after Context, as its own middleware runs in the order added
+    if write_lock is not None:  # after Context: middleware runs in the order it is added
         app.add_middleware(ServedWriteLock(st.path.parent, write_lock))
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
