@@ -223,8 +223,8 @@ def test_a_rollout_answered_502_is_read_back_never_called_failed(landed, release
     assert gateway.rollouts == 1, "a write is never sent twice"
     if landed:
         assert code == 0, err
-        assert "~ rollout rel-46 phase 'canary' (group canary): done (the factory shows it landed after the answer " \
-               "was lost)" in err
+        assert ("~ rollout rel-46 phase 'canary' (group canary): done (the factory shows it landed after the answer "
+                "was lost)") in err
         assert history == ["canary"]
     else:
         assert code == 1

@@ -59,8 +59,8 @@ def test_an_expired_wave_is_neither_rolled_out_nor_completed(release_repo, facto
     advance(factory_dir, "5d")
     code, out, err = run(release_repo, factory_dir)
     assert code == 1
-    assert "rel-46.yaml:6:10: wave 'rel-46' expired at 2026-11-05T08:00:00Z: its targets can no longer be " \
-           "rolled out or completed; cancel it (cancel: true) and promote the build again in a new wave" in out
+    assert ("rel-46.yaml:6:10: wave 'rel-46' expired at 2026-11-05T08:00:00Z: its targets can no longer be "
+            "rolled out or completed; cancel it (cancel: true) and promote the build again in a new wave") in out
     assert "Applying" not in err
     wave = waves(factory_dir)["rel-46"]
     assert wave["status"] == "active" and len(wave["rollout-history"]) == 1
@@ -84,7 +84,7 @@ def test_a_tag_no_device_follows_is_refused_with_the_tags_that_exist(release_rep
 def test_a_source_tag_no_ci_target_carries_is_refused(release_repo, factory_dir):
     manifest = CANARY_WAVE.replace("tag: production\n", "tag: production\nsourceTag: mian\n")
     commit(release_repo, {"rel-46.yaml": manifest}, "typo in sourceTag")
-    code, out, err = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
+    code, out, _ = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 1
     assert ("rel-46.yaml:6:12: sourceTag 'mian': no CI target of version 46 carries it (its tags: 'main'); "
             "did you mean 'main'?") in out
@@ -119,8 +119,8 @@ def test_an_unknown_group_of_an_active_wave_gets_did_you_mean(release_repo, fact
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE + "  - name: beta\n    group: btea\n"}, "a typo")
     code, out, _ = run(release_repo, factory_dir)
     assert code == 1
-    assert "rel-46.yaml:10:12: phase 'beta': device group 'btea' does not exist in factory 'demo'; " \
-           "did you mean 'beta'?" in out
+    assert ("rel-46.yaml:10:12: phase 'beta': device group 'btea' does not exist in factory 'demo'; "
+            "did you mean 'beta'?") in out
     assert len(history(factory_dir, "rel-46")) == 1
 
 
@@ -238,8 +238,8 @@ def test_cancel_wins_over_complete_and_says_what_stays_behind(release_repo, fact
     code, out, err = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 2
     assert "rel-46.yaml:9:1: warning: cancel: true wins: the complete block is ignored" in err
-    assert "- cancel   rel-46  9 devices stay on 46 (orphans: a version no longer offered), 391 keep production " \
-           "version 40" in out
+    assert ("- cancel   rel-46  9 devices stay on 46 (orphans: a version no longer offered), 391 keep production "
+            "version 40") in out
     code, out, err = run(release_repo, factory_dir)
     assert code == 0
     assert "- cancel rel-46 (9 devices stay on 46" in err

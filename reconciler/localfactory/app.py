@@ -90,7 +90,7 @@ class WavesResource(Base):
             items, total = waves.list_waves(conn, page=page, limit=limit, status=status, tag=req.get_param("tag") or None)
         nxt = None
         if page * limit < total:
-            params = {k: v for k, v in req.params.items()}
+            params = dict(req.params)
             params.update(page=page + 1, limit=limit)
             nxt = f"{req.prefix}{req.path}/?{urlencode(params)}"
         resp.media = {"waves": items, "total": total, "next": nxt}
@@ -171,7 +171,7 @@ class WaveTargetsResource(Base):
         with self.store.read() as conn:
             self.factory(conn, factory)
             rows = conn.execute("SELECT name FROM waves WHERE status = 'active' ORDER BY name").fetchall()
-            active = {name: waves.find(conn, name).envelope() for (name,) in rows}
+            active = {name: waves.resolve(conn, name).envelope() for (name,) in rows}
         found = active if not names else {n: active[n] for n in names if n in active}
         if not found:
             raise not_found("No active wave with the specified name" if names else "No active wave")
@@ -381,7 +381,7 @@ class Context:
         try:
             with self.store.read() as conn:
                 ts = store.now(conn)
-        except Exception:  # noqa: BLE001 - a Date header must never turn a response into an error
+        except Exception:  # a Date header must never turn a response into an error
             return
         resp.set_header("Date", store.http_date(ts))
 
@@ -426,8 +426,9 @@ def make_app(st: store.Store, *, require_token: bool = False, write_lock: float 
     waits for an in-process apply on the same directory before it is answered 503."""
     from .writelock import ServedWriteLock
 
-    locks = [ServedWriteLock(st.path.parent, write_lock)] if write_lock is not None else []
-    app = falcon.App(middleware=[Context(st, require_token), *locks])
+    app = falcon.App(middleware=[Context(st, require_token)])
+    if write_lock is not None:  # after Context: middleware runs in the order it is added
+        app.add_middleware(ServedWriteLock(st.path.parent, write_lock))
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     handler = falcon.media.JSONHandler(dumps=JSON_DUMPS)

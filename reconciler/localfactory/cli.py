@@ -32,7 +32,17 @@ class _Error(click.ClickException):
         click.echo(terminal.error_line(self.format_message()), err=True)
 
 
-class _OneLineErrors:
+class _UsageError(click.UsageError):
+    """click's usage error, shown the same way, but exiting 1, not 2 (CI reads 2 as "changes pending")."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, e: click.UsageError) -> _UsageError:
+        return e if isinstance(e, _UsageError) else cls(e.format_message(), e.ctx)
+
+
+class _OneLineErrors(click.Command):
     """For every command and group: a usage error exits 1, not click's 2 (CI reads 2 as "changes
     pending"), and a user's mistake or a damaged/busy database is one line on stderr and exit 1."""
 
@@ -40,8 +50,7 @@ class _OneLineErrors:
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as e:
-            e.exit_code = 1
-            raise
+            raise _UsageError.of(e) from None
 
     def invoke(self, ctx):
         import sqlite3
@@ -53,8 +62,7 @@ class _OneLineErrors:
         try:
             return super().invoke(ctx)
         except click.UsageError as e:
-            e.exit_code = 1
-            raise
+            raise _UsageError.of(e) from None
         except click.ClickException as e:
             if isinstance(e, _Error):
                 raise

@@ -13,6 +13,7 @@ the repository it fetches (as if provisioned with them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -64,7 +65,9 @@ class InitResult:
 
 def demo_uuid(seed: int, i: int, kind: str = "reconciler-demo") -> str:
     """``str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{seed}:{i}"))``, computed without UUID objects."""
-    digest = bytearray(hashlib.sha1(uuidlib.NAMESPACE_URL.bytes + f"{kind}:{seed}:{i}".encode()).digest()[:16])
+    # UUIDv5 is defined over SHA-1 (RFC 4122 §4.3): a name-based identifier, not a security use.
+    name = uuidlib.NAMESPACE_URL.bytes + f"{kind}:{seed}:{i}".encode()
+    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
@@ -145,10 +148,8 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
             archive.unlink(missing_ok=True)
         _remove_db(tmp)
         if made_dir:
-            try:
+            with contextlib.suppress(OSError):
                 directory.rmdir()
-            except OSError:
-                pass
         raise
     return InitResult(directory, name, devices_n, ci_devices, archive, time.perf_counter() - t0)
 

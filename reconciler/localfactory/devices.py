@@ -9,6 +9,7 @@ API does not document: ``hardware-id``, ``version`` (int).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -42,7 +43,7 @@ _DEV_COLS = "id, uuid, name, group_id, tag, is_prod, hwid, version, online, last
 
 def _dev(row) -> dict:
     keys = _DEV_COLS.split(", ")
-    return dict(zip(keys, row))
+    return dict(zip(keys, row, strict=True))
 
 
 def by_uuids(conn: sqlite3.Connection, uuids: list[str]) -> dict[str, dict]:
@@ -50,7 +51,8 @@ def by_uuids(conn: sqlite3.Connection, uuids: list[str]) -> dict[str, dict]:
     for i in range(0, len(uuids), 5000):
         chunk = uuids[i:i + 5000]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(f"SELECT {_DEV_COLS} FROM devices WHERE uuid IN ({marks})", chunk):
+        sql = f"SELECT {_DEV_COLS} FROM devices WHERE uuid IN ({marks})"  # noqa: S608 - fixed columns and ? marks; the UUIDs are bound
+        for row in conn.execute(sql, chunk):
             d = _dev(row)
             out[d["uuid"]] = d
     return out
@@ -67,11 +69,11 @@ class View:
         self.groups = {gid: (name, desc) for gid, name, desc in
                        conn.execute("SELECT id, name, description FROM device_groups")}
         self.active = {tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")}
-        self.full = {}
+        self.full: dict[int, set[int]] = {}
         for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1"):
             self.full.setdefault(wid, set()).add(gid)
         self.ci = {(v, h): (n, meta) for n, v, h, meta in conn.execute("SELECT name, version, hwid, meta FROM ci_targets")}
-        self._sources = None
+        self._sources: dict[tuple[str, str], fleet.Source] | None = None
 
     def target(self, version: int, hwid: str) -> tuple[str, str]:
         hit = self.ci.get((version, hwid))
@@ -160,7 +162,7 @@ def parse_filters(params: dict) -> Filters:
         except ValueError:
             errors.append(f"{key}: an integer")
             continue
-        if key == "page" and not 1 <= value <= store.MAX_INT or key == "limit" and value not in PAGE_LIMITS:
+        if (key == "page" and not 1 <= value <= store.MAX_INT) or (key == "limit" and value not in PAGE_LIMITS):
             errors.append(f"{key}: out of range ({f'1..{store.MAX_INT}' if key == 'page' else '1..1000'})")
         setattr(f, key, value)
     if errors:
@@ -169,7 +171,8 @@ def parse_filters(params: dict) -> Filters:
 
 
 def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[dict], int]:
-    where, args = [], []
+    where: list[str] = []  # fixed conditions with ? marks; every value goes into args
+    args: list[int | str] = []
     if f.group is not None:
         gid = group_id(conn, f.group)
         where.append("group_id = ?")
@@ -193,17 +196,20 @@ def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[dict], int]
         where.append("version = ? AND hwid = ?")
         args.extend(row if row else (-1, ""))
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    total = conn.execute(f"SELECT count(*) FROM devices {clause}", args).fetchone()[0]
+    count_sql = f"SELECT count(*) FROM devices {clause}"  # noqa: S608 - fixed conditions; values are bound (args)
+    total = conn.execute(count_sql, args).fetchone()[0]
     view = View(conn)
-    ls = fleet.last_seen_expr(view.now, view.model.interval)
-    rows = conn.execute(f"SELECT {_DEV_COLS}, {ls} AS ls FROM devices {clause} ORDER BY {SORTS[f.sortby]}, id "
-                        f"LIMIT ? OFFSET ?", [*args, f.limit, (f.page - 1) * f.limit]).fetchall()
+    ls, ls_args = fleet.last_seen_expr(view.now, view.model.interval)
+    page_sql = (f"SELECT {_DEV_COLS}, {ls} AS ls FROM devices {clause} "  # noqa: S608 - fixed SQL, ORDER BY from SORTS; values bound
+                f"ORDER BY {SORTS[f.sortby]}, id LIMIT ? OFFSET ?")
+    rows = conn.execute(page_sql, [*ls_args, *args, f.limit, (f.page - 1) * f.limit]).fetchall()
     return [view.json(_dev(r[:-1])) for r in rows], total
 
 
 def get_device(conn: sqlite3.Connection, ident: str, *, by_uuid: bool) -> dict:
-    row = conn.execute(f"SELECT {_DEV_COLS} FROM devices WHERE {'uuid' if by_uuid else 'name'} = ?",
-                       (ident,)).fetchone()
+    column = "uuid" if by_uuid else "name"
+    sql = f"SELECT {_DEV_COLS} FROM devices WHERE {column} = ?"  # noqa: S608 - fixed column names; ident is bound
+    row = conn.execute(sql, (ident,)).fetchone()
     if row is None:
         raise not_found(f"Device {ident} not found")
     return _dev(row)
@@ -331,10 +337,8 @@ def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "")
     rows, seen_names, seen_uuids = [], set(), set()
     for i, d in enumerate(new, start=1):
         uid = d.uuid or str(uuidlib.uuid4())
-        try:
+        with contextlib.suppress(ValueError):  # not a UUID: kept as written, checked below
             uid = str(uuidlib.UUID(uid)) if len(uid) == 36 else uid
-        except ValueError:
-            pass
         if not DEVICE_NAME_RE.match(d.name or ""):
             errors.append(f"device {i}: invalid name {d.name!r}")
         if not uid or len(uid) > 60:
@@ -359,9 +363,11 @@ def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "")
         for i in range(0, len(rows), 5000):
             chunk = rows[i:i + 5000]
             marks = ",".join("?" * len(chunk))
-            for (dup,) in conn.execute(f"SELECT name FROM devices WHERE name IN ({marks})", [r[1] for r in chunk]):
+            by_name = f"SELECT name FROM devices WHERE name IN ({marks})"  # noqa: S608 - ? marks only; names are bound
+            by_uuid = f"SELECT uuid FROM devices WHERE uuid IN ({marks})"  # noqa: S608 - ? marks only; UUIDs are bound
+            for (dup,) in conn.execute(by_name, [r[1] for r in chunk]):
                 errors.append(f"a device named {dup} already exists")
-            for (dup,) in conn.execute(f"SELECT uuid FROM devices WHERE uuid IN ({marks})", [r[0] for r in chunk]):
+            for (dup,) in conn.execute(by_uuid, [r[0] for r in chunk]):
                 errors.append(f"a device with uuid {dup} already exists")
     if errors:
         raise ApiError(400, f"{len(errors)} problem(s) with the devices to add", errors[:1000])

@@ -13,7 +13,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
     """fioctl's FactoryStatus: CI tags, production tags, and production devices in active waves."""
     ts = store.now(conn)
     cutoff = ts - offline_threshold * 3600
-    names = {gid: name for gid, name in conn.execute("SELECT id, name FROM device_groups")}
+    names = dict(conn.execute("SELECT id, name FROM device_groups").fetchall())
     active = {tag: waves.resolve_id(conn, wid) for wid, tag in
               conn.execute("SELECT id, tag FROM waves WHERE status = 'active'").fetchall()}
     full = {w.id: set(waves.full_group_ids(conn, w.id)) for w in active.values()}
@@ -32,8 +32,8 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
         if not is_prod:
             buckets.setdefault(("tags", tag), {}).setdefault(gid, {})[version] = [n, online]
             continue
-        w = active.get(tag)
-        if w is not None and gid in full[w.id]:
+        tag_wave = active.get(tag)
+        if tag_wave is not None and gid in full[tag_wave.id]:
             in_wave, in_wave_online = n, online
         else:
             in_wave, in_wave_online = staged.get((tag, gid, version), (0, 0))
@@ -55,7 +55,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
             files = active[tag].signed_obj["targets"]
         return {v for v in (targets.target_version(m) for m in files.values()) if v is not None}
 
-    out = {"total-devices": total, "tags": [], "prod-tags": [], "wave-tags": []}
+    sections: dict[str, list[dict]] = {"tags": [], "prod-tags": [], "wave-tags": []}
     for (section, tag), groups in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         known = versions_of(section, tag)
         latest = max(known) if known else 0
@@ -71,7 +71,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
                 merged.setdefault(v, [0, 0])
                 merged[v][0] += n
                 merged[v][1] += o
-        out[section].append({
+        sections[section].append({
             "name": tag, **_summary(merged, latest, known), "latest-target": latest,
             "targets": [{"version": v, "devices": n, "is-orphan": v not in known}
                         for v, n in sorted(per_version.items(), reverse=True)],
@@ -79,7 +79,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
                               for gid, vs in sorted(groups.items(), key=lambda kv: (kv[0] is None,
                                                                                      names.get(kv[0], "")))],
         })
-    return out
+    return {"total-devices": total, **sections}
 
 
 def _summary(vs: dict, latest: int, known: set[int]) -> dict:

@@ -71,10 +71,11 @@ ONLINE_TODAY_SQL = f"(((rnd >> 31) & 65535) % 10000 >= :dead AND {_H_DAY} % 1000
 PHASE_SQL = "(rnd % :interval)"
 
 
-def last_seen_expr(now: int, interval: int) -> str:
-    """SQL for the displayed last check-in of a devices row: derived while online, stored otherwise."""
-    now, interval = int(now), int(interval)
-    return f"CASE WHEN online = 1 THEN {now} - (({now} - (rnd % {interval})) % {interval}) ELSE last_seen END"
+def last_seen_expr(now: int, interval: int) -> tuple[str, list[int]]:
+    """SQL for the displayed last check-in of a devices row (derived while online, stored otherwise),
+    with the values for its ``?`` marks, in order."""
+    return ("CASE WHEN online = 1 THEN ? - ((? - (rnd % ?)) % ?) ELSE last_seen END",
+            [now, now, interval, interval])
 
 
 def last_seen(online: int, stored: int | None, rnd: int, now: int, interval: int) -> int | None:
@@ -213,13 +214,20 @@ def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict) -> None:
     if a % DAY == 0:
         # A new day: devices offline today stop checking in; their last check-in was before a.
         conn.execute(
-            f"UPDATE devices SET online = 0, last_seen = :a - 1 - ((:a - 1 - {PHASE_SQL}) % :interval) "
+            f"UPDATE devices SET online = 0, last_seen = :a - 1 - ((:a - 1 - {PHASE_SQL}) % :interval) "  # noqa: S608 - fixed fragments; values bound from p
             f"WHERE online = 1 AND NOT {ONLINE_TODAY_SQL}", p)
     # Devices online today that were not checking in come back at their first check-in in [a, b).
     conn.execute(
-        f"UPDATE devices SET online = 1, last_seen = {first} "
+        f"UPDATE devices SET online = 1, last_seen = {first} "  # noqa: S608 - fixed fragments; values bound from p
         f"WHERE online = 0 AND {ONLINE_TODAY_SQL} AND {first} < :b", p)
     _install(conn, a, b, m, p, first, stats)
+
+
+def _bind_list(params: dict, prefix: str, values: list[int]) -> str:
+    """Named marks (``:prefix0, :prefix1, ...``) for an IN list, with the values added to ``params``."""
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    params.update(zip(names, values, strict=True))
+    return ", ".join(f":{n}" for n in names)
 
 
 def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first: str, stats: dict) -> None:
@@ -244,10 +252,10 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
     # of the same snapshot is not written per device: within a snapshot version timestamp versions only
     # grow with time (repo.py), so the stored one stays a lower bound that orders every file the
     # factory can serve the same way, and an unchanged view costs no writes.
-    trust_sql = ("UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "
+    trust_sql = ("UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "  # noqa: S608 - fixed fragments; values bound from q
                  f"WHERE tuf_snapshot < :snap AND {accepts} AND ")
     # One attempt per device, version and day: a device that failed today retries tomorrow.
-    insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "
+    insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "  # noqa: S608 - fixed fragments; values bound from q
               f"NOT {fail} FROM devices{{status_index}} WHERE {accepts} AND hwid = :hwid AND version < :to "
               f"AND NOT EXISTS (SELECT 1 FROM update_events e WHERE e.device_id = devices.id AND e.ok = 0 "
               f"AND e.to_version = :to AND e.at >= :daystart) AND ")
@@ -267,16 +275,17 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
             groups = fulls.get(wid, [])
             if groups:
                 q["tag"] = conn.execute("SELECT tag FROM waves WHERE id = ?", (wid,)).fetchone()[0]
-                marks = ",".join(str(int(g)) for g in groups)
+                marks = _bind_list(q, "full", groups)
                 members.append((True, f"tag = :tag AND is_prod = 1 AND group_id IN ({marks})"))
         else:
             wid = active.get(key)
             staged = ""
             if wid is not None:
-                groups = ",".join(str(int(g)) for g in fulls.get(wid, []))
-                staged = f" AND (wave_id IS NULL OR wave_id != {int(wid)})"
-                if groups:
-                    staged += f" AND (group_id IS NULL OR group_id NOT IN ({groups}))"
+                q["active_wid"] = wid
+                staged = " AND (wave_id IS NULL OR wave_id != :active_wid)"
+                if fulls.get(wid):
+                    marks = _bind_list(q, "full", fulls[wid])
+                    staged += f" AND (group_id IS NULL OR group_id NOT IN ({marks}))"
             members = [(True, "tag = :tag AND is_prod = 1" + staged)]
         for by_tag, member in members:
             conn.execute(trust_sql.format(trust_index=" INDEXED BY devices_trust" if by_tag else "") + member, q)

@@ -29,11 +29,13 @@ _GROUP_COLS = "id, name, description, created_at, created_by, updated_at, update
 
 
 def list_groups(conn: sqlite3.Connection) -> list[dict]:
-    return [_group_json(r) for r in conn.execute(f"SELECT {_GROUP_COLS} FROM device_groups ORDER BY name")]
+    sql = f"SELECT {_GROUP_COLS} FROM device_groups ORDER BY name"  # noqa: S608 - fixed column names only
+    return [_group_json(r) for r in conn.execute(sql)]
 
 
 def get_group(conn: sqlite3.Connection, name: str) -> dict:
-    row = conn.execute(f"SELECT {_GROUP_COLS} FROM device_groups WHERE name = ?", (name,)).fetchone()
+    sql = f"SELECT {_GROUP_COLS} FROM device_groups WHERE name = ?"  # noqa: S608 - fixed column names; name is bound
+    row = conn.execute(sql, (name,)).fetchone()
     if row is None:
         raise not_found(f"Device group {name} not found")
     return _group_json(row)

@@ -30,7 +30,7 @@ from .errors import ApiError, bad_request
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
 _READ_CHUNK = 1024 * 1024
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_NOT_WHITESPACE = re.compile(r"[^ \t\n\r]")  # JSON's whitespace (RFC 8259 §2) is these four
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DECODER = json.JSONDecoder()
 
@@ -59,7 +59,8 @@ def read_text(req) -> str | None:
 
 def _read_capped(stream) -> bytes:
     """A chunked body, read until its end or one byte past the limit, whichever comes first."""
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     while size <= MAX_BODY_BYTES:
         chunk = stream.read(min(_READ_CHUNK, MAX_BODY_BYTES + 1 - size))
         if not chunk:
@@ -144,7 +145,9 @@ def raw_member(text: str, *path: str) -> str | None:
 
 
 def _skip_ws(text: str, i: int) -> int:
-    return _WHITESPACE.match(text, i).end()
+    """The index of the first non-whitespace character at or after ``i`` (the end of the text if none)."""
+    found = _NOT_WHITESPACE.search(text, i)
+    return found.start() if found else len(text)
 
 
 def _member_span(text: str, i: int, wanted: str) -> tuple[int, int] | None:

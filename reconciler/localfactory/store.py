@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
+from typing import overload
 
 DB_NAME = "factory.db"
 KEY_ARCHIVE = "targets.only.key.tgz"  # the operator's offline key, written next to the database by init
@@ -210,10 +211,8 @@ class Store:
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._all.clear()
         self._local = threading.local()
 
@@ -319,6 +318,14 @@ def _statements(script: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ meta
+
+
+@overload
+def get_meta(conn: sqlite3.Connection, key: str) -> str | None: ...
+@overload
+def get_meta(conn: sqlite3.Connection, key: str, default: str) -> str: ...
+@overload
+def get_meta(conn: sqlite3.Connection, key: str, default: None) -> str | None: ...
 
 
 def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:

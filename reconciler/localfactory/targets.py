@@ -115,8 +115,11 @@ def set_prod_targets(conn: sqlite3.Connection, tag: str, envelope: dict) -> None
 
 def target_version(meta: dict) -> int | None:
     """``custom.version`` as an int (aktualizr sorts by it), None when absent or not a number."""
+    version = (meta.get("custom") or {}).get("version")
+    if version is None:
+        return None
     try:
-        return int((meta.get("custom") or {}).get("version"))
+        return int(version)
     except (TypeError, ValueError):
         return None
 

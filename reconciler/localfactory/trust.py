@@ -78,6 +78,14 @@ def root(conn: sqlite3.Connection, kind: str, version: int | None = None) -> dic
     return json.loads(row[0]) if row else None
 
 
+def prod_root(conn: sqlite3.Connection) -> dict:
+    """The newest production root. Init writes one, so a factory without it is a damaged database."""
+    body = root(conn, "prod")
+    if body is None:
+        raise sqlite3.DatabaseError("the factory has no production root: the database is damaged")
+    return body
+
+
 def root_chain(conn: sqlite3.Connection, kind: str) -> list[dict]:
     return [json.loads(r[0]) for r in conn.execute("SELECT body FROM roots WHERE kind = ? ORDER BY version", (kind,))]
 

@@ -145,13 +145,14 @@ class Device:
     def refresh(self, fetch: Callable[[str], dict | None], now: int) -> dict:
         """The targets the device now trusts; Refused (trusted state unchanged) otherwise."""
         root = update_root(self.trusted.root, lambda n: fetch(f"{n}.root.json"))
-        files = {name: fetch(f"{name}.json") for name in ("timestamp", "snapshot", "targets")}
-        missing = [n for n, body in files.items() if body is None]
-        if missing:
+        timestamp, snapshot, targets = (fetch(f"{name}.json") for name in ("timestamp", "snapshot", "targets"))
+        if timestamp is None or snapshot is None or targets is None:
+            missing = [n for n, body in (("timestamp", timestamp), ("snapshot", snapshot), ("targets", targets))
+                       if body is None]
             raise Refused(f"the repository has no {', '.join(missing)} metadata")
-        checked = check(root, files["timestamp"], files["snapshot"], files["targets"])
+        checked = check(root, timestamp, snapshot, targets)
         problem = checked.refuse_for(self.trusted, now)
         if problem:
             raise Refused(problem)
         self.trusted = Trusted(root, checked.timestamp, checked.snapshot, checked.targets)
-        return files["targets"]
+        return targets

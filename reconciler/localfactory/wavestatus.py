@@ -81,7 +81,7 @@ def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
             scheduled_total += scheduled(gid, version, n)
 
     known = known_versions(conn, wave.tag, wave)
-    names = {gid: gname for gid, gname in conn.execute("SELECT id, name FROM device_groups")}
+    names = dict(conn.execute("SELECT id, name FROM device_groups").fetchall())
 
     def group_status(gid, gname: str, rollout_at: int | None) -> dict:
         per_version = counts.get(gid, {})

@@ -287,7 +287,7 @@ class _WaveReader:
                     uuids_file=uuids_file,
                     gate=self.gate(phase, path),
                     location=location,
-                    positions={key: self.location(path + (key,)) for key in PHASE_POSITIONED_KEYS if key in phase},
+                    positions={key: self.location((*path, key)) for key in PHASE_POSITIONED_KEYS if key in phase},
                     uuid_locations=uuid_locations,
                 )
             )
@@ -301,7 +301,7 @@ class _WaveReader:
                 require, (*path, "require"), "updated", str, parse_percent
             ),
             online_within_seconds=None if require is None else self.parsed(
-                require, path + ("require",), "onlineWithin", str, parse_duration
+                require, (*path, "require"), "onlineWithin", str, parse_duration
             ),
         )
 

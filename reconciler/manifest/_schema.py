@@ -266,10 +266,10 @@ def _quote_plain_scalars(root: dict, document: Document) -> bool:
             properties = schema.get("properties", {})
             for key, item in value.items():
                 if key in properties:
-                    pending.append((path + (key,), item, properties[key]))
+                    pending.append(((*path, key), item, properties[key]))
         elif isinstance(value, list):
             if "items" in schema:
-                pending += [(path + (index,), item, schema["items"]) for index, item in enumerate(value)]
+                pending += [((*path, index), item, schema["items"]) for index, item in enumerate(value)]
         elif schema.get("type") == "string" and isinstance(value, (int, bool)) and path:
             node = document.node_at(path)
             if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: '' from libyaml
