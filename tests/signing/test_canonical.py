@@ -47,7 +47,15 @@ def test_agrees_with_securesystemslib(value):
 def test_fast_path_equals_general_encoder_and_round_trips(value):
     out = signing.canonical_json(value)
     assert out == general_encoder(value)
-    assert json.loads(out, strict=False) == value  # strict=False: raw control characters
+    # Decoded as UTF-8 first: json.loads(bytes) guesses the encoding from NUL bytes, and canonical JSON
+    # writes a NUL character raw, so '"\x00...' would be read as UTF-16. strict=False: raw control characters.
+    assert json.loads(out.decode("utf-8"), strict=False) == value
+
+
+def test_a_raw_nul_at_the_start_of_a_string_round_trips():
+    """The example hypothesis found with the lowest test dependencies: bytes '"\x00' looked like UTF-16."""
+    for value in ("\x00\u0100", "\x000"):
+        assert json.loads(signing.canonical_json(value).decode("utf-8"), strict=False) == value
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False, min_value=-(2.0 ** 62), max_value=2.0 ** 62)
