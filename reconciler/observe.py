@@ -77,7 +77,7 @@ def _parse_wave(data: dict) -> ObservedWave:
     history = tuple(
         RolloutRecord(
             group=entry.get("group-name") or "",
-            at=_required_time(entry.get("rollout-at"), "rollout-at"),
+            at=required_time(entry.get("rollout-at"), "rollout-at"),
             full_group=bool(entry.get("is-full-group")),
             factory_wide=bool(entry.get("is-factory-wide")),
             devices=int(entry.get("num-devices") or 0),
@@ -90,12 +90,12 @@ def _parse_wave(data: dict) -> ObservedWave:
         version=int(data["version"]),
         tag=data.get("tag") or "",
         status=status,
-        created_at=_required_time(meta.get("created-at"), "change-meta.created-at"),
+        created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
         history=history,
     )
 
 
-def _required_time(value, field: str) -> datetime:
+def required_time(value, field: str) -> datetime:
     """Gates count from these times: an unreadable one must stop the plan, not let a wait pass at once."""
     moment = parse_time(value) if isinstance(value, str) else None
     if moment is None:

@@ -61,7 +61,7 @@ from reconciler.core.status import (
     waves_to_report,
 )
 from reconciler.errors import BackendError, UserError, ValidationFailed
-from reconciler.observe import parse_time
+from reconciler.observe import parse_time, required_time
 
 MAX_EVENT_CHECKS = 500  # devices whose update events one `--devices` run reads (two requests each)
 OFFLINE_THRESHOLD = timedelta(hours=OFFLINE_THRESHOLD_HOURS)
@@ -75,13 +75,13 @@ def parse_wave_facts(data: dict) -> WaveFacts:
         meta = data.get("change-meta") or {}
         status = WaveStatus(data.get("status") or "active")
         history = tuple(
-            RolloutEntry(group=entry.get("group-name") or "", at=_time(entry.get("rollout-at"), "rollout-at"),
+            RolloutEntry(group=entry.get("group-name") or "", at=required_time(entry.get("rollout-at"), "rollout-at"),
                          by=str(entry.get("rollout-by") or ""), devices=int(entry.get("num-devices") or 0),
                          full_group=bool(entry.get("is-full-group")), factory_wide=bool(entry.get("is-factory-wide")))
             for entry in data.get("rollout-history") or [])
         finished = status is not WaveStatus.ACTIVE
         return WaveFacts(name=data["name"], version=int(data["version"]), tag=data.get("tag") or "", status=status,
-                         created_at=_time(meta.get("created-at"), "change-meta.created-at"),
+                         created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
                          created_by=str(meta.get("created-by") or ""),
                          finished_at=parse_time(meta.get("updated-at")) if finished else None,
                          finished_by=str(meta.get("updated-by") or "") if finished else "", history=history)
@@ -89,13 +89,6 @@ def parse_wave_facts(data: dict) -> WaveFacts:
         name = data.get("name") if isinstance(data, dict) else None
         raise BackendError(f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: "
                            f"{exc})") from None
-
-
-def _time(value, field: str) -> datetime:
-    moment = parse_time(value) if isinstance(value, str) else None
-    if moment is None:
-        raise ValueError(f"{field} {value!r} is not an RFC 3339 time")
-    return moment
 
 
 def parse_counts(status: dict) -> WaveCounts:

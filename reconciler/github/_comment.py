@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 
 from reconciler.client import error_text
+from reconciler.github._api import github_client
 from reconciler.github._workflow import command, run_url, trim_markdown
 
 # GitHub refuses comment bodies over 65,536 characters.
@@ -91,15 +92,8 @@ def post_plan_comment(markdown: str, factory: str, env: dict[str, str]) -> str:
     if not token or not repository:
         return command("warning", "no GitHub token or repository: the plan is in the job summary only")
     body = comment_body(markdown, factory, run_url(env))
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": "2022-11-28",
-        "User-Agent": "reconciler-action",
-    }
-    api = env.get("GITHUB_API_URL") or "https://api.github.com"
     try:
-        with httpx.Client(base_url=api, headers=headers, timeout=httpx.Timeout(15.0, connect=5.0)) as client:
+        with github_client(env, token) as client:
             done, comment_id = upsert_comment(client, repository, number, body)
     except httpx.HTTPStatusError as exc:
         hint = " (a pull request from a fork gets a read-only token)" if exc.response.status_code in (403, 404) else ""

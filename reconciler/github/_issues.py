@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from reconciler.client import error_text
+from reconciler.github._api import github_client
 from reconciler.github._workflow import command, run_url, workspace_path
 
 _EXPIRED = re.compile(r"\bexpired\b")
@@ -202,15 +203,8 @@ def post_stuck_issues(plan: dict, env: dict[str, str]) -> list[str]:
     token, repository = env.get("GITHUB_TOKEN"), env.get("GITHUB_REPOSITORY")
     if not token or not repository:
         return [command("warning", "no GitHub token or repository: stuck waves open no issue")]
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": "2022-11-28",
-        "User-Agent": "reconciler-action",
-    }
-    api = env.get("GITHUB_API_URL") or "https://api.github.com"
     try:
-        with httpx.Client(base_url=api, headers=headers, timeout=httpx.Timeout(15.0, connect=5.0)) as client:
+        with github_client(env, token) as client:
             return sync_issues(client, repository, factory, stuck, run_url(env), env.get("GITHUB_WORKSPACE"))
     except httpx.HTTPStatusError as exc:
         hint = " (the job needs `issues: write` permission)" if exc.response.status_code in (403, 404) else ""
