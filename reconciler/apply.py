@@ -98,7 +98,7 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     guard = guard or WriteGuard(client, None, 0.0, echo)
     state = observed if observed is not None else observe(client, specs)
     by_name = {spec.name: spec for spec in specs}
-    after_write: dict[str, dict | None] = {}  # wave -> its JSON as the check after our write read it
+    after_write: dict[str, object] = {}  # wave -> its JSON as the check after our write read it (None: gone)
     result = ApplyResult()
     stopped: dict[str, str] = {}  # tag -> why its later steps are held
 
@@ -180,9 +180,10 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
 
 
 def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, history_length: int,
-             reads: _Reads) -> tuple[str, dict | None]:
+             reads: _Reads) -> tuple[str, object]:
     """Send one write, between the guard's note (lease) and its exactly-once check of the factory.
-    Returns what to say and the wave as the check read it (the next step of that wave starts from it)."""
+    Returns what to say and the wave as the check read it (the next step of that wave starts from it;
+    ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it)."""
     write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
     guard.before(op, history_length)
     try:
@@ -191,7 +192,7 @@ def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, hi
         if not is_uncertain(exc):
             guard.failed()
             raise
-        return guard.after_lost_answer(exc), None
+        return guard.after_lost_answer(exc), _UNREAD
     seen = guard.after()
     return outcome(answer), seen
 

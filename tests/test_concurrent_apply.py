@@ -40,8 +40,6 @@ def history(factory_dir: Path) -> list[str]:
     return [entry["group-name"] or "*" for entry in wave(factory_dir, "rel-46")["rollout-history"]]
 
 
-
-
 @contextlib.contextmanager
 def served(factory_dir: Path) -> Iterator[tuple[str, str]]:
     """``reconcile-factory serve`` on a free loopback port: (url, token)."""
@@ -214,6 +212,20 @@ def test_a_write_answered_after_the_clients_timeout_is_not_repeated_by_an_immedi
     code, out, err = reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")
     assert code == 0 and "Applying" not in err, (out, err)
     assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
+
+
+def test_the_next_phase_after_a_lost_answer_starts_from_the_factory_not_from_a_guess(release_repo, factory_dir, front):
+    """The wave is only polled after a lost answer: the next step of that wave reads it again."""
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(2)}, "phases p1 and p2")
+    delays = iter([1.6])  # p1 lands 0.6 s after the client gave up on it; p2 is answered at once
+    front.on_rollout = lambda: time.sleep(next(delays, 0))
+
+    error, said = apply_with_timeout(release_repo, front.url, timeout=1.0)
+    assert error == "", said
+    assert any("landed after the answer was lost" in line for line in said), said
+    assert front.rollouts == 2 and history(factory_dir) == ["canary", "*", "*"], said
 
 
 def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir,
