@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from reconciler.localfactory import cli as factory_cli
 from reconciler.localfactory import open_embedded
 from tests.helpers.e2e import CANARY_WAVE, api, commit, git, reconcile, wave
-from tests.helpers.serving import free_port
+from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,26 +45,8 @@ def served(factory_dir: Path) -> Iterator[tuple[str, str]]:
     """``reconcile-factory serve`` on a free loopback port: (url, token)."""
     token = CliRunner().invoke(factory_cli.main, ["--local", str(factory_dir), "token", "--name", "ci-bot"])
     assert token.exit_code == 0, token.output
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(factory_dir), "serve",
-                             "--port", str(port)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    try:
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "serve exited"
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "serve did not start within 20 s"
-                time.sleep(0.1)
+    with serve_factory(factory_dir) as url:
         yield url, token.output.strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -163,15 +163,19 @@ class CancelOp(_Step):
 Operation = InitOp | RolloutOp | CompleteOp | CancelOp
 
 
-def rollout_scope(op: RolloutOp) -> str:
-    parts = [f"group {op.group}" if op.group else "factory-wide"]
-    if op.limit is not None:
-        parts.append(f"limit {op.limit}")
-    if op.percentage is not None:
-        parts.append(f"limit {op.percentage}%")
-    if op.uuids is not None:
-        parts.append(f"{len(op.uuids)} uuids")
+def scope_text(group: str | None, limit: str | None, uuid_count: int | None) -> str:
+    """Which devices a phase or rollout reaches, in words: ``group beta, limit 10%, 7 uuids``."""
+    parts = [f"group {group}" if group else "factory-wide"]
+    if limit is not None:
+        parts.append(f"limit {limit}")
+    if uuid_count is not None:
+        parts.append(f"{uuid_count} uuids")
     return ", ".join(parts)
+
+
+def rollout_scope(op: RolloutOp) -> str:
+    limit = f"{op.percentage}%" if op.percentage is not None else None if op.limit is None else str(op.limit)
+    return scope_text(op.group, limit, None if op.uuids is None else len(op.uuids))
 
 
 @dataclass(frozen=True)
@@ -447,7 +451,7 @@ class _Planner:
     # -- existing waves ----------------------------------------------------------------------
 
     def _plan_existing(self, spec: WaveSpec, wave: ObservedWave, state: _TagState) -> None:
-        drift = _ledger_drift(spec.phases, wave.history)
+        drift = ledger_drift(spec.phases, wave.history)
         done = min(len(wave.history), len(spec.phases))
         summary = _SummaryDraft(spec, wave.status, done, drift)
         progress = self.observed.progress.get(spec.name)
@@ -719,7 +723,7 @@ def _why_still_active(spec: WaveSpec) -> str:
     return "it completes once its phases and gates pass"
 
 
-def _ledger_drift(phases: tuple[PhaseSpec, ...], history: tuple[RolloutRecord, ...]) -> list[str]:
+def ledger_drift(phases: tuple[PhaseSpec, ...], history: tuple[RolloutRecord, ...]) -> list[str]:
     """Compare the rollout history with the manifest's phases, entry by entry."""
     drift = []
     for index, record in enumerate(history):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from reconciler.core.plan import _ledger_drift, format_duration, selected_specs
+from reconciler.core.plan import format_duration, ledger_drift, scope_text, selected_specs
 from reconciler.core.spec import Gate, PhaseSpec, WaveSpec
 from reconciler.core.state import RolloutRecord, WaveStatus
 
@@ -219,12 +219,8 @@ def _phase(phase: PhaseSpec, state: PhaseState) -> PhaseReport:
 
 
 def phase_scope(phase: PhaseSpec) -> str:
-    parts = [f"group {phase.group}" if phase.group else "factory-wide"]
-    if phase.limit is not None:
-        parts.append(f"limit {phase.limit}")
-    if phase.uuids is not None:
-        parts.append(f"{len(phase.uuids)} uuids")
-    return ", ".join(parts)
+    limit = None if phase.limit is None else str(phase.limit)
+    return scope_text(phase.group, limit, None if phase.uuids is None else len(phase.uuids))
 
 
 def _entry_scope(entry: RolloutEntry) -> str:
@@ -249,7 +245,7 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
     since = wave.history[-1].at if wave.history else wave.created_at
     records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
                                   devices=e.devices) for e in wave.history)
-    drift = _ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
+    drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
     return _gate(step, gate, since, wave, counts, now, "drift: " + "; ".join(drift) if drift else None)
 
 
