@@ -22,6 +22,8 @@ from reconciler.safetext import printable
 # DEBOUNCE_MS after the first: a save that writes several files gives one re-plan.
 DEBOUNCE_MS = 500
 STEP_MS = 50
+# The watcher reports "nothing happened" this often; the first such report says it is armed.
+ARMED_MS = 200
 
 
 def _lines(plan: str | Sequence) -> list[str]:
@@ -95,17 +97,26 @@ def watch(
         def __call__(self, change, path: str) -> bool:
             return super().__call__(change, path) and relevant(path, roots)
 
+    # The first plan runs only once the watcher is armed (its first empty report), so a save
+    # made after "Watching" is printed, or while that plan runs, is never missed.
+    previous: str | None = None
     try:
-        previous = _run(run_once)
-        echo(previous)
-        echo(f"Watching {', '.join(paths)} for changes (Ctrl-C to stop).")
         for changes in watch_changes(
             *roots,
             watch_filter=PlanInputs(),
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
             stop_event=stop_event,
+            rust_timeout=ARMED_MS,
+            yield_on_timeout=True,
         ):
+            if previous is None:
+                previous = _run(run_once)
+                echo(previous)
+                echo(f"Watching {', '.join(paths)} for changes (Ctrl-C to stop).")
+                continue
+            if not changes:
+                continue
             changed = sorted({os.path.relpath(path) for _, path in changes})
             echo("")
             echo(printable(f"[{time.strftime('%H:%M:%S')}] changed: {', '.join(changed)}"))  # file names: escaped

@@ -89,6 +89,29 @@ def test_edits_trigger_a_new_plan_and_invalid_states_do_not_stop_the_watch(tmp_p
     assert "- plan: phases: [canary, beta] (0 uuids)" in lines
 
 
+def test_a_save_during_the_first_plan_is_not_missed(tmp_path):
+    """The watcher is armed before the first plan runs: an edit made meanwhile gives a re-plan."""
+    manifest = tmp_path / "wave.yaml"
+    manifest.write_text("v1\n")
+    runs: list[str] = []
+
+    def run_once():
+        text = manifest.read_text().strip()
+        if not runs:
+            manifest.write_text("v2\n")  # the operator saves while the first plan is being made
+        runs.append(text)
+        return f"plan: {text}"
+
+    lines: list[str] = []
+    stop, thread = _start([str(tmp_path)], run_once, lines)
+    try:
+        assert _wait_for(lambda: "+ plan: v2" in lines), lines
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert runs[:2] == ["v1", "v2"]
+
+
 def test_missing_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no such file or directory to watch"):
         watch([str(tmp_path / "nope")], lambda: "x")
