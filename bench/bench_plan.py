@@ -335,7 +335,7 @@ def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
 def in_process(manifests: Path, factory: Path) -> dict:
     """The CLI pipeline in this (warm) process, stage by stage, with the HTTP requests it sends."""
     from reconciler import manifest, render
-    from reconciler.core.plan import build_plan
+    from reconciler.core.plan import RolloutOp, build_plan
     from reconciler.observe import fill_device_counts, observe
 
     times: dict[str, float] = {}
@@ -354,7 +354,7 @@ def in_process(manifests: Path, factory: Path) -> dict:
         observed = stage("observe", lambda: observe(client, loaded.specs))
         observe_requests = client.requests
         plan = stage("plan", lambda: build_plan(loaded.specs, observed))
-        stage("dry-run device counts", lambda: fill_device_counts(client, plan))
+        plan = stage("dry-run device counts", lambda: fill_device_counts(client, plan))
         stage("render text", lambda: render.to_text(plan))
         stage("render json", lambda: render.to_json(plan, provenance))
         requests = client.requests
@@ -365,7 +365,7 @@ def in_process(manifests: Path, factory: Path) -> dict:
         "ops": len(ops), "ready": sum(op.ready for op in ops), "blocked": sum(not op.ready for op in ops),
         "status_calls": len(observed.progress), "waves_observed": len(observed.waves),
         "active": sum(w.status == "active" for w in observed.waves.values()),
-        "counted": sum(op.devices is not None for op in ops), "errors": len(plan.errors),
+        "counted": sum(isinstance(op, RolloutOp) and op.devices is not None for op in ops), "errors": len(plan.errors),
         "warnings": len(plan.warnings),
     }
 

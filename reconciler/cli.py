@@ -12,12 +12,16 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from reconciler import terminal
 from reconciler.errors import UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
+
+if TYPE_CHECKING:
+    from reconciler.client import FactoryClient
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -308,12 +312,17 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
         local, keys, signer_uri, without_key, timeout, out_file=None, saved=None, assume_yes=True) -> int:
     from reconciler import manifest
 
+    ahead = _read_ahead(api_url, factory, timeout) if dry_run and not check and saved is None else None
     source = provenance = None
-    if rev or not check:
-        # Every plan carries provenance; apply refuses a dirty work tree unless --allow-dirty.
-        source, provenance = manifest.git_context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
     try:
+        if rev or not check:
+            # Every plan carries provenance; apply refuses a dirty work tree unless --allow-dirty.
+            source, provenance = manifest.git_context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
         loaded = manifest.load(paths, source=source)
+    except BaseException:
+        if ahead is not None:
+            ahead[0].close()
+        raise
     finally:
         if source is not None:
             source.close()  # GitSource keeps git cat-file processes open
@@ -331,11 +340,28 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
                            provenance=provenance, diffs=diffs, without_key=without_key, timeout=timeout,
-                           paths=paths, out_file=out_file, saved=saved, assume_yes=assume_yes)
+                           paths=paths, out_file=out_file, saved=saved, assume_yes=assume_yes, ahead=ahead)
+
+
+def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], list[dict]]] | None:
+    """A plan against an API starts reading the wave list (which needs no manifest) before the
+    manifests load, so its round trips overlap with reading files. Only for a dry run: an apply reads
+    the factory once it holds the apply lease. The embedded factory has no round trips to hide, and
+    creating it would be a write before validation. A mistake in the options is reported in its usual
+    place, after the manifests' own errors."""
+    if not api_url:
+        return None
+    from reconciler.client import FactoryClient, select_backend
+
+    try:
+        client = FactoryClient(select_backend(api_url=api_url, factory=factory, local=None), run_timeout=timeout)
+    except UserError:
+        return None
+    return client, client.ahead(client.list_waves)
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes) -> int:
+                    provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes, ahead=None) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan, without_keyed_steps
@@ -346,13 +372,13 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
 
         specs = savedplan.pinned(saved, specs)  # the reviewed expiry of a relative `expires: 365d`
     _refuse_throwaway_factory_in_ci(api_url, local)
-    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    backend = ahead[0].backend if ahead else select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
     repository = (provenance or {}).get("repository")
-    with FactoryClient(backend, run_timeout=timeout) as client, \
-            _exclusive_writer(client, backend, repository, dry_run) as guard:
-        observed = observe(client, specs)
+    client = ahead[0] if ahead else FactoryClient(backend, run_timeout=timeout)
+    with client, _exclusive_writer(client, backend, repository, dry_run) as guard:
+        observed = observe(client, specs, ahead[1] if ahead else None)
         plan = build_plan(specs, observed)
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
@@ -360,7 +386,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             plan = without_keyed_steps(plan)  # inits wait for the keyed job; nothing below loads a key
             if os.environ.get("RECONCILE_KEYS"):
                 _err("warning: RECONCILE_KEYS is set but --without-key never reads it; keep the key out of this job")
-        plan = fill_device_counts(client, plan)
+        plan = fill_device_counts(client, plan, observed)
         applying = not dry_run and plan.changes
         if output_format != "json" or not applying:  # an apply's JSON comes after it, with each step's outcome
             click.echo(_rendered(plan, output_format, provenance, diffs))

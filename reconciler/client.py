@@ -318,6 +318,31 @@ class FactoryClient:
                 raise error
         return [result for _, result in outcomes]  # type: ignore[misc]  # no error: every result is a _T
 
+    def ahead(self, call: Callable[[], _T]) -> Callable[[], _T]:
+        """Start ``call`` now, in the background, and return a function that waits for its result (or
+        raises its error). A plan starts reading the factory while it reads the manifests: on a real
+        network those round trips take longer than the files. The thread is a daemon so a run that stops
+        early (a manifest error) does not wait for an answer nobody will read."""
+        outcome: list = []
+
+        def target() -> None:
+            try:
+                outcome.append((None, call()))
+            except BaseException as exc:  # handed to the caller, who reports it as it would any error
+                outcome.append((exc, None))
+
+        thread = threading.Thread(target=target, name="reconcile-ahead", daemon=True)
+        thread.start()
+
+        def result() -> _T:
+            thread.join()
+            error, value = outcome[0]
+            if error is not None:
+                raise error
+            return value
+
+        return result
+
     # -- transport ------------------------------------------------------------------------------
 
     def _send(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
@@ -473,6 +498,16 @@ class FactoryClient:
             return [_expect(device, dict, what) for device in _expect(data.get("devices") or [], list, what)], data
 
         return self._all_pages(fetch)
+
+    def production_device(self, tag: str, uuid: str) -> dict | None:
+        """The production device of a tag with this UUID, or None: the device list with fioctl's ``uuid``
+        filter besides ``match_tag`` and ``prod`` (reference §1.6), so the factory applies the same rule as
+        to a whole tag's list, in one request whatever the tag's size."""
+        what = f"look up device {uuid} on tag '{tag}'"
+        data = _expect(self._send("GET", "/ota/devices/", params={"factory": self.factory, "match_tag": tag, "prod": 1,
+                                                                   "uuid": uuid}, what=what), dict, what)
+        found = [d for d in _expect(data.get("devices") or [], list, what) if isinstance(d, dict) and d.get("uuid") == uuid]
+        return found[0] if found else None
 
     def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
         """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that

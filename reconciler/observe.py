@@ -5,16 +5,19 @@ prod-targets call for all the tags involved; a status call per active wave whose
 has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
 expiry of the active managed waves; for waves still to be created, their CI targets (one per
 version) and one factory-status call (the tags production devices follow); one device-group
-list when a phase still to roll out names a group; and the production devices of a tag,
-1,000 a page (ceil(devices / 1000) requests), when a phase still to roll out lists UUIDs, a
-gate counts offline devices (``onlineWithin``), or a gate is short of its share (its reason names the
-offline devices; read after the statuses, so one more round trip, only then). Dry-run rollouts for device counts come after planning, one per
-active wave at most.
+list when a phase still to roll out names a group; the UUIDs that phases still to roll out
+name, one request each when they are few (``MAX_LOOKUPS``), else the tag's list; and the
+production devices of a tag, 1,000 a page (ceil(devices / 1000) requests), when a gate counts
+offline devices (``onlineWithin``) or is short of its share (its reason names the offline
+devices; read after the statuses, so one more round trip, only then); and a dry-run rollout of
+the next phase of each active managed wave, for the plan's device counts.
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
-(which tells what else to read) everything else of the observation is independent and goes out at
-once (``FactoryClient.gather``, at most 32 at a time), and so do the dry runs; paged lists read
-their other pages together once the first page gives the total.
+(which tells what else to read) everything else of the observation, dry runs included, is
+independent and goes out at once (``FactoryClient.gather``, at most 32 at a time; UUID lookups
+only fill the room left); paged lists read their other pages together once the first page gives
+the total. A dry run (``--dry-run`` against an API) starts the wave list before reading the
+manifests (``FactoryClient.ahead``).
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from reconciler.client import FactoryClient
+from reconciler.client import MAX_CONCURRENT, FactoryClient
 from reconciler.core.plan import (
     Plan,
     RolloutOp,
     active_tags,
+    next_rollouts,
     pending_groups,
     selected_specs,
     tags_needing_devices,
+    uuids_to_check,
     waves_needing_status,
     waves_to_cancel,
 )
@@ -152,15 +157,41 @@ def _ci_tags(targets: dict) -> frozenset[str]:
     return frozenset(tags)
 
 
-def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
+# Named UUIDs are looked up one by one, at most this many per tag, and only as many as fit in the round
+# of requests the observation sends anyway (MAX_CONCURRENT at a time); the other tags with UUIDs to check
+# are listed whole. A phase names a few canaries far more often than a tag is small, and a lookup costs
+# the factory one row where a list costs every device of the tag, 1,000 a page.
+MAX_LOOKUPS_PER_TAG = 10
+
+
+def _device_reads(specs: list[WaveSpec], waves: dict[str, ObservedWave], room: int
+                  ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Tags to list whole, and at most ``room`` (tag, uuid) pairs to look up one by one, for the plan's
+    device checks."""
+    named = uuids_to_check(specs, waves)
+    listed = tags_needing_devices(specs, waves) | {tag for tag, uuids in named.items() if len(uuids) > MAX_LOOKUPS_PER_TAG}
+    lookups: list[tuple[str, str]] = []
+    undecided = sorted((t for t in named if t not in listed), key=lambda t: (len(named[t]), t))
+    for position, tag in enumerate(undecided):
+        later = len(undecided) - position - 1  # each takes at least one request, a lookup or a list
+        if len(lookups) + len(named[tag]) + len(listed) + later <= room:
+            lookups += [(tag, uuid) for uuid in sorted(named[tag])]
+        else:
+            listed.add(tag)
+    return sorted(listed), lookups
+
+
+def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[], list[dict]] | None = None
+            ) -> ObservedState:
+    """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
+    was started already (``FactoryClient.ahead``); else it is read first."""
     chosen = selected_specs(specs, client.factory)
-    waves = {w.name: w for w in map(parse_wave, client.list_waves())}
+    waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
     status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves))
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     versions = sorted({s.target for s in new})
     need_groups = pending_groups(chosen, waves)
-    device_tags = sorted(tags_needing_devices(chosen, waves))  # known before the statuses are read
     managed_active = sorted(s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE
                             and not s.cancel)
     calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags),
@@ -169,7 +200,11 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     calls += [functools.partial(client.ci_targets, version) for version in versions]
     calls += [client.device_groups] if need_groups else []
     calls += [client.factory_status] if new else []
+    counted = next_rollouts(chosen, waves)  # dry runs for the plan's device counts, in the same round
+    calls += [functools.partial(_dry_run, client, op) for op in counted]
+    device_tags, lookups = _device_reads(chosen, waves, room=MAX_CONCURRENT - len(calls))
     calls += [functools.partial(client.production_devices, tag) for tag in device_tags]
+    calls += [functools.partial(client.production_device, tag, uuid) for tag, uuid in lookups]
     answers = iter(client.gather(calls))
     prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
     for tag, envelope in next(answers).items():
@@ -191,7 +226,15 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
+    rollout_counts = {(op.wave, op.phase_index): _count(next(answers)) for op in counted}
     listings = {tag: next(answers) for tag in device_tags}
+    named_devices: dict[str, dict[str, Device]] = {}
+    for tag, _uuid in lookups:
+        found = next(answers)
+        named_devices.setdefault(tag, {})
+        if found is not None and found.get("uuid"):
+            device = parse_device(found)
+            named_devices[tag][device.uuid] = device
     # Gates short of their share on the counts name their offline devices: one more round trip, only then.
     late = sorted(tags_needing_devices(chosen, waves, progress) - set(device_tags))
     listings.update(zip(late, client.gather([functools.partial(client.production_devices, tag) for tag in late]),
@@ -210,7 +253,9 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         ci_tags=ci_tags,
         tag_devices=tag_devices,
         devices=devices,
+        named_devices=named_devices,
         wave_expires=wave_expires,
+        rollout_counts=rollout_counts,
     )
 
 
@@ -229,10 +274,11 @@ def rollout_options(op: RolloutOp, dry_run: bool) -> dict:
     return body
 
 
-def fill_device_counts(client: FactoryClient, plan: Plan) -> Plan:
+def fill_device_counts(client: FactoryClient, plan: Plan, observed: ObservedState | None = None) -> Plan:
     """The plan with the device count of each active wave's next rollout (a dry-run rollout on the backend),
     ready or waiting for its gate: the count is what the rollout would reach now. Later rollouts cannot
     be counted (the dry run does not know what the earlier ones will stage), nor a drifted wave's.
+    ``observe`` made these dry runs already (``next_rollouts``); a rollout it did not count is counted now.
 
     A ready rollout the backend refuses is blocked with its answer, and every later step of its wave
     behind it; a refused blocked rollout keeps its reason and gets no count.
@@ -242,13 +288,26 @@ def fill_device_counts(client: FactoryClient, plan: Plan) -> Plan:
     for op in plan.operations:
         if isinstance(op, RolloutOp) and next_phase.get(op.wave) == op.phase_index and op.wave not in counted:
             counted[op.wave] = op
-    answers = client.gather([functools.partial(_dry_run, client, op) for op in counted.values()])
-    for op, answer in zip(counted.values(), answers, strict=True):
-        if not isinstance(answer, BackendError):
-            plan = plan.with_operation(op, replace(op, devices=int(answer.get("device-num") or 0)))
+    known = observed.rollout_counts if observed is not None else {}
+    missing = [op for op in counted.values() if (op.wave, op.phase_index) not in known]
+    answers = dict(zip([(op.wave, op.phase_index) for op in missing],
+                       client.gather([functools.partial(_count_rollout, client, op) for op in missing]), strict=True))
+    for op in counted.values():
+        answer = known.get((op.wave, op.phase_index), answers.get((op.wave, op.phase_index)))
+        if isinstance(answer, int):
+            plan = plan.with_operation(op, replace(op, devices=answer))
         elif op.ready:
             plan = _block_wave_from(plan, op, f"the factory refuses this rollout: {answer}")
     return plan
+
+
+def _count_rollout(client: FactoryClient, op: RolloutOp) -> int | str:
+    return _count(_dry_run(client, op))
+
+
+def _count(answer: dict | BackendError) -> int | str:
+    """A dry run's device count, or the factory's refusal as text."""
+    return str(answer) if isinstance(answer, BackendError) else int(answer.get("device-num") or 0)
 
 
 def _dry_run(client: FactoryClient, op: RolloutOp) -> dict | BackendError:

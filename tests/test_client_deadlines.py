@@ -280,3 +280,37 @@ def _load(path: Path) -> str:
     except TufError as exc:
         return str(exc)
     return "loaded"
+
+
+def test_a_plan_reads_the_wave_list_before_the_manifests_load(release_repo):
+    """`--dry-run --api-url` starts listing the waves before it reads the manifests, so the round trips
+    overlap with reading files: the request is out before anyone asks for its answer."""
+    from reconciler.cli import _read_ahead
+
+    with RawServer(send(answer(WAVES))) as server:
+        ahead = _read_ahead(server.url, "acme", 30.0)
+        assert ahead is not None
+        client, wave_list = ahead
+        deadline = time.monotonic() + 10
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.requests == ["GET /ota/factories/acme/waves/?limit=100&page=1 HTTP/1.1"]
+        assert wave_list() == []
+        client.close()
+    assert _read_ahead(None, "acme", 30.0) is None, "the embedded factory has no round trips to hide"
+    assert _read_ahead("ftp://x", "acme", 30.0) is None, "a bad option is reported in its usual place, later"
+
+
+def test_manifest_errors_come_first_and_the_run_does_not_wait_for_the_read_ahead(release_repo):
+    """A manifest error is the one line reported, and the run does not wait for a server that never answers."""
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE.replace("target: 46", "target: forty-six")}, "A typo")
+    with RawServer(lambda conn: time.sleep(30)) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
+        env.update(PYTHONPATH=str(REPO))
+        started = time.monotonic()
+        done = subprocess.run([*RECONCILE, "--dry-run", "--api-url", server.url, "--factory", "acme",
+                               str(release_repo)], env=env, capture_output=True, text=True, timeout=60, check=False)
+        took = time.monotonic() - started
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and "rel-46.yaml:" in done.stderr and "forty-six" in done.stderr, done.stderr
+    assert took < 10, f"the run waited {took:.1f}s for an answer nobody reads"

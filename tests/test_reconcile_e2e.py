@@ -133,12 +133,14 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
         "tag: production", "tag: lab").replace("prune: [46]\n", "")}, "lab")
     specs = load([str(release_repo)]).specs
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
-        plan = build_plan(specs, observe(client, specs))
-        plan = fill_device_counts(client, plan)
+        observed = observe(client, specs)
+        plan = fill_device_counts(client, build_plan(specs, observed), observed)
         # waves, prod-targets, wave-targets (expiry), device groups (pending phases name some); the wave to init:
         # its CI targets and the factory status (tags with devices); the active wave's gate: its status (its tag's
-        # devices, 1,000 a page, only when the gate is short of its share: it passes here); then one dry-run rollout
+        # devices, 1,000 a page, only when the gate is short of its share: it passes here); one dry-run rollout
+        # of the active wave's next phase, in the same round, for its device count
         assert client.requests == 4 + 2 + 1 + 1
+        assert fill_device_counts(client, plan, observed) == plan and client.requests == 8, "counted once, in observe"
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
 
 
@@ -163,3 +165,37 @@ def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(r
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     code, out, _ = reconcile("--dry-run", "--base", "HEAD", str(release_repo), "--local", str(factory_dir))
     assert "unmanaged" not in out, "waves outside the change are still managed"
+
+
+def _uuid_phase_wave(uuids: list[str]) -> str:
+    listed = "".join(f"      - {u}\n" for u in uuids)
+    return WAVE_48.replace("prune: [46]\n", "").replace("complete: true\n", "phases:\n  - name: pilots\n    uuids:\n" + listed)
+
+
+def _observe_requests(release_repo, factory_dir) -> tuple[int, list]:
+    specs = load([str(release_repo)]).specs
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
+        plan = build_plan(specs, observe(client, specs))
+        return client.requests, list(plan.errors)
+
+
+def test_a_few_named_uuids_are_looked_up_one_by_one_and_many_by_listing_the_tag(release_repo, factory_dir):
+    """A tag of 100,000 devices is 100 list pages for six canaries: a few UUIDs are looked up instead
+    (one request each, all in one round trip), with the same verdict on each; many list the tag."""
+    with api(factory_dir) as client:
+        fleet = [d["uuid"] for d in client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production",
+                                                                        "prod": 1, "limit": 1000}).json()["devices"]]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    commit(release_repo, {"rel-48.yaml": _uuid_phase_wave([*fleet[:2], unknown])}, "three pilots")
+    # waves, prod-targets, CI targets, factory status, then one lookup per named UUID
+    requests, errors = _observe_requests(release_repo, factory_dir)
+    assert requests == 4 + 3
+    assert [e.message for e in errors] == [f"phase 'pilots': UUID {unknown} is not a production device on tag "
+                                           f"'production'; remove it from the list or fix it"]
+    assert errors[0].line == 11, "the unknown UUID's own line"
+
+    commit(release_repo, {"rel-48.yaml": _uuid_phase_wave([*fleet[:11], unknown])}, "twelve pilots")
+    requests, errors = _observe_requests(release_repo, factory_dir)
+    assert len(fleet) < 1000
+    assert requests == 4 + 1, "more than MAX_LOOKUPS_PER_TAG named UUIDs: the tag's list instead"
+    assert [e.line for e in errors] == [20]

@@ -296,10 +296,11 @@ def waves_to_cancel(specs: list[WaveSpec], observed_waves: dict[str, ObservedWav
 
 def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave],
                          progress: dict[str, WaveProgress] | None = None) -> set[str]:
-    """Tags whose device list the plan needs: pending phases with UUIDs to check, ``onlineWithin`` gates
-    (they count offline devices), and, once ``progress`` is known, gates short of their share on the
-    counts alone (their reason names the offline devices). A gate that passes needs no device list: a
-    tag's list is ceil(devices / 1000) requests, too many to read for an explanation nobody reads."""
+    """Tags whose whole device list the plan needs: ``onlineWithin`` gates (they count offline devices)
+    and, once ``progress`` is known, gates short of their share on the counts alone (their reason names
+    the offline devices). A gate that passes needs no device list: a tag's list is ceil(devices / 1000)
+    requests, too many to read for an explanation nobody reads. UUIDs are checked apart
+    (``uuids_to_check``)."""
     tags = set()
     for name, gate in _updated_gates(specs, observed_waves).items():
         counts = (progress or {}).get(name)
@@ -307,14 +308,37 @@ def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, Observ
                                         or 100.0 * counts.updated / counts.rolled_out < (gate.updated_percent or 0))
         if gate.online_within_seconds or short:
             tags.add(observed_waves[name].tag)
+    return tags
+
+
+def uuids_to_check(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> dict[str, frozenset[str]]:
+    """Per tag, the UUIDs that phases still to roll out name: each must be a production device of the tag."""
+    named: dict[str, set[str]] = {}
     for spec in specs:
         wave = observed_waves.get(spec.name)
         if spec.cancel or (wave is not None and wave.status is not WaveStatus.ACTIVE):
             continue
         done = len(wave.history) if wave is not None else 0
-        if any(phase.uuids for phase in spec.phases[done:]):
-            tags.add(spec.tag)
-    return tags
+        for phase in spec.phases[done:]:
+            if phase.uuids:
+                named.setdefault(spec.tag, set()).update(phase.uuids)
+    return {tag: frozenset(uuids) for tag, uuids in named.items()}
+
+
+def next_rollouts(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> list[RolloutOp]:
+    """The next rollout of each active managed wave that follows its manifest: the rollouts whose device
+    counts a plan shows (a dry run reaches what the rollout would reach now; later ones cannot be
+    counted, as the dry run does not know what the earlier ones will stage)."""
+    rollouts = []
+    for spec in specs:
+        wave = observed_waves.get(spec.name)
+        if spec.cancel or wave is None or wave.status is not WaveStatus.ACTIVE or wave.tag != spec.tag \
+                or wave.version != spec.target or ledger_drift(spec.phases, wave.history):
+            continue
+        done = len(wave.history)
+        if done < len(spec.phases):
+            rollouts.append(_rollout(spec, spec.phases[done], done, None))
+    return rollouts
 
 
 def pending_groups(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> bool:
@@ -567,7 +591,7 @@ class _Planner:
         """Phases still to roll out: their groups exist, their UUIDs are production devices of the tag (and group)."""
         problems = []
         groups = self.observed.groups
-        fleet = self.observed.devices.get(spec.tag)
+        fleet = self.observed.devices.get(spec.tag, self.observed.named_devices.get(spec.tag))
         for phase in spec.phases[start:]:
             if groups is not None and phase.group and phase.group not in groups:
                 problems.append((phase.at("group"), f"phase '{phase.name}': device group '{phase.group}' does not exist in "

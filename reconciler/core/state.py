@@ -88,4 +88,9 @@ class ObservedState:
     ci_tags: dict[int, frozenset[str]] = field(default_factory=dict)  # version -> tags its CI targets carry
     tag_devices: dict[str, int] | None = None  # production tag -> its production devices; None: not observed
     devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # tag -> uuid -> device (when needed)
+    # tag -> uuid -> device for the UUIDs pending phases name, when they were looked up one by one instead
+    # of listing the tag: a named UUID absent here is not a production device of the tag.
+    named_devices: dict[str, dict[str, Device]] = field(default_factory=dict)
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry
+    # (wave, phase index) -> devices a dry run of that rollout reaches now, or the factory's refusal
+    rollout_counts: dict[tuple[str, int], int | str] = field(default_factory=dict)

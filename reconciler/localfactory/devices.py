@@ -73,7 +73,7 @@ class View:
         for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1"):
             self.full.setdefault(wid, set()).add(gid)
         self.ci = {(v, h): (n, meta) for n, v, h, meta in conn.execute("SELECT name, version, hwid, meta FROM ci_targets")}
-        self._sources: dict[tuple[str, str], fleet.Source] | None = None
+        self._sources: dict[tuple[str, str], fleet.Source] = {}  # the views checked so far, by key
 
     def target(self, version: int, hwid: str) -> tuple[str, str]:
         hit = self.ci.get((version, hwid))
@@ -88,15 +88,14 @@ class View:
         return None
 
     def newest(self, d: dict) -> int | None:
-        if self._sources is None:
-            self._sources = fleet.sources(self.conn)
         if not d["is_prod"]:
             key = ("ci", d["tag"])
         else:
             wid = self.in_wave(d)
             key = ("wave", str(wid)) if wid is not None else ("prod", d["tag"])
-        source = self._sources.get(key)
-        return source.newest.get(d["hwid"]) if source else None
+        if key not in self._sources:
+            self._sources[key] = fleet.source(self.conn, *key, self.now)
+        return self._sources[key].newest.get(d["hwid"])
 
     def json(self, d: dict, *, single: bool = False) -> dict:
         name, sha = self.target(d["version"], d["hwid"])

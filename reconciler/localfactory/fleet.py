@@ -139,23 +139,26 @@ def check_view(conn: sqlite3.Connection, v: repo.View | None, now: int) -> tuple
 
 def sources(conn: sqlite3.Connection) -> dict[tuple[str, str], Source]:
     """Every view in the factory (CI per tag, production per tag, active waves), checked once."""
-    out: dict[tuple[str, str], Source] = {}
     now = store.now(conn)
     keys = [("ci", tag) for (tag,) in conn.execute(
         "SELECT DISTINCT tag FROM devices INDEXED BY devices_pick_tag WHERE is_prod = 0")]
     keys += [("prod", tag) for (tag,) in conn.execute("SELECT tag FROM prod_targets ORDER BY tag")]
     keys += [("wave", str(wid)) for (wid,) in conn.execute("SELECT id FROM waves WHERE status = 'active'")]
-    for kind, key in keys:
-        v = repo.view(conn, kind, key)
-        checked, problem = check_view(conn, v, now)
-        if checked is not None and checked.expires <= now:
-            problem = f"{checked.expiring} metadata has expired"
-        newest = {}
-        if v is not None and not problem:
-            tag = key if kind != "wave" else conn.execute("SELECT tag FROM waves WHERE id = ?", (int(key),)).fetchone()[0]
-            newest = targets.newest_by_hwid(v.targets["signed"]["targets"], tag)
-        out[(kind, key)] = Source(kind, key, checked, newest, problem)
-    return out
+    return {(kind, key): source(conn, kind, key, now) for kind, key in keys}
+
+
+def source(conn: sqlite3.Connection, kind: str, key: str, now: int) -> Source:
+    """One view (``ci``/``prod`` and a tag, or ``wave`` and an active wave's id), checked: what a device
+    fetching it is offered. A request about a few devices checks only their views."""
+    v = repo.view(conn, kind, key)
+    checked, problem = check_view(conn, v, now)
+    if checked is not None and checked.expires <= now:
+        problem = f"{checked.expiring} metadata has expired"
+    newest = {}
+    if v is not None and not problem:
+        tag = key if kind != "wave" else conn.execute("SELECT tag FROM waves WHERE id = ?", (int(key),)).fetchone()[0]
+        newest = targets.newest_by_hwid(v.targets["signed"]["targets"], tag)
+    return Source(kind, key, checked, newest, problem)
 
 
 def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]:
