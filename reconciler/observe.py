@@ -4,8 +4,9 @@ Requests, each only when the plan needs it: one wave list (with histories, paged
 prod-targets call for all the tags involved; a status call per active wave whose next step
 has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
 expiry of the active managed waves; for waves still to be created, their CI targets (one per
-version) and one factory-status call (the tags production devices follow); one device-group
-list when a phase still to roll out names a group; and the production devices of a tag,
+version; the same answer says which targets lack a static delta) and one factory-status call (the
+tags production devices follow); one device-group list when a phase still to roll out names a
+group; and the production devices of a tag,
 1,000 a page (ceil(devices / 1000) requests), when a phase still to roll out lists UUIDs, a
 gate counts offline devices (``onlineWithin``), or a gate is short of its share (its reason names the
 offline devices; read after the statuses, so one more round trip, only then). Dry-run rollouts for device counts come after planning, one per
@@ -152,6 +153,21 @@ def _ci_tags(targets: dict) -> frozenset[str]:
     return frozenset(tags)
 
 
+def _without_deltas(targets: dict) -> dict[str, frozenset[str]]:
+    """The CI targets of one version that have no static delta, each with its tags (for a ``sourceTag``).
+
+    A target has one when ``custom.delta-stats`` is an object (reference §1.4); fioctl tests the same
+    field for nil (subcommands/waves/init.go ``hasStaticDelta``)."""
+    missing = {}
+    for name, target in targets.items():
+        custom = (target.get("custom") if isinstance(target, dict) else None) or {}
+        if not isinstance(custom, dict) or isinstance(custom.get("delta-stats"), dict):
+            continue
+        tags = custom.get("tags")
+        missing[name] = frozenset(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else frozenset()
+    return missing
+
+
 def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
@@ -185,10 +201,11 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         if expires is not None:
             wave_expires[name] = expires
     progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
-    ci_versions, ci_tags = {}, {}
+    ci_versions, ci_tags, ci_without_deltas = {}, {}, {}
     for version in versions:
         targets = next(answers)
         ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
+        ci_without_deltas[version] = _without_deltas(targets)
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
     listings = {tag: next(answers) for tag in device_tags}
@@ -211,6 +228,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         tag_devices=tag_devices,
         devices=devices,
         wave_expires=wave_expires,
+        ci_without_deltas=ci_without_deltas,
     )
 
 

@@ -89,3 +89,5 @@ class ObservedState:
     tag_devices: dict[str, int] | None = None  # production tag -> its production devices; None: not observed
     devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # tag -> uuid -> device (when needed)
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry
+    # version -> {CI target name -> its custom.tags} for the targets with no custom.delta-stats (versions to init)
+    ci_without_deltas: dict[int, dict[str, frozenset[str]]] = field(default_factory=dict)
