@@ -4,13 +4,14 @@ Requests, each only when the plan needs it: one wave list (with histories, paged
 prod-targets call for all the tags involved; a status call per active wave whose next step
 has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
 expiry of the active managed waves; for waves still to be created, their CI targets (one per
-version) and one factory-status call (the tags production devices follow); one device-group
-list when a phase still to roll out names a group; the UUIDs that phases still to roll out
-name, one request each when they are few (``MAX_LOOKUPS``), else the tag's list; and the
-production devices of a tag, 1,000 a page (ceil(devices / 1000) requests), when a gate counts
-offline devices (``onlineWithin``) or is short of its share (its reason names the offline
-devices; read after the statuses, so one more round trip, only then); and a dry-run rollout of
-the next phase of each active managed wave, for the plan's device counts.
+version; the same answer says which targets lack a static delta) and one factory-status call (the
+tags production devices follow); one device-group list when a phase still to roll out names a
+group; the UUIDs that phases still to roll out name, one request each when they are few
+(``MAX_LOOKUPS_PER_TAG``), else the tag's list; the production devices of a tag, 1,000 a page
+(ceil(devices / 1000) requests), when a gate counts offline devices (``onlineWithin``) or is short
+of its share (its reason names the offline devices; read after the statuses, so one more round
+trip, only then); and a dry-run rollout of the next phase of each active managed wave, for the
+plan's device counts.
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation, dry runs included, is
@@ -181,6 +182,21 @@ def _device_reads(specs: list[WaveSpec], waves: dict[str, ObservedWave], room: i
     return sorted(listed), lookups
 
 
+def _without_deltas(targets: dict) -> dict[str, frozenset[str]]:
+    """The CI targets of one version that have no static delta, each with its tags (for a ``sourceTag``).
+
+    A target has one when ``custom.delta-stats`` is an object (reference §1.4); fioctl tests the same
+    field for nil (subcommands/waves/init.go ``hasStaticDelta``)."""
+    missing = {}
+    for name, target in targets.items():
+        custom = (target.get("custom") if isinstance(target, dict) else None) or {}
+        if not isinstance(custom, dict) or isinstance(custom.get("delta-stats"), dict):
+            continue
+        tags = custom.get("tags")
+        missing[name] = frozenset(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else frozenset()
+    return missing
+
+
 def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[], list[dict]] | None = None
             ) -> ObservedState:
     """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
@@ -220,10 +236,11 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         if expires is not None:
             wave_expires[name] = expires
     progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
-    ci_versions, ci_tags = {}, {}
+    ci_versions, ci_tags, ci_without_deltas = {}, {}, {}
     for version in versions:
         targets = next(answers)
         ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
+        ci_without_deltas[version] = _without_deltas(targets)
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
     rollout_counts = {(op.wave, op.phase_index): _count(next(answers)) for op in counted}
@@ -256,6 +273,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         named_devices=named_devices,
         wave_expires=wave_expires,
         rollout_counts=rollout_counts,
+        ci_without_deltas=ci_without_deltas,
     )
 
 

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
 
+from reconciler.core.deltas import missing_deltas_warning
 from reconciler.core.spec import Gate, Location, PhaseSpec, WaveSpec
 from reconciler.core.state import (
     Device,
@@ -548,6 +549,9 @@ class _Planner:
         init = InitOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.location, reason=reason,
                       target=spec.target, prune=spec.prune, expires=expires, source_tag=spec.source_tag)
         self._add(init)
+        deltas = missing_deltas_warning(spec, self.observed.ci_without_deltas.get(spec.target), self.observed.backend)
+        if deltas:
+            self._warn(spec.at("target"), deltas)
         completes = self._plan_steps(spec, summary, created_at=None, history=(), progress=None,
                                      blocked=None if init.ready else "after init")
         if problems:

@@ -94,3 +94,5 @@ class ObservedState:
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry
     # (wave, phase index) -> devices a dry run of that rollout reaches now, or the factory's refusal
     rollout_counts: dict[tuple[str, int], int | str] = field(default_factory=dict)
+    # version -> {CI target name -> its custom.tags} for the targets with no custom.delta-stats (versions to init)
+    ci_without_deltas: dict[int, dict[str, frozenset[str]]] = field(default_factory=dict)

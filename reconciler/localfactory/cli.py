@@ -396,8 +396,11 @@ def parse_rate(ctx, param, text: str | None) -> int | None:
 @click.option("--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True)
 @click.option("--failure-rate", "rate", metavar="RATE", callback=parse_rate, help="Share of devices whose install of this build fails, every "
               "attempt (e.g. 30%); on an existing build, only sets the rate. Rehearses a bad build.")
+@click.option("--static-deltas/--no-static-deltas", "deltas", default=None,
+              help="Publish the build with static deltas (custom.delta-stats; the default) or without, which "
+              "the plan warns about; --static-deltas on an existing build generates its missing deltas.")
 @pass_ctx
-def build(c: Ctx, version, tags, hwids, rate):
+def build(c: Ctx, version, tags, hwids, rate, deltas):
     """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
     import sqlite3
 
@@ -414,14 +417,21 @@ def build(c: Ctx, version, tags, hwids, rate):
     tags, hwids = tuple(dict.fromkeys(tags)), tuple(dict.fromkeys(hwids))
     with c.store().write() as conn:
         exists = conn.execute("SELECT 1 FROM ci_targets WHERE version = ?", (version,)).fetchone() is not None
-        if exists and rate is None:
+        if exists and deltas is False:
+            raise click.ClickException(f"CI build {version} already exists: --no-static-deltas is for a new build "
+                                       "(generated static deltas are never removed)")
+        if exists and rate is None and deltas is None:
             raise click.ClickException(f"CI build {version} already exists")
         if not exists:
             try:
-                names = targets.add_ci_build(conn, version, list(hwids), list(tags))
+                names = targets.add_ci_build(conn, version, list(hwids), list(tags), static_deltas=deltas is not False)
             except sqlite3.IntegrityError:
                 raise click.ClickException(f"CI build {version} already exists") from None
-            click.echo(f"Published {', '.join(names)}")
+            click.echo(f"Published {', '.join(names)} ({'without' if deltas is False else 'with'} static deltas)")
+        elif deltas:
+            added = targets.add_static_deltas(conn, version)
+            click.echo(f"Generated static deltas for {', '.join(added)}" if added else
+                       f"CI build {version} already has static deltas")
         if rate is not None:
             fleet.set_build_failure(conn, version, rate)
             click.echo(f"Installs of build {version} fail on {rate / 100:g}% of devices (chosen by the seed)")

@@ -3,7 +3,8 @@
 A factory gets: a root key and an online targets key it keeps, one offline targets key whose archive
 (fioctl format) is written for the operator to ``targets.only.key.tgz`` and never stored in the
 database; CI and production roots (version 2 lists [online, offline]; prod threshold 2); CI builds
-40..60 for ``intel-corei7-64`` and ``raspberrypi4-64`` (tagged ``main``, and ``devel`` from 50);
+40..60 for ``intel-corei7-64`` and ``raspberrypi4-64`` (tagged ``main``, and ``devel`` from 50; 41..60
+with static deltas, as if the operator had generated them, so rehearsals of the demo are warning-free);
 the device groups canary, beta, us-east, us-west, eu-emea, apac; production targets for tag
 ``production`` at version 40, published the way an operator would: through a wave
 ``populate-targets`` signed with the offline key, then completed; production devices in those
@@ -119,8 +120,9 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
                                **fleet.DEFAULTS}.items():
                 store.set_meta(conn, key, value)
             trust.init_trust(conn, start, offline.public)
-            for v in VERSIONS:
-                targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"])
+            for v in VERSIONS:  # static deltas to every build but the first, which has no older build to start from
+                targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"],
+                                     static_deltas=v > VERSIONS.start)
             for g in GROUPS:
                 groups.create_group(conn, {"name": g, "description": f"{g} devices"}, ACTOR)
             _populate_production(conn, offline, start)

@@ -20,37 +20,65 @@ from . import store, trust
 CI_TARGETS_LIFETIME = timedelta(days=10 * 365)
 
 
-def ci_target_meta(factory: str, hwid: str, version: int, tags: list[str], created: int) -> dict:
-    """A CI target as the Foundries CI publishes an OSTree build (length 0, sha256 = the commit)."""
+def ci_target_meta(factory: str, hwid: str, version: int, tags: list[str], created: int, *,
+                   static_deltas: bool) -> dict:
+    """A CI target as the Foundries CI publishes an OSTree build (length 0, sha256 = the commit), with
+    ``custom.delta-stats`` when static deltas to it were generated."""
     commit = hashlib.sha256(f"{factory}:{hwid}:{version}".encode()).hexdigest()
-    return {
-        "custom": {
-            "createdAt": store.iso(created),
-            "hardwareIds": [hwid],
-            "name": f"{hwid}-lmp",
-            "tags": list(tags),
-            "targetFormat": "OSTREE",
-            "updatedAt": store.iso(created),
-            "uri": f"https://ci.foundries.io/projects/{factory}/lmp/builds/{version}",
-            "version": str(version),
-        },
-        "hashes": {"sha256": commit},
-        "length": 0,
+    custom: dict[str, object] = {
+        "createdAt": store.iso(created),
+        "hardwareIds": [hwid],
+        "name": f"{hwid}-lmp",
+        "tags": list(tags),
+        "targetFormat": "OSTREE",
+        "updatedAt": store.iso(created),
+        "uri": f"https://ci.foundries.io/projects/{factory}/lmp/builds/{version}",
+        "version": str(version),
     }
+    if static_deltas:
+        custom["delta-stats"] = delta_stats(factory, hwid, version)
+    return {"custom": custom, "hashes": {"sha256": commit}, "length": 0}
 
 
-def add_ci_build(conn: sqlite3.Connection, version: int, hwids: list[str], tags: list[str]) -> list[str]:
-    """Publish CI build ``version`` for these hardware ids (a target ``<hwid>-lmp-<version>`` each)."""
+def delta_stats(factory: str, hwid: str, version: int) -> dict:
+    """``custom.delta-stats`` (reference §1.4: ``{sha256, size}``, fioctl's ``DeltaStats``): the digest and
+    size of the file describing the static deltas to this target. Made up, but fixed per target."""
+    digest = hashlib.sha256(f"{factory}:{hwid}:{version}:delta-stats".encode()).hexdigest()
+    return {"sha256": digest, "size": 512 + int(digest[:4], 16) % 4096}
+
+
+def add_ci_build(conn: sqlite3.Connection, version: int, hwids: list[str], tags: list[str], *,
+                 static_deltas: bool = True) -> list[str]:
+    """Publish CI build ``version`` for these hardware ids (a target ``<hwid>-lmp-<version>`` each), with
+    static deltas unless told otherwise (the local factory's builds have them by default)."""
     factory, ts = store.factory_name(conn), store.now(conn)
     names = []
     for hwid in hwids:
         name = f"{hwid}-lmp-{version}"
-        meta = ci_target_meta(factory, hwid, version, tags, ts)
+        meta = ci_target_meta(factory, hwid, version, tags, ts, static_deltas=static_deltas)
         conn.execute("INSERT INTO ci_targets(name, version, hwid, tags, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                      (name, version, hwid, json.dumps(tags), signing.canonical_json(meta).decode(), ts))
         names.append(name)
     resign_ci_targets(conn)
     return names
+
+
+def add_static_deltas(conn: sqlite3.Connection, version: int) -> list[str]:
+    """Give the targets of CI build ``version`` that have none a ``custom.delta-stats``, as generating
+    static deltas does (``fioctl targets static-deltas``); returns their names (empty: all had one)."""
+    factory, ts = store.factory_name(conn), store.now(conn)
+    added = []
+    for name, meta in ci_files(conn, version).items():
+        custom = meta["custom"]
+        if "delta-stats" in custom:
+            continue
+        hwid = (custom.get("hardwareIds") or [""])[0]
+        meta["custom"] = {**custom, "delta-stats": delta_stats(factory, hwid, version), "updatedAt": store.iso(ts)}
+        conn.execute("UPDATE ci_targets SET meta = ? WHERE name = ?", (signing.canonical_json(meta).decode(), name))
+        added.append(name)
+    if added:
+        resign_ci_targets(conn)
+    return added
 
 
 def resign_ci_targets(conn: sqlite3.Connection) -> dict:
