@@ -3,9 +3,11 @@
 Crash safety comes from the ledger, not from local state: before every step the factory is read
 again and the plan remade, and the step runs only if the fresh plan still has it ready. A step the
 fresh plan no longer has was done already (by an earlier, interrupted run). What is read again is
-what the step depends on, in one round trip: its wave (or, right after our own write to that wave,
-the wave as the write's check read it), its wave status when its gate counts updated devices or it
-cancels, and for an init the tag's production targets, the build's CI targets and root. The rest of
+what the step depends on, in one round trip shared with the previous write's check (so each step
+costs its write and one read round trip): its wave (or, when the previous write was to the same
+wave, the wave as that write's check read it), its wave status when its gate counts updated
+devices or it cancels, and for an init the tag's production targets, the build's CI targets and
+root. The rest of
 the observation the plan was made from stands in for the rest of the factory: other writers are
 kept out by the apply lease and caught by the check after each write (writes.py). Around each
 write a ``WriteGuard`` (writes.py) records it in the apply lease, checks it landed exactly once, and
@@ -85,6 +87,13 @@ class _Reads:
     ci_targets: dict | None = None  # init: the build's CI targets
     root: dict | None = None  # init: the TUF root the signature is checked against
 
+    @classmethod
+    def of(cls, answers: dict[str, Any], known: object) -> _Reads:
+        """The reads from their answers; the wave is ``known`` when it was not read (``_UNREAD``: not known)."""
+        answers = dict(answers)
+        wave = answers.pop("wave") if "wave" in answers else known
+        return cls(wave=wave if isinstance(wave, dict) else None, **answers)
+
 
 _UNREAD = object()  # no wave read after our own last write: read it
 
@@ -108,11 +117,17 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
             stopped.setdefault(step.tag, f"after {step.describe()} {'failed' if outcome is Outcome.FAILED else 'was held'}")
             echo(f"  ! {step.describe()}: {outcome}: {message}")
 
-    for planned in plan.ready:
+    ready = plan.ready
+    prefetched: dict[str, Any] | None = None  # the next step's reads, sent with the previous write's check
+    for position, planned in enumerate(ready):
+        answers, prefetched = prefetched, None  # for this step only
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        reads = _read_for(client, planned, by_name.get(planned.wave), after_write.pop(planned.wave, _UNREAD))
+        known = after_write.pop(planned.wave, _UNREAD)
+        if answers is None:
+            answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known))
+        reads = _Reads.of(answers, known)
         state = _with_reads(state, planned, reads)
         fresh = build_plan(specs, state)
         current = fresh.find(planned.key)
@@ -127,9 +142,16 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if not current.ready:
             record(planned, Outcome.HELD, f"no longer ready: {current.reason}")
             continue
+        following = ready[position + 1] if position + 1 < len(ready) else None
+        then: dict[str, Callable[[], Any]] = {}
+        if following is not None and following.tag not in stopped:
+            # what the next step reads goes out with this write's check: one read round trip per step
+            then = _reads_needed(client, following, by_name.get(following.wave),
+                                 None if following.wave == current.wave else _UNREAD)
         try:
             history = state.waves[current.wave].history if current.wave in state.waves else ()
-            message, after_write[current.wave] = _execute(client, current, signer, guard, len(history), reads)
+            message, after_write[current.wave], prefetched = _execute(client, current, signer, guard, len(history),
+                                                                      reads, then)
         except UserError as exc:
             record(planned, Outcome.FAILED, str(exc))
             continue
@@ -138,8 +160,10 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     return result
 
 
-def _read_for(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object) -> _Reads:
-    """The step's reads, sent together: one round trip (none when the wave is known and nothing else is needed)."""
+def _reads_needed(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object
+                  ) -> dict[str, Callable[[], Any]]:
+    """The reads a step depends on: its wave unless ``known`` (read after our own last write to it), its
+    status when its gate counts updated devices or it cancels, and for an init what it signs."""
     calls: dict[str, Callable[[], Any]] = {}
     if known is _UNREAD:
         calls["wave"] = functools.partial(client.get_wave, op.wave)
@@ -149,9 +173,12 @@ def _read_for(client: FactoryClient, op: Operation, spec: WaveSpec | None, known
         calls["prod_envelope"] = lambda: client.prod_targets([op.tag]).get(op.tag)
         calls["ci_targets"] = functools.partial(client.ci_targets, op.target)
         calls["root"] = client.root
-    answers = dict(zip(calls, client.gather(list(calls.values())), strict=True))
-    wave = answers.pop("wave") if "wave" in answers else known
-    return _Reads(wave=wave if isinstance(wave, dict) else None, **answers)
+    return calls
+
+
+def _answers(client: FactoryClient, calls: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """The reads, sent together: one round trip (none when nothing is needed)."""
+    return dict(zip(calls, client.gather(list(calls.values())), strict=True))
 
 
 def _gate_counts_updated(op: Operation, spec: WaveSpec) -> bool:
@@ -180,10 +207,12 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
 
 
 def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, history_length: int,
-             reads: _Reads) -> tuple[str, object]:
+             reads: _Reads, then: dict[str, Callable[[], Any]]) -> tuple[str, object, dict[str, Any] | None]:
     """Send one write, between the guard's note (lease) and its exactly-once check of the factory.
-    Returns what to say and the wave as the check read it (the next step of that wave starts from it;
-    ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it)."""
+    Returns what to say, the wave as the check read it (the next step of that wave starts from it;
+    ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it), and
+    the answers to ``then``, the next step's reads sent with the check (None: the next step reads them:
+    the answer was lost, or one of those reads failed and is better reported by the step it belongs to)."""
     write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
     guard.before(op, history_length)
     try:
@@ -192,9 +221,19 @@ def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, hi
         if not is_uncertain(exc):
             guard.failed()
             raise
-        return guard.after_lost_answer(exc), _UNREAD
-    seen = guard.after()
-    return outcome(answer), seen
+        return guard.after_lost_answer(exc), _UNREAD, None
+    seen, answers = guard.after([functools.partial(_or_error, call) for call in then.values()])
+    prefetched = dict(zip(then, answers, strict=True))
+    if any(isinstance(value, BackendError) for value in prefetched.values()):
+        return outcome(answer), seen, None
+    return outcome(answer), seen, prefetched
+
+
+def _or_error(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except BackendError as exc:
+        return exc
 
 
 def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads

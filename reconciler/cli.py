@@ -70,11 +70,11 @@ class _Duration(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)):
             return float(value)
-        from reconciler import manifest
+        from reconciler.durations import parse_duration
 
         text = str(value).strip().lower()
         try:
-            seconds = manifest.parse_duration(f"{text}s" if text.isdigit() else text)
+            seconds = parse_duration(f"{text}s" if text.isdigit() else text)
         except ValueError:
             seconds = 0
         if seconds <= 0:

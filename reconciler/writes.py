@@ -16,11 +16,13 @@ which has no conditional writes, around each write:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from reconciler.client import Backend, FactoryClient
 from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp
@@ -75,7 +77,7 @@ class WriteGuard:
             self.echo(f"  settled {describe_pending(note)} by an earlier run: "
                       + ("it landed" if landed else "it did not land"))
             if landed:
-                self._check_once(note)
+                self._check_once(note, self.client.get_wave(note["wave"]))
 
     # -- around one write -----------------------------------------------------------------------
 
@@ -89,11 +91,14 @@ class WriteGuard:
             self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
         self.pending = (note,)
 
-    def after(self) -> dict | None:
+    def after(self, also: Sequence[Callable[[], Any]] = ()) -> tuple[dict | None, list]:
         """The write was answered: check it landed exactly once. Returns the wave as read for the check
-        (None: gone), which the apply may use as the wave's state for its next step."""
+        (None: gone), which the apply may use as the wave's state for its next step, and the answers of
+        ``also``: reads sent in the same round trip as the check's (the next step's)."""
         note, self.pending = self.pending[0], ()
-        return self._check_once(note)
+        calls: list[Callable[[], Any]] = [functools.partial(self.client.get_wave, note["wave"]), *also]
+        read, *answers = self.client.gather(calls)
+        return self._check_once(note, read), answers
 
     def after_lost_answer(self, exc: BackendError) -> str:
         """The write's answer was lost: wait until the factory shows it, or until it cannot land any more."""
@@ -104,7 +109,7 @@ class WriteGuard:
             raise BackendError(f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
                                "land and the next run may send it again", exc.status) from None
         self.pending = ()
-        self._check_once(note)
+        self._check_once(note, self.client.get_wave(note["wave"]))
         return "done (the factory shows it landed after the answer was lost)"
 
     def failed(self) -> None:
@@ -133,8 +138,8 @@ class WriteGuard:
                     return False
             time.sleep(max(0.05, min(POLL_SECONDS, (settle_by - _now()).total_seconds())))
 
-    def _check_once(self, note: dict) -> dict | None:
-        read = self.client.get_wave(note["wave"])
+    def _check_once(self, note: dict, read: dict | None) -> dict | None:
+        """Whether the wave as ``read`` after the write shows it exactly once; raises if another writer was at work."""
         wave = read or {}
         kind = note["kind"]
         if kind == RolloutOp.kind:

@@ -12,33 +12,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from reconciler.core.spec import Limit
+from reconciler.durations import parse_duration
 
-_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"(?=[0-9])(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
-MAX_DURATION = 3650 * 86400  # ten years: longer waits or expiries are typos
+__all__ = ["parse_date_time", "parse_duration", "parse_limit", "parse_percent"]
+
 MAX_LIMIT = 10_000  # the factory's cap per rollout
 _PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]+)?)%")
 _LIMIT_PERCENT = re.compile(r"([0-9]{1,3})%")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})")
-
-
-@lru_cache(maxsize=4096)  # a repository repeats a few durations thousands of times
-def parse_duration(text: str) -> int:
-    """``1d12h`` -> 129600 seconds. Units w, d, h, m, s, largest first, each at most once."""
-    match = _DURATION.fullmatch(text)
-    if match is None:
-        raise ValueError(
-            f"must be a duration such as 90s, 30m, 24h, 1d12h or 2w (units w, d, h, m, s, largest first), got '{text}'"
-        )
-    amounts = [(amount, unit) for amount, unit in zip(match.groups(), _UNITS, strict=True) if amount]
-    # Twelve digits exceed the cap in any unit; longer numbers are not even converted (Python refuses huge ones).
-    if any(len(amount.lstrip("0")) > 12 for amount, _ in amounts):
-        raise ValueError(f"must be at most 3650d (ten years), got '{text}'")
-    seconds = sum(int(amount) * _UNITS[unit] for amount, unit in amounts)
-    if seconds > MAX_DURATION:
-        raise ValueError(f"must be at most 3650d (ten years), got '{text}'")
-    return seconds
 
 
 @lru_cache(maxsize=4096, typed=True)  # typed: True must not find the entry for 1
