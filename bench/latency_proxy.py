@@ -135,13 +135,25 @@ class LatencyProxy:
     # ------------------------------------------------------------------------------------- figures
 
     def longest_chain(self) -> int:
-        """The longest sequence of exchanges, each started after the previous one ended."""
+        """The length of the longest sequence of exchanges, each started after the previous one ended."""
+        return len(self.longest_chain_path())
+
+    def longest_chain_path(self) -> list[Exchange]:
+        """One longest sequence of exchanges, each started after the previous one ended, in order."""
         done = sorted((e for e in self.exchanges if e.end), key=lambda e: e.start)
         best: list[int] = []
+        previous: list[int | None] = []
         for i, exchange in enumerate(done):
-            before = [best[j] for j in range(i) if done[j].end <= exchange.start]
-            best.append(1 + max(before, default=0))
-        return max(best, default=0)
+            before = [j for j in range(i) if done[j].end <= exchange.start]
+            link = max(before, key=lambda j: best[j], default=None)
+            best.append(1 + (best[link] if link is not None else 0))
+            previous.append(link)
+        path: list[Exchange] = []
+        at = max(range(len(done)), key=lambda i: best[i], default=None)
+        while at is not None:
+            path.append(done[at])
+            at = previous[at]
+        return path[::-1]
 
     # ------------------------------------------------------------------------------------- relay
 

@@ -66,22 +66,25 @@ class ApplyResult:
         return not self.of(Outcome.FAILED) and not self.of(Outcome.HELD)
 
 
-def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None):
-    """Refuse before the first write: an init without a signer whose key matches root."""
+def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None,
+              also: dict[str, Callable[[], Any]] | None = None) -> tuple[object, dict[str, Any]]:
+    """Refuse before the first write: an init without a signer whose key matches root. Returns the signer
+    (None: no init) and the answers of ``also`` (the first step's reads), sent in the same round trip."""
+    also = also or {}
     if not any(isinstance(op, InitOp) for op in plan.ready):
-        return None
+        return None, _answers(client, also)
     if make_signer is None:
         raise UserError("creating a wave needs the offline targets key: pass --keys FILE, --signer URI or set "
                         "RECONCILE_KEYS")
-    root, online_key = client.gather([client.root, client.online_targets_key])
-    return make_signer(root, online_key)
+    root, online_key, *answers = client.gather([client.root, client.online_targets_key, *also.values()])
+    return make_signer(root, online_key), dict(zip(also, answers, strict=True))
 
 
 @dataclass(frozen=True)
 class _Reads:
     """What one step depends on, read from the factory just before it (see the module docstring)."""
 
-    wave: dict | None  # the wave's JSON; None: it does not exist
+    wave: dict | object | None  # the wave's JSON; None: it does not exist; _AS_OBSERVED: as the plan saw it
     status: dict | None = None  # its wave status, when the step's gate or cancel needs it
     prod_envelope: dict | None = None  # init: the tag's production targets (None: the tag has none)
     ci_targets: dict | None = None  # init: the build's CI targets
@@ -96,16 +99,21 @@ class _Reads:
 
 
 _UNREAD = object()  # no wave read after our own last write: read it
+_AS_OBSERVED = object()  # the first step: the wave (and its status) are as the plan's observation has them
 
 
 def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_signer: SignerFactory | None,
                echo: Callable[[str], None], guard: WriteGuard | None = None,
                observed: ObservedState | None = None) -> ApplyResult:
-    """Run the plan's ready steps. ``observed`` is the observation the plan was made from (read anew if
-    not given); each step then re-reads only what it depends on."""
-    signer = preflight(plan, client, make_signer)
+    """Run the plan's ready steps. ``observed`` is the observation the plan was made from, read just now
+    by this writer (read anew if not given): the first step starts from it, and each later step re-reads
+    only what it depends on, with the check of the write before it."""
     guard = guard or WriteGuard(client, None, 0.0, echo)
     state = observed if observed is not None else observe(client, specs)
+    first = plan.ready[0] if plan.ready else None
+    # The first step's wave and status are as just observed; an init still reads what it signs.
+    first_reads = _reads_needed(client, first, None, None) if isinstance(first, InitOp) else {}
+    signer, first_answers = preflight(plan, client, make_signer, first_reads)
     by_name = {spec.name: spec for spec in specs}
     after_write: dict[str, object] = {}  # wave -> its JSON as the check after our write read it (None: gone)
     result = ApplyResult()
@@ -124,10 +132,13 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        known = after_write.pop(planned.wave, _UNREAD)
-        if answers is None:
-            answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known))
-        reads = _Reads.of(answers, known)
+        if position == 0:
+            reads = _Reads(wave=_AS_OBSERVED, **first_answers)
+        else:
+            known = after_write.pop(planned.wave, _UNREAD)
+            if answers is None:
+                answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known))
+            reads = _Reads.of(answers, known)
         state = _with_reads(state, planned, reads)
         fresh = build_plan(specs, state)
         current = fresh.find(planned.key)
@@ -194,7 +205,7 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
     waves = dict(state.waves)
     if reads.wave is None:
         waves.pop(op.wave, None)
-    else:
+    elif isinstance(reads.wave, dict):
         waves[op.wave] = parse_wave(reads.wave)
     changes: dict[str, Any] = {"waves": waves}
     if reads.status is not None and op.wave in waves:

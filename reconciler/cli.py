@@ -413,13 +413,15 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         from reconciler.apply import Outcome, apply_plan
 
         # A person at a terminal confirms what they just read; CI (no TTY) and a reviewed saved plan do not.
-        if not assume_yes and saved is None and terminal.interactive() and not terminal.confirm_apply(len(plan.ready)):
+        prompted = not assume_yes and saved is None and terminal.interactive()
+        if prompted and not terminal.confirm_apply(len(plan.ready)):
             _err("apply canceled: nothing was applied", error=True)
             return EXIT_ERROR
         make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
+        # The first step starts from this observation unless a person took their time to confirm.
         result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)), guard,
-                            observed)
+                            None if prompted else observed)
         if output_format == "json":
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
