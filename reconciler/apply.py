@@ -66,18 +66,26 @@ class ApplyResult:
         return not self.of(Outcome.FAILED) and not self.of(Outcome.HELD)
 
 
-def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None,
-              also: dict[str, Callable[[], Any]] | None = None) -> tuple[object, dict[str, Any]]:
+def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None, state: ObservedState
+              ) -> tuple[object, dict[str, Any]]:
     """Refuse before the first write: an init without a signer whose key matches root. Returns the signer
-    (None: no init) and the answers of ``also`` (the first step's reads), sent in the same round trip."""
-    also = also or {}
+    (None: no init) and, when the first step is an init, what it signs: from the observation when it
+    kept them (``observe(signing=True)``), else read in the same round trip as root and the online key."""
     if not any(isinstance(op, InitOp) for op in plan.ready):
-        return None, _answers(client, also)
+        return None, {}
     if make_signer is None:
         raise UserError("creating a wave needs the offline targets key: pass --keys FILE, --signer URI or set "
                         "RECONCILE_KEYS")
-    root, online_key, *answers = client.gather([client.root, client.online_targets_key, *also.values()])
-    return make_signer(root, online_key), dict(zip(also, answers, strict=True))
+    first = plan.ready[0]
+    inputs = state.signing
+    if inputs is not None:
+        answers: dict[str, Any] = {} if not isinstance(first, InitOp) else {
+            "prod_envelope": inputs.prod_envelopes.get(first.tag), "ci_targets": inputs.ci_targets.get(first.target),
+            "root": inputs.root}
+        return make_signer(inputs.root, inputs.online_key), answers
+    also = _reads_needed(client, first, None, None) if isinstance(first, InitOp) else {}
+    root, online_key, *read = client.gather([client.root, client.online_targets_key, *also.values()])
+    return make_signer(root, online_key), dict(zip(also, read, strict=True))
 
 
 @dataclass(frozen=True)
@@ -109,11 +117,9 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     by this writer (read anew if not given): the first step starts from it, and each later step re-reads
     only what it depends on, with the check of the write before it."""
     guard = guard or WriteGuard(client, None, 0.0, echo)
-    state = observed if observed is not None else observe(client, specs)
-    first = plan.ready[0] if plan.ready else None
-    # The first step's wave and status are as just observed; an init still reads what it signs.
-    first_reads = _reads_needed(client, first, None, None) if isinstance(first, InitOp) else {}
-    signer, first_answers = preflight(plan, client, make_signer, first_reads)
+    state = observed if observed is not None else observe(client, specs, signing=make_signer is not None)
+    # The first step's wave and status are as just observed; an init's inputs come with the preflight.
+    signer, first_answers = preflight(plan, client, make_signer, state)
     by_name = {spec.name: spec for spec in specs}
     after_write: dict[str, object] = {}  # wave -> its JSON as the check after our write read it (None: gone)
     result = ApplyResult()

@@ -378,7 +378,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     repository = (provenance or {}).get("repository")
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=timeout)
     with client, _exclusive_writer(client, backend, repository, dry_run) as guard:
-        observed = observe(client, specs, ahead[1] if ahead else None)
+        observed = observe(client, specs, ahead[1] if ahead else None, signing=not dry_run and not without_key)
         plan = build_plan(specs, observed)
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all

@@ -49,6 +49,7 @@ from reconciler.core.state import (
     ObservedWave,
     ProdTargets,
     RolloutRecord,
+    SigningInputs,
     WaveProgress,
     WaveStatus,
 )
@@ -197,10 +198,12 @@ def _without_deltas(targets: dict) -> dict[str, frozenset[str]]:
     return missing
 
 
-def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[], list[dict]] | None = None
-            ) -> ObservedState:
+def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[], list[dict]] | None = None,
+            *, signing: bool = False) -> ObservedState:
     """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
-    was started already (``FactoryClient.ahead``); else it is read first."""
+    was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
+    sign also reads, when a wave is to be created, the root and the online targets key in the same
+    round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
@@ -216,6 +219,8 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     calls += [functools.partial(client.ci_targets, version) for version in versions]
     calls += [client.device_groups] if need_groups else []
     calls += [client.factory_status] if new else []
+    sign = signing and bool(new)
+    calls += [client.root, client.online_targets_key] if sign else []
     counted = next_rollouts(chosen, waves)  # dry runs for the plan's device counts, in the same round
     calls += [functools.partial(_dry_run, client, op) for op in counted]
     device_tags, lookups = _device_reads(chosen, waves, room=MAX_CONCURRENT - len(calls))
@@ -223,7 +228,8 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     calls += [functools.partial(client.production_device, tag, uuid) for tag, uuid in lookups]
     answers = iter(client.gather(calls))
     prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
-    for tag, envelope in next(answers).items():
+    prod_envelopes = next(answers)
+    for tag, envelope in prod_envelopes.items():
         if tag in prod:
             try:
                 prod[tag] = parse_prod_targets(envelope)
@@ -236,13 +242,15 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         if expires is not None:
             wave_expires[name] = expires
     progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
-    ci_versions, ci_tags, ci_without_deltas = {}, {}, {}
+    ci_versions, ci_tags, ci_without_deltas, ci_sent = {}, {}, {}, {}
     for version in versions:
-        targets = next(answers)
+        targets = ci_sent[version] = next(answers)
         ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
         ci_without_deltas[version] = _without_deltas(targets)
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
+    signing_inputs = SigningInputs(root=next(answers), online_key=next(answers), prod_envelopes=prod_envelopes,
+                                   ci_targets=ci_sent) if sign else None
     rollout_counts = {(op.wave, op.phase_index): _count(next(answers)) for op in counted}
     listings = {tag: next(answers) for tag in device_tags}
     named_devices: dict[str, dict[str, Device]] = {}
@@ -273,6 +281,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         named_devices=named_devices,
         wave_expires=wave_expires,
         rollout_counts=rollout_counts,
+        signing=signing_inputs,
         ci_without_deltas=ci_without_deltas,
     )
 

@@ -124,3 +124,40 @@ def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(rel
     assert plan["waves"][0]["phases"] == [{"name": "canary", "state": "done"}, {"name": "strangers", "state": "blocked"}]
     assert plan["changes"] is False
 
+
+
+def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_observation(release_repo, factory_dir):
+    """The plan's observation (read under the lease a moment ago, with what an init signs) serves the
+    first step; every later step's reads go out with the check after the write before it."""
+    import dataclasses
+
+    import httpx
+
+    from reconciler.apply import Outcome, apply_plan
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.core.plan import build_plan
+    from reconciler.manifest import load
+    from reconciler.observe import observe
+
+    sent: list[str] = []
+
+    class Recording(httpx.WSGITransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(f"{request.method} {request.url.path}")
+            return super().handle_request(request)
+
+    commit(release_repo, {"rel-46.yaml": NEW_WAVE + "  - name: beta\n    group: beta\n"}, "Release 46")
+    specs = load([str(release_repo)]).specs
+    backend = select_backend(api_url=None, factory=None, local=str(factory_dir))
+    backend = dataclasses.replace(backend, transport=Recording(app=backend.transport.app))
+    with FactoryClient(backend) as client:
+        observed = observe(client, specs, signing=True)
+        plan = build_plan(specs, observed)
+        sent.clear()
+        result = apply_plan(client, specs, plan, lambda root, online: signing.signer_from_uri(
+            f"archive:{factory_dir / 'targets.only.key.tgz'}", root, online), print, observed=observed)
+    assert [o.outcome for o in result.outcomes] == [Outcome.DONE] * 3
+    wave = "GET /ota/factories/demo/waves/rel-46/"
+    assert sent == ["POST /ota/factories/demo/waves/", wave,
+                    "POST /ota/factories/demo/waves/rel-46/rollout/", wave,
+                    "POST /ota/factories/demo/waves/rel-46/rollout/", wave]

@@ -75,6 +75,17 @@ class Device:
     up_to_date: bool  # on the newest version it may run (``up-to-date``)
 
 
+@dataclass(frozen=True)
+class SigningInputs:
+    """What an init signs against, as the factory sent it, read with an apply's observation when a wave
+    is to be created: the apply's first write then needs no read of its own."""
+
+    root: dict  # the TUF root the offline key must be a targets key of
+    online_key: dict  # the factory's online targets key
+    prod_envelopes: dict[str, dict]  # tag -> its production targets envelope (absent: the tag has none)
+    ci_targets: dict[int, dict]  # version -> its CI targets
+
+
 @dataclass
 class ObservedState:
     factory: str
@@ -94,5 +105,6 @@ class ObservedState:
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry
     # (wave, phase index) -> devices a dry run of that rollout reaches now, or the factory's refusal
     rollout_counts: dict[tuple[str, int], int | str] = field(default_factory=dict)
+    signing: SigningInputs | None = None  # read only for an apply with the key, when a wave is to be created
     # version -> {CI target name -> its custom.tags} for the targets with no custom.delta-stats (versions to init)
     ci_without_deltas: dict[int, dict[str, frozenset[str]]] = field(default_factory=dict)
