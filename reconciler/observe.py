@@ -11,6 +11,13 @@ gate counts offline devices (``onlineWithin``), or a gate is short of its share 
 offline devices; read after the statuses, so one more round trip, only then). Dry-run rollouts for device counts come after planning, one per
 active wave at most.
 
+Failure bounds (``require.failed``, ``core/failures.py``) cost more, so only the active managed waves
+with a bound in force and at least one rollout pay it (``waves_needing_failures``): per such wave the
+count of ``reconciler/wavedevices.py`` (2 + P + 2 per online device the wave reached that is not on its
+version, at most ``MAX_EVENT_CHECKS`` of them; P the pages of its rolled-out groups or tag), plus its
+status call when ``onFailure: cancel`` (the cancel says what it leaves behind). The counts go out with
+the other requests of the observation. A wave without a bound costs nothing more.
+
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation is independent and goes out at
 once (``FactoryClient.gather``, at most 32 at a time), and so do the dry runs; paged lists read
@@ -25,7 +32,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from reconciler.apitime import parse_time, required_time
 from reconciler.client import FactoryClient
+from reconciler.core.failures import waves_needing_failures
 from reconciler.core.plan import (
     Plan,
     RolloutOp,
@@ -36,7 +45,7 @@ from reconciler.core.plan import (
     waves_needing_status,
     waves_to_cancel,
 )
-from reconciler.core.spec import WaveSpec
+from reconciler.core.spec import OnFailure, WaveSpec
 from reconciler.core.state import (
     Device,
     ObservedState,
@@ -47,19 +56,7 @@ from reconciler.core.state import (
     WaveStatus,
 )
 from reconciler.errors import BackendError
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 time from the API as UTC; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+from reconciler.wavedevices import count_failures
 
 
 def parse_wave(data: dict) -> ObservedWave:
@@ -93,14 +90,6 @@ def _parse_wave(data: dict) -> ObservedWave:
         created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
         history=history,
     )
-
-
-def required_time(value, field: str) -> datetime:
-    """Gates count from these times: an unreadable one must stop the plan, not let a wait pass at once."""
-    moment = parse_time(value) if isinstance(value, str) else None
-    if moment is None:
-        raise ValueError(f"{field} {value!r} is not an RFC 3339 time")
-    return moment
 
 
 def parse_prod_targets(envelope: dict) -> ProdTargets:
@@ -156,7 +145,9 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, client.list_waves())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
-    status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves))
+    failing = sorted(waves_needing_failures(chosen, waves))
+    cancel_on_failure = {s.name for s in chosen if s.name in failing and s.on_failure is OnFailure.CANCEL}
+    status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves) | cancel_on_failure)
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     versions = sorted({s.target for s in new})
     need_groups = pending_groups(chosen, waves)
@@ -170,6 +161,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     calls += [client.device_groups] if need_groups else []
     calls += [client.factory_status] if new else []
     calls += [functools.partial(client.production_devices, tag) for tag in device_tags]
+    calls += [functools.partial(count_failures, client, waves[name]) for name in failing]
     answers = iter(client.gather(calls))
     prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
     for tag, envelope in next(answers).items():
@@ -192,6 +184,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
     listings = {tag: next(answers) for tag in device_tags}
+    failures = {name: next(answers) for name in failing}
     # Gates short of their share on the counts name their offline devices: one more round trip, only then.
     late = sorted(tags_needing_devices(chosen, waves, progress) - set(device_tags))
     listings.update(zip(late, client.gather([functools.partial(client.production_devices, tag) for tag in late]),
@@ -211,6 +204,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec]) -> ObservedState:
         tag_devices=tag_devices,
         devices=devices,
         wave_expires=wave_expires,
+        failures=failures,
     )
 
 

@@ -55,6 +55,23 @@ class WaveProgress:
 
 
 @dataclass(frozen=True)
+class WaveFailures:
+    """``require.failed``'s numbers for one active wave (``core/failures.py``), from the device list and
+    the devices' update events (the definition of ``reconcile status --devices WAVE --failed``).
+
+    ``failed``: devices the wave staged that are online, not on its version, and whose newest update,
+    to its version, reported a failed event. ``reached``: devices the rollouts reached (the sum of
+    ``num-devices``). ``rollouts``: the length of the rollout history they were counted at, so a count
+    made before a rollout never passes the gate of the step after it. ``unchecked``: devices that may
+    have failed whose events were not read (more than a run reads); ``failed`` is then a lower bound."""
+
+    failed: int
+    reached: int
+    rollouts: int
+    unchecked: int = 0
+
+
+@dataclass(frozen=True)
 class ProdTargets:
     """A tag's production targets: metadata version, expiry and the versions it contains."""
 
@@ -89,3 +106,4 @@ class ObservedState:
     tag_devices: dict[str, int] | None = None  # production tag -> its production devices; None: not observed
     devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # tag -> uuid -> device (when needed)
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry
+    failures: dict[str, WaveFailures] = field(default_factory=dict)  # active wave with a failure bound in force
