@@ -479,7 +479,8 @@ class _Planner:
             return
         if wave.status is WaveStatus.CANCELED:
             if not spec.cancel:
-                self._warn(spec.location, f"wave '{spec.name}' was canceled in the factory; a canceled wave cannot "
+                by = " (by onFailure: cancel, or by hand)" if spec.on_failure is OnFailure.CANCEL else ""
+                self._warn(spec.location, f"wave '{spec.name}' was canceled in the factory{by}; a canceled wave cannot "
                                           f"resume, create a new wave to continue")
             return
 
@@ -517,7 +518,14 @@ class _Planner:
         where = exceeded.bound.location if exceeded.bound.location.file else spec.location
         self._error(where, f"wave '{spec.name}' halted (onFailure: halt): {exceeded.text()}; its further steps are held. "
                            f"To stop it set cancel: true; to go on anyway, loosen the bound")
-        self._block_rest(spec, len(wave.history), f"halted: {exceeded.text()}", summary)
+        reason = f"halted: {exceeded.text()}"
+        for index in range(len(wave.history), len(spec.phases)):
+            self._add(_rollout(spec, spec.phases[index], index, reason))
+            summary.phases[index] = (spec.phases[index].name, "blocked")
+            reason = f"after phase '{spec.phases[index].name}'"
+        if spec.complete is not None:
+            self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
+                                 location=spec.complete.location, reason=reason))
         state.busy_reason = f"wave '{spec.name}' is halted by a failure bound"
 
     # -- new waves ---------------------------------------------------------------------------
