@@ -10,6 +10,8 @@ Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests
   active or canceled wave shown and for the latest completed wave of each tag shown. At most
   ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
   adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
+  an active wave with a failure bound in force (``require.failed``) costs that without the flag too,
+  as it does in the plan, so that its next gate reads as the plan's;
 - ``--devices WAVE``: the wave, its build's CI targets and the tag's production targets (to map a
   device's ``target-name`` to a version), the device list of the tag (``ceil(devices / 1000)``
   pages; for an active wave rolled out only to named groups, of those groups), and for each online device the wave reached that is not on its version, its updates and
@@ -41,6 +43,8 @@ from datetime import datetime
 import click
 
 from reconciler.client import FactoryClient
+from reconciler.core.failures import waves_needing_failures
+from reconciler.core.plan import selected_specs
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import WaveStatus
 from reconciler.core.status import (
@@ -125,7 +129,8 @@ def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bo
     except (TypeError, ValueError, AttributeError):
         raise BackendError("wave status: unexpected numbers in the factory's answer") from None
     failed: dict[str, dict[str, int]] = {}
-    for name in active if with_failed else []:
+    bounded = waves_needing_failures(selected_specs(specs, client.factory), waves)  # the plan counts them too
+    for name in [n for n in active if with_failed or n in bounded]:
         per_group = failed.setdefault(name, {})
         for row in classify_devices(client, waves[name], "failed", warn):
             per_group[row.device.group] = per_group.get(row.device.group, 0) + 1

@@ -96,6 +96,22 @@ def test_halt_exits_1_with_the_reason_and_holds_every_further_step(bad_canary):
         ("rollout", "blocked", f"halted: {reason}"), ("complete", "blocked", "after phase 'us-east'")]
     assert [h["wave"] for h in data["held"]] == ["rel-61"]
     assert list(stuck_waves(data)) == ["rel-61"], "the stuck-wave issue opens for a halted wave"
+    code, out, err = reconcile("status", str(repo), "--local", str(local))
+    assert code == 0, err
+    assert (f"next: rollout us-east: waiting (blocked: halted: {reason}; failed <5%: {100.0 * failed / 10:.1f}% "
+            f"({failed} of 10))") in out, "status reads the bound as the plan does"
+
+
+def test_status_json_reports_the_failure_bound_of_the_next_step(bad_canary):
+    repo, local = bad_canary
+    code, out, err = reconcile("status", str(repo), "--local", str(local), "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    Draft202012Validator(load_schema("status.schema.json")).validate(data)
+    step = data["waves"][0]["next_step"]
+    assert (step["step"], step["passed"], step["failed_bound"], step["failed"], step["reached"]) == (
+        "rollout us-east", False, "<5%", failed_devices(local), 10)
+    assert step["blocked_by"].startswith("halted: failed ")
 
 
 def test_cancel_cancels_through_apply_and_says_why(bad_canary):
@@ -109,6 +125,8 @@ def test_cancel_cancels_through_apply_and_says_why(bad_canary):
     (cancel,) = data["operations"]
     assert (cancel["op"], cancel["status"], cancel["reason"], cancel["line"]) == ("cancel", "ready", reason, 6)
     assert data["errors"] == [] and stuck_waves(data) == {}
+    code, out, err = reconcile("status", str(repo), "--local", str(local))
+    assert code == 0 and f"next: cancel: ready (because {reason})" in out, err
     code, out, err = run(repo, local)
     assert code == 0, out + err
     assert f"      because {reason}" in out

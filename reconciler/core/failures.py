@@ -23,11 +23,12 @@ rollout happens in the same plan waits for the next run, as ``require.updated`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
+from typing import Protocol
 
 from reconciler.core.spec import FailureBound, Gate, WaveSpec
-from reconciler.core.state import ObservedWave, WaveFailures, WaveStatus
+from reconciler.core.state import WaveFailures, WaveStatus
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,17 @@ def strictest(bounds: Iterable[tuple[str, FailureBound]]) -> tuple[str, FailureB
     return min(bounds, key=lambda item: (item[1].percent, item[1].inclusive), default=None)
 
 
-def waves_needing_failures(specs: Iterable[WaveSpec], waves: dict[str, ObservedWave]) -> set[str]:
+class _FactoryWave(Protocol):
+    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``WaveFacts``) reads it."""
+
+    @property
+    def status(self) -> WaveStatus: ...
+
+    @property
+    def history(self) -> Sized: ...
+
+
+def waves_needing_failures(specs: Iterable[WaveSpec], waves: Mapping[str, _FactoryWave]) -> set[str]:
     """Active waves whose failures must be counted: a manifest that does not cancel them, at least one
     rollout (before one nothing can have failed) and a failure bound in force. Only these cost the
     per-device requests of a count (``reconciler/wavedevices.py``)."""
@@ -69,14 +80,15 @@ def waves_needing_failures(specs: Iterable[WaveSpec], waves: dict[str, ObservedW
             and wave.status is WaveStatus.ACTIVE and wave.history and bounds_in_force(spec, len(wave.history))}
 
 
-def breach(spec: WaveSpec, wave: ObservedWave, failures: WaveFailures | None) -> Breach | None:
-    """The strictest bound in force, if the wave's counted failures exceed it (see the module docstring)."""
+def breach(spec: WaveSpec, rollouts: int, failures: WaveFailures | None) -> Breach | None:
+    """The strictest bound in force after ``rollouts`` rollouts, if the wave's counted failures exceed it
+    (see the module docstring)."""
     if failures is None or not failures.reached:
         return None
-    found = strictest(bounds_in_force(spec, len(wave.history)))
+    found = strictest(bounds_in_force(spec, rollouts))
     if found is None or found[1].allows(failures.failed, failures.reached):
         return None
-    return Breach(found[0], found[1], failures, wave.version)
+    return Breach(found[0], found[1], failures, spec.target)
 
 
 def gate_reason(gate: Gate, *, rollouts: int, pending_before: bool, failures: WaveFailures | None) -> str | None:

@@ -498,7 +498,7 @@ class _Planner:
             self._block_rest(spec, done, "drift: " + "; ".join(drift), summary)
             state.busy_reason = f"wave '{spec.name}' has drifted from its manifest"
             return
-        if (exceeded := failures.breach(spec, wave, self.observed.failures.get(spec.name))) is not None:
+        if (exceeded := failures.breach(spec, len(wave.history), self.observed.failures.get(spec.name))) is not None:
             self._on_failure(spec, wave, state, summary, exceeded)
             return
         for where, message in self._phase_problems(spec, done) + self._expiry_problems(spec, wave, progress):
