@@ -127,6 +127,8 @@ def test_cancel_cancels_through_apply_and_says_why(bad_canary):
     assert data["errors"] == [] and stuck_waves(data) == {}
     code, out, err = reconcile("status", str(repo), "--local", str(local))
     assert code == 0 and f"next: cancel: ready (because {reason})" in out, err
+    code, out, err = run(repo, local, "--dry-run", "--format", "markdown", "--detailed-exitcode")
+    assert code == 2 and f"| ready: because {reason.replace('<', chr(92) + '<')} |" in out, err  # Markdown escapes <
     code, out, err = run(repo, local)
     assert code == 0, out + err
     assert f"      because {reason}" in out
