@@ -522,7 +522,8 @@ class _Planner:
         for index in range(len(wave.history), len(spec.phases)):
             self._add(_rollout(spec, spec.phases[index], index, reason))
             summary.phases[index] = (spec.phases[index].name, "blocked")
-            reason = f"after phase '{spec.phases[index].name}'"
+            if index == len(wave.history):
+                reason = f"after phase '{spec.phases[index].name}'"  # the later steps wait behind the first
         if spec.complete is not None:
             self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
                                  location=spec.complete.location, reason=reason))

@@ -55,7 +55,7 @@ def test_halt_holds_every_further_step_with_an_error_at_the_bound():
     plan = build_plan([spec], state(canary_done(), failed=12))
     assert steps(plan) == [("rollout", "beta", "blocked", BETA_HALT),
                            ("rollout", "eu", "blocked", "after phase 'beta'"),
-                           ("complete", None, "blocked", "after phase 'eu'")]
+                           ("complete", None, "blocked", "after phase 'beta'")]
     (error,) = plan.errors
     assert (error.file, error.line, error.col) == ("v46.yaml", 12, 15)
     assert error.message.startswith("wave 'v46' halted (onFailure: halt): failed 12.0% of the devices reached "
