@@ -11,6 +11,8 @@ tested with hand-built states:
   are simulated across the whole plan;
 - gates (``wait``, ``require.updated``) block a step with a human reason, and every later
   step of that wave is blocked behind it.
+- a failure bound in force (``require.failed``, ``core/failures.py``) that the wave's failed
+  devices exceed halts the wave with an error or, with ``onFailure: cancel``, plans its cancel.
 
 Errors (user mistakes such as a changed target or a version below production) make the plan
 refuse to apply; blocked steps are normal and wait for a later run.
