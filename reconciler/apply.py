@@ -270,7 +270,8 @@ def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads
                 lambda _: "completed; its targets are now the production targets of tag " + op.tag)
     left = op.leaves_behind() if isinstance(op, CancelOp) and op.orphans is not None else \
         "devices already updated stay on their version"
-    return lambda: client.cancel(op.wave), lambda _: f"canceled; {left}"
+    why = f" because {op.reason}" if op.reason else ""  # onFailure: cancel
+    return lambda: client.cancel(op.wave), lambda _: f"canceled{why}; {left}"
 
 
 def _landed(client: FactoryClient, op: Operation) -> bool:

@@ -13,6 +13,13 @@ of its share (its reason names the offline devices; read after the statuses, so 
 trip, only then); and a dry-run rollout of the next phase of each active managed wave, for the
 plan's device counts.
 
+Failure bounds (``require.failed``, ``core/failures.py``) cost more, so only the active managed waves
+with a bound in force and at least one rollout pay it (``waves_needing_failures``): per such wave the
+count of ``reconciler/wavedevices.py`` (2 + P + 2 per online device the wave reached that is not on its
+version, at most ``MAX_EVENT_CHECKS`` of them; P the pages of its rolled-out groups or tag), plus its
+status call when ``onFailure: cancel`` (the cancel says what it leaves behind). The counts go out with
+the other requests of the observation. A wave without a bound costs nothing more.
+
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation, dry runs included, is
 independent and goes out at once (``FactoryClient.gather``, at most 32 at a time; UUID lookups
@@ -29,7 +36,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from reconciler.apitime import parse_time, required_time
 from reconciler.client import MAX_CONCURRENT, FactoryClient
+from reconciler.core.failures import waves_needing_failures
 from reconciler.core.plan import (
     Plan,
     RolloutOp,
@@ -42,7 +51,7 @@ from reconciler.core.plan import (
     waves_needing_status,
     waves_to_cancel,
 )
-from reconciler.core.spec import WaveSpec
+from reconciler.core.spec import OnFailure, WaveSpec
 from reconciler.core.state import (
     Device,
     ObservedState,
@@ -54,19 +63,7 @@ from reconciler.core.state import (
     WaveStatus,
 )
 from reconciler.errors import BackendError
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 time from the API as UTC; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+from reconciler.wavedevices import count_failures
 
 
 def parse_wave(data: dict) -> ObservedWave:
@@ -100,14 +97,6 @@ def _parse_wave(data: dict) -> ObservedWave:
         created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
         history=history,
     )
-
-
-def required_time(value, field: str) -> datetime:
-    """Gates count from these times: an unreadable one must stop the plan, not let a wait pass at once."""
-    moment = parse_time(value) if isinstance(value, str) else None
-    if moment is None:
-        raise ValueError(f"{field} {value!r} is not an RFC 3339 time")
-    return moment
 
 
 def parse_prod_targets(envelope: dict) -> ProdTargets:
@@ -207,7 +196,9 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
-    status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves))
+    failing = sorted(waves_needing_failures(chosen, waves))
+    cancel_on_failure = {s.name for s in chosen if s.name in failing and s.on_failure is OnFailure.CANCEL}
+    status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves) | cancel_on_failure)
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     versions = sorted({s.target for s in new})
     need_groups = pending_groups(chosen, waves)
@@ -223,6 +214,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     calls += [client.root, client.online_targets_key] if sign else []
     counted = next_rollouts(chosen, waves)  # dry runs for the plan's device counts, in the same round
     calls += [functools.partial(_dry_run, client, op) for op in counted]
+    calls += [functools.partial(count_failures, client, waves[name]) for name in failing]
     device_tags, lookups = _device_reads(chosen, waves, room=MAX_CONCURRENT - len(calls))
     calls += [functools.partial(client.production_devices, tag) for tag in device_tags]
     calls += [functools.partial(client.production_device, tag, uuid) for tag, uuid in lookups]
@@ -252,6 +244,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     signing_inputs = SigningInputs(root=next(answers), online_key=next(answers), prod_envelopes=prod_envelopes,
                                    ci_targets=ci_sent) if sign else None
     rollout_counts = {(op.wave, op.phase_index): _count(next(answers)) for op in counted}
+    failures = {name: next(answers) for name in failing}
     listings = {tag: next(answers) for tag in device_tags}
     named_devices: dict[str, dict[str, Device]] = {}
     for tag, _uuid in lookups:
@@ -283,6 +276,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         rollout_counts=rollout_counts,
         signing=signing_inputs,
         ci_without_deltas=ci_without_deltas,
+        failures=failures,
     )
 
 

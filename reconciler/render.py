@@ -81,6 +81,8 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
             lines.append(f"  {SYMBOLS[op.op]} {op.op:<8} {op.wave:<{width}}  {operation_detail(op)}".rstrip())
             if not op.ready:
                 lines.append(f"      blocked: {op.reason}")
+            elif op.reason:  # a step the reconciler decided on itself (onFailure: cancel) says why
+                lines.append(f"      because {op.reason}")
     for title, problems in (("Warnings", plan.warnings), ("Errors", plan.errors)):
         if problems:
             lines += ["", f"{title}:"] + [f"  {p}" for p in _first(problems)] + _more(problems, title, "  ")
@@ -253,7 +255,7 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
     if plan.operations:
         out += ["| | Step | Wave | Detail | Devices | Status |", "|---|---|---|---|---|---|"]
         for op in plan.operations:
-            status = "ready" if op.ready else f"blocked: {op.reason}"
+            status = ("ready" + (f": because {op.reason}" if op.reason else "")) if op.ready else f"blocked: {op.reason}"
             devices = op.devices if isinstance(op, RolloutOp) and op.devices is not None else ""
             out.append(f"| `{SYMBOLS[op.op]}` | {op.op} | {md_cell_code(op.wave)} | {md_text(operation_detail(op))} | "
                        f"{devices} | {md_text(status)} |")

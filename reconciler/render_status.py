@@ -156,6 +156,10 @@ def _gate(gate: GateReport | None) -> dict | None:
         data["wait_passes_at"] = iso(gate.wait_passes_at)
     if gate.updated_required is not None:
         data.update(updated_required=gate.updated_required, updated=gate.updated, reached=gate.reached)
+    if gate.failed_bound is not None:
+        data.update(failed_bound=gate.failed_bound, failed=gate.failed, reached=gate.reached)
+    if gate.because:
+        data["because"] = gate.because
     return data
 
 

@@ -10,6 +10,8 @@ Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests
   active or canceled wave shown and for the latest completed wave of each tag shown. At most
   ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
   adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
+  an active wave with a failure bound in force (``require.failed``) costs that without the flag too,
+  as it does in the plan, so that its next gate reads as the plan's;
 - ``--devices WAVE``: the wave, its build's CI targets and the tag's production targets (to map a
   device's ``target-name`` to a version), the device list of the tag (``ceil(devices / 1000)``
   pages; for an active wave rolled out only to named groups, of those groups), and for each online device the wave reached that is not on its version, its updates and
@@ -35,37 +37,30 @@ compared as fioctl prints it (a string).
 from __future__ import annotations
 
 import functools
-import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import click
 
-from reconciler.client import OFFLINE_THRESHOLD_HOURS, FactoryClient
+from reconciler.client import FactoryClient
+from reconciler.core.failures import waves_needing_failures
+from reconciler.core.plan import selected_specs
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import WaveStatus
 from reconciler.core.status import (
-    DeviceFacts,
     DeviceRow,
-    LastUpdate,
     RolloutEntry,
     ScopeCounts,
     StatusReport,
     WaveCounts,
     WaveFacts,
     build_status,
-    classify,
-    needs_events,
-    reached,
     waves_needing_counts,
     waves_to_report,
 )
 from reconciler.errors import BackendError, UserError, ValidationFailed
 from reconciler.observe import parse_time, required_time
-
-MAX_EVENT_CHECKS = 500  # devices whose update events one `--devices` run reads (two requests each)
-OFFLINE_THRESHOLD = timedelta(hours=OFFLINE_THRESHOLD_HOURS)
-
+from reconciler.wavedevices import classify_devices
 
 # -- reading the factory ----------------------------------------------------------------------------
 
@@ -134,15 +129,13 @@ def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bo
     except (TypeError, ValueError, AttributeError):
         raise BackendError("wave status: unexpected numbers in the factory's answer") from None
     failed: dict[str, dict[str, int]] = {}
-    for name in active if with_failed else []:
+    bounded = waves_needing_failures(selected_specs(specs, client.factory), waves)  # the plan counts them too
+    for name in [n for n in active if with_failed or n in bounded]:
         per_group = failed.setdefault(name, {})
-        for row in _classified(client, waves[name], "failed", warn):
+        for row in classify_devices(client, waves[name], "failed", warn):
             per_group[row.device.group] = per_group.get(row.device.group, 0) + 1
     return build_status(specs, factory=client.factory, backend=client.backend.label, now=client.server_now(),
                         waves=waves, counts=counts, wave_expiry=wave_expiry, prod_expiry=prod_expiry, failed=failed)
-
-
-_TRAILING_VERSION = re.compile(r"-(\d+)$")
 
 
 def read_devices(client: FactoryClient, name: str, only: str | None,
@@ -152,75 +145,7 @@ def read_devices(client: FactoryClient, name: str, only: str | None,
     if data is None:
         raise UserError(f"no wave '{name}' in factory '{client.factory}'; `reconcile status` lists the waves")
     wave = parse_wave_facts(data)
-    return wave, _classified(client, wave, only, warn)
-
-
-def _classified(client: FactoryClient, wave: WaveFacts, only: str | None, warn) -> list[DeviceRow]:
-    versions = _target_versions(client, wave)
-    now = client.server_now()
-    devices: list[DeviceFacts] = []
-    for filters in _device_lists(wave):
-        for page, _ in client.device_pages(filters):
-            devices.extend(d for d in map(functools.partial(_device, versions), page) if reached(wave, d))
-    now = client.server_now()
-    check = [d for d in devices if only != "offline" and needs_events(wave, d, now, OFFLINE_THRESHOLD)]
-    if len(check) > MAX_EVENT_CHECKS:
-        warn(f"warning: read the update events of {MAX_EVENT_CHECKS} of the {len(check)} devices not on version "
-             f"{wave.version}; the others show as pending")
-        check = check[:MAX_EVENT_CHECKS]
-    last = dict(zip((d.uuid for d in check),
-                    client.gather([functools.partial(_last_update, client, d.name) for d in check]), strict=True))
-    rows = [DeviceRow(d, classify(wave, d, last.get(d.uuid), now, OFFLINE_THRESHOLD), last.get(d.uuid))
-            for d in devices]
-    # The devices still to act on: without a filter, every one that is not on the wave version.
-    return [r for r in rows if (r.state == only if only is not None else r.state != "updated")]
-
-
-def _device_lists(wave: WaveFacts) -> list[dict[str, str]]:
-    """The device-list queries that cover the wave's devices: an active wave rolled out to named groups
-    only staged devices of those groups, so only those groups are paged; otherwise the whole tag. (A
-    device moved to another group after it was staged is then not listed: the price of not paging
-    100,000 devices for a canary.)"""
-    tag = {"match_tag": wave.tag, "prod": "1"}
-    groups = sorted({e.group for e in wave.history})
-    if wave.status is WaveStatus.ACTIVE and all(e.group and not e.factory_wide for e in wave.history):
-        return [{**tag, "group": group} for group in groups]
-    return [tag]
-
-
-def _target_versions(client: FactoryClient, wave: WaveFacts) -> dict[str, int]:
-    """Target name -> version, from the wave build's CI targets and the tag's production targets."""
-    ci, prod = client.gather([functools.partial(client.ci_targets, wave.version),
-                              functools.partial(client.prod_targets, [wave.tag])])
-    files = dict((prod.get(wave.tag) or {}).get("signed", {}).get("targets") or {})
-    versions = {}
-    for target_name, meta in [*files.items(), *ci.items()]:
-        version = ((meta or {}).get("custom") or {}).get("version")
-        if isinstance(version, str) and version.isdigit():
-            versions[target_name] = int(version)
-    return versions
-
-
-def _device(versions: dict[str, int], data: dict) -> DeviceFacts:
-    """A device of the list; a target outside the known targets falls back to LmP's ``<hwid>-lmp-<N>`` naming."""
-    target = str(data.get("target-name") or "")
-    version = versions.get(target)
-    if version is None and (match := _TRAILING_VERSION.search(target)):
-        version = int(match.group(1))
-    return DeviceFacts(uuid=str(data.get("uuid") or ""), name=str(data.get("name") or ""),
-                       group=str(data.get("device-group") or ""), last_seen=parse_time(data.get("last-seen")),
-                       target_name=target, version=version, in_wave=bool(data.get("is-wave")))
-
-
-def _last_update(client: FactoryClient, device: str) -> LastUpdate | None:
-    updates = [u for u in client.device_updates(device) if u.get("correlation-id")]
-    if not updates:
-        return None
-    newest = max(updates, key=lambda u: parse_time(u.get("time")) or datetime.min.replace(tzinfo=timezone.utc))
-    events = client.update_events(device, str(newest["correlation-id"]))
-    failed = any(isinstance(e.get("event"), dict) and e["event"].get("success") is False for e in events)
-    return LastUpdate(version=str(newest.get("version") or ""), target=str(newest.get("target") or ""),
-                      at=str(newest.get("time") or ""), failed=failed)
+    return wave, classify_devices(client, wave, only, warn)
 
 
 # -- the command ------------------------------------------------------------------------------------

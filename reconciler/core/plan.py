@@ -11,6 +11,8 @@ tested with hand-built states:
   are simulated across the whole plan;
 - gates (``wait``, ``require.updated``) block a step with a human reason, and every later
   step of that wave is blocked behind it.
+- a failure bound in force (``require.failed``, ``core/failures.py``) that the wave's failed
+  devices exceed halts the wave with an error or, with ``onFailure: cancel``, plans its cancel.
 
 Errors (user mistakes such as a changed target or a version below production) make the plan
 refuse to apply; blocked steps are normal and wait for a later run.
@@ -24,8 +26,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
 
+from reconciler.core import failures
 from reconciler.core.deltas import missing_deltas_warning
-from reconciler.core.spec import Gate, Location, PhaseSpec, WaveSpec
+from reconciler.core.spec import Gate, Location, OnFailure, PhaseSpec, WaveSpec
 from reconciler.core.state import (
     Device,
     ObservedState,
@@ -503,7 +506,8 @@ class _Planner:
             return
         if wave.status is WaveStatus.CANCELED:
             if not spec.cancel:
-                self._warn(spec.location, f"wave '{spec.name}' was canceled in the factory; a canceled wave cannot "
+                by = " (by onFailure: cancel, or by hand)" if spec.on_failure is OnFailure.CANCEL else ""
+                self._warn(spec.location, f"wave '{spec.name}' was canceled in the factory{by}; a canceled wave cannot "
                                           f"resume, create a new wave to continue")
             return
 
@@ -521,11 +525,36 @@ class _Planner:
             self._block_rest(spec, done, "drift: " + "; ".join(drift), summary)
             state.busy_reason = f"wave '{spec.name}' has drifted from its manifest"
             return
+        if (exceeded := failures.breach(spec, len(wave.history), self.observed.failures.get(spec.name))) is not None:
+            self._on_failure(spec, wave, state, summary, exceeded)
+            return
         for where, message in self._phase_problems(spec, done) + self._expiry_problems(spec, wave, progress):
             self._error(where, message)
         completes = self._plan_steps(spec, summary, created_at=wave.created_at, history=wave.history,
                                      progress=progress, blocked=None)
         self._after_active(spec, state, completes)
+
+    def _on_failure(self, spec: WaveSpec, wave: ObservedWave, state: _TagState, summary: _SummaryDraft,
+                    exceeded: failures.Breach) -> None:
+        """A failure bound in force is exceeded (``core/failures.py``): cancel the wave, or halt it with an error."""
+        if spec.on_failure is OnFailure.CANCEL:
+            cancel = self._cancel(spec, wave, state)
+            self._add(replace(cancel, location=spec.at("onFailure"), reason=f"onFailure: cancel: {exceeded.text()}"))
+            state.busy_with = None
+            return
+        where = exceeded.bound.location if exceeded.bound.location.file else spec.location
+        self._error(where, f"wave '{spec.name}' halted (onFailure: halt): {exceeded.text()}; its further steps are held. "
+                           f"To stop it set cancel: true; to go on anyway, loosen the bound")
+        reason = f"halted: {exceeded.text()}"
+        for index in range(len(wave.history), len(spec.phases)):
+            self._add(_rollout(spec, spec.phases[index], index, reason))
+            summary.phases[index] = (spec.phases[index].name, "blocked")
+            if index == len(wave.history):
+                reason = f"after phase '{spec.phases[index].name}'"  # the later steps wait behind the first
+        if spec.complete is not None:
+            self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
+                                 location=spec.complete.location, reason=reason))
+        state.busy_reason = f"wave '{spec.name}' is halted by a failure bound"
 
     # -- new waves ---------------------------------------------------------------------------
 
@@ -661,7 +690,9 @@ class _Planner:
         for index in range(done, len(spec.phases)):
             phase = spec.phases[index]
             since = created_at if index == 0 else (history[index - 1].at if index - 1 < done else None)
-            reason = blocked or _gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec))
+            reason = blocked or _joined(_gate_reason(phase.gate, since, self.now, progress, pending_before,
+                                                     self._fleet(spec)),
+                                        self._failed_reason(spec, phase.gate, done, pending_before))
             self._add(_rollout(spec, phase, index, reason))
             summary.phases[index] = (phase.name, "blocked" if reason else "ready")
             if reason:
@@ -676,10 +707,16 @@ class _Planner:
                 since = None  # the previous step happens in this plan: the wait starts now
             else:
                 since = history[-1].at if history else created_at
-            reason = _gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec))
+            reason = _joined(_gate_reason(spec.complete.gate, since, self.now, progress, pending_before,
+                                          self._fleet(spec)),
+                             self._failed_reason(spec, spec.complete.gate, done, pending_before))
         self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
                              reason=reason))
         return reason is None
+
+    def _failed_reason(self, spec: WaveSpec, gate: Gate, rollouts: int, pending_before: bool) -> str | None:
+        return failures.gate_reason(gate, rollouts=rollouts, pending_before=pending_before,
+                                    failures=self.observed.failures.get(spec.name))
 
     def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
         return self.observed.devices.get(spec.tag)
@@ -728,6 +765,10 @@ class _Planner:
 
     def _warn(self, where: Location, message: str) -> None:
         self.warnings.append(Problem(where.file, where.line, where.col, message, Severity.WARNING))
+
+
+def _joined(*reasons: str | None) -> str | None:
+    return "; ".join(reason for reason in reasons if reason) or None
 
 
 def _status(reason: str | None) -> StepStatus:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -22,16 +23,47 @@ class Location:
 
 
 @dataclass(frozen=True)
+class FailureBound:
+    """``require.failed``: the share of the devices the wave reached whose install of it failed must stay
+    below ``percent`` (``"<2%"``), or at most ``percent`` with ``inclusive`` (``"<=2%"``).
+
+    Unlike the other conditions of a gate it is not only checked once before its step: from the moment
+    its step is the wave's next one it holds for the rest of the wave's life (``core/failures.py``)."""
+
+    percent: float  # 0..100
+    inclusive: bool = False
+    location: Location = field(default_factory=lambda: Location(""), compare=False)
+
+    def __str__(self) -> str:
+        return f"{'<=' if self.inclusive else '<'}{self.percent:g}%"
+
+    def allows(self, failed: int, reached: int) -> bool:
+        """Whether ``failed`` of ``reached`` devices is within the bound (nothing reached: nothing failed)."""
+        if reached <= 0:
+            return True
+        share = 100.0 * failed / reached
+        return share <= self.percent if self.inclusive else share < self.percent
+
+
+class OnFailure(StrEnum):
+    """``onFailure``: what the reconciler does when a failure bound of an active wave is exceeded."""
+
+    HALT = "halt"  # hold every further step of the wave with an error
+    CANCEL = "cancel"  # cancel the wave
+
+
+@dataclass(frozen=True)
 class Gate:
     """Conditions that must hold before a step runs; an empty gate always passes."""
 
     wait_seconds: int | None = None  # minimum time since the previous rollout
     updated_percent: float | None = None  # share of devices rolled out so far on the wave version or newer
     online_within_seconds: int | None = None  # require.onlineWithin: count only devices seen this recently
+    failed: FailureBound | None = None  # require.failed: a bound on the share of devices reached that failed
 
     @property
     def empty(self) -> bool:
-        return self.wait_seconds is None and self.updated_percent is None
+        return self.wait_seconds is None and self.updated_percent is None and self.failed is None
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,7 @@ class WaveSpec:
     phases: tuple[PhaseSpec, ...] = ()
     complete: CompleteSpec | None = None  # None: stay active after the phases
     cancel: bool = False
+    on_failure: OnFailure = OnFailure.HALT  # when a failure bound (require.failed) is exceeded
     positions: dict[str, Location] = field(default_factory=dict, compare=False)  # top-level key -> its value
 
     def at(self, *keys: str) -> Location:

@@ -55,6 +55,23 @@ class WaveProgress:
 
 
 @dataclass(frozen=True)
+class WaveFailures:
+    """``require.failed``'s numbers for one active wave (``core/failures.py``), from the device list and
+    the devices' update events (the definition of ``reconcile status --devices WAVE --failed``).
+
+    ``failed``: devices the wave staged that are online, not on its version, and whose newest update,
+    to its version, reported a failed event. ``reached``: devices the rollouts reached (the sum of
+    ``num-devices``). ``rollouts``: the length of the rollout history they were counted at, so a count
+    made before a rollout never passes the gate of the step after it. ``unchecked``: devices that may
+    have failed whose events were not read (more than a run reads); ``failed`` is then a lower bound."""
+
+    failed: int
+    reached: int
+    rollouts: int
+    unchecked: int = 0
+
+
+@dataclass(frozen=True)
 class ProdTargets:
     """A tag's production targets: metadata version, expiry and the versions it contains."""
 
@@ -108,3 +125,4 @@ class ObservedState:
     signing: SigningInputs | None = None  # read only for an apply with the key, when a wave is to be created
     # version -> {CI target name -> its custom.tags} for the targets with no custom.delta-stats (versions to init)
     ci_without_deltas: dict[int, dict[str, frozenset[str]]] = field(default_factory=dict)
+    failures: dict[str, WaveFailures] = field(default_factory=dict)  # active wave with a failure bound in force

@@ -21,13 +21,14 @@ Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from reconciler.core import failures
 from reconciler.core.plan import format_duration, ledger_drift, scope_text, selected_specs
-from reconciler.core.spec import Gate, PhaseSpec, WaveSpec
-from reconciler.core.state import RolloutRecord, WaveStatus
+from reconciler.core.spec import Gate, OnFailure, PhaseSpec, WaveSpec
+from reconciler.core.state import RolloutRecord, WaveFailures, WaveStatus
 
 ReportStatus = WaveStatus | Literal["absent"]
 PhaseState = Literal["done", "next", "pending", "skipped"]
@@ -108,6 +109,9 @@ class GateReport:
     updated: int | None = None
     reached: int | None = None
     blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, as the plan says it)
+    failed_bound: str | None = None  # the gate's require.failed, e.g. "<2%"
+    failed: int | None = None  # the wave's failed devices, when counted
+    because: str | None = None  # why the step is one the reconciler decided on (a cancel by onFailure: cancel)
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | No
         created_at=wave.created_at, created_by=wave.created_by,
         finished_at=wave.finished_at, finished_by=wave.finished_by or None,
         phases=tuple(phases),
-        next_step=_next_step(spec, wave, counts, now) if active and spec is not None else None,
+        next_step=_next_step(spec, wave, counts, now, failed) if active and spec is not None else None,
         totals=counts.tag if counts is not None else None,
         targets_expire=targets_expire if active else None,
         production_expire=production_expire,
@@ -231,11 +235,18 @@ def _entry_scope(entry: RolloutEntry) -> str:
     return f"group {entry.group}" if entry.full_group else f"group {entry.group}, part"
 
 
-def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime) -> GateReport | None:
-    """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5)."""
+def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime,
+               failed: dict[str, int] | None = None) -> GateReport | None:
+    """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5),
+    failure bounds included (``core/failures.py``) when the wave's failed devices were counted."""
     done = len(wave.history)
     if spec.cancel:
         return GateReport(step="cancel", passed=True)
+    counted = None if failed is None else WaveFailures(failed=sum(failed.values()),
+                                                       reached=sum(e.devices for e in wave.history), rollouts=done)
+    exceeded = failures.breach(spec, done, counted)
+    if exceeded is not None and spec.on_failure is OnFailure.CANCEL:
+        return GateReport(step="cancel", passed=True, because=f"onFailure: cancel: {exceeded.text()}")
     if done < len(spec.phases):
         step, gate = f"rollout {spec.phases[done].name}", spec.phases[done].gate
     elif spec.complete is not None:
@@ -246,7 +257,14 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
     records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
                                   devices=e.devices) for e in wave.history)
     drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
-    return _gate(step, gate, since, wave, counts, now, "drift: " + "; ".join(drift) if drift else None)
+    blocked_by = "drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None)
+    report = _gate(step, gate, since, wave, counts, now, blocked_by)
+    if gate.failed is None:
+        return report
+    reached = sum(e.devices for e in wave.history)
+    allowed = done == 0 or (counted is not None and gate.failed.allows(counted.failed, counted.reached))
+    return replace(report, passed=report.passed and allowed, failed_bound=str(gate.failed), reached=reached,
+                   failed=None if counted is None else counted.failed)
 
 
 def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveCounts | None, now: datetime,
@@ -284,6 +302,16 @@ def gate_text(gate: GateReport, now: datetime) -> str:
             parts.append(f"{need}: no devices reached yet")
         else:
             parts.append(f"{need}: {100.0 * gate.updated / gate.reached:.1f}% ({gate.updated} of {gate.reached})")
+    if gate.failed_bound is not None:
+        need = f"failed {gate.failed_bound}"
+        if gate.failed is None:
+            parts.append(f"{need}: not counted")
+        elif not gate.reached:
+            parts.append(f"{need}: no devices reached yet")
+        else:
+            parts.append(f"{need}: {100.0 * gate.failed / gate.reached:.1f}% ({gate.failed} of {gate.reached})")
+    if gate.because:
+        parts.append(f"because {gate.because}")
     verdict = "ready" if gate.passed else "waiting"
     return f"{gate.step}: {verdict}" + (f" ({'; '.join(parts)})" if parts else "")
 

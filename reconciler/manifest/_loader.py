@@ -11,20 +11,26 @@ then the rules that span documents and files.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
-from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
+from reconciler.core.spec import CompleteSpec, Gate, Location, OnFailure, PhaseSpec, WaveSpec
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
 from reconciler.manifest._uuids import parse_file, parse_inline, positions
-from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
+from reconciler.manifest._values import (
+    parse_date_time,
+    parse_duration,
+    parse_failure_bound,
+    parse_limit,
+    parse_percent,
+)
 from reconciler.manifest._yaml import Document, position, read_documents
 
 DEFAULT_EXPIRES = 365 * 86400
 # Keys whose values the planner may find wrong against the factory (a target below production, ...).
-POSITIONED_KEYS = ("target", "tag", "sourceTag", "prune", "expires", "expiresAt", "phases", "cancel")
+POSITIONED_KEYS = ("target", "tag", "sourceTag", "prune", "expires", "expiresAt", "phases", "cancel", "onFailure")
 PHASE_POSITIONED_KEYS = ("group", "limit", "uuids")
 
 
@@ -260,6 +266,7 @@ class _WaveReader:
                 complete_gate, Location(self.document.file, *position(self.document.key_node((), "complete")))
             ),
             cancel=data.get("cancel", False),
+            on_failure=OnFailure(data.get("onFailure", OnFailure.HALT)),
             positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
         )
 
@@ -295,6 +302,9 @@ class _WaveReader:
 
     def gate(self, raw: dict, path: tuple) -> Gate:
         require = self.get(raw, path, "require", dict)
+        if require is not None and "onlineWithin" in require and "updated" not in require:
+            self.error((*path, "require", "onlineWithin"), "onlineWithin only narrows require.updated; add updated "
+                       "(e.g. updated: 90%) or remove onlineWithin")
         return Gate(
             wait_seconds=self.parsed(raw, path, "wait", str, parse_duration),
             updated_percent=None if require is None else self.parsed(
@@ -303,7 +313,13 @@ class _WaveReader:
             online_within_seconds=None if require is None else self.parsed(
                 require, (*path, "require"), "onlineWithin", str, parse_duration
             ),
+            failed=None if require is None else self.failure_bound(require, (*path, "require")),
         )
+
+    def failure_bound(self, require: dict, path: tuple):
+        """``require.failed`` with where it is written (a halt or cancel points there)."""
+        bound = self.parsed(require, path, "failed", str, parse_failure_bound)
+        return None if bound is None else replace(bound, location=self.location((*path, "failed")))
 
     def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None, tuple[Location, ...] | None]:
         """The phase's UUIDs, the file they came from (as written) and each one's position, reporting problems."""

@@ -11,13 +11,14 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from reconciler.core.spec import Limit
+from reconciler.core.spec import FailureBound, Limit
 from reconciler.durations import parse_duration
 
-__all__ = ["parse_date_time", "parse_duration", "parse_limit", "parse_percent"]
+__all__ = ["parse_date_time", "parse_duration", "parse_failure_bound", "parse_limit", "parse_percent"]
 
 MAX_LIMIT = 10_000  # the factory's cap per rollout
 _PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]+)?)%")
+_FAILURE_BOUND = re.compile(r"(<=?)([0-9]{1,3}(?:\.[0-9]+)?)%")
 _LIMIT_PERCENT = re.compile(r"([0-9]{1,3})%")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})")
@@ -41,6 +42,23 @@ def parse_percent(text: str) -> float:
     if match is None or not 0 < float(match.group(1)) <= 100:
         raise ValueError(f"must be a percentage such as 90% or 99.5% (more than 0%, at most 100%), got '{text}'")
     return float(match.group(1))
+
+
+@lru_cache(maxsize=4096)
+def parse_failure_bound(text: str) -> FailureBound:
+    """``<2%`` -> below 2%, ``<=2%`` -> at most 2%; 0% to 100% (``<0%`` could never hold: refused).
+
+    Only these two forms: an upper bound is the only sensible direction, and writing the comparison out
+    keeps ``failed: 2%`` (a threshold? a target?) from being read either way."""
+    match = _FAILURE_BOUND.fullmatch(text)
+    if match is None:
+        raise ValueError(f'must be a bound such as "<2%" or "<=0.5%" (the share of the devices reached whose install '
+                         f'failed, kept below or at most that percentage), got \'{text}\'')
+    inclusive, percent = match.group(1) == "<=", float(match.group(2))
+    if percent > 100 or (percent == 0 and not inclusive):
+        raise ValueError(f'must bound a percentage from 0% to 100% ("<0%" can never hold; "<=0%" allows no failure), '
+                         f"got '{text}'")
+    return FailureBound(percent, inclusive)
 
 
 def parse_date_time(text: str) -> datetime:
