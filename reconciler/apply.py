@@ -25,11 +25,12 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.client import FactoryClient
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
+from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, SignOp, build_plan
+from reconciler.core.signatures import short_keyid, signatures_text
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import ObservedState, WaveStatus
 from reconciler.errors import BackendError, UserError
-from reconciler.observe import observe, parse_prod_targets, parse_progress, parse_wave, rollout_options
+from reconciler.observe import observe, parse_prod_targets, parse_progress, parse_wave, rollout_options, wave_signers
 from reconciler.render import SYMBOLS
 from reconciler.writes import WriteGuard, is_uncertain
 
@@ -65,14 +66,28 @@ class ApplyResult:
 
 
 def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None):
-    """Refuse before the first write: an init without a signer whose key matches root."""
-    if not any(isinstance(op, InitOp) for op in plan.ready):
+    """Refuse before the first write: an init or a sign without a signer whose key matches root, or a
+    sign for a wave the key has signed already (one key counts once towards the threshold)."""
+    keyed = [op for op in plan.ready if isinstance(op, (InitOp, SignOp))]
+    if not keyed:
         return None
     if make_signer is None:
-        raise UserError("creating a wave needs the offline targets key: pass --keys FILE, --signer URI or set "
+        what = "creating a wave" if isinstance(keyed[0], InitOp) else f"signing wave '{keyed[0].wave}'"
+        raise UserError(f"{what} needs the offline targets key: pass --keys FILE, --signer URI or set "
                         "RECONCILE_KEYS")
     root, online_key = client.gather([client.root, client.online_targets_key])
-    return make_signer(root, online_key)
+    signer = make_signer(root, online_key)
+    for op in keyed:
+        if isinstance(op, SignOp) and getattr(signer, "keyid", None) not in op.keyids:
+            raise UserError(_signed_already(op, getattr(signer, "keyid", "")))
+    return signer
+
+
+def _signed_already(op: SignOp, keyid: str) -> str:
+    others = ", ".join(map(short_keyid, op.keyids)) or "none left in root"
+    return (f"wave '{op.wave}': the offline key given (key id {short_keyid(keyid)}) has signed it already, and a key "
+            f"counts once; it needs {signatures_text(op.shortfall.needed)} by another offline key (key id "
+            f"{others}): run with that key (--keys FILE or --signer URI)")
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class _Reads:
     prod_envelope: dict | None = None  # init: the tag's production targets (None: the tag has none)
     ci_targets: dict | None = None  # init: the build's CI targets
     root: dict | None = None  # init: the TUF root the signature is checked against
+    prod_root: dict | None = None  # a wave short of signatures: the root that counts them
 
 
 _UNREAD = object()  # no wave read after our own last write: read it
@@ -112,7 +128,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        reads = _read_for(client, planned, by_name.get(planned.wave), after_write.pop(planned.wave, _UNREAD))
+        reads = _read_for(client, planned, by_name.get(planned.wave), after_write.pop(planned.wave, _UNREAD),
+                          counts_signatures=planned.wave in state.wave_signers)
         state = _with_reads(state, planned, reads)
         fresh = build_plan(specs, state)
         current = fresh.find(planned.key)
@@ -138,11 +155,16 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     return result
 
 
-def _read_for(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object) -> _Reads:
-    """The step's reads, sent together: one round trip (none when the wave is known and nothing else is needed)."""
+def _read_for(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object,
+              counts_signatures: bool = False) -> _Reads:
+    """The step's reads, sent together: one round trip (none when the wave is known and nothing else is needed).
+    A wave whose signatures the plan counts is read with its targets, and the production root with it."""
     calls: dict[str, Callable[[], Any]] = {}
-    if known is _UNREAD:
-        calls["wave"] = functools.partial(client.get_wave, op.wave)
+    with_targets = isinstance(op, SignOp) or counts_signatures
+    if known is _UNREAD or (with_targets and not (isinstance(known, dict) and "targets" in known)):
+        calls["wave"] = functools.partial(client.get_wave, op.wave, show_targets=with_targets)
+    if with_targets:
+        calls["prod_root"] = client.prod_root
     if isinstance(op, CancelOp) or (spec is not None and _gate_counts_updated(op, spec)):
         calls["status"] = functools.partial(client.wave_status, op.wave)
     if isinstance(op, InitOp):
@@ -170,6 +192,10 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
     else:
         waves[op.wave] = parse_wave(reads.wave)
     changes: dict[str, Any] = {"waves": waves}
+    if reads.prod_root is not None and reads.wave is not None:
+        signers = wave_signers(reads.prod_root, reads.wave.get("targets"))
+        if signers is not None:
+            changes["wave_signers"] = {**state.wave_signers, op.wave: signers}
     if reads.status is not None and op.wave in waves:
         changes["progress"] = {**state.progress, op.wave: parse_progress(reads.status, waves[op.wave])}
     if isinstance(op, InitOp):
@@ -185,7 +211,7 @@ def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, hi
     Returns what to say and the wave as the check read it (the next step of that wave starts from it;
     ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it)."""
     write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
-    guard.before(op, history_length)
+    guard.before(op, history_length, keyid=signer.keyid if isinstance(op, SignOp) else None)
     try:
         answer = write()
     except BackendError as exc:
@@ -205,6 +231,13 @@ def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads
         return (lambda: client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload,
                                            signatures=[signature]),
                 lambda _: outcome)
+    if isinstance(op, SignOp):
+        signature = _sign(op, signer, reads)
+        still = op.shortfall.needed - 1
+        after = "the wave meets the threshold" if still <= 0 else f"it still needs {signatures_text(still)}"
+        return (lambda: client.sign_wave(op.wave, [signature]),
+                lambda _: f"signed by key {short_keyid(signature['keyid'])}; {after} "
+                          f"({op.signatures + 1} of {op.threshold} signatures)")
     if isinstance(op, RolloutOp):
         options = rollout_options(op, dry_run=False)
         return (lambda: client.rollout(op.wave, options),
@@ -227,7 +260,26 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
         return wave.version == op.target and wave.tag == op.tag
     if isinstance(op, RolloutOp):
         return len(wave.history) > op.phase_index
+    if isinstance(op, SignOp):
+        return wave.status is WaveStatus.ACTIVE  # still active but no sign planned: it has its signatures
     return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)
+
+
+def _sign(op: SignOp, signer, reads: _Reads) -> dict:
+    """This run's signature over the wave's targets as the factory serves them, the way ``fioctl waves
+    sign`` makes it (fioctl subcommands/waves/sign.go L33-42: GET the wave with show-targets=1, sign the
+    canonical JSON of ``targets.signed``, POST ``{"signatures": [sig]}``), checked against root first."""
+    from reconciler import signing
+
+    if signer.keyid not in op.keyids:  # the fresh plan's view: another run may have signed with it meanwhile
+        raise UserError(_signed_already(op, signer.keyid))
+    envelope = (reads.wave or {}).get("targets")
+    signed = envelope.get("signed") if isinstance(envelope, dict) else None
+    if not isinstance(signed, dict):
+        raise UserError(f"sign wave '{op.wave}': the factory's answer has no targets to sign (show-targets=1)")
+    signature = signer.sign_bytes(signing.canonical_json(signed))
+    signing.verify_signature(reads.prod_root or {}, "targets", signed, signature)  # our own signature, before sending
+    return signature
 
 
 def _init(op: InitOp, signer, reads: _Reads) -> tuple[bytes, dict, str]:

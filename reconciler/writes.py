@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 
 from reconciler.client import Backend, FactoryClient
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp
+from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
 from reconciler.errors import BackendError, UserError
 from reconciler.lease import Lease, RefStore, describe_pending
 
@@ -79,10 +79,13 @@ class WriteGuard:
 
     # -- around one write -----------------------------------------------------------------------
 
-    def before(self, op: Operation, history_length: int) -> None:
+    def before(self, op: Operation, history_length: int, keyid: str | None = None) -> None:
+        """``keyid``: a sign's key (public), whose signature the wave must show afterwards."""
         sent = _now()
         note = {"wave": op.wave, "kind": str(op.kind), "step": op.describe(), "history": history_length,
                 "sent": _iso(sent), "settle_by": _iso(sent + timedelta(seconds=self.settle_seconds))}
+        if keyid is not None:
+            note["keyid"] = keyid
         if isinstance(op, RolloutOp):
             note["phase"] = op.phase
         if self.lease:
@@ -123,7 +126,7 @@ class WriteGuard:
         settle_by = datetime.fromisoformat(note["settle_by"].replace("Z", "+00:00"))
         while True:
             try:
-                if _landed(note, self.client.get_wave(note["wave"])):
+                if _landed(note, _read_wave(self.client, note)):
                     return True
             except BackendError:
                 if _now() >= settle_by:
@@ -134,7 +137,7 @@ class WriteGuard:
             time.sleep(max(0.05, min(POLL_SECONDS, (settle_by - _now()).total_seconds())))
 
     def _check_once(self, note: dict) -> dict | None:
-        read = self.client.get_wave(note["wave"])
+        read = _read_wave(self.client, note)
         wave = read or {}
         kind = note["kind"]
         if kind == RolloutOp.kind:
@@ -155,6 +158,11 @@ class WriteGuard:
         return read
 
 
+def _read_wave(client: FactoryClient, note: dict) -> dict | None:
+    """The wave a note is about; after a sign, with its targets, whose signatures show the sign."""
+    return client.get_wave(note["wave"], show_targets=note["kind"] == SignOp.kind)
+
+
 def _landed(note: dict, wave: dict | None) -> bool:
     """Whether the write the note describes shows in the wave as read from the factory."""
     kind = note["kind"]
@@ -164,6 +172,9 @@ def _landed(note: dict, wave: dict | None) -> bool:
         return len(wave.get("rollout-history") or []) > int(note["history"])
     if kind == InitOp.kind:
         return True
+    if kind == SignOp.kind:
+        signatures = (wave.get("targets") or {}).get("signatures") if isinstance(wave.get("targets"), dict) else None
+        return any(isinstance(s, dict) and s.get("keyid") == note.get("keyid") for s in signatures or [])
     if kind == CompleteOp.kind:
         return wave.get("status") == "complete"
     if kind == CancelOp.kind:

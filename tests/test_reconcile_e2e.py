@@ -135,10 +135,11 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
         plan = build_plan(specs, observe(client, specs))
         plan = fill_device_counts(client, plan)
-        # waves, prod-targets, wave-targets (expiry), device groups (pending phases name some); the wave to init:
-        # its CI targets and the factory status (tags with devices); the active wave's gate: its status (its tag's
-        # devices, 1,000 a page, only when the gate is short of its share: it passes here); then one dry-run rollout
-        assert client.requests == 4 + 2 + 1 + 1
+        # waves, prod-targets, wave-targets (expiry and signatures), device groups (pending phases name some), the
+        # production root (its targets threshold); the wave to init: its CI targets and the factory status (tags
+        # with devices); the active wave's gate: its status (its tag's devices, 1,000 a page, only when the gate is
+        # short of its share: it passes here); then one dry-run rollout
+        assert client.requests == 5 + 2 + 1 + 1
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
 
 

@@ -64,6 +64,16 @@ class ProdTargets:
 
 
 @dataclass(frozen=True)
+class TargetsKeys:
+    """The production root's targets role: how many signatures a wave needs before it may roll out or
+    complete, and which offline keys may give them (reference §2.3 ``waves sign``, §4.1). The online
+    key is one of the threshold's keys; the service signs with it at init."""
+
+    threshold: int
+    offline: tuple[str, ...]  # the offline key ids, in root's order
+
+
+@dataclass(frozen=True)
 class Device:
     """A production device on a tag, from the device list: what the UUID checks and offline counts need."""
 
@@ -89,3 +99,5 @@ class ObservedState:
     tag_devices: dict[str, int] | None = None  # production tag -> its production devices; None: not observed
     devices: dict[str, dict[str, Device]] = field(default_factory=dict)  # tag -> uuid -> device (when needed)
     wave_expires: dict[str, datetime] = field(default_factory=dict)  # active wave -> its targets' expiry
+    targets_keys: TargetsKeys | None = None  # the production root's targets role; None: not read
+    wave_signers: dict[str, frozenset[str]] = field(default_factory=dict)  # active wave -> key ids that signed it
