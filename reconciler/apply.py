@@ -26,7 +26,7 @@ from typing import Any
 
 from reconciler.client import FactoryClient
 from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, SignOp, build_plan
-from reconciler.core.signatures import short_keyid, signatures_text
+from reconciler.core.signatures import short_keyid, shortfall, signatures_text
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import ObservedState, WaveStatus
 from reconciler.errors import BackendError, UserError
@@ -129,7 +129,7 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
         reads = _read_for(client, planned, by_name.get(planned.wave), after_write.pop(planned.wave, _UNREAD),
-                          counts_signatures=planned.wave in state.wave_signers)
+                          counts_signatures=shortfall(state.targets_keys, state.wave_signers.get(planned.wave)) is not None)
         state = _with_reads(state, planned, reads)
         fresh = build_plan(specs, state)
         current = fresh.find(planned.key)

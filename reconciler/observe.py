@@ -22,6 +22,7 @@ their other pages together once the first page gives the total.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import replace
@@ -172,10 +173,8 @@ def parse_targets_keys(prod_root: dict, online_public: dict | None) -> TargetsKe
 
     offline: tuple[str, ...] = ()
     if online_public is not None:
-        try:
+        with contextlib.suppress(signing.TufError):  # no offline key in root: init says so when it needs one
             offline = tuple(signing.offline_keyids(prod_root, online_public))
-        except signing.TufError:
-            pass  # no offline key in root: init says so when it needs one
     return TargetsKeys(threshold=_threshold(prod_root), offline=offline)
 
 
