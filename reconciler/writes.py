@@ -173,7 +173,8 @@ def _landed(note: dict, wave: dict | None) -> bool:
     if kind == InitOp.kind:
         return True
     if kind == SignOp.kind:
-        signatures = (wave.get("targets") or {}).get("signatures") if isinstance(wave.get("targets"), dict) else None
+        targets = wave.get("targets")
+        signatures = targets.get("signatures") if isinstance(targets, dict) else None
         return any(isinstance(s, dict) and s.get("keyid") == note.get("keyid") for s in signatures or [])
     if kind == CompleteOp.kind:
         return wave.get("status") == "complete"

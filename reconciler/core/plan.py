@@ -527,7 +527,9 @@ class _Planner:
         short = sigs.shortfall(self.observed.targets_keys, self.observed.wave_signers.get(spec.name))
         blocked = None
         if short is not None and (done < len(spec.phases) or spec.complete is not None):
-            blocked = self._sign(spec, short, StepStatus.READY, None)
+            self._sign(spec, short, None)  # runs first: with one signature missing, its later steps may follow
+            if short.needed > 1:
+                blocked = f"needs {sigs.signatures_text(short.needed - 1)} after this run's (one key signs per run)"
         completes = self._plan_steps(spec, summary, created_at=wave.created_at, history=wave.history,
                                      progress=progress, blocked=blocked)
         self._after_active(spec, state, completes)
@@ -560,7 +562,7 @@ class _Planner:
             why = (f"init signs with one offline key and the production root needs {short.threshold} signatures "
                    f"(the online key's and {short.threshold - 1} offline): once the wave exists, run again with "
                    f"another offline key (--keys FILE or --signer URI)")
-            self._sign(spec, short, StepStatus.BLOCKED, blocked or why)
+            self._sign(spec, short, blocked or why)
             blocked = blocked or (f"needs {sigs.signatures_text(short.needed)} after init (offline keys other "
                                   f"than init's)")
         completes = self._plan_steps(spec, summary, created_at=None, history=(), progress=None,
@@ -695,16 +697,10 @@ class _Planner:
     def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
         return self.observed.devices.get(spec.tag)
 
-    def _sign(self, spec: WaveSpec, short: sigs.Shortfall, status: StepStatus, reason: str | None) -> str | None:
-        """Add the wave's sign step; return why its later steps wait (None: one signature is enough
-        and the sign step runs first, so they may run in the same apply)."""
-        self._add(SignOp(wave=spec.name, tag=spec.tag, status=status, location=spec.location, reason=reason,
+    def _sign(self, spec: WaveSpec, short: sigs.Shortfall, reason: str | None) -> None:
+        """Add the wave's sign step (at its manifest's first line), ready unless ``reason`` says why not."""
+        self._add(SignOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.location, reason=reason,
                          signatures=short.signatures, threshold=short.threshold, keyids=short.keyids))
-        if status is StepStatus.BLOCKED:
-            return short.text()
-        if short.needed > 1:
-            return f"needs {sigs.signatures_text(short.needed - 1)} after this run's (one key signs per run)"
-        return None
 
     def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool) -> None:
         if completes:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from reconciler.core.plan import InitOp, RolloutOp, SignOp, StepStatus, build_plan, without_keyed_steps
 from reconciler.core.spec import Gate, Location
 from reconciler.core.state import TargetsKeys
@@ -90,3 +93,21 @@ def test_json_and_text_of_a_sign_step():
     assert f"  # sign     w  needs 1 more signature (key id {K2[:12]}): 2 of 3 signatures, needs the offline key" \
         in text.splitlines()
     assert plan.operations[0].location == Location("w.yaml", 3, 1)  # the wave's manifest line
+
+
+@given(offline=st.integers(1, 5), signed_offline=st.integers(0, 5), online_signed=st.booleans())
+def test_a_sign_step_exactly_when_short_and_rollouts_ready_exactly_when_one_signature_is_missing(
+        offline, signed_offline, online_signed):
+    keys = tuple(f"{n:02d}" * 32 for n in range(1, offline + 1))
+    signers = set(keys[:min(signed_offline, offline)]) | ({ONLINE} if online_signed else set())
+    plan = build_plan([wave("w", 46, PHASES[:1])], state(TargetsKeys(1 + offline, keys), signers))
+    missing = 1 + offline - len(signers)
+    signs = [op for op in plan.operations if isinstance(op, SignOp)]
+    (rollout,) = [op for op in plan.operations if isinstance(op, RolloutOp)]
+    assert len(signs) == (1 if missing > 0 else 0)
+    if signs:
+        assert signs[0].ready and signs[0].shortfall.needed == missing
+        assert set(signs[0].keyids) == set(keys) - signers
+    assert rollout.ready == (missing <= 1)
+    held = without_keyed_steps(plan)
+    assert not held.changes if missing > 0 else held.changes
