@@ -27,11 +27,12 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.client import FactoryClient
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, build_plan
+from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, SignOp, build_plan
+from reconciler.core.signatures import short_keyid, shortfall, signatures_text
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import ObservedState, WaveStatus
 from reconciler.errors import BackendError, UserError
-from reconciler.observe import observe, parse_prod_targets, parse_progress, parse_wave, rollout_options
+from reconciler.observe import observe, parse_prod_targets, parse_progress, parse_wave, rollout_options, wave_signers
 from reconciler.render import SYMBOLS
 from reconciler.writes import WriteGuard, is_uncertain
 
@@ -68,24 +69,42 @@ class ApplyResult:
 
 def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None, state: ObservedState
               ) -> tuple[object, dict[str, Any]]:
-    """Refuse before the first write: an init without a signer whose key matches root. Returns the signer
-    (None: no init) and, when the first step is an init, what it signs: from the observation when it
-    kept them (``observe(signing=True)``), else read in the same round trip as root and the online key."""
-    if not any(isinstance(op, InitOp) for op in plan.ready):
+    """Refuse before the first write: an init or a sign without a signer whose key matches root, or a
+    sign for a wave the key has signed already (one key counts once towards the threshold). Returns the
+    signer (None: nothing to sign) and, when the first step is an init, what it signs: from the
+    observation when it kept them (``observe(signing=True)``), else read in the same round trip as root
+    and the online key."""
+    keyed = [op for op in plan.ready if isinstance(op, (InitOp, SignOp))]
+    if not keyed:
         return None, {}
     if make_signer is None:
-        raise UserError("creating a wave needs the offline targets key: pass --keys FILE, --signer URI or set "
+        what = "creating a wave" if isinstance(keyed[0], InitOp) else f"signing wave '{keyed[0].wave}'"
+        raise UserError(f"{what} needs the offline targets key: pass --keys FILE, --signer URI or set "
                         "RECONCILE_KEYS")
     first = plan.ready[0]
     inputs = state.signing
+    answers: dict[str, Any] = {}
     if inputs is not None:
-        answers: dict[str, Any] = {} if not isinstance(first, InitOp) else {
-            "prod_envelope": inputs.prod_envelopes.get(first.tag), "ci_targets": inputs.ci_targets.get(first.target),
-            "root": inputs.root}
-        return make_signer(inputs.root, inputs.online_key), answers
-    also = _reads_needed(client, first, None, None) if isinstance(first, InitOp) else {}
-    root, online_key, *read = client.gather([client.root, client.online_targets_key, *also.values()])
-    return make_signer(root, online_key), dict(zip(also, read, strict=True))
+        root, online_key = inputs.root, inputs.online_key
+        if isinstance(first, InitOp):
+            answers = {"prod_envelope": inputs.prod_envelopes.get(first.tag),
+                       "ci_targets": inputs.ci_targets.get(first.target), "root": inputs.root}
+    else:
+        also = _reads_needed(client, first, None, None) if isinstance(first, InitOp) else {}
+        root, online_key, *read = client.gather([client.root, client.online_targets_key, *also.values()])
+        answers = dict(zip(also, read, strict=True))
+    signer = make_signer(root, online_key)
+    for op in keyed:
+        if isinstance(op, SignOp) and getattr(signer, "keyid", None) not in op.keyids:
+            raise UserError(_signed_already(op, getattr(signer, "keyid", "")))
+    return signer, answers
+
+
+def _signed_already(op: SignOp, keyid: str) -> str:
+    others = ", ".join(map(short_keyid, op.keyids)) or "none left in root"
+    return (f"wave '{op.wave}': the offline key given (key id {short_keyid(keyid)}) has signed it already, and a key "
+            f"counts once; it needs {signatures_text(op.shortfall.needed)} by another offline key (key id "
+            f"{others}): run with that key (--keys FILE or --signer URI)")
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,7 @@ class _Reads:
     prod_envelope: dict | None = None  # init: the tag's production targets (None: the tag has none)
     ci_targets: dict | None = None  # init: the build's CI targets
     root: dict | None = None  # init: the TUF root the signature is checked against
+    prod_root: dict | None = None  # a wave short of signatures: the root that counts them
 
     @classmethod
     def of(cls, answers: dict[str, Any], known: object) -> _Reads:
@@ -138,12 +158,13 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        if position == 0:
+        if position == 0 and not isinstance(planned, SignOp):  # a sign reads the bytes it signs
             reads = _Reads(wave=_AS_OBSERVED, **first_answers)
         else:
             known = after_write.pop(planned.wave, _UNREAD)
             if answers is None:
-                answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known))
+                answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known,
+                                                         counts_signatures=_short(state, planned.wave)))
             reads = _Reads.of(answers, known)
         state = _with_reads(state, planned, reads)
         fresh = build_plan(specs, state)
@@ -164,7 +185,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if following is not None and following.tag not in stopped:
             # what the next step reads goes out with this write's check: one read round trip per step
             then = _reads_needed(client, following, by_name.get(following.wave),
-                                 None if following.wave == current.wave else _UNREAD)
+                                 None if following.wave == current.wave else _UNREAD,
+                                 counts_signatures=_short(state, following.wave))
         try:
             history = state.waves[current.wave].history if current.wave in state.waves else ()
             message, after_write[current.wave], prefetched = _execute(client, current, signer, guard, len(history),
@@ -177,13 +199,17 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     return result
 
 
-def _reads_needed(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object
-                  ) -> dict[str, Callable[[], Any]]:
+def _reads_needed(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object,
+                  counts_signatures: bool = False) -> dict[str, Callable[[], Any]]:
     """The reads a step depends on: its wave unless ``known`` (read after our own last write to it), its
-    status when its gate counts updated devices or it cancels, and for an init what it signs."""
+    status when its gate counts updated devices or it cancels, and for an init what it signs. A wave
+    whose signatures the plan counts (or a sign) is read with its targets, and the production root with it."""
     calls: dict[str, Callable[[], Any]] = {}
-    if known is _UNREAD:
-        calls["wave"] = functools.partial(client.get_wave, op.wave)
+    with_targets = isinstance(op, SignOp) or counts_signatures
+    if known is _UNREAD or (with_targets and not (isinstance(known, dict) and "targets" in known)):
+        calls["wave"] = functools.partial(client.get_wave, op.wave, show_targets=with_targets)
+    if with_targets:
+        calls["prod_root"] = client.prod_root
     if isinstance(op, CancelOp) or (spec is not None and _gate_counts_updated(op, spec)):
         calls["status"] = functools.partial(client.wave_status, op.wave)
     if isinstance(op, InitOp):
@@ -191,6 +217,11 @@ def _reads_needed(client: FactoryClient, op: Operation, spec: WaveSpec | None, k
         calls["ci_targets"] = functools.partial(client.ci_targets, op.target)
         calls["root"] = client.root
     return calls
+
+
+def _short(state: ObservedState, wave: str) -> bool:
+    """Whether the plan counts this wave's signatures (it is short of its root's threshold)."""
+    return shortfall(state.targets_keys, state.wave_signers.get(wave)) is not None
 
 
 def _answers(client: FactoryClient, calls: dict[str, Callable[[], Any]]) -> dict[str, Any]:
@@ -214,6 +245,10 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
     elif isinstance(reads.wave, dict):
         waves[op.wave] = parse_wave(reads.wave)
     changes: dict[str, Any] = {"waves": waves}
+    if reads.prod_root is not None and isinstance(reads.wave, dict):
+        signers = wave_signers(reads.prod_root, reads.wave.get("targets"))
+        if signers is not None:
+            changes["wave_signers"] = {**state.wave_signers, op.wave: signers}
     if reads.status is not None and op.wave in waves:
         changes["progress"] = {**state.progress, op.wave: parse_progress(reads.status, waves[op.wave])}
     if isinstance(op, InitOp):
@@ -231,7 +266,7 @@ def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, hi
     the answers to ``then``, the next step's reads sent with the check (None: the next step reads them:
     the answer was lost, or one of those reads failed and is better reported by the step it belongs to)."""
     write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
-    guard.before(op, history_length)
+    guard.before(op, history_length, keyid=signer.keyid if isinstance(op, SignOp) else None)
     try:
         answer = write()
     except BackendError as exc:
@@ -261,6 +296,13 @@ def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads
         return (lambda: client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload,
                                            signatures=[signature]),
                 lambda _: outcome)
+    if isinstance(op, SignOp):
+        signature = _sign(op, signer, reads)
+        still = op.shortfall.needed - 1
+        after = "the wave meets the threshold" if still <= 0 else f"it still needs {signatures_text(still)}"
+        return (lambda: client.sign_wave(op.wave, [signature]),
+                lambda _: f"signed by key {short_keyid(signature['keyid'])}; {after} "
+                          f"({op.signatures + 1} of {op.threshold} signatures)")
     if isinstance(op, RolloutOp):
         options = rollout_options(op, dry_run=False)
         return (lambda: client.rollout(op.wave, options),
@@ -284,7 +326,26 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
         return wave.version == op.target and wave.tag == op.tag
     if isinstance(op, RolloutOp):
         return len(wave.history) > op.phase_index
+    if isinstance(op, SignOp):
+        return wave.status is WaveStatus.ACTIVE  # still active but no sign planned: it has its signatures
     return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)
+
+
+def _sign(op: SignOp, signer, reads: _Reads) -> dict:
+    """This run's signature over the wave's targets as the factory serves them, the way ``fioctl waves
+    sign`` makes it (fioctl subcommands/waves/sign.go L33-42: GET the wave with show-targets=1, sign the
+    canonical JSON of ``targets.signed``, POST ``{"signatures": [sig]}``), checked against root first."""
+    from reconciler import signing
+
+    if signer.keyid not in op.keyids:  # the fresh plan's view: another run may have signed with it meanwhile
+        raise UserError(_signed_already(op, signer.keyid))
+    envelope = reads.wave.get("targets") if isinstance(reads.wave, dict) else None
+    signed = envelope.get("signed") if isinstance(envelope, dict) else None
+    if not isinstance(signed, dict):
+        raise UserError(f"sign wave '{op.wave}': the factory's answer has no targets to sign (show-targets=1)")
+    signature = signer.sign_bytes(signing.canonical_json(signed))
+    signing.verify_signature(reads.prod_root or {}, "targets", signed, signature)  # our own signature, before sending
+    return signature
 
 
 def _init(op: InitOp, signer, reads: _Reads) -> tuple[bytes, dict, str]:

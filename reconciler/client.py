@@ -443,8 +443,11 @@ class FactoryClient:
         batch = _expect(data.get("waves") or [], list, "list waves")
         return [_expect(wave, dict, "list waves") for wave in batch], data
 
-    def get_wave(self, name: str) -> dict | None:
-        data = self._send("GET", self._factory_path(f"waves/{name}/"), what=f"read wave '{name}'", missing_ok=True)
+    def get_wave(self, name: str, *, show_targets: bool = False) -> dict | None:
+        """The wave; with ``show_targets`` its signed targets envelope too (``show-targets=1``, as
+        ``fioctl waves sign`` reads it, reference §1.2), whose signatures say how many it has."""
+        data = self._send("GET", self._factory_path(f"waves/{name}/"), what=f"read wave '{name}'", missing_ok=True,
+                          params={"show-targets": 1} if show_targets else None)
         return None if data is None else _expect(data, dict, f"read wave '{name}'")
 
     def wave_status(self, name: str) -> dict:
@@ -522,6 +525,12 @@ class FactoryClient:
         return _expect(self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options, what=what) or {},
                        dict, what)
 
+    def sign_wave(self, name: str, signatures: list[dict]) -> Any:
+        """Add signatures to the wave's targets: ``POST waves/{w}/sign/ {"signatures": [...]}``, the
+        call ``fioctl waves sign`` makes (fioctl client/foundries.go FactorySignWave, reference §1.2)."""
+        return self._send("POST", self._factory_path(f"waves/{name}/sign/"), body={"signatures": signatures},
+                          what=f"sign wave '{name}'")
+
     def complete(self, name: str) -> Any:
         return self._send("POST", self._factory_path(f"waves/{name}/complete/"), what=f"complete wave '{name}'")
 
@@ -546,6 +555,11 @@ class FactoryClient:
     def root(self) -> dict:
         """The CI root: like fioctl's waves init, the offline key is found and checked against it."""
         return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", what="read the TUF root")
+
+    def prod_root(self) -> dict:
+        """The production root: its targets threshold is what a wave needs before it rolls out (§4.1)."""
+        return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", params={"production": 1},
+                          what="read the production TUF root")
 
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")

@@ -3,15 +3,17 @@
 Requests, each only when the plan needs it: one wave list (with histories, paged); one
 prod-targets call for all the tags involved; a status call per active wave whose next step
 has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
-expiry of the active managed waves; for waves still to be created, their CI targets (one per
-version; the same answer says which targets lack a static delta) and one factory-status call (the
-tags production devices follow); one device-group list when a phase still to roll out names a
-group; the UUIDs that phases still to roll out name, one request each when they are few
-(``MAX_LOOKUPS_PER_TAG``), else the tag's list; the production devices of a tag, 1,000 a page
-(ceil(devices / 1000) requests), when a gate counts offline devices (``onlineWithin``) or is short
-of its share (its reason names the offline devices; read after the statuses, so one more round
-trip, only then); and a dry-run rollout of the next phase of each active managed wave, for the
-plan's device counts.
+expiry of the active managed waves and their signatures; with those or waves still to be created, the
+production root (the targets threshold a wave must meet before it rolls out), and only for a root that
+needs more than two signatures the online key, one more round trip (which offline keys may sign); for
+waves still to be created, their CI targets (one per version; the same answer says which targets
+lack a static delta) and one factory-status call (the tags production devices follow); one
+device-group list when a phase still to roll out names a group; the UUIDs that phases still to
+roll out name, one request each when they are few (``MAX_LOOKUPS_PER_TAG``), else the tag's list;
+the production devices of a tag, 1,000 a page (ceil(devices / 1000) requests), when a gate counts
+offline devices (``onlineWithin``) or is short of its share (its reason names the offline devices;
+read after the statuses, so one more round trip, only then); and a dry-run rollout of the next
+phase of each active managed wave that is not short of signatures, for the plan's device counts.
 
 Failure bounds (``require.failed``, ``core/failures.py``) cost more, so only the active managed waves
 with a bound in force and at least one rollout pay it (``waves_needing_failures``): per such wave the
@@ -30,6 +32,7 @@ manifests (``FactoryClient.ahead``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import replace
@@ -42,6 +45,7 @@ from reconciler.core.failures import waves_needing_failures
 from reconciler.core.plan import (
     Plan,
     RolloutOp,
+    SignOp,
     active_tags,
     next_rollouts,
     pending_groups,
@@ -59,6 +63,7 @@ from reconciler.core.state import (
     ProdTargets,
     RolloutRecord,
     SigningInputs,
+    TargetsKeys,
     WaveProgress,
     WaveStatus,
 )
@@ -187,6 +192,40 @@ def _without_deltas(targets: dict) -> dict[str, frozenset[str]]:
     return missing
 
 
+def _threshold(prod_root: dict) -> int:
+    try:
+        return int(prod_root["signed"]["roles"]["targets"]["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise BackendError("read the production TUF root: it has no targets role with a threshold") from None
+
+
+def parse_targets_keys(prod_root: dict, online_public: dict | None) -> TargetsKeys:
+    """The production root's targets threshold and offline key ids (root's targets keys minus the
+    online one, as ``waves init`` and ``waves sign`` find them, reference §2.1 step 9); without the
+    online key, no key ids (the threshold alone says whether a wave needs ``sign``)."""
+    from reconciler import signing
+
+    offline: tuple[str, ...] = ()
+    if online_public is not None:
+        with contextlib.suppress(signing.TufError):  # no offline key in root: init says so when it needs one
+            offline = tuple(signing.offline_keyids(prod_root, online_public))
+    return TargetsKeys(threshold=_threshold(prod_root), offline=offline)
+
+
+def wave_signers(prod_root: dict, envelope: object) -> frozenset[str] | None:
+    """The key ids whose signature over the wave's targets verifies against the production root
+    (each key once); None when the envelope has no readable signatures."""
+    from reconciler import signing
+
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict) \
+            or not isinstance(envelope.get("signatures"), list):
+        return None
+    try:
+        return frozenset(signing.valid_keyids(prod_root, "targets", envelope["signed"], envelope["signatures"]))
+    except signing.TufError:
+        return None
+
+
 def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[], list[dict]] | None = None,
             *, signing: bool = False) -> ObservedState:
     """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
@@ -204,8 +243,10 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     need_groups = pending_groups(chosen, waves)
     managed_active = sorted(s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE
                             and not s.cancel)
+    need_keys = bool(managed_active or new)
     calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags),
                                       functools.partial(client.wave_targets, managed_active)]
+    calls += [client.prod_root] if need_keys else []
     calls += [functools.partial(client.wave_status, name) for name in status_of]
     calls += [functools.partial(client.ci_targets, version) for version in versions]
     calls += [client.device_groups] if need_groups else []
@@ -229,10 +270,21 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
                 raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
                                    f"answer") from None
     wave_expires = {}
-    for name, envelope in next(answers).items():
+    envelopes = next(answers)
+    for name, envelope in envelopes.items():
         expires = parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
         if expires is not None:
             wave_expires[name] = expires
+    targets_keys, signers = None, {}
+    if need_keys:
+        prod_root = next(answers)
+        # Two signatures are init's (the online key's and one offline); only a root needing more makes the
+        # plan name the offline keys, and only then is the online key read to tell them apart.
+        targets_keys = parse_targets_keys(prod_root, client.online_targets_key() if _threshold(prod_root) > 2 else None)
+        for name in managed_active:
+            found = wave_signers(prod_root, envelopes.get(name))
+            if found is not None:
+                signers[name] = found
     progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
     ci_versions, ci_tags, ci_without_deltas, ci_sent = {}, {}, {}, {}
     for version in versions:
@@ -277,6 +329,8 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         signing=signing_inputs,
         ci_without_deltas=ci_without_deltas,
         failures=failures,
+        targets_keys=targets_keys,
+        wave_signers=signers,
     )
 
 
@@ -298,13 +352,16 @@ def rollout_options(op: RolloutOp, dry_run: bool) -> dict:
 def fill_device_counts(client: FactoryClient, plan: Plan, observed: ObservedState | None = None) -> Plan:
     """The plan with the device count of each active wave's next rollout (a dry-run rollout on the backend),
     ready or waiting for its gate: the count is what the rollout would reach now. Later rollouts cannot
-    be counted (the dry run does not know what the earlier ones will stage), nor a drifted wave's.
+    be counted (the dry run does not know what the earlier ones will stage), nor a drifted wave's, nor
+    those of a wave short of signatures (the factory refuses even a dry run until it is signed).
     ``observe`` made these dry runs already (``next_rollouts``); a rollout it did not count is counted now.
 
     A ready rollout the backend refuses is blocked with its answer, and every later step of its wave
     behind it; a refused blocked rollout keeps its reason and gets no count.
     """
-    next_phase = {w.name: w.phases_done for w in plan.waves if w.status == WaveStatus.ACTIVE and not w.drift}
+    unsigned = {op.wave for op in plan.operations if isinstance(op, SignOp)}  # the factory refuses their dry runs
+    next_phase = {w.name: w.phases_done for w in plan.waves
+                  if w.status == WaveStatus.ACTIVE and not w.drift and w.name not in unsigned}
     counted: dict[str, RolloutOp] = {}  # the next rollout of each existing wave
     for op in plan.operations:
         if isinstance(op, RolloutOp) and next_phase.get(op.wave) == op.phase_index and op.wave not in counted:

@@ -1,7 +1,7 @@
 """Plan -> text (terminal), JSON (machines, schemas/plan.schema.json) or Markdown (pull requests).
 
 Conventions borrowed from Terraform: one symbol per kind of step (``+ init``, ``~ rollout``,
-``* complete``, ``- cancel``), a summary line, and "No changes." when there is nothing to do.
+``* complete``, ``- cancel``; ``# sign`` adds an offline signature), a summary line, and "No changes." when there is nothing to do.
 
 Names, groups, reasons, file names and diffs come from pull requests and from the factory, so every
 format escapes them (``reconciler.safetext``): the text plan shows control and bidi characters as
@@ -16,13 +16,23 @@ import re
 from collections import Counter
 from datetime import datetime
 
-from reconciler.core.plan import CancelOp, InitOp, Operation, OpKind, Plan, RolloutOp, WaveSummary, rollout_scope
+from reconciler.core.plan import (
+    CancelOp,
+    InitOp,
+    Operation,
+    OpKind,
+    Plan,
+    RolloutOp,
+    SignOp,
+    WaveSummary,
+    rollout_scope,
+)
 from reconciler.core.state import WaveStatus
 from reconciler.errors import MAX_SHOWN, Problem, more_line
 from reconciler.safetext import md_cell_code, md_code, md_text, printable
 
 FORMAT_VERSION = "1.0"
-SYMBOLS = {OpKind.INIT: "+", OpKind.ROLLOUT: "~", OpKind.COMPLETE: "*", OpKind.CANCEL: "-"}
+SYMBOLS = {OpKind.INIT: "+", OpKind.SIGN: "#", OpKind.ROLLOUT: "~", OpKind.COMPLETE: "*", OpKind.CANCEL: "-"}
 NO_CHANGES = "No changes. The factory matches the manifests."
 
 
@@ -35,6 +45,8 @@ def summary_line(plan: Plan) -> str:
     blocked = sum(1 for op in plan.operations if not op.ready)
     parts = [f"{ready[OpKind.INIT]} to init", f"{ready[OpKind.ROLLOUT]} to roll out",
              f"{ready[OpKind.COMPLETE]} to complete", f"{ready[OpKind.CANCEL]} to cancel"]
+    if any(isinstance(op, SignOp) for op in plan.operations):  # only factories whose root needs more signatures
+        parts.insert(1, f"{ready[OpKind.SIGN]} to sign")
     return f"Plan: {', '.join(parts)}; {blocked} blocked."
 
 
@@ -49,6 +61,8 @@ def operation_detail(op: Operation) -> str:
         if op.prune:
             detail += f", prune {', '.join(map(str, op.prune))}"
         return detail + ", needs the offline key"
+    if isinstance(op, SignOp):
+        return f"{op.shortfall.text()}: {op.signatures} of {op.threshold} signatures, needs the offline key"
     if isinstance(op, CancelOp) and op.orphans is not None:
         return op.leaves_behind()
     return ""
@@ -136,6 +150,8 @@ def operation_dict(op: Operation) -> dict:
         data.update(target=op.target, prune=list(op.prune), expires=iso(op.expires), needs_key=True)
         if op.source_tag:
             data["source_tag"] = op.source_tag
+    if isinstance(op, SignOp):
+        data.update(signatures=op.signatures, threshold=op.threshold, keyids=list(op.keyids), needs_key=True)
     if isinstance(op, CancelOp) and op.orphans is not None:
         data.update(orphans=op.orphans, keep_previous=op.keep_previous, previous_version=op.previous_version)
     return data
@@ -212,6 +228,9 @@ def mermaid(plan: Plan, wave: WaveSummary) -> str:
     ops = [op for op in plan.operations if op.wave == wave.name]
     init = next((op for op in ops if op.op is OpKind.INIT), None)
     steps.append(("init", "done" if wave.status != "absent" else ("ready" if init and init.ready else "blocked")))
+    sign = next((op for op in ops if op.op is OpKind.SIGN), None)
+    if sign is not None:
+        steps.append(("sign", "ready" if sign.ready else "blocked"))
     steps += wave.phases
     finish = next((op for op in ops if op.op in (OpKind.COMPLETE, OpKind.CANCEL)), None)
     if finish is not None:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from reconciler.client import Backend, FactoryClient
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp
+from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
 from reconciler.errors import BackendError, UserError
 from reconciler.lease import Lease, RefStore, describe_pending
 
@@ -77,14 +77,17 @@ class WriteGuard:
             self.echo(f"  settled {describe_pending(note)} by an earlier run: "
                       + ("it landed" if landed else "it did not land"))
             if landed:
-                self._check_once(note, self.client.get_wave(note["wave"]))
+                self._check_once(note, _read_wave(self.client, note))
 
     # -- around one write -----------------------------------------------------------------------
 
-    def before(self, op: Operation, history_length: int) -> None:
+    def before(self, op: Operation, history_length: int, keyid: str | None = None) -> None:
+        """``keyid``: a sign's key (public), whose signature the wave must show afterwards."""
         sent = _now()
         note = {"wave": op.wave, "kind": str(op.kind), "step": op.describe(), "history": history_length,
                 "sent": _iso(sent), "settle_by": _iso(sent + timedelta(seconds=self.settle_seconds))}
+        if keyid is not None:
+            note["keyid"] = keyid
         if isinstance(op, RolloutOp):
             note["phase"] = op.phase
         if self.lease:
@@ -96,7 +99,7 @@ class WriteGuard:
         (None: gone), which the apply may use as the wave's state for its next step, and the answers of
         ``also``: reads sent in the same round trip as the check's (the next step's)."""
         note, self.pending = self.pending[0], ()
-        calls: list[Callable[[], Any]] = [functools.partial(self.client.get_wave, note["wave"]), *also]
+        calls: list[Callable[[], Any]] = [functools.partial(_read_wave, self.client, note), *also]
         read, *answers = self.client.gather(calls)
         return self._check_once(note, read), answers
 
@@ -109,7 +112,7 @@ class WriteGuard:
             raise BackendError(f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
                                "land and the next run may send it again", exc.status) from None
         self.pending = ()
-        self._check_once(note, self.client.get_wave(note["wave"]))
+        self._check_once(note, _read_wave(self.client, note))
         return "done (the factory shows it landed after the answer was lost)"
 
     def failed(self) -> None:
@@ -128,7 +131,7 @@ class WriteGuard:
         settle_by = datetime.fromisoformat(note["settle_by"].replace("Z", "+00:00"))
         while True:
             try:
-                if _landed(note, self.client.get_wave(note["wave"])):
+                if _landed(note, _read_wave(self.client, note)):
                     return True
             except BackendError:
                 if _now() >= settle_by:
@@ -160,6 +163,11 @@ class WriteGuard:
         return read
 
 
+def _read_wave(client: FactoryClient, note: dict) -> dict | None:
+    """The wave a note is about; after a sign, with its targets, whose signatures show the sign."""
+    return client.get_wave(note["wave"], show_targets=note["kind"] == SignOp.kind)
+
+
 def _landed(note: dict, wave: dict | None) -> bool:
     """Whether the write the note describes shows in the wave as read from the factory."""
     kind = note["kind"]
@@ -169,6 +177,10 @@ def _landed(note: dict, wave: dict | None) -> bool:
         return len(wave.get("rollout-history") or []) > int(note["history"])
     if kind == InitOp.kind:
         return True
+    if kind == SignOp.kind:
+        targets = wave.get("targets")
+        signatures = targets.get("signatures") if isinstance(targets, dict) else None
+        return any(isinstance(s, dict) and s.get("keyid") == note.get("keyid") for s in signatures or [])
     if kind == CompleteOp.kind:
         return wave.get("status") == "complete"
     if kind == CancelOp.kind:

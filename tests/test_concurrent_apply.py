@@ -105,12 +105,14 @@ def test_twenty_rounds_of_a_served_and_an_in_process_apply_never_repeat_a_phase(
 class Front:
     """HTTP on loopback in front of a factory directory's WSGI app. The first real rollout it receives
     runs ``on_rollout`` (delay it, kill its sender, or write behind the client's back) before it is
-    forwarded; ``rollouts`` counts the rollouts that reached the factory."""
+    forwarded; ``rollouts`` counts the rollouts that reached the factory. ``hook_on`` names the wave
+    action whose calls are hooked and counted (``rollout``; ``sign`` for a wave sign)."""
 
     def __init__(self, factory_dir: Path):
         self.app = httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
                                 base_url="http://factory")
         self.on_rollout = lambda: None
+        self.hook_on = "rollout"
         self.rollouts = 0
         self.lock = threading.Lock()
         front = self
@@ -121,7 +123,8 @@ class Front:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                if self.command == "POST" and "/rollout" in self.path and not json.loads(body or b"{}").get("dry-run"):
+                if self.command == "POST" and f"/{front.hook_on}/" in self.path \
+                        and not json.loads(body or b"{}").get("dry-run"):
                     hook, front.on_rollout = front.on_rollout, lambda: None
                     hook()
                     with front.lock:
@@ -159,9 +162,9 @@ def front(factory_dir) -> Iterator[Front]:
     f.close()
 
 
-def apply_with_timeout(release_repo: Path, url: str, timeout: float) -> tuple[str, list[str]]:
+def apply_with_timeout(release_repo: Path, url: str, timeout: float, keys: Path | None = None) -> tuple[str, list[str]]:
     """One apply like ``reconcile`` does it, with a short request timeout: (error or "", lines said)."""
-    from reconciler import manifest
+    from reconciler import manifest, signing
     from reconciler.apply import Outcome, apply_plan
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan
@@ -174,7 +177,10 @@ def apply_with_timeout(release_repo: Path, url: str, timeout: float) -> tuple[st
     with FactoryClient(select_backend(api_url=url, factory="demo", local=None), request_timeout=timeout) as client:
         try:
             with exclusive_writer(client, str(release_repo), None, said.append) as guard:
-                result = apply_plan(client, specs, build_plan(specs, observe(client, specs)), None, said.append, guard)
+                make_signer = None if keys is None else (
+                    lambda root, online: signing.signer_from_uri(f"archive:{keys}", root, online))
+                result = apply_plan(client, specs, build_plan(specs, observe(client, specs)), make_signer, said.append,
+                                    guard)
         except UserError as exc:
             return str(exc), said
     return "; ".join(step.message for step in result.of(Outcome.FAILED)), said
@@ -208,6 +214,31 @@ def test_the_next_phase_after_a_lost_answer_starts_from_the_factory_not_from_a_g
     assert error == "", said
     assert any("landed after the answer was lost" in line for line in said), said
     assert front.rollouts == 2 and history(factory_dir) == ["canary", "*", "*"], said
+
+
+def test_a_sign_answered_after_the_clients_timeout_is_settled_and_the_rollout_follows_once(release_repo, tmp_path):
+    """A wave sign is a write like a rollout: its lost answer is settled by reading the wave's signatures."""
+    two_keys = tmp_path / "two-keys"
+    result = CliRunner().invoke(factory_cli.main, ["--local", str(two_keys), "init", "--demo", "--devices", "100",
+                                                   "--offline-keys", "2"])
+    assert result.exit_code == 0, result.output
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(two_keys))[0] == 0  # init, signed by the first key
+    front = Front(two_keys)
+    try:
+        front.hook_on = "sign"
+        front.on_rollout = lambda: time.sleep(1.6)  # the sign lands 0.6 s after the client gave up on it
+        error, said = apply_with_timeout(release_repo, front.url, timeout=1.0, keys=two_keys / "targets.only.2.key.tgz")
+        assert error == "", said
+        assert any("sign rel-46" in line and "outcome unknown" in line for line in said), said
+        assert any("landed after the answer was lost" in line for line in said), said
+        assert any("~ rollout rel-46 phase 'canary'" in line for line in said), said
+        code, out, err = reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")
+        assert code == 0 and "Applying" not in err, (out, err)
+        assert front.rollouts == 1 and [e["group-name"] for e in wave(two_keys, "rel-46")["rollout-history"]] == \
+            ["canary"]
+    finally:
+        front.close()
 
 
 def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir,

@@ -145,3 +145,53 @@ def test_every_crash_point_converges_to_the_uninterrupted_end_state(pristine, tm
         assert rerun.returncode == 0, (kill_after, rerun.stderr)
         assert total == writes, f"kill after write {kill_after}: {total} writes instead of {writes} (a step repeated)"
         assert ledger(factory_dir) == reference, f"kill after write {kill_after}"
+
+
+@pytest.fixture(scope="module")
+def two_keys_with_a_wave(tmp_path_factory) -> tuple[Path, Path]:
+    """A factory whose production root needs two offline signatures, with wave rel-46 signed by the first
+    key only, and its release repository (rel-46 to canary, then factory-wide, then complete)."""
+    from click.testing import CliRunner
+
+    from reconciler.localfactory.cli import main as factory_main
+    from tests.helpers.e2e import CANARY_WAVE, commit, reconcile
+
+    base = tmp_path_factory.mktemp("two-keys")
+    factory_dir, releases = base / "factory", base / "releases"
+    result = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "init", "--demo", "--devices", "200",
+                                               "--offline-keys", "2", "--start", "2026-11-01T08:00:00Z"])
+    assert result.exit_code == 0, result.output
+    releases.mkdir()
+    git(releases, "init", "-q", "-b", "main")
+    git(releases, "config", "user.name", "Release Bot")
+    git(releases, "config", "user.email", "bot@example.com")
+    commit(releases, {"rel-46.yaml": CANARY_WAVE + "  - name: more\n    limit: 5\ncomplete: true\n"}, "rel-46")
+    code, _, err = reconcile(str(releases), "--local", str(factory_dir), "--keys",
+                             str(factory_dir / "targets.only.key.tgz"))
+    assert code == 0 and "+ init rel-46" in err, err
+    return factory_dir, releases
+
+
+def test_a_crash_after_the_wave_sign_converges_without_signing_or_rolling_out_twice(two_keys_with_a_wave, tmp_path):
+    pristine, releases = two_keys_with_a_wave
+    ends, writes_of = [], []
+    for kill_after in (None, 1, 2):
+        factory_dir = fresh_copy(pristine, tmp_path / f"factory-{kill_after}")
+        front = KillingFront(factory_dir, kill_after)
+        front.keys = factory_dir / "targets.only.2.key.tgz"
+        try:
+            first = front.run_reconcile(releases)
+            front.kill_after = None
+            second = front.run_reconcile(releases)
+        finally:
+            front.close()
+        if kill_after is None:
+            assert first.returncode == 0 and "# sign rel-46" in first.stderr, first.stderr
+        else:
+            assert first.returncode == -signal.SIGKILL, (kill_after, first.stderr)
+        assert second.returncode == 0, (kill_after, second.stderr)
+        assert "# sign" not in second.stderr, "a landed sign is never sent again"
+        writes_of.append(front.writes)
+        ends.append(ledger(factory_dir))
+    assert writes_of == [4, 4, 4], "sign, two rollouts, complete: each once"
+    assert ends[0] == ends[1] == ends[2] and ends[0]["waves"][-1][2] == "complete"

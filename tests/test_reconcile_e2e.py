@@ -135,12 +135,13 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
         observed = observe(client, specs)
         plan = fill_device_counts(client, build_plan(specs, observed), observed)
-        # waves, prod-targets, wave-targets (expiry), device groups (pending phases name some); the wave to init:
-        # its CI targets and the factory status (tags with devices); the active wave's gate: its status (its tag's
-        # devices, 1,000 a page, only when the gate is short of its share: it passes here); one dry-run rollout
-        # of the active wave's next phase, in the same round, for its device count
-        assert client.requests == 4 + 2 + 1 + 1
-        assert fill_device_counts(client, plan, observed) == plan and client.requests == 8, "counted once, in observe"
+        # waves, prod-targets, wave-targets (expiry and signatures), device groups (pending phases name some), the
+        # production root (its targets threshold); the wave to init: its CI targets and the factory status (tags
+        # with devices); the active wave's gate: its status (its tag's devices, 1,000 a page, only when the gate is
+        # short of its share: it passes here); one dry-run rollout of the active wave's next phase, in the same
+        # round, for its device count
+        assert client.requests == 5 + 2 + 1 + 1
+        assert fill_device_counts(client, plan, observed) == plan and client.requests == 9, "counted once, in observe"
     assert [op.devices for op in plan.operations if op.op == "rollout"] == [50]
 
 
@@ -187,9 +188,9 @@ def test_a_few_named_uuids_are_looked_up_one_by_one_and_many_by_listing_the_tag(
                                                                         "prod": 1, "limit": 1000}).json()["devices"]]
     unknown = "00000000-0000-4000-8000-000000000000"
     commit(release_repo, {"rel-48.yaml": _uuid_phase_wave([*fleet[:2], unknown])}, "three pilots")
-    # waves, prod-targets, CI targets, factory status, then one lookup per named UUID
+    # waves, prod-targets, production root, CI targets, factory status, then one lookup per named UUID
     requests, errors = _observe_requests(release_repo, factory_dir)
-    assert requests == 4 + 3
+    assert requests == 5 + 3
     assert [e.message for e in errors] == [f"phase 'pilots': UUID {unknown} is not a production device on tag "
                                            f"'production'; remove it from the list or fix it"]
     assert errors[0].line == 11, "the unknown UUID's own line"
@@ -197,5 +198,5 @@ def test_a_few_named_uuids_are_looked_up_one_by_one_and_many_by_listing_the_tag(
     commit(release_repo, {"rel-48.yaml": _uuid_phase_wave([*fleet[:11], unknown])}, "twelve pilots")
     requests, errors = _observe_requests(release_repo, factory_dir)
     assert len(fleet) < 1000
-    assert requests == 4 + 1, "more than MAX_LOOKUPS_PER_TAG named UUIDs: the tag's list instead"
+    assert requests == 5 + 1, "more than MAX_LOOKUPS_PER_TAG named UUIDs: the tag's list instead"
     assert [e.line for e in errors] == [20]

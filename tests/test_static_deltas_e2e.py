@@ -88,5 +88,5 @@ def test_the_delta_check_reads_nothing_more_than_the_plan_already_did(release_re
         with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
             plan = build_plan(specs, observe(client, specs))
             counts[version] = (client.requests, len(plan.warnings))
-    # waves, prod-targets, the build's CI targets, device groups (canary), factory status (tags with devices)
-    assert counts == {61: (5, 1), 62: (5, 0)}
+    # waves, prod-targets, the production root, the build's CI targets, device groups (canary), factory status
+    assert counts == {61: (6, 1), 62: (6, 0)}

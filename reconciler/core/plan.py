@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import ClassVar, Literal, Self
 
 from reconciler.core import failures
+from reconciler.core import signatures as sigs
 from reconciler.core.deltas import missing_deltas_warning
 from reconciler.core.spec import Gate, Location, OnFailure, PhaseSpec, WaveSpec
 from reconciler.core.state import (
@@ -50,6 +51,7 @@ class OpKind(StrEnum):
     """What a step does to a wave; the plan symbol and the JSON ``op`` follow from it."""
 
     INIT = "init"
+    SIGN = "sign"
     ROLLOUT = "rollout"
     COMPLETE = "complete"
     CANCEL = "cancel"
@@ -137,6 +139,25 @@ class RolloutOp(_Step):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SignOp(_Step):
+    """Add this run's offline signature to the wave's targets through the wave sign API (``fioctl
+    waves sign``): the production root needs more signatures than init gave before anything rolls out."""
+
+    kind: ClassVar[OpKind] = OpKind.SIGN
+    signatures: int  # valid signatures the wave has (for a wave still to be created: once init made it)
+    threshold: int  # what the production root's targets role needs
+    keyids: tuple[str, ...]  # offline keys that have not signed it: the run's key must be one of them
+
+    @property
+    def shortfall(self) -> sigs.Shortfall:
+        return sigs.Shortfall(self.signatures, self.threshold, self.keyids)
+
+    def describe(self) -> str:
+        """``sign v46 (2 of 3 signatures)``."""
+        return f"sign {self.wave} ({self.signatures} of {self.threshold} signatures)"
+
+
+@dataclass(frozen=True, kw_only=True)
 class CompleteOp(_Step):
     """Make the wave's targets the tag's production targets."""
 
@@ -164,7 +185,7 @@ class CancelOp(_Step):
                 f"{self.keep_previous} keep {previous}")
 
 
-Operation = InitOp | RolloutOp | CompleteOp | CancelOp
+Operation = InitOp | SignOp | RolloutOp | CompleteOp | CancelOp
 
 
 def scope_text(group: str | None, limit: str | None, uuid_count: int | None) -> str:
@@ -254,17 +275,22 @@ NEEDS_KEY = "needs the offline key; runs in the keyed apply job"
 
 
 def without_keyed_steps(plan: Plan) -> Plan:
-    """The plan as a run without the offline key sees it: ready inits held, and the steps behind them.
+    """The plan as a run without the offline key sees it: ready inits and signs held, and the steps behind them.
 
-    Only init signs targets; rollouts, completes and cancels need an API token alone. A
+    Only init and sign sign targets; rollouts, completes and cancels need an API token alone. A
     scheduled job that advances gated phases therefore needs no key and no approval, while
-    creating a wave waits for the keyed apply job. A held init holds its own wave's later
-    steps too, since the wave does not exist yet.
+    creating a wave, or adding a signature the production root still needs, waits for the keyed
+    apply job. A held init holds its own wave's later steps too, since the wave does not exist
+    yet; a held sign holds them with what the wave still needs.
     """
-    held = {op.wave for op in plan.operations if isinstance(op, InitOp) and op.ready}
+    held: dict[str, str] = {}  # wave -> why its later steps wait
+    for op in plan.operations:
+        if op.ready and isinstance(op, (InitOp, SignOp)) and op.wave not in held:
+            held[op.wave] = "after init" if isinstance(op, InitOp) else op.shortfall.text()
     for op in plan.operations:
         if op.wave in held and op.ready:
-            plan = plan.with_operation(op, op.blocked(NEEDS_KEY if isinstance(op, InitOp) else "after init"))
+            reason = NEEDS_KEY if isinstance(op, (InitOp, SignOp)) else held[op.wave]
+            plan = plan.with_operation(op, op.blocked(reason))
     return plan
 
 
@@ -530,8 +556,14 @@ class _Planner:
             return
         for where, message in self._phase_problems(spec, done) + self._expiry_problems(spec, wave, progress):
             self._error(where, message)
+        short = sigs.shortfall(self.observed.targets_keys, self.observed.wave_signers.get(spec.name))
+        blocked = None
+        if short is not None and (done < len(spec.phases) or spec.complete is not None):
+            self._sign(spec, short, None)  # runs first: with one signature missing, its later steps may follow
+            if short.needed > 1:
+                blocked = f"needs {sigs.signatures_text(short.needed - 1)} after this run's (one key signs per run)"
         completes = self._plan_steps(spec, summary, created_at=wave.created_at, history=wave.history,
-                                     progress=progress, blocked=None)
+                                     progress=progress, blocked=blocked)
         self._after_active(spec, state, completes)
 
     def _on_failure(self, spec: WaveSpec, wave: ObservedWave, state: _TagState, summary: _SummaryDraft,
@@ -581,8 +613,17 @@ class _Planner:
         deltas = missing_deltas_warning(spec, self.observed.ci_without_deltas.get(spec.target), self.observed.backend)
         if deltas:
             self._warn(spec.at("target"), deltas)
+        blocked = None if init.ready else "after init"
+        short = sigs.after_init(self.observed.targets_keys)
+        if short is not None and (spec.phases or spec.complete is not None):
+            why = (f"init signs with one offline key and the production root needs {short.threshold} signatures "
+                   f"(the online key's and {short.threshold - 1} offline): once the wave exists, run again with "
+                   f"another offline key (--keys FILE or --signer URI)")
+            self._sign(spec, short, blocked or why)
+            blocked = blocked or (f"needs {sigs.signatures_text(short.needed)} after init (offline keys other "
+                                  f"than init's)")
         completes = self._plan_steps(spec, summary, created_at=None, history=(), progress=None,
-                                     blocked=None if init.ready else "after init")
+                                     blocked=blocked)
         if problems:
             state.busy_with, state.busy_reason = spec.name, f"wave '{spec.name}' cannot be created"
             return
@@ -720,6 +761,11 @@ class _Planner:
 
     def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
         return self.observed.devices.get(spec.tag)
+
+    def _sign(self, spec: WaveSpec, short: sigs.Shortfall, reason: str | None) -> None:
+        """Add the wave's sign step (at its manifest's first line), ready unless ``reason`` says why not."""
+        self._add(SignOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.location, reason=reason,
+                         signatures=short.signatures, threshold=short.threshold, keyids=short.keyids))
 
     def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool) -> None:
         if completes:

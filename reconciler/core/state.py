@@ -81,6 +81,16 @@ class ProdTargets:
 
 
 @dataclass(frozen=True)
+class TargetsKeys:
+    """The production root's targets role: how many signatures a wave needs before it may roll out or
+    complete, and which offline keys may give them (reference §2.3 ``waves sign``, §4.1). The online
+    key is one of the threshold's keys; the service signs with it at init."""
+
+    threshold: int
+    offline: tuple[str, ...]  # the offline key ids, in root's order
+
+
+@dataclass(frozen=True)
 class Device:
     """A production device on a tag, from the device list: what the UUID checks and offline counts need."""
 
@@ -126,3 +136,5 @@ class ObservedState:
     # version -> {CI target name -> its custom.tags} for the targets with no custom.delta-stats (versions to init)
     ci_without_deltas: dict[int, dict[str, frozenset[str]]] = field(default_factory=dict)
     failures: dict[str, WaveFailures] = field(default_factory=dict)  # active wave with a failure bound in force
+    targets_keys: TargetsKeys | None = None  # the production root's targets role; None: not read
+    wave_signers: dict[str, frozenset[str]] = field(default_factory=dict)  # active wave -> key ids that signed it

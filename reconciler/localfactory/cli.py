@@ -133,8 +133,11 @@ def main(ctx, local):
               help="Production devices (default 2000 with --demo, else 0).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the fleet and its simulation.")
 @click.option("--start", default=None, metavar="RFC3339", help="Simulated start time (default: now).")
+@click.option("--offline-keys", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Offline targets keys, each in its own archive; the production root needs all of them "
+                   "(targets threshold: online key + N), so waves need `sign` with the others.")
 @pass_ctx
-def init(c: Ctx, demo, name, devices_n, seed, start):
+def init(c: Ctx, demo, name, devices_n, seed, start, offline_keys):
     """Create a factory: keys, roots, CI builds 40-60, groups, production targets, devices."""
     from reconciler.errors import UserError
 
@@ -161,7 +164,7 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
     progress = terminal.Progress("Creating devices")
     try:
         result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts,
-                                       progress=progress)
+                                       progress=progress, offline_keys=offline_keys)
     except demo_mod.FactoryExists as e:
         raise click.ClickException(f"{e}; remove it to start over") from None
     finally:
@@ -169,7 +172,13 @@ def init(c: Ctx, demo, name, devices_n, seed, start):
     _say_modes(c.path)  # a directory that existed before init becomes private too
     click.echo(f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
                f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s")
-    click.echo(f"Operator offline targets key: {result.keys_archive}")
+    if len(result.keys_archives) == 1:
+        click.echo(f"Operator offline targets key: {result.keys_archive}")
+        return
+    click.echo(f"Operator offline targets keys (production targets need all {len(result.keys_archives)} "
+               f"signatures besides the online key's):")
+    for n, archive in enumerate(result.keys_archives, start=1):
+        click.echo(f"  key {n}: {archive}")
 
 
 @main.command()

@@ -1,13 +1,14 @@
 """Creating a local factory (``reconcile-factory init``), and the demo factory of notes/contracts.md.
 
-A factory gets: a root key and an online targets key it keeps, one offline targets key whose archive
-(fioctl format) is written for the operator to ``targets.only.key.tgz`` and never stored in the
-database; CI and production roots (version 2 lists [online, offline]; prod threshold 2); CI builds
+A factory gets: a root key and an online targets key it keeps, one offline targets key (or more,
+``offline_keys``) whose archive (fioctl format) is written for the operator to ``targets.only.key.tgz``
+(the second to ``targets.only.2.key.tgz``, ...) and never stored in the database; CI and production
+roots (version 2 lists [online, offline...]; prod threshold 1 + offline keys, 2 by default); CI builds
 40..60 for ``intel-corei7-64`` and ``raspberrypi4-64`` (tagged ``main``, and ``devel`` from 50; 41..60
 with static deltas, as if the operator had generated them, so rehearsals of the demo are warning-free);
 the device groups canary, beta, us-east, us-west, eu-emea, apac; production targets for tag
 ``production`` at version 40, published the way an operator would: through a wave
-``populate-targets`` signed with the offline key, then completed; production devices in those
+``populate-targets`` signed with every offline key, then completed; production devices in those
 groups on version 40, and CI devices on version 60, each trusting the TUF metadata versions of
 the repository it fetches (as if provisioned with them).
 """
@@ -35,6 +36,7 @@ HWIDS = ("intel-corei7-64", "raspberrypi4-64")
 GROUPS = ("canary", "beta", "us-east", "us-west", "eu-emea", "apac")
 VERSIONS = range(40, 61)
 KEY_ARCHIVE = store.KEY_ARCHIVE
+MAX_OFFLINE_KEYS = 9  # a production root of 10 targets keys is far beyond any real factory
 ACTOR = "factory-admin"
 FACTORY_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 
@@ -60,8 +62,14 @@ class InitResult:
     factory: str
     devices: int
     ci_devices: int
-    keys_archive: Path
+    keys_archive: Path  # the first offline key's archive
     seconds: float
+    keys_archives: tuple[Path, ...] = ()  # every offline key's archive, the first one first
+
+
+def key_archive_name(n: int) -> str:
+    """The archive of offline key ``n`` (1-based): ``targets.only.key.tgz``, ``targets.only.2.key.tgz``, ..."""
+    return KEY_ARCHIVE if n == 1 else KEY_ARCHIVE.replace(".key.tgz", f".{n}.key.tgz")
 
 
 def demo_uuid(seed: int, i: int, kind: str = "reconciler-demo") -> str:
@@ -86,40 +94,45 @@ def demo_group(i: int) -> str | None:
 
 def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 2000, seed: int = 42,
                  start: int | None = None, ci_devices: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> InitResult:
+                 progress: Callable[[int, int], None] | None = None, offline_keys: int = 1) -> InitResult:
     """Create the factory in ``directory``. All or nothing: the database is built in a temporary file
     and renamed to ``factory.db`` only once complete, after the operator key archive was created
     (never overwritten: an existing archive, or an existing ``factory.db`` even a damaged one, is
-    refused). A failed init leaves neither behind. ``progress(done, total)`` follows the devices created."""
+    refused). A failed init leaves neither behind. ``progress(done, total)`` follows the devices created.
+    ``offline_keys`` offline targets keys, each in its own archive: the production root needs a
+    signature of every one of them (targets threshold 1 + offline_keys)."""
     t0 = time.perf_counter()
     directory = Path(directory)
     check_name(name)
     if start is None:
         start = int(time.time())
     check_start(start)
+    if not 1 <= offline_keys <= MAX_OFFLINE_KEYS:
+        raise UserError(f"{offline_keys} offline keys: give 1 to {MAX_OFFLINE_KEYS}")
     if ci_devices is None:
         ci_devices = max(5, devices_n // 100)
     final = store.Store.in_dir(directory)
-    archive = directory / KEY_ARCHIVE
+    archives = [directory / key_archive_name(n) for n in range(1, offline_keys + 1)]
     if final.exists():
         final.check()  # a damaged file: say so (UserError), never replace it
         raise FactoryExists(f"a factory already exists at {directory}")
-    if os.path.lexists(archive):
-        raise FactoryExists(f"{archive} already exists (an operator key archive) but {final.path.name} does not; "
-                            "move the archive away to create a new factory there")
+    for archive in archives:
+        if os.path.lexists(archive):
+            raise FactoryExists(f"{archive} already exists (an operator key archive) but {final.path.name} does not; "
+                                "move the archive away to create a new factory there")
     made_dir = not directory.exists()
     directory.mkdir(mode=store.PRIVATE_DIR, parents=True, exist_ok=True)
     tmp = directory / f".{store.DB_NAME}.init-{os.getpid()}-{secrets.token_hex(4)}"
     st = store.Store(tmp)
-    archive_written = False
+    written: list[Path] = []
     try:
         st.create_schema()
-        offline = signing.generate_keypair()
+        offline = [signing.generate_keypair() for _ in archives]
         with st.write() as conn:
             for key, value in {"factory": name, "seed": seed, "now": start, "created_at": start,
                                **fleet.DEFAULTS}.items():
                 store.set_meta(conn, key, value)
-            trust.init_trust(conn, start, offline.public)
+            trust.init_trust(conn, start, [pair.public for pair in offline])
             for v in VERSIONS:  # static deltas to every build but the first, which has no older build to start from
                 targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"],
                                      static_deltas=v > VERSIONS.start)
@@ -131,29 +144,30 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
             conn.execute("ANALYZE")
         st.connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         st.close()  # the last connection folds the WAL into the file and removes it
-        # The archive first (O_EXCL: never overwrite an operator key), then the database appears:
-        # a factory never exists without its operator key.
-        try:
-            fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise FactoryExists(f"{archive} appeared while the factory was being created; nothing was "
-                                "overwritten") from None
-        archive_written = True
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(signing.key_archive_bytes([offline]))
-            fh.flush()
-            os.fsync(fh.fileno())
+        # The archives first (O_EXCL: never overwrite an operator key), then the database appears:
+        # a factory never exists without its operator keys.
+        for archive, pair in zip(archives, offline, strict=True):
+            try:
+                fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                raise FactoryExists(f"{archive} appeared while the factory was being created; nothing was "
+                                    "overwritten") from None
+            written.append(archive)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(signing.key_archive_bytes([pair]))
+                fh.flush()
+                os.fsync(fh.fileno())
         _publish(tmp, final.path)
     except BaseException:
         st.close()
-        if archive_written:
+        for archive in written:
             archive.unlink(missing_ok=True)
         _remove_db(tmp)
         if made_dir:
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
-    return InitResult(directory, name, devices_n, ci_devices, archive, time.perf_counter() - t0)
+    return InitResult(directory, name, devices_n, ci_devices, archives[0], time.perf_counter() - t0, tuple(archives))
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -176,11 +190,12 @@ def _remove_db(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _populate_production(conn, offline: signing.KeyPair, start: int) -> None:
+def _populate_production(conn, offline: list[signing.KeyPair], start: int) -> None:
     signed = signing.build_wave_targets(ci_targets=targets.ci_files(conn, 40), prod_targets=None, version=40,
                                     tag="production", expires=store.to_datetime(start) + timedelta(days=365))
+    signatures = [signing.signer_for_keypair(pair).sign(signed) for pair in offline]
     body = {"name": "populate-targets", "version": "40", "tag": "production",
-            "targets": {"signed": signed, "signatures": [signing.signer_for_keypair(offline).sign(signed)]}}
+            "targets": {"signed": signed, "signatures": signatures}}
     waves.create(conn, body, ACTOR)
     waves.complete(conn, "populate-targets", ACTOR)
 

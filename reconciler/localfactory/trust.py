@@ -3,9 +3,11 @@
 The factory holds the root key and the online targets key (Foundries-held in the real service). It
 never holds an operator's offline targets key: only the public half is in root. Roots come in two
 versions, as a factory that added an offline key has them: version 1 lists only the online targets
-key (threshold 1); version 2, signed by the same root key, lists [online, offline] with targets
-threshold 1 in the CI root and 2 in the production root (reference §4.1). Devices verify the chain
-1 -> 2 before they trust targets.
+key (threshold 1); version 2, signed by the same root key, lists [online, offline...] with targets
+threshold 1 in the CI root and 1 + the number of offline keys in the production root (reference §4.1:
+2 by default, more for a factory whose production targets need several offline signatures, which
+``fioctl waves sign`` then adds, reference §2.3). Devices verify the chain 1 -> 2 before they trust
+targets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
 
 from reconciler import signing
@@ -21,7 +24,7 @@ from . import store
 
 ROOT = "root"
 ONLINE = "online-targets"
-OFFLINE = "offline-targets"
+OFFLINE = "offline-targets"  # the first offline key; the others are offline-targets-2, -3, ...
 ROOT_LIFETIME = timedelta(days=20 * 365)
 
 _signers: dict[str, signing.TargetsSigner] = {}
@@ -106,18 +109,24 @@ def verify_root_chain(chain: list[dict]) -> dict:
     return trusted
 
 
-def init_trust(conn: sqlite3.Connection, now: int, offline_public: dict) -> None:
-    """Generate the factory's root and online keys and write root versions 1 and 2 (CI and prod)."""
+def init_trust(conn: sqlite3.Connection, now: int, offline_publics: Sequence[dict]) -> None:
+    """Generate the factory's root and online keys and write root versions 1 and 2 (CI and prod).
+
+    Root version 2 lists the online key and every offline key; the production root needs all of
+    them (threshold 1 + offline keys), the CI root one (fioctl signs waves against the CI root)."""
+    if not offline_publics:
+        raise ValueError("a factory needs at least one offline targets key")
     root_pair = signing.generate_keypair()
     online = signing.generate_keypair()
     save_pair(conn, ROOT, root_pair, private=True)
     save_pair(conn, ONLINE, online, private=True)
-    offline = signing.KeyPair(offline_public, {}, signing.key_id(offline_public))
-    save_pair(conn, OFFLINE, offline, private=False)
+    for n, public in enumerate(offline_publics, start=1):
+        role = OFFLINE if n == 1 else f"{OFFLINE}-{n}"
+        save_pair(conn, role, signing.KeyPair(public, {}, signing.key_id(public)), private=False)
     expires = store.to_datetime(now) + ROOT_LIFETIME
     for kind in ("ci", "prod"):
         add_root(conn, kind, signing.make_root(version=1, expires=expires, root_pairs=[root_pair],
                                            targets_public=[online.public], targets_threshold=1))
         add_root(conn, kind, signing.make_root(version=2, expires=expires, root_pairs=[root_pair],
-                                           targets_public=[online.public, offline_public],
-                                           targets_threshold=2 if kind == "prod" else 1))
+                                           targets_public=[online.public, *offline_publics],
+                                           targets_threshold=1 + len(offline_publics) if kind == "prod" else 1))

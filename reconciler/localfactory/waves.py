@@ -15,7 +15,8 @@ Rules the service enforces here (each has a test in tests/test_factory_waves.py)
   production targets left out are pruned; no two targets of one version share a hardware id;
 - every signature sent must verify against the production root's targets keys (a tampered or
   wrongly signed wave is refused, 400); the service then adds its online signature. Rollout and
-  complete need the production root's targets threshold (2: online + offline) to be met, and
+  complete need the production root's targets threshold (2: online + offline; 1 + N with
+  ``init --offline-keys N``, the others added through ``sign``) to be met, and
   targets that have not expired (409 otherwise: production targets are never published expired).
 
 Decisions on the reference's open questions (§6): ``POST waves/`` answers 201 with the Wave;

@@ -34,7 +34,7 @@ from reconciler.signing._signers import (
     signer_from_uri,
 )
 from reconciler.signing._targets import build_wave_targets, make_root
-from reconciler.signing._verify import verify_signature, verify_threshold
+from reconciler.signing._verify import valid_keyids, verify_signature, verify_threshold
 
 __all__ = [
     "DEFAULT_EXPIRES_DAYS",
@@ -62,6 +62,7 @@ __all__ = [
     "offline_keyids",
     "signer_for_keypair",
     "signer_from_uri",
+    "valid_keyids",
     "verify_signature",
     "verify_threshold",
 ]

@@ -54,8 +54,18 @@ def verify_threshold(root: Mapping, role: str, signed: Mapping, signatures: Sequ
     signatures it made, and two key ids for the same public key count as one key.
     Returns the key ids that signed validly; raises TufError below the threshold.
     """
+    valid = valid_keyids(root, role, signed, signatures)
+    _, threshold = _role(_root_signed(root), role)
+    if len(valid) < threshold:
+        raise TufError(f"{role} metadata has {len(valid)} valid signature(s) of the {threshold} root requires")
+    return valid
+
+
+def valid_keyids(root: Mapping, role: str, signed: Mapping, signatures: Sequence[Mapping]) -> list[str]:
+    """The key ids of ``role`` in root whose signature over ``signed`` verifies, each key once (as
+    ``verify_threshold`` counts them), whatever the threshold: how far a wave is from it."""
     root_signed = _root_signed(root)
-    keyids, threshold = _role(root_signed, role)
+    keyids, _ = _role(root_signed, role)
     payload = canonical_json(signed)
     valid: list[str] = []
     seen_publics: set[tuple[str, str]] = set()
@@ -72,8 +82,6 @@ def verify_threshold(root: Mapping, role: str, signed: Mapping, signatures: Sequ
             continue
         seen_publics.add(identity)
         valid.append(kid)
-    if len(valid) < threshold:
-        raise TufError(f"{role} metadata has {len(valid)} valid signature(s) of the {threshold} root requires")
     return valid
 
 

@@ -1,0 +1,148 @@
+"""End to end through the CLI: a factory whose production root needs two offline signatures
+(``reconcile-factory init --demo --offline-keys 2``). Init signs with the key it has and the plan then
+needs one more signature; a run with the other key signs through the wave sign API and rolls out in
+the same run; a key that signed already, or one root does not know, is one clear line and no write."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from jsonschema import Draft202012Validator
+
+from reconciler import signing
+from reconciler.localfactory.cli import main as factory_main
+from reconciler.resources import load_schema
+from tests.helpers.e2e import CANARY_WAVE, api, commit, reconcile, wave
+
+WAVE = CANARY_WAVE + """\
+  - name: beta
+    group: beta
+    wait: 1h
+complete: true
+"""
+
+
+@pytest.fixture
+def two_keys(tmp_path) -> Path:
+    directory = tmp_path / "factory"
+    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices", "200",
+                                               "--offline-keys", "2", "--start", "2026-11-01T08:00:00Z"])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def signed_by(factory_dir: Path, name: str) -> list[str]:
+    with api(factory_dir) as client:
+        data = client.get(f"/ota/factories/demo/waves/{name}/", params={"show-targets": 1}).json()
+    return [s["keyid"] for s in data["targets"]["signatures"]]
+
+
+def keyid(archive: Path) -> str:
+    keys = signing.load_key_archive_file(archive)
+    return signing.key_id(next(pub for _, pub in keys.public_entries()))
+
+
+def secrets_of(*archives: Path) -> list[str]:
+    out = []
+    for archive in archives:
+        keys = signing.load_key_archive_file(archive)
+        for name, _ in keys.public_entries():
+            out.append(keys.private_entry(name)[1]["keyval"]["private"])
+    return out
+
+
+def plan_json(repo: Path, *args: str) -> dict:
+    code, out, err = reconcile("--dry-run", "--format", "json", str(repo), *args)
+    assert code == 0, err
+    data = json.loads(out)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(data)
+    return data
+
+
+def test_init_with_one_key_then_the_other_key_signs_and_rolls_out(release_repo, two_keys):
+    local = ["--local", str(two_keys)]
+    key1, key2 = two_keys / "targets.only.key.tgz", two_keys / "targets.only.2.key.tgz"
+    commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
+    outputs = []
+
+    code, out, err = reconcile(str(release_repo), *local, "--keys", str(key1))
+    outputs += [out, err]
+    assert code == 0, err
+    assert f"+ init rel-46 (target 46, tag production): created with 4 targets, signed by key {keyid(key1)[:12]}" \
+        in err
+    assert "blocked: needs 1 more signature after init (offline keys other than init's)" in out
+    assert wave(two_keys, "rel-46")["rollout-history"] == []
+    assert len(signed_by(two_keys, "rel-46")) == 2
+
+    # The plan now names the key it still needs, and a keyless run holds the rollouts with that reason.
+    plan = plan_json(release_repo, *local)
+    sign = plan["operations"][0]
+    assert sign["op"] == "sign" and sign["status"] == "ready"
+    assert (sign["signatures"], sign["threshold"], sign["keyids"]) == (2, 3, [keyid(key2)])
+    code, out, err = reconcile(str(release_repo), *local, "--without-key")
+    outputs += [out, err]
+    assert code == 0, err
+    needs = f"needs 1 more signature (key id {keyid(key2)[:12]})"
+    assert f"# sign     rel-46  {needs}: 2 of 3 signatures, needs the offline key" in out
+    assert f"~ rollout  rel-46  phase 'canary' (group canary)\n      blocked: {needs}" in out
+    assert "Applying" not in err and wave(two_keys, "rel-46")["rollout-history"] == []
+
+    # The key that signed at init: one line, nothing written.
+    code, out, err = reconcile(str(release_repo), *local, "--keys", str(key1))
+    outputs += [out, err]
+    assert code == 1
+    assert (f"error: wave 'rel-46': the offline key given (key id {keyid(key1)[:12]}) has signed it already, and a "
+            f"key counts once; it needs 1 more signature by another offline key (key id {keyid(key2)[:12]}): run "
+            "with that key (--keys FILE or --signer URI)") in err
+    assert "Traceback" not in err and len(signed_by(two_keys, "rel-46")) == 2
+    assert wave(two_keys, "rel-46")["rollout-history"] == []
+
+    # The other key (as a signer URI): it signs first, then the canary phase rolls out in the same run.
+    code, out, err = reconcile(str(release_repo), *local, "--signer", f"archive:{key2}")
+    outputs += [out, err]
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("  ")]
+    assert lines[0].endswith(f"# sign rel-46 (2 of 3 signatures): signed by key {keyid(key2)[:12]}; the wave meets "
+                             "the threshold (3 of 3 signatures)")
+    assert "~ rollout rel-46 phase 'canary' (group canary): rolled out to 10 devices" in lines[1]
+    assert {keyid(key1), keyid(key2)} < set(signed_by(two_keys, "rel-46"))
+    assert len(signed_by(two_keys, "rel-46")) == 3  # and the online key's
+    assert [h["group-name"] for h in wave(two_keys, "rel-46")["rollout-history"]] == ["canary"]
+
+    plan = plan_json(release_repo, *local)
+    assert [op["op"] for op in plan["operations"]] == ["rollout", "complete"], "signed: no sign step any more"
+    for text in outputs:
+        for secret in secrets_of(key1, key2):
+            assert secret not in text
+
+
+def test_a_key_that_is_not_an_offline_key_of_root_is_one_line_and_writes_nothing(release_repo, two_keys, tmp_path,
+                                                                                  monkeypatch):
+    local = ["--local", str(two_keys)]
+    commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
+    assert reconcile(str(release_repo), *local, "--keys", str(two_keys / "targets.only.key.tgz"))[0] == 0
+    stranger = tmp_path / "stranger.tgz"
+    stranger.write_bytes(signing.key_archive_bytes([signing.generate_keypair()]))
+    code, _, err = reconcile(str(release_repo), *local, "--keys", str(stranger))
+    assert code == 1
+    assert "error: No private key found for key IDs: [" in err and "Traceback" not in err
+    assert len(signed_by(two_keys, "rel-46")) == 2 and wave(two_keys, "rel-46")["rollout-history"] == []
+
+    # RECONCILE_KEYS (base64, in memory) with the second key works like --keys.
+    monkeypatch.setenv("RECONCILE_KEYS", base64.b64encode((two_keys / "targets.only.2.key.tgz").read_bytes()).decode())
+    code, _, err = reconcile(str(release_repo), *local)
+    assert code == 0, err
+    assert "# sign rel-46 (2 of 3 signatures)" in err and len(signed_by(two_keys, "rel-46")) == 3
+
+
+def test_a_run_without_any_key_refuses_to_sign(release_repo, two_keys):
+    """The embedded factory's first key is the default key; the sign step needs the second."""
+    local = ["--local", str(two_keys)]
+    commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
+    assert reconcile(str(release_repo), *local)[0] == 0  # init with the default (first) operator key
+    code, _, err = reconcile(str(release_repo), *local)
+    assert code == 1 and "has signed it already" in err
