@@ -122,6 +122,8 @@ def operation_dict(op: Operation) -> dict:
         data["reason"] = op.reason
     if isinstance(op, RolloutOp):
         data.update(phase=op.phase, phase_index=op.phase_index, group=op.group)
+        if op.parts > 1:
+            data.update(part=op.part, parts=op.parts)
         if op.limit is not None:
             data["limit"] = op.limit
         if op.percentage is not None:
