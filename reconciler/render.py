@@ -40,7 +40,7 @@ def summary_line(plan: Plan) -> str:
 
 def operation_detail(op: Operation) -> str:
     if isinstance(op, RolloutOp):
-        detail = f"phase '{op.phase}' ({rollout_scope(op)})"
+        detail = f"phase '{op.phase}'{op.part_label} ({rollout_scope(op)})"
         if op.devices is not None:
             detail += f", {op.devices} devices"
         return detail

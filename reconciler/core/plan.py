@@ -133,10 +133,14 @@ class RolloutOp(_Step):
     def key(self) -> StepKey:
         return (self.kind, self.wave, self.history_index)
 
+    @property
+    def part_label(self) -> str:
+        """`` part 2 of 3`` for a part of a phase of more than 10,000 UUIDs, else nothing."""
+        return f" part {self.part} of {self.parts}" if self.parts > 1 else ""
+
     def describe(self) -> str:
         """``rollout v46 phase 'beta' (group beta, limit 10)``; ``phase 'big' part 2 of 3 (factory-wide, 10000 uuids)``."""
-        part = f" part {self.part} of {self.parts}" if self.parts > 1 else ""
-        return f"rollout {self.wave} phase '{self.phase}'{part} ({rollout_scope(self)})"
+        return f"rollout {self.wave} phase '{self.phase}'{self.part_label} ({rollout_scope(self)})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -772,10 +776,10 @@ def _drift_problems(spec: WaveSpec, history: tuple[RolloutRecord, ...]) -> list[
         if slot is None:
             extra = [f"a phase with {_adopting_scope(r)}" for r in history[index:]]
             where = spec.phases[-1].location if spec.phases else spec.at("phases")
-            made = f"{len(spec.phases)} phases" if index == len(spec.phases) else \
-                f"{len(spec.phases)} phases, in {index} rollouts,"
-            problems.append((where, f"wave '{spec.name}': the factory has {len(history)} rollouts but the manifest only "
-                             f"{made} (rollouts made outside the manifests); to adopt them, append "
+            made = f"the manifest only {len(spec.phases)} phases" if index == len(spec.phases) else \
+                f"the manifest's {len(spec.phases)} phases make only {index} (one per 10000 UUIDs of a phase)"
+            problems.append((where, f"wave '{spec.name}': the factory has {len(history)} rollouts but {made} "
+                             f"(rollouts made outside the manifests); to adopt them, append "
                              f"{'these phases' if len(extra) > 1 else 'this phase'}: {'; '.join(extra)}"))
             break
         phase = spec.phases[slot.phase_index]
