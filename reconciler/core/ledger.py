@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from reconciler.core.spec import PhaseSpec
 
 MAX_ROLLOUT_UUIDS = 10_000  # the factory's cap per rollout call (fioctl refuses more on the client)
+# What one phase may list: 40 rollouts. 400,000 UUIDs of 36 characters and a CR LF stay below the
+# 16 MiB file cap (manifest/_source.py), so the count, not the byte cap, is what a long list meets.
+MAX_PHASE_UUIDS = 400_000
 
 
 @dataclass(frozen=True)

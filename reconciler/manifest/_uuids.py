@@ -21,11 +21,11 @@ import re
 import uuid
 from collections.abc import Iterable
 
-from reconciler.core.ledger import MAX_ROLLOUT_UUIDS
+from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
 from reconciler.errors import Problem, Severity
 from reconciler.manifest._source import decode_utf8
 
-MAX_UUIDS = 400_000  # per phase; core/ledger.py splits it into rollouts of at most 10,000
+MAX_UUIDS = MAX_PHASE_UUIDS  # per phase; core/ledger.py splits it into rollouts of at most 10,000
 MAX_REPORTED = 20  # invalid UUIDs reported per list; a garbage file gets a summary, not thousands of lines
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TOKEN = re.compile(r"[^\s,;|]+")
