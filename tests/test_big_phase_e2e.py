@@ -140,3 +140,28 @@ def test_a_bad_uuid_deep_in_a_big_file_is_one_line_at_its_own_position(big):
     assert len(git(repo, "log", "--oneline").splitlines()) == 2
     with api(factory_dir) as client:
         assert client.get("/ota/factories/demo/waves/fleet-46/").status_code == 404  # nothing was written
+
+
+def test_a_saved_plan_names_each_part_and_goes_stale_when_a_part_changes(big, tmp_path):
+    repo, factory_dir, uuids = big
+    commit(repo, {"fleet-46.yaml": WAVE.replace("    wait: 1h\n", "")}, "No gate")
+    plan_file = tmp_path / "plan.json"
+    code, _, err = run(repo, factory_dir, "--dry-run", "--out", str(plan_file))
+    assert code == 0, err
+    saved = json.loads(plan_file.read_text())
+    assert sorted(saved["saved"]["uuids"]) == [f"rollout fleet-46 phase 'everyone' part {n} of 3" for n in (1, 2, 3)]
+
+    swapped = list(uuids)
+    swapped[15_000], swapped[22_000] = swapped[22_000], swapped[15_000]  # the same devices, parts 2 and 3 differ
+    commit(repo, {"uuids/fleet.lst": "\n".join(swapped) + "\n"}, "Reorder the list")
+    code, _, err = reconcile("--plan", str(plan_file), "--local", str(factory_dir))
+    assert code == 1
+    assert "rollout fleet-46 phase 'everyone' part 2 of 3 differs: the UUID list changed" in err
+    assert "rollout fleet-46 phase 'everyone' part 3 of 3 differs: the UUID list changed" in err
+    assert "part 1 of 3 differs" not in err
+
+    commit(repo, {"uuids/fleet.lst": "\n".join(uuids) + "\n"}, "Restore the list")
+    code, _, err = reconcile("--plan", str(plan_file), "--local", str(factory_dir))
+    assert code == 0, err
+    assert "Apply complete: 5 done" in err
+    assert len(history(factory_dir)) == 4
