@@ -392,6 +392,20 @@ def test_a_phase_may_list_more_uuids_than_one_rollout_takes(tmp_path, monkeypatc
     assert str(phase.uuid_location(25_000)) == "many.lst:25001:1"
 
 
+def test_a_count_limit_cannot_go_with_more_uuids_than_one_rollout_takes(tmp_path, monkeypatch):
+    """A limit counts per rollout call: with a phase split in parts it would count per part."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "many.lst").write_text("\n".join(str(uuid.UUID(int=n)) for n in range(1, 10_002)) + "\n")
+    (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst") + "    limit: 50\n")
+    assert problems_of(["."]) == [
+        "w.yaml:9:12: limit 50 cannot go with 10001 UUIDs: a phase of more than 10000 UUIDs is rolled out in parts "
+        "of 10000 and a limit counts per rollout, so each part would take 50; list the devices to reach, or use a "
+        "percentage"]
+    (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst") + "    limit: 10%\n")
+    (spec,) = load(["."]).specs
+    assert spec.phases[0].limit == Limit(10, percent=True)
+
+
 def test_at_most_400000_uuids_per_phase(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert MAX_UUIDS == 400_000
