@@ -230,8 +230,8 @@ def _answers(client: FactoryClient, calls: dict[str, Callable[[], Any]]) -> dict
 
 
 def _gate_counts_updated(op: Operation, spec: WaveSpec) -> bool:
-    if isinstance(op, RolloutOp) and op.phase_index < len(spec.phases):
-        return spec.phases[op.phase_index].gate.updated_percent is not None
+    if isinstance(op, RolloutOp) and op.phase_index < len(spec.phases):  # a later part of a phase has no gate
+        return op.part == 1 and spec.phases[op.phase_index].gate.updated_percent is not None
     if isinstance(op, CompleteOp) and spec.complete is not None:
         return spec.complete.gate.updated_percent is not None
     return False
@@ -325,7 +325,7 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
     if isinstance(op, InitOp):
         return wave.version == op.target and wave.tag == op.tag
     if isinstance(op, RolloutOp):
-        return len(wave.history) > op.phase_index
+        return len(wave.history) > op.history_index
     if isinstance(op, SignOp):
         return wave.status is WaveStatus.ACTIVE  # still active but no sign planned: it has its signatures
     return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)

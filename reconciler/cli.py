@@ -209,8 +209,8 @@ def init_repo(directory, factory, action):
 @click.option("--below", type=click.IntRange(min=0), metavar="VERSION",
               help="Only devices on a build below VERSION (not yet updated).")
 @click.option("--seen-within", metavar="DURATION", help="Only devices seen within DURATION (e.g. 24h).")
-@click.option("--limit", type=click.IntRange(1, 10_000), help="The N most recently seen devices.")
-@click.option("--sample", type=click.IntRange(1, 10_000), help="N devices at random (reproducible with --seed).")
+@click.option("--limit", type=click.IntRange(1, 400_000), help="The N most recently seen devices.")
+@click.option("--sample", type=click.IntRange(1, 400_000), help="N devices at random (reproducible with --seed).")
 @click.option("--seed", type=click.IntRange(min=0), help="The seed of --sample [default: a new one, printed].")
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
 @click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
@@ -222,7 +222,8 @@ def init_repo(directory, factory, action):
 def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, no_color, debug):
     """Print the UUIDs of matching production devices, one a line: a UUID file for a phase's `uuids:`
     (fioctl's `--uuids @FILE` reads it too). How it was made goes to stderr, for the commit message.
-    At most 10,000 devices: more is an error that says how to split."""
+    At most 400,000 devices (a phase's limit; the plan rolls out more than 10,000 in parts): more is an
+    error that says how to split."""
     terminal.disable_color(no_color)
     try:
         if limit is not None and sample is not None:

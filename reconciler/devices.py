@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from reconciler.core.ledger import MAX_PHASE_UUIDS
 from reconciler.errors import UserError
 
-MAX_UUIDS = 10_000  # what a UUID file (and one rollout) may hold: reconciler/manifest/_uuids.py
+MAX_UUIDS = MAX_PHASE_UUIDS  # what a phase's UUID file may hold (rolled out in parts of 10,000)
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _BUILD = re.compile(r"-([0-9]+)$")
 
@@ -139,7 +140,7 @@ def _choose(matching: list[tuple[str, str, datetime | None]], selection: Selecti
 
 def _split_advice(matching: list[tuple[str, str, datetime | None]], selection: Selection) -> str:
     """The error for too many devices, with the groups to split by (largest first) when there are any."""
-    head = (f"{len(matching):,} {selection.criteria()}: a UUID file holds at most {MAX_UUIDS:,} (one rollout); "
+    head = (f"{len(matching):,} {selection.criteria()}: a UUID file holds at most {MAX_UUIDS:,} (one phase); "
             "split the list")
     groups = Counter(group for _, group, _ in matching)
     if selection.group is None and any(groups):

@@ -52,7 +52,7 @@ def summary_line(plan: Plan) -> str:
 
 def operation_detail(op: Operation) -> str:
     if isinstance(op, RolloutOp):
-        detail = f"phase '{op.phase}' ({rollout_scope(op)})"
+        detail = f"phase '{op.phase}'{op.part_label} ({rollout_scope(op)})"
         if op.devices is not None:
             detail += f", {op.devices} devices"
         return detail
@@ -138,6 +138,8 @@ def operation_dict(op: Operation) -> dict:
         data["reason"] = op.reason
     if isinstance(op, RolloutOp):
         data.update(phase=op.phase, phase_index=op.phase_index, group=op.group)
+        if op.parts > 1:
+            data.update(part=op.part, parts=op.parts)
         if op.limit is not None:
             data["limit"] = op.limit
         if op.percentage is not None:

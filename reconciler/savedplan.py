@@ -156,6 +156,8 @@ def _operation_dict(op: Operation) -> dict:
 
 def _step_name(op: dict) -> str:
     phase = f" phase '{op['phase']}'" if op.get("phase") is not None else ""
+    if op.get("parts"):
+        phase += f" part {op['part']} of {op['parts']}"
     return f"{op['op']} {op['wave']}{phase}"
 
 

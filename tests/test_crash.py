@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,18 +109,18 @@ def fresh_copy(pristine: Path, target: Path) -> Path:
     return target
 
 
-def release_copy(target: Path) -> Path:
+def release_copy(target: Path, source: Path = EXAMPLES) -> Path:
     """The examples in a release repository of their own: the apply lease is a ref in it, never in ours."""
-    shutil.copytree(EXAMPLES, target)
+    shutil.copytree(source, target)
     git(target, "init", "-q", "-b", "main")
     git(target, "add", "-A")
     git(target, "-c", "user.name=Release Bot", "-c", "user.email=bot@example.com", "commit", "-q", "-m", "examples")
     return target
 
 
-def apply_with_crash(pristine: Path, tmp_path: Path, kill_after: int | None):
+def apply_with_crash(pristine: Path, tmp_path: Path, kill_after: int | None, source: Path = EXAMPLES):
     factory_dir = fresh_copy(pristine, tmp_path / f"factory-{kill_after}")
-    releases = release_copy(tmp_path / f"releases-{kill_after}")
+    releases = release_copy(tmp_path / f"releases-{kill_after}", source)
     front = KillingFront(factory_dir, kill_after)
     front.keys = factory_dir / "targets.only.key.tgz"
     try:
@@ -195,3 +196,61 @@ def test_a_crash_after_the_wave_sign_converges_without_signing_or_rolling_out_tw
         ends.append(ledger(factory_dir))
     assert writes_of == [4, 4, 4], "sign, two rollouts, complete: each once"
     assert ends[0] == ends[1] == ends[2] and ends[0]["waves"][-1][2] == "complete"
+
+
+# -- a phase of more than 10,000 UUIDs: three rollouts, one history entry each -----------------------
+
+BIG_FLEET = 25_000
+BIG_WAVE = """\
+apiVersion: reconciler/v1
+kind: Wave
+name: fleet-46
+target: 46
+tag: production
+phases:
+  - name: everyone
+    uuids: uuids/fleet.lst   # 25,000 UUIDs: parts of 10,000, 10,000 and 5,000
+"""
+
+
+@pytest.fixture(scope="module")
+def big_fleet(tmp_path_factory) -> tuple[Path, Path]:
+    """A factory of 25,000 production devices, and a release directory whose one phase lists them all."""
+    factory_dir = init_demo_factory(tmp_path_factory.mktemp("pristine-big") / "factory", devices=BIG_FLEET)
+    with httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
+                      base_url="http://factory") as client:
+        uuids, page = [], 1
+        while True:
+            answer = client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production", "prod": 1,
+                                                          "limit": 1000, "page": page}).json()
+            uuids += [device["uuid"] for device in answer["devices"]]
+            if not answer["next"]:
+                break
+            page += 1
+    assert len(uuids) == BIG_FLEET
+    source = tmp_path_factory.mktemp("big-releases")
+    (source / "uuids").mkdir()
+    (source / "uuids" / "fleet.lst").write_text("\n".join(uuids) + "\n")
+    (source / "fleet-46.yaml").write_text(BIG_WAVE)
+    return factory_dir, source
+
+
+# Each crash point reads the 25,000-device list twice (the killed run and the rerun check every UUID):
+# about 10 s each on a loaded runner. The default run kills between two parts of the phase, the
+# point only a split phase has; `-m slow` kills after every write.
+@pytest.mark.parametrize("kill_after", [pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
+                                        3, pytest.param(4, marks=pytest.mark.slow)])
+def test_every_crash_point_of_a_phase_in_three_parts_converges_without_a_duplicate(big_fleet, tmp_path, kill_after):
+    """Init and the three parts are the four writes. Killed after each of them (the write landed, the
+    answer never arrived), a rerun continues from the history's length alone: exactly three entries of
+    10,000, 10,000 and 5,000 devices, and no write sent twice."""
+    pristine, source = big_fleet
+    parts = (("", False, True, 10_000), ("", False, True, 10_000), ("", False, True, 5_000))  # factory-wide, not full
+    expected = [("fleet-46", "46", "active", parts), ("populate-targets", "40", "complete", ())]
+    factory_dir, total, crashed, rerun = apply_with_crash(pristine, tmp_path, kill_after, source)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert rerun.returncode == 0, rerun.stderr
+    assert total == 4, f"{total} writes instead of 4 (a step repeated)"
+    assert ledger(factory_dir)["waves"] == expected
+    rolled = re.findall(r"phase 'everyone' part (\d) of 3 \([^)]*\): rolled out", rerun.stderr)
+    assert rolled == [str(part) for part in range(kill_after, 4)], rerun.stderr

@@ -91,7 +91,8 @@ def test_a_generated_file_is_used_in_a_phase(factory_dir, release_repo):
     (("--limit", "5", "--sample", "5"), "error: --limit takes the most recently seen devices, --sample a random set"),
     (("--seed", "3"), "error: --seed makes --sample reproducible; it needs --sample N"),
     (("--seen-within", "yesterday"), "error: --seen-within must be a duration"),
-    (("--limit", "10001"), "Invalid value for '--limit'"),
+    (("--limit", "400001"), "Invalid value for '--limit'"),
+    (("--sample", "400001"), "Invalid value for '--sample'"),
 ])
 def test_mistakes_are_one_line_and_exit_1(factory_dir, args, message):
     code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production", *args)
@@ -101,15 +102,26 @@ def test_mistakes_are_one_line_and_exit_1(factory_dir, args, message):
         assert len(err.strip().splitlines()) == 1
 
 
-def test_more_than_a_uuid_file_holds_says_how_to_split(tmp_path):
+def test_a_file_for_a_phase_of_more_than_one_rollout(tmp_path):
+    """A phase takes more than the 10,000 UUIDs of one rollout (it is rolled out in parts), so a file may too."""
     factory_dir = init_demo_factory(tmp_path / "big", devices=10_400)
+    code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production")
+    assert code == 0, err
+    assert len(uuids_of(out)) == 10_400
+    assert "10,400 device UUIDs: every matching device" in err
+
+
+@pytest.mark.slow
+def test_more_than_a_uuid_file_holds_says_how_to_split(tmp_path):
+    factory_dir = init_demo_factory(tmp_path / "huge", devices=400_100)
     code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production")
     assert code == 1 and out == ""
     (line,) = err.strip().splitlines()
-    assert line.startswith("error: 10,400 production devices with tag production: a UUID file holds at most 10,000")
+    assert line.startswith("error: 400,100 production devices with tag production: a UUID file holds at most "
+                           "400,000 (one phase)")
     assert "by group: --group " in line and "in no group; or take --limit N or --sample N" in line
     code, out, _ = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "us-east")
-    assert code == 0 and 0 < len(uuids_of(out)) < 10_000
+    assert code == 0 and 10_000 < len(uuids_of(out)) < 400_000
 
 
 # ------------------------------------------------------------------------------------ over HTTP

@@ -37,6 +37,17 @@ def test_json_plan_validates_against_the_shipped_schema():
     assert data["waves"][0]["phases"][0] == {"name": "canary", "state": "done"}
 
 
+def test_json_names_each_part_of_a_phase_of_more_than_10000_uuids_and_validates():
+    uuids = tuple(f"00000000-0000-0000-0000-{n:012x}" for n in range(25_000))
+    plan = build_plan([wave("v46", 46, [phase("canary", group="canary"), phase("big", uuids=uuids)])], observed())
+    data = json.loads(render.to_json(plan))
+    Draft202012Validator(load_schema("plan.schema.json")).validate(data)
+    steps = [op for op in data["operations"] if op["op"] == "rollout"]
+    assert [(op["phase"], op["phase_index"], op.get("part"), op.get("parts"), op.get("uuids")) for op in steps] == [
+        ("canary", 0, None, None, None), ("big", 1, 1, 3, 10_000), ("big", 1, 2, 3, 10_000), ("big", 1, 3, 3, 5_000)]
+    assert "v46  phase 'big' part 2 of 3 (factory-wide, 10000 uuids)" in render.to_text(plan)
+
+
 def test_json_of_a_plan_with_init_and_errors_validates():
     plan = build_plan([wave("v46", 46, prune=[39]), wave("v48", 48, [phase("p", limit=Limit(5, True))], tag="x")],
                       observed())

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Protocol
 
+from reconciler.core import ledger
 from reconciler.core.spec import FailureBound, Gate, WaveSpec
 from reconciler.core.state import WaveFailures, WaveStatus
 
@@ -52,8 +53,9 @@ class Breach:
 def bounds_in_force(spec: WaveSpec, rollouts: int) -> list[tuple[str, FailureBound]]:
     """The failure bounds of the steps reached so far: the phases rolled out, the next phase, and the
     complete gate once every phase is rolled out. Each with the step it belongs to."""
-    gates: list[tuple[str, Gate]] = [(f"phase '{phase.name}'", phase.gate) for phase in spec.phases[:rollouts + 1]]
-    if rollouts >= len(spec.phases) and spec.complete is not None:
+    reached, _ = ledger.position(spec.phases, rollouts)  # a phase of several parts is one step (core/ledger.py)
+    gates: list[tuple[str, Gate]] = [(f"phase '{phase.name}'", phase.gate) for phase in spec.phases[:reached + 1]]
+    if rollouts >= ledger.total(spec.phases) and spec.complete is not None:
         gates.append(("complete", spec.complete.gate))
     return [(step, gate.failed) for step, gate in gates if gate.failed is not None]
 

@@ -26,9 +26,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
 
-from reconciler.core import failures
+from reconciler.core import failures, ledger
 from reconciler.core import signatures as sigs
 from reconciler.core.deltas import missing_deltas_warning
+from reconciler.core.ledger import Slot
 from reconciler.core.spec import Gate, Location, OnFailure, PhaseSpec, WaveSpec
 from reconciler.core.state import (
     Device,
@@ -118,24 +119,33 @@ class InitOp(_Step):
 
 @dataclass(frozen=True, kw_only=True)
 class RolloutOp(_Step):
-    """Roll the wave out to one phase's devices: one entry of the wave's rollout history."""
+    """Roll the wave out to one phase's devices, or to one part of a phase of more than 10,000 UUIDs:
+    one entry of the wave's rollout history (core/ledger.py maps entries to phases and parts)."""
 
     kind: ClassVar[OpKind] = OpKind.ROLLOUT
     phase: str
-    phase_index: int  # 0-based position in the manifest and in the rollout history
+    phase_index: int  # 0-based position of the phase in the manifest
+    history_index: int  # 0-based entry of the wave's rollout history this rollout makes
+    part: int = 1  # 1-based part of the phase; a phase of at most 10,000 UUIDs is one part
+    parts: int = 1
     group: str | None = None  # None: factory-wide
     limit: int | None = None
     percentage: int | None = None
-    uuids: tuple[str, ...] | None = None
+    uuids: tuple[str, ...] | None = None  # the UUIDs this rollout sends (its part's share of the phase's)
     devices: int | None = None  # from a dry-run rollout, filled in by the shell
 
     @property
     def key(self) -> StepKey:
-        return (self.kind, self.wave, self.phase_index)
+        return (self.kind, self.wave, self.history_index)
+
+    @property
+    def part_label(self) -> str:
+        """`` part 2 of 3`` for a part of a phase of more than 10,000 UUIDs, else nothing."""
+        return f" part {self.part} of {self.parts}" if self.parts > 1 else ""
 
     def describe(self) -> str:
-        """``rollout v46 phase 'beta' (group beta, limit 10)``."""
-        return f"rollout {self.wave} phase '{self.phase}' ({rollout_scope(self)})"
+        """``rollout v46 phase 'beta' (group beta, limit 10)``; ``phase 'big' part 2 of 3 (factory-wide, 10000 uuids)``."""
+        return f"rollout {self.wave} phase '{self.phase}'{self.part_label} ({rollout_scope(self)})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -301,7 +311,9 @@ def _updated_gates(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave
         wave = observed_waves.get(spec.name)
         if wave is None or wave.status is not WaveStatus.ACTIVE:
             continue
-        done = len(wave.history)
+        done, parts_done = ledger.position(spec.phases, len(wave.history))
+        if parts_done:
+            continue  # the next rollout is a later part of a phase: parts have no gate
         if done < len(spec.phases):
             gate = spec.phases[done].gate
         elif spec.complete is not None:
@@ -348,7 +360,7 @@ def uuids_to_check(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave
         wave = observed_waves.get(spec.name)
         if spec.cancel or (wave is not None and wave.status is not WaveStatus.ACTIVE):
             continue
-        done = len(wave.history) if wave is not None else 0
+        done = ledger.phases_done(spec.phases, len(wave.history)) if wave is not None else 0
         for phase in spec.phases[done:]:
             if phase.uuids:
                 named.setdefault(spec.tag, set()).update(phase.uuids)
@@ -365,9 +377,9 @@ def next_rollouts(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]
         if spec.cancel or wave is None or wave.status is not WaveStatus.ACTIVE or wave.tag != spec.tag \
                 or wave.version != spec.target or ledger_drift(spec.phases, wave.history):
             continue
-        done = len(wave.history)
-        if done < len(spec.phases):
-            rollouts.append(_rollout(spec, spec.phases[done], done, None))
+        slot = next(ledger.slots(spec.phases, len(wave.history)), None)
+        if slot is not None:
+            rollouts.append(_rollout(spec, spec.phases[slot.phase_index], slot, None))
     return rollouts
 
 
@@ -377,7 +389,7 @@ def pending_groups(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave
         wave = observed_waves.get(spec.name)
         if spec.cancel or (wave is not None and wave.status is not WaveStatus.ACTIVE):
             continue
-        done = len(wave.history) if wave is not None else 0
+        done = ledger.phases_done(spec.phases, len(wave.history)) if wave is not None else 0
         if any(phase.group for phase in spec.phases[done:]):
             return True
     return False
@@ -506,7 +518,7 @@ class _Planner:
 
     def _plan_existing(self, spec: WaveSpec, wave: ObservedWave, state: _TagState) -> None:
         drift = ledger_drift(spec.phases, wave.history)
-        done = min(len(wave.history), len(spec.phases))
+        done = ledger.phases_done(spec.phases, len(wave.history))
         summary = _SummaryDraft(spec, wave.status, done, drift)
         progress = self.observed.progress.get(spec.name)
         if progress is not None:
@@ -548,7 +560,7 @@ class _Planner:
         if drift:
             for where, message in _drift_problems(spec, wave.history):
                 self._error(where, message)
-            self._block_rest(spec, done, "drift: " + "; ".join(drift), summary)
+            self._block_rest(spec, len(wave.history), "drift: " + "; ".join(drift), summary)
             state.busy_reason = f"wave '{spec.name}' has drifted from its manifest"
             return
         if (exceeded := failures.breach(spec, len(wave.history), self.observed.failures.get(spec.name))) is not None:
@@ -578,11 +590,12 @@ class _Planner:
         self._error(where, f"wave '{spec.name}' halted (onFailure: halt): {exceeded.text()}; its further steps are held. "
                            f"To stop it set cancel: true; to go on anyway, loosen the bound")
         reason = f"halted: {exceeded.text()}"
-        for index in range(len(wave.history), len(spec.phases)):
-            self._add(_rollout(spec, spec.phases[index], index, reason))
-            summary.phases[index] = (spec.phases[index].name, "blocked")
-            if index == len(wave.history):
-                reason = f"after phase '{spec.phases[index].name}'"  # the later steps wait behind the first
+        for position, slot in enumerate(ledger.slots(spec.phases, len(wave.history))):
+            phase = spec.phases[slot.phase_index]
+            self._add(_rollout(spec, phase, slot, reason))
+            summary.phases[slot.phase_index] = (phase.name, "blocked")
+            if position == 0:
+                reason = f"after phase '{phase.name}'"  # the later steps wait behind the first
         if spec.complete is not None:
             self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
                                  location=spec.complete.location, reason=reason))
@@ -679,7 +692,7 @@ class _Planner:
                          ) -> list[tuple[Location, str]]:
         """An active wave whose targets expired, or will before its remaining waits are over, cannot go on."""
         expires = self.observed.wave_expires.get(spec.name)
-        done = len(wave.history)
+        done, parts_done = ledger.position(spec.phases, len(wave.history))
         if expires is None or (done >= len(spec.phases) and spec.complete is None):
             return []
         where = spec.at("expiresAt", "expires")
@@ -689,7 +702,9 @@ class _Planner:
         if expires <= self.now:
             return [(where, f"wave '{spec.name}' expired at {stamp}: its targets can no longer be rolled out or "
                             f"completed; {advice}")]
-        since = wave.history[-1].at if wave.history else wave.created_at
+        since: datetime | None = wave.history[-1].at if wave.history else wave.created_at
+        if parts_done:  # mid-phase: its gate has passed, the next one counts from its last part
+            done, since = done + 1, None
         left = _remaining_waits(spec, done, since, self.now)
         if self.now + left > expires:
             return [(where, f"wave '{spec.name}' expires at {stamp}, in {format_duration(expires - self.now)}, but its "
@@ -725,19 +740,25 @@ class _Planner:
 
     def _plan_steps(self, spec: WaveSpec, summary: _SummaryDraft, *, created_at: datetime | None,
                     history: tuple[RolloutRecord, ...], progress: WaveProgress | None, blocked: str | None) -> bool:
-        """Plan the remaining rollouts and the complete; return whether the wave completes in this plan."""
+        """Plan the remaining rollouts and the complete; return whether the wave completes in this plan.
+
+        A phase of more than 10,000 UUIDs is several rollouts (core/ledger.py); its gate applies
+        before its first part only, and the other parts follow in the same apply."""
         done = len(history)
         pending_before = False  # a rollout of this wave happens earlier in this plan
-        for index in range(done, len(spec.phases)):
-            phase = spec.phases[index]
-            since = created_at if index == 0 else (history[index - 1].at if index - 1 < done else None)
-            reason = blocked or _joined(_gate_reason(phase.gate, since, self.now, progress, pending_before,
-                                                     self._fleet(spec)),
-                                        self._failed_reason(spec, phase.gate, done, pending_before))
-            self._add(_rollout(spec, phase, index, reason))
-            summary.phases[index] = (phase.name, "blocked" if reason else "ready")
+        for slot in ledger.slots(spec.phases, done):
+            phase = spec.phases[slot.phase_index]
+            if slot.first:
+                since = created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
+                reason = blocked or _joined(_gate_reason(phase.gate, since, self.now, progress, pending_before,
+                                                         self._fleet(spec)),
+                                            self._failed_reason(spec, phase.gate, done, pending_before))
+            else:
+                reason = blocked
+            self._add(_rollout(spec, phase, slot, reason))
+            summary.phases[slot.phase_index] = (phase.name, "blocked" if reason else "ready")
             if reason:
-                blocked = blocked or f"after phase '{phase.name}'"
+                blocked = blocked or f"after phase '{phase.name}'{slot.label()}"
             pending_before = True
         if spec.complete is None:
             return False
@@ -776,10 +797,12 @@ class _Planner:
             state.busy_with = spec.name
             state.busy_reason = _why_still_active(spec)
 
-    def _block_rest(self, spec: WaveSpec, done: int, reason: str, summary: _SummaryDraft) -> None:
-        for index in range(done, len(spec.phases)):
-            self._add(_rollout(spec, spec.phases[index], index, reason))
-            summary.phases[index] = (spec.phases[index].name, "blocked")
+    def _block_rest(self, spec: WaveSpec, entries: int, reason: str, summary: _SummaryDraft) -> None:
+        """Block every rollout after the history's ``entries`` entries, and the complete."""
+        for slot in ledger.slots(spec.phases, entries):
+            phase = spec.phases[slot.phase_index]
+            self._add(_rollout(spec, phase, slot, reason))
+            summary.phases[slot.phase_index] = (phase.name, "blocked")
         if spec.complete is not None:
             self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
                                  location=spec.complete.location, reason=reason))
@@ -821,14 +844,15 @@ def _status(reason: str | None) -> StepStatus:
     return StepStatus.BLOCKED if reason else StepStatus.READY
 
 
-def _rollout(spec: WaveSpec, phase: PhaseSpec, index: int, reason: str | None) -> RolloutOp:
+def _rollout(spec: WaveSpec, phase: PhaseSpec, slot: Slot, reason: str | None) -> RolloutOp:
     limit = phase.limit
     return RolloutOp(
         wave=spec.name, tag=spec.tag, status=_status(reason), location=phase.location, reason=reason,
-        phase=phase.name, phase_index=index, group=phase.group,
+        phase=phase.name, phase_index=slot.phase_index, history_index=slot.entry, part=slot.part, parts=slot.parts,
+        group=phase.group,
         limit=limit.value if limit and not limit.percent else None,
         percentage=limit.value if limit and limit.percent else None,
-        uuids=phase.uuids,
+        uuids=ledger.part_uuids(phase, slot.part),
     )
 
 
@@ -839,44 +863,73 @@ def _why_still_active(spec: WaveSpec) -> str:
 
 
 def ledger_drift(phases: tuple[PhaseSpec, ...], history: tuple[RolloutRecord, ...]) -> list[str]:
-    """Compare the rollout history with the manifest's phases, entry by entry."""
+    """Compare the rollout history with the manifest's phases, entry by entry (core/ledger.py maps
+    the entries of a phase of more than 10,000 UUIDs to its parts)."""
     drift = []
+    slots = ledger.slots(phases)
     for index, record in enumerate(history):
-        if index >= len(phases):
+        slot = next(slots, None)
+        if slot is None:
             drift.append(f"rollout {index + 1} in the factory ({_record_scope(record)}) has no phase in the manifest")
             continue
-        phase = phases[index]
-        if (record.group or None) != phase.group or record.full_group != phase.full_group \
-                or record.factory_wide != phase.factory_wide:
+        phase = phases[slot.phase_index]
+        if not _same_scope(record, phase):
             drift.append(f"rollout {index + 1} in the factory was {_record_scope(record)}, but phase "
-                         f"'{phase.name}' is {_phase_scope(phase)}")
+                         f"'{phase.name}'{slot.label()} is {_phase_scope(phase)}")
+        elif (sent := _uuids_sent(phase, slot)) is not None and record.devices > sent:
+            drift.append(f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
+                         f"'{phase.name}'{slot.label()} sends {sent} UUIDs")
     return drift
 
 
 def _drift_problems(spec: WaveSpec, history: tuple[RolloutRecord, ...]) -> list[tuple[Location, str]]:
     """Drift as errors at the differing lines, each with the manifest edit that would adopt the factory's history."""
     problems = []
+    slots = ledger.slots(spec.phases)
     for index, record in enumerate(history):
-        if index >= len(spec.phases):
+        slot = next(slots, None)
+        if slot is None:
             extra = [f"a phase with {_adopting_scope(r)}" for r in history[index:]]
             where = spec.phases[-1].location if spec.phases else spec.at("phases")
-            problems.append((where, f"wave '{spec.name}': the factory has {len(history)} rollouts but the manifest only "
-                             f"{len(spec.phases)} phases (rollouts made outside the manifests); to adopt them, append "
+            made = f"the manifest only {len(spec.phases)} phases" if index == len(spec.phases) else \
+                f"the manifest's {len(spec.phases)} phases make only {index} (one per 10000 UUIDs of a phase)"
+            problems.append((where, f"wave '{spec.name}': the factory has {len(history)} rollouts but {made} "
+                             f"(rollouts made outside the manifests); to adopt them, append "
                              f"{'these phases' if len(extra) > 1 else 'this phase'}: {'; '.join(extra)}"))
             break
-        phase = spec.phases[index]
-        if (record.group or None) == phase.group and record.full_group == phase.full_group \
-                and record.factory_wide == phase.factory_wide:
+        phase = spec.phases[slot.phase_index]
+        name = f"phase '{phase.name}'{slot.label()}"
+        if _same_scope(record, phase):
+            sent = _uuids_sent(phase, slot)
+            if sent is not None and record.devices > sent:
+                problems.append((phase.at("uuids"), f"{name} sends {sent} UUIDs, but rollout {index + 1} in the "
+                                 f"factory reached {record.devices} devices: it was not made from this list (the "
+                                 f"list changed, or the rollout was made by hand); a phase that rolled out cannot "
+                                 f"change: restore the UUID list it was rolled out with"))
             continue
         if (record.group or None) != phase.group:
             where = phase.at("group", "limit", "uuids")
         else:
             where = phase.at("limit", "uuids", "group")
-        problems.append((where, f"phase '{phase.name}' differs from rollout {index + 1} in the factory, which was "
+        problems.append((where, f"{name} differs from rollout {index + 1} in the factory, which was "
                          f"{_record_scope(record)} (the manifest says {_phase_scope(phase)}); a phase that rolled out "
                          f"cannot change: to adopt the factory's history set phase '{phase.name}' to "
                          f"{_adopting_scope(record)}, and add a new phase for anything more"))
     return problems
+
+
+def _same_scope(record: RolloutRecord, phase: PhaseSpec) -> bool:
+    """What a history entry can say about a phase: its group, full group or not, factory-wide or not.
+    Every part of a split phase has its phase's scope: a UUID rollout is never a full-group one."""
+    return (record.group or None) == phase.group and record.full_group == phase.full_group \
+        and record.factory_wide == phase.factory_wide
+
+
+def _uuids_sent(phase: PhaseSpec, slot: Slot) -> int | None:
+    """How many UUIDs the slot's rollout sends: an upper bound of the devices its history entry can
+    have reached (the entry records no UUIDs, only ``num-devices``). None without a UUID list."""
+    sent = ledger.part_uuids(phase, slot.part)
+    return None if sent is None else len(sent)
 
 
 def _adopting_scope(record: RolloutRecord) -> str:

@@ -6,7 +6,8 @@ below and renders the ``StatusReport`` this module computes; nothing here does I
 Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
 
 - a phase's *reached* devices are its ``rollout-history`` entry's ``num-devices``; when and by whom
-  it rolled out are the entry's ``rollout-at`` and ``rollout-by``;
+  it rolled out are the entry's ``rollout-at`` and ``rollout-by``. A phase of more than 10,000 UUIDs
+  is several entries (core/ledger.py): it is reported as one row per part, "part 2 of 3" in its scope;
 - a phase's *updated*, *pending* and *offline* devices are those of its scope in the wave status:
   the phase's group (its ``RolloutGroupStatus``: on the wave version or newer, on an older version,
   total minus online), or the whole tag for a factory-wide phase. They are the scope's numbers, not
@@ -25,7 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from reconciler.core import failures
+from reconciler.core import failures, ledger
+from reconciler.core.ledger import Slot
 from reconciler.core.plan import format_duration, ledger_drift, scope_text, selected_specs
 from reconciler.core.spec import Gate, OnFailure, PhaseSpec, WaveSpec
 from reconciler.core.state import RolloutRecord, WaveFailures, WaveStatus
@@ -178,7 +180,8 @@ def build_status(specs: list[WaveSpec], *, factory: str, backend: str, now: date
             assert spec is not None  # only managed waves can be absent
             reports.append(WaveReport(name=name, tag=spec.tag, version=spec.target, status="absent",
                                       manifest=spec.manifest, production_expire=prod_expiry.get(spec.tag),
-                                      phases=tuple(_phase(p, "pending") for p in spec.phases)))
+                                      phases=tuple(_phase(spec.phases[s.phase_index], s, "pending")
+                                                   for s in ledger.slots(spec.phases))))
             continue
         reports.append(_wave_report(spec, wave, counts.get(name), wave_expiry.get(name), prod_expiry.get(wave.tag), now,
                                     (failed or {}).get(name)))
@@ -189,21 +192,22 @@ def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | No
                  production_expire: datetime | None, now: datetime, failed: dict[str, int] | None) -> WaveReport:
     planned = spec.phases if spec is not None else ()
     phases = []
+    slots = ledger.slots(planned)
     for index, entry in enumerate(wave.history):
-        phase = planned[index] if index < len(planned) else None
+        slot = next(slots, None)
         scope_counts = None
         if counts is not None:
             scope_counts = counts.tag if entry.factory_wide else counts.groups.get(entry.group)
         phases.append(PhaseReport(
-            name=phase.name if phase is not None else f"rollout {index + 1}",
-            scope=phase_scope(phase) if phase is not None else _entry_scope(entry),
+            name=planned[slot.phase_index].name if slot is not None else f"rollout {index + 1}",
+            scope=phase_scope(planned[slot.phase_index], slot) if slot is not None else _entry_scope(entry),
             group=entry.group or None, state="done", rollout_at=entry.at, rollout_by=entry.by,
             reached=entry.devices, counts=scope_counts,
             failed=None if failed is None else (sum(failed.values()) if entry.factory_wide else failed.get(entry.group, 0))))
     active = wave.status is WaveStatus.ACTIVE
-    for index in range(len(wave.history), len(planned)):
-        state: PhaseState = ("next" if index == len(wave.history) else "pending") if active else "skipped"
-        phases.append(_phase(planned[index], state))
+    for slot in ledger.slots(planned, len(wave.history)):
+        state: PhaseState = ("next" if slot.entry == len(wave.history) else "pending") if active else "skipped"
+        phases.append(_phase(planned[slot.phase_index], slot, state))
     return WaveReport(
         name=wave.name, tag=wave.tag, version=wave.version, status=wave.status,
         manifest=spec.manifest if spec is not None else None,
@@ -218,13 +222,16 @@ def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | No
     )
 
 
-def _phase(phase: PhaseSpec, state: PhaseState) -> PhaseReport:
-    return PhaseReport(name=phase.name, scope=phase_scope(phase), group=phase.group, state=state)
+def _phase(phase: PhaseSpec, slot: Slot, state: PhaseState) -> PhaseReport:
+    return PhaseReport(name=phase.name, scope=phase_scope(phase, slot), group=phase.group, state=state)
 
 
-def phase_scope(phase: PhaseSpec) -> str:
+def phase_scope(phase: PhaseSpec, slot: Slot) -> str:
+    """The scope of one rollout of a phase: ``group canary``, or ``factory-wide, 5000 uuids, part 3 of 3``."""
     limit = None if phase.limit is None else str(phase.limit)
-    return scope_text(phase.group, limit, None if phase.uuids is None else len(phase.uuids))
+    uuids = ledger.part_uuids(phase, slot.part)
+    text = scope_text(phase.group, limit, None if uuids is None else len(uuids))
+    return text + (f", part {slot.part} of {slot.parts}" if slot.parts > 1 else "")
 
 
 def _entry_scope(entry: RolloutEntry) -> str:
@@ -247,8 +254,11 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
     exceeded = failures.breach(spec, done, counted)
     if exceeded is not None and spec.on_failure is OnFailure.CANCEL:
         return GateReport(step="cancel", passed=True, because=f"onFailure: cancel: {exceeded.text()}")
-    if done < len(spec.phases):
-        step, gate = f"rollout {spec.phases[done].name}", spec.phases[done].gate
+    slot = next(ledger.slots(spec.phases, done), None)
+    if slot is not None:
+        phase = spec.phases[slot.phase_index]
+        # a later part of a phase follows its first part without a gate
+        step, gate = f"rollout {phase.name}{slot.label()}", phase.gate if slot.first else Gate()
     elif spec.complete is not None:
         step, gate = "complete", spec.complete.gate
     else:

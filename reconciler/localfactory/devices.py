@@ -74,12 +74,16 @@ class View:
             self.full.setdefault(wid, set()).add(gid)
         self.ci = {(v, h): (n, meta) for n, v, h, meta in conn.execute("SELECT name, version, hwid, meta FROM ci_targets")}
         self._sources: dict[tuple[str, str], fleet.Source] = {}  # the views checked so far, by key
+        self._targets: dict[tuple[int, str], tuple[str, str]] = {}  # a device page shares a few builds
 
     def target(self, version: int, hwid: str) -> tuple[str, str]:
-        hit = self.ci.get((version, hwid))
-        if hit is None:
-            return f"{hwid}-lmp-{version}", ""
-        return hit[0], json.loads(hit[1])["hashes"]["sha256"]
+        """The target name and OSTree hash of a build for a hardware id, parsed once per view."""
+        known = self._targets.get((version, hwid))
+        if known is None:
+            hit = self.ci.get((version, hwid))
+            known = (f"{hwid}-lmp-{version}", "") if hit is None else (hit[0], json.loads(hit[1])["hashes"]["sha256"])
+            self._targets[(version, hwid)] = known
+        return known
 
     def in_wave(self, d: dict) -> int | None:
         wid = self.active.get(d["tag"]) if d["is_prod"] else None
@@ -102,15 +106,16 @@ class View:
         seen = fleet.last_seen(d["online"], d["last_seen"], d["rnd"], self.now, self.model.interval)
         newest = self.newest(d)
         gname = self.groups.get(d["group_id"], ("", ""))[0] if d["group_id"] is not None else ""
+        created = store.device_time(d["created_at"])
         out = {
             "uuid": d["uuid"], "name": d["name"], "owner": d["owner"], "factory": self.factory,
-            "device-group": gname, "created-at": store.device_time(d["created_at"]),
+            "device-group": gname, "created-at": created,
             "last-seen": store.device_time(seen), "ostree-hash": sha, "tag": d["tag"], "device-tags": [d["tag"]],
             "target-name": name, "status": "OK" if seen is not None else "", "current-update": "",
             "up-to-date": newest is None or d["version"] >= newest, "public-key": "",
             "is-prod": bool(d["is_prod"]), "is-wave": self.in_wave(d) is not None,
             "hardware-id": d["hwid"], "version": d["version"],
-            "change-meta": {"created-at": store.device_time(d["created_at"]), "created-by": d["owner"],
+            "change-meta": {"created-at": created, "created-by": d["owner"],
                             "updated-at": "", "updated-by": ""},
         }
         if single:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 
+from reconciler.core.ledger import MAX_ROLLOUT_UUIDS
 from reconciler.core.spec import CompleteSpec, Gate, Location, OnFailure, PhaseSpec, WaveSpec
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
@@ -285,11 +286,17 @@ class _WaveReader:
             elif name is not None:
                 first[name] = location.line
             uuids, uuids_file, uuid_locations = self.uuids(phase, path)
+            limit = self.parsed(phase, path, "limit", (int, str), parse_limit)
+            if limit is not None and not limit.percent and uuids is not None and len(uuids) > MAX_ROLLOUT_UUIDS:
+                self.error((*path, "limit"), f"limit {limit.value} cannot go with {len(uuids)} UUIDs: a phase of more "
+                           f"than {MAX_ROLLOUT_UUIDS} UUIDs is rolled out in parts of {MAX_ROLLOUT_UUIDS} and a limit "
+                           f"counts per rollout, so each part would take {limit.value}; list the devices to reach, "
+                           f"or use a percentage")
             phases.append(
                 PhaseSpec(
                     name=name,
                     group=phase.get("group"),
-                    limit=self.parsed(phase, path, "limit", (int, str), parse_limit),
+                    limit=limit,
                     uuids=uuids,
                     uuids_file=uuids_file,
                     gate=self.gate(phase, path),

@@ -4,7 +4,10 @@ A file uses fioctl's ``--uuids @file`` format (so the same file works by hand): 
 separated by commas, semicolons, ``|`` or any white space, no comments. Every UUID must
 be canonical (lower-case, hyphenated 8-4-4-4-12) because the factory compares them as
 strings; other spellings are reported with the canonical form to write instead. A phase
-takes at most 10,000 UUIDs, like the factory. Errors point at the UUID's own line and
+takes at most 400,000 UUIDs; the planner rolls out more than the factory's 10,000 per call in
+parts (core/ledger.py). The bound keeps a list below the 16 MiB file cap (400,000 UUIDs of 36
+characters and a CR LF are 15.2 MB), so a hostile file is stopped by a count at its own line, and
+a huge list costs at most 40 rollouts of one phase. Errors point at the UUID's own line and
 column; a repeated UUID is a warning naming both places.
 
 Files of valid UUIDs, the common case, are checked with a few whole-buffer byte
@@ -18,10 +21,11 @@ import re
 import uuid
 from collections.abc import Iterable
 
+from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
 from reconciler.errors import Problem, Severity
 from reconciler.manifest._source import decode_utf8
 
-MAX_UUIDS = 10_000
+MAX_UUIDS = MAX_PHASE_UUIDS  # per phase; core/ledger.py splits it into rollouts of at most 10,000
 MAX_REPORTED = 20  # invalid UUIDs reported per list; a garbage file gets a summary, not thousands of lines
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TOKEN = re.compile(r"[^\s,;|]+")
@@ -70,7 +74,7 @@ def parse_inline(tokens: Iterable[Token]) -> tuple[tuple[str, ...], list[Problem
 
 
 def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Problem]]:
-    """Canonical form, the 10,000 limit and duplicates, for tokens already split apart."""
+    """Canonical form, the MAX_UUIDS limit and duplicates, for tokens already split apart."""
     errors: list[Problem] = []
     warnings: list[Problem] = []
     first_seen: dict[str, Token] = {}
@@ -97,8 +101,8 @@ def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Probl
         errors.append(
             Problem(
                 file, line, col,
-                f"too many UUIDs: {len(tokens)} {where}, a phase takes at most {MAX_UUIDS};"
-                " split them over several phases",
+                f"too many UUIDs: {len(tokens)} {where}, a phase takes at most {MAX_UUIDS}"
+                f" (rolled out {MAX_ROLLOUT_UUIDS} per rollout); split them over several phases",
             )
         )
     if errors:

@@ -15,6 +15,7 @@ from reconciler.cli import main
 from reconciler.core.spec import Limit
 from reconciler.errors import ValidationFailed
 from reconciler.manifest import load
+from reconciler.manifest._uuids import MAX_UUIDS
 from reconciler.manifest._yaml import MAX_DEPTH, MAX_VALUES
 
 HERE = Path(__file__).resolve().parent
@@ -380,13 +381,39 @@ def test_uuid_files_may_go_anywhere_inside_the_git_repository_but_not_out(tmp_pa
     assert spec.phases[0].uuids_file == "../uuids/eu.lst"
 
 
-def test_at_most_10000_uuids_per_phase(tmp_path, monkeypatch):
+def test_a_phase_may_list_more_uuids_than_one_rollout_takes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "many.lst").write_text("\n".join(str(uuid.UUID(int=n)) for n in range(1, 25_002)) + "\n")
+    (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst"))
+    (spec,) = load(["."]).specs
+    (phase,) = spec.phases
+    assert phase.uuids is not None and len(phase.uuids) == 25_001
+    assert phase.uuids[-1] == str(uuid.UUID(int=25_001))
+    assert str(phase.uuid_location(25_000)) == "many.lst:25001:1"
+
+
+def test_a_count_limit_cannot_go_with_more_uuids_than_one_rollout_takes(tmp_path, monkeypatch):
+    """A limit counts per rollout call: with a phase split in parts it would count per part."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "many.lst").write_text("\n".join(str(uuid.UUID(int=n)) for n in range(1, 10_002)) + "\n")
+    (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst") + "    limit: 50\n")
+    assert problems_of(["."]) == [
+        "w.yaml:9:12: limit 50 cannot go with 10001 UUIDs: a phase of more than 10000 UUIDs is rolled out in parts "
+        "of 10000 and a limit counts per rollout, so each part would take 50; list the devices to reach, or use a "
+        "percentage"]
+    (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst") + "    limit: 10%\n")
+    (spec,) = load(["."]).specs
+    assert spec.phases[0].limit == Limit(10, percent=True)
+
+
+def test_at_most_400000_uuids_per_phase(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert MAX_UUIDS == 400_000
+    (tmp_path / "many.lst").write_text("\n".join(str(uuid.UUID(int=n)) for n in range(1, MAX_UUIDS + 2)) + "\n")
     (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst"))
     assert problems_of(["."]) == [
-        "many.lst:10001:1: too many UUIDs: 10001 in this file, a phase takes at most 10000;"
-        " split them over several phases"
+        "many.lst:400001:1: too many UUIDs: 400001 in this file, a phase takes at most 400000"
+        " (rolled out 10000 per rollout); split them over several phases"
     ]
 
 

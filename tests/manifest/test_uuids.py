@@ -74,13 +74,13 @@ def test_duplicates_are_warnings_and_counted_once():
     assert messages(problems) == [f"eu.lst:2:1: warning: duplicate UUID {A} (first at line 1, column 1)"]
 
 
-def test_at_most_10000_uuids():
+def test_at_most_400000_uuids():
     ids = [str(uuid.UUID(int=n)) for n in range(1, MAX_UUIDS + 3)]
     uuids, problems = parse_file("\n".join(ids).encode(), "many.lst")
     assert uuids == ()
     assert messages(problems) == [
-        "many.lst:10001:1: too many UUIDs: 10002 in this file, a phase takes at most 10000;"
-        " split them over several phases"
+        "many.lst:400001:1: too many UUIDs: 400002 in this file, a phase takes at most 400000"
+        " (rolled out 10000 per rollout); split them over several phases"
     ]
     assert parse_file("\n".join(ids[:MAX_UUIDS]).encode(), "f") == (tuple(ids[:MAX_UUIDS]), [])
 
