@@ -34,6 +34,7 @@ from reconciler.core.state import (
     WaveProgress,
     WaveStatus,
 )
+from reconciler.core.windows import Hold
 from reconciler.errors import Problem, Severity
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -73,6 +74,7 @@ class _Step:
     status: StepStatus
     location: Location
     reason: str | None = None
+    opens_at: datetime | None = None  # a rollout window or freeze holds the step until then (core/windows.py)
 
     @property
     def op(self) -> OpKind:
@@ -630,11 +632,14 @@ class _Planner:
         """Plan the remaining rollouts and the complete; return whether the wave completes in this plan."""
         done = len(history)
         pending_before = False  # a rollout of this wave happens earlier in this plan
+        # Rollouts and completes wait for a window and outside freezes; init and cancel never do.
+        window = None if spec.schedule.empty else spec.schedule.hold(self.now)
         for index in range(done, len(spec.phases)):
             phase = spec.phases[index]
             since = created_at if index == 0 else (history[index - 1].at if index - 1 < done else None)
-            reason = blocked or _gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec))
-            self._add(_rollout(spec, phase, index, reason))
+            reason = blocked or _with_window(
+                _gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec)), window)
+            self._add(_rollout(spec, phase, index, reason, None if blocked else window))
             summary.phases[index] = (phase.name, "blocked" if reason else "ready")
             if reason:
                 blocked = blocked or f"after phase '{phase.name}'"
@@ -648,9 +653,10 @@ class _Planner:
                 since = None  # the previous step happens in this plan: the wait starts now
             else:
                 since = history[-1].at if history else created_at
-            reason = _gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec))
+            reason = _with_window(
+                _gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec)), window)
         self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
-                             reason=reason))
+                             reason=reason, opens_at=None if blocked or window is None else window.opens_at))
         return reason is None
 
     def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
@@ -706,10 +712,16 @@ def _status(reason: str | None) -> StepStatus:
     return StepStatus.BLOCKED if reason else StepStatus.READY
 
 
-def _rollout(spec: WaveSpec, phase: PhaseSpec, index: int, reason: str | None) -> RolloutOp:
+def _with_window(reason: str | None, window: Hold | None) -> str | None:
+    """A gate's reason and the schedule's, joined: both must clear before the step runs."""
+    return "; ".join(part for part in (reason, window.reason if window else None) if part) or None
+
+
+def _rollout(spec: WaveSpec, phase: PhaseSpec, index: int, reason: str | None, window: Hold | None = None) -> RolloutOp:
     limit = phase.limit
     return RolloutOp(
         wave=spec.name, tag=spec.tag, status=_status(reason), location=phase.location, reason=reason,
+        opens_at=None if window is None else window.opens_at,
         phase=phase.name, phase_index=index, group=phase.group,
         limit=limit.value if limit and not limit.percent else None,
         percentage=limit.value if limit and limit.percent else None,

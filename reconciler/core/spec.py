@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from reconciler.core.windows import Schedule
+
 
 @dataclass(frozen=True)
 class Location:
@@ -98,6 +100,7 @@ class WaveSpec:
     complete: CompleteSpec | None = None  # None: stay active after the phases
     cancel: bool = False
     positions: dict[str, Location] = field(default_factory=dict, compare=False)  # top-level key -> its value
+    schedule: Schedule = field(default_factory=Schedule)  # windows and freezes in force (the wave's and reconcile.yaml's)
 
     def at(self, *keys: str) -> Location:
         """Where the first of these keys is written, so a plan error points at the offending value."""

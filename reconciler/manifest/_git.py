@@ -159,6 +159,9 @@ class GitSource:
             raise SourceError(f"outside the release repository {self.root}")
         return joined
 
+    def exists(self, key: str) -> bool:
+        return key in self._entries
+
     def display(self, key: str) -> str:
         path = os.path.join(self.root, *key.split("/"))
         relative = os.path.relpath(path)

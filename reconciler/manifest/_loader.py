@@ -10,16 +10,19 @@ then the rules that span documents and files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
+from reconciler.core.windows import Schedule
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
 from reconciler.manifest._uuids import parse_file, parse_inline, positions
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
+from reconciler.manifest._windows import POLICY_FILE, POLICY_KIND, ScheduleKeys, read_schedule
 from reconciler.manifest._yaml import Document, position, read_documents
 
 DEFAULT_EXPIRES = 365 * 86400
@@ -65,6 +68,17 @@ def _schema() -> WaveSchema:
     return WaveSchema()
 
 
+@cache
+def _policy_schema() -> WaveSchema:
+    from reconciler.resources import load_schema
+
+    return WaveSchema(load_schema("policy.schema.json"))
+
+
+def _is_policy_file(key: str) -> bool:
+    return os.path.basename(key) == POLICY_FILE
+
+
 class _Run:
     """The state of one load: specs so far, problems so far, UUID files already parsed."""
 
@@ -76,6 +90,7 @@ class _Run:
         self.warnings = Problems()
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._uuid_locations: dict[str, tuple[Location, ...]] = {}
+        self._policies: dict[str, ScheduleKeys | None] = {}  # reconcile.yaml key -> what it says (None: wrong)
 
     def report(self, problems: Sequence[Problem] | Problems) -> None:
         for problem in problems:
@@ -85,6 +100,9 @@ class _Run:
             self.errors.incomplete |= problems.incomplete
 
     def load_file(self, key: str) -> None:
+        if _is_policy_file(key):
+            self.policy(key)  # checked once, whether listed here or found above a manifest
+            return
         file = self.source.display(key)
         try:
             text = decode_utf8(self.source.read(key), file)
@@ -114,6 +132,11 @@ class _Run:
             self.report([document.problem(document.node, message)])
             return
         kind = data.get("kind", "Wave")
+        if kind == POLICY_KIND:
+            message = (f"kind {POLICY_KIND} belongs in a file named {POLICY_FILE} (it applies to the waves in its "
+                       f"directory and below); move this document there")
+            self.report([document.problem(document.node_at(("kind",)), message)])
+            return
         if kind != "Wave":
             message = (
                 f"kind {describe(kind)} is not supported; supported kinds: Wave"
@@ -127,6 +150,69 @@ class _Run:
         wave = _WaveReader(self, document, key, flagged).read()
         if wave is not None:
             self.specs.append(wave)
+
+    def policy(self, key: str) -> ScheduleKeys | None:
+        """What a ``reconcile.yaml`` says, read and checked once per run; None when it is wrong (reported)."""
+        if key in self._policies:
+            return self._policies[key]
+        self._policies[key] = None
+        file = self.source.display(key)
+        try:
+            text = decode_utf8(self.source.read(key), file)
+        except SourceError as error:
+            self.errors.append(Problem(file, 1, 1, f"cannot read the file: {error}"))
+            return None
+        if isinstance(text, Problem):
+            self.errors.append(text)
+            return None
+        documents, problems = read_documents(text, file)
+        self.report(problems)
+        if problems:
+            return None
+        if len(documents) != 1 or not isinstance(documents[0].data, dict) \
+                or documents[0].data.get("kind") != POLICY_KIND:
+            where = documents[1].node if len(documents) > 1 else documents[0].node if documents else None
+            line, col = position(where) if where is not None else (1, 1)
+            self.errors.append(Problem(file, line, col, f"{POLICY_FILE} is the repository-wide settings file: it must "
+                                       f"hold one document with apiVersion: reconciler/v1 and kind: {POLICY_KIND} "
+                                       f"(wave manifests go in other files)"))
+            return None
+        document = documents[0]
+        schema_problems, flagged = _policy_schema().check(document)
+        self.report(schema_problems)
+        errors_before = self.errors.total
+        keys = read_schedule(document, flagged, lambda path, message: self.report(
+            [document.problem(document.node_at(path), message)]))
+        if schema_problems.total or self.errors.total > errors_before or not document.clean:
+            return None
+        self._policies[key] = keys
+        return keys
+
+    def schedule(self, manifest: str, own: ScheduleKeys) -> Schedule:
+        """The windows and freezes in force for the wave of ``manifest``: its own, and those of every
+        ``reconcile.yaml`` from its directory up to the top of the release repository (_windows.py)."""
+        windows, freezes, files = own.windows, list(own.freezes), []
+        seen: set[str] = set()
+        relative = POLICY_FILE
+        while True:
+            try:
+                key = self.source.resolve(manifest, relative)
+            except SourceError:
+                break  # above the release repository
+            if key in seen:
+                break  # the file system's root
+            seen.add(key)
+            relative = "../" + relative
+            if not self.source.exists(key):
+                continue
+            policy = self.policy(key)
+            files.append(self.source.display(key))
+            if policy is None:
+                continue
+            if windows is None:
+                windows = policy.windows
+            freezes.extend(policy.freezes)
+        return Schedule(windows or (), tuple(freezes), tuple(files))
 
     def uuid_file(self, key: str) -> tuple[tuple[str, ...], str | None]:
         """The UUIDs of a list file and the reason it could not be read, parsed once per run."""
@@ -243,6 +329,7 @@ class _WaveReader:
                                              "cancel: true wins: the complete block is ignored", Severity.WARNING))
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
+        schedule = self.run.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
         if self.failed:
             return None
         return WaveSpec(
@@ -261,6 +348,7 @@ class _WaveReader:
             ),
             cancel=data.get("cancel", False),
             positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
+            schedule=schedule,
         )
 
     def phases(self, raw: list) -> tuple[PhaseSpec, ...]:
