@@ -1,6 +1,8 @@
 """Rollout windows and freezes: when a rollout or complete may run, and when it may run next.
 
 Pure: the planner passes the factory's clock (``observed.now``); nothing here reads a clock.
+Time zones arrive as ``zoneinfo.ZoneInfo`` objects built by the manifest loader (which reads the
+time zone database); this module only does arithmetic with them.
 
 A window is judged by the wall clock of its time zone: an instant is inside ``days: Mon-Thu,
 hours: "09:00-16:00", timezone: Europe/Berlin`` when a clock on a wall in Berlin shows a
@@ -23,8 +25,7 @@ is not either (creating a wave changes no device); the planner applies both rule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MINUTES_PER_DAY = 24 * 60
@@ -45,7 +46,7 @@ class Window:
     days: frozenset[int]
     start: int  # minutes after midnight, 0..1439
     end: int  # minutes after midnight, 1..1440
-    zone: ZoneInfo
+    zone: tzinfo
     where: str = ""  # file:line:col of the window, for messages
 
     def contains(self, instant: datetime) -> bool:
@@ -80,7 +81,7 @@ class Window:
         """``Mon-Thu 09:00-16:00 Europe/Berlin``."""
         hours = "all day" if (self.start, self.end) == (0, MINUTES_PER_DAY) else \
             f"{_clock(self.start)}-{_clock(self.end)}"
-        return f"{describe_days(self.days)} {hours} {self.zone.key}"
+        return f"{describe_days(self.days)} {hours} {self.zone}"
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Freeze:
     start: datetime  # aware
     end: datetime  # aware, after start
     reason: str
-    zone: ZoneInfo  # the zone its dates were written in, for messages
+    zone: tzinfo  # the zone its dates were written in, for messages
     where: str = ""  # file:line:col of the freeze
 
     def contains(self, instant: datetime) -> bool:
@@ -156,7 +157,7 @@ class Hold:
     opens_at: datetime | None
 
 
-def offset_changes(zone: ZoneInfo | timezone, after: datetime, until: datetime) -> set[datetime]:
+def offset_changes(zone: tzinfo, after: datetime, until: datetime) -> set[datetime]:
     """The instants in ``(after, until]`` at which ``zone``'s UTC offset changes (to the second)."""
     found: set[datetime] = set()
     if isinstance(zone, timezone):
@@ -202,7 +203,7 @@ def describe_days(days: frozenset[int]) -> str:
     return ",".join(parts)
 
 
-def day_start(day: date, zone: ZoneInfo) -> datetime:
+def day_start(day: date, zone: tzinfo) -> datetime:
     """The first instant of a calendar day in ``zone`` (midnight, or the end of a skipped midnight)."""
     instant = datetime.combine(day, time()).replace(tzinfo=zone).astimezone(timezone.utc)
     if instant.astimezone(zone).date() != day:  # midnight was skipped: the day starts at the jump
@@ -215,7 +216,7 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def _local(instant: datetime, zone: ZoneInfo | timezone) -> str:
+def _local(instant: datetime, zone: tzinfo) -> str:
     """``Mon 2026-11-02 09:00 CET``; seconds only when there are some."""
     local = instant.astimezone(zone)
     clock = "%H:%M:%S" if local.second else "%H:%M"
@@ -226,6 +227,6 @@ def _utc(instant: datetime) -> str:
     return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _also_utc(instant: datetime, zone: ZoneInfo | timezone) -> str:
+def _also_utc(instant: datetime, zone: tzinfo) -> str:
     """`` = 2026-11-02T08:00:00Z`` after a local time, unless the zone is UTC itself."""
-    return "" if zone is timezone.utc or getattr(zone, "key", "") in ("UTC", "Etc/UTC") else f" = {_utc(instant)}"
+    return "" if str(zone) in ("UTC", "Etc/UTC") else f" = {_utc(instant)}"
