@@ -91,6 +91,7 @@ class _Run:
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._uuid_locations: dict[str, tuple[Location, ...]] = {}
         self._policies: dict[str, ScheduleKeys | None] = {}  # reconcile.yaml key -> what it says (None: wrong)
+        self._refused: set[tuple[str, str]] = set()  # reconcile.yaml files leading out, reported once
 
     def report(self, problems: Sequence[Problem] | Problems) -> None:
         for problem in problems:
@@ -193,16 +194,24 @@ class _Run:
         ``reconcile.yaml`` from its directory up to the top of the release repository (_windows.py)."""
         windows, freezes, files = own.windows, list(own.freezes), []
         seen: set[str] = set()
-        relative = POLICY_FILE
+        up = "."
         while True:
             try:
-                key = self.source.resolve(manifest, relative)
+                directory = self.source.resolve(manifest, up)
             except SourceError:
                 break  # above the release repository
-            if key in seen:
+            if directory in seen:
                 break  # the file system's root
-            seen.add(key)
-            relative = "../" + relative
+            seen.add(directory)
+            try:
+                key = self.source.resolve(manifest, f"{up}/{POLICY_FILE}")
+            except SourceError as error:  # the directory is inside, so the file is a link leading out
+                file = os.path.normpath(os.path.join(self.source.display(directory), POLICY_FILE))
+                if (file, str(error)) not in self._refused:
+                    self._refused.add((file, str(error)))
+                    self.errors.append(Problem(file, 1, 1, f"cannot read the file: {error}"))
+                break
+            up = f"{up}/.." if up != "." else ".."
             if not self.source.exists(key):
                 continue
             policy = self.policy(key)

@@ -116,7 +116,7 @@ class FileSource:
         return os.path.lexists(key) and not os.path.isdir(key)
 
     def _realpath(self, path: str) -> str:
-        if os.path.islink(path):
+        if os.path.islink(path) or os.path.basename(path) in (os.curdir, os.pardir):  # ".." is no name to join
             return os.path.realpath(path)
         directory, name = os.path.split(path)
         if directory not in self._real_dirs:

@@ -204,8 +204,9 @@ def test_a_hold_is_given_exactly_when_the_schedule_does_not_allow(schedule, now)
     assert (hold is None) == schedule.allows(now)
     if hold is not None:
         assert hold.opens_at == schedule.next_open(now)
-        assert hold.opens_at is not None and hold.opens_at.strftime("%Y-%m-%dT%H:%M:%SZ") in hold.reason \
-            or "UTC" in hold.reason
+        assert hold.opens_at is not None
+        # The opening in UTC, or a local time that is UTC already.
+        assert f"= {hold.opens_at:%Y-%m-%dT%H:%M:%SZ}" in hold.reason or hold.reason.endswith(" UTC")
 
 
 def _assert_first_opening(schedule: Schedule, now: datetime) -> None:
