@@ -107,7 +107,7 @@ class GateReport:
     updated_required: float | None = None  # percent
     updated: int | None = None
     reached: int | None = None
-    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, as the plan says it)
+    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, a window or freeze)
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,11 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
     records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
                                   devices=e.devices) for e in wave.history)
     drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
-    return _gate(step, gate, since, wave, counts, now, "drift: " + "; ".join(drift) if drift else None)
+    blocked = ["drift: " + "; ".join(drift)] if drift else []
+    hold = None if spec.schedule.empty else spec.schedule.hold(now)  # a window or freeze, as the plan holds it
+    if hold is not None:
+        blocked.append(hold.reason)
+    return _gate(step, gate, since, wave, counts, now, "; ".join(blocked) or None)
 
 
 def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveCounts | None, now: datetime,
