@@ -113,7 +113,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
         reads = _read_for(client, planned, by_name.get(planned.wave), after_write.pop(planned.wave, _UNREAD))
-        state = _with_reads(state, planned, reads)
+        # The clock of these reads too: a rollout window that closed during the apply holds the step.
+        state = replace(_with_reads(state, planned, reads), now=client.server_now())
         fresh = build_plan(specs, state)
         current = fresh.find(planned.key)
         if current is None:

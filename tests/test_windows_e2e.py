@@ -122,3 +122,29 @@ def test_a_bad_window_or_freeze_stops_the_run_before_any_write(release_repo, fac
         "America/New_York or UTC (did you mean 'Europe/Berlin'?)",
     ]
     assert waves(factory_dir) == {}
+
+
+def test_a_window_that_closes_between_the_plan_and_the_step_holds_the_step(release_repo, factory_dir):
+    """Apply reads the backend's clock again before each step, so a step never starts after its window closed."""
+    from reconciler.apply import Outcome, apply_plan
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.core.plan import build_plan
+    from reconciler.manifest import load
+    from reconciler.observe import observe
+
+    sunday_morning = 'windows:\n  - days: Sun\n    hours: "08:00-09:00"\n'  # UTC; the factory is at 08:00
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE + sunday_morning}, "46 on Sunday morning")
+    code, out, err = run(release_repo, factory_dir)  # init and canary, inside the window
+    assert code == 0, out + err
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE + "  - name: beta\n    group: beta\n" + sunday_morning}, "beta")
+    specs = load([str(release_repo)]).specs
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
+        observed = observe(client, specs)
+        plan = build_plan(specs, observed)
+        assert [op.op for op in plan.ready] == ["rollout"]  # beta, at 08:00
+        advance(factory_dir, "1h")  # 09:00: the window closes before the step runs
+        result = apply_plan(client, specs, plan, None, print, observed=observed)  # as the CLI calls it
+    (held,) = result.of(Outcome.HELD)
+    assert held.message.startswith("no longer ready: outside the rollout windows (Sun 08:00-09:00 UTC); the next "
+                                   "window opens Sun 2026-11-08 08:00 UTC")
+    assert len(waves(factory_dir)["rel-46"]["rollout-history"]) == 1
