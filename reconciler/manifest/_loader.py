@@ -60,7 +60,8 @@ def load(paths: Sequence[str], source: ManifestSource | None = None) -> LoadResu
     run.check_across_waves()
     if run.errors:
         raise ValidationFailed(run.errors)
-    return LoadResult(run.specs, run.warnings.shown, len(keys), run.warnings.omitted)
+    manifests = sum(1 for key in keys if not _is_policy_file(key))  # reconcile.yaml is settings, not a manifest
+    return LoadResult(run.specs, run.warnings.shown, manifests, run.warnings.omitted)
 
 
 @cache

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reconciler.cli import main
+from reconciler.core.windows import describe_days
 from reconciler.errors import ValidationFailed
 from reconciler.manifest import GitSource, load
 from tests.helpers.e2e import commit, git
@@ -238,10 +241,23 @@ def test_the_repository_file_holds_one_release_policy_and_waves_hold_none(tmp_pa
     ]
 
 
-def test_a_valid_repository_file_alone_checks_out(tmp_path, monkeypatch):
+def test_a_valid_repository_file_checks_out_and_is_not_counted_as_a_manifest(tmp_path, monkeypatch):
     write(tmp_path, {"reconcile.yaml": POLICY + OFFICE + YEAR_END, "v46.yaml": wave()})
     monkeypatch.chdir(tmp_path)
-    assert check(".") == (0, [])
+    result = CliRunner().invoke(main, ["--check", "."])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "1 manifest, 1 wave: ok\n", "")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.frozensets(st.integers(0, 6), min_size=1), st.booleans())
+def test_any_set_of_days_reads_back_from_how_the_plan_writes_it(tmp_path, days, as_list):
+    written = describe_days(days)
+    if written == "every day":
+        written = "Mon-Sun"
+    value = json.dumps(written.split(",")) if as_list else json.dumps(written)
+    write(tmp_path, {"v46.yaml": wave(extra=f"windows:\n  - days: {value}\n")})
+    (window,) = specs(tmp_path / "v46.yaml")["v46"].schedule.windows
+    assert window.days == days
 
 
 def test_load_raises_with_all_problems_of_both_files(tmp_path):
