@@ -19,8 +19,12 @@ from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, reconcile
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 OFFICE_HOURS = 'windows:\n  - days: Mon-Thu\n    hours: "09:00-16:00"\n    timezone: Europe/Berlin\n'
 POLICY = "apiVersion: reconciler/v1\nkind: ReleasePolicy\n"
-HELD = ("outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin); the next window opens Mon 2026-11-02 "
-        "09:00 CET = 2026-11-02T08:00:00Z")
+
+
+def held(repo: Path) -> str:
+    """The reason a rollout waits for rel-46.yaml's office hours on Sunday 2026-11-01."""
+    return (f"outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at {repo}/rel-46.yaml:11:5); the next "
+            f"window opens Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z")
 
 
 def waves(factory_dir: Path) -> dict[str, dict]:
@@ -35,9 +39,10 @@ def run(repo: Path, factory_dir: Path, *args: str) -> tuple[int, str, str]:
 
 def test_a_wave_is_created_on_sunday_and_rolls_out_when_its_window_opens_on_monday(release_repo, factory_dir):
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE + "complete: true\n" + OFFICE_HOURS}, "46 in office hours")
+    reason = held(release_repo)
     code, out, err = run(release_repo, factory_dir)
     assert code == 0, out + err
-    assert f"~ rollout  rel-46  phase 'canary' (group canary)\n      blocked: {HELD}\n" in out
+    assert f"~ rollout  rel-46  phase 'canary' (group canary)\n      blocked: {reason}\n" in out
     assert "* complete rel-46\n      blocked: after phase 'canary'" in out
     assert waves(factory_dir)["rel-46"]["rollout-history"] == []  # created (init is never held), not rolled out
 
@@ -45,11 +50,11 @@ def test_a_wave_is_created_on_sunday_and_rolls_out_when_its_window_opens_on_mond
     plan = json.loads(out)
     jsonschema.validate(plan, json.loads((SCHEMAS / "plan.schema.json").read_text()))
     rollout = next(op for op in plan["operations"] if op["op"] == "rollout")
-    assert (rollout["status"], rollout["reason"], rollout["opens_at"]) == ("blocked", HELD, "2026-11-02T08:00:00Z")
+    assert (rollout["status"], rollout["reason"], rollout["opens_at"]) == ("blocked", reason, "2026-11-02T08:00:00Z")
     code, out, _ = run(release_repo, factory_dir, "--dry-run", "--format", "markdown")
-    assert f"blocked: {HELD}" in out
+    assert f"blocked: {reason}" in out
     code, out, _ = reconcile("status", str(release_repo), "--local", str(factory_dir))
-    assert f"next: rollout canary: waiting (blocked: {HELD})" in out
+    assert f"next: rollout canary: waiting (blocked: {reason})" in out
 
     advance(factory_dir, "23h59m")  # Monday 08:59 in Berlin: still closed
     code, out, _ = run(release_repo, factory_dir)
@@ -144,7 +149,7 @@ def test_a_window_that_closes_between_the_plan_and_the_step_holds_the_step(relea
         assert [op.op for op in plan.ready] == ["rollout"]  # beta, at 08:00
         advance(factory_dir, "1h")  # 09:00: the window closes before the step runs
         result = apply_plan(client, specs, plan, None, print, observed=observed)  # as the CLI calls it
-    (held,) = result.of(Outcome.HELD)
-    assert held.message.startswith("no longer ready: outside the rollout windows (Sun 08:00-09:00 UTC); the next "
-                                   "window opens Sun 2026-11-08 08:00 UTC")
+    (step,) = result.of(Outcome.HELD)
+    assert step.message == (f"no longer ready: outside the rollout windows (Sun 08:00-09:00 UTC at "
+                            f"{release_repo}/rel-46.yaml:12:5); the next window opens Sun 2026-11-08 08:00 UTC")
     assert len(waves(factory_dir)["rel-46"]["rollout-history"]) == 1

@@ -139,7 +139,9 @@ class Schedule:
             if freeze.where:
                 why += f" ({freeze.where})"
         else:
-            why = f"outside the rollout windows ({'; '.join(w.describe() for w in self.windows)})"
+            # Each window with where it is written: the wave's manifest or a reconcile.yaml to edit.
+            why = "outside the rollout windows (" + "; ".join(
+                w.describe() + (f" at {w.where}" if w.where else "") for w in self.windows) + ")"
         if opens is None:
             return Hold(f"{why}; no window opens before {_utc(max(f.end for f in self.freezes) + _SEARCH_BEYOND)}",
                         None)

@@ -26,7 +26,7 @@ def test_a_new_wave_is_created_outside_its_windows_but_does_not_roll_out():
     init, rollout, complete = plan.operations
     assert isinstance(init, InitOp) and init.ready
     assert isinstance(rollout, RolloutOp) and rollout.status is StepStatus.BLOCKED
-    assert rollout.reason == f"outside the rollout windows (Sat,Sun 09:00-16:00 Europe/Berlin); {OPENS}"
+    assert rollout.reason == f"outside the rollout windows (Sat,Sun 09:00-16:00 Europe/Berlin at w.yaml:7:5); {OPENS}"
     assert rollout.opens_at is not None and rollout.opens_at.isoformat() == "2026-11-28T08:00:00+00:00"
     assert isinstance(complete, CompleteOp) and complete.reason == "after phase 'canary'" and complete.opens_at is None
     assert not plan.errors
@@ -54,7 +54,8 @@ def test_a_gate_and_a_window_both_give_their_reason():
     spec = replace(wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=24 * HOUR)]),
                    schedule=CLOSED)
     (beta,) = build_plan([spec], observed([active("v46", 46, history)])).operations
-    assert beta.reason == f"wait 24h: 23h left; outside the rollout windows (Sat,Sun 09:00-16:00 Europe/Berlin); {OPENS}"
+    assert beta.reason == ("wait 24h: 23h left; outside the rollout windows (Sat,Sun 09:00-16:00 Europe/Berlin at "
+                           f"w.yaml:7:5); {OPENS}")
 
 
 def test_a_step_blocked_behind_another_carries_no_opening():

@@ -83,7 +83,8 @@ def test_outside_the_window_the_hold_names_the_next_opening_in_local_time_and_ut
     hold = Schedule((OFFICE,)).hold(utc(2026, 11, 1, 8))  # a Sunday
     assert hold is not None
     assert hold.opens_at == utc(2026, 11, 2, 8)
-    assert hold.reason == ("outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin); the next window opens "
+    assert hold.reason == ("outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at w.yaml:7:5); the next "
+                           "window opens "
                            "Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z")
     assert Schedule((OFFICE,)).hold(utc(2026, 11, 2, 8)) is None
 
