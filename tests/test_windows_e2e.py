@@ -51,8 +51,9 @@ def test_a_wave_is_created_on_sunday_and_rolls_out_when_its_window_opens_on_mond
     jsonschema.validate(plan, json.loads((SCHEMAS / "plan.schema.json").read_text()))
     rollout = next(op for op in plan["operations"] if op["op"] == "rollout")
     assert (rollout["status"], rollout["reason"], rollout["opens_at"]) == ("blocked", reason, "2026-11-02T08:00:00Z")
-    code, out, _ = run(release_repo, factory_dir, "--dry-run", "--format", "markdown")
-    assert f"blocked: {reason}" in out
+    code, out, _ = run(release_repo, factory_dir, "--dry-run", "--format", "markdown")  # the path is escaped there
+    assert "| blocked: outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at " in out
+    assert "; the next window opens Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z |" in out
     code, out, _ = reconcile("status", str(release_repo), "--local", str(factory_dir))
     assert f"next: rollout canary: waiting (blocked: {reason})" in out
 
