@@ -4,25 +4,24 @@ A run either yields specs for all manifests or fails with all of its errors, eac
 ``file:line:col``: an operator fixing a release repository should see the whole list
 in one go, and nothing is applied while any manifest is wrong. The steps, in order:
 list the files (_source.py, _git.py), read YAML with positions (_yaml.py), check the
-schema (_schema.py), turn values into numbers (_values.py) and UUID lists (_uuids.py),
+schema (_schema.py), turn values into numbers (_values.py), UUID lists (_uuids.py) and
+schedules (windows and freezes, with the repository's reconcile.yaml files: _windows.py),
 then the rules that span documents and files.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from reconciler.core.spec import CompleteSpec, Gate, Location, PhaseSpec, WaveSpec
-from reconciler.core.windows import Schedule
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
 from reconciler.manifest._uuids import parse_file, parse_inline, positions
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
-from reconciler.manifest._windows import POLICY_FILE, POLICY_KIND, ScheduleKeys, read_schedule
+from reconciler.manifest._windows import POLICY_FILE, POLICY_KIND, Policies, is_policy_file, read_schedule
 from reconciler.manifest._yaml import Document, position, read_documents
 
 DEFAULT_EXPIRES = 365 * 86400
@@ -60,24 +59,13 @@ def load(paths: Sequence[str], source: ManifestSource | None = None) -> LoadResu
     run.check_across_waves()
     if run.errors:
         raise ValidationFailed(run.errors)
-    manifests = sum(1 for key in keys if not _is_policy_file(key))  # reconcile.yaml is settings, not a manifest
+    manifests = sum(1 for key in keys if not is_policy_file(key))  # reconcile.yaml is settings, not a manifest
     return LoadResult(run.specs, run.warnings.shown, manifests, run.warnings.omitted)
 
 
 @cache
 def _schema() -> WaveSchema:
     return WaveSchema()
-
-
-@cache
-def _policy_schema() -> WaveSchema:
-    from reconciler.resources import load_schema
-
-    return WaveSchema(load_schema("policy.schema.json"))
-
-
-def _is_policy_file(key: str) -> bool:
-    return os.path.basename(key) == POLICY_FILE
 
 
 class _Run:
@@ -91,8 +79,7 @@ class _Run:
         self.warnings = Problems()
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._uuid_locations: dict[str, tuple[Location, ...]] = {}
-        self._policies: dict[str, ScheduleKeys | None] = {}  # reconcile.yaml key -> what it says (None: wrong)
-        self._refused: set[tuple[str, str]] = set()  # reconcile.yaml files leading out, reported once
+        self.policies = Policies(source, self.report)  # the reconcile.yaml files, each read once
 
     def report(self, problems: Sequence[Problem] | Problems) -> None:
         for problem in problems:
@@ -102,8 +89,8 @@ class _Run:
             self.errors.incomplete |= problems.incomplete
 
     def load_file(self, key: str) -> None:
-        if _is_policy_file(key):
-            self.policy(key)  # checked once, whether listed here or found above a manifest
+        if is_policy_file(key):
+            self.policies.read(key)  # checked once, whether listed here or found above a manifest
             return
         file = self.source.display(key)
         try:
@@ -152,77 +139,6 @@ class _Run:
         wave = _WaveReader(self, document, key, flagged).read()
         if wave is not None:
             self.specs.append(wave)
-
-    def policy(self, key: str) -> ScheduleKeys | None:
-        """What a ``reconcile.yaml`` says, read and checked once per run; None when it is wrong (reported)."""
-        if key in self._policies:
-            return self._policies[key]
-        self._policies[key] = None
-        file = self.source.display(key)
-        try:
-            text = decode_utf8(self.source.read(key), file)
-        except SourceError as error:
-            self.errors.append(Problem(file, 1, 1, f"cannot read the file: {error}"))
-            return None
-        if isinstance(text, Problem):
-            self.errors.append(text)
-            return None
-        documents, problems = read_documents(text, file)
-        self.report(problems)
-        if problems:
-            return None
-        if len(documents) != 1 or not isinstance(documents[0].data, dict) \
-                or documents[0].data.get("kind") != POLICY_KIND:
-            where = documents[1].node if len(documents) > 1 else documents[0].node if documents else None
-            line, col = position(where) if where is not None else (1, 1)
-            self.errors.append(Problem(file, line, col, f"{POLICY_FILE} is the repository-wide settings file: it must "
-                                       f"hold one document with apiVersion: reconciler/v1 and kind: {POLICY_KIND} "
-                                       f"(wave manifests go in other files)"))
-            return None
-        document = documents[0]
-        schema_problems, flagged = _policy_schema().check(document)
-        self.report(schema_problems)
-        errors_before = self.errors.total
-        keys = read_schedule(document, flagged, lambda path, message: self.report(
-            [document.problem(document.node_at(path), message)]))
-        if schema_problems.total or self.errors.total > errors_before or not document.clean:
-            return None
-        self._policies[key] = keys
-        return keys
-
-    def schedule(self, manifest: str, own: ScheduleKeys) -> Schedule:
-        """The windows and freezes in force for the wave of ``manifest``: its own, and those of every
-        ``reconcile.yaml`` from its directory up to the top of the release repository (_windows.py)."""
-        windows, freezes, files = own.windows, list(own.freezes), []
-        seen: set[str] = set()
-        up = "."
-        while True:
-            try:
-                directory = self.source.resolve(manifest, up)
-            except SourceError:
-                break  # above the release repository
-            if directory in seen:
-                break  # the file system's root
-            seen.add(directory)
-            try:
-                key = self.source.resolve(manifest, f"{up}/{POLICY_FILE}")
-            except SourceError as error:  # the directory is inside, so the file is a link leading out
-                file = os.path.normpath(os.path.join(self.source.display(directory), POLICY_FILE))
-                if (file, str(error)) not in self._refused:
-                    self._refused.add((file, str(error)))
-                    self.errors.append(Problem(file, 1, 1, f"cannot read the file: {error}"))
-                break
-            up = f"{up}/.." if up != "." else ".."
-            if not self.source.exists(key):
-                continue
-            policy = self.policy(key)
-            files.append(self.source.display(key))
-            if policy is None:
-                continue
-            if windows is None:
-                windows = policy.windows
-            freezes.extend(policy.freezes)
-        return Schedule(windows or (), tuple(freezes), tuple(files))
 
     def uuid_file(self, key: str) -> tuple[tuple[str, ...], str | None]:
         """The UUIDs of a list file and the reason it could not be read, parsed once per run."""
@@ -339,7 +255,7 @@ class _WaveReader:
                                              "cancel: true wins: the complete block is ignored", Severity.WARNING))
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
-        schedule = self.run.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
+        schedule = self.run.policies.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
         if self.failed:
             return None
         return WaveSpec(

@@ -17,14 +17,19 @@ How a wave's schedule is put together (README, "Rollout windows and freezes"):
 from __future__ import annotations
 
 import difflib
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Window, day_start
-from reconciler.manifest._yaml import Document, position
+from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
+from reconciler.errors import Problem, Problems
+from reconciler.manifest._schema import WaveSchema
+from reconciler.manifest._source import ManifestSource, SourceError, decode_utf8
+from reconciler.manifest._yaml import Document, position, read_documents
 
 POLICY_FILE = "reconcile.yaml"
 POLICY_KIND = "ReleasePolicy"
@@ -47,6 +52,102 @@ class ScheduleKeys:
 
     windows: tuple[Window, ...] | None
     freezes: tuple[Freeze, ...]
+
+
+def is_policy_file(key: str) -> bool:
+    return os.path.basename(key) == POLICY_FILE
+
+
+class Policies:
+    """The ``reconcile.yaml`` files of one load, each read and checked once, and the schedule they give a wave.
+
+    ``report`` takes the load's problems (the loader's ``_Run.report``), so a mistake in a
+    reconcile.yaml fails the run like one in a manifest.
+    """
+
+    def __init__(self, source: ManifestSource, report: Callable[[Sequence[Problem] | Problems], None]):
+        self.source = source
+        self._report = report
+        self._read: dict[str, ScheduleKeys | None] = {}  # key -> what it says (None: it is wrong)
+        self._refused: set[str] = set()  # reconcile.yaml files leading out of the repository, reported once
+
+    def read(self, key: str) -> ScheduleKeys | None:
+        """What the ``reconcile.yaml`` at ``key`` says; None when it is wrong (its problems are reported)."""
+        if key in self._read:
+            return self._read[key]
+        self._read[key] = None
+        file = self.source.display(key)
+        try:
+            text = decode_utf8(self.source.read(key), file)
+        except SourceError as error:
+            self._report([Problem(file, 1, 1, f"cannot read the file: {error}")])
+            return None
+        if isinstance(text, Problem):
+            self._report([text])
+            return None
+        documents, problems = read_documents(text, file)
+        self._report(problems)
+        if problems.total:
+            return None
+        if len(documents) != 1 or not isinstance(documents[0].data, dict) \
+                or documents[0].data.get("kind") != POLICY_KIND:
+            line, col = position(documents[1].node if len(documents) > 1 else documents[0].node) if documents else (1, 1)
+            self._report([Problem(file, line, col, f"{POLICY_FILE} is the repository-wide settings file: it must hold "
+                                                   f"one document with apiVersion: reconciler/v1 and kind: {POLICY_KIND} "
+                                                   f"(wave manifests go in other files)")])
+            return None
+        document = documents[0]
+        schema_problems, flagged = _policy_schema().check(document)
+        self._report(schema_problems)
+        wrong = []
+        keys = read_schedule(document, flagged, lambda path, message: wrong.append(
+            document.problem(document.node_at(path), message)))
+        self._report(wrong)
+        if schema_problems.total or wrong or not document.clean:
+            return None
+        self._read[key] = keys
+        return keys
+
+    def schedule(self, manifest: str, own: ScheduleKeys) -> Schedule:
+        """The windows and freezes in force for the wave of ``manifest`` (``own``: what the wave says), with
+        every ``reconcile.yaml`` from the manifest's directory up to the top of the release repository."""
+        windows, freezes, files = own.windows, list(own.freezes), []
+        seen: set[str] = set()
+        up = "."
+        while True:
+            try:
+                directory = self.source.resolve(manifest, up)
+            except SourceError:
+                break  # above the release repository
+            if directory in seen:
+                break  # the file system's root
+            seen.add(directory)
+            try:
+                key = self.source.resolve(manifest, f"{up}/{POLICY_FILE}")
+            except SourceError as error:  # the directory is inside, so the file is a link leading out
+                file = os.path.normpath(os.path.join(self.source.display(directory), POLICY_FILE))
+                if file not in self._refused:
+                    self._refused.add(file)
+                    self._report([Problem(file, 1, 1, f"cannot read the file: {error}")])
+                break
+            up = ".." if up == "." else f"{up}/.."
+            if not self.source.exists(key):
+                continue
+            files.append(self.source.display(key))
+            policy = self.read(key)
+            if policy is None:
+                continue
+            if windows is None:  # the nearest file with windows decides
+                windows = policy.windows
+            freezes.extend(policy.freezes)
+        return Schedule(windows or (), tuple(freezes), tuple(files))
+
+
+@cache
+def _policy_schema() -> WaveSchema:
+    from reconciler.resources import load_schema
+
+    return WaveSchema(load_schema("policy.schema.json"))
 
 
 def read_schedule(document: Document, flagged: set[tuple], report: Report) -> ScheduleKeys:
