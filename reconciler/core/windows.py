@@ -29,8 +29,8 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MINUTES_PER_DAY = 24 * 60
-# How far past the last freeze the next opening is searched for: every window opens at least once a
-# week, and a daylight-saving change can empty one opening (02:00-03:00 on a spring-forward day).
+# How far ahead the next opening is searched for at a time: every window opens at least once a week,
+# and a daylight-saving change can empty one opening (02:00-03:00 on a spring-forward day).
 _SEARCH_BEYOND = timedelta(days=16)
 _TRANSITION_STEP = timedelta(hours=6)  # no zone changes its offset twice within six hours
 
@@ -116,16 +116,30 @@ class Schedule:
         return not self.windows or any(window.contains(instant) for window in self.windows)
 
     def next_open(self, now: datetime) -> datetime | None:
-        """The earliest instant at or after ``now`` that ``allows``; None if none comes within
-        16 days after the last freeze (no window can be that far off; a guard, not a rule)."""
-        if self.allows(now):
-            return now
-        horizon = max([now, *(f.end for f in self.freezes)]) + _SEARCH_BEYOND
-        # Whether an instant is allowed changes only where a window opens or a freeze ends.
-        candidates = {f.end for f in self.freezes if now < f.end <= horizon}
-        for window in self.windows:
-            candidates |= window.openings(now, horizon)
-        return next((c for c in sorted(candidates) if self.allows(c)), None)
+        """The earliest instant at or after ``now`` that ``allows``; None if windows never open (a guard:
+        every valid window opens at least once in 16 days outside freezes).
+
+        Searched 16 days at a time: whether an instant is allowed changes only where a window opens or
+        a freeze ends, so only those instants are tried; a stretch with none allowed ends inside
+        freezes, and nothing is allowed before the last of them ends, so the search jumps there. A
+        freeze of years therefore costs no more than one of days.
+        """
+        start = now
+        for _ in range(len(self.freezes) + 2):  # each round finds the opening or jumps past a freeze
+            if self.allows(start):
+                return start
+            end = start + _SEARCH_BEYOND
+            candidates = {f.end for f in self.freezes if start < f.end <= end}
+            for window in self.windows:
+                candidates |= window.openings(start, end)
+            found = next((c for c in sorted(candidates) if self.allows(c)), None)
+            if found is not None:
+                return found
+            covering = [f.end for f in self.freezes if f.contains(end)]
+            if not covering:
+                return None
+            start = max(covering)
+        return None
 
     def hold(self, now: datetime) -> Hold | None:
         """Why a rollout or complete may not run at ``now``, and when it may; None when it may."""
@@ -143,8 +157,7 @@ class Schedule:
             why = "outside the rollout windows (" + "; ".join(
                 w.describe() + (f" at {w.where}" if w.where else "") for w in self.windows) + ")"
         if opens is None:
-            return Hold(f"{why}; no window opens before {_utc(max(f.end for f in self.freezes) + _SEARCH_BEYOND)}",
-                        None)
+            return Hold(f"{why}; no window ever opens", None)
         window = next((w for w in self.windows if w.contains(opens)), None)
         zone = window.zone if window is not None else freezes[0].zone if freezes else timezone.utc
         what = "the next window opens" if window is not None else "allowed again"

@@ -230,3 +230,16 @@ def test_sunday_night_windows_around_berlins_changes_open_first_where_the_wall_c
     end = start + length
     schedule = Schedule((Window(frozenset({SUN}), start, end, BERLIN),))
     _assert_first_opening(schedule, base + timedelta(minutes=offset))
+
+
+def test_long_and_overlapping_freezes_are_skipped_in_one_jump_each():
+    two_years = Freeze(utc(2027, 1, 1), utc(2029, 1, 1), "migration", UTC)
+    assert Schedule((OFFICE,), (two_years,)).next_open(utc(2027, 6, 1)) == utc(2029, 1, 1, 8)  # Monday 09:00 CET
+    first = Freeze(utc(2027, 1, 1), utc(2027, 3, 1), "one", UTC)
+    second = Freeze(utc(2027, 2, 20), utc(2027, 4, 10), "two", UTC)  # a Saturday: the window opens on Monday
+    assert Schedule((OFFICE,), (first, second)).next_open(utc(2027, 1, 2)) == utc(2027, 4, 12, 7)  # 09:00 CEST
+
+
+def test_a_freeze_of_decades_ends_at_the_first_window_after_it():
+    decades = Schedule((OFFICE,), (Freeze(utc(2026, 1, 1), utc(2090, 1, 1), "forever", UTC),))
+    assert decades.next_open(utc(2026, 6, 1)) == utc(2090, 1, 2, 8)  # Monday 2090-01-02, 09:00 CET
