@@ -276,6 +276,12 @@ def test_the_repository_schema_shares_the_wave_schemas_definitions_and_describes
     policy = json.loads((REPO / "schemas" / "policy.schema.json").read_text())
     for name in ("window", "freeze", "freezeTime", "timezone"):
         assert policy["$defs"][name] == wave_schema["$defs"][name], name
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(policy)
+    Draft202012Validator(policy).validate({"apiVersion": "reconciler/v1", "kind": "ReleasePolicy", "windows": [
+        {"days": "Mon-Thu", "hours": "09:00-16:00", "timezone": "Europe/Berlin"}],
+        "freezes": [{"from": "2026-12-21", "until": "2027-01-06T12:00:00+01:00", "reason": "r"}]})
 
     def undescribed(node, where=()):
         if isinstance(node, dict):
