@@ -21,6 +21,7 @@ gets an outcome (done, already done, failed, held) for the summary and ``--forma
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -130,16 +131,26 @@ _UNREAD = object()  # no wave read after our own last write: read it
 _AS_OBSERVED = object()  # the first step: the wave (and its status) are as the plan's observation has them
 
 
+# How old (seconds of this machine's clock) the plan's observation may be for the first step to start
+# from it: then its write follows a read as closely as any later step's follows the check before it.
+# Older (a person confirming, a slow signer), and the first step reads the factory again, clock included:
+# a rollout window may have closed, another writer may have been at work.
+FRESH_FOR = 10.0
+
+
 def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_signer: SignerFactory | None,
                echo: Callable[[str], None], guard: WriteGuard | None = None,
-               observed: ObservedState | None = None) -> ApplyResult:
-    """Run the plan's ready steps. ``observed`` is the observation the plan was made from, read just now
-    by this writer (read anew if not given): the first step starts from it, and each later step re-reads
-    only what it depends on, with the check of the write before it."""
+               observed: ObservedState | None = None, observed_at: float | None = None) -> ApplyResult:
+    """Run the plan's ready steps. ``observed`` is the observation the plan was made from (read anew if
+    not given), ``observed_at`` when it was read (``time.monotonic()``): while it is fresh (``FRESH_FOR``)
+    the first step starts from it. Each step re-reads only what it depends on, with the check of the
+    write before it."""
     guard = guard or WriteGuard(client, None, 0.0, echo)
-    state = observed if observed is not None else observe(client, specs, signing=make_signer is not None)
-    # The first step's wave and status are as just observed; an init's inputs come with the preflight.
-    signer, first_answers = preflight(plan, client, make_signer, state)
+    if observed is None:
+        observed, observed_at = observe(client, specs, signing=make_signer is not None), time.monotonic()
+    state = observed
+    signer, first_answers = preflight(plan, client, make_signer, state)  # an init's inputs, when observed
+    start_from_observation = observed_at is not None and time.monotonic() - observed_at <= FRESH_FOR
     by_name = {spec.name: spec for spec in specs}
     after_write: dict[str, object] = {}  # wave -> its JSON as the check after our write read it (None: gone)
     result = ApplyResult()
@@ -158,7 +169,7 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        if position == 0 and not isinstance(planned, SignOp):  # a sign reads the bytes it signs
+        if position == 0 and start_from_observation and not isinstance(planned, SignOp):  # a sign reads the bytes it signs
             reads = _Reads(wave=_AS_OBSERVED, **first_answers)
         else:
             known = after_write.pop(planned.wave, _UNREAD)
@@ -166,7 +177,8 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
                 answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known,
                                                          counts_signatures=_short(state, planned.wave)))
             reads = _Reads.of(answers, known)
-        state = _with_reads(state, planned, reads)
+        # The clock of these reads too: a rollout window that closed during the apply holds the step.
+        state = replace(_with_reads(state, planned, reads), now=client.server_now())
         fresh = build_plan(specs, state)
         current = fresh.find(planned.key)
         if current is None:

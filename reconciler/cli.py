@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -380,6 +381,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=timeout)
     with client, _exclusive_writer(client, backend, repository, dry_run) as guard:
         observed = observe(client, specs, ahead[1] if ahead else None, signing=not dry_run and not without_key)
+        observed_at = time.monotonic()
         plan = build_plan(specs, observed)
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
@@ -420,9 +422,10 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             return EXIT_ERROR
         make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
-        # The first step starts from this observation unless a person took their time to confirm.
+        # The first step starts from this observation while it is fresh (apply.FRESH_FOR); after a person
+        # confirmed, the apply observes the factory again.
         result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)), guard,
-                            None if prompted else observed)
+                            None if prompted else observed, observed_at)
         if output_format == "json":
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))

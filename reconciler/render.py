@@ -136,6 +136,8 @@ def operation_dict(op: Operation) -> dict:
                   "manifest": op.location.file, "line": op.location.line}
     if op.reason:
         data["reason"] = op.reason
+    if op.opens_at is not None:
+        data["opens_at"] = iso(op.opens_at)
     if isinstance(op, RolloutOp):
         data.update(phase=op.phase, phase_index=op.phase_index, group=op.group)
         if op.parts > 1:

@@ -130,6 +130,7 @@ def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_ob
     """The plan's observation (read under the lease a moment ago, with what an init signs) serves the
     first step; every later step's reads go out with the check after the write before it."""
     import dataclasses
+    import time
 
     import httpx
 
@@ -155,7 +156,8 @@ def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_ob
         plan = build_plan(specs, observed)
         sent.clear()
         result = apply_plan(client, specs, plan, lambda root, online: signing.signer_from_uri(
-            f"archive:{factory_dir / 'targets.only.key.tgz'}", root, online), print, observed=observed)
+            f"archive:{factory_dir / 'targets.only.key.tgz'}", root, online), print, observed=observed,
+            observed_at=time.monotonic())
     assert [o.outcome for o in result.outcomes] == [Outcome.DONE] * 3
     wave = "GET /ota/factories/demo/waves/rel-46/"
     assert sent == ["POST /ota/factories/demo/waves/", wave,

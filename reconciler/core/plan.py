@@ -40,6 +40,7 @@ from reconciler.core.state import (
     WaveProgress,
     WaveStatus,
 )
+from reconciler.core.windows import Hold
 from reconciler.errors import Problem, Severity
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -80,6 +81,7 @@ class _Step:
     status: StepStatus
     location: Location
     reason: str | None = None
+    opens_at: datetime | None = None  # a rollout window or freeze holds the step until then (core/windows.py)
 
     @property
     def op(self) -> OpKind:
@@ -746,16 +748,18 @@ class _Planner:
         before its first part only, and the other parts follow in the same apply."""
         done = len(history)
         pending_before = False  # a rollout of this wave happens earlier in this plan
+        # Rollouts and completes wait for a window and outside freezes; init and cancel never do.
+        window = None if spec.schedule.empty else spec.schedule.hold(self.now)
         for slot in ledger.slots(spec.phases, done):
             phase = spec.phases[slot.phase_index]
             if slot.first:
                 since = created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
-                reason = blocked or _joined(_gate_reason(phase.gate, since, self.now, progress, pending_before,
-                                                         self._fleet(spec)),
-                                            self._failed_reason(spec, phase.gate, done, pending_before))
+                reason = blocked or _with_window(
+                    _joined(_gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec)),
+                            self._failed_reason(spec, phase.gate, done, pending_before)), window)
             else:
-                reason = blocked
-            self._add(_rollout(spec, phase, slot, reason))
+                reason = blocked or _with_window(None, window)
+            self._add(_rollout(spec, phase, slot, reason, None if blocked else window))
             summary.phases[slot.phase_index] = (phase.name, "blocked" if reason else "ready")
             if reason:
                 blocked = blocked or f"after phase '{phase.name}'{slot.label()}"
@@ -769,11 +773,11 @@ class _Planner:
                 since = None  # the previous step happens in this plan: the wait starts now
             else:
                 since = history[-1].at if history else created_at
-            reason = _joined(_gate_reason(spec.complete.gate, since, self.now, progress, pending_before,
-                                          self._fleet(spec)),
-                             self._failed_reason(spec, spec.complete.gate, done, pending_before))
+            reason = _with_window(
+                _joined(_gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec)),
+                        self._failed_reason(spec, spec.complete.gate, done, pending_before)), window)
         self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
-                             reason=reason))
+                             reason=reason, opens_at=None if blocked or window is None else window.opens_at))
         return reason is None
 
     def _failed_reason(self, spec: WaveSpec, gate: Gate, rollouts: int, pending_before: bool) -> str | None:
@@ -844,10 +848,17 @@ def _status(reason: str | None) -> StepStatus:
     return StepStatus.BLOCKED if reason else StepStatus.READY
 
 
-def _rollout(spec: WaveSpec, phase: PhaseSpec, slot: Slot, reason: str | None) -> RolloutOp:
+def _with_window(reason: str | None, window: Hold | None) -> str | None:
+    """A gate's reason and the schedule's, joined: both must clear before the step runs."""
+    return "; ".join(part for part in (reason, window.reason if window else None) if part) or None
+
+
+def _rollout(spec: WaveSpec, phase: PhaseSpec, slot: Slot, reason: str | None, window: Hold | None = None
+             ) -> RolloutOp:
     limit = phase.limit
     return RolloutOp(
         wave=spec.name, tag=spec.tag, status=_status(reason), location=phase.location, reason=reason,
+        opens_at=None if window is None else window.opens_at,
         phase=phase.name, phase_index=slot.phase_index, history_index=slot.entry, part=slot.part, parts=slot.parts,
         group=phase.group,
         limit=limit.value if limit and not limit.percent else None,

@@ -110,7 +110,7 @@ class GateReport:
     updated_required: float | None = None  # percent
     updated: int | None = None
     reached: int | None = None
-    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, as the plan says it)
+    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, a halt, a window or freeze)
     failed_bound: str | None = None  # the gate's require.failed, e.g. "<2%"
     failed: int | None = None  # the wave's failed devices, when counted
     because: str | None = None  # why the step is one the reconciler decided on (a cancel by onFailure: cancel)
@@ -267,8 +267,11 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
     records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
                                   devices=e.devices) for e in wave.history)
     drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
-    blocked_by = "drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None)
-    report = _gate(step, gate, since, wave, counts, now, blocked_by)
+    blocked = ["drift: " + "; ".join(drift)] if drift else ([f"halted: {exceeded.text()}"] if exceeded else [])
+    hold = None if spec.schedule.empty else spec.schedule.hold(now)  # a window or freeze, as the plan holds it
+    if hold is not None:
+        blocked.append(hold.reason)
+    report = _gate(step, gate, since, wave, counts, now, "; ".join(blocked) or None)
     if gate.failed is None:
         return report
     reached = sum(e.devices for e in wave.history)

@@ -159,6 +159,9 @@ class GitSource:
             raise SourceError(f"outside the release repository {self.root}")
         return joined
 
+    def exists(self, key: str) -> bool:
+        return key in self._entries
+
     def display(self, key: str) -> str:
         path = os.path.join(self.root, *key.split("/"))
         relative = os.path.relpath(path)
@@ -183,12 +186,14 @@ class Changes:
         return _repo_relative(self.root, display)
 
     def affects(self, spec: WaveSpec) -> bool:
-        """Whether the wave's manifest or one of its UUID files changed."""
+        """Whether the wave's manifest, one of its UUID files or a ``reconcile.yaml`` that applies to it changed."""
         manifest = self._repo_path(spec.manifest)
         if manifest is None:
             return False
         if manifest in self.paths:
             return True
+        if any(self._repo_path(file) in self.paths for file in spec.schedule.files):
+            return True  # a reconcile.yaml above it changed its windows or freezes
         folder = posixpath.dirname(manifest)
         return any(
             posixpath.normpath(posixpath.join(folder, phase.uuids_file)) in self.paths

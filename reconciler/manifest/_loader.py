@@ -4,7 +4,8 @@ A run either yields specs for all manifests or fails with all of its errors, eac
 ``file:line:col``: an operator fixing a release repository should see the whole list
 in one go, and nothing is applied while any manifest is wrong. The steps, in order:
 list the files (_source.py, _git.py), read YAML with positions (_yaml.py), check the
-schema (_schema.py), turn values into numbers (_values.py) and UUID lists (_uuids.py),
+schema (_schema.py), turn values into numbers (_values.py), UUID lists (_uuids.py) and
+schedules (windows and freezes, with the repository's reconcile.yaml files: _windows.py),
 then the rules that span documents and files.
 """
 
@@ -27,6 +28,7 @@ from reconciler.manifest._values import (
     parse_limit,
     parse_percent,
 )
+from reconciler.manifest._windows import POLICY_FILE, POLICY_KIND, Policies, is_policy_file, read_schedule
 from reconciler.manifest._yaml import Document, position, read_documents
 
 DEFAULT_EXPIRES = 365 * 86400
@@ -64,7 +66,8 @@ def load(paths: Sequence[str], source: ManifestSource | None = None) -> LoadResu
     run.check_across_waves()
     if run.errors:
         raise ValidationFailed(run.errors)
-    return LoadResult(run.specs, run.warnings.shown, len(keys), run.warnings.omitted)
+    manifests = sum(1 for key in keys if not is_policy_file(key))  # reconcile.yaml is settings, not a manifest
+    return LoadResult(run.specs, run.warnings.shown, manifests, run.warnings.omitted)
 
 
 @cache
@@ -83,6 +86,7 @@ class _Run:
         self.warnings = Problems()
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._uuid_locations: dict[str, tuple[Location, ...]] = {}
+        self.policies = Policies(source, self.report)  # the reconcile.yaml files, each read once
 
     def report(self, problems: Sequence[Problem] | Problems) -> None:
         for problem in problems:
@@ -92,6 +96,9 @@ class _Run:
             self.errors.incomplete |= problems.incomplete
 
     def load_file(self, key: str) -> None:
+        if is_policy_file(key):
+            self.policies.read(key)  # checked once, whether listed here or found above a manifest
+            return
         file = self.source.display(key)
         try:
             text = decode_utf8(self.source.read(key), file)
@@ -121,6 +128,11 @@ class _Run:
             self.report([document.problem(document.node, message)])
             return
         kind = data.get("kind", "Wave")
+        if kind == POLICY_KIND:
+            message = (f"kind {POLICY_KIND} belongs in a file named {POLICY_FILE} (it applies to the waves in its "
+                       f"directory and below); move this document there")
+            self.report([document.problem(document.node_at(("kind",)), message)])
+            return
         if kind != "Wave":
             message = (
                 f"kind {describe(kind)} is not supported; supported kinds: Wave"
@@ -250,6 +262,7 @@ class _WaveReader:
                                              "cancel: true wins: the complete block is ignored", Severity.WARNING))
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
+        schedule = self.run.policies.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
         if self.failed:
             return None
         return WaveSpec(
@@ -269,6 +282,7 @@ class _WaveReader:
             cancel=data.get("cancel", False),
             on_failure=OnFailure(data.get("onFailure", OnFailure.HALT)),
             positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
+            schedule=schedule,
         )
 
     def phases(self, raw: list) -> tuple[PhaseSpec, ...]:

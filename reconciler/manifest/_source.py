@@ -42,6 +42,9 @@ class ManifestSource(Protocol):
     def display(self, key: str) -> str:
         """How messages name the file: the path as the user would type it from the current directory."""
 
+    def exists(self, key: str) -> bool:
+        """Whether a file (or a symbolic link, which ``read`` then judges) is at ``key``."""
+
 
 class FileSource:
     """Manifests in the file system. Keys are paths as the user gave them, normalized, and
@@ -109,8 +112,11 @@ class FileSource:
         """Relative to the current directory when the key is an absolute path below it, else as given."""
         return key.removeprefix(self._cwd)
 
+    def exists(self, key: str) -> bool:
+        return os.path.lexists(key) and not os.path.isdir(key)
+
     def _realpath(self, path: str) -> str:
-        if os.path.islink(path):
+        if os.path.islink(path) or os.path.basename(path) in (os.curdir, os.pardir):  # ".." is no name to join
             return os.path.realpath(path)
         directory, name = os.path.split(path)
         if directory not in self._real_dirs:
