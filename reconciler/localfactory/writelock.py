@@ -60,12 +60,19 @@ def is_free(directory: str | Path) -> bool:
 
 
 class ServedWriteLock:
-    """Falcon middleware for ``serve``: requests that may write hold the directory's lock, or get 503."""
+    """Falcon middleware for ``serve``: requests that may write hold the directory's lock, or get 503.
+
+    The server's own threads queue on a lock of their own first, so only the request at the head of
+    the queue polls the directory's ``flock`` (which another process may hold): twenty writes or
+    dry-run rollouts sent at once then follow each other at once, not in steps of the poll interval."""
 
     SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
     def __init__(self, directory: str | Path, wait: float):
+        import threading
+
         self.directory, self.wait = Path(directory), wait
+        self._queue = threading.Lock()
 
     def process_request(self, req, resp) -> None:
         if req.method in self.SAFE:
@@ -75,10 +82,15 @@ class ServedWriteLock:
 
         import falcon
 
+        deadline = time.monotonic() + self.wait
         stack = ExitStack()
         try:
-            stack.enter_context(hold(self.directory, self.wait))
+            if not self._queue.acquire(timeout=self.wait):
+                raise Busy()
+            stack.callback(self._queue.release)
+            stack.enter_context(hold(self.directory, max(0.0, deadline - time.monotonic())))
         except Busy:
+            stack.close()
             resp.status = falcon.HTTP_503
             resp.content_type = falcon.MEDIA_JSON
             resp.text = json.dumps({"message": "the local factory is busy (another apply holds it), try again",
