@@ -297,6 +297,15 @@ def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveC
                       updated_required=gate.updated_percent, updated=updated, reached=reached, blocked_by=blocked_by)
 
 
+def _share(need: str, count: int | None, reached: int | None, unread: str) -> str:
+    """A share condition with its numbers: ``updated 90%: 45.0% (45 of 100)``."""
+    if count is None:
+        return f"{need}: {unread}"
+    if not reached:
+        return f"{need}: no devices reached yet"
+    return f"{need}: {100.0 * count / reached:.1f}% ({count} of {reached})"
+
+
 def gate_text(gate: GateReport, now: datetime) -> str:
     """``rollout eu: wait 24h passes 2026-11-02T08:00:00Z (in 13h12m); updated 90%: 45.0% (9 of 20)``."""
     parts = []
@@ -308,21 +317,9 @@ def gate_text(gate: GateReport, now: datetime) -> str:
         parts.append(f"wait {format_duration(gate.wait_seconds)} " +
                      (f"passes {when} (in {format_duration(left)})" if left > timedelta(0) else f"passed {when}"))
     if gate.updated_required is not None:
-        need = f"updated {gate.updated_required:g}%"
-        if gate.updated is None:
-            parts.append(f"{need}: unknown")
-        elif not gate.reached:
-            parts.append(f"{need}: no devices reached yet")
-        else:
-            parts.append(f"{need}: {100.0 * gate.updated / gate.reached:.1f}% ({gate.updated} of {gate.reached})")
+        parts.append(_share(f"updated {gate.updated_required:g}%", gate.updated, gate.reached, "unknown"))
     if gate.failed_bound is not None:
-        need = f"failed {gate.failed_bound}"
-        if gate.failed is None:
-            parts.append(f"{need}: not counted")
-        elif not gate.reached:
-            parts.append(f"{need}: no devices reached yet")
-        else:
-            parts.append(f"{need}: {100.0 * gate.failed / gate.reached:.1f}% ({gate.failed} of {gate.reached})")
+        parts.append(_share(f"failed {gate.failed_bound}", gate.failed, gate.reached, "not counted"))
     if gate.because:
         parts.append(f"because {gate.because}")
     verdict = "ready" if gate.passed else "waiting"
