@@ -366,7 +366,7 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
                     provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes, ahead=None) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
-    from reconciler.core.plan import build_plan, without_keyed_steps
+    from reconciler.core.plan import SignOp, build_plan, without_keyed_steps, without_signs_by
     from reconciler.observe import fill_device_counts, observe
 
     if saved is not None:
@@ -385,10 +385,17 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         plan = build_plan(specs, observed)
         if only is not None:
             plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
+        make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         if without_key:
             plan = without_keyed_steps(plan)  # inits wait for the keyed job; nothing below loads a key
             if os.environ.get("RECONCILE_KEYS"):
                 _err("warning: RECONCILE_KEYS is set but --without-key never reads it; keep the key out of this job")
+        elif not dry_run and make_signer is not None and observed.signing is not None \
+                and any(isinstance(op, SignOp) and op.ready for op in plan.operations):
+            # Which waves this run's key may sign is known only once the key is read against root.
+            make_signer = _made_once(make_signer)
+            signer = make_signer(observed.signing.root, observed.signing.online_key)
+            plan = without_signs_by(plan, signer.keyid)
         plan = fill_device_counts(client, plan, observed)
         applying = not dry_run and plan.changes
         if output_format != "json" or not applying:  # an apply's JSON comes after it, with each step's outcome
@@ -420,7 +427,6 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         if prompted and not terminal.confirm_apply(len(plan.ready)):
             _err("apply canceled: nothing was applied", error=True)
             return EXIT_ERROR
-        make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
         _err("Applying:")
         # The first step starts from this observation while it is fresh (apply.FRESH_FOR); after a person
         # confirmed, the apply observes the factory again.
@@ -490,6 +496,18 @@ def _unlock(paths, factory, api_url, local) -> int:
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     click.echo(unlock(lease_store(provenance["repository"], backend), backend.factory))
     return EXIT_OK
+
+
+def _made_once(make_signer):
+    """The signer factory, making its signer once: the plan reads the key's id before the apply signs."""
+    made: list = []
+
+    def once(root, online):
+        if not made:
+            made.append(make_signer(root, online))
+        return made[0]
+
+    return once
 
 
 def _signer_factory(keys, signer_uri, backend):

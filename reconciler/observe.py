@@ -229,8 +229,8 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
             *, signing: bool = False) -> ObservedState:
     """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
     was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
-    sign also reads, when a wave is to be created, the root and the online targets key in the same
-    round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
+    sign also reads, when a wave is to be created or is active, the root and the online targets key in
+    the same round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
     tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
@@ -250,7 +250,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     calls += [functools.partial(client.ci_targets, version) for version in versions]
     calls += [client.device_groups] if need_groups else []
     calls += [client.factory_status] if new else []
-    sign = signing and bool(new)
+    sign = signing and bool(new or managed_active)  # an init signs; a wave short of signatures may need a sign
     calls += [client.root, client.online_targets_key] if sign else []
     counted = next_rollouts(chosen, waves)  # dry runs for the plan's device counts, in the same round
     calls += [functools.partial(_dry_run, client, op) for op in counted]

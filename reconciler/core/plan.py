@@ -306,6 +306,24 @@ def without_keyed_steps(plan: Plan) -> Plan:
     return plan
 
 
+def without_signs_by(plan: Plan, keyid: str) -> Plan:
+    """The plan as a run whose offline key is ``keyid`` sees it: a wave that key has signed already waits
+    for another key holder (a key counts once towards the threshold), with the steps behind its sign;
+    the other waves and tags go on. Like ``without_keyed_steps``, a wait, not an error."""
+    held: dict[str, str] = {}  # wave -> why its later steps wait
+    for op in plan.operations:
+        if op.ready and isinstance(op, SignOp) and keyid not in op.keyids:
+            held[op.wave] = op.shortfall.text()
+    for op in plan.operations:
+        if op.wave in held and op.ready:
+            reason = held[op.wave]
+            if isinstance(op, SignOp):
+                reason = (f"this run's offline key (key id {sigs.short_keyid(keyid)}) has signed it already and a key "
+                          f"counts once; {reason}: run with that key (--keys FILE or --signer URI)")
+            plan = plan.with_operation(op, op.blocked(reason))
+    return plan
+
+
 def _updated_gates(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> dict[str, Gate]:
     """Active managed waves whose next step has a ``require.updated`` gate, with that gate."""
     gates = {}

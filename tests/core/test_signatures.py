@@ -8,7 +8,15 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.plan import InitOp, RolloutOp, SignOp, StepStatus, build_plan, without_keyed_steps
+from reconciler.core.plan import (
+    InitOp,
+    RolloutOp,
+    SignOp,
+    StepStatus,
+    build_plan,
+    without_keyed_steps,
+    without_signs_by,
+)
 from reconciler.core.spec import Gate, Location
 from reconciler.core.state import TargetsKeys
 from reconciler.render import summary_line, to_dict, to_text
@@ -44,6 +52,21 @@ def test_a_keyless_run_holds_the_sign_step_and_the_rollouts_with_what_the_wave_n
     assert beta.reason == "wait 1h: 1h left"
     assert not plan.changes
     assert dict(plan.waves[0].phases) == {"canary": "blocked", "beta": "blocked"}
+
+
+def test_a_run_whose_key_signed_already_waits_for_the_other_key_and_other_waves_go_on():
+    specs = [wave("w", 46, PHASES), wave("lab", 47, PHASES, tag="lab")]
+    waves = [active("w", 46), active("lab", 47, tag="lab")]
+    base = replace(observed(waves=waves), targets_keys=TWO_OFFLINE,
+                   wave_signers={"w": frozenset({ONLINE, K1}), "lab": frozenset({ONLINE, K2})})
+    plan = without_signs_by(build_plan(specs, base), K1)
+    by_wave = {(op.wave, op.op): op for op in plan.operations if not isinstance(op, RolloutOp) or op.phase == "canary"}
+    assert by_wave[("w", "sign")].reason == (f"this run's offline key (key id {K1[:12]}) has signed it already and a "
+                                             f"key counts once; needs 1 more signature (key id {K2[:12]}): run with "
+                                             f"that key (--keys FILE or --signer URI)")
+    assert by_wave[("w", "rollout")].reason == f"needs 1 more signature (key id {K2[:12]})"
+    assert by_wave[("lab", "sign")].ready and by_wave[("lab", "rollout")].ready, "K1 may sign the other wave"
+    assert without_signs_by(build_plan(specs, base), K2).find(by_wave[("w", "sign")].key).ready
 
 
 def test_a_wave_that_meets_the_threshold_or_a_default_root_has_no_sign_step():
