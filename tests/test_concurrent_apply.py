@@ -327,6 +327,13 @@ def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(
             answer = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1})
             assert answer.status_code == 503 and "busy" in answer.json()["message"]
             assert 0.3 <= time.monotonic() - started < 1.5
+            # A dry run writes nothing: it reads a snapshot at once (here: no such wave), never a 503.
+            started = time.monotonic()
+            dry = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1, "dry-run": True})
+            assert dry.status_code == 404 and time.monotonic() - started < 0.3
+            bad = app.post("/ota/factories/demo/waves/rel-46/rollout/", content=b"{", headers={
+                "Content-Type": "application/json"})
+            assert bad.status_code == 400, "the body the lock read is checked as strictly as the handler's"
         free = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1})
         assert free.status_code == 404, "once the apply is done, the write reaches the factory (no such wave)"
 

@@ -120,7 +120,8 @@ class WaveActionResource(Base):
 
     def on_post(self, req, resp, factory, wave):
         body = _body(req)
-        with self.store.write() as conn:
+        # A dry-run rollout writes nothing: a read snapshot, so the plan's dry runs do not queue on writes.
+        with self.store.read() if self.action == "rollout" and requestbody.is_dry_run(body) else self.store.write() as conn:
             self.factory(conn, factory)
             actor = req.context.actor
             if self.action == "rollout":

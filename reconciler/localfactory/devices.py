@@ -72,15 +72,16 @@ class View:
         self.full: dict[int, set[int]] = {}
         for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1"):
             self.full.setdefault(wid, set()).add(gid)
-        self.ci = {(v, h): (n, meta) for n, v, h, meta in conn.execute("SELECT name, version, hwid, meta FROM ci_targets")}
         self._sources: dict[tuple[str, str], fleet.Source] = {}  # the views checked so far, by key
         self._targets: dict[tuple[int, str], tuple[str, str]] = {}  # a device page shares a few builds
 
     def target(self, version: int, hwid: str) -> tuple[str, str]:
-        """The target name and OSTree hash of a build for a hardware id, parsed once per view."""
+        """The target name and OSTree hash of a build for a hardware id, read and parsed once per view."""
         known = self._targets.get((version, hwid))
-        if known is None:
-            hit = self.ci.get((version, hwid))
+        if known is None:  # read per build a page needs: a one-device answer reads one row, not every build
+            hit = self.conn.execute("SELECT name, meta FROM ci_targets WHERE version = ? AND hwid = ? "
+                                    "ORDER BY rowid DESC LIMIT 1",
+                                    (version, hwid)).fetchone()
             known = (f"{hwid}-lmp-{version}", "") if hit is None else (hit[0], json.loads(hit[1])["hashes"]["sha256"])
             self._targets[(version, hwid)] = known
         return known

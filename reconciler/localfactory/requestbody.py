@@ -42,7 +42,11 @@ def read_json(req):
 
 
 def read_text(req) -> str | None:
-    """The body as text after the media type, size and UTF-8 checks; None when there is none."""
+    """The body as text after the media type, size and UTF-8 checks; None when there is none. A body
+    read already (by the served write lock, which must know whether a rollout is a dry run) is kept in
+    ``req.context.body_text``: a request's stream can be read once."""
+    if hasattr(req.context, "body_text"):
+        return req.context.body_text
     length = req.content_length  # Falcon answers 400 itself for a malformed Content-Length
     chunked = length is None and bool(req.get_header("Transfer-Encoding"))
     if not length and not chunked:
@@ -55,6 +59,11 @@ def read_text(req) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise bad_request("The request body is not valid UTF-8") from None
+
+
+def is_dry_run(body) -> bool:
+    """A rollout body that asks for a dry run (WaveRolloutOptions ``dry-run``, a JSON boolean)."""
+    return isinstance(body, dict) and body.get("dry-run") is True
 
 
 def _read_capped(stream) -> bytes:

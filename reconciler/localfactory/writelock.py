@@ -82,6 +82,13 @@ class ServedWriteLock:
 
         import falcon
 
+        if req.path.rstrip("/").endswith("/rollout"):
+            from . import requestbody
+
+            req.context.body_text = text = requestbody.read_text(req)  # kept for the handler
+            if text is not None and requestbody.is_dry_run(requestbody.parse(text)):
+                return  # a dry run reads a snapshot and writes nothing
+
         deadline = time.monotonic() + self.wait
         stack = ExitStack()
         try:
