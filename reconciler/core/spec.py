@@ -7,6 +7,7 @@ planner can point back at the manifest line a problem comes from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -87,7 +88,7 @@ class PhaseSpec:
     gate: Gate = field(default_factory=Gate)
     location: Location = field(default_factory=lambda: Location(""))
     positions: dict[str, Location] = field(default_factory=dict, compare=False)  # group/limit/uuids -> its value
-    uuid_locations: tuple[Location, ...] | None = field(default=None, compare=False)  # each UUID's own line
+    uuid_locations: Sequence[Location] | None = field(default=None, compare=False)  # each UUID's own line
 
     def at(self, *keys: str) -> Location:
         """Where the first of these keys is written in the phase, else the phase itself."""

@@ -162,6 +162,9 @@ class GitSource:
     def exists(self, key: str) -> bool:
         return key in self._entries
 
+    def repository(self, manifest: str) -> str:
+        return self.root
+
     def display(self, key: str) -> str:
         path = os.path.join(self.root, *key.split("/"))
         relative = os.path.relpath(path)

@@ -20,7 +20,7 @@ from reconciler.core.spec import CompleteSpec, Gate, Location, OnFailure, PhaseS
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
-from reconciler.manifest._uuids import parse_file, parse_inline, positions
+from reconciler.manifest._uuids import UuidLines, parse_file, parse_inline
 from reconciler.manifest._values import (
     parse_date_time,
     parse_duration,
@@ -85,7 +85,7 @@ class _Run:
         self.errors = Problems()
         self.warnings = Problems()
         self._uuid_files: dict[str, tuple[tuple[str, ...], str | None]] = {}
-        self._uuid_locations: dict[str, tuple[Location, ...]] = {}
+        self._uuid_locations: dict[str, Sequence[Location]] = {}
         self.policies = Policies(source, self.report)  # the reconcile.yaml files, each read once
 
     def report(self, problems: Sequence[Problem] | Problems) -> None:
@@ -155,13 +155,12 @@ class _Run:
                 uuids, problems = parse_file(data, self.source.display(key))
                 self.report(problems)
                 self._uuid_files[key] = uuids, None
-                found, file = positions(data), self.source.display(key)
-                self._uuid_locations[key] = tuple(Location(file, *found[u]) for u in uuids if u in found)
+                self._uuid_locations[key] = UuidLines(data, self.source.display(key), uuids)
             except SourceError as error:
                 self._uuid_files[key] = (), str(error)
         return self._uuid_files[key]
 
-    def uuid_locations(self, key: str) -> tuple[Location, ...] | None:
+    def uuid_locations(self, key: str) -> Sequence[Location] | None:
         """Where each UUID of a parsed list file is written (parallel to its UUIDs)."""
         return self._uuid_locations.get(key)
 
@@ -342,7 +341,7 @@ class _WaveReader:
         bound = self.parsed(require, path, "failed", str, parse_failure_bound)
         return None if bound is None else replace(bound, location=self.location((*path, "failed")))
 
-    def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None, tuple[Location, ...] | None]:
+    def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None, Sequence[Location] | None]:
         """The phase's UUIDs, the file they came from (as written) and each one's position, reporting problems."""
         raw = self.get(phase, path, "uuids", (list, str))
         path += ("uuids",)

@@ -45,6 +45,10 @@ class ManifestSource(Protocol):
     def exists(self, key: str) -> bool:
         """Whether a file (or a symbolic link, which ``read`` then judges) is at ``key``."""
 
+    def repository(self, manifest: str) -> str:
+        """The release repository ``resolve`` keeps the manifest's paths in: manifests of one directory
+        and one repository see the same files around them."""
+
 
 class FileSource:
     """Manifests in the file system. Keys are paths as the user gave them, normalized, and
@@ -100,13 +104,17 @@ class FileSource:
 
     def resolve(self, manifest: str, relative: str) -> str:
         key = os.path.normpath(os.path.join(os.path.dirname(manifest), relative))
+        root = self.repository(manifest)
+        if not _inside(self._realpath(key), root):
+            raise SourceError(f"outside the release repository {root}")
+        return key
+
+    def repository(self, manifest: str) -> str:
         root = self._roots.get(manifest)
         if root is None:
             parent = os.path.dirname(manifest) or "."
             root = _git_top(parent) or os.path.realpath(parent)
-        if not _inside(self._realpath(key), root):
-            raise SourceError(f"outside the release repository {root}")
-        return key
+        return root
 
     def display(self, key: str) -> str:
         """Relative to the current directory when the key is an absolute path below it, else as given."""

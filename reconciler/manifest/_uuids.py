@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import overload
 
 from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
+from reconciler.core.spec import Location
 from reconciler.errors import Problem, Severity
 from reconciler.manifest._source import decode_utf8
 
@@ -57,6 +59,33 @@ def parse_file(data: bytes, file: str) -> tuple[tuple[str, ...], list[Problem]]:
         return (), [Problem(file, 1, 1, "no UUIDs in this file")]
     uuids, problems = _check(tokens, "in this file")
     return ((), comments + problems) if comments else (uuids, problems)
+
+
+class UuidLines(Sequence[Location]):
+    """Where each UUID of a list file is written, parallel to its UUIDs, worked out on first use: a plan
+    points at a UUID's own line only for one the factory would refuse, so the lines of a repository's
+    half a million UUIDs are not located on every run (``bench/bench_check.py``)."""
+
+    def __init__(self, data: bytes, file: str, uuids: tuple[str, ...]):
+        self._data, self._file, self._uuids = data, file, uuids
+        self._lines: tuple[Location, ...] | None = None
+
+    def _located(self) -> tuple[Location, ...]:
+        if self._lines is None:
+            found = positions(self._data)
+            self._lines = tuple(Location(self._file, *found[u]) for u in self._uuids)  # valid UUIDs are tokens
+            self._data = b""
+        return self._lines
+
+    @overload
+    def __getitem__(self, index: int) -> Location: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Location]: ...
+    def __getitem__(self, index: int | slice) -> Location | Sequence[Location]:
+        return self._located()[index]
+
+    def __len__(self) -> int:
+        return len(self._uuids)
 
 
 def positions(data: bytes) -> dict[str, tuple[int, int]]:

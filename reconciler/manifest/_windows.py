@@ -70,6 +70,7 @@ class Policies:
         self._report = report
         self._read: dict[str, ScheduleKeys | None] = {}  # key -> what it says (None: it is wrong)
         self._refused: set[str] = set()  # reconcile.yaml files leading out of the repository, reported once
+        self._found: dict[tuple[str, str], tuple[str, ...]] = {}  # (directory, repository) -> files above
 
     def read(self, key: str) -> ScheduleKeys | None:
         """What the ``reconcile.yaml`` at ``key`` says; None when it is wrong (its problems are reported)."""
@@ -112,6 +113,26 @@ class Policies:
         """The windows and freezes in force for the wave of ``manifest`` (``own``: what the wave says), with
         every ``reconcile.yaml`` from the manifest's directory up to the top of the release repository."""
         windows, freezes, files = own.windows, list(own.freezes), []
+        for key in self._above(manifest):
+            files.append(self.source.display(key))
+            policy = self.read(key)
+            if policy is None:
+                continue
+            if windows is None:  # the nearest file with windows decides
+                windows = policy.windows
+            freezes.extend(policy.freezes)
+        return Schedule(windows or (), tuple(freezes), tuple(files))
+
+    def _above(self, manifest: str) -> tuple[str, ...]:
+        """The ``reconcile.yaml`` files from the manifest's directory up, nearest first: looked for once per
+        directory and repository, as the manifests of a directory share them."""
+        place = (os.path.dirname(manifest), self.source.repository(manifest))
+        if place not in self._found:
+            self._found[place] = self._walk(manifest)
+        return self._found[place]
+
+    def _walk(self, manifest: str) -> tuple[str, ...]:
+        found: list[str] = []
         seen: set[str] = set()
         up = "."
         while True:
@@ -131,16 +152,9 @@ class Policies:
                     self._report([Problem(file, 1, 1, f"cannot read the file: {error}")])
                 break
             up = ".." if up == "." else f"{up}/.."
-            if not self.source.exists(key):
-                continue
-            files.append(self.source.display(key))
-            policy = self.read(key)
-            if policy is None:
-                continue
-            if windows is None:  # the nearest file with windows decides
-                windows = policy.windows
-            freezes.extend(policy.freezes)
-        return Schedule(windows or (), tuple(freezes), tuple(files))
+            if self.source.exists(key):
+                found.append(key)
+        return tuple(found)
 
 
 @cache
