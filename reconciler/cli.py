@@ -9,6 +9,7 @@ modules are imported inside the command so ``reconcile --help`` stays quick.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -315,9 +316,13 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     from reconciler import manifest
 
     ahead = _read_ahead(api_url, factory, timeout) if dry_run and not check and saved is None else None
-    source = provenance = None
+    source = provenance = provenance_later = None
     try:
-        if rev or not check:
+        if ahead is not None and not rev:
+            # A dry run against an API prints its provenance (the commit) with the plan: git is read while
+            # the factory answers the observation instead of before it (_plan_and_apply).
+            provenance_later = functools.partial(manifest.git_context, paths, rev=None, require_clean=False)
+        elif rev or not check:
             # Every plan carries provenance; apply refuses a dirty work tree unless --allow-dirty.
             source, provenance = manifest.git_context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
         loaded = manifest.load(paths, source=source)
@@ -342,7 +347,8 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
                            factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
                            provenance=provenance, diffs=diffs, without_key=without_key, timeout=timeout,
-                           paths=paths, out_file=out_file, saved=saved, assume_yes=assume_yes, ahead=ahead)
+                           paths=paths, out_file=out_file, saved=saved, assume_yes=assume_yes, ahead=ahead,
+                           provenance_later=provenance_later)
 
 
 def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], list[dict]]] | None:
@@ -363,7 +369,8 @@ def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], 
 
 
 def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes, ahead=None) -> int:
+                    provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes, ahead=None,
+                    provenance_later=None) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import SignOp, build_plan, without_keyed_steps, without_signs_by
@@ -377,10 +384,13 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     backend = ahead[0].backend if ahead else select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
-    repository = (provenance or {}).get("repository")
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=timeout)
+    provenance_read = client.ahead(lambda: provenance_later()[1]) if provenance_later else None
+    repository = (provenance or {}).get("repository")
     with client, _exclusive_writer(client, backend, repository, dry_run) as guard:
         observed = observe(client, specs, ahead[1] if ahead else None, signing=not dry_run and not without_key)
+        if provenance_read is not None:
+            provenance = provenance_read()
         observed_at = time.monotonic()
         plan = build_plan(specs, observed)
         if only is not None:

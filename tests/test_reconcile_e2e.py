@@ -200,3 +200,23 @@ def test_a_few_named_uuids_are_looked_up_one_by_one_and_many_by_listing_the_tag(
     assert len(fleet) < 1000
     assert requests == 5 + 1, "more than MAX_LOOKUPS_PER_TAG named UUIDs: the tag's list instead"
     assert [e.line for e in errors] == [20]
+
+
+def test_a_plan_against_an_api_reads_git_while_the_factory_answers_and_still_carries_provenance(
+        release_repo, factory_dir, monkeypatch):
+    """Over HTTP a dry run reads git in the background (_plan_and_apply): the plan's provenance is the same."""
+    from click.testing import CliRunner
+
+    from reconciler.localfactory.cli import main as factory_main
+    from tests.helpers.serving import serve_factory
+
+    commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
+    token = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "token"]).output.strip().split()[-1]
+    monkeypatch.setenv("RECONCILE_API_TOKEN", token)
+    with serve_factory(factory_dir) as url:
+        code, out, err = reconcile("--dry-run", "--format", "json", str(release_repo), "--api-url", url,
+                                   "--factory", "demo")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["provenance"]["commit"] == git(release_repo, "rev-parse", "HEAD").strip()
+    assert plan["provenance"]["dirty"] is False
