@@ -41,8 +41,12 @@ class Slot:
         return self.part == 1
 
     def label(self) -> str:
-        """`` part 2 of 3`` for a part of a split phase, else nothing (to append to ``phase 'name'``)."""
-        return f" part {self.part} of {self.parts}" if self.parts > 1 else ""
+        return part_label(self.part, self.parts)
+
+
+def part_label(part: int, parts: int) -> str:
+    """`` part 2 of 3`` for a part of a split phase, else nothing (to append to ``phase 'name'``)."""
+    return f" part {part} of {parts}" if parts > 1 else ""
 
 
 def parts(phase: PhaseSpec) -> int:

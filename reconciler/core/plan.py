@@ -143,7 +143,7 @@ class RolloutOp(_Step):
     @property
     def part_label(self) -> str:
         """`` part 2 of 3`` for a part of a phase of more than 10,000 UUIDs, else nothing."""
-        return f" part {self.part} of {self.parts}" if self.parts > 1 else ""
+        return ledger.part_label(self.part, self.parts)
 
     def describe(self) -> str:
         """``rollout v46 phase 'beta' (group beta, limit 10)``; ``phase 'big' part 2 of 3 (factory-wide, 10000 uuids)``."""
@@ -768,15 +768,16 @@ class _Planner:
         pending_before = False  # a rollout of this wave happens earlier in this plan
         # Rollouts and completes wait for a window and outside freezes; init and cancel never do.
         window = None if spec.schedule.empty else spec.schedule.hold(self.now)
+        held_by = window.reason if window else None
         for slot in ledger.slots(spec.phases, done):
             phase = spec.phases[slot.phase_index]
             if slot.first:
                 since = created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
-                reason = blocked or _with_window(
-                    _joined(_gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec)),
-                            self._failed_reason(spec, phase.gate, done, pending_before)), window)
+                reason = blocked or _joined(
+                    _gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec)),
+                    self._failed_reason(spec, phase.gate, done, pending_before), held_by)
             else:
-                reason = blocked or _with_window(None, window)
+                reason = blocked or held_by
             self._add(_rollout(spec, phase, slot, reason, None if blocked else window))
             summary.phases[slot.phase_index] = (phase.name, "blocked" if reason else "ready")
             if reason:
@@ -791,9 +792,9 @@ class _Planner:
                 since = None  # the previous step happens in this plan: the wait starts now
             else:
                 since = history[-1].at if history else created_at
-            reason = _with_window(
-                _joined(_gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec)),
-                        self._failed_reason(spec, spec.complete.gate, done, pending_before)), window)
+            reason = _joined(
+                _gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec)),
+                self._failed_reason(spec, spec.complete.gate, done, pending_before), held_by)
         self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
                              reason=reason, opens_at=None if blocked or window is None else window.opens_at))
         return reason is None
@@ -864,11 +865,6 @@ def _joined(*reasons: str | None) -> str | None:
 
 def _status(reason: str | None) -> StepStatus:
     return StepStatus.BLOCKED if reason else StepStatus.READY
-
-
-def _with_window(reason: str | None, window: Hold | None) -> str | None:
-    """A gate's reason and the schedule's, joined: both must clear before the step runs."""
-    return "; ".join(part for part in (reason, window.reason if window else None) if part) or None
 
 
 def _rollout(spec: WaveSpec, phase: PhaseSpec, slot: Slot, reason: str | None, window: Hold | None = None
