@@ -250,7 +250,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     calls += [functools.partial(client.ci_targets, version) for version in versions]
     calls += [client.device_groups] if need_groups else []
     calls += [client.factory_status] if new else []
-    sign = signing and bool(new or managed_active)  # an init signs; a wave short of signatures may need a sign
+    sign = signing and need_keys  # an init signs; a wave short of signatures may need a sign
     calls += [client.root, client.online_targets_key] if sign else []
     counted = next_rollouts(chosen, waves)  # dry runs for the plan's device counts, in the same round
     calls += [functools.partial(_dry_run, client, op) for op in counted]
@@ -274,16 +274,7 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         expires = parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
         if expires is not None:
             wave_expires[name] = expires
-    targets_keys, signers = None, {}
-    if need_keys:
-        prod_root = next(answers)
-        # Two signatures are init's (the online key's and one offline); only a root needing more makes the
-        # plan name the offline keys, and only then is the online key read to tell them apart.
-        targets_keys = parse_targets_keys(prod_root, client.online_targets_key() if _threshold(prod_root) > 2 else None)
-        for name in managed_active:
-            found = wave_signers(prod_root, envelopes.get(name))
-            if found is not None:
-                signers[name] = found
+    prod_root = next(answers) if need_keys else None
     progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
     ci_versions, ci_tags, ci_without_deltas, ci_sent = {}, {}, {}, {}
     for version in versions:
@@ -294,6 +285,19 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     tag_devices = parse_tag_devices(next(answers)) if new else None
     signing_inputs = SigningInputs(root=next(answers), online_key=next(answers), prod_envelopes=prod_envelopes,
                                    ci_targets=ci_sent) if sign else None
+    targets_keys, signers = None, {}
+    if prod_root is not None:
+        # Two signatures are init's (the online key's and one offline); only a root needing more makes the
+        # plan name the offline keys, and only then is the online key needed to tell them apart (read now,
+        # one more round trip, unless an apply's observation read it already).
+        online = None
+        if _threshold(prod_root) > 2:
+            online = signing_inputs.online_key if signing_inputs else client.online_targets_key()
+        targets_keys = parse_targets_keys(prod_root, online)
+        for name in managed_active:
+            found = wave_signers(prod_root, envelopes.get(name))
+            if found is not None:
+                signers[name] = found
     rollout_counts = {(op.wave, op.phase_index): _count(next(answers)) for op in counted}
     failures = {name: next(answers) for name in failing}
     listings = {tag: next(answers) for tag in device_tags}

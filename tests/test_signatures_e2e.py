@@ -148,3 +148,24 @@ def test_the_default_key_that_signed_at_init_waits_for_the_second(release_repo, 
     assert reconcile(str(release_repo), *local)[0] == 0  # init with the default (first) operator key
     code, out, err = reconcile(str(release_repo), *local)
     assert code == 0 and "has signed it already" in out and "Applying" not in err
+
+
+def test_a_keyed_observation_reads_the_online_key_once(release_repo, two_keys):
+    """A root needing three signatures makes the plan read the online key (which offline keys may sign); a
+    keyed apply's observation reads it anyway, in the same round, and the plan uses that answer."""
+    from reconciler.client import FactoryClient, select_backend
+    from reconciler.manifest import load
+    from reconciler.observe import observe
+
+    commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(two_keys), "--keys",
+                     str(two_keys / "targets.only.key.tgz"))[0] == 0
+    specs = load([str(release_repo)]).specs
+    counts = {}
+    for signing_run in (False, True):
+        with FactoryClient(select_backend(api_url=None, factory=None, local=str(two_keys))) as client:
+            observed = observe(client, specs, signing=signing_run)
+            counts[signing_run] = client.requests
+        assert observed.targets_keys is not None and observed.targets_keys.threshold == 3
+        assert len(observed.targets_keys.offline) == 2
+    assert counts[True] == counts[False] + 1, "root in the same round; the online key not read twice"
