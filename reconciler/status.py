@@ -42,6 +42,7 @@ from datetime import datetime
 
 import click
 
+from reconciler.apitime import parse_time, required_time
 from reconciler.client import FactoryClient
 from reconciler.core.failures import waves_needing_failures
 from reconciler.core.plan import selected_specs
@@ -59,7 +60,6 @@ from reconciler.core.status import (
     waves_to_report,
 )
 from reconciler.errors import BackendError, UserError, ValidationFailed
-from reconciler.observe import parse_time, required_time
 from reconciler.wavedevices import classify_devices
 
 # -- reading the factory ----------------------------------------------------------------------------

@@ -121,15 +121,20 @@ def release_copy(target: Path, source: Path = EXAMPLES) -> Path:
 def apply_with_crash(pristine: Path, tmp_path: Path, kill_after: int | None, source: Path = EXAMPLES):
     factory_dir = fresh_copy(pristine, tmp_path / f"factory-{kill_after}")
     releases = release_copy(tmp_path / f"releases-{kill_after}", source)
+    return (factory_dir, *run_killed_then_again(factory_dir, releases, kill_after, "targets.only.key.tgz"))
+
+
+def run_killed_then_again(factory_dir: Path, releases: Path, kill_after: int | None, key: str):
+    """An apply killed after write ``kill_after`` (None: never), then a rerun: (writes, first run, rerun)."""
     front = KillingFront(factory_dir, kill_after)
-    front.keys = factory_dir / "targets.only.key.tgz"
+    front.keys = factory_dir / key
     try:
         first = front.run_reconcile(releases)
         front.kill_after = None
         second = front.run_reconcile(releases)
     finally:
         front.close()
-    return factory_dir, front.writes, first, second
+    return front.writes, first, second
 
 
 def test_every_crash_point_converges_to_the_uninterrupted_end_state(pristine, tmp_path):
@@ -178,21 +183,14 @@ def test_a_crash_after_the_wave_sign_converges_without_signing_or_rolling_out_tw
     ends, writes_of = [], []
     for kill_after in (None, 1, 2):
         factory_dir = fresh_copy(pristine, tmp_path / f"factory-{kill_after}")
-        front = KillingFront(factory_dir, kill_after)
-        front.keys = factory_dir / "targets.only.2.key.tgz"
-        try:
-            first = front.run_reconcile(releases)
-            front.kill_after = None
-            second = front.run_reconcile(releases)
-        finally:
-            front.close()
+        writes, first, second = run_killed_then_again(factory_dir, releases, kill_after, "targets.only.2.key.tgz")
         if kill_after is None:
             assert first.returncode == 0 and "# sign rel-46" in first.stderr, first.stderr
         else:
             assert first.returncode == -signal.SIGKILL, (kill_after, first.stderr)
         assert second.returncode == 0, (kill_after, second.stderr)
         assert "# sign" not in second.stderr, "a landed sign is never sent again"
-        writes_of.append(front.writes)
+        writes_of.append(writes)
         ends.append(ledger(factory_dir))
     assert writes_of == [4, 4, 4], "sign, two rollouts, complete: each once"
     assert ends[0] == ends[1] == ends[2] and ends[0]["waves"][-1][2] == "complete"
