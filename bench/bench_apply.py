@@ -19,7 +19,6 @@ divides it by the steps (the preflight read of root and the online key included)
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script runs
+from programenv import program_env
 
 ROOT = Path(__file__).resolve().parent.parent
 APPLIED = re.compile(r"Apply complete: (\d+) done")
@@ -41,7 +41,8 @@ def reconcile_exe() -> str:
 
 
 def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILE_", "CI", "GITHUB_"))}
+    """The environment of an installed ``reconcile``, without settings that pick a backend (``programenv``)."""
+    return program_env()
 
 
 def factory_cli(factory: Path, *args: str) -> subprocess.CompletedProcess:

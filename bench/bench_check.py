@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+from programenv import program_env  # bench/ is on sys.path when this script runs
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET_CPU_SECONDS = 1.0
 CHECK = "import sys; from reconciler.cli import main; sys.exit(main())"
@@ -111,10 +113,8 @@ def main() -> int:
         total = generate(root, args.manifests)
         size = sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
         print(f"repository: {args.manifests} manifests, {total} UUIDs, {size / 1e6:.1f} MB in {root}")
-        # Compiled bytecode as an installed package has it, cached outside the repository.
-        env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
-        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-                   PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
+        # Compiled bytecode as an installed package has it, cached outside the repository (programenv).
+        env = program_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         command = [sys.executable, "-c", CHECK, "--check", str(root)]
         print("command: reconcile --check", root)
         measure(command, env)  # warm-up: bytecode cache, page cache

@@ -31,6 +31,10 @@ factory on loopback behind ``latency_proxy.LatencyProxy`` (every chunk delayed M
 whole ``reconcile --dry-run --api-url`` process is timed: wall time, HTTP requests, connections and
 the longest chain of requests that waited on each other (round trips paid one after the other).
 Targets (issue 14): under 1.0 s at 100 ms and under 2.5 s at 300 ms; a chain of at most 5.
+
+Every timed ``reconcile`` runs as an installed copy runs: with its bytecode compiled (``programenv``;
+one untimed run first), not recompiling the package on each start as an editable checkout does where
+``PYTHONDONTWRITEBYTECODE`` is set.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import pstats
 import resource
 import shutil
@@ -54,6 +57,7 @@ from typing import Self
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script runs
+from programenv import program_env
 
 from reconciler import signing
 from reconciler.client import FactoryClient, select_backend
@@ -297,8 +301,8 @@ def reconcile_exe() -> str:
 
 
 def clean_env() -> dict:
-    """The caller's environment without RECONCILE_* settings (the backend is given by --local)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
+    """The environment of an installed ``reconcile``, without settings that pick a backend (``programenv``)."""
+    return program_env()
 
 
 def run_reconcile(args: list[str], check: bool = True, exe: str | None = None) -> subprocess.CompletedProcess:
@@ -318,6 +322,7 @@ def apply_active_waves(manifests: Path, factory: Path) -> str:
 def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
     """Wall and child CPU time of ``runs`` runs of ``reconcile ARGS`` (each a fresh process)."""
     walls, cpus, out = [], [], None
+    run_reconcile(args, exe=exe)  # untimed: fills the bytecode cache (programenv) and the page cache
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
@@ -512,9 +517,12 @@ def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> 
     """The dry-run plan through a delaying proxy: wall time, requests, connections, longest chain."""
     met = True
     with ServedFactory(factory) as served:
+        env = {**clean_env(), "RECONCILE_API_TOKEN": served.token}
+        warm_up = [reconcile_exe(), "--dry-run", str(manifests), "--api-url", f"http://127.0.0.1:{served.port}",
+                   "--factory", "demo"]
+        subprocess.run(warm_up, capture_output=True, env=env, check=False)  # untimed: bytecode cache (programenv)
         for rtt in rtts:
             with LatencyProxy(served.port, rtt_ms=rtt) as proxy:
-                env = {**clean_env(), "RECONCILE_API_TOKEN": served.token}
                 args = [reconcile_exe(), "--dry-run", str(manifests), "--api-url", proxy.url, "--factory", "demo"]
                 walls, requests, chains, connections = [], [], [], []
                 for _ in range(runs):
