@@ -158,6 +158,23 @@ def test_a_change_to_a_phase_that_rolled_out_is_an_error_at_the_changed_line(rel
     assert len(history(factory_dir, "rel-46")) == 1, "beta was not rolled out behind the error"
 
 
+def test_a_lowered_limit_of_a_phase_that_rolled_out_is_an_error_at_its_limit_line(release_repo, factory_dir):
+    """The history keeps how many devices a rollout reached: more than the phase's limit says the limit changed."""
+    east = CANARY_WAVE + "  - name: east\n    group: us-east\n    limit: 10\n"
+    commit(release_repo, {"rel-46.yaml": east}, "46 to ten us-east devices")
+    assert run(release_repo, factory_dir)[0] == 0
+    assert [h["num-devices"] for h in history(factory_dir, "rel-46")][1] == 10
+    commit(release_repo, {"rel-46.yaml": east.replace("limit: 10", "limit: 5") + "  - name: beta\n    group: beta\n"},
+           "east was meant to be five, and beta next")
+    code, out, _ = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
+    assert code == 1
+    assert ("rel-46.yaml:11:12: phase 'east' has limit 5, but rollout 2 in the factory reached 10 devices: it was "
+            "rolled out with a larger limit (or by hand); a phase that rolled out cannot change: to adopt the "
+            "factory's history set the limit back to the one it was rolled out with (at least 10)") in out
+    assert run(release_repo, factory_dir)[0] == 1
+    assert len(history(factory_dir, "rel-46")) == 2, "beta was not rolled out behind the error"
+
+
 # -- 6. CI without an API URL ----------------------------------------------------------------------
 
 
@@ -175,6 +192,18 @@ def test_ci_without_an_api_url_refuses_the_embedded_factory(release_repo, monkey
     monkeypatch.setenv("RECONCILE_LOCAL", str(tmp_path / "named"))
     code, _, err = reconcile("--dry-run", str(release_repo))
     assert code == 0, err
+
+
+def test_ci_alone_refuses_the_embedded_factory_too(release_repo, monkeypatch, tmp_path):
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.delenv("RECONCILE_LOCAL", raising=False)
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    code, out, err = reconcile("--dry-run", str(release_repo))
+    assert code == 1 and out == ""
+    assert err.startswith("error: CI set but no API URL: refusing to plan against a throwaway local factory")
+    assert not (tmp_path / "state").exists(), "no demo factory was created"
 
 
 # -- 7. scoped errors ------------------------------------------------------------------------------
@@ -197,6 +226,57 @@ def test_an_error_holds_its_wave_while_other_tags_apply(release_repo, factory_di
     assert "Apply incomplete: 2 done, 0 already done, 0 failed, 0 held." in err
     assert "held: wave 'rel-46' (tag production) and the later steps of its tag: 1 error(s)" in err
     assert set(waves(factory_dir)) == {"lab-46"}
+
+
+def test_a_manifest_validation_error_stops_every_wave(release_repo, factory_dir):
+    """Unlike a plan error, a manifest the schema refuses stops the whole run before the factory is read."""
+    add_device(factory_dir, "lab-1", tag="lab")
+    lab = CANARY_WAVE.replace("name: rel-46", "name: lab-46").replace("tag: production", "tag: lab").replace(
+        "    group: canary\n", "    limit: 1\n")
+    invalid = CANARY_WAVE.replace("    group: canary\n", "    group: canary\n    wiat: 1h\n")
+    commit(release_repo, {"lab-46.yaml": lab, "rel-46.yaml": invalid}, "two tags, one invalid")
+    code, out, err = run(release_repo, factory_dir)
+    assert code == 1 and out == "" and "Applying" not in err
+    assert "rel-46.yaml:9:5: " in err
+    assert waves(factory_dir) == {}
+
+
+def test_apply_json_reports_a_failed_step_and_the_steps_it_held(release_repo, factory_dir):
+    """A rollout the factory refuses mid-apply (its device moved after the plan): the JSON of the apply has it
+    failed with the factory's message, the later step of its tag held, and another tag's step done."""
+    from tests.test_concurrent_apply import Front
+
+    zlab = CANARY_WAVE.replace("name: rel-46", "name: zlab-46").replace("tag: production", "tag: zlab").replace(
+        "    group: canary\n", "    limit: 1\n")
+    add_device(factory_dir, "zlab-1", tag="zlab")
+    add_device(factory_dir, "zlab-2", tag="zlab")
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE, "zlab-46.yaml": zlab}, "Release 46 on two tags")
+    assert run(release_repo, factory_dir)[0] == 0
+    beta = device_uuids(factory_dir, "beta", 1)[0]
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE + f"  - name: pilot\n    group: beta\n    uuids: [{beta}]\n"
+                          "  - name: beta\n    group: beta\n",
+                          "zlab-46.yaml": zlab + "  - name: next\n    limit: 1\n"}, "a beta pilot, then beta")
+    front = Front(factory_dir)
+    try:
+        def move_the_pilot():  # after the plan, before its rollout reaches the factory
+            with api(factory_dir) as client:
+                name = client.get("/ota/devices/", params={"factory": "demo", "uuid": beta}).json()["devices"][0]["name"]
+                assert client.patch(f"/ota/devices/{name}/", params={"factory": "demo"},
+                                    json={"group": "apac"}).status_code == 200
+        front.on_rollout = move_the_pilot
+        code, out, err = reconcile("--format", "json", str(release_repo), "--api-url", front.url, "--factory", "demo")
+    finally:
+        front.close()
+    assert code == 1, err
+    plan = json.loads(out)
+    jsonschema.validate(plan, json.loads((SCHEMAS / "plan.schema.json").read_text()))
+    applied = [(a["step"]["wave"], a["step"].get("phase"), a["outcome"], a["message"]) for a in plan["applied"]]
+    assert applied[0][:3] == ("rel-46", "pilot", "failed")
+    assert f"not production devices with tag production in group beta: {beta}" in applied[0][3]
+    assert applied[1:] == [("rel-46", "beta", "held", "after rollout rel-46 phase 'pilot' (group beta, 1 uuids) failed"),
+                           ("zlab-46", "next", "done", "rolled out to 1 devices")]
+    assert "Apply incomplete: 1 done, 0 already done, 1 failed, 1 held." in err
+    assert len(history(factory_dir, "rel-46")) == 1 and len(history(factory_dir, "zlab-46")) == 2
 
 
 # -- 9. offline devices ----------------------------------------------------------------------------

@@ -202,6 +202,33 @@ def test_a_few_named_uuids_are_looked_up_one_by_one_and_many_by_listing_the_tag(
     assert [e.line for e in errors] == [20]
 
 
+def test_uuids_past_the_lookup_cap_are_all_checked_by_listing_the_tag(release_repo, factory_dir):
+    """Four tags of nine named UUIDs each: 36 lookups would pass MAX_LOOKUPS (32), so three tags are looked
+    up one UUID at a time and the fourth is listed whole; every UUID of every list is still checked."""
+    with api(factory_dir) as client:
+        fleet = [d["uuid"] for d in client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production",
+                                                                        "prod": 1, "limit": 1000}).json()["devices"]]
+    manifests, unknown = {}, {}
+    for number, tag in enumerate(["lab-a", "lab-b", "lab-c", "production"]):
+        first = fleet[0] if tag == "production" else add_device(factory_dir, f"{tag}-1", tag=tag)
+        strangers = [f"00000000-0000-4000-8000-{number:06d}{i:06d}" for i in range(8 if tag != "production" else 1)]
+        listed = [first, *fleet[1:8]] if tag == "production" else [first]
+        unknown[tag] = strangers
+        manifests[f"{tag}.yaml"] = WAVE_48.replace("name: rel-48", f"name: {tag}-48").replace(
+            "tag: production", f"tag: {tag}").replace("prune: [46]\n", "").replace(
+            "complete: true\n", "phases:\n  - name: pilots\n    uuids:\n"
+            + "".join(f"      - {u}\n" for u in [*listed, *strangers]))
+    commit(release_repo, manifests, "four tags of pilots")
+    requests, errors = _observe_requests(release_repo, factory_dir)
+    # waves, prod-targets, production root, CI targets, factory status; 27 lookups; one list page of production
+    assert requests == 5 + 27 + 1
+    found = {(e.file.rsplit("/", 1)[-1], e.message.split("UUID ")[1].split(" ")[0], e.line) for e in errors}
+    first_line = 9  # of the UUID list; the strangers come after the devices of the tag
+    assert found == {(f"{tag}.yaml", uuid, first_line + (8 if tag == "production" else 1) + position)
+                     for tag, strangers in unknown.items() for position, uuid in enumerate(strangers)}
+    assert len(errors) == 3 * 8 + 1
+
+
 def test_a_plan_against_an_api_reads_git_while_the_factory_answers_and_still_carries_provenance(
         release_repo, factory_dir, monkeypatch):
     """Over HTTP a dry run reads git in the background (_plan_and_apply): the plan's provenance is the same."""

@@ -904,6 +904,9 @@ def ledger_drift(phases: tuple[PhaseSpec, ...], history: tuple[RolloutRecord, ..
         elif (sent := _uuids_sent(phase, slot)) is not None and record.devices > sent:
             drift.append(f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
                          f"'{phase.name}'{slot.label()} sends {sent} UUIDs")
+        elif (cap := _count_limit(phase)) is not None and record.devices > cap:
+            drift.append(f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
+                         f"'{phase.name}'{slot.label()} has limit {cap}")
     return drift
 
 
@@ -931,6 +934,12 @@ def _drift_problems(spec: WaveSpec, history: tuple[RolloutRecord, ...]) -> list[
                                  f"factory reached {record.devices} devices: it was not made from this list (the "
                                  f"list changed, or the rollout was made by hand); a phase that rolled out cannot "
                                  f"change: restore the UUID list it was rolled out with"))
+            elif (cap := _count_limit(phase)) is not None and record.devices > cap:
+                problems.append((phase.at("limit"), f"{name} has limit {cap}, but rollout {index + 1} in the factory "
+                                 f"reached {record.devices} devices: it was rolled out with a larger limit (or by "
+                                 f"hand); a phase that rolled out cannot change: to adopt the factory's history set "
+                                 f"the limit back to the one it was rolled out with (at least {record.devices}), and "
+                                 f"add a new phase for anything more"))
             continue
         if (record.group or None) != phase.group:
             where = phase.at("group", "limit", "uuids")
@@ -955,6 +964,12 @@ def _uuids_sent(phase: PhaseSpec, slot: Slot) -> int | None:
     have reached (the entry records no UUIDs, only ``num-devices``). None without a UUID list."""
     sent = ledger.part_uuids(phase, slot.part)
     return None if sent is None else len(sent)
+
+
+def _count_limit(phase: PhaseSpec) -> int | None:
+    """A phase's ``limit`` as a device count (not a percentage): the most devices its rollout can reach,
+    so a history entry that reached more was not made with this limit. None without one."""
+    return phase.limit.value if phase.limit is not None and not phase.limit.percent else None
 
 
 def _adopting_scope(record: RolloutRecord) -> str:
