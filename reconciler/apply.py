@@ -28,7 +28,17 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.client import FactoryClient
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, Plan, RolloutOp, SignOp, build_plan
+from reconciler.core.plan import (
+    CancelOp,
+    CompleteOp,
+    InitOp,
+    Operation,
+    Plan,
+    RolloutOp,
+    SignOp,
+    build_plan,
+    counted,
+)
 from reconciler.core.signatures import short_keyid, shortfall, signatures_text
 from reconciler.core.spec import WaveSpec
 from reconciler.core.state import ObservedState, WaveStatus
@@ -318,7 +328,7 @@ def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads
     if isinstance(op, RolloutOp):
         options = rollout_options(op, dry_run=False)
         return (lambda: client.rollout(op.wave, options),
-                lambda answer: f"rolled out to {int((answer or {}).get('device-num') or 0)} devices")
+                lambda answer: f"rolled out to {counted(int((answer or {}).get('device-num') or 0), 'device')}")
     if isinstance(op, CompleteOp):
         return (lambda: client.complete(op.wave),
                 lambda _: "completed; its targets are now the production targets of tag " + op.tag)

@@ -25,6 +25,7 @@ from reconciler.core.plan import (
     RolloutOp,
     SignOp,
     WaveSummary,
+    counted,
     rollout_scope,
 )
 from reconciler.core.state import WaveStatus
@@ -54,7 +55,7 @@ def operation_detail(op: Operation) -> str:
     if isinstance(op, RolloutOp):
         detail = f"phase '{op.phase}'{op.part_label} ({rollout_scope(op)})"
         if op.devices is not None:
-            detail += f", {op.devices} devices"
+            detail += f", {counted(op.devices, 'device')}"
         return detail
     if isinstance(op, InitOp):
         detail = f"target {op.target}, tag {op.tag}, expires {iso(op.expires)}"

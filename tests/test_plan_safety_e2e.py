@@ -222,9 +222,9 @@ def test_an_error_holds_its_wave_while_other_tags_apply(release_repo, factory_di
     assert [(a["step"]["op"], a["step"]["wave"], a["outcome"]) for a in plan["applied"]] == [
         ("init", "lab-46", "done"), ("rollout", "lab-46", "done")]
     assert plan["held"] == [{"wave": "rel-46", "tag": "production",
-                             "reason": f"1 error(s), the first at {release_repo / 'rel-46.yaml'}:9:13"}]
+                             "reason": f"1 error, the first at {release_repo / 'rel-46.yaml'}:9:13"}]
     assert "Apply incomplete: 2 done, 0 already done, 0 failed, 0 held." in err
-    assert "held: wave 'rel-46' (tag production) and the later steps of its tag: 1 error(s)" in err
+    assert "held: wave 'rel-46' (tag production) and the later steps of its tag: 1 error" in err
     assert set(waves(factory_dir)) == {"lab-46"}
 
 

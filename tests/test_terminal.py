@@ -17,7 +17,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reconciler.localfactory.cli import main as factory_main
-from tests.helpers.e2e import CANARY_WAVE, commit, reconcile, wave
+from tests.helpers.e2e import CANARY_WAVE, advance, commit, reconcile, wave
 
 REPO = Path(__file__).resolve().parents[1]
 ANSI = "\x1b["
@@ -120,6 +120,23 @@ def test_plurals_and_one_line_errors(release_repo, factory_dir):
     status = runner.invoke(factory_main, ["--local", str(factory_dir), "status"]).output
     assert "  production tag production: 400 devices" in status
     assert "    group canary: 10 devices, " in status and "    group (none): " in status
+
+
+def test_one_device_and_one_uuid_are_singular_in_the_plan_and_the_apply(release_repo, factory_dir):
+    local = ("--local", str(factory_dir))
+    code, uuid, err = reconcile("devices", *local, "--tag", "production", "--group", "us-east", "--limit", "1")
+    assert code == 0, err
+    wave = CANARY_WAVE + f"  - name: pilot\n    group: us-east\n    uuids: [{uuid.strip()}]\n    wait: 1h\n"
+    commit(release_repo, {"rel-46.yaml": wave}, "Release 46 to the canaries, then one pilot")
+    code, _, err = reconcile(str(release_repo), *local)
+    assert code == 0, err
+    code, out, err = reconcile("--dry-run", str(release_repo), *local)  # the pilot is counted while it waits
+    assert code == 0, err
+    assert "~ rollout  rel-46  phase 'pilot' (group us-east, 1 uuid), 1 device\n" in out
+    advance(factory_dir, "2h")
+    code, _, err = reconcile(str(release_repo), *local)
+    assert code == 0, err
+    assert "~ rollout rel-46 phase 'pilot' (group us-east, 1 uuid): rolled out to 1 device\n" in err
 
 
 def test_shell_completion_as_the_readme_documents_it():

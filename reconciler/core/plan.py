@@ -193,11 +193,18 @@ class CancelOp(_Step):
         """What a cancel leaves: ``12 devices stay on 46 (orphans), 388 keep production version 45``."""
         previous = f"production version {self.previous_version}" if self.previous_version is not None else \
             "no production version (the tag has none)"
-        return (f"{self.orphans} devices stay on {self.version} (orphans: a version no longer offered), "
-                f"{self.keep_previous} keep {previous}")
+        stay = "stays" if self.orphans == 1 else "stay"
+        keep = "keeps" if self.keep_previous == 1 else "keep"
+        return (f"{counted(self.orphans or 0, 'device')} {stay} on {self.version} (orphans: a version no longer "
+                f"offered), {self.keep_previous} {keep} {previous}")
 
 
 Operation = InitOp | SignOp | RolloutOp | CompleteOp | CancelOp
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 device``, ``2 devices``: a count and its noun in the right number (digits as they are)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def scope_text(group: str | None, limit: str | None, uuid_count: int | None) -> str:
@@ -206,7 +213,7 @@ def scope_text(group: str | None, limit: str | None, uuid_count: int | None) -> 
     if limit is not None:
         parts.append(f"limit {limit}")
     if uuid_count is not None:
-        parts.append(f"{uuid_count} uuids")
+        parts.append(counted(uuid_count, "uuid"))
     return ", ".join(parts)
 
 
@@ -520,7 +527,7 @@ class _Planner:
                 first = self.errors[errors_before]
                 count = len(self.errors) - errors_before
                 where = f"{first.file}:{first.line}:{first.col}" if first.file else "the plan"
-                self.held.append(Held(spec.name, tag, f"{count} error(s), the first at {where}"))
+                self.held.append(Held(spec.name, tag, f"{counted(count, 'error')}, the first at {where}"))
                 if hold_from is None:
                     hold_from, holder = start, spec.name
         if hold_from is not None:

@@ -303,6 +303,40 @@ def test_install_step_installs_the_package_from_the_action_path(tmp_path):
     assert result.returncode == 0 and "--dry-run" in result.stdout
 
 
+def test_the_signer_extras_are_declared_and_the_install_step_passes_them_to_pip(tmp_path):
+    """pyproject's extras name securesystemslib's own, and the action's `extras` input reaches pip as
+    ``ACTION_PATH[gcpkms,awskms]`` or is refused before pip runs. pip itself is a stand-in here that
+    prints its arguments (the slow test above runs the real install)."""
+    import importlib.metadata
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    provided = set(importlib.metadata.metadata("securesystemslib").get_all("Provides-Extra") or [])
+    for name in ("gcpkms", "awskms", "azurekms", "hsm"):
+        [requirement] = extras[name]
+        assert requirement.startswith(f"securesystemslib[{name}]") and name in provided, name
+
+    action = yaml.safe_load(ACTION.read_text())
+    [install] = [step for step in action["runs"]["steps"] if step.get("id") == "install"]
+    assert install["env"]["EXTRAS"] == "${{ inputs.extras }}"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
+
+    def install_with(extras: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "GITHUB_ACTION_PATH": "/action",
+               "EXTRAS": extras}
+        return subprocess.run(["bash", "-eo", "pipefail", "-c", install["run"]], env=env, capture_output=True,
+                              text=True, check=False, timeout=60)
+
+    assert install_with("gcpkms, awskms").stdout.splitlines()[-1] == "/action[gcpkms,awskms]"
+    assert install_with("").stdout.splitlines()[-1] == "/action"
+    refused = install_with("gcpkms] @ https://example.com/x")
+    assert refused.returncode == 1 and refused.stdout.startswith("::error::extras must be names separated by commas")
+    assert "install" not in refused.stdout  # pip never ran
+
+
 # --- the example workflow's jobs, run through the action ------------------------------------
 
 PRODUCTION_KEY = "production key"  # placeholder: replaced by the demo factory's key archive as base64
