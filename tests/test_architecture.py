@@ -18,6 +18,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
 PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "difflib", "enum", "functools", "itertools", "math",
                "re", "typing"}
 
+RENDERING_MUST_NOT_USE = ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.status",
+                          "reconciler.localfactory", "reconciler.signing", "httpx"]
+
 # (importer prefix, imported prefixes it must not use, why)
 FORBIDDEN = [
     ("reconciler.core", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.render",
@@ -28,9 +31,9 @@ FORBIDDEN = [
     ("reconciler.localfactory", ["reconciler.cli", "reconciler.client", "reconciler.observe", "reconciler.apply",
                                  "reconciler.render", "reconciler.core", "reconciler.github", "reconciler.watch"],
      "the local factory is a separate world behind HTTP: it imports nothing of the reconciler's shell"),
-    ("reconciler.render", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.localfactory",
-                           "reconciler.signing", "httpx"],
-     "rendering turns a plan into text: no client, no factory, no keys"),
+    ("reconciler.render", RENDERING_MUST_NOT_USE, "rendering turns a plan into text: no client, no factory, no keys"),
+    ("reconciler.render_status", RENDERING_MUST_NOT_USE,
+     "rendering turns a status report into text: no client, no factory, no keys"),
     ("reconciler.signing", ["reconciler.core", "reconciler.client", "reconciler.localfactory", "reconciler.manifest",
                             "reconciler.cli", "reconciler.apply", "httpx"],
      "signing is a leaf: the factory and the reconciler both use it"),
@@ -93,6 +96,26 @@ def test_no_module_imports_across_a_forbidden_line(importer, forbidden, why):
         for target in targets for banned in forbidden if _within(target, banned)
     )
     assert violations == [], f"{why}: " + "; ".join(violations)
+
+
+# What the local factory may use of the reconciler, directly or through what it imports: leaves only.
+# A list of what it may use rather than of what it may not, so a shell module added later is kept out too.
+LOCALFACTORY_MAY_USE = ["reconciler.signing", "reconciler.errors", "reconciler.safetext", "reconciler.durations",
+                        "reconciler.terminal"]
+
+
+def test_the_local_factory_uses_only_leaves_of_the_reconciler():
+    """Nothing the local factory imports, nor anything those modules import, leaves that small world."""
+    def inside(name: str) -> bool:
+        return name == "reconciler" or any(_within(name, ok) for ok in ["reconciler.localfactory", *LOCALFACTORY_MAY_USE])
+
+    edges = graph()
+    outside = sorted(
+        f"{name} imports {target}"
+        for name, targets in edges.items() if inside(name)
+        for target in targets if target in edges and not inside(target)
+    )
+    assert outside == [], "the local factory is a separate world: " + "; ".join(outside)
 
 
 def test_the_core_uses_only_pure_stdlib_modules():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from reconciler import manifest, terminal
+from reconciler import durations, terminal
 
 from . import default_path
 
@@ -20,7 +20,7 @@ def parse_duration(text: str) -> int:
     """Durations as manifests write them (``1h``, ``1d12h``, ``2w``) or plain seconds, at most 3650 days."""
     text = text.strip().lower()
     try:
-        return manifest.parse_duration(f"{text}s" if text.isdigit() else text)
+        return durations.parse_duration(f"{text}s" if text.isdigit() else text)
     except ValueError as exc:
         raise click.BadParameter(f"the duration {exc}") from None
 
