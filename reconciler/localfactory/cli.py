@@ -205,13 +205,21 @@ def serve(c: Ctx, host, port, threads, clock_mode, speed):
         raise click.ClickException("--speed needs --clock real: the simulated clock moves only with `advance`")
     st = c.store()
     with st.read() as conn:
-        from .store import factory_name
+        from .store import factory_name, http_date, now
 
         name = factory_name(conn)
         tokens = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+
+    def simulated_date() -> str | None:
+        try:
+            with st.read() as conn:
+                return http_date(now(conn))
+        except Exception:  # a Date header must never turn an answer into an error
+            return None
+
     try:
         listening = create_server(make_app(st, require_token=True, write_lock=WRITE_WAIT), host=host, port=port,
-                                  threads=threads)
+                                  threads=threads, date=simulated_date)
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None

@@ -10,7 +10,8 @@ client bug shows in rehearsal rather than in production:
   UTF-8), else **415**;
 - a body may hold at most ``MAX_BODY_BYTES`` (16 MiB; a wave of 10,000 targets is about 10 MiB),
   else **413**, decided from ``Content-Length`` before reading, and for a chunked body by reading
-  at most one byte past the limit;
+  at most one byte past the limit (served, waitress applies the same limit before the app runs,
+  so the body is not received either: serving.py);
 - the body is UTF-8 JSON (400 otherwise) with no ``NaN``/``Infinity``, no duplicate object keys,
   no lone surrogate (``"\\ud800"``: it cannot be UTF-8 nor canonical JSON) and at most
   ``MAX_DEPTH`` nested arrays/objects (64; the deepest legitimate body, a wave, is about 8 deep):
@@ -53,7 +54,7 @@ def read_text(req) -> str | None:
         return None
     _require_json_media_type(req.content_type)
     if length is not None and length > MAX_BODY_BYTES:
-        raise _too_large()
+        raise too_large()
     data = req.bounded_stream.read(length) if length is not None else _read_capped(req.stream)
     try:
         return data.decode("utf-8")
@@ -76,10 +77,10 @@ def _read_capped(stream) -> bytes:
             return b"".join(parts)
         parts.append(chunk)
         size += len(chunk)
-    raise _too_large()
+    raise too_large()
 
 
-def _too_large() -> ApiError:
+def too_large() -> ApiError:
     return ApiError(413, f"The request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB")
 
 

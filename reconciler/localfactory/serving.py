@@ -11,7 +11,13 @@ send nothing leave every later client waiting in the kernel's backlog until the 
   busy with a request, the new one is answered ``503`` with ``Retry-After`` at once;
 - a connection idle for ``IDLE_TIMEOUT`` seconds is closed, and so is one that has taken longer than
   ``RECEIVE_TIMEOUT`` seconds to send a single request (a client trickling its headers or body);
-- the event loop uses ``poll``, so open descriptors beyond ``FD_SETSIZE`` cannot break it.
+- the event loop uses ``poll``, so open descriptors beyond ``FD_SETSIZE`` cannot break it;
+- a body over ``requestbody.MAX_BODY_BYTES`` is refused with 413 from its ``Content-Length``, before
+  any of it is received (waitress's own limit is 1 GiB, and it receives a whole body, into a
+  temporary file, before the app runs); a chunked body is cut off once its bytes on the wire, chunk
+  framing included, pass the limit. Waitress's own refusals (this 413, a malformed request) carry
+  the API's JSON error body, ``{"message": ..., "errors": []}``, and the factory's ``Date`` (the
+  simulated clock, ``create_server(date=...)``), like every other answer.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.utilities import RequestEntityTooLarge
+
+from . import requestbody
 
 CONNECTION_LIMIT = 100  # open connections per listening socket (waitress's default)
 IDLE_TIMEOUT = 30  # seconds a connection may stay open without sending a request
@@ -40,10 +50,32 @@ BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/j
                b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
 
 
+class _JsonErrorTask(ErrorTask):
+    """Waitress's answer to a request it refuses itself, with the API's error body (errors.py)."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        if isinstance(error, RequestEntityTooLarge):
+            message = requestbody.too_large().message
+        else:
+            message = f"{error.reason}: {error.body}"
+        body = json.dumps({"message": message, "errors": []}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        date = getattr(self.channel.server, "date", None)
+        value = date() if date is not None else None
+        if value:  # else waitress adds the wall clock's
+            self.response_headers.append(("Date", value))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class _Channel(HTTPChannel):
     """A connection that remembers when the request it is receiving began (``time.time()``, like
-    waitress's ``last_activity``)."""
+    waitress's ``last_activity``), and answers waitress's own refusals in JSON."""
 
+    error_task_class = _JsonErrorTask
     receiving_since: float | None = None
 
     def received(self, data: bytes) -> bool:
@@ -67,6 +99,7 @@ class _Channel(HTTPChannel):
 
 class _SheddingServer(TcpWSGIServer):
     channel_class = _Channel
+    date: Callable[[], str | None] | None = None  # the Date of waitress's own answers
     next_channel_cleanup: float = 0
 
     def readable(self) -> bool:
@@ -126,11 +159,14 @@ class Listening:
     urls: list[str]
 
 
-def create_server(app, *, host: str, port: int, threads: int) -> Listening:
-    """Like ``waitress.create_server`` with the shedding server on every address ``host`` names."""
+def create_server(app, *, host: str, port: int, threads: int,
+                  date: Callable[[], str | None] | None = None) -> Listening:
+    """Like ``waitress.create_server`` with the shedding server on every address ``host`` names;
+    ``date`` gives the ``Date`` header of the answers waitress makes itself (None: the wall clock)."""
     adj = Adjustments(host=host, port=port, threads=threads, ident="reconcile-factory",
                       connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_TIMEOUT,
-                      cleanup_interval=CLEANUP_INTERVAL, backlog=BACKLOG, asyncore_use_poll=True)
+                      cleanup_interval=CLEANUP_INTERVAL, backlog=BACKLOG, asyncore_use_poll=True,
+                      max_request_body_size=requestbody.MAX_BODY_BYTES + 1)  # waitress refuses >= this
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
@@ -143,6 +179,8 @@ def create_server(app, *, host: str, port: int, threads: int) -> Listening:
             server.close()
         dispatcher.shutdown()
         raise
+    for server in servers:
+        server.date = date
     urls = [f"http://{_bracketed(s.effective_host)}:{s.effective_port}" for s in servers]
     if len(servers) == 1:
         return Listening(servers[0], urls)

@@ -1,6 +1,6 @@
 """Waves: create, list, show, sign, complete, cancel (reference §1.2, §2.1, §2.3).
 
-Rules the service enforces here (each has a test in tests/test_factory_waves.py):
+Rules the service enforces here (each has a test in tests/localfactory/test_waves.py or test_requests.py):
 
 - wave names match ``^[a-zA-Z0-9_.-]+$`` and are unique (409 otherwise); one active wave per tag (409);
 - the targets are ``{"signed", "signatures"}`` with ``signed`` holding exactly ``_type``, ``expires``,

@@ -1,5 +1,5 @@
 """``reconcile-factory serve --clock real --speed N`` (issue 11, item 6): served over real HTTP, the
-``Date`` header and the fleet follow wall time sped up; ``advance`` still jumps ahead."""
+``Date`` header, the fleet and wave expiry follow wall time sped up; ``advance`` still jumps ahead."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_real_clock_moves_date_and_fleet_with_wall_time(served_real):
 
     f = Factory(path, http=http)
     try:
-        f.create_wave("live-42", 42)
+        expires = store.to_datetime(first + 6 * 3600)  # six simulated hours: six wall seconds
+        f.create_wave("live-42", 42, expires=expires)
         f.rollout("live-42", group="canary")
         deadline = time.monotonic() + 20
         while True:  # devices check in every 5 simulated minutes: within a wall second or two
@@ -70,6 +71,13 @@ def test_real_clock_moves_date_and_fleet_with_wall_time(served_real):
         assert sum(v == 42 for v in versions) >= 8, versions
         seen = f.ok(http.get("/ota/devices/demo-000001/", params={"factory": "demo"}))["last-seen"]
         assert store.parse_time(seen) > first + SPEED
+
+        deadline = time.monotonic() + 20  # the wave's targets expire while the server runs
+        while date_of(http) <= int(expires.timestamp()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f.rollout("live-42", expect=409, group="beta")["message"].startswith(
+            "Cannot roll out wave live-42: its targets expired at ")
+        assert http.post(f"{F}/waves/live-42/complete/").status_code == 409
 
         before = date_of(http)
         run(path, "advance", "1d")  # adds to the offset: a day ahead, and the clock runs on

@@ -3,8 +3,10 @@
 A plain httpx client, written from the reference and the seeds only (not ``reconciler.client`` nor
 ``reconciler.signing``), drives ``reconcile-factory serve`` over real HTTP through the seed-002 sequence:
 ``waves init`` (built and signed as fioctl does, §2.1), rollouts to a group, ``--limit`` within a
-group, factory-wide, by UUIDs, dry runs, ``waves status``, then ``complete``; and init, rollout,
-``cancel``. Every documented field, its JSON type and every status code fioctl acts on are checked,
+group, factory-wide, by UUIDs, dry runs, ``waves status``, then ``complete``; init, rollout,
+``cancel``; and the phased sequences of its advanced usage (limits accumulating in a group, then the
+rest of it; UUID lists with and without a group and a limit; ``--print-uuids`` passed back; a
+percentage), with ``fioctl status``. Every documented field, its JSON type and every status code fioctl acts on are checked,
 so a change to the factory that breaks the contract fails here.
 """
 
@@ -341,3 +343,93 @@ def test_transport_conventions(served):
     assert parsedate_to_datetime(client.get(f"{F}/device-groups/").headers["date"]).tzinfo is not None
     groups = ok(client.get(f"{F}/device-groups/"))["groups"]
     assert all(type(g["id"]) is int and isinstance(g["name"], str) for g in groups)
+
+
+def prod_uuids(client: httpx.Client, group: str) -> list[str]:
+    """The production devices of the wave's tag in a group (fioctl devices list --group G)."""
+    listed = ok(client.get("/ota/devices/", params={"factory": FACTORY, "group": group, "limit": 500}))
+    return sorted(d["uuid"] for d in listed["devices"] if d["is-prod"] and d["tag"] == TAG)
+
+
+def test_phased_rollouts_of_the_advanced_usage(served):
+    """The seed's phased sequences: ``--group G --limit`` accumulating then the rest of the group,
+    ``--group G --uuids @list``, ``--group G --limit N --uuids @list``, ``--limit N --uuids @list``
+    across the factory, ``--limit N%``, ``--print-uuids`` into a file passed back as ``--uuids``;
+    then ``fioctl status`` while the wave is active, and cancel."""
+    path, client = served
+    version = next_version(client)
+    name = f"v{version}-phased"
+    init_wave(client, path, name, version)
+    staged: set[str] = set()
+
+    def reach(expect_num: int | None = None, **options) -> set[str]:
+        r = rollout(client, name, return_uuids=True, **options)
+        num = check_rollout_result(r, listed=True)
+        got = set(r["device-uuids"])
+        assert len(got) == num and not got & staged, "a pick never repeats a staged device"
+        if expect_num is not None:
+            assert num == expect_num, (options, num)
+        staged.update(got)
+        return got
+
+    # --group us-east --limit 10 ; --limit 20 (30 in total) ; --group us-east (the rest)
+    us_east = set(prod_uuids(client, "us-east"))
+    assert len(us_east) > 30
+    first, second = reach(10, group="us-east", limit=10), reach(20, group="us-east", limit=20)
+    assert first | second <= us_east
+    rest = reach(group="us-east")
+    assert first | second | rest == us_east
+
+    # --group eu-emea --uuids @canary.lst ; --group eu-emea --limit 4 --uuids @phase1.lst
+    eu_emea = prod_uuids(client, "eu-emea")
+    canary_lst, phase1 = eu_emea[:3], eu_emea[3:11]
+    assert reach(3, group="eu-emea", uuids=canary_lst) == set(canary_lst)
+    assert reach(4, group="eu-emea", limit=4, uuids=phase1) <= set(phase1)
+    foreign = prod_uuids(client, "us-west")[:1]
+    error(client.post(f"{F}/waves/{name}/rollout/", json={"group": "eu-emea", "uuids": foreign, "dry-run": False}),
+          400)
+
+    # --limit 3 --uuids @pre-selected.lst across the factory ; --limit 10% in a group
+    pre_selected = prod_uuids(client, "us-west")[:6]
+    assert reach(3, limit=3, uuids=pre_selected) <= set(pre_selected)
+    assert reach(group="apac", percentage=10) <= set(prod_uuids(client, "apac"))
+
+    # --limit 5 --print-uuids > pre-selected.lst, then --uuids @pre-selected.lst
+    dry = rollout(client, name, limit=5, dry_run=True, return_uuids=True)
+    assert check_rollout_result(dry, listed=True) == 5
+    assert reach(5, uuids=dry["device-uuids"]) == set(dry["device-uuids"])
+
+    history = ok(client.get(f"{F}/waves/{name}/"))["rollout-history"]
+    assert [(h["group-name"], h["is-full-group"], h["is-factory-wide"]) for h in history] == [
+        ("us-east", False, False), ("us-east", False, False), ("us-east", True, False),
+        ("eu-emea", False, False), ("eu-emea", False, False), ("", False, True), ("apac", False, False),
+        ("", False, True)]
+    assert sum(h["num-devices"] for h in history) == len(staged)
+
+    s = ok(client.get(f"{F}/waves/{name}/status/", params={"offline-threshold": 4}))
+    check_status(s, name=name, version=version, status="active")
+    assert "us-east" in [g["name"] for g in s["rollout-groups"]]  # a full-group rollout makes a rollout group
+    assert [g["rollout-at"] for g in s["rollout-groups"]] == sorted(g["rollout-at"] for g in s["rollout-groups"])
+
+    # fioctl status (§1.6): the tag's production devices, those in the active wave under "<tag> (wave)"
+    fs = ok(client.get(f"{F}/status/", params={"offline-threshold": 4}))
+    assert type(fs["total-devices"]) is int
+    for kind in ("tags", "prod-tags", "wave-tags"):
+        for t in fs[kind]:
+            assert isinstance(t["name"], str) and type(t["latest-target"]) is int
+            for k in ("devices-total", "devices-online", "devices-on-latest", "devices-on-orphan"):
+                assert type(t[k]) is int and 0 <= t[k] <= t["devices-total"], (kind, k)
+            for target in t["targets"]:
+                assert type(target["version"]) is int and type(target["devices"]) is int
+                assert type(target["is-orphan"]) is bool
+            for g in t["device-groups"]:
+                assert isinstance(g["name"], str)
+                assert all(type(g[k]) is int for k in ("devices-total", "devices-online", "devices-on-latest",
+                                                        "devices-on-orphan"))
+    prod_tag = next(t for t in fs["prod-tags"] if t["name"] == TAG)
+    assert 0 < prod_tag["devices-total"] <= s["total-devices"]
+    assert TAG in [t["name"] for t in fs["wave-tags"]]
+
+    assert client.post(f"{F}/waves/{name}/cancel/").status_code in SUCCESS
+    fs = ok(client.get(f"{F}/status/", params={"offline-threshold": 4}))
+    assert TAG not in [t["name"] for t in fs["wave-tags"]]

@@ -3,6 +3,8 @@ within a second, a full server answers 503 at once, idle and slow connections ar
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -16,7 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from reconciler.localfactory import cli, serving
+from reconciler.localfactory import cli, requestbody, serving
 from reconciler.localfactory.app import make_app
 from reconciler.localfactory.store import Store
 from tests.helpers.factory import F, make_template
@@ -154,3 +156,68 @@ def test_idle_connections_are_closed(in_process):
 def test_a_client_trickling_its_request_is_closed_although_every_byte_is_activity(in_process):
     with _connect(in_process) as slow:
         assert _closed_within(slow, 6, trickle=b"GET /ota/devices/ HTTP/1.1\r\nX-Slow: " + b"a" * 200) < 6
+
+
+def _answer(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
+    """The status line, headers (lower-case names) and body of one answer read until the server closes."""
+    sock.settimeout(5)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def test_a_body_over_the_limit_is_refused_from_its_headers_before_it_arrives(served):
+    """Served, waitress used to receive the whole body (buffering it to disk, up to 1 GiB) before the
+    app could answer 413: a 64 MiB body was read whole. The answer now comes from the Content-Length
+    alone, with the API's JSON error body and the simulated Date; the body is never sent here."""
+    port, token = served
+    simulated = httpx.get(f"http://127.0.0.1:{port}{F}/waves/", headers={"OSF-TOKEN": token}).headers["date"]
+    for size in (64 * 1024 * 1024, requestbody.MAX_BODY_BYTES + 1):
+        with _connect(port) as s:
+            s.sendall(f"POST {F}/waves/ HTTP/1.1\r\nHost: x\r\nOSF-TOKEN: {token}\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+            status, headers, body = _answer(s)
+        assert status.startswith("HTTP/1.1 413 "), (size, status)
+        assert headers["content-type"] == "application/json" and headers["date"] == simulated
+        assert json.loads(body) == {"message": "The request body is larger than 16 MiB", "errors": []}
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_with_413(served):
+    port, token = served
+    chunk = b"%x\r\n%s\r\n" % (1024 * 1024, b" " * (1024 * 1024))
+    with _connect(port) as s:
+        s.sendall(f"POST {F}/waves/ HTTP/1.1\r\nHost: x\r\nOSF-TOKEN: {token}\r\nContent-Type: application/json\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        with contextlib.suppress(OSError):  # the server closes once it has answered
+            for _ in range(requestbody.MAX_BODY_BYTES // (1024 * 1024) + 2):
+                s.sendall(chunk)
+        status, headers, body = _answer(s)
+    assert status.startswith("HTTP/1.1 413 ") and headers["content-type"] == "application/json"
+    assert json.loads(body)["message"] == "The request body is larger than 16 MiB"
+
+
+def test_a_body_at_the_limit_reaches_the_app(served):
+    port, token = served
+    r = httpx.post(f"http://127.0.0.1:{port}{F}/waves/", content=b" " * requestbody.MAX_BODY_BYTES,
+                   headers={"OSF-TOKEN": token, "Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["message"] == "The request body is not valid JSON"
+
+
+def test_malformed_requests_waitress_refuses_get_the_json_error_body(served):
+    port, _ = served
+    with _connect(port) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        status, headers, body = _answer(s)
+    assert status.startswith("HTTP/1.1 400 ") and headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert answer["message"].startswith("Bad Request") and answer["errors"] == []
