@@ -2,6 +2,10 @@
 
 Rendering only; ``status.py`` reads the factory. Times are UTC ``YYYY-MM-DDTHH:MM:SSZ``; a number
 the factory was not asked for is ``–`` in text and Markdown and absent (or null) in JSON.
+
+Names, users and messages come from the factory (a device names itself when it registers), so every
+value is escaped as ``render.py`` escapes a plan's: ``printable`` in text, code spans and ``md_text``
+in Markdown; JSON escapes every non-ASCII character.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from reconciler.core.status import (
     WaveReport,
     gate_text,
 )
+from reconciler.safetext import md_code, md_text, printable
 
 FORMAT_VERSION = "1.0"
 DASH = "–"
@@ -41,6 +46,7 @@ def render(report: StatusReport, output_format: str) -> str:
 
 def table(header: list[str], rows: list[list[str]], numeric: frozenset[int] = frozenset(), indent: str = "  ") -> list[str]:
     """Columns padded to their widest cell; numbers right-aligned, like ``fioctl waves status``."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     out = []
     for row in [header, *rows]:
@@ -107,11 +113,11 @@ def _facts(wave: WaveReport, now: datetime) -> list[str]:
 
 
 def to_text(report: StatusReport) -> str:
-    lines = [f"Factory {report.factory} ({report.backend}), now {iso(report.now)}"]
+    lines = [printable(f"Factory {report.factory} ({report.backend}), now {iso(report.now)}")]
     if not report.waves:
         lines += ["", "No waves: no manifests under the given paths and no active wave in the factory."]
     for wave in report.waves:
-        lines += ["", _title(wave)] + [f"  {line}" for line in _facts(wave, report.now)]
+        lines += ["", printable(_title(wave))] + [f"  {printable(line)}" for line in _facts(wave, report.now)]
         if wave.phases:
             lines += table(PHASE_HEADER, [_phase_cells(p) for p in wave.phases], numeric=frozenset({5, 6, 7, 8, 9}))
     return "\n".join(lines)
@@ -120,15 +126,16 @@ def to_text(report: StatusReport) -> str:
 # -- Markdown ---------------------------------------------------------------------------------------
 
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Literal Markdown text, also inside a table cell (``md_text`` escapes ``|``)."""
+    return md_text(str(text))
 
 
 def to_markdown(report: StatusReport) -> str:
-    out = [f"### Wave status for factory `{report.factory}`", "",
-           f"Backend `{report.backend}`, factory time {iso(report.now)}."]
+    out = [f"### Wave status for factory {md_code(report.factory)}", "",
+           f"Backend {md_code(report.backend)}, factory time {iso(report.now)}."]
     for wave in report.waves:
-        out += ["", f"#### `{_cell(wave.name)}`: {wave.status}, version {wave.version}, tag {_cell(wave.tag)}", ""]
-        out.append(f"Manifest `{_cell(wave.manifest)}`." if wave.manifest else "Unmanaged: no manifest.")
+        out += ["", f"#### {md_code(wave.name)}: {wave.status}, version {wave.version}, tag {_cell(wave.tag)}", ""]
+        out.append(f"Manifest {md_code(wave.manifest)}." if wave.manifest else "Unmanaged: no manifest.")
         out += [f"- {_cell(line)}" for line in _facts(wave, report.now)]
         if wave.phases:
             out += ["", "| " + " | ".join(h.title() for h in PHASE_HEADER) + " |",
@@ -212,9 +219,10 @@ def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format
     cells = [[r.device.uuid, r.device.name, r.device.group or DASH, iso(r.device.last_seen) or "never",
               r.device.target_name, r.state, _last_update(r)] for r in rows]
     if output_format == "markdown":
-        out = [f"### Devices of wave `{_cell(wave.name)}` (version {wave.version}, {wave.status}): {_plural(len(rows), 'device')}", "",
+        out = [f"### Devices of wave {md_code(wave.name)} (version {wave.version}, {wave.status}): {_plural(len(rows), 'device')}", "",
                "| " + " | ".join(h.title() for h in DEVICE_HEADER) + " |", "|---|---|---|---|---|---|---|"]
         out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells]
         return "\n".join(out) + "\n"
-    title = f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: {_plural(len(rows), 'device')}"
+    title = printable(f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: "
+                      f"{_plural(len(rows), 'device')}")
     return "\n".join([title, *(table(DEVICE_HEADER, cells, indent="") if rows else [])])

@@ -59,7 +59,8 @@ from reconciler.core.status import (
     waves_needing_counts,
     waves_to_report,
 )
-from reconciler.errors import BackendError, UserError, ValidationFailed
+from reconciler.errors import BackendError, UserError, ValidationFailed, more_line
+from reconciler.safetext import printable
 from reconciler.wavedevices import classify_devices
 
 # -- reading the factory ----------------------------------------------------------------------------
@@ -192,21 +193,29 @@ def status_command(paths, output_format, devices_of, only, with_failed, factory,
             raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
         specs = [] if devices_of else _load_specs(list(paths) or ["."])
         backend = select_backend(api_url=api_url, factory=factory, local=local)
-        if backend.note:
-            click.echo(backend.note, err=True)
+        for note in (backend.note or "").splitlines():
+            _say(note)
         with FactoryClient(backend) as client:
             if devices_of:
-                wave, rows = read_devices(client, devices_of, only, lambda line: click.echo(line, err=True))
+                wave, rows = read_devices(client, devices_of, only, _say)
                 click.echo(render_status.devices(wave, rows, client.server_now(), output_format))
             else:
-                report = read_status(client, specs, with_failed=with_failed, warn=lambda line: click.echo(line, err=True))
+                report = read_status(client, specs, with_failed=with_failed, warn=_say)
                 click.echo(render_status.render(report, output_format))
     except UserError as exc:
         if debug:
             raise
-        for line in (map(str, exc.problems) if isinstance(exc, ValidationFailed) else [f"error: {exc}"]):
-            click.echo(line, err=True)
+        if isinstance(exc, ValidationFailed):
+            for line in [*map(str, exc.problems), *([exc.more] if exc.more else [])]:
+                _say(line)
+        else:
+            _say(f"error: {exc}")
         sys.exit(1)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, escaped: a factory's message cannot add a line or colour the terminal."""
+    click.echo(printable(line), err=True)
 
 
 def _load_specs(paths: list[str]) -> list[WaveSpec]:
@@ -214,5 +223,7 @@ def _load_specs(paths: list[str]) -> list[WaveSpec]:
 
     loaded = manifest.load(paths)
     for warning in loaded.warnings:
-        click.echo(str(warning), err=True)
+        _say(str(warning))
+    if loaded.warnings_omitted:
+        _say(more_line(loaded.warnings_omitted, "warnings"))
     return loaded.specs

@@ -141,3 +141,94 @@ def test_text_and_markdown_plans_show_50_problems_and_a_count():
     markdown = render.to_markdown(plan)
     assert markdown.count(": bad`") == 50 and "- ... and 70 more errors (the first 50 are shown)" in markdown
     assert len(json.loads(render.to_json(plan))["errors"]) == 120
+
+
+# ------------------------------------------------------------------------------------ reconcile status
+
+
+def hostile_status():
+    """A status report whose factory-side text is hostile: an unmanaged wave's name, its creator, a rollout-by."""
+    from datetime import timedelta
+
+    from tests.core.test_status import SPEC, entry, facts, report
+    from tests.helpers.planning import NOW
+
+    managed = dataclasses.replace(facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10, by=EVIL)]),
+                                  created_by=EVIL)
+    return report([SPEC], [managed, dataclasses.replace(facts(EVIL, 47, tag="lab"), created_by=EVIL)])
+
+
+def hostile_devices():
+    from reconciler.core.status import DeviceFacts, DeviceRow
+    from tests.core.test_status import facts
+    from tests.helpers.planning import NOW
+
+    device = DeviceFacts(uuid="123e4567-e89b-12d3-a456-426614174000", name=EVIL, group=EVIL, last_seen=NOW,
+                         target_name=EVIL, version=46, in_wave=True)
+    return facts(EVIL, 46), [DeviceRow(device, "pending")], NOW
+
+
+def test_status_text_escapes_what_the_factory_says():
+    from reconciler import render_status
+
+    wave, rows, now = hostile_devices()
+    for text in (render_status.to_text(hostile_status()), render_status.devices(wave, rows, now, "text")):
+        assert_inert_lines(text)
+        assert "x\\u000a::warning file=a::forged \\u001b[31mred" in text
+
+
+def test_status_markdown_keeps_names_in_code_spans_and_escapes_the_rest():
+    from reconciler import render_status
+
+    wave, rows, now = hostile_devices()
+    for md in (render_status.to_markdown(hostile_status()), render_status.devices(wave, rows, now, "markdown")):
+        assert_inert_lines(md)
+        cells = set()
+        for line in md.split("\n"):
+            syntax = markdown_syntax(line)
+            assert "<" not in syntax and "`" not in syntax, line
+            if line.startswith("|"):
+                cells.add(syntax.count("|"))
+        assert len(cells) == 1, "every row of the table has as many cells as its header"
+        assert f"#### {md_code(EVIL)}: active" in md or f"### Devices of wave {md_code(EVIL)} (" in md
+
+
+def test_status_json_keeps_the_values_exactly():
+    from reconciler import render_status
+
+    out = render_status.render(hostile_status(), "json")
+    assert out.isascii() and EVIL in {w["name"] for w in json.loads(out)["waves"]}
+
+
+def test_status_escapes_a_factorys_error_message_on_stderr(tmp_path):
+    """`reconcile status` printed the factory's error text raw: a newline forged a workflow command."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.helpers.e2e import reconcile
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"message": "denied\n::warning file=a::forged \x1b[31mred\u202e"}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    (tmp_path / "v46.yaml").write_text("apiVersion: reconciler/v1\nkind: Wave\nname: v46\ntarget: 46\ntag: production\n")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, out, err = reconcile("status", "--api-url", f"http://127.0.0.1:{server.server_port}", "--factory", "acme",
+                                   str(tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1 and out == ""
+    [line] = err.splitlines()
+    assert line.startswith("error: ") and "denied\\u000a::warning file=a::forged \\u001b[31mred\\u202e" in line
+    assert unsafe_character(line) is None

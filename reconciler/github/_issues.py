@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from reconciler.client import error_text
 from reconciler.github._api import github_client
 from reconciler.github._workflow import command, run_url, workspace_path
+from reconciler.safetext import md_code
 
 _EXPIRED = re.compile(r"\bexpired\b")
 _MARKER = re.compile(r"^<!-- reconcile-stuck:(?P<factory>[^:]*):(?P<wave>.+) -->$")
@@ -124,11 +125,12 @@ def issue_title(factory: str, stuck: StuckWave) -> str:
 
 def issue_body(factory: str, stuck: StuckWave, summary_url: str | None, workspace: str | None = None) -> str:
     """The marker, why the wave is held, where its manifest is, and what happens next."""
-    lines = [marker(factory, stuck.name), f"The reconciler cannot advance wave `{stuck.name}` of factory `{factory}`:", ""]
-    lines += [f"- {reason}".replace("\n", " ") for reason in stuck.reasons]
+    lines = [marker(factory, stuck.name),
+             f"The reconciler cannot advance wave {md_code(stuck.name)} of factory {md_code(factory)}:", ""]
+    lines += [f"- {md_code(reason)}" for reason in stuck.reasons]  # messages quote the factory: kept literal
     if stuck.manifest:
         at = workspace_path(stuck.manifest, workspace) + (f", line {stuck.line}" if stuck.line else "")
-        lines += ["", f"Manifest: `{at}`."]
+        lines += ["", f"Manifest: {md_code(at)}."]
     if summary_url:
         lines += ["", f"Last seen by [this run]({summary_url})."]
     lines += ["", "This issue is updated by every run while the wave is held, and closed by the first run that finds "
@@ -175,7 +177,7 @@ def sync_issues(client, repository: str, factory: str, stuck: dict[str, StuckWav
         number = existing[name]["number"]
         where = f" ([run]({summary_url}))" if summary_url else ""
         client.post(f"/repos/{repository}/issues/{number}/comments",
-                    json={"body": f"Wave `{name}` is no longer held{where}: closing."}).raise_for_status()
+                    json={"body": f"Wave {md_code(name)} is no longer held{where}: closing."}).raise_for_status()
         client.patch(f"/repos/{repository}/issues/{number}",
                      json={"state": "closed", "state_reason": "completed"}).raise_for_status()
         lines.append(command("notice", f"wave {name} moves again: closed issue #{number}"))

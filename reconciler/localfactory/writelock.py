@@ -2,10 +2,10 @@
 
 An in-process ``reconcile`` apply holds ``apply.lock`` (an ``flock``) for its whole run, from the
 plan to the last write, so two of them on one directory never interleave. ``serve`` takes the same
-lock around every request that may write (any method but GET and HEAD), waiting at most
-``WRITE_WAIT`` seconds and then answering 503: together with SQLite's own ``BUSY_TIMEOUT`` the
-answer always comes before a client's request timeout (30 s), so a client never gives up on a
-write that might still land. Plan-then-write sections of HTTP applies are kept apart by the
+lock around every request that may write (any method but GET, HEAD and OPTIONS; a dry-run rollout
+writes nothing and skips it), waiting at most ``WRITE_WAIT`` seconds and then answering 503:
+together with SQLite's own ``BUSY_TIMEOUT`` the answer always comes before a client's request
+timeout (30 s), so a client never gives up on a write that might still land. Plan-then-write sections of HTTP applies are kept apart by the
 client's lease (the reconciler's ``lease.py``); this lock only protects the directory's database.
 """
 

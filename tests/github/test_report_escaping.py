@@ -108,3 +108,20 @@ def test_a_plan_json_with_hostile_errors_is_reported_in_code_spans(tmp_path, mon
     monkeypatch.setitem(os.environ, "GITHUB_STEP_SUMMARY", str(summary_file))
     assert github.main(["summary", "--plan-json", str(tmp_path / "plan.json")]) == 0
     assert bullet in summary_file.read_text()
+
+
+def test_a_stuck_wave_issue_keeps_the_factorys_words_in_code_spans():
+    """A stuck wave's reasons quote the factory (its error messages, rollout-by): nothing in them acts."""
+    from reconciler.github._issues import StuckWave, issue_body
+
+    stuck = StuckWave("v46", "releases/a`b.yaml", 3,
+                      [f"drift: phase 1 rolled out by <img src=x> ``` | {ANSI}\n::warning::forged \u202e"])
+    body = issue_body("acme", stuck, "https://github.example/acme/releases/actions/runs/5")
+    lines = body.splitlines()
+    assert lines[0] == "<!-- reconcile-stuck:acme:v46 -->"
+    for line in lines[1:]:
+        assert unsafe_character(line) is None and not line.startswith("::"), line
+        syntax = markdown_syntax(line)
+        assert "<" not in syntax and "`" not in syntax, line
+    assert "- ````drift: phase 1 rolled out by <img src=x> ``` | \\u001b[31mred" in body
+    assert "Manifest: ``releases/a`b.yaml, line 3``." in body

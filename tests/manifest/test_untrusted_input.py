@@ -276,3 +276,12 @@ def test_any_group_loads_only_if_the_factory_takes_it_and_every_problem_prints_i
                 assert unsafe_character(line) is None and not line.lstrip().startswith("::")
         else:
             assert GROUP.fullmatch(value) and spec.phases[0].group == value
+
+
+def test_status_prints_at_most_50_errors_and_counts_the_rest(repo):
+    for index in range(80):
+        (repo / "releases" / f"w{index:02}.yaml").write_text(wave(name=f"w{index}", extra="soak: 1h\n"))
+    code, out, err = reconcile("status", "releases")
+    lines = err.splitlines()
+    assert code == 1 and out == "" and len(lines) == MAX_SHOWN + 1
+    assert lines[-1] == "... and 30 more errors (the first 50 are shown)"
