@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from reconciler.core.spec import FailureBound, Location, OnFailure
 from reconciler.errors import ValidationFailed
 from reconciler.manifest import load
-from reconciler.manifest._values import parse_failure_bound
+from reconciler.manifest._values import parse_failure_bound, parse_percent
 from reconciler.resources import load_schema
 
 HEAD = "apiVersion: reconciler/v1\nkind: Wave\nname: v46\ntarget: 46\ntag: production\n"
@@ -32,8 +32,13 @@ def problems(tmp_path, text: str) -> list[str]:
 
 
 def test_bounds_and_on_failure_are_read_with_their_positions(tmp_path):
-    text = (HEAD + "onFailure: cancel\n" + PHASES + "      updated: 90%\n      failed: \"<2%\"\n"
-            + "complete:\n  require: {failed: <=0.5%}\n")
+    text = (
+        HEAD
+        + "onFailure: cancel\n"
+        + PHASES
+        + '      updated: 90%\n      failed: "<2%"\n'
+        + "complete:\n  require: {failed: <=0.5%}\n"
+    )
     (spec,) = load([write(tmp_path, text)]).specs
     assert spec.on_failure is OnFailure.CANCEL and spec.at("onFailure").line == 6
     beta = spec.phases[1].gate
@@ -49,20 +54,20 @@ def test_on_failure_defaults_to_halt(tmp_path):
 
 
 BAD = {
-    "failed: 2%": ":12:15: failed must be a bound such as \"<2%\" or \"<=0.5%\" (below, or at most, a percentage of the "
-                  "devices reached), got '2%'",
-    "failed: \"< 2%\"": ":12:15: failed must be a bound such as \"<2%\" or \"<=0.5%\" (below, or at most, a percentage "
-                        "of the devices reached), got '< 2%'",
-    "failed: \">2%\"": ":12:15: failed must be a bound such as \"<2%\" or \"<=0.5%\" (below, or at most, a percentage "
-                       "of the devices reached), got '>2%'",
-    "failed: 2": ":12:15: failed must be a bound such as \"<2%\" or \"<=0.5%\" (below, or at most, a percentage of the "
-                 "devices reached), got '2'",
-    "failed: <101%": ":12:15: failed must be a bound such as \"<2%\" or \"<=0.5%\" (below, or at most, a percentage of "
-                     "the devices reached), got '<101%'",
-    "failed: <0%": ":12:15: failed must bound a percentage from 0% to 100% (\"<0%\" can never hold; \"<=0%\" allows "
-                   "no failure), got '<0%'",
+    "failed: 2%": ':12:15: failed must be a bound such as "<2%" or "<=0.5%" (below, or at most, a percentage of the '
+    "devices reached), got '2%'",
+    'failed: "< 2%"': ':12:15: failed must be a bound such as "<2%" or "<=0.5%" (below, or at most, a percentage '
+    "of the devices reached), got '< 2%'",
+    'failed: ">2%"': ':12:15: failed must be a bound such as "<2%" or "<=0.5%" (below, or at most, a percentage '
+    "of the devices reached), got '>2%'",
+    "failed: 2": ':12:15: failed must be a bound such as "<2%" or "<=0.5%" (below, or at most, a percentage of the '
+    "devices reached), got '2'",
+    "failed: <101%": ':12:15: failed must be a bound such as "<2%" or "<=0.5%" (below, or at most, a percentage of '
+    "the devices reached), got '<101%'",
+    "failed: <0%": ':12:15: failed must bound a percentage from 0% to 100% ("<0%" can never hold; "<=0%" allows '
+    "no failure), got '<0%'",
     "onlineWithin: 24h\n      failed: <2%": ":12:21: onlineWithin only narrows require.updated; add updated (e.g. "
-                                             "updated: 90%) or remove onlineWithin",
+    "updated: 90%) or remove onlineWithin",
 }
 
 
@@ -73,7 +78,8 @@ def test_a_bad_bound_is_one_line_at_its_value(tmp_path, line):
 
 def test_a_require_without_updated_or_failed_is_refused(tmp_path):
     assert problems(tmp_path, HEAD + PHASES.removesuffix("    require:\n") + "    require: {}\n") == [
-        ":11:5: require needs updated, failed or both, e.g. {updated: 90%} or {failed: \"<2%\"}"]
+        ':11:5: require needs updated, failed or both, e.g. {updated: 90%} or {failed: "<2%"}'
+    ]
 
 
 @pytest.mark.parametrize("value", ["stop", "Halt", "true", "[halt]"])
@@ -81,7 +87,8 @@ def test_on_failure_is_halt_or_cancel(tmp_path, value):
     shown = {"true": "true", "[halt]": "a list"}.get(value, repr(value))
     column = 1 if value == "[halt]" else 12  # a list is reported at its key, like other structures
     assert problems(tmp_path, HEAD + f"onFailure: {value}\n" + PHASES + "      failed: <2%\n") == [
-        f":6:{column}: onFailure must be halt or cancel, got {shown}"]
+        f":6:{column}: onFailure must be halt or cancel, got {shown}"
+    ]
 
 
 def test_the_schema_describes_the_new_keys_and_its_pattern_matches_the_parser():
@@ -106,3 +113,24 @@ def test_the_parser_accepts_only_what_the_schema_pattern_allows(text):
         return
     assert pattern.fullmatch(text)
     assert parse_failure_bound(str(bound)) == bound
+
+
+@given(st.text(alphabet="%.0123456789 ", max_size=8))
+def test_the_percent_parser_accepts_only_what_the_schema_pattern_allows(text):
+    """The same for ``require.updated``: ``099%`` is refused by both, not only by the editor's schema."""
+    pattern = re.compile(load_schema("wave.schema.json")["$defs"]["require"]["properties"]["updated"]["pattern"])
+    try:
+        percent = parse_percent(text)
+    except ValueError:
+        return
+    assert pattern.fullmatch(text)
+    assert 0 < percent <= 100
+
+
+def test_leading_zeros_are_refused_as_the_schema_refuses_them():
+    for text in ("<001%", "<=010.5%", "<=000%"):
+        with pytest.raises(ValueError, match="must be a bound such as"):
+            parse_failure_bound(text)
+    for text in ("099%", "001%"):
+        with pytest.raises(ValueError, match="must be a percentage such as"):
+            parse_percent(text)
