@@ -41,26 +41,29 @@ def run(repo: Path, factory_dir: Path, *args: str) -> tuple[int, str, str]:
 
 def test_an_expiry_shorter_than_the_waits_is_refused_before_init(release_repo, factory_dir):
     manifest = CANARY_WAVE.replace("tag: production\n", "tag: production\nexpires: 2d\n") + (
-        "  - name: beta\n    group: beta\n    wait: 3d\ncomplete: true\n")
+        "  - name: beta\n    group: beta\n    wait: 3d\ncomplete: true\n"
+    )
     commit(release_repo, {"rel-46.yaml": manifest}, "Release 46 with a short expiry")
     code, out, err = run(release_repo, factory_dir)
     assert code == 1 and "Applying" not in err
-    assert ("rel-46.yaml:6:10: wave 'rel-46' would expire (48h from now) before its waits are over (3d in all)"
-            in out)
+    assert "rel-46.yaml:6:10: wave 'rel-46' would expire (48h from now) before its waits are over (3d in all)" in out
     assert "set expires well beyond the waits" in out
     assert waves(factory_dir) == {}
 
 
 def test_an_expired_wave_is_neither_rolled_out_nor_completed(release_repo, factory_dir):
     manifest = CANARY_WAVE.replace("tag: production\n", "tag: production\nexpires: 4d\n") + (
-        "  - name: beta\n    group: beta\n    wait: 1d\ncomplete: true\n")
+        "  - name: beta\n    group: beta\n    wait: 1d\ncomplete: true\n"
+    )
     commit(release_repo, {"rel-46.yaml": manifest}, "Release 46, expiring in 4 days")
     assert run(release_repo, factory_dir)[0] == 0  # init and canary
     advance(factory_dir, "5d")
     code, out, err = run(release_repo, factory_dir)
     assert code == 1
-    assert ("rel-46.yaml:6:10: wave 'rel-46' expired at 2026-11-05T08:00:00Z: its targets can no longer be "
-            "rolled out or completed; cancel it (cancel: true) and promote the build again in a new wave") in out
+    assert (
+        "rel-46.yaml:6:10: wave 'rel-46' expired at 2026-11-05T08:00:00Z: its targets can no longer be "
+        "rolled out or completed; cancel it (cancel: true) and promote the build again in a new wave"
+    ) in out
     assert "Applying" not in err
     wave = waves(factory_dir)["rel-46"]
     assert wave["status"] == "active" and len(wave["rollout-history"]) == 1
@@ -73,8 +76,10 @@ def test_a_tag_no_device_follows_is_refused_with_the_tags_that_exist(release_rep
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE.replace("tag: production", "tag: prodution")}, "typo")
     code, out, err = run(release_repo, factory_dir)
     assert code == 1 and "Applying" not in err
-    assert ("rel-46.yaml:5:6: no production device follows tag 'prodution'; production tags in factory 'demo': "
-            "'production' (400 devices); did you mean 'production'?") in out
+    assert (
+        "rel-46.yaml:5:6: no production device follows tag 'prodution'; production tags in factory 'demo': "
+        "'production' (400 devices); did you mean 'production'?"
+    ) in out
     assert waves(factory_dir) == {}
 
 
@@ -86,8 +91,10 @@ def test_a_source_tag_no_ci_target_carries_is_refused(release_repo, factory_dir)
     commit(release_repo, {"rel-46.yaml": manifest}, "typo in sourceTag")
     code, out, _ = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 1
-    assert ("rel-46.yaml:6:12: sourceTag 'mian': no CI target of version 46 carries it (its tags: 'main'); "
-            "did you mean 'main'?") in out
+    assert (
+        "rel-46.yaml:6:12: sourceTag 'mian': no CI target of version 46 carries it (its tags: 'main'); "
+        "did you mean 'main'?"
+    ) in out
     assert run(release_repo, factory_dir)[0] == 1
     assert waves(factory_dir) == {}
 
@@ -96,18 +103,24 @@ def test_a_source_tag_no_ci_target_carries_is_refused(release_repo, factory_dir)
 
 
 def test_uuids_that_are_not_production_devices_of_the_tag_and_group_are_refused_at_their_line(
-        release_repo, factory_dir):
+    release_repo, factory_dir
+):
     canary = device_uuids(factory_dir, "canary", 2)
     beta = device_uuids(factory_dir, "beta", 1)[0]
     stranger = "00000000-0000-4000-8000-000000000000"
     (release_repo / "uuids").mkdir()
     manifest = CANARY_WAVE.replace("    group: canary\n", "    group: canary\n    uuids: uuids/canary.lst\n")
-    commit(release_repo, {"rel-46.yaml": manifest,
-                          "uuids/canary.lst": f"{canary[0]}\n{stranger}\n{canary[1]}, {beta}\n"}, "canaries")
+    commit(
+        release_repo,
+        {"rel-46.yaml": manifest, "uuids/canary.lst": f"{canary[0]}\n{stranger}\n{canary[1]}, {beta}\n"},
+        "canaries",
+    )
     code, out, err = run(release_repo, factory_dir)
     assert code == 1 and "Applying" not in err
-    assert (f"uuids/canary.lst:2:1: phase 'canary': UUID {stranger} is not a production device on tag "
-            f"'production'; remove it from the list or fix it") in out
+    assert (
+        f"uuids/canary.lst:2:1: phase 'canary': UUID {stranger} is not a production device on tag "
+        f"'production'; remove it from the list or fix it"
+    ) in out
     assert f"uuids/canary.lst:3:39: phase 'canary': device {beta} (" in out
     assert "is in 'beta', not in the phase's group 'canary'" in out
     assert waves(factory_dir) == {}
@@ -119,8 +132,9 @@ def test_an_unknown_group_of_an_active_wave_gets_did_you_mean(release_repo, fact
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE + "  - name: beta\n    group: btea\n"}, "a typo")
     code, out, _ = run(release_repo, factory_dir)
     assert code == 1
-    assert ("rel-46.yaml:10:12: phase 'beta': device group 'btea' does not exist in factory 'demo'; "
-            "did you mean 'beta'?") in out
+    assert (
+        "rel-46.yaml:10:12: phase 'beta': device group 'btea' does not exist in factory 'demo'; did you mean 'beta'?"
+    ) in out
     assert len(history(factory_dir, "rel-46")) == 1
 
 
@@ -137,9 +151,11 @@ def test_drift_fails_every_mode_and_says_which_edit_adopts_the_history(release_r
     commit(release_repo, {"rel-46.yaml": manifest}, "apac, 10 devices")
     code, out, _ = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 1, "drift keeps the hourly job red"
-    assert ("rel-46.yaml:11:12: phase 'apac' differs from rollout 2 in the factory, which was the whole group apac "
-            "(the manifest says part of group apac); a phase that rolled out cannot change: to adopt the factory's "
-            "history set phase 'apac' to `group: apac` with no limit and no uuids") in out
+    assert (
+        "rel-46.yaml:11:12: phase 'apac' differs from rollout 2 in the factory, which was the whole group apac "
+        "(the manifest says part of group apac); a phase that rolled out cannot change: to adopt the factory's "
+        "history set phase 'apac' to `group: apac` with no limit and no uuids"
+    ) in out
     assert run(release_repo, factory_dir)[0] == 1
     assert len(history(factory_dir, "rel-46")) == 2
 
@@ -152,8 +168,10 @@ def test_a_change_to_a_phase_that_rolled_out_is_an_error_at_the_changed_line(rel
     advance(factory_dir, "2d")
     code, out, _ = run(release_repo, factory_dir)
     assert code == 1
-    assert "rel-46.yaml:8:12: phase 'canary' differs from rollout 1 in the factory, which was the whole group canary" \
-           in out
+    assert (
+        "rel-46.yaml:8:12: phase 'canary' differs from rollout 1 in the factory, which was the whole group canary"
+        in out
+    )
     assert "set phase 'canary' to `group: canary` with no limit and no uuids, and add a new phase" in out
     assert len(history(factory_dir, "rel-46")) == 1, "beta was not rolled out behind the error"
 
@@ -164,13 +182,18 @@ def test_a_lowered_limit_of_a_phase_that_rolled_out_is_an_error_at_its_limit_lin
     commit(release_repo, {"rel-46.yaml": east}, "46 to ten us-east devices")
     assert run(release_repo, factory_dir)[0] == 0
     assert [h["num-devices"] for h in history(factory_dir, "rel-46")][1] == 10
-    commit(release_repo, {"rel-46.yaml": east.replace("limit: 10", "limit: 5") + "  - name: beta\n    group: beta\n"},
-           "east was meant to be five, and beta next")
+    commit(
+        release_repo,
+        {"rel-46.yaml": east.replace("limit: 10", "limit: 5") + "  - name: beta\n    group: beta\n"},
+        "east was meant to be five, and beta next",
+    )
     code, out, _ = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 1
-    assert ("rel-46.yaml:11:12: phase 'east' has limit 5, but rollout 2 in the factory reached 10 devices: it was "
-            "rolled out with a larger limit (or by hand); a phase that rolled out cannot change: to adopt the "
-            "factory's history set the limit back to the one it was rolled out with (at least 10)") in out
+    assert (
+        "rel-46.yaml:11:12: phase 'east' has limit 5, but rollout 2 in the factory reached 10 devices: it was "
+        "rolled out with a larger limit (or by hand); a phase that rolled out cannot change: to adopt the "
+        "factory's history set the limit back to the one it was rolled out with (at least 10)"
+    ) in out
     assert run(release_repo, factory_dir)[0] == 1
     assert len(history(factory_dir, "rel-46")) == 2, "beta was not rolled out behind the error"
 
@@ -187,7 +210,8 @@ def test_ci_without_an_api_url_refuses_the_embedded_factory(release_repo, monkey
     assert err.strip().splitlines() == [
         "error: GITHUB_ACTIONS set but no API URL: refusing to plan against a throwaway local factory; set "
         "RECONCILE_API_URL and RECONCILE_FACTORY (and RECONCILE_API_TOKEN), or name a local factory with --local PATH "
-        "or RECONCILE_LOCAL"]
+        "or RECONCILE_LOCAL"
+    ]
     assert not (tmp_path / "state").exists(), "no demo factory was created"
     monkeypatch.setenv("RECONCILE_LOCAL", str(tmp_path / "named"))
     code, _, err = reconcile("--dry-run", str(release_repo))
@@ -211,18 +235,26 @@ def test_ci_alone_refuses_the_embedded_factory_too(release_repo, monkeypatch, tm
 
 def test_an_error_holds_its_wave_while_other_tags_apply(release_repo, factory_dir):
     add_device(factory_dir, "lab-1", tag="lab")
-    lab = CANARY_WAVE.replace("name: rel-46", "name: lab-46").replace("tag: production", "tag: lab").replace(
-        "    group: canary\n", "    limit: 1\n")
-    broken = CANARY_WAVE.replace("    group: canary\n", "    group: canary\n    uuids: [00000000-0000-4000-8000-000000000000]\n")
+    lab = (
+        CANARY_WAVE.replace("name: rel-46", "name: lab-46")
+        .replace("tag: production", "tag: lab")
+        .replace("    group: canary\n", "    limit: 1\n")
+    )
+    broken = CANARY_WAVE.replace(
+        "    group: canary\n", "    group: canary\n    uuids: [00000000-0000-4000-8000-000000000000]\n"
+    )
     commit(release_repo, {"lab-46.yaml": lab, "rel-46.yaml": broken}, "two tags, one broken")
     code, out, err = run(release_repo, factory_dir, "--format", "json")
     assert code == 1
     plan = json.loads(out)
     jsonschema.validate(plan, json.loads((SCHEMAS / "plan.schema.json").read_text()))
     assert [(a["step"]["op"], a["step"]["wave"], a["outcome"]) for a in plan["applied"]] == [
-        ("init", "lab-46", "done"), ("rollout", "lab-46", "done")]
-    assert plan["held"] == [{"wave": "rel-46", "tag": "production",
-                             "reason": f"1 error, the first at {release_repo / 'rel-46.yaml'}:9:13"}]
+        ("init", "lab-46", "done"),
+        ("rollout", "lab-46", "done"),
+    ]
+    assert plan["held"] == [
+        {"wave": "rel-46", "tag": "production", "reason": f"1 error, the first at {release_repo / 'rel-46.yaml'}:9:13"}
+    ]
     assert "Apply incomplete: 2 done, 0 already done, 0 failed, 0 held." in err
     assert "held: wave 'rel-46' (tag production) and the later steps of its tag: 1 error" in err
     assert set(waves(factory_dir)) == {"lab-46"}
@@ -231,8 +263,11 @@ def test_an_error_holds_its_wave_while_other_tags_apply(release_repo, factory_di
 def test_a_manifest_validation_error_stops_every_wave(release_repo, factory_dir):
     """Unlike a plan error, a manifest the schema refuses stops the whole run before the factory is read."""
     add_device(factory_dir, "lab-1", tag="lab")
-    lab = CANARY_WAVE.replace("name: rel-46", "name: lab-46").replace("tag: production", "tag: lab").replace(
-        "    group: canary\n", "    limit: 1\n")
+    lab = (
+        CANARY_WAVE.replace("name: rel-46", "name: lab-46")
+        .replace("tag: production", "tag: lab")
+        .replace("    group: canary\n", "    limit: 1\n")
+    )
     invalid = CANARY_WAVE.replace("    group: canary\n", "    group: canary\n    wiat: 1h\n")
     commit(release_repo, {"lab-46.yaml": lab, "rel-46.yaml": invalid}, "two tags, one invalid")
     code, out, err = run(release_repo, factory_dir)
@@ -246,23 +281,40 @@ def test_apply_json_reports_a_failed_step_and_the_steps_it_held(release_repo, fa
     failed with the factory's message, the later step of its tag held, and another tag's step done."""
     from tests.test_concurrent_apply import Front
 
-    zlab = CANARY_WAVE.replace("name: rel-46", "name: zlab-46").replace("tag: production", "tag: zlab").replace(
-        "    group: canary\n", "    limit: 1\n")
+    zlab = (
+        CANARY_WAVE.replace("name: rel-46", "name: zlab-46")
+        .replace("tag: production", "tag: zlab")
+        .replace("    group: canary\n", "    limit: 1\n")
+    )
     add_device(factory_dir, "zlab-1", tag="zlab")
     add_device(factory_dir, "zlab-2", tag="zlab")
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE, "zlab-46.yaml": zlab}, "Release 46 on two tags")
     assert run(release_repo, factory_dir)[0] == 0
     beta = device_uuids(factory_dir, "beta", 1)[0]
-    commit(release_repo, {"rel-46.yaml": CANARY_WAVE + f"  - name: pilot\n    group: beta\n    uuids: [{beta}]\n"
-                          "  - name: beta\n    group: beta\n",
-                          "zlab-46.yaml": zlab + "  - name: next\n    limit: 1\n"}, "a beta pilot, then beta")
+    commit(
+        release_repo,
+        {
+            "rel-46.yaml": CANARY_WAVE + f"  - name: pilot\n    group: beta\n    uuids: [{beta}]\n"
+            "  - name: beta\n    group: beta\n",
+            "zlab-46.yaml": zlab + "  - name: next\n    limit: 1\n",
+        },
+        "a beta pilot, then beta",
+    )
     front = Front(factory_dir)
     try:
+
         def move_the_pilot():  # after the plan, before its rollout reaches the factory
             with api(factory_dir) as client:
-                name = client.get("/ota/devices/", params={"factory": "demo", "uuid": beta}).json()["devices"][0]["name"]
-                assert client.patch(f"/ota/devices/{name}/", params={"factory": "demo"},
-                                    json={"group": "apac"}).status_code == 200
+                name = client.get("/ota/devices/", params={"factory": "demo", "uuid": beta}).json()["devices"][0][
+                    "name"
+                ]
+                assert (
+                    client.patch(
+                        f"/ota/devices/{name}/", params={"factory": "demo"}, json={"group": "apac"}
+                    ).status_code
+                    == 200
+                )
+
         front.on_rollout = move_the_pilot
         code, out, err = reconcile("--format", "json", str(release_repo), "--api-url", front.url, "--factory", "demo")
     finally:
@@ -273,8 +325,10 @@ def test_apply_json_reports_a_failed_step_and_the_steps_it_held(release_repo, fa
     applied = [(a["step"]["wave"], a["step"].get("phase"), a["outcome"], a["message"]) for a in plan["applied"]]
     assert applied[0][:3] == ("rel-46", "pilot", "failed")
     assert f"not production devices with tag production in group beta: {beta}" in applied[0][3]
-    assert applied[1:] == [("rel-46", "beta", "held", "after rollout rel-46 phase 'pilot' (group beta, 1 uuids) failed"),
-                           ("zlab-46", "next", "done", "rolled out to 1 devices")]
+    assert applied[1:] == [
+        ("rel-46", "beta", "held", "after rollout rel-46 phase 'pilot' (group beta, 1 uuid) failed"),
+        ("zlab-46", "next", "done", "rolled out to 1 device"),
+    ]
     assert "Apply incomplete: 1 done, 0 already done, 1 failed, 1 held." in err
     assert len(history(factory_dir, "rel-46")) == 1 and len(history(factory_dir, "zlab-46")) == 2
 
@@ -289,18 +343,25 @@ def test_a_gate_reason_names_offline_devices_and_online_within_leaves_them_out(r
     advance(factory_dir, "6h")
     code, out, _ = run(release_repo, factory_dir)
     assert code == 0 and len(history(factory_dir, "rel-46")) == 1
-    assert ("blocked: updated 100%: 90.0% (9 of 10 devices rolled out are updated, 1 waiting offline for more than "
-            "4h: demo-000005 (") in out
+    assert (
+        "blocked: updated 100%: 90.0% (9 of 10 devices rolled out are updated, 1 waiting offline for more than "
+        "4h: demo-000005 ("
+    ) in out
     assert "to leave offline devices out, add onlineWithin to require" in out
-    commit(release_repo, {"rel-46.yaml": gated.replace("updated: 100%", "updated: 100%\n      onlineWithin: 24h")},
-           "count only devices seen within a day")
+    commit(
+        release_repo,
+        {"rel-46.yaml": gated.replace("updated: 100%", "updated: 100%\n      onlineWithin: 24h")},
+        "count only devices seen within a day",
+    )
     code, out, err = run(release_repo, factory_dir)
     assert code == 0, out + err
     assert len(history(factory_dir, "rel-46")) == 2
 
 
 def test_online_within_must_be_a_duration(release_repo, factory_dir):
-    gated = CANARY_WAVE + "  - name: beta\n    group: beta\n    require:\n      updated: 90%\n      onlineWithin: 1 day\n"
+    gated = (
+        CANARY_WAVE + "  - name: beta\n    group: beta\n    require:\n      updated: 90%\n      onlineWithin: 1 day\n"
+    )
     commit(release_repo, {"rel-46.yaml": gated}, "Release 46")
     code, _, err = run(release_repo, factory_dir, "--check")
     assert code == 1
@@ -318,8 +379,9 @@ def test_cancel_wins_over_complete_and_says_what_stays_behind(release_repo, fact
     code, out, err = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 2
     assert "rel-46.yaml:9:1: warning: cancel: true wins: the complete block is ignored" in err
-    assert ("- cancel   rel-46  9 devices stay on 46 (orphans: a version no longer offered), 391 keep production "
-            "version 40") in out
+    assert (
+        "- cancel   rel-46  9 devices stay on 46 (orphans: a version no longer offered), 391 keep production version 40"
+    ) in out
     code, out, err = run(release_repo, factory_dir)
     assert code == 0
     assert "- cancel rel-46 (9 devices stay on 46" in err
