@@ -46,16 +46,24 @@ def clean_env() -> dict:
 
 
 def factory_cli(factory: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reconciler.localfactory", "--local", str(factory), *args],
-                          capture_output=True, text=True, check=True, env=clean_env())
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler.localfactory", "--local", str(factory), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean_env(),
+    )
 
 
 def release_repo(base: Path) -> Path:
     """examples/releases committed to a git repository of its own (apply refuses a dirty work tree)."""
     repo = base / "repo"
     shutil.copytree(EXAMPLES, repo / "releases")
-    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
-                 ["-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "-m", "releases"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "-m", "releases"],
+    ):
         subprocess.run(["git", *args], cwd=repo, check=True, env=clean_env())
     return repo / "releases"
 
@@ -74,17 +82,42 @@ def main() -> int:
         factory_cli(factory, "init", "--demo", "--devices", str(args.devices), "--start", "2026-11-01T08:00:00Z")
         manifests = release_repo(base)
         token = factory_cli(factory, "token", "--name", "bench").stdout.strip().split()[-1]
-        serve = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(factory), "serve",
-                                  "--port", "0", "--threads", "8"], stderr=subprocess.PIPE, text=True, env=clean_env())
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reconciler.localfactory",
+                "--local",
+                str(factory),
+                "serve",
+                "--port",
+                "0",
+                "--threads",
+                "8",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
         assert serve.stderr is not None
         port = int(serve.stderr.readline().split("http://127.0.0.1:", 1)[1].split()[0].rstrip(",)"))
         env = {**clean_env(), "RECONCILE_API_TOKEN": token}
         print(f"apply of the README walkthrough over a {args.rtt} ms round trip ({args.devices:,} devices)")
-        print(f"{'step':<28}{'wall':>8}{'steps':>7}{'POSTs':>8}{'reads':>7}{'conns':>7}{'chain':>7}"
-              f"{'plan':>6}{'apply reads':>13}{'reads/step':>12}")
+        print(
+            f"{'step':<28}{'wall':>8}{'steps':>7}{'POSTs':>8}{'reads':>7}{'conns':>7}{'chain':>7}"
+            f"{'plan':>6}{'apply reads':>13}{'reads/step':>12}"
+        )
         with LatencyProxy(port, rtt_ms=args.rtt) as proxy:
-            command = [reconcile_exe(), str(manifests), "--api-url", proxy.url, "--factory", "demo",
-                       "--keys", str(factory / "targets.only.key.tgz")]
+            command = [
+                reconcile_exe(),
+                str(manifests),
+                "--api-url",
+                proxy.url,
+                "--factory",
+                "demo",
+                "--keys",
+                str(factory / "targets.only.key.tgz"),
+            ]
             for label in ("apply", "apply again (nothing ready)", "advance 24h", "apply after 24h"):
                 if label.startswith("advance"):
                     factory_cli(factory, "advance", "24h")
@@ -104,8 +137,11 @@ def main() -> int:
                 chain = proxy.longest_chain()
                 apply_reads = chain - plan_chain - done  # each step adds its write to the chain, then its reads
                 per_step = f"{apply_reads / done:.2f}" if done else "-"
-                print(f"{label:<28}{wall:7.2f}s{done:>7}{writes:>8}{reads:>7}{proxy.connections:>7}"
-                      f"{chain:>7}{plan_chain:>6}{apply_reads:>13}{per_step:>12}", flush=True)
+                print(
+                    f"{label:<28}{wall:7.2f}s{done:>7}{writes:>8}{reads:>7}{proxy.connections:>7}"
+                    f"{chain:>7}{plan_chain:>6}{apply_reads:>13}{per_step:>12}",
+                    flush=True,
+                )
         return 0
     finally:
         if serve is not None:

@@ -26,8 +26,14 @@ from reconciler import signing
 from reconciler.localfactory import cli, open_embedded
 
 F = "/ota/factories/demo"
-LIMITS = {"init": 60, "rollout limit 10,000 (us-east)": 1, "rollout limit 10,000 (factory-wide)": 1,
-          "rollout 10,000 uuids": 1, "wave status": 1, "advance 1h": 10}
+LIMITS = {
+    "init": 60,
+    "rollout limit 10,000 (us-east)": 1,
+    "rollout limit 10,000 (factory-wide)": 1,
+    "rollout 10,000 uuids": 1,
+    "wave status": 1,
+    "advance 1h": 10,
+}
 
 
 def timed(results: dict, label: str, fn):
@@ -57,9 +63,23 @@ def main() -> int:
     print(f"factory: {path}, {args.devices:,} devices", flush=True)
     try:
         runner = CliRunner()
-        res = timed(results, "init", lambda: runner.invoke(
-            cli.main, ["--local", str(path), "init", "--demo", "--devices", str(args.devices),
-                       "--start", "2026-01-05T12:00:00Z"]))
+        res = timed(
+            results,
+            "init",
+            lambda: runner.invoke(
+                cli.main,
+                [
+                    "--local",
+                    str(path),
+                    "init",
+                    "--demo",
+                    "--devices",
+                    str(args.devices),
+                    "--start",
+                    "2026-01-05T12:00:00Z",
+                ],
+            ),
+        )
         assert res.exit_code == 0, res.output
         emb = open_embedded(path)
         http = httpx.Client(transport=httpx.WSGITransport(app=emb.app), base_url="http://lf", timeout=120)
@@ -70,24 +90,52 @@ def main() -> int:
         prod = ok(http.get(f"{F}/prod-targets/", params={"tag": "production"}))["production"]
         root = ok(http.get("/ota/repo/demo/api/v1/user_repo/root.json"))
         online = ok(http.get(f"{F}/ci-targets.pub"))
-        signed = signing.build_wave_targets(ci_targets=ci, prod_targets=prod, version=42, tag="production",
-                                        expires=datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=1))
+        signed = signing.build_wave_targets(
+            ci_targets=ci,
+            prod_targets=prod,
+            version=42,
+            tag="production",
+            expires=datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days=1),
+        )
         sig = signing.find_offline_signer(root, archive, online).sign(signed)
-        ok(http.post(f"{F}/waves/", json={"name": "v42", "version": "42", "tag": "production",
-                                          "targets": {"signed": signed, "signatures": [sig]}}), 201)
+        ok(
+            http.post(
+                f"{F}/waves/",
+                json={
+                    "name": "v42",
+                    "version": "42",
+                    "tag": "production",
+                    "targets": {"signed": signed, "signatures": [sig]},
+                },
+            ),
+            201,
+        )
         opts = {"dry-run": False, "return-uuids": True, "return-names": False}
-        r = timed(results, "rollout limit 10,000 (us-east)",
-                  lambda: ok(http.post(f"{F}/waves/v42/rollout/", json={**opts, "group": "us-east", "limit": 10000})))
+        r = timed(
+            results,
+            "rollout limit 10,000 (us-east)",
+            lambda: ok(http.post(f"{F}/waves/v42/rollout/", json={**opts, "group": "us-east", "limit": 10000})),
+        )
         assert r["device-num"] == 10000, r["device-num"]
-        r = timed(results, "rollout limit 10,000 (factory-wide)",
-                  lambda: ok(http.post(f"{F}/waves/v42/rollout/", json={**opts, "limit": 10000})))
+        r = timed(
+            results,
+            "rollout limit 10,000 (factory-wide)",
+            lambda: ok(http.post(f"{F}/waves/v42/rollout/", json={**opts, "limit": 10000})),
+        )
         assert r["device-num"] == 10000, r["device-num"]
         with emb.store.read() as conn:  # 10,000 production devices of eu-emea nobody staged yet
-            uuids = [u for (u,) in conn.execute(
-                "SELECT uuid FROM devices WHERE group_id = (SELECT id FROM device_groups WHERE name = 'eu-emea') "
-                "AND wave_id IS NULL ORDER BY name DESC LIMIT 10000")]
-        r = timed(results, "rollout 10,000 uuids",
-                  lambda: ok(http.post(f"{F}/waves/v42/rollout/", json={**opts, "uuids": uuids})))
+            uuids = [
+                u
+                for (u,) in conn.execute(
+                    "SELECT uuid FROM devices WHERE group_id = (SELECT id FROM device_groups WHERE name = 'eu-emea') "
+                    "AND wave_id IS NULL ORDER BY name DESC LIMIT 10000"
+                )
+            ]
+        r = timed(
+            results,
+            "rollout 10,000 uuids",
+            lambda: ok(http.post(f"{F}/waves/v42/rollout/", json={**opts, "uuids": uuids})),
+        )
         assert r["device-num"] == 10000, r["device-num"]
         st = timed(results, "wave status", lambda: ok(http.get(f"{F}/waves/v42/status/")))
         print(f"  total {st['total-devices']:,}, scheduled {st['scheduled-devices']:,}", flush=True)
@@ -97,10 +145,18 @@ def main() -> int:
         st = timed(results, "wave status after advance", lambda: ok(http.get(f"{F}/waves/v42/status/")))
         print(f"  updated {st['updated-devices']:,}, scheduled {st['scheduled-devices']:,}", flush=True)
         timed(results, "factory status", lambda: ok(http.get(f"{F}/status/")))
-        timed(results, "device list page (500)", lambda: ok(http.get("/ota/devices/", params={
-            "factory": "demo", "group": "us-east", "limit": 500, "page": 3})))
-        res = timed(results, "advance 1d (crosses midnight)",
-                    lambda: runner.invoke(cli.main, ["--local", str(path), "advance", "1d"]))
+        timed(
+            results,
+            "device list page (500)",
+            lambda: ok(
+                http.get("/ota/devices/", params={"factory": "demo", "group": "us-east", "limit": 500, "page": 3})
+            ),
+        )
+        res = timed(
+            results,
+            "advance 1d (crosses midnight)",
+            lambda: runner.invoke(cli.main, ["--local", str(path), "advance", "1d"]),
+        )
         print("  " + res.output.strip(), flush=True)
         http.close()
         emb.store.close()

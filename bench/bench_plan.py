@@ -87,11 +87,22 @@ def build_factory(path: Path, devices_total: int) -> dict:
         for version in NEW_BUILDS:
             targets.add_ci_build(conn, version, list(demo.HWIDS), ["main", "devel"])
         for tag in TAGS[1:]:
-            devices.add_devices(conn, [
-                devices.NewDevice(name=f"{tag}-{i:06d}", uuid=tag_device_uuid(tag, i), tag=tag,
-                                  hwid=demo.HWIDS[i % 2], version=40, production=True, group=demo.demo_group(i))
-                for i in range(per_tag)
-            ], "bench")
+            devices.add_devices(
+                conn,
+                [
+                    devices.NewDevice(
+                        name=f"{tag}-{i:06d}",
+                        uuid=tag_device_uuid(tag, i),
+                        tag=tag,
+                        hwid=demo.HWIDS[i % 2],
+                        version=40,
+                        production=True,
+                        group=demo.demo_group(i),
+                    )
+                    for i in range(per_tag)
+                ],
+                "bench",
+            )
         conn.execute("ANALYZE")
     st.close()
     return {"production": main_n, "per_tag": per_tag, "total": main_n + per_tag * (len(TAGS) - 1)}
@@ -130,13 +141,21 @@ def create_completed_waves(path: Path) -> int:
             prod = client.prod_targets([tag]).get(tag)
             for version in DONE_VERSIONS:
                 name = wave_name(tag, version)
-                signed = signing.build_wave_targets(ci_targets=ci[version], prod_targets=prod, version=version, tag=tag,
-                                                prune=prune_for(tag, version), expires=expires)
+                signed = signing.build_wave_targets(
+                    ci_targets=ci[version],
+                    prod_targets=prod,
+                    version=version,
+                    tag=tag,
+                    prune=prune_for(tag, version),
+                    expires=expires,
+                )
                 payload = signing.canonical_json(signed)
-                client.create_wave(name=name, version=version, tag=tag, signed=payload,
-                                   signatures=[signer.sign_bytes(payload)])
-                client.rollout(name, {"group": "canary", "dry-run": False, "return-uuids": False,
-                                      "return-names": False})
+                client.create_wave(
+                    name=name, version=version, tag=tag, signed=payload, signatures=[signer.sign_bytes(payload)]
+                )
+                client.rollout(
+                    name, {"group": "canary", "dry-run": False, "return-uuids": False, "return-names": False}
+                )
                 client.complete(name)
                 prod = {"signed": signed}  # what complete made the tag's production targets
         return client.requests
@@ -161,9 +180,12 @@ def wave_name(tag: str, version: int) -> str:
 def completed_manifest(tag: str, version: int) -> str:
     """A wave that went to the canaries, then to everyone: the record a release repository keeps."""
     prune = prune_for(tag, version)
-    return (f"apiVersion: reconciler/v1\nkind: Wave\nname: {wave_name(tag, version)}\ntarget: {version}\n"
-            f"tag: {tag}\n" + (f"prune: [{', '.join(map(str, prune))}]\n" if prune else "")
-            + "phases:\n  - name: canary\n    group: canary\ncomplete: true\n")
+    return (
+        f"apiVersion: reconciler/v1\nkind: Wave\nname: {wave_name(tag, version)}\ntarget: {version}\n"
+        f"tag: {tag}\n"
+        + (f"prune: [{', '.join(map(str, prune))}]\n" if prune else "")
+        + "phases:\n  - name: canary\n    group: canary\ncomplete: true\n"
+    )
 
 
 # The active waves, by tag index modulo 4. The first phases (no gate) are rolled out in setup; the next
@@ -252,8 +274,10 @@ complete:
 
 
 def active_manifest(index: int, tag: str) -> str:
-    return (f"apiVersion: reconciler/v1\nkind: Wave\nname: {wave_name(tag, ACTIVE_VERSION)}\n"
-            f"target: {ACTIVE_VERSION}\ntag: {tag}\nexpires: 180d\n" + ACTIVE_KINDS[index % len(ACTIVE_KINDS)])
+    return (
+        f"apiVersion: reconciler/v1\nkind: Wave\nname: {wave_name(tag, ACTIVE_VERSION)}\n"
+        f"target: {ACTIVE_VERSION}\ntag: {tag}\nexpires: 180d\n" + ACTIVE_KINDS[index % len(ACTIVE_KINDS)]
+    )
 
 
 def eu_canaries(tag: str, count: int = 6) -> list[str]:
@@ -285,8 +309,17 @@ def write_manifests(root: Path) -> int:
 
 def git_commit(root: Path) -> None:
     """Make the manifest directory a release repository with one commit (its own, temporary repository)."""
-    git = ["git", "-C", str(root), "-c", "user.name=bench", "-c", "user.email=bench@example.invalid",
-           "-c", "commit.gpgsign=false"]
+    git = [
+        "git",
+        "-C",
+        str(root),
+        "-c",
+        "user.name=bench",
+        "-c",
+        "user.email=bench@example.invalid",
+        "-c",
+        "commit.gpgsign=false",
+    ]
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "500 wave manifests"]):
         subprocess.run(git + args, check=True)
 
@@ -306,8 +339,9 @@ def clean_env() -> dict:
 
 
 def run_reconcile(args: list[str], check: bool = True, exe: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([exe or reconcile_exe(), *args], capture_output=True, text=True, env=clean_env(),
-                            check=False)
+    result = subprocess.run(
+        [exe or reconcile_exe(), *args], capture_output=True, text=True, env=clean_env(), check=False
+    )
     if check and result.returncode != 0:
         raise SystemExit(f"reconcile {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -330,8 +364,14 @@ def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
         walls.append(time.perf_counter() - t)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
-    return {"walls": walls, "best": min(walls), "median": statistics.median(walls), "cpu": statistics.median(cpus),
-            "cpu_best": min(cpus), "stdout": out.stdout}
+    return {
+        "walls": walls,
+        "best": min(walls),
+        "median": statistics.median(walls),
+        "cpu": statistics.median(cpus),
+        "cpu_best": min(cpus),
+        "stdout": out.stdout,
+    }
 
 
 # ------------------------------------------------------------------------------------ in-process split
@@ -365,12 +405,20 @@ def in_process(manifests: Path, factory: Path) -> dict:
         requests = client.requests
     ops = plan.operations
     return {
-        "times": times, "requests": requests, "observe_requests": observe_requests,
-        "count_requests": requests - observe_requests, "specs": len(loaded.specs), "files": loaded.files,
-        "ops": len(ops), "ready": sum(op.ready for op in ops), "blocked": sum(not op.ready for op in ops),
-        "status_calls": len(observed.progress), "waves_observed": len(observed.waves),
+        "times": times,
+        "requests": requests,
+        "observe_requests": observe_requests,
+        "count_requests": requests - observe_requests,
+        "specs": len(loaded.specs),
+        "files": loaded.files,
+        "ops": len(ops),
+        "ready": sum(op.ready for op in ops),
+        "blocked": sum(not op.ready for op in ops),
+        "status_calls": len(observed.progress),
+        "waves_observed": len(observed.waves),
         "active": sum(w.status == "active" for w in observed.waves.values()),
-        "counted": sum(isinstance(op, RolloutOp) and op.devices is not None for op in ops), "errors": len(plan.errors),
+        "counted": sum(isinstance(op, RolloutOp) and op.devices is not None for op in ops),
+        "errors": len(plan.errors),
         "warnings": len(plan.warnings),
     }
 
@@ -397,8 +445,13 @@ finally:
 
 def import_times(args: list[str]) -> list[tuple[int, int, int, str]]:
     """``python -X importtime`` of the dry run: (self us, cumulative us, depth, module) per import."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", RUNNER, *args], capture_output=True,
-                            text=True, env=clean_env(), check=False)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", RUNNER, *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        check=False,
+    )
     rows = []
     for line in result.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -425,8 +478,9 @@ def print_import_profile(args: list[str], top: int = 14) -> None:
 def print_cprofile(args: list[str], workdir: Path, top: int = 30) -> None:
     """cProfile of one fresh ``reconcile`` process (imports included), by cumulative and own time."""
     out = workdir / "dry-run.prof"
-    subprocess.run([sys.executable, "-c", PROFILER, str(out), *args], capture_output=True, text=True,
-                   env=clean_env(), check=False)
+    subprocess.run(
+        [sys.executable, "-c", PROFILER, str(out), *args], capture_output=True, text=True, env=clean_env(), check=False
+    )
     stats = pstats.Stats(str(out), stream=io.StringIO())
     entries = stats.stats  # (file, line, func) -> (cc, nc, tt, ct, callers)
 
@@ -443,7 +497,7 @@ def print_cprofile(args: list[str], workdir: Path, top: int = 30) -> None:
     for key, (_cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][3])[:top]:
         print(f"    {ct:7.3f} s cum {tt:7.3f} s own {nc:>8} calls  {label(key)}")
     print("  by own time:")
-    for key, (_cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][2])[:top // 2]:
+    for key, (_cc, nc, tt, ct, _) in sorted(entries.items(), key=lambda kv: -kv[1][2])[: top // 2]:
         print(f"    {tt:7.3f} s own {ct:7.3f} s cum {nc:>8} calls  {label(key)}")
 
 
@@ -460,14 +514,20 @@ def setup(base: Path, devices_n: int, use_git: bool) -> tuple[Path, Path, dict]:
     t0 = time.perf_counter()
     t = time.perf_counter()
     figures["devices"] = build_factory(factory, devices_n)
-    print(f"factory: {figures['devices']['total']:,} production devices ({figures['devices']['production']:,} on "
-          f"production, {figures['devices']['per_tag']:,} on each of {len(TAGS) - 1} more tags) "
-          f"in {time.perf_counter() - t:.1f} s", flush=True)
+    print(
+        f"factory: {figures['devices']['total']:,} production devices ({figures['devices']['production']:,} on "
+        f"production, {figures['devices']['per_tag']:,} on each of {len(TAGS) - 1} more tags) "
+        f"in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
     figures["manifests"] = write_manifests(manifests)
     t = time.perf_counter()
     requests = create_completed_waves(factory)
-    print(f"completed waves: {len(TAGS) * len(DONE_VERSIONS)} created, rolled out and completed "
-          f"({requests:,} requests) in {time.perf_counter() - t:.1f} s", flush=True)
+    print(
+        f"completed waves: {len(TAGS) * len(DONE_VERSIONS)} created, rolled out and completed "
+        f"({requests:,} requests) in {time.perf_counter() - t:.1f} s",
+        flush=True,
+    )
     t = time.perf_counter()
     summary = apply_active_waves(manifests, factory)
     print(f"active waves: reconcile applied in {time.perf_counter() - t:.1f} s: {summary}", flush=True)
@@ -498,10 +558,16 @@ class ServedFactory:
 
     def __enter__(self) -> Self:
         cli = [sys.executable, "-m", "reconciler.localfactory", "--local", str(self.factory)]
-        self.token = subprocess.run([*cli, "token", "--name", "bench"], capture_output=True, text=True,
-                                    check=True, env=clean_env()).stdout.strip().split()[-1]
-        self.process = subprocess.Popen([*cli, "serve", "--port", "0", "--threads", "32"], stderr=subprocess.PIPE,
-                                        text=True, env=clean_env())
+        self.token = (
+            subprocess.run(
+                [*cli, "token", "--name", "bench"], capture_output=True, text=True, check=True, env=clean_env()
+            )
+            .stdout.strip()
+            .split()[-1]
+        )
+        self.process = subprocess.Popen(
+            [*cli, "serve", "--port", "0", "--threads", "32"], stderr=subprocess.PIPE, text=True, env=clean_env()
+        )
         assert self.process.stderr is not None
         line = self.process.stderr.readline()
         self.port = int(line.split("http://127.0.0.1:", 1)[1].split()[0].rstrip(",)"))
@@ -518,8 +584,15 @@ def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> 
     met = True
     with ServedFactory(factory) as served:
         env = {**clean_env(), "RECONCILE_API_TOKEN": served.token}
-        warm_up = [reconcile_exe(), "--dry-run", str(manifests), "--api-url", f"http://127.0.0.1:{served.port}",
-                   "--factory", "demo"]
+        warm_up = [
+            reconcile_exe(),
+            "--dry-run",
+            str(manifests),
+            "--api-url",
+            f"http://127.0.0.1:{served.port}",
+            "--factory",
+            "demo",
+        ]
         subprocess.run(warm_up, capture_output=True, env=env, check=False)  # untimed: bytecode cache (programenv)
         for rtt in rtts:
             with LatencyProxy(served.port, rtt_ms=rtt) as proxy:
@@ -531,16 +604,21 @@ def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> 
                     result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
                     walls.append(time.perf_counter() - t)
                     if result.returncode not in (0, 2):
-                        raise SystemExit(f"reconcile over the proxy failed ({result.returncode}):\n{result.stderr[-2000:]}")
+                        raise SystemExit(
+                            f"reconcile over the proxy failed ({result.returncode}):\n{result.stderr[-2000:]}"
+                        )
                     requests.append(len(proxy.exchanges))
                     chains.append(proxy.longest_chain())
                     connections.append(proxy.connections)
             best = min(walls)
             target = RTT_TARGETS.get(rtt)
             verdict = "" if target is None else f"  target {target:.1f} s: {'met' if best <= target else 'MISSED'}"
-            print(f"rtt {rtt:>4} ms: wall best {best:.3f} s, median {statistics.median(walls):.3f} s; "
-                  f"{statistics.median(requests):.0f} requests over {statistics.median(connections):.0f} "
-                  f"connection(s); longest chain {max(chains)} (target {CHAIN_TARGET}){verdict}", flush=True)
+            print(
+                f"rtt {rtt:>4} ms: wall best {best:.3f} s, median {statistics.median(walls):.3f} s; "
+                f"{statistics.median(requests):.0f} requests over {statistics.median(connections):.0f} "
+                f"connection(s); longest chain {max(chains)} (target {CHAIN_TARGET}){verdict}",
+                flush=True,
+            )
             met = met and (target is None or best <= target) and max(chains) <= CHAIN_TARGET
     return met
 
@@ -552,8 +630,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs per format (default 5)")
     ap.add_argument("--no-git", action="store_true", help="manifests in a plain directory, not a git repository")
     ap.add_argument("--profile", action="store_true", help="profile even when the target is met")
-    ap.add_argument("--rtt", type=int, action="append", metavar="MS",
-                    help="also plan over HTTP through a proxy adding MS ms round trip (repeatable), then stop")
+    ap.add_argument(
+        "--rtt",
+        type=int,
+        action="append",
+        metavar="MS",
+        help="also plan over HTTP through a proxy adding MS ms round trip (repeatable), then stop",
+    )
     args = ap.parse_args()
 
     base = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="bench-plan-"))
@@ -575,13 +658,19 @@ def main() -> int:
         split = in_process(manifests, factory)
 
         ready = sum(op["status"] == "ready" for op in plan["operations"])
-        print(f"manifests: {figures['manifests']} files, {split['specs']} waves "
-              f"({split['active']} active in the factory of {split['waves_observed']} waves)")
-        print(f"plan: {len(plan['operations'])} operations ({ready} ready, {len(plan['operations']) - ready} blocked), "
-              f"{split['counted']} with dry-run device counts, {len(plan['warnings'])} warnings, "
-              f"{len(plan['errors'])} errors")
-        print(f"HTTP requests: {split['requests']} ({split['observe_requests']} to observe, of which "
-              f"{split['status_calls']} wave status; {split['count_requests']} dry-run rollouts)")
+        print(
+            f"manifests: {figures['manifests']} files, {split['specs']} waves "
+            f"({split['active']} active in the factory of {split['waves_observed']} waves)"
+        )
+        print(
+            f"plan: {len(plan['operations'])} operations ({ready} ready, {len(plan['operations']) - ready} blocked), "
+            f"{split['counted']} with dry-run device counts, {len(plan['warnings'])} warnings, "
+            f"{len(plan['errors'])} errors"
+        )
+        print(
+            f"HTTP requests: {split['requests']} ({split['observe_requests']} to observe, of which "
+            f"{split['status_calls']} wave status; {split['count_requests']} dry-run rollouts)"
+        )
         print(f"{'':<26}{'best':>9}{'median':>9}{'CPU':>9}   all runs")
         rows = [("wall, text output", text), ("wall, --format json", as_json)]
         if via_path:
@@ -596,8 +685,10 @@ def main() -> int:
 
         best = min(text["best"], as_json["best"])
         met = best <= TARGET_SECONDS
-        print(f"\ntarget: best wall {best:.3f} s {'<=' if met else '>'} {TARGET_SECONDS:.0f} s: "
-              f"{'met' if met else 'MISSED'}")
+        print(
+            f"\ntarget: best wall {best:.3f} s {'<=' if met else '>'} {TARGET_SECONDS:.0f} s: "
+            f"{'met' if met else 'MISSED'}"
+        )
         if args.profile or not met:
             print_import_profile(dry)
             print_cprofile(dry, base)

@@ -77,8 +77,9 @@ def main() -> int:
     ours_signer = signing.signer_for_keypair(pair)
 
     def ours():
-        signed = signing.build_wave_targets(ci_targets=ci, prod_targets=None, version=42, tag="production",
-                                        expires=expires)
+        signed = signing.build_wave_targets(
+            ci_targets=ci, prod_targets=None, version=42, tag="production", expires=expires
+        )
         return {"signed": signed, "signatures": [ours_signer.sign(signed)]}
 
     envelope = ours()
@@ -92,25 +93,34 @@ def main() -> int:
         private = serialization.load_pem_private_key(secret.encode(), None)
     their_signer = CryptoSigner(private, SSlibKey.from_crypto(private.public_key(), scheme=ours_signer.method))
     build_start = time.perf_counter()
-    md = Metadata(Targets(
-        version=42, expires=expires.replace(microsecond=0),
-        targets={
-            name: TargetFile(meta["length"], meta["hashes"], name, {"custom": meta["custom"]})
-            for name, meta in envelope["signed"]["targets"].items()
-        },
-    ))
+    md = Metadata(
+        Targets(
+            version=42,
+            expires=expires.replace(microsecond=0),
+            targets={
+                name: TargetFile(meta["length"], meta["hashes"], name, {"custom": meta["custom"]})
+                for name, meta in envelope["signed"]["targets"].items()
+            },
+        )
+    )
     their_build = time.perf_counter() - build_start
 
     t_ours = best(ours, args.repeat)
     t_canonical = best(lambda: signing.canonical_json(envelope["signed"]), args.repeat)
     t_theirs = best(lambda: md.sign(their_signer), args.repeat)
     ratio = t_ours / t_theirs
-    print(f"targets: {args.targets}, key: {args.keytype}, canonical size: {len(payload) / 1024 / 1024:.2f} MiB, "
-          f"best of {args.repeat}")
-    print(f"reconciler.signing build + canonical_json + sign: {t_ours * 1000:8.1f} ms"
-          f"  (canonical_json alone {t_canonical * 1000:.1f} ms)")
-    print(f"python-tuf Metadata.sign():                   {t_theirs * 1000:8.1f} ms"
-          f"  (building its Metadata object {their_build * 1000:.1f} ms, not counted)")
+    print(
+        f"targets: {args.targets}, key: {args.keytype}, canonical size: {len(payload) / 1024 / 1024:.2f} MiB, "
+        f"best of {args.repeat}"
+    )
+    print(
+        f"reconciler.signing build + canonical_json + sign: {t_ours * 1000:8.1f} ms"
+        f"  (canonical_json alone {t_canonical * 1000:.1f} ms)"
+    )
+    print(
+        f"python-tuf Metadata.sign():                   {t_theirs * 1000:8.1f} ms"
+        f"  (building its Metadata object {their_build * 1000:.1f} ms, not counted)"
+    )
     print(f"ratio ours / python-tuf: {ratio:.2f}")
     if ratio > 1:
         print("ours is slower than python-tuf", file=sys.stderr)

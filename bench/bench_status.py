@@ -64,10 +64,14 @@ def main() -> int:
         by_status: dict[str, int] = {}
         for wave in report["waves"]:
             by_status[wave["status"]] = by_status.get(wave["status"], 0) + 1
-        print(f"waves shown: {len(report['waves'])} ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}); "
-              f"{counted} with a status call")
-        print(f"HTTP requests: {requests} (budget ceil({total_waves}/{PAGE_SIZE}) + 2 + {counted} = {budget}); "
-              f"in-process read {warm:.3f} s")
+        print(
+            f"waves shown: {len(report['waves'])} ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}); "
+            f"{counted} with a status call"
+        )
+        print(
+            f"HTTP requests: {requests} (budget ceil({total_waves}/{PAGE_SIZE}) + 2 + {counted} = {budget}); "
+            f"in-process read {warm:.3f} s"
+        )
         print(f"{'':<26}{'best':>9}{'median':>9}{'CPU':>9}   all runs")
         for label, r in (("wall, text output", text), ("wall, --format json", as_json)):
             runs = " ".join(f"{w:.3f}" for w in r["walls"])
@@ -80,8 +84,10 @@ def main() -> int:
 
         best = min(text["best"], as_json["best"])
         met = best <= TARGET_SECONDS and requests <= budget
-        print(f"\ntarget: best wall {best:.3f} s {'<=' if best <= TARGET_SECONDS else '>'} {TARGET_SECONDS:.0f} s, "
-              f"requests {requests} {'<=' if requests <= budget else '>'} {budget}: {'met' if met else 'MISSED'}")
+        print(
+            f"\ntarget: best wall {best:.3f} s {'<=' if best <= TARGET_SECONDS else '>'} {TARGET_SECONDS:.0f} s, "
+            f"requests {requests} {'<=' if requests <= budget else '>'} {budget}: {'met' if met else 'MISSED'}"
+        )
         return 0 if met else 1
     finally:
         if not args.keep:

@@ -50,10 +50,12 @@ class _Framer:
                 cut = self.buffer.find(b"\r\n\r\n")
                 if cut < 0:
                     return events
-                head, self.buffer = self.buffer[:cut], self.buffer[cut + 4:]
+                head, self.buffer = self.buffer[:cut], self.buffer[cut + 4 :]
                 events.append(("start", head))
-                headers = {k.strip().lower(): v.strip() for k, _, v in
-                           (line.partition(b":") for line in head.split(b"\r\n")[1:])}
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+                }
                 if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
                     self.state = "chunk-size"
                 else:
@@ -71,7 +73,7 @@ class _Framer:
                 if cut < 0:
                     return events
                 size = int(self.buffer[:cut].split(b";")[0], 16)
-                self.buffer = self.buffer[cut + 2:]
+                self.buffer = self.buffer[cut + 2 :]
                 self.remaining, self.state = size, ("chunk-data" if size else "chunk-trailer")
             elif self.state == "chunk-data":
                 take = min(self.remaining + 2, len(self.buffer))  # the data and its CRLF
@@ -83,7 +85,7 @@ class _Framer:
                 cut = self.buffer.find(b"\r\n")
                 if cut < 0:
                     return events
-                line, self.buffer = self.buffer[:cut], self.buffer[cut + 2:]
+                line, self.buffer = self.buffer[:cut], self.buffer[cut + 2 :]
                 if not line:
                     events.append(("end", b""))
                     self.state = "head"
@@ -111,7 +113,8 @@ class LatencyProxy:
     def __enter__(self) -> Self:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, self.host, 0), self._loop).result()
+            asyncio.start_server(self._handle, self.host, 0), self._loop
+        ).result()
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -21,8 +21,11 @@ PYCACHE = Path(tempfile.gettempdir()) / "reconcile-bench-pycache"
 
 def program_env(**extra: str) -> dict[str, str]:
     """The caller's environment, cleaned as above, with ``extra`` added."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("RECONCILE_", "GITHUB_")) and name not in ("CI", "PYTHONDONTWRITEBYTECODE")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("RECONCILE_", "GITHUB_")) and name not in ("CI", "PYTHONDONTWRITEBYTECODE")
+    }
     env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env.update(extra)
     return env

@@ -78,8 +78,9 @@ class ApplyResult:
         return not self.of(Outcome.FAILED) and not self.of(Outcome.HELD)
 
 
-def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | None, state: ObservedState
-              ) -> tuple[object, dict[str, Any]]:
+def preflight(
+    plan: Plan, client: FactoryClient, make_signer: SignerFactory | None, state: ObservedState
+) -> tuple[object, dict[str, Any]]:
     """Refuse before the first write: an init or a sign without a signer whose key matches root, or a
     sign for a wave the key has signed already (one key counts once towards the threshold). Returns the
     signer (None: nothing to sign) and, when the first step is an init, what it signs: from the
@@ -90,16 +91,18 @@ def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | No
         return None, {}
     if make_signer is None:
         what = "creating a wave" if isinstance(keyed[0], InitOp) else f"signing wave '{keyed[0].wave}'"
-        raise UserError(f"{what} needs the offline targets key: pass --keys FILE, --signer URI or set "
-                        "RECONCILE_KEYS")
+        raise UserError(f"{what} needs the offline targets key: pass --keys FILE, --signer URI or set RECONCILE_KEYS")
     first = plan.ready[0]
     inputs = state.signing
     answers: dict[str, Any] = {}
     if inputs is not None:
         root, online_key = inputs.root, inputs.online_key
         if isinstance(first, InitOp):
-            answers = {"prod_envelope": inputs.prod_envelopes.get(first.tag),
-                       "ci_targets": inputs.ci_targets.get(first.target), "root": inputs.root}
+            answers = {
+                "prod_envelope": inputs.prod_envelopes.get(first.tag),
+                "ci_targets": inputs.ci_targets.get(first.target),
+                "root": inputs.root,
+            }
     else:
         also = _reads_needed(client, first, None, None) if isinstance(first, InitOp) else {}
         root, online_key, *read = client.gather([client.root, client.online_targets_key, *also.values()])
@@ -113,9 +116,11 @@ def preflight(plan: Plan, client: FactoryClient, make_signer: SignerFactory | No
 
 def _signed_already(op: SignOp, keyid: str) -> str:
     others = ", ".join(map(short_keyid, op.keyids)) or "none left in root"
-    return (f"wave '{op.wave}': the offline key given (key id {short_keyid(keyid)}) has signed it already, and a key "
-            f"counts once; it needs {signatures_text(op.shortfall.needed)} by another offline key (key id "
-            f"{others}): run with that key (--keys FILE or --signer URI)")
+    return (
+        f"wave '{op.wave}': the offline key given (key id {short_keyid(keyid)}) has signed it already, and a key "
+        f"counts once; it needs {signatures_text(op.shortfall.needed)} by another offline key (key id "
+        f"{others}): run with that key (--keys FILE or --signer URI)"
+    )
 
 
 @dataclass(frozen=True)
@@ -148,9 +153,16 @@ _AS_OBSERVED = object()  # the first step: the wave (and its status) are as the 
 FRESH_FOR = 10.0
 
 
-def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_signer: SignerFactory | None,
-               echo: Callable[[str], None], guard: WriteGuard | None = None,
-               observed: ObservedState | None = None, observed_at: float | None = None) -> ApplyResult:
+def apply_plan(
+    client: FactoryClient,
+    specs: list[WaveSpec],
+    plan: Plan,
+    make_signer: SignerFactory | None,
+    echo: Callable[[str], None],
+    guard: WriteGuard | None = None,
+    observed: ObservedState | None = None,
+    observed_at: float | None = None,
+) -> ApplyResult:
     """Run the plan's ready steps. ``observed`` is the observation the plan was made from (read anew if
     not given), ``observed_at`` when it was read (``time.monotonic()``): while it is fresh (``FRESH_FOR``)
     the first step starts from it. Each step re-reads only what it depends on, with the check of the
@@ -169,7 +181,9 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     def record(step: Operation, outcome: Outcome, message: str) -> None:
         result.outcomes.append(StepOutcome(step, outcome, message))
         if outcome in (Outcome.FAILED, Outcome.HELD):
-            stopped.setdefault(step.tag, f"after {step.describe()} {'failed' if outcome is Outcome.FAILED else 'was held'}")
+            stopped.setdefault(
+                step.tag, f"after {step.describe()} {'failed' if outcome is Outcome.FAILED else 'was held'}"
+            )
             echo(f"  ! {step.describe()}: {outcome}: {message}")
 
     ready = plan.ready
@@ -179,13 +193,19 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         if planned.tag in stopped:
             record(planned, Outcome.HELD, stopped[planned.tag])
             continue
-        if position == 0 and start_from_observation and not isinstance(planned, SignOp):  # a sign reads the bytes it signs
+        if (
+            position == 0 and start_from_observation and not isinstance(planned, SignOp)
+        ):  # a sign reads the bytes it signs
             reads = _Reads(wave=_AS_OBSERVED, **first_answers)
         else:
             known = after_write.pop(planned.wave, _UNREAD)
             if answers is None:
-                answers = _answers(client, _reads_needed(client, planned, by_name.get(planned.wave), known,
-                                                         counts_signatures=_short(state, planned.wave)))
+                answers = _answers(
+                    client,
+                    _reads_needed(
+                        client, planned, by_name.get(planned.wave), known, counts_signatures=_short(state, planned.wave)
+                    ),
+                )
             reads = _Reads.of(answers, known)
         # The clock of these reads too: a rollout window that closed during the apply holds the step.
         state = replace(_with_reads(state, planned, reads), now=client.server_now())
@@ -193,8 +213,12 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         current = fresh.find(planned.key)
         if current is None:
             if not _landed(client, planned):  # gone from the plan without being done: canceled or completed by hand
-                record(planned, Outcome.FAILED, "the factory changed since the plan and this step is no longer "
-                                                "planned; run again to see the new plan")
+                record(
+                    planned,
+                    Outcome.FAILED,
+                    "the factory changed since the plan and this step is no longer "
+                    "planned; run again to see the new plan",
+                )
                 continue
             echo(f"  = {planned.describe()}: already done")
             record(planned, Outcome.ALREADY_DONE, "done by an earlier run")
@@ -206,13 +230,18 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
         then: dict[str, Callable[[], Any]] = {}
         if following is not None and following.tag not in stopped:
             # what the next step reads goes out with this write's check: one read round trip per step
-            then = _reads_needed(client, following, by_name.get(following.wave),
-                                 None if following.wave == current.wave else _UNREAD,
-                                 counts_signatures=_short(state, following.wave))
+            then = _reads_needed(
+                client,
+                following,
+                by_name.get(following.wave),
+                None if following.wave == current.wave else _UNREAD,
+                counts_signatures=_short(state, following.wave),
+            )
         try:
             history = state.waves[current.wave].history if current.wave in state.waves else ()
-            message, after_write[current.wave], prefetched = _execute(client, current, signer, guard, len(history),
-                                                                      reads, then)
+            message, after_write[current.wave], prefetched = _execute(
+                client, current, signer, guard, len(history), reads, then
+            )
         except UserError as exc:
             record(planned, Outcome.FAILED, str(exc))
             continue
@@ -221,8 +250,9 @@ def apply_plan(client: FactoryClient, specs: list[WaveSpec], plan: Plan, make_si
     return result
 
 
-def _reads_needed(client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object,
-                  counts_signatures: bool = False) -> dict[str, Callable[[], Any]]:
+def _reads_needed(
+    client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object, counts_signatures: bool = False
+) -> dict[str, Callable[[], Any]]:
     """The reads a step depends on: its wave unless ``known`` (read after our own last write to it), its
     status when its gate counts updated devices or it cancels, and for an init what it signs. A wave
     whose signatures the plan counts (or a sign) is read with its targets, and the production root with it."""
@@ -280,8 +310,15 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
     return replace(state, **changes)
 
 
-def _execute(client: FactoryClient, op: Operation, signer, guard: WriteGuard, history_length: int,
-             reads: _Reads, then: dict[str, Callable[[], Any]]) -> tuple[str, object, dict[str, Any] | None]:
+def _execute(
+    client: FactoryClient,
+    op: Operation,
+    signer,
+    guard: WriteGuard,
+    history_length: int,
+    reads: _Reads,
+    then: dict[str, Callable[[], Any]],
+) -> tuple[str, object, dict[str, Any] | None]:
     """Send one write, between the guard's note (lease) and its exactly-once check of the factory.
     Returns what to say, the wave as the check read it (the next step of that wave starts from it;
     ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it), and
@@ -310,30 +347,45 @@ def _or_error(call: Callable[[], Any]) -> Any:
         return exc
 
 
-def _prepare(client: FactoryClient, op: Operation, signer, reads: _Reads
-             ) -> tuple[Callable[[], Any], Callable[[Any], str]]:
+def _prepare(
+    client: FactoryClient, op: Operation, signer, reads: _Reads
+) -> tuple[Callable[[], Any], Callable[[Any], str]]:
     """The write to send for ``op`` (reads and signing done), and how to describe its answer."""
     if isinstance(op, InitOp):
         payload, signature, outcome = _init(op, signer, reads)
-        return (lambda: client.create_wave(name=op.wave, version=op.target, tag=op.tag, signed=payload,
-                                           signatures=[signature]),
-                lambda _: outcome)
+        return (
+            lambda: client.create_wave(
+                name=op.wave, version=op.target, tag=op.tag, signed=payload, signatures=[signature]
+            ),
+            lambda _: outcome,
+        )
     if isinstance(op, SignOp):
         signature = _sign(op, signer, reads)
         still = op.shortfall.needed - 1
         after = "the wave meets the threshold" if still <= 0 else f"it still needs {signatures_text(still)}"
-        return (lambda: client.sign_wave(op.wave, [signature]),
-                lambda _: f"signed by key {short_keyid(signature['keyid'])}; {after} "
-                          f"({op.signatures + 1} of {op.threshold} signatures)")
+        return (
+            lambda: client.sign_wave(op.wave, [signature]),
+            lambda _: (
+                f"signed by key {short_keyid(signature['keyid'])}; {after} "
+                f"({op.signatures + 1} of {op.threshold} signatures)"
+            ),
+        )
     if isinstance(op, RolloutOp):
         options = rollout_options(op, dry_run=False)
-        return (lambda: client.rollout(op.wave, options),
-                lambda answer: f"rolled out to {counted(int((answer or {}).get('device-num') or 0), 'device')}")
+        return (
+            lambda: client.rollout(op.wave, options),
+            lambda answer: f"rolled out to {counted(int((answer or {}).get('device-num') or 0), 'device')}",
+        )
     if isinstance(op, CompleteOp):
-        return (lambda: client.complete(op.wave),
-                lambda _: "completed; its targets are now the production targets of tag " + op.tag)
-    left = op.leaves_behind() if isinstance(op, CancelOp) and op.orphans is not None else \
-        "devices already updated stay on their version"
+        return (
+            lambda: client.complete(op.wave),
+            lambda _: "completed; its targets are now the production targets of tag " + op.tag,
+        )
+    left = (
+        op.leaves_behind()
+        if isinstance(op, CancelOp) and op.orphans is not None
+        else "devices already updated stay on their version"
+    )
     why = f" because {op.reason}" if op.reason else ""  # onFailure: cancel
     return lambda: client.cancel(op.wave), lambda _: f"canceled{why}; {left}"
 
@@ -374,9 +426,15 @@ def _init(op: InitOp, signer, reads: _Reads) -> tuple[bytes, dict, str]:
     """The canonical ``signed`` bytes to send, their signature, and what to say once the wave is created."""
     from reconciler import signing
 
-    signed = signing.build_wave_targets(ci_targets=reads.ci_targets or {}, prod_targets=reads.prod_envelope,
-                                        version=op.target, tag=op.tag, source_tag=op.source_tag, prune=op.prune,
-                                        expires=op.expires)
+    signed = signing.build_wave_targets(
+        ci_targets=reads.ci_targets or {},
+        prod_targets=reads.prod_envelope,
+        version=op.target,
+        tag=op.tag,
+        source_tag=op.source_tag,
+        prune=op.prune,
+        expires=op.expires,
+    )
     payload = signing.canonical_json(signed)  # signed and sent as these very bytes
     signature = signer.sign_bytes(payload)
     signing.verify_signature(reads.root or {}, "targets", signed, signature)  # our own signature, before sending

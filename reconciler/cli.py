@@ -41,6 +41,7 @@ def _status_command() -> click.Command:
 
     return status_command
 
+
 class _Command(click.Command):
     """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
 
@@ -105,47 +106,122 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
 @click.option("--check", is_flag=True, help="Validate the manifests only; no backend.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json", "markdown"]), default="text",
-              show_default=True, help="Plan output.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Plan output.",
+)
 @click.option("--detailed-exitcode", is_flag=True, help="With --dry-run: exit 2 when ready operations exist.")
 @click.option("--base", metavar="REV", help="Plan only the waves whose manifest or UUID files changed since REV.")
 @click.option("--rev", metavar="REV", help="Read the manifests at a git revision instead of the work tree.")
 @click.option("--allow-dirty", is_flag=True, help="Apply from a work tree with uncommitted changes.")
 @click.option("--watch", is_flag=True, help="Re-plan whenever a manifest or UUID file changes.")
-@click.option("--out", "out_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="With --dry-run: save the plan (JSON, with a fingerprint of the factory state) for --plan.")
-@click.option("--plan", "plan_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Apply exactly a plan saved with --out; refused when a fresh plan would do anything else.")
+@click.option(
+    "--out",
+    "out_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="With --dry-run: save the plan (JSON, with a fingerprint of the factory state) for --plan.",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Apply exactly a plan saved with --out; refused when a fresh plan would do anything else.",
+)
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
-@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
-              "without it, the embedded local factory.")
-@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
-              help="Where the embedded local factory lives [env RECONCILE_LOCAL; default: user state dir].")
-@click.option("--keys", type=click.Path(dir_okay=False), help="Offline targets key archive (fioctl format); "
-              "or RECONCILE_KEYS with the archive as base64.")
+@click.option(
+    "--api-url",
+    envvar="RECONCILE_API_URL",
+    help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
+)
+@click.option(
+    "--local",
+    envvar="RECONCILE_LOCAL",
+    type=click.Path(),
+    help="Where the embedded local factory lives [env RECONCILE_LOCAL; default: user state dir].",
+)
+@click.option(
+    "--keys",
+    type=click.Path(dir_okay=False),
+    help="Offline targets key archive (fioctl format); or RECONCILE_KEYS with the archive as base64.",
+)
 @click.option("--signer", "signer_uri", metavar="URI", help="A securesystemslib signer URI for the offline key.")
-@click.option("--without-key", is_flag=True, help="Apply only the steps that need no key (rollout, complete, "
-              "cancel); hold inits for a run with the key. Never reads a key.")
+@click.option(
+    "--without-key",
+    is_flag=True,
+    help="Apply only the steps that need no key (rollout, complete, "
+    "cancel); hold inits for a run with the key. Never reads a key.",
+)
 @click.option("--unlock", is_flag=True, help="Free the factory's apply lease left by an apply that died, and exit.")
-@click.option("--timeout", type=_Duration(), default="10m", show_default=True, envvar="RECONCILE_TIMEOUT",
-              help="The most a run may spend with the factory (90s, 10m, 1h); each request also ends after 30s "
-                   "[env RECONCILE_TIMEOUT].")
-@click.option("--yes", "-y", "assume_yes", is_flag=True, help="Apply without asking (a prompt appears only on a terminal).")
+@click.option(
+    "--timeout",
+    type=_Duration(),
+    default="10m",
+    show_default=True,
+    envvar="RECONCILE_TIMEOUT",
+    help="The most a run may spend with the factory (90s, 10m, 1h); each request also ends after 30s "
+    "[env RECONCILE_TIMEOUT].",
+)
+@click.option(
+    "--yes", "-y", "assume_yes", is_flag=True, help="Apply without asking (a prompt appears only on a terminal)."
+)
 @click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
-def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, watch, out_file, plan_file,
-         factory, api_url, local, keys, signer_uri, without_key, unlock, timeout, assume_yes, no_color, debug):
+def main(
+    paths,
+    dry_run,
+    check,
+    output_format,
+    detailed_exitcode,
+    base,
+    rev,
+    allow_dirty,
+    watch,
+    out_file,
+    plan_file,
+    factory,
+    api_url,
+    local,
+    keys,
+    signer_uri,
+    without_key,
+    unlock,
+    timeout,
+    assume_yes,
+    no_color,
+    debug,
+):
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Other commands: `reconcile
     status` (the waves and their devices), `reconcile devices --tag TAG ... > uuids/canary.lst` (a UUID
     file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository).
     """
-    options = {"dry_run": dry_run, "check": check, "output_format": output_format, "detailed_exitcode": detailed_exitcode,
-               "base": base, "rev": rev, "allow_dirty": allow_dirty, "factory": factory, "api_url": api_url, "local": local,
-               "keys": keys, "signer_uri": signer_uri, "without_key": without_key, "timeout": timeout,
-               "out_file": out_file, "saved": None, "assume_yes": assume_yes}
+    options = {
+        "dry_run": dry_run,
+        "check": check,
+        "output_format": output_format,
+        "detailed_exitcode": detailed_exitcode,
+        "base": base,
+        "rev": rev,
+        "allow_dirty": allow_dirty,
+        "factory": factory,
+        "api_url": api_url,
+        "local": local,
+        "keys": keys,
+        "signer_uri": signer_uri,
+        "without_key": without_key,
+        "timeout": timeout,
+        "out_file": out_file,
+        "saved": None,
+        "assume_yes": assume_yes,
+    }
     terminal.disable_color(no_color)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
@@ -184,8 +260,11 @@ def main(paths, dry_run, check, output_format, detailed_exitcode, base, rev, all
 @click.command(cls=_Command, context_settings=_CONTEXT)
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--factory", required=True, help="The factory the repository releases to.")
-@click.option("--action", metavar="OWNER/REPO@REF", help="Where action.yml lives, pinned to a commit SHA; "
-              "without it the workflow names a placeholder to replace.")
+@click.option(
+    "--action",
+    metavar="OWNER/REPO@REF",
+    help="Where action.yml lives, pinned to a commit SHA; without it the workflow names a placeholder to replace.",
+)
 def init_repo(directory, factory, action):
     """Start a release repository in DIRECTORY: releases/ with a commented first manifest, a vendored
     wave schema for editors, the release workflow and a README for the team. Never overwrites."""
@@ -201,24 +280,37 @@ def init_repo(directory, factory, action):
     for path in written:
         click.echo(f"wrote {path}")
     if not action:
-        _err(f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
-             "and a full commit SHA (or rerun with --action)")
+        _err(
+            f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
+            "and a full commit SHA (or rerun with --action)"
+        )
 
 
 @click.command(cls=_Command, context_settings=_CONTEXT)
 @click.option("--tag", required=True, help="The production devices of this tag.")
 @click.option("--group", help="Only devices in this device group.")
-@click.option("--below", type=click.IntRange(min=0), metavar="VERSION",
-              help="Only devices on a build below VERSION (not yet updated).")
+@click.option(
+    "--below",
+    type=click.IntRange(min=0),
+    metavar="VERSION",
+    help="Only devices on a build below VERSION (not yet updated).",
+)
 @click.option("--seen-within", metavar="DURATION", help="Only devices seen within DURATION (e.g. 24h).")
 @click.option("--limit", type=click.IntRange(1, 400_000), help="The N most recently seen devices.")
 @click.option("--sample", type=click.IntRange(1, 400_000), help="N devices at random (reproducible with --seed).")
 @click.option("--seed", type=click.IntRange(min=0), help="The seed of --sample [default: a new one, printed].")
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
-@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
-              "without it, the embedded local factory.")
-@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
-              help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
+@click.option(
+    "--api-url",
+    envvar="RECONCILE_API_URL",
+    help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
+)
+@click.option(
+    "--local",
+    envvar="RECONCILE_LOCAL",
+    type=click.Path(),
+    help="Where the embedded local factory lives [env RECONCILE_LOCAL].",
+)
 @click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, no_color, debug):
@@ -311,8 +403,27 @@ def _report(exc: UserError) -> None:
         _err(str(exc), error=True)
 
 
-def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, allow_dirty, factory, api_url,
-        local, keys, signer_uri, without_key, timeout, out_file=None, saved=None, assume_yes=True) -> int:
+def run(
+    paths,
+    *,
+    dry_run,
+    check,
+    output_format,
+    detailed_exitcode,
+    base,
+    rev,
+    allow_dirty,
+    factory,
+    api_url,
+    local,
+    keys,
+    signer_uri,
+    without_key,
+    timeout,
+    out_file=None,
+    saved=None,
+    assume_yes=True,
+) -> int:
     from reconciler import manifest
 
     ahead = _read_ahead(api_url, factory, timeout) if dry_run and not check and saved is None else None
@@ -344,11 +455,28 @@ def run(paths, *, dry_run, check, output_format, detailed_exitcode, base, rev, a
     if base:
         changes = manifest.changed_waves(paths[0], base, rev)
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
-    return _plan_and_apply(loaded.specs, only=only, dry_run=dry_run, output_format=output_format, detailed_exitcode=detailed_exitcode,
-                           factory=factory, api_url=api_url, local=local, keys=keys, signer_uri=signer_uri,
-                           provenance=provenance, diffs=diffs, without_key=without_key, timeout=timeout,
-                           paths=paths, out_file=out_file, saved=saved, assume_yes=assume_yes, ahead=ahead,
-                           provenance_later=provenance_later)
+    return _plan_and_apply(
+        loaded.specs,
+        only=only,
+        dry_run=dry_run,
+        output_format=output_format,
+        detailed_exitcode=detailed_exitcode,
+        factory=factory,
+        api_url=api_url,
+        local=local,
+        keys=keys,
+        signer_uri=signer_uri,
+        provenance=provenance,
+        diffs=diffs,
+        without_key=without_key,
+        timeout=timeout,
+        paths=paths,
+        out_file=out_file,
+        saved=saved,
+        assume_yes=assume_yes,
+        ahead=ahead,
+        provenance_later=provenance_later,
+    )
 
 
 def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], list[dict]]] | None:
@@ -368,9 +496,29 @@ def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], 
     return client, client.ahead(client.list_waves)
 
 
-def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, factory, api_url, local, keys, signer_uri,
-                    provenance, diffs, without_key, timeout, paths, out_file, saved, assume_yes, ahead=None,
-                    provenance_later=None) -> int:
+def _plan_and_apply(
+    specs,
+    *,
+    only,
+    dry_run,
+    output_format,
+    detailed_exitcode,
+    factory,
+    api_url,
+    local,
+    keys,
+    signer_uri,
+    provenance,
+    diffs,
+    without_key,
+    timeout,
+    paths,
+    out_file,
+    saved,
+    assume_yes,
+    ahead=None,
+    provenance_later=None,
+) -> int:
     from reconciler import render
     from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import SignOp, build_plan, without_keyed_steps, without_signs_by
@@ -400,8 +548,12 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             plan = without_keyed_steps(plan)  # inits wait for the keyed job; nothing below loads a key
             if os.environ.get("RECONCILE_KEYS"):
                 _err("warning: RECONCILE_KEYS is set but --without-key never reads it; keep the key out of this job")
-        elif not dry_run and make_signer is not None and observed.signing is not None \
-                and any(isinstance(op, SignOp) and op.ready for op in plan.operations):
+        elif (
+            not dry_run
+            and make_signer is not None
+            and observed.signing is not None
+            and any(isinstance(op, SignOp) and op.ready for op in plan.operations)
+        ):
             # Which waves this run's key may sign is known only once the key is read against root.
             make_signer = _made_once(make_signer)
             signer = make_signer(observed.signing.root, observed.signing.online_key)
@@ -416,8 +568,13 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
             if out_file:
                 if plan.errors:
                     raise UserError(f"the plan has errors: not saved to {out_file}")
-                savedplan.write(out_file, {**render.to_dict(plan, provenance, diffs),
-                                           "saved": savedplan.saved_section(plan, observed, paths)})
+                savedplan.write(
+                    out_file,
+                    {
+                        **render.to_dict(plan, provenance, diffs),
+                        "saved": savedplan.saved_section(plan, observed, paths),
+                    },
+                )
                 _err(f"Saved the plan to {out_file}: apply exactly these steps with `reconcile --plan {out_file}`.")
             else:
                 stale = savedplan.stale_reasons(saved, plan, observed)
@@ -440,8 +597,16 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
         _err("Applying:")
         # The first step starts from this observation while it is fresh (apply.FRESH_FOR); after a person
         # confirmed, the apply observes the factory again.
-        result = apply_plan(client, specs, plan, make_signer, terminal.counted(_err, len(plan.ready)), guard,
-                            None if prompted else observed, observed_at)
+        result = apply_plan(
+            client,
+            specs,
+            plan,
+            make_signer,
+            terminal.counted(_err, len(plan.ready)),
+            guard,
+            None if prompted else observed,
+            observed_at,
+        )
         if output_format == "json":
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
@@ -449,8 +614,10 @@ def _plan_and_apply(specs, *, only, dry_run, output_format, detailed_exitcode, f
     if result.ok and not plan.errors:
         _err(f"Apply complete: {done} done, {already} already done.")
         return EXIT_OK
-    _err(f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, "
-         f"{len(result.of(Outcome.HELD))} held.")
+    _err(
+        f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, "
+        f"{len(result.of(Outcome.HELD))} held."
+    )
     for failed in result.of(Outcome.FAILED):
         _err(f"{failed.step.describe()} failed: {failed.message}", error=True)
     for wave in plan.held:
@@ -474,9 +641,11 @@ def _refuse_throwaway_factory_in_ci(api_url: str | None, local: str | None) -> N
     """In CI, a missing API URL is a misconfiguration, not a wish for a demo factory that vanishes with the runner."""
     in_ci = [name for name in ("CI", "GITHUB_ACTIONS") if os.environ.get(name, "").lower() not in ("", "0", "false")]
     if in_ci and not api_url and not local:
-        raise UserError(f"{' and '.join(in_ci)} set but no API URL: refusing to plan against a throwaway local factory; "
-                        f"set RECONCILE_API_URL and RECONCILE_FACTORY (and RECONCILE_API_TOKEN), or name a local factory "
-                        f"with --local PATH or RECONCILE_LOCAL")
+        raise UserError(
+            f"{' and '.join(in_ci)} set but no API URL: refusing to plan against a throwaway local factory; "
+            f"set RECONCILE_API_URL and RECONCILE_FACTORY (and RECONCILE_API_TOKEN), or name a local factory "
+            f"with --local PATH or RECONCILE_LOCAL"
+        )
 
 
 @contextlib.contextmanager

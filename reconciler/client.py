@@ -83,8 +83,11 @@ class RetryTransport(httpx.BaseTransport):
 
     def _may_retry(self, request: httpx.Request, attempt: int, delay: float) -> bool:
         deadline = request.extensions.get(DEADLINE)
-        return (request.method in IDEMPOTENT and attempt < self.attempts - 1
-                and (deadline is None or time.monotonic() + delay < deadline))
+        return (
+            request.method in IDEMPOTENT
+            and attempt < self.attempts - 1
+            and (deadline is None or time.monotonic() + delay < deadline)
+        )
 
     def close(self) -> None:
         self.inner.close()
@@ -101,21 +104,36 @@ class DeadlineTransport(httpx.BaseTransport):
     def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
         self.timeout = timeout
         # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
-        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), retries=retries,
-                                             max_connections=MAX_CONCURRENT, max_keepalive_connections=MAX_CONCURRENT,
-                                             network_backend=_DeadlineBackend())
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            retries=retries,
+            max_connections=MAX_CONCURRENT,
+            max_keepalive_connections=MAX_CONCURRENT,
+            network_backend=_DeadlineBackend(),
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = request.extensions.get(DEADLINE) or time.monotonic() + self.timeout
         core_request = httpcore.Request(
             method=request.method,
-            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
-                             target=request.url.raw_path),
-            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
         with _until(deadline):
             answer = self._pool.handle_request(core_request)
-        return httpx.Response(status_code=answer.status, headers=answer.headers,
-                              stream=_DeadlineBody(answer.stream, deadline), extensions=answer.extensions)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_DeadlineBody(answer.stream, deadline),
+            extensions=answer.extensions,
+        )
 
     def close(self) -> None:
         self._pool.close()
@@ -140,13 +158,20 @@ class _DeadlineBody(httpx.SyncByteStream):
 
 # httpcore's exceptions as httpx raises them (the subclasses first: the first match wins).
 _HTTPX_ERROR: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout), (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout), (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException), (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError), (httpcore.WriteError, httpx.WriteError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError), (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol), (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.NetworkError, httpx.NetworkError), (httpcore.ProtocolError, httpx.ProtocolError),
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
 )
 
 
@@ -182,15 +207,24 @@ class _DeadlineBackend(httpcore.NetworkBackend):
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout),
-                                                       local_address, socket_options))
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options)
+        )
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout),
-                                                               socket_options))
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout), socket_options)
+        )
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -209,10 +243,12 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
-                                                     _clamp(timeout, httpcore.ConnectTimeout)))
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -241,7 +277,9 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
         raise UserError(f"factory name {factory!r} may contain only letters, digits, '_', '.' and '-'")
     if api_url:
         if not factory:
-            raise UserError("--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile")
+            raise UserError(
+                "--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile"
+            )
         base_url, label = _api_url(api_url)
         transport = RetryTransport(DeadlineTransport())
         return Backend(factory, label, base_url, transport, token=os.environ.get("RECONCILE_API_TOKEN"))
@@ -249,14 +287,28 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
 
     embedded = open_embedded(local)
     if factory and factory != embedded.factory:
-        raise UserError(f"the local factory at {embedded.path} is '{embedded.factory}', not '{factory}'; "
-                        f"drop --factory or point --local elsewhere")
-    created = (f"Created the demo local factory '{embedded.factory}' at {embedded.path} "
-               f"(operator key: {embedded.keys_archive})") if embedded.created else None
+        raise UserError(
+            f"the local factory at {embedded.path} is '{embedded.factory}', not '{factory}'; "
+            f"drop --factory or point --local elsewhere"
+        )
+    created = (
+        (
+            f"Created the demo local factory '{embedded.factory}' at {embedded.path} "
+            f"(operator key: {embedded.keys_archive})"
+        )
+        if embedded.created
+        else None
+    )
     note = "\n".join(line for line in (created, embedded.modes_note) if line) or None
-    return Backend(embedded.factory, f"local:{embedded.path}", "http://local-factory",
-                   httpx.WSGITransport(app=embedded.app), keys_archive=str(embedded.keys_archive), note=note,
-                   lock_path=str(embedded.path / "apply.lock"))
+    return Backend(
+        embedded.factory,
+        f"local:{embedded.path}",
+        "http://local-factory",
+        httpx.WSGITransport(app=embedded.app),
+        keys_archive=str(embedded.keys_archive),
+        note=note,
+        lock_path=str(embedded.path / "apply.lock"),
+    )
 
 
 def _api_url(text: str) -> tuple[str, str]:
@@ -283,8 +335,12 @@ class FactoryClient:
         headers = {"User-Agent": "reconciler"}
         if backend.token:
             headers["OSF-TOKEN"] = backend.token
-        self._http = httpx.Client(base_url=backend.base_url, transport=backend.transport, headers=headers,
-                                  timeout=httpx.Timeout(request_timeout, connect=CONNECT_TIMEOUT))
+        self._http = httpx.Client(
+            base_url=backend.base_url,
+            transport=backend.transport,
+            headers=headers,
+            timeout=httpx.Timeout(request_timeout, connect=CONNECT_TIMEOUT),
+        )
         self.run_timeout, self.request_timeout = run_timeout, request_timeout
         self.deadline = time.monotonic() + run_timeout
         self.requests = 0  # requests sent (retries not counted): observation must stay cheap
@@ -345,8 +401,17 @@ class FactoryClient:
 
     # -- transport ------------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
-              content: bytes | None = None, what: str, missing_ok: bool = False) -> Any:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        body: Any = None,
+        content: bytes | None = None,
+        what: str,
+        missing_ok: bool = False,
+    ) -> Any:
         """One request; ``body`` is encoded as JSON, ``content`` is sent as given (already JSON)."""
         if time.monotonic() >= self.deadline:
             raise BackendError(f"{what}: not sent: the run's time is up (--timeout {_seconds(self.run_timeout)})")
@@ -357,14 +422,22 @@ class FactoryClient:
         run_bound = self.deadline <= request_deadline  # the run's deadline comes first
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
-            response = self._http.request(method, path, params=params, json=body, content=content, headers=headers,
-                                          extensions={DEADLINE: min(request_deadline, self.deadline)})
+            response = self._http.request(
+                method,
+                path,
+                params=params,
+                json=body,
+                content=content,
+                headers=headers,
+                extensions={DEADLINE: min(request_deadline, self.deadline)},
+            )
         except httpx.ConnectTimeout:  # never sent: a write cannot have landed
             limit = self._limit(run_bound) if run_bound else f"within {_seconds(CONNECT_TIMEOUT)}"
             raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection {limit}") from None
         except httpx.TimeoutException:
-            raise self._lost(what, f"no complete answer from {self.backend.label} {self._limit(run_bound)}",
-                             writes) from None
+            raise self._lost(
+                what, f"no complete answer from {self.backend.label} {self._limit(run_bound)}", writes
+            ) from None
         except httpx.ConnectError as exc:  # never sent: a write cannot have landed
             raise BackendError(f"{what}: cannot reach {self.backend.label}: {exc}") from None
         except httpx.HTTPError as exc:
@@ -381,7 +454,9 @@ class FactoryClient:
         try:
             return response.json()
         except ValueError:
-            raise BackendError(f"{what}: the factory answered {response.status_code} with a body that is not JSON") from None
+            raise BackendError(
+                f"{what}: the factory answered {response.status_code} with a body that is not JSON"
+            ) from None
 
     def _limit(self, run_bound: bool) -> str:
         if run_bound:
@@ -391,8 +466,9 @@ class FactoryClient:
     def _lost(self, what: str, why: str, writes: bool, status: int | None = None) -> BackendError:
         """A request whose answer never came. For a write that is not a failure: it may have landed."""
         if writes:
-            return BackendError(f"{what}: outcome unknown: {why}; the next run checks the factory", status,
-                                outcome_unknown=True)
+            return BackendError(
+                f"{what}: outcome unknown: {why}; the next run checks the factory", status, outcome_unknown=True
+            )
         return BackendError(f"{what}: {why}", status)
 
     def _read_clock(self, response: httpx.Response) -> None:
@@ -438,56 +514,93 @@ class FactoryClient:
         return self._all_pages(self._waves_page)
 
     def _waves_page(self, page: int) -> tuple[list[dict], dict]:
-        data = _expect(self._send("GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page},
-                                  what="list waves"), dict, "list waves")
+        data = _expect(
+            self._send(
+                "GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page}, what="list waves"
+            ),
+            dict,
+            "list waves",
+        )
         batch = _expect(data.get("waves") or [], list, "list waves")
         return [_expect(wave, dict, "list waves") for wave in batch], data
 
     def get_wave(self, name: str, *, show_targets: bool = False) -> dict | None:
         """The wave; with ``show_targets`` its signed targets envelope too (``show-targets=1``, as
         ``fioctl waves sign`` reads it, reference §1.2), whose signatures say how many it has."""
-        data = self._send("GET", self._factory_path(f"waves/{name}/"), what=f"read wave '{name}'", missing_ok=True,
-                          params={"show-targets": 1} if show_targets else None)
+        data = self._send(
+            "GET",
+            self._factory_path(f"waves/{name}/"),
+            what=f"read wave '{name}'",
+            missing_ok=True,
+            params={"show-targets": 1} if show_targets else None,
+        )
         return None if data is None else _expect(data, dict, f"read wave '{name}'")
 
     def wave_status(self, name: str) -> dict:
         what = f"status of wave '{name}'"
-        return _expect(self._send("GET", self._factory_path(f"waves/{name}/status/"),
-                                  params={"offline-threshold": OFFLINE_THRESHOLD_HOURS}, what=what), dict, what)
+        return _expect(
+            self._send(
+                "GET",
+                self._factory_path(f"waves/{name}/status/"),
+                params={"offline-threshold": OFFLINE_THRESHOLD_HOURS},
+                what=what,
+            ),
+            dict,
+            what,
+        )
 
     def wave_targets(self, names: list[str]) -> dict[str, dict]:
         """The targets of these active waves in one request (reference §1.3); waves with none are absent."""
         if not names:
             return {}
-        data = self._send("GET", self._factory_path("wave-targets/"), params={"name": ",".join(sorted(names))},
-                          what="read wave targets", missing_ok=True)
+        data = self._send(
+            "GET",
+            self._factory_path("wave-targets/"),
+            params={"name": ",".join(sorted(names))},
+            what="read wave targets",
+            missing_ok=True,
+        )
         return _expect(data or {}, dict, "read wave targets")
 
     def device_updates(self, device: str) -> list[dict]:
         """A device's first page of updates, fioctl's ``devices updates`` (``UpdateList``)."""
         what = f"updates of device '{device}'"
-        data = _expect(self._send("GET", f"/ota/devices/{device}/updates/", params={"factory": self.factory},
-                                  what=what), dict, what)
+        data = _expect(
+            self._send("GET", f"/ota/devices/{device}/updates/", params={"factory": self.factory}, what=what),
+            dict,
+            what,
+        )
         return [u for u in _expect(data.get("updates") or [], list, what) if isinstance(u, dict)]
 
     def update_events(self, device: str, correlation_id: str) -> list[dict]:
         """The events of one update, fioctl's ``devices updates show`` (a list of ``UpdateEvent``)."""
         what = f"events of update '{correlation_id}' of device '{device}'"
-        data = self._send("GET", f"/ota/devices/{device}/updates/{correlation_id}/", params={"factory": self.factory},
-                          what=what)
+        data = self._send(
+            "GET", f"/ota/devices/{device}/updates/{correlation_id}/", params={"factory": self.factory}, what=what
+        )
         return [e for e in _expect(data or [], list, what) if isinstance(e, dict)]
 
     def device_groups(self) -> set[str]:
-        data = _expect(self._send("GET", self._factory_path("device-groups/"), what="list device groups"), dict,
-                       "list device groups")
+        data = _expect(
+            self._send("GET", self._factory_path("device-groups/"), what="list device groups"),
+            dict,
+            "list device groups",
+        )
         groups = _expect(data.get("groups") or [], list, "list device groups")
         return {g["name"] for g in groups if isinstance(g, dict) and isinstance(g.get("name"), str)}
 
     def factory_status(self) -> dict:
         """Devices per tag and group (fioctl's FactoryStatus): which tags production devices follow."""
-        return _expect(self._send("GET", self._factory_path("status/"),
-                                  params={"offline-threshold": OFFLINE_THRESHOLD_HOURS}, what="read the factory status"),
-                       dict, "read the factory status")
+        return _expect(
+            self._send(
+                "GET",
+                self._factory_path("status/"),
+                params={"offline-threshold": OFFLINE_THRESHOLD_HOURS},
+                what="read the factory status",
+            ),
+            dict,
+            "read the factory status",
+        )
 
     def production_devices(self, tag: str) -> list[dict]:
         """The production devices on a tag, 1,000 a page: ceil(devices / 1000) requests, never one per device."""
@@ -507,29 +620,57 @@ class FactoryClient:
         filter besides ``match_tag`` and ``prod`` (reference §1.6), so the factory applies the same rule as
         to a whole tag's list, in one request whatever the tag's size."""
         what = f"look up device {uuid} on tag '{tag}'"
-        data = _expect(self._send("GET", "/ota/devices/", params={"factory": self.factory, "match_tag": tag, "prod": 1,
-                                                                   "uuid": uuid}, what=what), dict, what)
-        found = [d for d in _expect(data.get("devices") or [], list, what) if isinstance(d, dict) and d.get("uuid") == uuid]
+        data = _expect(
+            self._send(
+                "GET",
+                "/ota/devices/",
+                params={"factory": self.factory, "match_tag": tag, "prod": 1, "uuid": uuid},
+                what=what,
+            ),
+            dict,
+            what,
+        )
+        found = [
+            d for d in _expect(data.get("devices") or [], list, what) if isinstance(d, dict) and d.get("uuid") == uuid
+        ]
         return found[0] if found else None
 
     def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
         """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that
         were signed, as fioctl sends them (reference §2.1 step 10). Re-encoding the object instead
         would send another byte sequence than the one the signatures cover."""
-        body = b"".join([b'{"name":', _json(name), b',"version":', _json(str(version)), b',"tag":', _json(tag),
-                         b',"targets":{"signed":', signed, b',"signatures":', _json(signatures), b"}}"])
+        body = b"".join(
+            [
+                b'{"name":',
+                _json(name),
+                b',"version":',
+                _json(str(version)),
+                b',"tag":',
+                _json(tag),
+                b',"targets":{"signed":',
+                signed,
+                b',"signatures":',
+                _json(signatures),
+                b"}}",
+            ]
+        )
         return self._send("POST", self._factory_path("waves/"), content=body, what=f"init wave '{name}'")
 
     def rollout(self, name: str, options: dict) -> dict:
         what = ("dry-run rollout" if options.get("dry-run") else "rollout") + f" of wave '{name}'"
-        return _expect(self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options, what=what) or {},
-                       dict, what)
+        return _expect(
+            self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options, what=what) or {}, dict, what
+        )
 
     def sign_wave(self, name: str, signatures: list[dict]) -> Any:
         """Add signatures to the wave's targets: ``POST waves/{w}/sign/ {"signatures": [...]}``, the
         call ``fioctl waves sign`` makes (fioctl client/foundries.go FactorySignWave, reference §1.2)."""
-        return self._send("POST", self._factory_path(f"waves/{name}/sign/"), body={"signatures": signatures},
-                          what=f"sign wave '{name}'")
+        return self._send(
+            "POST",
+            self._factory_path(f"waves/{name}/sign/"),
+            body={"signatures": signatures},
+            what=f"sign wave '{name}'",
+        )
 
     def complete(self, name: str) -> Any:
         return self._send("POST", self._factory_path(f"waves/{name}/complete/"), what=f"complete wave '{name}'")
@@ -543,14 +684,23 @@ class FactoryClient:
         """The production targets of these tags in one request; tags with none are absent."""
         if not tags:
             return {}
-        data = self._send("GET", self._factory_path("prod-targets/"), params={"tag": ",".join(sorted(tags))},
-                          what="read production targets", missing_ok=True)
+        data = self._send(
+            "GET",
+            self._factory_path("prod-targets/"),
+            params={"tag": ",".join(sorted(tags))},
+            what="read production targets",
+            missing_ok=True,
+        )
         return _expect(data or {}, dict, "read production targets")
 
     def ci_targets(self, version: int) -> dict[str, dict]:
         what = f"read CI targets of version {version}"
-        return _expect(self._send("GET", self._factory_path("targets/"), params={"version": version}, what=what,
-                                  missing_ok=True) or {}, dict, what)
+        return _expect(
+            self._send("GET", self._factory_path("targets/"), params={"version": version}, what=what, missing_ok=True)
+            or {},
+            dict,
+            what,
+        )
 
     def root(self) -> dict:
         """The CI root: like fioctl's waves init, the offline key is found and checked against it."""
@@ -558,8 +708,12 @@ class FactoryClient:
 
     def prod_root(self) -> dict:
         """The production root: its targets threshold is what a wave needs before it rolls out (§4.1)."""
-        return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", params={"production": 1},
-                          what="read the production TUF root")
+        return self._send(
+            "GET",
+            f"/ota/repo/{self.factory}/api/v1/user_repo/root.json",
+            params={"production": 1},
+            what="read the production TUF root",
+        )
 
     def online_targets_key(self) -> dict:
         return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
@@ -574,8 +728,11 @@ class FactoryClient:
         follows ``next`` and stops at the announced total, so a server that keeps answering
         ``next`` cannot loop forever.
         """
-        params: dict[str, str | int] = {"factory": self.factory, **{k: v for k, v in filters.items() if v},
-                                        "limit": page_size}
+        params: dict[str, str | int] = {
+            "factory": self.factory,
+            **{k: v for k, v in filters.items() if v},
+            "limit": page_size,
+        }
         seen, page = 0, 1
         while True:
             query = params if page == 1 else {**params, "page": page}
@@ -601,8 +758,10 @@ def _seconds(value: float) -> str:
 def _expect(value: Any, kind: type, what: str) -> Any:
     """Refuse an answer of the wrong shape with one line, instead of failing deep inside the planner."""
     if not isinstance(value, kind):
-        raise BackendError(f"{what}: unexpected answer from the factory (a JSON {type(value).__name__} where a "
-                           f"{'list' if kind is list else 'object'} belongs)")
+        raise BackendError(
+            f"{what}: unexpected answer from the factory (a JSON {type(value).__name__} where a "
+            f"{'list' if kind is list else 'object'} belongs)"
+        )
     return value
 
 

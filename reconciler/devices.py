@@ -44,8 +44,14 @@ class Selection:
     def command(self) -> str:
         """The command line that makes this list again (for the commit message)."""
         words = ["reconcile devices", f"--tag {self.tag}"]
-        for flag, value in (("--group", self.group), ("--below", self.below), ("--seen-within", self.seen_within),
-                            ("--limit", self.limit), ("--sample", self.sample), ("--seed", self.seed)):
+        for flag, value in (
+            ("--group", self.group),
+            ("--below", self.below),
+            ("--seen-within", self.seen_within),
+            ("--limit", self.limit),
+            ("--sample", self.sample),
+            ("--seed", self.seed),
+        ):
             if value is not None:
                 words.append(f"{flag} {value}")
         return " ".join(words)
@@ -75,8 +81,10 @@ class Listing:
 def list_devices(client, selection: Selection, progress: Callable[[int, int], None] | None = None) -> Listing:
     """Page through the device list, filter, and choose; refuses more than a UUID file holds."""
     if selection.group is not None and selection.group not in client.device_groups():
-        raise UserError(f"no device group '{selection.group}' in factory {client.factory}; "
-                        f"`reconcile-factory status` or fioctl's `config device-group list` shows the groups")
+        raise UserError(
+            f"no device group '{selection.group}' in factory {client.factory}; "
+            f"`reconcile-factory status` or fioctl's `config device-group list` shows the groups"
+        )
     filters = {"match_tag": selection.tag, "group": selection.group or "", "prod": "1"}
     matching: list[tuple[str, str, datetime | None]] = []  # uuid, group, last seen
     skipped: Counter[str] = Counter()
@@ -131,7 +139,7 @@ def _choose(matching: list[tuple[str, str, datetime | None]], selection: Selecti
     """``--limit``: the most recently seen first (like the factory's own selection); ``--sample``: seeded."""
     if selection.limit is not None:
         recent = sorted(matching, key=lambda m: (-(m[2].timestamp() if m[2] else float("-inf")), m[0]))
-        return [uuid for uuid, _, _ in recent[:selection.limit]]
+        return [uuid for uuid, _, _ in recent[: selection.limit]]
     uuids = sorted(uuid for uuid, _, _ in matching)
     if selection.sample is not None:
         return random.Random(selection.seed).sample(uuids, min(selection.sample, len(uuids)))
@@ -140,8 +148,9 @@ def _choose(matching: list[tuple[str, str, datetime | None]], selection: Selecti
 
 def _split_advice(matching: list[tuple[str, str, datetime | None]], selection: Selection) -> str:
     """The error for too many devices, with the groups to split by (largest first) when there are any."""
-    head = (f"{len(matching):,} {selection.criteria()}: a UUID file holds at most {MAX_UUIDS:,} (one phase); "
-            "split the list")
+    head = (
+        f"{len(matching):,} {selection.criteria()}: a UUID file holds at most {MAX_UUIDS:,} (one phase); split the list"
+    )
     groups = Counter(group for _, group, _ in matching)
     if selection.group is None and any(groups):
         named = [f"--group {name} ({count:,})" for name, count in groups.most_common() if name]
@@ -159,10 +168,12 @@ def how_made(selection: Selection, listing: Listing, factory: str, backend: str)
         picked = f"a random sample (seed {selection.seed}) of {listing.matching:,} matching"
     else:
         picked = "every matching device"
-    lines = [f"{count:,} device UUID{'' if count == 1 else 's'}: {picked}",
-             f"Matching: {selection.criteria()}",
-             f"Made with: {selection.command()}",
-             f"From: factory {factory} ({backend}) at {listing.now.strftime('%Y-%m-%dT%H:%M:%SZ')}"]
+    lines = [
+        f"{count:,} device UUID{'' if count == 1 else 's'}: {picked}",
+        f"Matching: {selection.criteria()}",
+        f"Made with: {selection.command()}",
+        f"From: factory {factory} ({backend}) at {listing.now.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+    ]
     for reason, skipped in sorted(listing.skipped.items()):
         lines.append(f"warning: {skipped:,} device{'' if skipped == 1 else 's'} left out: {reason}")
     return lines

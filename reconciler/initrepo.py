@@ -96,8 +96,10 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
     if not _FACTORY.match(factory) or factory in (".", ".."):
         raise UserError(f"factory name {factory!r} may contain only letters, digits, '_', '.' and '-'")
     if action is not None and not _ACTION.match(action):
-        raise UserError(f"--action {action!r} must name where action.yml lives as OWNER/REPO@REF, "
-                        "e.g. acme/reconciler@<full commit SHA>")
+        raise UserError(
+            f"--action {action!r} must name where action.yml lives as OWNER/REPO@REF, "
+            "e.g. acme/reconciler@<full commit SHA>"
+        )
     if directory.exists() and not directory.is_dir():
         raise UserError(f"{directory} exists and is not a directory")
     workflow = workflow_template_path().read_text(encoding="utf-8")
@@ -114,8 +116,10 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
     existing = [str(directory / path) for path in files if (directory / path).exists()]
     if existing:
         one = len(existing) == 1
-        raise UserError(f"{', '.join(existing)} already exist{'s' if one else ''}; init-repo never overwrites: "
-                        f"move {'it' if one else 'them'} away or choose another directory")
+        raise UserError(
+            f"{', '.join(existing)} already exist{'s' if one else ''}; init-repo never overwrites: "
+            f"move {'it' if one else 'them'} away or choose another directory"
+        )
     written = []
     for path, text in files.items():
         target = directory / path

@@ -41,8 +41,12 @@ REF_PREFIX = "refs/reconcile/locks/"
 TTL = timedelta(minutes=10)  # renewed before every write; a dead CI job's lease frees itself after this
 _CONTENDED_ATTEMPTS = 40
 POLL_SECONDS = {True: 1.0, False: 0.2}  # how often a waiting apply looks again: over the network, on disk
-_GIT_IDENTITY = {"GIT_AUTHOR_NAME": "reconcile", "GIT_AUTHOR_EMAIL": "reconcile@localhost",
-                 "GIT_COMMITTER_NAME": "reconcile", "GIT_COMMITTER_EMAIL": "reconcile@localhost"}
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "reconcile",
+    "GIT_AUTHOR_EMAIL": "reconcile@localhost",
+    "GIT_COMMITTER_NAME": "reconcile",
+    "GIT_COMMITTER_EMAIL": "reconcile@localhost",
+}
 
 
 class LeaseHeld(UserError):
@@ -94,8 +98,15 @@ class LeaseState:
     pending: tuple[dict, ...] = ()
 
     def to_message(self, factory: str) -> str:
-        body = {"factory": factory, "holder": self.holder, "started": self.started, "expires": self.expires,
-                "released": self.released, "pending": list(self.pending), "nonce": uuid.uuid4().hex}
+        body = {
+            "factory": factory,
+            "holder": self.holder,
+            "started": self.started,
+            "expires": self.expires,
+            "released": self.released,
+            "pending": list(self.pending),
+            "nonce": uuid.uuid4().hex,
+        }
         title = "released" if self.released else f"held by {describe_holder(self.holder)}"
         return f"reconcile lease for factory {factory}: {title}\n\n{json.dumps(body, sort_keys=True)}\n"
 
@@ -104,8 +115,14 @@ class LeaseState:
         """A ref whose commit is not ours reads as held forever: only ``unlock`` removes it."""
         try:
             body = json.loads(message.split("\n\n", 1)[1])
-            return cls(commit, dict(body["holder"]), str(body["started"]), str(body["expires"]),
-                       bool(body.get("released")), tuple(dict(p) for p in body.get("pending") or ()))
+            return cls(
+                commit,
+                dict(body["holder"]),
+                str(body["started"]),
+                str(body["expires"]),
+                bool(body.get("released")),
+                tuple(dict(p) for p in body.get("pending") or ()),
+            )
         except (IndexError, KeyError, TypeError, ValueError):
             return cls(commit, {"user": "unknown (unreadable lease)"}, "?", "9999-12-31T23:59:59Z")
 
@@ -119,8 +136,11 @@ class LeaseState:
         except ValueError:
             return None
         pid = self.holder.get("pid")
-        if self.holder.get("host") == socket.gethostname() and isinstance(pid, int) \
-                and not _process_exists(pid, self.holder.get("pid_start")):
+        if (
+            self.holder.get("host") == socket.gethostname()
+            and isinstance(pid, int)
+            and not _process_exists(pid, self.holder.get("pid_start"))
+        ):
             return "its process on this machine has ended"
         return None
 
@@ -196,8 +216,9 @@ class RefStore:
         for _ in range(_CONTENDED_ATTEMPTS):
             if self.remote:
                 lease = f"--force-with-lease={ref}:{expected or ''}"
-                done = _run(self.root, "push", "--quiet", "--porcelain", "--no-verify", lease, self.remote,
-                            f"{new}:{ref}")
+                done = _run(
+                    self.root, "push", "--quiet", "--porcelain", "--no-verify", lease, self.remote, f"{new}:{ref}"
+                )
             elif message is None:
                 done = _run(self.root, "update-ref", "-d", ref, expected or "")
             else:
@@ -217,8 +238,9 @@ class RefStore:
 
 def _run(root: str, *args: str, stdin: str | None = None, extra_env: dict | None = None):
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(extra_env or {})}
-    return subprocess.run(["git", "-C", root, *args], check=False, capture_output=True, text=True, input=stdin,
-                          env=env, timeout=120)
+    return subprocess.run(
+        ["git", "-C", root, *args], check=False, capture_output=True, text=True, input=stdin, env=env, timeout=120
+    )
 
 
 def _git(root: str, *args: str, stdin: str | None = None, extra_env: dict | None = None) -> str:
@@ -245,8 +267,9 @@ class Lease:
         return REF_PREFIX + self.factory
 
     @classmethod
-    def acquire(cls, store: RefStore, factory: str, wait: float = 0.0,
-                on_wait: Callable[[str], None] | None = None) -> Lease:
+    def acquire(
+        cls, store: RefStore, factory: str, wait: float = 0.0, on_wait: Callable[[str], None] | None = None
+    ) -> Lease:
         """Take the lease, waiting up to ``wait`` seconds for a live holder to release it."""
         ref = REF_PREFIX + factory
         deadline = time.monotonic() + wait
@@ -261,20 +284,28 @@ class Lease:
                 commit = store.swap(ref, mine.to_message(factory), previous.commit if previous else None)
                 if commit is not None:
                     taken_over = previous is not None and not previous.released
-                    return cls(store, factory, _replace_commit(mine, commit),
-                               inherited=previous.pending if previous else (),
-                               broke=f"took over the lease of {describe_holder(previous.holder)}: {why}"
-                               if taken_over and previous else None)
+                    return cls(
+                        store,
+                        factory,
+                        _replace_commit(mine, commit),
+                        inherited=previous.pending if previous else (),
+                        broke=f"took over the lease of {describe_holder(previous.holder)}: {why}"
+                        if taken_over and previous
+                        else None,
+                    )
                 continue  # lost the race to another writer: look again
             assert previous is not None
             if time.monotonic() >= deadline:
                 raise LeaseHeld(
                     f"another apply holds factory '{factory}': {describe_holder(previous.holder)} since "
                     f"{previous.started}, until {previous.expires} (lease {ref} in {store.where}); wait for it "
-                    f"to finish, or if it is dead run `reconcile --unlock --factory {factory}`")
+                    f"to finish, or if it is dead run `reconcile --unlock --factory {factory}`"
+                )
             if on_wait and not told:
-                on_wait(f"Waiting for the apply lease of factory '{factory}', held by "
-                        f"{describe_holder(previous.holder)} since {previous.started} ...")
+                on_wait(
+                    f"Waiting for the apply lease of factory '{factory}', held by "
+                    f"{describe_holder(previous.holder)} since {previous.started} ..."
+                )
                 told = True
             time.sleep(POLL_SECONDS[store.remote is not None])
 
@@ -286,8 +317,9 @@ class Lease:
         if commit is None:
             current = self.store.read(self.ref)
             other = describe_holder(LeaseState.from_message(*current).holder) if current else "nobody"
-            raise LeaseHeld(f"lost the lease of factory '{self.factory}' (now held by {other}); stopped before "
-                            "the next write")
+            raise LeaseHeld(
+                f"lost the lease of factory '{self.factory}' (now held by {other}); stopped before the next write"
+            )
         self.state = _replace_commit(state, commit)
 
     def release(self, pending: tuple[dict, ...] = ()) -> None:
@@ -320,10 +352,13 @@ def unlock(store: RefStore, factory: str) -> str:
         swapped = store.swap(ref, None, state.commit)
     if swapped is None:
         raise UserError(f"the apply lease of factory '{factory}' changed while unlocking; look again")
-    done = f"removed the apply lease of factory '{factory}' held by {describe_holder(state.holder)} since {state.started}"
+    done = (
+        f"removed the apply lease of factory '{factory}' held by {describe_holder(state.holder)} since {state.started}"
+    )
     if state.pending:
-        done += ("; kept its unsettled write for the next apply to settle: "
-                 + "; ".join(describe_pending(p) for p in state.pending))
+        done += "; kept its unsettled write for the next apply to settle: " + "; ".join(
+            describe_pending(p) for p in state.pending
+        )
     return done
 
 

@@ -76,8 +76,9 @@ def parse_wave(data: dict) -> ObservedWave:
         return _parse_wave(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         name = data.get("name") if isinstance(data, dict) else None
-        raise BackendError(f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: "
-                           f"{exc})") from None
+        raise BackendError(
+            f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _parse_wave(data: dict) -> ObservedWave:
@@ -120,8 +121,9 @@ def parse_progress(status: dict, wave: ObservedWave) -> WaveProgress:
     groups only, so devices a factory-wide rollout reached would never count (reference §2.3, §6.9)."""
     groups = [*(status.get("rollout-groups") or []), *(status.get("other-groups") or [])]
     return WaveProgress(
-        updated=sum(int(g.get("devices-on-wave-version") or 0) + int(g.get("devices-on-newer-version") or 0)
-                    for g in groups),
+        updated=sum(
+            int(g.get("devices-on-wave-version") or 0) + int(g.get("devices-on-newer-version") or 0) for g in groups
+        ),
         rolled_out=sum(record.devices for record in wave.history),
         total=int(status.get("total-devices") or 0),
     )
@@ -138,9 +140,14 @@ def parse_tag_devices(status: dict) -> dict[str, int]:
 
 
 def parse_device(data: dict) -> Device:
-    return Device(uuid=str(data["uuid"]), name=str(data.get("name") or ""), group=str(data.get("device-group") or ""),
-                  last_seen=parse_time(data.get("last-seen")), in_wave=bool(data.get("is-wave")),
-                  up_to_date=bool(data.get("up-to-date")))
+    return Device(
+        uuid=str(data["uuid"]),
+        name=str(data.get("name") or ""),
+        group=str(data.get("device-group") or ""),
+        last_seen=parse_time(data.get("last-seen")),
+        in_wave=bool(data.get("is-wave")),
+        up_to_date=bool(data.get("up-to-date")),
+    )
 
 
 def _ci_tags(targets: dict) -> frozenset[str]:
@@ -165,7 +172,9 @@ def _device_reads(specs: list[WaveSpec], waves: dict[str, ObservedWave]) -> tupl
     """Tags to list whole, and (tag, uuid) pairs to look up one by one, for the plan's device checks: the
     tags with the fewest named UUIDs are looked up first, as long as the lookups stay within ``MAX_LOOKUPS``."""
     named = uuids_to_check(specs, waves)
-    listed = tags_needing_devices(specs, waves) | {tag for tag, uuids in named.items() if len(uuids) > MAX_LOOKUPS_PER_TAG}
+    listed = tags_needing_devices(specs, waves) | {
+        tag for tag, uuids in named.items() if len(uuids) > MAX_LOOKUPS_PER_TAG
+    }
     lookups: list[tuple[str, str]] = []
     undecided = sorted((t for t in named if t not in listed), key=lambda t: (len(named[t]), t))
     for tag in undecided:
@@ -216,8 +225,11 @@ def wave_signers(prod_root: dict, envelope: object) -> frozenset[str] | None:
     (each key once); None when the envelope has no readable signatures."""
     from reconciler import signing
 
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict) \
-            or not isinstance(envelope.get("signatures"), list):
+    if (
+        not isinstance(envelope, dict)
+        or not isinstance(envelope.get("signed"), dict)
+        or not isinstance(envelope.get("signatures"), list)
+    ):
         return None
     try:
         return frozenset(signing.valid_keyids(prod_root, "targets", envelope["signed"], envelope["signatures"]))
@@ -225,8 +237,13 @@ def wave_signers(prod_root: dict, envelope: object) -> frozenset[str] | None:
         return None
 
 
-def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[], list[dict]] | None = None,
-            *, signing: bool = False) -> ObservedState:
+def observe(
+    client: FactoryClient,
+    specs: list[WaveSpec],
+    wave_list: Callable[[], list[dict]] | None = None,
+    *,
+    signing: bool = False,
+) -> ObservedState:
     """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
     was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
     sign also reads, when a wave is to be created or is active, the root and the online targets key in
@@ -240,11 +257,14 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
     new = [s for s in chosen if s.name not in waves and not s.cancel]
     versions = sorted({s.target for s in new})
     need_groups = pending_groups(chosen, waves)
-    managed_active = sorted(s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE
-                            and not s.cancel)
+    managed_active = sorted(
+        s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE and not s.cancel
+    )
     need_keys = bool(managed_active or new)
-    calls: list[Callable[[], Any]] = [functools.partial(client.prod_targets, tags),
-                                      functools.partial(client.wave_targets, managed_active)]
+    calls: list[Callable[[], Any]] = [
+        functools.partial(client.prod_targets, tags),
+        functools.partial(client.wave_targets, managed_active),
+    ]
     calls += [client.prod_root] if need_keys else []
     calls += [functools.partial(client.wave_status, name) for name in status_of]
     calls += [functools.partial(client.ci_targets, version) for version in versions]
@@ -266,12 +286,15 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
             try:
                 prod[tag] = parse_prod_targets(envelope)
             except (TypeError, ValueError, AttributeError):
-                raise BackendError(f"read production targets: unexpected targets of tag '{tag}' in the factory's "
-                                   f"answer") from None
+                raise BackendError(
+                    f"read production targets: unexpected targets of tag '{tag}' in the factory's answer"
+                ) from None
     wave_expires = {}
     envelopes = next(answers)
     for name, envelope in envelopes.items():
-        expires = parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
+        expires = (
+            parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
+        )
         if expires is not None:
             wave_expires[name] = expires
     prod_root = next(answers) if need_keys else None
@@ -283,8 +306,11 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
         ci_without_deltas[version] = _without_deltas(targets)
     groups = frozenset(next(answers)) if need_groups else None
     tag_devices = parse_tag_devices(next(answers)) if new else None
-    signing_inputs = SigningInputs(root=next(answers), online_key=next(answers), prod_envelopes=prod_envelopes,
-                                   ci_targets=ci_sent) if sign else None
+    signing_inputs = (
+        SigningInputs(root=next(answers), online_key=next(answers), prod_envelopes=prod_envelopes, ci_targets=ci_sent)
+        if sign
+        else None
+    )
     targets_keys, signers = None, {}
     if prod_root is not None:
         # Two signatures are init's (the online key's and one offline); only a root needing more makes the
@@ -310,10 +336,13 @@ def observe(client: FactoryClient, specs: list[WaveSpec], wave_list: Callable[[]
             named_devices[tag][device.uuid] = device
     # Gates short of their share on the counts name their offline devices: one more round trip, only then.
     late = sorted(tags_needing_devices(chosen, waves, progress) - set(device_tags))
-    listings.update(zip(late, client.gather([functools.partial(client.production_devices, tag) for tag in late]),
-                        strict=True))
-    devices = {tag: {d.uuid: d for d in (parse_device(item) for item in listed if item.get("uuid"))}
-               for tag, listed in sorted(listings.items())}
+    listings.update(
+        zip(late, client.gather([functools.partial(client.production_devices, tag) for tag in late]), strict=True)
+    )
+    devices = {
+        tag: {d.uuid: d for d in (parse_device(item) for item in listed if item.get("uuid"))}
+        for tag, listed in sorted(listings.items())
+    }
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,
@@ -363,16 +392,24 @@ def fill_device_counts(client: FactoryClient, plan: Plan, observed: ObservedStat
     behind it; a refused blocked rollout keeps its reason and gets no count.
     """
     unsigned = {op.wave for op in plan.operations if isinstance(op, SignOp)}  # the factory refuses their dry runs
-    next_phase = {w.name: w.phases_done for w in plan.waves
-                  if w.status == WaveStatus.ACTIVE and not w.drift and w.name not in unsigned}
+    next_phase = {
+        w.name: w.phases_done
+        for w in plan.waves
+        if w.status == WaveStatus.ACTIVE and not w.drift and w.name not in unsigned
+    }
     counted: dict[str, RolloutOp] = {}  # the next rollout of each existing wave
     for op in plan.operations:
         if isinstance(op, RolloutOp) and next_phase.get(op.wave) == op.phase_index and op.wave not in counted:
             counted[op.wave] = op
     known = observed.rollout_counts if observed is not None else {}
     missing = [op for op in counted.values() if (op.wave, op.phase_index) not in known]
-    answers = dict(zip([(op.wave, op.phase_index) for op in missing],
-                       client.gather([functools.partial(_count_rollout, client, op) for op in missing]), strict=True))
+    answers = dict(
+        zip(
+            [(op.wave, op.phase_index) for op in missing],
+            client.gather([functools.partial(_count_rollout, client, op) for op in missing]),
+            strict=True,
+        )
+    )
     for op in counted.values():
         answer = known.get((op.wave, op.phase_index), answers.get((op.wave, op.phase_index)))
         if isinstance(answer, int):

@@ -44,8 +44,12 @@ def iso(moment: datetime | None) -> str | None:
 def summary_line(plan: Plan) -> str:
     ready = Counter(op.op for op in plan.ready)
     blocked = sum(1 for op in plan.operations if not op.ready)
-    parts = [f"{ready[OpKind.INIT]} to init", f"{ready[OpKind.ROLLOUT]} to roll out",
-             f"{ready[OpKind.COMPLETE]} to complete", f"{ready[OpKind.CANCEL]} to cancel"]
+    parts = [
+        f"{ready[OpKind.INIT]} to init",
+        f"{ready[OpKind.ROLLOUT]} to roll out",
+        f"{ready[OpKind.COMPLETE]} to complete",
+        f"{ready[OpKind.CANCEL]} to cancel",
+    ]
     if any(isinstance(op, SignOp) for op in plan.operations):  # only factories whose root needs more signatures
         parts.insert(1, f"{ready[OpKind.SIGN]} to sign")
     return f"Plan: {', '.join(parts)}; {blocked} blocked."
@@ -80,6 +84,7 @@ def _more(problems: tuple[Problem, ...], title: str, indent: str) -> list[str]:
 
 
 # -- text ----------------------------------------------------------------------------------------
+
 
 def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     """The plan for a terminal; every line is escaped on its own, so nothing in it adds a line."""
@@ -117,13 +122,15 @@ def _progress_table(waves: list[WaveSummary]) -> list[str]:
     rows = [["WAVE", "TAG", "TARGET", "PHASES", "PROGRESS"]]
     for wave in waves:
         drift = " (drift)" if wave.drift else ""
-        rows.append([wave.name, wave.tag, str(wave.target), f"{wave.phases_done}/{len(wave.phases)}{drift}",
-                     _progress(wave)])
+        rows.append(
+            [wave.name, wave.tag, str(wave.target), f"{wave.phases_done}/{len(wave.phases)}{drift}", _progress(wave)]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 # -- JSON ----------------------------------------------------------------------------------------
+
 
 def problem_dict(problem: Problem) -> dict:
     data: dict[str, str | int] = {"message": problem.message}
@@ -133,8 +140,14 @@ def problem_dict(problem: Problem) -> dict:
 
 
 def operation_dict(op: Operation) -> dict:
-    data: dict = {"op": op.op, "wave": op.wave, "tag": op.tag, "status": op.status,
-                  "manifest": op.location.file, "line": op.location.line}
+    data: dict = {
+        "op": op.op,
+        "wave": op.wave,
+        "tag": op.tag,
+        "status": op.status,
+        "manifest": op.location.file,
+        "line": op.location.line,
+    }
     if op.reason:
         data["reason"] = op.reason
     if op.opens_at is not None:
@@ -163,9 +176,17 @@ def operation_dict(op: Operation) -> dict:
 
 
 def wave_dict(wave: WaveSummary) -> dict:
-    data = {"name": wave.name, "manifest": wave.manifest, "tag": wave.tag, "target": wave.target,
-            "status": wave.status, "phases_done": wave.phases_done, "phases_total": len(wave.phases),
-            "phases": [{"name": name, "state": state} for name, state in wave.phases], "drift": list(wave.drift)}
+    data = {
+        "name": wave.name,
+        "manifest": wave.manifest,
+        "tag": wave.tag,
+        "target": wave.target,
+        "status": wave.status,
+        "phases_done": wave.phases_done,
+        "phases_total": len(wave.phases),
+        "phases": [{"name": name, "state": state} for name, state in wave.phases],
+        "drift": list(wave.drift),
+    }
     if wave.rolled_out is not None:
         data["progress"] = {"updated": wave.updated, "rolled_out": wave.rolled_out, "total": wave.total}
     return data
@@ -174,8 +195,9 @@ def wave_dict(wave: WaveSummary) -> dict:
 Outcomes = list[tuple[Operation, str, str]]  # (step, done|already_done|failed|held, message) from an apply
 
 
-def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None,
-            outcomes: Outcomes | None = None) -> dict:
+def to_dict(
+    plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None, outcomes: Outcomes | None = None
+) -> dict:
     data: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "factory": plan.factory,
@@ -189,8 +211,9 @@ def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | 
         "held": [{"wave": h.wave, "tag": h.tag, "reason": h.reason} for h in plan.held],
     }
     if outcomes is not None:
-        data["applied"] = [{"step": operation_dict(op), "outcome": outcome, "message": message}
-                           for op, outcome, message in outcomes]
+        data["applied"] = [
+            {"step": operation_dict(op), "outcome": outcome, "message": message} for op, outcome, message in outcomes
+        ]
     if provenance:
         data["provenance"] = provenance
     if diffs is not None:
@@ -198,8 +221,9 @@ def to_dict(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | 
     return data
 
 
-def to_json(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None,
-            outcomes: Outcomes | None = None) -> str:
+def to_json(
+    plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None, outcomes: Outcomes | None = None
+) -> str:
     return json.dumps(to_dict(plan, provenance, diffs, outcomes), indent=2)
 
 
@@ -258,8 +282,9 @@ def mermaid(plan: Plan, wave: WaveSummary) -> str:
 def _mermaid_label(name: str) -> str:
     """A node label Mermaid shows literally: anything but letters, digits and ``_.+-`` as an entity
     code (``#96;`` for a backtick), so a label cannot end the node, the diagram or the code block."""
-    return "".join(char if char.isascii() and (char.isalnum() or char in "_.+- ") else f"#{ord(char)};"
-                   for char in name)
+    return "".join(
+        char if char.isascii() and (char.isalnum() or char in "_.+- ") else f"#{ord(char)};" for char in name
+    )
 
 
 def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> str:
@@ -273,16 +298,22 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
         out += ["| Wave | Tag | Target | Status | Phases | Progress |", "|---|---|---|---|---|---|"]
         for wave in plan.waves:
             drift = " ⚠ drift" if wave.drift else ""
-            out.append(f"| {md_cell_code(wave.name)} | {md_text(wave.tag)} | {wave.target} | "
-                       f"{md_text(str(wave.status))}{drift} | {wave.phases_done}/{len(wave.phases)} | {_progress(wave)} |")
+            out.append(
+                f"| {md_cell_code(wave.name)} | {md_text(wave.tag)} | {wave.target} | "
+                f"{md_text(str(wave.status))}{drift} | {wave.phases_done}/{len(wave.phases)} | {_progress(wave)} |"
+            )
         out.append("")
     if plan.operations:
         out += ["| | Step | Wave | Detail | Devices | Status |", "|---|---|---|---|---|---|"]
         for op in plan.operations:
-            status = ("ready" + (f": because {op.reason}" if op.reason else "")) if op.ready else f"blocked: {op.reason}"
+            status = (
+                ("ready" + (f": because {op.reason}" if op.reason else "")) if op.ready else f"blocked: {op.reason}"
+            )
             devices = op.devices if isinstance(op, RolloutOp) and op.devices is not None else ""
-            out.append(f"| `{SYMBOLS[op.op]}` | {op.op} | {md_cell_code(op.wave)} | {md_text(operation_detail(op))} | "
-                       f"{devices} | {md_text(status)} |")
+            out.append(
+                f"| `{SYMBOLS[op.op]}` | {op.op} | {md_cell_code(op.wave)} | {md_text(operation_detail(op))} | "
+                f"{devices} | {md_text(status)} |"
+            )
         out.append("")
         out.append(f"**{summary_line(plan)}**")
     elif not plan.errors:
@@ -292,7 +323,13 @@ def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str
             out += ["", f"#### {title}", ""] + [f"- {md_code(str(p))}" for p in _first(problems)]
             out += _more(problems, title, "- ")
     if plan.held:
-        out += ["", "#### Held by errors", "", "Their steps and the later steps of their tag wait; other tags go on.", ""]
+        out += [
+            "",
+            "#### Held by errors",
+            "",
+            "Their steps and the later steps of their tag wait; other tags go on.",
+            "",
+        ]
         out += [f"- {md_code(h.wave)} (tag {md_code(h.tag)}): {md_text(h.reason)}" for h in plan.held]
     if diffs:
         out += ["", f"<details><summary>Changed manifests ({len(diffs)})</summary>", ""]

@@ -44,13 +44,19 @@ def render(report: StatusReport, output_format: str) -> str:
 
 # -- tables -----------------------------------------------------------------------------------------
 
-def table(header: list[str], rows: list[list[str]], numeric: frozenset[int] = frozenset(), indent: str = "  ") -> list[str]:
+
+def table(
+    header: list[str], rows: list[list[str]], numeric: frozenset[int] = frozenset(), indent: str = "  "
+) -> list[str]:
     """Columns padded to their widest cell; numbers right-aligned, like ``fioctl waves status``."""
     rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     out = []
     for row in [header, *rows]:
-        cells = [cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
         out.append((indent + "  ".join(cells)).rstrip())
     return out
 
@@ -65,9 +71,18 @@ def _n(value: int | None) -> str:
 
 def _phase_cells(phase: PhaseReport) -> list[str]:
     counts = phase.counts
-    return [phase.name, phase.scope, phase.state, iso(phase.rollout_at) or "", phase.rollout_by or "",
-            _n(phase.reached), _n(counts.updated if counts else None), _n(counts.pending if counts else None),
-            _n(counts.offline if counts else None), _n(phase.failed)]
+    return [
+        phase.name,
+        phase.scope,
+        phase.state,
+        iso(phase.rollout_at) or "",
+        phase.rollout_by or "",
+        _n(phase.reached),
+        _n(counts.updated if counts else None),
+        _n(counts.pending if counts else None),
+        _n(counts.offline if counts else None),
+        _n(phase.failed),
+    ]
 
 
 PHASE_HEADER = ["PHASE", "SCOPE", "STATE", "ROLLED OUT", "BY", "REACHED", "UPDATED", "PENDING", "OFFLINE", "FAILED"]
@@ -95,16 +110,19 @@ def _facts(wave: WaveReport, now: datetime) -> list[str]:
         lines.append(line)
     if wave.totals is not None:
         t = wave.totals
-        lines.append(f"devices on tag {wave.tag}: {t.devices} ({t.updated} updated, {t.pending} on older versions, "
-                     f"{t.offline} offline)")
+        lines.append(
+            f"devices on tag {wave.tag}: {t.devices} ({t.updated} updated, {t.pending} on older versions, "
+            f"{t.offline} offline)"
+        )
     if wave.left_on_canceled is not None:
         lines.append(f"left on canceled version {wave.version}: {_plural(wave.left_on_canceled, 'device')}")
     expiry = []
     if wave.targets_expire is not None:
         expiry.append(f"wave targets expire {iso(wave.targets_expire)}{_soon(wave.targets_expire, now)}")
     if wave.production_expire is not None:
-        expiry.append(f"production targets of {wave.tag} expire {iso(wave.production_expire)}"
-                      f"{_soon(wave.production_expire, now)}")
+        expiry.append(
+            f"production targets of {wave.tag} expire {iso(wave.production_expire)}{_soon(wave.production_expire, now)}"
+        )
     if expiry:
         lines.append("; ".join(expiry))
     if wave.next_step is not None:
@@ -125,26 +143,34 @@ def to_text(report: StatusReport) -> str:
 
 # -- Markdown ---------------------------------------------------------------------------------------
 
+
 def _cell(text: object) -> str:
     """Literal Markdown text, also inside a table cell (``md_text`` escapes ``|``)."""
     return md_text(str(text))
 
 
 def to_markdown(report: StatusReport) -> str:
-    out = [f"### Wave status for factory {md_code(report.factory)}", "",
-           f"Backend {md_code(report.backend)}, factory time {iso(report.now)}."]
+    out = [
+        f"### Wave status for factory {md_code(report.factory)}",
+        "",
+        f"Backend {md_code(report.backend)}, factory time {iso(report.now)}.",
+    ]
     for wave in report.waves:
         out += ["", f"#### {md_code(wave.name)}: {wave.status}, version {wave.version}, tag {_cell(wave.tag)}", ""]
         out.append(f"Manifest {md_code(wave.manifest)}." if wave.manifest else "Unmanaged: no manifest.")
         out += [f"- {_cell(line)}" for line in _facts(wave, report.now)]
         if wave.phases:
-            out += ["", "| " + " | ".join(h.title() for h in PHASE_HEADER) + " |",
-                    "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+            out += [
+                "",
+                "| " + " | ".join(h.title() for h in PHASE_HEADER) + " |",
+                "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+            ]
             out += ["| " + " | ".join(_cell(c) for c in _phase_cells(p)) + " |" for p in wave.phases]
     return "\n".join(out) + "\n"
 
 
 # -- JSON -------------------------------------------------------------------------------------------
+
 
 def _counts(counts: ScopeCounts | None) -> dict | None:
     if counts is None:
@@ -171,25 +197,47 @@ def _gate(gate: GateReport | None) -> dict | None:
 
 
 def _phase(phase: PhaseReport) -> dict:
-    return {"name": phase.name, "scope": phase.scope, "group": phase.group, "state": phase.state,
-            "rollout_at": iso(phase.rollout_at), "rollout_by": phase.rollout_by, "reached": phase.reached,
-            "counts": _counts(phase.counts), "failed": phase.failed}
+    return {
+        "name": phase.name,
+        "scope": phase.scope,
+        "group": phase.group,
+        "state": phase.state,
+        "rollout_at": iso(phase.rollout_at),
+        "rollout_by": phase.rollout_by,
+        "reached": phase.reached,
+        "counts": _counts(phase.counts),
+        "failed": phase.failed,
+    }
 
 
 def wave_dict(wave: WaveReport) -> dict:
     return {
-        "name": wave.name, "manifest": wave.manifest, "tag": wave.tag, "version": wave.version, "status": wave.status,
-        "created_at": iso(wave.created_at), "created_by": wave.created_by,
-        "finished_at": iso(wave.finished_at), "finished_by": wave.finished_by,
-        "devices": _counts(wave.totals), "left_on_canceled": wave.left_on_canceled,
-        "targets_expire": iso(wave.targets_expire), "production_expire": iso(wave.production_expire),
-        "next_step": _gate(wave.next_step), "phases": [_phase(p) for p in wave.phases],
+        "name": wave.name,
+        "manifest": wave.manifest,
+        "tag": wave.tag,
+        "version": wave.version,
+        "status": wave.status,
+        "created_at": iso(wave.created_at),
+        "created_by": wave.created_by,
+        "finished_at": iso(wave.finished_at),
+        "finished_by": wave.finished_by,
+        "devices": _counts(wave.totals),
+        "left_on_canceled": wave.left_on_canceled,
+        "targets_expire": iso(wave.targets_expire),
+        "production_expire": iso(wave.production_expire),
+        "next_step": _gate(wave.next_step),
+        "phases": [_phase(p) for p in wave.phases],
     }
 
 
 def to_dict(report: StatusReport) -> dict:
-    return {"format_version": FORMAT_VERSION, "factory": report.factory, "backend": report.backend,
-            "now": iso(report.now), "waves": [wave_dict(w) for w in report.waves]}
+    return {
+        "format_version": FORMAT_VERSION,
+        "factory": report.factory,
+        "backend": report.backend,
+        "now": iso(report.now),
+        "waves": [wave_dict(w) for w in report.waves],
+    }
 
 
 # -- devices ----------------------------------------------------------------------------------------
@@ -207,22 +255,59 @@ def _last_update(row: DeviceRow) -> str:
 
 def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format: str) -> str:
     if output_format == "json":
-        return json.dumps({"format_version": FORMAT_VERSION, "wave": wave.name, "version": wave.version,
-                           "tag": wave.tag, "status": wave.status, "now": iso(now), "devices": [
-                               {"uuid": r.device.uuid, "name": r.device.name, "group": r.device.group,
-                                "last_seen": iso(r.device.last_seen), "target": r.device.target_name,
-                                "state": r.state,
-                                "last_update": None if r.last_update is None else {
-                                    "version": r.last_update.version, "target": r.last_update.target,
-                                    "time": r.last_update.at, "failed": r.last_update.failed}}
-                               for r in rows]}, indent=2)
-    cells = [[r.device.uuid, r.device.name, r.device.group or DASH, iso(r.device.last_seen) or "never",
-              r.device.target_name, r.state, _last_update(r)] for r in rows]
+        return json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "wave": wave.name,
+                "version": wave.version,
+                "tag": wave.tag,
+                "status": wave.status,
+                "now": iso(now),
+                "devices": [
+                    {
+                        "uuid": r.device.uuid,
+                        "name": r.device.name,
+                        "group": r.device.group,
+                        "last_seen": iso(r.device.last_seen),
+                        "target": r.device.target_name,
+                        "state": r.state,
+                        "last_update": None
+                        if r.last_update is None
+                        else {
+                            "version": r.last_update.version,
+                            "target": r.last_update.target,
+                            "time": r.last_update.at,
+                            "failed": r.last_update.failed,
+                        },
+                    }
+                    for r in rows
+                ],
+            },
+            indent=2,
+        )
+    cells = [
+        [
+            r.device.uuid,
+            r.device.name,
+            r.device.group or DASH,
+            iso(r.device.last_seen) or "never",
+            r.device.target_name,
+            r.state,
+            _last_update(r),
+        ]
+        for r in rows
+    ]
     if output_format == "markdown":
-        out = [f"### Devices of wave {md_code(wave.name)} (version {wave.version}, {wave.status}): {_plural(len(rows), 'device')}", "",
-               "| " + " | ".join(h.title() for h in DEVICE_HEADER) + " |", "|---|---|---|---|---|---|---|"]
+        out = [
+            f"### Devices of wave {md_code(wave.name)} (version {wave.version}, {wave.status}): {_plural(len(rows), 'device')}",
+            "",
+            "| " + " | ".join(h.title() for h in DEVICE_HEADER) + " |",
+            "|---|---|---|---|---|---|---|",
+        ]
         out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in cells]
         return "\n".join(out) + "\n"
-    title = printable(f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: "
-                      f"{_plural(len(rows), 'device')}")
+    title = printable(
+        f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: "
+        f"{_plural(len(rows), 'device')}"
+    )
     return "\n".join([title, *(table(DEVICE_HEADER, cells, indent="") if rows else [])])

@@ -24,8 +24,10 @@ def schema_path(name: str) -> Path:
 
 def workflow_template_path() -> Path:
     """The example release workflow, which ``reconcile init-repo`` copies into a new repository."""
-    for candidate in (_PACKAGE_DIR / "templates" / "release.yml",
-                      _PACKAGE_DIR.parent / "examples" / "workflows" / "release.yml"):
+    for candidate in (
+        _PACKAGE_DIR / "templates" / "release.yml",
+        _PACKAGE_DIR.parent / "examples" / "workflows" / "release.yml",
+    ):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("the release workflow template is not installed with the reconciler package")

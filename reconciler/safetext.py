@@ -30,9 +30,18 @@ _UNSAFE = re.compile(f"[\x00-\x08\x0a-\x1f{_FORMAT_AND_SEPARATORS}]")
 # The same in a whole file, whose lines end in line feeds (and carriage returns, written on Windows).
 _UNSAFE_IN_FILE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f{_FORMAT_AND_SEPARATORS}]")
 _CONTROL_NAMES = {  # unicodedata has no names for controls; these are their Unicode aliases
-    "\x00": "NULL", "\x07": "BELL", "\x08": "BACKSPACE", "\n": "LINE FEED", "\x0b": "LINE TABULATION",
-    "\x0c": "FORM FEED", "\r": "CARRIAGE RETURN", "\x1b": "ESCAPE", "\x7f": "DELETE", "\x85": "NEXT LINE",
-    "\x9b": "CONTROL SEQUENCE INTRODUCER", "\x9d": "OPERATING SYSTEM COMMAND",
+    "\x00": "NULL",
+    "\x07": "BELL",
+    "\x08": "BACKSPACE",
+    "\n": "LINE FEED",
+    "\x0b": "LINE TABULATION",
+    "\x0c": "FORM FEED",
+    "\r": "CARRIAGE RETURN",
+    "\x1b": "ESCAPE",
+    "\x7f": "DELETE",
+    "\x85": "NEXT LINE",
+    "\x9b": "CONTROL SEQUENCE INTRODUCER",
+    "\x9d": "OPERATING SYSTEM COMMAND",
 }
 
 

@@ -37,15 +37,20 @@ def observed_parts(observed: ObservedState) -> dict[str, str]:
     """Each relevant part of the observed state, as a short canonical text (compared part by part)."""
     parts: dict[str, str] = {}
     for name, wave in sorted(observed.waves.items()):
-        history = ", ".join(f"{r.group or '*'}{'' if r.full_group else ' (limited)'} at {_iso(r.at)}"
-                            for r in wave.history)
-        parts[f"wave {name}"] = (f"{wave.status} version {wave.version} tag {wave.tag} created {_iso(wave.created_at)}"
-                                 f", {len(wave.history)} rollout{'' if len(wave.history) == 1 else 's'}"
-                                 + (f" ({history})" if history else ""))
+        history = ", ".join(
+            f"{r.group or '*'}{'' if r.full_group else ' (limited)'} at {_iso(r.at)}" for r in wave.history
+        )
+        parts[f"wave {name}"] = (
+            f"{wave.status} version {wave.version} tag {wave.tag} created {_iso(wave.created_at)}"
+            f", {len(wave.history)} rollout{'' if len(wave.history) == 1 else 's'}"
+            + (f" ({history})" if history else "")
+        )
     for tag, targets in sorted(observed.prod_targets.items()):
         parts[f"production targets of tag {tag}"] = (
-            "none" if targets is None else
-            f"version {targets.version} expires {_iso(targets.expires)} builds {sorted(targets.versions)}")
+            "none"
+            if targets is None
+            else f"version {targets.version} expires {_iso(targets.expires)} builds {sorted(targets.versions)}"
+        )
     for version, exists in sorted(observed.ci_versions.items()):
         parts[f"CI build {version}"] = "published" if exists else "absent"
     if observed.groups is not None:
@@ -62,8 +67,13 @@ def saved_section(plan: Plan, observed: ObservedState, paths: list[str]) -> dict
     """What ``--out`` adds to the plan JSON; ``uuids`` has a digest of each ready rollout's UUID list."""
     parts = observed_parts(observed)
     uuids = {_step_name(op): op["uuids_sha256"] for op in map(_operation_dict, plan.ready) if "uuids_sha256" in op}
-    return {"format": SAVED_FORMAT, "paths": paths, "fingerprint": fingerprint(parts), "observed": parts,
-            "uuids": uuids}
+    return {
+        "format": SAVED_FORMAT,
+        "paths": paths,
+        "fingerprint": fingerprint(parts),
+        "observed": parts,
+        "uuids": uuids,
+    }
 
 
 def write(path: str, plan_dict: dict) -> None:
@@ -87,8 +97,12 @@ def load(path: str) -> dict:
     except ValueError as exc:
         raise UserError(f"{path}: not a saved plan: {exc}") from None
     saved = data.get("saved") if isinstance(data, dict) else None
-    if not isinstance(saved, dict) or saved.get("format") != SAVED_FORMAT or not isinstance(saved.get("observed"), dict) \
-            or not isinstance(data.get("operations"), list):
+    if (
+        not isinstance(saved, dict)
+        or saved.get("format") != SAVED_FORMAT
+        or not isinstance(saved.get("observed"), dict)
+        or not isinstance(data.get("operations"), list)
+    ):
         raise UserError(f"{path}: not a saved plan: make one with `reconcile --dry-run --out {path}`")
     return data
 
@@ -96,14 +110,22 @@ def load(path: str) -> dict:
 def stale_reasons(saved: dict, plan: Plan, observed: ObservedState) -> list[str]:
     """One line per way a fresh plan would differ from the saved one; empty when it may be applied."""
     if (saved["factory"], saved["backend"]) != (plan.factory, plan.backend):
-        return [f"the plan was made for factory {saved['factory']} at {saved['backend']}, "
-                f"not {plan.factory} at {plan.backend}"]
+        return [
+            f"the plan was made for factory {saved['factory']} at {saved['backend']}, "
+            f"not {plan.factory} at {plan.backend}"
+        ]
     before, now = saved["saved"]["observed"], observed_parts(observed)
-    reasons = [f"{part} changed since the plan: was {before.get(part, 'absent')}, now {now.get(part, 'absent')}"
-               for part in sorted(set(before) | set(now)) if before.get(part) != now.get(part)]
+    reasons = [
+        f"{part} changed since the plan: was {before.get(part, 'absent')}, now {now.get(part, 'absent')}"
+        for part in sorted(set(before) | set(now))
+        if before.get(part) != now.get(part)
+    ]
     saved_uuids = saved["saved"].get("uuids") or {}
-    saved_steps = {_step_name(op): {**op, "uuids_sha256": saved_uuids.get(_step_name(op))}
-                   for op in saved["operations"] if op.get("status") == "ready"}
+    saved_steps = {
+        _step_name(op): {**op, "uuids_sha256": saved_uuids.get(_step_name(op))}
+        for op in saved["operations"]
+        if op.get("status") == "ready"
+    }
     fresh_steps = {_step_name(op): op for op in map(_operation_dict, plan.operations)}
     for name, op in saved_steps.items():
         fresh = fresh_steps.get(name)
@@ -112,9 +134,11 @@ def stale_reasons(saved: dict, plan: Plan, observed: ObservedState) -> list[str]
         elif fresh["status"] != "ready":
             reasons.append(f"{name} is no longer ready: {fresh.get('reason')}")
         elif _identity(fresh) != _identity(op):
-            changed = ", ".join(_change(key, op.get(key), fresh.get(key))
-                                for key in sorted(set(_identity(op)) | set(_identity(fresh)))
-                                if op.get(key) != fresh.get(key))
+            changed = ", ".join(
+                _change(key, op.get(key), fresh.get(key))
+                for key in sorted(set(_identity(op)) | set(_identity(fresh)))
+                if op.get(key) != fresh.get(key)
+            )
             reasons.append(f"{name} differs: {changed}")
     for name, op in fresh_steps.items():
         if op["status"] == "ready" and name not in saved_steps:
@@ -130,13 +154,20 @@ def pinned(saved: dict, specs: list[WaveSpec]) -> list[WaveSpec]:
     duration; an edited expiry then shows as a difference of the step.
     """
     made = _parse_time(saved["now"])
-    expiries = {op["wave"]: _parse_time(op["expires"]) for op in saved["operations"]
-                if op.get("op") == "init" and op.get("status") == "ready" and op.get("expires")}
+    expiries = {
+        op["wave"]: _parse_time(op["expires"])
+        for op in saved["operations"]
+        if op.get("op") == "init" and op.get("status") == "ready" and op.get("expires")
+    }
     out = []
     for spec in specs:
         expires = expiries.get(spec.name)
-        if (expires is not None and spec.expires_at is None and spec.expires_in_seconds is not None
-                and expires - made == timedelta(seconds=spec.expires_in_seconds)):
+        if (
+            expires is not None
+            and spec.expires_at is None
+            and spec.expires_in_seconds is not None
+            and expires - made == timedelta(seconds=spec.expires_in_seconds)
+        ):
             spec = replace(spec, expires_at=expires)
         out.append(spec)
     return out

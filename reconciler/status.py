@@ -65,26 +65,40 @@ from reconciler.wavedevices import classify_devices
 
 # -- reading the factory ----------------------------------------------------------------------------
 
+
 def parse_wave_facts(data: dict) -> WaveFacts:
     """A wave of the wave list; an answer without a wave's shape is one BackendError line."""
     try:
         meta = data.get("change-meta") or {}
         status = WaveStatus(data.get("status") or "active")
         history = tuple(
-            RolloutEntry(group=entry.get("group-name") or "", at=required_time(entry.get("rollout-at"), "rollout-at"),
-                         by=str(entry.get("rollout-by") or ""), devices=int(entry.get("num-devices") or 0),
-                         full_group=bool(entry.get("is-full-group")), factory_wide=bool(entry.get("is-factory-wide")))
-            for entry in data.get("rollout-history") or [])
+            RolloutEntry(
+                group=entry.get("group-name") or "",
+                at=required_time(entry.get("rollout-at"), "rollout-at"),
+                by=str(entry.get("rollout-by") or ""),
+                devices=int(entry.get("num-devices") or 0),
+                full_group=bool(entry.get("is-full-group")),
+                factory_wide=bool(entry.get("is-factory-wide")),
+            )
+            for entry in data.get("rollout-history") or []
+        )
         finished = status is not WaveStatus.ACTIVE
-        return WaveFacts(name=data["name"], version=int(data["version"]), tag=data.get("tag") or "", status=status,
-                         created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
-                         created_by=str(meta.get("created-by") or ""),
-                         finished_at=parse_time(meta.get("updated-at")) if finished else None,
-                         finished_by=str(meta.get("updated-by") or "") if finished else "", history=history)
+        return WaveFacts(
+            name=data["name"],
+            version=int(data["version"]),
+            tag=data.get("tag") or "",
+            status=status,
+            created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
+            created_by=str(meta.get("created-by") or ""),
+            finished_at=parse_time(meta.get("updated-at")) if finished else None,
+            finished_by=str(meta.get("updated-by") or "") if finished else "",
+            history=history,
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         name = data.get("name") if isinstance(data, dict) else None
-        raise BackendError(f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: "
-                           f"{exc})") from None
+        raise BackendError(
+            f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def parse_counts(status: dict) -> WaveCounts:
@@ -97,10 +111,17 @@ def parse_counts(status: dict) -> WaveCounts:
         current = int(group.get("devices-on-wave-version") or 0)
         on_wave += current
         groups[str(group.get("name") or "")] = ScopeCounts(
-            devices=total, updated=current + int(group.get("devices-on-newer-version") or 0),
-            pending=int(group.get("devices-on-older-version") or 0), offline=max(0, total - online))
-    tag = ScopeCounts(devices=sum(g.devices for g in groups.values()), updated=sum(g.updated for g in groups.values()),
-                      pending=sum(g.pending for g in groups.values()), offline=sum(g.offline for g in groups.values()))
+            devices=total,
+            updated=current + int(group.get("devices-on-newer-version") or 0),
+            pending=int(group.get("devices-on-older-version") or 0),
+            offline=max(0, total - online),
+        )
+    tag = ScopeCounts(
+        devices=sum(g.devices for g in groups.values()),
+        updated=sum(g.updated for g in groups.values()),
+        pending=sum(g.pending for g in groups.values()),
+        offline=sum(g.offline for g in groups.values()),
+    )
     groups.pop("", None)  # devices in no group: part of the tag's numbers, no phase targets them by name
     return WaveCounts(tag=tag, groups=groups, on_wave_version=on_wave)
 
@@ -110,8 +131,9 @@ def _expiry(envelope: dict) -> datetime | None:
     return parse_time(signed.get("expires")) if isinstance(signed, dict) else None
 
 
-def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bool = False,
-                warn=lambda line: None) -> StatusReport:
+def read_status(
+    client: FactoryClient, specs: list[WaveSpec], *, with_failed: bool = False, warn=lambda line: None
+) -> StatusReport:
     """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
     wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
     waves = {w.name: w for w in map(parse_wave_facts, client.list_waves())}
@@ -120,8 +142,11 @@ def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bo
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
     active = [n for n in names if n in waves and waves[n].status is WaveStatus.ACTIVE]
     counted = waves_needing_counts(names, waves)
-    calls = [functools.partial(client.prod_targets, tags), functools.partial(client.wave_targets, active),
-             *(functools.partial(client.wave_status, name) for name in counted)]
+    calls = [
+        functools.partial(client.prod_targets, tags),
+        functools.partial(client.wave_targets, active),
+        *(functools.partial(client.wave_status, name) for name in counted),
+    ]
     prod, wave_targets, *statuses = client.gather(calls)
     prod_expiry = {tag: when for tag, envelope in prod.items() if (when := _expiry(envelope)) is not None}
     wave_expiry = {name: when for name, envelope in wave_targets.items() if (when := _expiry(envelope)) is not None}
@@ -135,12 +160,22 @@ def read_status(client: FactoryClient, specs: list[WaveSpec], *, with_failed: bo
         per_group = failed.setdefault(name, {})
         for row in classify_devices(client, waves[name], "failed", warn):
             per_group[row.device.group] = per_group.get(row.device.group, 0) + 1
-    return build_status(specs, factory=client.factory, backend=client.backend.label, now=client.server_now(),
-                        waves=waves, counts=counts, wave_expiry=wave_expiry, prod_expiry=prod_expiry, failed=failed)
+    return build_status(
+        specs,
+        factory=client.factory,
+        backend=client.backend.label,
+        now=client.server_now(),
+        waves=waves,
+        counts=counts,
+        wave_expiry=wave_expiry,
+        prod_expiry=prod_expiry,
+        failed=failed,
+    )
 
 
-def read_devices(client: FactoryClient, name: str, only: str | None,
-                 warn=lambda line: None) -> tuple[WaveFacts, list[DeviceRow]]:
+def read_devices(
+    client: FactoryClient, name: str, only: str | None, warn=lambda line: None
+) -> tuple[WaveFacts, list[DeviceRow]]:
     """The devices ``name`` is about, each classified (core/status.py ``classify``); ``only`` keeps one state."""
     data = client.get_wave(name)
     if data is None:
@@ -150,6 +185,7 @@ def read_devices(client: FactoryClient, name: str, only: str | None,
 
 
 # -- the command ------------------------------------------------------------------------------------
+
 
 class _StatusCommand(click.Command):
     """Usage mistakes exit 1 like every other user error (2 means "changes pending" to CI)."""
@@ -162,22 +198,46 @@ class _StatusCommand(click.Command):
             raise
 
 
-@click.command("status", cls=_StatusCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(
+    "status", cls=_StatusCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "output_format", type=click.Choice(["text", "json", "markdown"]), default="text",
-              show_default=True, help="Output.")
-@click.option("--devices", "devices_of", metavar="WAVE", help="List the devices WAVE reached that are not on its "
-              "version (failed, offline, pending); after a cancel, the devices left on its version.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Output.",
+)
+@click.option(
+    "--devices",
+    "devices_of",
+    metavar="WAVE",
+    help="List the devices WAVE reached that are not on its "
+    "version (failed, offline, pending); after a cancel, the devices left on its version.",
+)
 @click.option("--failed", "only", flag_value="failed", help="With --devices: only devices whose update failed.")
 @click.option("--offline", "only", flag_value="offline", help="With --devices: only offline devices.")
 @click.option("--pending", "only", flag_value="pending", help="With --devices: only devices still to update.")
-@click.option("--with-failed", is_flag=True, help="Count each active wave's failed devices per phase (reads every "
-              "online device's update history that is below the wave version: two requests each).")
+@click.option(
+    "--with-failed",
+    is_flag=True,
+    help="Count each active wave's failed devices per phase (reads every "
+    "online device's update history that is below the wave version: two requests each).",
+)
 @click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
-@click.option("--api-url", envvar="RECONCILE_API_URL", help="Foundries API URL [env RECONCILE_API_URL]; "
-              "without it, the embedded local factory.")
-@click.option("--local", envvar="RECONCILE_LOCAL", type=click.Path(),
-              help="Where the embedded local factory lives [env RECONCILE_LOCAL].")
+@click.option(
+    "--api-url",
+    envvar="RECONCILE_API_URL",
+    help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
+)
+@click.option(
+    "--local",
+    envvar="RECONCILE_LOCAL",
+    type=click.Path(),
+    help="Where the embedded local factory lives [env RECONCILE_LOCAL].",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
     """Show every wave the manifests under PATHS manage (default: the current directory) and every

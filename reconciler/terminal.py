@@ -47,7 +47,7 @@ def styled_plan(text: str) -> str:
         step = _PLAN_STEP.match(line)
         if step:
             color = SYMBOL_COLORS[step.group(2)]
-            line = step.group(1) + click.style(step.group(2) + step.group(3), fg=color, bold=True) + line[step.end():]
+            line = step.group(1) + click.style(step.group(2) + step.group(3), fg=color, bold=True) + line[step.end() :]
         elif line.lstrip().startswith("blocked:"):
             line = click.style(line, fg="yellow", dim=True)
         elif line == "Errors:":

@@ -45,18 +45,22 @@ OFFLINE_THRESHOLD = timedelta(hours=OFFLINE_THRESHOLD_HOURS)
 _TRAILING_VERSION = re.compile(r"-(\d+)$")
 
 
-def classify_devices(client: FactoryClient, wave: WaveFacts, only: str | None,
-                     warn: Callable[[str], None]) -> list[DeviceRow]:
+def classify_devices(
+    client: FactoryClient, wave: WaveFacts, only: str | None, warn: Callable[[str], None]
+) -> list[DeviceRow]:
     """The devices ``wave`` is about that are not on its version (or, with ``only``, in that one state)."""
     devices = _reached_devices(client, wave)
     now = client.server_now()
     check = [d for d in devices if only != "offline" and needs_events(wave, d, now, OFFLINE_THRESHOLD)]
     if len(check) > MAX_EVENT_CHECKS:
-        warn(f"warning: read the update events of {MAX_EVENT_CHECKS} of the {len(check)} devices not on version "
-             f"{wave.version}; the others show as pending")
+        warn(
+            f"warning: read the update events of {MAX_EVENT_CHECKS} of the {len(check)} devices not on version "
+            f"{wave.version}; the others show as pending"
+        )
     last = _last_updates(client, check[:MAX_EVENT_CHECKS])
-    rows = [DeviceRow(d, classify(wave, d, last.get(d.uuid), now, OFFLINE_THRESHOLD), last.get(d.uuid))
-            for d in devices]
+    rows = [
+        DeviceRow(d, classify(wave, d, last.get(d.uuid), now, OFFLINE_THRESHOLD), last.get(d.uuid)) for d in devices
+    ]
     # The devices still to act on: without a filter, every one that is not on the wave version.
     return [r for r in rows if (r.state == only if only is not None else r.state != "updated")]
 
@@ -71,16 +75,33 @@ def count_failures(client: FactoryClient, wave: ObservedWave) -> WaveFailures:
     checked = check[:MAX_EVENT_CHECKS]
     last = _last_updates(client, checked)
     failed = sum(1 for d in checked if classify(facts, d, last.get(d.uuid), now, OFFLINE_THRESHOLD) == "failed")
-    return WaveFailures(failed=failed, reached=sum(record.devices for record in wave.history),
-                        rollouts=len(wave.history), unchecked=len(check) - len(checked))
+    return WaveFailures(
+        failed=failed,
+        reached=sum(record.devices for record in wave.history),
+        rollouts=len(wave.history),
+        unchecked=len(check) - len(checked),
+    )
 
 
 def _facts(wave: ObservedWave) -> WaveFacts:
     """An observed wave as the classification reads it (who made each rollout does not matter to it)."""
-    history = tuple(RolloutEntry(group=r.group, at=r.at, by="", devices=r.devices, full_group=r.full_group,
-                                 factory_wide=r.factory_wide) for r in wave.history)
-    return WaveFacts(name=wave.name, version=wave.version, tag=wave.tag, status=wave.status,
-                     created_at=wave.created_at, created_by="", finished_at=None, finished_by="", history=history)
+    history = tuple(
+        RolloutEntry(
+            group=r.group, at=r.at, by="", devices=r.devices, full_group=r.full_group, factory_wide=r.factory_wide
+        )
+        for r in wave.history
+    )
+    return WaveFacts(
+        name=wave.name,
+        version=wave.version,
+        tag=wave.tag,
+        status=wave.status,
+        created_at=wave.created_at,
+        created_by="",
+        finished_at=None,
+        finished_by="",
+        history=history,
+    )
 
 
 def _reached_devices(client: FactoryClient, wave: WaveFacts) -> list[DeviceFacts]:
@@ -112,8 +133,9 @@ def _device_lists(wave: WaveFacts) -> list[dict[str, str]]:
 
 def _target_versions(client: FactoryClient, wave: WaveFacts) -> dict[str, int]:
     """Target name -> version, from the wave build's CI targets and the tag's production targets."""
-    ci, prod = client.gather([functools.partial(client.ci_targets, wave.version),
-                              functools.partial(client.prod_targets, [wave.tag])])
+    ci, prod = client.gather(
+        [functools.partial(client.ci_targets, wave.version), functools.partial(client.prod_targets, [wave.tag])]
+    )
     files = dict((prod.get(wave.tag) or {}).get("signed", {}).get("targets") or {})
     versions = {}
     for target_name, meta in [*files.items(), *ci.items()]:
@@ -129,9 +151,15 @@ def _device(versions: dict[str, int], data: dict) -> DeviceFacts:
     version = versions.get(target)
     if version is None and (match := _TRAILING_VERSION.search(target)):
         version = int(match.group(1))
-    return DeviceFacts(uuid=str(data.get("uuid") or ""), name=str(data.get("name") or ""),
-                       group=str(data.get("device-group") or ""), last_seen=parse_time(data.get("last-seen")),
-                       target_name=target, version=version, in_wave=bool(data.get("is-wave")))
+    return DeviceFacts(
+        uuid=str(data.get("uuid") or ""),
+        name=str(data.get("name") or ""),
+        group=str(data.get("device-group") or ""),
+        last_seen=parse_time(data.get("last-seen")),
+        target_name=target,
+        version=version,
+        in_wave=bool(data.get("is-wave")),
+    )
 
 
 def _last_update(client: FactoryClient, device: str) -> LastUpdate | None:
@@ -141,5 +169,9 @@ def _last_update(client: FactoryClient, device: str) -> LastUpdate | None:
     newest = max(updates, key=lambda u: parse_time(u.get("time")) or datetime.min.replace(tzinfo=timezone.utc))
     events = client.update_events(device, str(newest["correlation-id"]))
     failed = any(isinstance(e.get("event"), dict) and e["event"].get("success") is False for e in events)
-    return LastUpdate(version=str(newest.get("version") or ""), target=str(newest.get("target") or ""),
-                      at=str(newest.get("time") or ""), failed=failed)
+    return LastUpdate(
+        version=str(newest.get("version") or ""),
+        target=str(newest.get("target") or ""),
+        at=str(newest.get("time") or ""),
+        failed=failed,
+    )

@@ -59,8 +59,7 @@ class WriteGuard:
     together). ``lease`` is None when the manifests are in no git repository: the checks still run.
     """
 
-    def __init__(self, client: FactoryClient, lease: Lease | None, settle_seconds: float,
-                 echo: Callable[[str], None]):
+    def __init__(self, client: FactoryClient, lease: Lease | None, settle_seconds: float, echo: Callable[[str], None]):
         self.client, self.lease, self.settle_seconds, self.echo = client, lease, settle_seconds, echo
         self.pending: tuple[dict, ...] = lease.inherited if lease else ()
 
@@ -74,8 +73,10 @@ class WriteGuard:
             note = self.pending[0]
             landed = self._wait_until_settled(note)
             self.pending = self.pending[1:]  # settled: a failed check below is reported once, not forever
-            self.echo(f"  settled {describe_pending(note)} by an earlier run: "
-                      + ("it landed" if landed else "it did not land"))
+            self.echo(
+                f"  settled {describe_pending(note)} by an earlier run: "
+                + ("it landed" if landed else "it did not land")
+            )
             if landed:
                 self._check_once(note, _read_wave(self.client, note))
 
@@ -84,8 +85,14 @@ class WriteGuard:
     def before(self, op: Operation, history_length: int, keyid: str | None = None) -> None:
         """``keyid``: a sign's key (public), whose signature the wave must show afterwards."""
         sent = _now()
-        note = {"wave": op.wave, "kind": str(op.kind), "step": op.describe(), "history": history_length,
-                "sent": _iso(sent), "settle_by": _iso(sent + timedelta(seconds=self.settle_seconds))}
+        note = {
+            "wave": op.wave,
+            "kind": str(op.kind),
+            "step": op.describe(),
+            "history": history_length,
+            "sent": _iso(sent),
+            "settle_by": _iso(sent + timedelta(seconds=self.settle_seconds)),
+        }
         if keyid is not None:
             note["keyid"] = keyid
         if isinstance(op, RolloutOp):
@@ -109,8 +116,11 @@ class WriteGuard:
         self.echo(f"  ? {note['step']}: {exc}; outcome unknown, watching the factory until {note['settle_by']}")
         if not self._wait_until_settled(note):
             self.pending = ()
-            raise BackendError(f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
-                               "land and the next run may send it again", exc.status) from None
+            raise BackendError(
+                f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
+                "land and the next run may send it again",
+                exc.status,
+            ) from None
         self.pending = ()
         self._check_once(note, _read_wave(self.client, note))
         return "done (the factory shows it landed after the answer was lost)"
@@ -149,17 +159,20 @@ class WriteGuard:
             history = wave.get("rollout-history") or []
             grown = len(history) - int(note["history"])
             if grown != 1:
-                others = sorted({str(entry.get("rollout-by") or "?") for entry in history[int(note["history"]):]})
+                others = sorted({str(entry.get("rollout-by") or "?") for entry in history[int(note["history"]) :]})
                 raise ConcurrentWriter(
                     f"{note['step']}: the wave's rollout history grew by {grown} entries instead of one: another "
                     f"writer is rolling this wave out (rollout-by: {', '.join(others) or 'none'}). Stop it, then "
-                    "compare the history with the manifest (`reconcile --dry-run` reports the drift)")
+                    "compare the history with the manifest (`reconcile --dry-run` reports the drift)"
+                )
         elif not _landed(note, wave or None):
             meta = wave.get("change-meta") or {}
             by = meta.get("updated-by") or meta.get("created-by") or "unknown"
-            raise ConcurrentWriter(f"{note['step']}: the factory answered, but the wave does not show it (status "
-                                   f"{wave.get('status', 'absent')!r}, last changed by {by}): another writer is at "
-                                   "work on this wave")
+            raise ConcurrentWriter(
+                f"{note['step']}: the factory answered, but the wave does not show it (status "
+                f"{wave.get('status', 'absent')!r}, last changed by {by}): another writer is at "
+                "work on this wave"
+            )
         return read
 
 
@@ -193,8 +206,9 @@ LEASE_WAIT = 300.0  # seconds an apply waits for another writer's lease before g
 
 
 @contextmanager
-def exclusive_writer(client: FactoryClient, repository: str | None, local_dir: str | None,
-                     echo: Callable[[str], None]) -> Iterator[WriteGuard]:
+def exclusive_writer(
+    client: FactoryClient, repository: str | None, local_dir: str | None, echo: Callable[[str], None]
+) -> Iterator[WriteGuard]:
     """Hold what makes this apply the factory's only writer, settle what an earlier run left, and yield
     the guard for the writes. Order matters: the lease first (shared by every machine and by HTTP and
     in-process applies alike), then the local factory directory's lock (which a served factory takes
@@ -204,10 +218,14 @@ def exclusive_writer(client: FactoryClient, repository: str | None, local_dir: s
     with ExitStack() as stack:
         lease = None
         if repository is None:
-            echo("warning: the manifests are in no git repository, so there is no apply lease: nothing keeps "
-                 "a second writer on another machine out (the post-write checks still stop a double rollout)")
+            echo(
+                "warning: the manifests are in no git repository, so there is no apply lease: nothing keeps "
+                "a second writer on another machine out (the post-write checks still stop a double rollout)"
+            )
         else:
-            lease = Lease.acquire(lease_store(repository, client.backend), client.factory, wait=_lease_wait(), on_wait=echo)
+            lease = Lease.acquire(
+                lease_store(repository, client.backend), client.factory, wait=_lease_wait(), on_wait=echo
+            )
         guard = WriteGuard(client, lease, 0.0 if local_dir else 2 * client.timeout, echo)
         stack.callback(guard.release)
         if local_dir is not None:

@@ -12,8 +12,16 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     # CI and GITHUB_ACTIONS too: the suite runs in CI, where they are set, and reconcile refuses the embedded
     # factory there unless one is named; tests that need them set them themselves.
-    for name in ("RECONCILE_API_URL", "RECONCILE_API_TOKEN", "RECONCILE_KEYS", "RECONCILE_FACTORY",
-                 "RECONCILE_LOCAL", "RECONCILE_TIMEOUT", "CI", "GITHUB_ACTIONS"):
+    for name in (
+        "RECONCILE_API_URL",
+        "RECONCILE_API_TOKEN",
+        "RECONCILE_KEYS",
+        "RECONCILE_FACTORY",
+        "RECONCILE_LOCAL",
+        "RECONCILE_TIMEOUT",
+        "CI",
+        "GITHUB_ACTIONS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -107,7 +107,9 @@ def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(rel
     from reconciler.render import to_dict
 
     with api(factory_dir) as client:
-        device = client.get("/ota/devices/", params={"factory": "demo", "group": "beta", "limit": 10}).json()["devices"][0]
+        device = client.get("/ota/devices/", params={"factory": "demo", "group": "beta", "limit": 10}).json()[
+            "devices"
+        ][0]
     two = NEW_WAVE + f"  - name: strangers\n    group: beta\n    uuids: [{device['uuid']}]\n    wait: 1h\n"
     commit(release_repo, {"rel-46.yaml": two}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
@@ -121,9 +123,11 @@ def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(rel
         plan = to_dict(fill_device_counts(client, plan))
     (op,) = plan["operations"]
     assert op["status"] == "blocked" and op["reason"].startswith("the factory refuses this rollout: ")
-    assert plan["waves"][0]["phases"] == [{"name": "canary", "state": "done"}, {"name": "strangers", "state": "blocked"}]
+    assert plan["waves"][0]["phases"] == [
+        {"name": "canary", "state": "done"},
+        {"name": "strangers", "state": "blocked"},
+    ]
     assert plan["changes"] is False
-
 
 
 def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_observation(release_repo, factory_dir):
@@ -155,11 +159,24 @@ def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_ob
         observed = observe(client, specs, signing=True)
         plan = build_plan(specs, observed)
         sent.clear()
-        result = apply_plan(client, specs, plan, lambda root, online: signing.signer_from_uri(
-            f"archive:{factory_dir / 'targets.only.key.tgz'}", root, online), print, observed=observed,
-            observed_at=time.monotonic())
+        result = apply_plan(
+            client,
+            specs,
+            plan,
+            lambda root, online: signing.signer_from_uri(
+                f"archive:{factory_dir / 'targets.only.key.tgz'}", root, online
+            ),
+            print,
+            observed=observed,
+            observed_at=time.monotonic(),
+        )
     assert [o.outcome for o in result.outcomes] == [Outcome.DONE] * 3
     wave = "GET /ota/factories/demo/waves/rel-46/"
-    assert sent == ["POST /ota/factories/demo/waves/", wave,
-                    "POST /ota/factories/demo/waves/rel-46/rollout/", wave,
-                    "POST /ota/factories/demo/waves/rel-46/rollout/", wave]
+    assert sent == [
+        "POST /ota/factories/demo/waves/",
+        wave,
+        "POST /ota/factories/demo/waves/rel-46/rollout/",
+        wave,
+        "POST /ota/factories/demo/waves/rel-46/rollout/",
+        wave,
+    ]

@@ -15,35 +15,111 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
 
 # The stdlib modules the pure core may use: values, types and arithmetic; no files, clocks or sockets.
-PURE_STDLIB = {"__future__", "collections", "dataclasses", "datetime", "difflib", "enum", "functools", "itertools", "math",
-               "re", "typing"}
+PURE_STDLIB = {
+    "__future__",
+    "collections",
+    "dataclasses",
+    "datetime",
+    "difflib",
+    "enum",
+    "functools",
+    "itertools",
+    "math",
+    "re",
+    "typing",
+}
 
-RENDERING_MUST_NOT_USE = ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.status",
-                          "reconciler.localfactory", "reconciler.signing", "httpx"]
+RENDERING_MUST_NOT_USE = [
+    "reconciler.client",
+    "reconciler.observe",
+    "reconciler.apply",
+    "reconciler.status",
+    "reconciler.localfactory",
+    "reconciler.signing",
+    "httpx",
+]
 
 # (importer prefix, imported prefixes it must not use, why)
 FORBIDDEN = [
-    ("reconciler.core", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.render",
-                         "reconciler.cli", "reconciler.signing", "reconciler.localfactory", "reconciler.github",
-                         "reconciler.manifest", "reconciler.watch", "httpx", "git", "yaml", "sqlite3", "os",
-                         "time", "socket", "subprocess", "pathlib"],
-     "the planner is pure: no client, factory, signing or I/O"),
-    ("reconciler.localfactory", ["reconciler.cli", "reconciler.client", "reconciler.observe", "reconciler.apply",
-                                 "reconciler.render", "reconciler.core", "reconciler.github", "reconciler.watch"],
-     "the local factory is a separate world behind HTTP: it imports nothing of the reconciler's shell"),
+    (
+        "reconciler.core",
+        [
+            "reconciler.client",
+            "reconciler.observe",
+            "reconciler.apply",
+            "reconciler.render",
+            "reconciler.cli",
+            "reconciler.signing",
+            "reconciler.localfactory",
+            "reconciler.github",
+            "reconciler.manifest",
+            "reconciler.watch",
+            "httpx",
+            "git",
+            "yaml",
+            "sqlite3",
+            "os",
+            "time",
+            "socket",
+            "subprocess",
+            "pathlib",
+        ],
+        "the planner is pure: no client, factory, signing or I/O",
+    ),
+    (
+        "reconciler.localfactory",
+        [
+            "reconciler.cli",
+            "reconciler.client",
+            "reconciler.observe",
+            "reconciler.apply",
+            "reconciler.render",
+            "reconciler.core",
+            "reconciler.github",
+            "reconciler.watch",
+        ],
+        "the local factory is a separate world behind HTTP: it imports nothing of the reconciler's shell",
+    ),
     ("reconciler.render", RENDERING_MUST_NOT_USE, "rendering turns a plan into text: no client, no factory, no keys"),
-    ("reconciler.render_status", RENDERING_MUST_NOT_USE,
-     "rendering turns a status report into text: no client, no factory, no keys"),
-    ("reconciler.signing", ["reconciler.core", "reconciler.client", "reconciler.localfactory", "reconciler.manifest",
-                            "reconciler.cli", "reconciler.apply", "httpx"],
-     "signing is a leaf: the factory and the reconciler both use it"),
-    ("reconciler.manifest", ["reconciler.client", "reconciler.observe", "reconciler.apply", "reconciler.render",
-                             "reconciler.cli", "reconciler.core.plan", "reconciler.core.state",
-                             "reconciler.localfactory", "reconciler.signing", "httpx"],
-     "manifests become specs without a backend"),
-    ("reconciler.github._workflow", ["reconciler.github._report", "reconciler.github._comment",
-                                     "reconciler.github._cli", "reconciler.client"],
-     "the workflow-command module is the github package's leaf"),
+    (
+        "reconciler.render_status",
+        RENDERING_MUST_NOT_USE,
+        "rendering turns a status report into text: no client, no factory, no keys",
+    ),
+    (
+        "reconciler.signing",
+        [
+            "reconciler.core",
+            "reconciler.client",
+            "reconciler.localfactory",
+            "reconciler.manifest",
+            "reconciler.cli",
+            "reconciler.apply",
+            "httpx",
+        ],
+        "signing is a leaf: the factory and the reconciler both use it",
+    ),
+    (
+        "reconciler.manifest",
+        [
+            "reconciler.client",
+            "reconciler.observe",
+            "reconciler.apply",
+            "reconciler.render",
+            "reconciler.cli",
+            "reconciler.core.plan",
+            "reconciler.core.state",
+            "reconciler.localfactory",
+            "reconciler.signing",
+            "httpx",
+        ],
+        "manifests become specs without a backend",
+    ),
+    (
+        "reconciler.github._workflow",
+        ["reconciler.github._report", "reconciler.github._comment", "reconciler.github._cli", "reconciler.client"],
+        "the workflow-command module is the github package's leaf",
+    ),
 ]
 
 
@@ -92,28 +168,41 @@ def _within(name: str, prefix: str) -> bool:
 def test_no_module_imports_across_a_forbidden_line(importer, forbidden, why):
     violations = sorted(
         f"{name} imports {target}"
-        for name, targets in graph().items() if _within(name, importer)
-        for target in targets for banned in forbidden if _within(target, banned)
+        for name, targets in graph().items()
+        if _within(name, importer)
+        for target in targets
+        for banned in forbidden
+        if _within(target, banned)
     )
     assert violations == [], f"{why}: " + "; ".join(violations)
 
 
 # What the local factory may use of the reconciler, directly or through what it imports: leaves only.
 # A list of what it may use rather than of what it may not, so a shell module added later is kept out too.
-LOCALFACTORY_MAY_USE = ["reconciler.signing", "reconciler.errors", "reconciler.safetext", "reconciler.durations",
-                        "reconciler.terminal"]
+LOCALFACTORY_MAY_USE = [
+    "reconciler.signing",
+    "reconciler.errors",
+    "reconciler.safetext",
+    "reconciler.durations",
+    "reconciler.terminal",
+]
 
 
 def test_the_local_factory_uses_only_leaves_of_the_reconciler():
     """Nothing the local factory imports, nor anything those modules import, leaves that small world."""
+
     def inside(name: str) -> bool:
-        return name == "reconciler" or any(_within(name, ok) for ok in ["reconciler.localfactory", *LOCALFACTORY_MAY_USE])
+        return name == "reconciler" or any(
+            _within(name, ok) for ok in ["reconciler.localfactory", *LOCALFACTORY_MAY_USE]
+        )
 
     edges = graph()
     outside = sorted(
         f"{name} imports {target}"
-        for name, targets in edges.items() if inside(name)
-        for target in targets if target in edges and not inside(target)
+        for name, targets in edges.items()
+        if inside(name)
+        for target in targets
+        if target in edges and not inside(target)
     )
     assert outside == [], "the local factory is a separate world: " + "; ".join(outside)
 
@@ -122,7 +211,8 @@ def test_the_core_uses_only_pure_stdlib_modules():
     ours = {"reconciler.core", "reconciler.errors"}
     impure = sorted(
         f"{name} imports {target}"
-        for name, targets in graph().items() if _within(name, "reconciler.core")
+        for name, targets in graph().items()
+        if _within(name, "reconciler.core")
         for target in targets
         if not any(_within(target, allowed) for allowed in ours) and target.split(".")[0] not in PURE_STDLIB
     )
@@ -131,6 +221,7 @@ def test_the_core_uses_only_pure_stdlib_modules():
 
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     """One import cycle among our modules (a package's __init__ importing its own children excepted), or None."""
+
     def children_of_init(name: str, target: str) -> bool:
         return target.startswith(name + ".")
 
@@ -144,7 +235,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
             if target not in edges or children_of_init(node, target):
                 continue
             if state.get(target) == 1:
-                return [*stack[stack.index(target):], target]
+                return [*stack[stack.index(target) :], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         stack.pop()

@@ -41,8 +41,10 @@ def pristine(tmp_path_factory) -> tuple[Path, list[str]]:
     with api(factory_dir) as client:
         page = 1
         while True:
-            answer = client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production", "prod": 1,
-                                                          "limit": 1000, "page": page}).json()
+            answer = client.get(
+                "/ota/devices/",
+                params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000, "page": page},
+            ).json()
             uuids += [device["uuid"] for device in answer["devices"]]
             if not answer["next"]:
                 break
@@ -77,12 +79,16 @@ def test_the_phase_rolls_out_in_three_parts_after_its_gate_in_one_apply(big):
     assert code == 0, err
     plan = json.loads(out)
     jsonschema.validate(plan, load_schema("plan.schema.json"))
-    assert [(op["phase"], op.get("part"), op.get("parts"), op.get("uuids"), op["status"], op.get("reason"))
-            for op in plan["operations"] if op["op"] == "rollout"] == [
+    assert [
+        (op["phase"], op.get("part"), op.get("parts"), op.get("uuids"), op["status"], op.get("reason"))
+        for op in plan["operations"]
+        if op["op"] == "rollout"
+    ] == [
         ("canary", None, None, None, "ready", None),
         ("everyone", 1, 3, 10_000, "blocked", "wait 1h: 1h left"),
         ("everyone", 2, 3, 10_000, "blocked", "after phase 'everyone' part 1 of 3"),
-        ("everyone", 3, 3, 5_000, "blocked", "after phase 'everyone' part 1 of 3")]
+        ("everyone", 3, 3, 5_000, "blocked", "after phase 'everyone' part 1 of 3"),
+    ]
 
     code, out, err = run(repo, factory_dir)  # init and canary; the gate holds every part
     assert code == 0, err
@@ -95,10 +101,15 @@ def test_the_phase_rolls_out_in_three_parts_after_its_gate_in_one_apply(big):
     assert [line.strip() for line in err.splitlines() if "part" in line] == [
         "~ rollout fleet-46 phase 'everyone' part 1 of 3 (factory-wide, 10000 uuids): rolled out to 9990 devices",
         "~ rollout fleet-46 phase 'everyone' part 2 of 3 (factory-wide, 10000 uuids): rolled out to 10000 devices",
-        "~ rollout fleet-46 phase 'everyone' part 3 of 3 (factory-wide, 5000 uuids): rolled out to 5000 devices"]
+        "~ rollout fleet-46 phase 'everyone' part 3 of 3 (factory-wide, 5000 uuids): rolled out to 5000 devices",
+    ]
     entries = history(factory_dir)
     assert [(e["group-name"], e["is-full-group"], e["is-factory-wide"], e["num-devices"]) for e in entries] == [
-        ("canary", True, False, 10), ("", False, True, 9_990), ("", False, True, 10_000), ("", False, True, 5_000)]
+        ("canary", True, False, 10),
+        ("", False, True, 9_990),
+        ("", False, True, 10_000),
+        ("", False, True, 5_000),
+    ]
 
     code, out, err = run(repo, factory_dir)  # idempotent: the ledger says every part is done
     assert code == 0 and "Applying" not in err
@@ -110,7 +121,8 @@ def test_the_phase_rolls_out_in_three_parts_after_its_gate_in_one_apply(big):
     assert [row[1:7] for row in rows] == [
         ["factory-wide,", "10000", "uuids,", "part", "1", "of"],
         ["factory-wide,", "10000", "uuids,", "part", "2", "of"],
-        ["factory-wide,", "5000", "uuids,", "part", "3", "of"]]
+        ["factory-wide,", "5000", "uuids,", "part", "3", "of"],
+    ]
 
 
 def test_a_shrunken_list_after_the_rollout_is_drift_at_the_uuids_line(big):
@@ -123,8 +135,10 @@ def test_a_shrunken_list_after_the_rollout_is_drift_at_the_uuids_line(big):
     commit(repo, {"uuids/fleet.lst": "\n".join(uuids[:15_000]) + "\n"}, "Drop 10,000 devices from the list")
     code, out, err = run(repo, factory_dir, "--dry-run")
     assert code == 1, (out, err)
-    assert (f"{repo}/fleet-46.yaml:10:12: phase 'everyone' part 2 of 2 sends 5000 UUIDs, but rollout 3 in the factory "
-            "reached 10000 devices: it was not made from this list") in out
+    assert (
+        f"{repo}/fleet-46.yaml:10:12: phase 'everyone' part 2 of 2 sends 5000 UUIDs, but rollout 3 in the factory "
+        "reached 10000 devices: it was not made from this list"
+    ) in out
     assert "the factory has 4 rollouts but the manifest's 2 phases make only 3" in out
 
 
@@ -136,7 +150,8 @@ def test_a_bad_uuid_deep_in_a_big_file_is_one_line_at_its_own_position(big):
     assert code == 1 and "Applying" not in err
     assert err.strip().splitlines() == [
         f"{repo}/uuids/fleet.lst:17001:1: UUID '{uuids[17_000].upper()}' must be written lower-case and hyphenated: "
-        f"{uuids[17_000]}"]
+        f"{uuids[17_000]}"
+    ]
     assert len(git(repo, "log", "--oneline").splitlines()) == 2
     with api(factory_dir) as client:
         assert client.get("/ota/factories/demo/waves/fleet-46/").status_code == 404  # nothing was written

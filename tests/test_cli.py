@@ -32,10 +32,17 @@ def test_concurrent_applies_on_a_local_factory_never_repeat_a_rollout(release_re
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     advance(factory_dir, "2h")  # beta is ready: every concurrent run sees it
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-c", "from reconciler.cli import main; main()", str(release_repo),
-               "--local", str(factory_dir)]
-    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(4)]
+    command = [
+        sys.executable,
+        "-c",
+        "from reconciler.cli import main; main()",
+        str(release_repo),
+        "--local",
+        str(factory_dir),
+    ]
+    runs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
     results = [(*run.communicate(timeout=120), run.returncode) for run in runs]
     assert all(code == 0 for _, _, code in results), results
     with api(factory_dir) as client:
@@ -44,8 +51,7 @@ def test_concurrent_applies_on_a_local_factory_never_repeat_a_rollout(release_re
     assert sum("rolled out to" in err for _, err, _ in results) == 1
 
 
-def test_without_key_holds_inits_and_advances_gated_phases_with_no_key_anywhere(release_repo, factory_dir,
-                                                                              monkeypatch):
+def test_without_key_holds_inits_and_advances_gated_phases_with_no_key_anywhere(release_repo, factory_dir, monkeypatch):
     commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
     archive = factory_dir / "targets.only.key.tgz"
     archive.rename(factory_dir / "key.moved")  # the demo key is the only key there is: keyless for real

@@ -73,19 +73,27 @@ def test_post_is_never_retried_blindly():
     with ScriptedServer(answers) as server, client_for(server.url) as client, pytest.raises(BackendError) as caught:
         client.rollout("v46", {"group": "canary", "dry-run": False})
     assert len(server.seen) == 1
-    assert str(caught.value) == ("rollout of wave 'v46': outcome unknown: try later (HTTP 503); the next run checks "
-                                 "the factory")
+    assert str(caught.value) == (
+        "rollout of wave 'v46': outcome unknown: try later (HTTP 503); the next run checks the factory"
+    )
     assert caught.value.outcome_unknown
     assert caught.value.status == 503
 
 
 def test_error_bodies_become_one_line_like_fioctl_shows_them():
     body = {"message": "Targets validation failed", "errors": ["CI Target differs", "hardwareIds conflict"]}
-    with ScriptedServer([(400, body), (409, {"msg": "busy", "errors": {"tag": "has an active wave"}}),
-                         (500, b"<html>oops</html>")]) as server, client_for(server.url) as client:
+    with (
+        ScriptedServer(
+            [(400, body), (409, {"msg": "busy", "errors": {"tag": "has an active wave"}}), (500, b"<html>oops</html>")]
+        ) as server,
+        client_for(server.url) as client,
+    ):
         messages = []
-        for call in (lambda: client.create_wave(name="w", version=46, tag="t", signed=b"{}", signatures=[]),
-                     lambda: client.complete("w"), lambda: client.cancel("w")):
+        for call in (
+            lambda: client.create_wave(name="w", version=46, tag="t", signed=b"{}", signatures=[]),
+            lambda: client.complete("w"),
+            lambda: client.cancel("w"),
+        ):
             with pytest.raises(BackendError) as caught:
                 call()
             messages.append(str(caught.value))
@@ -97,9 +105,11 @@ def test_error_bodies_become_one_line_like_fioctl_shows_them():
 
 
 def test_paging_follows_next_and_404_means_none():
-    pages = [(200, {"waves": [{"name": "a"}], "total": 2, "next": "page2"}),
-             (200, {"waves": [{"name": "b"}], "total": 2, "next": None}),
-             (404, {"message": "not found"})]
+    pages = [
+        (200, {"waves": [{"name": "a"}], "total": 2, "next": "page2"}),
+        (200, {"waves": [{"name": "b"}], "total": 2, "next": None}),
+        (404, {"message": "not found"}),
+    ]
     with ScriptedServer(pages) as server, client_for(server.url) as client:
         assert [w["name"] for w in client.list_waves()] == ["a", "b"]
         assert client.prod_targets(["production"]) == {}
@@ -113,13 +123,19 @@ def test_unreachable_backend_is_one_line_without_the_token():
     assert "tok-123" not in str(caught.value)
 
 
-@pytest.mark.parametrize("answer, message", [
-    ([1, 2, 3], "list waves: unexpected answer from the factory (a JSON list where a object belongs)"),
-    ({"waves": "abc"}, "list waves: unexpected answer from the factory (a JSON str where a list belongs)"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        ([1, 2, 3], "list waves: unexpected answer from the factory (a JSON list where a object belongs)"),
+        ({"waves": "abc"}, "list waves: unexpected answer from the factory (a JSON str where a list belongs)"),
+    ],
+)
 def test_answers_of_the_wrong_shape_are_one_line(answer, message):
-    with ScriptedServer([(200, answer)]) as server, client_for(server.url) as client, \
-            pytest.raises(BackendError) as caught:
+    with (
+        ScriptedServer([(200, answer)]) as server,
+        client_for(server.url) as client,
+        pytest.raises(BackendError) as caught,
+    ):
         client.list_waves()
     assert str(caught.value) == message
 
@@ -146,11 +162,14 @@ def test_credentials_in_the_api_url_are_never_shown():
     assert backend.label == "https://api.example.com" and "hunter2" in backend.base_url
 
 
-@pytest.mark.parametrize("url, factory, message", [
-    ("http://[::1", "acme", "--api-url 'http://[::1' is not a valid URL"),
-    ("ftp://host/", "acme", "--api-url must be an http:// or https:// URL"),
-    ("https://api.example.com", "../../x?y=", "factory name '../../x?y=' may contain only"),
-])
+@pytest.mark.parametrize(
+    "url, factory, message",
+    [
+        ("http://[::1", "acme", "--api-url 'http://[::1' is not a valid URL"),
+        ("ftp://host/", "acme", "--api-url must be an http:// or https:// URL"),
+        ("https://api.example.com", "../../x?y=", "factory name '../../x?y=' may contain only"),
+    ],
+)
 def test_bad_backend_options_are_refused(url, factory, message):
     from reconciler.client import select_backend
     from reconciler.errors import UserError
@@ -180,8 +199,11 @@ class SlowWaveServer:
                 else:
                     names = [f"w{i}" for i in range((page - 1) * per_page, min(page * per_page, total))]
                     status = 200
-                    body = {"waves": [{"name": n} for n in names], "total": total,
-                            "next": "more" if page * per_page < total else None}
+                    body = {
+                        "waves": [{"name": n} for n in names],
+                        "total": total,
+                        "next": "more" if page * per_page < total else None,
+                    }
                 time.sleep(delay)
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -222,8 +244,11 @@ def test_the_other_wave_pages_are_read_together_once_the_first_tells_how_many():
 
 def test_gather_keeps_call_order_and_raises_the_first_failure_in_that_order():
     with SlowWaveServer(total=1, per_page=1, delay=0.2) as server, client_for(server.url) as client:
-        calls = [lambda: client.wave_status("ok-1"), lambda: client.wave_status("missing-2"),
-                 lambda: client.wave_status("missing-3")]
+        calls = [
+            lambda: client.wave_status("ok-1"),
+            lambda: client.wave_status("missing-2"),
+            lambda: client.wave_status("missing-3"),
+        ]
         with pytest.raises(BackendError) as caught:
             client.gather(calls)
         assert str(caught.value).startswith("status of wave 'missing-2'")

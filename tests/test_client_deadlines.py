@@ -60,7 +60,8 @@ class RawServer:
             for i in range(len(data)):
                 if self.stop.wait(every):
                     return
-                conn.sendall(data[i:i + 1])
+                conn.sendall(data[i : i + 1])
+
         return handler
 
     def __enter__(self) -> Self:
@@ -72,8 +73,10 @@ class RawServer:
 
 
 def answer(body: bytes, length: int | None = None, status: str = "200 OK") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: "
-            f"{len(body) if length is None else length}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: "
+        f"{len(body) if length is None else length}\r\n\r\n"
+    ).encode() + body
 
 
 def send(data: bytes) -> Callable[[socket.socket], None]:
@@ -96,7 +99,7 @@ def test_a_request_has_a_deadline_even_when_every_read_gets_a_byte(trickled):
         if trickled == "status line":
             server.handlers = [server.trickle(data, 0.2)]
         else:
-            head = data[:data.index(b"\r\n\r\n") + 4]
+            head = data[: data.index(b"\r\n\r\n") + 4]
             server.handlers = [lambda conn: (conn.sendall(head), server.trickle(b"x" * 1000, 0.2)(conn))]
         started = time.monotonic()
         with client(server.url, request_timeout=1) as c, pytest.raises(BackendError) as caught:
@@ -114,13 +117,19 @@ def test_a_run_stops_at_its_deadline_with_one_line(release_repo):
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
         env.update(PYTHONPATH=str(REPO), RECONCILE_TIMEOUT="2s")
         started = time.monotonic()
-        done = subprocess.run([*RECONCILE, "--dry-run", "--api-url", server.url,
-                               "--factory", "acme", str(release_repo)], env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(
+            [*RECONCILE, "--dry-run", "--api-url", server.url, "--factory", "acme", str(release_repo)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         took = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
-        f"error: list waves: no complete answer from {server.url} before the run's deadline (--timeout 2s)"]
+        f"error: list waves: no complete answer from {server.url} before the run's deadline (--timeout 2s)"
+    ]
     assert took < 6, f"the run took {took:.1f}s"
 
 
@@ -144,15 +153,17 @@ def test_timeout_must_be_a_positive_duration(value, release_repo):
 
 def test_a_truncated_get_is_retried_like_a_dropped_connection():
     """An answer shorter than its Content-Length used to surface as "cannot reach" without a retry."""
-    with RawServer(send(answer(WAVES[:12], length=len(WAVES))), send(answer(WAVES))) as server, \
-            client(server.url) as c:
+    with RawServer(send(answer(WAVES[:12], length=len(WAVES))), send(answer(WAVES))) as server, client(server.url) as c:
         assert c.list_waves() == []
     assert len(server.requests) == 2
 
 
 def test_a_post_whose_answer_is_cut_short_is_an_unknown_outcome_sent_once():
-    with RawServer(send(answer(b'{"device-num"', length=40))) as server, client(server.url) as c, \
-            pytest.raises(BackendError) as caught:
+    with (
+        RawServer(send(answer(b'{"device-num"', length=40))) as server,
+        client(server.url) as c,
+        pytest.raises(BackendError) as caught,
+    ):
         c.rollout("v46", {"group": "canary", "dry-run": False})
     message = str(caught.value)
     assert caught.value.outcome_unknown and "fail" not in message
@@ -181,8 +192,9 @@ class Gateway:
                 rollout = self.command == "POST" and self.path.endswith("/rollout/")
                 result = None
                 if not rollout or forward:
-                    result = upstream.request(self.command, self.path, content=body,
-                                              headers={"Content-Type": "application/json"})
+                    result = upstream.request(
+                        self.command, self.path, content=body, headers={"Content-Type": "application/json"}
+                    )
                     outer.date = result.headers.get("date", outer.date)
                 if rollout:
                     outer.rollouts += 1
@@ -215,23 +227,34 @@ def test_a_rollout_answered_502_is_read_back_never_called_failed(landed, release
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46 to canary")
     gateway = Gateway(factory_dir, forward=landed)
     try:
-        code, _, err = reconcile(str(release_repo), "--api-url", gateway.url, "--factory", "demo",
-                                 "--keys", str(factory_dir / "targets.only.key.tgz"))
+        code, _, err = reconcile(
+            str(release_repo),
+            "--api-url",
+            gateway.url,
+            "--factory",
+            "demo",
+            "--keys",
+            str(factory_dir / "targets.only.key.tgz"),
+        )
     finally:
         gateway.close()
     history = [h["group-name"] for h in wave(factory_dir, "rel-46")["rollout-history"]]
     assert gateway.rollouts == 1, "a write is never sent twice"
     if landed:
         assert code == 0, err
-        assert ("~ rollout rel-46 phase 'canary' (group canary): done (the factory shows it landed after the answer "
-                "was lost)") in err
+        assert (
+            "~ rollout rel-46 phase 'canary' (group canary): done (the factory shows it landed after the answer "
+            "was lost)"
+        ) in err
         assert history == ["canary"]
     else:
         assert code == 1
         # the apply watched the wave until the write could no longer land (issue 17: settled, not guessed)
         last = err.strip().splitlines()[-1]
-        assert last.startswith("error: rollout rel-46 phase 'canary' (group canary) failed: rollout of wave 'rel-46': "
-                               "outcome unknown: HTTP 502: <html>Bad Gateway</html>; ")
+        assert last.startswith(
+            "error: rollout rel-46 phase 'canary' (group canary) failed: rollout of wave 'rel-46': "
+            "outcome unknown: HTTP 502: <html>Bad Gateway</html>; "
+        )
         assert last.endswith("so it did not land and the next run may send it again")
         assert history == []
         code, _, err = reconcile(str(release_repo), "--local", str(factory_dir))  # the next run checks
@@ -253,12 +276,18 @@ def test_a_fifo_given_as_keys_is_refused_at_once(fifo, release_repo):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
     env.update(PYTHONPATH=str(REPO))
     started = time.monotonic()
-    done = subprocess.run([*RECONCILE, "--keys", str(fifo), "--local",
-                           str(release_repo.parent / "factory"), str(release_repo)], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [*RECONCILE, "--keys", str(fifo), "--local", str(release_repo.parent / "factory"), str(release_repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"error: --keys {fifo} is a FIFO: give the key archive file "
-                                        "(targets.only.key.tgz)"]
+    assert done.stderr.splitlines() == [
+        f"error: --keys {fifo} is a FIFO: give the key archive file (targets.only.key.tgz)"
+    ]
     assert time.monotonic() - started < 20
 
 
@@ -308,9 +337,17 @@ def test_manifest_errors_come_first_and_the_run_does_not_wait_for_the_read_ahead
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
         env.update(PYTHONPATH=str(REPO))
         started = time.monotonic()
-        done = subprocess.run([*RECONCILE, "--dry-run", "--api-url", server.url, "--factory", "acme",
-                               str(release_repo)], env=env, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [*RECONCILE, "--dry-run", "--api-url", server.url, "--factory", "acme", str(release_repo)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         took = time.monotonic() - started
     assert done.returncode == 1
-    assert len(done.stderr.splitlines()) == 1 and "rel-46.yaml:" in done.stderr and "forty-six" in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "rel-46.yaml:" in done.stderr and "forty-six" in done.stderr, (
+        done.stderr
+    )
     assert took < 10, f"the run waited {took:.1f}s for an answer nobody reads"

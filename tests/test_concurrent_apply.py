@@ -67,8 +67,10 @@ def race(release_repo: Path, factory_dir: Path, rounds: int, *, mixed: bool) -> 
         in_process = ("--local", str(factory_dir))
         for n in range(1, rounds + 1):
             commit(release_repo, {"rel-46.yaml": phases(n)}, f"phase p{n}")
-            runs = [start_apply(release_repo, *over_http, token=token),
-                    start_apply(release_repo, *(in_process if mixed else over_http), token=token)]
+            runs = [
+                start_apply(release_repo, *over_http, token=token),
+                start_apply(release_repo, *(in_process if mixed else over_http), token=token),
+            ]
             results = [(run.communicate(timeout=180), run.returncode) for run in runs]
             for (out, err), code in results:
                 assert code == 0, (n, out, err)
@@ -109,8 +111,9 @@ class Front:
     action whose calls are hooked and counted (``rollout``; ``sign`` for a wave sign)."""
 
     def __init__(self, factory_dir: Path):
-        self.app = httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
-                                base_url="http://factory")
+        self.app = httpx.Client(
+            transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
+        )
         self.on_rollout = lambda: None
         self.hook_on = "rollout"
         self.rollouts = 0
@@ -123,8 +126,11 @@ class Front:
             def _forward(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                if self.command == "POST" and f"/{front.hook_on}/" in self.path \
-                        and not json.loads(body or b"{}").get("dry-run"):
+                if (
+                    self.command == "POST"
+                    and f"/{front.hook_on}/" in self.path
+                    and not json.loads(body or b"{}").get("dry-run")
+                ):
                     hook, front.on_rollout = front.on_rollout, lambda: None
                     hook()
                     with front.lock:
@@ -177,17 +183,22 @@ def apply_with_timeout(release_repo: Path, url: str, timeout: float, keys: Path 
     with FactoryClient(select_backend(api_url=url, factory="demo", local=None), request_timeout=timeout) as client:
         try:
             with exclusive_writer(client, str(release_repo), None, said.append) as guard:
-                make_signer = None if keys is None else (
-                    lambda root, online: signing.signer_from_uri(f"archive:{keys}", root, online))
-                result = apply_plan(client, specs, build_plan(specs, observe(client, specs)), make_signer, said.append,
-                                    guard)
+                make_signer = (
+                    None
+                    if keys is None
+                    else (lambda root, online: signing.signer_from_uri(f"archive:{keys}", root, online))
+                )
+                result = apply_plan(
+                    client, specs, build_plan(specs, observe(client, specs)), make_signer, said.append, guard
+                )
         except UserError as exc:
             return str(exc), said
     return "; ".join(step.message for step in result.of(Outcome.FAILED)), said
 
 
 def test_a_write_answered_after_the_clients_timeout_is_not_repeated_by_an_immediate_rerun(
-        release_repo, factory_dir, front):
+    release_repo, factory_dir, front
+):
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
@@ -219,8 +230,9 @@ def test_the_next_phase_after_a_lost_answer_starts_from_the_factory_not_from_a_g
 def test_a_sign_answered_after_the_clients_timeout_is_settled_and_the_rollout_follows_once(release_repo, tmp_path):
     """A wave sign is a write like a rollout: its lost answer is settled by reading the wave's signatures."""
     two_keys = tmp_path / "two-keys"
-    result = CliRunner().invoke(factory_cli.main, ["--local", str(two_keys), "init", "--demo", "--devices", "100",
-                                                   "--offline-keys", "2"])
+    result = CliRunner().invoke(
+        factory_cli.main, ["--local", str(two_keys), "init", "--demo", "--devices", "100", "--offline-keys", "2"]
+    )
     assert result.exit_code == 0, result.output
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(two_keys))[0] == 0  # init, signed by the first key
@@ -235,14 +247,14 @@ def test_a_sign_answered_after_the_clients_timeout_is_settled_and_the_rollout_fo
         assert any("~ rollout rel-46 phase 'canary'" in line for line in said), said
         code, out, err = reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")
         assert code == 0 and "Applying" not in err, (out, err)
-        assert front.rollouts == 1 and [e["group-name"] for e in wave(two_keys, "rel-46")["rollout-history"]] == \
-            ["canary"]
+        assert front.rollouts == 1 and [e["group-name"] for e in wave(two_keys, "rel-46")["rollout-history"]] == [
+            "canary"
+        ]
     finally:
         front.close()
 
 
-def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir,
-                                                                                       front):
+def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir, front):
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
@@ -262,7 +274,8 @@ def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer
 
 
 def test_a_rerun_right_after_a_run_died_during_a_write_waits_for_that_write_instead_of_repeating_it(
-        release_repo, factory_dir, front):
+    release_repo, factory_dir, front
+):
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     commit(release_repo, {"rel-46.yaml": phases(1)}, "phase p1")
@@ -284,7 +297,7 @@ def test_a_rerun_right_after_a_run_died_during_a_write_waits_for_that_write_inst
     deadline = time.monotonic() + 60
     while not rerun and time.monotonic() < deadline:
         time.sleep(0.1)
-    (code, out, err), = rerun
+    ((code, out, err),) = rerun
     assert code == 0, (out, err)
     assert "it landed" in err and "took over the lease" in err, err
     assert front.rollouts == 1 and history(factory_dir) == ["canary", "*"]
@@ -318,8 +331,9 @@ def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(
     client_timeout = inspect.signature(FactoryClient).parameters["request_timeout"].default
     assert client_timeout > WRITE_WAIT + BUSY_TIMEOUT, "a served write must be answered before the client gives up"
     embedded = open_embedded(factory_dir)
-    app = httpx.Client(transport=httpx.WSGITransport(app=make_app(embedded.store, write_lock=0.3)),
-                       base_url="http://factory")
+    app = httpx.Client(
+        transport=httpx.WSGITransport(app=make_app(embedded.store, write_lock=0.3)), base_url="http://factory"
+    )
     with app:
         with hold(factory_dir, wait=None):  # an in-process apply on the same directory
             assert app.get("/ota/factories/demo/waves/").status_code == 200  # reads never wait
@@ -331,8 +345,9 @@ def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(
             started = time.monotonic()
             dry = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1, "dry-run": True})
             assert dry.status_code == 404 and time.monotonic() - started < 0.3
-            bad = app.post("/ota/factories/demo/waves/rel-46/rollout/", content=b"{", headers={
-                "Content-Type": "application/json"})
+            bad = app.post(
+                "/ota/factories/demo/waves/rel-46/rollout/", content=b"{", headers={"Content-Type": "application/json"}
+            )
             assert bad.status_code == 400, "the body the lock read is checked as strictly as the handler's"
         free = app.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1})
         assert free.status_code == 404, "once the apply is done, the write reaches the factory (no such wave)"
@@ -344,8 +359,12 @@ def test_serve_answers_503_before_the_clients_timeout_while_an_in_process_apply_
 
     with served(factory_dir) as (url, token), hold(factory_dir, wait=None):
         started = time.monotonic()
-        answer = httpx.post(f"{url}/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1},
-                            headers={"OSF-TOKEN": token}, timeout=30)
+        answer = httpx.post(
+            f"{url}/ota/factories/demo/waves/rel-46/rollout/",
+            json={"limit": 1},
+            headers={"OSF-TOKEN": token},
+            timeout=30,
+        )
         took = time.monotonic() - started
     assert answer.status_code == 503 and WRITE_WAIT <= took < WRITE_WAIT + 5
 
@@ -391,8 +410,14 @@ def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(t
     lease = Lease.acquire(laptop, "acme")
     with pytest.raises(LeaseHeld):
         Lease.acquire(ci, "acme", wait=0)
-    note = {"wave": "v46", "kind": "rollout", "step": "rollout v46 phase 'beta'", "history": 1,
-            "sent": "2026-12-01T00:00:00.000000Z", "settle_by": "2026-12-01T00:01:00.000000Z"}
+    note = {
+        "wave": "v46",
+        "kind": "rollout",
+        "step": "rollout v46 phase 'beta'",
+        "history": 1,
+        "sent": "2026-12-01T00:00:00.000000Z",
+        "settle_by": "2026-12-01T00:01:00.000000Z",
+    }
     lease.renew((note,))
     lease.release((note,))  # the run gave up with its write unsettled: the note outlives the lease
     taken = Lease.acquire(ci, "acme", wait=0)
@@ -406,10 +431,15 @@ def test_an_expired_lease_is_taken_over_and_its_holder_cannot_write_any_more(rel
 
     store = RefStore.for_repository(str(release_repo))
     stale = Lease.acquire(store, "demo")
-    old = LeaseState("", {"user": "ci", "host": "runner-7", "pid": 4242}, "2026-01-01T00:00:00Z",
-                     "2026-01-01T00:10:00Z")
-    stale.state = LeaseState(store.swap(REF_PREFIX + "demo", old.to_message("demo"), stale.state.commit) or "",
-                             old.holder, old.started, old.expires)
+    old = LeaseState(
+        "", {"user": "ci", "host": "runner-7", "pid": 4242}, "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z"
+    )
+    stale.state = LeaseState(
+        store.swap(REF_PREFIX + "demo", old.to_message("demo"), stale.state.commit) or "",
+        old.holder,
+        old.started,
+        old.expires,
+    )
     fresh = Lease.acquire(store, "demo", wait=0)
     assert fresh.broke == "took over the lease of ci@runner-7 (pid 4242): expired at 2026-01-01T00:10:00Z"
     with pytest.raises(LeaseHeld, match="lost the lease of factory 'demo'"):
@@ -477,12 +507,15 @@ def test_a_lease_whose_process_on_this_machine_has_ended_is_free_even_if_its_num
     now = datetime.now(timezone.utc)
     me = holder_identity()
     assert LeaseState("c", me, "x", "9999-01-01T00:00:00Z").breakable(now) is None
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True)
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     gone = {**me, "pid": int(ended.stdout), "pid_start": 1}
     reused = {**me, "pid_start": me.get("pid_start", 0) + 1}  # this process's number, another process's start
     for holder in (gone, reused):
-        assert LeaseState("c", holder, "x", "9999-01-01T00:00:00Z").breakable(now) == \
-            "its process on this machine has ended"
+        assert (
+            LeaseState("c", holder, "x", "9999-01-01T00:00:00Z").breakable(now)
+            == "its process on this machine has ended"
+        )
     elsewhere = {**gone, "host": "another-machine"}
     assert LeaseState("c", elsewhere, "x", "9999-01-01T00:00:00Z").breakable(now) is None, "only expiry frees it"

@@ -34,8 +34,9 @@ class KillingFront:
     """Forwards HTTP to the factory's WSGI app; SIGKILLs ``victim`` after the ``kill_after``-th write."""
 
     def __init__(self, factory_dir: Path, kill_after: int | None):
-        self.app_client = httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
-                                       base_url="http://factory")
+        self.app_client = httpx.Client(
+            transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
+        )
         self.kill_after, self.writes, self.victim = kill_after, 0, None
         self.lock = threading.Lock()
         front = self
@@ -72,10 +73,27 @@ class KillingFront:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def run_reconcile(self, manifests: Path) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-c", "from reconciler.cli import main; main()", str(manifests),
-                   "--api-url", self.url, "--factory", "demo", "--allow-dirty", "--keys", str(self.keys)]
-        self.victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        command = [
+            sys.executable,
+            "-c",
+            "from reconciler.cli import main; main()",
+            str(manifests),
+            "--api-url",
+            self.url,
+            "--factory",
+            "demo",
+            "--allow-dirty",
+            "--keys",
+            str(self.keys),
+        ]
+        self.victim = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         out, err = self.victim.communicate(timeout=120)
         return subprocess.CompletedProcess(command, self.victim.returncode, out, err)
 
@@ -87,14 +105,24 @@ class KillingFront:
 
 def ledger(factory_dir: Path) -> dict:
     """What must be identical after a crash and a rerun: waves, their histories, production targets."""
-    with httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
-                      base_url="http://factory") as client:
+    with httpx.Client(
+        transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
+    ) as client:
         waves = client.get("/ota/factories/demo/waves/", params={"limit": 100, "page": 1}).json()["waves"]
         prod = client.get("/ota/factories/demo/prod-targets/", params={"tag": "production"}).json()
     return {
-        "waves": sorted((w["name"], w["version"], w["status"],
-                         tuple((h["group-name"], h["is-full-group"], h["is-factory-wide"], h["num-devices"])
-                               for h in w["rollout-history"])) for w in waves),
+        "waves": sorted(
+            (
+                w["name"],
+                w["version"],
+                w["status"],
+                tuple(
+                    (h["group-name"], h["is-full-group"], h["is-factory-wide"], h["num-devices"])
+                    for h in w["rollout-history"]
+                ),
+            )
+            for w in waves
+        ),
         "production": sorted(prod["production"]["signed"]["targets"]),
     }
 
@@ -164,16 +192,30 @@ def two_keys_with_a_wave(tmp_path_factory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("two-keys")
     factory_dir, releases = base / "factory", base / "releases"
-    result = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "init", "--demo", "--devices", "200",
-                                               "--offline-keys", "2", "--start", "2026-11-01T08:00:00Z"])
+    result = CliRunner().invoke(
+        factory_main,
+        [
+            "--local",
+            str(factory_dir),
+            "init",
+            "--demo",
+            "--devices",
+            "200",
+            "--offline-keys",
+            "2",
+            "--start",
+            "2026-11-01T08:00:00Z",
+        ],
+    )
     assert result.exit_code == 0, result.output
     releases.mkdir()
     git(releases, "init", "-q", "-b", "main")
     git(releases, "config", "user.name", "Release Bot")
     git(releases, "config", "user.email", "bot@example.com")
     commit(releases, {"rel-46.yaml": CANARY_WAVE + "  - name: more\n    limit: 5\ncomplete: true\n"}, "rel-46")
-    code, _, err = reconcile(str(releases), "--local", str(factory_dir), "--keys",
-                             str(factory_dir / "targets.only.key.tgz"))
+    code, _, err = reconcile(
+        str(releases), "--local", str(factory_dir), "--keys", str(factory_dir / "targets.only.key.tgz")
+    )
     assert code == 0 and "+ init rel-46" in err, err
     return factory_dir, releases
 
@@ -215,12 +257,15 @@ phases:
 def big_fleet(tmp_path_factory) -> tuple[Path, Path]:
     """A factory of 25,000 production devices, and a release directory whose one phase lists them all."""
     factory_dir = init_demo_factory(tmp_path_factory.mktemp("pristine-big") / "factory", devices=BIG_FLEET)
-    with httpx.Client(transport=httpx.WSGITransport(app=open_embedded(factory_dir).app),
-                      base_url="http://factory") as client:
+    with httpx.Client(
+        transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
+    ) as client:
         uuids, page = [], 1
         while True:
-            answer = client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production", "prod": 1,
-                                                          "limit": 1000, "page": page}).json()
+            answer = client.get(
+                "/ota/devices/",
+                params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000, "page": page},
+            ).json()
             uuids += [device["uuid"] for device in answer["devices"]]
             if not answer["next"]:
                 break
@@ -236,8 +281,15 @@ def big_fleet(tmp_path_factory) -> tuple[Path, Path]:
 # Each crash point reads the 25,000-device list twice (the killed run and the rerun check every UUID):
 # about 10 s each on a loaded runner. The default run kills between two parts of the phase, the
 # point only a split phase has; `-m slow` kills after every write.
-@pytest.mark.parametrize("kill_after", [pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
-                                        3, pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kill_after",
+    [
+        pytest.param(1, marks=pytest.mark.slow),
+        pytest.param(2, marks=pytest.mark.slow),
+        3,
+        pytest.param(4, marks=pytest.mark.slow),
+    ],
+)
 def test_every_crash_point_of_a_phase_in_three_parts_converges_without_a_duplicate(big_fleet, tmp_path, kill_after):
     """Init and the three parts are the four writes. Killed after each of them (the write landed, the
     answer never arrived), a rerun continues from the history's length alone: exactly three entries of

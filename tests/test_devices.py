@@ -29,8 +29,9 @@ def group_members(factory_dir: Path, group: str) -> set[str]:
 
 
 def test_a_group_limit_is_a_valid_uuid_file_with_its_recipe_on_stderr(factory_dir):
-    code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "canary",
-                               "--limit", "5")
+    code, out, err = reconcile(
+        "devices", "--local", str(factory_dir), "--tag", "production", "--group", "canary", "--limit", "5"
+    )
     assert code == 0, err
     uuids = uuids_of(out)
     assert len(uuids) == 5 and list(uuids) == sorted(uuids)
@@ -39,8 +40,9 @@ def test_a_group_limit_is_a_valid_uuid_file_with_its_recipe_on_stderr(factory_di
     assert "5 device UUIDs: the most recently seen of" in err
     assert "Made with: reconcile devices --tag production --group canary --limit 5" in err
     assert "From: factory demo (local:" in err and "at 2026-11-01T08:00:00Z" in err
-    again = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "canary",
-                      "--limit", "5")
+    again = reconcile(
+        "devices", "--local", str(factory_dir), "--tag", "production", "--group", "canary", "--limit", "5"
+    )
     assert again[1] == out
 
 
@@ -59,11 +61,19 @@ def test_below_and_seen_within_filter_on_documented_fields(factory_dir, release_
     canary = group_members(factory_dir, "canary")
     # The demo fleet runs build 40: nothing is below 40, everything is below 41.
     code, out, err = reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "40")
-    assert code == 1 and out == "" and err.strip().splitlines() == [
-        "error: no production devices with tag production in group canary, on a build below 40 in factory demo; "
-        "nothing written"]
-    assert set(uuids_of(reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "41")[1])) \
+    assert (
+        code == 1
+        and out == ""
+        and err.strip().splitlines()
+        == [
+            "error: no production devices with tag production in group canary, on a build below 40 in factory demo; "
+            "nothing written"
+        ]
+    )
+    assert (
+        set(uuids_of(reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "41")[1]))
         == canary
+    )
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46 to the canaries")
     assert reconcile(str(release_repo), *local)[0] == 0
     advance(factory_dir, "24h")  # most canaries update to 46; the rest are still to do
@@ -86,14 +96,20 @@ def test_a_generated_file_is_used_in_a_phase(factory_dir, release_repo):
     assert code == 0 and "phase 'us-east-pilots' (factory-wide, 7 uuids): rolled out to 7 devices" in err, err
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--group", "nosuch"), "error: no device group 'nosuch' in factory demo"),
-    (("--limit", "5", "--sample", "5"), "error: --limit takes the most recently seen devices, --sample a random set"),
-    (("--seed", "3"), "error: --seed makes --sample reproducible; it needs --sample N"),
-    (("--seen-within", "yesterday"), "error: --seen-within must be a duration"),
-    (("--limit", "400001"), "Invalid value for '--limit'"),
-    (("--sample", "400001"), "Invalid value for '--sample'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--group", "nosuch"), "error: no device group 'nosuch' in factory demo"),
+        (
+            ("--limit", "5", "--sample", "5"),
+            "error: --limit takes the most recently seen devices, --sample a random set",
+        ),
+        (("--seed", "3"), "error: --seed makes --sample reproducible; it needs --sample N"),
+        (("--seen-within", "yesterday"), "error: --seen-within must be a duration"),
+        (("--limit", "400001"), "Invalid value for '--limit'"),
+        (("--sample", "400001"), "Invalid value for '--sample'"),
+    ],
+)
 def test_mistakes_are_one_line_and_exit_1(factory_dir, args, message):
     code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production", *args)
     assert code == 1 and out == ""
@@ -117,8 +133,9 @@ def test_more_than_a_uuid_file_holds_says_how_to_split(tmp_path):
     code, out, err = reconcile("devices", "--local", str(factory_dir), "--tag", "production")
     assert code == 1 and out == ""
     (line,) = err.strip().splitlines()
-    assert line.startswith("error: 400,100 production devices with tag production: a UUID file holds at most "
-                           "400,000 (one phase)")
+    assert line.startswith(
+        "error: 400,100 production devices with tag production: a UUID file holds at most 400,000 (one phase)"
+    )
     assert "by group: --group " in line and "in no group; or take --limit N or --sample N" in line
     code, out, _ = reconcile("devices", "--local", str(factory_dir), "--tag", "production", "--group", "us-east")
     assert code == 0 and 10_000 < len(uuids_of(out)) < 400_000
@@ -132,8 +149,13 @@ def served(tmp_path_factory):
     """The local factory served over real HTTP (1,500 devices: the list takes two pages of 1,000)."""
     path = tmp_path_factory.mktemp("served") / "factory"
     runner = CliRunner()
-    assert runner.invoke(factory_main, ["--local", str(path), "init", "--demo", "--devices", "1500",
-                                        "--start", "2026-11-01T08:00:00Z"]).exit_code == 0
+    assert (
+        runner.invoke(
+            factory_main,
+            ["--local", str(path), "init", "--demo", "--devices", "1500", "--start", "2026-11-01T08:00:00Z"],
+        ).exit_code
+        == 0
+    )
     token = runner.invoke(factory_main, ["--local", str(path), "token"]).output.strip()
     with serve_factory(path) as url:
         yield path, url, token
@@ -159,14 +181,18 @@ def test_the_split_advice_names_the_groups_largest_first():
     """The default run's check of the message the slow test above reaches through the CLI (400,100 devices)."""
     from reconciler.devices import MAX_UUIDS, Selection, _split_advice
 
-    matching = [(f"{n:08x}-0000-0000-0000-000000000000", group, None)
-                for n, group in enumerate(["us-east"] * 250_000 + ["apac"] * 150_000 + [""] * 100)]
+    matching = [
+        (f"{n:08x}-0000-0000-0000-000000000000", group, None)
+        for n, group in enumerate(["us-east"] * 250_000 + ["apac"] * 150_000 + [""] * 100)
+    ]
     assert len(matching) > MAX_UUIDS == 400_000
     assert _split_advice(matching, Selection(tag="production")) == (
         "400,100 production devices with tag production: a UUID file holds at most 400,000 (one phase); split the "
         "list by group: --group us-east (250,000), --group apac (150,000), 100 in no group; or take --limit N or "
-        "--sample N")
+        "--sample N"
+    )
     one_group = [(uuid, "us-east", seen) for uuid, _, seen in matching]
     assert _split_advice(one_group, Selection(tag="production", group="us-east")) == (
         "400,100 production devices with tag production in group us-east: a UUID file holds at most 400,000 (one "
-        "phase); split the list with --below or --seen-within, or take --limit N or --sample N")
+        "phase); split the list with --below or --seen-within, or take --limit N or --sample N"
+    )

@@ -84,8 +84,10 @@ def test_halt_exits_1_with_the_reason_and_holds_every_further_step(bad_canary):
     repo, local = bad_canary
     failed = failed_devices(local)
     assert failed >= 1, "the seed makes some canaries fail build 61"
-    reason = (f"failed {100.0 * failed / 10:.1f}% of the devices reached ({failed} of 10 failed to install version 61), "
-              f"over the bound <5% of phase 'us-east'")
+    reason = (
+        f"failed {100.0 * failed / 10:.1f}% of the devices reached ({failed} of 10 failed to install version 61), "
+        f"over the bound <5% of phase 'us-east'"
+    )
     code, out, err = run(repo, local)
     assert code == 1 and "Applying" not in err and "Traceback" not in out + err
     assert f"{repo / BOUND}: wave 'rel-61' halted (onFailure: halt): {reason}; its further steps are held." in out
@@ -93,13 +95,17 @@ def test_halt_exits_1_with_the_reason_and_holds_every_further_step(bad_canary):
     assert len(waves(local)["rel-61"]["rollout-history"]) == 1
     data = plan_json(repo, local)
     assert [(op["op"], op["status"], op["reason"]) for op in data["operations"]] == [
-        ("rollout", "blocked", f"halted: {reason}"), ("complete", "blocked", "after phase 'us-east'")]
+        ("rollout", "blocked", f"halted: {reason}"),
+        ("complete", "blocked", "after phase 'us-east'"),
+    ]
     assert [h["wave"] for h in data["held"]] == ["rel-61"]
     assert list(stuck_waves(data)) == ["rel-61"], "the stuck-wave issue opens for a halted wave"
     code, out, err = reconcile("status", str(repo), "--local", str(local))
     assert code == 0, err
-    assert (f"next: rollout us-east: waiting (blocked: halted: {reason}; failed <5%: {100.0 * failed / 10:.1f}% "
-            f"({failed} of 10))") in out, "status reads the bound as the plan does"
+    assert (
+        f"next: rollout us-east: waiting (blocked: halted: {reason}; failed <5%: {100.0 * failed / 10:.1f}% "
+        f"({failed} of 10))"
+    ) in out, "status reads the bound as the plan does"
 
 
 def test_status_json_reports_the_failure_bound_of_the_next_step(bad_canary):
@@ -110,17 +116,27 @@ def test_status_json_reports_the_failure_bound_of_the_next_step(bad_canary):
     Draft202012Validator(load_schema("status.schema.json")).validate(data)
     step = data["waves"][0]["next_step"]
     assert (step["step"], step["passed"], step["failed_bound"], step["failed"], step["reached"]) == (
-        "rollout us-east", False, "<5%", failed_devices(local), 10)
+        "rollout us-east",
+        False,
+        "<5%",
+        failed_devices(local),
+        10,
+    )
     assert step["blocked_by"].startswith("halted: failed ")
 
 
 def test_cancel_cancels_through_apply_and_says_why(bad_canary):
     repo, local = bad_canary
-    commit(repo, {"rel-61.yaml": BAD_BUILD.replace("tag: production\n", "tag: production\nonFailure: cancel\n")},
-           "cancel rel-61 on failures")
+    commit(
+        repo,
+        {"rel-61.yaml": BAD_BUILD.replace("tag: production\n", "tag: production\nonFailure: cancel\n")},
+        "cancel rel-61 on failures",
+    )
     failed = failed_devices(local)
-    reason = (f"onFailure: cancel: failed {100.0 * failed / 10:.1f}% of the devices reached ({failed} of 10 failed "
-              f"to install version 61), over the bound <5% of phase 'us-east'")
+    reason = (
+        f"onFailure: cancel: failed {100.0 * failed / 10:.1f}% of the devices reached ({failed} of 10 failed "
+        f"to install version 61), over the bound <5% of phase 'us-east'"
+    )
     data = plan_json(repo, local)
     (cancel,) = data["operations"]
     assert (cancel["op"], cancel["status"], cancel["reason"], cancel["line"]) == ("cancel", "ready", reason, 6)
@@ -155,7 +171,9 @@ def test_only_waves_with_a_bound_in_force_pay_for_the_count(bad_canary, tmp_path
     (unbounded / "rel-61.yaml").write_text(BAD_BUILD.replace('    require:\n      failed: "<5%"\n', ""))
     canceling = tmp_path / "canceling"
     canceling.mkdir()
-    (canceling / "rel-61.yaml").write_text(BAD_BUILD.replace("tag: production\n", "tag: production\nonFailure: cancel\n"))
+    (canceling / "rel-61.yaml").write_text(
+        BAD_BUILD.replace("tag: production\n", "tag: production\nonFailure: cancel\n")
+    )
     counts = {}
     for name, path in (("none", unbounded), ("halt", repo), ("cancel", canceling)):
         specs = load([str(path)]).specs
@@ -176,17 +194,28 @@ def test_only_waves_with_a_bound_in_force_pay_for_the_count(bad_canary, tmp_path
 @pytest.mark.parametrize("bad", ["failed", "zero", "onFailure", "onlineWithin", "empty"])
 def test_bad_input_for_every_new_key_is_one_line_and_writes_nothing(release_repo, factory_dir, bad):
     manifests = {
-        "failed": (BAD_BUILD.replace('"<5%"', "2%"), "12:15: failed must be a bound such as \"<2%\" or \"<=0.5%\" "
-                   "(below, or at most, a percentage of the devices reached), got '2%'"),
-        "zero": (BAD_BUILD.replace('"<5%"', '"<0%"'), "12:15: failed must bound a percentage from 0% to 100% (\"<0%\" "
-                 "can never hold; \"<=0%\" allows no failure), got '<0%'"),
-        "onFailure": (BAD_BUILD.replace("tag: production\n", "tag: production\nonFailure: abort\n"),
-                      "6:12: onFailure must be halt or cancel, got 'abort'"),
-        "onlineWithin": (BAD_BUILD.replace('failed: "<5%"', 'failed: "<5%"\n      onlineWithin: 24h'),
-                         "13:21: onlineWithin only narrows require.updated; add updated (e.g. updated: 90%) or remove "
-                         "onlineWithin"),
-        "empty": (BAD_BUILD.replace('    require:\n      failed: "<5%"\n', "    require: {}\n"),
-                  "11:5: require needs updated, failed or both, e.g. {updated: 90%} or {failed: \"<2%\"}"),
+        "failed": (
+            BAD_BUILD.replace('"<5%"', "2%"),
+            '12:15: failed must be a bound such as "<2%" or "<=0.5%" '
+            "(below, or at most, a percentage of the devices reached), got '2%'",
+        ),
+        "zero": (
+            BAD_BUILD.replace('"<5%"', '"<0%"'),
+            '12:15: failed must bound a percentage from 0% to 100% ("<0%" '
+            "can never hold; \"<=0%\" allows no failure), got '<0%'",
+        ),
+        "onFailure": (
+            BAD_BUILD.replace("tag: production\n", "tag: production\nonFailure: abort\n"),
+            "6:12: onFailure must be halt or cancel, got 'abort'",
+        ),
+        "onlineWithin": (
+            BAD_BUILD.replace('failed: "<5%"', 'failed: "<5%"\n      onlineWithin: 24h'),
+            "13:21: onlineWithin only narrows require.updated; add updated (e.g. updated: 90%) or remove onlineWithin",
+        ),
+        "empty": (
+            BAD_BUILD.replace('    require:\n      failed: "<5%"\n', "    require: {}\n"),
+            '11:5: require needs updated, failed or both, e.g. {updated: 90%} or {failed: "<2%"}',
+        ),
     }
     text, message = manifests[bad]
     commit(release_repo, {"rel-61.yaml": text}, "a mistake")

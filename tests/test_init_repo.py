@@ -19,7 +19,11 @@ def test_init_repo_writes_a_repository_that_checks_and_a_workflow_github_accepts
     code, out, err = reconcile("init-repo", str(repo), "--factory", "acme", "--action", f"acme/reconciler@{SHA}")
     assert code == 0, err
     assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
-        ".github/workflows/release.yml", "README.md", "releases/first-wave.yaml", "schemas/wave.schema.json"]
+        ".github/workflows/release.yml",
+        "README.md",
+        "releases/first-wave.yaml",
+        "schemas/wave.schema.json",
+    ]
     assert out.count("wrote ") == 4 and err == ""
 
     manifest = (repo / "releases/first-wave.yaml").read_text()
@@ -31,11 +35,20 @@ def test_init_repo_writes_a_repository_that_checks_and_a_workflow_github_accepts
     assert reconcile("--check", str(repo / "releases")) == (0, "1 manifest, 1 wave: ok\n", "")
 
     workflow = repo / ".github/workflows/release.yml"
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-                             str(workflow)], capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    uses = [step["uses"] for job in yaml.safe_load(workflow.read_text())["jobs"].values() for step in job["steps"]
-            if "reconciler" in step["uses"]]
+    uses = [
+        step["uses"]
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values()
+        for step in job["steps"]
+        if "reconciler" in step["uses"]
+    ]
     assert uses == [f"acme/reconciler@{SHA}"] * 3
     readme = (repo / "README.md").read_text()
     assert "`FACTORY` = `acme`" in readme and "python3 -m base64 -e targets.only.key.tgz | tr -d '\\n'" in readme
@@ -54,11 +67,15 @@ def test_init_repo_refuses_before_writing_anything(tmp_path):
     (repo / "README.md").write_text("ours\n")
     code, out, err = reconcile("init-repo", str(repo), "--factory", "acme")
     assert code == 1 and out == ""
-    assert err == (f"error: {repo / 'README.md'} already exists; init-repo never overwrites: move it away or choose "
-                   "another directory\n")
+    assert err == (
+        f"error: {repo / 'README.md'} already exists; init-repo never overwrites: move it away or choose "
+        "another directory\n"
+    )
     assert [p.name for p in repo.iterdir()] == ["README.md"]
-    for args, message in [(["--factory", "ac me"], "factory name 'ac me' may contain only"),
-                          (["--factory", "acme", "--action", "reconciler"], "--action 'reconciler' must name")]:
+    for args, message in [
+        (["--factory", "ac me"], "factory name 'ac me' may contain only"),
+        (["--factory", "acme", "--action", "reconciler"], "--action 'reconciler' must name"),
+    ]:
         code, _, err = reconcile("init-repo", str(tmp_path / "new"), *args)
         assert code == 1 and err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert not (tmp_path / "new").exists()

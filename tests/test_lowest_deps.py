@@ -60,7 +60,9 @@ def test_the_parser_reads_every_declared_requirement_as_packaging_does() -> None
         assert lower, f"{line}: every dependency needs a lower bound the bench can test"
         pin = PackagingRequirement(ours.pinned())
         assert (pin.name, pin.extras, [str(s) for s in pin.specifier]) == (
-            theirs.name, theirs.extras, [f"=={lower[0]}"]
+            theirs.name,
+            theirs.extras,
+            [f"=={lower[0]}"],
         )
 
 

@@ -33,12 +33,16 @@ DIFF = "+" + EVIL.replace("\n", "\n+") + "\n+```\n"
 
 
 def hostile_plan():
-    plan = build_plan([wave(EVIL, 46, [phase(EVIL, group=EVIL)]),
-                       wave("v47", 47, [phase("canary", group=EVIL)], tag="lab")],
-                      observed([active("v47", 47, tag="lab")]))
+    plan = build_plan(
+        [wave(EVIL, 46, [phase(EVIL, group=EVIL)]), wave("v47", 47, [phase("canary", group=EVIL)], tag="lab")],
+        observed([active("v47", 47, tag="lab")]),
+    )
     problem = Problem(EVIL + ".yaml", 3, 1, EVIL)
-    return dataclasses.replace(plan, errors=(*plan.errors, problem),
-                               warnings=(*plan.warnings, dataclasses.replace(problem, severity=Severity.WARNING)))
+    return dataclasses.replace(
+        plan,
+        errors=(*plan.errors, problem),
+        warnings=(*plan.warnings, dataclasses.replace(problem, severity=Severity.WARNING)),
+    )
 
 
 def assert_inert_lines(text: str) -> None:
@@ -96,7 +100,7 @@ def test_a_code_span_holds_any_text_literally(text):
     span = md_code(text)
     assert "\n" not in span and unsafe_character(span) is None
     fence = re.match(r"`+", span).group()
-    inner = span[len(fence):-len(fence)]
+    inner = span[len(fence) : -len(fence)]
     assert span.endswith(fence) and all(len(run) != len(fence) for run in re.findall(r"`+", inner))
     assert markdown_syntax(span) == ""
     assert markdown_syntax(md_cell_code(text)).count("|") == 0
@@ -113,8 +117,7 @@ def test_a_newline_in_a_file_name_cannot_forge_a_workflow_command(tmp_path):
     (tmp_path / "x\n::warning file=forged.yaml::owned.yaml").write_text("name: [\n")
     (tmp_path / "::error::pwned.yaml").write_text("kind: Wave\napiVersion: reconciler/v1\nbogus: 1\n")
     reconcile = Path(sys.executable).with_name("reconcile")
-    result = subprocess.run([str(reconcile), "--check", "."], capture_output=True, text=True, cwd=tmp_path,
-                            check=False)
+    result = subprocess.run([str(reconcile), "--check", "."], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) >= 2
@@ -129,7 +132,6 @@ def test_problem_lines_escape_the_file_and_the_message():
     line = str(Problem("a\nb\u202e.yaml", 1, 2, "bad \x1b[2J value"))
     assert line == "a\\u000ab\\u202e.yaml:1:2: bad \\u001b[2J value"
     assert str(Problem("##[error]x.yaml", 1, 1, "m")) == "./##[error]x.yaml:1:1: m"
-
 
 
 def test_text_and_markdown_plans_show_50_problems_and_a_count():
@@ -153,8 +155,9 @@ def hostile_status():
     from tests.core.test_status import SPEC, entry, facts, report
     from tests.helpers.planning import NOW
 
-    managed = dataclasses.replace(facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10, by=EVIL)]),
-                                  created_by=EVIL)
+    managed = dataclasses.replace(
+        facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10, by=EVIL)]), created_by=EVIL
+    )
     return report([SPEC], [managed, dataclasses.replace(facts(EVIL, 47, tag="lab"), created_by=EVIL)])
 
 
@@ -163,8 +166,15 @@ def hostile_devices():
     from tests.core.test_status import facts
     from tests.helpers.planning import NOW
 
-    device = DeviceFacts(uuid="123e4567-e89b-12d3-a456-426614174000", name=EVIL, group=EVIL, last_seen=NOW,
-                         target_name=EVIL, version=46, in_wave=True)
+    device = DeviceFacts(
+        uuid="123e4567-e89b-12d3-a456-426614174000",
+        name=EVIL,
+        group=EVIL,
+        last_seen=NOW,
+        target_name=EVIL,
+        version=46,
+        in_wave=True,
+    )
     return facts(EVIL, 46), [DeviceRow(device, "pending")], NOW
 
 
@@ -219,12 +229,15 @@ def test_status_escapes_a_factorys_error_message_on_stderr(tmp_path):
         def log_message(self, *args):
             pass
 
-    (tmp_path / "v46.yaml").write_text("apiVersion: reconciler/v1\nkind: Wave\nname: v46\ntarget: 46\ntag: production\n")
+    (tmp_path / "v46.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Wave\nname: v46\ntarget: 46\ntag: production\n"
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        code, out, err = reconcile("status", "--api-url", f"http://127.0.0.1:{server.server_port}", "--factory", "acme",
-                                   str(tmp_path))
+        code, out, err = reconcile(
+            "status", "--api-url", f"http://127.0.0.1:{server.server_port}", "--factory", "acme", str(tmp_path)
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -16,7 +16,9 @@ from reconciler.manifest import load
 from reconciler.observe import fill_device_counts, observe
 from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, git, reconcile, wave
 
-WAVE_46 = CANARY_WAVE + """\
+WAVE_46 = (
+    CANARY_WAVE
+    + """\
   - name: beta
     group: beta
     wait: 24h
@@ -27,6 +29,7 @@ complete:
   require:
     updated: 70%
 """
+)
 
 WAVE_48 = """\
 apiVersion: reconciler/v1
@@ -98,14 +101,18 @@ def test_a_wave_walks_through_gated_phases_to_complete_then_a_second_wave_prunes
 
 def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(release_repo, factory_dir):
     local = ["--local", str(factory_dir)]
-    lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
-        "prune: [46]\n", "")
+    lab = (
+        WAVE_48.replace("name: rel-48", "name: lab-48")
+        .replace("tag: production", "tag: lab")
+        .replace("prune: [46]\n", "")
+    )
     add_device(factory_dir, "lab-1", tag="lab")  # a production device follows tag lab
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     assert reconcile(str(release_repo), *local)[0] == 0
     with api(factory_dir) as client:
-        answer = client.post("/ota/factories/demo/waves/rel-46/rollout/",
-                             json={"group": "us-east", "limit": 5, "dry-run": False})
+        answer = client.post(
+            "/ota/factories/demo/waves/rel-46/rollout/", json={"group": "us-east", "limit": 5, "dry-run": False}
+        )
         assert answer.status_code == 200
     commit(release_repo, {"lab-48.yaml": lab}, "A lab wave on another tag")
     advance(factory_dir, "25h")
@@ -113,8 +120,9 @@ def test_a_rollout_outside_the_manifests_is_drift_and_blocks_only_that_wave(rele
     code, out, _err = reconcile("--dry-run", "--format", "json", str(release_repo), *local)
     plan = json.loads(out)
     drifted = next(w for w in plan["waves"] if w["name"] == "rel-46")
-    assert drifted["drift"] == ["rollout 2 in the factory was part of group us-east, but phase 'beta' is the "
-                                "whole group beta"]
+    assert drifted["drift"] == [
+        "rollout 2 in the factory was part of group us-east, but phase 'beta' is the whole group beta"
+    ]
     by_wave = {(op["wave"], op["op"]): op for op in plan["operations"]}
     assert by_wave[("rel-46", "complete")]["status"] == "blocked"
     assert by_wave[("rel-46", "complete")]["reason"].startswith("drift: rollout 2 in the factory")
@@ -129,8 +137,15 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
     advance(factory_dir, "25h")
-    commit(release_repo, {"lab-48.yaml": WAVE_48.replace("name: rel-48", "name: lab-48").replace(
-        "tag: production", "tag: lab").replace("prune: [46]\n", "")}, "lab")
+    commit(
+        release_repo,
+        {
+            "lab-48.yaml": WAVE_48.replace("name: rel-48", "name: lab-48")
+            .replace("tag: production", "tag: lab")
+            .replace("prune: [46]\n", "")
+        },
+        "lab",
+    )
     specs = load([str(release_repo)]).specs
     with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
         observed = observe(client, specs)
@@ -148,15 +163,19 @@ def test_observation_stays_within_the_request_budget(release_repo, factory_dir):
 def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(release_repo, factory_dir):
     add_device(factory_dir, "lab-1", tag="lab")
     commit(release_repo, {"rel-46.yaml": WAVE_46}, "Release 46")
-    lab = WAVE_48.replace("name: rel-48", "name: lab-48").replace("tag: production", "tag: lab").replace(
-        "prune: [46]\n", "")
+    lab = (
+        WAVE_48.replace("name: rel-48", "name: lab-48")
+        .replace("tag: production", "tag: lab")
+        .replace("prune: [46]\n", "")
+    )
     commit(release_repo, {"lab-48.yaml": lab}, "A lab wave")
-    code, out, err = reconcile("--dry-run", "--format", "json", "--base", "HEAD~1", str(release_repo),
-                               "--local", str(factory_dir))
+    code, out, err = reconcile(
+        "--dry-run", "--format", "json", "--base", "HEAD~1", str(release_repo), "--local", str(factory_dir)
+    )
     plan = json.loads(out)
     assert code == 0, err
     assert {op["wave"] for op in plan["operations"]} == {"lab-48"}
-    (path, diff), = plan["diffs"].items()
+    ((path, diff),) = plan["diffs"].items()
     assert path.endswith("lab-48.yaml") and "+name: lab-48" in diff
     assert plan["provenance"]["commit"] == git(release_repo, "rev-parse", "HEAD").strip()
     assert plan["provenance"]["dirty"] is False
@@ -170,7 +189,9 @@ def test_base_plans_only_changed_waves_shows_their_diff_and_carries_provenance(r
 
 def _uuid_phase_wave(uuids: list[str]) -> str:
     listed = "".join(f"      - {u}\n" for u in uuids)
-    return WAVE_48.replace("prune: [46]\n", "").replace("complete: true\n", "phases:\n  - name: pilots\n    uuids:\n" + listed)
+    return WAVE_48.replace("prune: [46]\n", "").replace(
+        "complete: true\n", "phases:\n  - name: pilots\n    uuids:\n" + listed
+    )
 
 
 def _observe_requests(release_repo, factory_dir) -> tuple[int, list]:
@@ -184,15 +205,21 @@ def test_a_few_named_uuids_are_looked_up_one_by_one_and_many_by_listing_the_tag(
     """A tag of 100,000 devices is 100 list pages for six canaries: a few UUIDs are looked up instead
     (one request each, all in one round trip), with the same verdict on each; many list the tag."""
     with api(factory_dir) as client:
-        fleet = [d["uuid"] for d in client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production",
-                                                                        "prod": 1, "limit": 1000}).json()["devices"]]
+        fleet = [
+            d["uuid"]
+            for d in client.get(
+                "/ota/devices/", params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000}
+            ).json()["devices"]
+        ]
     unknown = "00000000-0000-4000-8000-000000000000"
     commit(release_repo, {"rel-48.yaml": _uuid_phase_wave([*fleet[:2], unknown])}, "three pilots")
     # waves, prod-targets, production root, CI targets, factory status, then one lookup per named UUID
     requests, errors = _observe_requests(release_repo, factory_dir)
     assert requests == 5 + 3
-    assert [e.message for e in errors] == [f"phase 'pilots': UUID {unknown} is not a production device on tag "
-                                           f"'production'; remove it from the list or fix it"]
+    assert [e.message for e in errors] == [
+        f"phase 'pilots': UUID {unknown} is not a production device on tag "
+        f"'production'; remove it from the list or fix it"
+    ]
     assert errors[0].line == 11, "the unknown UUID's own line"
 
     commit(release_repo, {"rel-48.yaml": _uuid_phase_wave([*fleet[:11], unknown])}, "twelve pilots")
@@ -206,31 +233,44 @@ def test_uuids_past_the_lookup_cap_are_all_checked_by_listing_the_tag(release_re
     """Four tags of nine named UUIDs each: 36 lookups would pass MAX_LOOKUPS (32), so three tags are looked
     up one UUID at a time and the fourth is listed whole; every UUID of every list is still checked."""
     with api(factory_dir) as client:
-        fleet = [d["uuid"] for d in client.get("/ota/devices/", params={"factory": "demo", "match_tag": "production",
-                                                                        "prod": 1, "limit": 1000}).json()["devices"]]
+        fleet = [
+            d["uuid"]
+            for d in client.get(
+                "/ota/devices/", params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000}
+            ).json()["devices"]
+        ]
     manifests, unknown = {}, {}
     for number, tag in enumerate(["lab-a", "lab-b", "lab-c", "production"]):
         first = fleet[0] if tag == "production" else add_device(factory_dir, f"{tag}-1", tag=tag)
         strangers = [f"00000000-0000-4000-8000-{number:06d}{i:06d}" for i in range(8 if tag != "production" else 1)]
         listed = [first, *fleet[1:8]] if tag == "production" else [first]
         unknown[tag] = strangers
-        manifests[f"{tag}.yaml"] = WAVE_48.replace("name: rel-48", f"name: {tag}-48").replace(
-            "tag: production", f"tag: {tag}").replace("prune: [46]\n", "").replace(
-            "complete: true\n", "phases:\n  - name: pilots\n    uuids:\n"
-            + "".join(f"      - {u}\n" for u in [*listed, *strangers]))
+        manifests[f"{tag}.yaml"] = (
+            WAVE_48.replace("name: rel-48", f"name: {tag}-48")
+            .replace("tag: production", f"tag: {tag}")
+            .replace("prune: [46]\n", "")
+            .replace(
+                "complete: true\n",
+                "phases:\n  - name: pilots\n    uuids:\n" + "".join(f"      - {u}\n" for u in [*listed, *strangers]),
+            )
+        )
     commit(release_repo, manifests, "four tags of pilots")
     requests, errors = _observe_requests(release_repo, factory_dir)
     # waves, prod-targets, production root, CI targets, factory status; 27 lookups; one list page of production
     assert requests == 5 + 27 + 1
     found = {(e.file.rsplit("/", 1)[-1], e.message.split("UUID ")[1].split(" ")[0], e.line) for e in errors}
     first_line = 9  # of the UUID list; the strangers come after the devices of the tag
-    assert found == {(f"{tag}.yaml", uuid, first_line + (8 if tag == "production" else 1) + position)
-                     for tag, strangers in unknown.items() for position, uuid in enumerate(strangers)}
+    assert found == {
+        (f"{tag}.yaml", uuid, first_line + (8 if tag == "production" else 1) + position)
+        for tag, strangers in unknown.items()
+        for position, uuid in enumerate(strangers)
+    }
     assert len(errors) == 3 * 8 + 1
 
 
 def test_a_plan_against_an_api_reads_git_while_the_factory_answers_and_still_carries_provenance(
-        release_repo, factory_dir, monkeypatch):
+    release_repo, factory_dir, monkeypatch
+):
     """Over HTTP a dry run reads git in the background (_plan_and_apply): the plan's provenance is the same."""
     from click.testing import CliRunner
 
@@ -241,8 +281,9 @@ def test_a_plan_against_an_api_reads_git_while_the_factory_answers_and_still_car
     token = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "token"]).output.strip().split()[-1]
     monkeypatch.setenv("RECONCILE_API_TOKEN", token)
     with serve_factory(factory_dir) as url:
-        code, out, err = reconcile("--dry-run", "--format", "json", str(release_repo), "--api-url", url,
-                                   "--factory", "demo")
+        code, out, err = reconcile(
+            "--dry-run", "--format", "json", str(release_repo), "--api-url", url, "--factory", "demo"
+        )
     assert code == 0, err
     plan = json.loads(out)
     assert plan["provenance"]["commit"] == git(release_repo, "rev-parse", "HEAD").strip()

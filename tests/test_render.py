@@ -18,10 +18,19 @@ HOUR = 3600
 
 
 def sample_plan():
-    running = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=24 * HOUR),
-                               phase("us-east-10", group="us-east", limit=Limit(10))], complete=CompleteSpec())
-    state = observed([active("v46", 46, [record("canary", NOW - timedelta(hours=3), full=True)]),
-                      active("by-hand", 30, tag="lab")])
+    running = wave(
+        "v46",
+        46,
+        [
+            phase("canary", group="canary"),
+            phase("beta", group="beta", wait=24 * HOUR),
+            phase("us-east-10", group="us-east", limit=Limit(10)),
+        ],
+        complete=CompleteSpec(),
+    )
+    state = observed(
+        [active("v46", 46, [record("canary", NOW - timedelta(hours=3), full=True)]), active("by-hand", 30, tag="lab")]
+    )
     plan = build_plan([running, wave("v47", 47, tag="production", cancel=True)], state)
     return plan
 
@@ -32,8 +41,17 @@ def test_json_plan_validates_against_the_shipped_schema():
     Draft202012Validator(load_schema("plan.schema.json")).validate(data)
     assert data["changes"] is False
     assert data["operations"][0] == {
-        "op": "rollout", "wave": "v46", "tag": "production", "status": "blocked", "manifest": "w.yaml", "line": 10,
-        "reason": "wait 24h: 21h left", "phase": "beta", "phase_index": 1, "group": "beta"}
+        "op": "rollout",
+        "wave": "v46",
+        "tag": "production",
+        "status": "blocked",
+        "manifest": "w.yaml",
+        "line": 10,
+        "reason": "wait 24h: 21h left",
+        "phase": "beta",
+        "phase_index": 1,
+        "group": "beta",
+    }
     assert data["waves"][0]["phases"][0] == {"name": "canary", "state": "done"}
 
 
@@ -44,13 +62,18 @@ def test_json_names_each_part_of_a_phase_of_more_than_10000_uuids_and_validates(
     Draft202012Validator(load_schema("plan.schema.json")).validate(data)
     steps = [op for op in data["operations"] if op["op"] == "rollout"]
     assert [(op["phase"], op["phase_index"], op.get("part"), op.get("parts"), op.get("uuids")) for op in steps] == [
-        ("canary", 0, None, None, None), ("big", 1, 1, 3, 10_000), ("big", 1, 2, 3, 10_000), ("big", 1, 3, 3, 5_000)]
+        ("canary", 0, None, None, None),
+        ("big", 1, 1, 3, 10_000),
+        ("big", 1, 2, 3, 10_000),
+        ("big", 1, 3, 3, 5_000),
+    ]
     assert "v46  phase 'big' part 2 of 3 (factory-wide, 10000 uuids)" in render.to_text(plan)
 
 
 def test_json_of_a_plan_with_init_and_errors_validates():
-    plan = build_plan([wave("v46", 46, prune=[39]), wave("v48", 48, [phase("p", limit=Limit(5, True))], tag="x")],
-                      observed())
+    plan = build_plan(
+        [wave("v46", 46, prune=[39]), wave("v48", 48, [phase("p", limit=Limit(5, True))], tag="x")], observed()
+    )
     data = json.loads(render.to_json(plan))
     Draft202012Validator(load_schema("plan.schema.json")).validate(data)
     init = data["operations"][0]
@@ -83,8 +106,10 @@ def test_markdown_has_wave_table_operations_and_a_mermaid_diagram_per_wave():
 
 def test_text_shows_progress_of_each_active_wave():
     running = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", updated=90)])
-    state = observed([active("v46", 46, [record("canary", NOW - timedelta(hours=3), full=True)])],
-                     progress={"v46": WaveProgress(updated=9, rolled_out=12, total=100)})
+    state = observed(
+        [active("v46", 46, [record("canary", NOW - timedelta(hours=3), full=True)])],
+        progress={"v46": WaveProgress(updated=9, rolled_out=12, total=100)},
+    )
     text = render.to_text(build_plan([running, wave("v47", 47)], state))
     lines = text.splitlines()
     start = lines.index("Active waves:")

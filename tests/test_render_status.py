@@ -10,8 +10,12 @@ from tests.helpers.planning import NOW
 
 
 def test_text_marks_targets_that_expire_within_30_days():
-    state = report([SPEC], [facts("v46", 46)], prod_expiry={"production": NOW + timedelta(days=20)},
-                   wave_expiry={"v46": NOW - timedelta(hours=1)})
+    state = report(
+        [SPEC],
+        [facts("v46", 46)],
+        prod_expiry={"production": NOW + timedelta(days=20)},
+        wave_expiry={"v46": NOW - timedelta(hours=1)},
+    )
     text = to_text(state)
     assert "wave targets expire 2026-11-23T11:00:00Z (EXPIRED)" in text
     assert "production targets of production expire 2026-12-13T12:00:00Z (in 20d)" in text

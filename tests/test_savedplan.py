@@ -10,12 +10,15 @@ from jsonschema import Draft202012Validator
 from reconciler.resources import load_schema
 from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, reconcile, wave
 
-GATED = CANARY_WAVE + """\
+GATED = (
+    CANARY_WAVE
+    + """\
   - name: beta
     group: beta
     limit: 10
     wait: 24h
 """
+)
 
 
 def history(factory_dir, name: str) -> list:
@@ -74,8 +77,12 @@ def test_a_stale_plan_is_refused_with_one_line_per_difference(release_repo, fact
     assert reconcile("--dry-run", "--out", str(plan_file), str(release_repo), *local)[0] == 0
     commit(release_repo, {"rel-46.yaml": GATED.replace("limit: 10", "limit: 20")}, "Beta: 20 devices")
     with api(factory_dir) as client:
-        assert client.post("/ota/factories/demo/waves/rel-46/rollout/",
-                           json={"group": "us-east", "limit": 3, "dry-run": False}).status_code == 200
+        assert (
+            client.post(
+                "/ota/factories/demo/waves/rel-46/rollout/", json={"group": "us-east", "limit": 3, "dry-run": False}
+            ).status_code
+            == 200
+        )
     code, _out, err = reconcile("--plan", str(plan_file), *local)
     assert code == 1 and len(history(factory_dir, "rel-46")) == 2
     assert "error: stale plan: wave rel-46 changed since the plan: was active version 46 tag production" in err
@@ -84,10 +91,12 @@ def test_a_stale_plan_is_refused_with_one_line_per_difference(release_repo, fact
 
 def test_a_changed_uuid_list_of_the_same_size_makes_the_plan_stale(release_repo, factory_dir, tmp_path):
     local = ("--local", str(factory_dir))
-    code, first, _ = reconcile("devices", *local, "--tag", "production", "--group", "us-east", "--sample", "5",
-                               "--seed", "1")
-    _, second, _ = reconcile("devices", *local, "--tag", "production", "--group", "us-east", "--sample", "5",
-                             "--seed", "2")
+    code, first, _ = reconcile(
+        "devices", *local, "--tag", "production", "--group", "us-east", "--sample", "5", "--seed", "1"
+    )
+    _, second, _ = reconcile(
+        "devices", *local, "--tag", "production", "--group", "us-east", "--sample", "5", "--seed", "2"
+    )
     assert code == 0 and first != second
     (release_repo / "uuids").mkdir()
     manifest = CANARY_WAVE + "  - name: pilots\n    uuids: uuids/pilots.lst\n"
@@ -100,13 +109,21 @@ def test_a_changed_uuid_list_of_the_same_size_makes_the_plan_stale(release_repo,
     assert "error: stale plan: rollout rel-46 phase 'pilots' differs: the UUID list changed" in err
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--out", "p.json"), "error: --out saves a plan without applying it: add --dry-run"),
-    (("--dry-run", "--out", "p.json", "--plan", "q.json"), "error: --out saves a new plan, --plan applies a saved one"),
-    (("--dry-run", "--out", "p.json", "--base", "HEAD"), "error: --out works with whole plans; it cannot be combined "
-                                                          "with --base"),
-    (("--plan", "missing.json"), "error: cannot read the saved plan missing.json"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--out", "p.json"), "error: --out saves a plan without applying it: add --dry-run"),
+        (
+            ("--dry-run", "--out", "p.json", "--plan", "q.json"),
+            "error: --out saves a new plan, --plan applies a saved one",
+        ),
+        (
+            ("--dry-run", "--out", "p.json", "--base", "HEAD"),
+            "error: --out works with whole plans; it cannot be combined with --base",
+        ),
+        (("--plan", "missing.json"), "error: cannot read the saved plan missing.json"),
+    ],
+)
 def test_saved_plan_mistakes_are_one_line(release_repo, factory_dir, args, message, monkeypatch):
     monkeypatch.chdir(release_repo)
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
@@ -120,5 +137,6 @@ def test_a_plan_json_without_the_saved_section_is_not_a_saved_plan(release_repo,
     plain = tmp_path / "plain.json"
     plain.write_text(out)
     code, out, err = reconcile("--plan", str(plain), str(release_repo), "--local", str(factory_dir))
-    assert code == 1 and err.strip() == (f"error: {plain}: not a saved plan: make one with "
-                                         f"`reconcile --dry-run --out {plain}`")
+    assert code == 1 and err.strip() == (
+        f"error: {plain}: not a saved plan: make one with `reconcile --dry-run --out {plain}`"
+    )

@@ -18,19 +18,35 @@ from reconciler.localfactory.cli import main as factory_main
 from reconciler.resources import load_schema
 from tests.helpers.e2e import CANARY_WAVE, api, commit, reconcile, wave
 
-WAVE = CANARY_WAVE + """\
+WAVE = (
+    CANARY_WAVE
+    + """\
   - name: beta
     group: beta
     wait: 1h
 complete: true
 """
+)
 
 
 @pytest.fixture
 def two_keys(tmp_path) -> Path:
     directory = tmp_path / "factory"
-    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices", "200",
-                                               "--offline-keys", "2", "--start", "2026-11-01T08:00:00Z"])
+    result = CliRunner().invoke(
+        factory_main,
+        [
+            "--local",
+            str(directory),
+            "init",
+            "--demo",
+            "--devices",
+            "200",
+            "--offline-keys",
+            "2",
+            "--start",
+            "2026-11-01T08:00:00Z",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return directory
 
@@ -72,8 +88,7 @@ def test_init_with_one_key_then_the_other_key_signs_and_rolls_out(release_repo, 
     code, out, err = reconcile(str(release_repo), *local, "--keys", str(key1))
     outputs += [out, err]
     assert code == 0, err
-    assert f"+ init rel-46 (target 46, tag production): created with 4 targets, signed by key {keyid(key1)[:12]}" \
-        in err
+    assert f"+ init rel-46 (target 46, tag production): created with 4 targets, signed by key {keyid(key1)[:12]}" in err
     assert "blocked: needs 1 more signature after init (offline keys other than init's)" in out
     assert wave(two_keys, "rel-46")["rollout-history"] == []
     assert len(signed_by(two_keys, "rel-46")) == 2
@@ -96,9 +111,11 @@ def test_init_with_one_key_then_the_other_key_signs_and_rolls_out(release_repo, 
     code, out, err = reconcile(str(release_repo), *local, "--keys", str(key1))
     outputs += [out, err]
     assert code == 0, err
-    assert (f"# sign     rel-46  {needs}: 2 of 3 signatures, needs the offline key\n      blocked: this run's offline key (key id "
-            f"{keyid(key1)[:12]}) has signed it already and a key counts once; {needs}: run with that key (--keys "
-            "FILE or --signer URI)") in out
+    assert (
+        f"# sign     rel-46  {needs}: 2 of 3 signatures, needs the offline key\n      blocked: this run's offline key (key id "
+        f"{keyid(key1)[:12]}) has signed it already and a key counts once; {needs}: run with that key (--keys "
+        "FILE or --signer URI)"
+    ) in out
     assert f"~ rollout  rel-46  phase 'canary' (group canary)\n      blocked: {needs}" in out
     assert "Applying" not in err and "Traceback" not in err and len(signed_by(two_keys, "rel-46")) == 2
     assert wave(two_keys, "rel-46")["rollout-history"] == []
@@ -108,8 +125,10 @@ def test_init_with_one_key_then_the_other_key_signs_and_rolls_out(release_repo, 
     outputs += [out, err]
     assert code == 0, err
     lines = [line for line in err.splitlines() if line.startswith("  ")]
-    assert lines[0].endswith(f"# sign rel-46 (2 of 3 signatures): signed by key {keyid(key2)[:12]}; the wave meets "
-                             "the threshold (3 of 3 signatures)")
+    assert lines[0].endswith(
+        f"# sign rel-46 (2 of 3 signatures): signed by key {keyid(key2)[:12]}; the wave meets "
+        "the threshold (3 of 3 signatures)"
+    )
     assert "~ rollout rel-46 phase 'canary' (group canary): rolled out to 10 devices" in lines[1]
     assert {keyid(key1), keyid(key2)} < set(signed_by(two_keys, "rel-46"))
     assert len(signed_by(two_keys, "rel-46")) == 3  # and the online key's
@@ -122,8 +141,9 @@ def test_init_with_one_key_then_the_other_key_signs_and_rolls_out(release_repo, 
             assert secret not in text
 
 
-def test_a_key_that_is_not_an_offline_key_of_root_is_one_line_and_writes_nothing(release_repo, two_keys, tmp_path,
-                                                                                  monkeypatch):
+def test_a_key_that_is_not_an_offline_key_of_root_is_one_line_and_writes_nothing(
+    release_repo, two_keys, tmp_path, monkeypatch
+):
     local = ["--local", str(two_keys)]
     commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
     assert reconcile(str(release_repo), *local, "--keys", str(two_keys / "targets.only.key.tgz"))[0] == 0
@@ -158,8 +178,9 @@ def test_a_keyed_observation_reads_the_online_key_once(release_repo, two_keys):
     from reconciler.observe import observe
 
     commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
-    assert reconcile(str(release_repo), "--local", str(two_keys), "--keys",
-                     str(two_keys / "targets.only.key.tgz"))[0] == 0
+    assert (
+        reconcile(str(release_repo), "--local", str(two_keys), "--keys", str(two_keys / "targets.only.key.tgz"))[0] == 0
+    )
     specs = load([str(release_repo)]).specs
     counts = {}
     for signing_run in (False, True):

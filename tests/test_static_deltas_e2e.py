@@ -18,8 +18,10 @@ from tests.helpers.e2e import CANARY_WAVE, commit, reconcile
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "plan.schema.json").read_text())
 WAVE_61 = CANARY_WAVE.replace("rel-46", "rel-61").replace("target: 46", "target: 61")  # `target:` value at 4:9
-FIX = ("`fioctl targets static-deltas --by-tag production 61` (local factory: `reconcile-factory build 61 "
-       "--static-deltas`)")
+FIX = (
+    "`fioctl targets static-deltas --by-tag production 61` (local factory: `reconcile-factory build 61 "
+    "--static-deltas`)"
+)
 
 
 def build(factory_dir: Path, *args: str) -> str:
@@ -36,9 +38,11 @@ def test_a_build_without_static_deltas_warns_at_the_target_line_until_they_are_g
 
     code, out, _ = reconcile("--dry-run", "--detailed-exitcode", str(release_repo), *local)
     assert code == 2, "a warning changes no exit code: the init and the rollout are ready"
-    assert (f"  {manifest}:4:9: warning: wave 'rel-61': targets intel-corei7-64-lmp-61, raspberrypi4-64-lmp-61 of "
-            f"build 61 have no static delta (custom.delta-stats), so devices download the full OSTree update; "
-            f"before the wave is created, run {FIX}") in out.splitlines()
+    assert (
+        f"  {manifest}:4:9: warning: wave 'rel-61': targets intel-corei7-64-lmp-61, raspberrypi4-64-lmp-61 of "
+        f"build 61 have no static delta (custom.delta-stats), so devices download the full OSTree update; "
+        f"before the wave is created, run {FIX}"
+    ) in out.splitlines()
 
     code, out, _ = reconcile("--dry-run", "--format", "json", str(release_repo), *local)
     plan = json.loads(out)

@@ -25,7 +25,9 @@ from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[1]
 
-GATED = CANARY_WAVE + """\
+GATED = (
+    CANARY_WAVE
+    + """\
   - name: us-east
     group: us-east
     limit: 10
@@ -35,6 +37,7 @@ GATED = CANARY_WAVE + """\
 complete:
   wait: 48h
 """
+)
 
 BAD_BUILD = """\
 apiVersion: reconciler/v1
@@ -94,9 +97,19 @@ def test_status_text_shows_history_progress_gate_and_expiry(gated):
     assert f"rel-46: active, version 46, tag production ({repo / 'rel-46.yaml'})" in out
     assert f"created 2026-11-01T08:00:00Z by {wave['change-meta']['created-by']}" in out
     row = next(line.split() for line in out.splitlines() if line.strip().startswith("canary"))
-    assert row == ["canary", "group", "canary", "done", "2026-11-01T08:00:00Z", entry["rollout-by"],
-                   str(entry["num-devices"]), str(updated), str(canary["devices-on-older-version"]),
-                   str(canary["devices-total"] - canary["devices-online"]), "–"]  # failed: only with --with-failed
+    assert row == [
+        "canary",
+        "group",
+        "canary",
+        "done",
+        "2026-11-01T08:00:00Z",
+        entry["rollout-by"],
+        str(entry["num-devices"]),
+        str(updated),
+        str(canary["devices-on-older-version"]),
+        str(canary["devices-total"] - canary["devices-online"]),
+        "–",
+    ]  # failed: only with --with-failed
     assert "us-east  group us-east, limit 10  next" in out
     # The wait counts from the canary rollout at 08:00; two hours have passed.
     assert "next: rollout us-east: waiting (wait 24h passes 2026-11-02T08:00:00Z (in 22h); updated 90%: " in out
@@ -170,6 +183,7 @@ def test_a_directory_named_like_a_subcommand_needs_a_path_prefix(gated):
 
 # -- a bad build ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bad_build(tmp_path_factory):
     """Build 61 fails on 30% of devices; rel-61 rolled out to canary and us-east, one day later."""
@@ -203,8 +217,9 @@ def test_failed_devices_of_a_bad_build(bad_build):
             updates = http.get(f"/ota/devices/{device['name']}/updates/", params={"factory": "demo"}).json()["updates"]
             newest = updates[0]
             assert newest["version"] == "61"
-            events = http.get(f"/ota/devices/{device['name']}/updates/{newest['correlation-id']}/",
-                              params={"factory": "demo"}).json()
+            events = http.get(
+                f"/ota/devices/{device['name']}/updates/{newest['correlation-id']}/", params={"factory": "demo"}
+            ).json()
             assert [e["eventType"]["id"] for e in events][-1] == "EcuInstallationCompleted"
             assert events[-1]["event"]["success"] is False
     # Roughly 30% of the devices reached (the 2% transient failures add a few): a bad build is visible.
@@ -224,7 +239,8 @@ def test_with_failed_counts_failed_devices_per_phase(bad_build):
     Draft202012Validator(load_schema("status.schema.json")).validate(data)
     phases = data["waves"][0]["phases"]
     assert {p["group"]: p["failed"] for p in phases} == {
-        group: sum(1 for d in listed if d["group"] == group) for group in ("canary", "us-east")}
+        group: sum(1 for d in listed if d["group"] == group) for group in ("canary", "us-east")
+    }
     plain = json.loads(status(str(repo), "--local", str(local), "--format", "json")[1])
     assert all(p["failed"] is None for p in plain["waves"][0]["phases"])  # counted only when asked
     code, _, err = status("--devices", "rel-61", "--with-failed", "--local", str(local))
@@ -255,6 +271,7 @@ def test_status_text_lists_failed_devices_with_their_last_update(bad_build):
 
 
 # -- over HTTP --------------------------------------------------------------------------------------
+
 
 def test_status_and_devices_against_the_served_factory(bad_build, tmp_path):
     repo, local = bad_build

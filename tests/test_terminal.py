@@ -23,17 +23,29 @@ REPO = Path(__file__).resolve().parents[1]
 ANSI = "\x1b["
 
 
-def on_tty(args: list[str], *, answer: str | None = None, env: dict | None = None,
-           timeout: float = 60) -> tuple[int, str]:
+def on_tty(
+    args: list[str], *, answer: str | None = None, env: dict | None = None, timeout: float = 60
+) -> tuple[int, str]:
     """Run a console command with stdin, stdout and stderr on one pseudo-terminal; type ``answer``
     once the prompt appears. Returns the exit code and everything the terminal showed."""
     controller, terminal = pty.openpty()
     environment = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}  # the user's own NO_COLOR is not the test's
     environment.update(PYTHONPATH=str(REPO), TERM="xterm", **(env or {}))
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from reconciler.cli import main; "
-                             "from reconciler.localfactory.cli import main as factory; "
-                             "(factory if sys.argv[1] == 'factory' else main)(sys.argv[2:])", *args],
-                            stdin=terminal, stdout=terminal, stderr=terminal, env=environment, close_fds=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from reconciler.cli import main; "
+            "from reconciler.localfactory.cli import main as factory; "
+            "(factory if sys.argv[1] == 'factory' else main)(sys.argv[2:])",
+            *args,
+        ],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=environment,
+        close_fds=True,
+    )
     os.close(terminal)
     shown, answered, deadline = b"", False, time.monotonic() + timeout
     try:
@@ -103,8 +115,13 @@ def test_progress_of_a_long_advance_and_init_on_a_tty_only(tmp_path):
     assert code == 0 and "Creating devices 0/30,300 (0%)" in shown  # the first report always shows
     code, shown = on_tty(["factory", "--local", str(path), "advance", "3d"])
     assert code == 0 and "Simulating seconds 259,200/259,200 (100%)" in shown  # so does the last
-    piped = subprocess.run([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "advance", "2d"],
-                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
+    piped = subprocess.run(
+        [sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "advance", "2d"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=True,
+    )
     assert "Simulating" not in piped.stderr and piped.stdout.startswith("Now ")
 
 
@@ -116,7 +133,8 @@ def test_plurals_and_one_line_errors(release_repo, factory_dir):
     result = runner.invoke(factory_main, ["--local", str(factory_dir), "devices", "list", "--group", "nosuch"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: no device group 'nosuch' (groups: apac, beta, canary, eu-emea, us-east, us-west)"]
+        "error: no device group 'nosuch' (groups: apac, beta, canary, eu-emea, us-east, us-west)"
+    ]
     status = runner.invoke(factory_main, ["--local", str(factory_dir), "status"]).output
     assert "  production tag production: 400 devices" in status
     assert "    group canary: 10 devices, " in status and "    group (none): " in status
@@ -140,9 +158,22 @@ def test_one_device_and_one_uuid_are_singular_in_the_plan_and_the_apply(release_
 
 
 def test_shell_completion_as_the_readme_documents_it():
-    env = dict(os.environ, PYTHONPATH=str(REPO), _RECONCILE_COMPLETE="bash_complete", COMP_WORDS="reconcile --dr",
-               COMP_CWORD="1")
-    done = subprocess.run([sys.executable, "-c", "from reconciler.cli import main; main(prog_name='reconcile', "
-                           "complete_var='_RECONCILE_COMPLETE')"], capture_output=True, text=True, env=env,
-                          check=False)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        _RECONCILE_COMPLETE="bash_complete",
+        COMP_WORDS="reconcile --dr",
+        COMP_CWORD="1",
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from reconciler.cli import main; main(prog_name='reconcile', complete_var='_RECONCILE_COMPLETE')",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0 and "plain,--dry-run" in done.stdout

@@ -134,11 +134,21 @@ def test_reconcile_watch_replans_on_save_and_stops_on_ctrl_c(tmp_path):
     releases.mkdir()
     manifest = releases / "v41.yaml"
     manifest.write_text(WAVE)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RECONCILE_LOCAL": str(tmp_path / "factory"),
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RECONCILE_LOCAL": str(tmp_path / "factory"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
     code = "import sys; from reconciler.cli import main; sys.exit(main())"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--dry-run", "--watch", "releases"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--dry-run", "--watch", "releases"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()

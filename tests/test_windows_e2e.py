@@ -24,8 +24,10 @@ POLICY = "apiVersion: reconciler/v1\nkind: ReleasePolicy\n"
 
 def held(repo: Path) -> str:
     """The reason a rollout waits for rel-46.yaml's office hours on Sunday 2026-11-01."""
-    return (f"outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at {repo}/rel-46.yaml:11:5); the next "
-            f"window opens Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z")
+    return (
+        f"outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at {repo}/rel-46.yaml:11:5); the next "
+        f"window opens Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z"
+    )
 
 
 def waves(factory_dir: Path) -> dict[str, dict]:
@@ -72,13 +74,16 @@ def test_a_freeze_in_the_repository_file_holds_completes_but_never_a_cancel(rele
     phases = CANARY_WAVE + "  - name: beta\n    group: beta\n"
     commit(release_repo, {"rel-46.yaml": phases}, "46 to canary and beta")
     assert run(release_repo, factory_dir)[0] == 0
-    freeze = POLICY + ("freezes:\n  - from: 2026-11-01\n    until: 2026-11-03\n    reason: fleet audit\n"
-                       "    timezone: Europe/Berlin\n")
+    freeze = POLICY + (
+        "freezes:\n  - from: 2026-11-01\n    until: 2026-11-03\n    reason: fleet audit\n    timezone: Europe/Berlin\n"
+    )
     commit(release_repo, {"reconcile.yaml": freeze, "rel-46.yaml": phases + "complete: true\n"}, "freeze; complete 46")
     code, out, err = run(release_repo, factory_dir)
     assert code == 0, out + err
-    assert (f"* complete rel-46\n      blocked: frozen until Wed 2026-11-04 00:00 CET: fleet audit "
-            f"({release_repo}/reconcile.yaml:4:5); allowed again Wed 2026-11-04 00:00 CET = 2026-11-03T23:00:00Z") in out
+    assert (
+        f"* complete rel-46\n      blocked: frozen until Wed 2026-11-04 00:00 CET: fleet audit "
+        f"({release_repo}/reconcile.yaml:4:5); allowed again Wed 2026-11-04 00:00 CET = 2026-11-03T23:00:00Z"
+    ) in out
     assert waves(factory_dir)["rel-46"]["status"] == "active"
 
     commit(release_repo, {"rel-46.yaml": phases + "cancel: true\n"}, "cancel 46 during the freeze")
@@ -98,8 +103,10 @@ def test_a_wave_of_its_own_window_goes_through_the_repository_window_but_not_its
 
 def test_a_window_that_opens_in_berlins_skipped_hour_opens_when_the_clock_jumps(release_repo, tmp_path):
     factory_dir = tmp_path / "spring"
-    result = CliRunner().invoke(factory_main, ["--local", str(factory_dir), "init", "--demo", "--devices", "50",
-                                               "--start", "2027-03-27T12:00:00Z"])
+    result = CliRunner().invoke(
+        factory_main,
+        ["--local", str(factory_dir), "init", "--demo", "--devices", "50", "--start", "2027-03-27T12:00:00Z"],
+    )
     assert result.exit_code == 0, result.output
     night = 'windows:\n  - days: Sun\n    hours: "02:30-04:00"\n    timezone: Europe/Berlin\n'
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE + night}, "46 on Sunday night")
@@ -153,6 +160,8 @@ def test_a_window_that_closes_between_the_plan_and_the_step_holds_the_step(relea
         # as the CLI calls it after an hour: the observation is no longer fresh, so the first step reads again
         result = apply_plan(client, specs, plan, None, print, observed=observed, observed_at=time.monotonic() - 3600)
     (step,) = result.of(Outcome.HELD)
-    assert step.message == (f"no longer ready: outside the rollout windows (Sun 08:00-09:00 UTC at "
-                            f"{release_repo}/rel-46.yaml:12:5); the next window opens Sun 2026-11-08 08:00 UTC")
+    assert step.message == (
+        f"no longer ready: outside the rollout windows (Sun 08:00-09:00 UTC at "
+        f"{release_repo}/rel-46.yaml:12:5); the next window opens Sun 2026-11-08 08:00 UTC"
+    )
     assert len(waves(factory_dir)["rel-46"]["rollout-history"]) == 1

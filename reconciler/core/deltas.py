@@ -24,8 +24,9 @@ from reconciler.core.spec import WaveSpec
 MAX_NAMED_TARGETS = 3  # targets named in the warning; the rest are counted
 
 
-def missing_deltas_warning(spec: WaveSpec, without_deltas: Mapping[str, frozenset[str]] | None,
-                           backend: str) -> str | None:
+def missing_deltas_warning(
+    spec: WaveSpec, without_deltas: Mapping[str, frozenset[str]] | None, backend: str
+) -> str | None:
     """Why the wave's new targets should get static deltas first, or None when they all have one.
 
     ``without_deltas`` maps each CI target of the wave's version that has no ``custom.delta-stats``
@@ -34,8 +35,7 @@ def missing_deltas_warning(spec: WaveSpec, without_deltas: Mapping[str, frozense
     """
     if not without_deltas:
         return None
-    names = sorted(name for name, tags in without_deltas.items()
-                   if spec.source_tag is None or spec.source_tag in tags)
+    names = sorted(name for name, tags in without_deltas.items() if spec.source_tag is None or spec.source_tag in tags)
     if not names:
         return None
     named = ", ".join(names[:MAX_NAMED_TARGETS])
@@ -44,7 +44,12 @@ def missing_deltas_warning(spec: WaveSpec, without_deltas: Mapping[str, frozense
     fix = f"`fioctl targets static-deltas --by-tag {spec.tag} {spec.target}`"
     if backend.startswith("local:"):
         fix += f" (local factory: `reconcile-factory build {spec.target} --static-deltas`)"
-    what = f"target {named} of build {spec.target} has" if len(names) == 1 else \
-        f"targets {named} of build {spec.target} have"
-    return (f"wave '{spec.name}': {what} no static delta (custom.delta-stats), so devices download the full "
-            f"OSTree update; before the wave is created, run {fix}")
+    what = (
+        f"target {named} of build {spec.target} has"
+        if len(names) == 1
+        else f"targets {named} of build {spec.target} have"
+    )
+    return (
+        f"wave '{spec.name}': {what} no static delta (custom.delta-stats), so devices download the full "
+        f"OSTree update; before the wave is created, run {fix}"
+    )

@@ -46,15 +46,17 @@ class Breach:
         of phase 'beta'``."""
         counted = self.failures
         share = 100.0 * counted.failed / counted.reached
-        return (f"failed {share:.1f}% of the devices reached ({counted.failed} of {counted.reached} failed to "
-                f"install version {self.version}), over the bound {self.bound} of {self.step}")
+        return (
+            f"failed {share:.1f}% of the devices reached ({counted.failed} of {counted.reached} failed to "
+            f"install version {self.version}), over the bound {self.bound} of {self.step}"
+        )
 
 
 def bounds_in_force(spec: WaveSpec, rollouts: int) -> list[tuple[str, FailureBound]]:
     """The failure bounds of the steps reached so far: the phases rolled out, the next phase, and the
     complete gate once every phase is rolled out. Each with the step it belongs to."""
     reached, _ = ledger.position(spec.phases, rollouts)  # a phase of several parts is one step (core/ledger.py)
-    gates: list[tuple[str, Gate]] = [(f"phase '{phase.name}'", phase.gate) for phase in spec.phases[:reached + 1]]
+    gates: list[tuple[str, Gate]] = [(f"phase '{phase.name}'", phase.gate) for phase in spec.phases[: reached + 1]]
     if rollouts >= ledger.total(spec.phases) and spec.complete is not None:
         gates.append(("complete", spec.complete.gate))
     return [(step, gate.failed) for step, gate in gates if gate.failed is not None]
@@ -78,8 +80,15 @@ def waves_needing_failures(specs: Iterable[WaveSpec], waves: Mapping[str, _Facto
     """Active waves whose failures must be counted: a manifest that does not cancel them, at least one
     rollout (before one nothing can have failed) and a failure bound in force. Only these cost the
     per-device requests of a count (``reconciler/wavedevices.py``)."""
-    return {spec.name for spec in specs if not spec.cancel and (wave := waves.get(spec.name)) is not None
-            and wave.status is WaveStatus.ACTIVE and wave.history and bounds_in_force(spec, len(wave.history))}
+    return {
+        spec.name
+        for spec in specs
+        if not spec.cancel
+        and (wave := waves.get(spec.name)) is not None
+        and wave.status is WaveStatus.ACTIVE
+        and wave.history
+        and bounds_in_force(spec, len(wave.history))
+    }
 
 
 def breach(spec: WaveSpec, rollouts: int, failures: WaveFailures | None) -> Breach | None:
@@ -107,6 +116,8 @@ def gate_reason(gate: Gate, *, rollouts: int, pending_before: bool, failures: Wa
         share = 100.0 * failures.failed / failures.reached
         return f"{need}: {share:.1f}% ({failures.failed} of {failures.reached} devices reached)"
     if failures.unchecked and not bound.allows(failures.failed + failures.unchecked, failures.reached):
-        return (f"{need}: {failures.failed} of {failures.reached} devices reached failed, but {failures.unchecked} more "
-                f"not on the wave version were not checked; waits until fewer are pending")
+        return (
+            f"{need}: {failures.failed} of {failures.reached} devices reached failed, but {failures.unchecked} more "
+            f"not on the wave version were not checked; waits until fewer are pending"
+        )
     return None

@@ -60,7 +60,7 @@ def part_uuids(phase: PhaseSpec, part: int) -> tuple[str, ...] | None:
     """The UUIDs part ``part`` (1-based) sends: the phase's UUIDs cut in file order; None without a list."""
     if phase.uuids is None:
         return None
-    return phase.uuids[(part - 1) * MAX_ROLLOUT_UUIDS:part * MAX_ROLLOUT_UUIDS]
+    return phase.uuids[(part - 1) * MAX_ROLLOUT_UUIDS : part * MAX_ROLLOUT_UUIDS]
 
 
 def slots(phases: tuple[PhaseSpec, ...], start: int = 0) -> Iterator[Slot]:

@@ -191,12 +191,17 @@ class CancelOp(_Step):
 
     def leaves_behind(self) -> str:
         """What a cancel leaves: ``12 devices stay on 46 (orphans), 388 keep production version 45``."""
-        previous = f"production version {self.previous_version}" if self.previous_version is not None else \
-            "no production version (the tag has none)"
+        previous = (
+            f"production version {self.previous_version}"
+            if self.previous_version is not None
+            else "no production version (the tag has none)"
+        )
         stay = "stays" if self.orphans == 1 else "stay"
         keep = "keeps" if self.keep_previous == 1 else "keep"
-        return (f"{counted(self.orphans or 0, 'device')} {stay} on {self.version} (orphans: a version no longer "
-                f"offered), {self.keep_previous} {keep} {previous}")
+        return (
+            f"{counted(self.orphans or 0, 'device')} {stay} on {self.version} (orphans: a version no longer "
+            f"offered), {self.keep_previous} {keep} {previous}"
+        )
 
 
 Operation = InitOp | SignOp | RolloutOp | CompleteOp | CancelOp
@@ -276,8 +281,11 @@ class Plan:
 
     def restricted_to(self, names: set[str]) -> Plan:
         """The same plan showing only these waves' steps (``--base``); problems are kept, they block apply."""
-        return replace(self, operations=tuple(op for op in self.operations if op.wave in names),
-                       waves=tuple(w for w in self.waves if w.name in names))
+        return replace(
+            self,
+            operations=tuple(op for op in self.operations if op.wave in names),
+            waves=tuple(w for w in self.waves if w.name in names),
+        )
 
     def with_operation(self, old: Operation, new: Operation) -> Plan:
         """This plan with one step replaced (the shell adds device counts or blocks a refused rollout)."""
@@ -325,8 +333,10 @@ def without_signs_by(plan: Plan, keyid: str) -> Plan:
         if op.wave in held and op.ready:
             reason = held[op.wave]
             if isinstance(op, SignOp):
-                reason = (f"this run's offline key (key id {sigs.short_keyid(keyid)}) has signed it already and a key "
-                          f"counts once; {reason}: run with that key (--keys FILE or --signer URI)")
+                reason = (
+                    f"this run's offline key (key id {sigs.short_keyid(keyid)}) has signed it already and a key "
+                    f"counts once; {reason}: run with that key (--keys FILE or --signer URI)"
+                )
             plan = plan.with_operation(op, op.blocked(reason))
     return plan
 
@@ -359,12 +369,16 @@ def waves_needing_status(specs: list[WaveSpec], observed_waves: dict[str, Observ
 
 def waves_to_cancel(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> set[str]:
     """Active waves a manifest cancels: their status says what the cancel leaves behind."""
-    return {s.name for s in specs if s.cancel and s.name in observed_waves
-            and observed_waves[s.name].status is WaveStatus.ACTIVE}
+    return {
+        s.name
+        for s in specs
+        if s.cancel and s.name in observed_waves and observed_waves[s.name].status is WaveStatus.ACTIVE
+    }
 
 
-def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave],
-                         progress: dict[str, WaveProgress] | None = None) -> set[str]:
+def tags_needing_devices(
+    specs: list[WaveSpec], observed_waves: dict[str, ObservedWave], progress: dict[str, WaveProgress] | None = None
+) -> set[str]:
     """Tags whose whole device list the plan needs: ``onlineWithin`` gates (they count offline devices)
     and, once ``progress`` is known, gates short of their share on the counts alone (their reason names
     the offline devices). A gate that passes needs no device list: a tag's list is ceil(devices / 1000)
@@ -373,8 +387,9 @@ def tags_needing_devices(specs: list[WaveSpec], observed_waves: dict[str, Observ
     tags = set()
     for name, gate in _updated_gates(specs, observed_waves).items():
         counts = (progress or {}).get(name)
-        short = counts is not None and (not counts.rolled_out
-                                        or 100.0 * counts.updated / counts.rolled_out < (gate.updated_percent or 0))
+        short = counts is not None and (
+            not counts.rolled_out or 100.0 * counts.updated / counts.rolled_out < (gate.updated_percent or 0)
+        )
         if gate.online_within_seconds or short:
             tags.add(observed_waves[name].tag)
     return tags
@@ -401,8 +416,14 @@ def next_rollouts(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]
     rollouts = []
     for spec in specs:
         wave = observed_waves.get(spec.name)
-        if spec.cancel or wave is None or wave.status is not WaveStatus.ACTIVE or wave.tag != spec.tag \
-                or wave.version != spec.target or ledger_drift(spec.phases, wave.history):
+        if (
+            spec.cancel
+            or wave is None
+            or wave.status is not WaveStatus.ACTIVE
+            or wave.tag != spec.tag
+            or wave.version != spec.target
+            or ledger_drift(spec.phases, wave.history)
+        ):
             continue
         slot = next(ledger.slots(spec.phases, len(wave.history)), None)
         if slot is not None:
@@ -469,9 +490,19 @@ class _SummaryDraft:
 
     def freeze(self) -> WaveSummary:
         spec = self.spec
-        return WaveSummary(name=spec.name, manifest=spec.manifest, tag=spec.tag, target=spec.target, status=self.status,
-                           phases=tuple(self.phases), phases_done=self.phases_done, drift=tuple(self.drift),
-                           updated=self.updated, rolled_out=self.rolled_out, total=self.total)
+        return WaveSummary(
+            name=spec.name,
+            manifest=spec.manifest,
+            tag=spec.tag,
+            target=spec.target,
+            status=self.status,
+            phases=tuple(self.phases),
+            phases_done=self.phases_done,
+            drift=tuple(self.drift),
+            updated=self.updated,
+            rolled_out=self.rolled_out,
+            total=self.total,
+        )
 
 
 @dataclass
@@ -538,7 +569,11 @@ class _Planner:
         for index in range(start, len(self.ops)):
             op = self.ops[index]
             if op.ready:
-                why = "held: this wave has an error" if op.wave == holder else f"held behind wave '{holder}', which has an error"
+                why = (
+                    "held: this wave has an error"
+                    if op.wave == holder
+                    else f"held behind wave '{holder}', which has an error"
+                )
                 self.ops[index] = op.blocked(why)
 
     # -- existing waves ----------------------------------------------------------------------
@@ -554,26 +589,42 @@ class _Planner:
 
         conflicts = []
         if wave.version != spec.target:
-            conflicts.append(("target", f"target changed: the factory's wave '{spec.name}' promotes {wave.version}, the manifest says "
-                             f"{spec.target}; waves are immutable, create a new wave instead"))
+            conflicts.append(
+                (
+                    "target",
+                    f"target changed: the factory's wave '{spec.name}' promotes {wave.version}, the manifest says "
+                    f"{spec.target}; waves are immutable, create a new wave instead",
+                )
+            )
         if wave.tag != spec.tag:
-            conflicts.append(("tag", f"tag changed: the factory's wave '{spec.name}' is on tag '{wave.tag}', the manifest says "
-                             f"'{spec.tag}'; waves are immutable, create a new wave instead"))
+            conflicts.append(
+                (
+                    "tag",
+                    f"tag changed: the factory's wave '{spec.name}' is on tag '{wave.tag}', the manifest says "
+                    f"'{spec.tag}'; waves are immutable, create a new wave instead",
+                )
+            )
         for key, message in conflicts:
             self._error(spec.at(key), message)
 
         if wave.status is WaveStatus.COMPLETE:
             if spec.cancel:
-                self._error(spec.at("cancel"), f"wave '{spec.name}' is complete and cannot be canceled; to take version "
-                                           f"{wave.version} out of production, prune it with a new wave")
+                self._error(
+                    spec.at("cancel"),
+                    f"wave '{spec.name}' is complete and cannot be canceled; to take version "
+                    f"{wave.version} out of production, prune it with a new wave",
+                )
             elif done < len(spec.phases) or spec.complete is None:
                 self._warn(spec.location, f"wave '{spec.name}' was completed in the factory outside the manifests")
             return
         if wave.status is WaveStatus.CANCELED:
             if not spec.cancel:
                 by = " (by onFailure: cancel, or by hand)" if spec.on_failure is OnFailure.CANCEL else ""
-                self._warn(spec.location, f"wave '{spec.name}' was canceled in the factory{by}; a canceled wave cannot "
-                                          f"resume, create a new wave to continue")
+                self._warn(
+                    spec.location,
+                    f"wave '{spec.name}' was canceled in the factory{by}; a canceled wave cannot "
+                    f"resume, create a new wave to continue",
+                )
             return
 
         # active
@@ -601,12 +652,14 @@ class _Planner:
             self._sign(spec, short, None)  # runs first: with one signature missing, its later steps may follow
             if short.needed > 1:
                 blocked = f"needs {sigs.signatures_text(short.needed - 1)} after this run's (one key signs per run)"
-        completes = self._plan_steps(spec, summary, created_at=wave.created_at, history=wave.history,
-                                     progress=progress, blocked=blocked)
+        completes = self._plan_steps(
+            spec, summary, created_at=wave.created_at, history=wave.history, progress=progress, blocked=blocked
+        )
         self._after_active(spec, state, completes)
 
-    def _on_failure(self, spec: WaveSpec, wave: ObservedWave, state: _TagState, summary: _SummaryDraft,
-                    exceeded: failures.Breach) -> None:
+    def _on_failure(
+        self, spec: WaveSpec, wave: ObservedWave, state: _TagState, summary: _SummaryDraft, exceeded: failures.Breach
+    ) -> None:
         """A failure bound in force is exceeded (``core/failures.py``): cancel the wave, or halt it with an error."""
         if spec.on_failure is OnFailure.CANCEL:
             cancel = self._cancel(spec, wave, state)
@@ -614,8 +667,11 @@ class _Planner:
             state.busy_with = None
             return
         where = exceeded.bound.location if exceeded.bound.location.file else spec.location
-        self._error(where, f"wave '{spec.name}' halted (onFailure: halt): {exceeded.text()}; its further steps are held. "
-                           f"To stop it set cancel: true; to go on anyway, loosen the bound")
+        self._error(
+            where,
+            f"wave '{spec.name}' halted (onFailure: halt): {exceeded.text()}; its further steps are held. "
+            f"To stop it set cancel: true; to go on anyway, loosen the bound",
+        )
         reason = f"halted: {exceeded.text()}"
         for position, slot in enumerate(ledger.slots(spec.phases, len(wave.history))):
             phase = spec.phases[slot.phase_index]
@@ -624,8 +680,15 @@ class _Planner:
             if position == 0:
                 reason = f"after phase '{phase.name}'"  # the later steps wait behind the first
         if spec.complete is not None:
-            self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
-                                 location=spec.complete.location, reason=reason))
+            self._add(
+                CompleteOp(
+                    wave=spec.name,
+                    tag=spec.tag,
+                    status=StepStatus.BLOCKED,
+                    location=spec.complete.location,
+                    reason=reason,
+                )
+            )
         state.busy_reason = f"wave '{spec.name}' is halted by a failure bound"
 
     # -- new waves ---------------------------------------------------------------------------
@@ -647,8 +710,17 @@ class _Planner:
         elif state.busy_with is not None:
             why = f" ({state.busy_reason})" if state.busy_reason else ""
             reason = f"tag '{spec.tag}' has active wave '{state.busy_with}'{why}"
-        init = InitOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.location, reason=reason,
-                      target=spec.target, prune=spec.prune, expires=expires, source_tag=spec.source_tag)
+        init = InitOp(
+            wave=spec.name,
+            tag=spec.tag,
+            status=_status(reason),
+            location=spec.location,
+            reason=reason,
+            target=spec.target,
+            prune=spec.prune,
+            expires=expires,
+            source_tag=spec.source_tag,
+        )
         self._add(init)
         deltas = missing_deltas_warning(spec, self.observed.ci_without_deltas.get(spec.target), self.observed.backend)
         if deltas:
@@ -656,14 +728,16 @@ class _Planner:
         blocked = None if init.ready else "after init"
         short = sigs.after_init(self.observed.targets_keys)
         if short is not None and (spec.phases or spec.complete is not None):
-            why = (f"init signs with one offline key and the production root needs {short.threshold} signatures "
-                   f"(the online key's and {short.threshold - 1} offline): once the wave exists, run again with "
-                   f"another offline key (--keys FILE or --signer URI)")
+            why = (
+                f"init signs with one offline key and the production root needs {short.threshold} signatures "
+                f"(the online key's and {short.threshold - 1} offline): once the wave exists, run again with "
+                f"another offline key (--keys FILE or --signer URI)"
+            )
             self._sign(spec, short, blocked or why)
-            blocked = blocked or (f"needs {sigs.signatures_text(short.needed)} after init (offline keys other "
-                                  f"than init's)")
-        completes = self._plan_steps(spec, summary, created_at=None, history=(), progress=None,
-                                     blocked=blocked)
+            blocked = blocked or (
+                f"needs {sigs.signatures_text(short.needed)} after init (offline keys other than init's)"
+            )
+        completes = self._plan_steps(spec, summary, created_at=None, history=(), progress=None, blocked=blocked)
         if problems:
             state.busy_with, state.busy_reason = spec.name, f"wave '{spec.name}' cannot be created"
             return
@@ -672,33 +746,61 @@ class _Planner:
     def _init_problems(self, spec: WaveSpec, state: _TagState) -> list[tuple[Location, str]]:
         problems = []
         if state.prod_version is not None and spec.target <= state.prod_version:
-            problems.append((spec.at("target"), f"target {spec.target} must be above the production version of tag '{spec.tag}' "
-                            f"({state.prod_version} at this point of the plan)"))
+            problems.append(
+                (
+                    spec.at("target"),
+                    f"target {spec.target} must be above the production version of tag '{spec.tag}' "
+                    f"({state.prod_version} at this point of the plan)",
+                )
+            )
         if self.observed.ci_versions.get(spec.target) is False:
-            problems.append((spec.at("target"),
-                             f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory"))
+            problems.append(
+                (
+                    spec.at("target"),
+                    f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory",
+                )
+            )
         if spec.target in spec.prune:
             problems.append((spec.at("prune"), f"cannot prune the wave's own version {spec.target}"))
         tags = self.observed.tag_devices
         if tags is not None and not tags.get(spec.tag):
             ranked = sorted(((t, n) for t, n in tags.items() if n), key=lambda item: (-item[1], item[0]))
             listing = ", ".join(f"'{t}' ({n} devices)" for t, n in ranked) or "none"
-            problems.append((spec.at("tag"), f"no production device follows tag '{spec.tag}'; production tags in "
-                             f"factory '{self.observed.factory}': {listing}; "
-                             f"{_did_you_mean(spec.tag, [t for t, _ in ranked]) or 'fix the tag'}"))
+            problems.append(
+                (
+                    spec.at("tag"),
+                    f"no production device follows tag '{spec.tag}'; production tags in "
+                    f"factory '{self.observed.factory}': {listing}; "
+                    f"{_did_you_mean(spec.tag, [t for t, _ in ranked]) or 'fix the tag'}",
+                )
+            )
         ci_tags = self.observed.ci_tags.get(spec.target)
-        if spec.source_tag is not None and ci_tags is not None and self.observed.ci_versions.get(spec.target) \
-                and spec.source_tag not in ci_tags:
+        if (
+            spec.source_tag is not None
+            and ci_tags is not None
+            and self.observed.ci_versions.get(spec.target)
+            and spec.source_tag not in ci_tags
+        ):
             listing = ", ".join(f"'{t}'" for t in sorted(ci_tags)) or "none"
-            problems.append((spec.at("sourceTag"), f"sourceTag '{spec.source_tag}': no CI target of version {spec.target} "
-                             f"carries it (its tags: {listing}); "
-                             f"{_did_you_mean(spec.source_tag, sorted(ci_tags)) or 'fix sourceTag or remove it'}"))
+            problems.append(
+                (
+                    spec.at("sourceTag"),
+                    f"sourceTag '{spec.source_tag}': no CI target of version {spec.target} "
+                    f"carries it (its tags: {listing}); "
+                    f"{_did_you_mean(spec.source_tag, sorted(ci_tags)) or 'fix sourceTag or remove it'}",
+                )
+            )
         problems += self._phase_problems(spec, 0)
         missing = [v for v in spec.prune if v != spec.target and v not in state.prod_versions]
         if missing:
             have = ", ".join(map(str, sorted(state.prod_versions))) or "none"
-            problems.append((spec.at("prune"), f"cannot prune {', '.join(map(str, missing))}: not in the production targets of tag "
-                            f"'{spec.tag}' (versions: {have})"))
+            problems.append(
+                (
+                    spec.at("prune"),
+                    f"cannot prune {', '.join(map(str, missing))}: not in the production targets of tag "
+                    f"'{spec.tag}' (versions: {have})",
+                )
+            )
         return problems
 
     def _phase_problems(self, spec: WaveSpec, start: int) -> list[tuple[Location, str]]:
@@ -708,15 +810,21 @@ class _Planner:
         fleet = self.observed.devices.get(spec.tag, self.observed.named_devices.get(spec.tag))
         for phase in spec.phases[start:]:
             if groups is not None and phase.group and phase.group not in groups:
-                problems.append((phase.at("group"), f"phase '{phase.name}': device group '{phase.group}' does not exist in "
-                                 f"factory '{self.observed.factory}'; "
-                                 f"{_did_you_mean(phase.group, sorted(groups)) or 'create it or fix the group name'}"))
+                problems.append(
+                    (
+                        phase.at("group"),
+                        f"phase '{phase.name}': device group '{phase.group}' does not exist in "
+                        f"factory '{self.observed.factory}'; "
+                        f"{_did_you_mean(phase.group, sorted(groups)) or 'create it or fix the group name'}",
+                    )
+                )
             if phase.uuids and fleet is not None:
                 problems += _uuid_problems(spec, phase, fleet)
         return problems
 
-    def _expiry_problems(self, spec: WaveSpec, wave: ObservedWave, progress: WaveProgress | None
-                         ) -> list[tuple[Location, str]]:
+    def _expiry_problems(
+        self, spec: WaveSpec, wave: ObservedWave, progress: WaveProgress | None
+    ) -> list[tuple[Location, str]]:
         """An active wave whose targets expired, or will before its remaining waits are over, cannot go on."""
         expires = self.observed.wave_expires.get(spec.name)
         done, parts_done = ledger.position(spec.phases, len(wave.history))
@@ -724,26 +832,44 @@ class _Planner:
             return []
         where = spec.at("expiresAt", "expires")
         stamp = f"{expires:%Y-%m-%dT%H:%M:%SZ}"
-        advice = ("cancel it (cancel: true) and promote the build again in a new wave, with a new name and an expiry "
-                  "longer than its waits")
+        advice = (
+            "cancel it (cancel: true) and promote the build again in a new wave, with a new name and an expiry "
+            "longer than its waits"
+        )
         if expires <= self.now:
-            return [(where, f"wave '{spec.name}' expired at {stamp}: its targets can no longer be rolled out or "
-                            f"completed; {advice}")]
+            return [
+                (
+                    where,
+                    f"wave '{spec.name}' expired at {stamp}: its targets can no longer be rolled out or "
+                    f"completed; {advice}",
+                )
+            ]
         since: datetime | None = wave.history[-1].at if wave.history else wave.created_at
         if parts_done:  # mid-phase: its gate has passed, the next one counts from its last part
             done, since = done + 1, None
         left = _remaining_waits(spec, done, since, self.now)
         if self.now + left > expires:
-            return [(where, f"wave '{spec.name}' expires at {stamp}, in {format_duration(expires - self.now)}, but its "
-                            f"remaining waits take {format_duration(left)}; {advice}")]
+            return [
+                (
+                    where,
+                    f"wave '{spec.name}' expires at {stamp}, in {format_duration(expires - self.now)}, but its "
+                    f"remaining waits take {format_duration(left)}; {advice}",
+                )
+            ]
         return []
 
     def _cancel(self, spec: WaveSpec, wave: ObservedWave, state: _TagState) -> CancelOp:
         progress = self.observed.progress.get(spec.name)
-        return CancelOp(wave=spec.name, tag=spec.tag, status=StepStatus.READY, location=spec.at("cancel"),
-                        version=wave.version, previous_version=state.prod_version,
-                        orphans=None if progress is None else progress.updated,
-                        keep_previous=None if progress is None else max(progress.total - progress.updated, 0))
+        return CancelOp(
+            wave=spec.name,
+            tag=spec.tag,
+            status=StepStatus.READY,
+            location=spec.at("cancel"),
+            version=wave.version,
+            previous_version=state.prod_version,
+            orphans=None if progress is None else progress.updated,
+            keep_previous=None if progress is None else max(progress.total - progress.updated, 0),
+        )
 
     def _expiry(self, spec: WaveSpec) -> datetime:
         if spec.expires_at is not None:
@@ -752,21 +878,37 @@ class _Planner:
             expires = self.now + timedelta(seconds=spec.expires_in_seconds or 0)
         waits = _remaining_waits(spec, 0, None, self.now)
         if expires <= self.now:
-            self._error(spec.at("expiresAt", "expires"), f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt")
+            self._error(
+                spec.at("expiresAt", "expires"),
+                f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt",
+            )
         elif waits and expires - self.now <= waits:
             key = "expiresAt" if spec.expires_at is not None else "expires"
-            self._error(spec.at("expiresAt", "expires"), f"wave '{spec.name}' would expire ({format_duration(expires - self.now)} "
-                        f"from now) before its waits are over ({format_duration(waits)} in all): an expired wave cannot "
-                        f"be rolled out or completed; set {key} well beyond the waits (e.g. expires: 365d)")
+            self._error(
+                spec.at("expiresAt", "expires"),
+                f"wave '{spec.name}' would expire ({format_duration(expires - self.now)} "
+                f"from now) before its waits are over ({format_duration(waits)} in all): an expired wave cannot "
+                f"be rolled out or completed; set {key} well beyond the waits (e.g. expires: 365d)",
+            )
         elif expires - self.now < EXPIRY_WARNING:
-            self._warn(spec.at("expiresAt", "expires"), f"wave '{spec.name}' targets would expire within 30 days "
-                                      f"({expires:%Y-%m-%dT%H:%M:%SZ})")
+            self._warn(
+                spec.at("expiresAt", "expires"),
+                f"wave '{spec.name}' targets would expire within 30 days ({expires:%Y-%m-%dT%H:%M:%SZ})",
+            )
         return expires
 
     # -- steps shared by new and existing waves -----------------------------------------------
 
-    def _plan_steps(self, spec: WaveSpec, summary: _SummaryDraft, *, created_at: datetime | None,
-                    history: tuple[RolloutRecord, ...], progress: WaveProgress | None, blocked: str | None) -> bool:
+    def _plan_steps(
+        self,
+        spec: WaveSpec,
+        summary: _SummaryDraft,
+        *,
+        created_at: datetime | None,
+        history: tuple[RolloutRecord, ...],
+        progress: WaveProgress | None,
+        blocked: str | None,
+    ) -> bool:
         """Plan the remaining rollouts and the complete; return whether the wave completes in this plan.
 
         A phase of more than 10,000 UUIDs is several rollouts (core/ledger.py); its gate applies
@@ -779,10 +921,14 @@ class _Planner:
         for slot in ledger.slots(spec.phases, done):
             phase = spec.phases[slot.phase_index]
             if slot.first:
-                since = created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
+                since = (
+                    created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
+                )
                 reason = blocked or _joined(
                     _gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec)),
-                    self._failed_reason(spec, phase.gate, done, pending_before), held_by)
+                    self._failed_reason(spec, phase.gate, done, pending_before),
+                    held_by,
+                )
             else:
                 reason = blocked or held_by
             self._add(_rollout(spec, phase, slot, reason, None if blocked else window))
@@ -801,22 +947,43 @@ class _Planner:
                 since = history[-1].at if history else created_at
             reason = _joined(
                 _gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec)),
-                self._failed_reason(spec, spec.complete.gate, done, pending_before), held_by)
-        self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.complete.location,
-                             reason=reason, opens_at=None if blocked or window is None else window.opens_at))
+                self._failed_reason(spec, spec.complete.gate, done, pending_before),
+                held_by,
+            )
+        self._add(
+            CompleteOp(
+                wave=spec.name,
+                tag=spec.tag,
+                status=_status(reason),
+                location=spec.complete.location,
+                reason=reason,
+                opens_at=None if blocked or window is None else window.opens_at,
+            )
+        )
         return reason is None
 
     def _failed_reason(self, spec: WaveSpec, gate: Gate, rollouts: int, pending_before: bool) -> str | None:
-        return failures.gate_reason(gate, rollouts=rollouts, pending_before=pending_before,
-                                    failures=self.observed.failures.get(spec.name))
+        return failures.gate_reason(
+            gate, rollouts=rollouts, pending_before=pending_before, failures=self.observed.failures.get(spec.name)
+        )
 
     def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
         return self.observed.devices.get(spec.tag)
 
     def _sign(self, spec: WaveSpec, short: sigs.Shortfall, reason: str | None) -> None:
         """Add the wave's sign step (at its manifest's first line), ready unless ``reason`` says why not."""
-        self._add(SignOp(wave=spec.name, tag=spec.tag, status=_status(reason), location=spec.location, reason=reason,
-                         signatures=short.signatures, threshold=short.threshold, keyids=short.keyids))
+        self._add(
+            SignOp(
+                wave=spec.name,
+                tag=spec.tag,
+                status=_status(reason),
+                location=spec.location,
+                reason=reason,
+                signatures=short.signatures,
+                threshold=short.threshold,
+                keyids=short.keyids,
+            )
+        )
 
     def _after_active(self, spec: WaveSpec, state: _TagState, completes: bool) -> None:
         if completes:
@@ -834,16 +1001,26 @@ class _Planner:
             self._add(_rollout(spec, phase, slot, reason))
             summary.phases[slot.phase_index] = (phase.name, "blocked")
         if spec.complete is not None:
-            self._add(CompleteOp(wave=spec.name, tag=spec.tag, status=StepStatus.BLOCKED,
-                                 location=spec.complete.location, reason=reason))
+            self._add(
+                CompleteOp(
+                    wave=spec.name,
+                    tag=spec.tag,
+                    status=StepStatus.BLOCKED,
+                    location=spec.complete.location,
+                    reason=reason,
+                )
+            )
 
     # -- reports -----------------------------------------------------------------------------
 
     def report_unmanaged(self, managed: set[str]) -> None:
         for wave in sorted(self.observed.waves.values(), key=lambda w: w.name):
             if wave.status is WaveStatus.ACTIVE and wave.name not in managed:
-                self._warn(Location(""), f"unmanaged active wave '{wave.name}' (version {wave.version}, tag "
-                                         f"'{wave.tag}') has no manifest; it is left untouched")
+                self._warn(
+                    Location(""),
+                    f"unmanaged active wave '{wave.name}' (version {wave.version}, tag "
+                    f"'{wave.tag}') has no manifest; it is left untouched",
+                )
 
     def _warn_expiry(self, tag: str, prod: ProdTargets | None, specs: list[WaveSpec]) -> None:
         if prod is None or not specs:
@@ -853,8 +1030,11 @@ class _Planner:
         if left <= timedelta(0):
             self._warn(where, f"production targets of tag '{tag}' expired at {prod.expires:%Y-%m-%dT%H:%M:%SZ}")
         elif left < EXPIRY_WARNING:
-            self._warn(where, f"production targets of tag '{tag}' expire in {format_duration(left)} "
-                              f"({prod.expires:%Y-%m-%dT%H:%M:%SZ}); complete a new wave to renew them")
+            self._warn(
+                where,
+                f"production targets of tag '{tag}' expire in {format_duration(left)} "
+                f"({prod.expires:%Y-%m-%dT%H:%M:%SZ}); complete a new wave to renew them",
+            )
 
     def _add(self, op: Operation) -> None:
         self.ops.append(op)
@@ -874,13 +1054,20 @@ def _status(reason: str | None) -> StepStatus:
     return StepStatus.BLOCKED if reason else StepStatus.READY
 
 
-def _rollout(spec: WaveSpec, phase: PhaseSpec, slot: Slot, reason: str | None, window: Hold | None = None
-             ) -> RolloutOp:
+def _rollout(spec: WaveSpec, phase: PhaseSpec, slot: Slot, reason: str | None, window: Hold | None = None) -> RolloutOp:
     limit = phase.limit
     return RolloutOp(
-        wave=spec.name, tag=spec.tag, status=_status(reason), location=phase.location, reason=reason,
+        wave=spec.name,
+        tag=spec.tag,
+        status=_status(reason),
+        location=phase.location,
+        reason=reason,
         opens_at=None if window is None else window.opens_at,
-        phase=phase.name, phase_index=slot.phase_index, history_index=slot.entry, part=slot.part, parts=slot.parts,
+        phase=phase.name,
+        phase_index=slot.phase_index,
+        history_index=slot.entry,
+        part=slot.part,
+        parts=slot.parts,
         group=phase.group,
         limit=limit.value if limit and not limit.percent else None,
         percentage=limit.value if limit and limit.percent else None,
@@ -906,14 +1093,20 @@ def ledger_drift(phases: tuple[PhaseSpec, ...], history: tuple[RolloutRecord, ..
             continue
         phase = phases[slot.phase_index]
         if not _same_scope(record, phase):
-            drift.append(f"rollout {index + 1} in the factory was {_record_scope(record)}, but phase "
-                         f"'{phase.name}'{slot.label()} is {_phase_scope(phase)}")
+            drift.append(
+                f"rollout {index + 1} in the factory was {_record_scope(record)}, but phase "
+                f"'{phase.name}'{slot.label()} is {_phase_scope(phase)}"
+            )
         elif (sent := _uuids_sent(phase, slot)) is not None and record.devices > sent:
-            drift.append(f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
-                         f"'{phase.name}'{slot.label()} sends {sent} UUIDs")
+            drift.append(
+                f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
+                f"'{phase.name}'{slot.label()} sends {sent} UUIDs"
+            )
         elif (cap := _count_limit(phase)) is not None and record.devices > cap:
-            drift.append(f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
-                         f"'{phase.name}'{slot.label()} has limit {cap}")
+            drift.append(
+                f"rollout {index + 1} in the factory reached {record.devices} devices, but phase "
+                f"'{phase.name}'{slot.label()} has limit {cap}"
+            )
     return drift
 
 
@@ -926,44 +1119,70 @@ def _drift_problems(spec: WaveSpec, history: tuple[RolloutRecord, ...]) -> list[
         if slot is None:
             extra = [f"a phase with {_adopting_scope(r)}" for r in history[index:]]
             where = spec.phases[-1].location if spec.phases else spec.at("phases")
-            made = f"the manifest only {len(spec.phases)} phases" if index == len(spec.phases) else \
-                f"the manifest's {len(spec.phases)} phases make only {index} (one per 10000 UUIDs of a phase)"
-            problems.append((where, f"wave '{spec.name}': the factory has {len(history)} rollouts but {made} "
-                             f"(rollouts made outside the manifests); to adopt them, append "
-                             f"{'these phases' if len(extra) > 1 else 'this phase'}: {'; '.join(extra)}"))
+            made = (
+                f"the manifest only {len(spec.phases)} phases"
+                if index == len(spec.phases)
+                else f"the manifest's {len(spec.phases)} phases make only {index} (one per 10000 UUIDs of a phase)"
+            )
+            problems.append(
+                (
+                    where,
+                    f"wave '{spec.name}': the factory has {len(history)} rollouts but {made} "
+                    f"(rollouts made outside the manifests); to adopt them, append "
+                    f"{'these phases' if len(extra) > 1 else 'this phase'}: {'; '.join(extra)}",
+                )
+            )
             break
         phase = spec.phases[slot.phase_index]
         name = f"phase '{phase.name}'{slot.label()}"
         if _same_scope(record, phase):
             sent = _uuids_sent(phase, slot)
             if sent is not None and record.devices > sent:
-                problems.append((phase.at("uuids"), f"{name} sends {sent} UUIDs, but rollout {index + 1} in the "
-                                 f"factory reached {record.devices} devices: it was not made from this list (the "
-                                 f"list changed, or the rollout was made by hand); a phase that rolled out cannot "
-                                 f"change: restore the UUID list it was rolled out with"))
+                problems.append(
+                    (
+                        phase.at("uuids"),
+                        f"{name} sends {sent} UUIDs, but rollout {index + 1} in the "
+                        f"factory reached {record.devices} devices: it was not made from this list (the "
+                        f"list changed, or the rollout was made by hand); a phase that rolled out cannot "
+                        f"change: restore the UUID list it was rolled out with",
+                    )
+                )
             elif (cap := _count_limit(phase)) is not None and record.devices > cap:
-                problems.append((phase.at("limit"), f"{name} has limit {cap}, but rollout {index + 1} in the factory "
-                                 f"reached {record.devices} devices: it was rolled out with a larger limit (or by "
-                                 f"hand); a phase that rolled out cannot change: to adopt the factory's history set "
-                                 f"the limit back to the one it was rolled out with (at least {record.devices}), and "
-                                 f"add a new phase for anything more"))
+                problems.append(
+                    (
+                        phase.at("limit"),
+                        f"{name} has limit {cap}, but rollout {index + 1} in the factory "
+                        f"reached {record.devices} devices: it was rolled out with a larger limit (or by "
+                        f"hand); a phase that rolled out cannot change: to adopt the factory's history set "
+                        f"the limit back to the one it was rolled out with (at least {record.devices}), and "
+                        f"add a new phase for anything more",
+                    )
+                )
             continue
         if (record.group or None) != phase.group:
             where = phase.at("group", "limit", "uuids")
         else:
             where = phase.at("limit", "uuids", "group")
-        problems.append((where, f"{name} differs from rollout {index + 1} in the factory, which was "
-                         f"{_record_scope(record)} (the manifest says {_phase_scope(phase)}); a phase that rolled out "
-                         f"cannot change: to adopt the factory's history set phase '{phase.name}' to "
-                         f"{_adopting_scope(record)}, and add a new phase for anything more"))
+        problems.append(
+            (
+                where,
+                f"{name} differs from rollout {index + 1} in the factory, which was "
+                f"{_record_scope(record)} (the manifest says {_phase_scope(phase)}); a phase that rolled out "
+                f"cannot change: to adopt the factory's history set phase '{phase.name}' to "
+                f"{_adopting_scope(record)}, and add a new phase for anything more",
+            )
+        )
     return problems
 
 
 def _same_scope(record: RolloutRecord, phase: PhaseSpec) -> bool:
     """What a history entry can say about a phase: its group, full group or not, factory-wide or not.
     Every part of a split phase has its phase's scope: a UUID rollout is never a full-group one."""
-    return (record.group or None) == phase.group and record.full_group == phase.full_group \
+    return (
+        (record.group or None) == phase.group
+        and record.full_group == phase.full_group
         and record.factory_wide == phase.factory_wide
+    )
 
 
 def _uuids_sent(phase: PhaseSpec, slot: Slot) -> int | None:
@@ -1000,17 +1219,32 @@ def _uuid_problems(spec: WaveSpec, phase: PhaseSpec, fleet: dict[str, Device]) -
     for index, uuid in enumerate(phase.uuids or ()):
         device = fleet.get(uuid)
         if device is None:
-            bad.append((index, f"phase '{phase.name}': UUID {uuid} is not a production device on tag '{spec.tag}'; "
-                               f"remove it from the list or fix it"))
+            bad.append(
+                (
+                    index,
+                    f"phase '{phase.name}': UUID {uuid} is not a production device on tag '{spec.tag}'; "
+                    f"remove it from the list or fix it",
+                )
+            )
         elif phase.group and device.group != phase.group:
-            bad.append((index, f"phase '{phase.name}': device {uuid} ({device.name}) is in "
-                               f"{repr(device.group) if device.group else 'no group'}, not in the phase's group "
-                               f"'{phase.group}'; remove it from the list or move the device"))
+            bad.append(
+                (
+                    index,
+                    f"phase '{phase.name}': device {uuid} ({device.name}) is in "
+                    f"{repr(device.group) if device.group else 'no group'}, not in the phase's group "
+                    f"'{phase.group}'; remove it from the list or move the device",
+                )
+            )
     problems = [(phase.uuid_location(index), message) for index, message in bad[:MAX_REPORTED_UUIDS]]
     if len(bad) > MAX_REPORTED_UUIDS:
         index = bad[MAX_REPORTED_UUIDS][0]
-        problems.append((phase.uuid_location(index), f"phase '{phase.name}': {len(bad) - MAX_REPORTED_UUIDS} more UUIDs "
-                                                      f"that the factory would refuse are not shown"))
+        problems.append(
+            (
+                phase.uuid_location(index),
+                f"phase '{phase.name}': {len(bad) - MAX_REPORTED_UUIDS} more UUIDs "
+                f"that the factory would refuse are not shown",
+            )
+        )
     return problems
 
 
@@ -1042,8 +1276,14 @@ def _phase_scope(phase: PhaseSpec) -> str:
     return f"the whole group {phase.group}" if phase.full_group else f"part of group {phase.group}"
 
 
-def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress: WaveProgress | None,
-                 pending_before: bool, fleet: dict[str, Device] | None = None) -> str | None:
+def _gate_reason(
+    gate: Gate,
+    since: datetime | None,
+    now: datetime,
+    progress: WaveProgress | None,
+    pending_before: bool,
+    fleet: dict[str, Device] | None = None,
+) -> str | None:
     """Why a gate has not passed yet, or None. ``since`` None means the previous step happens in this plan."""
     reasons = []
     if gate.wait_seconds:
@@ -1064,8 +1304,9 @@ def _gate_reason(gate: Gate, since: datetime | None, now: datetime, progress: Wa
     return "; ".join(reasons) or None
 
 
-def _updated_reason(gate: Gate, percent: float, need: str, now: datetime, progress: WaveProgress,
-                    fleet: dict[str, Device] | None) -> str | None:
+def _updated_reason(
+    gate: Gate, percent: float, need: str, now: datetime, progress: WaveProgress, fleet: dict[str, Device] | None
+) -> str | None:
     """The ``require.updated`` gate: updated / rolled out, minus the offline devices when ``onlineWithin`` says so.
 
     A device counts as offline when it is staged by the wave, not yet updated, and not seen for
@@ -1097,8 +1338,11 @@ def _updated_reason(gate: Gate, percent: float, need: str, now: datetime, progre
 def _offline(fleet: dict[str, Device], now: datetime, window: timedelta) -> list[Device]:
     """Devices staged by the wave and not updated yet that have not been seen within ``window``, oldest first."""
     never = datetime.min.replace(tzinfo=now.tzinfo)
-    waiting = [d for d in fleet.values() if d.in_wave and not d.up_to_date
-               and (d.last_seen is None or now - d.last_seen > window)]
+    waiting = [
+        d
+        for d in fleet.values()
+        if d.in_wave and not d.up_to_date and (d.last_seen is None or now - d.last_seen > window)
+    ]
     return sorted(waiting, key=lambda d: (d.last_seen or never, d.uuid))
 
 

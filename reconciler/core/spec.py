@@ -134,7 +134,9 @@ class WaveSpec:
     cancel: bool = False
     on_failure: OnFailure = OnFailure.HALT  # when a failure bound (require.failed) is exceeded
     positions: dict[str, Location] = field(default_factory=dict, compare=False)  # top-level key -> its value
-    schedule: Schedule = field(default_factory=Schedule)  # windows and freezes in force (the wave's and reconcile.yaml's)
+    schedule: Schedule = field(
+        default_factory=Schedule
+    )  # windows and freezes in force (the wave's and reconcile.yaml's)
 
     def at(self, *keys: str) -> Location:
         """Where the first of these keys is written, so a plan error points at the offending value."""

@@ -38,6 +38,7 @@ PhaseState = Literal["done", "next", "pending", "skipped"]
 
 # -- inputs (read from the factory by the shell) ----------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RolloutEntry:
     """One ``rollout-history`` entry with who made it (``RolloutRecord`` carries only what planning needs)."""
@@ -85,6 +86,7 @@ class WaveCounts:
 
 
 # -- the report -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PhaseReport:
@@ -145,6 +147,7 @@ class StatusReport:
 
 # -- which waves need which calls ------------------------------------------------------------------
 
+
 def waves_to_report(specs: list[WaveSpec], factory: str, waves: dict[str, WaveFacts]) -> list[str]:
     """Managed waves (in manifest order, absent ones included), then unmanaged active waves by name."""
     managed = [s.name for s in selected_specs(specs, factory)]
@@ -161,15 +164,29 @@ def waves_needing_counts(names: list[str], waves: dict[str, WaveFacts]) -> list[
             best = latest.get(wave.tag)
             if best is None or (wave.finished_at, wave.version) > (best.finished_at or wave.finished_at, best.version):
                 latest[wave.tag] = wave
-    return [name for name in names if name in waves
-            and (waves[name].status is not WaveStatus.COMPLETE or latest.get(waves[name].tag) is waves[name])]
+    return [
+        name
+        for name in names
+        if name in waves
+        and (waves[name].status is not WaveStatus.COMPLETE or latest.get(waves[name].tag) is waves[name])
+    ]
 
 
 # -- building the report ----------------------------------------------------------------------------
 
-def build_status(specs: list[WaveSpec], *, factory: str, backend: str, now: datetime, waves: dict[str, WaveFacts],
-                 counts: dict[str, WaveCounts], wave_expiry: dict[str, datetime],
-                 prod_expiry: dict[str, datetime], failed: dict[str, dict[str, int]] | None = None) -> StatusReport:
+
+def build_status(
+    specs: list[WaveSpec],
+    *,
+    factory: str,
+    backend: str,
+    now: datetime,
+    waves: dict[str, WaveFacts],
+    counts: dict[str, WaveCounts],
+    wave_expiry: dict[str, datetime],
+    prod_expiry: dict[str, datetime],
+    failed: dict[str, dict[str, int]] | None = None,
+) -> StatusReport:
     """The report for the waves ``waves_to_report`` names, from what the shell read. ``failed``: per wave
     that was asked for, its failed devices by group name ("" for none)."""
     by_name = {s.name: s for s in selected_specs(specs, factory)}
@@ -178,18 +195,41 @@ def build_status(specs: list[WaveSpec], *, factory: str, backend: str, now: date
         spec, wave = by_name.get(name), waves.get(name)
         if wave is None:
             assert spec is not None  # only managed waves can be absent
-            reports.append(WaveReport(name=name, tag=spec.tag, version=spec.target, status="absent",
-                                      manifest=spec.manifest, production_expire=prod_expiry.get(spec.tag),
-                                      phases=tuple(_phase(spec.phases[s.phase_index], s, "pending")
-                                                   for s in ledger.slots(spec.phases))))
+            reports.append(
+                WaveReport(
+                    name=name,
+                    tag=spec.tag,
+                    version=spec.target,
+                    status="absent",
+                    manifest=spec.manifest,
+                    production_expire=prod_expiry.get(spec.tag),
+                    phases=tuple(_phase(spec.phases[s.phase_index], s, "pending") for s in ledger.slots(spec.phases)),
+                )
+            )
             continue
-        reports.append(_wave_report(spec, wave, counts.get(name), wave_expiry.get(name), prod_expiry.get(wave.tag), now,
-                                    (failed or {}).get(name)))
+        reports.append(
+            _wave_report(
+                spec,
+                wave,
+                counts.get(name),
+                wave_expiry.get(name),
+                prod_expiry.get(wave.tag),
+                now,
+                (failed or {}).get(name),
+            )
+        )
     return StatusReport(factory=factory, backend=backend, now=now, waves=tuple(reports))
 
 
-def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | None, targets_expire: datetime | None,
-                 production_expire: datetime | None, now: datetime, failed: dict[str, int] | None) -> WaveReport:
+def _wave_report(
+    spec: WaveSpec | None,
+    wave: WaveFacts,
+    counts: WaveCounts | None,
+    targets_expire: datetime | None,
+    production_expire: datetime | None,
+    now: datetime,
+    failed: dict[str, int] | None,
+) -> WaveReport:
     planned = spec.phases if spec is not None else ()
     phases = []
     slots = ledger.slots(planned)
@@ -198,21 +238,35 @@ def _wave_report(spec: WaveSpec | None, wave: WaveFacts, counts: WaveCounts | No
         scope_counts = None
         if counts is not None:
             scope_counts = counts.tag if entry.factory_wide else counts.groups.get(entry.group)
-        phases.append(PhaseReport(
-            name=planned[slot.phase_index].name if slot is not None else f"rollout {index + 1}",
-            scope=phase_scope(planned[slot.phase_index], slot) if slot is not None else _entry_scope(entry),
-            group=entry.group or None, state="done", rollout_at=entry.at, rollout_by=entry.by,
-            reached=entry.devices, counts=scope_counts,
-            failed=None if failed is None else (sum(failed.values()) if entry.factory_wide else failed.get(entry.group, 0))))
+        phases.append(
+            PhaseReport(
+                name=planned[slot.phase_index].name if slot is not None else f"rollout {index + 1}",
+                scope=phase_scope(planned[slot.phase_index], slot) if slot is not None else _entry_scope(entry),
+                group=entry.group or None,
+                state="done",
+                rollout_at=entry.at,
+                rollout_by=entry.by,
+                reached=entry.devices,
+                counts=scope_counts,
+                failed=None
+                if failed is None
+                else (sum(failed.values()) if entry.factory_wide else failed.get(entry.group, 0)),
+            )
+        )
     active = wave.status is WaveStatus.ACTIVE
     for slot in ledger.slots(planned, len(wave.history)):
         state: PhaseState = ("next" if slot.entry == len(wave.history) else "pending") if active else "skipped"
         phases.append(_phase(planned[slot.phase_index], slot, state))
     return WaveReport(
-        name=wave.name, tag=wave.tag, version=wave.version, status=wave.status,
+        name=wave.name,
+        tag=wave.tag,
+        version=wave.version,
+        status=wave.status,
         manifest=spec.manifest if spec is not None else None,
-        created_at=wave.created_at, created_by=wave.created_by,
-        finished_at=wave.finished_at, finished_by=wave.finished_by or None,
+        created_at=wave.created_at,
+        created_by=wave.created_by,
+        finished_at=wave.finished_at,
+        finished_by=wave.finished_by or None,
         phases=tuple(phases),
         next_step=_next_step(spec, wave, counts, now, failed) if active and spec is not None else None,
         totals=counts.tag if counts is not None else None,
@@ -242,15 +296,19 @@ def _entry_scope(entry: RolloutEntry) -> str:
     return f"group {entry.group}" if entry.full_group else f"group {entry.group}, part"
 
 
-def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime,
-               failed: dict[str, int] | None = None) -> GateReport | None:
+def _next_step(
+    spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime, failed: dict[str, int] | None = None
+) -> GateReport | None:
     """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5),
     failure bounds included (``core/failures.py``) when the wave's failed devices were counted."""
     done = len(wave.history)
     if spec.cancel:
         return GateReport(step="cancel", passed=True)
-    counted = None if failed is None else WaveFailures(failed=sum(failed.values()),
-                                                       reached=sum(e.devices for e in wave.history), rollouts=done)
+    counted = (
+        None
+        if failed is None
+        else WaveFailures(failed=sum(failed.values()), reached=sum(e.devices for e in wave.history), rollouts=done)
+    )
     exceeded = failures.breach(spec, done, counted)
     if exceeded is not None and spec.on_failure is OnFailure.CANCEL:
         return GateReport(step="cancel", passed=True, because=f"onFailure: cancel: {exceeded.text()}")
@@ -264,8 +322,10 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
     else:
         return None
     since = wave.history[-1].at if wave.history else wave.created_at
-    records = tuple(RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide,
-                                  devices=e.devices) for e in wave.history)
+    records = tuple(
+        RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide, devices=e.devices)
+        for e in wave.history
+    )
     drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
     blocked = ["drift: " + "; ".join(drift)] if drift else ([f"halted: {exceeded.text()}"] if exceeded else [])
     hold = None if spec.schedule.empty else spec.schedule.hold(now)  # a window or freeze, as the plan holds it
@@ -276,12 +336,24 @@ def _next_step(spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: 
         return report
     reached = sum(e.devices for e in wave.history)
     allowed = done == 0 or (counted is not None and gate.failed.allows(counted.failed, counted.reached))
-    return replace(report, passed=report.passed and allowed, failed_bound=str(gate.failed), reached=reached,
-                   failed=None if counted is None else counted.failed)
+    return replace(
+        report,
+        passed=report.passed and allowed,
+        failed_bound=str(gate.failed),
+        reached=reached,
+        failed=None if counted is None else counted.failed,
+    )
 
 
-def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveCounts | None, now: datetime,
-          blocked_by: str | None) -> GateReport:
+def _gate(
+    step: str,
+    gate: Gate,
+    since: datetime,
+    wave: WaveFacts,
+    counts: WaveCounts | None,
+    now: datetime,
+    blocked_by: str | None,
+) -> GateReport:
     passed = blocked_by is None
     passes_at = None
     if gate.wait_seconds:
@@ -293,8 +365,16 @@ def _gate(step: str, gate: Gate, since: datetime, wave: WaveFacts, counts: WaveC
         if counts is not None:
             updated = counts.tag.updated
         passed = passed and updated is not None and reached > 0 and 100.0 * updated / reached >= gate.updated_percent
-    return GateReport(step=step, passed=passed, wait_seconds=gate.wait_seconds, wait_passes_at=passes_at,
-                      updated_required=gate.updated_percent, updated=updated, reached=reached, blocked_by=blocked_by)
+    return GateReport(
+        step=step,
+        passed=passed,
+        wait_seconds=gate.wait_seconds,
+        wait_passes_at=passes_at,
+        updated_required=gate.updated_percent,
+        updated=updated,
+        reached=reached,
+        blocked_by=blocked_by,
+    )
 
 
 def _share(need: str, count: int | None, reached: int | None, unread: str) -> str:
@@ -314,8 +394,10 @@ def gate_text(gate: GateReport, now: datetime) -> str:
     if gate.wait_seconds and gate.wait_passes_at is not None:
         when = gate.wait_passes_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         left = gate.wait_passes_at - now
-        parts.append(f"wait {format_duration(gate.wait_seconds)} " +
-                     (f"passes {when} (in {format_duration(left)})" if left > timedelta(0) else f"passed {when}"))
+        parts.append(
+            f"wait {format_duration(gate.wait_seconds)} "
+            + (f"passes {when} (in {format_duration(left)})" if left > timedelta(0) else f"passed {when}")
+        )
     if gate.updated_required is not None:
         parts.append(_share(f"updated {gate.updated_required:g}%", gate.updated, gate.reached, "unknown"))
     if gate.failed_bound is not None:
@@ -381,12 +463,17 @@ def is_offline(device: DeviceFacts, now: datetime, threshold: timedelta) -> bool
 
 def needs_events(wave: WaveFacts, device: DeviceFacts, now: datetime, threshold: timedelta) -> bool:
     """Only an online device the wave reached that is not on its version can have failed to update to it."""
-    return (wave.status is not WaveStatus.CANCELED and reached(wave, device) and not is_updated(wave, device)
-            and not is_offline(device, now, threshold))
+    return (
+        wave.status is not WaveStatus.CANCELED
+        and reached(wave, device)
+        and not is_updated(wave, device)
+        and not is_offline(device, now, threshold)
+    )
 
 
-def classify(wave: WaveFacts, device: DeviceFacts, last: LastUpdate | None, now: datetime,
-             threshold: timedelta) -> DeviceState:
+def classify(
+    wave: WaveFacts, device: DeviceFacts, last: LastUpdate | None, now: datetime, threshold: timedelta
+) -> DeviceState:
     """updated (on the wave version or newer), offline (not seen within the threshold), failed (online,
     and its newest update, to the wave version, reported a failed event), else pending. After a cancel
     the devices it left behind are "left"."""

@@ -55,8 +55,7 @@ class Window:
         weekday = local.weekday()
         if self.start < self.end:
             return weekday in self.days and self.start <= minute < self.end
-        return (weekday in self.days and minute >= self.start) or \
-            ((weekday - 1) % 7 in self.days and minute < self.end)
+        return (weekday in self.days and minute >= self.start) or ((weekday - 1) % 7 in self.days and minute < self.end)
 
     def openings(self, after: datetime, until: datetime) -> set[datetime]:
         """Every instant in ``(after, until]`` at which this window may open: each allowed day's
@@ -79,8 +78,9 @@ class Window:
 
     def describe(self) -> str:
         """``Mon-Thu 09:00-16:00 Europe/Berlin``."""
-        hours = "all day" if (self.start, self.end) == (0, MINUTES_PER_DAY) else \
-            f"{_clock(self.start)}-{_clock(self.end)}"
+        hours = (
+            "all day" if (self.start, self.end) == (0, MINUTES_PER_DAY) else f"{_clock(self.start)}-{_clock(self.end)}"
+        )
         return f"{describe_days(self.days)} {hours} {self.zone}"
 
 
@@ -154,8 +154,11 @@ class Schedule:
                 why += f" ({freeze.where})"
         else:
             # Each window with where it is written: the wave's manifest or a reconcile.yaml to edit.
-            why = "outside the rollout windows (" + "; ".join(
-                w.describe() + (f" at {w.where}" if w.where else "") for w in self.windows) + ")"
+            why = (
+                "outside the rollout windows ("
+                + "; ".join(w.describe() + (f" at {w.where}" if w.where else "") for w in self.windows)
+                + ")"
+            )
         if opens is None:
             return Hold(f"{why}; no window ever opens", None)
         window = next((w for w in self.windows if w.contains(opens)), None)

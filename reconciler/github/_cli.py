@@ -79,8 +79,9 @@ def mask(variables: tuple[str, ...]) -> None:
 @_PLAN_JSON
 @_MARKDOWN
 @_LOG
-@click.option("--factory", default="default", show_default=True,
-              help="the action's factory input: one comment per factory")
+@click.option(
+    "--factory", default="default", show_default=True, help="the action's factory input: one comment per factory"
+)
 def plan_comment(plan_json: str, markdown: str | None, log: str | None, factory: str) -> None:
     from reconciler.github._comment import post_plan_comment  # httpx: only when commenting
 
@@ -88,8 +89,11 @@ def plan_comment(plan_json: str, markdown: str | None, log: str | None, factory:
     _print([post_plan_comment(report_markdown(report), factory, dict(os.environ))])
 
 
-@cli.command("stuck-issues", help="Fail on stuck waves: an ::error each, and one GitHub issue per stuck wave, "
-             "updated in place and closed when the wave moves again.")
+@cli.command(
+    "stuck-issues",
+    help="Fail on stuck waves: an ::error each, and one GitHub issue per stuck wave, "
+    "updated in place and closed when the wave moves again.",
+)
 @_PLAN_JSON
 @click.option("--no-issues", is_flag=True, help="annotate and fail only; leave the issues alone")
 def stuck_issues(plan_json: str, no_issues: bool) -> None:

@@ -62,7 +62,9 @@ def upsert_comment(client, repository: str, number: int, body: str) -> tuple[str
             if (comment.get("body") or "").startswith(head):
                 if comment["body"] == body:
                     return "unchanged", comment["id"]
-                client.patch(f"/repos/{repository}/issues/comments/{comment['id']}", json={"body": body}).raise_for_status()
+                client.patch(
+                    f"/repos/{repository}/issues/comments/{comment['id']}", json={"body": body}
+                ).raise_for_status()
                 return "updated", comment["id"]
         url = response.links.get("next", {}).get("url")
     response = client.post(f"/repos/{repository}/issues/{number}/comments", json={"body": body})

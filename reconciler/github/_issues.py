@@ -106,8 +106,16 @@ def stuck_waves(plan: dict) -> dict[str, StuckWave]:
             name = details.get("wave") or details.get("name")
             if not isinstance(name, str):
                 continue
-            hold(name, _located({"message": details.get("reason") or details.get("message") or "held",
-                                 "file": details.get("file"), "line": details.get("line")}))
+            hold(
+                name,
+                _located(
+                    {
+                        "message": details.get("reason") or details.get("message") or "held",
+                        "file": details.get("file"),
+                        "line": details.get("line"),
+                    }
+                ),
+            )
             if details.get("file") and stuck[name].manifest is None:
                 stuck[name].manifest, stuck[name].line = details["file"], details.get("line")
     return stuck
@@ -125,16 +133,22 @@ def issue_title(factory: str, stuck: StuckWave) -> str:
 
 def issue_body(factory: str, stuck: StuckWave, summary_url: str | None, workspace: str | None = None) -> str:
     """The marker, why the wave is held, where its manifest is, and what happens next."""
-    lines = [marker(factory, stuck.name),
-             f"The reconciler cannot advance wave {md_code(stuck.name)} of factory {md_code(factory)}:", ""]
+    lines = [
+        marker(factory, stuck.name),
+        f"The reconciler cannot advance wave {md_code(stuck.name)} of factory {md_code(factory)}:",
+        "",
+    ]
     lines += [f"- {md_code(reason)}" for reason in stuck.reasons]  # messages quote the factory: kept literal
     if stuck.manifest:
         at = workspace_path(stuck.manifest, workspace) + (f", line {stuck.line}" if stuck.line else "")
         lines += ["", f"Manifest: {md_code(at)}."]
     if summary_url:
         lines += ["", f"Last seen by [this run]({summary_url})."]
-    lines += ["", "This issue is updated by every run while the wave is held, and closed by the first run that finds "
-              "it moving again. Fix the manifest or the factory; closing the issue by hand does not unblock the wave."]
+    lines += [
+        "",
+        "This issue is updated by every run while the wave is held, and closed by the first run that finds "
+        "it moving again. Fix the manifest or the factory; closing the issue by hand does not unblock the wave.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -155,8 +169,14 @@ def _open_issues(client, repository: str, factory: str) -> dict[str, dict]:
     return found
 
 
-def sync_issues(client, repository: str, factory: str, stuck: dict[str, StuckWave], summary_url: str | None,
-                workspace: str | None = None) -> list[str]:
+def sync_issues(
+    client,
+    repository: str,
+    factory: str,
+    stuck: dict[str, StuckWave],
+    summary_url: str | None,
+    workspace: str | None = None,
+) -> list[str]:
     """Open, update or close this factory's stuck-wave issues to match ``stuck``; one log line each."""
     lines = []
     existing = _open_issues(client, repository, factory)
@@ -164,8 +184,9 @@ def sync_issues(client, repository: str, factory: str, stuck: dict[str, StuckWav
         body = issue_body(factory, stuck[name], summary_url, workspace)
         issue = existing.get(name)
         if issue is None:
-            response = client.post(f"/repos/{repository}/issues", json={"title": issue_title(factory, stuck[name]),
-                                                                       "body": body})
+            response = client.post(
+                f"/repos/{repository}/issues", json={"title": issue_title(factory, stuck[name]), "body": body}
+            )
             response.raise_for_status()
             lines.append(command("notice", f"wave {name} is stuck: opened issue #{response.json()['number']}"))
         elif issue.get("body") != body:
@@ -176,10 +197,13 @@ def sync_issues(client, repository: str, factory: str, stuck: dict[str, StuckWav
     for name in sorted(set(existing) - set(stuck)):
         number = existing[name]["number"]
         where = f" ([run]({summary_url}))" if summary_url else ""
-        client.post(f"/repos/{repository}/issues/{number}/comments",
-                    json={"body": f"Wave {md_code(name)} is no longer held{where}: closing."}).raise_for_status()
-        client.patch(f"/repos/{repository}/issues/{number}",
-                     json={"state": "closed", "state_reason": "completed"}).raise_for_status()
+        client.post(
+            f"/repos/{repository}/issues/{number}/comments",
+            json={"body": f"Wave {md_code(name)} is no longer held{where}: closing."},
+        ).raise_for_status()
+        client.patch(
+            f"/repos/{repository}/issues/{number}", json={"state": "closed", "state_reason": "completed"}
+        ).raise_for_status()
         lines.append(command("notice", f"wave {name} moves again: closed issue #{number}"))
     return lines
 
@@ -188,8 +212,12 @@ def stuck_annotations(stuck: dict[str, StuckWave], workspace: str | None) -> Ite
     """One ``::error`` per stuck wave, on its manifest when known: the job fails visibly."""
     for name in sorted(stuck):
         wave = stuck[name]
-        yield command("error", f"wave '{name}' is stuck: " + "; ".join(wave.reasons),
-                      file=workspace_path(wave.manifest, workspace) if wave.manifest else None, line=wave.line)
+        yield command(
+            "error",
+            f"wave '{name}' is stuck: " + "; ".join(wave.reasons),
+            file=workspace_path(wave.manifest, workspace) if wave.manifest else None,
+            line=wave.line,
+        )
 
 
 def post_stuck_issues(plan: dict, env: dict[str, str]) -> list[str]:

@@ -35,7 +35,9 @@ def problems_from_log(log: str) -> dict[str, list[dict]]:
         m = _PROBLEM.match(line)
         if m:
             key = "warnings" if m["warning"] else "errors"
-            found[key].append({"file": m["file"], "line": int(m["line"]), "col": int(m["col"]), "message": m["message"]})
+            found[key].append(
+                {"file": m["file"], "line": int(m["line"]), "col": int(m["col"]), "message": m["message"]}
+            )
         elif line.startswith("error: "):
             found["errors"].append({"message": line[len("error: ") :]})
         elif line.startswith("warning: "):

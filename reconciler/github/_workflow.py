@@ -73,7 +73,9 @@ def annotation_commands(problems: dict, workspace: str | None = None) -> list[st
     for level, key in (("error", "errors"), ("warning", "warnings")):
         items = problems.get(key) or []
         if len(items) > MAX_SHOWN:
-            lines.append(command("notice", f"{len(items) - MAX_SHOWN:,} more {key} are not annotated; see the job summary"))
+            lines.append(
+                command("notice", f"{len(items) - MAX_SHOWN:,} more {key} are not annotated; see the job summary")
+            )
         for item in items[:MAX_SHOWN]:
             if isinstance(item, str):
                 lines.append(command(level, item))
@@ -164,4 +166,3 @@ def write_outputs(outputs: dict[str, str], output_file: Path) -> None:
     with output_file.open("a", encoding="utf-8") as out:
         for name, value in outputs.items():
             out.write(format_output(name, value))
-

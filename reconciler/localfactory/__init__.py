@@ -56,8 +56,9 @@ def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
     created = False
     try:
         if os.path.lexists(directory) and not directory.is_dir():
-            raise UserError(f"the local factory directory {directory} is not a directory; "
-                            "point --local/RECONCILE_LOCAL elsewhere")
+            raise UserError(
+                f"the local factory directory {directory} is not a directory; point --local/RECONCILE_LOCAL elsewhere"
+            )
         directory.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         lock = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:  # two first runs at once create one factory
@@ -79,6 +80,5 @@ def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
         raise UserError(st.describe(e)) from None
     except OSError as e:
         st.close()
-        raise UserError(f"cannot use {directory} for the local factory: "
-                        f"{(e.strerror or str(e)).lower()}") from None
+        raise UserError(f"cannot use {directory} for the local factory: {(e.strerror or str(e)).lower()}") from None
     return Embedded(make_app(st), name, directory, created, directory / demo.KEY_ARCHIVE, st, modes)

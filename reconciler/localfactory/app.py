@@ -87,7 +87,9 @@ class WavesResource(Base):
             raise bad_request("status must be active, complete or canceled")
         with self.store.read() as conn:
             self.factory(conn, factory)
-            items, total = waves.list_waves(conn, page=page, limit=limit, status=status, tag=req.get_param("tag") or None)
+            items, total = waves.list_waves(
+                conn, page=page, limit=limit, status=status, tag=req.get_param("tag") or None
+            )
         nxt = None
         if page * limit < total:
             params = dict(req.params)
@@ -121,7 +123,11 @@ class WaveActionResource(Base):
     def on_post(self, req, resp, factory, wave):
         body = _body(req)
         # A dry-run rollout writes nothing: a read snapshot, so the plan's dry runs do not queue on writes.
-        with self.store.read() if self.action == "rollout" and requestbody.is_dry_run(body) else self.store.write() as conn:
+        with (
+            self.store.read()
+            if self.action == "rollout" and requestbody.is_dry_run(body)
+            else self.store.write() as conn
+        ):
             self.factory(conn, factory)
             actor = req.context.actor
             if self.action == "rollout":
@@ -247,8 +253,14 @@ class DevicesResource(Base):
         if filters.page < pages:
             params = dict(req.params, page=filters.page + 1, limit=filters.limit)
             nxt = f"{req.prefix}{req.path}/?{urlencode(params)}"
-        resp.media = {"devices": items, "total": total, "next": nxt, "page": filters.page, "pages": pages,
-                      "limit": filters.limit}
+        resp.media = {
+            "devices": items,
+            "total": total,
+            "next": nxt,
+            "page": filters.page,
+            "pages": pages,
+            "limit": filters.limit,
+        }
 
 
 class DeviceResource(Base):
@@ -257,7 +269,6 @@ class DeviceResource(Base):
         with self.store.read() as conn:
             self.factory(conn, req.get_param("factory") or store.factory_name(conn))
             resp.media = devices.device_json(conn, devices.get_device(conn, device, by_uuid=by_uuid))
-
 
     def on_patch(self, req, resp, device):
         by_uuid = req.get_param("by-uuid") not in (None, "", "0", "false")

@@ -20,8 +20,9 @@ def _digest(token: str) -> str:
 
 def create(conn: sqlite3.Connection, name: str) -> str:
     token = PREFIX + secrets.token_urlsafe(32)
-    conn.execute("INSERT INTO tokens(sha256, name, created_at) VALUES (?, ?, ?)",
-                 (_digest(token), name, store.now(conn)))
+    conn.execute(
+        "INSERT INTO tokens(sha256, name, created_at) VALUES (?, ?, ?)", (_digest(token), name, store.now(conn))
+    )
     return token
 
 

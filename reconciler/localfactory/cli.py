@@ -99,8 +99,9 @@ class Ctx:
         st = Store.in_dir(self.path)
         if must_exist:
             if not st.exists():
-                raise click.ClickException(f"no local factory at {self.path}: run `reconcile-factory init --demo` "
-                                           "first")
+                raise click.ClickException(
+                    f"no local factory at {self.path}: run `reconcile-factory init --demo` first"
+                )
             _say_modes(self.path)  # before the first connection creates WAL files with the old mode
             st.check()  # UserError (one line) for a file that is not a factory database
         return st
@@ -118,8 +119,12 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @click.group(cls=FactoryGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--local", envvar="RECONCILE_LOCAL", metavar="PATH",
-              help="Factory directory (default: $RECONCILE_LOCAL, else the user state directory).")
+@click.option(
+    "--local",
+    envvar="RECONCILE_LOCAL",
+    metavar="PATH",
+    help="Factory directory (default: $RECONCILE_LOCAL, else the user state directory).",
+)
 @click.pass_context
 def main(ctx, local):
     """The local factory: the Foundries waves API over SQLite with a simulated device fleet."""
@@ -129,13 +134,23 @@ def main(ctx, local):
 @main.command()
 @click.option("--demo", is_flag=True, help="The demo factory 'demo' (2,000 devices unless --devices).")
 @click.option("--name", default=None, help="Factory name (default: demo).")
-@click.option("--devices", "devices_n", type=click.IntRange(0, 10_000_000), default=None,
-              help="Production devices (default 2000 with --demo, else 0).")
+@click.option(
+    "--devices",
+    "devices_n",
+    type=click.IntRange(0, 10_000_000),
+    default=None,
+    help="Production devices (default 2000 with --demo, else 0).",
+)
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the fleet and its simulation.")
 @click.option("--start", default=None, metavar="RFC3339", help="Simulated start time (default: now).")
-@click.option("--offline-keys", type=click.IntRange(1, 9), default=1, show_default=True,
-              help="Offline targets keys, each in its own archive; the production root needs all of them "
-                   "(targets threshold: online key + N), so waves need `sign` with the others.")
+@click.option(
+    "--offline-keys",
+    type=click.IntRange(1, 9),
+    default=1,
+    show_default=True,
+    help="Offline targets keys, each in its own archive; the production root needs all of them "
+    "(targets threshold: online key + N), so waves need `sign` with the others.",
+)
 @pass_ctx
 def init(c: Ctx, demo, name, devices_n, seed, start, offline_keys):
     """Create a factory: keys, roots, CI builds 40-60, groups, production targets, devices."""
@@ -152,45 +167,70 @@ def init(c: Ctx, demo, name, devices_n, seed, start, offline_keys):
         try:
             demo_mod.check_start(start_ts)
         except UserError:
-            raise click.ClickException(f"--start {start!r} is out of range: the simulated time must lie between "
-                                       f"1970-01-01T00:00:00Z and {iso(LATEST)}") from None
+            raise click.ClickException(
+                f"--start {start!r} is out of range: the simulated time must lie between "
+                f"1970-01-01T00:00:00Z and {iso(LATEST)}"
+            ) from None
     else:
         start_ts = None
     if name is not None and (not demo_mod.FACTORY_NAME_RE.match(name) or name in (".", "..")):
-        raise click.ClickException(f"--name {name!r} is not a factory name: use 1-100 letters, digits, '_', '.' "
-                                   "and '-'")
+        raise click.ClickException(
+            f"--name {name!r} is not a factory name: use 1-100 letters, digits, '_', '.' and '-'"
+        )
     if devices_n is None:
         devices_n = 2000 if demo else 0
     progress = terminal.Progress("Creating devices")
     try:
-        result = demo_mod.init_factory(c.path, name=name or "demo", devices_n=devices_n, seed=seed, start=start_ts,
-                                       progress=progress, offline_keys=offline_keys)
+        result = demo_mod.init_factory(
+            c.path,
+            name=name or "demo",
+            devices_n=devices_n,
+            seed=seed,
+            start=start_ts,
+            progress=progress,
+            offline_keys=offline_keys,
+        )
     except demo_mod.FactoryExists as e:
         raise click.ClickException(f"{e}; remove it to start over") from None
     finally:
         progress.close()
     _say_modes(c.path)  # a directory that existed before init becomes private too
-    click.echo(f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
-               f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s")
+    click.echo(
+        f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
+        f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s"
+    )
     if len(result.keys_archives) == 1:
         click.echo(f"Operator offline targets key: {result.keys_archive}")
         return
-    click.echo(f"Operator offline targets keys (production targets need all {len(result.keys_archives)} "
-               f"signatures besides the online key's):")
+    click.echo(
+        f"Operator offline targets keys (production targets need all {len(result.keys_archives)} "
+        f"signatures besides the online key's):"
+    )
     for n, archive in enumerate(result.keys_archives, start=1):
         click.echo(f"  key {n}: {archive}")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="0 picks a free port (printed).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port (printed)."
+)
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--clock", "clock_mode", type=click.Choice(["simulated", "real"]), default="simulated",
-              show_default=True, help="simulated: time moves only with `advance`. real: it follows wall time "
-              "(times --speed); devices check in as it passes, and `advance` still jumps ahead.")
-@click.option("--speed", type=click.FloatRange(0, 1_000_000, min_open=True), default=None,
-              help="With --clock real: simulated seconds per wall second (3600 = an hour a second; default 1).")
+@click.option(
+    "--clock",
+    "clock_mode",
+    type=click.Choice(["simulated", "real"]),
+    default="simulated",
+    show_default=True,
+    help="simulated: time moves only with `advance`. real: it follows wall time "
+    "(times --speed); devices check in as it passes, and `advance` still jumps ahead.",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(0, 1_000_000, min_open=True),
+    default=None,
+    help="With --clock real: simulated seconds per wall second (3600 = an hour a second; default 1).",
+)
 @pass_ctx
 def serve(c: Ctx, host, port, threads, clock_mode, speed):
     """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`.
@@ -218,8 +258,13 @@ def serve(c: Ctx, host, port, threads, clock_mode, speed):
             return None
 
     try:
-        listening = create_server(make_app(st, require_token=True, write_lock=WRITE_WAIT), host=host, port=port,
-                                  threads=threads, date=simulated_date)
+        listening = create_server(
+            make_app(st, require_token=True, write_lock=WRITE_WAIT),
+            host=host,
+            port=port,
+            threads=threads,
+            date=simulated_date,
+        )
     except (OSError, ValueError, OverflowError) as e:
         reason = (getattr(e, "strerror", None) or str(e) or type(e).__name__).rstrip(".")
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
@@ -261,8 +306,10 @@ def advance(c: Ctx, duration):
         finally:
             progress.close()
         now = store.now(conn)
-    click.echo(f"Now {store.iso(now)}: {terminal.plural(stats['updated'], 'device')} updated, "
-               f"{terminal.plural(stats['failed'], 'failed install')}, {stats['online']:,} online")
+    click.echo(
+        f"Now {store.iso(now)}: {terminal.plural(stats['updated'], 'device')} updated, "
+        f"{terminal.plural(stats['failed'], 'failed install')}, {stats['online']:,} online"
+    )
 
 
 @main.group()
@@ -342,8 +389,10 @@ def devices_list(c: Ctx, group, tag, prod, limit, page):
         items, total = dev.list_devices(conn, dev.Filters(group=group, tag=tag, prod=prod, limit=limit, page=page))
     click.echo(f"{'NAME':<14} {'UUID':<36} {'GROUP':<8} {'TAG':<11} {'TARGET':<26} {'PROD':<5} LAST SEEN")
     for d in items:
-        click.echo(f"{d['name']:<14} {d['uuid']:<36} {d['device-group'] or '-':<8} {d['tag']:<11} "
-                   f"{d['target-name']:<26} {'yes' if d['is-prod'] else 'no':<5} {d['last-seen'] or 'never'}")
+        click.echo(
+            f"{d['name']:<14} {d['uuid']:<36} {d['device-group'] or '-':<8} {d['tag']:<11} "
+            f"{d['target-name']:<26} {'yes' if d['is-prod'] else 'no':<5} {d['last-seen'] or 'never'}"
+        )
     click.echo(f"({len(items)} of {total:,}; page {page})")
 
 
@@ -367,16 +416,22 @@ def status(c: Ctx, offline_threshold):
     for section, label in (("tags", "CI"), ("prod-tags", "production"), ("wave-tags", "in a wave")):
         for t in s[section]:
             versions = ", ".join(f"{x['version']}: {x['devices']:,}" for x in t["targets"])
-            click.echo(f"  {label} tag {t['name'] or '(untagged)'}: {terminal.plural(t['devices-total'], 'device')}, "
-                       f"{t['devices-online']:,} online, latest {t['latest-target']} ({versions})")
+            click.echo(
+                f"  {label} tag {t['name'] or '(untagged)'}: {terminal.plural(t['devices-total'], 'device')}, "
+                f"{t['devices-online']:,} online, latest {t['latest-target']} ({versions})"
+            )
             for g in t.get("device-groups") or []:
-                click.echo(f"    group {g['name'] or '(none)'}: {terminal.plural(g['devices-total'], 'device')}, "
-                           f"{g['devices-online']:,} online, {g['devices-on-latest']:,} on latest")
+                click.echo(
+                    f"    group {g['name'] or '(none)'}: {terminal.plural(g['devices-total'], 'device')}, "
+                    f"{g['devices-online']:,} online, {g['devices-on-latest']:,} on latest"
+                )
     for tag, version in prod:
         click.echo(f"Production targets: tag {tag} at version {version}")
     for w in wave_stats:
-        click.echo(f"Active wave {w['name']} (version {w['version']}, tag {w['tag']}): {w['updated-devices']:,} "
-                   f"updated, {w['scheduled-devices']:,} scheduled, {w['unscheduled-devices']:,} unscheduled")
+        click.echo(
+            f"Active wave {w['name']} (version {w['version']}, tag {w['tag']}): {w['updated-devices']:,} "
+            f"updated, {w['scheduled-devices']:,} scheduled, {w['unscheduled-devices']:,} unscheduled"
+        )
     if not wave_stats:
         click.echo("No active wave")
 
@@ -410,12 +465,24 @@ def parse_rate(ctx, param, text: str | None) -> int | None:
 @main.command()
 @click.argument("version", type=click.IntRange(0, 2**31 - 1))
 @click.option("--tag", "tags", multiple=True, default=("main",), show_default=True)
-@click.option("--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True)
-@click.option("--failure-rate", "rate", metavar="RATE", callback=parse_rate, help="Share of devices whose install of this build fails, every "
-              "attempt (e.g. 30%); on an existing build, only sets the rate. Rehearses a bad build.")
-@click.option("--static-deltas/--no-static-deltas", "deltas", default=None,
-              help="Publish the build with static deltas (custom.delta-stats; the default) or without, which "
-              "the plan warns about; --static-deltas on an existing build generates its missing deltas.")
+@click.option(
+    "--hardware-id", "hwids", multiple=True, default=("intel-corei7-64", "raspberrypi4-64"), show_default=True
+)
+@click.option(
+    "--failure-rate",
+    "rate",
+    metavar="RATE",
+    callback=parse_rate,
+    help="Share of devices whose install of this build fails, every "
+    "attempt (e.g. 30%); on an existing build, only sets the rate. Rehearses a bad build.",
+)
+@click.option(
+    "--static-deltas/--no-static-deltas",
+    "deltas",
+    default=None,
+    help="Publish the build with static deltas (custom.delta-stats; the default) or without, which "
+    "the plan warns about; --static-deltas on an existing build generates its missing deltas.",
+)
 @pass_ctx
 def build(c: Ctx, version, tags, hwids, rate, deltas):
     """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
@@ -429,14 +496,17 @@ def build(c: Ctx, version, tags, hwids, rate, deltas):
         raise click.ClickException(f"--tag {bad[0]!r} is not a tag: use 1-100 letters, digits, '_', '.', '+' and '-'")
     bad = [h for h in hwids if not dev.HWID_RE.match(h)]
     if bad:
-        raise click.ClickException(f"--hardware-id {bad[0]!r} is not a hardware id: use 1-100 letters, digits, "
-                                   "'_', '.' and '-'")
+        raise click.ClickException(
+            f"--hardware-id {bad[0]!r} is not a hardware id: use 1-100 letters, digits, '_', '.' and '-'"
+        )
     tags, hwids = tuple(dict.fromkeys(tags)), tuple(dict.fromkeys(hwids))
     with c.store().write() as conn:
         exists = conn.execute("SELECT 1 FROM ci_targets WHERE version = ?", (version,)).fetchone() is not None
         if exists and deltas is False:
-            raise click.ClickException(f"CI build {version} already exists: --no-static-deltas is for a new build "
-                                       "(generated static deltas are never removed)")
+            raise click.ClickException(
+                f"CI build {version} already exists: --no-static-deltas is for a new build "
+                "(generated static deltas are never removed)"
+            )
         if exists and rate is None and deltas is None:
             raise click.ClickException(f"CI build {version} already exists")
         if not exists:
@@ -447,8 +517,11 @@ def build(c: Ctx, version, tags, hwids, rate, deltas):
             click.echo(f"Published {', '.join(names)} ({'without' if deltas is False else 'with'} static deltas)")
         elif deltas:
             added = targets.add_static_deltas(conn, version)
-            click.echo(f"Generated static deltas for {', '.join(added)}" if added else
-                       f"CI build {version} already has static deltas")
+            click.echo(
+                f"Generated static deltas for {', '.join(added)}"
+                if added
+                else f"CI build {version} already has static deltas"
+            )
         if rate is not None:
             fleet.set_build_failure(conn, version, rate)
             click.echo(f"Installs of build {version} fail on {rate / 100:g}% of devices (chosen by the seed)")

@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 class RealClock:
     """Moves ``st``'s simulated clock with wall time (``wall``: a monotonic clock in seconds)."""
 
-    def __init__(self, st: store.Store, speed: float, *, tick: float = TICK,
-                 wall: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, st: store.Store, speed: float, *, tick: float = TICK, wall: Callable[[], float] = time.monotonic
+    ):
         if not 0 < speed <= MAX_SPEED:
             raise ValueError(f"speed must be above 0 and at most {MAX_SPEED:g}")
         self.store = st

@@ -52,8 +52,10 @@ def check_name(name: str) -> None:
 
 def check_start(start: int) -> None:
     if not 0 <= start <= store.LATEST:
-        raise UserError(f"start time {start} is out of range: it must lie between 1970-01-01T00:00:00Z and "
-                        f"{store.iso(store.LATEST)}")
+        raise UserError(
+            f"start time {start} is out of range: it must lie between 1970-01-01T00:00:00Z and "
+            f"{store.iso(store.LATEST)}"
+        )
 
 
 @dataclass
@@ -88,13 +90,22 @@ def demo_group(i: int) -> str | None:
         return "canary"
     if i < 60:
         return "beta"
-    return ("us-east", "us-east", "us-east", "us-west", "us-west", "eu-emea", "eu-emea", "eu-emea", "apac",
-            None)[i % 10]
+    return ("us-east", "us-east", "us-east", "us-west", "us-west", "eu-emea", "eu-emea", "eu-emea", "apac", None)[
+        i % 10
+    ]
 
 
-def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 2000, seed: int = 42,
-                 start: int | None = None, ci_devices: int | None = None,
-                 progress: Callable[[int, int], None] | None = None, offline_keys: int = 1) -> InitResult:
+def init_factory(
+    directory: str | Path,
+    *,
+    name: str = "demo",
+    devices_n: int = 2000,
+    seed: int = 42,
+    start: int | None = None,
+    ci_devices: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    offline_keys: int = 1,
+) -> InitResult:
     """Create the factory in ``directory``. All or nothing: the database is built in a temporary file
     and renamed to ``factory.db`` only once complete, after the operator key archive was created
     (never overwritten: an existing archive, or an existing ``factory.db`` even a damaged one, is
@@ -118,8 +129,10 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
         raise FactoryExists(f"a factory already exists at {directory}")
     for archive in archives:
         if os.path.lexists(archive):
-            raise FactoryExists(f"{archive} already exists (an operator key archive) but {final.path.name} does not; "
-                                "move the archive away to create a new factory there")
+            raise FactoryExists(
+                f"{archive} already exists (an operator key archive) but {final.path.name} does not; "
+                "move the archive away to create a new factory there"
+            )
     made_dir = not directory.exists()
     directory.mkdir(mode=store.PRIVATE_DIR, parents=True, exist_ok=True)
     tmp = directory / f".{store.DB_NAME}.init-{os.getpid()}-{secrets.token_hex(4)}"
@@ -129,13 +142,19 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
         st.create_schema()
         offline = [signing.generate_keypair() for _ in archives]
         with st.write() as conn:
-            for key, value in {"factory": name, "seed": seed, "now": start, "created_at": start,
-                               **fleet.DEFAULTS}.items():
+            for key, value in {
+                "factory": name,
+                "seed": seed,
+                "now": start,
+                "created_at": start,
+                **fleet.DEFAULTS,
+            }.items():
                 store.set_meta(conn, key, value)
             trust.init_trust(conn, start, [pair.public for pair in offline])
             for v in VERSIONS:  # static deltas to every build but the first, which has no older build to start from
-                targets.add_ci_build(conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"],
-                                     static_deltas=v > VERSIONS.start)
+                targets.add_ci_build(
+                    conn, v, list(HWIDS), ["main", "devel"] if v >= 50 else ["main"], static_deltas=v > VERSIONS.start
+                )
             for g in GROUPS:
                 groups.create_group(conn, {"name": g, "description": f"{g} devices"}, ACTOR)
             _populate_production(conn, offline, start)
@@ -150,8 +169,9 @@ def init_factory(directory: str | Path, *, name: str = "demo", devices_n: int = 
             try:
                 fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
-                raise FactoryExists(f"{archive} appeared while the factory was being created; nothing was "
-                                    "overwritten") from None
+                raise FactoryExists(
+                    f"{archive} appeared while the factory was being created; nothing was overwritten"
+                ) from None
             written.append(archive)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(signing.key_archive_bytes([pair]))
@@ -191,17 +211,27 @@ def _remove_db(path: Path) -> None:
 
 
 def _populate_production(conn, offline: list[signing.KeyPair], start: int) -> None:
-    signed = signing.build_wave_targets(ci_targets=targets.ci_files(conn, 40), prod_targets=None, version=40,
-                                    tag="production", expires=store.to_datetime(start) + timedelta(days=365))
+    signed = signing.build_wave_targets(
+        ci_targets=targets.ci_files(conn, 40),
+        prod_targets=None,
+        version=40,
+        tag="production",
+        expires=store.to_datetime(start) + timedelta(days=365),
+    )
     signatures = [signing.signer_for_keypair(pair).sign(signed) for pair in offline]
-    body = {"name": "populate-targets", "version": "40", "tag": "production",
-            "targets": {"signed": signed, "signatures": signatures}}
+    body = {
+        "name": "populate-targets",
+        "version": "40",
+        "tag": "production",
+        "targets": {"signed": signed, "signatures": signatures},
+    }
     waves.create(conn, body, ACTOR)
     waves.complete(conn, "populate-targets", ACTOR)
 
 
-def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int,
-                      progress: Callable[[int, int], None] | None = None) -> None:
+def _add_demo_devices(
+    conn, seed: int, start: int, n: int, n_ci: int, progress: Callable[[int, int], None] | None = None
+) -> None:
     """Bulk load: device indexes are dropped and rebuilt around the inserts."""
     m = fleet.model(conn)
     day = start // fleet.DAY
@@ -220,8 +250,20 @@ def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int,
         rnd = devices.rnd_for(seed_s, uid)
         phase = rnd % m.interval
         if fleet.online_today(rnd, day, m):
-            return (uid, name, gid, tag, prod, hwid, version, 1, start - ((start - phase) % m.interval), rnd, start,
-                    *trusted[prod])
+            return (
+                uid,
+                name,
+                gid,
+                tag,
+                prod,
+                hwid,
+                version,
+                1,
+                start - ((start - phase) % m.interval),
+                rnd,
+                start,
+                *trusted[prod],
+            )
         # offline today (or for good): last seen some time before today
         ago = fleet.DAY + (rnd >> 8) % (30 * fleet.DAY)
         return (uid, name, gid, tag, prod, hwid, version, 0, start - ago, rnd, start, *trusted[prod])
@@ -238,6 +280,8 @@ def _add_demo_devices(conn, seed: int, start: int, n: int, n_ci: int,
         conn.execute(f"DROP INDEX IF EXISTS {index}")
     conn.executemany(
         "INSERT INTO devices(uuid, name, group_id, tag, is_prod, hwid, version, online, last_seen, rnd, created_at, "
-        "tuf_timestamp, tuf_snapshot, tuf_targets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
+        "tuf_timestamp, tuf_snapshot, tuf_targets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows(),
+    )
     for stmt in store.DEVICE_INDEXES:
         conn.execute(stmt)

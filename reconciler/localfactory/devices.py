@@ -26,8 +26,14 @@ from .groups import group_id
 DEVICE_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:-]{1,100}$")
 HWID_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 PAGE_LIMITS = range(1, 1001)
-SORTS = {"name": "name", "-name": "name DESC", "last_seen": "ls", "-last_seen": "ls DESC",
-         "created_at": "id", "-created_at": "id DESC"}
+SORTS = {
+    "name": "name",
+    "-name": "name DESC",
+    "last_seen": "ls",
+    "-last_seen": "ls DESC",
+    "created_at": "id",
+    "-created_at": "id DESC",
+}
 
 
 def rnd_for(seed: str | int, device_uuid: str) -> int:
@@ -49,7 +55,7 @@ def _dev(row) -> dict:
 def by_uuids(conn: sqlite3.Connection, uuids: list[str]) -> dict[str, dict]:
     out = {}
     for i in range(0, len(uuids), 5000):
-        chunk = uuids[i:i + 5000]
+        chunk = uuids[i : i + 5000]
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT {_DEV_COLS} FROM devices WHERE uuid IN ({marks})"  # noqa: S608 - fixed columns and ? marks; the UUIDs are bound
         for row in conn.execute(sql, chunk):
@@ -66,8 +72,9 @@ class View:
         self.now = store.now(conn)
         self.model = fleet.model(conn)
         self.factory = store.factory_name(conn)
-        self.groups = {gid: (name, desc) for gid, name, desc in
-                       conn.execute("SELECT id, name, description FROM device_groups")}
+        self.groups = {
+            gid: (name, desc) for gid, name, desc in conn.execute("SELECT id, name, description FROM device_groups")
+        }
         self.active = {tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")}
         self.full: dict[int, set[int]] = {}
         for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1"):
@@ -79,9 +86,10 @@ class View:
         """The target name and OSTree hash of a build for a hardware id, read and parsed once per view."""
         known = self._targets.get((version, hwid))
         if known is None:  # read per build a page needs: a one-device answer reads one row, not every build
-            hit = self.conn.execute("SELECT name, meta FROM ci_targets WHERE version = ? AND hwid = ? "
-                                    "ORDER BY rowid DESC LIMIT 1",
-                                    (version, hwid)).fetchone()
+            hit = self.conn.execute(
+                "SELECT name, meta FROM ci_targets WHERE version = ? AND hwid = ? ORDER BY rowid DESC LIMIT 1",
+                (version, hwid),
+            ).fetchone()
             known = (f"{hwid}-lmp-{version}", "") if hit is None else (hit[0], json.loads(hit[1])["hashes"]["sha256"])
             self._targets[(version, hwid)] = known
         return known
@@ -109,15 +117,26 @@ class View:
         gname = self.groups.get(d["group_id"], ("", ""))[0] if d["group_id"] is not None else ""
         created = store.device_time(d["created_at"])
         out = {
-            "uuid": d["uuid"], "name": d["name"], "owner": d["owner"], "factory": self.factory,
-            "device-group": gname, "created-at": created,
-            "last-seen": store.device_time(seen), "ostree-hash": sha, "tag": d["tag"], "device-tags": [d["tag"]],
-            "target-name": name, "status": "OK" if seen is not None else "", "current-update": "",
-            "up-to-date": newest is None or d["version"] >= newest, "public-key": "",
-            "is-prod": bool(d["is_prod"]), "is-wave": self.in_wave(d) is not None,
-            "hardware-id": d["hwid"], "version": d["version"],
-            "change-meta": {"created-at": created, "created-by": d["owner"],
-                            "updated-at": "", "updated-by": ""},
+            "uuid": d["uuid"],
+            "name": d["name"],
+            "owner": d["owner"],
+            "factory": self.factory,
+            "device-group": gname,
+            "created-at": created,
+            "last-seen": store.device_time(seen),
+            "ostree-hash": sha,
+            "tag": d["tag"],
+            "device-tags": [d["tag"]],
+            "target-name": name,
+            "status": "OK" if seen is not None else "",
+            "current-update": "",
+            "up-to-date": newest is None or d["version"] >= newest,
+            "public-key": "",
+            "is-prod": bool(d["is_prod"]),
+            "is-wave": self.in_wave(d) is not None,
+            "hardware-id": d["hwid"],
+            "version": d["version"],
+            "change-meta": {"created-at": created, "created-by": d["owner"], "updated-at": "", "updated-by": ""},
         }
         if single:
             if d["group_id"] is None:
@@ -194,8 +213,9 @@ def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[dict], int]
     if f.name is not None:
         pattern = f.name if any(c in f.name for c in "*?") else f"*{f.name}*"
         where.append("name LIKE ? ESCAPE '\\'")
-        args.append(pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                    .replace("*", "%").replace("?", "_"))
+        args.append(
+            pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+        )
     if f.target_name is not None:
         row = conn.execute("SELECT version, hwid FROM ci_targets WHERE name = ?", (f.target_name,)).fetchone()
         where.append("version = ? AND hwid = ?")
@@ -205,8 +225,10 @@ def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[dict], int]
     total = conn.execute(count_sql, args).fetchone()[0]
     view = View(conn)
     ls, ls_args = fleet.last_seen_expr(view.now, view.model.interval)
-    page_sql = (f"SELECT {_DEV_COLS}, {ls} AS ls FROM devices {clause} "  # noqa: S608 - fixed SQL, ORDER BY from SORTS; values bound
-                f"ORDER BY {SORTS[f.sortby]}, id LIMIT ? OFFSET ?")
+    page_sql = (
+        f"SELECT {_DEV_COLS}, {ls} AS ls FROM devices {clause} "  # noqa: S608 - fixed SQL, ORDER BY from SORTS; values bound
+        f"ORDER BY {SORTS[f.sortby]}, id LIMIT ? OFFSET ?"
+    )
     rows = conn.execute(page_sql, [*ls_args, *args, f.limit, (f.page - 1) * f.limit]).fetchall()
     return [view.json(_dev(r[:-1])) for r in rows], total
 
@@ -228,7 +250,7 @@ def patch_device(conn: sqlite3.Connection, d: dict, body) -> dict:
     if "group" in body:
         name = body["group"]
         if not isinstance(name, str):
-            raise bad_request("group must be a string (\"\" for no group)")
+            raise bad_request('group must be a string ("" for no group)')
         gid = None
         if name:
             gid = group_id(conn, name)
@@ -252,11 +274,20 @@ def device_updates(conn: sqlite3.Connection, d: dict, page: int, limit: int) -> 
     view = View(conn)
     out = []
     for eid, at, from_v, to_v, ok in conn.execute(
-            "SELECT id, at, from_version, to_version, ok FROM update_events WHERE device_id = ? "
-            "ORDER BY id DESC LIMIT ? OFFSET ?", (d["id"], limit, (page - 1) * limit)):
-        out.append({"correlation-id": f"{d['uuid']}-{eid}", "target": view.target(to_v, d["hwid"])[0],
-                    "version": str(to_v), "time": store.device_time(at), "success": bool(ok),
-                    "from-version": str(from_v)})
+        "SELECT id, at, from_version, to_version, ok FROM update_events WHERE device_id = ? "
+        "ORDER BY id DESC LIMIT ? OFFSET ?",
+        (d["id"], limit, (page - 1) * limit),
+    ):
+        out.append(
+            {
+                "correlation-id": f"{d['uuid']}-{eid}",
+                "target": view.target(to_v, d["hwid"])[0],
+                "version": str(to_v),
+                "time": store.device_time(at),
+                "success": bool(ok),
+                "from-version": str(from_v),
+            }
+        )
     return out, total
 
 
@@ -265,9 +296,11 @@ def update_events(conn: sqlite3.Connection, d: dict, correlation_id: str) -> lis
     report events aktualizr-lite sends for one update. Download, then installation; the last event,
     ``EcuInstallationCompleted``, carries ``success`` (false for a failed install, with details)."""
     prefix = f"{d['uuid']}-"
-    eid = correlation_id[len(prefix):] if correlation_id.startswith(prefix) else ""
-    row = conn.execute("SELECT at, to_version, ok FROM update_events WHERE device_id = ? AND id = ?",
-                       (d["id"], int(eid) if eid.isdigit() else -1)).fetchone()
+    eid = correlation_id[len(prefix) :] if correlation_id.startswith(prefix) else ""
+    row = conn.execute(
+        "SELECT at, to_version, ok FROM update_events WHERE device_id = ? AND id = ?",
+        (d["id"], int(eid) if eid.isdigit() else -1),
+    ).fetchone()
     if row is None:
         raise not_found(f"Update {correlation_id} of device {d['name']} not found")
     at, to_v, ok = row
@@ -279,10 +312,17 @@ def update_events(conn: sqlite3.Connection, d: dict, correlation_id: str) -> lis
             detail["success"] = success
         return {"deviceTime": store.device_time(at - offset), "eventType": {"id": kind, "version": 0}, "event": detail}
 
-    return [event("EcuDownloadStarted", 90), event("EcuDownloadCompleted", 60, True),
-            event("EcuInstallationStarted", 30),
-            event("EcuInstallationCompleted", 0, bool(ok),
-                  "" if ok else f"Installation of {target} failed; the device stays on its previous version")]
+    return [
+        event("EcuDownloadStarted", 90),
+        event("EcuDownloadCompleted", 60, True),
+        event("EcuInstallationStarted", 30),
+        event(
+            "EcuInstallationCompleted",
+            0,
+            bool(ok),
+            "" if ok else f"Installation of {target} failed; the device stays on its previous version",
+        ),
+    ]
 
 
 # ------------------------------------------------------------------------------------ adding devices
@@ -323,10 +363,17 @@ def parse_csv(text: str) -> list[NewDevice]:
         if prod not in ("true", "false", "1", "0", "yes", "no"):
             errors.append(f"line {line}: production must be true or false")
             continue
-        out.append(NewDevice(name=(row.get("name") or "").strip(), uuid=(row.get("uuid") or "").strip(),
-                             tag=(row.get("tag") or "").strip(), hwid=(row.get("hardware_id") or "").strip(),
-                             version=version, production=prod in ("true", "1", "yes"),
-                             group=(row.get("group") or "").strip() or None))
+        out.append(
+            NewDevice(
+                name=(row.get("name") or "").strip(),
+                uuid=(row.get("uuid") or "").strip(),
+                tag=(row.get("tag") or "").strip(),
+                hwid=(row.get("hardware_id") or "").strip(),
+                version=version,
+                production=prod in ("true", "1", "yes"),
+                group=(row.get("group") or "").strip() or None,
+            )
+        )
     if errors:
         raise ApiError(400, "Invalid device CSV", errors)
     return out
@@ -362,11 +409,12 @@ def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "")
         seen_uuids.add(uid)
         rnd = rnd_for(seed, uid)
         seen = ts - ((ts - rnd % m.interval) % m.interval)
-        rows.append((uid, d.name, groups.get(d.group), d.tag, int(d.production), d.hwid, d.version, 1, seen, rnd,
-                     ts, actor))
+        rows.append(
+            (uid, d.name, groups.get(d.group), d.tag, int(d.production), d.hwid, d.version, 1, seen, rnd, ts, actor)
+        )
     if not errors:
         for i in range(0, len(rows), 5000):
-            chunk = rows[i:i + 5000]
+            chunk = rows[i : i + 5000]
             marks = ",".join("?" * len(chunk))
             by_name = f"SELECT name FROM devices WHERE name IN ({marks})"  # noqa: S608 - ? marks only; names are bound
             by_uuid = f"SELECT uuid FROM devices WHERE uuid IN ({marks})"  # noqa: S608 - ? marks only; UUIDs are bound
@@ -378,5 +426,7 @@ def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "")
         raise ApiError(400, f"{len(errors)} problem(s) with the devices to add", errors[:1000])
     conn.executemany(
         "INSERT INTO devices(uuid, name, group_id, tag, is_prod, hwid, version, online, last_seen, rnd, created_at, "
-        "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     return len(rows)

@@ -14,20 +14,26 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
     ts = store.now(conn)
     cutoff = ts - offline_threshold * 3600
     names = dict(conn.execute("SELECT id, name FROM device_groups").fetchall())
-    active = {tag: waves.resolve_id(conn, wid) for wid, tag in
-              conn.execute("SELECT id, tag FROM waves WHERE status = 'active'").fetchall()}
+    active = {
+        tag: waves.resolve_id(conn, wid)
+        for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'").fetchall()
+    }
     full = {w.id: set(waves.full_group_ids(conn, w.id)) for w in active.values()}
     staged: dict = {}  # (tag, group, version) -> [devices, online] staged explicitly in the tag's active wave
     for w in active.values():
         for gid, version, n, online in conn.execute(
-                "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
-                "WHERE wave_id = ? AND tag = ? AND is_prod = 1 GROUP BY group_id, version", (cutoff, w.id, w.tag)):
+            "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
+            "WHERE wave_id = ? AND tag = ? AND is_prod = 1 GROUP BY group_id, version",
+            (cutoff, w.id, w.tag),
+        ):
             staged[(w.tag, gid, version)] = [n, online]
     buckets: dict = {}  # (section, tag) -> {gid: {version: [total, online]}}
     total = 0
     for tag, is_prod, gid, version, n, online in conn.execute(
-            "SELECT tag, is_prod, group_id, version, count(*), sum(online = 1 OR last_seen >= ?) "
-            "FROM devices INDEXED BY devices_status GROUP BY tag, is_prod, group_id, version", (cutoff,)):
+        "SELECT tag, is_prod, group_id, version, count(*), sum(online = 1 OR last_seen >= ?) "
+        "FROM devices INDEXED BY devices_status GROUP BY tag, is_prod, group_id, version",
+        (cutoff,),
+    ):
         total += n
         if not is_prod:
             buckets.setdefault(("tags", tag), {}).setdefault(gid, {})[version] = [n, online]
@@ -40,8 +46,10 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
         if in_wave:
             buckets.setdefault(("wave-tags", tag), {}).setdefault(gid, {})[version] = [in_wave, in_wave_online]
         if n - in_wave:
-            buckets.setdefault(("prod-tags", tag), {}).setdefault(gid, {})[version] = [n - in_wave,
-                                                                                      online - in_wave_online]
+            buckets.setdefault(("prod-tags", tag), {}).setdefault(gid, {})[version] = [
+                n - in_wave,
+                online - in_wave_online,
+            ]
     ci_json = targets.ci_targets_json(conn)
     ci_files = ci_json["signed"]["targets"] if ci_json else {}
     prod = targets.all_prod_targets(conn)
@@ -64,27 +72,35 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
             for v, (n, _) in vs.items():
                 per_version[v] = per_version.get(v, 0) + n
 
-
         merged: dict[int, list] = {}
         for vs in groups.values():
             for v, (n, o) in vs.items():
                 merged.setdefault(v, [0, 0])
                 merged[v][0] += n
                 merged[v][1] += o
-        sections[section].append({
-            "name": tag, **_summary(merged, latest, known), "latest-target": latest,
-            "targets": [{"version": v, "devices": n, "is-orphan": v not in known}
-                        for v, n in sorted(per_version.items(), reverse=True)],
-            "device-groups": [{"name": names.get(gid, "") if gid is not None else "", **_summary(vs, latest, known)}
-                              for gid, vs in sorted(groups.items(), key=lambda kv: (kv[0] is None,
-                                                                                     names.get(kv[0], "")))],
-        })
+        sections[section].append(
+            {
+                "name": tag,
+                **_summary(merged, latest, known),
+                "latest-target": latest,
+                "targets": [
+                    {"version": v, "devices": n, "is-orphan": v not in known}
+                    for v, n in sorted(per_version.items(), reverse=True)
+                ],
+                "device-groups": [
+                    {"name": names.get(gid, "") if gid is not None else "", **_summary(vs, latest, known)}
+                    for gid, vs in sorted(groups.items(), key=lambda kv: (kv[0] is None, names.get(kv[0], "")))
+                ],
+            }
+        )
     return {"total-devices": total, **sections}
 
 
 def _summary(vs: dict, latest: int, known: set[int]) -> dict:
     """TagStatus counters over {version: [devices, online]}."""
-    return {"devices-total": sum(n for n, _ in vs.values()),
-            "devices-online": sum(o for _, o in vs.values()),
-            "devices-on-latest": sum(n for v, (n, _) in vs.items() if v == latest),
-            "devices-on-orphan": sum(n for v, (n, _) in vs.items() if v not in known)}
+    return {
+        "devices-total": sum(n for n, _ in vs.values()),
+        "devices-online": sum(o for _, o in vs.values()),
+        "devices-on-latest": sum(n for v, (n, _) in vs.items() if v == latest),
+        "devices-on-orphan": sum(n for v, (n, _) in vs.items() if v not in known),
+    }

@@ -61,8 +61,12 @@ def build_failure(conn: sqlite3.Connection, version: int) -> int:
 
 
 def model(conn: sqlite3.Connection) -> Model:
-    return Model(*(store.meta_int(conn, k, DEFAULTS[k]) for k in
-                   ("checkin_interval", "offline_per_day_bp", "dead_bp", "install_failure_bp")))
+    return Model(
+        *(
+            store.meta_int(conn, k, DEFAULTS[k])
+            for k in ("checkin_interval", "offline_per_day_bp", "dead_bp", "install_failure_bp")
+        )
+    )
 
 
 # SQL fragments over a devices row; :day, :interval, :off, :dead are bound by the caller.
@@ -74,8 +78,7 @@ PHASE_SQL = "(rnd % :interval)"
 def last_seen_expr(now: int, interval: int) -> tuple[str, list[int]]:
     """SQL for the displayed last check-in of a devices row (derived while online, stored otherwise),
     with the values for its ``?`` marks, in order."""
-    return ("CASE WHEN online = 1 THEN ? - ((? - (rnd % ?)) % ?) ELSE last_seen END",
-            [now, now, interval, interval])
+    return ("CASE WHEN online = 1 THEN ? - ((? - (rnd % ?)) % ?) ELSE last_seen END", [now, now, interval, interval])
 
 
 def last_seen(online: int, stored: int | None, rnd: int, now: int, interval: int) -> int | None:
@@ -140,8 +143,10 @@ def check_view(conn: sqlite3.Connection, v: repo.View | None, now: int) -> tuple
 def sources(conn: sqlite3.Connection) -> dict[tuple[str, str], Source]:
     """Every view in the factory (CI per tag, production per tag, active waves), checked once."""
     now = store.now(conn)
-    keys = [("ci", tag) for (tag,) in conn.execute(
-        "SELECT DISTINCT tag FROM devices INDEXED BY devices_pick_tag WHERE is_prod = 0")]
+    keys = [
+        ("ci", tag)
+        for (tag,) in conn.execute("SELECT DISTINCT tag FROM devices INDEXED BY devices_pick_tag WHERE is_prod = 0")
+    ]
     keys += [("prod", tag) for (tag,) in conn.execute("SELECT tag FROM prod_targets ORDER BY tag")]
     keys += [("wave", str(wid)) for (wid,) in conn.execute("SELECT id FROM waves WHERE status = 'active'")]
     return {(kind, key): source(conn, kind, key, now) for kind, key in keys}
@@ -168,9 +173,14 @@ def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]
     row = conn.execute("SELECT id FROM waves WHERE tag = ? AND status = 'active'", (device["tag"],)).fetchone()
     if row is not None:
         wave_id = row[0]
-        staged = device["wave_id"] == wave_id or (device["group_id"] is not None and conn.execute(
-            "SELECT 1 FROM wave_groups WHERE wave_id = ? AND group_id = ? AND full_group = 1",
-            (wave_id, device["group_id"])).fetchone() is not None)
+        staged = device["wave_id"] == wave_id or (
+            device["group_id"] is not None
+            and conn.execute(
+                "SELECT 1 FROM wave_groups WHERE wave_id = ? AND group_id = ? AND full_group = 1",
+                (wave_id, device["group_id"]),
+            ).fetchone()
+            is not None
+        )
         if staged:
             return ("wave", str(wave_id))
     return ("prod", device["tag"])
@@ -211,18 +221,29 @@ def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict) -> None:
     """Simulate [a, b), which lies within one UTC day."""
     m = model(conn)
     day = a // DAY
-    p = {"day": day, "daystart": day * DAY, "interval": m.interval, "off": m.offline_bp, "dead": m.dead_bp,
-         "a": a, "b": b}
+    p = {
+        "day": day,
+        "daystart": day * DAY,
+        "interval": m.interval,
+        "off": m.offline_bp,
+        "dead": m.dead_bp,
+        "a": a,
+        "b": b,
+    }
     first = f"(:a + ((({PHASE_SQL} - :a) % :interval) + :interval) % :interval)"  # first check-in >= a
     if a % DAY == 0:
         # A new day: devices offline today stop checking in; their last check-in was before a.
         conn.execute(
             f"UPDATE devices SET online = 0, last_seen = :a - 1 - ((:a - 1 - {PHASE_SQL}) % :interval) "  # noqa: S608 - fixed fragments; values bound from p
-            f"WHERE online = 1 AND NOT {ONLINE_TODAY_SQL}", p)
+            f"WHERE online = 1 AND NOT {ONLINE_TODAY_SQL}",
+            p,
+        )
     # Devices online today that were not checking in come back at their first check-in in [a, b).
     conn.execute(
         f"UPDATE devices SET online = 1, last_seen = {first} "  # noqa: S608 - fixed fragments; values bound from p
-        f"WHERE online = 0 AND {ONLINE_TODAY_SQL} AND {first} < :b", p)
+        f"WHERE online = 0 AND {ONLINE_TODAY_SQL} AND {first} < :b",
+        p,
+    )
     _install(conn, a, b, m, p, first, stats)
 
 
@@ -237,31 +258,43 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
     """Devices checking in during [a, b) fetch their view; those that accept it (tufclient: not
     expired at their check-in, no version below what they trust) record what they now trust, and
     install the newest version it offers for their hardware id when that is newer."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS fleet_todo (id INTEGER PRIMARY KEY, from_v INTEGER, "
-                 "to_v INTEGER, at INTEGER, ok INTEGER)")
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS fleet_todo (id INTEGER PRIMARY KEY, from_v INTEGER, "
+        "to_v INTEGER, at INTEGER, ok INTEGER)"
+    )
     conn.execute("DELETE FROM fleet_todo")
     src = sources(conn)
     active = {tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")}
     fulls: dict[int, list[int]] = {}
-    for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1 AND wave_id IN "
-                                 "(SELECT id FROM waves WHERE status = 'active')"):
+    for wid, gid in conn.execute(
+        "SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1 AND wave_id IN "
+        "(SELECT id FROM waves WHERE status = 'active')"
+    ):
         fulls.setdefault(wid, []).append(gid)
-    fail = ("((((rnd & 2147483647) * ((:to * 69621 + :day * 48271 + 7) % 2147483647 + 1)) % 2147483647) "
-            "% 10000 < :fail OR (((rnd & 2147483647) * ((:to * 92821 + 17) % 2147483647 + 1)) % 2147483647) "
-            "% 10000 < :bad)")
-    accepts = (f"online = 1 AND {first} < :b AND {first} < :exp AND tuf_timestamp <= :ts "
-               "AND tuf_snapshot <= :snap AND tuf_targets <= :tv")
+    fail = (
+        "((((rnd & 2147483647) * ((:to * 69621 + :day * 48271 + 7) % 2147483647 + 1)) % 2147483647) "
+        "% 10000 < :fail OR (((rnd & 2147483647) * ((:to * 92821 + 17) % 2147483647 + 1)) % 2147483647) "
+        "% 10000 < :bad)"
+    )
+    accepts = (
+        f"online = 1 AND {first} < :b AND {first} < :exp AND tuf_timestamp <= :ts "
+        "AND tuf_snapshot <= :snap AND tuf_targets <= :tv"
+    )
     # Devices record the versions they accepted when the snapshot is new to them. A re-signed timestamp
     # of the same snapshot is not written per device: within a snapshot version timestamp versions only
     # grow with time (repo.py), so the stored one stays a lower bound that orders every file the
     # factory can serve the same way, and an unchanged view costs no writes.
-    trust_sql = ("UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "  # noqa: S608 - fixed fragments; values bound from q
-                 f"WHERE tuf_snapshot < :snap AND {accepts} AND ")
+    trust_sql = (
+        "UPDATE devices{trust_index} SET tuf_timestamp = :ts, tuf_snapshot = :snap, tuf_targets = :tv "  # noqa: S608 - fixed fragments; values bound from q
+        f"WHERE tuf_snapshot < :snap AND {accepts} AND "
+    )
     # One attempt per device, version and day: a device that failed today retries tomorrow.
-    insert = (f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "  # noqa: S608 - fixed fragments; values bound from q
-              f"NOT {fail} FROM devices{{status_index}} WHERE {accepts} AND hwid = :hwid AND version < :to "
-              f"AND NOT EXISTS (SELECT 1 FROM update_events e WHERE e.device_id = devices.id AND e.ok = 0 "
-              f"AND e.to_version = :to AND e.at >= :daystart) AND ")
+    insert = (
+        f"INSERT OR IGNORE INTO fleet_todo(id, from_v, to_v, at, ok) SELECT id, version, :to, {first}, "  # noqa: S608 - fixed fragments; values bound from q
+        f"NOT {fail} FROM devices{{status_index}} WHERE {accepts} AND hwid = :hwid AND version < :to "
+        f"AND NOT EXISTS (SELECT 1 FROM update_events e WHERE e.device_id = devices.id AND e.ok = 0 "
+        f"AND e.to_version = :to AND e.at >= :daystart) AND "
+    )
     for (kind, key), source in src.items():
         c = source.checked
         if c is None:
@@ -295,8 +328,10 @@ def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first:
             install = insert.format(status_index=" INDEXED BY devices_status" if by_tag else "") + member
             for hwid, newest in source.newest.items():
                 conn.execute(install, dict(q, to=newest, hwid=hwid, bad=build_failure(conn, newest)))
-    conn.execute("INSERT INTO update_events(device_id, at, from_version, to_version, ok) "
-                 "SELECT id, at, from_v, to_v, ok FROM fleet_todo ORDER BY at, id")
+    conn.execute(
+        "INSERT INTO update_events(device_id, at, from_version, to_version, ok) "
+        "SELECT id, at, from_v, to_v, ok FROM fleet_todo ORDER BY at, id"
+    )
     conn.execute("UPDATE devices SET version = t.to_v FROM fleet_todo AS t WHERE devices.id = t.id AND t.ok = 1")
     ok, failed = conn.execute("SELECT coalesce(sum(ok), 0), coalesce(sum(1 - ok), 0) FROM fleet_todo").fetchone()
     stats["updated"] += ok

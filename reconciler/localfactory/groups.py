@@ -20,9 +20,17 @@ def group_id(conn: sqlite3.Connection, name: str) -> int | None:
 
 def _group_json(row) -> dict:
     gid, name, desc, cat, cby, uat, uby = row
-    return {"id": gid, "name": name, "description": desc,
-            "change-meta": {"created-at": store.iso(cat), "created-by": cby,
-                            "updated-at": store.iso(uat), "updated-by": uby}}
+    return {
+        "id": gid,
+        "name": name,
+        "description": desc,
+        "change-meta": {
+            "created-at": store.iso(cat),
+            "created-by": cby,
+            "updated-at": store.iso(uat),
+            "updated-by": uby,
+        },
+    }
 
 
 _GROUP_COLS = "id, name, description, created_at, created_by, updated_at, updated_by"
@@ -43,7 +51,7 @@ def get_group(conn: sqlite3.Connection, name: str) -> dict:
 
 def create_group(conn: sqlite3.Connection, body, actor: str) -> dict:
     if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object {\"name\", \"description\"}")
+        raise bad_request('The request body must be a JSON object {"name", "description"}')
     name, desc = body.get("name"), body.get("description", "")
     if not isinstance(name, str) or not GROUP_NAME_RE.match(name):
         raise bad_request("Invalid device group", ["name: letters, digits, '_', '.' and '-' only (at most 100)"])
@@ -52,8 +60,11 @@ def create_group(conn: sqlite3.Connection, body, actor: str) -> dict:
     if group_id(conn, name) is not None:
         raise conflict(f"A device group with the name {name} already exists")
     ts = store.now(conn)
-    conn.execute("INSERT INTO device_groups(name, description, created_at, created_by, updated_at, updated_by) "
-                 "VALUES (?, ?, ?, ?, ?, ?)", (name, desc, ts, actor, ts, actor))
+    conn.execute(
+        "INSERT INTO device_groups(name, description, created_at, created_by, updated_at, updated_by) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (name, desc, ts, actor, ts, actor),
+    )
     return get_group(conn, name)
 
 
@@ -62,7 +73,7 @@ def patch_group(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
     if gid is None:
         raise not_found(f"Device group {name} not found")
     if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object {\"name\", \"description\"}")
+        raise bad_request('The request body must be a JSON object {"name", "description"}')
     new_name, desc = body.get("name", name), body.get("description")
     if not isinstance(new_name, str) or not GROUP_NAME_RE.match(new_name):
         raise bad_request("Invalid device group", ["name: letters, digits, '_', '.' and '-' only (at most 100)"])
@@ -70,8 +81,11 @@ def patch_group(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
         raise bad_request("Invalid device group", ["description: must be a string"])
     if new_name != name and group_id(conn, new_name) is not None:
         raise conflict(f"A device group with the name {new_name} already exists")
-    conn.execute("UPDATE device_groups SET name = ?, description = coalesce(?, description), updated_at = ?, "
-                 "updated_by = ? WHERE id = ?", (new_name, desc, store.now(conn), actor, gid))
+    conn.execute(
+        "UPDATE device_groups SET name = ?, description = coalesce(?, description), updated_at = ?, "
+        "updated_by = ? WHERE id = ?",
+        (new_name, desc, store.now(conn), actor, gid),
+    )
     conn.execute("UPDATE wave_groups SET group_name = ? WHERE group_id = ?", (new_name, gid))
     conn.execute("UPDATE rollouts SET group_name = ? WHERE group_id = ?", (new_name, gid))
     return get_group(conn, new_name)

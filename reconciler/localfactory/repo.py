@@ -80,8 +80,9 @@ def view(conn: sqlite3.Connection, kind: str, key: str) -> View | None:
         row = conn.execute("SELECT body, version, updated_at FROM prod_targets WHERE tag = ?", (key,)).fetchone()
         if row is None:
             return None
-        wave = conn.execute("SELECT min(created_at) FROM waves WHERE tag = ? AND version = ? AND status = 'complete'",
-                            (key, row[1])).fetchone()[0]
+        wave = conn.execute(
+            "SELECT min(created_at) FROM waves WHERE tag = ? AND version = ? AND status = 'complete'", (key, row[1])
+        ).fetchone()[0]
         return View("prod", key, "prod", json.loads(row[0]), int(wave if wave is not None else row[2]))
     row = conn.execute("SELECT signed, signatures, created_at FROM waves WHERE id = ?", (int(key),)).fetchone()
     if row is None:

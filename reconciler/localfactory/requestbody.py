@@ -88,7 +88,9 @@ def _require_json_media_type(content_type: str | None) -> None:
     media, *params = (content_type or "").split(";")
     charset_ok = all(
         p.partition("=")[2].strip().strip('"').lower() in ("utf-8", "utf8")
-        for p in params if p.partition("=")[0].strip().lower() == "charset")
+        for p in params
+        if p.partition("=")[0].strip().lower() == "charset"
+    )
     if media.strip().lower() != "application/json" or not charset_ok:
         shown = content_type or "none"
         raise ApiError(415, f"Unsupported Content-Type {shown[:80]}: the body must be sent as application/json")
@@ -162,7 +164,7 @@ def _skip_ws(text: str, i: int) -> int:
 
 def _member_span(text: str, i: int, wanted: str) -> tuple[int, int] | None:
     """Where the value of member ``wanted`` of the object starting at ``i`` lies."""
-    if text[i:i + 1] != "{":
+    if text[i : i + 1] != "{":
         return None
     i = _skip_ws(text, i + 1)
     if text[i] == "}":

@@ -90,8 +90,9 @@ def parse_options(body) -> Options:
     if errors:
         raise bad_request("Invalid rollout options", errors)
     if opts.group is None and opts.limit is None and opts.percentage is None and not opts.uuids:
-        raise bad_request("A rollout needs a group, a limit, a percentage or UUIDs; "
-                          "to roll out to every device, complete the wave")
+        raise bad_request(
+            "A rollout needs a group, a limit, a percentage or UUIDs; to roll out to every device, complete the wave"
+        )
     return opts
 
 
@@ -154,11 +155,15 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
         return Pick([], 0, [], [])
     if opts.percentage is not None:
         if group_id is None:
-            base = conn.execute("SELECT count(*) FROM devices INDEXED BY devices_pick_tag "
-                                "WHERE tag = ? AND is_prod = 1", (wave.tag,)).fetchone()[0]
+            base = conn.execute(
+                "SELECT count(*) FROM devices INDEXED BY devices_pick_tag WHERE tag = ? AND is_prod = 1", (wave.tag,)
+            ).fetchone()[0]
         else:
-            base = conn.execute("SELECT count(*) FROM devices INDEXED BY devices_pick_group "
-                                "WHERE tag = ? AND is_prod = 1 AND group_id = ?", (wave.tag, group_id)).fetchone()[0]
+            base = conn.execute(
+                "SELECT count(*) FROM devices INDEXED BY devices_pick_group "
+                "WHERE tag = ? AND is_prod = 1 AND group_id = ?",
+                (wave.tag, group_id),
+            ).fetchone()[0]
         wanted = percentage_count(opts.percentage, base)
     elif opts.limit is not None:
         wanted = opts.limit
@@ -169,7 +174,11 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
     if group_id is None:
         scope, scope_args, index = "tag = ? AND is_prod = 1", [wave.tag], "devices_pick_tag"
     else:
-        scope, scope_args, index = "tag = ? AND is_prod = 1 AND group_id = ?", [wave.tag, group_id], "devices_pick_group"
+        scope, scope_args, index = (
+            "tag = ? AND is_prod = 1 AND group_id = ?",
+            [wave.tag, group_id],
+            "devices_pick_group",
+        )
     rows: list = []
     for online in (1, 0):
         for rnd_cond in ("rnd >= ?", "rnd < ?"):
@@ -179,7 +188,8 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
             rows += conn.execute(
                 f"SELECT id, uuid, name FROM devices INDEXED BY {index} WHERE {scope} AND {rnd_cond} "  # noqa: S608 - fixed index, conditions and ? marks; values bound
                 f"AND online = ? AND version < ? AND {not_reached} ORDER BY rnd LIMIT ?",
-                [*scope_args, start, online, wave.version, wave.id, *extra, need]).fetchall()
+                [*scope_args, start, online, wave.version, wave.id, *extra, need],
+            ).fetchall()
     return Pick([r[0] for r in rows], len(rows), [r[1] for r in rows], [r[2] for r in rows])
 
 
@@ -198,7 +208,9 @@ def _pick_full_group(conn, wave: waves.Wave, group_id: int, full: set[int]) -> P
 
 
 def _pick_from_uuids(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]) -> Pick:
-    found = devices.by_uuids(conn, opts.uuids)  # uuid -> (id, name, is_prod, tag, group_id, version, wave_id, online, rnd)
+    found = devices.by_uuids(
+        conn, opts.uuids
+    )  # uuid -> (id, name, is_prod, tag, group_id, version, wave_id, online, rnd)
     errors = []
     for u in opts.uuids:
         d = found.get(u)
@@ -216,7 +228,8 @@ def _pick_from_uuids(conn, wave: waves.Wave, opts: Options, group_id, full: set[
         where = f" in group {opts.group}" if opts.group else ""
         raise bad_request(f"{len(bad)} UUID(s) are not production devices with tag {wave.tag}{where}: {shown}", errors)
     candidates = [
-        (u, d) for u, d in ((u, found[u]) for u in opts.uuids)
+        (u, d)
+        for u, d in ((u, found[u]) for u in opts.uuids)
         if d["version"] < wave.version and d["wave_id"] != wave.id and d["group_id"] not in full
     ]
     if opts.limit is not None:
@@ -229,8 +242,12 @@ def _pick_from_uuids(conn, wave: waves.Wave, opts: Options, group_id, full: set[
         start = _start(conn, wave, opts)
         candidates.sort(key=lambda ud: (-ud[1]["online"], (ud[1]["rnd"] - start) & RND_MASK))
         candidates = candidates[:wanted]
-    return Pick([d["id"] for _, d in candidates], len(candidates), [u for u, _ in candidates],
-                [d["name"] for _, d in candidates])
+    return Pick(
+        [d["id"] for _, d in candidates],
+        len(candidates),
+        [u for u, _ in candidates],
+        [d["name"] for _, d in candidates],
+    )
 
 
 def _stage(conn, wave: waves.Wave, opts: Options, group_id, pick: Pick, actor: str) -> None:
@@ -244,11 +261,13 @@ def _stage(conn, wave: waves.Wave, opts: Options, group_id, pick: Pick, actor: s
             "INSERT INTO wave_groups(wave_id, group_id, group_name, created_at, created_by, full_group, seq) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(wave_id, group_id) DO UPDATE SET "
             "full_group = max(full_group, excluded.full_group)",
-            (wave.id, group_id, opts.group, ts, actor, int(is_full), seq))
+            (wave.id, group_id, opts.group, ts, actor, int(is_full), seq),
+        )
     conn.execute(
         "INSERT INTO rollouts(wave_id, group_id, group_name, rollout_by, rollout_at, is_full_group, is_factory_wide, "
         "num_devices) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (wave.id, group_id, opts.group or "", actor, ts, int(is_full), int(group_id is None), pick.count))
+        (wave.id, group_id, opts.group or "", actor, ts, int(is_full), int(group_id is None), pick.count),
+    )
 
 
 def percentage_count(percentage: int, base: int) -> int:

@@ -44,10 +44,13 @@ SLOW_SEND = 1  # seconds after which a request still arriving may be shed to mak
 CLEANUP_INTERVAL = 1  # seconds between sweeps for idle and slow connections
 BACKLOG = 1024  # connections the kernel queues until the loop accepts them
 
-_BUSY_BODY = json.dumps({"message": "the local factory is busy: every connection is in use; retry shortly",
-                         "errors": []}).encode()
-BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-               b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+_BUSY_BODY = json.dumps(
+    {"message": "the local factory is busy: every connection is in use; retry shortly", "errors": []}
+).encode()
+BUSY_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
 
 
 class _JsonErrorTask(ErrorTask):
@@ -159,21 +162,31 @@ class Listening:
     urls: list[str]
 
 
-def create_server(app, *, host: str, port: int, threads: int,
-                  date: Callable[[], str | None] | None = None) -> Listening:
+def create_server(
+    app, *, host: str, port: int, threads: int, date: Callable[[], str | None] | None = None
+) -> Listening:
     """Like ``waitress.create_server`` with the shedding server on every address ``host`` names;
     ``date`` gives the ``Date`` header of the answers waitress makes itself (None: the wall clock)."""
-    adj = Adjustments(host=host, port=port, threads=threads, ident="reconcile-factory",
-                      connection_limit=CONNECTION_LIMIT, channel_timeout=IDLE_TIMEOUT,
-                      cleanup_interval=CLEANUP_INTERVAL, backlog=BACKLOG, asyncore_use_poll=True,
-                      max_request_body_size=requestbody.MAX_BODY_BYTES + 1)  # waitress refuses >= this
+    adj = Adjustments(
+        host=host,
+        port=port,
+        threads=threads,
+        ident="reconcile-factory",
+        connection_limit=CONNECTION_LIMIT,
+        channel_timeout=IDLE_TIMEOUT,
+        cleanup_interval=CLEANUP_INTERVAL,
+        backlog=BACKLOG,
+        asyncore_use_poll=True,
+        max_request_body_size=requestbody.MAX_BODY_BYTES + 1,
+    )  # waitress refuses >= this
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
     servers: list[_SheddingServer] = []
     try:
-        servers.extend(_SheddingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info)
-                       for info in adj.listen)
+        servers.extend(
+            _SheddingServer(app, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=info) for info in adj.listen
+        )
     except BaseException:
         for server in servers:
             server.close()

@@ -142,8 +142,9 @@ class Store:
         except FileNotFoundError as e:  # a dangling link: nothing of a factory is there
             raise UserError(self._not_a_factory(e.strerror or str(e))) from None
         except OSError as e:  # unreadable is not "not a factory": the file may be perfectly healthy
-            raise UserError(f"cannot read the local factory database {self.path}: "
-                            f"{(e.strerror or str(e)).lower()}") from None
+            raise UserError(
+                f"cannot read the local factory database {self.path}: {(e.strerror or str(e)).lower()}"
+            ) from None
         if not header:
             raise UserError(self._not_a_factory("an empty file"))
         if header != SQLITE_HEADER:
@@ -153,8 +154,11 @@ class Store:
             conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
             try:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                row = conn.execute("SELECT value FROM meta WHERE key = 'factory'").fetchone() \
-                    if "meta" in tables else None
+                row = (
+                    conn.execute("SELECT value FROM meta WHERE key = 'factory'").fetchone()
+                    if "meta" in tables
+                    else None
+                )
             finally:
                 conn.close()
         except sqlite3.DatabaseError as e:
@@ -174,18 +178,24 @@ class Store:
         if code.startswith("SQLITE_FULL") or "disk is full" in text:
             return f"the disk holding the local factory at {where} is full ({text}); free some space and try again"
         if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or "readonly" in text:
-            return (f"the local factory at {where} cannot be written ({text}): SQLite writes next to "
-                    f"{self.path.name} even to read it; make the directory and its files writable "
-                    "(a read-only file system or missing permissions)")
+            return (
+                f"the local factory at {where} cannot be written ({text}): SQLite writes next to "
+                f"{self.path.name} even to read it; make the directory and its files writable "
+                "(a read-only file system or missing permissions)"
+            )
         if code.startswith("SQLITE_IOERR") or "disk I/O error" in text:
-            return (f"cannot read or write the local factory at {where} ({text}{', ' + code if code else ''}): "
-                    "the disk may be full, over a quota or file size limit, or failing; free some space or "
-                    "check the disk and try again")
+            return (
+                f"cannot read or write the local factory at {where} ({text}{', ' + code if code else ''}): "
+                "the disk may be full, over a quota or file size limit, or failing; free some space or "
+                "check the disk and try again"
+            )
         return self._not_a_factory(text)
 
     def _not_a_factory(self, why: str) -> str:
-        return (f"{self.path} is not a local factory database ({why}); move it away or point "
-                "--local/RECONCILE_LOCAL elsewhere")
+        return (
+            f"{self.path} is not a local factory database ({why}); move it away or point "
+            "--local/RECONCILE_LOCAL elsewhere"
+        )
 
     def connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -259,8 +269,9 @@ def make_private(directory: Path) -> str | None:
     WAL/SHM/journal files and the operator key archive 0600, because the database holds the root and
     online targets private keys. Returns one line saying what changed (or, when a mode cannot be
     changed, a warning saying what stays readable), None when everything was private already."""
-    wanted = [(directory, PRIVATE_DIR)] + [(directory / f"{DB_NAME}{suffix}", PRIVATE_FILE)
-                                           for suffix in ("", "-wal", "-shm", "-journal")]
+    wanted = [(directory, PRIVATE_DIR)] + [
+        (directory / f"{DB_NAME}{suffix}", PRIVATE_FILE) for suffix in ("", "-wal", "-shm", "-journal")
+    ]
     wanted.append((directory / KEY_ARCHIVE, PRIVATE_FILE))
     changed, failed = [], []
     for path, mode in wanted:
@@ -278,8 +289,10 @@ def make_private(directory: Path) -> str | None:
         else:
             changed.append(f"{old} -> {stat.S_IMODE(st.st_mode) & mode:04o}")
     if failed:
-        return (f"warning: the local factory at {directory} holds private keys but stays readable by other users: "
-                f"cannot change {', '.join(failed)}")
+        return (
+            f"warning: the local factory at {directory} holds private keys but stays readable by other users: "
+            f"cannot change {', '.join(failed)}"
+        )
     if changed:
         return f"Made the local factory at {directory} private (it holds private keys): {', '.join(changed)}"
     return None
@@ -334,8 +347,10 @@ def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> 
 
 
 def set_meta(conn: sqlite3.Connection, key: str, value) -> None:
-    conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                 (key, str(value)))
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, str(value)),
+    )
 
 
 def meta_int(conn: sqlite3.Connection, key: str, default: int = 0) -> int:

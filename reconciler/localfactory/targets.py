@@ -20,8 +20,9 @@ from . import store, trust
 CI_TARGETS_LIFETIME = timedelta(days=10 * 365)
 
 
-def ci_target_meta(factory: str, hwid: str, version: int, tags: list[str], created: int, *,
-                   static_deltas: bool) -> dict:
+def ci_target_meta(
+    factory: str, hwid: str, version: int, tags: list[str], created: int, *, static_deltas: bool
+) -> dict:
     """A CI target as the Foundries CI publishes an OSTree build (length 0, sha256 = the commit), with
     ``custom.delta-stats`` when static deltas to it were generated."""
     commit = hashlib.sha256(f"{factory}:{hwid}:{version}".encode()).hexdigest()
@@ -47,8 +48,9 @@ def delta_stats(factory: str, hwid: str, version: int) -> dict:
     return {"sha256": digest, "size": 512 + int(digest[:4], 16) % 4096}
 
 
-def add_ci_build(conn: sqlite3.Connection, version: int, hwids: list[str], tags: list[str], *,
-                 static_deltas: bool = True) -> list[str]:
+def add_ci_build(
+    conn: sqlite3.Connection, version: int, hwids: list[str], tags: list[str], *, static_deltas: bool = True
+) -> list[str]:
     """Publish CI build ``version`` for these hardware ids (a target ``<hwid>-lmp-<version>`` each), with
     static deltas unless told otherwise (the local factory's builds have them by default)."""
     factory, ts = store.factory_name(conn), store.now(conn)
@@ -56,8 +58,10 @@ def add_ci_build(conn: sqlite3.Connection, version: int, hwids: list[str], tags:
     for hwid in hwids:
         name = f"{hwid}-lmp-{version}"
         meta = ci_target_meta(factory, hwid, version, tags, ts, static_deltas=static_deltas)
-        conn.execute("INSERT INTO ci_targets(name, version, hwid, tags, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                     (name, version, hwid, json.dumps(tags), signing.canonical_json(meta).decode(), ts))
+        conn.execute(
+            "INSERT INTO ci_targets(name, version, hwid, tags, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, version, hwid, json.dumps(tags), signing.canonical_json(meta).decode(), ts),
+        )
         names.append(name)
     resign_ci_targets(conn)
     return names
@@ -97,8 +101,13 @@ def resign_ci_targets(conn: sqlite3.Connection) -> dict:
 
 def envelope_text(envelope: dict) -> str:
     """``{"signatures": [...], "signed": <canonical JSON>}``: ``signed`` keeps canonical key order when read back."""
-    return ('{"signatures":' + json.dumps(envelope["signatures"], separators=(",", ":"))
-            + ',"signed":' + signing.canonical_json(envelope["signed"]).decode() + "}")
+    return (
+        '{"signatures":'
+        + json.dumps(envelope["signatures"], separators=(",", ":"))
+        + ',"signed":'
+        + signing.canonical_json(envelope["signed"]).decode()
+        + "}"
+    )
 
 
 def ci_files(conn: sqlite3.Connection, version: int | None = None) -> dict:

@@ -69,8 +69,10 @@ def sign_online(conn: sqlite3.Connection, signed: dict) -> dict:
 
 
 def add_root(conn: sqlite3.Connection, kind: str, envelope: dict) -> None:
-    conn.execute("INSERT INTO roots(kind, version, body) VALUES (?, ?, ?)",
-                 (kind, envelope["signed"]["version"], json.dumps(envelope)))
+    conn.execute(
+        "INSERT INTO roots(kind, version, body) VALUES (?, ?, ?)",
+        (kind, envelope["signed"]["version"], json.dumps(envelope)),
+    )
 
 
 def root(conn: sqlite3.Connection, kind: str, version: int | None = None) -> dict | None:
@@ -125,8 +127,21 @@ def init_trust(conn: sqlite3.Connection, now: int, offline_publics: Sequence[dic
         save_pair(conn, role, signing.KeyPair(public, {}, signing.key_id(public)), private=False)
     expires = store.to_datetime(now) + ROOT_LIFETIME
     for kind in ("ci", "prod"):
-        add_root(conn, kind, signing.make_root(version=1, expires=expires, root_pairs=[root_pair],
-                                           targets_public=[online.public], targets_threshold=1))
-        add_root(conn, kind, signing.make_root(version=2, expires=expires, root_pairs=[root_pair],
-                                           targets_public=[online.public, *offline_publics],
-                                           targets_threshold=1 + len(offline_publics) if kind == "prod" else 1))
+        add_root(
+            conn,
+            kind,
+            signing.make_root(
+                version=1, expires=expires, root_pairs=[root_pair], targets_public=[online.public], targets_threshold=1
+            ),
+        )
+        add_root(
+            conn,
+            kind,
+            signing.make_root(
+                version=2,
+                expires=expires,
+                root_pairs=[root_pair],
+                targets_public=[online.public, *offline_publics],
+                targets_threshold=1 + len(offline_publics) if kind == "prod" else 1,
+            ),
+        )

@@ -112,18 +112,29 @@ def check(root: dict, timestamp: dict, snapshot: dict, targets: dict) -> Checked
     listed = (timestamp["signed"].get("meta") or {}).get("snapshot.json") or {}
     _signed_by(root, "snapshot", snapshot, "Snapshot")
     if _version(snapshot, "snapshot") != listed.get("version"):
-        raise Refused(f"snapshot version {snapshot['signed'].get('version')} is not the {listed.get('version')} "
-                      "the timestamp lists")
+        raise Refused(
+            f"snapshot version {snapshot['signed'].get('version')} is not the {listed.get('version')} "
+            "the timestamp lists"
+        )
     listed = (snapshot["signed"].get("meta") or {}).get("targets.json") or {}
     _signed_by(root, "targets", targets, "Targets")
     if _version(targets, "targets") != listed.get("version"):
-        raise Refused(f"targets version {targets['signed'].get('version')} is not the {listed.get('version')} "
-                      "the snapshot lists")
-    expiries = [(_expires(e, role), role) for e, role in
-                ((root, "root"), (timestamp, "timestamp"), (snapshot, "snapshot"), (targets, "targets"))]
+        raise Refused(
+            f"targets version {targets['signed'].get('version')} is not the {listed.get('version')} the snapshot lists"
+        )
+    expiries = [
+        (_expires(e, role), role)
+        for e, role in ((root, "root"), (timestamp, "timestamp"), (snapshot, "snapshot"), (targets, "targets"))
+    ]
     expires, expiring = min(expiries)
-    return Checked(root, _version(timestamp, "timestamp"), _version(snapshot, "snapshot"),
-                   _version(targets, "targets"), expires, expiring)
+    return Checked(
+        root,
+        _version(timestamp, "timestamp"),
+        _version(snapshot, "snapshot"),
+        _version(targets, "targets"),
+        expires,
+        expiring,
+    )
 
 
 def fingerprint(*envelopes: dict) -> str:
@@ -147,8 +158,11 @@ class Device:
         root = update_root(self.trusted.root, lambda n: fetch(f"{n}.root.json"))
         timestamp, snapshot, targets = (fetch(f"{name}.json") for name in ("timestamp", "snapshot", "targets"))
         if timestamp is None or snapshot is None or targets is None:
-            missing = [n for n, body in (("timestamp", timestamp), ("snapshot", snapshot), ("targets", targets))
-                       if body is None]
+            missing = [
+                n
+                for n, body in (("timestamp", timestamp), ("snapshot", snapshot), ("targets", targets))
+                if body is None
+            ]
             raise Refused(f"the repository has no {', '.join(missing)} metadata")
         checked = check(root, timestamp, snapshot, targets)
         problem = checked.refuse_for(self.trusted, now)

@@ -46,8 +46,10 @@ VERSION_RE = re.compile(r"0|[1-9][0-9]{0,9}")
 EXPIRES_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 SIGNED_KEYS = {"_type", "expires", "targets", "version"}
 ACTIVE = "$active$"
-NOT_CANONICAL = ("targets.signed is not canonical JSON as received: send exactly the canonical bytes that were "
-                 "signed (keys sorted, no whitespace, as fioctl writes them)")
+NOT_CANONICAL = (
+    "targets.signed is not canonical JSON as received: send exactly the canonical bytes that were "
+    "signed (keys sorted, no whitespace, as fioctl writes them)"
+)
 
 
 @dataclass
@@ -110,7 +112,9 @@ def active_for_tag(conn: sqlite3.Connection, tag: str) -> Wave | None:
 
 def require_active(wave: Wave, action: str) -> None:
     if wave.status != "active":
-        raise conflict(f"Cannot {action} wave {wave.name}: it is {'completed' if wave.status == 'complete' else 'canceled'}")
+        raise conflict(
+            f"Cannot {action} wave {wave.name}: it is {'completed' if wave.status == 'complete' else 'canceled'}"
+        )
 
 
 def require_signed(conn: sqlite3.Connection, wave: Wave, action: str) -> None:
@@ -126,8 +130,11 @@ def require_unexpired(conn: sqlite3.Connection, wave: Wave, action: str) -> None
     operation the wave's state no longer allows, it is 409, and the remedy is a new wave."""
     expires = wave.signed_obj["expires"]
     if store.parse_time(expires) <= store.now(conn):
-        raise conflict(f"Cannot {action} wave {wave.name}: its targets expired at {expires}; devices would refuse "
-                       "them. Cancel it and create a new wave", [f"targets.signed.expires: {expires} has passed"])
+        raise conflict(
+            f"Cannot {action} wave {wave.name}: its targets expired at {expires}; devices would refuse "
+            "them. Cancel it and create a new wave",
+            [f"targets.signed.expires: {expires} has passed"],
+        )
 
 
 # ------------------------------------------------------------------------------------ JSON
@@ -136,34 +143,52 @@ def require_unexpired(conn: sqlite3.Connection, wave: Wave, action: str) -> None
 def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = False) -> dict:
     groups = {}
     for gid, gname, created_at, created_by in conn.execute(
-            "SELECT group_id, group_name, created_at, created_by FROM wave_groups WHERE wave_id = ? ORDER BY seq",
-            (wave.id,)):
-        groups[gname] = {"group-id": gid, "group-name": gname, "created-at": store.iso(created_at),
-                         "created-by": created_by}
+        "SELECT group_id, group_name, created_at, created_by FROM wave_groups WHERE wave_id = ? ORDER BY seq",
+        (wave.id,),
+    ):
+        groups[gname] = {
+            "group-id": gid,
+            "group-name": gname,
+            "created-at": store.iso(created_at),
+            "created-by": created_by,
+        }
     history = [
-        {"group-name": gname, "rollout-by": by, "rollout-at": store.iso(at), "is-full-group": bool(full),
-         "is-factory-wide": bool(wide), "num-devices": num}
+        {
+            "group-name": gname,
+            "rollout-by": by,
+            "rollout-at": store.iso(at),
+            "is-full-group": bool(full),
+            "is-factory-wide": bool(wide),
+            "num-devices": num,
+        }
         for gname, by, at, full, wide, num in conn.execute(
             "SELECT group_name, rollout_by, rollout_at, is_full_group, is_factory_wide, num_devices "
-            "FROM rollouts WHERE wave_id = ? ORDER BY id", (wave.id,))
+            "FROM rollouts WHERE wave_id = ? ORDER BY id",
+            (wave.id,),
+        )
     ]
     out: dict[str, object] = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
     if show_targets:
         out["targets"] = wave.envelope()
-    out.update({
-        "status": wave.status,
-        "rollout-groups": groups,
-        "rollout-history": history,
-        "change-meta": {
-            "created-at": store.iso(wave.created_at), "created-by": wave.created_by,
-            "updated-at": store.iso(wave.updated_at), "updated-by": wave.updated_by,
-        },
-    })
+    out.update(
+        {
+            "status": wave.status,
+            "rollout-groups": groups,
+            "rollout-history": history,
+            "change-meta": {
+                "created-at": store.iso(wave.created_at),
+                "created-by": wave.created_by,
+                "updated-at": store.iso(wave.updated_at),
+                "updated-by": wave.updated_by,
+            },
+        }
+    )
     return out
 
 
-def list_waves(conn: sqlite3.Connection, *, page: int, limit: int, status: str | None,
-               tag: str | None) -> tuple[list[dict], int]:
+def list_waves(
+    conn: sqlite3.Connection, *, page: int, limit: int, status: str | None, tag: str | None
+) -> tuple[list[dict], int]:
     where: list[str] = []  # fixed conditions with ? marks; every value goes into args
     args: list[str | int] = []
     if status:
@@ -221,14 +246,23 @@ def create(conn: sqlite3.Connection, body, actor: str) -> dict:
     if not isinstance(name, str) or not NAME_RE.match(name):
         errors.append("name: required; letters, digits, '_', '.' and '-' only (at most 100)")
     if version is None:
-        errors.append("version: required; the target version as a JSON string of its decimal number, e.g. \"42\"")
+        errors.append('version: required; the target version as a JSON string of its decimal number, e.g. "42"')
     if not isinstance(tag, str) or not TAG_RE.match(tag):
         errors.append("tag: required; letters, digits, '_', '.', '+' and '-' only")
-    if (not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict)
-            or not isinstance(envelope.get("signatures"), list)):
-        errors.append("targets: required; a signed TUF targets envelope {\"signed\": {...}, \"signatures\": [...]}")
+    if (
+        not isinstance(envelope, dict)
+        or not isinstance(envelope.get("signed"), dict)
+        or not isinstance(envelope.get("signatures"), list)
+    ):
+        errors.append('targets: required; a signed TUF targets envelope {"signed": {...}, "signatures": [...]}')
     # The type tests repeat checks above that already put an error in the list: mypy cannot see that.
-    if errors or version is None or not isinstance(name, str) or not isinstance(tag, str) or not isinstance(envelope, dict):
+    if (
+        errors
+        or version is None
+        or not isinstance(name, str)
+        or not isinstance(tag, str)
+        or not isinstance(envelope, dict)
+    ):
         raise bad_request("Invalid wave", errors)
     if find(conn, name) is not None:
         raise conflict(f"A wave named {name} already exists")
@@ -243,7 +277,8 @@ def create(conn: sqlite3.Connection, body, actor: str) -> dict:
     cur = conn.execute(
         "INSERT INTO waves(name, version, tag, signed, signatures, status, created_at, created_by, updated_at, "
         "updated_by) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, NULL, '')",
-        (name, version, tag, signing.canonical_json(signed).decode(), json.dumps(signatures), ts, actor))
+        (name, version, tag, signing.canonical_json(signed).decode(), json.dumps(signatures), ts, actor),
+    )
     if cur.lastrowid is None:  # sqlite3 sets it after every successful INSERT
         raise sqlite3.DatabaseError("the new wave has no row id")
     return wave_json(conn, resolve_id(conn, cur.lastrowid))
@@ -259,12 +294,13 @@ def resolve_id(conn: sqlite3.Connection, wave_id: int) -> Wave:
 
 def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag: str) -> None:
     if set(signed) != SIGNED_KEYS:
-        raise bad_request("Targets validation failed", [
-            "targets.signed must hold exactly _type, expires, targets and version, not "
-            + ", ".join(sorted(signed))])
+        raise bad_request(
+            "Targets validation failed",
+            ["targets.signed must hold exactly _type, expires, targets and version, not " + ", ".join(sorted(signed))],
+        )
     errors = []
     if signed["_type"] != "Targets":
-        errors.append(f"targets.signed._type must be \"Targets\", not {signed['_type']!r}")
+        errors.append(f'targets.signed._type must be "Targets", not {signed["_type"]!r}')
     if signed["version"] != version or isinstance(signed["version"], bool):
         errors.append(f"targets.signed.version {signed['version']!r} differs from the wave version {version}")
     expires = signed["expires"]
@@ -284,8 +320,10 @@ def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag:
     prod = targets.prod_targets(conn, tag)
     prod_files = prod["signed"]["targets"] if prod else {}
     if prod and version <= prod["signed"]["version"]:
-        raise bad_request("Cannot create a Wave for a version lower than or equal to production Targets for the "
-                          f"same tag ({tag} is at version {prod['signed']['version']})")
+        raise bad_request(
+            "Cannot create a Wave for a version lower than or equal to production Targets for the "
+            f"same tag ({tag} is at version {prod['signed']['version']})"
+        )
     new = 0
     by_version_hwid: dict[tuple, str] = {}
     for name in sorted(files):
@@ -338,7 +376,7 @@ def _missing_ci_targets(ci: dict, files: dict) -> list[str]:
 
 def _difference(meta: dict, expected: dict, tag: str) -> str:
     if meta.get("custom", {}).get("tags") != [tag]:
-        return f"custom.tags must be [\"{tag}\"]"
+        return f'custom.tags must be ["{tag}"]'
     for key in sorted(set(meta) | set(expected)):
         if key == "custom":
             for ck in sorted(set(meta["custom"]) | set(expected["custom"])):
@@ -368,11 +406,16 @@ def _verified_signatures(conn: sqlite3.Connection, signed: dict, signatures: lis
         seen.add(kid)
         good.append({"keyid": sig["keyid"], "method": sig["method"], "sig": sig["sig"]})
     if errors:
-        raise bad_request("Targets signature verification failed: the targets were changed after signing or "
-                          "signed with a key that is not an offline targets key of the production root", errors)
+        raise bad_request(
+            "Targets signature verification failed: the targets were changed after signing or "
+            "signed with a key that is not an offline targets key of the production root",
+            errors,
+        )
     if not good:
-        raise bad_request("Targets signature verification failed: the wave carries no signature of an offline "
-                          "targets key of the production root")
+        raise bad_request(
+            "Targets signature verification failed: the wave carries no signature of an offline "
+            "targets key of the production root"
+        )
     return good
 
 
@@ -384,7 +427,7 @@ def sign(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
     require_active(wave, "sign")
     sigs = body.get("signatures") if isinstance(body, dict) else None
     if not isinstance(sigs, list) or not sigs:
-        raise bad_request("The request body must be {\"signatures\": [signature, ...]}")
+        raise bad_request('The request body must be {"signatures": [signature, ...]}')
     added = _verified_signatures(conn, wave.signed_obj, sigs)
     merged = {s["keyid"]: s for s in wave.signatures}
     for sig in added:
@@ -411,10 +454,13 @@ def cancel(conn: sqlite3.Connection, name: str, actor: str) -> dict:
 
 
 def _finish(conn: sqlite3.Connection, wave: Wave, status: str, actor: str) -> None:
-    conn.execute("UPDATE waves SET status = ?, updated_at = ?, updated_by = ? WHERE id = ?",
-                 (status, store.now(conn), actor, wave.id))
+    conn.execute(
+        "UPDATE waves SET status = ?, updated_at = ?, updated_by = ? WHERE id = ?",
+        (status, store.now(conn), actor, wave.id),
+    )
 
 
 def full_group_ids(conn: sqlite3.Connection, wave_id: int) -> list[int]:
-    return [r[0] for r in conn.execute(
-        "SELECT group_id FROM wave_groups WHERE wave_id = ? AND full_group = 1", (wave_id,))]
+    return [
+        r[0] for r in conn.execute("SELECT group_id FROM wave_groups WHERE wave_id = ? AND full_group = 1", (wave_id,))
+    ]

@@ -56,13 +56,14 @@ def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
     cutoff = store.now(conn) - offline_threshold * 3600
     counts: dict = {}  # group_id -> {version: [devices, online]}
     for gid, version, n, online in conn.execute(
-            "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
-            "INDEXED BY devices_status WHERE tag = ? AND is_prod = 1 GROUP BY group_id, version",
-            (cutoff, wave.tag)):
+        "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
+        "INDEXED BY devices_status WHERE tag = ? AND is_prod = 1 GROUP BY group_id, version",
+        (cutoff, wave.tag),
+    ):
         counts.setdefault(gid, {})[version] = [n, online]
     rollout_groups = conn.execute(
-        "SELECT group_id, group_name, created_at FROM wave_groups WHERE wave_id = ? ORDER BY seq",
-        (wave.id,)).fetchall()
+        "SELECT group_id, group_name, created_at FROM wave_groups WHERE wave_id = ? ORDER BY seq", (wave.id,)
+    ).fetchall()
     rolled_ids = {gid for gid, _, _ in rollout_groups}
     v = wave.version
 
@@ -94,13 +95,16 @@ def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
             "devices-on-newer-version": sum(n for ver, (n, _) in per_version.items() if ver > v),
             "devices-on-older-version": sum(n for ver, (n, _) in per_version.items() if ver < v),
             "devices-scheduled-for-update": sum(scheduled(gid, ver, n) for ver, (n, _) in per_version.items()),
-            "targets": [{"version": ver, "devices": n, "is-orphan": ver not in known}
-                        for ver, (n, _) in sorted(per_version.items(), reverse=True)],
+            "targets": [
+                {"version": ver, "devices": n, "is-orphan": ver not in known}
+                for ver, (n, _) in sorted(per_version.items(), reverse=True)
+            ],
         }
 
     rolled = [group_status(gid, gname, at) for gid, gname, at in rollout_groups]
-    others = sorted((gid for gid in counts if gid not in rolled_ids and gid is not None),
-                    key=lambda g: names.get(g, ""))
+    others = sorted(
+        (gid for gid in counts if gid not in rolled_ids and gid is not None), key=lambda g: names.get(g, "")
+    )
     other = [group_status(gid, names.get(gid, ""), None) for gid in others]
     if None in counts:
         other.append(group_status(None, "", None))

@@ -100,8 +100,9 @@ class ServedWriteLock:
             stack.close()
             resp.status = falcon.HTTP_503
             resp.content_type = falcon.MEDIA_JSON
-            resp.text = json.dumps({"message": "the local factory is busy (another apply holds it), try again",
-                                    "errors": []})
+            resp.text = json.dumps(
+                {"message": "the local factory is busy (another apply holds it), try again", "errors": []}
+            )
             resp.set_header("Retry-After", "1")
             resp.complete = True
             return

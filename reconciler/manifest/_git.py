@@ -293,13 +293,15 @@ def ensure_clean(path: str | os.PathLike) -> None:
         if not repo.working_tree_dir:
             return  # a bare repository has no work tree to be dirty
         if not repo.head.is_valid():
-            raise UserError(f"{_root(repo)}: the git repository has no commit yet: commit the manifests, "
-                            "or pass --allow-dirty")
+            raise UserError(
+                f"{_root(repo)}: the git repository has no commit yet: commit the manifests, or pass --allow-dirty"
+            )
         dirty = dirty_files(repo)
         if dirty:
             more = f" and {len(dirty) - 1} more" if len(dirty) > 1 else ""
-            raise UserError(f"{_root(repo)}: uncommitted changes ({dirty[0]}{more}): commit them, "
-                            "or pass --allow-dirty")
+            raise UserError(
+                f"{_root(repo)}: uncommitted changes ({dirty[0]}{more}): commit them, or pass --allow-dirty"
+            )
 
 
 def _repository_of(paths: Sequence[str]) -> str | None:
@@ -330,8 +332,10 @@ def git_context(paths: Sequence[str], *, rev: str | None, require_clean: bool) -
         if rev:
             raise UserError(f"not a git repository: {paths[0]} (--rev reads manifests from git)")
         if require_clean:
-            raise UserError(f"not a git repository: {paths[0]}: apply takes committed manifests; "
-                            "pass --allow-dirty to apply from plain files")
+            raise UserError(
+                f"not a git repository: {paths[0]}: apply takes committed manifests; "
+                "pass --allow-dirty to apply from plain files"
+            )
         return None, None
     if rev is None and require_clean:
         ensure_clean(root)

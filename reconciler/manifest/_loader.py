@@ -129,8 +129,10 @@ class _Run:
             return
         kind = data.get("kind", "Wave")
         if kind == POLICY_KIND:
-            message = (f"kind {POLICY_KIND} belongs in a file named {POLICY_FILE} (it applies to the waves in its "
-                       f"directory and below); move this document there")
+            message = (
+                f"kind {POLICY_KIND} belongs in a file named {POLICY_FILE} (it applies to the waves in its "
+                f"directory and below); move this document there"
+            )
             self.report([document.problem(document.node_at(("kind",)), message)])
             return
         if kind != "Wave":
@@ -186,7 +188,9 @@ class _Run:
             if active is not None:
                 self.errors.append(
                     Problem(
-                        here.file, here.line, here.col,
+                        here.file,
+                        here.line,
+                        here.col,
                         f"waves '{active.name}' ({active.location}) and '{wave.name}' would both stay active on "
                         f"tag '{wave.tag}': give one of them complete or cancel: true",
                     )
@@ -257,8 +261,15 @@ class _WaveReader:
         complete = data.get("complete", False)
         if data.get("cancel") is True and complete is not False:
             where = Location(self.document.file, *position(self.document.key_node((), "complete")))
-            self.run.warnings.append(Problem(where.file, where.line, where.col,
-                                             "cancel: true wins: the complete block is ignored", Severity.WARNING))
+            self.run.warnings.append(
+                Problem(
+                    where.file,
+                    where.line,
+                    where.col,
+                    "cancel: true wins: the complete block is ignored",
+                    Severity.WARNING,
+                )
+            )
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
         schedule = self.run.policies.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
@@ -275,7 +286,9 @@ class _WaveReader:
             expires_at=expires_at,
             prune=tuple(prune),
             phases=phases,
-            complete=None if complete is False else CompleteSpec(
+            complete=None
+            if complete is False
+            else CompleteSpec(
                 complete_gate, Location(self.document.file, *position(self.document.key_node((), "complete")))
             ),
             cancel=data.get("cancel", False),
@@ -301,10 +314,13 @@ class _WaveReader:
             uuids, uuids_file, uuid_locations = self.uuids(phase, path)
             limit = self.parsed(phase, path, "limit", (int, str), parse_limit)
             if limit is not None and not limit.percent and uuids is not None and len(uuids) > MAX_ROLLOUT_UUIDS:
-                self.error((*path, "limit"), f"limit {limit.value} cannot go with {len(uuids)} UUIDs: a phase of more "
-                           f"than {MAX_ROLLOUT_UUIDS} UUIDs is rolled out in parts of {MAX_ROLLOUT_UUIDS} and a limit "
-                           f"counts per rollout, so each part would take {limit.value}; list the devices to reach, "
-                           f"or use a percentage")
+                self.error(
+                    (*path, "limit"),
+                    f"limit {limit.value} cannot go with {len(uuids)} UUIDs: a phase of more "
+                    f"than {MAX_ROLLOUT_UUIDS} UUIDs is rolled out in parts of {MAX_ROLLOUT_UUIDS} and a limit "
+                    f"counts per rollout, so each part would take {limit.value}; list the devices to reach, "
+                    f"or use a percentage",
+                )
             phases.append(
                 PhaseSpec(
                     name=name,
@@ -323,16 +339,18 @@ class _WaveReader:
     def gate(self, raw: dict, path: tuple) -> Gate:
         require = self.get(raw, path, "require", dict)
         if require is not None and "onlineWithin" in require and "updated" not in require:
-            self.error((*path, "require", "onlineWithin"), "onlineWithin only narrows require.updated; add updated "
-                       "(e.g. updated: 90%) or remove onlineWithin")
+            self.error(
+                (*path, "require", "onlineWithin"),
+                "onlineWithin only narrows require.updated; add updated (e.g. updated: 90%) or remove onlineWithin",
+            )
         return Gate(
             wait_seconds=self.parsed(raw, path, "wait", str, parse_duration),
-            updated_percent=None if require is None else self.parsed(
-                require, (*path, "require"), "updated", str, parse_percent
-            ),
-            online_within_seconds=None if require is None else self.parsed(
-                require, (*path, "require"), "onlineWithin", str, parse_duration
-            ),
+            updated_percent=None
+            if require is None
+            else self.parsed(require, (*path, "require"), "updated", str, parse_percent),
+            online_within_seconds=None
+            if require is None
+            else self.parsed(require, (*path, "require"), "onlineWithin", str, parse_duration),
             failed=None if require is None else self.failure_bound(require, (*path, "require")),
         )
 

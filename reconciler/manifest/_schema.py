@@ -62,7 +62,9 @@ class WaveSchema:
     def __init__(self, schema: dict | None = None):
         self.schema = schema if schema is not None else load_schema("wave.schema.json")
         self.is_valid: Predicate = _Compiler(self.schema).compile(self.schema)
-        self._validator: Draft202012Validator | None = None  # imported when a document first fails: valid runs never pay
+        self._validator: Draft202012Validator | None = (
+            None  # imported when a document first fails: valid runs never pay
+        )
 
     def _errors(self, data: object) -> Iterator[ValidationError]:
         """jsonschema's errors one at a time: 20,000 bad phases must not be held in memory at once."""
@@ -115,8 +117,12 @@ class WaveSchema:
             allowed = sorted(error.schema.get("properties", {}))
             unknown = (key for key in instance if key not in allowed)
             return [
-                ((*path, key), document.problem(document.key_node(path, key), _unknown_key(key, allowed))
-                 if index < MAX_SHOWN else None)
+                (
+                    (*path, key),
+                    document.problem(document.key_node(path, key), _unknown_key(key, allowed))
+                    if index < MAX_SHOWN
+                    else None,
+                )
                 for index, key in enumerate(unknown)
             ]
         if keyword == "required":
@@ -306,8 +312,9 @@ class _Compiler:
             return lambda value: False
         if schema is True:
             return lambda value: True
-        checks = [self._keyword(schema, keyword, value) for keyword, value in schema.items()
-                  if keyword not in _ANNOTATIONS]
+        checks = [
+            self._keyword(schema, keyword, value) for keyword, value in schema.items() if keyword not in _ANNOTATIONS
+        ]
         return _all_of([check for check in checks if check is not None])
 
     def _keyword(self, schema: dict, keyword: str, value) -> Predicate | None:
@@ -421,6 +428,7 @@ _TYPE_CHECKS: dict[str, Predicate] = {
     "boolean": lambda value: isinstance(value, bool),
     "null": lambda value: value is None,
     "number": _is_number,
-    "integer": lambda value: (isinstance(value, int) and not isinstance(value, bool))
-    or (isinstance(value, float) and value.is_integer()),
+    "integer": lambda value: (
+        (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+    ),
 }

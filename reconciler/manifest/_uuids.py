@@ -129,7 +129,9 @@ def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Probl
         _, file, line, col = tokens[MAX_UUIDS]
         errors.append(
             Problem(
-                file, line, col,
+                file,
+                line,
+                col,
                 f"too many UUIDs: {len(tokens)} {where}, a phase takes at most {MAX_UUIDS}"
                 f" (rolled out {MAX_ROLLOUT_UUIDS} per rollout); split them over several phases",
             )

@@ -90,19 +90,34 @@ class Policies:
         self._report(problems)
         if problems.total:
             return None
-        if len(documents) != 1 or not isinstance(documents[0].data, dict) \
-                or documents[0].data.get("kind") != POLICY_KIND:
-            line, col = position(documents[1].node if len(documents) > 1 else documents[0].node) if documents else (1, 1)
-            self._report([Problem(file, line, col, f"{POLICY_FILE} is the repository-wide settings file: it must hold "
-                                                   f"one document with apiVersion: reconciler/v1 and kind: {POLICY_KIND} "
-                                                   f"(wave manifests go in other files)")])
+        if (
+            len(documents) != 1
+            or not isinstance(documents[0].data, dict)
+            or documents[0].data.get("kind") != POLICY_KIND
+        ):
+            line, col = (
+                position(documents[1].node if len(documents) > 1 else documents[0].node) if documents else (1, 1)
+            )
+            self._report(
+                [
+                    Problem(
+                        file,
+                        line,
+                        col,
+                        f"{POLICY_FILE} is the repository-wide settings file: it must hold "
+                        f"one document with apiVersion: reconciler/v1 and kind: {POLICY_KIND} "
+                        f"(wave manifests go in other files)",
+                    )
+                ]
+            )
             return None
         document = documents[0]
         schema_problems, flagged = _policy_schema().check(document)
         self._report(schema_problems)
         wrong = []
-        keys = read_schedule(document, flagged, lambda path, message: wrong.append(
-            document.problem(document.node_at(path), message)))
+        keys = read_schedule(
+            document, flagged, lambda path, message: wrong.append(document.problem(document.node_at(path), message))
+        )
         self._report(wrong)
         if schema_problems.total or wrong or not document.clean:
             return None
@@ -171,11 +186,25 @@ def read_schedule(document: Document, flagged: set[tuple], report: Report) -> Sc
     raw_windows = data.get("windows")
     windows = None
     if "windows" in data:
-        windows = tuple(filter(None, (reader.window(item, ("windows", index))
-                                      for index, item in enumerate(raw_windows if isinstance(raw_windows, list) else ()))))
+        windows = tuple(
+            filter(
+                None,
+                (
+                    reader.window(item, ("windows", index))
+                    for index, item in enumerate(raw_windows if isinstance(raw_windows, list) else ())
+                ),
+            )
+        )
     raw_freezes = data.get("freezes")
-    freezes = tuple(filter(None, (reader.freeze(item, ("freezes", index))
-                                  for index, item in enumerate(raw_freezes if isinstance(raw_freezes, list) else ()))))
+    freezes = tuple(
+        filter(
+            None,
+            (
+                reader.freeze(item, ("freezes", index))
+                for index, item in enumerate(raw_freezes if isinstance(raw_freezes, list) else ())
+            ),
+        )
+    )
     return ScheduleKeys(windows, freezes)
 
 
@@ -216,8 +245,11 @@ class _Reader:
         if start is None or end is None or reason is None:
             return None
         if end <= start:
-            self.report((*path, "until"), f"until {raw['until']} is not after from {raw['from']}: a freeze must end "
-                                          f"after it starts (a date in until counts to the end of that day)")
+            self.report(
+                (*path, "until"),
+                f"until {raw['until']} is not after from {raw['from']}: a freeze must end "
+                f"after it starts (a date in until counts to the end of that day)",
+            )
             return None
         return Freeze(start, end, reason, zone, self.where(path))
 
@@ -232,17 +264,24 @@ class _Reader:
                 raise ValueError(name)
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError, OSError):
-            self.report((*path, "timezone"), f"timezone '{name}' is not a known IANA time zone; use a name such as "
-                                             f"Europe/Berlin, America/New_York or UTC{_closest_zone(name)}")
+            self.report(
+                (*path, "timezone"),
+                f"timezone '{name}' is not a known IANA time zone; use a name such as "
+                f"Europe/Berlin, America/New_York or UTC{_closest_zone(name)}",
+            )
             return None
 
     def days(self, raw: object, path: tuple) -> frozenset[int] | None:
         """``Mon-Thu``, ``Mon,Wed,Fri``, ``Fri-Mon`` (across the weekend) or a list of those."""
         if path in self.flagged:
             return None
-        items = [(raw, path)] if isinstance(raw, str) else \
-            [(item, (*path, index)) for index, item in enumerate(raw) if isinstance(item, str)] \
-            if isinstance(raw, list) else []
+        items = (
+            [(raw, path)]
+            if isinstance(raw, str)
+            else [(item, (*path, index)) for index, item in enumerate(raw) if isinstance(item, str)]
+            if isinstance(raw, list)
+            else []
+        )
         days: set[int] = set()
         ok = True
         for text, where in items:
@@ -252,8 +291,11 @@ class _Reader:
                 numbers = [_DAY_NAMES.get(end.lower()) for end in ends]
                 bad = next((end for end, number in zip(ends, numbers, strict=True) if number is None), None)
                 if bad is not None or len(ends) > 2:
-                    self.report(where, f"days: {_bad_day(part, bad)}; use Mon, Tue, Wed, Thu, Fri, Sat, Sun, ranges "
-                                       f"such as Mon-Thu and lists such as Mon,Wed,Fri")
+                    self.report(
+                        where,
+                        f"days: {_bad_day(part, bad)}; use Mon, Tue, Wed, Thu, Fri, Sat, Sun, ranges "
+                        f"such as Mon-Thu and lists such as Mon,Wed,Fri",
+                    )
                     ok = False
                     continue
                 first, last = numbers[0], numbers[-1]

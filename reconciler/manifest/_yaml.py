@@ -23,7 +23,9 @@ from reconciler.safetext import code_point, unsafe_character
 
 _CORE = "tag:yaml.org,2002:"
 _STR, _INT, _BOOL, _NULL, _SEQ, _MAP = (_CORE + kind for kind in ("str", "int", "bool", "null", "seq", "map"))
-_WORDS = dict.fromkeys(("", "~", "null", "Null", "NULL"), _NULL) | dict.fromkeys(("true", "True", "TRUE", "false", "False", "FALSE"), _BOOL)
+_WORDS = dict.fromkeys(("", "~", "null", "Null", "NULL"), _NULL) | dict.fromkeys(
+    ("true", "True", "TRUE", "false", "False", "FALSE"), _BOOL
+)
 _INTEGER = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")  # YAML 1.2 core schema
 _DECIMAL = re.compile(r"[-+]?[0-9]+")
 _Scalar, _Mapping = yaml.ScalarNode, yaml.MappingNode
@@ -263,8 +265,10 @@ class _Builder:
         if node.tag != _SEQ:
             self._reject(node, f"unsupported YAML tag {_short(node.tag)}: write a plain list")
             return None
-        return [self._string(item) if item.__class__ is _Scalar and item.tag == _STR else self._build(item)
-                for item in node.value]
+        return [
+            self._string(item) if item.__class__ is _Scalar and item.tag == _STR else self._build(item)
+            for item in node.value
+        ]
 
     def _mapping(self, node: yaml.MappingNode) -> dict | None:
         if node.tag != _MAP:

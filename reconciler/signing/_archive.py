@@ -171,5 +171,3 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise TufError(f"key archive entry {name!r} is not a regular file")
     if member.size > MAX_ARCHIVE_MEMBER:
         raise TufError(f"key archive entry {name!r} is too large ({member.size} bytes, limit {MAX_ARCHIVE_MEMBER})")
-
-

@@ -145,5 +145,3 @@ def format_expires(dt: datetime) -> str:
 def default_expires(now: datetime, days: int = DEFAULT_EXPIRES_DAYS) -> datetime:
     """fioctl's default wave expiry: ``now + days`` (365), before rounding by format_expires."""
     return now + timedelta(days=days)
-
-

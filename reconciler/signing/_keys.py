@@ -103,6 +103,7 @@ def generate_keypair(keytype: str = "ED25519", bits: int = 4096) -> KeyPair:
     public = _public_dict(kt, priv.public_key())
     return KeyPair(public, {"keytype": kt, "keyval": {"private": secret}}, key_id(public))
 
+
 def _root_signed(root: Mapping) -> Mapping:
     """Accept a root envelope or its ``signed`` part."""
     signed = root.get("signed", root) if isinstance(root, Mapping) else None

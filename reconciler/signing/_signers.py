@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # securesystemslib.signer pulls in every KMS backend it finds
     from securesystemslib.signer import SecretsHandler, Signer, SSlibKey
 
 
-
 def _private_object(label: str, sec: dict, public: Mapping):
     """Parse a ``.sec`` key (ED25519 hex seed or 64-byte Go key; RSA PEM) and check it is the
     private half of ``public``. No exception raised here carries the secret or a parse context;
@@ -119,7 +118,6 @@ def signer_for_keypair(pair: KeyPair) -> TargetsSigner:
     from securesystemslib.signer import CryptoSigner
 
     return TargetsSigner(CryptoSigner(priv, _sslib_key(pair.keyid, pair.public)), pair.keyid, pair.public)
-
 
 
 def offline_keyids(root: Mapping, online_public: Mapping) -> list[str]:
@@ -230,5 +228,3 @@ def _probe_uri_signer(
         raise TufError(f"{uri} signs for more than one offline targets key; this is unsupported and insecure")
     detail = f" ({'; '.join(dict.fromkeys(failures))})" if failures else ""
     raise TufError(f"{uri} cannot sign for any offline targets key in root{detail}")
-
-

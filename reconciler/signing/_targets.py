@@ -93,9 +93,7 @@ def _current_targets(prod_targets: Mapping | None, version: int) -> dict:
         return {}
     signed = prod_targets.get("signed", prod_targets)
     if version <= signed.get("version", 0):
-        raise TufError(
-            "Cannot create a Wave for a version lower than or equal to production Targets for the same tag"
-        )
+        raise TufError("Cannot create a Wave for a version lower than or equal to production Targets for the same tag")
     return dict(signed.get("targets") or {})
 
 
@@ -119,4 +117,3 @@ def _prune(targets: dict, version: int, prune: Sequence[int]) -> None:
             del targets[n]
     if unmatched:
         raise TufError(f"Unable to prune the following versions: {','.join(unmatched)}")
-

@@ -96,5 +96,3 @@ def verify_signature(root: Mapping, role: str, signed: Mapping, signature: Mappi
     if not _signature_valid(root_signed["keys"][kid], signature, canonical_json(signed)):
         raise TufError(f"the signature by key {kid} does not verify against root")
     return kid
-
-

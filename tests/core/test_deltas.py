@@ -24,8 +24,11 @@ def spec46(**changes):
 
 
 def state(without: dict | None, *waves, backend: str = "local:/f"):
-    return replace(observed(list(waves), ci={46: True}), ci_without_deltas={} if without is None else {46: without},
-                   backend=backend)
+    return replace(
+        observed(list(waves), ci={46: True}),
+        ci_without_deltas={} if without is None else {46: without},
+        backend=backend,
+    )
 
 
 def test_a_new_wave_of_a_build_without_static_deltas_warns_at_its_target_line_with_the_fix():
@@ -35,14 +38,17 @@ def test_a_new_wave_of_a_build_without_static_deltas_warns_at_its_target_line_wi
     assert warning.message == (
         "wave 'v46': targets intel-corei7-64-lmp-46, raspberrypi4-64-lmp-46 of build 46 have no static delta "
         "(custom.delta-stats), so devices download the full OSTree update; before the wave is created, run "
-        "`fioctl targets static-deltas --by-tag production 46`")
+        "`fioctl targets static-deltas --by-tag production 46`"
+    )
     assert not plan.errors and [op.ready for op in plan.operations] == [True, True], "a warning holds nothing"
 
 
 def test_on_the_local_factory_the_warning_also_names_its_command():
     (warning,) = build_plan([spec46()], state(BOTH)).warnings
-    assert warning.message.endswith("`fioctl targets static-deltas --by-tag production 46` "
-                                    "(local factory: `reconcile-factory build 46 --static-deltas`)")
+    assert warning.message.endswith(
+        "`fioctl targets static-deltas --by-tag production 46` "
+        "(local factory: `reconcile-factory build 46 --static-deltas`)"
+    )
 
 
 def test_a_build_whose_targets_all_have_static_deltas_does_not_warn():
@@ -95,8 +101,10 @@ tags = st.frozensets(st.sampled_from(["main", "devel", "prod"]), max_size=3)
 
 
 @settings(max_examples=200, deadline=None)
-@given(without=st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), tags, max_size=5),
-       source_tag=st.none() | st.sampled_from(["main", "devel"]))
+@given(
+    without=st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), tags, max_size=5),
+    source_tag=st.none() | st.sampled_from(["main", "devel"]),
+)
 def test_it_warns_exactly_when_a_target_the_wave_promotes_lacks_a_delta_and_names_each(without, source_tag):
     plan = build_plan([spec46(source_tag=source_tag)], state(without))
     promoted = sorted(n for n, t in without.items() if source_tag is None or source_tag in t)

@@ -27,8 +27,11 @@ def summary(plan):
 def test_new_wave_is_initialised_then_rolled_out_in_phase_order_with_gates():
     spec = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=24 * HOUR)])
     plan = build_plan([spec], observed())
-    assert summary(plan) == [("init", "v46", None, "ready"), ("rollout", "v46", "canary", "ready"),
-                             ("rollout", "v46", "beta", "blocked")]
+    assert summary(plan) == [
+        ("init", "v46", None, "ready"),
+        ("rollout", "v46", "canary", "ready"),
+        ("rollout", "v46", "beta", "blocked"),
+    ]
     assert plan.operations[2].reason == "wait 24h: 24h left"
     assert plan.changes and not plan.errors
 
@@ -43,8 +46,12 @@ def test_ledger_marks_done_phases_and_counts_wait_from_the_previous_rollout():
 
 
 def test_later_phases_are_blocked_behind_a_blocked_gate():
-    spec = wave("v46", 46, [phase("a", group="canary"), phase("b", group="beta", wait=HOUR), phase("c", group="x")],
-                complete=CompleteSpec())
+    spec = wave(
+        "v46",
+        46,
+        [phase("a", group="canary"), phase("b", group="beta", wait=HOUR), phase("c", group="x")],
+        complete=CompleteSpec(),
+    )
     plan = build_plan([spec], observed([active("v46", 46, [record("canary", NOW, full=True)])]))
     assert [(op.op, op.status, op.reason) for op in plan.operations] == [
         ("rollout", "blocked", "wait 1h: 1h left"),
@@ -61,8 +68,10 @@ def test_first_phase_wait_counts_from_creation():
 
 def test_require_updated_reads_the_wave_status():
     spec = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", updated=90)])
-    state = observed([active("v46", 46, [record("canary", NOW - timedelta(days=1), full=True)])],
-                     progress={"v46": WaveProgress(updated=8, rolled_out=10)})
+    state = observed(
+        [active("v46", 46, [record("canary", NOW - timedelta(days=1), full=True)])],
+        progress={"v46": WaveProgress(updated=8, rolled_out=10)},
+    )
     plan = build_plan([spec], state)
     assert plan.operations[0].reason == "updated 90%: 80.0% (8 of 10 devices)"
     state.progress["v46"] = WaveProgress(updated=9, rolled_out=10)
@@ -72,21 +81,25 @@ def test_require_updated_reads_the_wave_status():
 def test_only_waves_whose_next_step_has_an_updated_gate_need_a_status_call():
     gated = wave("a", 46, [phase("p1", group="canary"), phase("p2", group="beta", updated=90)])
     waiting = wave("b", 47, [phase("p1", group="canary"), phase("p2", group="beta", wait=HOUR)], tag="other")
-    state = {"a": active("a", 46, [record("canary", NOW, full=True)]),
-             "b": active("b", 47, [record("canary", NOW, full=True)], tag="other")}
+    state = {
+        "a": active("a", 46, [record("canary", NOW, full=True)]),
+        "b": active("b", 47, [record("canary", NOW, full=True)], tag="other"),
+    }
     assert waves_needing_status([gated, waiting], state) == {"a"}
 
 
 def test_complete_true_completes_after_the_last_phase_in_the_same_run():
     spec = wave("v42", 42, [phase("canary", group="canary")], complete=CompleteSpec())
     plan = build_plan([spec], observed())
-    assert summary(plan) == [("init", "v42", None, "ready"), ("rollout", "v42", "canary", "ready"),
-                             ("complete", "v42", None, "ready")]
+    assert summary(plan) == [
+        ("init", "v42", None, "ready"),
+        ("rollout", "v42", "canary", "ready"),
+        ("complete", "v42", None, "ready"),
+    ]
 
 
 def test_gated_complete_waits_for_its_gate():
-    spec = wave("v42", 42, [phase("canary", group="canary")],
-                complete=CompleteSpec(gate=Gate(wait_seconds=48 * HOUR)))
+    spec = wave("v42", 42, [phase("canary", group="canary")], complete=CompleteSpec(gate=Gate(wait_seconds=48 * HOUR)))
     plan = build_plan([spec], observed([active("v42", 42, [record("canary", NOW - timedelta(hours=47), full=True)])]))
     assert plan.operations[0].op == "complete" and plan.operations[0].reason == "wait 48h: 1h left"
 
@@ -97,16 +110,21 @@ def test_per_tag_order_complete_then_init_then_rollouts_with_the_version_simulat
     last = wave("v46", 46, [phase("canary", group="canary")])
     plan = build_plan([last, prune, first], observed())
     assert summary(plan) == [
-        ("init", "v42", None, "ready"), ("rollout", "v42", "canary", "ready"), ("complete", "v42", None, "ready"),
-        ("init", "v44", None, "ready"), ("complete", "v44", None, "ready"),
-        ("init", "v46", None, "ready"), ("rollout", "v46", "canary", "ready"),
+        ("init", "v42", None, "ready"),
+        ("rollout", "v42", "canary", "ready"),
+        ("complete", "v42", None, "ready"),
+        ("init", "v44", None, "ready"),
+        ("complete", "v44", None, "ready"),
+        ("init", "v46", None, "ready"),
+        ("rollout", "v46", "canary", "ready"),
     ]
     assert not plan.errors
 
 
 def test_one_active_wave_per_tag_blocks_the_next_init():
-    old = wave("v42", 42, [phase("canary", group="canary"), phase("beta", group="beta", wait=HOUR)],
-               complete=CompleteSpec())
+    old = wave(
+        "v42", 42, [phase("canary", group="canary"), phase("beta", group="beta", wait=HOUR)], complete=CompleteSpec()
+    )
     new = wave("v46", 46, [phase("canary", group="canary")])
     plan = build_plan([old, new], observed([active("v42", 42, [record("canary", NOW, full=True)])]))
     init = next(op for op in plan.operations if op.op == "init")
@@ -164,8 +182,9 @@ def test_history_that_does_not_match_is_drift_and_blocks_only_that_wave():
     state.prod_targets["production-eu"] = None
     plan = build_plan([drifted, other], state)
     assert plan.waves[0].name == "v46"
-    assert list(plan.waves[0].drift) == ["rollout 1 in the factory was part of group us-east, but phase 'canary' is the "
-                                         "whole group canary"]
+    assert list(plan.waves[0].drift) == [
+        "rollout 1 in the factory was part of group us-east, but phase 'canary' is the whole group canary"
+    ]
     blocked = [op for op in plan.operations if op.wave == "v46"]
     assert all(op.status == "blocked" and op.reason.startswith("drift: ") for op in blocked)
     assert [op.status for op in plan.operations if op.wave == "eu"] == ["ready", "ready"]
@@ -192,8 +211,14 @@ def test_factory_selection_skips_other_factories():
 
 def test_nothing_to_do():
     spec = wave("v42", 42, [phase("canary", group="canary")], complete=CompleteSpec())
-    plan = build_plan([spec], observed([active("v42", 42, [record("canary", NOW, full=True)], status="complete")],
-                                       prod_version=42, versions=(40, 42)))
+    plan = build_plan(
+        [spec],
+        observed(
+            [active("v42", 42, [record("canary", NOW, full=True)], status="complete")],
+            prod_version=42,
+            versions=(40, 42),
+        ),
+    )
     assert plan.operations == () and not plan.changes and not plan.errors and not plan.warnings
 
 
@@ -234,7 +259,15 @@ def test_planner_invariants(done, waits, ages, complete):
 
 def test_format_duration():
     assert [format_duration(s) for s in (0, 59, 60, 3600, 47520, 86400, 259200, 300000)] == [
-        "0s", "59s", "1m", "1h", "13h12m", "24h", "3d", "3d11h"]
+        "0s",
+        "59s",
+        "1m",
+        "1h",
+        "13h12m",
+        "24h",
+        "3d",
+        "3d11h",
+    ]
 
 
 def test_a_keyless_run_holds_inits_and_their_waves_but_advances_existing_waves():
@@ -243,8 +276,12 @@ def test_a_keyless_run_holds_inits_and_their_waves_but_advances_existing_waves()
     state = observed([active("v46", 46, [record("canary", NOW - timedelta(hours=2), full=True)])])
     state = replace(state, prod_targets={**state.prod_targets, "staging": state.prod_targets["production"]})
     keyed = build_plan([old, new], state)
-    assert {(op.op, op.wave) for op in keyed.ready} == {("init", "v47"), ("rollout", "v47"), ("complete", "v47"),
-                                                       ("rollout", "v46")}
+    assert {(op.op, op.wave) for op in keyed.ready} == {
+        ("init", "v47"),
+        ("rollout", "v47"),
+        ("complete", "v47"),
+        ("rollout", "v46"),
+    }
     plan = without_keyed_steps(keyed)
     assert [(op.op, op.wave, op.status, op.reason) for op in plan.operations if op.wave == "v47"] == [
         ("init", "v47", "blocked", NEEDS_KEY),
@@ -256,16 +293,16 @@ def test_a_keyless_run_holds_inits_and_their_waves_but_advances_existing_waves()
     assert without_keyed_steps(build_plan([old], state)) == build_plan([old], state)  # nothing to hold
 
 
-@given(exists=st.lists(st.booleans(), min_size=1, max_size=3), done=st.lists(st.integers(0, 2), min_size=3,
-                                                                              max_size=3))
+@given(exists=st.lists(st.booleans(), min_size=1, max_size=3), done=st.lists(st.integers(0, 2), min_size=3, max_size=3))
 @settings(max_examples=50)
 def test_a_keyless_plan_changes_only_new_waves(exists, done):
     """Whatever exists: no init is ready, a new wave's steps are all held, everything else is as planned."""
     specs, waves = [], []
     for i, present in enumerate(exists):
         tag = f"tag{i}"
-        specs.append(wave(f"w{i}", 46, [phase("a", group="a"), phase("b", group="b")], complete=CompleteSpec(),
-                          tag=tag))
+        specs.append(
+            wave(f"w{i}", 46, [phase("a", group="a"), phase("b", group="b")], complete=CompleteSpec(), tag=tag)
+        )
         if present:
             history = [record(g, NOW - timedelta(days=1), full=True) for g in ("a", "b")[: done[i]]]
             waves.append(active(f"w{i}", 46, history, tag=tag))

@@ -43,7 +43,9 @@ def test_a_freeze_holds_the_complete_of_an_active_wave_but_never_its_cancel():
     completing = replace(wave("v46", 46, [phase("canary", group="canary")], complete=CompleteSpec()), schedule=FROZEN)
     (complete,) = build_plan([completing], observed([current])).operations
     assert isinstance(complete, CompleteOp) and not complete.ready
-    assert complete.reason is not None and complete.reason.startswith("frozen until Wed 2026-11-25 12:00 UTC: audit (r.yaml:5:5)")
+    assert complete.reason is not None and complete.reason.startswith(
+        "frozen until Wed 2026-11-25 12:00 UTC: audit (r.yaml:5:5)"
+    )
     canceling = replace(completing, cancel=True, complete=None)
     (cancel,) = build_plan([canceling], observed([current])).operations
     assert isinstance(cancel, CancelOp) and cancel.ready
@@ -51,11 +53,13 @@ def test_a_freeze_holds_the_complete_of_an_active_wave_but_never_its_cancel():
 
 def test_a_gate_and_a_window_both_give_their_reason():
     history = [record("canary", NOW - timedelta(hours=1), full=True)]
-    spec = replace(wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=24 * HOUR)]),
-                   schedule=CLOSED)
+    spec = replace(
+        wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta", wait=24 * HOUR)]), schedule=CLOSED
+    )
     (beta,) = build_plan([spec], observed([active("v46", 46, history)])).operations
-    assert beta.reason == ("wait 24h: 23h left; outside the rollout windows (Sat,Sun 09:00-16:00 Europe/Berlin at "
-                           f"w.yaml:7:5); {OPENS}")
+    assert beta.reason == (
+        f"wait 24h: 23h left; outside the rollout windows (Sat,Sun 09:00-16:00 Europe/Berlin at w.yaml:7:5); {OPENS}"
+    )
 
 
 def test_a_step_blocked_behind_another_carries_no_opening():

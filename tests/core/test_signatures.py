@@ -29,8 +29,11 @@ PHASES = (phase("canary", group="canary"), phase("beta", group="beta", wait=HOUR
 
 def state(keys, signers=None, history=()):
     waves = [active("w", 46, history=history)] if signers is not None else []
-    return replace(observed(waves=waves, ci={46: True}), targets_keys=keys,
-                   wave_signers={"w": frozenset(signers)} if signers is not None else {})
+    return replace(
+        observed(waves=waves, ci={46: True}),
+        targets_keys=keys,
+        wave_signers={"w": frozenset(signers)} if signers is not None else {},
+    )
 
 
 def test_a_wave_short_of_one_signature_signs_first_then_rolls_out_in_the_same_plan():
@@ -57,13 +60,18 @@ def test_a_keyless_run_holds_the_sign_step_and_the_rollouts_with_what_the_wave_n
 def test_a_run_whose_key_signed_already_waits_for_the_other_key_and_other_waves_go_on():
     specs = [wave("w", 46, PHASES), wave("lab", 47, PHASES, tag="lab")]
     waves = [active("w", 46), active("lab", 47, tag="lab")]
-    base = replace(observed(waves=waves), targets_keys=TWO_OFFLINE,
-                   wave_signers={"w": frozenset({ONLINE, K1}), "lab": frozenset({ONLINE, K2})})
+    base = replace(
+        observed(waves=waves),
+        targets_keys=TWO_OFFLINE,
+        wave_signers={"w": frozenset({ONLINE, K1}), "lab": frozenset({ONLINE, K2})},
+    )
     plan = without_signs_by(build_plan(specs, base), K1)
     by_wave = {(op.wave, op.op): op for op in plan.operations if not isinstance(op, RolloutOp) or op.phase == "canary"}
-    assert by_wave[("w", "sign")].reason == (f"this run's offline key (key id {K1[:12]}) has signed it already and a "
-                                             f"key counts once; needs 1 more signature (key id {K2[:12]}): run with "
-                                             f"that key (--keys FILE or --signer URI)")
+    assert by_wave[("w", "sign")].reason == (
+        f"this run's offline key (key id {K1[:12]}) has signed it already and a "
+        f"key counts once; needs 1 more signature (key id {K2[:12]}): run with "
+        f"that key (--keys FILE or --signer URI)"
+    )
     assert by_wave[("w", "rollout")].reason == f"needs 1 more signature (key id {K2[:12]})"
     assert by_wave[("lab", "sign")].ready and by_wave[("lab", "rollout")].ready, "K1 may sign the other wave"
     assert without_signs_by(build_plan(specs, base), K2).find(by_wave[("w", "sign")].key).ready
@@ -94,7 +102,10 @@ def test_a_new_wave_plans_its_sign_step_blocked_behind_init():
 
 
 def test_an_active_wave_with_nothing_left_to_do_needs_no_signature():
-    history = (record("canary", NOW - timedelta(hours=3), full=True), record("beta", NOW - timedelta(hours=2), full=True))
+    history = (
+        record("canary", NOW - timedelta(hours=3), full=True),
+        record("beta", NOW - timedelta(hours=2), full=True),
+    )
     plan = build_plan([wave("w", 46, PHASES)], state(TWO_OFFLINE, {ONLINE, K1}, history))
     assert plan.operations == ()
 
@@ -110,19 +121,32 @@ def test_the_sign_step_waits_behind_an_error_of_its_wave():
 def test_json_and_text_of_a_sign_step():
     plan = build_plan([wave("w", 46, (PHASES[0], replace(PHASES[1], gate=Gate())))], state(TWO_OFFLINE, {ONLINE, K1}))
     op = to_dict(plan)["operations"][0]
-    assert op == {"op": "sign", "wave": "w", "tag": "production", "status": "ready", "manifest": "w.yaml",
-                  "line": 3, "signatures": 2, "threshold": 3, "keyids": [K2], "needs_key": True}
+    assert op == {
+        "op": "sign",
+        "wave": "w",
+        "tag": "production",
+        "status": "ready",
+        "manifest": "w.yaml",
+        "line": 3,
+        "signatures": 2,
+        "threshold": 3,
+        "keyids": [K2],
+        "needs_key": True,
+    }
     text = to_text(plan)
-    assert f"  # sign     w  needs 1 more signature (key id {K2[:12]}): 2 of 3 signatures, needs the offline key" \
+    assert (
+        f"  # sign     w  needs 1 more signature (key id {K2[:12]}): 2 of 3 signatures, needs the offline key"
         in text.splitlines()
+    )
     assert plan.operations[0].location == Location("w.yaml", 3, 1)  # the wave's manifest line
 
 
 @given(offline=st.integers(1, 5), signed_offline=st.integers(0, 5), online_signed=st.booleans())
 def test_a_sign_step_exactly_when_short_and_rollouts_ready_exactly_when_one_signature_is_missing(
-        offline, signed_offline, online_signed):
+    offline, signed_offline, online_signed
+):
     keys = tuple(f"{n:02d}" * 32 for n in range(1, offline + 1))
-    signers = set(keys[:min(signed_offline, offline)]) | ({ONLINE} if online_signed else set())
+    signers = set(keys[: min(signed_offline, offline)]) | ({ONLINE} if online_signed else set())
     plan = build_plan([wave("w", 46, PHASES[:1])], state(TargetsKeys(1 + offline, keys), signers))
     missing = 1 + offline - len(signers)
     signs = [op for op in plan.operations if isinstance(op, SignOp)]

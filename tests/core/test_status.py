@@ -25,16 +25,24 @@ HOUR = 3600
 OFFLINE = timedelta(hours=4)
 
 
-def facts(name, version, status="active", history=(), tag="production", created=NOW - timedelta(days=2),
-          finished=None):
-    return WaveFacts(name=name, version=version, tag=tag, status=WaveStatus(status), created_at=created,
-                     created_by="alice", finished_at=finished, finished_by="bob" if finished else "",
-                     history=tuple(history))
+def facts(name, version, status="active", history=(), tag="production", created=NOW - timedelta(days=2), finished=None):
+    return WaveFacts(
+        name=name,
+        version=version,
+        tag=tag,
+        status=WaveStatus(status),
+        created_at=created,
+        created_by="alice",
+        finished_at=finished,
+        finished_by="bob" if finished else "",
+        history=tuple(history),
+    )
 
 
 def entry(group, at, devices, by="alice", wide=False):
-    return RolloutEntry(group=group or "", at=at, by=by, devices=devices, full_group=group is not None and not wide,
-                        factory_wide=wide)
+    return RolloutEntry(
+        group=group or "", at=at, by=by, devices=devices, full_group=group is not None and not wide, factory_wide=wide
+    )
 
 
 def counts(updated, pending=0, offline=0, groups=None, on_wave=None):
@@ -43,41 +51,68 @@ def counts(updated, pending=0, offline=0, groups=None, on_wave=None):
 
 
 def report(specs, waves, wave_counts=None, **kw):
-    return build_status(specs, factory="demo", backend="local:test", now=NOW, waves={w.name: w for w in waves},
-                        counts=wave_counts or {}, wave_expiry=kw.get("wave_expiry", {}),
-                        prod_expiry=kw.get("prod_expiry", {}))
+    return build_status(
+        specs,
+        factory="demo",
+        backend="local:test",
+        now=NOW,
+        waves={w.name: w for w in waves},
+        counts=wave_counts or {},
+        wave_expiry=kw.get("wave_expiry", {}),
+        prod_expiry=kw.get("prod_expiry", {}),
+    )
 
 
-SPEC = wave("v46", 46, [phase("canary", group="canary"),
-                        phase("us-east", group="us-east", limit=Limit(10), wait=24 * HOUR, updated=90)],
-            complete=CompleteSpec(gate=Gate(wait_seconds=48 * HOUR), location=Location("v46.yaml", 9, 1)))
+SPEC = wave(
+    "v46",
+    46,
+    [phase("canary", group="canary"), phase("us-east", group="us-east", limit=Limit(10), wait=24 * HOUR, updated=90)],
+    complete=CompleteSpec(gate=Gate(wait_seconds=48 * HOUR), location=Location("v46.yaml", 9, 1)),
+)
 
 
 def test_phases_carry_history_and_their_group_numbers():
     canary = ScopeCounts(devices=12, updated=9, pending=3, offline=1)
-    state = report([SPEC], [facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10)])],
-                   {"v46": counts(9, 91, 5, {"canary": canary})})
+    state = report(
+        [SPEC],
+        [facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10)])],
+        {"v46": counts(9, 91, 5, {"canary": canary})},
+    )
     (w,) = state.waves
     done, nxt = w.phases
-    assert (done.name, done.state, done.reached, done.rollout_by, done.counts) == ("canary", "done", 10, "alice", canary)
-    assert (nxt.name, nxt.scope, nxt.state, nxt.reached, nxt.counts) == ("us-east", "group us-east, limit 10", "next",
-                                                                         None, None)
+    assert (done.name, done.state, done.reached, done.rollout_by, done.counts) == (
+        "canary",
+        "done",
+        10,
+        "alice",
+        canary,
+    )
+    assert (nxt.name, nxt.scope, nxt.state, nxt.reached, nxt.counts) == (
+        "us-east",
+        "group us-east, limit 10",
+        "next",
+        None,
+        None,
+    )
     gate = w.next_step
     assert gate is not None and gate.step == "rollout us-east" and not gate.passed
     assert gate.wait_passes_at == NOW + timedelta(hours=21)
     assert (gate.updated, gate.reached) == (9, 10)
-    assert gate_text(gate, NOW) == ("rollout us-east: waiting (wait 24h passes 2026-11-24T09:00:00Z (in 21h); "
-                                    "updated 90%: 90.0% (9 of 10))")
+    assert gate_text(gate, NOW) == (
+        "rollout us-east: waiting (wait 24h passes 2026-11-24T09:00:00Z (in 21h); updated 90%: 90.0% (9 of 10))"
+    )
 
 
 def test_the_gate_passes_when_wait_and_share_pass():
-    state = report([SPEC], [facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=25), 10)])],
-                   {"v46": counts(9, 91)})
+    state = report(
+        [SPEC], [facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=25), 10)])], {"v46": counts(9, 91)}
+    )
     gate = state.waves[0].next_step
     assert gate is not None and gate.passed
     assert "passed 2026-11-23T11:00:00Z" in gate_text(gate, NOW)
-    short = report([SPEC], [facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=25), 10)])],
-                   {"v46": counts(8, 92)})
+    short = report(
+        [SPEC], [facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=25), 10)])], {"v46": counts(8, 92)}
+    )
     assert short.waves[0].next_step is not None and not short.waves[0].next_step.passed
 
 
@@ -89,19 +124,34 @@ def test_complete_gate_counts_from_the_last_rollout():
 
 def test_factory_wide_phases_count_the_whole_tag_and_unmanaged_waves_are_listed():
     tag_counts = counts(30, 70, 4)
-    state = report([], [facts("by-hand", 50, history=[entry(None, NOW, 40, wide=True)]),
-                        facts("old", 45, status="complete", finished=NOW - timedelta(days=9))],
-                   {"by-hand": tag_counts})
+    state = report(
+        [],
+        [
+            facts("by-hand", 50, history=[entry(None, NOW, 40, wide=True)]),
+            facts("old", 45, status="complete", finished=NOW - timedelta(days=9)),
+        ],
+        {"by-hand": tag_counts},
+    )
     (w,) = state.waves  # a finished unmanaged wave is not shown
     assert w.manifest is None and w.next_step is None
     assert (w.phases[0].name, w.phases[0].scope, w.phases[0].counts) == ("rollout 1", "factory-wide", tag_counts.tag)
 
 
 def test_absent_and_canceled_waves():
-    canceled = facts("v46", 46, status="canceled", history=[entry("canary", NOW - timedelta(days=1), 10)],
-                     finished=NOW - timedelta(hours=1))
-    state = report([SPEC, wave("v47", 47)], [canceled], {"v46": counts(12, 88, on_wave=7)},
-                   prod_expiry={"production": NOW + timedelta(days=20)}, wave_expiry={"v46": NOW})
+    canceled = facts(
+        "v46",
+        46,
+        status="canceled",
+        history=[entry("canary", NOW - timedelta(days=1), 10)],
+        finished=NOW - timedelta(hours=1),
+    )
+    state = report(
+        [SPEC, wave("v47", 47)],
+        [canceled],
+        {"v46": counts(12, 88, on_wave=7)},
+        prod_expiry={"production": NOW + timedelta(days=20)},
+        wave_expiry={"v46": NOW},
+    )
     old, new = state.waves
     assert old.left_on_canceled == 7 and old.next_step is None and old.targets_expire is None
     assert [p.state for p in old.phases] == ["done", "skipped"]
@@ -110,17 +160,29 @@ def test_absent_and_canceled_waves():
 
 
 def test_status_calls_go_to_active_canceled_and_each_tags_latest_completed_wave():
-    waves = {w.name: w for w in [
-        facts("a", 50), facts("c", 49, status="canceled", finished=NOW),
-        facts("old", 47, status="complete", finished=NOW - timedelta(days=9)),
-        facts("new", 48, status="complete", finished=NOW - timedelta(days=2)),
-        facts("lab", 30, status="complete", tag="lab", finished=NOW - timedelta(days=30))]}
+    waves = {
+        w.name: w
+        for w in [
+            facts("a", 50),
+            facts("c", 49, status="canceled", finished=NOW),
+            facts("old", 47, status="complete", finished=NOW - timedelta(days=9)),
+            facts("new", 48, status="complete", finished=NOW - timedelta(days=2)),
+            facts("lab", 30, status="complete", tag="lab", finished=NOW - timedelta(days=30)),
+        ]
+    }
     assert waves_needing_counts(["a", "c", "old", "new", "lab", "absent"], waves) == ["a", "c", "new", "lab"]
 
 
 def device(version, seen=NOW - timedelta(minutes=5), in_wave=True):
-    return DeviceFacts(uuid="u", name="d", group="canary", last_seen=seen, target_name=f"hw-lmp-{version}",
-                       version=version, in_wave=in_wave)
+    return DeviceFacts(
+        uuid="u",
+        name="d",
+        group="canary",
+        last_seen=seen,
+        target_name=f"hw-lmp-{version}",
+        version=version,
+        in_wave=in_wave,
+    )
 
 
 def test_device_states():
@@ -140,8 +202,6 @@ def test_device_states():
     gone = facts("v46", 46, status="canceled", finished=NOW)
     assert classify(gone, device(46, in_wave=False), None, NOW, OFFLINE) == "left"
     assert not needs_events(gone, device(46), NOW, OFFLINE)
-
-
 
 
 def test_a_drifted_wave_says_so_instead_of_a_gate():

@@ -83,9 +83,11 @@ def test_outside_the_window_the_hold_names_the_next_opening_in_local_time_and_ut
     hold = Schedule((OFFICE,)).hold(utc(2026, 11, 1, 8))  # a Sunday
     assert hold is not None
     assert hold.opens_at == utc(2026, 11, 2, 8)
-    assert hold.reason == ("outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at w.yaml:7:5); the next "
-                           "window opens "
-                           "Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z")
+    assert hold.reason == (
+        "outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at w.yaml:7:5); the next "
+        "window opens "
+        "Mon 2026-11-02 09:00 CET = 2026-11-02T08:00:00Z"
+    )
     assert Schedule((OFFICE,)).hold(utc(2026, 11, 2, 8)) is None
 
 
@@ -116,13 +118,20 @@ def test_the_next_opening_across_a_change_keeps_the_local_hour():
 
 
 def test_a_freeze_holds_inside_a_window_and_the_next_opening_is_after_it():
-    freeze = Freeze(day_start(date(2026, 12, 21), BERLIN), day_start(date(2027, 1, 7), BERLIN), "year-end freeze",
-                    BERLIN, "reconcile.yaml:9:5")
+    freeze = Freeze(
+        day_start(date(2026, 12, 21), BERLIN),
+        day_start(date(2027, 1, 7), BERLIN),
+        "year-end freeze",
+        BERLIN,
+        "reconcile.yaml:9:5",
+    )
     schedule = Schedule((OFFICE,), (freeze,))
     hold = schedule.hold(utc(2026, 12, 22, 10))  # a Tuesday, inside the window
     assert hold is not None and hold.opens_at == utc(2027, 1, 7, 8)
-    assert hold.reason == ("frozen until Thu 2027-01-07 00:00 CET: year-end freeze (reconcile.yaml:9:5); the next "
-                           "window opens Thu 2027-01-07 09:00 CET = 2027-01-07T08:00:00Z")
+    assert hold.reason == (
+        "frozen until Thu 2027-01-07 00:00 CET: year-end freeze (reconcile.yaml:9:5); the next "
+        "window opens Thu 2027-01-07 09:00 CET = 2027-01-07T08:00:00Z"
+    )
     assert not schedule.allows(utc(2026, 12, 21, 8))  # Monday 09:00 CET, the freeze's first day
     assert schedule.allows(utc(2026, 12, 17, 8))  # the Thursday before it
 
@@ -161,8 +170,7 @@ def test_offset_changes_and_day_starts_of_berlin():
 
 # -- properties -------------------------------------------------------------------------------------
 
-ZONES = [ZoneInfo(name) for name in ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
-                                     "UTC")]
+ZONES = [ZoneInfo(name) for name in ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC")]
 # Biased towards 02:00-03:00, the hour Europe's clocks skip and repeat.
 minutes = st.one_of(st.integers(0, 24 * 60 - 1), st.integers(120, 180))
 
@@ -223,10 +231,15 @@ def _assert_first_opening(schedule: Schedule, now: datetime) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(60, 200), st.integers(1, 300), st.sampled_from([utc(2027, 3, 26, 13), utc(2027, 10, 29, 13)]),
-       st.integers(0, 60 * 36))
+@given(
+    st.integers(60, 200),
+    st.integers(1, 300),
+    st.sampled_from([utc(2027, 3, 26, 13), utc(2027, 10, 29, 13)]),
+    st.integers(0, 60 * 36),
+)
 def test_sunday_night_windows_around_berlins_changes_open_first_where_the_wall_clock_enters_them(
-        start, length, base, offset):
+    start, length, base, offset
+):
     end = start + length
     schedule = Schedule((Window(frozenset({SUN}), start, end, BERLIN),))
     _assert_first_opening(schedule, base + timedelta(minutes=offset))

@@ -24,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ACTION = ROOT / "action.yml"
 WORKFLOW = ROOT / "examples/workflows/release.yml"
 
-AUTHOR = {"GIT_AUTHOR_NAME": "Release Bot", "GIT_AUTHOR_EMAIL": "release@example.com",
-          "GIT_COMMITTER_NAME": "Release Bot", "GIT_COMMITTER_EMAIL": "release@example.com",
-          "GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z"}
+AUTHOR = {
+    "GIT_AUTHOR_NAME": "Release Bot",
+    "GIT_AUTHOR_EMAIL": "release@example.com",
+    "GIT_COMMITTER_NAME": "Release Bot",
+    "GIT_COMMITTER_EMAIL": "release@example.com",
+    "GIT_AUTHOR_DATE": "2025-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2025-01-01T00:00:00Z",
+}
 
 WAVE = """apiVersion: reconciler/v1
 kind: Wave
@@ -43,8 +48,13 @@ phases:
 
 
 def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", schema, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_action_metadata_is_valid():
@@ -81,8 +91,16 @@ def action_step(job: dict) -> dict:
 
 def test_secrets_reach_only_the_steps_that_need_them():
     action = yaml.safe_load(ACTION.read_text())
-    assert set(action["inputs"]) >= {"mode", "paths", "factory", "api-url", "api-token", "keys", "base-ref",
-                                     "python-version"}
+    assert set(action["inputs"]) >= {
+        "mode",
+        "paths",
+        "factory",
+        "api-url",
+        "api-token",
+        "keys",
+        "base-ref",
+        "python-version",
+    }
     assert all("value" in output for output in action["outputs"].values())
     steps = {step.get("id", step["name"]): step for step in action["runs"]["steps"]}
     for step in steps.values():
@@ -108,8 +126,9 @@ def test_expression_subset_used_by_the_action():
 
 def git(repo: Path, *args: str) -> str:
     env = {**os.environ, **AUTHOR}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -162,14 +181,22 @@ def release_repo(tmp_path):
 
 
 def github_env(api: GitHubAPI, runner_env: dict, token: str = "ghs_writer") -> dict:
-    return {**runner_env, "GITHUB_API_URL": api.url, "GITHUB_REPOSITORY": api.repository, "GITHUB_TOKEN": token,
-            "GITHUB_EVENT_NAME": "pull_request", "GITHUB_SERVER_URL": "https://github.example",
-            "GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1"}
+    return {
+        **runner_env,
+        "GITHUB_API_URL": api.url,
+        "GITHUB_REPOSITORY": api.repository,
+        "GITHUB_TOKEN": token,
+        "GITHUB_EVENT_NAME": "pull_request",
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_RUN_ID": "77",
+        "GITHUB_RUN_ATTEMPT": "1",
+    }
 
 
 def run(tmp_path, name, inputs, workspace, event, env):
-    return run_action(ROOT, inputs, workspace=workspace, event=event, env=env, tmp=tmp_path / name,
-                      skip=frozenset({"install"}))
+    return run_action(
+        ROOT, inputs, workspace=workspace, event=event, env=env, tmp=tmp_path / name, skip=frozenset({"install"})
+    )
 
 
 def pull_request(number: int, base: str) -> dict:
@@ -202,8 +229,6 @@ def test_plan_on_a_pull_request_comments_once_and_updates_in_place(tmp_path, api
     assert len(api.comments[7]) == 1
 
 
-
-
 def test_base_ref_plans_only_the_waves_the_pull_request_changes(tmp_path, api, runner_env, release_repo):
     repo, base = release_repo
     env = github_env(api, runner_env)
@@ -220,7 +245,8 @@ def test_base_ref_plans_only_the_waves_the_pull_request_changes(tmp_path, api, r
 
 
 def test_invalid_manifest_fails_with_annotations_then_the_fix_updates_the_same_comment(
-        tmp_path, api, runner_env, release_repo):
+    tmp_path, api, runner_env, release_repo
+):
     repo, base = release_repo
     (repo / "releases/v41.yaml").write_text(WAVE.replace("    group: beta\n", "    group: beta\n    soak: 1h\n"))
     git(repo, "commit", "-q", "-am", "typo")
@@ -245,8 +271,14 @@ def test_invalid_manifest_fails_with_annotations_then_the_fix_updates_the_same_c
 def test_fork_pull_request_plans_without_secrets(tmp_path, api, runner_env, release_repo):
     """No api-token, no keys, a read-only GitHub token: the plan still runs, the comment is a warning."""
     repo, base = release_repo
-    result = run(tmp_path, "fork", {"paths": "releases"}, repo, pull_request(9, base),
-                 github_env(api, runner_env, token=READ_ONLY_TOKEN))
+    result = run(
+        tmp_path,
+        "fork",
+        {"paths": "releases"},
+        repo,
+        pull_request(9, base),
+        github_env(api, runner_env, token=READ_ONLY_TOKEN),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.outputs["changes"] == "true"
     assert "Wave plan for factory `demo`" in result.summary
@@ -264,8 +296,14 @@ def test_apply_masks_the_key_and_hands_it_over_in_the_environment_only(tmp_path,
     archive = Path(runner_env["RECONCILE_LOCAL"]) / "targets.only.key.tgz"
     key_b64 = base64.b64encode(archive.read_bytes()).decode()
     archive.rename(archive.with_suffix(".moved"))  # so only the input can provide the key
-    applied = run(tmp_path, "apply", {"mode": "apply", "paths": "releases", "keys": key_b64}, repo,
-                  {"ref": "refs/heads/main"}, env)
+    applied = run(
+        tmp_path,
+        "apply",
+        {"mode": "apply", "paths": "releases", "keys": key_b64},
+        repo,
+        {"ref": "refs/heads/main"},
+        env,
+    )
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert f"::add-mask::{key_b64}" in applied.stdout
     assert applied.stdout.count(key_b64) == 1 and key_b64 not in applied.stderr + applied.summary
@@ -275,8 +313,14 @@ def test_apply_masks_the_key_and_hands_it_over_in_the_environment_only(tmp_path,
     assert applied.outputs["changes"] == "true"
     assert "## Apply: done" in applied.summary
     assert api.writes() == []  # apply never comments, and nothing is stuck: no issue
-    again = run(tmp_path, "again", {"mode": "apply", "paths": "releases", "keys": key_b64}, repo,
-                {"ref": "refs/heads/main"}, env)
+    again = run(
+        tmp_path,
+        "again",
+        {"mode": "apply", "paths": "releases", "keys": key_b64},
+        repo,
+        {"ref": "refs/heads/main"},
+        env,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     ready = [op for op in json.loads(again.outputs["plan-json"])["operations"] if op["status"] == "ready"]
     assert ready == []  # the phase behind `wait: 24h` is blocked until the factory's clock moves
@@ -298,8 +342,9 @@ def test_install_step_installs_the_package_from_the_action_path(tmp_path):
     [install] = [step for step in action["runs"]["steps"] if step.get("id") == "install"]
     env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "GITHUB_ACTION_PATH": str(ROOT)}
     subprocess.run(["bash", "-eo", "pipefail", "-c", install["run"]], env=env, check=True, timeout=600, cwd=tmp_path)
-    result = subprocess.run([str(venv / "bin/reconcile"), "--help"], capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [str(venv / "bin/reconcile"), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0 and "--dry-run" in result.stdout
 
 
@@ -325,10 +370,20 @@ def test_the_signer_extras_are_declared_and_the_install_step_passes_them_to_pip(
     (bin_dir / "python").chmod(0o755)
 
     def install_with(extras: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "GITHUB_ACTION_PATH": "/action",
-               "EXTRAS": extras}
-        return subprocess.run(["bash", "-eo", "pipefail", "-c", install["run"]], env=env, capture_output=True,
-                              text=True, check=False, timeout=60)
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "GITHUB_ACTION_PATH": "/action",
+            "EXTRAS": extras,
+        }
+        return subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", install["run"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
 
     assert install_with("gcpkms, awskms").stdout.splitlines()[-1] == "/action[gcpkms,awskms]"
     assert install_with("").stdout.splitlines()[-1] == "/action"
@@ -344,9 +399,11 @@ PRODUCTION_KEY = "production key"  # placeholder: replaced by the demo factory's
 
 def workflow_secrets(key_b64: str) -> dict[str | None, dict[str, str]]:
     """Secrets as the README sets them up: per repository (None) and per environment."""
-    return {None: {"FOUNDRIES_READ_TOKEN": "fio-read-token"},
-            "production": {"FOUNDRIES_API_TOKEN": "fio-write-token", "OFFLINE_TARGETS_KEY": key_b64},
-            "production-advance": {"FOUNDRIES_API_TOKEN": "fio-write-token"}}
+    return {
+        None: {"FOUNDRIES_READ_TOKEN": "fio-read-token"},
+        "production": {"FOUNDRIES_API_TOKEN": "fio-write-token", "OFFLINE_TARGETS_KEY": key_b64},
+        "production-advance": {"FOUNDRIES_API_TOKEN": "fio-write-token"},
+    }
 
 
 def run_job(tmp_path, name, job_name, event_name, event, workspace, env, secrets_by_env):
@@ -357,13 +414,15 @@ def run_job(tmp_path, name, job_name, event_name, event, workspace, env, secrets
     """
     workflow = yaml.safe_load(WORKFLOW.read_text())
     github_context = {"event_name": event_name, "event": event, "repository": env["GITHUB_REPOSITORY"]}
-    started = [job for job, spec in workflow["jobs"].items()
-               if Expressions({"github": github_context}).condition(spec["if"])]
+    started = [
+        job for job, spec in workflow["jobs"].items() if Expressions({"github": github_context}).condition(spec["if"])
+    ]
     assert started == [job_name], started
     job = workflow["jobs"][job_name]
     secrets = {**secrets_by_env[None], **secrets_by_env.get(job.get("environment"), {})}
-    expr = Expressions({"secrets": secrets, "vars": {"FACTORY": "demo", "FOUNDRIES_API_URL": ""},
-                        "github": github_context})
+    expr = Expressions(
+        {"secrets": secrets, "vars": {"FACTORY": "demo", "FOUNDRIES_API_URL": ""}, "github": github_context}
+    )
     inputs = {key: expr.substitute(str(value)) for key, value in action_step(job)["with"].items()}
     result = run(tmp_path, name, inputs, workspace, event, {**env, "GITHUB_EVENT_NAME": event_name})
     return result, inputs
@@ -399,8 +458,9 @@ def test_the_three_jobs_release_a_wave_with_the_key_in_the_apply_job_only(tmp_pa
 
     repo, base = release_repo
     env = github_env(api, runner_env)
-    planned, inputs = run_job(tmp_path, "plan", "plan", "pull_request", pull_request(3, base), repo, env,
-                              workflow_secrets(PRODUCTION_KEY))
+    planned, inputs = run_job(
+        tmp_path, "plan", "plan", "pull_request", pull_request(3, base), repo, env, workflow_secrets(PRODUCTION_KEY)
+    )
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert inputs["api-token"] == "fio-read-token" and "keys" not in inputs
     assert api.comments[3][0]["body"].startswith("<!-- reconcile-plan:demo -->")
@@ -431,8 +491,7 @@ def test_the_three_jobs_release_a_wave_with_the_key_in_the_apply_job_only(tmp_pa
     assert api.writes()[1:] == []  # the plan comment only: nothing was stuck
 
 
-def test_a_stuck_wave_fails_the_schedule_and_keeps_one_issue_until_it_moves(tmp_path, api, runner_env,
-                                                                           release_repo):
+def test_a_stuck_wave_fails_the_schedule_and_keeps_one_issue_until_it_moves(tmp_path, api, runner_env, release_repo):
     from tests.helpers.e2e import api as factory_api
 
     repo, _ = release_repo
@@ -443,8 +502,9 @@ def test_a_stuck_wave_fails_the_schedule_and_keeps_one_issue_until_it_moves(tmp_
     applied, _ = run_job(tmp_path, "apply", "apply", "push", {"ref": "refs/heads/main"}, repo, env, secrets)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     with factory_api(Path(runner_env["RECONCILE_LOCAL"])) as client:  # someone rolls out by hand
-        response = client.post("/ota/factories/demo/waves/v41-update/rollout/",
-                               json={"group": "us-east", "dry-run": False})
+        response = client.post(
+            "/ota/factories/demo/waves/v41-update/rollout/", json={"group": "us-east", "dry-run": False}
+        )
         assert response.status_code == 200, response.text
     schedule = {"schedule": "17 * * * *"}
 
@@ -484,12 +544,21 @@ def test_apply_signs_through_the_signer_input(tmp_path, api, runner_env, release
     _, secret = archive.private_entry(public_name)
     seed = bytes.fromhex(secret["keyval"]["private"])[:32]
     pem = tmp_path / "offline-key.pem"
-    pem.write_bytes(ed25519.Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pem.write_bytes(
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     moved.unlink()  # the PEM behind the URI is the only copy of the key
 
-    applied = run(tmp_path, "apply", {"mode": "apply", "paths": "releases", "signer": f"file2:{pem}"}, repo,
-                  {"ref": "refs/heads/main"}, env)
+    applied = run(
+        tmp_path,
+        "apply",
+        {"mode": "apply", "paths": "releases", "signer": f"file2:{pem}"},
+        repo,
+        {"ref": "refs/heads/main"},
+        env,
+    )
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "created with" in applied.summary and "signed by key" in applied.summary
     assert history(runner_env, "v41-update") == ["canary"]
@@ -500,7 +569,11 @@ def test_advance_refuses_a_key_and_apply_refuses_two(tmp_path, api, runner_env, 
     env = github_env(api, runner_env)
     for name, inputs, message in [
         ("advance", {"mode": "advance", "keys": "a2V5"}, "mode advance never uses the offline key"),
-        ("both", {"mode": "apply", "keys": "a2V5", "signer": "file2:x"}, "give the offline key once: keys or signer, not both"),
+        (
+            "both",
+            {"mode": "apply", "keys": "a2V5", "signer": "file2:x"},
+            "give the offline key once: keys or signer, not both",
+        ),
     ]:
         result = run(tmp_path, name, {"paths": "releases", **inputs}, repo, {}, env)
         assert result.returncode == 1 and f"::error::{message}" in result.stdout, result.stdout

@@ -12,41 +12,92 @@ from tests.helpers.github import READ_ONLY_TOKEN, GitHubAPI
 
 
 def wave(name, manifest, drift=(), status="active"):
-    return {"name": name, "manifest": manifest, "tag": "production", "target": 46, "status": status,
-            "phases_done": 1, "phases_total": 2, "phases": [], "drift": list(drift)}
+    return {
+        "name": name,
+        "manifest": manifest,
+        "tag": "production",
+        "target": 46,
+        "status": status,
+        "phases_done": 1,
+        "phases_total": 2,
+        "phases": [],
+        "drift": list(drift),
+    }
 
 
 def op(wave_name, manifest, line, status="blocked", reason="wait 24h: 3h left"):
-    return {"op": "rollout", "wave": wave_name, "tag": "production", "status": status, "reason": reason,
-            "manifest": manifest, "line": line, "phase": "beta", "phase_index": 1, "group": "beta"}
+    return {
+        "op": "rollout",
+        "wave": wave_name,
+        "tag": "production",
+        "status": status,
+        "reason": reason,
+        "manifest": manifest,
+        "line": line,
+        "phase": "beta",
+        "phase_index": 1,
+        "group": "beta",
+    }
 
 
 def plan(waves=(), operations=(), errors=(), warnings=(), **extra):
-    return {"format_version": "1.0", "factory": "acme", "backend": "https://api.foundries.io",
-            "now": "2026-11-01T08:00:00Z", "changes": False, "operations": list(operations), "waves": list(waves),
-            "warnings": list(warnings), "errors": list(errors), **extra}
+    return {
+        "format_version": "1.0",
+        "factory": "acme",
+        "backend": "https://api.foundries.io",
+        "now": "2026-11-01T08:00:00Z",
+        "changes": False,
+        "operations": list(operations),
+        "waves": list(waves),
+        "warnings": list(warnings),
+        "errors": list(errors),
+        **extra,
+    }
 
 
 def test_gates_that_have_not_passed_are_not_stuck():
-    waiting = plan([wave("v46", "releases/v46.yaml")], [op("v46", "releases/v46.yaml", 3)],
-                   warnings=[{"file": "releases/v46.yaml", "line": 9, "col": 5,
-                              "message": "wave 'v46' targets would expire within 30 days (2026-11-20T00:00:00Z)"}])
+    waiting = plan(
+        [wave("v46", "releases/v46.yaml")],
+        [op("v46", "releases/v46.yaml", 3)],
+        warnings=[
+            {
+                "file": "releases/v46.yaml",
+                "line": 9,
+                "col": 5,
+                "message": "wave 'v46' targets would expire within 30 days (2026-11-20T00:00:00Z)",
+            }
+        ],
+    )
     assert stuck_waves(waiting) == {}
 
 
 def test_drift_errors_and_expiry_hold_the_wave_they_belong_to():
     two = "releases/two.yaml"  # two wave documents in one file: the error's line picks the wave
-    found = stuck_waves(plan(
-        [wave("a", two), wave("b", two), wave("c", "releases/c.yaml", drift=["phase 1 'beta': the factory rolled "
-                                                                            "out to group 'gamma'"]),
-         wave("d", "releases/d.yaml"), wave("e", "releases/e.yaml")],
-        [op("a", two, 1), op("b", two, 20), op("c", "releases/c.yaml", 1), op("d", "releases/d.yaml", 1)],
-        errors=[{"file": two, "line": 25, "col": 3, "message": "unknown group 'betta'"},
-                {"message": "no file: belongs to no wave"}],
-        warnings=[{"file": "releases/d.yaml", "line": 1, "col": 1,
-                   "message": "production targets of tag 'production' expired at 2026-10-01T00:00:00Z"},
-                  {"file": "releases/e.yaml", "line": 1, "col": 1, "message": "not about being stuck"}],
-    ))
+    found = stuck_waves(
+        plan(
+            [
+                wave("a", two),
+                wave("b", two),
+                wave("c", "releases/c.yaml", drift=["phase 1 'beta': the factory rolled out to group 'gamma'"]),
+                wave("d", "releases/d.yaml"),
+                wave("e", "releases/e.yaml"),
+            ],
+            [op("a", two, 1), op("b", two, 20), op("c", "releases/c.yaml", 1), op("d", "releases/d.yaml", 1)],
+            errors=[
+                {"file": two, "line": 25, "col": 3, "message": "unknown group 'betta'"},
+                {"message": "no file: belongs to no wave"},
+            ],
+            warnings=[
+                {
+                    "file": "releases/d.yaml",
+                    "line": 1,
+                    "col": 1,
+                    "message": "production targets of tag 'production' expired at 2026-10-01T00:00:00Z",
+                },
+                {"file": "releases/e.yaml", "line": 1, "col": 1, "message": "not about being stuck"},
+            ],
+        )
+    )
     assert sorted(found) == ["b", "c", "d"]
     assert found["b"].reasons == ["releases/two.yaml:25: unknown group 'betta'"]
     assert (found["b"].manifest, found["b"].line) == (two, 20)
@@ -55,9 +106,15 @@ def test_drift_errors_and_expiry_hold_the_wave_they_belong_to():
 
 
 def test_a_plans_own_list_of_held_waves_is_picked_up():
-    found = stuck_waves(plan([wave("v46", "releases/v46.yaml")],
-                             held=[{"wave": "v46", "reason": "the wave's targets expired", "file": "releases/v46.yaml",
-                                    "line": 4}, "v47"]))
+    found = stuck_waves(
+        plan(
+            [wave("v46", "releases/v46.yaml")],
+            held=[
+                {"wave": "v46", "reason": "the wave's targets expired", "file": "releases/v46.yaml", "line": 4},
+                "v47",
+            ],
+        )
+    )
     assert found["v46"].reasons == ["releases/v46.yaml:4: the wave's targets expired"]
     assert found["v47"].reasons == ["held"]
 
@@ -71,8 +128,13 @@ def api():
 
 
 def env(api: GitHubAPI, token: str = "ghs_writer") -> dict[str, str]:
-    return {"GITHUB_API_URL": api.url, "GITHUB_REPOSITORY": api.repository, "GITHUB_TOKEN": token,
-            "GITHUB_SERVER_URL": "https://github.example", "GITHUB_RUN_ID": "5"}
+    return {
+        "GITHUB_API_URL": api.url,
+        "GITHUB_REPOSITORY": api.repository,
+        "GITHUB_TOKEN": token,
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_RUN_ID": "5",
+    }
 
 
 DRIFTED = plan([wave("v46", "releases/v46.yaml", drift=["phase 1: group 'gamma' instead of 'beta'"])])
@@ -91,10 +153,13 @@ def test_one_issue_per_stuck_wave_updated_in_place_then_closed_when_it_moves(api
     assert "drift: phase 1: group 'gamma' instead of 'beta'" in issue["body"]
     assert "https://github.example/acme/releases/actions/runs/5" in issue["body"]
 
-    assert post_stuck_issues(DRIFTED, env(api)) == [f"::notice::wave v46 is still stuck: issue #{issue['number']} "
-                                                    "unchanged"]
+    assert post_stuck_issues(DRIFTED, env(api)) == [
+        f"::notice::wave v46 is still stuck: issue #{issue['number']} unchanged"
+    ]
     worse = plan([wave("v46", "releases/v46.yaml", drift=["phase 1: group 'delta' instead of 'beta'"])])
-    assert post_stuck_issues(worse, env(api)) == [f"::notice::wave v46 is still stuck: updated issue #{issue['number']}"]
+    assert post_stuck_issues(worse, env(api)) == [
+        f"::notice::wave v46 is still stuck: updated issue #{issue['number']}"
+    ]
     assert "'delta'" in issue["body"] and issue["state"] == "open"
 
     moving = plan([wave("v46", "releases/v46.yaml")], [op("v46", "releases/v46.yaml", 3, status="ready", reason="")])

@@ -50,17 +50,24 @@ def test_annotations_from_the_log_are_one_command_each_with_escaped_properties(t
     log = hostile_log(tmp_path, monkeypatch)
     (tmp_path / "reconcile.log").write_text(log)
     (tmp_path / "plan.json").write_text("")
-    assert github.main(["annotate", "--plan-json", str(tmp_path / "plan.json"), "--log", str(tmp_path / "reconcile.log")]) == 0
+    assert (
+        github.main(["annotate", "--plan-json", str(tmp_path / "plan.json"), "--log", str(tmp_path / "reconcile.log")])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.startswith("::error file=") for line in lines)
     forged = next(line for line in lines if "forged" in line)
     # The name's newline reached the log as the text \u000a; its colons cannot end the property.
-    assert forged.startswith("::error file=releases/n\\u000a%3A%3Awarning file=forged.yaml%3A%3Aowned.yaml,line=6,col=1::")
+    assert forged.startswith(
+        "::error file=releases/n\\u000a%3A%3Awarning file=forged.yaml%3A%3Aowned.yaml,line=6,col=1::"
+    )
 
 
 def test_annotations_of_a_plan_escape_controls_newlines_and_commas():
-    problems = {"errors": [{"file": "a\n::warning::b.yaml", "line": 1, "col": 2, "message": f"bad {ANSI}\n::error::x"}],
-                "warnings": [f"\u202e{ANSI}"]}
+    problems = {
+        "errors": [{"file": "a\n::warning::b.yaml", "line": 1, "col": 2, "message": f"bad {ANSI}\n::error::x"}],
+        "warnings": [f"\u202e{ANSI}"],
+    }
     lines = annotation_commands(problems)
     assert lines == [
         "::error file=a\\u000a%3A%3Awarning%3A%3Ab.yaml,line=1,col=2::bad \\u001b[31mred\\u001b]0;pwned\\u0007%0A::error::x",
@@ -97,8 +104,11 @@ def test_the_summary_log_block_shows_controls_as_escapes(tmp_path):
 
 
 def test_a_plan_json_with_hostile_errors_is_reported_in_code_spans(tmp_path, monkeypatch, capsys):
-    plan = {"changes": False, "errors": [{"file": "a`.yaml", "line": 1, "col": 1, "message": "``` <img src=x> |"}],
-            "warnings": []}
+    plan = {
+        "changes": False,
+        "errors": [{"file": "a`.yaml", "line": 1, "col": 1, "message": "``` <img src=x> |"}],
+        "warnings": [],
+    }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     report = github_report.read_report(str(tmp_path / "plan.json"))
     [bullet] = [line for line in github_report.report_markdown(report).splitlines() if line.startswith("- ")]
@@ -114,8 +124,12 @@ def test_a_stuck_wave_issue_keeps_the_factorys_words_in_code_spans():
     """A stuck wave's reasons quote the factory (its error messages, rollout-by): nothing in them acts."""
     from reconciler.github._issues import StuckWave, issue_body
 
-    stuck = StuckWave("v46", "releases/a`b.yaml", 3,
-                      [f"drift: phase 1 rolled out by <img src=x> ``` | {ANSI}\n::warning::forged \u202e"])
+    stuck = StuckWave(
+        "v46",
+        "releases/a`b.yaml",
+        3,
+        [f"drift: phase 1 rolled out by <img src=x> ``` | {ANSI}\n::warning::forged \u202e"],
+    )
     body = issue_body("acme", stuck, "https://github.example/acme/releases/actions/runs/5")
     lines = body.splitlines()
     assert lines[0] == "<!-- reconcile-stuck:acme:v46 -->"

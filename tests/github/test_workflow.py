@@ -30,7 +30,10 @@ def test_escaping_follows_the_runner_rules():
 
 def test_annotations_errors_first_relative_to_the_workspace(tmp_path):
     plan = {
-        "warnings": ["production targets expire in 12 days", {"file": str(tmp_path / "w.yaml"), "line": 2, "message": "w"}],
+        "warnings": [
+            "production targets expire in 12 days",
+            {"file": str(tmp_path / "w.yaml"), "line": 2, "message": "w"},
+        ],
         "errors": [{"file": str(tmp_path / "releases/a.yaml"), "line": 4, "col": 9, "message": "unknown key: foo"}],
     }
     lines = github.annotation_commands(plan, str(tmp_path))
@@ -112,11 +115,15 @@ error: cannot reach https://api.foundries.io: connection refused
 def test_a_run_that_printed_no_plan_is_reported_from_its_log(tmp_path, monkeypatch, capsys):
     (tmp_path / "plan.json").write_text("")
     (tmp_path / "reconcile.log").write_text(LOG)
-    report = github_report.read_report(str(tmp_path / "plan.json"), str(tmp_path / "missing.md"), str(tmp_path / "reconcile.log"))
+    report = github_report.read_report(
+        str(tmp_path / "plan.json"), str(tmp_path / "missing.md"), str(tmp_path / "reconcile.log")
+    )
     assert report.plan is None
     assert report.problems == {
-        "errors": [{"file": "releases/a.yaml", "line": 3, "col": 5, "message": "unknown key 'phaze'"},
-                   {"message": "cannot reach https://api.foundries.io: connection refused"}],
+        "errors": [
+            {"file": "releases/a.yaml", "line": 3, "col": 5, "message": "unknown key 'phaze'"},
+            {"message": "cannot reach https://api.foundries.io: connection refused"},
+        ],
         "warnings": [{"file": "releases/b.yaml", "line": 1, "col": 1, "message": "factory 'acme' skipped"}],
     }
     assert github_report.report_markdown(report) == (
@@ -124,7 +131,10 @@ def test_a_run_that_printed_no_plan_is_reported_from_its_log(tmp_path, monkeypat
         "- `cannot reach https://api.foundries.io: connection refused`\n"
     )
     assert github_report.plan_outputs(report, "plan.json") == {"changes": "false", "plan-json": "", "plan-file": ""}
-    assert github.main(["annotate", "--plan-json", str(tmp_path / "plan.json"), "--log", str(tmp_path / "reconcile.log")]) == 0
+    assert (
+        github.main(["annotate", "--plan-json", str(tmp_path / "plan.json"), "--log", str(tmp_path / "reconcile.log")])
+        == 0
+    )
     assert capsys.readouterr().out.splitlines() == [
         "::error file=releases/a.yaml,line=3,col=5::unknown key 'phaze'",
         "::error::cannot reach https://api.foundries.io: connection refused",
@@ -150,7 +160,10 @@ def test_summary_has_the_plan_then_the_log_that_cannot_break_out_of_its_block(tm
 def test_cli_errors_are_one_annotation_line(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     (tmp_path / "plan.md").write_text("# Plan\n")
-    assert github.main(["summary", "--plan-json", str(tmp_path / "none.json"), "--markdown", str(tmp_path / "plan.md")]) == 1
+    assert (
+        github.main(["summary", "--plan-json", str(tmp_path / "none.json"), "--markdown", str(tmp_path / "plan.md")])
+        == 1
+    )
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert github.main(["annotate", "--plan-json", str(tmp_path / "bad.json")]) == 1
     assert capsys.readouterr().out.splitlines() == [
@@ -191,7 +204,10 @@ def test_comment_is_created_then_updated_in_place(api, tmp_path):
     assert third.startswith("::notice::plan comment unchanged")
     bodies = [c["body"] for c in api.comments[5]]
     assert bodies == ["LGTM", "<!-- reconcile-plan:acme -->\n## Plan\nNo changes.\n"]
-    assert [(r.method, r.authorization) for r in api.writes()] == [("POST", "Bearer ghs_writer"), ("PATCH", "Bearer ghs_writer")]
+    assert [(r.method, r.authorization) for r in api.writes()] == [
+        ("POST", "Bearer ghs_writer"),
+        ("PATCH", "Bearer ghs_writer"),
+    ]
     # another factory's plan gets its own comment
     github_comment.post_plan_comment("## Plan\n", "staging", env)
     assert len(api.comments[5]) == 3
@@ -238,7 +254,12 @@ def test_no_pull_request_or_no_token_skips_the_comment(api, tmp_path):
 def test_unreachable_api_is_a_warning(tmp_path):
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"pull_request": {"number": 2}}))
-    env = {"GITHUB_API_URL": "http://127.0.0.1:9", "GITHUB_REPOSITORY": "a/b", "GITHUB_TOKEN": "t", "GITHUB_EVENT_PATH": str(event)}
+    env = {
+        "GITHUB_API_URL": "http://127.0.0.1:9",
+        "GITHUB_REPOSITORY": "a/b",
+        "GITHUB_TOKEN": "t",
+        "GITHUB_EVENT_PATH": str(event),
+    }
     assert github_comment.post_plan_comment("x", "acme", env) == (
         "::warning::could not comment on pull request #2: ConnectError; the plan is in the job summary"
     )
@@ -253,5 +274,7 @@ def test_cli_plan_comment_is_keyed_by_the_configured_factory(api, tmp_path, monk
     assert github.main(args) == 0
     assert github.main([*args, "--factory", "acme"]) == 0
     assert [c["body"].split("\n")[0] for c in api.comments[4]] == [
-        "<!-- reconcile-plan:default -->", "<!-- reconcile-plan:acme -->"]
+        "<!-- reconcile-plan:default -->",
+        "<!-- reconcile-plan:acme -->",
+    ]
     assert "ghs_writer" not in capsys.readouterr().out

@@ -37,8 +37,10 @@ def commit(repo: Path, files: dict[str, str], message: str) -> None:
 
 
 def init_demo_factory(directory: Path, devices: int) -> Path:
-    result = CliRunner().invoke(factory_main, ["--local", str(directory), "init", "--demo", "--devices",
-                                               str(devices), "--start", "2026-11-01T08:00:00Z"])
+    result = CliRunner().invoke(
+        factory_main,
+        ["--local", str(directory), "init", "--demo", "--devices", str(devices), "--start", "2026-11-01T08:00:00Z"],
+    )
     assert result.exit_code == 0, result.output
     return directory
 

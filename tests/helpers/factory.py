@@ -49,16 +49,31 @@ class Factory:
         assert response.status_code == status, response.text
         return response.json()
 
-    def wave_body(self, name: str, version: int, tag: str = "production", *, prune=(), source_tag=None,
-                  expires: datetime | None = None, sign: bool = True) -> dict:
+    def wave_body(
+        self,
+        name: str,
+        version: int,
+        tag: str = "production",
+        *,
+        prune=(),
+        source_tag=None,
+        expires: datetime | None = None,
+        sign: bool = True,
+    ) -> dict:
         ci = self.ok(self.http.get(f"{F}/targets/", params={"version": version}))
         r = self.http.get(f"{F}/prod-targets/", params={"tag": tag})
         prod = r.json()[tag] if r.status_code == 200 else None
         assert r.status_code in (200, 404), r.text
         now = self.now()
-        signed = signing.build_wave_targets(ci_targets=ci, prod_targets=prod, version=version, tag=tag,
-                                        source_tag=source_tag, prune=prune,
-                                        expires=expires or now + timedelta(days=365))
+        signed = signing.build_wave_targets(
+            ci_targets=ci,
+            prod_targets=prod,
+            version=version,
+            tag=tag,
+            source_tag=source_tag,
+            prune=prune,
+            expires=expires or now + timedelta(days=365),
+        )
         sigs = [self.offline_signer().sign(signed)] if sign else []
         return {"name": name, "version": str(version), "tag": tag, "targets": {"signed": signed, "signatures": sigs}}
 
@@ -95,6 +110,7 @@ class Factory:
 
     def advance(self, seconds: int) -> dict:
         from reconciler.localfactory import fleet
+
         with self.embedded.store.write() as conn:
             return fleet.advance(conn, seconds)
 

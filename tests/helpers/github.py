@@ -204,7 +204,9 @@ class Expressions:
             if not m:
                 raise ValueError(f"unsupported expression: {text!r}")
             op, literal, name = m.groups()
-            tokens.append(("op", op) if op else ("lit", literal.replace("''", "'")) if literal is not None else ("name", name))
+            tokens.append(
+                ("op", op) if op else ("lit", literal.replace("''", "'")) if literal is not None else ("name", name)
+            )
             pos = m.end()
         value, rest = self._or(tokens)
         if rest:

@@ -28,8 +28,12 @@ def serve_factory(path: Path, *extra: str, start_within: float = 20.0) -> Iterat
     stop it afterwards, killing it if it does not stop within 10 s."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve",
-                             "--port", str(port), *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve", "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + start_within

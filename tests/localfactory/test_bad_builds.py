@@ -21,8 +21,14 @@ def build(factory, *args: str):
 
 
 def failed_devices(factory, version: int) -> set[str]:
-    return {name for (name,) in factory.sql("SELECT DISTINCT d.name FROM update_events e JOIN devices d "
-                                            "ON d.id = e.device_id WHERE e.ok = 0 AND e.to_version = ?", (version,))}
+    return {
+        name
+        for (name,) in factory.sql(
+            "SELECT DISTINCT d.name FROM update_events e JOIN devices d "
+            "ON d.id = e.device_id WHERE e.ok = 0 AND e.to_version = ?",
+            (version,),
+        )
+    }
 
 
 def roll_out_42(factory, days: int) -> dict:
@@ -73,10 +79,15 @@ def test_update_events_have_fioctls_shape(factory):
     name = sorted(failed_devices(factory, 42))[0]
     updates = factory.ok(factory.http.get(f"/ota/devices/{name}/updates/", params={"factory": "demo"}))["updates"]
     newest = updates[0]
-    events = factory.ok(factory.http.get(f"/ota/devices/{name}/updates/{newest['correlation-id']}/",
-                                         params={"factory": "demo"}))
-    assert [e["eventType"]["id"] for e in events] == ["EcuDownloadStarted", "EcuDownloadCompleted",
-                                                      "EcuInstallationStarted", "EcuInstallationCompleted"]
+    events = factory.ok(
+        factory.http.get(f"/ota/devices/{name}/updates/{newest['correlation-id']}/", params={"factory": "demo"})
+    )
+    assert [e["eventType"]["id"] for e in events] == [
+        "EcuDownloadStarted",
+        "EcuDownloadCompleted",
+        "EcuInstallationStarted",
+        "EcuInstallationCompleted",
+    ]
     assert all(set(e) == {"deviceTime", "eventType", "event"} for e in events)
     assert all(e["event"]["version"] == "42" and e["event"]["targetName"] == newest["target"] for e in events)
     assert "success" not in events[0]["event"] and events[-1]["event"]["success"] is False

@@ -52,8 +52,9 @@ def test_commands_need_a_factory(tmp_path):
     assert result.exit_code == 1 and "reconcile-factory init --demo" in result.output
 
 
-@pytest.mark.parametrize("text,seconds", [("1h", 3600), ("1d12h", 129600), ("90m", 5400), ("2w", 1209600),
-                                          ("45s", 45), ("30", 30)])
+@pytest.mark.parametrize(
+    "text,seconds", [("1h", 3600), ("1d12h", 129600), ("90m", 5400), ("2w", 1209600), ("45s", 45), ("30", 30)]
+)
 def test_durations(text, seconds):
     assert cli.parse_duration(text) == seconds
 
@@ -73,9 +74,11 @@ def test_devices_add_import_list(made, tmp_path):
     assert "no device group nope" in run(made, "devices", "add", "lab-2", "--group", "nope", ok=False).output
     assert "already exists" in run(made, "devices", "add", "lab-1", ok=False).output
     csv = tmp_path / "devices.csv"
-    csv.write_text("name,uuid,group,tag,production,hardware_id,version\n"
-                   "imp-1,,us-east,production,true,intel-corei7-64,40\n"
-                   "imp-2,6a2b0c3e-1111-4222-8333-444455556666,,main,false,raspberrypi4-64,60\n")
+    csv.write_text(
+        "name,uuid,group,tag,production,hardware_id,version\n"
+        "imp-1,,us-east,production,true,intel-corei7-64,40\n"
+        "imp-2,6a2b0c3e-1111-4222-8333-444455556666,,main,false,raspberrypi4-64,60\n"
+    )
     assert "Imported 2 devices" in run(made, "devices", "import", str(csv)).output
     bad = tmp_path / "bad.csv"
     bad.write_text("name,tag,hardware_id,version\nx,production,intel-corei7-64,forty\n")
@@ -93,8 +96,11 @@ def test_devices_add_import_list(made, tmp_path):
 def test_token_is_printed_once_and_stored_hashed(made):
     token = run(made, "token", "--name", "alice").output.strip()
     assert token.startswith("lf_") and len(token) > 40
-    db = (made / "factory.db").read_bytes() + (made / "factory.db-wal").read_bytes() \
-        if (made / "factory.db-wal").exists() else (made / "factory.db").read_bytes()
+    db = (
+        (made / "factory.db").read_bytes() + (made / "factory.db-wal").read_bytes()
+        if (made / "factory.db-wal").exists()
+        else (made / "factory.db").read_bytes()
+    )
     assert token.encode() not in db
 
 
@@ -104,8 +110,6 @@ def test_build_publishes_a_ci_build(made):
 
 
 # ------------------------------------------------------------------------------------ served over HTTP
-
-
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +131,7 @@ def test_served_requests_need_a_token(served):
         assert anon.get("/ota/devices/", headers={"OSF-TOKEN": token}).status_code == 200
         assert anon.get(f"{F}/waves/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         import base64
+
         b64 = base64.b64encode(token.encode()).decode()  # fioctl's OAuth mode base64-encodes again
         assert anon.get(f"{F}/waves/", headers={"Authorization": f"Bearer {b64}"}).status_code == 200
 

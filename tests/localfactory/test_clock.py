@@ -27,8 +27,6 @@ def run(path: Path, *args: str, ok: bool = True):
     return result
 
 
-
-
 @pytest.fixture
 def made(tmp_path) -> Path:
     path = tmp_path / "factory"
@@ -39,8 +37,10 @@ def made(tmp_path) -> Path:
 @pytest.fixture
 def served_real(made):
     token = run(made, "token", "--name", "ci-bot").output.strip()
-    with serve_factory(made, "--clock", "real", "--speed", str(SPEED)) as url, \
-            httpx.Client(base_url=url, headers={"OSF-TOKEN": token}, timeout=30) as http:
+    with (
+        serve_factory(made, "--clock", "real", "--speed", str(SPEED)) as url,
+        httpx.Client(base_url=url, headers={"OSF-TOKEN": token}, timeout=30) as http,
+    ):
         yield made, http
 
 
@@ -76,7 +76,8 @@ def test_real_clock_moves_date_and_fleet_with_wall_time(served_real):
         while date_of(http) <= int(expires.timestamp()) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert f.rollout("live-42", expect=409, group="beta")["message"].startswith(
-            "Cannot roll out wave live-42: its targets expired at ")
+            "Cannot roll out wave live-42: its targets expired at "
+        )
         assert http.post(f"{F}/waves/live-42/complete/").status_code == 409
 
         before = date_of(http)
@@ -93,7 +94,8 @@ def test_speed_needs_the_real_clock(made):
     result = run(made, "serve", "--speed", "60", ok=False)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: --speed needs --clock real: the simulated clock moves only with `advance`"]
+        "error: --speed needs --clock real: the simulated clock moves only with `advance`"
+    ]
     result = run(made, "serve", "--clock", "real", "--speed", "0", ok=False)
     assert result.exit_code == 1 and "--speed" in result.output
 

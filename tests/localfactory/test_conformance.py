@@ -56,8 +56,12 @@ def served(tmp_path_factory):
     factory_cli(path, "init", "--demo", "--devices", "200", "--seed", "11", "--start", "2026-01-05T12:00:00Z")
     token = factory_cli(path, "token", "--name", "conformance").strip()
     # fioctl's headers (§1.1): the token, its own User-Agent; Content-Type only with a body.
-    with serve_factory(path) as url, httpx.Client(
-            base_url=url, headers={"OSF-TOKEN": token, "User-Agent": "fioctl-conformance"}, timeout=30) as client:
+    with (
+        serve_factory(path) as url,
+        httpx.Client(
+            base_url=url, headers={"OSF-TOKEN": token, "User-Agent": "fioctl-conformance"}, timeout=30
+        ) as client,
+    ):
         yield path, client
 
 
@@ -123,11 +127,20 @@ def check_status(s: dict, *, name: str, version: int, status: str) -> None:
     groups = s["rollout-groups"] + s["other-groups"]
     for g in groups:
         assert isinstance(g["name"], str) and isinstance(g["rollout-at"], str)
-        for k in ("devices-total", "devices-online", "devices-on-wave-version", "devices-on-newer-version",
-                  "devices-on-older-version", "devices-scheduled-for-update"):
+        for k in (
+            "devices-total",
+            "devices-online",
+            "devices-on-wave-version",
+            "devices-on-newer-version",
+            "devices-on-older-version",
+            "devices-scheduled-for-update",
+        ):
             assert type(g[k]) is int and g[k] >= 0, k
-        assert (g["devices-on-wave-version"] + g["devices-on-newer-version"] + g["devices-on-older-version"]
-                == g["devices-total"] == sum(t["devices"] for t in g["targets"]))
+        assert (
+            g["devices-on-wave-version"] + g["devices-on-newer-version"] + g["devices-on-older-version"]
+            == g["devices-total"]
+            == sum(t["devices"] for t in g["targets"])
+        )
         assert g["devices-online"] <= g["devices-total"]
         assert g["devices-scheduled-for-update"] <= g["devices-on-older-version"]
         for t in g["targets"]:
@@ -155,8 +168,11 @@ def offline_signer(client: httpx.Client, archive: Path):
     root = ok(client.get(f"/ota/repo/{FACTORY}/api/v1/user_repo/root.json"))["signed"]  # the CI root
     online = ok(client.get(f"{F}/ci-targets.pub"))
     assert set(online) == {"keytype", "keyval"} and isinstance(online["keyval"]["public"], str)
-    candidates = {kid: root["keys"][kid]["keyval"]["public"].strip() for kid in root["roles"]["targets"]["keyids"]
-                  if root["keys"][kid]["keyval"]["public"] != online["keyval"]["public"]}
+    candidates = {
+        kid: root["keys"][kid]["keyval"]["public"].strip()
+        for kid in root["roles"]["targets"]["keyids"]
+        if root["keys"][kid]["keyval"]["public"] != online["keyval"]["public"]
+    }
     with tarfile.open(fileobj=io.BytesIO(archive.read_bytes()), mode="r:gz") as tar:
         entries = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     found = []
@@ -197,9 +213,19 @@ def init_wave(client: httpx.Client, path: Path, name: str, version: int) -> dict
     kid, key = offline_signer(client, path / "targets.only.key.tgz")
     payload = canonical(signed)
     sig = {"keyid": kid, "method": "ed25519", "sig": base64.b64encode(key.sign(payload)).decode()}
-    body = (b'{"name":' + json.dumps(name).encode() + b',"version":"' + str(version).encode() + b'","tag":"'
-            + TAG.encode() + b'","targets":{"signed":' + payload + b',"signatures":' + json.dumps([sig]).encode()
-            + b"}}")
+    body = (
+        b'{"name":'
+        + json.dumps(name).encode()
+        + b',"version":"'
+        + str(version).encode()
+        + b'","tag":"'
+        + TAG.encode()
+        + b'","targets":{"signed":'
+        + payload
+        + b',"signatures":'
+        + json.dumps([sig]).encode()
+        + b"}}"
+    )
     created = ok(client.post(f"{F}/waves/", content=body, headers={"Content-Type": "application/json"}), 201)
     check_wave(created, name=name, version=version, status="active")
     shown = ok(client.get(f"{F}/waves/{name}/", params={"show-targets": 1}))
@@ -208,9 +234,13 @@ def init_wave(client: httpx.Client, path: Path, name: str, version: int) -> dict
     assert b'"signed":' + payload in client.get(f"{F}/waves/{name}/", params={"show-targets": 1}).content
     sigs = shown["targets"]["signatures"]
     assert sig in sigs and len(sigs) == 2, "the offline signature plus the service's online one"
-    online_kid = next(k for k in ok(client.get(f"/ota/repo/{FACTORY}/api/v1/user_repo/root.json",
-                                               params={"production": 1}))["signed"]["roles"]["targets"]["keyids"]
-                      if k != kid)
+    online_kid = next(
+        k
+        for k in ok(client.get(f"/ota/repo/{FACTORY}/api/v1/user_repo/root.json", params={"production": 1}))["signed"][
+            "roles"
+        ]["targets"]["keyids"]
+        if k != kid
+    )
     online = next(s for s in sigs if s["keyid"] == online_kid)
     public = bytes.fromhex(ok(client.get(f"{F}/ci-targets.pub"))["keyval"]["public"])
     Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(online["sig"]), payload)
@@ -220,8 +250,13 @@ def init_wave(client: httpx.Client, path: Path, name: str, version: int) -> dict
 def rollout(client: httpx.Client, wave: str, expect: int = 200, **options) -> dict:
     """``WaveRolloutOptions`` as fioctl sends them: omitempty fields, the three flags always."""
     body = {k.replace("_", "-"): v for k, v in options.items() if k not in ("dry_run", "return_uuids")}
-    body.update({"dry-run": options.get("dry_run", False), "return-uuids": options.get("return_uuids", False),
-                 "return-names": options.get("return_uuids", False)})
+    body.update(
+        {
+            "dry-run": options.get("dry_run", False),
+            "return-uuids": options.get("return_uuids", False),
+            "return-names": options.get("return_uuids", False),
+        }
+    )
     r = client.post(f"{F}/waves/{wave}/rollout/", json=body)
     return error(r, expect) if expect >= 400 else ok(r, expect)
 
@@ -251,8 +286,12 @@ def test_init_rollouts_status_complete(served):
     full = rollout(client, name, group="canary")
     reached = [check_rollout_result(full, listed=False)]
     (h,) = full["rollout-history"]
-    assert (h["group-name"], h["is-full-group"], h["is-factory-wide"], h["num-devices"]) == ("canary", True, False,
-                                                                                            reached[0])
+    assert (h["group-name"], h["is-full-group"], h["is-factory-wide"], h["num-devices"]) == (
+        "canary",
+        True,
+        False,
+        reached[0],
+    )
     assert set(full["rollout-groups"]) == {"canary"}
 
     # --group us-east --limit=10: a dry run with --print-uuids first, then the same for real
@@ -261,8 +300,12 @@ def test_init_rollouts_status_complete(served):
     real = rollout(client, name, group="us-east", limit=10, return_uuids=True)
     reached.append(check_rollout_result(real, listed=True))
     assert reached[-1] == 10 and not real["rollout-history"][-1]["is-full-group"]
-    us_east = {d["uuid"] for d in ok(client.get("/ota/devices/", params={"factory": FACTORY, "group": "us-east",
-                                                                          "limit": 500}))["devices"]}
+    us_east = {
+        d["uuid"]
+        for d in ok(client.get("/ota/devices/", params={"factory": FACTORY, "group": "us-east", "limit": 500}))[
+            "devices"
+        ]
+    }
     assert set(real["device-uuids"]) <= us_east
 
     # --limit=5 across the factory, then two UUIDs of the tag's production devices
@@ -282,8 +325,12 @@ def test_init_rollouts_status_complete(served):
     error(client.post(f"{F}/waves/{name}/rollout/", json={"dry-run": False}), 400)
     error(client.post(f"{F}/waves/{name}/rollout/", json={"limit": 10_001, "dry-run": False}), 400)
     error(client.post(f"{F}/waves/{name}/rollout/", json={"group": "nope", "dry-run": False}), 404)
-    error(client.post(f"{F}/waves/{name}/rollout/", json={"uuids": ["00000000-0000-4000-8000-000000000000"],
-                                                          "dry-run": False}), 400)
+    error(
+        client.post(
+            f"{F}/waves/{name}/rollout/", json={"uuids": ["00000000-0000-4000-8000-000000000000"], "dry-run": False}
+        ),
+        400,
+    )
 
     factory_cli(path, "advance", "1d")
     for wave in (name, "$active$"):
@@ -386,8 +433,7 @@ def test_phased_rollouts_of_the_advanced_usage(served):
     assert reach(3, group="eu-emea", uuids=canary_lst) == set(canary_lst)
     assert reach(4, group="eu-emea", limit=4, uuids=phase1) <= set(phase1)
     foreign = prod_uuids(client, "us-west")[:1]
-    error(client.post(f"{F}/waves/{name}/rollout/", json={"group": "eu-emea", "uuids": foreign, "dry-run": False}),
-          400)
+    error(client.post(f"{F}/waves/{name}/rollout/", json={"group": "eu-emea", "uuids": foreign, "dry-run": False}), 400)
 
     # --limit 3 --uuids @pre-selected.lst across the factory ; --limit 10% in a group
     pre_selected = prod_uuids(client, "us-west")[:6]
@@ -401,9 +447,15 @@ def test_phased_rollouts_of_the_advanced_usage(served):
 
     history = ok(client.get(f"{F}/waves/{name}/"))["rollout-history"]
     assert [(h["group-name"], h["is-full-group"], h["is-factory-wide"]) for h in history] == [
-        ("us-east", False, False), ("us-east", False, False), ("us-east", True, False),
-        ("eu-emea", False, False), ("eu-emea", False, False), ("", False, True), ("apac", False, False),
-        ("", False, True)]
+        ("us-east", False, False),
+        ("us-east", False, False),
+        ("us-east", True, False),
+        ("eu-emea", False, False),
+        ("eu-emea", False, False),
+        ("", False, True),
+        ("apac", False, False),
+        ("", False, True),
+    ]
     assert sum(h["num-devices"] for h in history) == len(staged)
 
     s = ok(client.get(f"{F}/waves/{name}/status/", params={"offline-threshold": 4}))
@@ -424,8 +476,10 @@ def test_phased_rollouts_of_the_advanced_usage(served):
                 assert type(target["is-orphan"]) is bool
             for g in t["device-groups"]:
                 assert isinstance(g["name"], str)
-                assert all(type(g[k]) is int for k in ("devices-total", "devices-online", "devices-on-latest",
-                                                        "devices-on-orphan"))
+                assert all(
+                    type(g[k]) is int
+                    for k in ("devices-total", "devices-online", "devices-on-latest", "devices-on-orphan")
+                )
     prod_tag = next(t for t in fs["prod-tags"] if t["name"] == TAG)
     assert 0 < prod_tag["devices-total"] <= s["total-devices"]
     assert TAG in [t["name"] for t in fs["wave-tags"]]

@@ -40,13 +40,20 @@ def test_devices_follow_the_contract(demo_factory):
         assert d["uuid"] == str(uuid.uuid5(uuid.NAMESPACE_URL, f"reconciler-demo:42:{i}"))
         assert d["tag"] == "production" and d["is-prod"] is True
         assert d["target-name"] == f"{HWIDS[i % 2]}-lmp-40"
-        expected = ("canary" if i < 10 else "beta" if i < 60 else
-                    ["us-east"] * 3 + ["us-west"] * 2 + ["eu-emea"] * 3 + ["apac", ""])
+        expected = (
+            "canary"
+            if i < 10
+            else "beta"
+            if i < 60
+            else ["us-east"] * 3 + ["us-west"] * 2 + ["eu-emea"] * 3 + ["apac", ""]
+        )
         assert d["device-group"] == (expected if isinstance(expected, str) else expected[i % 10])
     ci = [d for n, d in devices.items() if n.startswith("ci-")]
     assert sorted(d["name"] for d in ci) == [f"ci-{j:04d}" for j in range(5)]  # max(5, N // 100)
-    assert all(d["tag"] == "main" and not d["is-prod"] and d["device-group"] == "" and
-               d["target-name"].endswith("-lmp-60") for d in ci)
+    assert all(
+        d["tag"] == "main" and not d["is-prod"] and d["device-group"] == "" and d["target-name"].endswith("-lmp-60")
+        for d in ci
+    )
     assert len(devices) == 255
 
 

@@ -27,6 +27,7 @@ def uuid_of(factory, name: str) -> str:
 
 def fetcher(factory, uuid: str, replace: dict | None = None):
     """What a device downloads from the gateway; ``replace`` swaps files as a replaying attacker would."""
+
     def fetch(name: str) -> dict | None:
         if replace and name in replace:
             return replace[name]
@@ -34,6 +35,7 @@ def fetcher(factory, uuid: str, replace: dict | None = None):
         if r.status_code == 404:
             return None
         return factory.ok(r)
+
     return fetch
 
 
@@ -74,7 +76,10 @@ def test_every_view_serves_timestamp_and_snapshot_signed_by_the_online_key(facto
         assert device.refresh(fetcher(factory, uuid), now(factory)) == got["targets"]
         assert device.trusted.root["signed"]["version"] == 2
         assert (device.trusted.timestamp, device.trusted.snapshot, device.trusted.targets) == (
-            version * 1000, version, version)
+            version * 1000,
+            version,
+            version,
+        )
 
 
 def test_versions_increase_on_every_change_and_the_timestamp_is_resigned_before_it_expires(factory):
@@ -138,18 +143,20 @@ def test_a_device_refuses_replayed_older_metadata(factory):
         assert "version" in str(refused.value), (what, str(refused.value))
     # a fresh device accepts the old set (nothing to compare with) but not once it expired
     fresh = new_device(factory, uuid)
-    fresh.refresh(fetcher(factory, uuid, {f"{n}.json": old[n] for n in ("timestamp", "snapshot", "targets")}),
-                  now(factory))
+    fresh.refresh(
+        fetcher(factory, uuid, {f"{n}.json": old[n] for n in ("timestamp", "snapshot", "targets")}), now(factory)
+    )
     with pytest.raises(tufclient.Refused, match="timestamp metadata has expired"):
-        new_device(factory, uuid).refresh(fetcher(factory, uuid, {f"{n}.json": old[n] for n in (
-            "timestamp", "snapshot", "targets")}), now(factory) + 8 * DAY)
+        new_device(factory, uuid).refresh(
+            fetcher(factory, uuid, {f"{n}.json": old[n] for n in ("timestamp", "snapshot", "targets")}),
+            now(factory) + 8 * DAY,
+        )
 
 
 def test_a_device_refuses_metadata_signed_by_the_wrong_key_or_below_threshold(factory):
     uuid = uuid_of(factory, "demo-000100")
     good = files(factory, uuid)
-    forged = {"signed": dict(good["timestamp"]["signed"], version=99999),
-              "signatures": good["timestamp"]["signatures"]}
+    forged = {"signed": dict(good["timestamp"]["signed"], version=99999), "signatures": good["timestamp"]["signatures"]}
     with pytest.raises(tufclient.Refused, match="timestamp metadata has 0 valid"):
         new_device(factory, uuid).refresh(fetcher(factory, uuid, {"timestamp.json": forged}), now(factory))
     online_only = {"signed": good["targets"]["signed"], "signatures": good["targets"]["signatures"][:1]}
@@ -172,9 +179,13 @@ def test_fleet_devices_refuse_a_targets_rollback_after_a_cancel(factory):
     factory.rollout("v41", group="canary")
     factory.rollout("v41", group="beta")
     factory.advance(DAY)
-    fetched_42 = {d for (d,) in factory.sql(
-        "SELECT DISTINCT d.name FROM update_events e JOIN devices d ON d.id = e.device_id "
-        "WHERE e.to_version = 42 AND e.ok = 0")}
+    fetched_42 = {
+        d
+        for (d,) in factory.sql(
+            "SELECT DISTINCT d.name FROM update_events e JOIN devices d ON d.id = e.device_id "
+            "WHERE e.to_version = 42 AND e.ok = 0"
+        )
+    }
     assert len(fetched_42) >= 8
     versions = {d["name"]: d["version"] for d in factory.devices(group="canary") + factory.devices(group="beta")}
     assert all(versions[name] == 40 for name in fetched_42)

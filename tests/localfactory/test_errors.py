@@ -167,9 +167,21 @@ def test_open_embedded_bad_places_are_one_line(tmp_path, monkeypatch):
     assert a_file.read_text() == "x"
 
 
-@pytest.mark.parametrize("args", [["status"], ["advance", "1h"], ["token"], ["serve", "--port", "0"],
-                                  ["devices", "list"], ["devices", "add", "lab-9"], ["devices", "move", "x"],
-                                  ["devices", "import", "CSV"], ["build", "70"], ["init"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["advance", "1h"],
+        ["token"],
+        ["serve", "--port", "0"],
+        ["devices", "list"],
+        ["devices", "add", "lab-9"],
+        ["devices", "move", "x"],
+        ["devices", "import", "CSV"],
+        ["build", "70"],
+        ["init"],
+    ],
+)
 def test_every_command_on_a_corrupt_database(copy, args, tmp_path):
     csv = tmp_path / "d.csv"
     csv.write_text("name,tag,hardware_id,version\n")
@@ -197,8 +209,9 @@ def test_serve_cannot_listen(copy):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        one_line_error(cli_run(copy, "serve", "--port", str(port)),
-                       f"cannot listen on 127.0.0.1:{port}: address already in use")
+        one_line_error(
+            cli_run(copy, "serve", "--port", str(port)), f"cannot listen on 127.0.0.1:{port}: address already in use"
+        )
     one_line_error(cli_run(copy, "serve", "--host", "999.1.1.1"), "cannot listen on 999.1.1.1:8080: ")
     one_line_error(cli_run(copy, "serve", "--host", "8.8.8.8"), "cannot listen on 8.8.8.8:8080: ")
 
@@ -211,18 +224,26 @@ def test_devices_import_and_add_refuse_bad_input(copy, tmp_path):
     latin1.write_bytes("name,tag,hardware_id,version\nger\u00e4t,production,intel-corei7-64,40\n".encode("latin-1"))
     one_line_error(cli_run(copy, "devices", "import", str(latin1)), "latin1.csv: not UTF-8 text")
     for version in ("99999999999999999999", "-1", "2147483648"):
-        one_line_error(cli_run(copy, "devices", "add", "lab-1", "--version", version),
-                       f"--version {version} is out of range: a version is 0..2147483647")
+        one_line_error(
+            cli_run(copy, "devices", "add", "lab-1", "--version", version),
+            f"--version {version} is out of range: a version is 0..2147483647",
+        )
     ranges = tmp_path / "ranges.csv"
-    ranges.write_text("name,tag,hardware_id,version\na,production,intel-corei7-64,-1\n"
-                      "b,production,intel-corei7-64,2147483648\nc,production,intel-corei7-64,"
-                      + "9" * 5000 + "\nd,production,intel-corei7-64,+-5\n")
+    ranges.write_text(
+        "name,tag,hardware_id,version\na,production,intel-corei7-64,-1\n"
+        "b,production,intel-corei7-64,2147483648\nc,production,intel-corei7-64,"
+        + "9" * 5000
+        + "\nd,production,intel-corei7-64,+-5\n"
+    )
     result = cli_run(copy, "devices", "import", str(ranges))
     assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
     assert [line.strip() for line in result.stderr.splitlines()] == [
-        "error: Invalid device CSV", "line 2: version must be between 0 and 2147483647",
-        "line 3: version must be between 0 and 2147483647", "line 4: version must be between 0 and 2147483647",
-        "line 5: version must be an integer"]
+        "error: Invalid device CSV",
+        "line 2: version must be between 0 and 2147483647",
+        "line 3: version must be between 0 and 2147483647",
+        "line 4: version must be between 0 and 2147483647",
+        "line 5: version must be an integer",
+    ]
     edge = tmp_path / "edge.csv"
     edge.write_text("name,tag,hardware_id,version\nz,production,intel-corei7-64,2147483647\n")
     assert "Imported 1 device" in cli_run(copy, "devices", "import", str(edge)).output
@@ -243,8 +264,9 @@ def test_init_refuses_overflowing_starts_and_bad_names(tmp_path):
     with pytest.raises(UserError, match="factory name"):
         demo.init_factory(tmp_path / "f", devices_n=0, name="a b", start=T0)
     assert not (tmp_path / "f").exists()
-    out = cli_run(tmp_path / "f", "init", "--devices", "0", "--name", "my_factory.v2-1",
-                  "--start", "8999-12-31T00:00:00Z")
+    out = cli_run(
+        tmp_path / "f", "init", "--devices", "0", "--name", "my_factory.v2-1", "--start", "8999-12-31T00:00:00Z"
+    )
     assert out.exit_code == 0 and "Created factory 'my_factory.v2-1'" in out.output
 
 
@@ -290,10 +312,18 @@ def test_app_answers_a_locked_database_with_503(copy, short_busy_timeout):
         f.close()
 
 
-@pytest.mark.parametrize("query", [f"{F}/targets/?version=9223372036854775808", f"{F}/targets/?version=-1",
-                                   f"{F}/targets/?version=2147483648", f"{F}/waves/?page=99999999999999999999",
-                                   f"{F}/waves/?page=" + "9" * 5000, f"{F}/status/?offline-threshold=9223372036854775807",
-                                   "/ota/devices/?factory=demo&page=9223372036854775808"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"{F}/targets/?version=9223372036854775808",
+        f"{F}/targets/?version=-1",
+        f"{F}/targets/?version=2147483648",
+        f"{F}/waves/?page=99999999999999999999",
+        f"{F}/waves/?page=" + "9" * 5000,
+        f"{F}/status/?offline-threshold=9223372036854775807",
+        "/ota/devices/?factory=demo&page=9223372036854775808",
+    ],
+)
 def test_out_of_range_integers_are_400(factory, query):
     r = factory.http.get(query)
     assert r.status_code == 400, r.text
@@ -322,20 +352,26 @@ def test_build_validates_tags_and_hardware_ids(copy):
     one_line_error(cli_run(copy, "build", "2147483647", "--hardware-id", ""), "--hardware-id", "is not a hardware id")
     result = cli_run(copy, "build", "2147483648")
     assert result.exit_code == 1 and "2147483648 is not in the range" in result.stderr
-    out = cli_run(copy, "build", "2147483647", "--tag", "main", "--tag", "main", "--hardware-id", "x86",
-                  "--hardware-id", "x86")
+    out = cli_run(
+        copy, "build", "2147483647", "--tag", "main", "--tag", "main", "--hardware-id", "x86", "--hardware-id", "x86"
+    )
     assert out.exit_code == 0 and "Published x86-lmp-2147483647" in out.output
 
 
 # ------------------------------------------------------------------------------------ 9. usage errors exit 1
 
 
-@pytest.mark.parametrize("args,message", [(["advance", "garbage"], "the duration must be a duration such as"),
-                                          (["nope"], "No such command 'nope'"),
-                                          (["--bogus"], "No such option '--bogus'"),
-                                          (["devices", "add"], "Missing argument 'NAME'"),
-                                          (["devices", "list", "--limit", "0"], "Invalid value for '--limit'"),
-                                          (["status", "--offline-threshold", "x"], "is not a valid integer")])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["advance", "garbage"], "the duration must be a duration such as"),
+        (["nope"], "No such command 'nope'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["devices", "add"], "Missing argument 'NAME'"),
+        (["devices", "list", "--limit", "0"], "Invalid value for '--limit'"),
+        (["status", "--offline-threshold", "x"], "is not a valid integer"),
+    ],
+)
 def test_usage_errors_exit_1(copy, args, message):
     result = cli_run(copy, *args)
     assert result.exit_code == 1, result.output

@@ -12,10 +12,10 @@ from tests.helpers.factory import F, new_factory
 
 GATEWAY = "/ota/gateway/demo/repo"
 
+
 @pytest.fixture
 def factory(tmp_path_factory, tmp_path):
     yield from new_factory(tmp_path_factory, tmp_path)
-
 
 
 def gateway(factory, uuid: str, file: str = "targets.json"):
@@ -77,8 +77,13 @@ def test_ci_devices_follow_ci_builds_of_their_tag_and_hardware(factory):
     from reconciler.localfactory import targets
 
     with factory.embedded.store.write() as conn:
-        dev.add_devices(conn, [dev.NewDevice("ci-devel", "", "devel", "raspberrypi4-64", 50, False),
-                               dev.NewDevice("prod-main", "", "main", "raspberrypi4-64", 40, True)])
+        dev.add_devices(
+            conn,
+            [
+                dev.NewDevice("ci-devel", "", "devel", "raspberrypi4-64", 50, False),
+                dev.NewDevice("prod-main", "", "main", "raspberrypi4-64", 40, True),
+            ],
+        )
         targets.add_ci_build(conn, 61, ["raspberrypi4-64"], ["main"])
     factory.advance(86400)
     got = {d["name"]: d["version"] for d in factory.devices()}
@@ -113,8 +118,10 @@ def test_failed_installs_are_recorded_and_devices_stay(factory):
     factory.rollout("v42", group="eu-emea")
     stats = factory.advance(3600)
     assert stats["failed"] > 10 and stats["updated"] > 10
-    failed = factory.sql("SELECT d.name, d.version, e.from_version, e.to_version FROM update_events e "
-                         "JOIN devices d ON d.id = e.device_id WHERE e.ok = 0")
+    failed = factory.sql(
+        "SELECT d.name, d.version, e.from_version, e.to_version FROM update_events e "
+        "JOIN devices d ON d.id = e.device_id WHERE e.ok = 0"
+    )
     assert len(failed) == stats["failed"]
     assert all(version == 40 and frm == 40 and to == 42 for _, version, frm, to in failed)
     name = failed[0][0]
@@ -170,13 +177,15 @@ def test_device_list_filters_and_paging(factory):
     assert len(factory.devices(match_tag="main")) == 5
     one = factory.devices(uuid=factory.devices(group="beta")[0]["uuid"])
     assert len(one) == 1 and one[0]["device-group"] == "beta"
-    assert all(d["target-name"] == "raspberrypi4-64-lmp-60" for d in factory.devices(target_name="raspberrypi4-64-lmp-60"))
-    newest = factory.ok(factory.http.get("/ota/devices/", params={"factory": "demo", "sortby": "-last_seen",
-                                                                  "limit": 5}))["devices"]
+    assert all(
+        d["target-name"] == "raspberrypi4-64-lmp-60" for d in factory.devices(target_name="raspberrypi4-64-lmp-60")
+    )
+    newest = factory.ok(
+        factory.http.get("/ota/devices/", params={"factory": "demo", "sortby": "-last_seen", "limit": 5})
+    )["devices"]
     assert [d["last-seen"] for d in newest] == sorted((d["last-seen"] for d in newest), reverse=True)
     assert factory.http.get("/ota/devices/", params={"limit": 5000}).status_code == 400
-    by_uuid = factory.ok(factory.http.get(f"/ota/devices/{one[0]['uuid']}/", params={"factory": "demo",
-                                                                                    "by-uuid": 1}))
+    by_uuid = factory.ok(factory.http.get(f"/ota/devices/{one[0]['uuid']}/", params={"factory": "demo", "by-uuid": 1}))
     assert by_uuid["name"] == one[0]["name"]
 
 
@@ -206,7 +215,11 @@ def test_the_fleet_replays_identically_from_its_seed(tmp_path):
         f.rollout("v42", group="us-east", limit=15)
         f.rollout("v42", percentage=20)
         f.advance(36 * 3600)
-        runs.append(({d["name"]: (d["version"], d["last-seen"]) for d in f.devices()},
-                     f.sql("SELECT device_id, at, from_version, to_version, ok FROM update_events ORDER BY id")))
+        runs.append(
+            (
+                {d["name"]: (d["version"], d["last-seen"]) for d in f.devices()},
+                f.sql("SELECT device_id, at, from_version, to_version, ok FROM update_events ORDER BY id"),
+            )
+        )
         f.close()
     assert runs[0] == runs[1]

@@ -45,11 +45,15 @@ def recorded(factory_dir):
 def test_init_sends_signed_as_the_canonical_bytes_it_signed(release_repo, recorded):
     url, seen, embedded = recorded
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
-    code, _, err = reconcile(str(release_repo), "--api-url", url, "--factory", "demo",
-                               "--keys", str(embedded.keys_archive))
+    code, _, err = reconcile(
+        str(release_repo), "--api-url", url, "--factory", "demo", "--keys", str(embedded.keys_archive)
+    )
     assert code == 0, err
-    creates = [(ctype, body) for method, path, ctype, body in seen
-               if method == "POST" and path.rstrip("/") == "/ota/factories/demo/waves"]
+    creates = [
+        (ctype, body)
+        for method, path, ctype, body in seen
+        if method == "POST" and path.rstrip("/") == "/ota/factories/demo/waves"
+    ]
     assert len(creates) == 1
     content_type, body = creates[0]
     assert content_type == "application/json"

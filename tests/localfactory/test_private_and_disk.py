@@ -75,7 +75,8 @@ def test_an_older_factory_is_made_private_with_a_note(copy):
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
         f"Made the local factory at {copy} private (it holds private keys): the directory 0755 -> 0700, "
-        f"{store.DB_NAME} 0644 -> 0600"]
+        f"{store.DB_NAME} 0644 -> 0600"
+    ]
     assert (mode(copy), mode(copy / store.DB_NAME)) == (0o700, 0o600)
     assert cli_run(copy, "status").stderr == "", "said once"
 
@@ -95,8 +96,15 @@ def test_reconcile_says_so_too(copy, release_repo):
 
 def _factory_cli(path: Path, *args: str, prefix: tuple[str, ...] = (), preexec=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([*prefix, sys.executable, "-m", "reconciler.localfactory", "--local", str(path), *args],
-                          env=env, capture_output=True, text=True, timeout=120, preexec_fn=preexec, check=False)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "reconciler.localfactory", "--local", str(path), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=preexec,
+        check=False,
+    )
 
 
 def _without_privileges() -> tuple[str, ...]:
@@ -127,8 +135,9 @@ def test_a_read_only_factory_is_called_read_only_not_damaged(copy, command):
     finally:
         os.chmod(copy, 0o700)
         os.chmod(copy / store.DB_NAME, 0o600)
-    assert line.startswith(f"error: the local factory at {copy} cannot be written (attempt to write a readonly "
-                           "database): ")
+    assert line.startswith(
+        f"error: the local factory at {copy} cannot be written (attempt to write a readonly database): "
+    )
     assert "make the directory and its files writable" in line
     assert cli_run(copy, "status").exit_code == 0, "the factory was healthy all along"
 
@@ -137,6 +146,7 @@ def _file_size_limit(limit: int):
     def apply() -> None:  # in the child: a write past ``limit`` bytes fails (EFBIG) instead of killing it
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -160,5 +170,7 @@ def test_sqlite_reporting_a_full_disk_is_called_a_full_disk(copy):
             tx.execute("INSERT INTO filler SELECT randomblob(100000) FROM devices")
     finally:
         st.close()
-    assert st.describe(caught.value) == (f"the disk holding the local factory at {copy} is full (database or disk "
-                                         "is full); free some space and try again")
+    assert st.describe(caught.value) == (
+        f"the disk holding the local factory at {copy} is full (database or disk "
+        "is full); free some space and try again"
+    )

@@ -34,8 +34,14 @@ def post_raw(factory, path: str, content: bytes, content_type: str | None = "app
 def wire(body: dict, signed_text: bytes) -> bytes:
     """A WaveCreate with ``targets.signed`` spliced in as ``signed_text``."""
     head = json.dumps({"name": body["name"], "version": body["version"], "tag": body["tag"]}).encode()[:-1]
-    return (head + b', "targets": {"signatures": ' + json.dumps(body["targets"]["signatures"]).encode()
-            + b', "signed": ' + signed_text + b"}}")
+    return (
+        head
+        + b', "targets": {"signatures": '
+        + json.dumps(body["targets"]["signatures"]).encode()
+        + b', "signed": '
+        + signed_text
+        + b"}}"
+    )
 
 
 # ------------------------------------------------------------------------------------ item 1: canonical signed
@@ -58,9 +64,13 @@ def test_canonical_signed_inside_a_loosely_formatted_envelope_is_accepted_and_se
     body = factory.wave_body("v42", 42)
     canonical = signing.canonical_json(body["targets"]["signed"])
     # Whitespace and member order around ``signed`` are free; a decoy "signed" member comes first.
-    text = (b'{\n  "targets" : {"decoy": {"signed": {"b": 1, "a": 2}},\n   "signatures" : '
-            + json.dumps(body["targets"]["signatures"]).encode() + b' ,\n   "signed" :  ' + canonical
-            + b' } ,\n  "name": "v42", "tag": "production", "version": "42"\n}\n')
+    text = (
+        b'{\n  "targets" : {"decoy": {"signed": {"b": 1, "a": 2}},\n   "signatures" : '
+        + json.dumps(body["targets"]["signatures"]).encode()
+        + b' ,\n   "signed" :  '
+        + canonical
+        + b' } ,\n  "name": "v42", "tag": "production", "version": "42"\n}\n'
+    )
     r = post_raw(factory, f"{F}/waves/", text)
     assert r.status_code == 201, r.text
     served = factory.http.get(f"{F}/waves/v42/", params={"show-targets": 1})
@@ -108,10 +118,21 @@ class CountingInput:
 def call_app(factory, environ_extra: dict) -> tuple[str, dict]:
     stream = CountingInput()
     environ = {
-        "REQUEST_METHOD": "POST", "PATH_INFO": f"{F}/waves/", "QUERY_STRING": "", "SERVER_NAME": "lf",
-        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
-        "wsgi.input": stream, "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": False,
-        "wsgi.run_once": False, "CONTENT_TYPE": "application/json", **environ_extra,
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": f"{F}/waves/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "lf",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": stream,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "CONTENT_TYPE": "application/json",
+        **environ_extra,
     }
     seen = {}
     body = b"".join(factory.embedded.app(environ, lambda status, headers, exc=None: seen.update(status=status)))
@@ -127,20 +148,24 @@ def test_oversized_bodies_are_refused_before_they_are_read_whole(factory):
 
 def test_a_chunked_body_within_the_limit_is_read(factory):
     body = json.dumps({"name": "lab"}).encode()
-    r = factory.http.post(f"{F}/device-groups/", content=iter([body[:5], body[5:]]),
-                          headers={"Content-Type": "application/json"})
+    r = factory.http.post(
+        f"{F}/device-groups/", content=iter([body[:5], body[5:]]), headers={"Content-Type": "application/json"}
+    )
     assert r.request.headers.get("transfer-encoding") == "chunked" and r.status_code == 201, r.text
 
 
-@pytest.mark.parametrize("text,why", [
-    (b"[" * 100_000 + b"]" * 100_000, "more than 64 deep"),
-    (b'{"name": "lab", "description": ' + b"[" * 65 + b"]" * 65 + b"}", "more than 64 deep"),
-    (b'{"name": "lab", "description": "\\ud800"}', "lone surrogate"),
-    (b'{"name": "lab", "description": "\\udc00\\ud800"}', "lone surrogate"),
-    (b'{"name": "lab", "description": NaN}', "not valid JSON"),
-    (b'{"name": "lab", "name": "lab2"}', "not valid JSON"),
-    (b'{"name": "caf\xe9"}', "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "more than 64 deep"),
+        (b'{"name": "lab", "description": ' + b"[" * 65 + b"]" * 65 + b"}", "more than 64 deep"),
+        (b'{"name": "lab", "description": "\\ud800"}', "lone surrogate"),
+        (b'{"name": "lab", "description": "\\udc00\\ud800"}', "lone surrogate"),
+        (b'{"name": "lab", "description": NaN}', "not valid JSON"),
+        (b'{"name": "lab", "name": "lab2"}', "not valid JSON"),
+        (b'{"name": "caf\xe9"}', "not valid UTF-8"),
+    ],
+)
 def test_malformed_json_is_400_never_500(factory, text, why):
     for path in (f"{F}/device-groups/", f"{F}/waves/", f"{F}/waves/populate-targets/rollout/"):
         r = post_raw(factory, path, text)
@@ -169,8 +194,10 @@ def test_a_wave_missing_ci_targets_of_its_version_is_refused(factory):
     body["targets"]["signatures"] = [factory.offline_signer().sign(signed)]
     r = factory.post_wave(body)
     assert r.status_code == 400
-    assert r.json() == {"message": "Targets validation failed",
-                        "errors": ["CI Target differs for target raspberrypi4-64-lmp-42: not present in a wave"]}
+    assert r.json() == {
+        "message": "Targets validation failed",
+        "errors": ["CI Target differs for target raspberrypi4-64-lmp-42: not present in a wave"],
+    }
 
 
 def test_ci_targets_a_source_tag_filters_out_may_be_missing(factory):

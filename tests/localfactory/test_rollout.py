@@ -62,8 +62,13 @@ def test_seed_002_command_sequence(factory, tmp_path):
 
     history = factory.wave("v2.0-update")["rollout-history"]
     assert [(h["group-name"], h["is-full-group"], h["is-factory-wide"], h["num-devices"]) for h in history] == [
-        ("us-east", False, False, 10), ("us-east", False, False, 50), ("us-east", True, False, len(us_east) - 60),
-        ("", False, True, 5), ("", False, True, 5), ("", False, True, 7)]
+        ("us-east", False, False, 10),
+        ("us-east", False, False, 50),
+        ("us-east", True, False, len(us_east) - 60),
+        ("", False, True, 5),
+        ("", False, True, 5),
+        ("", False, True, 7),
+    ]
     assert list(factory.wave("v2.0-update")["rollout-groups"]) == ["us-east"]
 
     # updates happen, then cancel: updated devices keep the version, nobody else gets it
@@ -197,8 +202,13 @@ def test_full_group_rollout_covers_devices_that_join_later(factory):
     factory.create_wave("v42", 42)
     factory.rollout("v42", group="apac")
     with factory.embedded.store.write() as conn:
-        dev.add_devices(conn, [dev.NewDevice("late-joiner", "", "production", "raspberrypi4-64", 40, True, "apac"),
-                               dev.NewDevice("elsewhere", "", "production", "raspberrypi4-64", 40, True, "us-west")])
+        dev.add_devices(
+            conn,
+            [
+                dev.NewDevice("late-joiner", "", "production", "raspberrypi4-64", 40, True, "apac"),
+                dev.NewDevice("elsewhere", "", "production", "raspberrypi4-64", 40, True, "us-west"),
+            ],
+        )
     late = factory.ok(factory.http.get("/ota/devices/late-joiner/", params={"factory": "demo"}))
     assert late["is-wave"] is True and late["group"]["name"] == "apac"
     assert factory.ok(factory.http.get("/ota/devices/elsewhere/", params={"factory": "demo"}))["is-wave"] is False
@@ -207,11 +217,12 @@ def test_full_group_rollout_covers_devices_that_join_later(factory):
     assert apac["name"] == "apac" and apac["devices-scheduled-for-update"] == apac["devices-total"]
     # an existing device moved into the group joins too (fioctl devices config group)
     mover = factory.devices(group="us-west")[0]["name"]
-    moved = factory.ok(factory.http.patch(f"/ota/devices/{mover}/", params={"factory": "demo"},
-                                          json={"group": "apac"}))
+    moved = factory.ok(factory.http.patch(f"/ota/devices/{mover}/", params={"factory": "demo"}, json={"group": "apac"}))
     assert moved["is-wave"] is True and moved["device-group"] == "apac"
-    assert factory.http.patch(f"/ota/devices/{mover}/", params={"factory": "demo"},
-                              json={"group": "nope"}).status_code == 404
+    assert (
+        factory.http.patch(f"/ota/devices/{mover}/", params={"factory": "demo"}, json={"group": "nope"}).status_code
+        == 404
+    )
     factory.advance(86400)
     assert factory.ok(factory.http.get("/ota/devices/late-joiner/", params={"factory": "demo"}))["version"] == 42
     assert factory.ok(factory.http.get(f"/ota/devices/{mover}/", params={"factory": "demo"}))["version"] == 42
@@ -238,12 +249,14 @@ def test_rollout_invariants_hold_for_any_sequence(tmp_path_factory):
     from tests.helpers.factory import Factory, make_template
 
     groups = [None, "canary", "beta", "us-east", "apac"]
-    option = st.fixed_dictionaries({
-        "group": st.sampled_from(groups),
-        "limit": st.one_of(st.none(), st.integers(1, 60)),
-        "percentage": st.one_of(st.none(), st.integers(1, 30)),
-        "uuid_share": st.one_of(st.none(), st.integers(1, 40)),
-    })
+    option = st.fixed_dictionaries(
+        {
+            "group": st.sampled_from(groups),
+            "limit": st.one_of(st.none(), st.integers(1, 60)),
+            "percentage": st.one_of(st.none(), st.integers(1, 30)),
+            "uuid_share": st.one_of(st.none(), st.integers(1, 40)),
+        }
+    )
     template = make_template(tmp_path_factory)
 
     @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
@@ -268,7 +281,7 @@ def test_rollout_invariants_hold_for_any_sequence(tmp_path_factory):
                     opts["percentage"] = call["percentage"]
                 pool = [u for u, d in info.items() if not call["group"] or d["device-group"] == call["group"]]
                 if call["uuid_share"] is not None:
-                    opts["uuids"] = sorted(pool, key=lambda u: uuidlib.UUID(u).int)[:call["uuid_share"]]
+                    opts["uuids"] = sorted(pool, key=lambda u: uuidlib.UUID(u).int)[: call["uuid_share"]]
                 if len(opts) == 1:
                     f.rollout("w", expect=400)
                     continue

@@ -46,8 +46,12 @@ def served(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler.localfactory", "--local", str(path), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -142,7 +146,7 @@ def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") ->
             return time.monotonic() - started
         if trickle:
             try:
-                sock.sendall(trickle[i % len(trickle):i % len(trickle) + 1])
+                sock.sendall(trickle[i % len(trickle) : i % len(trickle) + 1])
             except OSError:
                 return time.monotonic() - started
     raise AssertionError(f"the server kept the connection open for {seconds}s")
@@ -184,8 +188,10 @@ def test_a_body_over_the_limit_is_refused_from_its_headers_before_it_arrives(ser
     simulated = httpx.get(f"http://127.0.0.1:{port}{F}/waves/", headers={"OSF-TOKEN": token}).headers["date"]
     for size in (64 * 1024 * 1024, requestbody.MAX_BODY_BYTES + 1):
         with _connect(port) as s:
-            s.sendall(f"POST {F}/waves/ HTTP/1.1\r\nHost: x\r\nOSF-TOKEN: {token}\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode())
+            s.sendall(
+                f"POST {F}/waves/ HTTP/1.1\r\nHost: x\r\nOSF-TOKEN: {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n".encode()
+            )
             status, headers, body = _answer(s)
         assert status.startswith("HTTP/1.1 413 "), (size, status)
         assert headers["content-type"] == "application/json" and headers["date"] == simulated
@@ -196,8 +202,10 @@ def test_a_chunked_body_over_the_limit_is_cut_off_with_413(served):
     port, token = served
     chunk = b"%x\r\n%s\r\n" % (1024 * 1024, b" " * (1024 * 1024))
     with _connect(port) as s:
-        s.sendall(f"POST {F}/waves/ HTTP/1.1\r\nHost: x\r\nOSF-TOKEN: {token}\r\nContent-Type: application/json\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n".encode())
+        s.sendall(
+            f"POST {F}/waves/ HTTP/1.1\r\nHost: x\r\nOSF-TOKEN: {token}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
         with contextlib.suppress(OSError):  # the server closes once it has answered
             for _ in range(requestbody.MAX_BODY_BYTES // (1024 * 1024) + 2):
                 s.sendall(chunk)
@@ -208,8 +216,12 @@ def test_a_chunked_body_over_the_limit_is_cut_off_with_413(served):
 
 def test_a_body_at_the_limit_reaches_the_app(served):
     port, token = served
-    r = httpx.post(f"http://127.0.0.1:{port}{F}/waves/", content=b" " * requestbody.MAX_BODY_BYTES,
-                   headers={"OSF-TOKEN": token, "Content-Type": "application/json"}, timeout=30)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}{F}/waves/",
+        content=b" " * requestbody.MAX_BODY_BYTES,
+        headers={"OSF-TOKEN": token, "Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400 and r.json()["message"] == "The request body is not valid JSON"
 
 

@@ -11,37 +11,92 @@ STR, INT, BOOL, LIST, DICT, NULLABLE_STR = str, int, bool, list, dict, (str, typ
 
 CHANGE_META = {"created-by": STR, "created-at": STR, "updated-by": STR, "updated-at": STR}
 ROLLOUT_GROUP = {"group-id": INT, "group-name": STR, "created-at": STR, "created-by": STR}
-HISTORY = {"group-name": STR, "rollout-by": STR, "rollout-at": STR, "is-full-group": BOOL,
-           "is-factory-wide": BOOL, "num-devices": INT}
-WAVE = {"name": STR, "version": STR, "tag": STR, "status": STR, "rollout-groups": DICT,
-        "rollout-history": LIST, "change-meta": CHANGE_META}
+HISTORY = {
+    "group-name": STR,
+    "rollout-by": STR,
+    "rollout-at": STR,
+    "is-full-group": BOOL,
+    "is-factory-wide": BOOL,
+    "num-devices": INT,
+}
+WAVE = {
+    "name": STR,
+    "version": STR,
+    "tag": STR,
+    "status": STR,
+    "rollout-groups": DICT,
+    "rollout-history": LIST,
+    "change-meta": CHANGE_META,
+}
 WAVE_LIST = {"waves": LIST, "total": INT, "next": NULLABLE_STR}
 ROLLOUT_RESULT = {**WAVE, "device-num": INT, "device-uuids": LIST, "device-names": LIST}
 TARGET_STATUS = {"version": INT, "devices": INT, "is-orphan": BOOL}
-GROUP_STATUS = {"name": STR, "rollout-at": STR, "devices-total": INT, "devices-online": INT,
-                "devices-on-wave-version": INT, "devices-on-newer-version": INT, "devices-on-older-version": INT,
-                "devices-scheduled-for-update": INT, "targets": LIST}
-WAVE_STATUS = {"name": STR, "version": INT, "tag": STR, "status": STR, "created-at": STR, "finished-at": STR,
-               "total-devices": INT, "updated-devices": INT, "scheduled-devices": INT, "unscheduled-devices": INT,
-               "rollout-groups": LIST, "other-groups": LIST}
+GROUP_STATUS = {
+    "name": STR,
+    "rollout-at": STR,
+    "devices-total": INT,
+    "devices-online": INT,
+    "devices-on-wave-version": INT,
+    "devices-on-newer-version": INT,
+    "devices-on-older-version": INT,
+    "devices-scheduled-for-update": INT,
+    "targets": LIST,
+}
+WAVE_STATUS = {
+    "name": STR,
+    "version": INT,
+    "tag": STR,
+    "status": STR,
+    "created-at": STR,
+    "finished-at": STR,
+    "total-devices": INT,
+    "updated-devices": INT,
+    "scheduled-devices": INT,
+    "unscheduled-devices": INT,
+    "rollout-groups": LIST,
+    "other-groups": LIST,
+}
 SIGNATURE = {"keyid": STR, "method": STR, "sig": STR}
 TARGETS_SIGNED = {"_type": STR, "expires": STR, "targets": DICT, "version": INT}
 FILE_META = {"length": INT, "hashes": {"sha256": STR}, "custom": DICT}
-DEVICE = {"uuid": STR, "name": STR, "owner": STR, "factory": STR, "device-group": STR, "created-at": STR,
-          "last-seen": STR, "ostree-hash": STR, "tag": STR, "target-name": STR, "status": STR,
-          "current-update": STR, "up-to-date": BOOL, "public-key": STR, "is-prod": BOOL, "is-wave": BOOL,
-          "change-meta": CHANGE_META}
+DEVICE = {
+    "uuid": STR,
+    "name": STR,
+    "owner": STR,
+    "factory": STR,
+    "device-group": STR,
+    "created-at": STR,
+    "last-seen": STR,
+    "ostree-hash": STR,
+    "tag": STR,
+    "target-name": STR,
+    "status": STR,
+    "current-update": STR,
+    "up-to-date": BOOL,
+    "public-key": STR,
+    "is-prod": BOOL,
+    "is-wave": BOOL,
+    "change-meta": CHANGE_META,
+}
 DEVICE_LIST = {"devices": LIST, "total": INT, "next": NULLABLE_STR, "page": INT, "pages": INT, "limit": INT}
 GROUP = {"id": INT, "name": STR, "description": STR, "change-meta": CHANGE_META}
-TAG_STATUS = {"name": STR, "devices-total": INT, "devices-online": INT, "devices-on-latest": INT,
-              "devices-on-orphan": INT, "latest-target": INT, "targets": LIST, "device-groups": LIST}
+TAG_STATUS = {
+    "name": STR,
+    "devices-total": INT,
+    "devices-online": INT,
+    "devices-on-latest": INT,
+    "devices-on-orphan": INT,
+    "latest-target": INT,
+    "targets": LIST,
+    "device-groups": LIST,
+}
 FACTORY_STATUS = {"total-devices": INT, "tags": LIST, "prod-tags": LIST, "wave-tags": LIST}
 ERROR = {"message": STR, "errors": LIST}
+
 
 @pytest.fixture
 def factory(tmp_path_factory, tmp_path):
     yield from new_factory(tmp_path_factory, tmp_path)
-
 
 
 def check(obj, spec, where="$"):
@@ -91,8 +146,11 @@ def test_wave_and_wave_list(factory):
 
 def test_rollout_result(factory):
     factory.create_wave("v42", 42)
-    for options in ({"group": "beta", "limit": 3, "return_uuids": True, "return_names": True},
-                    {"limit": 2, "dry_run": True}, {"group": "canary"}):
+    for options in (
+        {"group": "beta", "limit": 3, "return_uuids": True, "return_names": True},
+        {"limit": 2, "dry_run": True},
+        {"group": "canary"},
+    ):
         r = factory.rollout("v42", **options)
         check_wave(r, ROLLOUT_RESULT)
         assert all(type(u) is str for u in r["device-uuids"] + r["device-names"])
@@ -153,14 +211,22 @@ def test_factory_status(factory):
             for x in t["targets"]:
                 check(x, TARGET_STATUS)
             for g in t["device-groups"]:
-                check(g, {k: TAG_STATUS[k] for k in ("name", "devices-total", "devices-online",
-                                                     "devices-on-latest", "devices-on-orphan")})
+                check(
+                    g,
+                    {
+                        k: TAG_STATUS[k]
+                        for k in ("name", "devices-total", "devices-online", "devices-on-latest", "devices-on-orphan")
+                    },
+                )
 
 
 def test_error_bodies(factory):
-    for r in (factory.http.get(f"{F}/waves/nope/"), factory.http.post(f"{F}/waves/", json={}),
-              factory.post_wave(factory.wave_body("populate-targets", 42)),
-              factory.http.delete(f"{F}/waves/")):
+    for r in (
+        factory.http.get(f"{F}/waves/nope/"),
+        factory.http.post(f"{F}/waves/", json={}),
+        factory.post_wave(factory.wave_body("populate-targets", 42)),
+        factory.http.delete(f"{F}/waves/"),
+    ):
         assert r.status_code in (400, 404, 405, 409)
         assert r.headers["content-type"].startswith("application/json")
         check(r.json(), ERROR)

@@ -69,8 +69,11 @@ def test_a_wave_short_of_the_threshold_refuses_rollout_and_complete_until_signed
     body = factory.wave_body("v42", 42, sign=False)
     body["targets"]["signatures"] = [signer(factory, 1).sign(body["targets"]["signed"])]
     factory.ok(factory.post_wave(body), 201)
-    for action, options in (("rollout", {"group": "canary", "dry-run": True}), ("rollout", {"group": "canary"}),
-                            ("complete", None)):
+    for action, options in (
+        ("rollout", {"group": "canary", "dry-run": True}),
+        ("rollout", {"group": "canary"}),
+        ("complete", None),
+    ):
         r = factory.http.post(f"{F}/waves/v42/{action}/", json=options)
         assert r.status_code == 409, r.text
         assert "2 valid signature(s) of the 3 root requires" in r.json()["message"]
@@ -116,16 +119,18 @@ def test_sign_refuses_a_stranger_key_a_bad_signature_and_a_malformed_body(factor
         r = factory.http.post(f"{F}/waves/v42/sign/", json=bad)
         assert r.status_code == 400, bad
     online = signing.key_id(factory.ok(factory.http.get(f"{F}/ci-targets.pub")))
-    r = factory.http.post(f"{F}/waves/v42/sign/", json={"signatures": [{"keyid": online, "method": "ed25519",
-                                                                         "sig": "AAAA"}]})
+    r = factory.http.post(
+        f"{F}/waves/v42/sign/", json={"signatures": [{"keyid": online, "method": "ed25519", "sig": "AAAA"}]}
+    )
     assert r.status_code == 400
     assert len(keyids(factory, "v42")) == 2  # nothing was added by any refused request
     factory.rollout("v42", group="canary", expect=409)
 
 
 def test_sign_needs_an_active_wave(factory):
-    r = factory.http.post(f"{F}/waves/nope/sign/", json={"signatures": [{"keyid": "x", "method": "ed25519",
-                                                                          "sig": "AAAA"}]})
+    r = factory.http.post(
+        f"{F}/waves/nope/sign/", json={"signatures": [{"keyid": "x", "method": "ed25519", "sig": "AAAA"}]}
+    )
     assert r.status_code == 404
     body = factory.wave_body("v42", 42, sign=False)
     body["targets"]["signatures"] = [signer(factory, 1).sign(body["targets"]["signed"])]
@@ -136,8 +141,9 @@ def test_sign_needs_an_active_wave(factory):
 
 def test_cli_init_with_two_offline_keys_prints_both_archives(tmp_path):
     path = tmp_path / "f"
-    result = CliRunner().invoke(factory_main, ["--local", str(path), "init", "--demo", "--devices", "20",
-                                               "--offline-keys", "2"])
+    result = CliRunner().invoke(
+        factory_main, ["--local", str(path), "init", "--demo", "--devices", "20", "--offline-keys", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert f"key 1: {path / 'targets.only.key.tgz'}" in result.output
     assert f"key 2: {path / 'targets.only.2.key.tgz'}" in result.output

@@ -84,8 +84,10 @@ def test_a_wave_of_a_build_whose_deltas_came_later_carries_them(factory):
 def test_static_deltas_are_never_removed_from_a_published_build(factory):
     result = build(factory, "42", "--no-static-deltas")
     assert result.exit_code == 1
-    assert result.output == ("error: CI build 42 already exists: --no-static-deltas is for a new build (generated "
-                             "static deltas are never removed)\n")
+    assert result.output == (
+        "error: CI build 42 already exists: --no-static-deltas is for a new build (generated "
+        "static deltas are never removed)\n"
+    )
     assert all("delta-stats" in meta["custom"] for meta in ci_targets(factory, 42).values())
     assert build(factory, "42").exit_code == 1, "an existing build with no option is still refused"
 

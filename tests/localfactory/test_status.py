@@ -13,7 +13,6 @@ def factory(tmp_path_factory, tmp_path):
     yield from new_factory(tmp_path_factory, tmp_path)
 
 
-
 def by_name(groups: list[dict]) -> dict[str, dict]:
     return {g["name"]: g for g in groups}
 

@@ -39,13 +39,27 @@ def expected(factory, version: int, rollout_groups: list[str], state: str, thres
 
     groups: dict[str, dict] = {}
     for d in devices:
-        g = groups.setdefault(d["device-group"], {"devices-total": 0, "devices-online": 0, "devices-on-wave-version": 0,
-                                                  "devices-on-newer-version": 0, "devices-on-older-version": 0,
-                                                  "devices-scheduled-for-update": 0, "versions": {}})
+        g = groups.setdefault(
+            d["device-group"],
+            {
+                "devices-total": 0,
+                "devices-online": 0,
+                "devices-on-wave-version": 0,
+                "devices-on-newer-version": 0,
+                "devices-on-older-version": 0,
+                "devices-scheduled-for-update": 0,
+                "versions": {},
+            },
+        )
         g["devices-total"] += 1
         g["devices-online"] += bool(seen_at(d) and seen_at(d) >= cutoff)
-        key = ("devices-on-wave-version" if d["version"] == version else
-               "devices-on-newer-version" if d["version"] > version else "devices-on-older-version")
+        key = (
+            "devices-on-wave-version"
+            if d["version"] == version
+            else "devices-on-newer-version"
+            if d["version"] > version
+            else "devices-on-older-version"
+        )
         g[key] += 1
         g["devices-scheduled-for-update"] += scheduled(d)
         g["versions"][d["version"]] = g["versions"].get(d["version"], 0) + 1
@@ -53,7 +67,9 @@ def expected(factory, version: int, rollout_groups: list[str], state: str, thres
     n_scheduled = sum(1 for d in devices if scheduled(d))
     others = sorted(name for name in groups if name not in rollout_groups and name)
     return {
-        "total-devices": len(devices), "updated-devices": updated, "scheduled-devices": n_scheduled,
+        "total-devices": len(devices),
+        "updated-devices": updated,
+        "scheduled-devices": n_scheduled,
         "unscheduled-devices": len(devices) - updated - n_scheduled,
         "rollout-groups": [(name, groups.get(name)) for name in rollout_groups],
         "other-groups": [(name, groups[name]) for name in others] + ([("", groups[""])] if "" in groups else []),
@@ -136,6 +152,7 @@ def test_after_cancel_nothing_is_scheduled(factory):
     factory.ok(factory.http.post(f"{F}/waves/v42/cancel/"))
     s = assert_status(factory, "v42", 42, ["canary"], "canceled")
     assert s["scheduled-devices"] == 0 and s["updated-devices"] == sum(
-        1 for d in factory.devices(prod=1) if d["version"] >= 42)
+        1 for d in factory.devices(prod=1) if d["version"] >= 42
+    )
     orphans = {t["version"] for g in s["rollout-groups"] + s["other-groups"] for t in g["targets"] if t["is-orphan"]}
     assert orphans == {42}  # canceled: 42 is in no targets list of the tag

@@ -16,7 +16,6 @@ def factory(tmp_path_factory, tmp_path):
     yield from new_factory(tmp_path_factory, tmp_path)
 
 
-
 def test_create_wave_returns_201_and_adds_the_online_signature(factory):
     wave = factory.create_wave("v42", 42)
     assert wave["name"] == "v42" and wave["version"] == "42" and wave["status"] == "active"
@@ -74,11 +73,18 @@ def test_version_must_exceed_the_production_version(factory):
     factory.ok(factory.http.post(f"{F}/waves/v42/complete/"))
     for version in (42, 41):
         ci = factory.ok(factory.http.get(f"{F}/targets/", params={"version": version}))
-        signed = {"_type": "Targets", "expires": "2027-01-01T00:00:00Z", "targets":
-                  {n: {**m, "custom": {**m["custom"], "tags": ["production"]}} for n, m in ci.items()},
-                  "version": version}
-        body = {"name": f"old-{version}", "version": str(version), "tag": "production",
-                "targets": {"signed": signed, "signatures": [factory.offline_signer().sign(signed)]}}
+        signed = {
+            "_type": "Targets",
+            "expires": "2027-01-01T00:00:00Z",
+            "targets": {n: {**m, "custom": {**m["custom"], "tags": ["production"]}} for n, m in ci.items()},
+            "version": version,
+        }
+        body = {
+            "name": f"old-{version}",
+            "version": str(version),
+            "tag": "production",
+            "targets": {"signed": signed, "signatures": [factory.offline_signer().sign(signed)]},
+        }
         r = factory.post_wave(body)
         assert r.status_code == 400
         assert "lower than or equal to production Targets" in r.json()["message"]
@@ -86,8 +92,12 @@ def test_version_must_exceed_the_production_version(factory):
 
 def test_unknown_ci_version_is_400(factory):
     signed = {"_type": "Targets", "expires": "2027-01-01T00:00:00Z", "targets": {}, "version": 99}
-    body = {"name": "v99", "version": "99", "tag": "production",
-            "targets": {"signed": signed, "signatures": [factory.offline_signer().sign(signed)]}}
+    body = {
+        "name": "v99",
+        "version": "99",
+        "tag": "production",
+        "targets": {"signed": signed, "signatures": [factory.offline_signer().sign(signed)]},
+    }
     r = factory.post_wave(body)
     assert r.status_code == 400 and r.json()["message"] == "No targets found for version 99"
 
@@ -122,7 +132,9 @@ def test_wave_with_a_changed_ci_target_is_rejected_even_when_signed(factory):
     r = factory.post_wave(body)
     assert r.status_code == 400
     assert r.json()["message"] == "Targets validation failed"
-    assert r.json()["errors"] == ["CI Target differs for target intel-corei7-64-lmp-42: hashes differs from the CI target"]
+    assert r.json()["errors"] == [
+        "CI Target differs for target intel-corei7-64-lmp-42: hashes differs from the CI target"
+    ]
 
 
 def test_wave_must_retag_ci_targets_and_may_not_add_foreign_ones(factory):
@@ -263,8 +275,9 @@ def test_production_and_ci_targets_are_isolated(factory):
     factory.create_wave("v42", 42)
     factory.ok(factory.http.post(f"{F}/waves/v42/complete/"))
     assert factory.ok(factory.http.get("/ota/repo/demo/api/v1/user_repo/targets.json")) == ci_before
-    prod = factory.ok(factory.http.get("/ota/repo/demo/api/v1/user_repo/targets.json",
-                                       params={"production": 1, "tag": "production"}))
+    prod = factory.ok(
+        factory.http.get("/ota/repo/demo/api/v1/user_repo/targets.json", params={"production": 1, "tag": "production"})
+    )
     assert all(m["custom"]["tags"] == ["production"] for m in prod["signed"]["targets"].values())
     assert all("production" not in m["custom"]["tags"] for m in ci_before["signed"]["targets"].values())
     # A CI tag has no production targets, and the same tag name in production would not see CI builds.

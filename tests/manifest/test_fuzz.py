@@ -18,12 +18,44 @@ from reconciler.manifest._schema import WaveSchema
 from reconciler.resources import load_schema
 
 KEYS = [
-    "apiVersion", "kind", "name", "target", "tag", "factory", "sourceTag", "expires", "expiresAt", "prune",
-    "phases", "complete", "cancel", "group", "limit", "uuids", "wait", "require", "updated",
+    "apiVersion",
+    "kind",
+    "name",
+    "target",
+    "tag",
+    "factory",
+    "sourceTag",
+    "expires",
+    "expiresAt",
+    "prune",
+    "phases",
+    "complete",
+    "cancel",
+    "group",
+    "limit",
+    "uuids",
+    "wait",
+    "require",
+    "updated",
 ]
 MEANINGFUL = [
-    "reconciler/v1", "Wave", "production", "canary", "24h", "1d12h", "0s", "10%", "150%", "90%", "99.5%",
-    "2027-11-22T00:00:00Z", "69694f5d-e7ba-5ff7-ab3c-bd601dc2f2a3", "uuids/eu.lst", "../../x", "yes", "1.10",
+    "reconciler/v1",
+    "Wave",
+    "production",
+    "canary",
+    "24h",
+    "1d12h",
+    "0s",
+    "10%",
+    "150%",
+    "90%",
+    "99.5%",
+    "2027-11-22T00:00:00Z",
+    "69694f5d-e7ba-5ff7-ab3c-bd601dc2f2a3",
+    "uuids/eu.lst",
+    "../../x",
+    "yes",
+    "1.10",
 ]
 VALID = {
     "apiVersion": "reconciler/v1",
@@ -41,8 +73,12 @@ VALID = {
 }
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=False),
-    st.text(max_size=12), st.sampled_from(MEANINGFUL),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(MEANINGFUL),
 )
 keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=8))
 structures = st.recursive(

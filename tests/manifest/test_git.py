@@ -16,8 +16,12 @@ from reconciler.manifest import _git as gitrepo
 from reconciler.manifest._source import SourceError
 from reconciler.resources import load_schema
 
-AUTHOR = {"GIT_AUTHOR_NAME": "Release Bot", "GIT_AUTHOR_EMAIL": "release@example.com",
-          "GIT_COMMITTER_NAME": "Release Bot", "GIT_COMMITTER_EMAIL": "release@example.com"}
+AUTHOR = {
+    "GIT_AUTHOR_NAME": "Release Bot",
+    "GIT_AUTHOR_EMAIL": "release@example.com",
+    "GIT_COMMITTER_NAME": "Release Bot",
+    "GIT_COMMITTER_EMAIL": "release@example.com",
+}
 
 UUID_A = "9f1c2a4e-0b7d-4c1e-8a55-3d2f6b9e7a01"
 UUID_B = "2b8e4f6a-1c3d-4e5f-9a7b-8c9d0e1f2a3b"
@@ -29,7 +33,9 @@ V43 = HEAD + "name: v43\ntarget: 43\ntag: production\nphases: [{group: beta}]\n"
 
 def git(repo: Path, *args: str, date: str = "2025-01-01T00:00:00Z") -> str:
     env = {**os.environ, **AUTHOR, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 def write(repo: Path, files: dict[str, str]) -> None:
@@ -55,15 +61,25 @@ def repo(tmp_path, monkeypatch):
     root.mkdir()
     git(root, "init", "-q", "-b", "main")
     shas = {
-        "v41": commit(root, "release v41", {"releases/v41.yaml": V41, "releases/uuids/canary.lst": f"{UUID_A}\n",
-                                            "README.md": "release repo\n"}, "2025-01-01T10:00:00Z"),
+        "v41": commit(
+            root,
+            "release v41",
+            {"releases/v41.yaml": V41, "releases/uuids/canary.lst": f"{UUID_A}\n", "README.md": "release repo\n"},
+            "2025-01-01T10:00:00Z",
+        ),
         "v42": commit(root, "release v42", {"releases/v42.yaml": V42}, "2025-01-02T10:00:00Z"),
-        "uuids": commit(root, "canary list: add b", {"releases/uuids/canary.lst": f"{UUID_A}\n{UUID_B}\n"}, "2025-01-03T10:00:00Z"),
+        "uuids": commit(
+            root, "canary list: add b", {"releases/uuids/canary.lst": f"{UUID_A}\n{UUID_B}\n"}, "2025-01-03T10:00:00Z"
+        ),
     }
     git(root, "tag", "v42-released", shas["v42"])
     git(root, "checkout", "-q", "-b", "next")
-    shas["next"] = commit(root, "release v43, widen v42", {
-        "releases/v42.yaml": V42 + "  - group: beta\n", "releases/v43.yaml": V43}, "2025-01-04T10:00:00Z")
+    shas["next"] = commit(
+        root,
+        "release v43, widen v42",
+        {"releases/v42.yaml": V42 + "  - group: beta\n", "releases/v43.yaml": V43},
+        "2025-01-04T10:00:00Z",
+    )
     git(root, "checkout", "-q", "main")
     shas["main-later"] = commit(root, "docs", {"README.md": "release repo, v2\n"}, "2025-01-05T10:00:00Z")
     monkeypatch.chdir(root)
@@ -191,8 +207,13 @@ def test_provenance_and_dirty_work_tree(repo):
     root, shas = repo
     clean = gitrepo.provenance(".")
     assert clean == {
-        "repository": str(root), "commit": shas["main-later"], "dirty": False, "branch": "main",
-        "author": "Release Bot <release@example.com>", "date": "2025-01-05T10:00:00+00:00", "subject": "docs",
+        "repository": str(root),
+        "commit": shas["main-later"],
+        "dirty": False,
+        "branch": "main",
+        "author": "Release Bot <release@example.com>",
+        "date": "2025-01-05T10:00:00+00:00",
+        "subject": "docs",
     }
     gitrepo.ensure_clean(".")
     jsonschema.validate(clean, load_schema("plan.schema.json")["properties"]["provenance"])
@@ -201,7 +222,9 @@ def test_provenance_and_dirty_work_tree(repo):
     (root / "releases/v41.yaml").write_text("edited\n")
     assert gitrepo.provenance(".")["dirty"] is True
     assert gitrepo.provenance(".", rev="HEAD")["dirty"] is False  # --rev ignores the work tree
-    with pytest.raises(UserError, match=r"uncommitted changes \(releases/v41.yaml\): commit them, or pass --allow-dirty"):
+    with pytest.raises(
+        UserError, match=r"uncommitted changes \(releases/v41.yaml\): commit them, or pass --allow-dirty"
+    ):
         gitrepo.ensure_clean(".")
     git(root, "checkout", "-q", "--", "releases/v41.yaml")
     (root / "releases/new.yaml").write_text("x\n")
@@ -256,11 +279,17 @@ def test_the_manifest_loader_reads_a_revision_through_git_source(repo):
     with gitrepo.GitSource("v42-released") as source:
         loaded = manifest.load(["releases"], source=source)
     assert [(s.name, s.manifest) for s in loaded.specs] == [
-        ("v41", os.path.join("releases", "v41.yaml")), ("v42", os.path.join("releases", "v42.yaml"))]
+        ("v41", os.path.join("releases", "v41.yaml")),
+        ("v42", os.path.join("releases", "v42.yaml")),
+    ]
     assert loaded.specs[1].phases[0].uuids == (UUID_A,)  # the UUID list as it was at the tag
     git(root, "checkout", "-q", "--", "releases/v42.yaml")
-    commit(root, "escape", {"releases/v43.yaml": V43.replace("{group: beta}", "{uuids: ../../secrets.lst}")},
-           "2025-01-08T10:00:00Z")
+    commit(
+        root,
+        "escape",
+        {"releases/v43.yaml": V43.replace("{group: beta}", "{uuids: ../../secrets.lst}")},
+        "2025-01-08T10:00:00Z",
+    )
     with gitrepo.GitSource("HEAD") as source, pytest.raises(ValidationFailed) as failed:
         manifest.load(["releases"], source=source)
     [problem] = failed.value.problems

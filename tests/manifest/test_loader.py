@@ -300,9 +300,7 @@ def test_a_quoted_number_is_not_a_target(tmp_path, monkeypatch):
 def test_a_recursive_alias_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.yaml").write_text(wave(extra="prune: &p [*p]\n"))
-    assert problems_of(["w.yaml"]) == [
-        "w.yaml:6:8: recursive YAML alias: an anchor cannot contain an alias of itself"
-    ]
+    assert problems_of(["w.yaml"]) == ["w.yaml:6:8: recursive YAML alias: an anchor cannot contain an alias of itself"]
 
 
 def test_an_alias_bomb_stops_early(tmp_path, monkeypatch):
@@ -400,7 +398,8 @@ def test_a_count_limit_cannot_go_with_more_uuids_than_one_rollout_takes(tmp_path
     assert problems_of(["."]) == [
         "w.yaml:9:12: limit 50 cannot go with 10001 UUIDs: a phase of more than 10000 UUIDs is rolled out in parts "
         "of 10000 and a limit counts per rollout, so each part would take 50; list the devices to reach, or use a "
-        "percentage"]
+        "percentage"
+    ]
     (tmp_path / "w.yaml").write_text(_uuid_wave("many.lst") + "    limit: 10%\n")
     (spec,) = load(["."]).specs
     assert spec.phases[0].limit == Limit(10, percent=True)
@@ -442,8 +441,12 @@ def test_the_examples_describe_the_demo_factory(monkeypatch):
     assert (v44.target, v44.prune, v44.expires_in_seconds, v44.complete.gate.empty) == (44, (42,), 180 * 86400, True)
     assert v46.open_ended and v46.target == 46 and v46.expires_in_seconds == 365 * 86400
     assert [(p.name, p.group) for p in v46.phases] == [
-        ("canary", "canary"), ("beta", "beta"), ("eu-canaries", "eu-emea"), ("us-east-10", "us-east"),
-        ("us-east", "us-east"), ("us-west", "us-west"),
+        ("canary", "canary"),
+        ("beta", "beta"),
+        ("eu-canaries", "eu-emea"),
+        ("us-east-10", "us-east"),
+        ("us-east", "us-east"),
+        ("us-west", "us-west"),
     ]
     canary, beta, eu, us10 = v46.phases[:4]
     assert canary.gate.empty and canary.full_group
@@ -540,8 +543,10 @@ def test_build_numbers_are_bounded_like_fioctl_s_32_bit_versions(tmp_path):
     from reconciler.errors import ValidationFailed
     from reconciler.manifest import load
 
-    (tmp_path / "w.yaml").write_text("apiVersion: reconciler/v1\nkind: Wave\nname: big\n"
-                                     "target: 9223372036854775808\ntag: production\nprune: [2147483648]\n")
+    (tmp_path / "w.yaml").write_text(
+        "apiVersion: reconciler/v1\nkind: Wave\nname: big\n"
+        "target: 9223372036854775808\ntag: production\nprune: [2147483648]\n"
+    )
     with pytest.raises(ValidationFailed) as caught:
         load([str(tmp_path / "w.yaml")])
     assert [(p.line, p.col, p.message) for p in caught.value.problems] == [

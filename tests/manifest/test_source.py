@@ -14,8 +14,14 @@ from reconciler.manifest._source import MAX_FILE_BYTES, FileSource, SourceError,
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
     """releases/{a.yaml, sub/b.yml, .hidden/c.yaml, uuids/x.lst, notes.txt} with the current directory at tmp_path."""
-    for relative in ("releases/a.yaml", "releases/sub/b.yml", "releases/.hidden/c.yaml", "releases/.d.yaml",
-                     "releases/uuids/x.lst", "releases/notes.txt"):
+    for relative in (
+        "releases/a.yaml",
+        "releases/sub/b.yml",
+        "releases/.hidden/c.yaml",
+        "releases/.d.yaml",
+        "releases/uuids/x.lst",
+        "releases/notes.txt",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text("x\n")
     monkeypatch.chdir(tmp_path)

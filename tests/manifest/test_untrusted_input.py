@@ -50,11 +50,14 @@ def repo(tmp_path, monkeypatch) -> Path:
 
 # -- 3. files outside the repository --------------------------------------------------------------
 
+
 def test_a_manifest_symlinked_out_of_the_repository_is_refused_without_quoting_it(repo):
     os.symlink(repo.parent / "passwd", repo / "releases" / "p.yaml")
     assert problems_of("releases") == [
-        ("releases/p.yaml:1:1: cannot read the file: a symbolic link that leaves the release repository;"
-         " a manifest must be a file in it")
+        (
+            "releases/p.yaml:1:1: cannot read the file: a symbolic link that leaves the release repository;"
+            " a manifest must be a file in it"
+        )
     ]
     code, out, err = reconcile("--check", "releases")
     assert code == 1 and "root:" not in out + err and "passwd" not in out + err
@@ -65,8 +68,10 @@ def test_a_manifest_symlinked_to_etc_passwd_is_refused_as_the_issue_reproduced(r
     os.symlink("/etc/passwd", repo / "releases" / "p.yaml")
     code, _, err = reconcile("--check", "releases/p.yaml")
     assert code == 1
-    assert err == ("releases/p.yaml:1:1: cannot read the file: a symbolic link that leaves the release"
-                   " repository; a manifest must be a file in it\n")
+    assert err == (
+        "releases/p.yaml:1:1: cannot read the file: a symbolic link that leaves the release"
+        " repository; a manifest must be a file in it\n"
+    )
 
 
 def test_a_directory_symlinked_out_of_the_repository_is_refused(repo):
@@ -85,36 +90,63 @@ def test_a_symlink_inside_the_repository_is_read(repo):
 
 def test_a_document_that_is_not_a_mapping_is_named_by_its_kind_not_quoted(repo):
     (repo / "releases" / "w.yaml").write_text(SECRET + "\n")
-    assert problems_of("releases") == ["releases/w.yaml:1:1: a manifest must be a mapping with kind: Wave, got a string"]
+    assert problems_of("releases") == [
+        "releases/w.yaml:1:1: a manifest must be a mapping with kind: Wave, got a string"
+    ]
 
 
 # -- 4. names, tags and groups the factory accepts; characters that act -----------------------------
 
-@pytest.mark.parametrize(("manifest", "expected"), [
-    (wave(name="v46\u0430"), ("name must contain only letters, digits, '_', '.' and '-', got 'v46\u0430':"
-                              " U+0430 CYRILLIC SMALL LETTER A (character 4) is not allowed")),
-    (wave(tag="prod<img>"), ("tag must be a tag name made of letters, digits, '_', '.', '+' and '-',"
-                             " got 'prod<img>': U+003C LESS-THAN SIGN (character 5) is not allowed")),
-    (wave(extra="phases:\n  - group: '<img src=x>'\n"),
-     ("group must be a device group name made of letters, digits, '_', '.' and '-', got '<img src=x>':"
-      " U+003C LESS-THAN SIGN (character 1) is not allowed")),
-    (wave(extra="phases:\n  - group: 'a`b'\n"),
-     ("group must be a device group name made of letters, digits, '_', '.' and '-', got 'a`b':"
-      " U+0060 GRAVE ACCENT (character 2) is not allowed")),
-])
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        (
+            wave(name="v46\u0430"),
+            (
+                "name must contain only letters, digits, '_', '.' and '-', got 'v46\u0430':"
+                " U+0430 CYRILLIC SMALL LETTER A (character 4) is not allowed"
+            ),
+        ),
+        (
+            wave(tag="prod<img>"),
+            (
+                "tag must be a tag name made of letters, digits, '_', '.', '+' and '-',"
+                " got 'prod<img>': U+003C LESS-THAN SIGN (character 5) is not allowed"
+            ),
+        ),
+        (
+            wave(extra="phases:\n  - group: '<img src=x>'\n"),
+            (
+                "group must be a device group name made of letters, digits, '_', '.' and '-', got '<img src=x>':"
+                " U+003C LESS-THAN SIGN (character 1) is not allowed"
+            ),
+        ),
+        (
+            wave(extra="phases:\n  - group: 'a`b'\n"),
+            (
+                "group must be a device group name made of letters, digits, '_', '.' and '-', got 'a`b':"
+                " U+0060 GRAVE ACCENT (character 2) is not allowed"
+            ),
+        ),
+    ],
+)
 def test_names_tags_and_groups_follow_the_factory_patterns_and_name_the_character(repo, manifest, expected):
     (repo / "releases" / "w.yaml").write_text(manifest)
     [problem] = problems_of("releases")
     assert problem.split(": ", 1)[1] == expected
 
 
-@pytest.mark.parametrize(("escaped", "named"), [
-    ("a\\nb", "U+000A LINE FEED"),
-    ("\\e[31mred", "U+001B ESCAPE"),
-    ("\\e]0;pwned\\a", "U+001B ESCAPE"),
-    ("evil\\u202Etxt", "U+202E RIGHT-TO-LEFT OVERRIDE"),
-    ("zero\\u200Bwidth", "U+200B ZERO WIDTH SPACE"),
-])
+@pytest.mark.parametrize(
+    ("escaped", "named"),
+    [
+        ("a\\nb", "U+000A LINE FEED"),
+        ("\\e[31mred", "U+001B ESCAPE"),
+        ("\\e]0;pwned\\a", "U+001B ESCAPE"),
+        ("evil\\u202Etxt", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("zero\\u200Bwidth", "U+200B ZERO WIDTH SPACE"),
+    ],
+)
 def test_control_and_bidi_characters_written_as_escapes_are_refused_by_code_point(repo, escaped, named):
     (repo / "releases" / "w.yaml").write_text(wave(extra=f'phases:\n  - group: "{escaped}"\n'))
     [problem] = problems_of("releases")
@@ -131,8 +163,10 @@ def test_a_block_scalar_newline_is_refused(repo):
 def test_a_raw_bidi_override_anywhere_in_the_file_is_refused_at_its_position(repo):
     (repo / "releases" / "w.yaml").write_text(wave() + "# approved \u202e dangerous\n")
     assert problems_of("releases") == [
-        ("releases/w.yaml:6:12: U+202E RIGHT-TO-LEFT OVERRIDE is not allowed in a manifest: no control, format or"
-         " bidirectional characters; remove it (it may be invisible in an editor)")
+        (
+            "releases/w.yaml:6:12: U+202E RIGHT-TO-LEFT OVERRIDE is not allowed in a manifest: no control, format or"
+            " bidirectional characters; remove it (it may be invisible in an editor)"
+        )
     ]
 
 
@@ -160,13 +194,15 @@ def test_names_are_at_most_100_characters_like_the_factory(repo, key):
 
 # -- 6. bounded work and output ---------------------------------------------------------------------
 
+
 def test_a_15_mb_scalar_is_refused_quickly_with_a_short_message(repo):
     (repo / "releases" / "w.yaml").write_text(wave(extra=f"sourceTag: {'a' * 15_000_000}\n"))
     started = time.monotonic()
     [problem] = problems_of("releases")
     assert time.monotonic() - started < 10
-    assert problem == (f"releases/w.yaml:6:12: a value of 15,000,000 characters is too long:"
-                       f" at most {MAX_SCALAR_CHARS:,}")
+    assert problem == (
+        f"releases/w.yaml:6:12: a value of 15,000,000 characters is too long: at most {MAX_SCALAR_CHARS:,}"
+    )
 
 
 def test_a_1_mb_wave_name_is_refused(repo):
@@ -217,8 +253,10 @@ def test_20000_bad_phases_print_51_lines_quickly(repo):
     phases = "".join(f"  - name: p{i}\n    bogus: 1\n" for i in range(20_000))
     lines, elapsed = flood(repo, wave(extra="phases:\n" + phases))
     assert len(lines) == MAX_SHOWN + 1
-    assert lines[0] == ("releases/w.yaml:7:5: phase 'p0' needs at least one of group, limit, uuids"
-                        " (to update every device, use complete: true)")
+    assert lines[0] == (
+        "releases/w.yaml:7:5: phase 'p0' needs at least one of group, limit, uuids"
+        " (to update every device, use complete: true)"
+    )
     assert lines[-1].startswith("... and at least ") and lines[-1].endswith(" more errors (the first 50 are shown)")
     assert elapsed < 30
 
@@ -245,11 +283,15 @@ def test_duplicate_uuid_warnings_are_bounded_too(repo):
 
 # -- the escaping function itself -----------------------------------------------------------------
 
+
 def test_every_control_format_and_separator_character_is_escaped():
     import unicodedata
 
-    acting = [chr(c) for c in range(0x110000)
-              if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp", "Cs") and chr(c) != "\t"]
+    acting = [
+        chr(c)
+        for c in range(0x110000)
+        if unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp", "Cs") and chr(c) != "\t"
+    ]
     assert [f"U+{ord(c):04X}" for c in acting if unsafe_character(c) is None] == []
 
 

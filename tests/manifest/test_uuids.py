@@ -97,8 +97,10 @@ def test_a_garbage_file_gets_a_summary_not_thousands_of_lines():
     [
         (b"", "f:1:1: no UUIDs in this file"),
         (b" ,;| \n\n", "f:1:1: no UUIDs in this file"),
-        (b"# devices\n", "f:1:1: comments are not allowed in a UUID list: fioctl --uuids @file would read them"
-         " as UUIDs"),
+        (
+            b"# devices\n",
+            "f:1:1: comments are not allowed in a UUID list: fioctl --uuids @file would read them as UUIDs",
+        ),
         (f"{A}\n  \xff".encode("latin-1"), "f:2:3: not UTF-8 text (byte 0xff); save the file as UTF-8"),
     ],
 )
@@ -120,8 +122,17 @@ def test_inline_lists_report_at_the_manifest_positions():
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("90s", 90), ("30m", 1800), ("24h", 86400), ("1d12h", 129600), ("2w", 1209600), ("0s", 0),
-     ("1w2d3h4m5s", 788645), ("3650d", 3650 * 86400), ("007m", 420)],
+    [
+        ("90s", 90),
+        ("30m", 1800),
+        ("24h", 86400),
+        ("1d12h", 129600),
+        ("2w", 1209600),
+        ("0s", 0),
+        ("1w2d3h4m5s", 788645),
+        ("3650d", 3650 * 86400),
+        ("007m", 420),
+    ],
 )
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -143,8 +154,13 @@ def test_durations_longer_than_ten_years_are_typos():
 
 @pytest.mark.parametrize(
     "value, limit",
-    [(1, Limit(1)), (10_000, Limit(10_000)), ("1%", Limit(1, True)), ("100%", Limit(100, True)),
-     ("10%", Limit(10, True))],
+    [
+        (1, Limit(1)),
+        (10_000, Limit(10_000)),
+        ("1%", Limit(1, True)),
+        ("100%", Limit(100, True)),
+        ("10%", Limit(10, True)),
+    ],
 )
 def test_limits(value, limit):
     assert parse_limit(value) == limit

@@ -28,8 +28,9 @@ WAVE = "apiVersion: reconciler/v1\nkind: Wave\nname: {name}\ntarget: 46\ntag: {t
 POLICY = "apiVersion: reconciler/v1\nkind: ReleasePolicy\n"
 OFFICE = 'windows:\n  - days: Mon-Thu\n    hours: "09:00-16:00"\n    timezone: Europe/Berlin\n'
 NIGHTS = 'windows:\n  - hours: "22:00-06:00"\n'
-YEAR_END = ("freezes:\n  - from: 2026-12-21\n    until: 2027-01-06\n    reason: year-end freeze\n"
-            "    timezone: Europe/Berlin\n")
+YEAR_END = (
+    "freezes:\n  - from: 2026-12-21\n    until: 2027-01-06\n    reason: year-end freeze\n    timezone: Europe/Berlin\n"
+)
 AUDIT = "freezes:\n  - from: 2026-12-01T00:00:00Z\n    until: 2026-12-02\n    reason: audit\n"
 
 
@@ -67,16 +68,24 @@ def test_a_wave_reads_its_windows_and_freezes(tmp_path):
 
 
 def test_day_lists_ranges_across_the_weekend_and_full_names(tmp_path):
-    write(tmp_path, {"v46.yaml": wave(extra='windows:\n  - days: [monday, "Wed-Thu"]\n  - days: "Fri-Mon, Wed"\n'
-                                            '    hours: "22:00-24:00"\n')})
+    write(
+        tmp_path,
+        {
+            "v46.yaml": wave(
+                extra='windows:\n  - days: [monday, "Wed-Thu"]\n  - days: "Fri-Mon, Wed"\n    hours: "22:00-24:00"\n'
+            )
+        },
+    )
     first, second = specs(tmp_path)["v46"].schedule.windows
     assert first.describe() == "Mon,Wed,Thu all day UTC"
     assert second.describe() == "Wed,Fri-Mon 22:00-24:00 UTC"
 
 
 def test_date_times_with_and_without_an_offset(tmp_path):
-    freezes = ("freezes:\n  - from: 2027-03-28T02:30\n    until: 2027-03-28T12:00+02:00\n    reason: r\n"
-               "    timezone: Europe/Berlin\n")
+    freezes = (
+        "freezes:\n  - from: 2027-03-28T02:30\n    until: 2027-03-28T12:00+02:00\n    reason: r\n"
+        "    timezone: Europe/Berlin\n"
+    )
     write(tmp_path, {"v46.yaml": wave(extra=freezes)})
     (freeze,) = specs(tmp_path)["v46"].schedule.freezes
     # 02:30 does not exist that day in Berlin: zoneinfo reads it with the offset before the change (CET).
@@ -85,12 +94,15 @@ def test_date_times_with_and_without_an_offset(tmp_path):
 
 
 def test_the_repository_file_applies_to_every_wave_below_it_and_a_wave_windows_replace_its_windows(tmp_path):
-    write(tmp_path, {
-        "releases/reconcile.yaml": POLICY + OFFICE + YEAR_END,
-        "releases/v46.yaml": wave("v46"),
-        "releases/hotfix.yaml": wave("hotfix", tag="hotfix", extra="windows: []\n" + AUDIT),
-        "releases/night/v47.yaml": wave("v47", tag="night", extra=NIGHTS),
-    })
+    write(
+        tmp_path,
+        {
+            "releases/reconcile.yaml": POLICY + OFFICE + YEAR_END,
+            "releases/v46.yaml": wave("v46"),
+            "releases/hotfix.yaml": wave("hotfix", tag="hotfix", extra="windows: []\n" + AUDIT),
+            "releases/night/v47.yaml": wave("v47", tag="night", extra=NIGHTS),
+        },
+    )
     found = specs(tmp_path / "releases")
     assert [w.describe() for w in found["v46"].schedule.windows] == ["Mon-Thu 09:00-16:00 Europe/Berlin"]
     assert found["hotfix"].schedule.windows == ()  # windows: [] allows any time
@@ -103,12 +115,15 @@ def test_the_repository_file_applies_to_every_wave_below_it_and_a_wave_windows_r
 
 
 def test_nested_files_the_nearest_windows_win_and_every_freeze_counts(tmp_path):
-    write(tmp_path, {
-        "reconcile.yaml": POLICY + OFFICE + YEAR_END,
-        "eu/reconcile.yaml": POLICY + NIGHTS + AUDIT,
-        "eu/v46.yaml": wave("v46"),
-        "us/v47.yaml": wave("v47", tag="us"),
-    })
+    write(
+        tmp_path,
+        {
+            "reconcile.yaml": POLICY + OFFICE + YEAR_END,
+            "eu/reconcile.yaml": POLICY + NIGHTS + AUDIT,
+            "eu/v46.yaml": wave("v46"),
+            "us/v47.yaml": wave("v47", tag="us"),
+        },
+    )
     found = specs(tmp_path)
     assert [w.describe() for w in found["v46"].schedule.windows] == ["every day 22:00-06:00 UTC"]
     assert [f.reason for f in found["v46"].schedule.freezes] == ["audit", "year-end freeze"]
@@ -162,28 +177,35 @@ def test_a_repository_file_that_leaves_the_repository_is_refused(release_repo, t
 
 
 def test_every_bad_value_is_one_line_at_its_position(tmp_path, monkeypatch):
-    write(tmp_path, {"v46.yaml": wave(extra=(
-        "windows:\n"
-        "  - days: Mnn-Thu\n"                 # 7
-        '    hours: "25:00-16:00"\n'          # 8
-        "    timezone: Europe/Berlinn\n"      # 9
-        "  - days: [Mon, Fri-Sun-Tue]\n"      # 10
-        "    hours: 9-5\n"                    # 11
-        '  - hours: "10:00-10:00"\n'          # 12
-        '  - hours: "08:00-24:30"\n'          # 13
-        "  - timezone: UTC\n"                 # 14
-        "freezes:\n"
-        "  - from: 2026-12-21\n"              # 16
-        "    until: 2026-12-20\n"             # 17
-        "    reason: backwards\n"
-        "  - from: 2026-02-30\n"              # 19
-        "    until: 2026-12-20 10:00\n"       # 20
-        "  - from: 2026-12-21\n"              # 21
-        "    until: 2026-12-22\n"
-        "    reason: local\n"
-        "    timezone: localtime\n"           # 24
-        "    until2: x\n"                     # 25
-    ))})
+    write(
+        tmp_path,
+        {
+            "v46.yaml": wave(
+                extra=(
+                    "windows:\n"
+                    "  - days: Mnn-Thu\n"  # 7
+                    '    hours: "25:00-16:00"\n'  # 8
+                    "    timezone: Europe/Berlinn\n"  # 9
+                    "  - days: [Mon, Fri-Sun-Tue]\n"  # 10
+                    "    hours: 9-5\n"  # 11
+                    '  - hours: "10:00-10:00"\n'  # 12
+                    '  - hours: "08:00-24:30"\n'  # 13
+                    "  - timezone: UTC\n"  # 14
+                    "freezes:\n"
+                    "  - from: 2026-12-21\n"  # 16
+                    "    until: 2026-12-20\n"  # 17
+                    "    reason: backwards\n"
+                    "  - from: 2026-02-30\n"  # 19
+                    "    until: 2026-12-20 10:00\n"  # 20
+                    "  - from: 2026-12-21\n"  # 21
+                    "    until: 2026-12-22\n"
+                    "    reason: local\n"
+                    "    timezone: localtime\n"  # 24
+                    "    until2: x\n"  # 25
+                )
+            )
+        },
+    )
     monkeypatch.chdir(tmp_path)
     code, lines = check("v46.yaml")
     assert code == 1
@@ -199,7 +221,7 @@ def test_every_bad_value_is_one_line_at_its_position(tmp_path, monkeypatch):
         "v46.yaml:12:12: hours '10:00-10:00': the window starts and ends at the same time; for the whole day leave "
         "hours out",
         "v46.yaml:13:12: hours '08:00-24:30': 24:30 is not a time of day (00:00 to 24:00)",
-        "v46.yaml:14:5: windows[4] needs days and/or hours (e.g. days: Mon-Thu, hours: \"09:00-16:00\")",
+        'v46.yaml:14:5: windows[4] needs days and/or hours (e.g. days: Mon-Thu, hours: "09:00-16:00")',
         "v46.yaml:17:12: until 2026-12-20 is not after from 2026-12-21: a freeze must end after it starts (a date in "
         "until counts to the end of that day)",
         "v46.yaml:19:5: freezes[1] is missing required key 'reason'",
@@ -226,8 +248,14 @@ def test_mistakes_in_the_repository_file_fail_the_run_at_its_lines(tmp_path, mon
 
 
 def test_the_repository_file_holds_one_release_policy_and_waves_hold_none(tmp_path, monkeypatch):
-    write(tmp_path, {"a/reconcile.yaml": wave("in-policy-file"), "b/policy.yaml": POLICY + YEAR_END,
-                     "c/reconcile.yaml": POLICY + "---\n" + POLICY})
+    write(
+        tmp_path,
+        {
+            "a/reconcile.yaml": wave("in-policy-file"),
+            "b/policy.yaml": POLICY + YEAR_END,
+            "c/reconcile.yaml": POLICY + "---\n" + POLICY,
+        },
+    )
     monkeypatch.chdir(tmp_path)
     code, lines = check("a", "b", "c")
     assert code == 1
@@ -261,8 +289,13 @@ def test_any_set_of_days_reads_back_from_how_the_plan_writes_it(tmp_path, days, 
 
 
 def test_load_raises_with_all_problems_of_both_files(tmp_path):
-    write(tmp_path, {"reconcile.yaml": POLICY + "windows:\n  - timezone: Mars/Olympus\n    days: Mon\n",
-                     "v46.yaml": wave(extra="freezes:\n  - {from: 2026-12-02, until: 2026-12-01, reason: r}\n")})
+    write(
+        tmp_path,
+        {
+            "reconcile.yaml": POLICY + "windows:\n  - timezone: Mars/Olympus\n    days: Mon\n",
+            "v46.yaml": wave(extra="freezes:\n  - {from: 2026-12-02, until: 2026-12-01, reason: r}\n"),
+        },
+    )
     with pytest.raises(ValidationFailed) as failure:
         load([str(tmp_path)])
     assert [(Path(p.file).name, p.line) for p in failure.value.problems] == [("reconcile.yaml", 4), ("v46.yaml", 7)]
@@ -279,9 +312,14 @@ def test_the_repository_schema_shares_the_wave_schemas_definitions_and_describes
     from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(policy)
-    Draft202012Validator(policy).validate({"apiVersion": "reconciler/v1", "kind": "ReleasePolicy", "windows": [
-        {"days": "Mon-Thu", "hours": "09:00-16:00", "timezone": "Europe/Berlin"}],
-        "freezes": [{"from": "2026-12-21", "until": "2027-01-06T12:00:00+01:00", "reason": "r"}]})
+    Draft202012Validator(policy).validate(
+        {
+            "apiVersion": "reconciler/v1",
+            "kind": "ReleasePolicy",
+            "windows": [{"days": "Mon-Thu", "hours": "09:00-16:00", "timezone": "Europe/Berlin"}],
+            "freezes": [{"from": "2026-12-21", "until": "2027-01-06T12:00:00+01:00", "reason": "r"}],
+        }
+    )
 
     def undescribed(node, where=()):
         if isinstance(node, dict):

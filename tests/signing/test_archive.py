@@ -35,15 +35,22 @@ def tgz(*entries: tuple[str, bytes | None, bytes]) -> bytes:
 
 
 def key_entries(pair: signing.KeyPair, stem: str) -> list[tuple[str, bytes, bytes]]:
-    return [(stem + ".pub", json.dumps(pair.public).encode(), tarfile.REGTYPE),
-            (stem + ".sec", json.dumps(pair.private).encode(), tarfile.REGTYPE)]
+    return [
+        (stem + ".pub", json.dumps(pair.public).encode(), tarfile.REGTYPE),
+        (stem + ".sec", json.dumps(pair.private).encode(), tarfile.REGTYPE),
+    ]
 
 
 @pytest.fixture(scope="module")
 def keys():
     online, offline, root_key = (signing.generate_keypair() for _ in range(3))
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[root_key],
-                         targets_public=[online.public, offline.public], targets_threshold=2)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[root_key],
+        targets_public=[online.public, offline.public],
+        targets_threshold=2,
+    )
     return {"online": online, "offline": offline, "root_key": root_key, "root": root}
 
 
@@ -90,20 +97,33 @@ def test_any_pub_name_works_like_garage_sign_archives(keys):
 def test_go_64_byte_ed25519_private_key_is_accepted(keys):
     seed = bytes.fromhex(keys["offline"].private["keyval"]["private"])
     go_key = seed + ed25519.Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-    pair = signing.KeyPair(keys["offline"].public, {"keytype": "ED25519", "keyval": {"private": go_key.hex()}},
-                       keys["offline"].keyid)
+    pair = signing.KeyPair(
+        keys["offline"].public, {"keytype": "ED25519", "keyval": {"private": go_key.hex()}}, keys["offline"].keyid
+    )
     assert_signs_for_root(keys, signer_from(keys, signing.key_archive_bytes([pair])))
-    corrupt = signing.KeyPair(pair.public, {"keytype": "ED25519", "keyval": {"private": (seed + bytes(32)).hex()}},
-                          pair.keyid)
+    corrupt = signing.KeyPair(
+        pair.public, {"keytype": "ED25519", "keyval": {"private": (seed + bytes(32)).hex()}}, pair.keyid
+    )
     with pytest.raises(TufError, match="does not hold a valid ED25519 private key"):
         signer_from(keys, signing.key_archive_bytes([corrupt]))
 
 
 def test_rsa_pkcs1_archive_key():
-    online, offline, root_key = signing.generate_keypair(), signing.generate_keypair("RSA", 2048), signing.generate_keypair()
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[root_key],
-                         targets_public=[online.public, offline.public], targets_threshold=2)
-    signer = signing.find_offline_signer(root, signing.load_key_archive(signing.key_archive_bytes([offline])), online.public)
+    online, offline, root_key = (
+        signing.generate_keypair(),
+        signing.generate_keypair("RSA", 2048),
+        signing.generate_keypair(),
+    )
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[root_key],
+        targets_public=[online.public, offline.public],
+        targets_threshold=2,
+    )
+    signer = signing.find_offline_signer(
+        root, signing.load_key_archive(signing.key_archive_bytes([offline])), online.public
+    )
     assert signer.keyid == offline.keyid and signer.method == "rsassa-pss-sha256"
     signed = {"_type": "Targets", "targets": {}, "version": 2}
     assert signing.verify_signature(root, "targets", signed, signer.sign(signed)) == offline.keyid
@@ -119,9 +139,13 @@ def test_no_matching_private_key(keys):
 
 def test_several_matching_private_keys(keys):
     second = signing.generate_keypair()
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                         targets_public=[keys["online"].public, keys["offline"].public, second.public],
-                         targets_threshold=2)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[keys["online"].public, keys["offline"].public, second.public],
+        targets_threshold=2,
+    )
     archive = signing.load_key_archive(signing.key_archive_bytes([keys["offline"], second]))
     with pytest.raises(TufError, match="more than one active private key.*unsupported and insecure"):
         signing.find_offline_signer(root, archive, keys["online"].public)
@@ -135,35 +159,43 @@ def test_the_same_key_twice_is_several_keys_like_fioctl(keys):
 
 def test_key_type_must_equal_roots_exactly(keys):
     private = {"keytype": "ed25519", "keyval": keys["offline"].private["keyval"]}
-    data = tgz(("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
-               ("k.sec", json.dumps(private).encode(), tarfile.REGTYPE))
+    data = tgz(
+        ("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
+        ("k.sec", json.dumps(private).encode(), tarfile.REGTYPE),
+    )
     with pytest.raises(TufError, match="key type mismatch: k.sec is 'ed25519' but root gives key .* as 'ED25519'"):
         signer_from(keys, data)
 
 
 def test_root_key_type_and_private_key_kind_must_agree(keys):
     rsa_private = signing.generate_keypair("RSA", 2048).private
-    data = tgz(("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
-               ("k.sec", json.dumps({"keytype": "ED25519", "keyval": rsa_private["keyval"]}).encode(),
-                tarfile.REGTYPE))
+    data = tgz(
+        ("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
+        ("k.sec", json.dumps({"keytype": "ED25519", "keyval": rsa_private["keyval"]}).encode(), tarfile.REGTYPE),
+    )
     with pytest.raises(TufError, match="k.sec does not hold a valid ED25519 private key"):
         signer_from(keys, data)
 
 
 def test_private_key_must_match_its_public_key(keys):
     other = signing.generate_keypair()
-    data = tgz(("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
-               ("k.sec", json.dumps(other.private).encode(), tarfile.REGTYPE))
+    data = tgz(
+        ("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
+        ("k.sec", json.dumps(other.private).encode(), tarfile.REGTYPE),
+    )
     with pytest.raises(TufError, match="^key archive entry k.sec does not match its public key$"):
         signer_from(keys, data)
 
 
-@pytest.mark.parametrize("sec, message", [
-    (None, "has k.pub but not its private key k.sec"),
-    (b"{not json", "k.sec is not a private key"),
-    (b'{"keytype": "ED25519"}', "k.sec is not a private key"),
-    (b'{"keytype": "ED25519", "keyval": {"private": "xyz"}}', "k.sec does not hold a valid ED25519 private key"),
-])
+@pytest.mark.parametrize(
+    "sec, message",
+    [
+        (None, "has k.pub but not its private key k.sec"),
+        (b"{not json", "k.sec is not a private key"),
+        (b'{"keytype": "ED25519"}', "k.sec is not a private key"),
+        (b'{"keytype": "ED25519", "keyval": {"private": "xyz"}}', "k.sec does not hold a valid ED25519 private key"),
+    ],
+)
 def test_broken_private_entries(keys, sec, message):
     entries = [("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE)]
     if sec is not None:
@@ -178,36 +210,46 @@ def test_broken_public_entry(keys):
 
 
 def test_root_without_offline_targets_key(keys):
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                         targets_public=[keys["online"].public], targets_threshold=1)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[keys["online"].public],
+        targets_threshold=1,
+    )
     with pytest.raises(TufError, match="not configured to sign Targets offline.*rotate-offline-key --role=targets"):
-        signing.find_offline_signer(root, signing.load_key_archive(signing.key_archive_bytes([keys["offline"]])),
-                                keys["online"].public)
+        signing.find_offline_signer(
+            root, signing.load_key_archive(signing.key_archive_bytes([keys["offline"]])), keys["online"].public
+        )
 
 
 def test_root_listing_an_unknown_key(keys):
     root = json.loads(json.dumps(keys["root"]))
     root["signed"]["roles"]["targets"]["keyids"].append("ff" * 32)
     with pytest.raises(TufError, match=f"^Unable to find key {'ff' * 32} in root.json$"):
-        signing.find_offline_signer(root, signing.load_key_archive(signing.key_archive_bytes([keys["offline"]])),
-                                keys["online"].public)
+        signing.find_offline_signer(
+            root, signing.load_key_archive(signing.key_archive_bytes([keys["offline"]])), keys["online"].public
+        )
 
 
 # --------------------------------------------------------------------------- hostile archives
 
 
-@pytest.mark.parametrize("entry, message", [
-    (("/etc/passwd", b"x", tarfile.REGTYPE), "absolute path"),
-    (("C:/keys/x.pub", b"x", tarfile.REGTYPE), "absolute path"),
-    (("tufrepo/../../x.pub", b"x", tarfile.REGTYPE), r"leaves the archive \(\.\.\)"),
-    (("..", None, tarfile.DIRTYPE), r"leaves the archive"),
-    (("a\\..\\x.pub", b"x", tarfile.REGTYPE), r"leaves the archive"),
-    (("tufrepo/keys/x.pub", None, tarfile.SYMTYPE), "is a link"),
-    (("tufrepo/keys/x.sec", None, tarfile.LNKTYPE), "is a link"),
-    (("dev", None, tarfile.CHRTYPE), "not a regular file"),
-    (("fifo", None, tarfile.FIFOTYPE), "not a regular file"),
-    (("big.pub", bytes(signing.MAX_ARCHIVE_MEMBER + 1), tarfile.REGTYPE), "too large"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (("/etc/passwd", b"x", tarfile.REGTYPE), "absolute path"),
+        (("C:/keys/x.pub", b"x", tarfile.REGTYPE), "absolute path"),
+        (("tufrepo/../../x.pub", b"x", tarfile.REGTYPE), r"leaves the archive \(\.\.\)"),
+        (("..", None, tarfile.DIRTYPE), r"leaves the archive"),
+        (("a\\..\\x.pub", b"x", tarfile.REGTYPE), r"leaves the archive"),
+        (("tufrepo/keys/x.pub", None, tarfile.SYMTYPE), "is a link"),
+        (("tufrepo/keys/x.sec", None, tarfile.LNKTYPE), "is a link"),
+        (("dev", None, tarfile.CHRTYPE), "not a regular file"),
+        (("fifo", None, tarfile.FIFOTYPE), "not a regular file"),
+        (("big.pub", bytes(signing.MAX_ARCHIVE_MEMBER + 1), tarfile.REGTYPE), "too large"),
+    ],
+)
 def test_hostile_entries_are_refused(entry, message):
     with pytest.raises(TufError, match=message):
         signing.load_key_archive(tgz(("ok.pub", b"{}", tarfile.REGTYPE), entry))
@@ -231,13 +273,16 @@ def test_gzip_bomb_is_refused_without_unpacking_it():
         signing.load_key_archive(bomb)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "not a gzip'd tar file"),
-    (b"PK\x03\x04 a zip file", "not a gzip'd tar file"),
-    (gzip.compress(b"plain text, not a tar")[:-1], "not a gzip'd tar file"),
-    (gzip.compress(b"x" * 1024), "not a gzip'd tar file"),
-    (bytes(signing.MAX_ARCHIVE_BYTES + 1), "too large"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "not a gzip'd tar file"),
+        (b"PK\x03\x04 a zip file", "not a gzip'd tar file"),
+        (gzip.compress(b"plain text, not a tar")[:-1], "not a gzip'd tar file"),
+        (gzip.compress(b"x" * 1024), "not a gzip'd tar file"),
+        (bytes(signing.MAX_ARCHIVE_BYTES + 1), "too large"),
+    ],
+)
 def test_not_an_archive(data, message):
     with pytest.raises(TufError, match=message):
         signing.load_key_archive(data)
@@ -273,8 +318,13 @@ def test_base64_of_something_else():
 def test_a_secret_in_the_sec_keytype_field_is_not_echoed():
     """A .sec whose keytype holds the private hex (a botched hand-made archive) must not print it."""
     online, offline = signing.generate_keypair(), signing.generate_keypair()
-    root = signing.make_root(version=1, expires=datetime(2030, 1, 1, tzinfo=timezone.utc), root_pairs=[online],
-                          targets_public=[online.public, offline.public], targets_threshold=2)
+    root = signing.make_root(
+        version=1,
+        expires=datetime(2030, 1, 1, tzinfo=timezone.utc),
+        root_pairs=[online],
+        targets_public=[online.public, offline.public],
+        targets_threshold=2,
+    )
     secret = offline.private["keyval"]["private"]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:

@@ -33,8 +33,11 @@ def keys():
     """Online, offline and root ED25519 keys plus a threshold-2 production root."""
     online, offline, root_key = (signing.generate_keypair() for _ in range(3))
     root = signing.make_root(
-        version=1, expires=EXPIRES, root_pairs=[root_key],
-        targets_public=[online.public, offline.public], targets_threshold=2,
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[root_key],
+        targets_public=[online.public, offline.public],
+        targets_threshold=2,
     )
     return {"online": online, "offline": offline, "root_key": root_key, "root": root}
 
@@ -43,8 +46,13 @@ def ci_target(hwid: str, version: int, **custom) -> tuple[str, dict]:
     meta = {
         "length": 0,
         "hashes": {"sha256": hashlib.sha256(f"{hwid}{version}".encode()).hexdigest()},
-        "custom": {"hardwareIds": [hwid], "tags": ["main"], "targetFormat": "OSTREE", "version": str(version),
-                   **custom},
+        "custom": {
+            "hardwareIds": [hwid],
+            "tags": ["main"],
+            "targetFormat": "OSTREE",
+            "version": str(version),
+            **custom,
+        },
     }
     return f"{hwid}-lmp-{version}", meta
 
@@ -80,7 +88,8 @@ def test_rsa_keypair_is_pkcs1_private_and_spki_public(rsa_pair):
     public_pem = rsa_pair.public["keyval"]["public"]
     assert public_pem.startswith("-----BEGIN PUBLIC KEY-----")
     der = serialization.load_pem_public_key(public_pem.encode()).public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     assert rsa_pair.keyid == hashlib.sha256(der).hexdigest()
     assert rsa_pair.private["keyval"]["private"] not in repr(rsa_pair)
     # white space around a PEM does not change the key id
@@ -88,13 +97,16 @@ def test_rsa_keypair_is_pkcs1_private_and_spki_public(rsa_pair):
     assert signing.key_id(padded) == rsa_pair.keyid
 
 
-@pytest.mark.parametrize("public", [
-    {"keytype": "ED25519", "keyval": {"public": "zz"}},
-    {"keytype": "ED25519", "keyval": {"public": "00" * 31}},
-    {"keytype": "RSA", "keyval": {"public": "not a pem"}},
-    {"keytype": "ECDSA", "keyval": {"public": "00"}},
-    {"keytype": "ED25519", "keyval": {}},
-])
+@pytest.mark.parametrize(
+    "public",
+    [
+        {"keytype": "ED25519", "keyval": {"public": "zz"}},
+        {"keytype": "ED25519", "keyval": {"public": "00" * 31}},
+        {"keytype": "RSA", "keyval": {"public": "not a pem"}},
+        {"keytype": "ECDSA", "keyval": {"public": "00"}},
+        {"keytype": "ED25519", "keyval": {}},
+    ],
+)
 def test_key_id_refuses_bad_public_keys(public):
     with pytest.raises(TufError):
         signing.key_id(public)
@@ -153,8 +165,13 @@ def test_make_root_shape_and_root_signature(keys):
 @pytest.mark.parametrize("threshold", [0, 3])
 def test_make_root_refuses_impossible_thresholds(keys, threshold):
     with pytest.raises(TufError, match="threshold"):
-        signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                      targets_public=[keys["online"].public, keys["offline"].public], targets_threshold=threshold)
+        signing.make_root(
+            version=1,
+            expires=EXPIRES,
+            root_pairs=[keys["root_key"]],
+            targets_public=[keys["online"].public, keys["offline"].public],
+            targets_threshold=threshold,
+        )
 
 
 def sign_all(signed, *pairs):
@@ -164,7 +181,10 @@ def sign_all(signed, *pairs):
 def test_verify_threshold_needs_online_and_offline(keys):
     signed = {"_type": "Targets", "expires": "2030-01-01T00:00:00Z", "targets": {}, "version": 42}
     both = sign_all(signed, keys["offline"], keys["online"])
-    assert signing.verify_threshold(keys["root"], "targets", signed, both) == [keys["offline"].keyid, keys["online"].keyid]
+    assert signing.verify_threshold(keys["root"], "targets", signed, both) == [
+        keys["offline"].keyid,
+        keys["online"].keyid,
+    ]
     assert signing.verify_threshold(keys["root"]["signed"], "targets", signed, both)  # signed part accepted too
     with pytest.raises(TufError, match="1 valid signature.* of the 2"):
         signing.verify_threshold(keys["root"], "targets", signed, both[:1])
@@ -193,12 +213,12 @@ def test_verify_threshold_ignores_bad_signatures(keys):
     good_online, good_offline = sign_all(signed, keys["online"], keys["offline"])
     stranger = signing.generate_keypair()
     bad = [
-        {**good_offline, "method": "rsassa-pss-sha256"},        # method does not fit the key type
+        {**good_offline, "method": "rsassa-pss-sha256"},  # method does not fit the key type
         {**good_offline, "sig": "not base64!"},
-        {**good_offline, "sig": good_online["sig"]},            # another key's signature
-        {**good_offline, "keyid": keys["root_key"].keyid},      # a key of another role
-        signing.signer_for_keypair(stranger).sign(signed),          # a key root does not know
-        {"keyid": keys["offline"].keyid},                       # no sig
+        {**good_offline, "sig": good_online["sig"]},  # another key's signature
+        {**good_offline, "keyid": keys["root_key"].keyid},  # a key of another role
+        signing.signer_for_keypair(stranger).sign(signed),  # a key root does not know
+        {"keyid": keys["offline"].keyid},  # no sig
         "not a dict",
     ]
     with pytest.raises(TufError, match="1 valid"):
@@ -224,21 +244,29 @@ def test_verify_signature_checks_one_signature_whatever_the_threshold(keys):
     with pytest.raises(TufError, match="does not verify"):
         signing.verify_signature(keys["root"], "targets", {**signed, "version": 4}, sig)
     with pytest.raises(TufError, match="not a targets key"):
-        signing.verify_signature(keys["root"], "targets", signed, signing.signer_for_keypair(keys["root_key"]).sign(signed))
+        signing.verify_signature(
+            keys["root"], "targets", signed, signing.signer_for_keypair(keys["root_key"]).sign(signed)
+        )
 
 
 def test_any_changed_byte_of_signed_wave_targets_is_refused(keys, rsa_pair):
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                         targets_public=[keys["online"].public, rsa_pair.public], targets_threshold=2)
-    signed = signing.build_wave_targets(ci_targets=ci_targets(42), prod_targets=None, version=42,
-                                    tag="production", expires=EXPIRES)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[keys["online"].public, rsa_pair.public],
+        targets_threshold=2,
+    )
+    signed = signing.build_wave_targets(
+        ci_targets=ci_targets(42), prod_targets=None, version=42, tag="production", expires=EXPIRES
+    )
     sigs = sign_all(signed, keys["online"], rsa_pair)
     assert len(signing.verify_threshold(root, "targets", signed, sigs)) == 2
     payload = signing.canonical_json(signed)
     parsed = 0
     for i in range(len(payload)):
         for replacement in {payload[i] ^ 0x01, ord("0") if payload[i] != ord("0") else ord("1")}:
-            changed = payload[:i] + bytes([replacement]) + payload[i + 1:]
+            changed = payload[:i] + bytes([replacement]) + payload[i + 1 :]
             try:
                 doc = json.loads(changed)
             except ValueError:
@@ -252,13 +280,16 @@ def test_any_changed_byte_of_signed_wave_targets_is_refused(keys, rsa_pair):
 # --------------------------------------------------------------------------- expiry
 
 
-@pytest.mark.parametrize("dt, text", [
-    (datetime(2030, 1, 1, 0, 0, 0, 499_999, tzinfo=timezone.utc), "2030-01-01T00:00:00Z"),
-    (datetime(2030, 1, 1, 0, 0, 0, 500_000, tzinfo=timezone.utc), "2030-01-01T00:00:01Z"),
-    (datetime(2030, 12, 31, 23, 59, 59, 600_000, tzinfo=timezone.utc), "2031-01-01T00:00:00Z"),
-    (datetime(2030, 1, 1, 2, 0, 0, tzinfo=timezone(timedelta(hours=2))), "2030-01-01T00:00:00Z"),
-    (datetime(2030, 1, 1, 0, 0, 0), "2030-01-01T00:00:00Z"),  # noqa: DTZ001  # a naive time is taken as UTC
-])
+@pytest.mark.parametrize(
+    "dt, text",
+    [
+        (datetime(2030, 1, 1, 0, 0, 0, 499_999, tzinfo=timezone.utc), "2030-01-01T00:00:00Z"),
+        (datetime(2030, 1, 1, 0, 0, 0, 500_000, tzinfo=timezone.utc), "2030-01-01T00:00:01Z"),
+        (datetime(2030, 12, 31, 23, 59, 59, 600_000, tzinfo=timezone.utc), "2031-01-01T00:00:00Z"),
+        (datetime(2030, 1, 1, 2, 0, 0, tzinfo=timezone(timedelta(hours=2))), "2030-01-01T00:00:00Z"),
+        (datetime(2030, 1, 1, 0, 0, 0), "2030-01-01T00:00:00Z"),  # noqa: DTZ001  # a naive time is taken as UTC
+    ],
+)
 def test_format_expires_is_utc_whole_seconds_half_up(dt, text):
     assert signing.format_expires(dt) == text
 
@@ -273,8 +304,7 @@ def test_default_expires_is_365_days():
 
 def test_wave_targets_from_scratch_retag_and_keep_unknown_custom_keys():
     ci = ci_targets(42, cliUploaded=True, **{"delta-stats": {"sha256": "x", "size": 3}})
-    signed = signing.build_wave_targets(ci_targets=ci, prod_targets=None, version=42, tag="production",
-                                    expires=EXPIRES)
+    signed = signing.build_wave_targets(ci_targets=ci, prod_targets=None, version=42, tag="production", expires=EXPIRES)
     assert list(signed) == ["_type", "expires", "targets", "version"]
     assert signed["_type"] == "Targets" and signed["version"] == 42 and signed["expires"] == "2030-01-02T03:04:05Z"
     assert set(signed["targets"]) == set(ci)
@@ -290,28 +320,42 @@ def prod(version: int, *versions: int) -> dict:
     for v in versions:
         for name, meta in ci_targets(v).items():
             targets[name] = {**meta, "custom": {**meta["custom"], "tags": ["production"]}}
-    return {"signatures": [], "signed": {"_type": "Targets", "expires": "2030-01-01T00:00:00Z",
-                                         "targets": targets, "version": version}}
+    return {
+        "signatures": [],
+        "signed": {"_type": "Targets", "expires": "2030-01-01T00:00:00Z", "targets": targets, "version": version},
+    }
 
 
 def test_wave_targets_add_to_current_production_targets():
     current = prod(41, 40, 41)
     before = copy.deepcopy(current)
-    signed = signing.build_wave_targets(ci_targets=ci_targets(42), prod_targets=current, version=42,
-                                    tag="production", expires=EXPIRES)
+    signed = signing.build_wave_targets(
+        ci_targets=ci_targets(42), prod_targets=current, version=42, tag="production", expires=EXPIRES
+    )
     assert sorted(signed["targets"]) == sorted([*current["signed"]["targets"], *ci_targets(42)])
     assert current == before
     # the signed part of the production targets is accepted as well as the envelope
-    assert signing.build_wave_targets(ci_targets=ci_targets(42), prod_targets=current["signed"], version=42,
-                                  tag="production", expires=EXPIRES) == signed
+    assert (
+        signing.build_wave_targets(
+            ci_targets=ci_targets(42), prod_targets=current["signed"], version=42, tag="production", expires=EXPIRES
+        )
+        == signed
+    )
 
 
 @pytest.mark.parametrize("version", [40, 41])
 def test_wave_version_must_be_above_production(version):
-    with pytest.raises(TufError, match="^Cannot create a Wave for a version lower than or equal to production "
-                                       "Targets for the same tag$"):
-        signing.build_wave_targets(ci_targets=ci_targets(version), prod_targets=prod(41, 40), version=version,
-                               tag="production", expires=EXPIRES)
+    with pytest.raises(
+        TufError,
+        match="^Cannot create a Wave for a version lower than or equal to production Targets for the same tag$",
+    ):
+        signing.build_wave_targets(
+            ci_targets=ci_targets(version),
+            prod_targets=prod(41, 40),
+            version=version,
+            tag="production",
+            expires=EXPIRES,
+        )
 
 
 def test_wave_needs_ci_targets():
@@ -322,8 +366,9 @@ def test_wave_needs_ci_targets():
 @pytest.mark.parametrize("version", [-1, 1 << 31, "42", 42.0, True])
 def test_wave_version_must_be_a_32_bit_integer(version):
     with pytest.raises(TufError, match="32-bit"):
-        signing.build_wave_targets(ci_targets=ci_targets(42), prod_targets=None, version=version, tag="production",
-                               expires=EXPIRES)
+        signing.build_wave_targets(
+            ci_targets=ci_targets(42), prod_targets=None, version=version, tag="production", expires=EXPIRES
+        )
 
 
 def test_wave_target_already_in_production_is_refused_even_if_source_tag_skips_it():
@@ -331,42 +376,67 @@ def test_wave_target_already_in_production_is_refused_even_if_source_tag_skips_i
     name, meta = ci_target("intel-corei7-64", 40)
     ci = {name: {**meta, "custom": {**meta["custom"], "tags": ["devel"]}}, **ci_targets(43)}
     with pytest.raises(TufError, match=f"^Target {name} already exists in production Targets for tag production$"):
-        signing.build_wave_targets(ci_targets=ci, prod_targets=current, version=43, tag="production",
-                               source_tag="main", expires=EXPIRES)
+        signing.build_wave_targets(
+            ci_targets=ci, prod_targets=current, version=43, tag="production", source_tag="main", expires=EXPIRES
+        )
 
 
 def test_wave_source_tag_keeps_only_targets_with_that_tag():
     ci = ci_targets(50)
     devel_name = next(iter(ci))
     ci[devel_name] = {**ci[devel_name], "custom": {**ci[devel_name]["custom"], "tags": ["main", "devel"]}}
-    signed = signing.build_wave_targets(ci_targets=ci, prod_targets=None, version=50, tag="production",
-                                    source_tag="devel", expires=EXPIRES)
+    signed = signing.build_wave_targets(
+        ci_targets=ci, prod_targets=None, version=50, tag="production", source_tag="devel", expires=EXPIRES
+    )
     assert list(signed["targets"]) == [devel_name]
     assert signed["targets"][devel_name]["custom"]["tags"] == ["production"]
 
 
 def test_wave_target_without_custom_is_refused():
     with pytest.raises(TufError, match="has no custom metadata"):
-        signing.build_wave_targets(ci_targets={"x": {"length": 0, "hashes": {}}}, prod_targets=None, version=42,
-                               tag="production", expires=EXPIRES)
+        signing.build_wave_targets(
+            ci_targets={"x": {"length": 0, "hashes": {}}},
+            prod_targets=None,
+            version=42,
+            tag="production",
+            expires=EXPIRES,
+        )
 
 
 def test_wave_prune_removes_old_versions():
-    signed = signing.build_wave_targets(ci_targets=ci_targets(43), prod_targets=prod(42, 40, 41, 42), version=43,
-                                    tag="production", prune=[40, 41], expires=EXPIRES)
+    signed = signing.build_wave_targets(
+        ci_targets=ci_targets(43),
+        prod_targets=prod(42, 40, 41, 42),
+        version=43,
+        tag="production",
+        prune=[40, 41],
+        expires=EXPIRES,
+    )
     assert sorted(signed["targets"]) == sorted([*ci_targets(42), *ci_targets(43)])
 
 
 def test_wave_prune_refuses_the_current_version():
     with pytest.raises(TufError, match="^Cannot prune current version$"):
-        signing.build_wave_targets(ci_targets=ci_targets(43), prod_targets=prod(42, 42), version=43,
-                               tag="production", prune=[42, 43], expires=EXPIRES)
+        signing.build_wave_targets(
+            ci_targets=ci_targets(43),
+            prod_targets=prod(42, 42),
+            version=43,
+            tag="production",
+            prune=[42, 43],
+            expires=EXPIRES,
+        )
 
 
 def test_wave_prune_refuses_versions_that_match_nothing():
     with pytest.raises(TufError, match="^Unable to prune the following versions: 38,39$"):
-        signing.build_wave_targets(ci_targets=ci_targets(43), prod_targets=prod(42, 40), version=43,
-                               tag="production", prune=[38, 40, 39], expires=EXPIRES)
+        signing.build_wave_targets(
+            ci_targets=ci_targets(43),
+            prod_targets=prod(42, 40),
+            version=43,
+            tag="production",
+            prune=[38, 40, 39],
+            expires=EXPIRES,
+        )
 
 
 # --------------------------------------------------------------------------- signers from archives and URIs
@@ -379,8 +449,9 @@ def pkcs8_file(path, pair: signing.KeyPair):
         key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(secret))
     else:
         key = serialization.load_pem_private_key(secret.encode(), None)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return path
 
 
@@ -391,8 +462,13 @@ def assert_offline_signature(root, signer, keyid):
 
 
 def test_rsa_4096_archive_signer(keys, rsa_pair):
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                         targets_public=[keys["online"].public, rsa_pair.public], targets_threshold=2)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[keys["online"].public, rsa_pair.public],
+        targets_threshold=2,
+    )
     archive = signing.load_key_archive(signing.key_archive_bytes([rsa_pair]))
     signer = signing.find_offline_signer(root, archive, keys["online"].public)
     assert signer.method == "rsassa-pss-sha256"
@@ -421,13 +497,18 @@ def test_signer_from_archive_uri(keys, tmp_path):
 
 
 def test_signer_from_file2_uri_ed25519_and_rsa(keys, rsa_pair, tmp_path):
-    signer = signing.signer_from_uri(f"file2:{pkcs8_file(tmp_path / 'ed.pem', keys['offline'])}",
-                                 keys["root"], keys["online"].public)
+    signer = signing.signer_from_uri(
+        f"file2:{pkcs8_file(tmp_path / 'ed.pem', keys['offline'])}", keys["root"], keys["online"].public
+    )
     assert_offline_signature(keys["root"], signer, keys["offline"].keyid)
     # root with two offline keys: the probe signature tells which one the URI holds
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                         targets_public=[keys["online"].public, keys["offline"].public, rsa_pair.public],
-                         targets_threshold=2)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[keys["online"].public, keys["offline"].public, rsa_pair.public],
+        targets_threshold=2,
+    )
     signer = signing.signer_from_uri(f"file2:{pkcs8_file(tmp_path / 'rsa.pem', rsa_pair)}", root, keys["online"].public)
     assert signer.method == "rsassa-pss-sha256"
     assert_offline_signature(root, signer, rsa_pair.keyid)
@@ -443,14 +524,20 @@ def test_file2_uri_with_a_key_root_does_not_know(keys, tmp_path):
 
 def test_kms_uri_without_its_client_library_is_a_clear_error(keys):
     with pytest.raises(TufError, match="^gcpkms:projects/p/.* cannot sign for any offline targets key.*Error"):
-        signing.signer_from_uri("gcpkms:projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
-                            keys["root"], keys["online"].public)
+        signing.signer_from_uri(
+            "gcpkms:projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
+            keys["root"],
+            keys["online"].public,
+        )
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("/path/to/keys.tgz", "has no scheme"),
-    ("ftp://x", "unsupported key URI scheme 'ftp'.*archive.*awskms.*envvar.*file2.*gcpkms.*hsm"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("/path/to/keys.tgz", "has no scheme"),
+        ("ftp://x", "unsupported key URI scheme 'ftp'.*archive.*awskms.*envvar.*file2.*gcpkms.*hsm"),
+    ],
+)
 def test_bad_uris(keys, uri, message):
     with pytest.raises(TufError, match=message):
         signing.signer_from_uri(uri, keys["root"], keys["online"].public)
@@ -468,7 +555,7 @@ def secret_forms(pair: signing.KeyPair) -> list[str]:
     numbers = serialization.load_pem_private_key(secret.encode(), None).private_numbers()
     body = "".join(secret.splitlines()[1:-1])
     # the PEM starts with the public modulus; from 1,000 characters on it is private (d, p, q, ...)
-    chunks = [body[i:i + 48] for i in range(1000, len(body) - 48, 300)]
+    chunks = [body[i : i + 48] for i in range(1000, len(body) - 48, 300)]
     return [*chunks, format(numbers.d, "x")[:64], str(numbers.d)[:64], format(numbers.p, "x")[:64]]
 
 
@@ -489,12 +576,27 @@ def test_no_signing_path_leaks_key_material(keys, rsa_pair, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     known = _known_ed25519()
     online = keys["online"]
-    root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[known],
-                         targets_public=[online.public, known.public, rsa_pair.public], targets_threshold=2)
-    rsa_root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                             targets_public=[online.public, rsa_pair.public], targets_threshold=2)
-    ed_root = signing.make_root(version=1, expires=EXPIRES, root_pairs=[keys["root_key"]],
-                            targets_public=[online.public, known.public], targets_threshold=2)
+    root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[known],
+        targets_public=[online.public, known.public, rsa_pair.public],
+        targets_threshold=2,
+    )
+    rsa_root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[online.public, rsa_pair.public],
+        targets_threshold=2,
+    )
+    ed_root = signing.make_root(
+        version=1,
+        expires=EXPIRES,
+        root_pairs=[keys["root_key"]],
+        targets_public=[online.public, known.public],
+        targets_threshold=2,
+    )
     archives = {p.keyid: signing.key_archive_bytes([p]) for p in (known, rsa_pair)}
     b64 = {kid: base64.b64encode(data).decode() for kid, data in archives.items()}
     inputs = {tmp_path / "ed.pem", tmp_path / "rsa.pem", tmp_path / "ed.tgz", tmp_path / "rsa.tgz"}
@@ -502,8 +604,9 @@ def test_no_signing_path_leaks_key_material(keys, rsa_pair, tmp_path, monkeypatc
     pkcs8_file(tmp_path / "rsa.pem", rsa_pair)
     (tmp_path / "ed.tgz").write_bytes(archives[known.keyid])
     (tmp_path / "rsa.tgz").write_bytes(archives[rsa_pair.keyid])
-    signed = signing.build_wave_targets(ci_targets=ci_targets(42), prod_targets=None, version=42, tag="production",
-                                    expires=EXPIRES)
+    signed = signing.build_wave_targets(
+        ci_targets=ci_targets(42), prod_targets=None, version=42, tag="production", expires=EXPIRES
+    )
     outputs: list[str] = [repr(known), str(known), repr(rsa_pair), json.dumps(root)]
 
     def run(fn, *args, **kwargs):
@@ -539,7 +642,7 @@ def test_no_signing_path_leaks_key_material(keys, rsa_pair, tmp_path, monkeypatc
         run(signing.load_key_archive, archives[pair.keyid][:-20])
         secret = pair.private["keyval"]["private"]
         for sec in (
-            json.dumps(pair.private)[:-3],                                            # truncated JSON
+            json.dumps(pair.private)[:-3],  # truncated JSON
             json.dumps({"keytype": "ed25519" if pair is known else "rsa", "keyval": pair.private["keyval"]}),
             json.dumps({**pair.private, "keyval": {"private": secret[:-4] + "zzzz"}}),  # corrupt key
             json.dumps({**pair.private, "keyval": {"private": secret + secret}}),
@@ -561,7 +664,7 @@ def test_no_signing_path_leaks_key_material(keys, rsa_pair, tmp_path, monkeypatc
             assert form not in text
     for archive_b64 in b64.values():
         for i in range(0, len(archive_b64) - 40, 200):
-            assert archive_b64[i:i + 40] not in text
+            assert archive_b64[i : i + 40] not in text
     assert written == []
 
 
@@ -569,8 +672,9 @@ def _known_ed25519() -> signing.KeyPair:
     """A fixed ED25519 key, so the test looks for known bytes."""
     priv = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     public = {"keytype": "ED25519", "keyval": {"public": priv.public_key().public_bytes_raw().hex()}}
-    return signing.KeyPair(public, {"keytype": "ED25519", "keyval": {"private": bytes(range(32)).hex()}},
-                       signing.key_id(public))
+    return signing.KeyPair(
+        public, {"keytype": "ED25519", "keyval": {"private": bytes(range(32)).hex()}}, signing.key_id(public)
+    )
 
 
 def _tgz_of(files: dict[str, str]) -> bytes:
