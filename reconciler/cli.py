@@ -42,8 +42,8 @@ def _status_command() -> click.Command:
     return status_command
 
 
-class _Command(click.Command):
-    """Usage mistakes exit 1 like every other user error; 2 means "changes pending" to CI.
+class _Command(terminal.OneLineUsage):
+    """Usage mistakes are one line and exit 1 like every other user error (2 means "changes pending" to CI).
 
     A first argument naming one of ``SUBCOMMANDS`` (``status``, ``devices``, ``init-repo``) is dispatched to
     that command; the main command's PATHS take every other first argument (a directory of that name is
@@ -56,13 +56,6 @@ class _Command(click.Command):
             command = SUBCOMMANDS[argv[0]]()
             return command.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
         return super().main(args=argv, prog_name=prog_name, **extra)
-
-    def make_context(self, *args, **kwargs):
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            exc.exit_code = EXIT_ERROR  # type: ignore[misc]  # click declares it a ClassVar; an instance override is what we need
-            raise
 
 
 class _Duration(click.ParamType):

@@ -42,6 +42,7 @@ from datetime import datetime
 
 import click
 
+from reconciler import terminal
 from reconciler.apitime import parse_time, required_time
 from reconciler.client import FactoryClient
 from reconciler.core.failures import waves_needing_failures
@@ -187,19 +188,10 @@ def read_devices(
 # -- the command ------------------------------------------------------------------------------------
 
 
-class _StatusCommand(click.Command):
-    """Usage mistakes exit 1 like every other user error (2 means "changes pending" to CI)."""
-
-    def make_context(self, *args, **kwargs):
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as exc:
-            exc.exit_code = 1  # type: ignore[misc]  # click declares it a ClassVar; an instance override is what we need
-            raise
-
-
 @click.command(
-    "status", cls=_StatusCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    "status",
+    cls=terminal.OneLineUsage,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option(

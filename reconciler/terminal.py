@@ -63,6 +63,31 @@ def error_line(message: str) -> str:
     return click.style("error:", fg="red", bold=True) + " " + message
 
 
+class UsageMistake(click.UsageError):
+    """A usage mistake as every other mistake is shown: one line, ``error: ... (see 'reconcile --help')``,
+    exit 1. click's own form is three lines and exit 2, and CI reads 2 as "changes pending"."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, error: click.UsageError) -> UsageMistake:
+        return error if isinstance(error, UsageMistake) else cls(error.format_message(), error.ctx)
+
+    def show(self, file=None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(error_line(self.format_message() + hint), err=True)
+
+
+class OneLineUsage(click.Command):
+    """Mixed into a command or group class: click's usage errors from parsing become ``UsageMistake``."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:
+            raise UsageMistake.of(error) from None
+
+
 def confirm_apply(steps: int) -> bool:
     """``Apply 3 steps? [y/N]``: anything but yes declines (Terraform accepts only "yes"; y is enough here)."""
     return click.confirm(f"Apply {plural(steps, 'step')}?", default=False, err=True)

@@ -20,6 +20,35 @@ def test_usage_mistakes_exit_1_not_the_changes_pending_code(tmp_path):
         assert code == 1, (args, err)
 
 
+def test_usage_mistakes_are_one_error_line_in_every_command(tmp_path):
+    """click's three-line "Usage: ... Try ... Error:" block becomes the one ``error:`` line every other
+    mistake gets, naming the help to read, in reconcile, its subcommands and reconcile-factory."""
+    reconcile_exe = str(Path(sys.executable).with_name("reconcile"))  # the console script: its name in the hint
+    factory_exe = str(Path(sys.executable).with_name("reconcile-factory"))
+    cases = [
+        ([reconcile_exe, "--bogus", str(tmp_path)], "No such option '--bogus'", "reconcile"),
+        (
+            [reconcile_exe, "status", "--format", "xml"],
+            "'xml' is not one of",
+            "reconcile status",
+        ),
+        ([reconcile_exe, "devices"], "Missing option '--tag'", "reconcile devices"),
+        ([factory_exe, "nosuch"], "No such command 'nosuch'", "reconcile-factory"),
+        (
+            [factory_exe, "advance", "bogus"],
+            "got 'bogus'",
+            "reconcile-factory advance",
+        ),
+    ]
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
+    for command, message, help_of in cases:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stdout == "", command
+        [line] = result.stderr.splitlines()
+        assert line.startswith("error: ") and message in line and line.endswith(f"(see '{help_of} --help')"), line
+
+
 def test_conflicting_options_are_refused(tmp_path):
     code, _, err = reconcile("--keys", "a.tgz", "--signer", "file2:x", str(tmp_path))
     assert code == 1 and "--keys FILE or --signer URI, not both" in err

@@ -32,25 +32,9 @@ class _Error(click.ClickException):
         click.echo(terminal.error_line(self.format_message()), err=True)
 
 
-class _UsageError(click.UsageError):
-    """click's usage error, shown the same way, but exiting 1, not 2 (CI reads 2 as "changes pending")."""
-
-    exit_code = 1
-
-    @classmethod
-    def of(cls, e: click.UsageError) -> _UsageError:
-        return e if isinstance(e, _UsageError) else cls(e.format_message(), e.ctx)
-
-
-class _OneLineErrors(click.Command):
-    """For every command and group: a usage error exits 1, not click's 2 (CI reads 2 as "changes
-    pending"), and a user's mistake or a damaged/busy database is one line on stderr and exit 1."""
-
-    def make_context(self, *args, **kwargs):
-        try:
-            return super().make_context(*args, **kwargs)
-        except click.UsageError as e:
-            raise _UsageError.of(e) from None
+class _OneLineErrors(terminal.OneLineUsage):
+    """For every command and group: a usage error is one line and exits 1, not click's 2 (CI reads 2 as
+    "changes pending"), and a user's mistake or a damaged/busy database is one line on stderr and exit 1."""
 
     def invoke(self, ctx):
         import sqlite3
@@ -62,7 +46,7 @@ class _OneLineErrors(click.Command):
         try:
             return super().invoke(ctx)
         except click.UsageError as e:
-            raise _UsageError.of(e) from None
+            raise terminal.UsageMistake.of(e) from None
         except click.ClickException as e:
             if isinstance(e, _Error):
                 raise
