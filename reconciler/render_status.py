@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from reconciler.core.plan import EXPIRY_WARNING, format_duration
+from reconciler.core.plan import EXPIRY_WARNING, counted, format_duration
 from reconciler.core.status import (
     DeviceRow,
     GateReport,
@@ -59,10 +59,6 @@ def table(
         ]
         out.append((indent + "  ".join(cells)).rstrip())
     return out
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _n(value: int | None) -> str:
@@ -115,7 +111,7 @@ def _facts(wave: WaveReport, now: datetime) -> list[str]:
             f"{t.offline} offline)"
         )
     if wave.left_on_canceled is not None:
-        lines.append(f"left on canceled version {wave.version}: {_plural(wave.left_on_canceled, 'device')}")
+        lines.append(f"left on canceled version {wave.version}: {counted(wave.left_on_canceled, 'device')}")
     expiry = []
     if wave.targets_expire is not None:
         expiry.append(f"wave targets expire {iso(wave.targets_expire)}{_soon(wave.targets_expire, now)}")
@@ -299,7 +295,7 @@ def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format
     ]
     if output_format == "markdown":
         out = [
-            f"### Devices of wave {md_code(wave.name)} (version {wave.version}, {wave.status}): {_plural(len(rows), 'device')}",
+            f"### Devices of wave {md_code(wave.name)} (version {wave.version}, {wave.status}): {counted(len(rows), 'device')}",
             "",
             "| " + " | ".join(h.title() for h in DEVICE_HEADER) + " |",
             "|---|---|---|---|---|---|---|",
@@ -308,6 +304,6 @@ def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format
         return "\n".join(out) + "\n"
     title = printable(
         f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: "
-        f"{_plural(len(rows), 'device')}"
+        f"{counted(len(rows), 'device')}"
     )
     return "\n".join([title, *(table(DEVICE_HEADER, cells, indent="") if rows else [])])
