@@ -417,9 +417,9 @@ def run(
     saved=None,
     assume_yes=True,
 ) -> int:
-    from reconciler import manifest
-
     ahead = _read_ahead(api_url, factory, timeout) if dry_run and not check and saved is None else None
+    from reconciler import manifest  # after the read-ahead started: its import overlaps the first round trip
+
     source = provenance = provenance_later = None
     try:
         if ahead is not None and not rev:
