@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from reconciler import terminal
+from reconciler import cliopts, terminal
 from reconciler.errors import UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
@@ -126,18 +126,7 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     type=click.Path(dir_okay=False),
     help="Apply exactly a plan saved with --out; refused when a fresh plan would do anything else.",
 )
-@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
-@click.option(
-    "--api-url",
-    envvar="RECONCILE_API_URL",
-    help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
-)
-@click.option(
-    "--local",
-    envvar="RECONCILE_LOCAL",
-    type=click.Path(),
-    help="Where the embedded local factory lives [env RECONCILE_LOCAL; default: user state dir].",
-)
+@cliopts.factory_options
 @click.option(
     "--keys",
     type=click.Path(dir_okay=False),
@@ -292,18 +281,7 @@ def init_repo(directory, factory, action):
 @click.option("--limit", type=click.IntRange(1, 400_000), help="The N most recently seen devices.")
 @click.option("--sample", type=click.IntRange(1, 400_000), help="N devices at random (reproducible with --seed).")
 @click.option("--seed", type=click.IntRange(min=0), help="The seed of --sample [default: a new one, printed].")
-@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
-@click.option(
-    "--api-url",
-    envvar="RECONCILE_API_URL",
-    help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
-)
-@click.option(
-    "--local",
-    envvar="RECONCILE_LOCAL",
-    type=click.Path(),
-    help="Where the embedded local factory lives [env RECONCILE_LOCAL].",
-)
+@cliopts.factory_options
 @click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, no_color, debug):

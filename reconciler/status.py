@@ -42,7 +42,7 @@ from datetime import datetime
 
 import click
 
-from reconciler import terminal
+from reconciler import cliopts, terminal
 from reconciler.apitime import parse_time, required_time
 from reconciler.client import FactoryClient
 from reconciler.core.failures import waves_needing_failures
@@ -218,18 +218,7 @@ def read_devices(
     help="Count each active wave's failed devices per phase (reads every "
     "online device's update history that is below the wave version: two requests each).",
 )
-@click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY].")
-@click.option(
-    "--api-url",
-    envvar="RECONCILE_API_URL",
-    help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
-)
-@click.option(
-    "--local",
-    envvar="RECONCILE_LOCAL",
-    type=click.Path(),
-    help="Where the embedded local factory lives [env RECONCILE_LOCAL].",
-)
+@cliopts.factory_options
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
