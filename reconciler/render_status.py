@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from reconciler.apitime import parse_time
 from reconciler.core.plan import EXPIRY_WARNING, counted, format_duration
 from reconciler.core.status import (
     DeviceRow,
@@ -246,7 +247,8 @@ def _last_update(row: DeviceRow) -> str:
     if last is None:
         return DASH
     result = "failed" if last.failed else ("ok" if last.failed is False else "?")
-    return f"{result}: {last.target or last.version} at {last.at}"
+    # The time as the other columns show theirs (UTC, Z); JSON keeps the API's own string.
+    return f"{result}: {last.target or last.version} at {iso(parse_time(last.at)) or last.at}"
 
 
 def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format: str) -> str:

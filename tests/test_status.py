@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,20 @@ def test_failed_devices_of_a_bad_build(bad_build):
     assert all(d["state"] != "updated" for d in everyone)
     pending = devices_json(local, "--pending")["devices"]
     assert not {d["uuid"] for d in pending} & {d["uuid"] for d in failed}
+
+
+def test_the_devices_text_shows_the_last_update_time_as_the_other_columns_do(bad_build):
+    """LAST UPDATE is in UTC with a Z like LAST SEEN, whatever offset the API writes (+00:00 here)."""
+    _, local = bad_build
+    failed = devices_json(local, "--failed")["devices"]
+    code, out, err = status("--devices", "rel-61", "--failed", "--local", str(local))
+    assert code == 0, err
+    for device in failed:
+        raw = device["last_update"]["time"]
+        shown = datetime.fromisoformat(raw).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        [line] = [line for line in out.splitlines() if device["uuid"] in line]
+        assert f"failed: {device['last_update']['target']} at {shown}" in line, line
+        assert raw == shown or raw not in line
 
 
 def test_with_failed_counts_failed_devices_per_phase(bad_build):
