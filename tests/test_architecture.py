@@ -257,3 +257,25 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert find_cycle({"p": {"p.x"}, "p.x": set()}) is None
+
+
+def test_tests_share_helpers_not_other_test_modules():
+    """What several test modules use lives in ``tests/helpers``: importing a test module pulls in its
+    tests and fixtures, and moving or deleting that module breaks another one for no visible reason."""
+    tests = PACKAGE.parent / "tests"
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(tests.parent)}: {name}"
+                for name in names
+                if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_")
+            ]
+    assert offenders == []

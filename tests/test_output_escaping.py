@@ -152,8 +152,8 @@ def hostile_status():
     """A status report whose factory-side text is hostile: an unmanaged wave's name, its creator, a rollout-by."""
     from datetime import timedelta
 
-    from tests.core.test_status import SPEC, entry, facts, report
     from tests.helpers.planning import NOW
+    from tests.helpers.status import SPEC, entry, facts, report
 
     managed = dataclasses.replace(
         facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10, by=EVIL)]), created_by=EVIL
@@ -163,8 +163,8 @@ def hostile_status():
 
 def hostile_devices():
     from reconciler.core.status import DeviceFacts, DeviceRow
-    from tests.core.test_status import facts
     from tests.helpers.planning import NOW
+    from tests.helpers.status import facts
 
     device = DeviceFacts(
         uuid="123e4567-e89b-12d3-a456-426614174000",

@@ -279,7 +279,7 @@ def test_a_manifest_validation_error_stops_every_wave(release_repo, factory_dir)
 def test_apply_json_reports_a_failed_step_and_the_steps_it_held(release_repo, factory_dir):
     """A rollout the factory refuses mid-apply (its device moved after the plan): the JSON of the apply has it
     failed with the factory's message, the later step of its tag held, and another tag's step done."""
-    from tests.test_concurrent_apply import Front
+    from tests.helpers.serving import Front
 
     zlab = (
         CANARY_WAVE.replace("name: rel-46", "name: zlab-46")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from reconciler.render_status import to_text
-from tests.core.test_status import SPEC, facts, report
 from tests.helpers.planning import NOW
+from tests.helpers.status import SPEC, facts, report
 
 
 def test_text_marks_targets_that_expire_within_30_days():

@@ -1,17 +1,23 @@
-"""``reconcile-factory serve`` in its own process on a free loopback port, for tests over real HTTP."""
+"""Factories over real HTTP for tests: ``reconcile-factory serve`` in its own process on a free loopback
+port, and ``Front``, a loopback HTTP server in front of a factory directory that can hook its writes."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+
+from reconciler.localfactory import open_embedded
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,3 +64,60 @@ def serve_factory(path: Path, *extra: str, start_within: float = 20.0) -> Iterat
             proc.wait(timeout=10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+class Front:
+    """HTTP on loopback in front of a factory directory's WSGI app. The first real rollout it receives
+    runs ``on_rollout`` (delay it, kill its sender, or write behind the client's back) before it is
+    forwarded; ``rollouts`` counts the rollouts that reached the factory. ``hook_on`` names the wave
+    action whose calls are hooked and counted (``rollout``; ``sign`` for a wave sign)."""
+
+    def __init__(self, factory_dir: Path):
+        self.app = httpx.Client(
+            transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
+        )
+        self.on_rollout = lambda: None
+        self.hook_on = "rollout"
+        self.rollouts = 0
+        self.lock = threading.Lock()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if (
+                    self.command == "POST"
+                    and f"/{front.hook_on}/" in self.path
+                    and not json.loads(body or b"{}").get("dry-run")
+                ):
+                    hook, front.on_rollout = front.on_rollout, lambda: None
+                    hook()
+                    with front.lock:
+                        front.rollouts += 1
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = front.app.request(self.command, self.path, content=body, headers=headers)
+                with contextlib.suppress(OSError):  # the client may have given up long ago
+                    self.send_response(answer.status_code)
+                    for key, value in answer.headers.items():
+                        if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(answer.content)))
+                    self.end_headers()
+                    self.wfile.write(answer.content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.app.close()
