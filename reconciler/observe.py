@@ -24,9 +24,10 @@ the other requests of the observation. A wave without a bound costs nothing more
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation, dry runs included, is
-independent and goes out at once (``FactoryClient.gather``, at most ``MAX_CONCURRENT`` at a time); paged lists
-read their other pages together once the first page gives the total. A dry run (``--dry-run`` against an API) starts the wave list before reading the
-manifests (``FactoryClient.ahead``).
+independent and goes out at once (``FactoryClient.gather``, at most ``client.MAX_CONCURRENT`` at a
+time); paged lists read their other pages together once the first page gives the total. A dry run
+(``--dry-run`` against an API) starts the wave list before reading the manifests
+(``FactoryClient.ahead``).
 """
 
 from __future__ import annotations
