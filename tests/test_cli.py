@@ -46,7 +46,10 @@ def test_usage_mistakes_are_one_error_line_in_every_command(tmp_path):
         assert result.returncode == 1, (command, result.stderr)
         assert result.stdout == "", command
         [line] = result.stderr.splitlines()
-        assert line.startswith("error: ") and message in line and line.endswith(f"(see '{help_of} --help')"), line
+        assert line.startswith("error: ") and line.endswith(f"(see '{help_of} --help')"), line
+        # Without quotes and colons: click 8.2 (the lower bound) writes "No such option: --bogus".
+        plain = str.maketrans("", "", "'\":")
+        assert message.translate(plain) in line.translate(plain), line
 
 
 def test_conflicting_options_are_refused(tmp_path):
