@@ -17,11 +17,11 @@ from reconciler.durations import parse_duration
 __all__ = ["parse_date_time", "parse_duration", "parse_failure_bound", "parse_limit", "parse_percent"]
 
 MAX_LIMIT = 10_000  # the factory's cap per rollout
-_PERCENT = re.compile(r"([0-9]{1,3}(?:\.[0-9]+)?)%")
-_FAILURE_BOUND = re.compile(r"(<=?)([0-9]{1,3}(?:\.[0-9]+)?)%")
+# A percentage's number as the schema writes it: at most 100, no leading zeros ("001%" is refused there too).
+_PERCENT_NUMBER = r"(100(?:\.0+)?|[0-9]{1,2}(?:\.[0-9]+)?)"
+_PERCENT = re.compile(_PERCENT_NUMBER + "%")
+_FAILURE_BOUND = re.compile("(<=?)" + _PERCENT_NUMBER + "%")
 _LIMIT_PERCENT = re.compile(r"([0-9]{1,3})%")
-# The number of a percentage as the schema writes it (no leading zeros: "001%" is refused there too).
-_SCHEMA_PERCENT = re.compile(r"100(?:\.0+)?|[0-9]{1,2}(?:\.[0-9]+)?")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -42,7 +42,7 @@ def parse_limit(value: int | str) -> Limit:
 def parse_percent(text: str) -> float:
     """``99.5%`` -> 99.5; more than 0 and at most 100."""
     match = _PERCENT.fullmatch(text)
-    if match is None or not 0 < float(match.group(1)) <= 100 or not _SCHEMA_PERCENT.fullmatch(match.group(1)):
+    if match is None or float(match.group(1)) == 0:
         raise ValueError(f"must be a percentage such as 90% or 99.5% (more than 0%, at most 100%), got '{text}'")
     return float(match.group(1))
 
@@ -54,13 +54,13 @@ def parse_failure_bound(text: str) -> FailureBound:
     Only these two forms: an upper bound is the only sensible direction, and writing the comparison out
     keeps ``failed: 2%`` (a threshold? a target?) from being read either way."""
     match = _FAILURE_BOUND.fullmatch(text)
-    if match is None or (float(match.group(2)) <= 100 and not _SCHEMA_PERCENT.fullmatch(match.group(2))):
+    if match is None:
         raise ValueError(
             f'must be a bound such as "<2%" or "<=0.5%" (the share of the devices reached whose install '
             f"failed, kept below or at most that percentage), got '{text}'"
         )
     inclusive, percent = match.group(1) == "<=", float(match.group(2))
-    if percent > 100 or (percent == 0 and not inclusive):
+    if percent == 0 and not inclusive:
         raise ValueError(
             f'must bound a percentage from 0% to 100% ("<0%" can never hold; "<=0%" allows no failure), got \'{text}\''
         )
