@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 
 from reconciler.resources import load_schema
-from tests.helpers.e2e import advance, api, commit, git, init_demo_factory, reconcile
+from tests.helpers.e2e import advance, api, commit, git, init_demo_factory, production_uuids, reconcile
 
 FLEET = 25_000
 WAVE = """\
@@ -37,18 +37,7 @@ phases:
 def pristine(tmp_path_factory) -> tuple[Path, list[str]]:
     """A 25,000-device factory and its production UUIDs in the device list's order."""
     factory_dir = init_demo_factory(tmp_path_factory.mktemp("big") / "factory", devices=FLEET)
-    uuids: list[str] = []
-    with api(factory_dir) as client:
-        page = 1
-        while True:
-            answer = client.get(
-                "/ota/devices/",
-                params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000, "page": page},
-            ).json()
-            uuids += [device["uuid"] for device in answer["devices"]]
-            if not answer["next"]:
-                break
-            page += 1
+    uuids = production_uuids(factory_dir)
     assert len(uuids) == FLEET
     return factory_dir, uuids
 

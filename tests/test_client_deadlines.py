@@ -12,18 +12,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 
-import httpx
 import pytest
 
 from reconciler.client import Backend, DeadlineTransport, FactoryClient, RetryTransport
 from reconciler.errors import BackendError
-from reconciler.localfactory import open_embedded
 from reconciler.signing import TufError, load_key_archive_file
 from tests.helpers.e2e import CANARY_WAVE, commit, reconcile, wave
+from tests.helpers.serving import Answer, FactoryFront
 
 REPO = Path(__file__).resolve().parents[1]
 RECONCILE = [sys.executable, "-c", "from reconciler.cli import main; main()"]
@@ -175,49 +173,25 @@ def test_a_post_whose_answer_is_cut_short_is_an_unknown_outcome_sent_once():
 # ------------------------------------------------------------------------------------ lost answers in apply
 
 
-class Gateway:
+class Gateway(FactoryFront):
     """A gateway in front of the local factory that answers a rollout POST with 502 Bad Gateway,
     after forwarding it (``forward=True``: the rollout landed) or without (it did not)."""
 
     def __init__(self, factory_dir: Path, forward: bool):
-        embedded = open_embedded(factory_dir)
-        upstream = httpx.Client(transport=httpx.WSGITransport(app=embedded.app), base_url="http://factory")
-        self.rollouts = 0
-        self.date = upstream.get("/ota/factories/demo/waves/").headers["date"]
-        outer = self
+        super().__init__(factory_dir)
+        self.pass_rollouts, self.rollouts = forward, 0
+        self.date = self.app.get("/ota/factories/demo/waves/").headers["date"]
 
-        class Handler(BaseHTTPRequestHandler):
-            def _relay(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                rollout = self.command == "POST" and self.path.endswith("/rollout/")
-                result = None
-                if not rollout or forward:
-                    result = upstream.request(
-                        self.command, self.path, content=body, headers={"Content-Type": "application/json"}
-                    )
-                    outer.date = result.headers.get("date", outer.date)
-                if rollout:
-                    outer.rollouts += 1
-                    result = None
-                status, data = (result.status_code, result.content) if result else (502, b"<html>Bad Gateway</html>")
-                self.send_response_only(status)
-                self.send_header("Date", outer.date)  # the factory's simulated clock, as a real gateway passes it
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _relay
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def relay(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        if not (command == "POST" and path.endswith("/rollout/")):
+            answer = self.forward(command, path, body, headers)
+            self.date = dict(answer[1]).get("date", self.date)
+            return answer
+        if self.pass_rollouts:
+            self.forward(command, path, body, headers)
+        self.rollouts += 1
+        # The factory's simulated clock, as a real gateway passes the Date on.
+        return 502, [("Date", self.date)], b"<html>Bad Gateway</html>"
 
 
 # Not landed: the apply watches the wave for twice the 30 s request timeout before it may say so (slow);

@@ -9,7 +9,6 @@ rollout done twice.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,60 +16,35 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
-from reconciler.localfactory import open_embedded
-from tests.helpers.e2e import git, init_demo_factory
+from tests.helpers.e2e import api, git, init_demo_factory, production_uuids
+from tests.helpers.serving import Answer, FactoryFront, is_write
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "releases"
 
 
-class KillingFront:
-    """Forwards HTTP to the factory's WSGI app; SIGKILLs ``victim`` after the ``kill_after``-th write."""
+class KillingFront(FactoryFront):
+    """SIGKILLs ``victim`` right after the ``kill_after``-th write landed, before its answer goes back
+    (writes are relayed one at a time, so which write that is does not depend on thread timing)."""
 
     def __init__(self, factory_dir: Path, kill_after: int | None):
-        self.app_client = httpx.Client(
-            transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
-        )
         self.kill_after, self.writes, self.victim = kill_after, 0, None
         self.lock = threading.Lock()
-        front = self
+        super().__init__(factory_dir)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _forward(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                with front.lock:
-                    answer = front.app_client.request(self.command, self.path, content=body, headers=headers)
-                    if self.command == "POST" and not (body and json.loads(body).get("dry-run")):
-                        front.writes += 1
-                        if front.writes == front.kill_after and front.victim is not None:
-                            os.kill(front.victim.pid, signal.SIGKILL)
-                            front.victim.wait()
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            do_GET = do_POST = _forward
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def relay(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        with self.lock:
+            answer = self.forward(command, path, body, headers)
+            if is_write(command, body):
+                self.writes += 1
+                if self.writes == self.kill_after and self.victim is not None:
+                    os.kill(self.victim.pid, signal.SIGKILL)
+                    self.victim.wait()
+        return answer
 
     def run_reconcile(self, manifests: Path) -> subprocess.CompletedProcess:
         command = [
@@ -97,17 +71,10 @@ class KillingFront:
         out, err = self.victim.communicate(timeout=120)
         return subprocess.CompletedProcess(command, self.victim.returncode, out, err)
 
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.app_client.close()
-
 
 def ledger(factory_dir: Path) -> dict:
     """What must be identical after a crash and a rerun: waves, their histories, production targets."""
-    with httpx.Client(
-        transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
-    ) as client:
+    with api(factory_dir) as client:
         waves = client.get("/ota/factories/demo/waves/", params={"limit": 100, "page": 1}).json()["waves"]
         prod = client.get("/ota/factories/demo/prod-targets/", params={"tag": "production"}).json()
     return {
@@ -185,29 +152,11 @@ def test_every_crash_point_converges_to_the_uninterrupted_end_state(pristine, tm
 def two_keys_with_a_wave(tmp_path_factory) -> tuple[Path, Path]:
     """A factory whose production root needs two offline signatures, with wave rel-46 signed by the first
     key only, and its release repository (rel-46 to canary, then factory-wide, then complete)."""
-    from click.testing import CliRunner
-
-    from reconciler.localfactory.cli import main as factory_main
     from tests.helpers.e2e import CANARY_WAVE, commit, reconcile
 
     base = tmp_path_factory.mktemp("two-keys")
     factory_dir, releases = base / "factory", base / "releases"
-    result = CliRunner().invoke(
-        factory_main,
-        [
-            "--local",
-            str(factory_dir),
-            "init",
-            "--demo",
-            "--devices",
-            "200",
-            "--offline-keys",
-            "2",
-            "--start",
-            "2026-11-01T08:00:00Z",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    init_demo_factory(factory_dir, devices=200, offline_keys=2)
     releases.mkdir()
     git(releases, "init", "-q", "-b", "main")
     git(releases, "config", "user.name", "Release Bot")
@@ -257,19 +206,7 @@ phases:
 def big_fleet(tmp_path_factory) -> tuple[Path, Path]:
     """A factory of 25,000 production devices, and a release directory whose one phase lists them all."""
     factory_dir = init_demo_factory(tmp_path_factory.mktemp("pristine-big") / "factory", devices=BIG_FLEET)
-    with httpx.Client(
-        transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
-    ) as client:
-        uuids, page = [], 1
-        while True:
-            answer = client.get(
-                "/ota/devices/",
-                params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000, "page": page},
-            ).json()
-            uuids += [device["uuid"] for device in answer["devices"]]
-            if not answer["next"]:
-                break
-            page += 1
+    uuids = production_uuids(factory_dir)
     assert len(uuids) == BIG_FLEET
     source = tmp_path_factory.mktemp("big-releases")
     (source / "uuids").mkdir()

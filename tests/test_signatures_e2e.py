@@ -10,13 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
 from reconciler import signing
-from reconciler.localfactory.cli import main as factory_main
 from reconciler.resources import load_schema
-from tests.helpers.e2e import CANARY_WAVE, api, commit, reconcile, wave
+from tests.helpers.e2e import CANARY_WAVE, api, commit, init_demo_factory, reconcile, wave
 
 WAVE = (
     CANARY_WAVE
@@ -31,24 +29,7 @@ complete: true
 
 @pytest.fixture
 def two_keys(tmp_path) -> Path:
-    directory = tmp_path / "factory"
-    result = CliRunner().invoke(
-        factory_main,
-        [
-            "--local",
-            str(directory),
-            "init",
-            "--demo",
-            "--devices",
-            "200",
-            "--offline-keys",
-            "2",
-            "--start",
-            "2026-11-01T08:00:00Z",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return directory
+    return init_demo_factory(tmp_path / "factory", devices=200, offline_keys=2)
 
 
 def signed_by(factory_dir: Path, name: str) -> list[str]:

@@ -36,13 +36,31 @@ def commit(repo: Path, files: dict[str, str], message: str) -> None:
     git(repo, "commit", "-q", "-m", message)
 
 
-def init_demo_factory(directory: Path, devices: int) -> Path:
+def init_demo_factory(directory: Path, devices: int, offline_keys: int = 1) -> Path:
+    """``reconcile-factory init --demo``; ``offline_keys`` above 1 makes a root that needs that many offline
+    targets signatures besides the online key's (one key archive each)."""
+    args = ["--local", str(directory), "init", "--demo", "--devices", str(devices), "--start", "2026-11-01T08:00:00Z"]
     result = CliRunner().invoke(
-        factory_main,
-        ["--local", str(directory), "init", "--demo", "--devices", str(devices), "--start", "2026-11-01T08:00:00Z"],
+        factory_main, args + (["--offline-keys", str(offline_keys)] if offline_keys > 1 else [])
     )
     assert result.exit_code == 0, result.output
     return directory
+
+
+def production_uuids(factory_dir: Path, tag: str = "production") -> list[str]:
+    """The UUIDs of the tag's production devices in the device list's order, every page."""
+    uuids: list[str] = []
+    with api(factory_dir) as client:
+        page = 1
+        while True:
+            answer = client.get(
+                "/ota/devices/",
+                params={"factory": "demo", "match_tag": tag, "prod": 1, "limit": 1000, "page": page},
+            ).json()
+            uuids += [device["uuid"] for device in answer["devices"]]
+            if not answer["next"]:
+                return uuids
+            page += 1
 
 
 def reconcile(*args: str) -> tuple[int, str, str]:

@@ -66,49 +66,45 @@ def serve_factory(path: Path, *extra: str, start_within: float = 20.0) -> Iterat
             proc.stderr.close()
 
 
-class Front:
-    """HTTP on loopback in front of a factory directory's WSGI app. The first real rollout it receives
-    runs ``on_rollout`` (delay it, kill its sender, or write behind the client's back) before it is
-    forwarded; ``rollouts`` counts the rollouts that reached the factory. ``hook_on`` names the wave
-    action whose calls are hooked and counted (``rollout``; ``sign`` for a wave sign)."""
+# (status, headers, body) of one answer a front sends back.
+Answer = tuple[int, list[tuple[str, str]], bytes]
+_HOP_BY_HOP = ("content-length", "transfer-encoding", "connection")
+
+
+def is_write(command: str, body: bytes | None) -> bool:
+    """A request that changes the factory: a POST that is not a dry run."""
+    return command == "POST" and not json.loads(body or b"{}").get("dry-run")
+
+
+class FactoryFront:
+    """HTTP on loopback in front of a factory directory's WSGI app, so a test can put a network, and
+    whatever that network does (delays, lost answers, a killed sender), between the client and the
+    factory. ``relay`` decides each answer; by default it is the factory's own. Answers carry only the
+    factory's ``Date`` (its simulated clock), never the test machine's."""
 
     def __init__(self, factory_dir: Path):
         self.app = httpx.Client(
             transport=httpx.WSGITransport(app=open_embedded(factory_dir).app), base_url="http://factory"
         )
-        self.on_rollout = lambda: None
-        self.hook_on = "rollout"
-        self.rollouts = 0
-        self.lock = threading.Lock()
         front = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _forward(self):
+            def _relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                if (
-                    self.command == "POST"
-                    and f"/{front.hook_on}/" in self.path
-                    and not json.loads(body or b"{}").get("dry-run")
-                ):
-                    hook, front.on_rollout = front.on_rollout, lambda: None
-                    hook()
-                    with front.lock:
-                        front.rollouts += 1
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                answer = front.app.request(self.command, self.path, content=body, headers=headers)
+                status, answer_headers, content = front.relay(self.command, self.path, body, headers)
                 with contextlib.suppress(OSError):  # the client may have given up long ago
-                    self.send_response(answer.status_code)
-                    for key, value in answer.headers.items():
-                        if key.lower() not in ("content-length", "transfer-encoding", "connection"):
-                            self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(answer.content)))
+                    self.send_response_only(status)
+                    for key, value in answer_headers:
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(content)))
                     self.end_headers()
-                    self.wfile.write(answer.content)
+                    self.wfile.write(content)
 
-            do_GET = do_POST = _forward
+            do_GET = do_POST = _relay
 
             def log_message(self, *args):
                 pass
@@ -117,7 +113,38 @@ class Front:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def forward(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        """The factory's own answer to the request."""
+        answer = self.app.request(command, path, content=body, headers=headers)
+        kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP]
+        return answer.status_code, kept, answer.content
+
+    def relay(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        return self.forward(command, path, body, headers)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.app.close()
+
+
+class Front(FactoryFront):
+    """The first real rollout it receives runs ``on_rollout`` (delay it, kill its sender, or write behind
+    the client's back) before it is forwarded; ``rollouts`` counts the rollouts that reached the factory.
+    ``hook_on`` names the wave action whose calls are hooked and counted (``rollout``; ``sign`` for a
+    wave sign)."""
+
+    def __init__(self, factory_dir: Path):
+        self.on_rollout = lambda: None
+        self.hook_on = "rollout"
+        self.rollouts = 0
+        self.lock = threading.Lock()
+        super().__init__(factory_dir)
+
+    def relay(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        if f"/{self.hook_on}/" in path and is_write(command, body):
+            hook, self.on_rollout = self.on_rollout, lambda: None
+            hook()
+            with self.lock:
+                self.rollouts += 1
+        return self.forward(command, path, body, headers)
