@@ -553,16 +553,7 @@ class FactoryClient:
 
     def wave_targets(self, names: list[str]) -> dict[str, dict]:
         """The targets of these active waves in one request (reference §1.3); waves with none are absent."""
-        if not names:
-            return {}
-        data = self._send(
-            "GET",
-            self._factory_path("wave-targets/"),
-            params={"name": ",".join(sorted(names))},
-            what="read wave targets",
-            missing_ok=True,
-        )
-        return _expect(data or {}, dict, "read wave targets")
+        return self._targets_by("wave-targets/", "name", names, "read wave targets")
 
     def device_updates(self, device: str) -> list[dict]:
         """A device's first page of updates, fioctl's ``devices updates`` (``UpdateList``)."""
@@ -684,16 +675,17 @@ class FactoryClient:
 
     def prod_targets(self, tags: list[str]) -> dict[str, dict]:
         """The production targets of these tags in one request; tags with none are absent."""
-        if not tags:
+        return self._targets_by("prod-targets/", "tag", tags, "read production targets")
+
+    def _targets_by(self, path: str, param: str, keys: list[str], what: str) -> dict[str, dict]:
+        """Targets envelopes keyed by tag or wave name, the comma-joined ``param`` selecting them (§1.3);
+        404 is "none of them has any"."""
+        if not keys:
             return {}
         data = self._send(
-            "GET",
-            self._factory_path("prod-targets/"),
-            params={"tag": ",".join(sorted(tags))},
-            what="read production targets",
-            missing_ok=True,
+            "GET", self._factory_path(path), params={param: ",".join(sorted(keys))}, what=what, missing_ok=True
         )
-        return _expect(data or {}, dict, "read production targets")
+        return _expect(data or {}, dict, what)
 
     def ci_targets(self, version: int) -> dict[str, dict]:
         what = f"read CI targets of version {version}"
