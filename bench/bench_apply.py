@@ -40,18 +40,13 @@ def reconcile_exe() -> str:
     return str(here) if here.exists() else (shutil.which("reconcile") or "reconcile")
 
 
-def clean_env() -> dict:
-    """The environment of an installed ``reconcile``, without settings that pick a backend (``programenv``)."""
-    return program_env()
-
-
 def factory_cli(factory: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "reconciler.localfactory", "--local", str(factory), *args],
         capture_output=True,
         text=True,
         check=True,
-        env=clean_env(),
+        env=program_env(),
     )
 
 
@@ -64,7 +59,7 @@ def release_repo(base: Path) -> Path:
         ["add", "-A"],
         ["-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "-m", "releases"],
     ):
-        subprocess.run(["git", *args], cwd=repo, check=True, env=clean_env())
+        subprocess.run(["git", *args], cwd=repo, check=True, env=program_env())
     return repo / "releases"
 
 
@@ -97,11 +92,11 @@ def main() -> int:
             ],
             stderr=subprocess.PIPE,
             text=True,
-            env=clean_env(),
+            env=program_env(),
         )
         assert serve.stderr is not None
         port = int(serve.stderr.readline().split("http://127.0.0.1:", 1)[1].split()[0].rstrip(",)"))
-        env = {**clean_env(), "RECONCILE_API_TOKEN": token}
+        env = {**program_env(), "RECONCILE_API_TOKEN": token}
         print(f"apply of the README walkthrough over a {args.rtt} ms round trip ({args.devices:,} devices)")
         print(
             f"{'step':<28}{'wall':>8}{'steps':>7}{'POSTs':>8}{'reads':>7}{'conns':>7}{'chain':>7}"

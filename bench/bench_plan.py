@@ -333,14 +333,9 @@ def reconcile_exe() -> str:
     return str(here) if here.exists() else (shutil.which("reconcile") or "reconcile")
 
 
-def clean_env() -> dict:
-    """The environment of an installed ``reconcile``, without settings that pick a backend (``programenv``)."""
-    return program_env()
-
-
 def run_reconcile(args: list[str], check: bool = True, exe: str | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [exe or reconcile_exe(), *args], capture_output=True, text=True, env=clean_env(), check=False
+        [exe or reconcile_exe(), *args], capture_output=True, text=True, env=program_env(), check=False
     )
     if check and result.returncode != 0:
         raise SystemExit(f"reconcile {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -449,7 +444,7 @@ def import_times(args: list[str]) -> list[tuple[int, int, int, str]]:
         [sys.executable, "-X", "importtime", "-c", RUNNER, *args],
         capture_output=True,
         text=True,
-        env=clean_env(),
+        env=program_env(),
         check=False,
     )
     rows = []
@@ -479,7 +474,11 @@ def print_cprofile(args: list[str], workdir: Path, top: int = 30) -> None:
     """cProfile of one fresh ``reconcile`` process (imports included), by cumulative and own time."""
     out = workdir / "dry-run.prof"
     subprocess.run(
-        [sys.executable, "-c", PROFILER, str(out), *args], capture_output=True, text=True, env=clean_env(), check=False
+        [sys.executable, "-c", PROFILER, str(out), *args],
+        capture_output=True,
+        text=True,
+        env=program_env(),
+        check=False,
     )
     stats = pstats.Stats(str(out), stream=io.StringIO())
     entries = stats.stats  # (file, line, func) -> (cc, nc, tt, ct, callers)
@@ -560,13 +559,13 @@ class ServedFactory:
         cli = [sys.executable, "-m", "reconciler.localfactory", "--local", str(self.factory)]
         self.token = (
             subprocess.run(
-                [*cli, "token", "--name", "bench"], capture_output=True, text=True, check=True, env=clean_env()
+                [*cli, "token", "--name", "bench"], capture_output=True, text=True, check=True, env=program_env()
             )
             .stdout.strip()
             .split()[-1]
         )
         self.process = subprocess.Popen(
-            [*cli, "serve", "--port", "0", "--threads", "32"], stderr=subprocess.PIPE, text=True, env=clean_env()
+            [*cli, "serve", "--port", "0", "--threads", "32"], stderr=subprocess.PIPE, text=True, env=program_env()
         )
         assert self.process.stderr is not None
         line = self.process.stderr.readline()
@@ -583,7 +582,7 @@ def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> 
     """The dry-run plan through a delaying proxy: wall time, requests, connections, longest chain."""
     met = True
     with ServedFactory(factory) as served:
-        env = {**clean_env(), "RECONCILE_API_TOKEN": served.token}
+        env = {**program_env(), "RECONCILE_API_TOKEN": served.token}
         warm_up = [
             reconcile_exe(),
             "--dry-run",
