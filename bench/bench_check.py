@@ -27,8 +27,8 @@ from programenv import program_env  # bench/ is on sys.path when this script run
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_CPU_SECONDS = 1.0
-CHECK = "import sys; from reconciler.cli import main; sys.exit(main())"
-IMPORTS_ONLY = "import reconciler.cli, reconciler.manifest"
+CHECK = "import sys; from reconciler.cli.reconcile import main; sys.exit(main())"
+IMPORTS_ONLY = "import reconciler.cli.reconcile, reconciler.manifest"
 
 MANIFEST = """\
 # yaml-language-server: $schema=../../schemas/wave.schema.json

@@ -60,7 +60,7 @@ from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script
 from programenv import program_env
 
 from reconciler import signing
-from reconciler.client import FactoryClient, select_backend
+from reconciler.factory.client import FactoryClient, select_backend
 from reconciler.localfactory import demo, devices, fleet, store, targets
 
 TARGET_SECONDS = 2.0
@@ -374,9 +374,10 @@ def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
 
 def in_process(manifests: Path, factory: Path) -> dict:
     """The CLI pipeline in this (warm) process, stage by stage, with the HTTP requests it sends."""
-    from reconciler import manifest, render
+    from reconciler import manifest
     from reconciler.core.plan import RolloutOp, build_plan
-    from reconciler.observe import fill_device_counts, observe
+    from reconciler.factory.observe import fill_device_counts, observe
+    from reconciler.render import plan as render
 
     times: dict[str, float] = {}
 
@@ -420,7 +421,7 @@ def in_process(manifests: Path, factory: Path) -> dict:
 
 # ------------------------------------------------------------------------------------ profiling
 
-RUNNER = "import sys; sys.argv[0] = 'reconcile'; from reconciler.cli import main; main()"
+RUNNER = "import sys; sys.argv[0] = 'reconcile'; from reconciler.cli.reconcile import main; main()"
 PROFILER = """
 import cProfile, sys
 out = sys.argv[1]
@@ -428,7 +429,7 @@ sys.argv = ['reconcile'] + sys.argv[2:]
 profile = cProfile.Profile()
 profile.enable()
 try:
-    from reconciler.cli import main
+    from reconciler.cli.reconcile import main
     main()
 except SystemExit:
     pass

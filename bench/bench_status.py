@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_plan  # bench/ is on sys.path: the same setup as the plan benchmark
 
-from reconciler.client import PAGE_SIZE, FactoryClient, select_backend
+from reconciler.factory.client import PAGE_SIZE, FactoryClient, select_backend
+from reconciler.factory.status import read_status
 from reconciler.manifest import load
-from reconciler.status import read_status
 
 TARGET_SECONDS = 2.0
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from reconciler.safetext import printable
+
+if TYPE_CHECKING:
+    import httpx
 
 # Errors (and, separately, warnings) printed per run: a generated or hostile manifest with 100,000
 # unknown keys gets the first 50 and "and 99,950 more errors", not a wall of text.
@@ -136,3 +140,25 @@ class BackendError(UserError):
         self.status = status
         self.outcome_unknown = outcome_unknown
         super().__init__(message)
+
+
+def error_text(response: httpx.Response) -> str:
+    """An HTTP error body as one line, the way fioctl shows the factory's (reference §1.1); GitHub's
+    REST errors have the same ``message`` and ``errors`` fields."""
+    status = f"HTTP {response.status_code}"
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return f"{status}: {text}" if text and len(response.content) < 512 else status
+    if not isinstance(data, dict):
+        return status
+    message = data.get("message") or data.get("msg") or data.get("title") or ""
+    errors = data.get("errors")
+    details = []
+    if isinstance(errors, list):
+        details = [str(e) for e in errors]
+    elif isinstance(errors, dict):
+        details = [f"{k}: {v}" for k, v in errors.items()]
+    line = "; ".join(part for part in [message, *details] if part)
+    return f"{line} ({status})" if line else status

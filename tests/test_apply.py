@@ -66,11 +66,11 @@ def test_plan_errors_point_at_the_offending_value(release_repo, factory_dir):
 def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(release_repo, factory_dir):
     """Canceled by hand between the plan and the step: that is not "already done"."""
 
-    from reconciler.apply import Outcome, apply_plan
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.apply.steps import Outcome, apply_plan
     from reconciler.core.plan import build_plan
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import observe
     from reconciler.manifest import load
-    from reconciler.observe import observe
 
     gated = NEW_WAVE.replace("    group: canary", "    group: canary\n    wait: 1h")
     commit(release_repo, {"rel-46.yaml": gated}, "Release 46, canary after an hour")
@@ -91,7 +91,7 @@ def test_a_time_the_factory_sends_that_cannot_be_read_stops_the_plan():
     import pytest
 
     from reconciler.errors import BackendError
-    from reconciler.observe import parse_wave
+    from reconciler.factory.observe import parse_wave
 
     with pytest.raises(BackendError) as caught:
         parse_wave({"name": "w", "version": "46", "tag": "t", "change-meta": {"created-at": "23 Nov 2026"}})
@@ -100,11 +100,11 @@ def test_a_time_the_factory_sends_that_cannot_be_read_stops_the_plan():
 
 def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(release_repo, factory_dir):
     """The plan checks UUIDs against the device list; a device moved away in between is refused by the dry run."""
-    from reconciler.client import FactoryClient, select_backend
     from reconciler.core.plan import build_plan
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import fill_device_counts, observe
     from reconciler.manifest import load
-    from reconciler.observe import fill_device_counts, observe
-    from reconciler.render import to_dict
+    from reconciler.render.plan import to_dict
 
     with api(factory_dir) as client:
         device = client.get("/ota/devices/", params={"factory": "demo", "group": "beta", "limit": 10}).json()[
@@ -138,11 +138,11 @@ def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_ob
 
     import httpx
 
-    from reconciler.apply import Outcome, apply_plan
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.apply.steps import Outcome, apply_plan
     from reconciler.core.plan import build_plan
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import observe
     from reconciler.manifest import load
-    from reconciler.observe import observe
 
     sent: list[str] = []
 

@@ -29,98 +29,97 @@ PURE_STDLIB = {
     "typing",
 }
 
-RENDERING_MUST_NOT_USE = [
-    "reconciler.client",
-    "reconciler.observe",
-    "reconciler.apply",
-    "reconciler.status",
-    "reconciler.localfactory",
-    "reconciler.signing",
-    "httpx",
+# The packages by role (docs/architecture.md draws them), and the leaves every package may use.
+LEAVES = [
+    "reconciler.errors",
+    "reconciler.safetext",
+    "reconciler.durations",
+    "reconciler.resources",
+    "reconciler.terminal",
 ]
+PACKAGES = [
+    "reconciler.core",
+    "reconciler.manifest",
+    "reconciler.signing",
+    "reconciler.factory",
+    "reconciler.apply",
+    "reconciler.render",
+    "reconciler.cli",
+    "reconciler.github",
+    "reconciler.localfactory",
+]
+IO = ["httpx", "git", "yaml", "sqlite3", "os", "time", "socket", "subprocess", "pathlib"]
 
 # (importer prefix, imported prefixes it must not use, why)
 FORBIDDEN = [
     (
         "reconciler.core",
-        [
-            "reconciler.client",
-            "reconciler.observe",
-            "reconciler.apply",
-            "reconciler.render",
-            "reconciler.cli",
-            "reconciler.signing",
-            "reconciler.localfactory",
-            "reconciler.github",
-            "reconciler.manifest",
-            "reconciler.watch",
-            "httpx",
-            "git",
-            "yaml",
-            "sqlite3",
-            "os",
-            "time",
-            "socket",
-            "subprocess",
-            "pathlib",
-        ],
+        [p for p in PACKAGES if p != "reconciler.core"] + IO,
         "the planner is pure: no client, factory, signing or I/O",
     ),
     (
         "reconciler.localfactory",
-        [
-            "reconciler.cli",
-            "reconciler.client",
-            "reconciler.observe",
-            "reconciler.apply",
-            "reconciler.render",
-            "reconciler.core",
-            "reconciler.github",
-            "reconciler.watch",
-        ],
+        [p for p in PACKAGES if p not in ("reconciler.localfactory", "reconciler.signing")],
         "the local factory is a separate world behind HTTP: it imports nothing of the reconciler's shell",
     ),
-    ("reconciler.render", RENDERING_MUST_NOT_USE, "rendering turns a plan into text: no client, no factory, no keys"),
     (
-        "reconciler.render_status",
-        RENDERING_MUST_NOT_USE,
-        "rendering turns a status report into text: no client, no factory, no keys",
-    ),
-    (
-        "reconciler.signing",
+        "reconciler.render",
         [
-            "reconciler.core",
-            "reconciler.client",
-            "reconciler.localfactory",
-            "reconciler.manifest",
-            "reconciler.cli",
+            "reconciler.factory",
             "reconciler.apply",
-            "httpx",
-        ],
-        "signing is a leaf: the factory and the reconciler both use it",
-    ),
-    (
-        "reconciler.manifest",
-        [
-            "reconciler.client",
-            "reconciler.observe",
-            "reconciler.apply",
-            "reconciler.render",
             "reconciler.cli",
-            "reconciler.core.plan",
-            "reconciler.core.state",
             "reconciler.localfactory",
             "reconciler.signing",
             "httpx",
         ],
+        "rendering turns a plan or a status report into text: no client, no factory, no keys",
+    ),
+    (
+        "reconciler.signing",
+        [p for p in PACKAGES if p != "reconciler.signing"] + ["httpx"],
+        "signing is a leaf: the factory and the reconciler both use it",
+    ),
+    (
+        "reconciler.manifest",
+        [p for p in PACKAGES if p not in ("reconciler.manifest", "reconciler.core")] + ["httpx"],
         "manifests become specs without a backend",
     ),
     (
+        "reconciler.factory",
+        ["reconciler.apply", "reconciler.render", "reconciler.cli", "reconciler.github", "reconciler.manifest"],
+        "reading the factory knows nothing of writing, rendering or the command line",
+    ),
+    (
+        "reconciler.apply",
+        ["reconciler.cli", "reconciler.github", "reconciler.manifest"],
+        "applying a plan knows nothing of the command line or GitHub",
+    ),
+    (
+        "reconciler.github",
+        [
+            "reconciler.factory",
+            "reconciler.apply",
+            "reconciler.cli",
+            "reconciler.localfactory",
+            "reconciler.signing",
+        ],
+        "the GitHub side reads a rendered plan and talks to GitHub only (its own httpx client)",
+    ),
+    (
         "reconciler.github._workflow",
-        ["reconciler.github._report", "reconciler.github._comment", "reconciler.github._cli", "reconciler.client"],
+        ["reconciler.github._report", "reconciler.github._comment", "reconciler.github._cli"],
         "the workflow-command module is the github package's leaf",
     ),
 ]
+
+# Submodules other packages may import by name besides a package's __init__: the renderers (one per
+# result) and the commands. Everything else of a package is reached through its __init__.
+PUBLIC_SUBMODULES = {
+    "reconciler.render.plan",
+    "reconciler.render.status",
+    "reconciler.cli.status",
+    "reconciler.apply.savedplan",
+}
 
 
 def module_name(path: Path) -> str:
@@ -150,8 +149,21 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             for alias in node.names:
                 candidate = f"{base}.{alias.name}"
-                found.add(candidate if candidate in known else base)
+                is_module = candidate in known and alias.name not in exported_by(base)
+                found.add(candidate if is_module else base)
     return found
+
+
+def exported_by(package: str) -> set[str]:
+    """The names a package's ``__init__`` hands on (its ``__all__``): ``from reconciler.factory import
+    observe`` imports the function the package exports, not the module of the same name."""
+    init = PACKAGE.parent.joinpath(*package.split("."), "__init__.py")
+    if not init.exists():
+        return set()
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            return {ast.literal_eval(e) for e in node.value.elts}  # type: ignore[attr-defined]
+    return set()
 
 
 def graph() -> dict[str, set[str]]:
@@ -186,6 +198,33 @@ LOCALFACTORY_MAY_USE = [
     "reconciler.durations",
     "reconciler.terminal",
 ]
+
+
+def test_the_top_level_holds_only_packages_and_leaves():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert top == sorted(name.rsplit(".", 1)[1] for name in LEAVES)
+    packages = sorted(f"reconciler.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert packages == sorted(PACKAGES)
+
+
+def test_packages_are_used_through_their_public_surface():
+    """Another package imports ``reconciler.P`` (its ``__init__``), never one of P's modules, so a
+    package can move its insides without touching its users (python-tuf's ``tuf/api``, httpx's
+    ``__init__`` in front of private modules)."""
+    edges = graph()
+    reached_inside = sorted(
+        f"{name} imports {target}"
+        for name, targets in edges.items()
+        for target in targets
+        if target in edges
+        for package in PACKAGES
+        if _within(target, package)
+        and target != package
+        and not _within(name, package)
+        and target not in PUBLIC_SUBMODULES
+        and not target.endswith("__main__")
+    )
+    assert reached_inside == []
 
 
 def test_the_local_factory_uses_only_leaves_of_the_reconciler():

@@ -67,7 +67,7 @@ def test_concurrent_applies_on_a_local_factory_never_repeat_a_rollout(release_re
     command = [
         sys.executable,
         "-c",
-        "from reconciler.cli import main; main()",
+        "from reconciler.cli.reconcile import main; main()",
         str(release_repo),
         "--local",
         str(factory_dir),

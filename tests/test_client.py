@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from reconciler.client import Backend, FactoryClient, RetryTransport
 from reconciler.errors import BackendError
+from reconciler.factory.client import Backend, FactoryClient, RetryTransport
 
 
 class ScriptedServer:
@@ -141,7 +141,7 @@ def test_answers_of_the_wrong_shape_are_one_line(answer, message):
 
 
 def test_a_wave_without_a_version_is_one_line():
-    from reconciler.observe import parse_wave
+    from reconciler.factory.observe import parse_wave
 
     with pytest.raises(BackendError) as caught:
         parse_wave({"name": "w"})
@@ -156,7 +156,7 @@ def test_a_server_that_ignores_page_does_not_loop_forever():
 
 
 def test_credentials_in_the_api_url_are_never_shown():
-    from reconciler.client import select_backend
+    from reconciler.factory.client import select_backend
 
     backend = select_backend(api_url="https://ci:hunter2@api.example.com/", factory="acme", local=None)
     assert backend.label == "https://api.example.com" and "hunter2" in backend.base_url
@@ -171,8 +171,8 @@ def test_credentials_in_the_api_url_are_never_shown():
     ],
 )
 def test_bad_backend_options_are_refused(url, factory, message):
-    from reconciler.client import select_backend
     from reconciler.errors import UserError
+    from reconciler.factory.client import select_backend
 
     with pytest.raises(UserError) as caught:
         select_backend(api_url=url, factory=factory, local=None)

@@ -17,14 +17,14 @@ from typing import Self
 
 import pytest
 
-from reconciler.client import Backend, DeadlineTransport, FactoryClient, RetryTransport
 from reconciler.errors import BackendError
+from reconciler.factory.client import Backend, DeadlineTransport, FactoryClient, RetryTransport
 from reconciler.signing import TufError, load_key_archive_file
 from tests.helpers.e2e import CANARY_WAVE, commit, reconcile, wave
 from tests.helpers.serving import Answer, FactoryFront
 
 REPO = Path(__file__).resolve().parents[1]
-RECONCILE = [sys.executable, "-c", "from reconciler.cli import main; main()"]
+RECONCILE = [sys.executable, "-c", "from reconciler.cli.reconcile import main; main()"]
 WAVES = b'{"waves": [], "total": 0, "next": null}'
 
 
@@ -288,7 +288,7 @@ def _load(path: Path) -> str:
 def test_a_plan_reads_the_wave_list_before_the_manifests_load(release_repo):
     """`--dry-run --api-url` starts listing the waves before it reads the manifests, so the round trips
     overlap with reading files: the request is out before anyone asks for its answer."""
-    from reconciler.cli import _read_ahead
+    from reconciler.cli.reconcile import _read_ahead
 
     with RawServer(send(answer(WAVES))) as server:
         ahead = _read_ahead(server.url, "acme", 30.0)

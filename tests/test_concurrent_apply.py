@@ -52,7 +52,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def start_apply(release_repo: Path, *backend: str, token: str | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from reconciler.cli import main; main()", str(release_repo), *backend]
+    command = [sys.executable, "-c", "from reconciler.cli.reconcile import main; main()", str(release_repo), *backend]
     env = _env(**({"RECONCILE_API_TOKEN": token} if token else {}))
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -112,12 +112,12 @@ def front(factory_dir) -> Iterator[Front]:
 def apply_with_timeout(release_repo: Path, url: str, timeout: float, keys: Path | None = None) -> tuple[str, list[str]]:
     """One apply like ``reconcile`` does it, with a short request timeout: (error or "", lines said)."""
     from reconciler import manifest, signing
-    from reconciler.apply import Outcome, apply_plan
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.apply.steps import Outcome, apply_plan
+    from reconciler.apply.writes import exclusive_writer
     from reconciler.core.plan import build_plan
     from reconciler.errors import UserError
-    from reconciler.observe import observe
-    from reconciler.writes import exclusive_writer
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import observe
 
     said: list[str] = []
     specs = manifest.load([str(release_repo)]).specs
@@ -264,7 +264,7 @@ def test_a_rollout_by_someone_else_at_the_same_time_stops_the_apply_naming_them(
 
 
 def test_a_served_write_waiting_for_an_in_process_apply_is_answered_503_in_time(factory_dir):
-    from reconciler.client import FactoryClient
+    from reconciler.factory.client import FactoryClient
     from reconciler.localfactory.app import make_app
     from reconciler.localfactory.store import BUSY_TIMEOUT
     from reconciler.localfactory.writelock import WRITE_WAIT, hold
@@ -314,7 +314,7 @@ def test_serve_answers_503_before_the_clients_timeout_while_an_in_process_apply_
 
 
 def test_a_held_lease_names_its_holder_and_only_unlock_frees_it(release_repo, factory_dir, monkeypatch):
-    from reconciler.lease import Lease, LeaseHeld, RefStore
+    from reconciler.apply.lease import Lease, LeaseHeld, RefStore
 
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
     store = RefStore.for_repository(str(release_repo))
@@ -337,7 +337,7 @@ def test_a_held_lease_names_its_holder_and_only_unlock_frees_it(release_repo, fa
 
 
 def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(tmp_path):
-    from reconciler.lease import Lease, LeaseHeld, RefStore
+    from reconciler.apply.lease import Lease, LeaseHeld, RefStore
 
     shared = tmp_path / "shared.git"
     git(tmp_path, "init", "-q", "--bare", str(shared))
@@ -368,7 +368,7 @@ def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(t
 
 
 def test_an_expired_lease_is_taken_over_and_its_holder_cannot_write_any_more(release_repo):
-    from reconciler.lease import REF_PREFIX, Lease, LeaseHeld, LeaseState, RefStore
+    from reconciler.apply.lease import REF_PREFIX, Lease, LeaseHeld, LeaseState, RefStore
 
     store = RefStore.for_repository(str(release_repo))
     stale = Lease.acquire(store, "demo")
@@ -399,7 +399,7 @@ def test_the_example_workflows_apply_job_may_push_the_lease():
 def test_of_many_applies_taking_the_lease_at_once_exactly_one_gets_it(tmp_path, shared_remote):
     from concurrent.futures import ThreadPoolExecutor
 
-    from reconciler.lease import Lease, LeaseHeld, RefStore
+    from reconciler.apply.lease import Lease, LeaseHeld, RefStore
 
     repo = tmp_path / "releases"
     git(tmp_path, "init", "-q", str(repo))
@@ -422,8 +422,8 @@ def test_of_many_applies_taking_the_lease_at_once_exactly_one_gets_it(tmp_path, 
 def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tmp_path, factory_dir, monkeypatch):
     import httpx as _httpx
 
-    from reconciler.client import Backend, select_backend
-    from reconciler.writes import lease_store
+    from reconciler.apply.writes import lease_store
+    from reconciler.factory.client import Backend, select_backend
 
     git(tmp_path, "init", "-q", "--bare", str(tmp_path / "shared.git"))
     git(tmp_path, "clone", "-q", str(tmp_path / "shared.git"), str(tmp_path / "releases"))
@@ -443,7 +443,7 @@ def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tm
 def test_a_lease_whose_process_on_this_machine_has_ended_is_free_even_if_its_number_was_reused():
     from datetime import datetime, timezone
 
-    from reconciler.lease import LeaseState, holder_identity
+    from reconciler.apply.lease import LeaseState, holder_identity
 
     now = datetime.now(timezone.utc)
     me = holder_identity()

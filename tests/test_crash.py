@@ -50,7 +50,7 @@ class KillingFront(FactoryFront):
         command = [
             sys.executable,
             "-c",
-            "from reconciler.cli import main; main()",
+            "from reconciler.cli.reconcile import main; main()",
             str(manifests),
             "--api-url",
             self.url,

@@ -179,20 +179,20 @@ def test_devices_over_http_page_through_the_whole_list(served, monkeypatch):
 
 def test_the_split_advice_names_the_groups_largest_first():
     """The default run's check of the message the slow test above reaches through the CLI (400,100 devices)."""
-    from reconciler.devices import MAX_UUIDS, Selection, _split_advice
+    from reconciler.factory.fleet import MAX_UUIDS, DeviceSelection, _split_advice
 
     matching = [
         (f"{n:08x}-0000-0000-0000-000000000000", group, None)
         for n, group in enumerate(["us-east"] * 250_000 + ["apac"] * 150_000 + [""] * 100)
     ]
     assert len(matching) > MAX_UUIDS == 400_000
-    assert _split_advice(matching, Selection(tag="production")) == (
+    assert _split_advice(matching, DeviceSelection(tag="production")) == (
         "400,100 production devices with tag production: a UUID file holds at most 400,000 (one phase); split the "
         "list by group: --group us-east (250,000), --group apac (150,000), 100 in no group; or take --limit N or "
         "--sample N"
     )
     one_group = [(uuid, "us-east", seen) for uuid, _, seen in matching]
-    assert _split_advice(one_group, Selection(tag="production", group="us-east")) == (
+    assert _split_advice(one_group, DeviceSelection(tag="production", group="us-east")) == (
         "400,100 production devices with tag production in group us-east: a UUID file holds at most 400,000 (one "
         "phase); split the list with --below or --seen-within, or take --limit N or --sample N"
     )

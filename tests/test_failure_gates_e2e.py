@@ -10,14 +10,14 @@ import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from reconciler.client import FactoryClient, select_backend
 from reconciler.core.failures import waves_needing_failures
+from reconciler.factory.client import FactoryClient, select_backend
+from reconciler.factory.observe import observe
+from reconciler.factory.wavedevices import MAX_EVENT_CHECKS
 from reconciler.github._issues import stuck_waves
 from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest import load
-from reconciler.observe import observe
 from reconciler.resources import load_schema
-from reconciler.wavedevices import MAX_EVENT_CHECKS
 from tests.helpers.e2e import advance, api, commit, reconcile
 
 BAD_BUILD = """\

@@ -16,9 +16,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import render
 from reconciler.core.plan import build_plan
 from reconciler.errors import Problem, Severity
+from reconciler.render import plan as render
 from reconciler.safetext import md_cell_code, md_code, md_text, unsafe_character
 from tests.helpers.markdown import markdown_syntax
 from tests.helpers.planning import active, observed, phase, wave
@@ -179,7 +179,7 @@ def hostile_devices():
 
 
 def test_status_text_escapes_what_the_factory_says():
-    from reconciler import render_status
+    from reconciler.render import status as render_status
 
     wave, rows, now = hostile_devices()
     for text in (render_status.to_text(hostile_status()), render_status.devices(wave, rows, now, "text")):
@@ -188,7 +188,7 @@ def test_status_text_escapes_what_the_factory_says():
 
 
 def test_status_markdown_keeps_names_in_code_spans_and_escapes_the_rest():
-    from reconciler import render_status
+    from reconciler.render import status as render_status
 
     wave, rows, now = hostile_devices()
     for md in (render_status.to_markdown(hostile_status()), render_status.devices(wave, rows, now, "markdown")):
@@ -204,7 +204,7 @@ def test_status_markdown_keeps_names_in_code_spans_and_escapes_the_rest():
 
 
 def test_status_json_keeps_the_values_exactly():
-    from reconciler import render_status
+    from reconciler.render import status as render_status
 
     out = render_status.render(hostile_status(), "json")
     assert out.isascii() and EVIL in {w["name"] for w in json.loads(out)["waves"]}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 from reconciler import signing
-from reconciler.client import FactoryClient, select_backend
 from reconciler.core.plan import build_plan
+from reconciler.factory.client import FactoryClient, select_backend
+from reconciler.factory.observe import fill_device_counts, observe
 from reconciler.manifest import load
-from reconciler.observe import fill_device_counts, observe
 from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, git, reconcile, wave
 
 WAVE_46 = (

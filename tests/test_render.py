@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from jsonschema import Draft202012Validator
 
-from reconciler import render
 from reconciler.core.plan import build_plan
 from reconciler.core.spec import CompleteSpec, Limit
 from reconciler.core.state import WaveProgress
+from reconciler.render import plan as render
 from reconciler.resources import load_schema
 from tests.helpers.planning import NOW, active, observed, phase, record, wave
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from reconciler.render_status import to_text
+from reconciler.render.status import to_text
 from tests.helpers.planning import NOW
 from tests.helpers.status import SPEC, facts, report
 

@@ -154,9 +154,9 @@ def test_the_default_key_that_signed_at_init_waits_for_the_second(release_repo, 
 def test_a_keyed_observation_reads_the_online_key_once(release_repo, two_keys):
     """A root needing three signatures makes the plan read the online key (which offline keys may sign); a
     keyed apply's observation reads it anyway, in the same round, and the plan uses that answer."""
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import observe
     from reconciler.manifest import load
-    from reconciler.observe import observe
 
     commit(release_repo, {"rel-46.yaml": WAVE}, "Release 46")
     assert (

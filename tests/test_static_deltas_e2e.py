@@ -9,11 +9,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from reconciler.client import FactoryClient, select_backend
 from reconciler.core.plan import build_plan
+from reconciler.factory.client import FactoryClient, select_backend
+from reconciler.factory.observe import observe
 from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest import load
-from reconciler.observe import observe
 from tests.helpers.e2e import CANARY_WAVE, commit, reconcile
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "plan.schema.json").read_text())

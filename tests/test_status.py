@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from reconciler.client import FactoryClient, select_backend
+from reconciler.factory.client import FactoryClient, select_backend
+from reconciler.factory.status import read_devices, read_status
 from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest import load
 from reconciler.resources import load_schema
-from reconciler.status import read_devices, read_status
 from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, init_demo_factory, reconcile
 from tests.helpers.serving import serve_factory
 

@@ -35,7 +35,7 @@ def on_tty(
         [
             sys.executable,
             "-c",
-            "import sys; from reconciler.cli import main; "
+            "import sys; from reconciler.cli.reconcile import main; "
             "from reconciler.localfactory.cli import main as factory; "
             "(factory if sys.argv[1] == 'factory' else main)(sys.argv[2:])",
             *args,
@@ -169,7 +169,7 @@ def test_shell_completion_as_the_readme_documents_it():
         [
             sys.executable,
             "-c",
-            "from reconciler.cli import main; main(prog_name='reconcile', complete_var='_RECONCILE_COMPLETE')",
+            "from reconciler.cli.reconcile import main; main(prog_name='reconcile', complete_var='_RECONCILE_COMPLETE')",
         ],
         capture_output=True,
         text=True,

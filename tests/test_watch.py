@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.cli.watch import plan_changes, relevant, watch
 from reconciler.errors import Problem, UserError, ValidationFailed
-from reconciler.watch import plan_changes, relevant, watch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,7 +140,7 @@ def test_reconcile_watch_replans_on_save_and_stops_on_ctrl_c(tmp_path):
         "RECONCILE_LOCAL": str(tmp_path / "factory"),
         "XDG_STATE_HOME": str(tmp_path / "state"),
     }
-    code = "import sys; from reconciler.cli import main; sys.exit(main())"
+    code = "import sys; from reconciler.cli.reconcile import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--dry-run", "--watch", "releases"],
         cwd=tmp_path,

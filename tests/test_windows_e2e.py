@@ -140,11 +140,11 @@ def test_a_bad_window_or_freeze_stops_the_run_before_any_write(release_repo, fac
 
 def test_a_window_that_closes_between_the_plan_and_the_step_holds_the_step(release_repo, factory_dir):
     """Apply reads the backend's clock again before each step, so a step never starts after its window closed."""
-    from reconciler.apply import Outcome, apply_plan
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.apply.steps import Outcome, apply_plan
     from reconciler.core.plan import build_plan
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import observe
     from reconciler.manifest import load
-    from reconciler.observe import observe
 
     sunday_morning = 'windows:\n  - days: Sun\n    hours: "08:00-09:00"\n'  # UTC; the factory is at 08:00
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE + sunday_morning}, "46 on Sunday morning")

@@ -1,16 +1,149 @@
 """The pure core: the desired state (``spec``), the observed state (``state``) and the planner (``plan``).
 
     manifests --reconciler.manifest--> [WaveSpec]
-    factory   --reconciler.observe---> ObservedState
-    [WaveSpec] + ObservedState ------> build_plan() -> Plan --> reconciler.render | reconciler.apply
+    factory   --reconciler.factory.observe---> ObservedState
+    [WaveSpec] + ObservedState ------> build_plan() -> Plan --> reconciler.render.plan | reconciler.apply.steps
 
 Nothing here does I/O, reads a clock or talks to a network: every rule of the domain (ledger
 matching, gates, ordering, conflicts) is tested with hand-built states. ``tests/test_architecture.py``
 keeps it that way.
 """
 
-from reconciler.core.plan import Operation, Plan, build_plan
-from reconciler.core.spec import WaveSpec
-from reconciler.core.state import ObservedState
+from reconciler.core.failures import waves_needing_failures
+from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
+from reconciler.core.plan import (
+    EXPIRY_WARNING,
+    CancelOp,
+    CompleteOp,
+    InitOp,
+    Operation,
+    OpKind,
+    Plan,
+    RolloutOp,
+    SignOp,
+    WaveSummary,
+    active_tags,
+    build_plan,
+    counted,
+    format_duration,
+    next_rollouts,
+    pending_groups,
+    rollout_scope,
+    selected_specs,
+    tags_needing_devices,
+    uuids_to_check,
+    waves_needing_status,
+    waves_to_cancel,
+    without_keyed_steps,
+    without_signs_by,
+)
+from reconciler.core.signatures import short_keyid, shortfall, signatures_text
+from reconciler.core.spec import CompleteSpec, FailureBound, Gate, Limit, Location, OnFailure, PhaseSpec, WaveSpec
+from reconciler.core.state import (
+    Device,
+    ObservedState,
+    ObservedWave,
+    ProdTargets,
+    RolloutRecord,
+    SigningInputs,
+    TargetsKeys,
+    WaveFailures,
+    WaveProgress,
+    WaveStatus,
+)
+from reconciler.core.status import (
+    DeviceFacts,
+    DeviceRow,
+    GateReport,
+    LastUpdate,
+    PhaseReport,
+    RolloutEntry,
+    ScopeCounts,
+    StatusReport,
+    WaveCounts,
+    WaveFacts,
+    WaveReport,
+    build_status,
+    classify,
+    gate_text,
+    needs_events,
+    reached,
+    waves_needing_counts,
+    waves_to_report,
+)
+from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
 
-__all__ = ["ObservedState", "Operation", "Plan", "WaveSpec", "build_plan"]
+__all__ = [
+    "EXPIRY_WARNING",
+    "MAX_PHASE_UUIDS",
+    "MAX_ROLLOUT_UUIDS",
+    "MINUTES_PER_DAY",
+    "WEEKDAYS",
+    "CancelOp",
+    "CompleteOp",
+    "CompleteSpec",
+    "Device",
+    "DeviceFacts",
+    "DeviceRow",
+    "FailureBound",
+    "Freeze",
+    "Gate",
+    "GateReport",
+    "InitOp",
+    "LastUpdate",
+    "Limit",
+    "Location",
+    "ObservedState",
+    "ObservedWave",
+    "OnFailure",
+    "OpKind",
+    "Operation",
+    "PhaseReport",
+    "PhaseSpec",
+    "Plan",
+    "ProdTargets",
+    "RolloutEntry",
+    "RolloutOp",
+    "RolloutRecord",
+    "Schedule",
+    "ScopeCounts",
+    "SignOp",
+    "SigningInputs",
+    "StatusReport",
+    "TargetsKeys",
+    "WaveCounts",
+    "WaveFacts",
+    "WaveFailures",
+    "WaveProgress",
+    "WaveReport",
+    "WaveSpec",
+    "WaveStatus",
+    "WaveSummary",
+    "Window",
+    "active_tags",
+    "build_plan",
+    "build_status",
+    "classify",
+    "counted",
+    "day_start",
+    "format_duration",
+    "gate_text",
+    "needs_events",
+    "next_rollouts",
+    "pending_groups",
+    "reached",
+    "rollout_scope",
+    "selected_specs",
+    "short_keyid",
+    "shortfall",
+    "signatures_text",
+    "tags_needing_devices",
+    "uuids_to_check",
+    "waves_needing_counts",
+    "waves_needing_failures",
+    "waves_needing_status",
+    "waves_to_cancel",
+    "waves_to_report",
+    "without_keyed_steps",
+    "without_signs_by",
+]

@@ -1,6 +1,6 @@
 """The observed state: what the factory says, reduced to what planning needs.
 
-``reconciler.observe`` builds it from API responses; ``plan.py`` reads it. Keeping it separate from
+``reconciler.factory.observe`` builds it from API responses; ``plan.py`` reads it. Keeping it separate from
 both means the planner can be tested with hand-built states and no network.
 """
 

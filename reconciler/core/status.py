@@ -432,8 +432,9 @@ class LastUpdate:
 
     version: str
     target: str
-    at: str
+    at: str  # as the API wrote it (the JSON output keeps it)
     failed: bool | None  # None: events not read
+    at_utc: datetime | None = None  # ``at`` read as UTC, None when unreadable
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from reconciler.client import error_text
+from reconciler.errors import error_text
 from reconciler.github._api import github_client
 from reconciler.github._workflow import command, run_url, trim_markdown
 

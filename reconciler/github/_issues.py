@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from reconciler.client import error_text
+from reconciler.errors import error_text
 from reconciler.github._api import github_client
 from reconciler.github._workflow import command, run_url, workspace_path
 from reconciler.safetext import md_code

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
 
 from .store import PRIVATE_DIR, PRIVATE_FILE, Store, make_private
+from .writelock import hold, is_free
 
-__all__ = ["Embedded", "default_path", "open_embedded"]
+__all__ = ["Embedded", "default_path", "hold", "is_free", "open_embedded"]
 
 
 def default_path() -> Path:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Self
 
-from reconciler.core.spec import WaveSpec
+from reconciler.core import WaveSpec
 from reconciler.errors import UserError
 from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
 

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 
-from reconciler.core.ledger import MAX_ROLLOUT_UUIDS
-from reconciler.core.spec import CompleteSpec, Gate, Location, OnFailure, PhaseSpec, WaveSpec
+from reconciler.core import MAX_ROLLOUT_UUIDS, CompleteSpec, Gate, Location, OnFailure, PhaseSpec, WaveSpec
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8

@@ -22,8 +22,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import overload
 
-from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
-from reconciler.core.spec import Location
+from reconciler.core import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS, Location
 from reconciler.errors import Problem, Severity
 from reconciler.manifest._source import decode_utf8
 

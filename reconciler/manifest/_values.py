@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from reconciler.core.spec import FailureBound, Limit
+from reconciler.core import FailureBound, Limit
 from reconciler.durations import parse_duration
 
 __all__ = ["parse_date_time", "parse_duration", "parse_failure_bound", "parse_limit", "parse_percent"]

@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
+from reconciler.core import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
 from reconciler.errors import Problem, Problems
 from reconciler.manifest._schema import WaveSchema
 from reconciler.manifest._source import ManifestSource, SourceError, decode_utf8

@@ -19,7 +19,7 @@ from reconciler.core.plan import (
 )
 from reconciler.core.spec import Gate, Location
 from reconciler.core.state import TargetsKeys
-from reconciler.render import summary_line, to_dict, to_text
+from reconciler.render.plan import summary_line, to_dict, to_text
 from tests.helpers.planning import HOUR, NOW, active, observed, phase, record, wave
 
 ONLINE, K1, K2, K3 = "00" * 32, "11" * 32, "22" * 32, "33" * 32

@@ -153,7 +153,7 @@ def runner_env(tmp_path, monkeypatch):
     python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     python.chmod(0o755)
     script = bin_dir / "reconcile"
-    script.write_text(f"#!{sys.executable}\nimport sys\nfrom reconciler.cli import main\nsys.exit(main())\n")
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom reconciler.cli.reconcile import main\nsys.exit(main())\n")
     script.chmod(0o755)
     return {
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from reconciler.cli import main as reconcile_main
+from reconciler.cli.reconcile import main as reconcile_main
 from reconciler.localfactory import open_embedded
 from reconciler.localfactory.cli import main as factory_main
 

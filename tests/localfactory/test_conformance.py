@@ -1,6 +1,6 @@
 """Conformance: the served local factory against the wire contract (reference/foundries-api.md).
 
-A plain httpx client, written from the reference and the seeds only (not ``reconciler.client`` nor
+A plain httpx client, written from the reference and the seeds only (not ``reconciler.factory.client`` nor
 ``reconciler.signing``), drives ``reconcile-factory serve`` over real HTTP through the seed-002 sequence:
 ``waves init`` (built and signed as fioctl does, §2.1), rollouts to a group, ``--limit`` within a
 group, factory-wide, by UUIDs, dry runs, ``waves status``, then ``complete``; init, rollout,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.cli import main
+from reconciler.cli.reconcile import main
 from reconciler.core.spec import Limit
 from reconciler.errors import ValidationFailed
 from reconciler.manifest import load

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.cli import main
+from reconciler.cli.reconcile import main
 from reconciler.core.windows import describe_days
 from reconciler.errors import ValidationFailed
 from reconciler.manifest import GitSource, load

@@ -23,9 +23,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from reconciler.core.plan import Operation, Plan, RolloutOp
-from reconciler.core.spec import WaveSpec
-from reconciler.core.state import ObservedState
+from reconciler.core import ObservedState, Operation, Plan, RolloutOp, WaveSpec
 from reconciler.errors import UserError
 from reconciler.render import operation_dict
 

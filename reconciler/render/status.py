@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from reconciler.apitime import parse_time
-from reconciler.core.plan import EXPIRY_WARNING, counted, format_duration
-from reconciler.core.status import (
+from reconciler.core import (
+    EXPIRY_WARNING,
     DeviceRow,
     GateReport,
     PhaseReport,
@@ -23,6 +22,8 @@ from reconciler.core.status import (
     StatusReport,
     WaveFacts,
     WaveReport,
+    counted,
+    format_duration,
     gate_text,
 )
 from reconciler.safetext import md_code, md_text, printable
@@ -248,7 +249,7 @@ def _last_update(row: DeviceRow) -> str:
         return DASH
     result = "failed" if last.failed else ("ok" if last.failed is False else "?")
     # The time as the other columns show theirs (UTC, Z); JSON keeps the API's own string.
-    return f"{result}: {last.target or last.version} at {iso(parse_time(last.at)) or last.at}"
+    return f"{result}: {last.target or last.version} at {iso(last.at_utc) or last.at}"
 
 
 def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format: str) -> str:

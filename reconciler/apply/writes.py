@@ -24,10 +24,10 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from reconciler.client import Backend, FactoryClient
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
+from reconciler.apply.lease import Lease, RefStore, describe_pending
+from reconciler.core import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
 from reconciler.errors import BackendError, UserError
-from reconciler.lease import Lease, RefStore, describe_pending
+from reconciler.factory import Backend, FactoryClient
 
 UNCERTAIN_STATUS = frozenset({502, 504})  # a gateway answered: the write may or may not have reached the factory
 POLL_SECONDS = 0.5
@@ -213,7 +213,7 @@ def exclusive_writer(
     the guard for the writes. Order matters: the lease first (shared by every machine and by HTTP and
     in-process applies alike), then the local factory directory's lock (which a served factory takes
     for each write), so an apply waiting for the lease never holds the directory."""
-    from reconciler.lease import Lease
+    from reconciler.apply.lease import Lease
 
     with ExitStack() as stack:
         lease = None
@@ -229,7 +229,7 @@ def exclusive_writer(
         guard = WriteGuard(client, lease, 0.0 if local_dir else 2 * client.timeout, echo)
         stack.callback(guard.release)
         if local_dir is not None:
-            from reconciler.localfactory.writelock import hold, is_free
+            from reconciler.localfactory import hold, is_free
 
             if not is_free(local_dir):
                 echo(f"Waiting for another apply on the local factory at {local_dir} to finish ...")

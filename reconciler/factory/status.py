@@ -1,7 +1,7 @@
-"""``reconcile status``: what the waves are doing to the fleet, read from the factory (no writes).
+"""What ``reconcile status`` reads: the waves and their devices, from the factory (no writes).
 
 Fetching only: this module reads the factory into the pure model of ``core/status.py``; the text,
-JSON and Markdown come from ``render_status.py``.
+JSON and Markdown come from ``render/status.py`` and the command is ``cli/status.py``.
 
 Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests`` counts them):
 
@@ -37,34 +37,27 @@ compared as fioctl prints it (a string).
 from __future__ import annotations
 
 import functools
-import sys
 from datetime import datetime
 
-import click
-
-from reconciler import cliopts, terminal
-from reconciler.apitime import parse_time, required_time
-from reconciler.client import FactoryClient
-from reconciler.core.failures import waves_needing_failures
-from reconciler.core.plan import selected_specs
-from reconciler.core.spec import WaveSpec
-from reconciler.core.state import WaveStatus
-from reconciler.core.status import (
+from reconciler.core import (
     DeviceRow,
     RolloutEntry,
     ScopeCounts,
     StatusReport,
     WaveCounts,
     WaveFacts,
+    WaveSpec,
+    WaveStatus,
     build_status,
+    selected_specs,
     waves_needing_counts,
+    waves_needing_failures,
     waves_to_report,
 )
-from reconciler.errors import BackendError, UserError, ValidationFailed, more_line
-from reconciler.safetext import printable
-from reconciler.wavedevices import classify_devices
-
-# -- reading the factory ----------------------------------------------------------------------------
+from reconciler.errors import BackendError, UserError
+from reconciler.factory.apitime import parse_time, required_time
+from reconciler.factory.client import FactoryClient
+from reconciler.factory.wavedevices import classify_devices
 
 
 def parse_wave_facts(data: dict) -> WaveFacts:
@@ -183,88 +176,3 @@ def read_devices(
         raise UserError(f"no wave '{name}' in factory '{client.factory}'; `reconcile status` lists the waves")
     wave = parse_wave_facts(data)
     return wave, classify_devices(client, wave, only, warn)
-
-
-# -- the command ------------------------------------------------------------------------------------
-
-
-@click.command(
-    "status",
-    cls=terminal.OneLineUsage,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("paths", nargs=-1, type=click.Path())
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
-    help="Output.",
-)
-@click.option(
-    "--devices",
-    "devices_of",
-    metavar="WAVE",
-    help="List the devices WAVE reached that are not on its "
-    "version (failed, offline, pending); after a cancel, the devices left on its version.",
-)
-@click.option("--failed", "only", flag_value="failed", help="With --devices: only devices whose update failed.")
-@click.option("--offline", "only", flag_value="offline", help="With --devices: only offline devices.")
-@click.option("--pending", "only", flag_value="pending", help="With --devices: only devices still to update.")
-@click.option(
-    "--with-failed",
-    is_flag=True,
-    help="Count each active wave's failed devices per phase (reads every "
-    "online device's update history that is below the wave version: two requests each).",
-)
-@cliopts.factory_options
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
-    """Show every wave the manifests under PATHS manage (default: the current directory) and every
-    unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
-    Reads only; never writes."""
-    from reconciler import render_status
-    from reconciler.client import select_backend
-
-    try:
-        if only and not devices_of:
-            raise UserError(f"--{only} works with --devices WAVE")
-        if with_failed and devices_of:
-            raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
-        specs = [] if devices_of else _load_specs(list(paths) or ["."])
-        backend = select_backend(api_url=api_url, factory=factory, local=local)
-        for note in (backend.note or "").splitlines():
-            _say(note)
-        with FactoryClient(backend) as client:
-            if devices_of:
-                wave, rows = read_devices(client, devices_of, only, _say)
-                click.echo(render_status.devices(wave, rows, client.server_now(), output_format))
-            else:
-                report = read_status(client, specs, with_failed=with_failed, warn=_say)
-                click.echo(render_status.render(report, output_format))
-    except UserError as exc:
-        if debug:
-            raise
-        if isinstance(exc, ValidationFailed):
-            for line in [*map(str, exc.problems), *([exc.more] if exc.more else [])]:
-                _say(line)
-        else:
-            _say(f"error: {exc}")
-        sys.exit(1)
-
-
-def _say(line: str) -> None:
-    """One line on stderr, escaped: a factory's message cannot add a line or colour the terminal."""
-    click.echo(printable(line), err=True)
-
-
-def _load_specs(paths: list[str]) -> list[WaveSpec]:
-    from reconciler import manifest
-
-    loaded = manifest.load(paths)
-    for warning in loaded.warnings:
-        _say(str(warning))
-    if loaded.warnings_omitted:
-        _say(more_line(loaded.warnings_omitted, "warnings"))
-    return loaded.specs

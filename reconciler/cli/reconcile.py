@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from reconciler import cliopts, terminal
+from reconciler import terminal
+from reconciler.cli import options as cliopts
 from reconciler.errors import UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
-    from reconciler.client import FactoryClient
+    from reconciler.factory import FactoryClient
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -37,7 +38,7 @@ def _err(message: str, *, error: bool = False) -> None:
 
 
 def _status_command() -> click.Command:
-    from reconciler.status import status_command
+    from reconciler.cli.status import status_command
 
     return status_command
 
@@ -208,7 +209,7 @@ def main(
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
         if plan_file:
-            from reconciler import savedplan
+            from reconciler.apply import savedplan
 
             options["saved"] = savedplan.load(plan_file)
             paths = paths or tuple(options["saved"]["saved"].get("paths") or ())
@@ -226,7 +227,7 @@ def main(
         if watch:
             if rev:
                 raise UserError("--watch reads the work tree; it cannot be combined with --rev")
-            from reconciler.watch import watch as watch_paths
+            from reconciler.cli.watch import watch as watch_paths
 
             # A watch previews: it never applies, whatever the other options say.
             watch_paths(paths, lambda: _captured_run(paths, {**options, "dry_run": True}))
@@ -252,7 +253,7 @@ def init_repo(directory, factory, action):
     wave schema for editors, the release workflow and a README for the team. Never overwrites."""
     from pathlib import Path
 
-    from reconciler import initrepo
+    from reconciler.cli import initrepo
 
     try:
         written = initrepo.init_repo(Path(directory), factory, action)
@@ -306,8 +307,7 @@ def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_ur
 def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local) -> int:
     import secrets
 
-    from reconciler import devices as fleet
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.factory import DeviceSelection, FactoryClient, how_made, list_devices, select_backend
     from reconciler.manifest import parse_duration
 
     seconds = None
@@ -318,18 +318,18 @@ def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_u
             raise UserError(f"--seen-within {exc}") from None
     if sample is not None and seed is None:
         seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
-    selection = fleet.Selection(tag, group, below, seen_within, seconds, limit, sample, seed)
+    selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed)
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     if backend.note:
         _err(backend.note)
     progress = terminal.Progress("Reading the device list")
     try:
         with FactoryClient(backend) as client:
-            listing = fleet.list_devices(client, selection, progress)
+            listing = list_devices(client, selection, progress)
     finally:
         progress.close()
     click.echo("\n".join(listing.uuids))
-    for line in fleet.how_made(selection, listing, backend.factory, backend.label):
+    for line in how_made(selection, listing, backend.factory, backend.label):
         _err(line)
     return EXIT_OK
 
@@ -458,7 +458,7 @@ def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], 
     place, after the manifests' own errors."""
     if not api_url:
         return None
-    from reconciler.client import FactoryClient, select_backend
+    from reconciler.factory import FactoryClient, select_backend
 
     try:
         client = FactoryClient(select_backend(api_url=api_url, factory=factory, local=None), run_timeout=timeout)
@@ -490,13 +490,12 @@ def _plan_and_apply(
     ahead=None,
     provenance_later=None,
 ) -> int:
-    from reconciler import render
-    from reconciler.client import FactoryClient, select_backend
-    from reconciler.core.plan import SignOp, build_plan, without_keyed_steps, without_signs_by
-    from reconciler.observe import fill_device_counts, observe
+    from reconciler.core import SignOp, build_plan, without_keyed_steps, without_signs_by
+    from reconciler.factory import FactoryClient, fill_device_counts, observe, select_backend
+    from reconciler.render import plan as render
 
     if saved is not None:
-        from reconciler import savedplan
+        from reconciler.apply import savedplan
 
         specs = savedplan.pinned(saved, specs)  # the reviewed expiry of a relative `expires: 365d`
     _refuse_throwaway_factory_in_ci(api_url, local)
@@ -534,7 +533,7 @@ def _plan_and_apply(
         if output_format != "json" or not applying:  # an apply's JSON comes after it, with each step's outcome
             click.echo(_rendered(plan, output_format, provenance, diffs))
         if out_file or saved is not None:
-            from reconciler import savedplan
+            from reconciler.apply import savedplan
 
             if out_file:
                 if plan.errors:
@@ -599,7 +598,7 @@ def _plan_and_apply(
 
 
 def _rendered(plan, output_format: str, provenance, diffs) -> str:
-    from reconciler import render
+    from reconciler.render import plan as render
 
     if output_format == "json":
         return render.to_json(plan, provenance, diffs)
@@ -626,7 +625,7 @@ def _exclusive_writer(client, backend, repository, dry_run: bool):
     if dry_run:
         yield None
         return
-    from reconciler.writes import exclusive_writer
+    from reconciler.apply import exclusive_writer
 
     local_dir = os.path.dirname(backend.lock_path) if backend.lock_path else None
     with exclusive_writer(client, repository, local_dir, _err) as guard:
@@ -636,9 +635,8 @@ def _exclusive_writer(client, backend, repository, dry_run: bool):
 def _unlock(paths, factory, api_url, local) -> int:
     """``--unlock``: free the factory's apply lease left by a dead apply (its unsettled write stays noted)."""
     from reconciler import manifest
-    from reconciler.client import select_backend
-    from reconciler.lease import unlock
-    from reconciler.writes import lease_store
+    from reconciler.apply import lease_store, unlock
+    from reconciler.factory import select_backend
 
     _, provenance = manifest.git_context(paths, rev=None, require_clean=False)
     if provenance is None:

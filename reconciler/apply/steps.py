@@ -27,25 +27,35 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from reconciler.client import FactoryClient
-from reconciler.core.plan import (
+from reconciler.apply.writes import WriteGuard, is_uncertain
+from reconciler.core import (
     CancelOp,
     CompleteOp,
     InitOp,
+    ObservedState,
     Operation,
     Plan,
     RolloutOp,
     SignOp,
+    WaveSpec,
+    WaveStatus,
     build_plan,
     counted,
+    short_keyid,
+    shortfall,
+    signatures_text,
 )
-from reconciler.core.signatures import short_keyid, shortfall, signatures_text
-from reconciler.core.spec import WaveSpec
-from reconciler.core.state import ObservedState, WaveStatus
 from reconciler.errors import BackendError, UserError
-from reconciler.observe import observe, parse_prod_targets, parse_progress, parse_wave, rollout_options, wave_signers
+from reconciler.factory import (
+    FactoryClient,
+    observe,
+    parse_prod_targets,
+    parse_progress,
+    parse_wave,
+    rollout_options,
+    wave_signers,
+)
 from reconciler.render import SYMBOLS
-from reconciler.writes import WriteGuard, is_uncertain
 
 SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> signing.TargetsSigner
 

@@ -33,7 +33,7 @@ from typing import Any, Self, TypeVar
 import httpcore
 import httpx
 
-from reconciler.errors import BackendError, UserError
+from reconciler.errors import BackendError, UserError, error_text
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
@@ -757,24 +757,3 @@ def _expect(value: Any, kind: type, what: str) -> Any:
             f"{'list' if kind is list else 'object'} belongs)"
         )
     return value
-
-
-def error_text(response: httpx.Response) -> str:
-    """The factory's error body as one line, the way fioctl shows it (reference §1.1)."""
-    status = f"HTTP {response.status_code}"
-    try:
-        data = response.json()
-    except ValueError:
-        text = response.text.strip().replace("\n", " ")
-        return f"{status}: {text}" if text and len(response.content) < 512 else status
-    if not isinstance(data, dict):
-        return status
-    message = data.get("message") or data.get("msg") or data.get("title") or ""
-    errors = data.get("errors")
-    details = []
-    if isinstance(errors, list):
-        details = [str(e) for e in errors]
-    elif isinstance(errors, dict):
-        details = [f"{k}: {v}" for k, v in errors.items()]
-    line = "; ".join(part for part in [message, *details] if part)
-    return f"{line} ({status})" if line else status

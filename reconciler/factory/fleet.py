@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from reconciler.core.ledger import MAX_PHASE_UUIDS
+from reconciler.core import MAX_PHASE_UUIDS
 from reconciler.errors import UserError
 
 MAX_UUIDS = MAX_PHASE_UUIDS  # what a phase's UUID file may hold (rolled out in parts of 10,000)
@@ -29,7 +29,7 @@ _BUILD = re.compile(r"-([0-9]+)$")
 
 
 @dataclass(frozen=True)
-class Selection:
+class DeviceSelection:
     """Which devices to list; ``seen_within`` in seconds; at most one of ``limit`` and ``sample``."""
 
     tag: str
@@ -78,7 +78,7 @@ class Listing:
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> devices left out that matched the tag
 
 
-def list_devices(client, selection: Selection, progress: Callable[[int, int], None] | None = None) -> Listing:
+def list_devices(client, selection: DeviceSelection, progress: Callable[[int, int], None] | None = None) -> Listing:
     """Page through the device list, filter, and choose; refuses more than a UUID file holds."""
     if selection.group is not None and selection.group not in client.device_groups():
         raise UserError(
@@ -108,7 +108,7 @@ def list_devices(client, selection: Selection, progress: Callable[[int, int], No
     return Listing(sorted(chosen), len(matching), now, skipped)
 
 
-def _excluded(device: dict, selection: Selection, now: datetime) -> str | None:
+def _excluded(device: dict, selection: DeviceSelection, now: datetime) -> str | None:
     """Why a device of the tag is left out: "" for a filter it fails, a reason worth telling for the rest."""
     if not _CANONICAL.fullmatch(str(device.get("uuid") or "")):
         return "a UUID that is not canonical (lower-case 8-4-4-4-12), which a UUID file cannot hold"
@@ -135,7 +135,7 @@ def _seen(device: dict) -> datetime | None:
         return None
 
 
-def _choose(matching: list[tuple[str, str, datetime | None]], selection: Selection) -> list[str]:
+def _choose(matching: list[tuple[str, str, datetime | None]], selection: DeviceSelection) -> list[str]:
     """``--limit``: the most recently seen first (like the factory's own selection); ``--sample``: seeded."""
     if selection.limit is not None:
         recent = sorted(matching, key=lambda m: (-(m[2].timestamp() if m[2] else float("-inf")), m[0]))
@@ -146,7 +146,7 @@ def _choose(matching: list[tuple[str, str, datetime | None]], selection: Selecti
     return uuids
 
 
-def _split_advice(matching: list[tuple[str, str, datetime | None]], selection: Selection) -> str:
+def _split_advice(matching: list[tuple[str, str, datetime | None]], selection: DeviceSelection) -> str:
     """The error for too many devices, with the groups to split by (largest first) when there are any."""
     head = (
         f"{len(matching):,} {selection.criteria()}: a UUID file holds at most {MAX_UUIDS:,} (one phase); split the list"
@@ -159,7 +159,7 @@ def _split_advice(matching: list[tuple[str, str, datetime | None]], selection: S
     return f"{head} with --below or --seen-within, or take --limit N or --sample N"
 
 
-def how_made(selection: Selection, listing: Listing, factory: str, backend: str) -> list[str]:
+def how_made(selection: DeviceSelection, listing: Listing, factory: str, backend: str) -> list[str]:
     """Lines for stderr: what the file holds and how to make it again, for the commit message."""
     count = len(listing.uuids)
     if selection.limit is not None and count < listing.matching:

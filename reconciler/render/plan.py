@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from datetime import datetime
 
-from reconciler.core.plan import (
+from reconciler.core import (
     CancelOp,
     InitOp,
     Operation,
@@ -24,11 +24,11 @@ from reconciler.core.plan import (
     Plan,
     RolloutOp,
     SignOp,
+    WaveStatus,
     WaveSummary,
     counted,
     rollout_scope,
 )
-from reconciler.core.state import WaveStatus
 from reconciler.errors import MAX_SHOWN, Problem, more_line
 from reconciler.safetext import md_cell_code, md_code, md_text, printable
 

@@ -26,19 +26,21 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from reconciler.apitime import parse_time
-from reconciler.client import OFFLINE_THRESHOLD_HOURS, FactoryClient
-from reconciler.core.state import ObservedWave, WaveFailures, WaveStatus
-from reconciler.core.status import (
+from reconciler.core import (
     DeviceFacts,
     DeviceRow,
     LastUpdate,
+    ObservedWave,
     RolloutEntry,
     WaveFacts,
+    WaveFailures,
+    WaveStatus,
     classify,
     needs_events,
     reached,
 )
+from reconciler.factory.apitime import parse_time
+from reconciler.factory.client import OFFLINE_THRESHOLD_HOURS, FactoryClient
 
 MAX_EVENT_CHECKS = 500  # devices whose update events one wave's reading reads (two requests each)
 OFFLINE_THRESHOLD = timedelta(hours=OFFLINE_THRESHOLD_HOURS)
@@ -174,4 +176,5 @@ def _last_update(client: FactoryClient, device: str) -> LastUpdate | None:
         target=str(newest.get("target") or ""),
         at=str(newest.get("time") or ""),
         failed=failed,
+        at_utc=parse_time(newest.get("time")),
     )

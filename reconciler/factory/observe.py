@@ -39,36 +39,35 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from reconciler.apitime import parse_time, required_time
-from reconciler.client import FactoryClient
-from reconciler.core.failures import waves_needing_failures
-from reconciler.core.plan import (
+from reconciler.core import (
+    Device,
+    ObservedState,
+    ObservedWave,
+    OnFailure,
     Plan,
+    ProdTargets,
     RolloutOp,
+    RolloutRecord,
+    SigningInputs,
     SignOp,
+    TargetsKeys,
+    WaveProgress,
+    WaveSpec,
+    WaveStatus,
     active_tags,
     next_rollouts,
     pending_groups,
     selected_specs,
     tags_needing_devices,
     uuids_to_check,
+    waves_needing_failures,
     waves_needing_status,
     waves_to_cancel,
 )
-from reconciler.core.spec import OnFailure, WaveSpec
-from reconciler.core.state import (
-    Device,
-    ObservedState,
-    ObservedWave,
-    ProdTargets,
-    RolloutRecord,
-    SigningInputs,
-    TargetsKeys,
-    WaveProgress,
-    WaveStatus,
-)
 from reconciler.errors import BackendError
-from reconciler.wavedevices import count_failures
+from reconciler.factory.apitime import parse_time, required_time
+from reconciler.factory.client import FactoryClient
+from reconciler.factory.wavedevices import count_failures
 
 
 def parse_wave(data: dict) -> ObservedWave:

@@ -1,0 +1,13 @@
+"""Writing to the factory: a plan's steps, each guarded, under the factory's apply lease.
+
+steps      apply a plan step by step; the factory's rollout history is the ledger
+writes     one guarded write: checked against the factory before and after, an uncertain answer settled
+lease      the apply lease (a git ref) and its pending-write notes
+savedplan  ``--out`` / ``--plan``: a reviewed plan, refused when the factory changed since
+"""
+
+from reconciler.apply.lease import unlock
+from reconciler.apply.steps import Outcome, apply_plan
+from reconciler.apply.writes import exclusive_writer, lease_store
+
+__all__ = ["Outcome", "apply_plan", "exclusive_writer", "lease_store", "unlock"]

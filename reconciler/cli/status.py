@@ -1,0 +1,96 @@
+"""``reconcile status``: the command; what it reads and its request budget are in ``factory/status.py``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from reconciler import terminal
+from reconciler.cli import options as cliopts
+from reconciler.core import WaveSpec
+from reconciler.errors import UserError, ValidationFailed, more_line
+from reconciler.factory import FactoryClient, read_devices, read_status
+from reconciler.safetext import printable
+
+
+@click.command(
+    "status",
+    cls=terminal.OneLineUsage,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Output.",
+)
+@click.option(
+    "--devices",
+    "devices_of",
+    metavar="WAVE",
+    help="List the devices WAVE reached that are not on its "
+    "version (failed, offline, pending); after a cancel, the devices left on its version.",
+)
+@click.option("--failed", "only", flag_value="failed", help="With --devices: only devices whose update failed.")
+@click.option("--offline", "only", flag_value="offline", help="With --devices: only offline devices.")
+@click.option("--pending", "only", flag_value="pending", help="With --devices: only devices still to update.")
+@click.option(
+    "--with-failed",
+    is_flag=True,
+    help="Count each active wave's failed devices per phase (reads every "
+    "online device's update history that is below the wave version: two requests each).",
+)
+@cliopts.factory_options
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
+    """Show every wave the manifests under PATHS manage (default: the current directory) and every
+    unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
+    Reads only; never writes."""
+    from reconciler.factory import select_backend
+    from reconciler.render import status as render_status
+
+    try:
+        if only and not devices_of:
+            raise UserError(f"--{only} works with --devices WAVE")
+        if with_failed and devices_of:
+            raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
+        specs = [] if devices_of else _load_specs(list(paths) or ["."])
+        backend = select_backend(api_url=api_url, factory=factory, local=local)
+        for note in (backend.note or "").splitlines():
+            _say(note)
+        with FactoryClient(backend) as client:
+            if devices_of:
+                wave, rows = read_devices(client, devices_of, only, _say)
+                click.echo(render_status.devices(wave, rows, client.server_now(), output_format))
+            else:
+                report = read_status(client, specs, with_failed=with_failed, warn=_say)
+                click.echo(render_status.render(report, output_format))
+    except UserError as exc:
+        if debug:
+            raise
+        if isinstance(exc, ValidationFailed):
+            for line in [*map(str, exc.problems), *([exc.more] if exc.more else [])]:
+                _say(line)
+        else:
+            _say(f"error: {exc}")
+        sys.exit(1)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, escaped: a factory's message cannot add a line or colour the terminal."""
+    click.echo(printable(line), err=True)
+
+
+def _load_specs(paths: list[str]) -> list[WaveSpec]:
+    from reconciler import manifest
+
+    loaded = manifest.load(paths)
+    for warning in loaded.warnings:
+        _say(str(warning))
+    if loaded.warnings_omitted:
+        _say(more_line(loaded.warnings_omitted, "warnings"))
+    return loaded.specs

@@ -1,0 +1,44 @@
+"""Reading the factory: the HTTP client and what its answers become.
+
+    client      the Foundries API over httpx (or the embedded local factory), deadlines, paging, 64 reads at once
+    apitime     the API's timestamps
+    observe     the reads a plan needs -> ``core.ObservedState``
+    status      the reads ``reconcile status`` needs -> ``core.StatusReport``
+    wavedevices the devices of a wave, classified (failed, offline, pending), for gates and ``status --devices``
+    fleet       ``reconcile devices``: a UUID file from the fleet
+
+Writes go through ``reconciler.apply``, which uses this client; nothing here decides what to write.
+"""
+
+from reconciler.factory.apitime import parse_time
+from reconciler.factory.client import Backend, FactoryClient, select_backend
+from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
+from reconciler.factory.observe import (
+    fill_device_counts,
+    observe,
+    parse_prod_targets,
+    parse_progress,
+    parse_wave,
+    rollout_options,
+    wave_signers,
+)
+from reconciler.factory.status import read_devices, read_status
+
+__all__ = [
+    "Backend",
+    "DeviceSelection",
+    "FactoryClient",
+    "fill_device_counts",
+    "how_made",
+    "list_devices",
+    "observe",
+    "parse_prod_targets",
+    "parse_progress",
+    "parse_time",
+    "parse_wave",
+    "read_devices",
+    "read_status",
+    "rollout_options",
+    "select_backend",
+    "wave_signers",
+]
