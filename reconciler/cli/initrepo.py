@@ -17,8 +17,24 @@ from reconciler.resources import schema_path, workflow_template_path
 
 _FACTORY = re.compile(r"^[a-zA-Z0-9_.-]+$")
 # owner/repo[/path]@ref: where action.yml lives, e.g. acme/reconciler@<40-hex commit>.
-_ACTION = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[A-Za-z0-9_./-]+$")
+# Matched whole (``fullmatch``): ``$`` alone would accept a trailing newline and write broken YAML.
+_ACTION = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_./-]+)?@[A-Za-z0-9_./-]+")
+_PINNED = re.compile(r".+@[0-9a-f]{40}")
 ACTION_PLACEHOLDER = "OWNER/reconciler@COMMIT_SHA"
+# The template's placeholder line ends with a zizmor exemption and a hint, both for the placeholder
+# only: a pinned ``--action`` replaces the whole of it.
+_PLACEHOLDER_USES = f"{ACTION_PLACEHOLDER} # zizmor: ignore[unpinned-uses] replace with OWNER/REPO@<40-hex SHA> # vX.Y.Z"
+
+
+def pin_warning(action: str) -> str | None:
+    """A warning unless ``action`` is pinned by a full commit SHA: a tag or a branch can be moved to
+    other code, which then runs in the job that holds the offline key."""
+    if _PINNED.fullmatch(action):
+        return None
+    return (
+        f"--action {action!r} is not pinned by a full commit SHA: a tag or branch can be moved; "
+        "pin OWNER/REPO@<40-hex commit> and keep the version in a comment"
+    )
 
 FIRST_WAVE = """\
 # yaml-language-server: $schema=../schemas/wave.schema.json
@@ -95,7 +111,7 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
     """Write the repository's files under ``directory``; returns them. Refuses before writing anything."""
     if not _FACTORY.match(factory) or factory in (".", ".."):
         raise UserError(f"factory name {factory!r} may contain only letters, digits, '_', '.' and '-'")
-    if action is not None and not _ACTION.match(action):
+    if action is not None and not _ACTION.fullmatch(action):
         raise UserError(
             f"--action {action!r} must name where action.yml lives as OWNER/REPO@REF, "
             "e.g. acme/reconciler@<full commit SHA>"
@@ -104,7 +120,7 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
         raise UserError(f"{directory} exists and is not a directory")
     workflow = workflow_template_path().read_text(encoding="utf-8")
     if action is not None:
-        workflow = workflow.replace(ACTION_PLACEHOLDER, action)
+        workflow = workflow.replace(_PLACEHOLDER_USES, action)
     action_repo = (action or ACTION_PLACEHOLDER).split("@")[0]
     pin_note = "" if action else f" (replace `{ACTION_PLACEHOLDER}`, or run init-repo with `--action`)"
     files = {

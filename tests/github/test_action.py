@@ -76,8 +76,10 @@ def test_workflow_is_valid_and_serialises_applies():
     assert apply["environment"] == "production"
     assert advance["environment"] != "production"  # an environment without reviewers: the schedule never waits
     assert apply["permissions"]["issues"] == advance["permissions"]["issues"] == "write"
-    for job in (apply, advance):  # one writer at a time, queued: the key job and the schedule share the group
-        assert job["concurrency"] == {"group": "wave-apply-${{ github.repository }}", "cancel-in-progress": False}
+    # Queued, never cancelled in progress; each its own group, so a scheduled run never replaces a
+    # pending apply (tests/github/test_workflow_concurrency.py); the apply lease keeps them apart.
+    assert apply["concurrency"] == {"group": "wave-apply-${{ github.repository }}", "cancel-in-progress": False}
+    assert advance["concurrency"] == {"group": "wave-advance-${{ github.repository }}", "cancel-in-progress": False}
     modes = {job: action_step(spec)["with"]["mode"] for job, spec in jobs.items()}
     assert modes == {"plan": "plan", "apply": "apply", "advance": "advance"}
     for name, job in jobs.items():  # the key reaches the apply job only
