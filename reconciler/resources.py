@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+JsonSchema = dict[str, Any]  # a JSON Schema document as json.loads gives it
 
 
 def schema_path(name: str) -> Path:
@@ -34,5 +37,6 @@ def workflow_template_path() -> Path:
 
 
 @cache
-def load_schema(name: str) -> dict:
-    return json.loads(schema_path(name).read_text(encoding="utf-8"))
+def load_schema(name: str) -> JsonSchema:
+    schema: JsonSchema = json.loads(schema_path(name).read_text(encoding="utf-8"))
+    return schema

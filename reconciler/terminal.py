@@ -17,6 +17,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from typing import IO, Any
 
 import click
 
@@ -73,7 +74,7 @@ class UsageMistake(click.UsageError):
     def of(cls, error: click.UsageError) -> UsageMistake:
         return error if isinstance(error, UsageMistake) else cls(error.format_message(), error.ctx)
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
         click.echo(error_line(self.format_message() + hint), err=True)
 
@@ -81,9 +82,11 @@ class UsageMistake(click.UsageError):
 class OneLineUsage(click.Command):
     """Mixed into a command or group class: click's usage errors from parsing become ``UsageMistake``."""
 
-    def make_context(self, *args, **kwargs):
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
         try:
-            return super().make_context(*args, **kwargs)
+            return super().make_context(info_name, args, parent, **extra)
         except click.UsageError as error:
             raise UsageMistake.of(error) from None
 

@@ -14,10 +14,14 @@ step still succeeds.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from reconciler.errors import error_text
 from reconciler.github._api import github_client
-from reconciler.github._workflow import command, run_url, trim_markdown
+from reconciler.github._workflow import Json, command, run_url, trim_markdown
+
+if TYPE_CHECKING:
+    import httpx
 
 # GitHub refuses comment bodies over 65,536 characters.
 COMMENT_LIMIT = 65536
@@ -27,14 +31,14 @@ def marker(factory: str) -> str:
     return f"<!-- reconcile-plan:{factory} -->"
 
 
-def pull_request_number(event: dict) -> int | None:
+def pull_request_number(event: Json) -> int | None:
     """The pull request an event is about (pull_request*, or a comment on a pull request)."""
     pr = event.get("pull_request")
-    if isinstance(pr, dict) and isinstance(pr.get("number"), int):
-        return pr["number"]
+    if isinstance(pr, dict) and isinstance(number := pr.get("number"), int):
+        return number
     issue = event.get("issue")
-    if isinstance(issue, dict) and issue.get("pull_request") and isinstance(issue.get("number"), int):
-        return issue["number"]
+    if isinstance(issue, dict) and issue.get("pull_request") and isinstance(number := issue.get("number"), int):
+        return number
     return None
 
 
@@ -46,7 +50,7 @@ def comment_body(markdown: str, factory: str, summary_url: str | None) -> str:
     return head + trim_markdown(markdown, COMMENT_LIMIT - len(head), note)
 
 
-def upsert_comment(client, repository: str, number: int, body: str) -> tuple[str, int]:
+def upsert_comment(client: httpx.Client, repository: str, number: int, body: str) -> tuple[str, int]:
     """Edit the comment that starts with the body's marker line, or create one.
 
     Returns what was done (``created``, ``updated``, ``unchanged``) and the comment id.

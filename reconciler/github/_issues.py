@@ -19,11 +19,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from reconciler.errors import error_text
 from reconciler.github._api import github_client
-from reconciler.github._workflow import command, run_url, workspace_path
+from reconciler.github._workflow import Json, command, run_url, workspace_path
 from reconciler.safetext import md_code
+
+if TYPE_CHECKING:
+    import httpx
 
 _EXPIRED = re.compile(r"\bexpired\b")
 _MARKER = re.compile(r"^<!-- reconcile-stuck:(?P<factory>[^:]*):(?P<wave>.+) -->$")
@@ -46,7 +50,7 @@ class StuckWave:
             self.reasons.append(reason)
 
 
-def _wave_lines(plan: dict) -> dict[str, tuple[str | None, int | None]]:
+def _wave_lines(plan: Json) -> dict[str, tuple[str | None, int | None]]:
     """Each wave's manifest and the line its document starts at, when its steps or problems say."""
     where: dict[str, tuple[str | None, int | None]] = {}
     for wave in plan.get("waves") or []:
@@ -65,7 +69,7 @@ def _wave_lines(plan: dict) -> dict[str, tuple[str | None, int | None]]:
     return where
 
 
-def _owner(problem: dict, where: dict[str, tuple[str | None, int | None]]) -> str | None:
+def _owner(problem: Json, where: dict[str, tuple[str | None, int | None]]) -> str | None:
     """The wave a problem is about: named in its message, else the wave document its line falls in."""
     message = problem.get("message") or ""
     for name in where:
@@ -80,12 +84,12 @@ def _owner(problem: dict, where: dict[str, tuple[str | None, int | None]]) -> st
     return starts[-1][1] if starts else None
 
 
-def stuck_waves(plan: dict) -> dict[str, StuckWave]:
+def stuck_waves(plan: Json) -> dict[str, StuckWave]:
     """The waves of a plan that will not move without a person, with why, by name."""
     where = _wave_lines(plan)
     stuck: dict[str, StuckWave] = {}
 
-    def hold(name: str, reason: str, problem: dict | None = None) -> None:
+    def hold(name: str, reason: str, problem: Json | None = None) -> None:
         manifest, line = where.get(name, (None, None))
         wave = stuck.setdefault(name, StuckWave(name, manifest, line))
         wave.add(reason)
@@ -121,7 +125,7 @@ def stuck_waves(plan: dict) -> dict[str, StuckWave]:
     return stuck
 
 
-def _located(problem: dict) -> str:
+def _located(problem: Json) -> str:
     file = problem.get("file")
     where = f"{file}:{problem.get('line') or 1}: " if file else ""
     return f"{where}{problem.get('message', '')}"
@@ -152,9 +156,9 @@ def issue_body(factory: str, stuck: StuckWave, summary_url: str | None, workspac
     return "\n".join(lines) + "\n"
 
 
-def _open_issues(client, repository: str, factory: str) -> dict[str, dict]:
+def _open_issues(client: httpx.Client, repository: str, factory: str) -> dict[str, Json]:
     """Open issues carrying this factory's marker, by wave (pull requests share the list: skipped)."""
-    found: dict[str, dict] = {}
+    found: dict[str, Json] = {}
     url: str | None = f"/repos/{repository}/issues?state=open&per_page=100"
     while url:
         response = client.get(url)
@@ -170,7 +174,7 @@ def _open_issues(client, repository: str, factory: str) -> dict[str, dict]:
 
 
 def sync_issues(
-    client,
+    client: httpx.Client,
     repository: str,
     factory: str,
     stuck: dict[str, StuckWave],
@@ -220,7 +224,7 @@ def stuck_annotations(stuck: dict[str, StuckWave], workspace: str | None) -> Ite
         )
 
 
-def post_stuck_issues(plan: dict, env: dict[str, str]) -> list[str]:
+def post_stuck_issues(plan: Json, env: dict[str, str]) -> list[str]:
     """Bring the repository's stuck-wave issues in line with a plan; log lines of what was done.
 
     Refusals (no token, a token without ``issues: write``) are warnings: the job fails on the

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.errors import UserError
+from reconciler.github._workflow import Json
 from reconciler.safetext import md_code, printable
 
 # How reconcile prints a problem on stderr (errors.Problem.__str__): file:line:col: [warning: ]message
@@ -24,13 +25,13 @@ from reconciler.safetext import md_code, printable
 _PROBLEM = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+):(?P<col>\d+): (?P<warning>warning: )?(?P<message>.+)$")
 
 
-def problems_from_log(log: str) -> dict[str, list[dict]]:
+def problems_from_log(log: str) -> dict[str, list[Json]]:
     """Errors and warnings from reconcile's stderr, for runs that ended before a plan existed.
 
     A manifest that does not validate, or a backend that cannot be reached, stops reconcile
     before it prints a plan; its messages are then the only account of what went wrong.
     """
-    found: dict[str, list[dict]] = {"errors": [], "warnings": []}
+    found: dict[str, list[Json]] = {"errors": [], "warnings": []}
     for line in log.splitlines():
         m = _PROBLEM.match(line)
         if m:
@@ -51,12 +52,12 @@ def problems_from_log(log: str) -> dict[str, list[dict]]:
 class Report:
     """What one reconcile run left: its plan (None if it failed before planning), Markdown and log."""
 
-    plan: dict | None
+    plan: Json | None
     markdown: str
     log: str
 
     @property
-    def problems(self) -> dict:
+    def problems(self) -> Json:
         return self.plan if self.plan is not None else problems_from_log(self.log)
 
 

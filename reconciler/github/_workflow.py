@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from reconciler.errors import MAX_SHOWN, UserError
 from reconciler.safetext import printable
@@ -17,6 +18,8 @@ from reconciler.safetext import printable
 # The runner refuses a step summary over 1024k ("upload aborted, supports content up to a
 # size of 1024k"); the cap counts what the step already wrote to the file.
 SUMMARY_LIMIT = 1024 * 1024
+
+Json = dict[str, Any]  # a JSON object: a plan (schemas/plan.schema.json), a webhook event, a REST answer
 
 
 def escape_data(value: str) -> str:
@@ -62,7 +65,7 @@ def workspace_path(file: str, workspace: str | None) -> str:
     return os.path.relpath(absolute, root).replace(os.sep, "/")
 
 
-def annotation_commands(problems: dict, workspace: str | None = None) -> list[str]:
+def annotation_commands(problems: Json, workspace: str | None = None) -> list[str]:
     """Annotation commands for the errors, then the warnings, of a plan (or of ``problems_from_log``).
 
     GitHub shows only the first few annotations of each kind per step, so errors come first, at

@@ -13,20 +13,26 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 from reconciler.core import WaveSpec
 from reconciler.errors import UserError
 from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
 
+if TYPE_CHECKING:
+    from git import Diff, Repo
+
+# A plan's ``provenance`` object (schemas/plan.schema.json): repository, commit, dirty, author, date, ...
+Provenance = dict[str, Any]
+
 _SYMLINK_MODE = "120000"
 _MAX_LINK_HOPS = 8
 
 
-def open_repo(path: str | os.PathLike):
+def open_repo(path: str | os.PathLike[str]) -> Repo:
     """The git repository containing ``path`` (which need not exist yet); one line if there is none."""
     import git
 
@@ -40,7 +46,7 @@ def open_repo(path: str | os.PathLike):
 
 
 @contextmanager
-def _repo(path: str | os.PathLike):
+def _repo(path: str | os.PathLike[str]) -> Iterator[Repo]:
     # Repo keeps `git cat-file --batch` processes alive until closed.
     repo = open_repo(path)
     try:
@@ -49,17 +55,18 @@ def _repo(path: str | os.PathLike):
         repo.close()
 
 
-def _root(repo) -> str:
-    return repo.working_tree_dir or repo.git_dir
+def _root(repo: Repo) -> str:
+    return os.fspath(repo.working_tree_dir or repo.git_dir)
 
 
-def resolve_commit(repo, rev: str) -> str:
+def resolve_commit(repo: Repo, rev: str) -> str:
     """The full hex id of the commit ``rev`` names (branch, tag, sha, ``HEAD~2``...)."""
     import git
 
     if rev and not rev.startswith("-"):
         try:
-            return repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+            commit: str = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+            return commit
         except git.GitCommandError:
             pass
     hint = ""
@@ -93,7 +100,7 @@ class GitSource:
     the file an editor opens. The release repository is the git repository itself.
     """
 
-    def __init__(self, rev: str, start: str | os.PathLike = "."):
+    def __init__(self, rev: str, start: str | os.PathLike[str] = "."):
         self._repo = open_repo(start)
         try:
             self.root = _root(self._repo)
@@ -107,7 +114,7 @@ class GitSource:
     def _index(self, commit: str) -> dict[str, tuple[str, str, int]]:
         """path -> (mode, blob id, size) for every file of the commit: one ``git ls-tree`` call."""
         listing = self._repo.git.ls_tree("-r", "-z", "-l", "--full-tree", commit)
-        entries = {}
+        entries: dict[str, tuple[str, str, int]] = {}
         for record in filter(None, listing.split("\0")):
             meta, path = record.split("\t", 1)
             mode, kind, sha, size = meta.split()
@@ -121,7 +128,7 @@ class GitSource:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def manifests(self, path: str) -> list[str]:
@@ -146,7 +153,7 @@ class GitSource:
             mode, sha, size = self._entries[key]
             if size > MAX_FILE_BYTES:
                 raise SourceError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-            data = self._repo.odb.stream(bytes.fromhex(sha)).read()
+            data: bytes = self._repo.odb.stream(bytes.fromhex(sha)).read()
             if mode != _SYMLINK_MODE:
                 return data
             key = self.resolve(key, data.decode("utf-8", "surrogateescape"))
@@ -208,7 +215,7 @@ class Changes:
         return [spec for spec in specs if self.affects(spec)]
 
 
-def _patch(diff) -> str:
+def _patch(diff: Diff) -> str:
     old = f"a/{diff.a_path}" if diff.a_path and not diff.new_file else "/dev/null"
     new = f"b/{diff.b_path}" if diff.b_path and not diff.deleted_file else "/dev/null"
     body = diff.diff.decode("utf-8", "replace") if isinstance(diff.diff, bytes) else (diff.diff or "")
@@ -221,7 +228,7 @@ def _new_file_patch(root: str, path: str) -> str:
     return f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines)
 
 
-def changed_waves(path: str | os.PathLike, base_rev: str, head: str | None = None) -> Changes:
+def changed_waves(path: str | os.PathLike[str], base_rev: str, head: str | None = None) -> Changes:
     """Files that differ between ``base_rev`` and ``head`` (a revision, or None for the work tree).
 
     Like a pull request's "Files changed", the comparison starts at the merge base, so
@@ -240,10 +247,9 @@ def changed_waves(path: str | os.PathLike, base_rev: str, head: str | None = Non
         paths: set[str] = set()
         patches: dict[str, str] = {}
         for diff in diffs:
-            for side in {diff.a_path, diff.b_path} - {None}:
-                paths.add(side)
+            paths.update(side for side in (diff.a_path, diff.b_path) if side is not None)
             shown = diff.b_path if diff.b_path and not diff.deleted_file else diff.a_path
-            if shown.endswith(MANIFEST_SUFFIXES):
+            if shown is not None and shown.endswith(MANIFEST_SUFFIXES):  # a diff names one side at least
                 patches[os.path.relpath(os.path.join(root, shown))] = _patch(diff)
         if head_commit is None and repo.working_tree_dir:
             for untracked in repo.untracked_files:
@@ -253,22 +259,22 @@ def changed_waves(path: str | os.PathLike, base_rev: str, head: str | None = Non
         return Changes(root=root, base=start, head=head_commit, paths=frozenset(paths), diffs=patches)
 
 
-def dirty_files(repo) -> list[str]:
+def dirty_files(repo: Repo) -> list[str]:
     """Tracked files with uncommitted changes (staged or not), then untracked files not ignored."""
-    changed = {d.a_path or d.b_path for d in repo.index.diff(None)}
+    changed = {path for d in repo.index.diff(None) if (path := d.a_path or d.b_path)}
     if repo.head.is_valid():
-        changed |= {d.a_path or d.b_path for d in repo.index.diff("HEAD")}
+        changed |= {path for d in repo.index.diff("HEAD") if (path := d.a_path or d.b_path)}
     return sorted(changed) + sorted(set(repo.untracked_files) - changed)
 
 
-def provenance(path: str | os.PathLike, rev: str | None = None) -> dict:
+def provenance(path: str | os.PathLike[str], rev: str | None = None) -> Provenance:
     """Where a plan's manifests come from: commit, author, date, subject, branch, dirty work tree.
 
     With ``rev`` the manifests are read from that commit, so the work tree's state does not
     matter and ``dirty`` is false. A repository with no commit yet has ``commit: None``.
     """
     with _repo(path) as repo:
-        data: dict = {"repository": _root(repo), "commit": None, "dirty": False}
+        data: Provenance = {"repository": _root(repo), "commit": None, "dirty": False}
         if rev is None:
             data["dirty"] = bool(repo.working_tree_dir) and bool(dirty_files(repo))
             if not repo.head.is_valid():
@@ -287,7 +293,7 @@ def provenance(path: str | os.PathLike, rev: str | None = None) -> dict:
         return data
 
 
-def ensure_clean(path: str | os.PathLike) -> None:
+def ensure_clean(path: str | os.PathLike[str]) -> None:
     """Refuse to apply from a work tree whose state no commit describes."""
     with _repo(path) as repo:
         if not repo.working_tree_dir:
@@ -318,7 +324,9 @@ def _repository_of(paths: Sequence[str]) -> str | None:
     return roots.pop()
 
 
-def git_context(paths: Sequence[str], *, rev: str | None, require_clean: bool) -> tuple[GitSource | None, dict | None]:
+def git_context(
+    paths: Sequence[str], *, rev: str | None, require_clean: bool
+) -> tuple[GitSource | None, Provenance | None]:
     """What the CLI needs from git for one run: a manifest source and the plan's provenance.
 
     - ``rev``: manifests come from that commit (a ``GitSource``); the work tree is ignored.

@@ -1,4 +1,4 @@
-"""Wave manifests (DESIGN.md §4) -> WaveSpec objects, with every problem of the run at once.
+"""Wave manifests (docs/architecture.md, "Manifests") -> WaveSpec objects, with every problem of the run at once.
 
 A run either yields specs for all manifests or fails with all of its errors, each at
 ``file:line:col``: an operator fixing a release repository should see the whole list
@@ -11,11 +11,21 @@ then the rules that span documents and files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import TypeVar
 
-from reconciler.core import MAX_ROLLOUT_UUIDS, CompleteSpec, Gate, Location, OnFailure, PhaseSpec, WaveSpec
+from reconciler.core import (
+    MAX_ROLLOUT_UUIDS,
+    CompleteSpec,
+    FailureBound,
+    Gate,
+    Location,
+    OnFailure,
+    PhaseSpec,
+    WaveSpec,
+)
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
 from reconciler.manifest._source import FileSource, ManifestSource, SourceError, decode_utf8
@@ -28,12 +38,15 @@ from reconciler.manifest._values import (
     parse_percent,
 )
 from reconciler.manifest._windows import POLICY_FILE, POLICY_KIND, Policies, is_policy_file, read_schedule
-from reconciler.manifest._yaml import Document, position, read_documents
+from reconciler.manifest._yaml import Document, YamlPath, position, read_documents
 
 DEFAULT_EXPIRES = 365 * 86400
 # Keys whose values the planner may find wrong against the factory (a target below production, ...).
 POSITIONED_KEYS = ("target", "tag", "sourceTag", "prune", "expires", "expiresAt", "phases", "cancel", "onFailure")
 PHASE_POSITIONED_KEYS = ("group", "limit", "uuids")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -209,21 +222,21 @@ class _WaveReader:
     yields no spec.
     """
 
-    def __init__(self, run: _Run, document: Document, key: str, flagged: set[tuple]):
+    def __init__(self, run: _Run, document: Document, key: str, flagged: set[YamlPath]):
         self.run = run
         self.document = document
         self.key = key
         self.flagged = flagged
         self.failed = bool(flagged) or not document.clean
 
-    def error(self, path: tuple, message: str) -> None:
+    def error(self, path: YamlPath, message: str) -> None:
         self.run.errors.append(self.document.problem(self.document.node_at(path), message))
         self.failed = True
 
-    def location(self, path: tuple) -> Location:
+    def location(self, path: YamlPath) -> Location:
         return Location(self.document.file, *position(self.document.node_at(path)))
 
-    def get(self, raw: dict, path: tuple, key: str, kind: type | tuple[type, ...]):
+    def get(self, raw: dict[str, object], path: YamlPath, key: str, kind: type[_T] | tuple[type[_T], ...]) -> _T | None:
         """``raw[key]`` (``raw`` is the mapping at ``path``) if present, of type ``kind`` and not
         flagged by the schema; else None."""
         value = raw.get(key)
@@ -233,7 +246,14 @@ class _WaveReader:
             return None
         return value if isinstance(value, kind) else None
 
-    def parsed(self, raw: dict, path: tuple, key: str, kind: type | tuple[type, ...], parse):
+    def parsed(
+        self,
+        raw: dict[str, object],
+        path: YamlPath,
+        key: str,
+        kind: type[_T] | tuple[type[_T], ...],
+        parse: Callable[[_T], _R],
+    ) -> _R | None:
         """``parse(raw[key])``; None if the value is absent or wrong, after reporting a ValueError."""
         value = self.get(raw, path, key, kind)
         if value is None:
@@ -272,7 +292,7 @@ class _WaveReader:
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
         schedule = self.run.policies.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
-        if self.failed:
+        if self.failed or target is None:  # a missing or wrong target is an error already
             return None
         return WaveSpec(
             name=data["name"],
@@ -296,7 +316,7 @@ class _WaveReader:
             schedule=schedule,
         )
 
-    def phases(self, raw: list) -> tuple[PhaseSpec, ...]:
+    def phases(self, raw: list[object]) -> tuple[PhaseSpec, ...]:
         phases = []
         first: dict[str, int] = {}
         for index, phase in enumerate(raw):
@@ -320,6 +340,9 @@ class _WaveReader:
                     f"counts per rollout, so each part would take {limit.value}; list the devices to reach, "
                     f"or use a percentage",
                 )
+            gate = self.gate(phase, path)
+            if name is None:  # a wrong name is an error already: this wave yields no spec
+                continue
             phases.append(
                 PhaseSpec(
                     name=name,
@@ -327,7 +350,7 @@ class _WaveReader:
                     limit=limit,
                     uuids=uuids,
                     uuids_file=uuids_file,
-                    gate=self.gate(phase, path),
+                    gate=gate,
                     location=location,
                     positions={key: self.location((*path, key)) for key in PHASE_POSITIONED_KEYS if key in phase},
                     uuid_locations=uuid_locations,
@@ -335,7 +358,7 @@ class _WaveReader:
             )
         return tuple(phases)
 
-    def gate(self, raw: dict, path: tuple) -> Gate:
+    def gate(self, raw: dict[str, object], path: YamlPath) -> Gate:
         require = self.get(raw, path, "require", dict)
         if require is not None and "onlineWithin" in require and "updated" not in require:
             self.error(
@@ -353,12 +376,14 @@ class _WaveReader:
             failed=None if require is None else self.failure_bound(require, (*path, "require")),
         )
 
-    def failure_bound(self, require: dict, path: tuple):
+    def failure_bound(self, require: dict[str, object], path: YamlPath) -> FailureBound | None:
         """``require.failed`` with where it is written (a halt or cancel points there)."""
         bound = self.parsed(require, path, "failed", str, parse_failure_bound)
         return None if bound is None else replace(bound, location=self.location((*path, "failed")))
 
-    def uuids(self, phase: dict, path: tuple) -> tuple[tuple[str, ...] | None, str | None, Sequence[Location] | None]:
+    def uuids(
+        self, phase: dict[str, object], path: YamlPath
+    ) -> tuple[tuple[str, ...] | None, str | None, Sequence[Location] | None]:
         """The phase's UUIDs, the file they came from (as written) and each one's position, reporting problems."""
         raw = self.get(phase, path, "uuids", (list, str))
         path += ("uuids",)
@@ -374,7 +399,7 @@ class _WaveReader:
             for text, _, line, col in tokens:
                 first.setdefault(text, Location(file, line, col))
             return uuids, None, tuple(first[u] for u in uuids)
-        if not raw:
+        if not isinstance(raw, str) or not raw:  # absent or flagged (a list was handled above)
             return None, None, None
         if raw.startswith("/"):
             self.error(path, f"uuids file '{raw}' must be a path relative to the manifest")

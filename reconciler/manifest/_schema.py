@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from reconciler.errors import MAX_SHOWN, Problem, Problems
-from reconciler.manifest._yaml import Document
-from reconciler.resources import load_schema
+from reconciler.manifest._yaml import Document, YamlPath
+from reconciler.resources import JsonSchema, load_schema
 from reconciler.safetext import code_point
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ _TYPE_WORDS = {
 class WaveSchema:
     """The wave schema, loaded and compiled once per process."""
 
-    def __init__(self, schema: dict | None = None):
+    def __init__(self, schema: JsonSchema | None = None):
         self.schema = schema if schema is not None else load_schema("wave.schema.json")
         self.is_valid: Predicate = _Compiler(self.schema).compile(self.schema)
         self._validator: Draft202012Validator | None = (
@@ -72,9 +72,10 @@ class WaveSchema:
             from jsonschema import Draft202012Validator
 
             self._validator = Draft202012Validator(self.schema)
-        return self._validator.iter_errors(data)
+        errors: Iterator[ValidationError] = self._validator.iter_errors(data)
+        return errors
 
-    def check(self, document: Document) -> tuple[Problems, set[tuple]]:
+    def check(self, document: Document) -> tuple[Problems, set[YamlPath]]:
         """The document's schema violations, each at its own line and column (the first
         ``errors.MAX_SHOWN`` kept, the others counted), and the paths of the values found wrong
         (later checks leave those alone).
@@ -87,8 +88,8 @@ class WaveSchema:
             return found, set()
         if _quote_plain_scalars(self.schema, document) and self.is_valid(document.data):
             return found, set()
-        seen: set[tuple] = set()  # so a problem two errors explain alike is counted once
-        flagged: set[tuple] = set()
+        seen: set[tuple[int, int, str]] = set()  # so a problem two errors explain alike is counted once
+        flagged: set[YamlPath] = set()
         for error in self._errors(document.data):
             if len(seen) >= MAX_EXPLAINED:
                 found.incomplete = True
@@ -107,8 +108,8 @@ class WaveSchema:
                     found.append(problem)
         return found, flagged
 
-    def _explain(self, error: ValidationError, document: Document) -> list[tuple[tuple, Problem | None]]:
-        path = tuple(error.absolute_path)
+    def _explain(self, error: ValidationError, document: Document) -> list[tuple[YamlPath, Problem | None]]:
+        path: YamlPath = tuple(error.absolute_path)
         instance = error.instance
         keyword = error.validator
         if keyword == "additionalProperties":
@@ -201,7 +202,7 @@ def _first_outside(error: ValidationError) -> str:
     return ""
 
 
-def _first_repeat(items: list) -> int:
+def _first_repeat(items: list[object]) -> int:
     return next((index for index, item in enumerate(items) if item in items[:index]), 0)
 
 
@@ -232,7 +233,7 @@ def describe(value: object) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def _name(path: tuple, data: object) -> str:
+def _name(path: YamlPath, data: object) -> str:
     """How a message names the value at ``path``: its key, ``phase 'beta'``, or ``prune[1]``."""
     if not path:
         return "the document"
@@ -255,7 +256,7 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     return f"unknown key '{shown}'{hint}; allowed keys: {', '.join(allowed)}"
 
 
-def _quote_plain_scalars(root: dict, document: Document) -> bool:
+def _quote_plain_scalars(root: JsonSchema, document: Document) -> bool:
     """Read unquoted numbers and booleans as the text they are where the schema wants a string.
 
     ``name: 2024`` and ``group: 10`` mean the strings; YAML made them numbers. Returns
@@ -264,7 +265,7 @@ def _quote_plain_scalars(root: dict, document: Document) -> bool:
     errors, which cost a millisecond each in a document with thousands of them.
     """
     changed = False
-    pending: list[tuple[tuple, object, dict | bool]] = [((), document.data, root)]
+    pending: list[tuple[YamlPath, object, JsonSchema | bool]] = [((), document.data, root)]
     while pending:
         path, value, schema = pending.pop()
         schema = _resolve(root, schema)
@@ -287,7 +288,7 @@ def _quote_plain_scalars(root: dict, document: Document) -> bool:
     return changed
 
 
-def _resolve(root: dict, schema: dict | bool) -> dict:
+def _resolve(root: JsonSchema, schema: JsonSchema | bool) -> JsonSchema:
     """Follow a local ``$ref`` (the schema uses only ``#/$defs/...``)."""
     while isinstance(schema, dict) and "$ref" in schema:
         target = root
@@ -304,10 +305,10 @@ class _Compiler:
     Loops are plain ``for`` statements: generator expressions cost more than the checks.
     """
 
-    def __init__(self, root: dict):
+    def __init__(self, root: JsonSchema):
         self.root = root
 
-    def compile(self, schema: dict | bool) -> Predicate:
+    def compile(self, schema: JsonSchema | bool) -> Predicate:
         if schema is False:
             return lambda value: False
         if schema is True:
@@ -317,7 +318,7 @@ class _Compiler:
         ]
         return _all_of([check for check in checks if check is not None])
 
-    def _keyword(self, schema: dict, keyword: str, value) -> Predicate | None:
+    def _keyword(self, schema: JsonSchema, keyword: str, value: Any) -> Predicate | None:
         if keyword == "$ref":
             return self.compile(_resolve(self.root, schema))
         if keyword == "type":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import os
 import stat
+from collections.abc import Iterator
 from typing import Protocol
 
 from reconciler.errors import Problem, UserError
@@ -166,7 +167,7 @@ def decode_utf8(data: bytes, file: str) -> str | Problem:
         return Problem(file, line, col, f"not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8")
 
 
-def _walk(top: str):
+def _walk(top: str) -> Iterator[str]:
     for directory, subdirectories, files in os.walk(top):
         subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
         for name in files:

@@ -29,7 +29,7 @@ from reconciler.core import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window,
 from reconciler.errors import Problem, Problems
 from reconciler.manifest._schema import WaveSchema
 from reconciler.manifest._source import ManifestSource, SourceError, decode_utf8
-from reconciler.manifest._yaml import Document, position, read_documents
+from reconciler.manifest._yaml import Document, YamlPath, position, read_documents
 
 POLICY_FILE = "reconcile.yaml"
 POLICY_KIND = "ReleasePolicy"
@@ -43,7 +43,7 @@ _LOCAL_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0
 # Names zoneinfo finds on some machines but that mean "this machine's zone", not a place.
 _NOT_PLACES = {"localtime", "posixrules", "factory"}
 
-Report = Callable[[tuple, str], None]  # (path in the document, message): an error at that value
+Report = Callable[[YamlPath, str], None]  # (path in the document, message): an error at that value
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def _policy_schema() -> WaveSchema:
     return WaveSchema(load_schema("policy.schema.json"))
 
 
-def read_schedule(document: Document, flagged: set[tuple], report: Report) -> ScheduleKeys:
+def read_schedule(document: Document, flagged: set[YamlPath], report: Report) -> ScheduleKeys:
     """The ``windows`` and ``freezes`` of a document the schema checked (``flagged``: values it found wrong)."""
     data = document.data if isinstance(document.data, dict) else {}
     reader = _Reader(document, flagged, report)
@@ -209,21 +209,21 @@ def read_schedule(document: Document, flagged: set[tuple], report: Report) -> Sc
 
 
 class _Reader:
-    def __init__(self, document: Document, flagged: set[tuple], report: Report):
+    def __init__(self, document: Document, flagged: set[YamlPath], report: Report):
         self.document = document
         self.flagged = flagged
         self.report = report
 
-    def where(self, path: tuple) -> str:
+    def where(self, path: YamlPath) -> str:
         line, col = position(self.document.node_at(path))
         return f"{self.document.file}:{line}:{col}"
 
-    def text(self, raw: dict, path: tuple, key: str) -> str | None:
+    def text(self, raw: dict[str, object], path: YamlPath, key: str) -> str | None:
         """``raw[key]`` when it is a string the schema did not flag."""
         value = raw.get(key)
         return value if isinstance(value, str) and (*path, key) not in self.flagged else None
 
-    def window(self, raw: object, path: tuple) -> Window | None:
+    def window(self, raw: object, path: YamlPath) -> Window | None:
         if not isinstance(raw, dict):
             return None
         zone = self.zone(raw, path)
@@ -233,7 +233,7 @@ class _Reader:
             return None
         return Window(days, hours[0], hours[1], zone, self.where(path))
 
-    def freeze(self, raw: object, path: tuple) -> Freeze | None:
+    def freeze(self, raw: object, path: YamlPath) -> Freeze | None:
         if not isinstance(raw, dict):
             return None
         zone = self.zone(raw, path)
@@ -253,7 +253,7 @@ class _Reader:
             return None
         return Freeze(start, end, reason, zone, self.where(path))
 
-    def zone(self, raw: dict, path: tuple) -> ZoneInfo | None:
+    def zone(self, raw: dict[str, object], path: YamlPath) -> ZoneInfo | None:
         if "timezone" not in raw:
             return ZoneInfo("UTC")
         name = self.text(raw, path, "timezone")
@@ -271,7 +271,7 @@ class _Reader:
             )
             return None
 
-    def days(self, raw: object, path: tuple) -> frozenset[int] | None:
+    def days(self, raw: object, path: YamlPath) -> frozenset[int] | None:
         """``Mon-Thu``, ``Mon,Wed,Fri``, ``Fri-Mon`` (across the weekend) or a list of those."""
         if path in self.flagged:
             return None
@@ -303,7 +303,7 @@ class _Reader:
                 days.update((first + step) % 7 for step in range((last - first) % 7 + 1))
         return frozenset(days) if ok and days else None
 
-    def hours(self, raw: dict, path: tuple) -> tuple[int, int] | None:
+    def hours(self, raw: dict[str, object], path: YamlPath) -> tuple[int, int] | None:
         """``09:00-16:00`` -> minutes (540, 960); ``22:00-06:00`` runs past midnight; ``24:00`` may end a window."""
         text = self.text(raw, path, "hours")
         if text is None:
@@ -325,7 +325,9 @@ class _Reader:
             return None
         return start, end if end else MINUTES_PER_DAY
 
-    def instant(self, raw: dict, path: tuple, key: str, zone: ZoneInfo, *, end: bool) -> datetime | None:
+    def instant(
+        self, raw: dict[str, object], path: YamlPath, key: str, zone: ZoneInfo, *, end: bool
+    ) -> datetime | None:
         """A ``from``/``until`` value: a date (``until``: through the end of that day), a local date-time in
         the freeze's time zone, or an RFC 3339 date-time with an offset."""
         text = self.text(raw, path, key)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import yaml
 
@@ -30,12 +30,19 @@ _INTEGER = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")  # YAML 1.2 core s
 _DECIMAL = re.compile(r"[-+]?[0-9]+")
 _Scalar, _Mapping = yaml.ScalarNode, yaml.MappingNode
 
+YamlPath = tuple[str | int, ...]  # mapping keys and list indexes from a document's root down to one value
+
 
 class _Loader(yaml.CSafeLoader):
     """libyaml's parser with YAML 1.2 core-schema resolution and no floats or dates."""
 
-    def resolve(self, kind, value, implicit):
-        """The tag of a node; libyaml calls this for every node, so it is a dict lookup and a regex."""
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        """The tag of a node; libyaml calls this for every node, so it is a dict lookup and a regex.
+
+        ``value`` is a scalar's text and ``implicit`` its (plain, quoted) flags; a collection gives
+        None and one flag. Both stay ``Any`` (the stubs leave them untyped) so that this hot path
+        needs no narrowing.
+        """
         if kind is _Scalar:
             if implicit[0]:  # plain, unquoted
                 tag = _WORDS.get(value)
@@ -61,14 +68,14 @@ class Document:
     file: str
     rejected: set[int] = field(default_factory=set)  # ids of nodes already reported (their value is None)
     clean: bool = True  # False when reading it found problems (a duplicate key, a rejected value)
-    _entries: dict = field(default_factory=dict, repr=False)  # id(mapping node) -> {key: (key node, value node)}
+    _entries: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict, repr=False)  # by id(node)
 
-    def node_at(self, path: tuple) -> yaml.Node:
+    def node_at(self, path: YamlPath) -> yaml.Node:
         """The node of the value at ``path`` (keys and list indexes), or its deepest existing parent."""
         node = self.node
         for part in path:
             if isinstance(node, yaml.MappingNode):
-                entry = self._mapping(node).get(part)
+                entry = self._mapping(node).get(part) if isinstance(part, str) else None
                 if entry is None:
                     break
                 node = entry[1]
@@ -78,7 +85,7 @@ class Document:
                 break
         return node
 
-    def key_node(self, path: tuple, key: str) -> yaml.Node:
+    def key_node(self, path: YamlPath, key: str) -> yaml.Node:
         """The node of ``key`` itself in the mapping at ``path`` (for an unknown key)."""
         mapping = self.node_at(path)
         entry = self._mapping(mapping).get(key) if isinstance(mapping, yaml.MappingNode) else None
@@ -253,7 +260,7 @@ class _Builder:
         if self._values > MAX_VALUES:
             raise _TooManyValues
         self._open.add(key)
-        value: dict | list | None
+        value: dict[str, object] | list[object] | None
         if node.__class__ is _Mapping:
             value = self._mapping(node)
         else:
@@ -261,7 +268,7 @@ class _Builder:
         self._open.discard(key)
         return value
 
-    def _sequence(self, node: yaml.SequenceNode) -> list | None:
+    def _sequence(self, node: yaml.SequenceNode) -> list[object] | None:
         if node.tag != _SEQ:
             self._reject(node, f"unsupported YAML tag {_short(node.tag)}: write a plain list")
             return None
@@ -270,7 +277,7 @@ class _Builder:
             for item in node.value
         ]
 
-    def _mapping(self, node: yaml.MappingNode) -> dict | None:
+    def _mapping(self, node: yaml.MappingNode) -> dict[str, object] | None:
         if node.tag != _MAP:
             self._reject(node, f"unsupported YAML tag {_short(node.tag)}: write a plain mapping")
             return None
@@ -297,7 +304,7 @@ class _Builder:
         """A string scalar's text, unless it is too long or holds a character that acts instead of
         showing itself (written as an escape such as ``"\\e[31m"`` or ``"\\u202e"``, or a block
         scalar's newline): those are refused, naming the character."""
-        text = node.value
+        text: str = node.value
         if len(text) > MAX_SCALAR_CHARS:
             self._reject(node, f"a value of {len(text):,} characters is too long: at most {MAX_SCALAR_CHARS:,}")
             return None

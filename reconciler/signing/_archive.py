@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
+from reconciler.signing._canonical import Json
 from reconciler.signing._errors import TufError
 from reconciler.signing._keys import KeyPair
 
@@ -57,13 +58,13 @@ class KeyArchive:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def public_entries(self) -> Iterator[tuple[str, dict]]:
+    def public_entries(self) -> Iterator[tuple[str, Json]]:
         """Every ``*.pub`` entry (fioctl matches on content, not on file names), parsed."""
         for name in self.names:
             if name.endswith(".pub"):
                 yield name, _parse_public_entry(name, self._entries[name])
 
-    def private_entry(self, pub_name: str) -> tuple[str, dict]:
+    def private_entry(self, pub_name: str) -> tuple[str, Json]:
         """The ``.sec`` twin of a ``.pub`` entry: fioctl replaces the first ``.pub`` in the name."""
         sec_name = pub_name.replace(".pub", ".sec", 1)
         raw = self._entries.get(sec_name)
@@ -78,7 +79,7 @@ class KeyArchive:
         return sec_name, doc
 
 
-def _parse_public_entry(name: str, raw: bytes) -> dict:
+def _parse_public_entry(name: str, raw: bytes) -> Json:
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -129,7 +130,7 @@ def load_key_archive_b64(text: str, source: str = "key archive") -> KeyArchive:
     return load_key_archive(data)
 
 
-def load_key_archive_file(path: str | os.PathLike) -> KeyArchive:
+def load_key_archive_file(path: str | os.PathLike[str]) -> KeyArchive:
     """Read a key archive file into memory (size-limited) and parse it."""
     try:
         # O_NONBLOCK: a FIFO or a device opens at once instead of waiting for a writer, and is refused

@@ -11,11 +11,17 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from reconciler.signing._errors import TufError
 
 DEFAULT_EXPIRES_DAYS = 365
 _INT64 = 1 << 63
+
+# The JSON shapes of this package (root and targets metadata, keys, signatures): what it builds is a
+# ``Json`` dict; what it reads, parsed from a server or a file or built here, is a ``JsonObject``.
+Json = dict[str, Any]
+JsonObject = Mapping[str, Any]
 
 
 # In json.dumps output, escapes fioctl does not write (\b, \f, \u00XX for other control characters).
@@ -24,7 +30,7 @@ _ODD_ESCAPE = re.compile(r"\\[bfu]")
 _ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def canonical_json(obj) -> bytes:
+def canonical_json(obj: object) -> bytes:
     """Encode ``obj`` exactly as fioctl's canonical JSON encoder does (reference §4.3).
 
     Sorted keys, no white space, only ``\\ " \\n \\r \\t`` escaped (other control characters and
@@ -48,7 +54,7 @@ def canonical_json(obj) -> bytes:
 _SCALARS = frozenset({str, int, bool, type(None)})
 
 
-def _is_plain(o) -> bool:
+def _is_plain(o: Any) -> bool:  # Any: mypy cannot narrow by the exact-type tests, the fast path's point
     """True if ``o`` holds only dicts with str keys, lists, str, int, bool and None (no floats).
     Exact types only: subclasses (IntEnum, OrderedDict, ...) take the general encoder."""
     t = type(o)
@@ -82,7 +88,7 @@ def _utf8(text: str) -> bytes:
         raise TufError("canonical JSON cannot encode a string with a lone surrogate") from None
 
 
-def _encode(o, parts: list[str]) -> None:
+def _encode(o: object, parts: list[str]) -> None:
     """The general encoder: any Mapping, list/tuple, str, int, bool, None and integral floats."""
     if isinstance(o, str):
         parts.append('"' + o.translate(_ESCAPES) + '"')

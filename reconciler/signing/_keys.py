@@ -14,12 +14,15 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from reconciler.signing._canonical import Json, JsonObject
 from reconciler.signing._errors import TufError
 
 METHOD_FOR_KEYTYPE = {"ED25519": "ed25519", "RSA": "rsassa-pss-sha256"}
+PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey  # the key types of METHOD_FOR_KEYTYPE
+PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 
-def _keytype(key: Mapping) -> str:
+def _keytype(key: object) -> str:
     """The upper-case key type; fioctl parses it case-insensitively."""
     kt = str(key.get("keytype", "")).upper() if isinstance(key, Mapping) else ""
     if kt not in METHOD_FOR_KEYTYPE:
@@ -27,14 +30,14 @@ def _keytype(key: Mapping) -> str:
     return kt
 
 
-def _shown_keytype(value) -> str:
+def _shown_keytype(value: object) -> str:
     """A .sec file's keytype as it may appear in an error: any other text there could be key material."""
     if isinstance(value, str) and value.upper() in METHOD_FOR_KEYTYPE:
         return repr(value)
     return "an unsupported key type"
 
 
-def _public_value(key: Mapping) -> str:
+def _public_value(key: JsonObject) -> str:
     keyval = key.get("keyval")
     public = keyval.get("public") if isinstance(keyval, Mapping) else None
     if not isinstance(public, str):
@@ -43,7 +46,7 @@ def _public_value(key: Mapping) -> str:
 
 
 @lru_cache(maxsize=256)
-def _load_public(keytype: str, public: str):
+def _load_public(keytype: str, public: str) -> PublicKey:
     """A cryptography public key object; cached because devices verify with the same few keys."""
     try:
         if keytype == "ED25519":
@@ -56,21 +59,21 @@ def _load_public(keytype: str, public: str):
     return key
 
 
-def _public_object(key: Mapping):
+def _public_object(key: JsonObject) -> PublicKey:
     return _load_public(_keytype(key), _public_value(key))
 
 
-def _spki_der(public_obj) -> bytes:
+def _spki_der(public_obj: PublicKey) -> bytes:
     return public_obj.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def key_id(public: Mapping) -> str:
+def key_id(public: JsonObject) -> str:
     """Foundries key id: hex sha256 of the DER SubjectPublicKeyInfo (not the TUF-spec key id)."""
     return hashlib.sha256(_spki_der(_public_object(public))).hexdigest()
 
 
-def _public_dict(keytype: str, public_obj) -> dict:
-    if keytype == "ED25519":
+def _public_dict(keytype: str, public_obj: PublicKey) -> Json:
+    if isinstance(public_obj, ed25519.Ed25519PublicKey):
         value = public_obj.public_bytes_raw().hex()
     else:
         value = public_obj.public_bytes(
@@ -83,8 +86,8 @@ def _public_dict(keytype: str, public_obj) -> dict:
 class KeyPair:
     """A key in fioctl's JSON form; ``private`` is excluded from repr and str."""
 
-    public: dict
-    private: dict = field(repr=False)
+    public: Json
+    private: Json = field(repr=False)
     keyid: str
 
 
@@ -104,7 +107,7 @@ def generate_keypair(keytype: str = "ED25519", bits: int = 4096) -> KeyPair:
     return KeyPair(public, {"keytype": kt, "keyval": {"private": secret}}, key_id(public))
 
 
-def _root_signed(root: Mapping) -> Mapping:
+def _root_signed(root: object) -> JsonObject:
     """Accept a root envelope or its ``signed`` part."""
     signed = root.get("signed", root) if isinstance(root, Mapping) else None
     if not isinstance(signed, Mapping) or not isinstance(signed.get("keys"), Mapping):
@@ -112,7 +115,7 @@ def _root_signed(root: Mapping) -> Mapping:
     return signed
 
 
-def _role(root_signed: Mapping, role: str) -> tuple[list[str], int]:
+def _role(root_signed: JsonObject, role: str) -> tuple[list[str], int]:
     roles = root_signed.get("roles")
     spec = roles.get(role) if isinstance(roles, Mapping) else None
     if not isinstance(spec, Mapping) or not isinstance(spec.get("keyids"), list):

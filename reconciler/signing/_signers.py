@@ -20,11 +20,12 @@ from reconciler.signing._archive import (
     load_key_archive_b64,
     load_key_archive_file,
 )
-from reconciler.signing._canonical import canonical_json
+from reconciler.signing._canonical import Json, JsonObject, canonical_json
 from reconciler.signing._errors import TufError
 from reconciler.signing._keys import (
     METHOD_FOR_KEYTYPE,
     KeyPair,
+    PrivateKey,
     _keytype,
     _public_object,
     _public_value,
@@ -35,18 +36,21 @@ from reconciler.signing._keys import (
 )
 from reconciler.signing._verify import _signature_valid
 
-if TYPE_CHECKING:  # securesystemslib.signer pulls in every KMS backend it finds: import it only to sign
-    from securesystemslib.signer import SecretsHandler, Signer, SSlibKey
+# securesystemslib.signer pulls in every KMS backend it finds: import it only to sign. Its __init__
+# re-exports its public names (SSlibKey, Signer, CryptoSigner, ...) without __all__ or ``as``, which
+# strict mypy (no implicit re-export) reports; the names are its documented API, hence the ignores.
+if TYPE_CHECKING:
+    from securesystemslib.signer import SecretsHandler, Signer, SSlibKey  # type: ignore[attr-defined]
 
 
-def _private_object(label: str, sec: dict, public: Mapping):
+def _private_object(label: str, sec: JsonObject, public: JsonObject) -> PrivateKey:
     """Parse a ``.sec`` key (ED25519 hex seed or 64-byte Go key; RSA PEM) and check it is the
     private half of ``public``. No exception raised here carries the secret or a parse context;
     ``label`` names the key in messages."""
     keytype = _keytype(public)
     keyval = sec.get("keyval")
     secret = keyval.get("private") if isinstance(keyval, Mapping) else None
-    priv = None
+    priv: PrivateKey | None = None
     if isinstance(secret, str):
         priv = _ed25519_private(secret) if keytype == "ED25519" else _rsa_private(secret)
     if priv is None:
@@ -56,7 +60,7 @@ def _private_object(label: str, sec: dict, public: Mapping):
     return priv
 
 
-def _ed25519_private(secret: str):
+def _ed25519_private(secret: str) -> ed25519.Ed25519PrivateKey | None:
     try:
         raw = bytes.fromhex(secret.strip())
     except ValueError:
@@ -69,7 +73,7 @@ def _ed25519_private(secret: str):
     return priv
 
 
-def _rsa_private(secret: str):
+def _rsa_private(secret: str) -> rsa.RSAPrivateKey | None:
     try:
         priv = serialization.load_pem_private_key(secret.strip().encode(), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -77,9 +81,9 @@ def _rsa_private(secret: str):
     return priv if isinstance(priv, rsa.RSAPrivateKey) else None
 
 
-def _sslib_key(keyid: str, public: Mapping) -> SSlibKey:
+def _sslib_key(keyid: str, public: JsonObject) -> SSlibKey:
     """The securesystemslib view of a Foundries key (lower-case type plus the implied scheme)."""
-    from securesystemslib.signer import SSlibKey
+    from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]  # implicit re-export, see above
 
     kt = _keytype(public)
     scheme = METHOD_FOR_KEYTYPE[kt]
@@ -92,21 +96,21 @@ class TargetsSigner:
     RSA keys sign RSASSA-PSS with SHA-256 and a 32-byte salt (securesystemslib's digest-length
     salt), as fioctl and garage-sign do."""
 
-    def __init__(self, signer: Signer, keyid: str, public: Mapping):
+    def __init__(self, signer: Signer, keyid: str, public: JsonObject):
         self._signer = signer
         self.keyid = keyid
         keytype = _keytype(public)
-        self.public = {"keytype": keytype, "keyval": {"public": _public_value(public)}}
+        self.public: Json = {"keytype": keytype, "keyval": {"public": _public_value(public)}}
         self.method = METHOD_FOR_KEYTYPE[keytype]
 
     def __repr__(self) -> str:
         return f"TargetsSigner(keyid={self.keyid!r}, method={self.method!r})"
 
-    def sign(self, signed: Mapping) -> dict:
+    def sign(self, signed: JsonObject) -> Json:
         """``{"keyid", "method", "sig"}`` over canonical_json(signed)."""
         return self.sign_bytes(canonical_json(signed))
 
-    def sign_bytes(self, payload: bytes) -> dict:
+    def sign_bytes(self, payload: bytes) -> Json:
         sig = self._signer.sign(payload)
         raw = bytes.fromhex(sig.signature)
         return {"keyid": self.keyid, "method": self.method, "sig": base64.b64encode(raw).decode()}
@@ -115,12 +119,12 @@ class TargetsSigner:
 def signer_for_keypair(pair: KeyPair) -> TargetsSigner:
     """A signer for a key held in memory (local factory, tests)."""
     priv = _private_object(f"the private key of {pair.keyid}", pair.private, pair.public)
-    from securesystemslib.signer import CryptoSigner
+    from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # implicit re-export, see above
 
     return TargetsSigner(CryptoSigner(priv, _sslib_key(pair.keyid, pair.public)), pair.keyid, pair.public)
 
 
-def offline_keyids(root: Mapping, online_public: Mapping) -> list[str]:
+def offline_keyids(root: JsonObject, online_public: JsonObject) -> list[str]:
     """Root's targets key ids minus the online (Foundries-held) key, as ``waves init`` computes them.
     Every candidate must be present in root's keys."""
     signed = _root_signed(root)
@@ -141,7 +145,7 @@ def offline_keyids(root: Mapping, online_public: Mapping) -> list[str]:
     return candidates
 
 
-def find_offline_signer(root: Mapping, archive: KeyArchive, online_public: Mapping) -> TargetsSigner:
+def find_offline_signer(root: JsonObject, archive: KeyArchive, online_public: JsonObject) -> TargetsSigner:
     """fioctl's FindOneTufSigner: exactly one private key in the archive must belong to one of
     root's offline targets keys. Matching compares public key values, never file names."""
     signed = _root_signed(root)
@@ -167,7 +171,7 @@ def find_offline_signer(root: Mapping, archive: KeyArchive, online_public: Mappi
             "this is unsupported and insecure"
         )
     kid, root_key, priv = found[0]
-    from securesystemslib.signer import CryptoSigner
+    from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # implicit re-export, see above
 
     return TargetsSigner(CryptoSigner(priv, _sslib_key(kid, root_key)), kid, root_key)
 
@@ -176,7 +180,7 @@ _PROBE = b"reconciler: which offline targets key is this?"
 
 
 def signer_from_uri(
-    uri: str, root: Mapping, online_public: Mapping, secrets_handler: SecretsHandler | None = None
+    uri: str, root: JsonObject, online_public: JsonObject, secrets_handler: SecretsHandler | None = None
 ) -> TargetsSigner:
     """A signer for root's offline targets key from a URI.
 
@@ -196,7 +200,7 @@ def signer_from_uri(
         return find_offline_signer(root, load_key_archive_b64(text, source=rest), online_public)
     if scheme == "archive":
         return find_offline_signer(root, load_key_archive_file(rest), online_public)
-    from securesystemslib.signer import SIGNER_FOR_URI_SCHEME
+    from securesystemslib.signer import SIGNER_FOR_URI_SCHEME  # type: ignore[attr-defined]  # implicit re-export, see above
 
     if scheme not in SIGNER_FOR_URI_SCHEME:
         known = ", ".join(sorted(["envvar", "archive", *SIGNER_FOR_URI_SCHEME]))
@@ -205,9 +209,9 @@ def signer_from_uri(
 
 
 def _probe_uri_signer(
-    uri: str, root: Mapping, online_public: Mapping, secrets_handler: SecretsHandler | None
+    uri: str, root: JsonObject, online_public: JsonObject, secrets_handler: SecretsHandler | None
 ) -> TargetsSigner:
-    from securesystemslib.signer import Signer
+    from securesystemslib.signer import Signer  # type: ignore[attr-defined]  # implicit re-export, see above
 
     signed = _root_signed(root)
     matches, failures = [], []

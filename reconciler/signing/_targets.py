@@ -10,7 +10,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from reconciler.signing._canonical import canonical_json, format_expires
+from reconciler.signing._canonical import Json, JsonObject, canonical_json, format_expires
 from reconciler.signing._errors import TufError
 from reconciler.signing._keys import KeyPair, _keytype, key_id
 from reconciler.signing._signers import signer_for_keypair
@@ -21,9 +21,9 @@ def make_root(
     version: int,
     expires: datetime,
     root_pairs: Sequence[KeyPair],
-    targets_public: Sequence[Mapping],
+    targets_public: Sequence[JsonObject],
     targets_threshold: int,
-) -> dict:
+) -> Json:
     """A Foundries-style root envelope signed by every root key. Snapshot and timestamp are given the
     first targets key (the online key), as the service holds all online roles."""
     if not root_pairs or not targets_public:
@@ -56,14 +56,14 @@ def make_root(
 
 def build_wave_targets(
     *,
-    ci_targets: Mapping,
-    prod_targets: Mapping | None,
+    ci_targets: JsonObject,
+    prod_targets: JsonObject | None,
     version: int,
     tag: str,
     source_tag: str | None = None,
     prune: Sequence[int] = (),
     expires: datetime,
-) -> dict:
+) -> Json:
     """The ``signed`` part of a wave's targets, built like ``fioctl waves init`` (reference §2.1 2-8).
 
     ``ci_targets`` is the flat files map of ``GET targets?version=N``; ``prod_targets`` the tag's
@@ -88,7 +88,7 @@ def build_wave_targets(
     return {"_type": "Targets", "expires": format_expires(expires), "targets": targets, "version": version}
 
 
-def _current_targets(prod_targets: Mapping | None, version: int) -> dict:
+def _current_targets(prod_targets: JsonObject | None, version: int) -> Json:
     if prod_targets is None:
         return {}
     signed = prod_targets.get("signed", prod_targets)
@@ -97,14 +97,14 @@ def _current_targets(prod_targets: Mapping | None, version: int) -> dict:
     return dict(signed.get("targets") or {})
 
 
-def _custom(name: str, meta) -> Mapping:
+def _custom(name: str, meta: object) -> JsonObject:
     custom = meta.get("custom") if isinstance(meta, Mapping) else None
     if not isinstance(custom, Mapping):
         raise TufError(f"Target {name} has no custom metadata")
     return custom
 
 
-def _prune(targets: dict, version: int, prune: Sequence[int]) -> None:
+def _prune(targets: Json, version: int, prune: Sequence[int]) -> None:
     """Remove every target whose custom.version is one of ``prune`` (fioctl compares strings)."""
     if str(version) in map(str, prune):
         raise TufError("Cannot prune current version")

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
-from reconciler.signing._canonical import canonical_json
+from reconciler.signing._canonical import JsonObject, canonical_json
 from reconciler.signing._errors import TufError
 from reconciler.signing._keys import (
     METHOD_FOR_KEYTYPE,
@@ -26,7 +26,7 @@ from reconciler.signing._keys import (
 )
 
 
-def _signature_valid(public: Mapping, signature: Mapping, payload: bytes) -> bool:
+def _signature_valid(public: JsonObject, signature: JsonObject, payload: bytes) -> bool:
     """One Foundries signature over ``payload``; the method must fit the key type."""
     try:
         keytype = _keytype(public)
@@ -37,7 +37,7 @@ def _signature_valid(public: Mapping, signature: Mapping, payload: bytes) -> boo
         return False
     try:
         raw = base64.b64decode(signature["sig"], validate=True)
-        if keytype == "ED25519":
+        if isinstance(key, ed25519.Ed25519PublicKey):  # the key of keytype ED25519
             key.verify(raw, payload)
         else:
             # Go verifies with PSSSaltLengthAuto, so accept any salt; we sign with exactly 32 bytes.
@@ -47,7 +47,7 @@ def _signature_valid(public: Mapping, signature: Mapping, payload: bytes) -> boo
     return True
 
 
-def verify_threshold(root: Mapping, role: str, signed: Mapping, signatures: Sequence[Mapping]) -> list[str]:
+def verify_threshold(root: JsonObject, role: str, signed: JsonObject, signatures: Sequence[JsonObject]) -> list[str]:
     """Check that ``signed`` carries at least root's threshold of valid signatures for ``role``.
 
     Key ids are taken from root as given (never recomputed). A key counts once however many
@@ -61,7 +61,7 @@ def verify_threshold(root: Mapping, role: str, signed: Mapping, signatures: Sequ
     return valid
 
 
-def valid_keyids(root: Mapping, role: str, signed: Mapping, signatures: Sequence[Mapping]) -> list[str]:
+def valid_keyids(root: JsonObject, role: str, signed: JsonObject, signatures: Sequence[JsonObject]) -> list[str]:
     """The key ids of ``role`` in root whose signature over ``signed`` verifies, each key once (as
     ``verify_threshold`` counts them), whatever the threshold: how far a wave is from it."""
     root_signed = _root_signed(root)
@@ -85,13 +85,13 @@ def valid_keyids(root: Mapping, role: str, signed: Mapping, signatures: Sequence
     return valid
 
 
-def verify_signature(root: Mapping, role: str, signed: Mapping, signature: Mapping) -> str:
+def verify_signature(root: JsonObject, role: str, signed: JsonObject, signature: JsonObject) -> str:
     """Check one signature made by a key of ``role`` in root, whatever the threshold (the reconciler
     checks its own offline signature before sending; the service adds the online one). Returns the key id."""
     root_signed = _root_signed(root)
     keyids, _ = _role(root_signed, role)
     kid = signature.get("keyid")
-    if kid not in keyids or not isinstance(root_signed["keys"].get(kid), Mapping):
+    if not isinstance(kid, str) or kid not in keyids or not isinstance(root_signed["keys"].get(kid), Mapping):
         raise TufError(f"signature key {kid} is not a {role} key in root")
     if not _signature_valid(root_signed["keys"][kid], signature, canonical_json(signed)):
         raise TufError(f"the signature by key {kid} does not verify against root")

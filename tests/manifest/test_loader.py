@@ -1,4 +1,4 @@
-"""The manifest loader: every rule of DESIGN.md §4 at its exact file:line:col, the examples, the CLI."""
+"""The manifest loader: every manifest rule (docs/architecture.md, "Manifests") at its exact file:line:col, the examples, the CLI."""
 
 from __future__ import annotations
 
