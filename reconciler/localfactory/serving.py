@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -36,6 +37,9 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
 from . import requestbody
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
 
 CONNECTION_LIMIT = 100  # open connections per listening socket (waitress's default)
 IDLE_TIMEOUT = 30  # seconds a connection may stay open without sending a request
@@ -53,7 +57,7 @@ BUSY_ANSWER = (
 )
 
 
-class _JsonErrorTask(ErrorTask):
+class _JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type hints: its classes are Any
     """Waitress's answer to a request it refuses itself, with the API's error body (errors.py)."""
 
     def execute(self) -> None:
@@ -74,7 +78,7 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class _Channel(HTTPChannel):
+class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints: its classes are Any
     """A connection that remembers when the request it is receiving began (``time.time()``, like
     waitress's ``last_activity``), and answers waitress's own refusals in JSON."""
 
@@ -84,7 +88,7 @@ class _Channel(HTTPChannel):
     def received(self, data: bytes) -> bool:
         if self.request is None and data:
             self.receiving_since = time.time()
-        result = super().received(data)
+        result: bool = super().received(data)
         if self.request is None:  # every request in ``data`` arrived whole
             self.receiving_since = None
         return result
@@ -96,11 +100,12 @@ class _Channel(HTTPChannel):
         if self.requests or self.total_outbufs_len or self.will_close:
             return None
         if self.receiving_since is None:
-            return self.last_activity
+            idle_since: float = self.last_activity
+            return idle_since
         return self.receiving_since if now - self.receiving_since > SLOW_SEND else None
 
 
-class _SheddingServer(TcpWSGIServer):
+class _SheddingServer(TcpWSGIServer):  # type: ignore[misc]  # waitress has no type hints: its classes are Any
     channel_class = _Channel
     date: Callable[[], str | None] | None = None  # the Date of waitress's own answers
     next_channel_cleanup: float = 0
@@ -163,7 +168,7 @@ class Listening:
 
 
 def create_server(
-    app, *, host: str, port: int, threads: int, date: Callable[[], str | None] | None = None
+    app: WSGIApplication, *, host: str, port: int, threads: int, date: Callable[[], str | None] | None = None
 ) -> Listening:
     """Like ``waitress.create_server`` with the shedding server on every address ``host`` names;
     ``date`` gives the ``Date`` header of the answers waitress makes itself (None: the wall clock)."""
@@ -181,7 +186,7 @@ def create_server(
     )  # waitress refuses >= this
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
-    socket_map: dict = {}
+    socket_map: dict[int, Any] = {}  # waitress's file descriptor -> dispatcher (untyped)
     servers: list[_SheddingServer] = []
     try:
         servers.extend(
