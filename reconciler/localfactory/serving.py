@@ -1,3 +1,6 @@
+# mypy: allow-subclassing-any
+# (waitress ships no type hints, pyproject: ignore_missing_imports, so its classes are Any; the server,
+# channel and error task here extend them all the same)
 """The HTTP server of ``reconcile-factory serve``: waitress, made to shed idle and slow clients.
 
 Waitress serves requests on a few threads but holds connections in one event loop, and by default it
@@ -57,7 +60,7 @@ BUSY_ANSWER = (
 )
 
 
-class _JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type hints: its classes are Any
+class _JsonErrorTask(ErrorTask):
     """Waitress's answer to a request it refuses itself, with the API's error body (errors.py)."""
 
     def execute(self) -> None:
@@ -78,7 +81,7 @@ class _JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type h
         self.write(body)
 
 
-class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints: its classes are Any
+class _Channel(HTTPChannel):
     """A connection that remembers when the request it is receiving began (``time.time()``, like
     waitress's ``last_activity``), and answers waitress's own refusals in JSON."""
 
@@ -105,7 +108,7 @@ class _Channel(HTTPChannel):  # type: ignore[misc]  # waitress has no type hints
         return self.receiving_since if now - self.receiving_since > SLOW_SEND else None
 
 
-class _SheddingServer(TcpWSGIServer):  # type: ignore[misc]  # waitress has no type hints: its classes are Any
+class _SheddingServer(TcpWSGIServer):
     channel_class = _Channel
     date: Callable[[], str | None] | None = None  # the Date of waitress's own answers
     next_channel_cleanup: float = 0
