@@ -43,7 +43,7 @@ class Embedded:
     modes_note: str | None = None  # modes of an older factory made private, or why they could not be
 
 
-def open_embedded(path: str | os.PathLike | None = None) -> Embedded:
+def open_embedded(path: str | os.PathLike[str] | None = None) -> Embedded:
     """Open the factory in ``path`` (creating the demo factory when there is no ``factory.db``).
     Anything wrong with the place or the file is a UserError (one line); a file that is there but
     is not a factory database is refused, never replaced."""

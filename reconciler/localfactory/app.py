@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import sqlite3
+from typing import Any
 from urllib.parse import urlencode
 
 import falcon
@@ -41,6 +42,7 @@ from . import (
     wavestatus,
 )
 from .errors import ApiError, bad_request, not_found
+from .shapes import JsonValue
 
 JSON_DUMPS = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 ROOT_FILE = re.compile(r"^(?:(\d+)\.)?root\.json$")
@@ -48,7 +50,7 @@ IN_PROCESS_ACTOR = "local-operator"
 log = logging.getLogger(__name__)
 
 
-def _int_param(req, name: str, default: int, lo: int, hi: int = store.MAX_INT) -> int:
+def _int_param(req: falcon.Request, name: str, default: int, lo: int, hi: int = store.MAX_INT) -> int:
     raw = req.get_param(name)
     if raw in (None, ""):
         return default
@@ -60,7 +62,7 @@ def _int_param(req, name: str, default: int, lo: int, hi: int = store.MAX_INT) -
     return value
 
 
-def _body(req):
+def _body(req: falcon.Request) -> JsonValue:
     """The JSON body (checked by requestbody: media type, size, strict JSON), ``{}`` when there is none."""
     body = requestbody.read_json(req)
     return {} if body is None else body
@@ -70,7 +72,7 @@ class Base:
     def __init__(self, st: store.Store):
         self.store = st
 
-    def factory(self, conn, name: str) -> None:
+    def factory(self, conn: sqlite3.Connection, name: str) -> None:
         if name != store.factory_name(conn):
             raise not_found(f"Factory {name} not found")
 
@@ -79,7 +81,7 @@ class Base:
 
 
 class WavesResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         page = _int_param(req, "page", 1, 1)
         limit = _int_param(req, "limit", 20, 1, 1000)
         status = req.get_param("status") or None
@@ -92,12 +94,12 @@ class WavesResource(Base):
             )
         nxt = None
         if page * limit < total:
-            params = dict(req.params)
+            params: dict[str, object] = dict(req.params)
             params.update(page=page + 1, limit=limit)
             nxt = f"{req.prefix}{req.path}/?{urlencode(params)}"
         resp.media = {"waves": items, "total": total, "next": nxt}
 
-    def on_post(self, req, resp, factory):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         text = requestbody.read_text(req)
         body = {} if text is None else requestbody.parse(text)
         waves.require_canonical_signed(body, text)
@@ -108,7 +110,7 @@ class WavesResource(Base):
 
 
 class WaveResource(Base):
-    def on_get(self, req, resp, factory, wave):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str, wave: str) -> None:
         show = req.get_param("show-targets") not in (None, "", "0", "false")
         with self.store.read() as conn:
             self.factory(conn, factory)
@@ -116,11 +118,11 @@ class WaveResource(Base):
 
 
 class WaveActionResource(Base):
-    def __init__(self, st, action: str):
+    def __init__(self, st: store.Store, action: str):
         super().__init__(st)
         self.action = action
 
-    def on_post(self, req, resp, factory, wave):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, factory: str, wave: str) -> None:
         body = _body(req)
         # A dry-run rollout writes nothing: a read snapshot, so the plan's dry runs do not queue on writes.
         with (
@@ -141,7 +143,7 @@ class WaveActionResource(Base):
 
 
 class WaveStatusResource(Base):
-    def on_get(self, req, resp, factory, wave):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str, wave: str) -> None:
         threshold = _int_param(req, "offline-threshold", 4, 1)
         with self.store.read() as conn:
             self.factory(conn, factory)
@@ -151,7 +153,7 @@ class WaveStatusResource(Base):
 # ------------------------------------------------------------------------------------ targets
 
 
-def _names(req, key: str) -> list[str] | None:
+def _names(req: falcon.Request, key: str) -> list[str] | None:
     """``?key=a,b`` -> [a, b]; ``?key=`` -> [] (all); absent -> None."""
     raw = req.get_param(key)
     if raw is None:
@@ -160,7 +162,7 @@ def _names(req, key: str) -> list[str] | None:
 
 
 class ProdTargetsResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         tags = _names(req, "tag")
         with self.store.read() as conn:
             self.factory(conn, factory)
@@ -173,7 +175,7 @@ class ProdTargetsResource(Base):
 
 
 class WaveTargetsResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         names = _names(req, "name")
         with self.store.read() as conn:
             self.factory(conn, factory)
@@ -186,7 +188,7 @@ class WaveTargetsResource(Base):
 
 
 class CiTargetsResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         version = req.get_param("version")
         with self.store.read() as conn:
             self.factory(conn, factory)
@@ -197,7 +199,7 @@ class CiTargetsResource(Base):
 
 
 class CiTargetResource(Base):
-    def on_get(self, req, resp, factory, name):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str, name: str) -> None:
         with self.store.read() as conn:
             self.factory(conn, factory)
             meta = targets.ci_file(conn, name)
@@ -207,7 +209,7 @@ class CiTargetResource(Base):
 
 
 class OnlineKeyResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         with self.store.read() as conn:
             self.factory(conn, factory)
             resp.media = trust.online_public(conn)
@@ -216,7 +218,7 @@ class OnlineKeyResource(Base):
 class UserRepoResource(Base):
     """``/ota/repo/{f}/api/v1/user_repo/{root.json|N.root.json|targets.json}[?production=1][&tag=T]``."""
 
-    def on_get(self, req, resp, factory, file):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str, file: str) -> None:
         production = req.get_param("production") not in (None, "", "0", "false")
         kind = "prod" if production else "ci"
         with self.store.read() as conn:
@@ -243,7 +245,7 @@ class UserRepoResource(Base):
 
 
 class DevicesResource(Base):
-    def on_get(self, req, resp):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         filters = devices.parse_filters(req.params)
         with self.store.read() as conn:
             self.factory(conn, req.get_param("factory") or store.factory_name(conn))
@@ -264,13 +266,13 @@ class DevicesResource(Base):
 
 
 class DeviceResource(Base):
-    def on_get(self, req, resp, device):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, device: str) -> None:
         by_uuid = req.get_param("by-uuid") not in (None, "", "0", "false")
         with self.store.read() as conn:
             self.factory(conn, req.get_param("factory") or store.factory_name(conn))
             resp.media = devices.device_json(conn, devices.get_device(conn, device, by_uuid=by_uuid))
 
-    def on_patch(self, req, resp, device):
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, device: str) -> None:
         by_uuid = req.get_param("by-uuid") not in (None, "", "0", "false")
         body = _body(req)
         with self.store.write() as conn:
@@ -280,7 +282,7 @@ class DeviceResource(Base):
 
 
 class DeviceUpdatesResource(Base):
-    def on_get(self, req, resp, device):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, device: str) -> None:
         by_uuid = req.get_param("by-uuid") not in (None, "", "0", "false")
         page = _int_param(req, "page", 1, 1)
         limit = _int_param(req, "limit", 50, 1, 1000)
@@ -294,7 +296,7 @@ class DeviceUpdatesResource(Base):
 
 
 class DeviceUpdateEventsResource(Base):
-    def on_get(self, req, resp, device, correlation):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, device: str, correlation: str) -> None:
         by_uuid = req.get_param("by-uuid") not in (None, "", "0", "false")
         with self.store.read() as conn:
             self.factory(conn, req.get_param("factory") or store.factory_name(conn))
@@ -302,12 +304,12 @@ class DeviceUpdateEventsResource(Base):
 
 
 class GroupsResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         with self.store.read() as conn:
             self.factory(conn, factory)
             resp.media = {"groups": groups.list_groups(conn)}
 
-    def on_post(self, req, resp, factory):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         body = _body(req)
         with self.store.write() as conn:
             self.factory(conn, factory)
@@ -316,18 +318,18 @@ class GroupsResource(Base):
 
 
 class GroupResource(Base):
-    def on_get(self, req, resp, factory, group):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str, group: str) -> None:
         with self.store.read() as conn:
             self.factory(conn, factory)
             resp.media = groups.get_group(conn, group)
 
-    def on_patch(self, req, resp, factory, group):
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, factory: str, group: str) -> None:
         body = _body(req)
         with self.store.write() as conn:
             self.factory(conn, factory)
             resp.media = groups.patch_group(conn, group, body, req.context.actor)
 
-    def on_delete(self, req, resp, factory, group):
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, factory: str, group: str) -> None:
         with self.store.write() as conn:
             self.factory(conn, factory)
             groups.delete_group(conn, group)
@@ -335,7 +337,7 @@ class GroupResource(Base):
 
 
 class FactoryStatusResource(Base):
-    def on_get(self, req, resp, factory):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str) -> None:
         threshold = _int_param(req, "offline-threshold", 4, 1)
         with self.store.read() as conn:
             self.factory(conn, factory)
@@ -343,7 +345,7 @@ class FactoryStatusResource(Base):
 
 
 class GatewayResource(Base):
-    def on_get(self, req, resp, factory, file):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, factory: str, file: str) -> None:
         uuid = req.get_header("x-ats-device-uuid")
         if not uuid:
             raise bad_request("x-ats-device-uuid is required: it names the device (the client certificate's CN)")
@@ -367,7 +369,7 @@ class Context:
         self.store = st
         self.require_token = require_token
 
-    def process_request(self, req, resp):
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.actor = IN_PROCESS_ACTOR
         if not self.require_token:
             return
@@ -389,7 +391,9 @@ class Context:
             raise ApiError(401, "Authentication required: send a valid API token in the OSF-TOKEN header")
         req.context.actor = name
 
-    def process_response(self, req, resp, resource, req_succeeded):
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         try:
             with self.store.read() as conn:
                 ts = store.now(conn)
@@ -398,20 +402,20 @@ class Context:
         resp.set_header("Date", store.http_date(ts))
 
 
-def _handle_api_error(req, resp, ex: ApiError, params):
+def _handle_api_error(req: falcon.Request, resp: falcon.Response, ex: ApiError, params: dict[str, Any]) -> None:
     resp.status = falcon.code_to_http_status(ex.status)
     resp.media = ex.body()
     if ex.status == 401:
         resp.set_header("WWW-Authenticate", 'Bearer realm="local-factory"')
 
 
-def _error(resp, status: int, message: str) -> None:
+def _error(resp: falcon.Response, status: int, message: str) -> None:
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = falcon.MEDIA_JSON
     resp.text = JSON_DUMPS({"message": message, "errors": []})
 
 
-def _handle_unexpected(req, resp, ex: Exception, params):
+def _handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]) -> None:
     """Anything else: never a traceback on the user's stderr (Falcon's default); logged at debug.
     A busy database is 503, an integer SQLite cannot hold 400, the rest 500 with one line."""
     log.debug("local factory: %s %s failed", req.method, req.path, exc_info=ex)
@@ -425,7 +429,7 @@ def _handle_unexpected(req, resp, ex: Exception, params):
         _error(resp, 500, f"the local factory failed: {type(ex).__name__}{': ' + line if line else ''}")
 
 
-def _serialize_http_error(req, resp, ex: falcon.HTTPError):
+def _serialize_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:
     message = ex.title or "Error"
     if ex.description:
         message = f"{message}: {ex.description}"
@@ -433,7 +437,9 @@ def _serialize_http_error(req, resp, ex: falcon.HTTPError):
     resp.text = JSON_DUMPS({"message": message, "errors": []})
 
 
-def make_app(st: store.Store, *, require_token: bool = False, write_lock: float | None = None) -> falcon.App:
+def make_app(
+    st: store.Store, *, require_token: bool = False, write_lock: float | None = None
+) -> falcon.App[falcon.Request, falcon.Response]:
     """The API. ``write_lock`` (``serve``: ``writelock.WRITE_WAIT``) is how long a request that may write
     waits for an in-process apply on the same directory before it is answered 503."""
     from .writelock import ServedWriteLock

@@ -32,12 +32,5 @@ def check(conn: sqlite3.Connection, token: str) -> str | None:
     row = conn.execute("SELECT sha256, name FROM tokens WHERE sha256 = ?", (digest,)).fetchone()
     if row is None or not hmac.compare_digest(row[0], digest):
         return None
-    return row[1]
-
-
-def list_tokens(conn: sqlite3.Connection) -> list[tuple[int, str, int]]:
-    return conn.execute("SELECT id, name, created_at FROM tokens ORDER BY id").fetchall()
-
-
-def revoke(conn: sqlite3.Connection, token_id: int) -> bool:
-    return conn.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+    name: str = row[1]
+    return name

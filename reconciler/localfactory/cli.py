@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from reconciler import durations, terminal
 
 from . import default_path
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 def parse_duration(text: str) -> int:
@@ -28,7 +32,7 @@ def parse_duration(text: str) -> int:
 class _Error(click.ClickException):
     """A refusal shown as ``error: ...``, the prefix every command of both CLIs uses."""
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(terminal.error_line(self.format_message()), err=True)
 
 
@@ -36,7 +40,7 @@ class _OneLineErrors(terminal.OneLineUsage):
     """For every command and group: a usage error is one line and exits 1, not click's 2 (CI reads 2 as
     "changes pending"), and a user's mistake or a damaged/busy database is one line on stderr and exit 1."""
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         import sqlite3
 
         from reconciler.errors import UserError
@@ -52,7 +56,7 @@ class _OneLineErrors(terminal.OneLineUsage):
                 raise
             raise _Error(e.format_message()) from None
         except ApiError as e:
-            detail = "".join(f"\n  {x}" for x in (e.errors[:20] if isinstance(e.errors, list) else []))
+            detail = "".join(f"\n  {x}" for x in e.errors[:20])
             raise _Error(f"{e.message}{detail}") from None
         except UserError as e:
             raise _Error(str(e)) from None
@@ -77,7 +81,7 @@ class Ctx:
     def __init__(self, local: str | None):
         self.path = Path(local).expanduser() if local else default_path()
 
-    def store(self, must_exist: bool = True):
+    def store(self, must_exist: bool = True) -> Store:
         from .store import Store
 
         st = Store.in_dir(self.path)
@@ -110,7 +114,7 @@ pass_ctx = click.make_pass_decorator(Ctx)
     help="Factory directory (default: $RECONCILE_LOCAL, else the user state directory).",
 )
 @click.pass_context
-def main(ctx, local):
+def main(ctx: click.Context, local: str | None) -> None:
     """The local factory: the Foundries waves API over SQLite with a simulated device fleet."""
     ctx.obj = Ctx(local)
 
@@ -136,7 +140,9 @@ def main(ctx, local):
     "(targets threshold: online key + N), so waves need `sign` with the others.",
 )
 @pass_ctx
-def init(c: Ctx, demo, name, devices_n, seed, start, offline_keys):
+def init(
+    c: Ctx, demo: bool, name: str | None, devices_n: int | None, seed: int, start: str | None, offline_keys: int
+) -> None:
     """Create a factory: keys, roots, CI builds 40-60, groups, production targets, devices."""
     from reconciler.errors import UserError
 
@@ -216,7 +222,7 @@ def init(c: Ctx, demo, name, devices_n, seed, start, offline_keys):
     help="With --clock real: simulated seconds per wall second (3600 = an hour a second; default 1).",
 )
 @pass_ctx
-def serve(c: Ctx, host, port, threads, clock_mode, speed):
+def serve(c: Ctx, host: str, port: int, threads: int, clock_mode: str, speed: float | None) -> None:
     """Serve the API over HTTP (waitress); every request needs an OSF-TOKEN from `token`.
 
     Idle and slow connections are shed (serving.py), so open sockets cannot starve real requests."""
@@ -273,7 +279,7 @@ def serve(c: Ctx, host, port, threads, clock_mode, speed):
 @main.command()
 @click.argument("duration")
 @pass_ctx
-def advance(c: Ctx, duration):
+def advance(c: Ctx, duration: str) -> None:
     """Move simulated time forward by DURATION (1h, 30m, 1d12h); devices check in and update.
 
     While `serve --clock real` runs, this jumps ahead by DURATION and the clock runs on from there."""
@@ -297,7 +303,7 @@ def advance(c: Ctx, duration):
 
 
 @main.group()
-def devices():
+def devices() -> None:
     """Add, import and list devices."""
 
 
@@ -310,7 +316,7 @@ def devices():
 @click.option("--group", default=None, help="Device group (default: none).")
 @click.option("--ci", is_flag=True, help="A CI (non-production) device.")
 @pass_ctx
-def devices_add(c: Ctx, name, tag, hwid, version, uuid, group, ci):
+def devices_add(c: Ctx, name: str, tag: str, hwid: str, version: int, uuid: str, group: str | None, ci: bool) -> None:
     """Register one device."""
     from . import devices as dev
     from .store import MAX_INT
@@ -327,7 +333,7 @@ def devices_add(c: Ctx, name, tag, hwid, version, uuid, group, ci):
 @click.argument("name")
 @click.argument("group", required=False, default="")
 @pass_ctx
-def devices_move(c: Ctx, name, group):
+def devices_move(c: Ctx, name: str, group: str) -> None:
     """Move a device into GROUP (omit GROUP for no group)."""
     from . import devices as dev
 
@@ -339,7 +345,7 @@ def devices_move(c: Ctx, name, group):
 @devices.command("import", short_help="Register devices from a CSV file.")
 @click.argument("csv_file", type=click.File("rb"))
 @pass_ctx
-def devices_import(c: Ctx, csv_file):
+def devices_import(c: Ctx, csv_file: IO[bytes]) -> None:
     """Register devices from CSV: name,uuid,group,tag,production,hardware_id,version (header required)."""
     from . import devices as dev
 
@@ -361,7 +367,7 @@ def devices_import(c: Ctx, csv_file):
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--page", type=click.IntRange(1), default=1, show_default=True)
 @pass_ctx
-def devices_list(c: Ctx, group, tag, prod, limit, page):
+def devices_list(c: Ctx, group: str | None, tag: str | None, prod: bool | None, limit: int, page: int) -> None:
     """List devices (name, uuid, group, tag, target, last seen)."""
     from . import devices as dev
     from .groups import group_id
@@ -383,7 +389,7 @@ def devices_list(c: Ctx, group, tag, prod, limit, page):
 @main.command()
 @click.option("--offline-threshold", type=click.IntRange(1), default=4, show_default=True, help="Hours.")
 @pass_ctx
-def status(c: Ctx, offline_threshold):
+def status(c: Ctx, offline_threshold: int) -> None:
     """Show the clock, devices, production targets and active waves."""
     from . import factorystatus, store, wavestatus
 
@@ -423,7 +429,7 @@ def status(c: Ctx, offline_threshold):
 @main.command()
 @click.option("--name", default="operator", show_default=True, help="Who the token acts as (rollout-by, created-by).")
 @pass_ctx
-def token(c: Ctx, name):
+def token(c: Ctx, name: str) -> None:
     """Create an API token for `serve`, printed once; only its hash is stored."""
     from . import auth
 
@@ -432,7 +438,7 @@ def token(c: Ctx, name):
     click.echo(value)
 
 
-def parse_rate(ctx, param, text: str | None) -> int | None:
+def parse_rate(ctx: click.Context, param: click.Parameter, text: str | None) -> int | None:
     """``30%``, ``2.5%`` or ``30`` (percent) -> basis points (1/10,000), 0..100% (a click callback)."""
     if text is None:
         return None
@@ -468,7 +474,9 @@ def parse_rate(ctx, param, text: str | None) -> int | None:
     "the plan warns about; --static-deltas on an existing build generates its missing deltas.",
 )
 @pass_ctx
-def build(c: Ctx, version, tags, hwids, rate, deltas):
+def build(
+    c: Ctx, version: int, tags: tuple[str, ...], hwids: tuple[str, ...], rate: int | None, deltas: bool | None
+) -> None:
     """Publish CI build VERSION, one target per hardware id; CI devices on its tags update."""
     import sqlite3
 

@@ -30,7 +30,6 @@ from collections.abc import Callable
 
 from . import fleet, store
 
-CLOCKS = ("simulated", "real")
 TICK = 0.2  # wall seconds between ticks
 MAX_SPEED = 1_000_000.0
 log = logging.getLogger(__name__)

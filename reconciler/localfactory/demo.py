@@ -20,9 +20,10 @@ import hashlib
 import os
 import re
 import secrets
+import sqlite3
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +40,9 @@ KEY_ARCHIVE = store.KEY_ARCHIVE
 MAX_OFFLINE_KEYS = 9  # a production root of 10 targets keys is far beyond any real factory
 ACTOR = "factory-admin"
 FACTORY_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
+# A devices row as the bulk load inserts it: uuid, name, group_id, tag, is_prod, hwid, version, online,
+# last_seen, rnd, created_at, tuf_timestamp, tuf_snapshot, tuf_targets.
+_DemoRow = tuple[str, str, int | None, str, int, str, int, int, int, int, int, int, int, int]
 
 
 class FactoryExists(UserError):
@@ -210,7 +214,7 @@ def _remove_db(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _populate_production(conn, offline: list[signing.KeyPair], start: int) -> None:
+def _populate_production(conn: sqlite3.Connection, offline: list[signing.KeyPair], start: int) -> None:
     signed = signing.build_wave_targets(
         ci_targets=targets.ci_files(conn, 40),
         prod_targets=None,
@@ -230,7 +234,12 @@ def _populate_production(conn, offline: list[signing.KeyPair], start: int) -> No
 
 
 def _add_demo_devices(
-    conn, seed: int, start: int, n: int, n_ci: int, progress: Callable[[int, int], None] | None = None
+    conn: sqlite3.Connection,
+    seed: int,
+    start: int,
+    n: int,
+    n_ci: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Bulk load: device indexes are dropped and rebuilt around the inserts."""
     m = fleet.model(conn)
@@ -239,14 +248,14 @@ def _add_demo_devices(
     seed_s = str(seed)
 
     # Devices were provisioned with the metadata of the version they run: they trust its versions.
-    trusted = {}
+    trusted: dict[int, tuple[int, int, int]] = {}
     for prod, kind, tag in ((1, "prod", "production"), (0, "ci", "main")):
         checked, problem = fleet.check_view(conn, repo.view(conn, kind, tag), start)
         if checked is None:
             raise RuntimeError(f"the demo's {kind} metadata does not verify: {problem}")
         trusted[prod] = (checked.timestamp, checked.snapshot, checked.targets)
 
-    def row(uid: str, name: str, gid, tag: str, prod: int, hwid: str, version: int):
+    def row(uid: str, name: str, gid: int | None, tag: str, prod: int, hwid: str, version: int) -> _DemoRow:
         rnd = devices.rnd_for(seed_s, uid)
         phase = rnd % m.interval
         if fleet.online_today(rnd, day, m):
@@ -268,7 +277,7 @@ def _add_demo_devices(
         ago = fleet.DAY + (rnd >> 8) % (30 * fleet.DAY)
         return (uid, name, gid, tag, prod, hwid, version, 0, start - ago, rnd, start, *trusted[prod])
 
-    def rows():
+    def rows() -> Iterator[_DemoRow]:
         for i in range(n):
             if progress and i % 10_000 == 0:
                 progress(i, n + n_ci)

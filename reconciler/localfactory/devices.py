@@ -17,11 +17,14 @@ import json
 import re
 import sqlite3
 import uuid as uuidlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import fleet, store, waves
 from .errors import ApiError, bad_request, not_found
 from .groups import group_id
+from .shapes import DeviceRow, JsonObject, JsonValue
 
 DEVICE_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:-]{1,100}$")
 HWID_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
@@ -47,13 +50,29 @@ def rnd_for(seed: str | int, device_uuid: str) -> int:
 _DEV_COLS = "id, uuid, name, group_id, tag, is_prod, hwid, version, online, last_seen, rnd, wave_id, created_at, owner"
 
 
-def _dev(row) -> dict:
-    keys = _DEV_COLS.split(", ")
-    return dict(zip(keys, row, strict=True))
+def _dev(row: Sequence[Any]) -> DeviceRow:
+    """A row of the ``_DEV_COLS`` columns, by name."""
+    did, uuid, name, gid, tag, is_prod, hwid, version, online, last_seen, rnd, wave_id, created_at, owner = row
+    return {
+        "id": did,
+        "uuid": uuid,
+        "name": name,
+        "group_id": gid,
+        "tag": tag,
+        "is_prod": is_prod,
+        "hwid": hwid,
+        "version": version,
+        "online": online,
+        "last_seen": last_seen,
+        "rnd": rnd,
+        "wave_id": wave_id,
+        "created_at": created_at,
+        "owner": owner,
+    }
 
 
-def by_uuids(conn: sqlite3.Connection, uuids: list[str]) -> dict[str, dict]:
-    out = {}
+def by_uuids(conn: sqlite3.Connection, uuids: list[str]) -> dict[str, DeviceRow]:
+    out: dict[str, DeviceRow] = {}
     for i in range(0, len(uuids), 5000):
         chunk = uuids[i : i + 5000]
         marks = ",".join("?" * len(chunk))
@@ -72,10 +91,12 @@ class View:
         self.now = store.now(conn)
         self.model = fleet.model(conn)
         self.factory = store.factory_name(conn)
-        self.groups = {
+        self.groups: dict[int, tuple[str, str]] = {
             gid: (name, desc) for gid, name, desc in conn.execute("SELECT id, name, description FROM device_groups")
         }
-        self.active = {tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")}
+        self.active: dict[str, int] = {
+            tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")
+        }
         self.full: dict[int, set[int]] = {}
         for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1"):
             self.full.setdefault(wid, set()).add(gid)
@@ -94,13 +115,13 @@ class View:
             self._targets[(version, hwid)] = known
         return known
 
-    def in_wave(self, d: dict) -> int | None:
+    def in_wave(self, d: DeviceRow) -> int | None:
         wid = self.active.get(d["tag"]) if d["is_prod"] else None
         if wid is not None and (d["wave_id"] == wid or d["group_id"] in self.full.get(wid, ())):
             return wid
         return None
 
-    def newest(self, d: dict) -> int | None:
+    def newest(self, d: DeviceRow) -> int | None:
         if not d["is_prod"]:
             key = ("ci", d["tag"])
         else:
@@ -110,13 +131,13 @@ class View:
             self._sources[key] = fleet.source(self.conn, *key, self.now)
         return self._sources[key].newest.get(d["hwid"])
 
-    def json(self, d: dict, *, single: bool = False) -> dict:
+    def json(self, d: DeviceRow, *, single: bool = False) -> JsonObject:
         name, sha = self.target(d["version"], d["hwid"])
         seen = fleet.last_seen(d["online"], d["last_seen"], d["rnd"], self.now, self.model.interval)
         newest = self.newest(d)
         gname = self.groups.get(d["group_id"], ("", ""))[0] if d["group_id"] is not None else ""
         created = store.device_time(d["created_at"])
-        out = {
+        out: JsonObject = {
             "uuid": d["uuid"],
             "name": d["name"],
             "owner": d["owner"],
@@ -160,9 +181,10 @@ class Filters:
     limit: int = 50
 
 
-def parse_filters(params: dict) -> Filters:
+def parse_filters(params: Mapping[str, Any]) -> Filters:
+    """The device list's query (``req.params``: a repeated parameter is a list, taken as it is)."""
     f = Filters()
-    errors = []
+    errors: list[str] = []
     f.group = params.get("group") or None
     f.tag = params.get("match_tag") or None
     f.target_name = params.get("target_name") or None
@@ -194,7 +216,7 @@ def parse_filters(params: dict) -> Filters:
     return f
 
 
-def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[dict], int]:
+def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[JsonObject], int]:
     where: list[str] = []  # fixed conditions with ? marks; every value goes into args
     args: list[int | str] = []
     if f.group is not None:
@@ -233,7 +255,7 @@ def list_devices(conn: sqlite3.Connection, f: Filters) -> tuple[list[dict], int]
     return [view.json(_dev(r[:-1])) for r in rows], total
 
 
-def get_device(conn: sqlite3.Connection, ident: str, *, by_uuid: bool) -> dict:
+def get_device(conn: sqlite3.Connection, ident: str, *, by_uuid: bool) -> DeviceRow:
     column = "uuid" if by_uuid else "name"
     sql = f"SELECT {_DEV_COLS} FROM devices WHERE {column} = ?"  # noqa: S608 - fixed column names; ident is bound
     row = conn.execute(sql, (ident,)).fetchone()
@@ -242,7 +264,7 @@ def get_device(conn: sqlite3.Connection, ident: str, *, by_uuid: bool) -> dict:
     return _dev(row)
 
 
-def patch_device(conn: sqlite3.Connection, d: dict, body) -> dict:
+def patch_device(conn: sqlite3.Connection, d: DeviceRow, body: JsonValue) -> DeviceRow:
     """fioctl's ``devices config group`` / ``chown``: ``{"group": name or ""}``, ``{"owner": ...}``.
     A device moved into a group that a wave rolled out in full joins that wave."""
     if not isinstance(body, dict) or not set(body) <= {"group", "owner"} or not body:
@@ -264,15 +286,15 @@ def patch_device(conn: sqlite3.Connection, d: dict, body) -> dict:
     return get_device(conn, d["uuid"], by_uuid=True)
 
 
-def device_json(conn: sqlite3.Connection, d: dict) -> dict:
+def device_json(conn: sqlite3.Connection, d: DeviceRow) -> JsonObject:
     return View(conn).json(d, single=True)
 
 
-def device_updates(conn: sqlite3.Connection, d: dict, page: int, limit: int) -> tuple[list[dict], int]:
+def device_updates(conn: sqlite3.Connection, d: DeviceRow, page: int, limit: int) -> tuple[list[JsonObject], int]:
     """fioctl's UpdateList: one entry per install attempt, newest first."""
     total = conn.execute("SELECT count(*) FROM update_events WHERE device_id = ?", (d["id"],)).fetchone()[0]
     view = View(conn)
-    out = []
+    out: list[JsonObject] = []
     for eid, at, from_v, to_v, ok in conn.execute(
         "SELECT id, at, from_version, to_version, ok FROM update_events WHERE device_id = ? "
         "ORDER BY id DESC LIMIT ? OFFSET ?",
@@ -291,7 +313,7 @@ def device_updates(conn: sqlite3.Connection, d: dict, page: int, limit: int) -> 
     return out, total
 
 
-def update_events(conn: sqlite3.Connection, d: dict, correlation_id: str) -> list[dict]:
+def update_events(conn: sqlite3.Connection, d: DeviceRow, correlation_id: str) -> list[JsonObject]:
     """fioctl's ``devices updates show`` (``UpdateEvent``, fioctl:client/foundries_device.go#L48-63): the
     report events aktualizr-lite sends for one update. Download, then installation; the last event,
     ``EcuInstallationCompleted``, carries ``success`` (false for a failed install, with details)."""
@@ -306,8 +328,8 @@ def update_events(conn: sqlite3.Connection, d: dict, correlation_id: str) -> lis
     at, to_v, ok = row
     target = View(conn).target(to_v, d["hwid"])[0]
 
-    def event(kind: str, offset: int, success: bool | None = None, details: str = "") -> dict:
-        detail: dict = {"version": str(to_v), "targetName": target, "details": details}
+    def event(kind: str, offset: int, success: bool | None = None, details: str = "") -> JsonObject:
+        detail: JsonObject = {"version": str(to_v), "targetName": target, "details": details}
         if success is not None:
             detail["success"] = success
         return {"deviceTime": store.device_time(at - offset), "eventType": {"id": kind, "version": 0}, "event": detail}
@@ -349,7 +371,8 @@ def parse_csv(text: str) -> list[NewDevice]:
     missing = [c for c in ("name", "tag", "hardware_id", "version") if c not in (reader.fieldnames or [])]
     if missing:
         raise ApiError(400, f"CSV header lacks column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}")
-    out, errors = [], []
+    out: list[NewDevice] = []
+    errors: list[str] = []
     for line, row in enumerate(reader, start=2):
         raw = (row.get("version") or "").strip()
         if not re.fullmatch(r"[+-]?[0-9]+", raw):
@@ -381,12 +404,14 @@ def parse_csv(text: str) -> list[NewDevice]:
 
 def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "") -> int:
     """Register devices (all or none). A device starts online, as if it just checked in."""
-    errors = []
+    errors: list[str] = []
     seed = store.get_meta(conn, "seed", "0")
     ts = store.now(conn)
     m = fleet.model(conn)
     groups = {name: gid for gid, name in conn.execute("SELECT id, name FROM device_groups")}
-    rows, seen_names, seen_uuids = [], set(), set()
+    rows: list[tuple[str, str, int | None, str, int, str, int, int, int, int, int, str]] = []
+    seen_names: set[str] = set()
+    seen_uuids: set[str] = set()
     for i, d in enumerate(new, start=1):
         uid = d.uuid or str(uuidlib.uuid4())
         with contextlib.suppress(ValueError):  # not a UUID: kept as written, checked below

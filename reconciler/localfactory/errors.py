@@ -11,19 +11,26 @@ group that still has devices), 413 for a body over the size limit and 415 for a 
 
 from __future__ import annotations
 
+from typing import TypedDict
+
+
+class ErrorBody(TypedDict):
+    message: str
+    errors: list[str]
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, errors: list | dict | None = None):
+    def __init__(self, status: int, message: str, errors: list[str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.errors = errors if errors is not None else []
 
-    def body(self) -> dict:
+    def body(self) -> ErrorBody:
         return {"message": self.message, "errors": self.errors}
 
 
-def bad_request(message: str, errors: list | dict | None = None) -> ApiError:
+def bad_request(message: str, errors: list[str] | None = None) -> ApiError:
     return ApiError(400, message, errors)
 
 
@@ -31,5 +38,5 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, message)
 
 
-def conflict(message: str, errors: list | dict | None = None) -> ApiError:
+def conflict(message: str, errors: list[str] | None = None) -> ApiError:
     return ApiError(409, message, errors)

@@ -7,9 +7,13 @@ from __future__ import annotations
 import sqlite3
 
 from . import store, targets, waves
+from .shapes import JsonObject
+
+# Devices per version: [devices, online devices].
+PerVersion = dict[int, list[int]]
 
 
-def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
+def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> JsonObject:
     """fioctl's FactoryStatus: CI tags, production tags, and production devices in active waves."""
     ts = store.now(conn)
     cutoff = ts - offline_threshold * 3600
@@ -19,7 +23,9 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
         for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'").fetchall()
     }
     full = {w.id: set(waves.full_group_ids(conn, w.id)) for w in active.values()}
-    staged: dict = {}  # (tag, group, version) -> [devices, online] staged explicitly in the tag's active wave
+    staged: dict[
+        tuple[str, int | None, int], list[int]
+    ] = {}  # (tag, group, version) -> [devices, online] staged explicitly in the tag's active wave
     for w in active.values():
         for gid, version, n, online in conn.execute(
             "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
@@ -27,7 +33,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
             (cutoff, w.id, w.tag),
         ):
             staged[(w.tag, gid, version)] = [n, online]
-    buckets: dict = {}  # (section, tag) -> {gid: {version: [total, online]}}
+    buckets: dict[tuple[str, str], dict[int | None, PerVersion]] = {}  # (section, tag) -> {gid: {version: ...}}
     total = 0
     for tag, is_prod, gid, version, n, online in conn.execute(
         "SELECT tag, is_prod, group_id, version, count(*), sum(online = 1 OR last_seen >= ?) "
@@ -63,7 +69,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
             files = active[tag].signed_obj["targets"]
         return {v for v in (targets.target_version(m) for m in files.values()) if v is not None}
 
-    sections: dict[str, list[dict]] = {"tags": [], "prod-tags": [], "wave-tags": []}
+    sections: dict[str, list[JsonObject]] = {"tags": [], "prod-tags": [], "wave-tags": []}
     for (section, tag), groups in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         known = versions_of(section, tag)
         latest = max(known) if known else 0
@@ -72,7 +78,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
             for v, (n, _) in vs.items():
                 per_version[v] = per_version.get(v, 0) + n
 
-        merged: dict[int, list] = {}
+        merged: PerVersion = {}
         for vs in groups.values():
             for v, (n, o) in vs.items():
                 merged.setdefault(v, [0, 0])
@@ -96,7 +102,7 @@ def factory_status(conn: sqlite3.Connection, offline_threshold: int) -> dict:
     return {"total-devices": total, **sections}
 
 
-def _summary(vs: dict, latest: int, known: set[int]) -> dict:
+def _summary(vs: PerVersion, latest: int, known: set[int]) -> JsonObject:
     """TagStatus counters over {version: [devices, online]}."""
     return {
         "devices-total": sum(n for n, _ in vs.values()),

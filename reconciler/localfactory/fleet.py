@@ -37,9 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import repo, store, targets, trust, tufclient
+from .shapes import DeviceRow
 
 DAY = 86400
 P31 = 2147483647  # a prime: multiplicative hashing modulo it stays within 63-bit integers
+# Named SQL parameters of a simulation chunk (integers, and a tag).
+SqlParams = dict[str, int | str]
 DEFAULTS = {"checkin_interval": 300, "offline_per_day_bp": 500, "dead_bp": 100, "install_failure_bp": 200}
 
 
@@ -159,14 +162,14 @@ def source(conn: sqlite3.Connection, kind: str, key: str, now: int) -> Source:
     checked, problem = check_view(conn, v, now)
     if checked is not None and checked.expires <= now:
         problem = f"{checked.expiring} metadata has expired"
-    newest = {}
+    newest: dict[str, int] = {}
     if v is not None and not problem:
         tag = key if kind != "wave" else conn.execute("SELECT tag FROM waves WHERE id = ?", (int(key),)).fetchone()[0]
         newest = targets.newest_by_hwid(v.targets["signed"]["targets"], tag)
     return Source(kind, key, checked, newest, problem)
 
 
-def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]:
+def device_source_key(conn: sqlite3.Connection, device: DeviceRow) -> tuple[str, str]:
     """Which view one device fetches (see the module docstring)."""
     if not device["is_prod"]:
         return ("ci", device["tag"])
@@ -186,7 +189,7 @@ def device_source_key(conn: sqlite3.Connection, device: dict) -> tuple[str, str]
     return ("prod", device["tag"])
 
 
-def device_view(conn: sqlite3.Connection, device: dict) -> tuple[str, repo.View | None]:
+def device_view(conn: sqlite3.Connection, device: DeviceRow) -> tuple[str, repo.View | None]:
     """(root kind, view or None) of the repository this device fetches from the gateway."""
     kind, key = device_source_key(conn, device)
     return ("prod" if device["is_prod"] else "ci"), repo.view(conn, kind, key)
@@ -195,7 +198,9 @@ def device_view(conn: sqlite3.Connection, device: dict) -> tuple[str, repo.View 
 # ------------------------------------------------------------------------------------ advance
 
 
-def advance(conn: sqlite3.Connection, seconds: int, progress: Callable[[int, int], None] | None = None) -> dict:
+def advance(
+    conn: sqlite3.Connection, seconds: int, progress: Callable[[int, int], None] | None = None
+) -> dict[str, int]:
     """Move the simulated clock forward, letting every device check in on its schedule.
 
     ``progress(done, total)`` in simulated seconds after each simulated day, for a long advance."""
@@ -217,11 +222,11 @@ def advance(conn: sqlite3.Connection, seconds: int, progress: Callable[[int, int
     return stats
 
 
-def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict) -> None:
+def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict[str, int]) -> None:
     """Simulate [a, b), which lies within one UTC day."""
     m = model(conn)
     day = a // DAY
-    p = {
+    p: SqlParams = {
         "day": day,
         "daystart": day * DAY,
         "interval": m.interval,
@@ -247,14 +252,16 @@ def _chunk(conn: sqlite3.Connection, a: int, b: int, stats: dict) -> None:
     _install(conn, a, b, m, p, first, stats)
 
 
-def _bind_list(params: dict, prefix: str, values: list[int]) -> str:
+def _bind_list(params: SqlParams, prefix: str, values: list[int]) -> str:
     """Named marks (``:prefix0, :prefix1, ...``) for an IN list, with the values added to ``params``."""
     names = [f"{prefix}{i}" for i in range(len(values))]
     params.update(zip(names, values, strict=True))
     return ", ".join(f":{n}" for n in names)
 
 
-def _install(conn: sqlite3.Connection, a: int, b: int, m: Model, p: dict, first: str, stats: dict) -> None:
+def _install(
+    conn: sqlite3.Connection, a: int, b: int, m: Model, p: SqlParams, first: str, stats: dict[str, int]
+) -> None:
     """Devices checking in during [a, b) fetch their view; those that accept it (tufclient: not
     expired at their check-in, no version below what they trust) record what they now trust, and
     install the newest version it offers for their hardware id when that is newer."""

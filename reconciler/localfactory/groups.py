@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
 
 from . import store
 from .errors import bad_request, conflict, not_found
+from .shapes import JsonObject, JsonValue
 
 GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 
 
 def group_id(conn: sqlite3.Connection, name: str) -> int | None:
     row = conn.execute("SELECT id FROM device_groups WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
+    gid: int | None = row[0] if row else None
+    return gid
 
 
-def _group_json(row) -> dict:
+def _group_json(row: Sequence[Any]) -> JsonObject:
     gid, name, desc, cat, cby, uat, uby = row
     return {
         "id": gid,
@@ -36,12 +40,12 @@ def _group_json(row) -> dict:
 _GROUP_COLS = "id, name, description, created_at, created_by, updated_at, updated_by"
 
 
-def list_groups(conn: sqlite3.Connection) -> list[dict]:
+def list_groups(conn: sqlite3.Connection) -> list[JsonObject]:
     sql = f"SELECT {_GROUP_COLS} FROM device_groups ORDER BY name"  # noqa: S608 - fixed column names only
     return [_group_json(r) for r in conn.execute(sql)]
 
 
-def get_group(conn: sqlite3.Connection, name: str) -> dict:
+def get_group(conn: sqlite3.Connection, name: str) -> JsonObject:
     sql = f"SELECT {_GROUP_COLS} FROM device_groups WHERE name = ?"  # noqa: S608 - fixed column names; name is bound
     row = conn.execute(sql, (name,)).fetchone()
     if row is None:
@@ -49,7 +53,7 @@ def get_group(conn: sqlite3.Connection, name: str) -> dict:
     return _group_json(row)
 
 
-def create_group(conn: sqlite3.Connection, body, actor: str) -> dict:
+def create_group(conn: sqlite3.Connection, body: JsonValue, actor: str) -> JsonObject:
     if not isinstance(body, dict):
         raise bad_request('The request body must be a JSON object {"name", "description"}')
     name, desc = body.get("name"), body.get("description", "")
@@ -68,7 +72,7 @@ def create_group(conn: sqlite3.Connection, body, actor: str) -> dict:
     return get_group(conn, name)
 
 
-def patch_group(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
+def patch_group(conn: sqlite3.Connection, name: str, body: JsonValue, actor: str) -> JsonObject:
     gid = group_id(conn, name)
     if gid is None:
         raise not_found(f"Device group {name} not found")

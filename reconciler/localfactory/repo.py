@@ -41,6 +41,7 @@ from datetime import timedelta
 from reconciler import signing
 
 from . import store, targets, trust
+from .shapes import JsonObject
 
 DAY = 86400
 TIMESTAMP_LIFETIME = timedelta(days=7)
@@ -49,7 +50,7 @@ PER_TARGETS_VERSION = 1000  # timestamp versions per targets version
 ROOT_FILE = re.compile(r"^(?:(\d+)\.)?root\.json$")
 _SIG_CACHE_MAX = 4096
 
-_sigs: dict[tuple[str, bytes], dict] = {}
+_sigs: dict[tuple[str, bytes], JsonObject] = {}
 _sigs_lock = threading.Lock()
 
 
@@ -60,7 +61,7 @@ class View:
     kind: str  # "ci" | "prod" | "wave"
     key: str  # tag for ci/prod, wave id for wave
     root_kind: str  # "ci" | "prod"
-    targets: dict  # the signed targets envelope
+    targets: JsonObject  # the signed targets envelope
     published: int  # when this targets version was first published (UNIX seconds)
 
     @property
@@ -90,7 +91,7 @@ def view(conn: sqlite3.Connection, kind: str, key: str) -> View | None:
     return View("wave", key, "prod", {"signatures": json.loads(row[1]), "signed": json.loads(row[0])}, int(row[2]))
 
 
-def snapshot(conn: sqlite3.Connection, v: View) -> dict:
+def snapshot(conn: sqlite3.Connection, v: View) -> JsonObject:
     """``snapshot.json`` of a view: its version is the targets version, and lists it."""
     signed = {
         "_type": "Snapshot",
@@ -107,7 +108,7 @@ def resignings(v: View, now: int) -> int:
     return min(PER_TARGETS_VERSION - 1, days // RESIGN_DAYS)
 
 
-def timestamp(conn: sqlite3.Connection, v: View, now: int) -> dict:
+def timestamp(conn: sqlite3.Connection, v: View, now: int) -> JsonObject:
     """``timestamp.json`` of a view at ``now`` (see the module docstring for version and expiry)."""
     k = resignings(v, now)
     signed_at = (v.published // DAY + k * RESIGN_DAYS) * DAY
@@ -120,7 +121,7 @@ def timestamp(conn: sqlite3.Connection, v: View, now: int) -> dict:
     return _envelope(conn, signed)
 
 
-def file(conn: sqlite3.Connection, v: View | None, root_kind: str, name: str, now: int) -> dict | None:
+def file(conn: sqlite3.Connection, v: View | None, root_kind: str, name: str, now: int) -> JsonObject | None:
     """One file of the gateway's ``repo/`` for a device of this view; None when there is none."""
     match = ROOT_FILE.match(name)
     if match:
@@ -136,7 +137,7 @@ def file(conn: sqlite3.Connection, v: View | None, root_kind: str, name: str, no
     return None
 
 
-def _envelope(conn: sqlite3.Connection, signed: dict) -> dict:
+def _envelope(conn: sqlite3.Connection, signed: JsonObject) -> JsonObject:
     signer = trust.online_signer(conn)
     payload = signing.canonical_json(signed)
     key = (signer.keyid, payload)

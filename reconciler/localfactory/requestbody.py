@@ -25,8 +25,13 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any, NoReturn
+
+import falcon
+from falcon.typing import ReadableIO
 
 from .errors import ApiError, bad_request
+from .shapes import JsonValue
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
@@ -36,18 +41,19 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _DECODER = json.JSONDecoder()
 
 
-def read_json(req):
+def read_json(req: falcon.Request) -> JsonValue:
     """The request's JSON body, or None when the request has no body (see the module docstring)."""
     text = read_text(req)
     return None if text is None else parse(text)
 
 
-def read_text(req) -> str | None:
+def read_text(req: falcon.Request) -> str | None:
     """The body as text after the media type, size and UTF-8 checks; None when there is none. A body
     read already (by the served write lock, which must know whether a rollout is a dry run) is kept in
     ``req.context.body_text``: a request's stream can be read once."""
     if hasattr(req.context, "body_text"):
-        return req.context.body_text
+        kept: str | None = req.context.body_text
+        return kept
     length = req.content_length  # Falcon answers 400 itself for a malformed Content-Length
     chunked = length is None and bool(req.get_header("Transfer-Encoding"))
     if not length and not chunked:
@@ -62,12 +68,12 @@ def read_text(req) -> str | None:
         raise bad_request("The request body is not valid UTF-8") from None
 
 
-def is_dry_run(body) -> bool:
+def is_dry_run(body: JsonValue) -> bool:
     """A rollout body that asks for a dry run (WaveRolloutOptions ``dry-run``, a JSON boolean)."""
     return isinstance(body, dict) and body.get("dry-run") is True
 
 
-def _read_capped(stream) -> bytes:
+def _read_capped(stream: ReadableIO) -> bytes:
     """A chunked body, read until its end or one byte past the limit, whichever comes first."""
     parts: list[bytes] = []
     size = 0
@@ -96,15 +102,15 @@ def _require_json_media_type(content_type: str | None) -> None:
         raise ApiError(415, f"Unsupported Content-Type {shown[:80]}: the body must be sent as application/json")
 
 
-def _no_constants(name: str):
+def _no_constants(name: str) -> NoReturn:
     """``NaN``, ``Infinity`` and ``-Infinity`` are Python's extensions, not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
-def _unique_pairs(pairs: list) -> dict:
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """An object, unless a key repeats: Python keeps the last value, Go's decoder too, a careful
     server refuses; and a repeated key would make the raw ``signed`` ambiguous."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
             raise ValueError(f"duplicate key {key[:40]!r}")
@@ -112,10 +118,10 @@ def _unique_pairs(pairs: list) -> dict:
     return out
 
 
-def parse(text: str):
+def parse(text: str) -> JsonValue:
     """Strict JSON (see the module docstring); every refusal is a 400 ApiError."""
     try:
-        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_pairs)
+        value: JsonValue = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_unique_pairs)
     except RecursionError:
         raise _too_deep() from None
     except ValueError as e:
@@ -128,9 +134,9 @@ def _too_deep() -> ApiError:
     return bad_request(f"The request body nests arrays and objects more than {MAX_DEPTH} deep")
 
 
-def _check_depth_and_strings(value) -> None:
+def _check_depth_and_strings(value: JsonValue) -> None:
     """Iteratively (no recursion to exhaust): the nesting limit, and no lone surrogate in any string."""
-    stack = [(value, 0)]
+    stack: list[tuple[JsonValue, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):

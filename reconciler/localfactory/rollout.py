@@ -27,6 +27,7 @@ from math import ceil
 
 from . import devices, groups, store, waves
 from .errors import bad_request, not_found
+from .shapes import JsonObject, JsonValue
 
 MAX_DEVICES = 10_000
 MAX_UUID_LEN = 60
@@ -45,10 +46,10 @@ class Options:
     return_names: bool = False
 
 
-def parse_options(body) -> Options:
+def parse_options(body: JsonValue) -> Options:
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object (WaveRolloutOptions)")
-    errors = []
+    errors: list[str] = []
     opts = Options()
     group = body.get("group")
     if group not in (None, ""):
@@ -111,7 +112,7 @@ def _start(conn: sqlite3.Connection, wave: waves.Wave, opts: Options) -> int:
     return int.from_bytes(digest, "big") & RND_MASK
 
 
-def rollout(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
+def rollout(conn: sqlite3.Connection, name: str, body: JsonValue, actor: str) -> JsonObject:
     opts = parse_options(body)
     wave = waves.resolve(conn, name)
     waves.require_active(wave, "roll out")
@@ -141,7 +142,7 @@ def rollout(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
     return result
 
 
-def _in_wave_sql(full: set[int]) -> tuple[str, list]:
+def _in_wave_sql(full: set[int]) -> tuple[str, list[int]]:
     """SQL condition (and its arguments) for 'not yet reached by this wave'."""
     cond = "(wave_id IS NULL OR wave_id != ?)"
     if full:
@@ -150,7 +151,9 @@ def _in_wave_sql(full: set[int]) -> tuple[str, list]:
     return cond, sorted(full)
 
 
-def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]) -> Pick:
+def _pick_random(
+    conn: sqlite3.Connection, wave: waves.Wave, opts: Options, group_id: int | None, full: set[int]
+) -> Pick:
     if group_id is not None and group_id in full:
         return Pick([], 0, [], [])
     if opts.percentage is not None:
@@ -171,6 +174,7 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
         raise ValueError("a random pick needs a limit or a percentage")
     start = _start(conn, wave, opts)
     not_reached, extra = _in_wave_sql(full)
+    scope_args: list[str | int]
     if group_id is None:
         scope, scope_args, index = "tag = ? AND is_prod = 1", [wave.tag], "devices_pick_tag"
     else:
@@ -179,7 +183,7 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
             [wave.tag, group_id],
             "devices_pick_group",
         )
-    rows: list = []
+    rows: list[tuple[int, str, str]] = []  # id, uuid, name
     for online in (1, 0):
         for rnd_cond in ("rnd >= ?", "rnd < ?"):
             need = wanted - len(rows)
@@ -193,25 +197,25 @@ def _pick_random(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]
     return Pick([r[0] for r in rows], len(rows), [r[1] for r in rows], [r[2] for r in rows])
 
 
-def _pick_full_group(conn, wave: waves.Wave, group_id: int, full: set[int]) -> Pick:
+def _pick_full_group(conn: sqlite3.Connection, wave: waves.Wave, group_id: int, full: set[int]) -> Pick:
     if group_id in full:
         return Pick([], 0, [], [])
     cond = "tag = ? AND is_prod = 1 AND group_id = ? AND version < ? AND (wave_id IS NULL OR wave_id != ?)"
-    args = [wave.tag, group_id, wave.version, wave.id]
+    args: list[str | int] = [wave.tag, group_id, wave.version, wave.id]
     count_sql = f"SELECT count(*) FROM devices WHERE {cond}"  # noqa: S608 - a fixed condition; values bound (args)
     count = conn.execute(count_sql, args).fetchone()[0]
-    rows = []
+    rows: list[tuple[int, str, str]] = []  # id, uuid, name
     if count <= MAX_DEVICES:
         rows_sql = f"SELECT id, uuid, name FROM devices WHERE {cond} ORDER BY name"  # noqa: S608 - as count_sql
         rows = conn.execute(rows_sql, args).fetchall()
     return Pick([], count, [r[1] for r in rows], [r[2] for r in rows])
 
 
-def _pick_from_uuids(conn, wave: waves.Wave, opts: Options, group_id, full: set[int]) -> Pick:
-    found = devices.by_uuids(
-        conn, opts.uuids
-    )  # uuid -> (id, name, is_prod, tag, group_id, version, wave_id, online, rnd)
-    errors = []
+def _pick_from_uuids(
+    conn: sqlite3.Connection, wave: waves.Wave, opts: Options, group_id: int | None, full: set[int]
+) -> Pick:
+    found = devices.by_uuids(conn, opts.uuids)
+    errors: list[str] = []
     for u in opts.uuids:
         d = found.get(u)
         if d is None:
@@ -250,7 +254,9 @@ def _pick_from_uuids(conn, wave: waves.Wave, opts: Options, group_id, full: set[
     )
 
 
-def _stage(conn, wave: waves.Wave, opts: Options, group_id, pick: Pick, actor: str) -> None:
+def _stage(
+    conn: sqlite3.Connection, wave: waves.Wave, opts: Options, group_id: int | None, pick: Pick, actor: str
+) -> None:
     ts = store.now(conn)
     is_full = opts.group is not None and not opts.uuids and opts.limit is None and opts.percentage is None
     if pick.ids:

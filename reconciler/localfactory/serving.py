@@ -1,3 +1,6 @@
+# mypy: allow-subclassing-any
+# (waitress ships no type hints, pyproject: ignore_missing_imports, so its classes are Any; the server,
+# channel and error task here extend them all the same)
 """The HTTP server of ``reconcile-factory serve``: waitress, made to shed idle and slow clients.
 
 Waitress serves requests on a few threads but holds connections in one event loop, and by default it
@@ -28,6 +31,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -36,6 +40,9 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
 from . import requestbody
+
+if TYPE_CHECKING:
+    from wsgiref.types import WSGIApplication
 
 CONNECTION_LIMIT = 100  # open connections per listening socket (waitress's default)
 IDLE_TIMEOUT = 30  # seconds a connection may stay open without sending a request
@@ -84,7 +91,7 @@ class _Channel(HTTPChannel):
     def received(self, data: bytes) -> bool:
         if self.request is None and data:
             self.receiving_since = time.time()
-        result = super().received(data)
+        result: bool = super().received(data)
         if self.request is None:  # every request in ``data`` arrived whole
             self.receiving_since = None
         return result
@@ -96,7 +103,8 @@ class _Channel(HTTPChannel):
         if self.requests or self.total_outbufs_len or self.will_close:
             return None
         if self.receiving_since is None:
-            return self.last_activity
+            idle_since: float = self.last_activity
+            return idle_since
         return self.receiving_since if now - self.receiving_since > SLOW_SEND else None
 
 
@@ -163,7 +171,7 @@ class Listening:
 
 
 def create_server(
-    app, *, host: str, port: int, threads: int, date: Callable[[], str | None] | None = None
+    app: WSGIApplication, *, host: str, port: int, threads: int, date: Callable[[], str | None] | None = None
 ) -> Listening:
     """Like ``waitress.create_server`` with the shedding server on every address ``host`` names;
     ``date`` gives the ``Date`` header of the answers waitress makes itself (None: the wall clock)."""
@@ -181,7 +189,7 @@ def create_server(
     )  # waitress refuses >= this
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
-    socket_map: dict = {}
+    socket_map: dict[int, Any] = {}  # waitress's file descriptor -> dispatcher (untyped)
     servers: list[_SheddingServer] = []
     try:
         servers.extend(

@@ -29,7 +29,7 @@ import stat
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
@@ -165,7 +165,8 @@ class Store:
             raise UserError(self.describe(e)) from None
         if row is None or not row[0]:
             raise UserError(self._not_a_factory("it holds no factory; a failed `init` may have left it"))
-        return row[0]
+        name: str = row[0]
+        return name
 
     def describe(self, e: sqlite3.Error) -> str:
         """One line for a database error that says what is wrong: busy, a full disk, a place SQLite may
@@ -240,11 +241,11 @@ class Store:
             raise
         conn.execute("COMMIT")
 
-    def read(self):
+    def read(self) -> AbstractContextManager[sqlite3.Connection]:
         """A consistent snapshot for reads."""
         return self._tx("BEGIN")
 
-    def write(self):
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction, taken up front so that concurrent writers queue instead of failing."""
         return self._tx("BEGIN IMMEDIATE")
 
@@ -346,7 +347,7 @@ def get_meta(conn: sqlite3.Connection, key: str, default: str | None = None) -> 
     return row[0] if row else default
 
 
-def set_meta(conn: sqlite3.Connection, key: str, value) -> None:
+def set_meta(conn: sqlite3.Connection, key: str, value: object) -> None:
     conn.execute(
         "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, str(value)),

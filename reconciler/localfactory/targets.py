@@ -16,13 +16,14 @@ from datetime import timedelta
 from reconciler import signing
 
 from . import store, trust
+from .shapes import JsonObject
 
 CI_TARGETS_LIFETIME = timedelta(days=10 * 365)
 
 
 def ci_target_meta(
     factory: str, hwid: str, version: int, tags: list[str], created: int, *, static_deltas: bool
-) -> dict:
+) -> JsonObject:
     """A CI target as the Foundries CI publishes an OSTree build (length 0, sha256 = the commit), with
     ``custom.delta-stats`` when static deltas to it were generated."""
     commit = hashlib.sha256(f"{factory}:{hwid}:{version}".encode()).hexdigest()
@@ -41,7 +42,7 @@ def ci_target_meta(
     return {"custom": custom, "hashes": {"sha256": commit}, "length": 0}
 
 
-def delta_stats(factory: str, hwid: str, version: int) -> dict:
+def delta_stats(factory: str, hwid: str, version: int) -> JsonObject:
     """``custom.delta-stats`` (reference §1.4: ``{sha256, size}``, fioctl's ``DeltaStats``): the digest and
     size of the file describing the static deltas to this target. Made up, but fixed per target."""
     digest = hashlib.sha256(f"{factory}:{hwid}:{version}:delta-stats".encode()).hexdigest()
@@ -85,7 +86,7 @@ def add_static_deltas(conn: sqlite3.Connection, version: int) -> list[str]:
     return added
 
 
-def resign_ci_targets(conn: sqlite3.Connection) -> dict:
+def resign_ci_targets(conn: sqlite3.Connection) -> JsonObject:
     version = store.meta_int(conn, "ci_targets_version") + 1
     signed = {
         "_type": "Targets",
@@ -99,7 +100,7 @@ def resign_ci_targets(conn: sqlite3.Connection) -> dict:
     return envelope
 
 
-def envelope_text(envelope: dict) -> str:
+def envelope_text(envelope: JsonObject) -> str:
     """``{"signatures": [...], "signed": <canonical JSON>}``: ``signed`` keeps canonical key order when read back."""
     return (
         '{"signatures":'
@@ -110,7 +111,7 @@ def envelope_text(envelope: dict) -> str:
     )
 
 
-def ci_files(conn: sqlite3.Connection, version: int | None = None) -> dict:
+def ci_files(conn: sqlite3.Connection, version: int | None = None) -> dict[str, JsonObject]:
     if version is None:
         rows = conn.execute("SELECT name, meta FROM ci_targets ORDER BY name")
     else:
@@ -118,12 +119,12 @@ def ci_files(conn: sqlite3.Connection, version: int | None = None) -> dict:
     return {name: json.loads(meta) for name, meta in rows}
 
 
-def ci_file(conn: sqlite3.Connection, name: str) -> dict | None:
+def ci_file(conn: sqlite3.Connection, name: str) -> JsonObject | None:
     row = conn.execute("SELECT meta FROM ci_targets WHERE name = ?", (name,)).fetchone()
     return json.loads(row[0]) if row else None
 
 
-def ci_targets_json(conn: sqlite3.Connection) -> dict | None:
+def ci_targets_json(conn: sqlite3.Connection) -> JsonObject | None:
     text = store.get_meta(conn, "ci_targets_json")
     return json.loads(text) if text else None
 
@@ -132,16 +133,16 @@ def ci_versions(conn: sqlite3.Connection) -> list[int]:
     return [r[0] for r in conn.execute("SELECT DISTINCT version FROM ci_targets ORDER BY version")]
 
 
-def prod_targets(conn: sqlite3.Connection, tag: str) -> dict | None:
+def prod_targets(conn: sqlite3.Connection, tag: str) -> JsonObject | None:
     row = conn.execute("SELECT body FROM prod_targets WHERE tag = ?", (tag,)).fetchone()
     return json.loads(row[0]) if row else None
 
 
-def all_prod_targets(conn: sqlite3.Connection) -> dict[str, dict]:
+def all_prod_targets(conn: sqlite3.Connection) -> dict[str, JsonObject]:
     return {tag: json.loads(body) for tag, body in conn.execute("SELECT tag, body FROM prod_targets ORDER BY tag")}
 
 
-def set_prod_targets(conn: sqlite3.Connection, tag: str, envelope: dict) -> None:
+def set_prod_targets(conn: sqlite3.Connection, tag: str, envelope: JsonObject) -> None:
     conn.execute(
         "INSERT INTO prod_targets(tag, version, body, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(tag) DO UPDATE SET version = excluded.version, body = excluded.body, "
@@ -150,7 +151,7 @@ def set_prod_targets(conn: sqlite3.Connection, tag: str, envelope: dict) -> None
     )
 
 
-def target_version(meta: dict) -> int | None:
+def target_version(meta: JsonObject) -> int | None:
     """``custom.version`` as an int (aktualizr sorts by it), None when absent or not a number."""
     version = (meta.get("custom") or {}).get("version")
     if version is None:
@@ -161,7 +162,7 @@ def target_version(meta: dict) -> int | None:
         return None
 
 
-def newest_by_hwid(files: dict, tag: str | None = None) -> dict[str, int]:
+def newest_by_hwid(files: dict[str, JsonObject], tag: str | None = None) -> dict[str, int]:
     """What aktualizr-lite would install from ``files``: per primary hardware id the highest version
     among OSTree targets (carrying ``tag`` in custom.tags when a tag is given; reference §5.2)."""
     best: dict[str, int] = {}

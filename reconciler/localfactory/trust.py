@@ -21,6 +21,7 @@ from datetime import timedelta
 from reconciler import signing
 
 from . import store
+from .shapes import JsonObject
 
 ROOT = "root"
 ONLINE = "online-targets"
@@ -45,11 +46,12 @@ def load_pair(conn: sqlite3.Connection, role: str) -> signing.KeyPair:
     return signing.KeyPair(json.loads(row[1]), json.loads(row[2]), row[0])
 
 
-def online_public(conn: sqlite3.Connection) -> dict:
+def online_public(conn: sqlite3.Connection) -> JsonObject:
     row = conn.execute("SELECT public FROM tuf_keys WHERE role = ?", (ONLINE,)).fetchone()
     if row is None:
         raise LookupError("the factory has no online targets key")
-    return json.loads(row[0])
+    public: JsonObject = json.loads(row[0])
+    return public
 
 
 def online_signer(conn: sqlite3.Connection) -> signing.TargetsSigner:
@@ -61,29 +63,30 @@ def online_signer(conn: sqlite3.Connection) -> signing.TargetsSigner:
     return signer
 
 
-def sign_online(conn: sqlite3.Connection, signed: dict) -> dict:
+def sign_online(conn: sqlite3.Connection, signed: JsonObject) -> JsonObject:
     return online_signer(conn).sign(signed)
 
 
 # ------------------------------------------------------------------------------------ roots
 
 
-def add_root(conn: sqlite3.Connection, kind: str, envelope: dict) -> None:
+def add_root(conn: sqlite3.Connection, kind: str, envelope: JsonObject) -> None:
     conn.execute(
         "INSERT INTO roots(kind, version, body) VALUES (?, ?, ?)",
         (kind, envelope["signed"]["version"], json.dumps(envelope)),
     )
 
 
-def root(conn: sqlite3.Connection, kind: str, version: int | None = None) -> dict | None:
+def root(conn: sqlite3.Connection, kind: str, version: int | None = None) -> JsonObject | None:
     if version is None:
         row = conn.execute("SELECT body FROM roots WHERE kind = ? ORDER BY version DESC LIMIT 1", (kind,)).fetchone()
     else:
         row = conn.execute("SELECT body FROM roots WHERE kind = ? AND version = ?", (kind, version)).fetchone()
-    return json.loads(row[0]) if row else None
+    body: JsonObject | None = json.loads(row[0]) if row else None
+    return body
 
 
-def prod_root(conn: sqlite3.Connection) -> dict:
+def prod_root(conn: sqlite3.Connection) -> JsonObject:
     """The newest production root. Init writes one, so a factory without it is a damaged database."""
     body = root(conn, "prod")
     if body is None:
@@ -91,27 +94,11 @@ def prod_root(conn: sqlite3.Connection) -> dict:
     return body
 
 
-def root_chain(conn: sqlite3.Connection, kind: str) -> list[dict]:
+def root_chain(conn: sqlite3.Connection, kind: str) -> list[JsonObject]:
     return [json.loads(r[0]) for r in conn.execute("SELECT body FROM roots WHERE kind = ? ORDER BY version", (kind,))]
 
 
-def verify_root_chain(chain: list[dict]) -> dict:
-    """What a device does with ``1.root.json`` .. ``N.root.json``: the first is trusted on first use,
-    each next one must be signed by the previous root's root keys and by its own. Returns the last."""
-    if not chain:
-        raise signing.TufError("no root metadata")
-    trusted = chain[0]
-    signing.verify_threshold(trusted, "root", trusted["signed"], trusted["signatures"])
-    for nxt in chain[1:]:
-        if nxt["signed"]["version"] != trusted["signed"]["version"] + 1:
-            raise signing.TufError("root versions are not consecutive")
-        signing.verify_threshold(trusted, "root", nxt["signed"], nxt["signatures"])
-        signing.verify_threshold(nxt, "root", nxt["signed"], nxt["signatures"])
-        trusted = nxt
-    return trusted
-
-
-def init_trust(conn: sqlite3.Connection, now: int, offline_publics: Sequence[dict]) -> None:
+def init_trust(conn: sqlite3.Connection, now: int, offline_publics: Sequence[JsonObject]) -> None:
     """Generate the factory's root and online keys and write root versions 1 and 2 (CI and prod).
 
     Root version 2 lists the online key and every offline key; the production root needs all of

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from reconciler import signing
 
 from . import store
+from .shapes import JsonObject, JsonValue
 
 
 class Refused(Exception):
@@ -37,7 +38,7 @@ class Refused(Exception):
 class Trusted:
     """What a device trusts after a successful refresh (versions only, beside the root)."""
 
-    root: dict
+    root: JsonObject
     timestamp: int = 0
     snapshot: int = 0
     targets: int = 0
@@ -47,7 +48,7 @@ class Trusted:
 class Checked:
     """A verified set of files: the versions a device compares with its own, and the first expiry."""
 
-    root: dict
+    root: JsonObject
     timestamp: int
     snapshot: int
     targets: int
@@ -67,21 +68,21 @@ class Checked:
         return ""
 
 
-def _version(envelope: dict, role: str) -> int:
+def _version(envelope: JsonObject, role: str) -> int:
     version = envelope["signed"].get("version")
     if type(version) is not int or version < 1:
         raise Refused(f"{role} metadata has an invalid version {version!r}")
     return version
 
 
-def _expires(envelope: dict, role: str) -> int:
+def _expires(envelope: JsonObject, role: str) -> int:
     try:
         return store.parse_time(envelope["signed"]["expires"])
     except (KeyError, TypeError, ValueError, AttributeError):
         raise Refused(f"{role} metadata has no valid expiry") from None
 
 
-def _signed_by(root: dict, role: str, envelope: dict, type_: str) -> None:
+def _signed_by(root: JsonObject, role: str, envelope: JsonValue, type_: str) -> None:
     if not isinstance(envelope, dict) or not isinstance(envelope.get("signed"), dict):
         raise Refused(f"{role} metadata is not a signed envelope")
     if envelope["signed"].get("_type") != type_:
@@ -92,7 +93,7 @@ def _signed_by(root: dict, role: str, envelope: dict, type_: str) -> None:
         raise Refused(str(e)) from None
 
 
-def update_root(trusted_root: dict, fetch_root: Callable[[int], dict | None]) -> dict:
+def update_root(trusted_root: JsonObject, fetch_root: Callable[[int], JsonObject | None]) -> JsonObject:
     """Step 1 without the expiry check: walk ``N+1.root.json`` from the trusted root."""
     root = trusted_root
     while True:
@@ -106,7 +107,7 @@ def update_root(trusted_root: dict, fetch_root: Callable[[int], dict | None]) ->
         root = nxt
 
 
-def check(root: dict, timestamp: dict, snapshot: dict, targets: dict) -> Checked:
+def check(root: JsonObject, timestamp: JsonObject, snapshot: JsonObject, targets: JsonObject) -> Checked:
     """Steps 2-4 for the bytes alone (signatures, thresholds, the versions each file lists)."""
     _signed_by(root, "timestamp", timestamp, "Timestamp")
     listed = (timestamp["signed"].get("meta") or {}).get("snapshot.json") or {}
@@ -137,7 +138,7 @@ def check(root: dict, timestamp: dict, snapshot: dict, targets: dict) -> Checked
     )
 
 
-def fingerprint(*envelopes: dict) -> str:
+def fingerprint(*envelopes: JsonObject) -> str:
     """A key for "the same files": the canonical bytes of each, hashed."""
     h = hashlib.sha256()
     for e in envelopes:
@@ -149,11 +150,11 @@ class Device:
     """One device's client: ``refresh`` runs the whole flow over ``fetch(file name) -> JSON or None``
     and keeps the new trusted state only when every check passes."""
 
-    def __init__(self, first_root: dict):
+    def __init__(self, first_root: JsonObject):
         _signed_by(first_root, "root", first_root, "Root")
         self.trusted = Trusted(first_root)
 
-    def refresh(self, fetch: Callable[[str], dict | None], now: int) -> dict:
+    def refresh(self, fetch: Callable[[str], JsonObject | None], now: int) -> JsonObject:
         """The targets the device now trusts; Refused (trusted state unchanged) otherwise."""
         root = update_root(self.trusted.root, lambda n: fetch(f"{n}.root.json"))
         timestamp, snapshot, targets = (fetch(f"{name}.json") for name in ("timestamp", "snapshot", "targets"))

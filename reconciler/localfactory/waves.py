@@ -33,12 +33,15 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler import signing
 
 from . import requestbody, store, targets, trust
 from .errors import bad_request, conflict, not_found
+from .shapes import JsonObject, JsonValue
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_.+-]{1,100}$")
@@ -59,7 +62,7 @@ class Wave:
     version: int
     tag: str
     signed: str  # canonical JSON text
-    signatures: list
+    signatures: list[JsonObject]
     status: str
     created_at: int
     created_by: str
@@ -67,17 +70,18 @@ class Wave:
     updated_by: str
 
     @property
-    def signed_obj(self) -> dict:
-        return json.loads(self.signed)
+    def signed_obj(self) -> JsonObject:
+        signed: JsonObject = json.loads(self.signed)
+        return signed
 
-    def envelope(self) -> dict:
+    def envelope(self) -> JsonObject:
         return {"signatures": self.signatures, "signed": self.signed_obj}
 
 
 _COLUMNS = "id, name, version, tag, signed, signatures, status, created_at, created_by, updated_at, updated_by"
 
 
-def _row(r) -> Wave:
+def _row(r: Sequence[Any]) -> Wave:
     return Wave(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9], r[10])
 
 
@@ -140,8 +144,8 @@ def require_unexpired(conn: sqlite3.Connection, wave: Wave, action: str) -> None
 # ------------------------------------------------------------------------------------ JSON
 
 
-def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = False) -> dict:
-    groups = {}
+def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = False) -> JsonObject:
+    groups: dict[str, JsonObject] = {}
     for gid, gname, created_at, created_by in conn.execute(
         "SELECT group_id, group_name, created_at, created_by FROM wave_groups WHERE wave_id = ? ORDER BY seq",
         (wave.id,),
@@ -167,7 +171,7 @@ def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = Fals
             (wave.id,),
         )
     ]
-    out: dict[str, object] = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
+    out: JsonObject = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
     if show_targets:
         out["targets"] = wave.envelope()
     out.update(
@@ -188,7 +192,7 @@ def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = Fals
 
 def list_waves(
     conn: sqlite3.Connection, *, page: int, limit: int, status: str | None, tag: str | None
-) -> tuple[list[dict], int]:
+) -> tuple[list[JsonObject], int]:
     where: list[str] = []  # fixed conditions with ? marks; every value goes into args
     args: list[str | int] = []
     if status:
@@ -208,7 +212,7 @@ def list_waves(
 # ------------------------------------------------------------------------------------ create
 
 
-def _parse_version(value) -> int | None:
+def _parse_version(value: JsonValue) -> int | None:
     """``WaveCreate.version`` is a JSON string (fioctl's Go struct field is a string): a number, or a
     string with signs, spaces or leading zeros, is refused rather than guessed at."""
     if not isinstance(value, str) or not VERSION_RE.fullmatch(value):
@@ -217,7 +221,7 @@ def _parse_version(value) -> int | None:
     return v if v < 1 << 31 else None
 
 
-def require_canonical_signed(body, text: str | None) -> None:
+def require_canonical_signed(body: JsonValue, text: str | None) -> None:
     """``targets.signed`` must arrive as canonical JSON, byte for byte as it was signed.
 
     fioctl signs the canonical bytes and sends exactly those (reference §2.1 steps 8-10); a server
@@ -237,10 +241,10 @@ def require_canonical_signed(body, text: str | None) -> None:
         raise bad_request("Targets validation failed", [NOT_CANONICAL])
 
 
-def create(conn: sqlite3.Connection, body, actor: str) -> dict:
+def create(conn: sqlite3.Connection, body: JsonValue, actor: str) -> JsonObject:
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object with name, version, tag and targets")
-    errors = []
+    errors: list[str] = []
     name, tag, envelope = body.get("name"), body.get("tag"), body.get("targets")
     version = _parse_version(body.get("version"))
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -292,13 +296,13 @@ def resolve_id(conn: sqlite3.Connection, wave_id: int) -> Wave:
     return _row(r)
 
 
-def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag: str) -> None:
+def _validate_targets(conn: sqlite3.Connection, signed: JsonObject, version: int, tag: str) -> None:
     if set(signed) != SIGNED_KEYS:
         raise bad_request(
             "Targets validation failed",
             ["targets.signed must hold exactly _type, expires, targets and version, not " + ", ".join(sorted(signed))],
         )
-    errors = []
+    errors: list[str] = []
     if signed["_type"] != "Targets":
         errors.append(f'targets.signed._type must be "Targets", not {signed["_type"]!r}')
     if signed["version"] != version or isinstance(signed["version"], bool):
@@ -325,7 +329,7 @@ def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag:
             f"same tag ({tag} is at version {prod['signed']['version']})"
         )
     new = 0
-    by_version_hwid: dict[tuple, str] = {}
+    by_version_hwid: dict[tuple[str, str], str] = {}
     for name in sorted(files):
         meta = files[name]
         custom = meta.get("custom") if isinstance(meta, dict) else None
@@ -355,7 +359,7 @@ def _validate_targets(conn: sqlite3.Connection, signed: dict, version: int, tag:
         raise bad_request("Targets validation failed", errors)
 
 
-def _missing_ci_targets(ci: dict, files: dict) -> list[str]:
+def _missing_ci_targets(ci: dict[str, JsonObject], files: JsonObject) -> list[str]:
     """Errors for CI targets of the version the wave leaves out, unless ``--source-tag`` explains them.
 
     fioctl puts every CI target of the version into the wave, except that ``--source-tag T`` keeps
@@ -368,13 +372,13 @@ def _missing_ci_targets(ci: dict, files: dict) -> list[str]:
     if not missing:
         return []
     shared = set.intersection(*(set(ci[name]["custom"].get("tags") or []) for name in included))
-    left_out = set().union(*(set(ci[name]["custom"].get("tags") or []) for name in missing))
+    left_out: set[str] = set().union(*(set(ci[name]["custom"].get("tags") or []) for name in missing))
     if shared - left_out:
         return []
     return [f"CI Target differs for target {name}: not present in a wave" for name in missing]
 
 
-def _difference(meta: dict, expected: dict, tag: str) -> str:
+def _difference(meta: JsonObject, expected: JsonObject, tag: str) -> str:
     if meta.get("custom", {}).get("tags") != [tag]:
         return f'custom.tags must be ["{tag}"]'
     for key in sorted(set(meta) | set(expected)):
@@ -387,11 +391,13 @@ def _difference(meta: dict, expected: dict, tag: str) -> str:
     return "differs from the CI target"
 
 
-def _verified_signatures(conn: sqlite3.Connection, signed: dict, signatures: list) -> list[dict]:
+def _verified_signatures(conn: sqlite3.Connection, signed: JsonObject, signatures: list[JsonValue]) -> list[JsonObject]:
     """Every signature sent must verify against the production root; at least one, none of the online key."""
     prod_root = trust.prod_root(conn)
     online_kid = signing.key_id(trust.online_public(conn))
-    errors, good, seen = [], [], set()
+    errors: list[str] = []
+    good: list[JsonObject] = []
+    seen: set[str] = set()
     for i, sig in enumerate(signatures):
         if not isinstance(sig, dict):
             errors.append(f"signatures[{i}] is not a signature object")
@@ -422,7 +428,7 @@ def _verified_signatures(conn: sqlite3.Connection, signed: dict, signatures: lis
 # ------------------------------------------------------------------------------------ sign, complete, cancel
 
 
-def sign(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
+def sign(conn: sqlite3.Connection, name: str, body: JsonValue, actor: str) -> JsonObject:
     wave = resolve(conn, name)
     require_active(wave, "sign")
     sigs = body.get("signatures") if isinstance(body, dict) else None
@@ -436,7 +442,7 @@ def sign(conn: sqlite3.Connection, name: str, body, actor: str) -> dict:
     return wave_json(conn, resolve_id(conn, wave.id))
 
 
-def complete(conn: sqlite3.Connection, name: str, actor: str) -> dict:
+def complete(conn: sqlite3.Connection, name: str, actor: str) -> JsonObject:
     wave = resolve(conn, name)
     require_active(wave, "complete")
     require_signed(conn, wave, "complete")
@@ -446,7 +452,7 @@ def complete(conn: sqlite3.Connection, name: str, actor: str) -> dict:
     return wave_json(conn, resolve_id(conn, wave.id))
 
 
-def cancel(conn: sqlite3.Connection, name: str, actor: str) -> dict:
+def cancel(conn: sqlite3.Connection, name: str, actor: str) -> JsonObject:
     wave = resolve(conn, name)
     require_active(wave, "cancel")
     _finish(conn, wave, "canceled", actor)

@@ -33,12 +33,16 @@ from __future__ import annotations
 import sqlite3
 
 from . import store, targets
+from .shapes import JsonObject
 from .waves import Wave, resolve
+
+# Devices of one group (None: in no group) per version: [devices, online devices].
+Counts = dict[int | None, dict[int, list[int]]]
 
 
 def known_versions(conn: sqlite3.Connection, tag: str, wave: Wave | None = None) -> set[int]:
     """Versions in the tag's production targets (and an active or completed wave's): others are orphans."""
-    versions = set()
+    versions: set[int] = set()
     prod = targets.prod_targets(conn, tag)
     files = dict(prod["signed"]["targets"]) if prod else {}
     if wave is not None and wave.status != "canceled":
@@ -50,11 +54,11 @@ def known_versions(conn: sqlite3.Connection, tag: str, wave: Wave | None = None)
     return versions
 
 
-def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
+def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> JsonObject:
     """WaveStatus as reference §2.3 defines each field (see the module docstring)."""
     wave = resolve(conn, name)
     cutoff = store.now(conn) - offline_threshold * 3600
-    counts: dict = {}  # group_id -> {version: [devices, online]}
+    counts: Counts = {}
     for gid, version, n, online in conn.execute(
         "SELECT group_id, version, count(*), sum(online = 1 OR last_seen >= ?) FROM devices "
         "INDEXED BY devices_status WHERE tag = ? AND is_prod = 1 GROUP BY group_id, version",
@@ -67,11 +71,11 @@ def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
     rolled_ids = {gid for gid, _, _ in rollout_groups}
     v = wave.version
 
-    def counted(gid) -> bool:
+    def counted(gid: int | None) -> bool:
         """Whether a group's devices count as updated or scheduled: a finished wave counts every device."""
         return wave.status != "active" or gid in rolled_ids
 
-    def scheduled(gid, version: int, n: int) -> int:
+    def scheduled(gid: int | None, version: int, n: int) -> int:
         return n if version < v and wave.status != "canceled" and counted(gid) else 0
 
     total = updated = scheduled_total = 0
@@ -84,7 +88,7 @@ def status(conn: sqlite3.Connection, name: str, offline_threshold: int) -> dict:
     known = known_versions(conn, wave.tag, wave)
     names = dict(conn.execute("SELECT id, name FROM device_groups").fetchall())
 
-    def group_status(gid, gname: str, rollout_at: int | None) -> dict:
+    def group_status(gid: int | None, gname: str, rollout_at: int | None) -> JsonObject:
         per_version = counts.get(gid, {})
         return {
             "name": gname,

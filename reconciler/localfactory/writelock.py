@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import falcon
+
 LOCK_NAME = "apply.lock"
 WRITE_WAIT = 10.0  # seconds a served write waits for an in-process apply before answering 503
 _POLL = 0.05
@@ -74,13 +76,11 @@ class ServedWriteLock:
         self.directory, self.wait = Path(directory), wait
         self._queue = threading.Lock()
 
-    def process_request(self, req, resp) -> None:
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.method in self.SAFE:
             return
         import json
         from contextlib import ExitStack
-
-        import falcon
 
         if req.path.rstrip("/").endswith("/rollout"):
             from . import requestbody
@@ -108,7 +108,9 @@ class ServedWriteLock:
             return
         req.context.write_lock = stack
 
-    def process_response(self, req, resp, resource, req_succeeded) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
         stack = getattr(req.context, "write_lock", None)
         if stack is not None:
             req.context.write_lock = None
