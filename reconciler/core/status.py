@@ -27,10 +27,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from reconciler.core import failures, ledger
+from reconciler.core.drift import ledger_drift
 from reconciler.core.ledger import Slot
-from reconciler.core.plan import format_duration, ledger_drift, scope_text, selected_specs
+from reconciler.core.plan.reads import selected_specs
 from reconciler.core.spec import Gate, OnFailure, PhaseSpec, WaveSpec
 from reconciler.core.state import RolloutRecord, WaveFailures, WaveStatus
+from reconciler.core.text import format_duration, scope_text
 
 ReportStatus = WaveStatus | Literal["absent"]
 PhaseState = Literal["done", "next", "pending", "skipped"]
@@ -299,7 +301,7 @@ def _entry_scope(entry: RolloutEntry) -> str:
 def _next_step(
     spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime, failed: dict[str, int] | None = None
 ) -> GateReport | None:
-    """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5),
+    """The gate of the manifest's next step for an active wave, as the planner evaluates it,
     failure bounds included (``core/failures.py``) when the wave's failed devices were counted."""
     done = len(wave.history)
     if spec.cancel:
