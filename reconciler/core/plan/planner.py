@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from reconciler.core import failures, ledger
+from reconciler.core import failures, gates, ledger
 from reconciler.core import signatures as sigs
 from reconciler.core.deltas import missing_deltas_warning
 from reconciler.core.drift import drift_problems, ledger_drift
-from reconciler.core.gates import gate_reason
+from reconciler.core.gates import GateResult
 from reconciler.core.plan import checks
 from reconciler.core.plan.model import (
     CancelOp,
@@ -46,8 +46,9 @@ from reconciler.core.plan.model import (
 )
 from reconciler.core.plan.reads import active_tags, selected_specs
 from reconciler.core.spec import Gate, Location, OnFailure, WaveSpec
-from reconciler.core.state import Device, ObservedState, ObservedWave, RolloutRecord, WaveProgress, WaveStatus
+from reconciler.core.state import ObservedState, ObservedWave, RolloutRecord, WaveProgress, WaveStatus
 from reconciler.core.text import counted
+from reconciler.core.windows import Hold
 from reconciler.errors import Problem, Severity
 
 
@@ -379,20 +380,11 @@ class _Planner:
         pending_before = False  # a rollout of this wave happens earlier in this plan
         # Rollouts and completes wait for a window and outside freezes; init and cancel never do.
         window = None if spec.schedule.empty else spec.schedule.hold(self.now)
-        held_by = window.reason if window else None
         for slot in ledger.slots(spec.phases, done):
             phase = spec.phases[slot.phase_index]
-            if slot.first:
-                since = (
-                    created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
-                )
-                reason = blocked or _joined(
-                    gate_reason(phase.gate, since, self.now, progress, pending_before, self._fleet(spec)),
-                    self._failed_reason(spec, phase.gate, done, pending_before),
-                    held_by,
-                )
-            else:
-                reason = blocked or held_by
+            since = created_at if slot.entry == 0 else (history[slot.entry - 1].at if slot.entry - 1 < done else None)
+            gate = phase.gate if slot.first else Gate()  # the later parts of a phase follow its first
+            reason = blocked or self._gate(spec, gate, since, progress, done, pending_before, window).reason()
             self._add(rollout_op(spec, phase, slot, reason, None if blocked else window))
             summary.phases[slot.phase_index] = (phase.name, "blocked" if reason else "ready")
             if reason:
@@ -407,11 +399,7 @@ class _Planner:
                 since = None  # the previous step happens in this plan: the wait starts now
             else:
                 since = history[-1].at if history else created_at
-            reason = _joined(
-                gate_reason(spec.complete.gate, since, self.now, progress, pending_before, self._fleet(spec)),
-                self._failed_reason(spec, spec.complete.gate, done, pending_before),
-                held_by,
-            )
+            reason = self._gate(spec, spec.complete.gate, since, progress, done, pending_before, window).reason()
         self._add(
             CompleteOp(
                 wave=spec.name,
@@ -424,13 +412,28 @@ class _Planner:
         )
         return reason is None
 
-    def _failed_reason(self, spec: WaveSpec, gate: Gate, rollouts: int, pending_before: bool) -> str | None:
-        return failures.gate_reason(
-            gate, rollouts=rollouts, pending_before=pending_before, failures=self.observed.failures.get(spec.name)
+    def _gate(
+        self,
+        spec: WaveSpec,
+        gate: Gate,
+        since: datetime | None,
+        progress: WaveProgress | None,
+        rollouts: int,
+        pending_before: bool,
+        window: Hold | None,
+    ) -> GateResult:
+        """A step's gate, as ``reconcile status`` evaluates it too (``core/gates.py``)."""
+        return gates.evaluate(
+            gate,
+            now=self.now,
+            since=since,
+            rollouts=rollouts,
+            progress=progress,
+            fleet=self.observed.devices.get(spec.tag),
+            failures=self.observed.failures.get(spec.name),
+            pending_before=pending_before,
+            hold=window,
         )
-
-    def _fleet(self, spec: WaveSpec) -> dict[str, Device] | None:
-        return self.observed.devices.get(spec.tag)
 
     def _sign(self, spec: WaveSpec, short: sigs.Shortfall, reason: str | None) -> None:
         """Add the wave's sign step (at its manifest's first line), ready unless ``reason`` says why not."""
@@ -492,10 +495,6 @@ class _Planner:
 
     def _warn(self, where: Location, message: str) -> None:
         self.warnings.append(Problem(where.file, where.line, where.col, message, Severity.WARNING))
-
-
-def _joined(*reasons: str | None) -> str | None:
-    return "; ".join(reason for reason in reasons if reason) or None
 
 
 def _why_still_active(spec: WaveSpec) -> str:

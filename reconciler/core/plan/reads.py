@@ -8,7 +8,8 @@ only what its plan uses: a status call for a ``require.updated`` gate, a tag's d
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sized
+from typing import Protocol
 
 from reconciler.core import ledger
 from reconciler.core.drift import ledger_drift
@@ -17,9 +18,23 @@ from reconciler.core.spec import Gate, WaveSpec
 from reconciler.core.state import ObservedWave, WaveProgress, WaveStatus
 
 
-def _updated_gates(specs: list[WaveSpec], observed_waves: dict[str, ObservedWave]) -> dict[str, Gate]:
+class FactoryWave(Protocol):
+    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``WaveFacts``) reads it: both ask
+    which device lists a gate needs, so that status evaluates ``onlineWithin`` as the plan does."""
+
+    @property
+    def tag(self) -> str: ...
+
+    @property
+    def status(self) -> WaveStatus: ...
+
+    @property
+    def history(self) -> Sized: ...
+
+
+def _updated_gates(specs: Iterable[WaveSpec], observed_waves: Mapping[str, FactoryWave]) -> dict[str, Gate]:
     """Active managed waves whose next step has a ``require.updated`` gate, with that gate."""
-    gates = {}
+    gates: dict[str, Gate] = {}
     for spec in specs:
         wave = observed_waves.get(spec.name)
         if wave is None or wave.status is not WaveStatus.ACTIVE:
@@ -53,7 +68,9 @@ def waves_to_cancel(specs: list[WaveSpec], observed_waves: dict[str, ObservedWav
 
 
 def tags_needing_devices(
-    specs: list[WaveSpec], observed_waves: dict[str, ObservedWave], progress: dict[str, WaveProgress] | None = None
+    specs: Iterable[WaveSpec],
+    observed_waves: Mapping[str, FactoryWave],
+    progress: Mapping[str, WaveProgress] | None = None,
 ) -> set[str]:
     """Tags whose whole device list the plan needs: ``onlineWithin`` gates (they count offline devices)
     and, once ``progress`` is known, gates short of their share on the counts alone (their reason names
