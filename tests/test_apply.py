@@ -67,7 +67,7 @@ def test_a_step_that_vanished_from_the_plan_without_being_done_fails_the_run(rel
     """Canceled by hand between the plan and the step: that is not "already done"."""
 
     from reconciler.apply.steps import Outcome, apply_plan
-    from reconciler.core.plan import build_plan
+    from reconciler.core import build_plan
     from reconciler.factory.client import FactoryClient, select_backend
     from reconciler.factory.observe import observe
     from reconciler.manifest import load
@@ -100,7 +100,7 @@ def test_a_time_the_factory_sends_that_cannot_be_read_stops_the_plan():
 
 def test_a_rollout_the_factory_refuses_in_a_dry_run_is_blocked_in_every_view(release_repo, factory_dir):
     """The plan checks UUIDs against the device list; a device moved away in between is refused by the dry run."""
-    from reconciler.core.plan import build_plan
+    from reconciler.core import build_plan
     from reconciler.factory.client import FactoryClient, select_backend
     from reconciler.factory.observe import fill_device_counts, observe
     from reconciler.manifest import load
@@ -139,7 +139,7 @@ def test_each_step_costs_its_write_and_one_read_and_the_first_starts_from_the_ob
     import httpx
 
     from reconciler.apply.steps import Outcome, apply_plan
-    from reconciler.core.plan import build_plan
+    from reconciler.core import build_plan
     from reconciler.factory.client import FactoryClient, select_backend
     from reconciler.factory.observe import observe
     from reconciler.manifest import load

@@ -114,7 +114,7 @@ def apply_with_timeout(release_repo: Path, url: str, timeout: float, keys: Path 
     from reconciler import manifest, signing
     from reconciler.apply.steps import Outcome, apply_plan
     from reconciler.apply.writes import exclusive_writer
-    from reconciler.core.plan import build_plan
+    from reconciler.core import build_plan
     from reconciler.errors import UserError
     from reconciler.factory.client import FactoryClient, select_backend
     from reconciler.factory.observe import observe

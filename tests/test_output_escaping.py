@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.plan import build_plan
+from reconciler.core import build_plan
 from reconciler.errors import Problem, Severity
 from reconciler.render import plan as render
 from reconciler.safetext import md_cell_code, md_code, md_text, unsafe_character

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from reconciler import signing
-from reconciler.core.plan import build_plan
+from reconciler.core import build_plan
 from reconciler.factory.client import FactoryClient, select_backend
 from reconciler.factory.observe import fill_device_counts, observe
 from reconciler.manifest import load

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from jsonschema import Draft202012Validator
 
-from reconciler.core.plan import build_plan
+from reconciler.core import build_plan
 from reconciler.core.spec import CompleteSpec, Limit
 from reconciler.core.state import WaveProgress
 from reconciler.render import plan as render

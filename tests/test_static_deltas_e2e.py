@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 
-from reconciler.core.plan import build_plan
+from reconciler.core import build_plan
 from reconciler.factory.client import FactoryClient, select_backend
 from reconciler.factory.observe import observe
 from reconciler.localfactory.cli import main as factory_main

@@ -141,7 +141,7 @@ def test_a_bad_window_or_freeze_stops_the_run_before_any_write(release_repo, fac
 def test_a_window_that_closes_between_the_plan_and_the_step_holds_the_step(release_repo, factory_dir):
     """Apply reads the backend's clock again before each step, so a step never starts after its window closed."""
     from reconciler.apply.steps import Outcome, apply_plan
-    from reconciler.core.plan import build_plan
+    from reconciler.core import build_plan
     from reconciler.factory.client import FactoryClient, select_backend
     from reconciler.factory.observe import observe
     from reconciler.manifest import load

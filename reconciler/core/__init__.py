@@ -1,4 +1,4 @@
-"""The pure core: the desired state (``spec``), the observed state (``state``) and the planner (``plan``).
+"""The pure core: desired (``spec``) and observed (``state``) state, the planner (``plan``), ``status``.
 
     manifests --reconciler.manifest--> [WaveSpec]
     factory   --reconciler.factory.observe---> ObservedState
@@ -11,8 +11,8 @@ keeps it that way.
 
 from reconciler.core.failures import waves_needing_failures
 from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
-from reconciler.core.plan import (
-    EXPIRY_WARNING,
+from reconciler.core.plan.keys import without_keyed_steps, without_signs_by
+from reconciler.core.plan.model import (
     CancelOp,
     CompleteOp,
     InitOp,
@@ -22,20 +22,18 @@ from reconciler.core.plan import (
     RolloutOp,
     SignOp,
     WaveSummary,
+    rollout_scope,
+)
+from reconciler.core.plan.planner import build_plan
+from reconciler.core.plan.reads import (
     active_tags,
-    build_plan,
-    counted,
-    format_duration,
     next_rollouts,
     pending_groups,
-    rollout_scope,
     selected_specs,
     tags_needing_devices,
     uuids_to_check,
     waves_needing_status,
     waves_to_cancel,
-    without_keyed_steps,
-    without_signs_by,
 )
 from reconciler.core.signatures import short_keyid, shortfall, signatures_text
 from reconciler.core.spec import CompleteSpec, FailureBound, Gate, Limit, Location, OnFailure, PhaseSpec, WaveSpec
@@ -71,6 +69,7 @@ from reconciler.core.status import (
     waves_needing_counts,
     waves_to_report,
 )
+from reconciler.core.text import EXPIRY_WARNING, counted, format_duration
 from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
 
 __all__ = [

@@ -18,7 +18,8 @@ Pure, like the planner that uses it. When a bound is in force, and so when it is
   cancel, with the bound and the numbers as the step's reason.
 
 As a gate, a failure bound also needs a count made after the previous rollout: a step whose previous
-rollout happens in the same plan waits for the next run, as ``require.updated`` does.
+rollout happens in the same plan waits for the next run, as ``require.updated`` does (``core/gates.py``
+evaluates both).
 """
 
 from __future__ import annotations
@@ -100,24 +101,3 @@ def breach(spec: WaveSpec, rollouts: int, failures: WaveFailures | None) -> Brea
     if found is None or found[1].allows(failures.failed, failures.reached):
         return None
     return Breach(found[0], found[1], failures, spec.target)
-
-
-def gate_reason(gate: Gate, *, rollouts: int, pending_before: bool, failures: WaveFailures | None) -> str | None:
-    """Why a step's failure bound does not let it run yet, or None: its count must be one made after the
-    previous rollout, and when not every device that may have failed was read, even those unread ones
-    failing must stay within the bound (else the step waits for fewer pending devices)."""
-    bound = gate.failed
-    if bound is None or (rollouts == 0 and not pending_before):
-        return None
-    need = f"failed {bound}"
-    if pending_before or failures is None or failures.rollouts != rollouts:
-        return f"{need}: needs the failure count after the previous rollout"
-    if not bound.allows(failures.failed, failures.reached):
-        share = 100.0 * failures.failed / failures.reached
-        return f"{need}: {share:.1f}% ({failures.failed} of {failures.reached} devices reached)"
-    if failures.unchecked and not bound.allows(failures.failed + failures.unchecked, failures.reached):
-        return (
-            f"{need}: {failures.failed} of {failures.reached} devices reached failed, but {failures.unchecked} more "
-            f"not on the wave version were not checked; waits until fewer are pending"
-        )
-    return None

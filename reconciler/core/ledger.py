@@ -1,4 +1,5 @@
-"""Which rollout-history entries belong to which phase: the ledger's map (DESIGN.md §5).
+"""Which rollout-history entries belong to which phase: the ledger's map (``docs/architecture.md``,
+"The ledger").
 
 The factory takes at most 10,000 UUIDs per rollout call (reference/foundries-api.md §2.2). A
 phase that lists more is rolled out as consecutive rollouts, its *parts*: part *j* (1-based)

@@ -1,6 +1,6 @@
 """The desired state: what a wave manifest means, independent of YAML.
 
-``reconciler.manifest`` turns files into these objects; ``plan.py`` reads them. Durations are
+``reconciler.manifest`` turns files into these objects; the planner (``core/plan``) reads them. Durations are
 whole seconds, shares are percentages (0-100], positions are ``Location``s so that the
 planner can point back at the manifest line a problem comes from.
 """

@@ -1,6 +1,6 @@
 """The observed state: what the factory says, reduced to what planning needs.
 
-``reconciler.factory.observe`` builds it from API responses; ``plan.py`` reads it. Keeping it separate from
+``reconciler.factory.observe`` builds it from API responses; the planner (``core/plan``) reads it. Keeping it separate from
 both means the planner can be tested with hand-built states and no network.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+JsonObject = dict[str, Any]  # a JSON object as the factory sent it, kept as it is to be signed or sent back
 
 
 class WaveStatus(StrEnum):
@@ -42,7 +45,7 @@ class ObservedWave:
 
 @dataclass(frozen=True)
 class WaveProgress:
-    """The ``require.updated`` gate's numbers (DESIGN §5), from fields whose meaning the reference fixes.
+    """The ``require.updated`` gate's numbers (``docs/architecture.md``, "Planning"), from fields whose meaning the reference fixes.
 
     ``rolled_out``: devices the rollouts reached, the sum of ``num-devices`` over the wave's
     ``rollout-history``. ``updated``: devices on the wave version or newer. Not the status's
@@ -107,10 +110,10 @@ class SigningInputs:
     """What an init signs against, as the factory sent it, read with an apply's observation when a wave
     is to be created: the apply's first write then needs no read of its own."""
 
-    root: dict  # the TUF root the offline key must be a targets key of
-    online_key: dict  # the factory's online targets key
-    prod_envelopes: dict[str, dict]  # tag -> its production targets envelope (absent: the tag has none)
-    ci_targets: dict[int, dict]  # version -> its CI targets
+    root: JsonObject  # the TUF root the offline key must be a targets key of
+    online_key: JsonObject  # the factory's online targets key
+    prod_envelopes: dict[str, JsonObject]  # tag -> its production targets envelope (absent: the tag has none)
+    ci_targets: dict[int, JsonObject]  # version -> its CI targets
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """What `reconcile status` reports: a typed model of each wave's history, progress, next gate and expiry.
 
-Pure, like the planner: the shell (``reconciler/status.py``) reads the factory into the inputs
+Pure, like the planner: the shell (``reconciler/factory/status.py``) reads the factory into the inputs
 below and renders the ``StatusReport`` this module computes; nothing here does I/O or reads a clock.
 
 Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
@@ -12,25 +12,31 @@ Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
   the phase's group (its ``RolloutGroupStatus``: on the wave version or newer, on an older version,
   total minus online), or the whole tag for a factory-wide phase. They are the scope's numbers, not
   the phase's own: the API does not say which devices of a group a ``limit`` rollout reached;
-- the next step's ``require.updated`` gate uses the planner's numbers (``WaveProgress``: devices on
-  the wave version or newer over the history's ``num-devices``), so status and plan never disagree;
+- the next step's gate is evaluated by the planner's own ``core/gates.py`` on the planner's numbers
+  (``WaveProgress``: devices on the wave version or newer over the history's ``num-devices``; for
+  ``onlineWithin``, the tag's device list the plan reads too; failure counts; windows and freezes), so
+  status and plan never disagree on whether it has passed;
 - after a cancel, the devices *left on the canceled version* are the status's devices on the wave
   version (a canceled wave counts devices as they are now, reference §2.3);
-- *failed* devices (only when asked: it costs requests per device, ``reconciler/status.py``) are
+- *failed* devices (only when asked: it costs requests per device, ``reconciler/factory/status.py``) are
   counted for the phase's scope like the other numbers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from reconciler.core import failures, ledger
+from reconciler.core import failures, gates, ledger
+from reconciler.core.drift import ledger_drift
+from reconciler.core.gates import GateResult, UpdatedCheck
 from reconciler.core.ledger import Slot
-from reconciler.core.plan import format_duration, ledger_drift, scope_text, selected_specs
+from reconciler.core.plan.reads import selected_specs
 from reconciler.core.spec import Gate, OnFailure, PhaseSpec, WaveSpec
-from reconciler.core.state import RolloutRecord, WaveFailures, WaveStatus
+from reconciler.core.state import Device, RolloutRecord, WaveFailures, WaveProgress, WaveStatus
+from reconciler.core.text import format_duration, scope_text
 
 ReportStatus = WaveStatus | Literal["absent"]
 PhaseState = Literal["done", "next", "pending", "skipped"]
@@ -103,19 +109,50 @@ class PhaseReport:
 
 @dataclass(frozen=True)
 class GateReport:
-    """The next step's gate: each condition with its numbers, and whether it has passed."""
+    """The next step's gate, evaluated as the planner evaluates it (``core/gates.py``): each condition
+    with its numbers, and whether the step may run."""
 
-    step: str  # "rollout <phase>" or "complete"
-    passed: bool
-    wait_seconds: int | None = None
-    wait_passes_at: datetime | None = None
-    updated_required: float | None = None  # percent
-    updated: int | None = None
-    reached: int | None = None
-    blocked_by: str | None = None  # why the step cannot run whatever the gate says (drift, a halt, a window or freeze)
-    failed_bound: str | None = None  # the gate's require.failed, e.g. "<2%"
-    failed: int | None = None  # the wave's failed devices, when counted
+    step: str  # "rollout <phase>", "complete" or "cancel"
+    result: GateResult = field(default_factory=GateResult)
+    reached: int | None = None  # devices the rollouts reached, when a condition counts against them
+    stopped_by: str | None = None  # why the step cannot run whatever its gate says: drift, or a halt
     because: str | None = None  # why the step is one the reconciler decided on (a cancel by onFailure: cancel)
+
+    @property
+    def passed(self) -> bool:
+        return self.stopped_by is None and self.result.passed
+
+    @property
+    def blocked_by(self) -> str | None:
+        """Drift, a halt, a window or a freeze: what holds the step whatever its conditions say."""
+        hold = self.result.hold
+        return "; ".join(why for why in (self.stopped_by, hold.reason if hold else None) if why) or None
+
+    @property
+    def wait_seconds(self) -> int | None:
+        return self.result.wait.seconds if self.result.wait else None
+
+    @property
+    def wait_passes_at(self) -> datetime | None:
+        return self.result.wait.passes_at if self.result.wait else None
+
+    @property
+    def updated_required(self) -> float | None:
+        return self.result.updated.percent if self.result.updated else None
+
+    @property
+    def updated(self) -> int | None:
+        check = self.result.updated
+        return check.progress.updated if check is not None and check.progress is not None else None
+
+    @property
+    def failed_bound(self) -> str | None:
+        return str(self.result.failed.bound) if self.result.failed else None
+
+    @property
+    def failed(self) -> int | None:
+        check = self.result.failed
+        return check.failures.failed if check is not None and check.failures is not None else None
 
 
 @dataclass(frozen=True)
@@ -186,9 +223,11 @@ def build_status(
     wave_expiry: dict[str, datetime],
     prod_expiry: dict[str, datetime],
     failed: dict[str, dict[str, int]] | None = None,
+    devices: Mapping[str, Mapping[str, Device]] | None = None,
 ) -> StatusReport:
     """The report for the waves ``waves_to_report`` names, from what the shell read. ``failed``: per wave
-    that was asked for, its failed devices by group name ("" for none)."""
+    that was asked for, its failed devices by group name ("" for none). ``devices``: per tag the plan
+    would list (``tags_needing_devices``: an ``onlineWithin`` gate), its production devices by UUID."""
     by_name = {s.name: s for s in selected_specs(specs, factory)}
     reports = []
     for name in waves_to_report(specs, factory, waves):
@@ -216,6 +255,7 @@ def build_status(
                 prod_expiry.get(wave.tag),
                 now,
                 (failed or {}).get(name),
+                (devices or {}).get(wave.tag),
             )
         )
     return StatusReport(factory=factory, backend=backend, now=now, waves=tuple(reports))
@@ -229,6 +269,7 @@ def _wave_report(
     production_expire: datetime | None,
     now: datetime,
     failed: dict[str, int] | None,
+    fleet: Mapping[str, Device] | None,
 ) -> WaveReport:
     planned = spec.phases if spec is not None else ()
     phases = []
@@ -268,7 +309,7 @@ def _wave_report(
         finished_at=wave.finished_at,
         finished_by=wave.finished_by or None,
         phases=tuple(phases),
-        next_step=_next_step(spec, wave, counts, now, failed) if active and spec is not None else None,
+        next_step=_next_step(spec, wave, counts, now, failed, fleet) if active and spec is not None else None,
         totals=counts.tag if counts is not None else None,
         targets_expire=targets_expire if active else None,
         production_expire=production_expire,
@@ -297,21 +338,24 @@ def _entry_scope(entry: RolloutEntry) -> str:
 
 
 def _next_step(
-    spec: WaveSpec, wave: WaveFacts, counts: WaveCounts | None, now: datetime, failed: dict[str, int] | None = None
+    spec: WaveSpec,
+    wave: WaveFacts,
+    counts: WaveCounts | None,
+    now: datetime,
+    failed: dict[str, int] | None,
+    fleet: Mapping[str, Device] | None,
 ) -> GateReport | None:
-    """The gate of the manifest's next step for an active wave, as the planner evaluates it (DESIGN §5),
-    failure bounds included (``core/failures.py``) when the wave's failed devices were counted."""
+    """The gate of the manifest's next step for an active wave, evaluated as the planner evaluates it
+    (``core/gates.py``): failure bounds (``core/failures.py``) when the wave's failed devices were
+    counted, ``onlineWithin`` on the tag's devices (``fleet``) when they were listed."""
     done = len(wave.history)
     if spec.cancel:
-        return GateReport(step="cancel", passed=True)
-    counted = (
-        None
-        if failed is None
-        else WaveFailures(failed=sum(failed.values()), reached=sum(e.devices for e in wave.history), rollouts=done)
-    )
+        return GateReport(step="cancel")
+    reached = sum(e.devices for e in wave.history)
+    counted = None if failed is None else WaveFailures(failed=sum(failed.values()), reached=reached, rollouts=done)
     exceeded = failures.breach(spec, done, counted)
     if exceeded is not None and spec.on_failure is OnFailure.CANCEL:
-        return GateReport(step="cancel", passed=True, because=f"onFailure: cancel: {exceeded.text()}")
+        return GateReport(step="cancel", because=f"onFailure: cancel: {exceeded.text()}")
     slot = next(ledger.slots(spec.phases, done), None)
     if slot is not None:
         phase = spec.phases[slot.phase_index]
@@ -321,60 +365,25 @@ def _next_step(
         step, gate = "complete", spec.complete.gate
     else:
         return None
-    since = wave.history[-1].at if wave.history else wave.created_at
     records = tuple(
         RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide, devices=e.devices)
         for e in wave.history
     )
     drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
-    blocked = ["drift: " + "; ".join(drift)] if drift else ([f"halted: {exceeded.text()}"] if exceeded else [])
-    hold = None if spec.schedule.empty else spec.schedule.hold(now)  # a window or freeze, as the plan holds it
-    if hold is not None:
-        blocked.append(hold.reason)
-    report = _gate(step, gate, since, wave, counts, now, "; ".join(blocked) or None)
-    if gate.failed is None:
-        return report
-    reached = sum(e.devices for e in wave.history)
-    allowed = done == 0 or (counted is not None and gate.failed.allows(counted.failed, counted.reached))
-    return replace(
-        report,
-        passed=report.passed and allowed,
-        failed_bound=str(gate.failed),
-        reached=reached,
-        failed=None if counted is None else counted.failed,
+    stopped = "drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None)
+    progress = None if counts is None else WaveProgress(counts.tag.updated, reached, counts.tag.devices)
+    result = gates.evaluate(
+        gate,
+        now=now,
+        since=wave.history[-1].at if wave.history else wave.created_at,
+        rollouts=done,
+        progress=progress,
+        fleet=fleet,
+        failures=counted,
+        hold=None if spec.schedule.empty else spec.schedule.hold(now),  # a window or freeze, as the plan holds it
     )
-
-
-def _gate(
-    step: str,
-    gate: Gate,
-    since: datetime,
-    wave: WaveFacts,
-    counts: WaveCounts | None,
-    now: datetime,
-    blocked_by: str | None,
-) -> GateReport:
-    passed = blocked_by is None
-    passes_at = None
-    if gate.wait_seconds:
-        passes_at = since + timedelta(seconds=gate.wait_seconds)
-        passed = passed and passes_at <= now
-    updated = reached = None
-    if gate.updated_percent is not None:
-        reached = sum(entry.devices for entry in wave.history)
-        if counts is not None:
-            updated = counts.tag.updated
-        passed = passed and updated is not None and reached > 0 and 100.0 * updated / reached >= gate.updated_percent
-    return GateReport(
-        step=step,
-        passed=passed,
-        wait_seconds=gate.wait_seconds,
-        wait_passes_at=passes_at,
-        updated_required=gate.updated_percent,
-        updated=updated,
-        reached=reached,
-        blocked_by=blocked_by,
-    )
+    counts_devices = gate.updated_percent is not None or gate.failed is not None
+    return GateReport(step=step, result=result, reached=reached if counts_devices else None, stopped_by=stopped)
 
 
 def _share(need: str, count: int | None, reached: int | None, unread: str) -> str:
@@ -384,6 +393,20 @@ def _share(need: str, count: int | None, reached: int | None, unread: str) -> st
     if not reached:
         return f"{need}: no devices reached yet"
     return f"{need}: {100.0 * count / reached:.1f}% ({count} of {reached})"
+
+
+def _updated(check: UpdatedCheck) -> str:
+    """``updated 90%: 45.0% (45 of 100)``; with ``onlineWithin``, the offline devices it leaves out:
+    ``updated 90% of devices seen within 1h: 100.0% (8 of 8, 2 offline left out)``."""
+    need = f"updated {check.percent:g}%"
+    progress = check.progress
+    if check.online_within is None or progress is None or not progress.rolled_out:
+        return _share(need, None if progress is None else progress.updated, check.counted, "unknown")
+    need += f" of devices seen within {format_duration(check.online_within)}"
+    left_out = f"{progress.rolled_out - check.counted} offline left out"
+    if not check.counted:
+        return f"{need}: no online device reached yet ({left_out})"
+    return f"{need}: {check.share:.1f}% ({progress.updated} of {check.counted}, {left_out})"
 
 
 def gate_text(gate: GateReport, now: datetime) -> str:
@@ -398,8 +421,8 @@ def gate_text(gate: GateReport, now: datetime) -> str:
             f"wait {format_duration(gate.wait_seconds)} "
             + (f"passes {when} (in {format_duration(left)})" if left > timedelta(0) else f"passed {when}")
         )
-    if gate.updated_required is not None:
-        parts.append(_share(f"updated {gate.updated_required:g}%", gate.updated, gate.reached, "unknown"))
+    if (updated := gate.result.updated) is not None:
+        parts.append(_updated(updated))
     if gate.failed_bound is not None:
         parts.append(_share(f"failed {gate.failed_bound}", gate.failed, gate.reached, "not counted"))
     if gate.because:

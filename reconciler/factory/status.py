@@ -11,7 +11,9 @@ Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests
   ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
   adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
   an active wave with a failure bound in force (``require.failed``) costs that without the flag too,
-  as it does in the plan, so that its next gate reads as the plan's;
+  as it does in the plan, so that its next gate reads as the plan's; and so does the device list of
+  the tag (``ceil(devices / 1000)`` pages, with the other requests) of an active wave whose next gate
+  has ``onlineWithin``, which leaves that gate's offline devices out as the plan does;
 - ``--devices WAVE``: the wave, its build's CI targets and the tag's production targets (to map a
   device's ``target-name`` to a version), the device list of the tag (``ceil(devices / 1000)``
   pages; for an active wave rolled out only to named groups, of those groups), and for each online device the wave reached that is not on its version, its updates and
@@ -50,6 +52,7 @@ from reconciler.core import (
     WaveStatus,
     build_status,
     selected_specs,
+    tags_needing_devices,
     waves_needing_counts,
     waves_needing_failures,
     waves_to_report,
@@ -57,6 +60,7 @@ from reconciler.core import (
 from reconciler.errors import BackendError, UserError
 from reconciler.factory.apitime import parse_time, required_time
 from reconciler.factory.client import FactoryClient
+from reconciler.factory.observe import parse_device
 from reconciler.factory.wavedevices import classify_devices
 
 
@@ -136,12 +140,20 @@ def read_status(
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
     active = [n for n in names if n in waves and waves[n].status is WaveStatus.ACTIVE]
     counted = waves_needing_counts(names, waves)
+    chosen = selected_specs(specs, client.factory)
+    device_tags = sorted(tags_needing_devices(chosen, waves))  # onlineWithin gates, read as the plan reads them
     calls = [
         functools.partial(client.prod_targets, tags),
         functools.partial(client.wave_targets, active),
         *(functools.partial(client.wave_status, name) for name in counted),
+        *(functools.partial(client.production_devices, tag) for tag in device_tags),
     ]
-    prod, wave_targets, *statuses = client.gather(calls)
+    prod, wave_targets, *answers = client.gather(calls)
+    statuses, listings = answers[: len(counted)], answers[len(counted) :]
+    devices = {
+        tag: {d.uuid: d for d in (parse_device(item) for item in listed if item.get("uuid"))}
+        for tag, listed in zip(device_tags, listings, strict=True)
+    }
     prod_expiry = {tag: when for tag, envelope in prod.items() if (when := _expiry(envelope)) is not None}
     wave_expiry = {name: when for name, envelope in wave_targets.items() if (when := _expiry(envelope)) is not None}
     try:
@@ -149,7 +161,7 @@ def read_status(
     except (TypeError, ValueError, AttributeError):
         raise BackendError("wave status: unexpected numbers in the factory's answer") from None
     failed: dict[str, dict[str, int]] = {}
-    bounded = waves_needing_failures(selected_specs(specs, client.factory), waves)  # the plan counts them too
+    bounded = waves_needing_failures(chosen, waves)  # the plan counts them too
     for name in [n for n in active if with_failed or n in bounded]:
         per_group = failed.setdefault(name, {})
         for row in classify_devices(client, waves[name], "failed", warn):
@@ -164,6 +176,7 @@ def read_status(
         wave_expiry=wave_expiry,
         prod_expiry=prod_expiry,
         failed=failed,
+        devices=devices,
     )
 
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core import ledger
-from reconciler.core.plan import RolloutOp, build_plan, ledger_drift, uuids_to_check, waves_needing_status
+from reconciler.core import RolloutOp, build_plan, ledger, uuids_to_check, waves_needing_status
+from reconciler.core.drift import ledger_drift
 from reconciler.core.spec import CompleteSpec, Gate
 from reconciler.core.state import WaveProgress
 from reconciler.core.status import RolloutEntry, WaveFacts, build_status

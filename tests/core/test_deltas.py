@@ -9,7 +9,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.plan import build_plan
+from reconciler.core import build_plan
 from reconciler.core.spec import Location
 from reconciler.errors import Severity
 from tests.helpers.planning import NOW, active, observed, phase, record, wave

@@ -8,8 +8,8 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.core import CancelOp, build_plan
 from reconciler.core.failures import bounds_in_force, waves_needing_failures
-from reconciler.core.plan import CancelOp, build_plan
 from reconciler.core.spec import CompleteSpec, FailureBound, Gate, Location, OnFailure, PhaseSpec
 from reconciler.core.state import RolloutRecord, WaveFailures, WaveProgress
 from tests.helpers.planning import NOW, active, observed, wave

@@ -8,7 +8,8 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.plan import NEEDS_KEY, build_plan, format_duration, waves_needing_status, without_keyed_steps
+from reconciler.core import build_plan, format_duration, waves_needing_status, without_keyed_steps
+from reconciler.core.plan.keys import NEEDS_KEY
 from reconciler.core.spec import (
     CompleteSpec,
     Gate,

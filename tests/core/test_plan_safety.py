@@ -8,7 +8,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.plan import CancelOp, build_plan
+from reconciler.core import CancelOp, build_plan
 from reconciler.core.spec import CompleteSpec, Gate, Location
 from reconciler.core.state import Device, WaveProgress
 from tests.helpers.planning import HOUR, NOW, active, observed, phase, record, wave

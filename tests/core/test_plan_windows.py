@@ -7,7 +7,8 @@ from dataclasses import replace
 from datetime import timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from reconciler.core.plan import CancelOp, CompleteOp, InitOp, RolloutOp, StepStatus, build_plan
+from reconciler.core import CancelOp, CompleteOp, InitOp, RolloutOp, build_plan
+from reconciler.core.plan.model import StepStatus
 from reconciler.core.spec import CompleteSpec
 from reconciler.core.windows import Freeze, Schedule, Window
 from tests.helpers.planning import HOUR, NOW, active, observed, phase, record, wave

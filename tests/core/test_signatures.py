@@ -8,15 +8,8 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.core.plan import (
-    InitOp,
-    RolloutOp,
-    SignOp,
-    StepStatus,
-    build_plan,
-    without_keyed_steps,
-    without_signs_by,
-)
+from reconciler.core import InitOp, RolloutOp, SignOp, build_plan, without_keyed_steps, without_signs_by
+from reconciler.core.plan.model import StepStatus
 from reconciler.core.spec import Gate, Location
 from reconciler.core.state import TargetsKeys
 from reconciler.render.plan import summary_line, to_dict, to_text

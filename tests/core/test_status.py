@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
+from reconciler.core.spec import Gate, PhaseSpec
+from reconciler.core.state import Device
 from reconciler.core.status import (
     DeviceFacts,
     LastUpdate,
     ScopeCounts,
+    build_status,
     classify,
     gate_text,
     needs_events,
@@ -159,3 +163,31 @@ def test_a_drifted_wave_says_so_instead_of_a_gate():
     assert gate is not None and not gate.passed and gate.blocked_by is not None
     assert gate.blocked_by.startswith("drift: rollout 1 in the factory was factory-wide, but phase 'canary'")
     assert gate_text(gate, NOW).startswith("rollout us-east: waiting (blocked: drift: ")
+
+
+def test_online_within_leaves_the_offline_devices_out_as_the_plan_does():
+    gated = PhaseSpec(
+        name="us-east",
+        group="us-east",
+        gate=Gate(updated_percent=90, online_within_seconds=HOUR),
+        location=SPEC.location,
+    )
+    spec = replace(SPEC, phases=(SPEC.phases[0], gated))
+    stale = NOW - timedelta(hours=2)
+    fleet = {u: Device(u, u, "canary", stale, in_wave=True, up_to_date=False) for u in ("d1", "d2")}
+    state = build_status(
+        [spec],
+        factory="demo",
+        backend="local:test",
+        now=NOW,
+        waves={"v46": facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10)])},
+        counts={"v46": counts(8, 2)},
+        wave_expiry={},
+        prod_expiry={},
+        devices={"production": fleet},
+    )
+    gate = state.waves[0].next_step
+    assert gate is not None and gate.passed
+    assert gate_text(gate, NOW) == (
+        "rollout us-east: ready (updated 90% of devices seen within 1h: 100.0% (8 of 8, 2 offline left out))"
+    )

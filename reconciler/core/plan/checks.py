@@ -1,0 +1,250 @@
+"""The plan-time checks: what makes a step an error before anything is sent to the factory.
+
+A new wave's target, prune list, tag, sourceTag and expiry; the groups and UUIDs of the phases still to
+roll out; an active wave whose targets expired or will before its remaining waits are over; a tag whose
+production targets expire soon. Each check returns its findings at the manifest line they concern; the
+planner (``plan/planner.py``) turns them into errors or warnings and holds the steps they concern.
+"""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime, timedelta
+
+from reconciler.core import ledger
+from reconciler.core.spec import Location, PhaseSpec, WaveSpec
+from reconciler.core.state import Device, ObservedState, ObservedWave, ProdTargets
+from reconciler.core.text import EXPIRY_WARNING, format_duration
+from reconciler.errors import Problem, Severity
+
+MAX_REPORTED_UUIDS = 10  # unknown UUIDs reported one by one per phase; the rest get one summary line
+
+Finding = tuple[Location, str]  # a problem's place in a manifest and its message
+
+
+def init_problems(
+    spec: WaveSpec, observed: ObservedState, prod_version: int | None, prod_versions: frozenset[int]
+) -> list[Finding]:
+    """Why a wave cannot be created: its target, prune list, tag or sourceTag, or a phase (``phase_problems``).
+    ``prod_version`` and ``prod_versions`` are the tag's as they will be at this point of the plan."""
+    problems: list[Finding] = []
+    if prod_version is not None and spec.target <= prod_version:
+        problems.append(
+            (
+                spec.at("target"),
+                f"target {spec.target} must be above the production version of tag '{spec.tag}' "
+                f"({prod_version} at this point of the plan)",
+            )
+        )
+    if observed.ci_versions.get(spec.target) is False:
+        problems.append(
+            (
+                spec.at("target"),
+                f"no CI targets for version {spec.target}: build {spec.target} does not exist in the factory",
+            )
+        )
+    if spec.target in spec.prune:
+        problems.append((spec.at("prune"), f"cannot prune the wave's own version {spec.target}"))
+    tags = observed.tag_devices
+    if tags is not None and not tags.get(spec.tag):
+        ranked = sorted(((t, n) for t, n in tags.items() if n), key=lambda item: (-item[1], item[0]))
+        listing = ", ".join(f"'{t}' ({n} devices)" for t, n in ranked) or "none"
+        problems.append(
+            (
+                spec.at("tag"),
+                f"no production device follows tag '{spec.tag}'; production tags in "
+                f"factory '{observed.factory}': {listing}; "
+                f"{_did_you_mean(spec.tag, [t for t, _ in ranked]) or 'fix the tag'}",
+            )
+        )
+    ci_tags = observed.ci_tags.get(spec.target)
+    if (
+        spec.source_tag is not None
+        and ci_tags is not None
+        and observed.ci_versions.get(spec.target)
+        and spec.source_tag not in ci_tags
+    ):
+        listing = ", ".join(f"'{t}'" for t in sorted(ci_tags)) or "none"
+        problems.append(
+            (
+                spec.at("sourceTag"),
+                f"sourceTag '{spec.source_tag}': no CI target of version {spec.target} "
+                f"carries it (its tags: {listing}); "
+                f"{_did_you_mean(spec.source_tag, sorted(ci_tags)) or 'fix sourceTag or remove it'}",
+            )
+        )
+    problems += phase_problems(spec, 0, observed)
+    missing = [v for v in spec.prune if v != spec.target and v not in prod_versions]
+    if missing:
+        have = ", ".join(map(str, sorted(prod_versions))) or "none"
+        problems.append(
+            (
+                spec.at("prune"),
+                f"cannot prune {', '.join(map(str, missing))}: not in the production targets of tag "
+                f"'{spec.tag}' (versions: {have})",
+            )
+        )
+    return problems
+
+
+def phase_problems(spec: WaveSpec, start: int, observed: ObservedState) -> list[Finding]:
+    """Phases still to roll out: their groups exist, their UUIDs are production devices of the tag (and group)."""
+    problems: list[Finding] = []
+    groups = observed.groups
+    fleet = observed.devices.get(spec.tag, observed.named_devices.get(spec.tag))
+    for phase in spec.phases[start:]:
+        if groups is not None and phase.group and phase.group not in groups:
+            problems.append(
+                (
+                    phase.at("group"),
+                    f"phase '{phase.name}': device group '{phase.group}' does not exist in "
+                    f"factory '{observed.factory}'; "
+                    f"{_did_you_mean(phase.group, sorted(groups)) or 'create it or fix the group name'}",
+                )
+            )
+        if phase.uuids and fleet is not None:
+            problems += _uuid_problems(spec, phase, fleet)
+    return problems
+
+
+def expiry_problems(spec: WaveSpec, wave: ObservedWave, observed: ObservedState) -> list[Finding]:
+    """An active wave whose targets expired, or will before its remaining waits are over, cannot go on."""
+    expires = observed.wave_expires.get(spec.name)
+    done, parts_done = ledger.position(spec.phases, len(wave.history))
+    if expires is None or (done >= len(spec.phases) and spec.complete is None):
+        return []
+    where = spec.at("expiresAt", "expires")
+    stamp = f"{expires:%Y-%m-%dT%H:%M:%SZ}"
+    advice = (
+        "cancel it (cancel: true) and promote the build again in a new wave, with a new name and an expiry "
+        "longer than its waits"
+    )
+    if expires <= observed.now:
+        return [
+            (
+                where,
+                f"wave '{spec.name}' expired at {stamp}: its targets can no longer be rolled out or "
+                f"completed; {advice}",
+            )
+        ]
+    since: datetime | None = wave.history[-1].at if wave.history else wave.created_at
+    if parts_done:  # mid-phase: its gate has passed, the next one counts from its last part
+        done, since = done + 1, None
+    left = _remaining_waits(spec, done, since, observed.now)
+    if observed.now + left > expires:
+        return [
+            (
+                where,
+                f"wave '{spec.name}' expires at {stamp}, in {format_duration(expires - observed.now)}, but its "
+                f"remaining waits take {format_duration(left)}; {advice}",
+            )
+        ]
+    return []
+
+
+def new_wave_expiry(spec: WaveSpec, now: datetime) -> tuple[datetime, Problem | None]:
+    """The expiry a new wave's targets get, with an error when it is past or within the wave's waits, or a
+    warning when it is near (``EXPIRY_WARNING``)."""
+    if spec.expires_at is not None:
+        expires = spec.expires_at
+    else:
+        expires = now + timedelta(seconds=spec.expires_in_seconds or 0)
+    waits = _remaining_waits(spec, 0, None, now)
+    where = spec.at("expiresAt", "expires")
+    if expires <= now:
+        return expires, _problem(
+            where,
+            f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt",
+        )
+    elif waits and expires - now <= waits:
+        key = "expiresAt" if spec.expires_at is not None else "expires"
+        return expires, _problem(
+            where,
+            f"wave '{spec.name}' would expire ({format_duration(expires - now)} "
+            f"from now) before its waits are over ({format_duration(waits)} in all): an expired wave cannot "
+            f"be rolled out or completed; set {key} well beyond the waits (e.g. expires: 365d)",
+        )
+    elif expires - now < EXPIRY_WARNING:
+        return expires, _problem(
+            where,
+            f"wave '{spec.name}' targets would expire within 30 days ({expires:%Y-%m-%dT%H:%M:%SZ})",
+            Severity.WARNING,
+        )
+    return expires, None
+
+
+def production_expiry_warning(
+    tag: str, prod: ProdTargets | None, specs: list[WaveSpec], now: datetime
+) -> Finding | None:
+    """A warning, at the tag's first manifest, when the tag's production targets expired or expire soon."""
+    if prod is None or not specs:
+        return None
+    left = prod.expires - now
+    where = specs[0].location
+    if left <= timedelta(0):
+        return where, f"production targets of tag '{tag}' expired at {prod.expires:%Y-%m-%dT%H:%M:%SZ}"
+    elif left < EXPIRY_WARNING:
+        return (
+            where,
+            f"production targets of tag '{tag}' expire in {format_duration(left)} "
+            f"({prod.expires:%Y-%m-%dT%H:%M:%SZ}); complete a new wave to renew them",
+        )
+    return None
+
+
+def _problem(where: Location, message: str, severity: Severity = Severity.ERROR) -> Problem:
+    return Problem(where.file, where.line, where.col, message, severity)
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def _uuid_problems(spec: WaveSpec, phase: PhaseSpec, fleet: dict[str, Device]) -> list[Finding]:
+    """UUIDs the factory would refuse: not a production device of the wave's tag, or outside the phase's group."""
+    bad = []
+    for index, uuid in enumerate(phase.uuids or ()):
+        device = fleet.get(uuid)
+        if device is None:
+            bad.append(
+                (
+                    index,
+                    f"phase '{phase.name}': UUID {uuid} is not a production device on tag '{spec.tag}'; "
+                    f"remove it from the list or fix it",
+                )
+            )
+        elif phase.group and device.group != phase.group:
+            bad.append(
+                (
+                    index,
+                    f"phase '{phase.name}': device {uuid} ({device.name}) is in "
+                    f"{repr(device.group) if device.group else 'no group'}, not in the phase's group "
+                    f"'{phase.group}'; remove it from the list or move the device",
+                )
+            )
+    problems = [(phase.uuid_location(index), message) for index, message in bad[:MAX_REPORTED_UUIDS]]
+    if len(bad) > MAX_REPORTED_UUIDS:
+        index = bad[MAX_REPORTED_UUIDS][0]
+        problems.append(
+            (
+                phase.uuid_location(index),
+                f"phase '{phase.name}': {len(bad) - MAX_REPORTED_UUIDS} more UUIDs "
+                f"that the factory would refuse are not shown",
+            )
+        )
+    return problems
+
+
+def _remaining_waits(spec: WaveSpec, done: int, since: datetime | None, now: datetime) -> timedelta:
+    """The least time the wave's remaining steps take: their waits, the first counted from ``since``."""
+    gates = [phase.gate for phase in spec.phases[done:]]
+    if spec.complete is not None:
+        gates.append(spec.complete.gate)
+    total = timedelta(0)
+    for position, gate in enumerate(gates):
+        wait = timedelta(seconds=gate.wait_seconds or 0)
+        if position == 0 and since is not None:
+            wait = max(since + wait - now, timedelta(0))
+        total += wait
+    return total
