@@ -318,3 +318,16 @@ def test_tests_share_helpers_not_other_test_modules():
                 if name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_")
             ]
     assert offenders == []
+
+
+MAX_MODULE_LINES = 800
+
+
+def test_no_module_is_over_800_lines():
+    """A module past 800 lines has grown a second job (core/plan.py had seven at 1,367): split it by job."""
+    long = sorted(
+        f"{path.relative_to(PACKAGE.parent)}: {lines} lines"
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    )
+    assert long == []
