@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from reconciler.errors import UserError
+from reconciler.errors import ReconcilerError, UserError
 
 REF_PREFIX = "refs/reconcile/locks/"
 TTL = timedelta(minutes=10)  # renewed before every write; a dead CI job's lease frees itself after this
@@ -49,7 +49,7 @@ _GIT_IDENTITY = {
 }
 
 
-class LeaseHeld(UserError):
+class LeaseHeld(ReconcilerError):
     """Another writer holds the factory's lease; the message names it and how to proceed."""
 
 

@@ -45,7 +45,7 @@ from reconciler.core import (
     shortfall,
     signatures_text,
 )
-from reconciler.errors import BackendError, UserError
+from reconciler.errors import BackendError, ReconcilerError, UserError
 from reconciler.factory import (
     FactoryClient,
     observe,
@@ -252,7 +252,7 @@ def apply_plan(
             message, after_write[current.wave], prefetched = _execute(
                 client, current, signer, guard, len(history), reads, then
             )
-        except UserError as exc:
+        except ReconcilerError as exc:
             record(planned, Outcome.FAILED, str(exc))
             continue
         echo(f"  {SYMBOLS[current.op]} {current.describe()}: {message}")

@@ -26,7 +26,7 @@ from typing import Any
 
 from reconciler.apply.lease import Lease, RefStore, describe_pending
 from reconciler.core import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
-from reconciler.errors import BackendError, UserError
+from reconciler.errors import BackendError, OutcomeUnknown, ReconcilerError, UserError
 from reconciler.factory import Backend, FactoryClient
 
 UNCERTAIN_STATUS = frozenset({502, 504})  # a gateway answered: the write may or may not have reached the factory
@@ -44,10 +44,10 @@ def _iso(moment: datetime) -> str:
 def is_uncertain(exc: BackendError) -> bool:
     """An error after which the write may still have landed (or land later): the client says the outcome is
     unknown (the answer was lost after sending), or a gateway answered in the factory's place."""
-    return exc.outcome_unknown or exc.status in UNCERTAIN_STATUS
+    return isinstance(exc, OutcomeUnknown) or exc.status in UNCERTAIN_STATUS
 
 
-class ConcurrentWriter(UserError):
+class ConcurrentWriter(ReconcilerError):
     """The factory shows a write that was not ours: another writer is at work on the same wave."""
 
 
@@ -120,7 +120,7 @@ class WriteGuard:
                 f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
                 "land and the next run may send it again",
                 exc.status,
-            ) from None
+            ) from exc
         self.pending = ()
         self._check_once(note, _read_wave(self.client, note))
         return "done (the factory shows it landed after the answer was lost)"

@@ -20,7 +20,7 @@ import click
 
 from reconciler import terminal
 from reconciler.cli import options as cliopts
-from reconciler.errors import UserError, ValidationFailed, more_line
+from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def main(
             watch_paths(paths, lambda: _captured_run(paths, {**options, "dry_run": True}))
             sys.exit(EXIT_OK)
         sys.exit(run(paths, **options))
-    except UserError as exc:
+    except ReconcilerError as exc:
         if debug:
             raise
         _report(exc)
@@ -257,7 +257,7 @@ def init_repo(directory, factory, action):
 
     try:
         written = initrepo.init_repo(Path(directory), factory, action)
-    except UserError as exc:
+    except ReconcilerError as exc:
         _report(exc)
         sys.exit(EXIT_ERROR)
     for path in written:
@@ -297,7 +297,7 @@ def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_ur
         if seed is not None and sample is None:
             raise UserError("--seed makes --sample reproducible; it needs --sample N")
         sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local))
-    except UserError as exc:
+    except ReconcilerError as exc:
         if debug:
             raise
         _report(exc)
@@ -364,7 +364,7 @@ def _captured_run(paths, options) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def _report(exc: UserError) -> None:
+def _report(exc: ReconcilerError) -> None:
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
             _err(str(problem))
@@ -462,7 +462,7 @@ def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], 
 
     try:
         client = FactoryClient(select_backend(api_url=api_url, factory=factory, local=None), run_timeout=timeout)
-    except UserError:
+    except ReconcilerError:
         return None
     return client, client.ahead(client.list_waves)
 

@@ -9,7 +9,7 @@ import click
 from reconciler import terminal
 from reconciler.cli import options as cliopts
 from reconciler.core import WaveSpec
-from reconciler.errors import UserError, ValidationFailed, more_line
+from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
 from reconciler.factory import FactoryClient, read_devices, read_status
 from reconciler.safetext import printable
 
@@ -69,7 +69,7 @@ def status_command(paths, output_format, devices_of, only, with_failed, factory,
             else:
                 report = read_status(client, specs, with_failed=with_failed, warn=_say)
                 click.echo(render_status.render(report, output_format))
-    except UserError as exc:
+    except ReconcilerError as exc:
         if debug:
             raise
         if isinstance(exc, ValidationFailed):

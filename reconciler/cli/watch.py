@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from reconciler.errors import UserError, ValidationFailed
+from reconciler.errors import ReconcilerError, UserError, ValidationFailed
 from reconciler.safetext import printable
 
 # A batch of file events is handed over once no event came for STEP_MS, and at the latest
@@ -68,7 +68,7 @@ def _run(run_once: Callable[[], str]) -> str:
         return run_once()
     except ValidationFailed as exc:
         return str(exc)  # one file:line:col line per problem
-    except UserError as exc:
+    except ReconcilerError as exc:
         return f"error: {printable(str(exc))}"
 
 
@@ -80,7 +80,7 @@ def watch(
 ) -> None:
     """Run ``run_once`` now and after every relevant change under ``paths`` until stopped.
 
-    ``run_once`` validates and plans, returning the text to show; a ``UserError`` it raises
+    ``run_once`` validates and plans, returning the text to show; a ``ReconcilerError`` it raises
     is shown instead. After the first run each report names the changed files, shows the
     new output and then the lines that changed since the previous output. Returns when
     ``stop_event`` is set or on Ctrl-C.
