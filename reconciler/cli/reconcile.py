@@ -63,7 +63,13 @@ class _Command(terminal.OneLineUsage):
         return super().main(args=argv, prog_name=prog_name, **extra)
 
 
-class _Duration(click.ParamType):
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[float, object]
+else:
+    _ParamType = click.ParamType  # generic only from click 8.3 (pyproject allows 8.2)
+
+
+class _Duration(_ParamType):
     """A positive duration as manifests write them (``90s``, ``10m``, ``1h30m``) or plain seconds."""
 
     name = "duration"

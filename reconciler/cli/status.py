@@ -46,7 +46,17 @@ from reconciler.safetext import printable
 )
 @cliopts.factory_options
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
+def status_command(
+    paths: tuple[str, ...],
+    output_format: str,
+    devices_of: str | None,
+    only: str | None,
+    with_failed: bool,
+    factory: str | None,
+    api_url: str | None,
+    local: str | None,
+    debug: bool,
+) -> None:
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
     Reads only; never writes."""

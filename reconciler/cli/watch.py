@@ -26,13 +26,13 @@ STEP_MS = 50
 ARMED_MS = 200
 
 
-def _lines(plan: str | Sequence) -> list[str]:
+def _lines(plan: str | Sequence[object]) -> list[str]:
     if isinstance(plan, str):
         return plan.splitlines()
     return [item if isinstance(item, str) else json.dumps(item, sort_keys=True) for item in plan]
 
 
-def plan_changes(old: str | Sequence, new: str | Sequence) -> list[str]:
+def plan_changes(old: str | Sequence[object], new: str | Sequence[object]) -> list[str]:
     """Lines added (``+ ``) and removed (``- ``) between two plans, in plan order.
 
     Takes two plan texts, or two lists of JSON operations (each compared as one line).
@@ -85,7 +85,7 @@ def watch(
     new output and then the lines that changed since the previous output. Returns when
     ``stop_event`` is set or on Ctrl-C.
     """
-    from watchfiles import DefaultFilter
+    from watchfiles import Change, DefaultFilter
     from watchfiles import watch as watch_changes
 
     missing = [p for p in paths if not os.path.exists(p)]
@@ -94,7 +94,7 @@ def watch(
     roots = [os.path.abspath(p) for p in paths]
 
     class PlanInputs(DefaultFilter):
-        def __call__(self, change, path: str) -> bool:
+        def __call__(self, change: Change, path: str) -> bool:
             return super().__call__(change, path) and relevant(path, roots)
 
     # The first plan runs only once the watcher is armed (its first empty report), so a save
