@@ -84,7 +84,7 @@ def write(path: str, plan_dict: dict[str, Any]) -> None:
         temporary.replace(target)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from None
+        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from exc
 
 
 def load(path: str) -> dict[str, Any]:
@@ -92,9 +92,9 @@ def load(path: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
-        raise UserError(f"cannot read the saved plan {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read the saved plan {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise UserError(f"{path}: not a saved plan: {exc}") from None
+        raise UserError(f"{path}: not a saved plan: {exc}") from exc
     saved = data.get("saved") if isinstance(data, dict) else None
     if (
         not isinstance(data, dict)
