@@ -375,7 +375,7 @@ def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
 def in_process(manifests: Path, factory: Path) -> dict:
     """The CLI pipeline in this (warm) process, stage by stage, with the HTTP requests it sends."""
     from reconciler import manifest
-    from reconciler.core.plan import RolloutOp, build_plan
+    from reconciler.core import RolloutOp, build_plan
     from reconciler.factory.observe import fill_device_counts, observe
     from reconciler.render import plan as render
 

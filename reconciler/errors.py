@@ -1,8 +1,22 @@
-"""Errors a user can cause, and how they are reported.
+"""The reconciler's errors, and how they are reported.
 
-Every mistake a user makes is reported as one line, ``file:line:col: message`` for a
-problem in a file, or a plain sentence otherwise; the CLI prints it and exits 1 with no
-traceback. Messages never contain key material or tokens.
+Every error is reported as one line, ``file:line:col: message`` for a problem in a file, or a
+plain sentence otherwise; the CLI prints it and exits 1 with no traceback (``--debug`` shows
+one, with its cause). Messages never contain key material or tokens. The tree, like httpx's,
+says who can fix what went wrong::
+
+    ReconcilerError                 anything the reconciler refuses or fails: one line, exit 1
+    ├── UserError                   the input or the environment is wrong; the user fixes it
+    │   ├── ValidationFailed        manifest errors, one line per problem
+    │   ├── manifest.SourceError    a manifest file that cannot be read (missing, a link out, ...)
+    │   └── signing.TufError        keys, roots and signatures that do not fit together
+    ├── BackendError                the factory refused or failed a request
+    │   └── OutcomeUnknown          a write whose answer was lost: it may have landed
+    ├── apply.ConcurrentWriter      the factory shows a write that was not ours
+    └── apply.LeaseHeld             another apply holds the factory's apply lease
+
+Catch ``ReconcilerError`` to report any of them; a narrower class to handle one case (an
+apply settles an ``OutcomeUnknown`` by watching the factory instead of sending the write again).
 """
 
 from __future__ import annotations
@@ -10,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from reconciler.safetext import printable
 
@@ -112,8 +126,12 @@ def more_line(omitted: int, what: str = "errors", *, at_least: bool = False) -> 
     return f"... and {'at least ' if at_least else ''}{omitted:,} more {what} (the first {MAX_SHOWN} are shown)"
 
 
-class UserError(Exception):
-    """A refusal caused by the user's input or environment; shown as one line, exit 1."""
+class ReconcilerError(Exception):
+    """The root of the tree above: shown as one line, exit 1."""
+
+
+class UserError(ReconcilerError):
+    """A refusal caused by the user's input or environment."""
 
 
 class ValidationFailed(UserError):
@@ -131,15 +149,22 @@ class ValidationFailed(UserError):
         super().__init__("\n".join(lines))
 
 
-class BackendError(UserError):
-    """The factory refused or failed a request; the message says what and why. ``outcome_unknown``:
-    a write whose answer was lost (dropped connection, deadline, a gateway's 502/503/504) may have
+class BackendError(ReconcilerError):
+    """The factory refused or failed a request; the message says what and why, ``status`` the HTTP
+    status when the factory (or a gateway in front of it) answered."""
+
+    outcome_unknown: ClassVar[bool] = False  # True for OutcomeUnknown: the write may have landed
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)
+
+
+class OutcomeUnknown(BackendError):
+    """A write whose answer was lost (dropped connection, deadline, a gateway's 502/503/504) may have
     landed, so it must be checked against the factory before anyone calls it failed or repeats it."""
 
-    def __init__(self, message: str, status: int | None = None, *, outcome_unknown: bool = False):
-        self.status = status
-        self.outcome_unknown = outcome_unknown
-        super().__init__(message)
+    outcome_unknown: ClassVar[bool] = True
 
 
 def error_text(response: httpx.Response) -> str:

@@ -118,7 +118,6 @@ PUBLIC_SUBMODULES = {
     "reconciler.render.plan",
     "reconciler.render.status",
     "reconciler.cli.status",
-    "reconciler.apply.savedplan",
 }
 
 

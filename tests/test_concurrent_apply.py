@@ -115,7 +115,7 @@ def apply_with_timeout(release_repo: Path, url: str, timeout: float, keys: Path 
     from reconciler.apply.steps import Outcome, apply_plan
     from reconciler.apply.writes import exclusive_writer
     from reconciler.core import build_plan
-    from reconciler.errors import UserError
+    from reconciler.errors import ReconcilerError
     from reconciler.factory.client import FactoryClient, select_backend
     from reconciler.factory.observe import observe
 
@@ -132,7 +132,7 @@ def apply_with_timeout(release_repo: Path, url: str, timeout: float, keys: Path 
                 result = apply_plan(
                     client, specs, build_plan(specs, observe(client, specs)), make_signer, said.append, guard
                 )
-        except UserError as exc:
+        except ReconcilerError as exc:
             return str(exc), said
     return "; ".join(step.message for step in result.of(Outcome.FAILED)), said
 

@@ -34,8 +34,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from reconciler.errors import UserError
+from reconciler.errors import ReconcilerError, UserError
 
 REF_PREFIX = "refs/reconcile/locks/"
 TTL = timedelta(minutes=10)  # renewed before every write; a dead CI job's lease frees itself after this
@@ -49,7 +50,7 @@ _GIT_IDENTITY = {
 }
 
 
-class LeaseHeld(UserError):
+class LeaseHeld(ReconcilerError):
     """Another writer holds the factory's lease; the message names it and how to proceed."""
 
 
@@ -65,7 +66,7 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def holder_identity() -> dict:
+def holder_identity() -> dict[str, Any]:
     """Who takes the lease, as a person reading ``unlock``'s message needs to find it."""
     try:
         user = getpass.getuser()
@@ -81,7 +82,7 @@ def holder_identity() -> dict:
     return holder
 
 
-def describe_holder(holder: dict) -> str:
+def describe_holder(holder: dict[str, Any]) -> str:
     text = f"{holder.get('user', '?')}@{holder.get('host', '?')} (pid {holder.get('pid', '?')})"
     return f"{text}, {holder['run']}" if holder.get("run") else text
 
@@ -91,11 +92,11 @@ class LeaseState:
     """What the lease ref holds: a live lease, or a released one that still carries an unsettled write."""
 
     commit: str
-    holder: dict
+    holder: dict[str, Any]
     started: str
     expires: str
     released: bool = False
-    pending: tuple[dict, ...] = ()
+    pending: tuple[dict[str, Any], ...] = ()
 
     def to_message(self, factory: str) -> str:
         body = {
@@ -236,14 +237,16 @@ class RefStore:
         raise UserError(f"cannot write the apply lease {ref} in {self.where}: {said}{hint}")
 
 
-def _run(root: str, *args: str, stdin: str | None = None, extra_env: dict | None = None):
+def _run(
+    root: str, *args: str, stdin: str | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(extra_env or {})}
     return subprocess.run(
         ["git", "-C", root, *args], check=False, capture_output=True, text=True, input=stdin, env=env, timeout=120
     )
 
 
-def _git(root: str, *args: str, stdin: str | None = None, extra_env: dict | None = None) -> str:
+def _git(root: str, *args: str, stdin: str | None = None, extra_env: dict[str, str] | None = None) -> str:
     done = _run(root, *args, stdin=stdin, extra_env=extra_env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["failed"])[-1]
@@ -258,7 +261,7 @@ class Lease:
     store: RefStore
     factory: str
     state: LeaseState
-    inherited: tuple[dict, ...] = ()
+    inherited: tuple[dict[str, Any], ...] = ()
     broke: str | None = None  # why an earlier holder's lease was taken over, to tell the user
     _clock: Callable[[], datetime] = field(default=_now, repr=False)
 
@@ -309,7 +312,7 @@ class Lease:
                 told = True
             time.sleep(POLL_SECONDS[store.remote is not None])
 
-    def renew(self, pending: tuple[dict, ...]) -> None:
+    def renew(self, pending: tuple[dict[str, Any], ...]) -> None:
         """Extend the lease and record the write about to be sent; fails if the lease was taken from us."""
         now = _now()
         state = LeaseState("", self.state.holder, self.state.started, _iso(now + TTL), False, pending)
@@ -322,7 +325,7 @@ class Lease:
             )
         self.state = _replace_commit(state, commit)
 
-    def release(self, pending: tuple[dict, ...] = ()) -> None:
+    def release(self, pending: tuple[dict[str, Any], ...] = ()) -> None:
         """Free the lease; an unsettled write stays recorded for the next holder to settle."""
         if pending:
             state = LeaseState("", self.state.holder, self.state.started, self.state.expires, True, pending)
@@ -362,6 +365,6 @@ def unlock(store: RefStore, factory: str) -> str:
     return done
 
 
-def describe_pending(pending: dict) -> str:
+def describe_pending(pending: dict[str, Any]) -> str:
     step = pending.get("step", "?")
     return f"{step} of wave '{pending.get('wave', '?')}' sent at {pending.get('sent', '?')}"

@@ -22,6 +22,7 @@ import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from reconciler.core import ObservedState, Operation, Plan, RolloutOp, WaveSpec
 from reconciler.errors import UserError
@@ -61,7 +62,7 @@ def fingerprint(parts: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def saved_section(plan: Plan, observed: ObservedState, paths: list[str]) -> dict:
+def saved_section(plan: Plan, observed: ObservedState, paths: list[str]) -> dict[str, Any]:
     """What ``--out`` adds to the plan JSON; ``uuids`` has a digest of each ready rollout's UUID list."""
     parts = observed_parts(observed)
     uuids = {_step_name(op): op["uuids_sha256"] for op in map(_operation_dict, plan.ready) if "uuids_sha256" in op}
@@ -74,7 +75,7 @@ def saved_section(plan: Plan, observed: ObservedState, paths: list[str]) -> dict
     }
 
 
-def write(path: str, plan_dict: dict) -> None:
+def write(path: str, plan_dict: dict[str, Any]) -> None:
     """Write atomically: a reviewer never sees half a plan."""
     target = Path(path)
     temporary = target.with_name(f".{target.name}.tmp")
@@ -83,20 +84,21 @@ def write(path: str, plan_dict: dict) -> None:
         temporary.replace(target)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from None
+        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from exc
 
 
-def load(path: str) -> dict:
+def load(path: str) -> dict[str, Any]:
     """A saved plan, checked enough that comparing it cannot fail halfway."""
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
-        raise UserError(f"cannot read the saved plan {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read the saved plan {path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise UserError(f"{path}: not a saved plan: {exc}") from None
+        raise UserError(f"{path}: not a saved plan: {exc}") from exc
     saved = data.get("saved") if isinstance(data, dict) else None
     if (
-        not isinstance(saved, dict)
+        not isinstance(data, dict)
+        or not isinstance(saved, dict)
         or saved.get("format") != SAVED_FORMAT
         or not isinstance(saved.get("observed"), dict)
         or not isinstance(data.get("operations"), list)
@@ -105,7 +107,7 @@ def load(path: str) -> dict:
     return data
 
 
-def stale_reasons(saved: dict, plan: Plan, observed: ObservedState) -> list[str]:
+def stale_reasons(saved: dict[str, Any], plan: Plan, observed: ObservedState) -> list[str]:
     """One line per way a fresh plan would differ from the saved one; empty when it may be applied."""
     if (saved["factory"], saved["backend"]) != (plan.factory, plan.backend):
         return [
@@ -144,7 +146,7 @@ def stale_reasons(saved: dict, plan: Plan, observed: ObservedState) -> list[str]
     return reasons
 
 
-def pinned(saved: dict, specs: list[WaveSpec]) -> list[WaveSpec]:
+def pinned(saved: dict[str, Any], specs: list[WaveSpec]) -> list[WaveSpec]:
     """The specs with each saved init's relative expiry (``expires: 365d``) fixed at the saved instant.
 
     A relative expiry counts from the plan's clock, so a fresh plan an hour later would sign an
@@ -175,7 +177,7 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _operation_dict(op: Operation) -> dict:
+def _operation_dict(op: Operation) -> dict[str, Any]:
     """A step as the plan JSON shows it, plus a digest of its UUID list (the JSON has only the count)."""
     data = operation_dict(op)
     if isinstance(op, RolloutOp) and op.uuids is not None:
@@ -183,14 +185,14 @@ def _operation_dict(op: Operation) -> dict:
     return data
 
 
-def _step_name(op: dict) -> str:
+def _step_name(op: dict[str, Any]) -> str:
     phase = f" phase '{op['phase']}'" if op.get("phase") is not None else ""
     if op.get("parts"):
         phase += f" part {op['part']} of {op['parts']}"
     return f"{op['op']} {op['wave']}{phase}"
 
 
-def _identity(op: dict) -> dict:
+def _identity(op: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in op.items() if key not in _IGNORED and value is not None}
 
 

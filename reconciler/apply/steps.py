@@ -24,8 +24,8 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from reconciler.apply.writes import WriteGuard, is_uncertain
 from reconciler.core import (
@@ -45,7 +45,7 @@ from reconciler.core import (
     shortfall,
     signatures_text,
 )
-from reconciler.errors import BackendError, UserError
+from reconciler.errors import BackendError, ReconcilerError, UserError
 from reconciler.factory import (
     FactoryClient,
     observe,
@@ -57,7 +57,10 @@ from reconciler.factory import (
 )
 from reconciler.render import SYMBOLS
 
-SignerFactory = Callable[[dict, dict], object]  # (root, online key) -> signing.TargetsSigner
+if TYPE_CHECKING:
+    from reconciler.signing import TargetsSigner
+
+SignerFactory: TypeAlias = Callable[[dict[str, Any], dict[str, Any]], "TargetsSigner"]  # (root, online key)
 
 
 class Outcome(StrEnum):
@@ -90,7 +93,7 @@ class ApplyResult:
 
 def preflight(
     plan: Plan, client: FactoryClient, make_signer: SignerFactory | None, state: ObservedState
-) -> tuple[object, dict[str, Any]]:
+) -> tuple[TargetsSigner | None, dict[str, Any]]:
     """Refuse before the first write: an init or a sign without a signer whose key matches root, or a
     sign for a wave the key has signed already (one key counts once towards the threshold). Returns the
     signer (None: nothing to sign) and, when the first step is an init, what it signs: from the
@@ -119,8 +122,8 @@ def preflight(
         answers = dict(zip(also, read, strict=True))
     signer = make_signer(root, online_key)
     for op in keyed:
-        if isinstance(op, SignOp) and getattr(signer, "keyid", None) not in op.keyids:
-            raise UserError(_signed_already(op, getattr(signer, "keyid", "")))
+        if isinstance(op, SignOp) and signer.keyid not in op.keyids:
+            raise UserError(_signed_already(op, signer.keyid))
     return signer, answers
 
 
@@ -133,27 +136,35 @@ def _signed_already(op: SignOp, keyid: str) -> str:
     )
 
 
+class _Wave(Enum):
+    """A wave not read just before its step (the JSON of one that was, or None: it does not exist)."""
+
+    UNREAD = "unread"  # no wave read after our own last write: read it
+    AS_OBSERVED = "as observed"  # the first step: the wave (and its status) are as the plan's observation has them
+
+
+_UNREAD: Literal[_Wave.UNREAD] = _Wave.UNREAD
+_AS_OBSERVED: Literal[_Wave.AS_OBSERVED] = _Wave.AS_OBSERVED
+Known: TypeAlias = dict[str, Any] | Literal[_Wave.UNREAD] | None  # a wave as the check after our write read it
+
+
 @dataclass(frozen=True)
 class _Reads:
     """What one step depends on, read from the factory just before it (see the module docstring)."""
 
-    wave: dict | object | None  # the wave's JSON; None: it does not exist; _AS_OBSERVED: as the plan saw it
-    status: dict | None = None  # its wave status, when the step's gate or cancel needs it
-    prod_envelope: dict | None = None  # init: the tag's production targets (None: the tag has none)
-    ci_targets: dict | None = None  # init: the build's CI targets
-    root: dict | None = None  # init: the TUF root the signature is checked against
-    prod_root: dict | None = None  # a wave short of signatures: the root that counts them
+    wave: dict[str, Any] | Literal[_Wave.AS_OBSERVED] | None  # the wave's JSON; None: it does not exist
+    status: dict[str, Any] | None = None  # its wave status, when the step's gate or cancel needs it
+    prod_envelope: dict[str, Any] | None = None  # init: the tag's production targets (None: the tag has none)
+    ci_targets: dict[str, Any] | None = None  # init: the build's CI targets
+    root: dict[str, Any] | None = None  # init: the TUF root the signature is checked against
+    prod_root: dict[str, Any] | None = None  # a wave short of signatures: the root that counts them
 
     @classmethod
-    def of(cls, answers: dict[str, Any], known: object) -> _Reads:
+    def of(cls, answers: dict[str, Any], known: Known) -> _Reads:
         """The reads from their answers; the wave is ``known`` when it was not read (``_UNREAD``: not known)."""
         answers = dict(answers)
         wave = answers.pop("wave") if "wave" in answers else known
         return cls(wave=wave if isinstance(wave, dict) else None, **answers)
-
-
-_UNREAD = object()  # no wave read after our own last write: read it
-_AS_OBSERVED = object()  # the first step: the wave (and its status) are as the plan's observation has them
 
 
 # How old (seconds of this machine's clock) the plan's observation may be for the first step to start
@@ -184,7 +195,7 @@ def apply_plan(
     signer, first_answers = preflight(plan, client, make_signer, state)  # an init's inputs, when observed
     start_from_observation = observed_at is not None and time.monotonic() - observed_at <= FRESH_FOR
     by_name = {spec.name: spec for spec in specs}
-    after_write: dict[str, object] = {}  # wave -> its JSON as the check after our write read it (None: gone)
+    after_write: dict[str, Known] = {}  # wave -> its JSON as the check after our write read it (None: gone)
     result = ApplyResult()
     stopped: dict[str, str] = {}  # tag -> why its later steps are held
 
@@ -252,7 +263,7 @@ def apply_plan(
             message, after_write[current.wave], prefetched = _execute(
                 client, current, signer, guard, len(history), reads, then
             )
-        except UserError as exc:
+        except ReconcilerError as exc:
             record(planned, Outcome.FAILED, str(exc))
             continue
         echo(f"  {SYMBOLS[current.op]} {current.describe()}: {message}")
@@ -261,7 +272,7 @@ def apply_plan(
 
 
 def _reads_needed(
-    client: FactoryClient, op: Operation, spec: WaveSpec | None, known: object, counts_signatures: bool = False
+    client: FactoryClient, op: Operation, spec: WaveSpec | None, known: Known, counts_signatures: bool = False
 ) -> dict[str, Callable[[], Any]]:
     """The reads a step depends on: its wave unless ``known`` (read after our own last write to it), its
     status when its gate counts updated devices or it cancels, and for an init what it signs. A wave
@@ -323,19 +334,19 @@ def _with_reads(state: ObservedState, op: Operation, reads: _Reads) -> ObservedS
 def _execute(
     client: FactoryClient,
     op: Operation,
-    signer,
+    signer: TargetsSigner | None,
     guard: WriteGuard,
     history_length: int,
     reads: _Reads,
     then: dict[str, Callable[[], Any]],
-) -> tuple[str, object, dict[str, Any] | None]:
+) -> tuple[str, Known, dict[str, Any] | None]:
     """Send one write, between the guard's note (lease) and its exactly-once check of the factory.
     Returns what to say, the wave as the check read it (the next step of that wave starts from it;
     ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it), and
     the answers to ``then``, the next step's reads sent with the check (None: the next step reads them:
     the answer was lost, or one of those reads failed and is better reported by the step it belongs to)."""
     write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
-    guard.before(op, history_length, keyid=signer.keyid if isinstance(op, SignOp) else None)
+    guard.before(op, history_length, keyid=signer.keyid if isinstance(op, SignOp) and signer else None)
     try:
         answer = write()
     except BackendError as exc:
@@ -358,10 +369,12 @@ def _or_error(call: Callable[[], Any]) -> Any:
 
 
 def _prepare(
-    client: FactoryClient, op: Operation, signer, reads: _Reads
+    client: FactoryClient, op: Operation, signer: TargetsSigner | None, reads: _Reads
 ) -> tuple[Callable[[], Any], Callable[[Any], str]]:
     """The write to send for ``op`` (reads and signing done), and how to describe its answer."""
-    if isinstance(op, InitOp):
+    if isinstance(op, (InitOp, SignOp)) and signer is None:
+        raise AssertionError("preflight makes the signer for a plan with a keyed step, and this step was planned")
+    if isinstance(op, InitOp) and signer is not None:
         payload, signature, outcome = _init(op, signer, reads)
         return (
             lambda: client.create_wave(
@@ -369,7 +382,7 @@ def _prepare(
             ),
             lambda _: outcome,
         )
-    if isinstance(op, SignOp):
+    if isinstance(op, SignOp) and signer is not None:
         signature = _sign(op, signer, reads)
         still = op.shortfall.needed - 1
         after = "the wave meets the threshold" if still <= 0 else f"it still needs {signatures_text(still)}"
@@ -415,7 +428,7 @@ def _landed(client: FactoryClient, op: Operation) -> bool:
     return wave.status is (WaveStatus.COMPLETE if isinstance(op, CompleteOp) else WaveStatus.CANCELED)
 
 
-def _sign(op: SignOp, signer, reads: _Reads) -> dict:
+def _sign(op: SignOp, signer: TargetsSigner, reads: _Reads) -> dict[str, Any]:
     """This run's signature over the wave's targets as the factory serves them, the way ``fioctl waves
     sign`` makes it (fioctl subcommands/waves/sign.go L33-42: GET the wave with show-targets=1, sign the
     canonical JSON of ``targets.signed``, POST ``{"signatures": [sig]}``), checked against root first."""
@@ -432,7 +445,7 @@ def _sign(op: SignOp, signer, reads: _Reads) -> dict:
     return signature
 
 
-def _init(op: InitOp, signer, reads: _Reads) -> tuple[bytes, dict, str]:
+def _init(op: InitOp, signer: TargetsSigner, reads: _Reads) -> tuple[bytes, dict[str, Any], str]:
     """The canonical ``signed`` bytes to send, their signature, and what to say once the wave is created."""
     from reconciler import signing
 

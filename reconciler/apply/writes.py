@@ -26,7 +26,7 @@ from typing import Any
 
 from reconciler.apply.lease import Lease, RefStore, describe_pending
 from reconciler.core import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
-from reconciler.errors import BackendError, UserError
+from reconciler.errors import BackendError, OutcomeUnknown, ReconcilerError, UserError
 from reconciler.factory import Backend, FactoryClient
 
 UNCERTAIN_STATUS = frozenset({502, 504})  # a gateway answered: the write may or may not have reached the factory
@@ -44,10 +44,10 @@ def _iso(moment: datetime) -> str:
 def is_uncertain(exc: BackendError) -> bool:
     """An error after which the write may still have landed (or land later): the client says the outcome is
     unknown (the answer was lost after sending), or a gateway answered in the factory's place."""
-    return exc.outcome_unknown or exc.status in UNCERTAIN_STATUS
+    return isinstance(exc, OutcomeUnknown) or exc.status in UNCERTAIN_STATUS
 
 
-class ConcurrentWriter(UserError):
+class ConcurrentWriter(ReconcilerError):
     """The factory shows a write that was not ours: another writer is at work on the same wave."""
 
 
@@ -61,7 +61,7 @@ class WriteGuard:
 
     def __init__(self, client: FactoryClient, lease: Lease | None, settle_seconds: float, echo: Callable[[str], None]):
         self.client, self.lease, self.settle_seconds, self.echo = client, lease, settle_seconds, echo
-        self.pending: tuple[dict, ...] = lease.inherited if lease else ()
+        self.pending: tuple[dict[str, Any], ...] = lease.inherited if lease else ()
 
     # -- before planning ------------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ class WriteGuard:
             self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
         self.pending = (note,)
 
-    def after(self, also: Sequence[Callable[[], Any]] = ()) -> tuple[dict | None, list]:
+    def after(self, also: Sequence[Callable[[], Any]] = ()) -> tuple[dict[str, Any] | None, list[Any]]:
         """The write was answered: check it landed exactly once. Returns the wave as read for the check
         (None: gone), which the apply may use as the wave's state for its next step, and the answers of
         ``also``: reads sent in the same round trip as the check's (the next step's)."""
@@ -120,7 +120,7 @@ class WriteGuard:
                 f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
                 "land and the next run may send it again",
                 exc.status,
-            ) from None
+            ) from exc
         self.pending = ()
         self._check_once(note, _read_wave(self.client, note))
         return "done (the factory shows it landed after the answer was lost)"
@@ -136,7 +136,7 @@ class WriteGuard:
 
     # -- reading the factory --------------------------------------------------------------------
 
-    def _wait_until_settled(self, note: dict) -> bool:
+    def _wait_until_settled(self, note: dict[str, Any]) -> bool:
         """Poll the wave until the write shows (True) or its settle time has passed without it (False)."""
         settle_by = datetime.fromisoformat(note["settle_by"].replace("Z", "+00:00"))
         while True:
@@ -151,7 +151,7 @@ class WriteGuard:
                     return False
             time.sleep(max(0.05, min(POLL_SECONDS, (settle_by - _now()).total_seconds())))
 
-    def _check_once(self, note: dict, read: dict | None) -> dict | None:
+    def _check_once(self, note: dict[str, Any], read: dict[str, Any] | None) -> dict[str, Any] | None:
         """Whether the wave as ``read`` after the write shows it exactly once; raises if another writer was at work."""
         wave = read or {}
         kind = note["kind"]
@@ -176,12 +176,12 @@ class WriteGuard:
         return read
 
 
-def _read_wave(client: FactoryClient, note: dict) -> dict | None:
+def _read_wave(client: FactoryClient, note: dict[str, Any]) -> dict[str, Any] | None:
     """The wave a note is about; after a sign, with its targets, whose signatures show the sign."""
     return client.get_wave(note["wave"], show_targets=note["kind"] == SignOp.kind)
 
 
-def _landed(note: dict, wave: dict | None) -> bool:
+def _landed(note: dict[str, Any], wave: dict[str, Any] | None) -> bool:
     """Whether the write the note describes shows in the wave as read from the factory."""
     kind = note["kind"]
     if wave is None:

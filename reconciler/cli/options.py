@@ -1,18 +1,24 @@
-"""Command-line options that several of ``reconcile``'s commands share, written once.
+"""Command-line options: those that several of ``reconcile``'s commands share, written once, and the
+main command's options as one value.
 
 The plan and apply command, ``reconcile status`` and ``reconcile devices`` all talk to one factory,
 chosen the same way: ``--factory``, then ``--api-url`` (the Foundries API) or else the embedded local
 factory at ``--local``. Each option also reads its environment variable, so CI sets them once.
+
+``RunOptions`` is what the main command was asked to do, built once from its flags after they were
+checked against each other; the run reads it instead of passing two dozen flags along.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass, replace
+from enum import Enum, StrEnum
+from typing import Any, TypeVar
 
 import click
 
-_F = TypeVar("_F", bound=Callable)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def factory_options(command: _F) -> _F:
@@ -35,3 +41,49 @@ def factory_options(command: _F) -> _F:
     ):
         command = option(command)
     return command
+
+
+class Mode(Enum):
+    """How far a run goes: ``--check`` wins over ``--dry-run``, which wins over applying."""
+
+    CHECK = "check"  # validate the manifests; no factory
+    PLAN = "plan"  # plan against the factory; never writes, needs no key
+    APPLY = "apply"  # plan, then apply under the factory's apply lease
+
+    @classmethod
+    def of(cls, *, check: bool, dry_run: bool) -> Mode:
+        return cls.CHECK if check else cls.PLAN if dry_run else cls.APPLY
+
+
+class OutputFormat(StrEnum):
+    """``--format``: how the plan is printed."""
+
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One run of the main command. ``saved`` is the plan ``--plan`` loaded (schemas/plan.schema.json)."""
+
+    mode: Mode
+    output_format: OutputFormat
+    detailed_exitcode: bool  # with --dry-run: exit 2 when ready steps exist
+    base: str | None  # plan only the waves changed since this revision
+    rev: str | None  # read the manifests at this revision
+    allow_dirty: bool
+    factory: str | None
+    api_url: str | None
+    local: str | None
+    keys: str | None  # --keys: the offline key archive
+    signer_uri: str | None  # --signer
+    without_key: bool
+    timeout: float  # seconds the run may spend with the factory
+    out_file: str | None  # --out: save the plan here
+    saved: dict[str, Any] | None
+    assume_yes: bool
+
+    def preview(self) -> RunOptions:
+        """The same run as a preview (``--watch``): it never applies, whatever the other options say."""
+        return replace(self, mode=Mode.PLAN) if self.mode is Mode.APPLY else self

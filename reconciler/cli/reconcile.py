@@ -1,9 +1,10 @@
 """``reconcile``: validate manifests, plan against the factory, and apply.
 
-Wiring and exit codes only (DESIGN.md §6): 0 success or no changes; 1 invalid input, refused
-or failed operation; 2 changes pending (only with ``--detailed-exitcode``). A user's mistake
-is printed as one line per problem, never a traceback (``--debug`` shows one). Heavy
-modules are imported inside the command so ``reconcile --help`` stays quick.
+Wiring, printing and exit codes only (docs/architecture.md, "Command line"): the flags become one
+``RunOptions``; the run's steps against the factory are ``reconciler.apply``'s session. Exit codes: 0
+success or no changes; 1 invalid input, refused or failed operation; 2 changes pending (only with
+``--detailed-exitcode``). An error is printed as one line per problem, never a traceback (``--debug``
+shows one). Heavy modules are imported inside the command so ``reconcile --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import contextlib
 import functools
 import os
 import sys
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reconciler import terminal
 from reconciler.cli import options as cliopts
-from reconciler.errors import UserError, ValidationFailed, more_line
+from reconciler.cli.options import Mode, OutputFormat, RunOptions
+from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
+    from reconciler.core import Plan, WaveSpec
     from reconciler.factory import FactoryClient
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -51,7 +53,9 @@ class _Command(terminal.OneLineUsage):
     ``./status``).
     """
 
-    def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]  # click's overloads
+    def main(  # type: ignore[override]  # click's overloads
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] and argv[0] in SUBCOMMANDS:
             command = SUBCOMMANDS[argv[0]]()
@@ -59,12 +63,18 @@ class _Command(terminal.OneLineUsage):
         return super().main(args=argv, prog_name=prog_name, **extra)
 
 
-class _Duration(click.ParamType):
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[float, object]
+else:
+    _ParamType = click.ParamType  # generic only from click 8.3 (pyproject allows 8.2)
+
+
+class _Duration(_ParamType):
     """A positive duration as manifests write them (``90s``, ``10m``, ``1h30m``) or plain seconds."""
 
     name = "duration"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, (int, float)):
             return float(value)
         from reconciler.durations import parse_duration
@@ -87,7 +97,7 @@ def _check_key_file(path: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise UserError(f"--keys {path}: {(exc.strerror or str(exc)).lower()}") from None
+        raise UserError(f"--keys {path}: {(exc.strerror or str(exc)).lower()}") from exc
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         raise UserError(f"--keys {path} is {kind}: give the key archive file (targets.only.key.tgz)")
@@ -103,7 +113,7 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json", "markdown"]),
+    type=click.Choice([f.value for f in OutputFormat]),
     default="text",
     show_default=True,
     help="Plan output.",
@@ -157,63 +167,45 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="reconciler")
 def main(
-    paths,
-    dry_run,
-    check,
-    output_format,
-    detailed_exitcode,
-    base,
-    rev,
-    allow_dirty,
-    watch,
-    out_file,
-    plan_file,
-    factory,
-    api_url,
-    local,
-    keys,
-    signer_uri,
-    without_key,
-    unlock,
-    timeout,
-    assume_yes,
-    no_color,
-    debug,
-):
+    paths: tuple[str, ...],
+    dry_run: bool,
+    check: bool,
+    output_format: str,
+    detailed_exitcode: bool,
+    base: str | None,
+    rev: str | None,
+    allow_dirty: bool,
+    watch: bool,
+    out_file: str | None,
+    plan_file: str | None,
+    factory: str | None,
+    api_url: str | None,
+    local: str | None,
+    keys: str | None,
+    signer_uri: str | None,
+    without_key: bool,
+    unlock: bool,
+    timeout: float,
+    assume_yes: bool,
+    no_color: bool,
+    debug: bool,
+) -> None:
     """Reconcile production OTA waves with the wave manifests under PATHS (default: the current directory).
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Other commands: `reconcile
     status` (the waves and their devices), `reconcile devices --tag TAG ... > uuids/canary.lst` (a UUID
     file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository).
     """
-    options = {
-        "dry_run": dry_run,
-        "check": check,
-        "output_format": output_format,
-        "detailed_exitcode": detailed_exitcode,
-        "base": base,
-        "rev": rev,
-        "allow_dirty": allow_dirty,
-        "factory": factory,
-        "api_url": api_url,
-        "local": local,
-        "keys": keys,
-        "signer_uri": signer_uri,
-        "without_key": without_key,
-        "timeout": timeout,
-        "out_file": out_file,
-        "saved": None,
-        "assume_yes": assume_yes,
-    }
     terminal.disable_color(no_color)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
+        saved = None
         if plan_file:
-            from reconciler.apply import savedplan
+            from reconciler.apply import load_saved_plan
 
-            options["saved"] = savedplan.load(plan_file)
-            paths = paths or tuple(options["saved"]["saved"].get("paths") or ())
-        paths = list(paths) or ["."]
+            saved = load_saved_plan(plan_file)
+            paths = paths or tuple(saved["saved"].get("paths") or ())
+        paths_given = list(paths) or ["."]
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
         if without_key and (keys or signer_uri):
@@ -222,18 +214,36 @@ def main(
             _check_key_file(keys)
         if detailed_exitcode and not dry_run:
             raise UserError("--detailed-exitcode works with --dry-run")
+        options = RunOptions(
+            mode=Mode.of(check=check, dry_run=dry_run),
+            output_format=OutputFormat(output_format),
+            detailed_exitcode=detailed_exitcode,
+            base=base,
+            rev=rev,
+            allow_dirty=allow_dirty,
+            factory=factory,
+            api_url=api_url,
+            local=local,
+            keys=keys,
+            signer_uri=signer_uri,
+            without_key=without_key,
+            timeout=timeout,
+            out_file=out_file,
+            saved=saved,
+            assume_yes=assume_yes,
+        )
         if unlock:
-            sys.exit(_unlock(paths, factory, api_url, local))
+            sys.exit(_unlock(paths_given, options))
         if watch:
             if rev:
                 raise UserError("--watch reads the work tree; it cannot be combined with --rev")
             from reconciler.cli.watch import watch as watch_paths
 
-            # A watch previews: it never applies, whatever the other options say.
-            watch_paths(paths, lambda: _captured_run(paths, {**options, "dry_run": True}))
+            preview = options.preview()
+            watch_paths(paths_given, lambda: _captured_run(paths_given, preview))
             sys.exit(EXIT_OK)
-        sys.exit(run(paths, **options))
-    except UserError as exc:
+        sys.exit(run(paths_given, options))
+    except ReconcilerError as exc:
         if debug:
             raise
         _report(exc)
@@ -248,7 +258,7 @@ def main(
     metavar="OWNER/REPO@REF",
     help="Where action.yml lives, pinned to a commit SHA; without it the workflow names a placeholder to replace.",
 )
-def init_repo(directory, factory, action):
+def init_repo(directory: str, factory: str, action: str | None) -> None:
     """Start a release repository in DIRECTORY: releases/ with a commented first manifest, a vendored
     wave schema for editors, the release workflow and a README for the team. Never overwrites."""
     from pathlib import Path
@@ -257,7 +267,7 @@ def init_repo(directory, factory, action):
 
     try:
         written = initrepo.init_repo(Path(directory), factory, action)
-    except UserError as exc:
+    except ReconcilerError as exc:
         _report(exc)
         sys.exit(EXIT_ERROR)
     for path in written:
@@ -285,7 +295,20 @@ def init_repo(directory, factory, action):
 @cliopts.factory_options
 @click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local, no_color, debug):
+def devices(
+    tag: str,
+    group: str | None,
+    below: int | None,
+    seen_within: str | None,
+    limit: int | None,
+    sample: int | None,
+    seed: int | None,
+    factory: str | None,
+    api_url: str | None,
+    local: str | None,
+    no_color: bool,
+    debug: bool,
+) -> None:
     """Print the UUIDs of matching production devices, one a line: a UUID file for a phase's `uuids:`
     (fioctl's `--uuids @FILE` reads it too). How it was made goes to stderr, for the commit message.
     At most 400,000 devices (a phase's limit; the plan rolls out more than 10,000 in parts): more is an
@@ -297,14 +320,25 @@ def devices(tag, group, below, seen_within, limit, sample, seed, factory, api_ur
         if seed is not None and sample is None:
             raise UserError("--seed makes --sample reproducible; it needs --sample N")
         sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local))
-    except UserError as exc:
+    except ReconcilerError as exc:
         if debug:
             raise
         _report(exc)
         sys.exit(EXIT_ERROR)
 
 
-def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local) -> int:
+def _devices(
+    tag: str,
+    group: str | None,
+    below: int | None,
+    seen_within: str | None,
+    limit: int | None,
+    sample: int | None,
+    seed: int | None,
+    factory: str | None,
+    api_url: str | None,
+    local: str | None,
+) -> int:
     import secrets
 
     from reconciler.factory import DeviceSelection, FactoryClient, how_made, list_devices, select_backend
@@ -315,7 +349,7 @@ def _devices(tag, group, below, seen_within, limit, sample, seed, factory, api_u
         try:
             seconds = parse_duration(seen_within)
         except ValueError as exc:
-            raise UserError(f"--seen-within {exc}") from None
+            raise UserError(f"--seen-within {exc}") from exc
     if sample is not None and seed is None:
         seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
     selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed)
@@ -343,7 +377,9 @@ SUBCOMMANDS: dict[str, Callable[[], click.Command]] = {
 }
 
 
-def _check_saved_plan_options(out_file, plan_file, *, dry_run, check, watch, base) -> None:
+def _check_saved_plan_options(
+    out_file: str | None, plan_file: str | None, *, dry_run: bool, check: bool, watch: bool, base: str | None
+) -> None:
     if out_file and plan_file:
         raise UserError("--out saves a new plan, --plan applies a saved one: give one")
     for option, given in (("--out", out_file), ("--plan", plan_file)):
@@ -354,17 +390,17 @@ def _check_saved_plan_options(out_file, plan_file, *, dry_run, check, watch, bas
         raise UserError("--out saves a plan without applying it: add --dry-run (then apply it with --plan FILE)")
 
 
-def _captured_run(paths, options) -> str:
+def _captured_run(paths: list[str], options: RunOptions) -> str:
     """One run for --watch, returning what it printed; the watch shows it and its changes."""
     import io
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        run(paths, **options)
+        run(paths, options)
     return buffer.getvalue().rstrip("\n")
 
 
-def _report(exc: UserError) -> None:
+def _report(exc: ReconcilerError) -> None:
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
             _err(str(problem))
@@ -374,39 +410,26 @@ def _report(exc: UserError) -> None:
         _err(str(exc), error=True)
 
 
-def run(
-    paths,
-    *,
-    dry_run,
-    check,
-    output_format,
-    detailed_exitcode,
-    base,
-    rev,
-    allow_dirty,
-    factory,
-    api_url,
-    local,
-    keys,
-    signer_uri,
-    without_key,
-    timeout,
-    out_file=None,
-    saved=None,
-    assume_yes=True,
-) -> int:
-    ahead = _read_ahead(api_url, factory, timeout) if dry_run and not check and saved is None else None
+def run(paths: list[str], options: RunOptions) -> int:
+    """Validate the manifests under ``paths``, and unless ``--check``, plan and apply them."""
+    ahead = (
+        _read_ahead(options.api_url, options.factory, options.timeout)
+        if options.mode is Mode.PLAN and options.saved is None
+        else None
+    )
     from reconciler import manifest  # after the read-ahead started: its import overlaps the first round trip
 
     source = provenance = provenance_later = None
     try:
-        if ahead is not None and not rev:
+        if ahead is not None and not options.rev:
             # A dry run against an API prints its provenance (the commit) with the plan: git is read while
             # the factory answers the observation instead of before it (_plan_and_apply).
             provenance_later = functools.partial(manifest.git_context, paths, rev=None, require_clean=False)
-        elif rev or not check:
+        elif options.rev or options.mode is not Mode.CHECK:
             # Every plan carries provenance; apply refuses a dirty work tree unless --allow-dirty.
-            source, provenance = manifest.git_context(paths, rev=rev, require_clean=not dry_run and not allow_dirty)
+            source, provenance = manifest.git_context(
+                paths, rev=options.rev, require_clean=options.mode is Mode.APPLY and not options.allow_dirty
+            )
         loaded = manifest.load(paths, source=source)
     except BaseException:
         if ahead is not None:
@@ -419,38 +442,21 @@ def run(
         _err(str(warning))
     if loaded.warnings_omitted:
         _err(more_line(loaded.warnings_omitted, "warnings"))
-    if check:
+    if options.mode is Mode.CHECK:
         click.echo(f"{terminal.plural(loaded.files, 'manifest')}, {terminal.plural(len(loaded.specs), 'wave')}: ok")
         return EXIT_OK
     only, diffs = None, None
-    if base:
-        changes = manifest.changed_waves(paths[0], base, rev)
+    if options.base:
+        changes = manifest.changed_waves(paths[0], options.base, options.rev)
         only, diffs = {spec.name for spec in changes.select(loaded.specs)}, changes.diffs
     return _plan_and_apply(
-        loaded.specs,
-        only=only,
-        dry_run=dry_run,
-        output_format=output_format,
-        detailed_exitcode=detailed_exitcode,
-        factory=factory,
-        api_url=api_url,
-        local=local,
-        keys=keys,
-        signer_uri=signer_uri,
-        provenance=provenance,
-        diffs=diffs,
-        without_key=without_key,
-        timeout=timeout,
-        paths=paths,
-        out_file=out_file,
-        saved=saved,
-        assume_yes=assume_yes,
-        ahead=ahead,
-        provenance_later=provenance_later,
+        loaded.specs, options, paths, only, diffs, ahead=ahead, provenance=provenance, provenance_later=provenance_later
     )
 
 
-def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], list[dict]]] | None:
+def _read_ahead(
+    api_url: str | None, factory: str | None, timeout: float
+) -> tuple[FactoryClient, Callable[[], list[dict[str, Any]]]] | None:
     """A plan against an API starts reading the wave list (which needs no manifest) before the
     manifests load, so its round trips overlap with reading files. Only for a dry run: an apply reads
     the factory once it holds the apply lease. The embedded factory has no round trips to hide, and
@@ -462,147 +468,78 @@ def _read_ahead(api_url, factory, timeout) -> tuple[FactoryClient, Callable[[], 
 
     try:
         client = FactoryClient(select_backend(api_url=api_url, factory=factory, local=None), run_timeout=timeout)
-    except UserError:
+    except ReconcilerError:
         return None
     return client, client.ahead(client.list_waves)
 
 
 def _plan_and_apply(
-    specs,
+    specs: list[WaveSpec],
+    options: RunOptions,
+    paths: list[str],
+    only: set[str] | None,
+    diffs: dict[str, str] | None,
     *,
-    only,
-    dry_run,
-    output_format,
-    detailed_exitcode,
-    factory,
-    api_url,
-    local,
-    keys,
-    signer_uri,
-    provenance,
-    diffs,
-    without_key,
-    timeout,
-    paths,
-    out_file,
-    saved,
-    assume_yes,
-    ahead=None,
-    provenance_later=None,
+    ahead: tuple[FactoryClient, Callable[[], list[dict[str, Any]]]] | None,
+    provenance: dict[str, Any] | None,
+    provenance_later: Callable[[], tuple[object, dict[str, Any] | None]] | None,
 ) -> int:
-    from reconciler.core import SignOp, build_plan, without_keyed_steps, without_signs_by
-    from reconciler.factory import FactoryClient, fill_device_counts, observe, select_backend
+    """The session's steps in order (reconciler.apply.session), printing the plan between them.
+    ``provenance_later`` reads git while the factory answers (a dry run's read-ahead)."""
+    from reconciler.apply import KeySource, open_session, summary
+    from reconciler.factory import FactoryClient, select_backend
     from reconciler.render import plan as render
 
-    if saved is not None:
-        from reconciler.apply import savedplan
-
-        specs = savedplan.pinned(saved, specs)  # the reviewed expiry of a relative `expires: 365d`
-    _refuse_throwaway_factory_in_ci(api_url, local)
-    backend = ahead[0].backend if ahead else select_backend(api_url=api_url, factory=factory, local=local)
+    _refuse_throwaway_factory_in_ci(options.api_url, options.local)
+    backend = (
+        ahead[0].backend
+        if ahead
+        else select_backend(api_url=options.api_url, factory=options.factory, local=options.local)
+    )
     if backend.note:
         _err(backend.note)
-    client = ahead[0] if ahead else FactoryClient(backend, run_timeout=timeout)
+    client = ahead[0] if ahead else FactoryClient(backend, run_timeout=options.timeout)
     provenance_read = client.ahead(lambda: provenance_later()[1]) if provenance_later else None
-    repository = (provenance or {}).get("repository")
-    with client, _exclusive_writer(client, backend, repository, dry_run) as guard:
-        observed = observe(client, specs, ahead[1] if ahead else None, signing=not dry_run and not without_key)
+    keys = KeySource(options.keys, options.signer_uri, options.without_key)
+    writes = options.mode is Mode.APPLY
+    with open_session(client, (provenance or {}).get("repository"), _err, writes=writes) as session:
+        planned = session.observe_and_plan(
+            specs, only=only, waves=ahead[1] if ahead else None, keys=keys, saved=options.saved
+        )
         if provenance_read is not None:
             provenance = provenance_read()
-        observed_at = time.monotonic()
-        plan = build_plan(specs, observed)
-        if only is not None:
-            plan = plan.restricted_to(only)  # --base: the changed waves, planned in the context of all
-        make_signer = None if without_key else _signer_factory(keys, signer_uri, backend)
-        if without_key:
-            plan = without_keyed_steps(plan)  # inits wait for the keyed job; nothing below loads a key
-            if os.environ.get("RECONCILE_KEYS"):
-                _err("warning: RECONCILE_KEYS is set but --without-key never reads it; keep the key out of this job")
-        elif (
-            not dry_run
-            and make_signer is not None
-            and observed.signing is not None
-            and any(isinstance(op, SignOp) and op.ready for op in plan.operations)
-        ):
-            # Which waves this run's key may sign is known only once the key is read against root.
-            make_signer = _made_once(make_signer)
-            signer = make_signer(observed.signing.root, observed.signing.online_key)
-            plan = without_signs_by(plan, signer.keyid)
-        plan = fill_device_counts(client, plan, observed)
-        applying = not dry_run and plan.changes
-        if output_format != "json" or not applying:  # an apply's JSON comes after it, with each step's outcome
-            click.echo(_rendered(plan, output_format, provenance, diffs))
-        if out_file or saved is not None:
-            from reconciler.apply import savedplan
-
-            if out_file:
-                if plan.errors:
-                    raise UserError(f"the plan has errors: not saved to {out_file}")
-                savedplan.write(
-                    out_file,
-                    {
-                        **render.to_dict(plan, provenance, diffs),
-                        "saved": savedplan.saved_section(plan, observed, paths),
-                    },
-                )
-                _err(f"Saved the plan to {out_file}: apply exactly these steps with `reconcile --plan {out_file}`.")
-            else:
-                stale = savedplan.stale_reasons(saved, plan, observed)
-                for reason in stale:
-                    _err(f"stale plan: {reason}", error=True)
-                if stale:
-                    _err("Make a new plan with `reconcile --dry-run --out FILE` and review it.")
-                    return EXIT_ERROR
+        planned = session.count_devices(session.scope_keys(planned, keys))
+        plan = planned.plan
+        applying = writes and plan.changes
+        if options.output_format is not OutputFormat.JSON or not applying:
+            # an apply's JSON comes after it, with each step's outcome
+            click.echo(_rendered(plan, options.output_format, provenance, diffs))
+        if options.out_file:
+            session.save(planned, options.out_file, provenance, diffs, paths)
+        elif options.saved is not None and not session.check_saved(planned, options.saved):
+            return EXIT_ERROR
         if not applying:
             if plan.errors:
                 return EXIT_ERROR  # drift, conflicts and errors fail every mode, --detailed-exitcode included
-            return EXIT_CHANGES if detailed_exitcode and plan.changes else EXIT_OK
-        from reconciler.apply import Outcome, apply_plan
-
-        # A person at a terminal confirms what they just read; CI (no TTY) and a reviewed saved plan do not.
-        prompted = not assume_yes and saved is None and terminal.interactive()
-        if prompted and not terminal.confirm_apply(len(plan.ready)):
+            return EXIT_CHANGES if options.detailed_exitcode and plan.changes else EXIT_OK
+        if not session.confirm(planned, assume_yes=options.assume_yes, reviewed=options.saved is not None):
             _err("apply canceled: nothing was applied", error=True)
             return EXIT_ERROR
-        _err("Applying:")
-        # The first step starts from this observation while it is fresh (apply.FRESH_FOR); after a person
-        # confirmed, the apply observes the factory again.
-        result = apply_plan(
-            client,
-            specs,
-            plan,
-            make_signer,
-            terminal.counted(_err, len(plan.ready)),
-            guard,
-            None if prompted else observed,
-            observed_at,
-        )
-        if output_format == "json":
+        result = session.apply(planned)
+        if options.output_format is OutputFormat.JSON:
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
-    done, already = len(result.of(Outcome.DONE)), len(result.of(Outcome.ALREADY_DONE))
-    if result.ok and not plan.errors:
-        _err(f"Apply complete: {done} done, {already} already done.")
-        return EXIT_OK
-    _err(
-        f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, "
-        f"{len(result.of(Outcome.HELD))} held."
-    )
-    for failed in result.of(Outcome.FAILED):
-        _err(f"{failed.step.describe()} failed: {failed.message}", error=True)
-    for wave in plan.held:
-        _err(f"held: wave '{wave.wave}' (tag {wave.tag}) and the later steps of its tag: {wave.reason}")
-    for step in result.of(Outcome.HELD):
-        _err(f"held: {step.step.describe()}: {step.message}")
-    return EXIT_ERROR
+    return EXIT_OK if summary(plan, result, _err) else EXIT_ERROR
 
 
-def _rendered(plan, output_format: str, provenance, diffs) -> str:
+def _rendered(
+    plan: Plan, output_format: OutputFormat, provenance: dict[str, Any] | None, diffs: dict[str, str] | None
+) -> str:
     from reconciler.render import plan as render
 
-    if output_format == "json":
+    if output_format is OutputFormat.JSON:
         return render.to_json(plan, provenance, diffs)
-    if output_format == "markdown":
+    if output_format is OutputFormat.MARKDOWN:
         return render.to_markdown(plan, provenance, diffs)
     return terminal.styled_plan(render.to_text(plan, diffs))
 
@@ -618,21 +555,7 @@ def _refuse_throwaway_factory_in_ci(api_url: str | None, local: str | None) -> N
         )
 
 
-@contextlib.contextmanager
-def _exclusive_writer(client, backend, repository, dry_run: bool):
-    """At most one writer per factory, from before the plan to the last write (README, "Concurrent
-    writers"): the apply lease in the release repository, plus a local factory's directory lock."""
-    if dry_run:
-        yield None
-        return
-    from reconciler.apply import exclusive_writer
-
-    local_dir = os.path.dirname(backend.lock_path) if backend.lock_path else None
-    with exclusive_writer(client, repository, local_dir, _err) as guard:
-        yield guard
-
-
-def _unlock(paths, factory, api_url, local) -> int:
+def _unlock(paths: list[str], options: RunOptions) -> int:
     """``--unlock``: free the factory's apply lease left by a dead apply (its unsettled write stays noted)."""
     from reconciler import manifest
     from reconciler.apply import lease_store, unlock
@@ -641,36 +564,6 @@ def _unlock(paths, factory, api_url, local) -> int:
     _, provenance = manifest.git_context(paths, rev=None, require_clean=False)
     if provenance is None:
         raise UserError(f"not a git repository: {paths[0]}: the apply lease lives in the release repository")
-    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    backend = select_backend(api_url=options.api_url, factory=options.factory, local=options.local)
     click.echo(unlock(lease_store(provenance["repository"], backend), backend.factory))
     return EXIT_OK
-
-
-def _made_once(make_signer):
-    """The signer factory, making its signer once: the plan reads the key's id before the apply signs."""
-    made: list = []
-
-    def once(root, online):
-        if not made:
-            made.append(make_signer(root, online))
-        return made[0]
-
-    return once
-
-
-def _signer_factory(keys, signer_uri, backend):
-    """How to get the offline targets signer once root and the online key are known (None: no key given).
-
-    In order: --signer, --keys, RECONCILE_KEYS, then the embedded factory's operator key.
-    """
-    if keys:
-        signer_uri = f"archive:{keys}"
-    elif not signer_uri and os.environ.get("RECONCILE_KEYS"):
-        signer_uri = "envvar:RECONCILE_KEYS"
-    elif not signer_uri and backend.keys_archive:
-        signer_uri = f"archive:{backend.keys_archive}"
-    if not signer_uri:
-        return None
-    from reconciler import signing
-
-    return lambda root, online: signing.signer_from_uri(signer_uri, root, online)

@@ -9,7 +9,7 @@ import click
 from reconciler import terminal
 from reconciler.cli import options as cliopts
 from reconciler.core import WaveSpec
-from reconciler.errors import UserError, ValidationFailed, more_line
+from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
 from reconciler.factory import FactoryClient, read_devices, read_status
 from reconciler.safetext import printable
 
@@ -46,7 +46,17 @@ from reconciler.safetext import printable
 )
 @cliopts.factory_options
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def status_command(paths, output_format, devices_of, only, with_failed, factory, api_url, local, debug):
+def status_command(
+    paths: tuple[str, ...],
+    output_format: str,
+    devices_of: str | None,
+    only: str | None,
+    with_failed: bool,
+    factory: str | None,
+    api_url: str | None,
+    local: str | None,
+    debug: bool,
+) -> None:
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
     Reads only; never writes."""
@@ -69,7 +79,7 @@ def status_command(paths, output_format, devices_of, only, with_failed, factory,
             else:
                 report = read_status(client, specs, with_failed=with_failed, warn=_say)
                 click.echo(render_status.render(report, output_format))
-    except UserError as exc:
+    except ReconcilerError as exc:
         if debug:
             raise
         if isinstance(exc, ValidationFailed):

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from reconciler.errors import UserError, ValidationFailed
+from reconciler.errors import ReconcilerError, UserError, ValidationFailed
 from reconciler.safetext import printable
 
 # A batch of file events is handed over once no event came for STEP_MS, and at the latest
@@ -26,13 +26,13 @@ STEP_MS = 50
 ARMED_MS = 200
 
 
-def _lines(plan: str | Sequence) -> list[str]:
+def _lines(plan: str | Sequence[object]) -> list[str]:
     if isinstance(plan, str):
         return plan.splitlines()
     return [item if isinstance(item, str) else json.dumps(item, sort_keys=True) for item in plan]
 
 
-def plan_changes(old: str | Sequence, new: str | Sequence) -> list[str]:
+def plan_changes(old: str | Sequence[object], new: str | Sequence[object]) -> list[str]:
     """Lines added (``+ ``) and removed (``- ``) between two plans, in plan order.
 
     Takes two plan texts, or two lists of JSON operations (each compared as one line).
@@ -68,7 +68,7 @@ def _run(run_once: Callable[[], str]) -> str:
         return run_once()
     except ValidationFailed as exc:
         return str(exc)  # one file:line:col line per problem
-    except UserError as exc:
+    except ReconcilerError as exc:
         return f"error: {printable(str(exc))}"
 
 
@@ -80,12 +80,12 @@ def watch(
 ) -> None:
     """Run ``run_once`` now and after every relevant change under ``paths`` until stopped.
 
-    ``run_once`` validates and plans, returning the text to show; a ``UserError`` it raises
+    ``run_once`` validates and plans, returning the text to show; a ``ReconcilerError`` it raises
     is shown instead. After the first run each report names the changed files, shows the
     new output and then the lines that changed since the previous output. Returns when
     ``stop_event`` is set or on Ctrl-C.
     """
-    from watchfiles import DefaultFilter
+    from watchfiles import Change, DefaultFilter
     from watchfiles import watch as watch_changes
 
     missing = [p for p in paths if not os.path.exists(p)]
@@ -94,7 +94,7 @@ def watch(
     roots = [os.path.abspath(p) for p in paths]
 
     class PlanInputs(DefaultFilter):
-        def __call__(self, change, path: str) -> bool:
+        def __call__(self, change: Change, path: str) -> bool:
             return super().__call__(change, path) and relevant(path, roots)
 
     # The first plan runs only once the watcher is armed (its first empty report), so a save

@@ -33,7 +33,7 @@ from typing import Any, Self, TypeVar
 import httpcore
 import httpx
 
-from reconciler.errors import BackendError, UserError, error_text
+from reconciler.errors import BackendError, OutcomeUnknown, UserError, error_text
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
@@ -468,9 +468,7 @@ class FactoryClient:
     def _lost(self, what: str, why: str, writes: bool, status: int | None = None) -> BackendError:
         """A request whose answer never came. For a write that is not a failure: it may have landed."""
         if writes:
-            return BackendError(
-                f"{what}: outcome unknown: {why}; the next run checks the factory", status, outcome_unknown=True
-            )
+            return OutcomeUnknown(f"{what}: outcome unknown: {why}; the next run checks the factory", status)
         return BackendError(f"{what}: {why}", status)
 
     def _read_clock(self, response: httpx.Response) -> None:

@@ -15,6 +15,7 @@ import json
 import re
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from reconciler.core import (
     CancelOp,
@@ -132,15 +133,15 @@ def _progress_table(waves: list[WaveSummary]) -> list[str]:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def problem_dict(problem: Problem) -> dict:
+def problem_dict(problem: Problem) -> dict[str, Any]:
     data: dict[str, str | int] = {"message": problem.message}
     if problem.file:
         data.update(file=problem.file, line=problem.line, col=problem.col)
     return data
 
 
-def operation_dict(op: Operation) -> dict:
-    data: dict = {
+def operation_dict(op: Operation) -> dict[str, Any]:
+    data: dict[str, Any] = {
         "op": op.op,
         "wave": op.wave,
         "tag": op.tag,
@@ -175,7 +176,7 @@ def operation_dict(op: Operation) -> dict:
     return data
 
 
-def wave_dict(wave: WaveSummary) -> dict:
+def wave_dict(wave: WaveSummary) -> dict[str, Any]:
     data = {
         "name": wave.name,
         "manifest": wave.manifest,
@@ -196,8 +197,11 @@ Outcomes = list[tuple[Operation, str, str]]  # (step, done|already_done|failed|h
 
 
 def to_dict(
-    plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None, outcomes: Outcomes | None = None
-) -> dict:
+    plan: Plan,
+    provenance: dict[str, Any] | None = None,
+    diffs: dict[str, str] | None = None,
+    outcomes: Outcomes | None = None,
+) -> dict[str, Any]:
     data: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "factory": plan.factory,
@@ -222,7 +226,10 @@ def to_dict(
 
 
 def to_json(
-    plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None, outcomes: Outcomes | None = None
+    plan: Plan,
+    provenance: dict[str, Any] | None = None,
+    diffs: dict[str, str] | None = None,
+    outcomes: Outcomes | None = None,
 ) -> str:
     return json.dumps(to_dict(plan, provenance, diffs, outcomes), indent=2)
 
@@ -287,7 +294,7 @@ def _mermaid_label(name: str) -> str:
     )
 
 
-def to_markdown(plan: Plan, provenance: dict | None = None, diffs: dict[str, str] | None = None) -> str:
+def to_markdown(plan: Plan, provenance: dict[str, Any] | None = None, diffs: dict[str, str] | None = None) -> str:
     out = []
     verdict = "changes pending" if plan.changes else ("errors" if plan.errors else "no changes")
     out.append(f"### Wave plan for factory {md_code(plan.factory)}: {verdict}")

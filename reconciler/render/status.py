@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from reconciler.core import (
     EXPIRY_WARNING,
@@ -170,16 +171,16 @@ def to_markdown(report: StatusReport) -> str:
 # -- JSON -------------------------------------------------------------------------------------------
 
 
-def _counts(counts: ScopeCounts | None) -> dict | None:
+def _counts(counts: ScopeCounts | None) -> dict[str, Any] | None:
     if counts is None:
         return None
     return {"devices": counts.devices, "updated": counts.updated, "pending": counts.pending, "offline": counts.offline}
 
 
-def _gate(gate: GateReport | None) -> dict | None:
+def _gate(gate: GateReport | None) -> dict[str, Any] | None:
     if gate is None:
         return None
-    data: dict = {"step": gate.step, "passed": gate.passed}
+    data: dict[str, Any] = {"step": gate.step, "passed": gate.passed}
     if gate.blocked_by:
         data["blocked_by"] = gate.blocked_by
     if gate.wait_seconds:
@@ -194,7 +195,7 @@ def _gate(gate: GateReport | None) -> dict | None:
     return data
 
 
-def _phase(phase: PhaseReport) -> dict:
+def _phase(phase: PhaseReport) -> dict[str, Any]:
     return {
         "name": phase.name,
         "scope": phase.scope,
@@ -208,7 +209,7 @@ def _phase(phase: PhaseReport) -> dict:
     }
 
 
-def wave_dict(wave: WaveReport) -> dict:
+def wave_dict(wave: WaveReport) -> dict[str, Any]:
     return {
         "name": wave.name,
         "manifest": wave.manifest,
@@ -228,7 +229,7 @@ def wave_dict(wave: WaveReport) -> dict:
     }
 
 
-def to_dict(report: StatusReport) -> dict:
+def to_dict(report: StatusReport) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "factory": report.factory,
