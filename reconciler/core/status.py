@@ -30,7 +30,7 @@ from reconciler.core import failures, ledger
 from reconciler.core.ledger import Slot
 from reconciler.core.plan import format_duration, ledger_drift, scope_text, selected_specs
 from reconciler.core.spec import Gate, OnFailure, PhaseSpec, WaveSpec
-from reconciler.core.state import RolloutRecord, WaveFailures, WaveStatus
+from reconciler.core.state import ObservedWave, RolloutRecord, WaveFailures, WaveStatus
 
 ReportStatus = WaveStatus | Literal["absent"]
 PhaseState = Literal["done", "next", "pending", "skipped"]
@@ -39,31 +39,10 @@ PhaseState = Literal["done", "next", "pending", "skipped"]
 # -- inputs (read from the factory by the shell) ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RolloutEntry:
-    """One ``rollout-history`` entry with who made it (``RolloutRecord`` carries only what planning needs)."""
-
-    group: str  # "" for factory-wide or a deleted group
-    at: datetime
-    by: str
-    devices: int
-    full_group: bool
-    factory_wide: bool
-
-
-@dataclass(frozen=True)
-class WaveFacts:
-    """A wave as the wave list gives it; ``finished_*`` are ``change-meta.updated-*`` of a finished wave."""
-
-    name: str
-    version: int
-    tag: str
-    status: WaveStatus
-    created_at: datetime
-    created_by: str
-    finished_at: datetime | None
-    finished_by: str
-    history: tuple[RolloutEntry, ...]
+# A wave and its history entries, as the report reads them: the planner's model (core/state.py), one
+# model of one API object; the names stay for the report's callers.
+RolloutEntry = RolloutRecord
+WaveFacts = ObservedWave
 
 
 @dataclass(frozen=True)
@@ -322,11 +301,7 @@ def _next_step(
     else:
         return None
     since = wave.history[-1].at if wave.history else wave.created_at
-    records = tuple(
-        RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide, devices=e.devices)
-        for e in wave.history
-    )
-    drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
+    drift = ledger_drift(spec.phases, wave.history)  # the planner's own comparison: status and plan agree
     blocked = ["drift: " + "; ".join(drift)] if drift else ([f"halted: {exceeded.text()}"] if exceeded else [])
     hold = None if spec.schedule.empty else spec.schedule.hold(now)  # a window or freeze, as the plan holds it
     if hold is not None:

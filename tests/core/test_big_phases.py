@@ -266,8 +266,6 @@ def test_status_shows_one_row_per_part_and_no_gate_before_a_later_part():
         status=active("v46", 46).status,
         created_at=NOW - timedelta(days=2),
         created_by="ci",
-        finished_at=None,
-        finished_by="",
         history=tuple(_entry(r) for r in history),
     )
     report = build_status(

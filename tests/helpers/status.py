@@ -18,8 +18,8 @@ def facts(name, version, status="active", history=(), tag="production", created=
         status=WaveStatus(status),
         created_at=created,
         created_by="alice",
-        finished_at=finished,
-        finished_by="bob" if finished else "",
+        updated_at=finished,
+        updated_by="bob" if finished else "",
         history=tuple(history),
     )
 
