@@ -24,7 +24,7 @@ the other requests of the observation. A wave without a bound costs nothing more
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation, dry runs included, is
-independent and goes out at once (``FactoryClient.gather``, at most ``client.MAX_CONCURRENT`` at a
+independent and goes out at once (one ``FactoryClient.batch``, at most ``client.MAX_CONCURRENT`` at a
 time); paged lists read their other pages together once the first page gives the total. A dry run
 (``--dry-run`` against an API) starts the wave list before reading the manifests
 (``FactoryClient.ahead``).
@@ -325,16 +325,16 @@ def fill_device_counts(client: FactoryClient, plan: Plan, observed: ObservedStat
         if isinstance(op, RolloutOp) and next_phase.get(op.wave) == op.phase_index and op.wave not in counted:
             counted[op.wave] = op
     known = observed.rollout_counts if observed is not None else {}
-    missing = [op for op in counted.values() if (op.wave, op.phase_index) not in known]
-    answers = dict(
-        zip(
-            [(op.wave, op.phase_index) for op in missing],
-            client.gather([functools.partial(_count_rollout, client, op) for op in missing]),
-            strict=True,
-        )
-    )
+    batch = client.batch()
+    replies = {
+        (op.wave, op.phase_index): batch.add(functools.partial(_count_rollout, client, op))
+        for op in counted.values()
+        if (op.wave, op.phase_index) not in known
+    }
+    batch.run()
     for op in counted.values():
-        answer = known.get((op.wave, op.phase_index), answers.get((op.wave, op.phase_index)))
+        reply = replies.get((op.wave, op.phase_index))
+        answer = reply.result() if reply is not None else known.get((op.wave, op.phase_index))
         if isinstance(answer, int):
             plan = plan.with_operation(op, replace(op, devices=answer))
         elif op.ready:
