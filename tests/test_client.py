@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from reconciler.errors import BackendError
-from reconciler.factory.client import Backend, FactoryClient, RetryTransport
+from reconciler.factory.client import Backend, FactoryClient
+from reconciler.factory.transport import RetryTransport
 
 
 class ScriptedServer:
@@ -123,6 +124,22 @@ def test_unreachable_backend_is_one_line_without_the_token():
     assert "tok-123" not in str(caught.value)
 
 
+def test_a_token_that_is_no_header_value_is_refused_without_being_shown():
+    """h11 quotes the header value it refuses: neither the line nor the chained cause may carry the token."""
+    with ScriptedServer([]) as server, client_for(server.url, token="tok-123\n") as client:
+        with pytest.raises(BackendError) as caught:
+            client.list_waves()
+        assert server.seen == []
+    assert str(caught.value).startswith("list waves: not sent: a header is not valid HTTP")
+    assert "tok-123" not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_a_transport_error_keeps_its_cause_for_debug():
+    with client_for("http://127.0.0.1:9") as client, pytest.raises(BackendError) as caught:
+        client.list_waves()
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
 @pytest.mark.parametrize(
     "answer, message",
     [
@@ -141,11 +158,44 @@ def test_answers_of_the_wrong_shape_are_one_line(answer, message):
 
 
 def test_a_wave_without_a_version_is_one_line():
-    from reconciler.factory.observe import parse_wave
+    from reconciler.factory.wire import parse_wave
 
     with pytest.raises(BackendError) as caught:
         parse_wave({"name": "w"})
     assert str(caught.value) == "list waves: unexpected wave 'w' in the factory's answer (KeyError: 'version')"
+
+
+def test_one_wave_parse_gives_what_the_plan_and_the_status_read():
+    from reconciler.core import WaveStatus
+    from reconciler.factory.wire import parse_wave
+
+    def wave(status):
+        return parse_wave(
+            {
+                "name": "w",
+                "version": "46",
+                "tag": "production",
+                "status": status,
+                "change-meta": {
+                    "created-at": "2026-11-20T10:00:00Z",
+                    "created-by": "ci",
+                    "updated-at": "2026-11-21T10:00:00+01:00",
+                    "updated-by": "bob",
+                },
+                "rollout-history": [
+                    {"group-name": "canary", "rollout-at": "2026-11-20T11:00:00Z", "rollout-by": "alice"},
+                    {"is-factory-wide": True, "rollout-at": "2026-11-20T12:00:00Z", "num-devices": 7},
+                ],
+            }
+        )
+
+    done, active = wave("complete"), wave("active")
+    assert (done.status, done.version, done.created_by) == (WaveStatus.COMPLETE, 46, "ci")
+    assert (done.finished_at, done.finished_by) == (datetime(2026, 11, 21, 9, 0, tzinfo=timezone.utc), "bob")
+    assert (active.finished_at, active.finished_by) == (None, "")  # an active wave's last change finishes nothing
+    canary, wide = active.history
+    assert (canary.group, canary.by, canary.full_group, canary.devices) == ("canary", "alice", False, 0)
+    assert (wide.group, wide.factory_wide, wide.devices) == ("", True, 7)
 
 
 def test_a_server_that_ignores_page_does_not_loop_forever():
@@ -253,3 +303,30 @@ def test_gather_keeps_call_order_and_raises_the_first_failure_in_that_order():
             client.gather(calls)
         assert str(caught.value).startswith("status of wave 'missing-2'")
         assert client.gather([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+
+
+def test_a_batch_sends_its_reads_together_and_names_each_answer():
+    import functools
+
+    with SlowWaveServer(total=3, per_page=3, delay=0.3) as server, client_for(server.url) as client:
+        batch = client.batch()
+        status = batch.add(functools.partial(client.wave_status, "ok-1"))
+        waves = batch.add(client.list_waves)
+        batch.run()
+        assert (status.result(), [w["name"] for w in waves.result()]) == ({}, ["w0", "w1", "w2"])
+        # both started before either answered: one round trip, not two
+        assert len(server.started) == 2 and max(server.started) - min(server.started) < 0.25
+        failing = client.batch()
+        failing.add(functools.partial(client.wave_status, "ok-2"))
+        failing.add(functools.partial(client.wave_status, "missing-3"))
+        failing.add(functools.partial(client.wave_status, "missing-4"))
+        with pytest.raises(BackendError) as caught:
+            failing.run()
+        assert str(caught.value).startswith("status of wave 'missing-3'")
+
+
+def test_a_reply_is_not_read_before_its_batch_ran():
+    with client_for("http://127.0.0.1:9") as client:
+        reply = client.batch().add(lambda: 1)
+        with pytest.raises(RuntimeError):
+            reply.result()

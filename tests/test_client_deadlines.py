@@ -18,7 +18,8 @@ from typing import Self
 import pytest
 
 from reconciler.errors import BackendError
-from reconciler.factory.client import Backend, DeadlineTransport, FactoryClient, RetryTransport
+from reconciler.factory.client import Backend, FactoryClient
+from reconciler.factory.transport import DeadlineTransport, RetryTransport
 from reconciler.signing import TufError, load_key_archive_file
 from tests.helpers.e2e import CANARY_WAVE, commit, reconcile, wave
 from tests.helpers.serving import Answer, FactoryFront

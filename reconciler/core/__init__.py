@@ -2,7 +2,7 @@
 
     manifests --reconciler.manifest--> [WaveSpec]
     factory   --reconciler.factory.observe---> ObservedState
-    [WaveSpec] + ObservedState ------> build_plan() -> Plan --> reconciler.render.plan | reconciler.apply.steps
+    [WaveSpec] + ObservedState ------> build_plan() -> Plan --> reconciler.render | reconciler.apply
 
 Nothing here does I/O, reads a clock or talks to a network: every rule of the domain (ledger
 matching, gates, ordering, conflicts) is tested with hand-built states. ``tests/test_architecture.py``
@@ -55,11 +55,9 @@ from reconciler.core.status import (
     GateReport,
     LastUpdate,
     PhaseReport,
-    RolloutEntry,
     ScopeCounts,
     StatusReport,
     WaveCounts,
-    WaveFacts,
     WaveReport,
     build_status,
     classify,
@@ -101,7 +99,6 @@ __all__ = [
     "PhaseSpec",
     "Plan",
     "ProdTargets",
-    "RolloutEntry",
     "RolloutOp",
     "RolloutRecord",
     "Schedule",
@@ -111,7 +108,6 @@ __all__ = [
     "StatusReport",
     "TargetsKeys",
     "WaveCounts",
-    "WaveFacts",
     "WaveFailures",
     "WaveProgress",
     "WaveReport",

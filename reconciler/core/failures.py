@@ -68,7 +68,7 @@ def strictest(bounds: Iterable[tuple[str, FailureBound]]) -> tuple[str, FailureB
 
 
 class _FactoryWave(Protocol):
-    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``WaveFacts``) reads it."""
+    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``ObservedWave``) reads it."""
 
     @property
     def status(self) -> WaveStatus: ...

@@ -24,23 +24,40 @@ class WaveStatus(StrEnum):
 
 @dataclass(frozen=True)
 class RolloutRecord:
-    """One entry of a wave's ``rollout-history``: one rollout call."""
+    """One entry of a wave's ``rollout-history``: one rollout call (its API field in each comment)."""
 
-    group: str  # "" for a factory-wide rollout or a deleted group
-    at: datetime
-    full_group: bool
-    factory_wide: bool
+    group: str  # ``group-name``: "" for a factory-wide rollout or a deleted group
+    at: datetime  # ``rollout-at``
+    full_group: bool  # ``is-full-group``
+    factory_wide: bool  # ``is-factory-wide``
     devices: int = 0  # ``num-devices``: devices this call reached
+    by: str = ""  # ``rollout-by``: who made it (the status report shows it; planning does not read it)
 
 
 @dataclass(frozen=True)
 class ObservedWave:
+    """A wave as the factory's wave list gives it (reference §2.3), the one model the planner and
+    ``reconcile status`` read; ``reconciler.factory`` parses it once (``factory/wire.py``)."""
+
     name: str
     version: int
     tag: str
     status: WaveStatus
-    created_at: datetime
-    history: tuple[RolloutRecord, ...] = ()
+    created_at: datetime  # ``change-meta.created-at``
+    history: tuple[RolloutRecord, ...] = ()  # ``rollout-history``
+    created_by: str = ""  # ``change-meta.created-by``
+    updated_at: datetime | None = None  # ``change-meta.updated-at``
+    updated_by: str = ""  # ``change-meta.updated-by``
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When a finished (completed or canceled) wave finished: its last change; None while active."""
+        return None if self.status is WaveStatus.ACTIVE else self.updated_at
+
+    @property
+    def finished_by(self) -> str:
+        """Who finished a finished wave; "" while active."""
+        return "" if self.status is WaveStatus.ACTIVE else self.updated_by
 
 
 @dataclass(frozen=True)

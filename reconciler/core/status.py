@@ -35,7 +35,7 @@ from reconciler.core.gates import GateResult, UpdatedCheck
 from reconciler.core.ledger import Slot
 from reconciler.core.plan.reads import selected_specs
 from reconciler.core.spec import Gate, OnFailure, PhaseSpec, WaveSpec
-from reconciler.core.state import Device, RolloutRecord, WaveFailures, WaveProgress, WaveStatus
+from reconciler.core.state import Device, ObservedWave, RolloutRecord, WaveFailures, WaveProgress, WaveStatus
 from reconciler.core.text import format_duration, scope_text
 
 ReportStatus = WaveStatus | Literal["absent"]
@@ -45,31 +45,8 @@ PhaseState = Literal["done", "next", "pending", "skipped"]
 # -- inputs (read from the factory by the shell) ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RolloutEntry:
-    """One ``rollout-history`` entry with who made it (``RolloutRecord`` carries only what planning needs)."""
-
-    group: str  # "" for factory-wide or a deleted group
-    at: datetime
-    by: str
-    devices: int
-    full_group: bool
-    factory_wide: bool
-
-
-@dataclass(frozen=True)
-class WaveFacts:
-    """A wave as the wave list gives it; ``finished_*`` are ``change-meta.updated-*`` of a finished wave."""
-
-    name: str
-    version: int
-    tag: str
-    status: WaveStatus
-    created_at: datetime
-    created_by: str
-    finished_at: datetime | None
-    finished_by: str
-    history: tuple[RolloutEntry, ...]
+# A wave and its history entries, as the report reads them: the planner's model (core/state.py), one
+# model of one API object; the names stay for the report's callers.
 
 
 @dataclass(frozen=True)
@@ -185,17 +162,17 @@ class StatusReport:
 # -- which waves need which calls ------------------------------------------------------------------
 
 
-def waves_to_report(specs: list[WaveSpec], factory: str, waves: dict[str, WaveFacts]) -> list[str]:
+def waves_to_report(specs: list[WaveSpec], factory: str, waves: dict[str, ObservedWave]) -> list[str]:
     """Managed waves (in manifest order, absent ones included), then unmanaged active waves by name."""
     managed = [s.name for s in selected_specs(specs, factory)]
     unmanaged = sorted(w.name for w in waves.values() if w.status is WaveStatus.ACTIVE and w.name not in managed)
     return managed + unmanaged
 
 
-def waves_needing_counts(names: list[str], waves: dict[str, WaveFacts]) -> list[str]:
+def waves_needing_counts(names: list[str], waves: dict[str, ObservedWave]) -> list[str]:
     """The waves whose status call is worth its cost: active and canceled ones, and the latest completed
     wave of each tag (the tag's current release). Older completed waves show their history only."""
-    latest: dict[str, WaveFacts] = {}
+    latest: dict[str, ObservedWave] = {}
     for wave in waves.values():
         if wave.status is WaveStatus.COMPLETE and wave.finished_at is not None:
             best = latest.get(wave.tag)
@@ -218,7 +195,7 @@ def build_status(
     factory: str,
     backend: str,
     now: datetime,
-    waves: dict[str, WaveFacts],
+    waves: dict[str, ObservedWave],
     counts: dict[str, WaveCounts],
     wave_expiry: dict[str, datetime],
     prod_expiry: dict[str, datetime],
@@ -263,7 +240,7 @@ def build_status(
 
 def _wave_report(
     spec: WaveSpec | None,
-    wave: WaveFacts,
+    wave: ObservedWave,
     counts: WaveCounts | None,
     targets_expire: datetime | None,
     production_expire: datetime | None,
@@ -329,7 +306,7 @@ def phase_scope(phase: PhaseSpec, slot: Slot) -> str:
     return text + (f", part {slot.part} of {slot.parts}" if slot.parts > 1 else "")
 
 
-def _entry_scope(entry: RolloutEntry) -> str:
+def _entry_scope(entry: RolloutRecord) -> str:
     if entry.factory_wide:
         return "factory-wide"
     if not entry.group:
@@ -339,7 +316,7 @@ def _entry_scope(entry: RolloutEntry) -> str:
 
 def _next_step(
     spec: WaveSpec,
-    wave: WaveFacts,
+    wave: ObservedWave,
     counts: WaveCounts | None,
     now: datetime,
     failed: dict[str, int] | None,
@@ -365,11 +342,7 @@ def _next_step(
         step, gate = "complete", spec.complete.gate
     else:
         return None
-    records = tuple(
-        RolloutRecord(group=e.group, at=e.at, full_group=e.full_group, factory_wide=e.factory_wide, devices=e.devices)
-        for e in wave.history
-    )
-    drift = ledger_drift(spec.phases, records)  # the planner's own comparison: status and plan agree
+    drift = ledger_drift(spec.phases, wave.history)  # the planner's own comparison: status and plan agree
     stopped = "drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None)
     progress = None if counts is None else WaveProgress(counts.tag.updated, reached, counts.tag.devices)
     result = gates.evaluate(
@@ -467,7 +440,7 @@ class DeviceRow:
     last_update: LastUpdate | None = None
 
 
-def reached(wave: WaveFacts, device: DeviceFacts) -> bool:
+def reached(wave: ObservedWave, device: DeviceFacts) -> bool:
     """Devices a wave is about: staged by the active wave (``is-wave``); every production device of
     the tag for a completed wave; for a canceled wave, the devices it left on its version."""
     if wave.status is WaveStatus.ACTIVE:
@@ -477,7 +450,7 @@ def reached(wave: WaveFacts, device: DeviceFacts) -> bool:
     return device.version == wave.version
 
 
-def is_updated(wave: WaveFacts, device: DeviceFacts) -> bool:
+def is_updated(wave: ObservedWave, device: DeviceFacts) -> bool:
     return device.version is not None and device.version >= wave.version
 
 
@@ -485,7 +458,7 @@ def is_offline(device: DeviceFacts, now: datetime, threshold: timedelta) -> bool
     return device.last_seen is None or now - device.last_seen > threshold
 
 
-def needs_events(wave: WaveFacts, device: DeviceFacts, now: datetime, threshold: timedelta) -> bool:
+def needs_events(wave: ObservedWave, device: DeviceFacts, now: datetime, threshold: timedelta) -> bool:
     """Only an online device the wave reached that is not on its version can have failed to update to it."""
     return (
         wave.status is not WaveStatus.CANCELED
@@ -496,7 +469,7 @@ def needs_events(wave: WaveFacts, device: DeviceFacts, now: datetime, threshold:
 
 
 def classify(
-    wave: WaveFacts, device: DeviceFacts, last: LastUpdate | None, now: datetime, threshold: timedelta
+    wave: ObservedWave, device: DeviceFacts, last: LastUpdate | None, now: datetime, threshold: timedelta
 ) -> DeviceState:
     """updated (on the wave version or newer), offline (not seen within the threshold), failed (online,
     and its newest update, to the wave version, reported a failed event), else pending. After a cancel

@@ -1,7 +1,9 @@
 """Reading the factory: the HTTP client and what its answers become.
 
-    client      the Foundries API over httpx (or the embedded local factory), deadlines, paging, 64 reads at once
+    client      the Foundries API over httpx (or the embedded local factory): paging, batches of reads
+    transport   retries of idempotent requests, a deadline for every request and every run
     apitime     the API's timestamps
+    wire        every answer of the factory -> a typed ``core`` value (one wave model, ``core.ObservedWave``)
     observe     the reads a plan needs -> ``core.ObservedState``
     status      the reads ``reconcile status`` needs -> ``core.StatusReport``
     wavedevices the devices of a wave, classified (failed, offline, pending), for gates and ``status --devices``
@@ -13,16 +15,9 @@ Writes go through ``reconciler.apply``, which uses this client; nothing here dec
 from reconciler.factory.apitime import parse_time
 from reconciler.factory.client import Backend, FactoryClient, select_backend
 from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
-from reconciler.factory.observe import (
-    fill_device_counts,
-    observe,
-    parse_prod_targets,
-    parse_progress,
-    parse_wave,
-    rollout_options,
-    wave_signers,
-)
+from reconciler.factory.observe import fill_device_counts, observe, rollout_options
 from reconciler.factory.status import read_devices, read_status
+from reconciler.factory.wire import parse_prod_targets, parse_progress, parse_wave, wave_signers
 
 __all__ = [
     "Backend",

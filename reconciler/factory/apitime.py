@@ -18,7 +18,7 @@ def parse_time(value: str | None) -> datetime | None:
     return parsed.astimezone(timezone.utc)
 
 
-def required_time(value, field: str) -> datetime:
+def required_time(value: object, field: str) -> datetime:
     """Gates count from these times: an unreadable one must stop the plan, not let a wait pass at once."""
     moment = parse_time(value) if isinstance(value, str) else None
     if moment is None:

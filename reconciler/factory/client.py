@@ -7,10 +7,8 @@ backoff; a POST is never retried blindly, because a rollout that reached the ser
 run twice (apply re-reads the wave's history instead), and a POST whose answer was lost is
 reported as "outcome unknown", never as failed. The backend's ``Date`` header is "now".
 
-Deadlines: httpx's timeouts bound each socket operation, so a server that trickles one byte
-every few seconds would hold a request forever. ``DeadlineTransport`` bounds every request as a
-whole (``REQUEST_TIMEOUT``) and every run (``FactoryClient(run_timeout=...)``, ``--timeout``):
-each socket operation waits at most until the earlier of the two.
+Retries and deadlines (every request bounded as a whole, and every run) are the transport's job:
+``factory/transport.py``.
 """
 
 from __future__ import annotations
@@ -23,237 +21,33 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextvars import ContextVar
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
-import httpcore
 import httpx
 
 from reconciler.errors import BackendError, OutcomeUnknown, UserError, error_text
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-RETRY_STATUS = frozenset({502, 503, 504})
-PAGE_SIZE = 100
-# Requests that do not depend on each other go out together, at most this many at a time: a plan then
-# waits for a handful of round trips instead of one per request, and a big factory is not flooded. The
-# plan bench's observation (20 active waves: statuses, dry runs, named-UUID lookups) is 62 requests: at
-# 32 they took two round trips, at 64 one (plan at 100 ms: median 1.01 -> 0.93 s). httpx's and aiohttp's
-# own pools allow 100 connections.
-MAX_CONCURRENT = 64
-_T = TypeVar("_T")
-DEVICE_PAGE_SIZE = 1000  # the largest page the device list allows (reference §1.6)
-OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
-REQUEST_TIMEOUT = 30.0  # seconds one request may take from connecting to its answer's last byte
-CONNECT_TIMEOUT = 5.0
-RUN_TIMEOUT = 600.0  # seconds a whole run may spend with the factory (--timeout)
-# Request extension: the time.monotonic() by which a request must be answered in full, retries included.
-DEADLINE = "reconciler.deadline"
-# The deadline of the request being sent or read on this thread; socket operations wait until it.
-_deadline: ContextVar[float | None] = ContextVar("reconciler_request_deadline", default=None)
-_RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
-
-
-class RetryTransport(httpx.BaseTransport):
-    """Retries idempotent requests on connection failures, truncated answers and gateway errors, with
-    exponential backoff that never sleeps past the request's deadline (the ``DEADLINE`` extension).
-    The answer of an idempotent request is read here in full, so an answer cut short (fewer bytes
-    than announced) is retried like a dropped connection instead of surfacing later as "cannot reach"."""
-
-    def __init__(self, inner: httpx.BaseTransport, attempts: int = 4, backoff: float = 0.25):
-        self.inner, self.attempts, self.backoff = inner, attempts, backoff
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        for attempt in range(self.attempts):
-            delay = self.backoff * 2**attempt
-            try:
-                response = self.inner.handle_request(request)
-                if request.method in IDEMPOTENT:
-                    response.read()
-            except _RETRYABLE:
-                if not self._may_retry(request, attempt, delay):
-                    raise
-            else:
-                if response.status_code not in RETRY_STATUS or not self._may_retry(request, attempt, delay):
-                    return response
-                response.close()
-            time.sleep(delay)
-        raise AssertionError("the last attempt always returns or raises")
-
-    def _may_retry(self, request: httpx.Request, attempt: int, delay: float) -> bool:
-        deadline = request.extensions.get(DEADLINE)
-        return (
-            request.method in IDEMPOTENT
-            and attempt < self.attempts - 1
-            and (deadline is None or time.monotonic() + delay < deadline)
-        )
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class DeadlineTransport(httpx.BaseTransport):
-    """HTTP(S) over httpcore, every request bounded as a whole: it must be answered completely by the
-    ``DEADLINE`` request extension, or within ``timeout`` seconds when there is none.
-
-    The deadline reaches the sockets through ``_deadline``: it is set while the request is sent and
-    its headers read, and again around each read of the body, so a trickling server meets a read
-    timeout at the deadline instead of resetting httpx's per-read timeout with every byte."""
-
-    def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
-        self.timeout = timeout
-        # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            retries=retries,
-            max_connections=MAX_CONCURRENT,
-            max_keepalive_connections=MAX_CONCURRENT,
-            network_backend=_DeadlineBackend(),
-        )
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = request.extensions.get(DEADLINE) or time.monotonic() + self.timeout
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _until(deadline):
-            answer = self._pool.handle_request(core_request)
-        return httpx.Response(
-            status_code=answer.status,
-            headers=answer.headers,
-            stream=_DeadlineBody(answer.stream, deadline),
-            extensions=answer.extensions,
-        )
-
-    def close(self) -> None:
-        self._pool.close()
-
-
-class _DeadlineBody(httpx.SyncByteStream):
-    def __init__(self, inner: Any, deadline: float):
-        self._inner, self._deadline = inner, deadline
-
-    def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self._inner)
-        while True:
-            with _until(self._deadline):
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-# httpcore's exceptions as httpx raises them (the subclasses first: the first match wins).
-_HTTPX_ERROR: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
+from reconciler.factory.transport import (
+    CONNECT_TIMEOUT,
+    DEADLINE,
+    IDEMPOTENT,
+    MAX_CONCURRENT,
+    REQUEST_TIMEOUT,
+    RETRY_STATUS,
+    DeadlineTransport,
+    RetryTransport,
 )
 
-
-@contextlib.contextmanager
-def _until(deadline: float) -> Iterator[None]:
-    """Socket operations inside wait at most until ``deadline``; httpcore errors become httpx's."""
-    token = _deadline.set(deadline)
-    try:
-        yield
-    except tuple(theirs for theirs, _ in _HTTPX_ERROR) as exc:
-        raise _as_httpx(exc) from None
-    finally:
-        _deadline.reset(token)
-
-
-def _as_httpx(exc: Exception) -> httpx.TransportError:
-    kind = next(mine for theirs, mine in _HTTPX_ERROR if isinstance(exc, theirs))
-    return kind(str(exc))
-
-
-def _clamp(timeout: float | None, expired: type[httpcore.TimeoutException]) -> float | None:
-    """A socket operation's timeout, cut to what is left before the current request's deadline."""
-    deadline = _deadline.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise expired("the request's deadline passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options)
-        )
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout), socket_options)
-        )
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream):
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+PAGE_SIZE = 100
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+Json = dict[str, Any]  # a JSON object as the factory sent it; ``wire.py`` turns it into typed values
+DEVICE_PAGE_SIZE = 1000  # the largest page the device list allows (reference §1.6)
+OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
+RUN_TIMEOUT = 600.0  # seconds a whole run may spend with the factory (--timeout)
 
 
 @dataclass(frozen=True)
@@ -318,10 +112,45 @@ def _api_url(text: str) -> tuple[str, str]:
     try:
         url = httpx.URL(text.rstrip("/"))
     except httpx.InvalidURL as exc:
+        # from None: the cause says no more than this line, from inside httpx's URL parser
         raise UserError(f"--api-url {text!r} is not a valid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise UserError("--api-url must be an http:// or https:// URL with a host, such as https://api.foundries.io")
     return str(url), str(url.copy_with(username=None, password=None))
+
+
+class Reply(Generic[_T]):
+    """The answer of one read of a ``Batch``, to take once the batch has run."""
+
+    def __init__(self) -> None:
+        self._answer: list[_T] = []
+
+    def result(self) -> _T:
+        if not self._answer:
+            raise RuntimeError("the batch of this read has not run")
+        return self._answer[0]
+
+
+class Batch:
+    """Reads that do not depend on each other, sent together: ``run`` makes one ``FactoryClient.gather``
+    of every read added (concurrently, at most ``concurrency`` at once), and each read's ``Reply`` then
+    holds its answer. The caller names each answer by its reply instead of counting answers by position.
+    A failure is raised by ``run``, the first failing read's in the order they were added (``gather``)."""
+
+    def __init__(self, client: FactoryClient) -> None:
+        self._client = client
+        self._reads: list[tuple[Callable[[], Any], Reply[Any]]] = []
+
+    def add(self, call: Callable[[], _T]) -> Reply[_T]:
+        reply: Reply[_T] = Reply()
+        self._reads.append((call, reply))
+        return reply
+
+    def run(self) -> None:
+        answers = self._client.gather([call for call, _ in self._reads])
+        for (_, reply), answer in zip(self._reads, answers, strict=True):
+            reply._answer.append(answer)
+        self._reads = []
 
 
 class FactoryClient:
@@ -357,7 +186,7 @@ class FactoryClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def gather(self, calls: Sequence[Callable[[], _T]]) -> list[_T]:
@@ -376,30 +205,25 @@ class FactoryClient:
                 raise error
         return [result for _, result in outcomes]  # type: ignore[misc]  # no error: every result is a _T
 
+    def batch(self) -> Batch:
+        """Reads to send together (``gather``), each named by the handle ``Batch.add`` returns."""
+        return Batch(self)
+
     def ahead(self, call: Callable[[], _T]) -> Callable[[], _T]:
         """Start ``call`` now, in the background, and return a function that waits for its result (or
         raises its error). A plan starts reading the factory while it reads the manifests: on a real
         network those round trips take longer than the files. The thread is a daemon so a run that stops
         early (a manifest error) does not wait for an answer nobody will read."""
-        outcome: list = []
+        outcome: Future[_T] = Future()
 
         def target() -> None:
             try:
-                outcome.append((None, call()))
+                outcome.set_result(call())
             except BaseException as exc:  # handed to the caller, who reports it as it would any error
-                outcome.append((exc, None))
+                outcome.set_exception(exc)
 
-        thread = threading.Thread(target=target, name="reconcile-ahead", daemon=True)
-        thread.start()
-
-        def result() -> _T:
-            thread.join()
-            error, value = outcome[0]
-            if error is not None:
-                raise error
-            return value
-
-        return result
+        threading.Thread(target=target, name="reconcile-ahead", daemon=True).start()
+        return outcome.result
 
     # -- transport ------------------------------------------------------------------------------
 
@@ -408,7 +232,7 @@ class FactoryClient:
         method: str,
         path: str,
         *,
-        params: dict | None = None,
+        params: dict[str, Any] | None = None,
         body: Any = None,
         content: bytes | None = None,
         what: str,
@@ -433,17 +257,24 @@ class FactoryClient:
                 headers=headers,
                 extensions={DEADLINE: min(request_deadline, self.deadline)},
             )
-        except httpx.ConnectTimeout:  # never sent: a write cannot have landed
+        # The causes go with the errors (``--debug`` shows them): httpx's messages carry no header values,
+        # except a LocalProtocolError's, which quotes the header it refuses.
+        except httpx.ConnectTimeout as exc:  # never sent: a write cannot have landed
             limit = self._limit(run_bound) if run_bound else f"within {_seconds(CONNECT_TIMEOUT)}"
-            raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection {limit}") from None
-        except httpx.TimeoutException:
+            raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection {limit}") from exc
+        except httpx.TimeoutException as exc:
             raise self._lost(
                 what, f"no complete answer from {self.backend.label} {self._limit(run_bound)}", writes
-            ) from None
+            ) from exc
         except httpx.ConnectError as exc:  # never sent: a write cannot have landed
-            raise BackendError(f"{what}: cannot reach {self.backend.label}: {exc}") from None
+            raise BackendError(f"{what}: cannot reach {self.backend.label}: {exc}") from exc
+        except httpx.LocalProtocolError:  # refused before it was sent: a write cannot have landed
+            # from None, and not its message: h11 quotes the header value it refuses, which may be the token.
+            raise BackendError(
+                f"{what}: not sent: a header is not valid HTTP (does RECONCILE_API_TOKEN hold a line break?)"
+            ) from None
         except httpx.HTTPError as exc:
-            raise self._lost(what, f"the connection to {self.backend.label} was lost: {exc}", writes) from None
+            raise self._lost(what, f"the connection to {self.backend.label} was lost: {exc}", writes) from exc
         self._read_clock(response)
         if missing_ok and response.status_code == 404:
             return None
@@ -455,10 +286,10 @@ class FactoryClient:
             return None
         try:
             return response.json()
-        except ValueError:
+        except ValueError as exc:
             raise BackendError(
                 f"{what}: the factory answered {response.status_code} with a body that is not JSON"
-            ) from None
+            ) from exc
 
     def _limit(self, run_bound: bool) -> str:
         if run_bound:
@@ -488,7 +319,7 @@ class FactoryClient:
 
     # -- waves ----------------------------------------------------------------------------------
 
-    def _all_pages(self, fetch: Callable[[int], tuple[list[dict], dict]]) -> list[dict]:
+    def _all_pages(self, fetch: Callable[[int], tuple[list[Json], Json]]) -> list[Json]:
         """Every item of a paged list. The first page announces the total and the page size the server
         uses; the other pages are then read together. A server whose pages fall short is followed page
         by page, and one that keeps answering ``next`` stops at the announced total."""
@@ -509,11 +340,11 @@ class FactoryClient:
             page += 1
         return items
 
-    def list_waves(self) -> list[dict]:
+    def list_waves(self) -> list[Json]:
         """Every wave, 100 a page."""
         return self._all_pages(self._waves_page)
 
-    def _waves_page(self, page: int) -> tuple[list[dict], dict]:
+    def _waves_page(self, page: int) -> tuple[list[Json], Json]:
         data = _expect(
             self._send(
                 "GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page}, what="list waves"
@@ -524,7 +355,7 @@ class FactoryClient:
         batch = _expect(data.get("waves") or [], list, "list waves")
         return [_expect(wave, dict, "list waves") for wave in batch], data
 
-    def get_wave(self, name: str, *, show_targets: bool = False) -> dict | None:
+    def get_wave(self, name: str, *, show_targets: bool = False) -> Json | None:
         """The wave; with ``show_targets`` its signed targets envelope too (``show-targets=1``, as
         ``fioctl waves sign`` reads it, reference §1.2), whose signatures say how many it has."""
         data = self._send(
@@ -536,7 +367,7 @@ class FactoryClient:
         )
         return None if data is None else _expect(data, dict, f"read wave '{name}'")
 
-    def wave_status(self, name: str) -> dict:
+    def wave_status(self, name: str) -> Json:
         what = f"status of wave '{name}'"
         return _expect(
             self._send(
@@ -549,11 +380,11 @@ class FactoryClient:
             what,
         )
 
-    def wave_targets(self, names: list[str]) -> dict[str, dict]:
+    def wave_targets(self, names: list[str]) -> dict[str, Json]:
         """The targets of these active waves in one request (reference §1.3); waves with none are absent."""
         return self._targets_by("wave-targets/", "name", names, "read wave targets")
 
-    def device_updates(self, device: str) -> list[dict]:
+    def device_updates(self, device: str) -> list[Json]:
         """A device's first page of updates, fioctl's ``devices updates`` (``UpdateList``)."""
         what = f"updates of device '{device}'"
         data = _expect(
@@ -563,7 +394,7 @@ class FactoryClient:
         )
         return [u for u in _expect(data.get("updates") or [], list, what) if isinstance(u, dict)]
 
-    def update_events(self, device: str, correlation_id: str) -> list[dict]:
+    def update_events(self, device: str, correlation_id: str) -> list[Json]:
         """The events of one update, fioctl's ``devices updates show`` (a list of ``UpdateEvent``)."""
         what = f"events of update '{correlation_id}' of device '{device}'"
         data = self._send(
@@ -580,7 +411,7 @@ class FactoryClient:
         groups = _expect(data.get("groups") or [], list, "list device groups")
         return {g["name"] for g in groups if isinstance(g, dict) and isinstance(g.get("name"), str)}
 
-    def factory_status(self) -> dict:
+    def factory_status(self) -> Json:
         """Devices per tag and group (fioctl's FactoryStatus): which tags production devices follow."""
         return _expect(
             self._send(
@@ -593,12 +424,17 @@ class FactoryClient:
             "read the factory status",
         )
 
-    def production_devices(self, tag: str) -> list[dict]:
+    def production_devices(self, tag: str) -> list[Json]:
         """The production devices on a tag, 1,000 a page: ceil(devices / 1000) requests, never one per device."""
         what = f"list the devices of tag '{tag}'"
 
-        def fetch(page: int) -> tuple[list[dict], dict]:
-            params: dict = {"factory": self.factory, "match_tag": tag, "prod": 1, "limit": DEVICE_PAGE_SIZE}
+        def fetch(page: int) -> tuple[list[Json], Json]:
+            params: dict[str, str | int] = {
+                "factory": self.factory,
+                "match_tag": tag,
+                "prod": 1,
+                "limit": DEVICE_PAGE_SIZE,
+            }
             if page > 1:
                 params["page"] = page  # fioctl sends page only past the first
             data = _expect(self._send("GET", "/ota/devices/", params=params, what=what), dict, what)
@@ -606,7 +442,7 @@ class FactoryClient:
 
         return self._all_pages(fetch)
 
-    def production_device(self, tag: str, uuid: str) -> dict | None:
+    def production_device(self, tag: str, uuid: str) -> Json | None:
         """The production device of a tag with this UUID, or None: the device list with fioctl's ``uuid``
         filter besides ``match_tag`` and ``prod`` (reference §1.6), so the factory applies the same rule as
         to a whole tag's list, in one request whatever the tag's size."""
@@ -626,7 +462,7 @@ class FactoryClient:
         ]
         return found[0] if found else None
 
-    def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[dict]) -> Any:
+    def create_wave(self, *, name: str, version: int, tag: str, signed: bytes, signatures: list[Json]) -> Any:
         """POST a WaveCreate whose ``targets.signed`` is ``signed`` verbatim: the canonical bytes that
         were signed, as fioctl sends them (reference §2.1 step 10). Re-encoding the object instead
         would send another byte sequence than the one the signatures cover."""
@@ -647,13 +483,13 @@ class FactoryClient:
         )
         return self._send("POST", self._factory_path("waves/"), content=body, what=f"init wave '{name}'")
 
-    def rollout(self, name: str, options: dict) -> dict:
+    def rollout(self, name: str, options: Json) -> Json:
         what = ("dry-run rollout" if options.get("dry-run") else "rollout") + f" of wave '{name}'"
         return _expect(
             self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options, what=what) or {}, dict, what
         )
 
-    def sign_wave(self, name: str, signatures: list[dict]) -> Any:
+    def sign_wave(self, name: str, signatures: list[Json]) -> Any:
         """Add signatures to the wave's targets: ``POST waves/{w}/sign/ {"signatures": [...]}``, the
         call ``fioctl waves sign`` makes (fioctl client/foundries.go FactorySignWave, reference §1.2)."""
         return self._send(
@@ -671,11 +507,11 @@ class FactoryClient:
 
     # -- targets and keys -----------------------------------------------------------------------
 
-    def prod_targets(self, tags: list[str]) -> dict[str, dict]:
+    def prod_targets(self, tags: list[str]) -> dict[str, Json]:
         """The production targets of these tags in one request; tags with none are absent."""
         return self._targets_by("prod-targets/", "tag", tags, "read production targets")
 
-    def _targets_by(self, path: str, param: str, keys: list[str], what: str) -> dict[str, dict]:
+    def _targets_by(self, path: str, param: str, keys: list[str], what: str) -> dict[str, Json]:
         """Targets envelopes keyed by tag or wave name, the comma-joined ``param`` selecting them (§1.3);
         404 is "none of them has any"."""
         if not keys:
@@ -685,7 +521,7 @@ class FactoryClient:
         )
         return _expect(data or {}, dict, what)
 
-    def ci_targets(self, version: int) -> dict[str, dict]:
+    def ci_targets(self, version: int) -> dict[str, Json]:
         what = f"read CI targets of version {version}"
         return _expect(
             self._send("GET", self._factory_path("targets/"), params={"version": version}, what=what, missing_ok=True)
@@ -694,25 +530,29 @@ class FactoryClient:
             what,
         )
 
-    def root(self) -> dict:
+    def root(self) -> Json:
         """The CI root: like fioctl's waves init, the offline key is found and checked against it."""
-        return self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", what="read the TUF root")
+        what = "read the TUF root"
+        return _expect(self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", what=what), dict, what)
 
-    def prod_root(self) -> dict:
+    def prod_root(self) -> Json:
         """The production root: its targets threshold is what a wave needs before it rolls out (§4.1)."""
-        return self._send(
-            "GET",
-            f"/ota/repo/{self.factory}/api/v1/user_repo/root.json",
-            params={"production": 1},
-            what="read the production TUF root",
+        what = "read the production TUF root"
+        return _expect(
+            self._send(
+                "GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", params={"production": 1}, what=what
+            ),
+            dict,
+            what,
         )
 
-    def online_targets_key(self) -> dict:
-        return self._send("GET", self._factory_path("ci-targets.pub"), what="read the online targets key")
+    def online_targets_key(self) -> Json:
+        what = "read the online targets key"
+        return _expect(self._send("GET", self._factory_path("ci-targets.pub"), what=what), dict, what)
 
     # -- devices --------------------------------------------------------------------------------
 
-    def device_pages(self, filters: dict[str, str], page_size: int = 1000) -> Iterator[tuple[list[dict], int]]:
+    def device_pages(self, filters: dict[str, str], page_size: int = 1000) -> Iterator[tuple[list[Json], int]]:
         """The device list (reference §1.6), one page at a time as ``(devices, total)``.
 
         ``GET /ota/devices/?factory=F&...``; empty filters are dropped and ``page`` is sent only
@@ -730,7 +570,8 @@ class FactoryClient:
             query = params if page == 1 else {**params, "page": page}
             data = _expect(self._send("GET", "/ota/devices/", params=query, what="list devices"), dict, "list devices")
             batch = [_expect(d, dict, "list devices") for d in _expect(data.get("devices") or [], list, "list devices")]
-            total = data.get("total") if isinstance(data.get("total"), int) else seen + len(batch)
+            announced = data.get("total")
+            total = announced if isinstance(announced, int) else seen + len(batch)
             seen += len(batch)
             yield batch, total
             if not data.get("next") or not batch or seen >= total:
@@ -747,7 +588,7 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _expect(value: Any, kind: type, what: str) -> Any:
+def _expect(value: object, kind: type[_K], what: str) -> _K:
     """Refuse an answer of the wrong shape with one line, instead of failing deep inside the planner."""
     if not isinstance(value, kind):
         raise BackendError(

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from reconciler.core import MAX_PHASE_UUIDS
 from reconciler.errors import UserError
+from reconciler.factory.client import FactoryClient, Json
 
 MAX_UUIDS = MAX_PHASE_UUIDS  # what a phase's UUID file may hold (rolled out in parts of 10,000)
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -78,7 +79,9 @@ class Listing:
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> devices left out that matched the tag
 
 
-def list_devices(client, selection: DeviceSelection, progress: Callable[[int, int], None] | None = None) -> Listing:
+def list_devices(
+    client: FactoryClient, selection: DeviceSelection, progress: Callable[[int, int], None] | None = None
+) -> Listing:
     """Page through the device list, filter, and choose; refuses more than a UUID file holds."""
     if selection.group is not None and selection.group not in client.device_groups():
         raise UserError(
@@ -108,7 +111,7 @@ def list_devices(client, selection: DeviceSelection, progress: Callable[[int, in
     return Listing(sorted(chosen), len(matching), now, skipped)
 
 
-def _excluded(device: dict, selection: DeviceSelection, now: datetime) -> str | None:
+def _excluded(device: Json, selection: DeviceSelection, now: datetime) -> str | None:
     """Why a device of the tag is left out: "" for a filter it fails, a reason worth telling for the rest."""
     if not _CANONICAL.fullmatch(str(device.get("uuid") or "")):
         return "a UUID that is not canonical (lower-case 8-4-4-4-12), which a UUID file cannot hold"
@@ -125,7 +128,7 @@ def _excluded(device: dict, selection: DeviceSelection, now: datetime) -> str | 
     return None
 
 
-def _seen(device: dict) -> datetime | None:
+def _seen(device: Json) -> datetime | None:
     text = device.get("last-seen")
     if not isinstance(text, str) or not text:
         return None  # never seen

@@ -24,7 +24,7 @@ the other requests of the observation. A wave without a bound costs nothing more
 
 Round trips, not requests, are what a run waits for on a real network: after the first wave page
 (which tells what else to read) everything else of the observation, dry runs included, is
-independent and goes out at once (``FactoryClient.gather``, at most ``client.MAX_CONCURRENT`` at a
+independent and goes out at once (one ``FactoryClient.batch``, at most ``transport.MAX_CONCURRENT`` at a
 time); paged lists read their other pages together once the first page gives the total. A dry run
 (``--dry-run`` against an API) starts the wave list before reading the manifests
 (``FactoryClient.ahead``).
@@ -32,12 +32,9 @@ time); paged lists read their other pages together once the first page gives the
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Any
+from dataclasses import dataclass, replace
 
 from reconciler.core import (
     Device,
@@ -45,13 +42,11 @@ from reconciler.core import (
     ObservedWave,
     OnFailure,
     Plan,
-    ProdTargets,
     RolloutOp,
-    RolloutRecord,
     SigningInputs,
     SignOp,
     TargetsKeys,
-    WaveProgress,
+    WaveFailures,
     WaveSpec,
     WaveStatus,
     active_tags,
@@ -65,99 +60,23 @@ from reconciler.core import (
     waves_to_cancel,
 )
 from reconciler.errors import BackendError
-from reconciler.factory.apitime import parse_time, required_time
-from reconciler.factory.client import FactoryClient
+from reconciler.factory.client import FactoryClient, Json, Reply
 from reconciler.factory.wavedevices import count_failures
-
-
-def parse_wave(data: dict) -> ObservedWave:
-    """A wave from the API; an answer that does not have a wave's shape is one BackendError line."""
-    try:
-        return _parse_wave(data)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        name = data.get("name") if isinstance(data, dict) else None
-        raise BackendError(
-            f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: {exc})"
-        ) from None
-
-
-def _parse_wave(data: dict) -> ObservedWave:
-    meta = data.get("change-meta") or {}
-    history = tuple(
-        RolloutRecord(
-            group=entry.get("group-name") or "",
-            at=required_time(entry.get("rollout-at"), "rollout-at"),
-            full_group=bool(entry.get("is-full-group")),
-            factory_wide=bool(entry.get("is-factory-wide")),
-            devices=int(entry.get("num-devices") or 0),
-        )
-        for entry in data.get("rollout-history") or []
-    )
-    status = WaveStatus(data.get("status") or "active")
-    return ObservedWave(
-        name=data["name"],
-        version=int(data["version"]),
-        tag=data.get("tag") or "",
-        status=status,
-        created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
-        history=history,
-    )
-
-
-def parse_prod_targets(envelope: dict) -> ProdTargets:
-    signed = envelope.get("signed") or {}
-    versions = set()
-    for target in (signed.get("targets") or {}).values():
-        version = ((target or {}).get("custom") or {}).get("version")
-        if isinstance(version, str) and version.isdigit():
-            versions.add(int(version))
-    expires = parse_time(signed.get("expires")) or datetime.max.replace(tzinfo=timezone.utc)
-    return ProdTargets(version=int(signed.get("version") or 0), expires=expires, versions=frozenset(versions))
-
-
-def parse_progress(status: dict, wave: ObservedWave) -> WaveProgress:
-    """Reached = the history's ``num-devices``; updated = devices on the wave version or newer, summed
-    over every group of the status. Not ``updated-devices``: for an active wave it counts rollout
-    groups only, so devices a factory-wide rollout reached would never count (reference §2.3, §6.9)."""
-    groups = [*(status.get("rollout-groups") or []), *(status.get("other-groups") or [])]
-    return WaveProgress(
-        updated=sum(
-            int(g.get("devices-on-wave-version") or 0) + int(g.get("devices-on-newer-version") or 0) for g in groups
-        ),
-        rolled_out=sum(record.devices for record in wave.history),
-        total=int(status.get("total-devices") or 0),
-    )
-
-
-def parse_tag_devices(status: dict) -> dict[str, int]:
-    """Production devices per tag from the factory status: ``prod-tags`` plus those in a wave (``wave-tags``)."""
-    totals: dict[str, int] = {}
-    for section in ("prod-tags", "wave-tags"):
-        for entry in status.get(section) or []:
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                totals[entry["name"]] = totals.get(entry["name"], 0) + int(entry.get("devices-total") or 0)
-    return totals
-
-
-def parse_device(data: dict) -> Device:
-    return Device(
-        uuid=str(data["uuid"]),
-        name=str(data.get("name") or ""),
-        group=str(data.get("device-group") or ""),
-        last_seen=parse_time(data.get("last-seen")),
-        in_wave=bool(data.get("is-wave")),
-        up_to_date=bool(data.get("up-to-date")),
-    )
-
-
-def _ci_tags(targets: dict) -> frozenset[str]:
-    """Every tag the CI targets of one version carry (``custom.tags``): what a ``sourceTag`` may name."""
-    tags: set[str] = set()
-    for target in targets.values():
-        custom = (target or {}).get("custom") if isinstance(target, dict) else None
-        tags.update(t for t in (custom or {}).get("tags") or [] if isinstance(t, str))
-    return frozenset(tags)
-
+from reconciler.factory.wire import (
+    ci_tags,
+    devices_by_uuid,
+    dry_run_devices,
+    expiries,
+    parse_device,
+    parse_progress,
+    parse_tag_devices,
+    parse_targets_keys,
+    parse_wave,
+    prod_targets_by_tag,
+    threshold,
+    wave_signers,
+    without_deltas,
+)
 
 # Named UUIDs are looked up one by one, at most this many per tag and MAX_LOOKUPS in all (half a round
 # of the request pool); the other tags with UUIDs to check are listed whole. A phase names a few
@@ -166,6 +85,51 @@ def _ci_tags(targets: dict) -> frozenset[str]:
 # 30 lookups instead of two 1,000-device lists took the plan from 1.36 s to 1.13 s at a 100 ms round trip.
 MAX_LOOKUPS_PER_TAG = 10
 MAX_LOOKUPS = 32
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What an observation reads after the wave list, decided from the manifests and the waves alone
+    (no I/O): the module docstring says when each read is made."""
+
+    tags: list[str]  # production targets of these tags (one request)
+    managed_active: list[str]  # the targets of these waves (one request): expiry and signatures
+    keys: bool  # the production root
+    status_of: list[str]  # one wave status each
+    versions: list[int]  # CI targets of each version a wave is to be created at
+    groups: bool  # the device-group list
+    tag_devices: bool  # the factory status: production devices per tag
+    signing: bool  # the root and the online targets key an init signs against
+    dry_runs: list[RolloutOp]  # for the plan's device counts
+    failing: list[str]  # waves whose failed devices are counted (``count_failures``)
+    device_tags: list[str]  # tags whose device lists are read whole
+    lookups: list[tuple[str, str]]  # (tag, uuid) looked up one by one
+
+
+def which_reads(chosen: list[WaveSpec], waves: dict[str, ObservedWave], signing: bool) -> Reads:
+    """The reads a plan of ``chosen`` needs, given the factory's waves."""
+    failing = sorted(waves_needing_failures(chosen, waves))
+    cancel_on_failure = {s.name for s in chosen if s.name in failing and s.on_failure is OnFailure.CANCEL}
+    new = [s for s in chosen if s.name not in waves and not s.cancel]
+    managed_active = sorted(
+        s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE and not s.cancel
+    )
+    keys = bool(managed_active or new)
+    device_tags, lookups = _device_reads(chosen, waves)
+    return Reads(
+        tags=sorted({s.tag for s in chosen} | active_tags(waves.values())),
+        managed_active=managed_active,
+        keys=keys,
+        status_of=sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves) | cancel_on_failure),
+        versions=sorted({s.target for s in new}),
+        groups=pending_groups(chosen, waves),
+        tag_devices=bool(new),
+        signing=signing and keys,  # an init signs; a wave short of signatures may need a sign
+        dry_runs=next_rollouts(chosen, waves),
+        failing=failing,
+        device_tags=device_tags,
+        lookups=lookups,
+    )
 
 
 def _device_reads(specs: list[WaveSpec], waves: dict[str, ObservedWave]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -185,62 +149,55 @@ def _device_reads(specs: list[WaveSpec], waves: dict[str, ObservedWave]) -> tupl
     return sorted(listed), lookups
 
 
-def _without_deltas(targets: dict) -> dict[str, frozenset[str]]:
-    """The CI targets of one version that have no static delta, each with its tags (for a ``sourceTag``).
+@dataclass(frozen=True)
+class _Replies:
+    """The answers of ``Reads``, each by name; None: not read."""
 
-    A target has one when ``custom.delta-stats`` is an object (reference §1.4); fioctl tests the same
-    field for nil (subcommands/waves/init.go ``hasStaticDelta``)."""
-    missing = {}
-    for name, target in targets.items():
-        custom = (target.get("custom") if isinstance(target, dict) else None) or {}
-        if not isinstance(custom, dict) or isinstance(custom.get("delta-stats"), dict):
-            continue
-        tags = custom.get("tags")
-        missing[name] = frozenset(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else frozenset()
-    return missing
-
-
-def _threshold(prod_root: dict) -> int:
-    try:
-        return int(prod_root["signed"]["roles"]["targets"]["threshold"])
-    except (KeyError, TypeError, ValueError):
-        raise BackendError("read the production TUF root: it has no targets role with a threshold") from None
+    prod: Reply[dict[str, Json]]
+    wave_targets: Reply[dict[str, Json]]
+    prod_root: Reply[Json] | None
+    status: dict[str, Reply[Json]]
+    ci: dict[int, Reply[dict[str, Json]]]
+    groups: Reply[set[str]] | None
+    factory_status: Reply[Json] | None
+    root: Reply[Json] | None
+    online_key: Reply[Json] | None
+    dry_runs: dict[tuple[str, int], Reply[Json | BackendError]]
+    failures: dict[str, Reply[WaveFailures]]
+    listings: dict[str, Reply[list[Json]]]
+    lookups: list[tuple[str, Reply[Json | None]]]
 
 
-def parse_targets_keys(prod_root: dict, online_public: dict | None) -> TargetsKeys:
-    """The production root's targets threshold and offline key ids (root's targets keys minus the
-    online one, as ``waves init`` and ``waves sign`` find them, reference §2.1 step 9); without the
-    online key, no key ids (the threshold alone says whether a wave needs ``sign``)."""
-    from reconciler import signing
-
-    offline: tuple[str, ...] = ()
-    if online_public is not None:
-        with contextlib.suppress(signing.TufError):  # no offline key in root: init says so when it needs one
-            offline = tuple(signing.offline_keyids(prod_root, online_public))
-    return TargetsKeys(threshold=_threshold(prod_root), offline=offline)
-
-
-def wave_signers(prod_root: dict, envelope: object) -> frozenset[str] | None:
-    """The key ids whose signature over the wave's targets verifies against the production root
-    (each key once); None when the envelope has no readable signatures."""
-    from reconciler import signing
-
-    if (
-        not isinstance(envelope, dict)
-        or not isinstance(envelope.get("signed"), dict)
-        or not isinstance(envelope.get("signatures"), list)
-    ):
-        return None
-    try:
-        return frozenset(signing.valid_keyids(prod_root, "targets", envelope["signed"], envelope["signatures"]))
-    except signing.TufError:
-        return None
+def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) -> _Replies:
+    """Every read of ``reads``, sent together: one round trip (more for paged lists and failure counts)."""
+    batch = client.batch()
+    replies = _Replies(
+        prod=batch.add(functools.partial(client.prod_targets, reads.tags)),
+        wave_targets=batch.add(functools.partial(client.wave_targets, reads.managed_active)),
+        prod_root=batch.add(client.prod_root) if reads.keys else None,
+        status={name: batch.add(functools.partial(client.wave_status, name)) for name in reads.status_of},
+        ci={version: batch.add(functools.partial(client.ci_targets, version)) for version in reads.versions},
+        groups=batch.add(client.device_groups) if reads.groups else None,
+        factory_status=batch.add(client.factory_status) if reads.tag_devices else None,
+        root=batch.add(client.root) if reads.signing else None,
+        online_key=batch.add(client.online_targets_key) if reads.signing else None,
+        dry_runs={
+            (op.wave, op.phase_index): batch.add(functools.partial(_dry_run, client, op)) for op in reads.dry_runs
+        },
+        failures={name: batch.add(functools.partial(count_failures, client, waves[name])) for name in reads.failing},
+        listings={tag: batch.add(functools.partial(client.production_devices, tag)) for tag in reads.device_tags},
+        lookups=[
+            (tag, batch.add(functools.partial(client.production_device, tag, uuid))) for tag, uuid in reads.lookups
+        ],
+    )
+    batch.run()
+    return replies
 
 
 def observe(
     client: FactoryClient,
     specs: list[WaveSpec],
-    wave_list: Callable[[], list[dict]] | None = None,
+    wave_list: Callable[[], list[Json]] | None = None,
     *,
     signing: bool = False,
 ) -> ObservedState:
@@ -250,99 +207,42 @@ def observe(
     the same round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
     chosen = selected_specs(specs, client.factory)
     waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
-    tags = sorted({s.tag for s in chosen} | active_tags(waves.values()))
-    failing = sorted(waves_needing_failures(chosen, waves))
-    cancel_on_failure = {s.name for s in chosen if s.name in failing and s.on_failure is OnFailure.CANCEL}
-    status_of = sorted(waves_needing_status(chosen, waves) | waves_to_cancel(chosen, waves) | cancel_on_failure)
-    new = [s for s in chosen if s.name not in waves and not s.cancel]
-    versions = sorted({s.target for s in new})
-    need_groups = pending_groups(chosen, waves)
-    managed_active = sorted(
-        s.name for s in chosen if s.name in waves and waves[s.name].status is WaveStatus.ACTIVE and not s.cancel
-    )
-    need_keys = bool(managed_active or new)
-    calls: list[Callable[[], Any]] = [
-        functools.partial(client.prod_targets, tags),
-        functools.partial(client.wave_targets, managed_active),
-    ]
-    calls += [client.prod_root] if need_keys else []
-    calls += [functools.partial(client.wave_status, name) for name in status_of]
-    calls += [functools.partial(client.ci_targets, version) for version in versions]
-    calls += [client.device_groups] if need_groups else []
-    calls += [client.factory_status] if new else []
-    sign = signing and need_keys  # an init signs; a wave short of signatures may need a sign
-    calls += [client.root, client.online_targets_key] if sign else []
-    counted = next_rollouts(chosen, waves)  # dry runs for the plan's device counts, in the same round
-    calls += [functools.partial(_dry_run, client, op) for op in counted]
-    calls += [functools.partial(count_failures, client, waves[name]) for name in failing]
-    device_tags, lookups = _device_reads(chosen, waves)
-    calls += [functools.partial(client.production_devices, tag) for tag in device_tags]
-    calls += [functools.partial(client.production_device, tag, uuid) for tag, uuid in lookups]
-    answers = iter(client.gather(calls))
-    prod: dict[str, ProdTargets | None] = dict.fromkeys(tags)
-    prod_envelopes = next(answers)
-    for tag, envelope in prod_envelopes.items():
-        if tag in prod:
-            try:
-                prod[tag] = parse_prod_targets(envelope)
-            except (TypeError, ValueError, AttributeError):
-                raise BackendError(
-                    f"read production targets: unexpected targets of tag '{tag}' in the factory's answer"
-                ) from None
-    wave_expires = {}
-    envelopes = next(answers)
-    for name, envelope in envelopes.items():
-        expires = (
-            parse_time(((envelope or {}).get("signed") or {}).get("expires")) if isinstance(envelope, dict) else None
-        )
-        if expires is not None:
-            wave_expires[name] = expires
-    prod_root = next(answers) if need_keys else None
-    progress = {name: parse_progress(next(answers), waves[name]) for name in status_of}
-    ci_versions, ci_tags, ci_without_deltas, ci_sent = {}, {}, {}, {}
-    for version in versions:
-        targets = ci_sent[version] = next(answers)
-        ci_versions[version], ci_tags[version] = bool(targets), _ci_tags(targets)
-        ci_without_deltas[version] = _without_deltas(targets)
-    groups = frozenset(next(answers)) if need_groups else None
-    tag_devices = parse_tag_devices(next(answers)) if new else None
+    reads = which_reads(chosen, waves, signing)
+    replies = _ask(client, reads, waves)
+    prod_envelopes, envelopes = replies.prod.result(), replies.wave_targets.result()
+    prod = prod_targets_by_tag(reads.tags, prod_envelopes)
+    progress = {name: parse_progress(reply.result(), waves[name]) for name, reply in replies.status.items()}
+    ci_sent = {version: reply.result() for version, reply in replies.ci.items()}
     signing_inputs = (
-        SigningInputs(root=next(answers), online_key=next(answers), prod_envelopes=prod_envelopes, ci_targets=ci_sent)
-        if sign
+        SigningInputs(
+            root=replies.root.result(),
+            online_key=replies.online_key.result(),
+            prod_envelopes=prod_envelopes,
+            ci_targets=ci_sent,
+        )
+        if replies.root is not None and replies.online_key is not None
         else None
     )
-    targets_keys, signers = None, {}
-    if prod_root is not None:
-        # Two signatures are init's (the online key's and one offline); only a root needing more makes the
-        # plan name the offline keys, and only then is the online key needed to tell them apart (read now,
-        # one more round trip, unless an apply's observation read it already).
-        online = None
-        if _threshold(prod_root) > 2:
-            online = signing_inputs.online_key if signing_inputs else client.online_targets_key()
-        targets_keys = parse_targets_keys(prod_root, online)
-        for name in managed_active:
-            found = wave_signers(prod_root, envelopes.get(name))
-            if found is not None:
-                signers[name] = found
-    rollout_counts = {(op.wave, op.phase_index): _count(next(answers)) for op in counted}
-    failures = {name: next(answers) for name in failing}
-    listings = {tag: next(answers) for tag in device_tags}
+    targets_keys: TargetsKeys | None = None
+    signers: dict[str, frozenset[str]] = {}
+    if replies.prod_root is not None:
+        targets_keys, signers = _keys(client, replies.prod_root.result(), signing_inputs, envelopes, reads)
     named_devices: dict[str, dict[str, Device]] = {}
-    for tag, _uuid in lookups:
-        found = next(answers)
-        named_devices.setdefault(tag, {})
+    for tag, reply in replies.lookups:
+        found = reply.result()
+        named = named_devices.setdefault(tag, {})
         if found is not None and found.get("uuid"):
             device = parse_device(found)
-            named_devices[tag][device.uuid] = device
+            named[device.uuid] = device
+    listings = {tag: reply.result() for tag, reply in replies.listings.items()}
     # Gates short of their share on the counts name their offline devices: one more round trip, only then.
-    late = sorted(tags_needing_devices(chosen, waves, progress) - set(device_tags))
-    listings.update(
-        zip(late, client.gather([functools.partial(client.production_devices, tag) for tag in late]), strict=True)
-    )
-    devices = {
-        tag: {d.uuid: d for d in (parse_device(item) for item in listed if item.get("uuid"))}
-        for tag, listed in sorted(listings.items())
+    late = client.batch()
+    late_listings = {
+        tag: late.add(functools.partial(client.production_devices, tag))
+        for tag in sorted(tags_needing_devices(chosen, waves, progress) - set(reads.device_tags))
     }
+    late.run()
+    listings.update((tag, reply.result()) for tag, reply in late_listings.items())
     return ObservedState(
         factory=client.factory,
         backend=client.backend.label,
@@ -350,25 +250,48 @@ def observe(
         waves=waves,
         prod_targets=prod,
         progress=progress,
-        ci_versions=ci_versions,
-        groups=groups,
-        ci_tags=ci_tags,
-        tag_devices=tag_devices,
-        devices=devices,
+        ci_versions={version: bool(targets) for version, targets in ci_sent.items()},
+        groups=frozenset(replies.groups.result()) if replies.groups is not None else None,
+        ci_tags={version: ci_tags(targets) for version, targets in ci_sent.items()},
+        tag_devices=parse_tag_devices(replies.factory_status.result()) if replies.factory_status is not None else None,
+        devices={tag: devices_by_uuid(listed) for tag, listed in sorted(listings.items())},
         named_devices=named_devices,
-        wave_expires=wave_expires,
-        rollout_counts=rollout_counts,
+        wave_expires=expiries(envelopes),
+        rollout_counts={key: _count(reply.result()) for key, reply in replies.dry_runs.items()},
         signing=signing_inputs,
-        ci_without_deltas=ci_without_deltas,
-        failures=failures,
+        ci_without_deltas={version: without_deltas(targets) for version, targets in ci_sent.items()},
+        failures={name: reply.result() for name, reply in replies.failures.items()},
         targets_keys=targets_keys,
         wave_signers=signers,
     )
 
 
-def rollout_options(op: RolloutOp, dry_run: bool) -> dict:
+def _keys(
+    client: FactoryClient,
+    prod_root: Json,
+    signing_inputs: SigningInputs | None,
+    envelopes: dict[str, Json],
+    reads: Reads,
+) -> tuple[TargetsKeys, dict[str, frozenset[str]]]:
+    """The production root's targets role, and the key ids that signed each active managed wave.
+
+    Two signatures are init's (the online key's and one offline); only a root needing more makes the
+    plan name the offline keys, and only then is the online key needed to tell them apart (read now,
+    one more round trip, unless an apply's observation read it already)."""
+    online = None
+    if threshold(prod_root) > 2:
+        online = signing_inputs.online_key if signing_inputs else client.online_targets_key()
+    signers = {}
+    for name in reads.managed_active:
+        found = wave_signers(prod_root, envelopes.get(name))
+        if found is not None:
+            signers[name] = found
+    return parse_targets_keys(prod_root, online), signers
+
+
+def rollout_options(op: RolloutOp, dry_run: bool) -> Json:
     """The WaveRolloutOptions body of a rollout operation (omitempty like fioctl; flags always sent)."""
-    body: dict = {}
+    body: Json = {}
     if op.group:
         body["group"] = op.group
     if op.limit is not None:
@@ -402,16 +325,16 @@ def fill_device_counts(client: FactoryClient, plan: Plan, observed: ObservedStat
         if isinstance(op, RolloutOp) and next_phase.get(op.wave) == op.phase_index and op.wave not in counted:
             counted[op.wave] = op
     known = observed.rollout_counts if observed is not None else {}
-    missing = [op for op in counted.values() if (op.wave, op.phase_index) not in known]
-    answers = dict(
-        zip(
-            [(op.wave, op.phase_index) for op in missing],
-            client.gather([functools.partial(_count_rollout, client, op) for op in missing]),
-            strict=True,
-        )
-    )
+    batch = client.batch()
+    replies = {
+        (op.wave, op.phase_index): batch.add(functools.partial(_count_rollout, client, op))
+        for op in counted.values()
+        if (op.wave, op.phase_index) not in known
+    }
+    batch.run()
     for op in counted.values():
-        answer = known.get((op.wave, op.phase_index), answers.get((op.wave, op.phase_index)))
+        reply = replies.get((op.wave, op.phase_index))
+        answer = reply.result() if reply is not None else known.get((op.wave, op.phase_index))
         if isinstance(answer, int):
             plan = plan.with_operation(op, replace(op, devices=answer))
         elif op.ready:
@@ -423,12 +346,12 @@ def _count_rollout(client: FactoryClient, op: RolloutOp) -> int | str:
     return _count(_dry_run(client, op))
 
 
-def _count(answer: dict | BackendError) -> int | str:
+def _count(answer: Json | BackendError) -> int | str:
     """A dry run's device count, or the factory's refusal as text."""
-    return str(answer) if isinstance(answer, BackendError) else int(answer.get("device-num") or 0)
+    return str(answer) if isinstance(answer, BackendError) else dry_run_devices(answer)
 
 
-def _dry_run(client: FactoryClient, op: RolloutOp) -> dict | BackendError:
+def _dry_run(client: FactoryClient, op: RolloutOp) -> Json | BackendError:
     """A dry-run rollout's answer, or the factory's refusal (which blocks that wave, not the run)."""
     try:
         return client.rollout(op.wave, rollout_options(op, dry_run=True))

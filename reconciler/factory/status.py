@@ -39,15 +39,12 @@ compared as fioctl prints it (a string).
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from collections.abc import Callable
 
 from reconciler.core import (
     DeviceRow,
-    RolloutEntry,
-    ScopeCounts,
+    ObservedWave,
     StatusReport,
-    WaveCounts,
-    WaveFacts,
     WaveSpec,
     WaveStatus,
     build_status,
@@ -57,84 +54,23 @@ from reconciler.core import (
     waves_needing_failures,
     waves_to_report,
 )
-from reconciler.errors import BackendError, UserError
-from reconciler.factory.apitime import parse_time, required_time
+from reconciler.errors import UserError
 from reconciler.factory.client import FactoryClient
-from reconciler.factory.observe import parse_device
 from reconciler.factory.wavedevices import classify_devices
-
-
-def parse_wave_facts(data: dict) -> WaveFacts:
-    """A wave of the wave list; an answer without a wave's shape is one BackendError line."""
-    try:
-        meta = data.get("change-meta") or {}
-        status = WaveStatus(data.get("status") or "active")
-        history = tuple(
-            RolloutEntry(
-                group=entry.get("group-name") or "",
-                at=required_time(entry.get("rollout-at"), "rollout-at"),
-                by=str(entry.get("rollout-by") or ""),
-                devices=int(entry.get("num-devices") or 0),
-                full_group=bool(entry.get("is-full-group")),
-                factory_wide=bool(entry.get("is-factory-wide")),
-            )
-            for entry in data.get("rollout-history") or []
-        )
-        finished = status is not WaveStatus.ACTIVE
-        return WaveFacts(
-            name=data["name"],
-            version=int(data["version"]),
-            tag=data.get("tag") or "",
-            status=status,
-            created_at=required_time(meta.get("created-at"), "change-meta.created-at"),
-            created_by=str(meta.get("created-by") or ""),
-            finished_at=parse_time(meta.get("updated-at")) if finished else None,
-            finished_by=str(meta.get("updated-by") or "") if finished else "",
-            history=history,
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        name = data.get("name") if isinstance(data, dict) else None
-        raise BackendError(
-            f"list waves: unexpected wave {name!r} in the factory's answer ({type(exc).__name__}: {exc})"
-        ) from None
-
-
-def parse_counts(status: dict) -> WaveCounts:
-    """A wave status (reference §2.3): per group and for the tag, updated = on the wave version or
-    newer, pending = on an older version, offline = total minus online."""
-    groups: dict[str, ScopeCounts] = {}
-    on_wave = 0
-    for group in [*(status.get("rollout-groups") or []), *(status.get("other-groups") or [])]:
-        total, online = int(group.get("devices-total") or 0), int(group.get("devices-online") or 0)
-        current = int(group.get("devices-on-wave-version") or 0)
-        on_wave += current
-        groups[str(group.get("name") or "")] = ScopeCounts(
-            devices=total,
-            updated=current + int(group.get("devices-on-newer-version") or 0),
-            pending=int(group.get("devices-on-older-version") or 0),
-            offline=max(0, total - online),
-        )
-    tag = ScopeCounts(
-        devices=sum(g.devices for g in groups.values()),
-        updated=sum(g.updated for g in groups.values()),
-        pending=sum(g.pending for g in groups.values()),
-        offline=sum(g.offline for g in groups.values()),
-    )
-    groups.pop("", None)  # devices in no group: part of the tag's numbers, no phase targets them by name
-    return WaveCounts(tag=tag, groups=groups, on_wave_version=on_wave)
-
-
-def _expiry(envelope: dict) -> datetime | None:
-    signed = envelope.get("signed") if isinstance(envelope, dict) else None
-    return parse_time(signed.get("expires")) if isinstance(signed, dict) else None
+from reconciler.factory.wire import parse_counts, parse_device, parse_wave
+from reconciler.factory.wire import targets_expiry as _expiry
 
 
 def read_status(
-    client: FactoryClient, specs: list[WaveSpec], *, with_failed: bool = False, warn=lambda line: None
+    client: FactoryClient,
+    specs: list[WaveSpec],
+    *,
+    with_failed: bool = False,
+    warn: Callable[[str], None] = lambda line: None,
 ) -> StatusReport:
     """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
     wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
-    waves = {w.name: w for w in map(parse_wave_facts, client.list_waves())}
+    waves = {w.name: w for w in map(parse_wave, client.list_waves())}
     names = waves_to_report(specs, client.factory, waves)
     spec_tags = {s.name: s.tag for s in specs}
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
@@ -142,24 +78,21 @@ def read_status(
     counted = waves_needing_counts(names, waves)
     chosen = selected_specs(specs, client.factory)
     device_tags = sorted(tags_needing_devices(chosen, waves))  # onlineWithin gates, read as the plan reads them
-    calls = [
-        functools.partial(client.prod_targets, tags),
-        functools.partial(client.wave_targets, active),
-        *(functools.partial(client.wave_status, name) for name in counted),
-        *(functools.partial(client.production_devices, tag) for tag in device_tags),
-    ]
-    prod, wave_targets, *answers = client.gather(calls)
-    statuses, listings = answers[: len(counted)], answers[len(counted) :]
+    batch = client.batch()
+    prod = batch.add(functools.partial(client.prod_targets, tags))
+    wave_targets = batch.add(functools.partial(client.wave_targets, active))
+    statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in counted}
+    listings = {tag: batch.add(functools.partial(client.production_devices, tag)) for tag in device_tags}
+    batch.run()
     devices = {
-        tag: {d.uuid: d for d in (parse_device(item) for item in listed if item.get("uuid"))}
-        for tag, listed in zip(device_tags, listings, strict=True)
+        tag: {d.uuid: d for d in (parse_device(item) for item in listed.result() if item.get("uuid"))}
+        for tag, listed in listings.items()
     }
-    prod_expiry = {tag: when for tag, envelope in prod.items() if (when := _expiry(envelope)) is not None}
-    wave_expiry = {name: when for name, envelope in wave_targets.items() if (when := _expiry(envelope)) is not None}
-    try:
-        counts = {name: parse_counts(status) for name, status in zip(counted, statuses, strict=True)}
-    except (TypeError, ValueError, AttributeError):
-        raise BackendError("wave status: unexpected numbers in the factory's answer") from None
+    prod_expiry = {tag: when for tag, envelope in prod.result().items() if (when := _expiry(envelope)) is not None}
+    wave_expiry = {
+        name: when for name, envelope in wave_targets.result().items() if (when := _expiry(envelope)) is not None
+    }
+    counts = {name: parse_counts(status.result()) for name, status in statuses.items()}  # one line if malformed
     failed: dict[str, dict[str, int]] = {}
     bounded = waves_needing_failures(chosen, waves)  # the plan counts them too
     for name in [n for n in active if with_failed or n in bounded]:
@@ -181,11 +114,11 @@ def read_status(
 
 
 def read_devices(
-    client: FactoryClient, name: str, only: str | None, warn=lambda line: None
-) -> tuple[WaveFacts, list[DeviceRow]]:
+    client: FactoryClient, name: str, only: str | None, warn: Callable[[str], None] = lambda line: None
+) -> tuple[ObservedWave, list[DeviceRow]]:
     """The devices ``name`` is about, each classified (core/status.py ``classify``); ``only`` keeps one state."""
     data = client.get_wave(name)
     if data is None:
         raise UserError(f"no wave '{name}' in factory '{client.factory}'; `reconcile status` lists the waves")
-    wave = parse_wave_facts(data)
+    wave = parse_wave(data)
     return wave, classify_devices(client, wave, only, warn)

@@ -22,33 +22,29 @@ devices cost nothing beyond their page.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from reconciler.core import (
     DeviceFacts,
     DeviceRow,
     LastUpdate,
     ObservedWave,
-    RolloutEntry,
-    WaveFacts,
     WaveFailures,
     WaveStatus,
     classify,
     needs_events,
     reached,
 )
-from reconciler.factory.apitime import parse_time
 from reconciler.factory.client import OFFLINE_THRESHOLD_HOURS, FactoryClient
+from reconciler.factory.wire import newest_update, parse_device_facts, parse_last_update, target_versions
 
 MAX_EVENT_CHECKS = 500  # devices whose update events one wave's reading reads (two requests each)
 OFFLINE_THRESHOLD = timedelta(hours=OFFLINE_THRESHOLD_HOURS)
-_TRAILING_VERSION = re.compile(r"-(\d+)$")
 
 
 def classify_devices(
-    client: FactoryClient, wave: WaveFacts, only: str | None, warn: Callable[[str], None]
+    client: FactoryClient, wave: ObservedWave, only: str | None, warn: Callable[[str], None]
 ) -> list[DeviceRow]:
     """The devices ``wave`` is about that are not on its version (or, with ``only``, in that one state)."""
     devices = _reached_devices(client, wave)
@@ -70,13 +66,12 @@ def classify_devices(
 def count_failures(client: FactoryClient, wave: ObservedWave) -> WaveFailures:
     """The failed devices of an active wave, as ``classify_devices`` finds them, against the devices its
     rollouts reached; within the request budget of the module docstring."""
-    facts = _facts(wave)
-    devices = _reached_devices(client, facts)
+    devices = _reached_devices(client, wave)
     now = client.server_now()
-    check = [d for d in devices if needs_events(facts, d, now, OFFLINE_THRESHOLD)]
+    check = [d for d in devices if needs_events(wave, d, now, OFFLINE_THRESHOLD)]
     checked = check[:MAX_EVENT_CHECKS]
     last = _last_updates(client, checked)
-    failed = sum(1 for d in checked if classify(facts, d, last.get(d.uuid), now, OFFLINE_THRESHOLD) == "failed")
+    failed = sum(1 for d in checked if classify(wave, d, last.get(d.uuid), now, OFFLINE_THRESHOLD) == "failed")
     return WaveFailures(
         failed=failed,
         reached=sum(record.devices for record in wave.history),
@@ -85,33 +80,12 @@ def count_failures(client: FactoryClient, wave: ObservedWave) -> WaveFailures:
     )
 
 
-def _facts(wave: ObservedWave) -> WaveFacts:
-    """An observed wave as the classification reads it (who made each rollout does not matter to it)."""
-    history = tuple(
-        RolloutEntry(
-            group=r.group, at=r.at, by="", devices=r.devices, full_group=r.full_group, factory_wide=r.factory_wide
-        )
-        for r in wave.history
-    )
-    return WaveFacts(
-        name=wave.name,
-        version=wave.version,
-        tag=wave.tag,
-        status=wave.status,
-        created_at=wave.created_at,
-        created_by="",
-        finished_at=None,
-        finished_by="",
-        history=history,
-    )
-
-
-def _reached_devices(client: FactoryClient, wave: WaveFacts) -> list[DeviceFacts]:
+def _reached_devices(client: FactoryClient, wave: ObservedWave) -> list[DeviceFacts]:
     versions = _target_versions(client, wave)
     devices: list[DeviceFacts] = []
     for filters in _device_lists(wave):
         for page, _ in client.device_pages(filters):
-            devices.extend(d for d in map(functools.partial(_device, versions), page) if reached(wave, d))
+            devices.extend(d for d in map(functools.partial(parse_device_facts, versions), page) if reached(wave, d))
     return devices
 
 
@@ -121,7 +95,7 @@ def _last_updates(client: FactoryClient, devices: list[DeviceFacts]) -> dict[str
     return dict(zip((d.uuid for d in devices), answers, strict=True))
 
 
-def _device_lists(wave: WaveFacts) -> list[dict[str, str]]:
+def _device_lists(wave: ObservedWave) -> list[dict[str, str]]:
     """The device-list queries that cover the wave's devices: an active wave rolled out to named groups
     only staged devices of those groups, so only those groups are paged; otherwise the whole tag. (A
     device moved to another group after it was staged is then not listed: the price of not paging
@@ -133,48 +107,17 @@ def _device_lists(wave: WaveFacts) -> list[dict[str, str]]:
     return [tag]
 
 
-def _target_versions(client: FactoryClient, wave: WaveFacts) -> dict[str, int]:
+def _target_versions(client: FactoryClient, wave: ObservedWave) -> dict[str, int]:
     """Target name -> version, from the wave build's CI targets and the tag's production targets."""
-    ci, prod = client.gather(
-        [functools.partial(client.ci_targets, wave.version), functools.partial(client.prod_targets, [wave.tag])]
-    )
-    files = dict((prod.get(wave.tag) or {}).get("signed", {}).get("targets") or {})
-    versions = {}
-    for target_name, meta in [*files.items(), *ci.items()]:
-        version = ((meta or {}).get("custom") or {}).get("version")
-        if isinstance(version, str) and version.isdigit():
-            versions[target_name] = int(version)
-    return versions
-
-
-def _device(versions: dict[str, int], data: dict) -> DeviceFacts:
-    """A device of the list; a target outside the known targets falls back to LmP's ``<hwid>-lmp-<N>`` naming."""
-    target = str(data.get("target-name") or "")
-    version = versions.get(target)
-    if version is None and (match := _TRAILING_VERSION.search(target)):
-        version = int(match.group(1))
-    return DeviceFacts(
-        uuid=str(data.get("uuid") or ""),
-        name=str(data.get("name") or ""),
-        group=str(data.get("device-group") or ""),
-        last_seen=parse_time(data.get("last-seen")),
-        target_name=target,
-        version=version,
-        in_wave=bool(data.get("is-wave")),
-    )
+    batch = client.batch()
+    ci = batch.add(functools.partial(client.ci_targets, wave.version))
+    prod = batch.add(functools.partial(client.prod_targets, [wave.tag]))
+    batch.run()
+    return target_versions(ci.result(), prod.result().get(wave.tag))
 
 
 def _last_update(client: FactoryClient, device: str) -> LastUpdate | None:
-    updates = [u for u in client.device_updates(device) if u.get("correlation-id")]
-    if not updates:
+    newest = newest_update(client.device_updates(device))
+    if newest is None:
         return None
-    newest = max(updates, key=lambda u: parse_time(u.get("time")) or datetime.min.replace(tzinfo=timezone.utc))
-    events = client.update_events(device, str(newest["correlation-id"]))
-    failed = any(isinstance(e.get("event"), dict) and e["event"].get("success") is False for e in events)
-    return LastUpdate(
-        version=str(newest.get("version") or ""),
-        target=str(newest.get("target") or ""),
-        at=str(newest.get("time") or ""),
-        failed=failed,
-        at_utc=parse_time(newest.get("time")),
-    )
+    return parse_last_update(newest, client.update_events(device, str(newest["correlation-id"])))

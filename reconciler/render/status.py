@@ -18,10 +18,10 @@ from reconciler.core import (
     EXPIRY_WARNING,
     DeviceRow,
     GateReport,
+    ObservedWave,
     PhaseReport,
     ScopeCounts,
     StatusReport,
-    WaveFacts,
     WaveReport,
     counted,
     format_duration,
@@ -253,7 +253,7 @@ def _last_update(row: DeviceRow) -> str:
     return f"{result}: {last.target or last.version} at {iso(last.at_utc) or last.at}"
 
 
-def devices(wave: WaveFacts, rows: list[DeviceRow], now: datetime, output_format: str) -> str:
+def devices(wave: ObservedWave, rows: list[DeviceRow], now: datetime, output_format: str) -> str:
     if output_format == "json":
         return json.dumps(
             {

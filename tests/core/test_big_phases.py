@@ -14,7 +14,7 @@ from reconciler.core import RolloutOp, build_plan, ledger, uuids_to_check, waves
 from reconciler.core.drift import ledger_drift
 from reconciler.core.spec import CompleteSpec, Gate
 from reconciler.core.state import WaveProgress
-from reconciler.core.status import RolloutEntry, WaveFacts, build_status
+from reconciler.core.status import ObservedWave, RolloutRecord, build_status
 from tests.helpers.planning import HOUR, NOW, active, observed, phase, record, wave
 
 POOL = tuple(str(uuid.UUID(int=n)) for n in range(1, 35_001))
@@ -259,15 +259,13 @@ def test_extra_rollouts_name_the_rollouts_the_phases_make():
 
 def test_status_shows_one_row_per_part_and_no_gate_before_a_later_part():
     history = (record("canary", NOW - timedelta(hours=30), full=True), record("", NOW, wide=True))
-    facts = WaveFacts(
+    facts = ObservedWave(
         name="v46",
         version=46,
         tag="production",
         status=active("v46", 46).status,
         created_at=NOW - timedelta(days=2),
         created_by="ci",
-        finished_at=None,
-        finished_by="",
         history=tuple(_entry(r) for r in history),
     )
     report = build_status(
@@ -292,7 +290,7 @@ def test_status_shows_one_row_per_part_and_no_gate_before_a_later_part():
 
 
 def _entry(r):
-    return RolloutEntry(
+    return RolloutRecord(
         group=r.group, at=r.at, by="ci", devices=r.devices, full_group=r.full_group, factory_wide=r.factory_wide
     )
 

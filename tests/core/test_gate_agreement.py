@@ -24,7 +24,7 @@ from reconciler.core.state import (
     WaveProgress,
     WaveStatus,
 )
-from reconciler.core.status import RolloutEntry, ScopeCounts, WaveCounts, WaveFacts
+from reconciler.core.status import ScopeCounts, WaveCounts
 from tests.helpers.planning import NOW, wave
 
 HOUR = 3600
@@ -95,10 +95,10 @@ def plan_readiness(spec, created, history, updated, fleet, failed):
 
 def status_readiness(spec, created, history, updated, fleet, failed):
     entries = tuple(
-        RolloutEntry(group=group, at=at, by="alice", devices=devices, full_group=True, factory_wide=False)
+        RolloutRecord(group=group, at=at, by="alice", devices=devices, full_group=True, factory_wide=False)
         for group, at, devices in history
     )
-    facts = WaveFacts("v46", 46, "production", WaveStatus.ACTIVE, created, "alice", None, "", entries)
+    facts = ObservedWave("v46", 46, "production", WaveStatus.ACTIVE, created, entries, created_by="alice")
     tag = ScopeCounts(devices=updated + 5, updated=updated, pending=5, offline=0)
     report = build_status(
         [spec],

@@ -6,26 +6,26 @@ from datetime import timedelta
 
 from reconciler.core.spec import CompleteSpec, Gate, Limit, Location
 from reconciler.core.state import WaveStatus
-from reconciler.core.status import RolloutEntry, ScopeCounts, WaveCounts, WaveFacts, build_status
+from reconciler.core.status import ObservedWave, RolloutRecord, ScopeCounts, WaveCounts, build_status
 from tests.helpers.planning import HOUR, NOW, phase, wave
 
 
 def facts(name, version, status="active", history=(), tag="production", created=NOW - timedelta(days=2), finished=None):
-    return WaveFacts(
+    return ObservedWave(
         name=name,
         version=version,
         tag=tag,
         status=WaveStatus(status),
         created_at=created,
         created_by="alice",
-        finished_at=finished,
-        finished_by="bob" if finished else "",
+        updated_at=finished,
+        updated_by="bob" if finished else "",
         history=tuple(history),
     )
 
 
 def entry(group, at, devices, by="alice", wide=False):
-    return RolloutEntry(
+    return RolloutRecord(
         group=group or "", at=at, by=by, devices=devices, full_group=group is not None and not wide, factory_wide=wide
     )
 

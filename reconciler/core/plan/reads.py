@@ -19,7 +19,7 @@ from reconciler.core.state import ObservedWave, WaveProgress, WaveStatus
 
 
 class FactoryWave(Protocol):
-    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``WaveFacts``) reads it: both ask
+    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``ObservedWave``) reads it: both ask
     which device lists a gate needs, so that status evaluates ``onlineWithin`` as the plan does."""
 
     @property
