@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers.e2e import reconcile
@@ -81,3 +82,28 @@ def test_init_repo_refuses_before_writing_anything(tmp_path):
     assert not (tmp_path / "new").exists()
     code, _, err = reconcile("init-repo", str(tmp_path / "new"))
     assert code == 1 and "Missing option '--factory'" in err
+
+
+@pytest.mark.parametrize("action", ["acme/reconciler@main", "acme/reconciler@v1.2.0", "a/b@0123abc"])
+def test_an_action_not_pinned_by_a_full_sha_is_written_with_a_warning(tmp_path, action):
+    code, _, err = reconcile("init-repo", str(tmp_path / "r"), "--factory", "demo", "--action", action)
+    assert code == 0
+    assert "warning: --action" in err and "not pinned by a full commit SHA" in err
+    assert f"uses: {action}\n" in (tmp_path / "r/.github/workflows/release.yml").read_text()
+
+
+def test_a_full_sha_pin_is_written_whole_without_a_warning_or_the_placeholder_exemption(tmp_path):
+    action = "acme/reconciler@" + "a" * 40
+    code, _, err = reconcile("init-repo", str(tmp_path / "r"), "--factory", "demo", "--action", action)
+    assert code == 0 and "warning" not in err
+    workflow = (tmp_path / "r/.github/workflows/release.yml").read_text()
+    assert workflow.count(f"uses: {action}\n") == 3
+    assert "zizmor: ignore[unpinned-uses]" not in workflow
+
+
+def test_an_action_with_a_trailing_newline_is_refused(tmp_path):
+    code, _, err = reconcile(
+        "init-repo", str(tmp_path / "r"), "--factory", "demo", "--action", "acme/reconciler@" + "a" * 40 + "\n"
+    )
+    assert code == 1 and "must name where action.yml lives" in err
+    assert not (tmp_path / "r").exists()

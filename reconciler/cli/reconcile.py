@@ -271,7 +271,9 @@ def init_repo(directory: str, factory: str, action: str | None) -> None:
         _report(exc)
         sys.exit(EXIT_ERROR)
     for path in written:
-        click.echo(f"wrote {path}")
+        click.echo(printable(f"wrote {path}"))
+    if action and (warning := initrepo.pin_warning(action)):
+        _err(f"warning: {warning}")
     if not action:
         _err(
             f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
