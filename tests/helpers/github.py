@@ -18,6 +18,8 @@ Issues and pull requests share one numbering, and the issue list includes pull r
 a ``pull_request`` key), as on GitHub. The read-only token a fork's pull request gets is refused
 every write (403). It records every request so tests can check what the action sent.
 
+``plan``, ``wave`` and ``op`` build the plan JSON (schemas/plan.schema.json) the stuck-wave tests feed in.
+
 ``ActionRunner`` executes a composite action's steps the way the runner does: inputs with
 defaults, ``${{ }}`` expressions in ``env:``/``if:``/outputs, one ``$GITHUB_OUTPUT`` and one
 ``$GITHUB_STEP_SUMMARY`` file per step, ``bash --noprofile --norc -eo pipefail {0}``.
@@ -260,6 +262,56 @@ class GitHubAPI:
 
     def writes(self) -> list[Recorded]:
         return [r for r in self.requests if r.method in ("POST", "PATCH")]
+
+
+# --- plans with stuck waves (the plan JSON of schemas/plan.schema.json) -------------------
+
+
+def wave(name, manifest, drift=(), status="active"):
+    return {
+        "name": name,
+        "manifest": manifest,
+        "tag": "production",
+        "target": 46,
+        "status": status,
+        "phases_done": 1,
+        "phases_total": 2,
+        "phases": [],
+        "drift": list(drift),
+    }
+
+
+def op(wave_name, manifest, line, status="blocked", reason="wait 24h: 3h left"):
+    return {
+        "op": "rollout",
+        "wave": wave_name,
+        "tag": "production",
+        "status": status,
+        "reason": reason,
+        "manifest": manifest,
+        "line": line,
+        "phase": "beta",
+        "phase_index": 1,
+        "group": "beta",
+    }
+
+
+def plan(waves=(), operations=(), errors=(), warnings=(), **extra):
+    return {
+        "format_version": "1.0",
+        "factory": "acme",
+        "backend": "https://api.foundries.io",
+        "now": "2026-11-01T08:00:00Z",
+        "changes": False,
+        "operations": list(operations),
+        "waves": list(waves),
+        "warnings": list(warnings),
+        "errors": list(errors),
+        **extra,
+    }
+
+
+DRIFTED = plan([wave("v46", "releases/v46.yaml", drift=["phase 1: group 'gamma' instead of 'beta'"])])
 
 
 # --- running action.yml ---------------------------------------------------------------------
