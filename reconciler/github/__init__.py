@@ -1,7 +1,8 @@
 """GitHub Actions integration: job summary, annotations, step outputs, secret masks, the PR comment.
 
-``_workflow`` (a leaf: workflow commands, outputs, summary, escaping) and ``_api`` (a leaf: the GitHub
-REST client) <- ``_report`` (the plan files a run left) <- ``_comment`` (the pull request's plan
+``_workflow`` (a leaf: workflow commands, outputs, summary, escaping) <- ``_api`` (the GitHub REST
+client: pagination within its origin, the token's identity that decides which markers are ours) and
+``_report`` (the plan files a run left) <- ``_comment`` (the pull request's plan
 comment) and ``_issues`` (one issue per stuck wave) <- ``_cli`` (``python -m reconciler.github``). No
 module imports one to its right.
 """

@@ -86,7 +86,7 @@ def plan_comment(plan_json: str, markdown: str | None, log: str | None, factory:
     from reconciler.github._comment import post_plan_comment  # httpx: only when commenting
 
     report = read_report(plan_json, markdown, log)
-    _print([post_plan_comment(report_markdown(report), factory, dict(os.environ))])
+    _print(post_plan_comment(report_markdown(report), factory, dict(os.environ)))
 
 
 @cli.command(

@@ -12,6 +12,18 @@ an error or an "expired" warning that belongs to a wave (by name in the message,
 manifest and line), and any entry of a top-level list of held waves (``held``) a plan may carry.
 Gates that have simply not passed yet (a soak time, a share of devices) are normal and never
 open an issue.
+
+Only issues the token's own account opened are ours (``_api`` says how that account is found): a
+marked issue by anyone else is neither closed nor overwritten, it is reported with a warning, and
+while the wave is stuck we open our own. When a factory's wave has more than one issue of ours (two
+runs that raced, a list that was cut short once), the oldest is kept: it is the one people have been
+watching, linking to and commenting on since the wave first stuck. Issue numbers grow in creation
+order, so the lowest number is the oldest, whatever order GitHub lists them in (newest first by
+default). The others are closed as duplicates with a comment naming the one kept.
+
+A body lists at most ``errors.MAX_SHOWN`` reasons, each cut to ``REASON_CHARS``, then a line
+counting the rest, so it stays under GitHub's 65,536 characters (3,000 errors would otherwise be
+refused with 422, and no issue opened).
 """
 
 from __future__ import annotations
@@ -19,12 +31,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from reconciler.errors import error_text
-from reconciler.github._api import github_client
-from reconciler.github._workflow import Json, command, run_url, workspace_path
-from reconciler.safetext import md_code
+from reconciler.errors import MAX_SHOWN, error_text, more_line
+from reconciler.github._api import (
+    BODY_LIMIT,
+    Identity,
+    UnusableAnswer,
+    check_created,
+    github_client,
+    not_ours,
+    pages,
+    token_identity,
+)
+from reconciler.github._workflow import Json, command, run_url, trim_markdown, workspace_path
+from reconciler.safetext import md_code, printable
 
 if TYPE_CHECKING:
     import httpx
@@ -32,6 +53,8 @@ if TYPE_CHECKING:
 _EXPIRED = re.compile(r"\bexpired\b")
 _MARKER = re.compile(r"^<!-- reconcile-stuck:(?P<factory>[^:]*):(?P<wave>.+) -->$")
 _HELD_KEYS = ("held", "held_waves")
+# MAX_SHOWN reasons of this many characters (as shown) fill at most ~51,000 of a body's 65,536.
+REASON_CHARS = 500
 
 
 def marker(factory: str, wave: str) -> str:
@@ -142,7 +165,11 @@ def issue_body(factory: str, stuck: StuckWave, summary_url: str | None, workspac
         f"The reconciler cannot advance wave {md_code(stuck.name)} of factory {md_code(factory)}:",
         "",
     ]
-    lines += [f"- {md_code(reason)}" for reason in stuck.reasons]  # messages quote the factory: kept literal
+    for reason in stuck.reasons[:MAX_SHOWN]:  # messages quote the factory: kept literal
+        shown = printable(reason)
+        lines.append(f"- {md_code(shown if len(shown) <= REASON_CHARS else shown[: REASON_CHARS - 1] + '…')}")
+    if len(stuck.reasons) > MAX_SHOWN:
+        lines.append(f"- {more_line(len(stuck.reasons) - MAX_SHOWN, 'reasons')}")
     if stuck.manifest:
         at = workspace_path(stuck.manifest, workspace) + (f", line {stuck.line}" if stuck.line else "")
         lines += ["", f"Manifest: {md_code(at)}."]
@@ -153,24 +180,49 @@ def issue_body(factory: str, stuck: StuckWave, summary_url: str | None, workspac
         "This issue is updated by every run while the wave is held, and closed by the first run that finds "
         "it moving again. Fix the manifest or the factory; closing the issue by hand does not unblock the wave.",
     ]
-    return "\n".join(lines) + "\n"
+    # A wave name or manifest path long enough to pass the cap anyway is cut, marker line first kept.
+    return trim_markdown("\n".join(lines) + "\n", BODY_LIMIT, "_The rest is cut: see the run's annotations._")
 
 
-def _open_issues(client: httpx.Client, repository: str, factory: str) -> dict[str, Json]:
-    """Open issues carrying this factory's marker, by wave (pull requests share the list: skipped)."""
-    found: dict[str, Json] = {}
-    url: str | None = f"/repos/{repository}/issues?state=open&per_page=100"
-    while url:
-        response = client.get(url)
-        response.raise_for_status()
-        for issue in response.json():
+def _open_issues(
+    client: httpx.Client, repository: str, factory: str, identity: Identity
+) -> tuple[dict[str, list[Json]], list[str]]:
+    """This factory's open marked issues of ours by wave, oldest first; a warning for each of anyone else's.
+
+    Pull requests share the list and are skipped.
+    """
+    ours: dict[str, list[Json]] = {}
+    warnings = []
+    for page in pages(client, f"/repos/{repository}/issues?state=open&per_page=100"):
+        for issue in page:
             if issue.get("pull_request"):
                 continue
             m = _MARKER.match((issue.get("body") or "").split("\n", 1)[0].strip())
-            if m and m["factory"] == factory:
-                found.setdefault(m["wave"], issue)
-        url = response.links.get("next", {}).get("url")
-    return found
+            if not m or m["factory"] != factory:
+                continue
+            if identity.wrote(issue):
+                ours.setdefault(m["wave"], []).append(issue)
+            else:
+                warnings.append(not_ours(issue, "stuck-wave issue", identity))
+    for issues in ours.values():
+        issues.sort(key=lambda issue: int(issue["number"]))
+    return ours, warnings
+
+
+# How an issue was closed: the ``state_reason`` values GitHub accepts on ``PATCH /repos/R/issues/N``.
+StateReason = Literal["completed", "not_planned", "duplicate", "reopened"]
+
+
+def _close(
+    client: httpx.Client, repository: str, issue: Json, comment: str, reason: StateReason, kept: Json | None = None
+) -> None:
+    """Comment on an issue, then close it; a duplicate names the issue ``kept`` (``duplicate_issue_id``)."""
+    number = issue["number"]
+    client.post(f"/repos/{repository}/issues/{number}/comments", json={"body": comment}).raise_for_status()
+    change: Json = {"state": "closed", "state_reason": reason}
+    if kept is not None and isinstance(kept.get("id"), int):
+        change["duplicate_issue_id"] = kept["id"]
+    client.patch(f"/repos/{repository}/issues/{number}", json=change).raise_for_status()
 
 
 def sync_issues(
@@ -178,12 +230,21 @@ def sync_issues(
     repository: str,
     factory: str,
     stuck: dict[str, StuckWave],
+    identity: Identity,
     summary_url: str | None,
     workspace: str | None = None,
 ) -> list[str]:
     """Open, update or close this factory's stuck-wave issues to match ``stuck``; one log line each."""
-    lines = []
-    existing = _open_issues(client, repository, factory)
+    found, lines = _open_issues(client, repository, factory, identity)
+    existing: dict[str, Json] = {}
+    for name, (kept, *duplicates) in sorted(found.items()):
+        existing[name] = kept
+        for duplicate in duplicates:
+            tracked = f"wave {md_code(name)} of factory {md_code(factory)} is tracked there"
+            _close(client, repository, duplicate, f"Duplicate of #{kept['number']}: {tracked}.", "duplicate", kept)
+            lines.append(
+                command("notice", f"wave {name}: closed issue #{duplicate['number']}, a duplicate of #{kept['number']}")
+            )
     for name in sorted(stuck):
         body = issue_body(factory, stuck[name], summary_url, workspace)
         issue = existing.get(name)
@@ -192,7 +253,9 @@ def sync_issues(
                 f"/repos/{repository}/issues", json={"title": issue_title(factory, stuck[name]), "body": body}
             )
             response.raise_for_status()
-            lines.append(command("notice", f"wave {name} is stuck: opened issue #{response.json()['number']}"))
+            created = response.json()
+            lines.append(command("notice", f"wave {name} is stuck: opened issue #{created['number']}"))
+            lines += check_created(created, identity)
         elif issue.get("body") != body:
             client.patch(f"/repos/{repository}/issues/{issue['number']}", json={"body": body}).raise_for_status()
             lines.append(command("notice", f"wave {name} is still stuck: updated issue #{issue['number']}"))
@@ -201,13 +264,13 @@ def sync_issues(
     for name in sorted(set(existing) - set(stuck)):
         number = existing[name]["number"]
         where = f" ([run]({summary_url}))" if summary_url else ""
-        client.post(
-            f"/repos/{repository}/issues/{number}/comments",
-            json={"body": f"Wave {md_code(name)} is no longer held{where}: closing."},
-        ).raise_for_status()
-        client.patch(
-            f"/repos/{repository}/issues/{number}", json={"state": "closed", "state_reason": "completed"}
-        ).raise_for_status()
+        _close(
+            client,
+            repository,
+            existing[name],
+            f"Wave {md_code(name)} is no longer held{where}: closing.",
+            "completed",
+        )
         lines.append(command("notice", f"wave {name} moves again: closed issue #{number}"))
     return lines
 
@@ -239,9 +302,12 @@ def post_stuck_issues(plan: Json, env: dict[str, str]) -> list[str]:
         return [command("warning", "no GitHub token or repository: stuck waves open no issue")]
     try:
         with github_client(env, token) as client:
-            return sync_issues(client, repository, factory, stuck, run_url(env), env.get("GITHUB_WORKSPACE"))
+            identity = token_identity(client, env)
+            return sync_issues(client, repository, factory, stuck, identity, run_url(env), env.get("GITHUB_WORKSPACE"))
     except httpx.HTTPStatusError as exc:
         hint = " (the job needs `issues: write` permission)" if exc.response.status_code in (403, 404) else ""
         return [command("warning", f"could not update the stuck-wave issues: {error_text(exc.response)}{hint}")]
     except httpx.HTTPError as exc:
         return [command("warning", f"could not update the stuck-wave issues: {type(exc).__name__}")]
+    except UnusableAnswer as exc:
+        return [command("warning", f"could not update the stuck-wave issues: {exc}")]

@@ -8,51 +8,7 @@ import pytest
 
 from reconciler.github import main
 from reconciler.github._issues import marker, post_stuck_issues, stuck_waves
-from tests.helpers.github import READ_ONLY_TOKEN, GitHubAPI
-
-
-def wave(name, manifest, drift=(), status="active"):
-    return {
-        "name": name,
-        "manifest": manifest,
-        "tag": "production",
-        "target": 46,
-        "status": status,
-        "phases_done": 1,
-        "phases_total": 2,
-        "phases": [],
-        "drift": list(drift),
-    }
-
-
-def op(wave_name, manifest, line, status="blocked", reason="wait 24h: 3h left"):
-    return {
-        "op": "rollout",
-        "wave": wave_name,
-        "tag": "production",
-        "status": status,
-        "reason": reason,
-        "manifest": manifest,
-        "line": line,
-        "phase": "beta",
-        "phase_index": 1,
-        "group": "beta",
-    }
-
-
-def plan(waves=(), operations=(), errors=(), warnings=(), **extra):
-    return {
-        "format_version": "1.0",
-        "factory": "acme",
-        "backend": "https://api.foundries.io",
-        "now": "2026-11-01T08:00:00Z",
-        "changes": False,
-        "operations": list(operations),
-        "waves": list(waves),
-        "warnings": list(warnings),
-        "errors": list(errors),
-        **extra,
-    }
+from tests.helpers.github import DRIFTED, READ_ONLY_TOKEN, GitHubAPI, op, plan, wave
 
 
 def test_gates_that_have_not_passed_are_not_stuck():
@@ -135,9 +91,6 @@ def env(api: GitHubAPI, token: str = "ghs_writer") -> dict[str, str]:
         "GITHUB_SERVER_URL": "https://github.example",
         "GITHUB_RUN_ID": "5",
     }
-
-
-DRIFTED = plan([wave("v46", "releases/v46.yaml", drift=["phase 1: group 'gamma' instead of 'beta'"])])
 
 
 def test_one_issue_per_stuck_wave_updated_in_place_then_closed_when_it_moves(api):

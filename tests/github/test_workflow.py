@@ -9,7 +9,7 @@ import pytest
 from reconciler import github
 from reconciler.github import _comment as github_comment
 from reconciler.github import _report as github_report
-from tests.helpers.github import READ_ONLY_TOKEN, GitHubAPI, parse_output_file
+from tests.helpers.github import ACTIONS_BOT, READ_ONLY_TOKEN, GitHubAPI, parse_output_file
 
 
 @pytest.fixture
@@ -196,11 +196,11 @@ def _env(api: GitHubAPI, tmp_path, event: dict, token: str = "ghs_writer") -> di
 def test_comment_is_created_then_updated_in_place(api, tmp_path):
     env = _env(api, tmp_path, {"pull_request": {"number": 5}})
     api.add_comment(5, "LGTM")
-    first = github_comment.post_plan_comment("## Plan\n1 to init\n", "acme", env)
+    [first] = github_comment.post_plan_comment("## Plan\n1 to init\n", "acme", env)
     assert first.startswith("::notice::plan comment created on pull request #5")
-    second = github_comment.post_plan_comment("## Plan\nNo changes.\n", "acme", env)
+    [second] = github_comment.post_plan_comment("## Plan\nNo changes.\n", "acme", env)
     assert second.startswith("::notice::plan comment updated on pull request #5")
-    third = github_comment.post_plan_comment("## Plan\nNo changes.\n", "acme", env)
+    [third] = github_comment.post_plan_comment("## Plan\nNo changes.\n", "acme", env)
     assert third.startswith("::notice::plan comment unchanged")
     bodies = [c["body"] for c in api.comments[5]]
     assert bodies == ["LGTM", "<!-- reconcile-plan:acme -->\n## Plan\nNo changes.\n"]
@@ -217,12 +217,13 @@ def test_comment_found_on_a_later_page(api, tmp_path):
     api.page_size = 2
     for i in range(5):
         api.add_comment(3, f"comment {i}")
-    api.add_comment(3, "<!-- reconcile-plan:acme -->\nold plan")
+    api.add_comment(3, "<!-- reconcile-plan:acme -->\nold plan", user=ACTIONS_BOT)
     api.add_comment(3, "trailing")
     env = _env(api, tmp_path, {"pull_request": {"number": 3}})
-    assert "updated" in github_comment.post_plan_comment("new plan\n", "acme", env)
-    pages = [r for r in api.requests if r.method == "GET"]
-    assert len(pages) == 3
+    [line] = github_comment.post_plan_comment("new plan\n", "acme", env)
+    assert "updated" in line
+    pages = [r for r in api.requests if r.method == "GET" and r.path.endswith("/comments")]
+    assert len(pages) == 4
     assert api.comments[3][5]["body"] == "<!-- reconcile-plan:acme -->\nnew plan\n"
 
 
@@ -237,7 +238,7 @@ def test_long_plan_is_trimmed_with_a_link_to_the_job_summary(api, tmp_path):
 
 def test_fork_token_refusal_is_a_warning_and_never_shows_the_token(api, tmp_path):
     env = _env(api, tmp_path, {"pull_request": {"number": 2}}, token=READ_ONLY_TOKEN)
-    line = github_comment.post_plan_comment("## Plan\n", "acme", env)
+    [line] = github_comment.post_plan_comment("## Plan\n", "acme", env)
     assert line.startswith("::warning::could not comment on pull request #2: Resource not accessible")
     assert READ_ONLY_TOKEN not in line
     assert api.comments.get(2) is None
@@ -245,9 +246,10 @@ def test_fork_token_refusal_is_a_warning_and_never_shows_the_token(api, tmp_path
 
 def test_no_pull_request_or_no_token_skips_the_comment(api, tmp_path):
     env = _env(api, tmp_path, {"ref": "refs/heads/main"})
-    assert github_comment.post_plan_comment("x", "acme", env) == "::notice::not a pull request: no plan comment"
+    assert github_comment.post_plan_comment("x", "acme", env) == ["::notice::not a pull request: no plan comment"]
     env = _env(api, tmp_path, {"pull_request": {"number": 2}}, token="")
-    assert github_comment.post_plan_comment("x", "acme", env).startswith("::warning::no GitHub token")
+    [line] = github_comment.post_plan_comment("x", "acme", env)
+    assert line.startswith("::warning::no GitHub token")
     assert api.requests == []
 
 
@@ -260,9 +262,9 @@ def test_unreachable_api_is_a_warning(tmp_path):
         "GITHUB_TOKEN": "t",
         "GITHUB_EVENT_PATH": str(event),
     }
-    assert github_comment.post_plan_comment("x", "acme", env) == (
+    assert github_comment.post_plan_comment("x", "acme", env) == [
         "::warning::could not comment on pull request #2: ConnectError; the plan is in the job summary"
-    )
+    ]
 
 
 def test_cli_plan_comment_is_keyed_by_the_configured_factory(api, tmp_path, monkeypatch, capsys):

@@ -1,11 +1,24 @@
 """Test support (no tests here): a stand-in for GitHub's REST API, and a runner for action.yml.
 
-``GitHubAPI`` serves the few endpoints the plan comment and the stuck-wave issues use (issue
-comments; issues: list, create, update, close), on 127.0.0.1 in a thread, with GitHub's
-pagination (``Link`` headers), its 65,536-character body limit and its 403 for the read-only
-token a fork's pull request gets. Issues and pull requests share one numbering, and the issue
-list includes pull requests (marked by a ``pull_request`` key), as on GitHub. It records every request so
-tests can check what the action sent.
+``GitHubAPI`` serves the few endpoints the plan comment and the stuck-wave issues use (``GET /user``;
+issue comments: list, create, edit; issues: list, create, update, close), on 127.0.0.1 in a thread,
+answering as GitHub's published REST description (the ``@octokit/openapi`` package,
+``api.github.com.json``) says:
+
+- ``GET /repos/R/issues`` lists newest first (``sort=created``, ``direction=desc`` by default), issue
+  comments by ascending id; at most 100 per page (``per_page``, 30 by default), with ``Link`` headers;
+- a comment without ``body`` and an issue without ``title`` are 422, so is a body over 65,536
+  characters; ``state_reason`` is one of ``completed``, ``not_planned``, ``reopened``, ``duplicate``;
+- every issue and comment carries its author, ``user`` {login, type, id}: whoever the token is.
+  ``tokens`` maps each token to its account; an installation token (``GITHUB_TOKEN``, a GitHub
+  App's) writes as the app's bot and is refused ``GET /user`` (403 "Resource not accessible by
+  integration"), a personal token writes as its user, whom ``GET /user`` returns.
+
+Issues and pull requests share one numbering, and the issue list includes pull requests (marked by
+a ``pull_request`` key), as on GitHub. The read-only token a fork's pull request gets is refused
+every write (403). It records every request so tests can check what the action sent.
+
+``plan``, ``wave`` and ``op`` build the plan JSON (schemas/plan.schema.json) the stuck-wave tests feed in.
 
 ``ActionRunner`` executes a composite action's steps the way the runner does: inputs with
 defaults, ``${{ }}`` expressions in ``env:``/``if:``/outputs, one ``$GITHUB_OUTPUT`` and one
@@ -28,6 +41,27 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 READ_ONLY_TOKEN = "ghs_read_only_fork_token"
+WRITER_TOKEN = "ghs_writer"  # the job's GITHUB_TOKEN
+APP_TOKEN = "ghs_app_installation"  # an installation token of another GitHub App
+PERSONAL_TOKEN = "ghp_personal"  # a person's token
+
+# Accounts as GitHub's ``simple-user`` shows them (login, type, id). The Actions bot's id is GitHub's.
+ACTIONS_BOT = {"login": "github-actions[bot]", "type": "Bot", "id": 41898282}
+APP_BOT = {"login": "release-helper[bot]", "type": "Bot", "id": 900001}
+PERSON = {"login": "octocat", "type": "User", "id": 583231}
+MALLORY = {"login": "mallory", "type": "User", "id": 666}
+
+STATE_REASONS = ("completed", "not_planned", "reopened", "duplicate")
+BODY_LIMIT = 65536
+MAX_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who a token acts as; ``installation`` tokens (GitHub Apps, ``GITHUB_TOKEN``) are refused ``GET /user``."""
+
+    user: dict
+    installation: bool
 
 
 @dataclass
@@ -38,30 +72,66 @@ class Recorded:
     body: dict | None
 
 
+def default_tokens() -> dict[str, Account]:
+    return {
+        WRITER_TOKEN: Account(ACTIONS_BOT, installation=True),
+        READ_ONLY_TOKEN: Account(ACTIONS_BOT, installation=True),
+        APP_TOKEN: Account(APP_BOT, installation=True),
+        PERSONAL_TOKEN: Account(PERSON, installation=False),
+    }
+
+
 @dataclass
 class GitHubAPI:
     """Issues and issue comments of one repository, kept in memory."""
 
     repository: str = "acme/releases"
     page_size: int | None = None  # force small pages to exercise pagination
+    link_base: str | None = None  # where ``Link`` headers point (another origin, to test that it is not followed)
+    tokens: dict[str, Account] = field(default_factory=default_tokens)
     comments: dict[int, list[dict]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     issues: dict[int, dict] = field(default_factory=dict)
     next_id: int = 1000
     next_number: int = 1
+    clock: int = 0  # seconds after 2026-01-01T00:00:00Z; each item created one second after the last
 
-    def add_issue(self, title: str, body: str, *, pull_request: bool = False, state: str = "open") -> dict:
+    def _created_at(self) -> str:
+        self.clock += 1
+        return f"2026-01-01T{self.clock // 3600:02d}:{self.clock // 60 % 60:02d}:{self.clock % 60:02d}Z"
+
+    def add_issue(
+        self, title: str, body: str | None, *, user: dict = ACTIONS_BOT, pull_request: bool = False, state: str = "open"
+    ) -> dict:
         number = self.next_number
         self.next_number += 1
-        issue = {"number": number, "title": title, "body": body, "state": state, "state_reason": None}
+        self.next_id += 1
+        kind = "pull" if pull_request else "issues"
+        issue = {
+            "id": self.next_id,
+            "number": number,
+            "title": title,
+            "body": body,
+            "user": dict(user),
+            "state": state,
+            "state_reason": None,
+            "created_at": self._created_at(),
+            "html_url": f"https://github.example/{self.repository}/{kind}/{number}",
+        }
         if pull_request:
             issue["pull_request"] = {"url": f"https://api.github.example/repos/{self.repository}/pulls/{number}"}
         self.issues[number] = issue
         return issue
 
-    def add_comment(self, number: int, body: str, login: str = "someone") -> dict:
+    def add_comment(self, number: int, body: str, *, user: dict = MALLORY) -> dict:
         self.next_id += 1
-        comment = {"id": self.next_id, "body": body, "user": {"login": login, "type": "User"}}
+        comment = {
+            "id": self.next_id,
+            "body": body,
+            "user": dict(user),
+            "created_at": self._created_at(),
+            "html_url": f"https://github.example/{self.repository}/issues/{number}#issuecomment-{self.next_id}",
+        }
         self.comments.setdefault(number, []).append(comment)
         return comment
 
@@ -86,6 +156,9 @@ class GitHubAPI:
                 self.wfile.write(data)
                 return True  # handled
 
+            def _invalid(self, message: str) -> bool:
+                return self._reply(422, {"message": "Validation Failed", "errors": [message]})
+
             def _handle(self) -> None:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
@@ -97,51 +170,71 @@ class GitHubAPI:
 
             def _page(self, parts, items: list) -> bool:
                 query = parse_qs(parts.query)
-                size = api.page_size or int(query.get("per_page", ["30"])[0])
+                size = api.page_size or min(int(query.get("per_page", ["30"])[0]), MAX_PER_PAGE)
                 page = int(query.get("page", ["1"])[0])
                 headers = {}
                 if page * size < len(items):
                     keep = "".join(f"{k}={v[0]}&" for k, v in query.items() if k not in ("page", "per_page"))
-                    base = f"http://{self.headers['Host']}{parts.path}"
+                    base = (api.link_base or f"http://{self.headers['Host']}") + parts.path
                     headers["Link"] = f'<{base}?{keep}per_page={size}&page={page + 1}>; rel="next"'
                 return self._reply(200, items[(page - 1) * size : page * size], headers)
 
-            def _issues(self, parts, body) -> bool:
+            def _issues(self, parts, body, account: Account) -> bool:
                 """GET/POST /repos/R/issues and PATCH /repos/R/issues/N; False when the request is not one."""
                 path = f"/repos/{api.repository}/issues"
                 if parts.path == path and self.command == "GET":
-                    state = parse_qs(parts.query).get("state", ["open"])[0]
-                    return self._page(parts, [i for i in api.issues.values() if state in ("all", i["state"])])
+                    query = parse_qs(parts.query)
+                    state = query.get("state", ["open"])[0]
+                    listed = [i for i in api.issues.values() if state in ("all", i["state"])]
+                    if query.get("sort", ["created"])[0] != "created":
+                        return self._invalid("the stand-in sorts by created only")
+                    newest_first = query.get("direction", ["desc"])[0] == "desc"
+                    return self._page(parts, sorted(listed, key=lambda i: i["number"], reverse=newest_first))
                 if parts.path == path and self.command == "POST":
-                    if not (body or {}).get("title"):
-                        return self._reply(422, {"message": "Validation Failed"})
-                    return self._reply(201, api.add_issue(body["title"], body.get("body") or ""))
+                    if not isinstance((body or {}).get("title"), str | int):
+                        return self._invalid("title is missing")
+                    return self._reply(201, api.add_issue(str(body["title"]), body.get("body"), user=account.user))
                 m = re.fullmatch(re.escape(path) + r"/(\d+)", parts.path)
                 if m and self.command == "PATCH" and int(m.group(1)) in api.issues:
                     issue = api.issues[int(m.group(1))]
                     if body.get("state") not in (None, "open", "closed"):
-                        return self._reply(422, {"message": "Validation Failed"})
-                    issue.update({k: body[k] for k in ("title", "body", "state", "state_reason") if k in body})
+                        return self._invalid("state is not open or closed")
+                    if body.get("state_reason") not in (None, *STATE_REASONS):
+                        return self._invalid("state_reason is not one of " + ", ".join(STATE_REASONS))
+                    if body.get("state_reason") == "duplicate" and "duplicate_issue_id" in body:
+                        if body["duplicate_issue_id"] not in {i["id"] for i in api.issues.values()}:
+                            return self._invalid("duplicate_issue_id names no issue")
+                        issue["duplicate_issue_id"] = body["duplicate_issue_id"]
+                    if body.get("state") not in (None, issue["state"]):  # "Ignored unless `state` is changed."
+                        reopened = "reopened" if body["state"] == "open" else "completed"
+                        issue["state_reason"] = body.get("state_reason") or reopened
+                    issue.update({k: body[k] for k in ("title", "body", "state") if k in body})
                     return self._reply(200, issue)
                 return False
 
             def _route(self, parts, body, auth) -> bool:
-                if not auth or not auth.startswith("Bearer "):
-                    return self._reply(401, {"message": "Requires authentication"})
+                account = api.tokens.get((auth or "").removeprefix("Bearer "))
+                if not auth or not auth.startswith("Bearer ") or account is None:
+                    return self._reply(401, {"message": "Bad credentials"})
+                if parts.path == "/user" and self.command == "GET":
+                    if account.installation:
+                        return self._reply(403, {"message": "Resource not accessible by integration"})
+                    return self._reply(200, {**account.user, "name": None})
                 writes = self.command in ("POST", "PATCH")
                 if writes and auth == f"Bearer {READ_ONLY_TOKEN}":
                     return self._reply(403, {"message": "Resource not accessible by integration"})
-                if writes and len((body or {}).get("body", "")) > 65536:
-                    return self._reply(422, {"message": "Body is too long (maximum is 65536 characters)"})
-                if self._issues(parts, body):
+                if writes and len((body or {}).get("body") or "") > BODY_LIMIT:
+                    return self._invalid("Body is too long (maximum is 65536 characters)")
+                if self._issues(parts, body, account):
                     return True
                 prefix = f"/repos/{api.repository}/issues/"
                 m = re.fullmatch(re.escape(prefix) + r"(\d+)/comments", parts.path)
                 if m and self.command == "GET":
-                    return self._page(parts, api.comments.get(int(m.group(1)), []))
+                    return self._page(parts, sorted(api.comments.get(int(m.group(1)), []), key=lambda c: c["id"]))
+                if writes and not isinstance((body or {}).get("body"), str):
+                    return self._invalid("body is missing")
                 if m and self.command == "POST":
-                    comment = api.add_comment(int(m.group(1)), body["body"], login="github-actions[bot]")
-                    return self._reply(201, comment)
+                    return self._reply(201, api.add_comment(int(m.group(1)), body["body"], user=account.user))
                 m = re.fullmatch(re.escape(prefix) + r"comments/(\d+)", parts.path)
                 if m and self.command == "PATCH":
                     for comments in api.comments.values():
@@ -169,6 +262,56 @@ class GitHubAPI:
 
     def writes(self) -> list[Recorded]:
         return [r for r in self.requests if r.method in ("POST", "PATCH")]
+
+
+# --- plans with stuck waves (the plan JSON of schemas/plan.schema.json) -------------------
+
+
+def wave(name, manifest, drift=(), status="active"):
+    return {
+        "name": name,
+        "manifest": manifest,
+        "tag": "production",
+        "target": 46,
+        "status": status,
+        "phases_done": 1,
+        "phases_total": 2,
+        "phases": [],
+        "drift": list(drift),
+    }
+
+
+def op(wave_name, manifest, line, status="blocked", reason="wait 24h: 3h left"):
+    return {
+        "op": "rollout",
+        "wave": wave_name,
+        "tag": "production",
+        "status": status,
+        "reason": reason,
+        "manifest": manifest,
+        "line": line,
+        "phase": "beta",
+        "phase_index": 1,
+        "group": "beta",
+    }
+
+
+def plan(waves=(), operations=(), errors=(), warnings=(), **extra):
+    return {
+        "format_version": "1.0",
+        "factory": "acme",
+        "backend": "https://api.foundries.io",
+        "now": "2026-11-01T08:00:00Z",
+        "changes": False,
+        "operations": list(operations),
+        "waves": list(waves),
+        "warnings": list(warnings),
+        "errors": list(errors),
+        **extra,
+    }
+
+
+DRIFTED = plan([wave("v46", "releases/v46.yaml", drift=["phase 1: group 'gamma' instead of 'beta'"])])
 
 
 # --- running action.yml ---------------------------------------------------------------------
