@@ -174,6 +174,6 @@ def check_created(created: Json, identity: Identity) -> list[str]:
         command(
             "warning",
             f"GitHub wrote {where(created)} as {author(created)}, not as {identity.login} ({identity.source}): "
-            f"later runs will not find it; set {IDENTITY_VARIABLE}={login} in the job's env",
+            f"later runs will not find it; give the action github-identity: {login} (or set {IDENTITY_VARIABLE}={login} in the job's env)",
         )
     ]

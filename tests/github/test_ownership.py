@@ -125,7 +125,7 @@ def test_an_app_token_is_recognised_when_the_workflow_names_its_bot(api, tmp_pat
     assert lines[0] == (
         f"::warning::GitHub wrote {created['html_url']} as release-helper[bot] (Bot), not as github-actions[bot] "
         "(an installation token (GET /user refused): GitHub Actions' GITHUB_TOKEN): later runs will not find it; "
-        "set RECONCILE_GITHUB_IDENTITY=release-helper[bot] in the job's env"
+        "give the action github-identity: release-helper[bot] (or set RECONCILE_GITHUB_IDENTITY=release-helper[bot] in the job's env)"
     )
     named = env(api, tmp_path, APP_TOKEN, RECONCILE_GITHUB_IDENTITY="Release-Helper[bot]")  # logins ignore case
     assert post_plan_comment("## Plan\nv2\n", "demo", named) == [
