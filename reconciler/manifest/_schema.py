@@ -23,6 +23,9 @@ import yaml
 
 from reconciler import names
 from reconciler.errors import MAX_SHOWN, Problem, Problems
+from reconciler.manifest._uuids import PATTERN as UUID_PATTERN
+from reconciler.manifest._uuids import invalid_message
+from reconciler.manifest._values import parse_failure_bound
 from reconciler.manifest._yaml import Document, YamlPath
 from reconciler.names import NameKind
 from reconciler.resources import JsonSchema, load_schema
@@ -57,6 +60,8 @@ _NAME_KINDS = {
     "sourceTag": NameKind.TAG,
     "factory": NameKind.FACTORY,
 }
+# The values of the right shape that a "not" refuses (a bound below 0%): the loader's parser words it.
+_PARSERS: dict[str, Callable[[str], object]] = {"failed": parse_failure_bound}
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "an integer",
@@ -180,10 +185,18 @@ def _sentence(error: ValidationError, name: str) -> str:
     if keyword == "maxLength":
         return f"{name} must be at most {value} characters long, got {len(instance):,}"
     if own:
-        if not own.startswith("must"):
+        parse = _PARSERS.get(str(error.absolute_path[-1]) if error.absolute_path else "")
+        if keyword == "not" and parse is not None and isinstance(instance, str):
+            try:
+                parse(instance)
+            except ValueError as problem:  # the loader's own words, so a schema and a loader refusal read alike
+                return f"{name} {problem}"
+        if not own.startswith("must") or keyword == "not":  # the message says what the value may not be
             return f"{name} {own}"
         if keyword != "pattern":
             return f"{name} {own}, got {describe(instance)}"
+        if value == UUID_PATTERN:  # the UUID lists' own message, the same for an inline list and a file
+            return invalid_message(instance)
         outside = _first_outside(error)
         kind = _NAME_KINDS.get(str(error.absolute_path[-1]) if error.absolute_path else "")
         if not outside and kind is not None and kind.pattern == value:
