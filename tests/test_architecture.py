@@ -36,6 +36,7 @@ LEAVES = [
     "reconciler.durations",
     "reconciler.resources",
     "reconciler.terminal",
+    "reconciler.names",
 ]
 PACKAGES = [
     "reconciler.core",
@@ -196,6 +197,7 @@ LOCALFACTORY_MAY_USE = [
     "reconciler.safetext",
     "reconciler.durations",
     "reconciler.terminal",
+    "reconciler.names",
 ]
 
 

@@ -44,10 +44,10 @@ def test_an_expiry_shorter_than_the_waits_is_refused_before_init(release_repo, f
         "  - name: beta\n    group: beta\n    wait: 3d\ncomplete: true\n"
     )
     commit(release_repo, {"rel-46.yaml": manifest}, "Release 46 with a short expiry")
-    code, out, err = run(release_repo, factory_dir)
+    code, _, err = run(release_repo, factory_dir)
     assert code == 1 and "Applying" not in err
-    assert "rel-46.yaml:6:10: wave 'rel-46' would expire (48h from now) before its waits are over (3d in all)" in out
-    assert "set expires well beyond the waits" in out
+    assert "rel-46.yaml:6:10: wave 'rel-46' would expire (48h from now) before its waits are over (3d in all)" in err
+    assert "set expires well beyond the waits" in err
     assert waves(factory_dir) == {}
 
 

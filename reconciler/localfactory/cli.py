@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from reconciler import durations, terminal
+from reconciler.safetext import printable
 
 from . import default_path
 
@@ -29,11 +30,19 @@ def parse_duration(text: str) -> int:
         raise click.BadParameter(f"the duration {exc}") from None
 
 
+def _say(message: str, err: bool = False) -> None:
+    """One line of output, escaped (reconciler.safetext): paths, names and the factory's values are the
+    user's or the factory's text, so a newline in one cannot forge a line (``::error::`` in a CI log), nor a
+    control character ring, recolour or reorder the terminal."""
+    click.echo(printable(message), err=err)
+
+
 class _Error(click.ClickException):
-    """A refusal shown as ``error: ...``, the prefix every command of both CLIs uses."""
+    """A refusal shown as ``error: ...``, the prefix every command of both CLIs uses; its text is escaped
+    when it is made (each line of a factory's error list on its own)."""
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(terminal.error_line(self.format_message()), err=True)
+        click.echo(terminal.error_line(self.format_message()), err=True)  # escaped when made
 
 
 class _OneLineErrors(terminal.OneLineUsage):
@@ -54,18 +63,18 @@ class _OneLineErrors(terminal.OneLineUsage):
         except click.ClickException as e:
             if isinstance(e, _Error):
                 raise
-            raise _Error(e.format_message()) from None
+            raise _Error(printable(e.format_message())) from None
         except ApiError as e:
-            detail = "".join(f"\n  {x}" for x in e.errors[:20])
-            raise _Error(f"{e.message}{detail}") from None
+            detail = "".join(f"\n  {printable(x)}" for x in e.errors[:20])
+            raise _Error(f"{printable(e.message)}{detail}") from None
         except UserError as e:
-            raise _Error(str(e)) from None
+            raise _Error(printable(str(e))) from None
         except sqlite3.Error as e:
             from .store import Store
 
             c = ctx.find_object(Ctx)
             where = Store.in_dir(c.path) if c else None
-            raise _Error(where.describe(e) if where else f"local factory database: {e}") from None
+            raise _Error(printable(where.describe(e) if where else f"local factory database: {e}")) from None
 
 
 class FactoryCommand(_OneLineErrors, click.Command):
@@ -100,7 +109,7 @@ def _say_modes(path: Path) -> None:
 
     note = make_private(path)
     if note:
-        click.echo(note, err=True)
+        _say(note, err=True)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -163,10 +172,11 @@ def init(
             ) from None
     else:
         start_ts = None
-    if name is not None and (not demo_mod.FACTORY_NAME_RE.match(name) or name in (".", "..")):
-        raise click.ClickException(
-            f"--name {name!r} is not a factory name: use 1-100 letters, digits, '_', '.' and '-'"
-        )
+    if name is not None:
+        try:
+            demo_mod.check_name(name)  # before any file is written
+        except UserError as e:
+            raise click.ClickException(f"--name {e}") from None
     if devices_n is None:
         devices_n = 2000 if demo else 0
     progress = terminal.Progress("Creating devices")
@@ -185,19 +195,19 @@ def init(
     finally:
         progress.close()
     _say_modes(c.path)  # a directory that existed before init becomes private too
-    click.echo(
+    _say(
         f"Created factory '{result.factory}' at {result.path}: {result.devices:,} production and "
         f"{result.ci_devices:,} CI devices in {result.seconds:.1f}s"
     )
     if len(result.keys_archives) == 1:
-        click.echo(f"Operator offline targets key: {result.keys_archive}")
+        _say(f"Operator offline targets key: {result.keys_archive}")
         return
-    click.echo(
+    _say(
         f"Operator offline targets keys (production targets need all {len(result.keys_archives)} "
         f"signatures besides the online key's):"
     )
     for n, archive in enumerate(result.keys_archives, start=1):
-        click.echo(f"  key {n}: {archive}")
+        _say(f"  key {n}: {archive}")
 
 
 @main.command()
@@ -260,9 +270,9 @@ def serve(c: Ctx, host: str, port: int, threads: int, clock_mode: str, speed: fl
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}") from None
     clock = RealClock(st, speed or 1.0) if clock_mode == "real" else None
     described = f"real time x{speed or 1.0:g}" if clock else "simulated time (moves with `advance`)"
-    click.echo(f"Serving factory '{name}' on {', '.join(listening.urls)} (from {c.path}), {described}", err=True)
+    _say(f"Serving factory '{name}' on {', '.join(listening.urls)} (from {c.path}), {described}", err=True)
     if not tokens:
-        click.echo("No API token exists yet: create one with `reconcile-factory token`", err=True)
+        _say("No API token exists yet: create one with `reconcile-factory token`", err=True)
     sys.stderr.flush()
     if clock:
         clock.start()
@@ -296,7 +306,7 @@ def advance(c: Ctx, duration: str) -> None:
         finally:
             progress.close()
         now = store.now(conn)
-    click.echo(
+    _say(
         f"Now {store.iso(now)}: {terminal.plural(stats['updated'], 'device')} updated, "
         f"{terminal.plural(stats['failed'], 'failed install')}, {stats['online']:,} online"
     )
@@ -326,7 +336,7 @@ def devices_add(c: Ctx, name: str, tag: str, hwid: str, version: int, uuid: str,
     with c.store().write() as conn:
         dev.add_devices(conn, [dev.NewDevice(name, uuid, tag, hwid, version, not ci, group)], "cli")
         d = dev.get_device(conn, name, by_uuid=False)
-    click.echo(f"Added {name} ({d['uuid']})")
+    _say(f"Added {name} ({d['uuid']})")
 
 
 @devices.command("move")
@@ -339,7 +349,7 @@ def devices_move(c: Ctx, name: str, group: str) -> None:
 
     with c.store().write() as conn:
         dev.patch_device(conn, dev.get_device(conn, name, by_uuid=False), {"group": group})
-    click.echo(f"Moved {name} to {group or 'no group'}")
+    _say(f"Moved {name} to {group or 'no group'}")
 
 
 @devices.command("import", short_help="Register devices from a CSV file.")
@@ -357,7 +367,7 @@ def devices_import(c: Ctx, csv_file: IO[bytes]) -> None:
     new = dev.parse_csv(text)
     with c.store().write() as conn:
         n = dev.add_devices(conn, new, "cli")
-    click.echo(f"Imported {terminal.plural(n, 'device')}")
+    _say(f"Imported {terminal.plural(n, 'device')}")
 
 
 @devices.command("list")
@@ -377,13 +387,13 @@ def devices_list(c: Ctx, group: str | None, tag: str | None, prod: bool | None, 
             names = ", ".join(n for (n,) in conn.execute("SELECT name FROM device_groups ORDER BY name")) or "none"
             raise click.ClickException(f"no device group {group!r} (groups: {names})")
         items, total = dev.list_devices(conn, dev.Filters(group=group, tag=tag, prod=prod, limit=limit, page=page))
-    click.echo(f"{'NAME':<14} {'UUID':<36} {'GROUP':<8} {'TAG':<11} {'TARGET':<26} {'PROD':<5} LAST SEEN")
+    _say(f"{'NAME':<14} {'UUID':<36} {'GROUP':<8} {'TAG':<11} {'TARGET':<26} {'PROD':<5} LAST SEEN")
     for d in items:
-        click.echo(
+        _say(
             f"{d['name']:<14} {d['uuid']:<36} {d['device-group'] or '-':<8} {d['tag']:<11} "
             f"{d['target-name']:<26} {'yes' if d['is-prod'] else 'no':<5} {d['last-seen'] or 'never'}"
         )
-    click.echo(f"({len(items)} of {total:,}; page {page})")
+    _say(f"({len(items)} of {total:,}; page {page})")
 
 
 @main.command()
@@ -400,30 +410,30 @@ def status(c: Ctx, offline_threshold: int) -> None:
         active = conn.execute("SELECT name FROM waves WHERE status = 'active' ORDER BY name").fetchall()
         wave_stats = [wavestatus.status(conn, n, offline_threshold) for (n,) in active]
         name = store.factory_name(conn)
-    click.echo(f"Factory '{name}' at {c.path}")
-    click.echo(f"Simulated time: {store.iso(now)}")
-    click.echo(f"Devices: {s['total-devices']:,}")
+    _say(f"Factory '{name}' at {c.path}")
+    _say(f"Simulated time: {store.iso(now)}")
+    _say(f"Devices: {s['total-devices']:,}")
     for section, label in (("tags", "CI"), ("prod-tags", "production"), ("wave-tags", "in a wave")):
         for t in s[section]:
             versions = ", ".join(f"{x['version']}: {x['devices']:,}" for x in t["targets"])
-            click.echo(
+            _say(
                 f"  {label} tag {t['name'] or '(untagged)'}: {terminal.plural(t['devices-total'], 'device')}, "
                 f"{t['devices-online']:,} online, latest {t['latest-target']} ({versions})"
             )
             for g in t.get("device-groups") or []:
-                click.echo(
+                _say(
                     f"    group {g['name'] or '(none)'}: {terminal.plural(g['devices-total'], 'device')}, "
                     f"{g['devices-online']:,} online, {g['devices-on-latest']:,} on latest"
                 )
     for tag, version in prod:
-        click.echo(f"Production targets: tag {tag} at version {version}")
+        _say(f"Production targets: tag {tag} at version {version}")
     for w in wave_stats:
-        click.echo(
+        _say(
             f"Active wave {w['name']} (version {w['version']}, tag {w['tag']}): {w['updated-devices']:,} "
             f"updated, {w['scheduled-devices']:,} scheduled, {w['unscheduled-devices']:,} unscheduled"
         )
     if not wave_stats:
-        click.echo("No active wave")
+        _say("No active wave")
 
 
 @main.command()
@@ -435,7 +445,7 @@ def token(c: Ctx, name: str) -> None:
 
     with c.store().write() as conn:
         value = auth.create(conn, name)
-    click.echo(value)
+    _say(value)
 
 
 def parse_rate(ctx: click.Context, param: click.Parameter, text: str | None) -> int | None:
@@ -506,17 +516,17 @@ def build(
                 names = targets.add_ci_build(conn, version, list(hwids), list(tags), static_deltas=deltas is not False)
             except sqlite3.IntegrityError:
                 raise click.ClickException(f"CI build {version} already exists") from None
-            click.echo(f"Published {', '.join(names)} ({'without' if deltas is False else 'with'} static deltas)")
+            _say(f"Published {', '.join(names)} ({'without' if deltas is False else 'with'} static deltas)")
         elif deltas:
             added = targets.add_static_deltas(conn, version)
-            click.echo(
+            _say(
                 f"Generated static deltas for {', '.join(added)}"
                 if added
                 else f"CI build {version} already has static deltas"
             )
         if rate is not None:
             fleet.set_build_failure(conn, version, rate)
-            click.echo(f"Installs of build {version} fail on {rate / 100:g}% of devices (chosen by the seed)")
+            _say(f"Installs of build {version} fail on {rate / 100:g}% of devices (chosen by the seed)")
 
 
 if __name__ == "__main__":  # pragma: no cover

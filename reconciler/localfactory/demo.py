@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import secrets
 import sqlite3
 import time
@@ -28,8 +27,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from reconciler import signing
+from reconciler import names, signing
 from reconciler.errors import UserError
+from reconciler.safetext import printable
 
 from . import devices, fleet, groups, repo, store, targets, trust, waves
 
@@ -39,7 +39,6 @@ VERSIONS = range(40, 61)
 KEY_ARCHIVE = store.KEY_ARCHIVE
 MAX_OFFLINE_KEYS = 9  # a production root of 10 targets keys is far beyond any real factory
 ACTOR = "factory-admin"
-FACTORY_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 # A devices row as the bulk load inserts it: uuid, name, group_id, tag, is_prod, hwid, version, online,
 # last_seen, rnd, created_at, tuf_timestamp, tuf_snapshot, tuf_targets.
 _DemoRow = tuple[str, str, int | None, str, int, str, int, int, int, int, int, int, int, int]
@@ -50,8 +49,11 @@ class FactoryExists(UserError):
 
 
 def check_name(name: str) -> None:
-    if not isinstance(name, str) or not FACTORY_NAME_RE.match(name) or name in (".", ".."):
-        raise UserError(f"factory name {name!r} is invalid: use 1-100 letters, digits, '_', '.' and '-'")
+    """A factory name the API and git both take (reconciler/names.py): it goes into URL paths and into
+    the apply lease's ref ``refs/reconcile/locks/<factory>``."""
+    reason = names.problem(names.NameKind.FACTORY, name)
+    if reason is not None:
+        raise UserError(f"'{printable(name)}' is not a factory name: it {reason}")
 
 
 def check_start(start: int) -> None:

@@ -25,6 +25,7 @@ from reconciler.core import (
     OnFailure,
     PhaseSpec,
     WaveSpec,
+    format_duration,
 )
 from reconciler.errors import Problem, Problems, Severity, ValidationFailed
 from reconciler.manifest._schema import WaveSchema, describe, kind_of
@@ -269,8 +270,6 @@ class _WaveReader:
         if not isinstance(data, dict):  # the schema reported it; a wave is a mapping
             return None
         expires_in = self.parsed(data, (), "expires", str, parse_duration) if "expires" in data else DEFAULT_EXPIRES
-        if expires_in == 0:
-            self.error(("expires",), "expires must be longer than 0s")
         expires_at = self.parsed(data, (), "expiresAt", str, parse_date_time)
         target = self.get(data, (), "target", int)
         prune = self.get(data, (), "prune", list) or []
@@ -291,6 +290,11 @@ class _WaveReader:
             )
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
+        if expires_in and "expiresAt" not in data and data.get("cancel") is not True:
+            waits = sum(phase.gate.wait_seconds or 0 for phase in phases)
+            if complete is not False:
+                waits += complete_gate.wait_seconds or 0
+            self.expiry_before_waits(data, expires_in, waits)
         schedule = self.run.policies.schedule(self.key, read_schedule(self.document, self.flagged, self.error))
         if self.failed or target is None:  # a missing or wrong target is an error already
             return None
@@ -315,6 +319,25 @@ class _WaveReader:
             positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
             schedule=schedule,
         )
+
+    def expiry_before_waits(self, data: dict[str, object], expires_in: int, waits: int) -> None:
+        """A relative expiry (or the default) that ends before the waits do: the plan against the factory
+        refuses it before init (core/plan.py, in these words), and no factory is needed to see it. The
+        waits count from the wave's creation, like ``expires``, so it holds for a wave that exists too.
+        An ``expiresAt`` is left to the plan: whether it is too early depends on when the wave was made."""
+        name = data.get("name")
+        if not waits or expires_in > waits or not isinstance(name, str):
+            return
+        message = (
+            f"wave '{name}' would expire ({format_duration(expires_in)} from now) before its waits are over "
+            f"({format_duration(waits)} in all): an expired wave cannot be rolled out or completed; set expires "
+            f"well beyond the waits (e.g. expires: 365d)"
+        )
+        if "expires" in data:
+            self.error(("expires",), message)
+        else:  # the default, 365d: at the wave, as the plan shows it
+            self.run.errors.append(self.document.problem(self.document.key_node((), "name"), message))
+            self.failed = True
 
     def phases(self, raw: list[object]) -> tuple[PhaseSpec, ...]:
         phases = []
@@ -393,7 +416,11 @@ class _WaveReader:
             file = self.document.file
             tokens = [(item, file, *position(self.document.node_at((*path, index)))) for index, item in enumerate(raw)]
             uuids, problems = parse_inline(tokens)
-            self.run.report(problems)
+            # The schema explained (or counted) each UUID it refused, with this same message.
+            explained = {tokens[index][2:] for index in range(len(tokens)) if (*path, index) in self.flagged}
+            self.run.report(
+                [p for p in problems if p.severity is not Severity.ERROR or (p.line, p.col) not in explained]
+            )
             self.failed |= any(problem.severity is Severity.ERROR for problem in problems)
             first: dict[str, Location] = {}
             for text, _, line, col in tokens:

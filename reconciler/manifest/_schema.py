@@ -21,8 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from reconciler import names
 from reconciler.errors import MAX_SHOWN, Problem, Problems
+from reconciler.manifest._uuids import PATTERN as UUID_PATTERN
+from reconciler.manifest._uuids import invalid_message
+from reconciler.manifest._values import parse_failure_bound
 from reconciler.manifest._yaml import Document, YamlPath
+from reconciler.names import NameKind
 from reconciler.resources import JsonSchema, load_schema
 from reconciler.safetext import code_point
 
@@ -44,7 +49,19 @@ _OWN_MESSAGE = {"type", "const", "pattern", "anyOf", "oneOf", "not", "minLength"
 # NAME_RE/TAG_RE, groups.py GROUP_NAME_RE), so the schema says maxLength 100 and a longer name fails
 # --check instead of the init. Groups follow the name pattern, as the local factory's groups do.
 MAX_EXPLAINED = 4 * MAX_SHOWN  # schema problems explained per document; past them only a lower bound
-_CHARACTER_CLASS = re.compile(r"\^(\[[^\]]+\])\+\$")  # a pattern such as ^[a-zA-Z0-9_.-]+$
+# A pattern of one character class, after lookaheads if any: ^[a-zA-Z0-9_.-]+$, ^(?!\.\.?$)[a-zA-Z0-9_.-]+$
+_CHARACTER_CLASS = re.compile(r"\^(?:\(\?![^)]*\))*(\[[^\]]+\])\+\$")
+# The names whose pattern is one of names.py's rules; a value failing only the rule's further parts (a dot
+# segment, a git ref component) is explained by names.problem.
+_NAME_KINDS = {
+    "name": NameKind.WAVE,
+    "group": NameKind.GROUP,
+    "tag": NameKind.TAG,
+    "sourceTag": NameKind.TAG,
+    "factory": NameKind.FACTORY,
+}
+# The values of the right shape that a "not" refuses (a bound below 0%): the loader's parser words it.
+_PARSERS: dict[str, Callable[[str], object]] = {"failed": parse_failure_bound}
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "an integer",
@@ -168,9 +185,23 @@ def _sentence(error: ValidationError, name: str) -> str:
     if keyword == "maxLength":
         return f"{name} must be at most {value} characters long, got {len(instance):,}"
     if own:
-        if not own.startswith("must"):
+        parse = _PARSERS.get(str(error.absolute_path[-1]) if error.absolute_path else "")
+        if keyword == "not" and parse is not None and isinstance(instance, str):
+            try:
+                parse(instance)
+            except ValueError as problem:  # the loader's own words, so a schema and a loader refusal read alike
+                return f"{name} {problem}"
+        if not own.startswith("must") or keyword == "not":  # the message says what the value may not be
             return f"{name} {own}"
-        return f"{name} {own}, got {describe(instance)}{_first_outside(error) if keyword == 'pattern' else ''}"
+        if keyword != "pattern":
+            return f"{name} {own}, got {describe(instance)}"
+        if value == UUID_PATTERN:  # the UUID lists' own message, the same for an inline list and a file
+            return invalid_message(instance)
+        outside = _first_outside(error)
+        kind = _NAME_KINDS.get(str(error.absolute_path[-1]) if error.absolute_path else "")
+        if not outside and kind is not None and kind.pattern == value:
+            return f"{name} {names.problem(kind, instance)}"
+        return f"{name} {own}, got {describe(instance)}{outside}"
     if keyword == "type":
         expected = " or ".join(_TYPE_WORDS.get(kind, kind) for kind in ([value] if isinstance(value, str) else value))
         return f"{name} must be {expected}, got {describe(instance)}"

@@ -18,6 +18,7 @@ line by line to find out where and why.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import overload
@@ -25,6 +26,7 @@ from typing import overload
 from reconciler.core import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS, Location
 from reconciler.errors import Problem, Severity
 from reconciler.manifest._source import decode_utf8
+from reconciler.safetext import code_point
 
 MAX_UUIDS = MAX_PHASE_UUIDS  # per phase; core/ledger.py splits it into rollouts of at most 10,000
 MAX_REPORTED = 20  # invalid UUIDs reported per list; a garbage file gets a summary, not thousands of lines
@@ -33,6 +35,32 @@ _TOKEN = re.compile(r"[^\s,;|]+")
 _FAST_CHARS = b"0123456789abcdef-,;| \t\n\r\x0b\x0c"
 _FAST_SEPARATORS = bytes.maketrans(b",;|\t\n\r\x0b\x0c", b"        ")
 _EXAMPLE = "123e4567-e89b-12d3-a456-426614174000"
+# The pattern schemas/wave.schema.json gives an inline list's UUIDs (a test checks they agree).
+PATTERN = "^" + _CANONICAL.pattern + "$"
+MAX_NAMED = 5  # foreign characters named per UUID
+_UUID_CHARS = frozenset("0123456789abcdefABCDEF-")
+# Letters of other scripts that look like the hex letters and the dash, with no compatibility mapping to
+# them (NFKC maps fullwidth and mathematical forms; these it leaves alone).
+_LOOK_ALIKES = {
+    "\u0430": "a",  # CYRILLIC SMALL LETTER A
+    "\u0410": "a",  # CYRILLIC CAPITAL LETTER A
+    "\u0391": "a",  # GREEK CAPITAL LETTER ALPHA
+    "\u0412": "b",  # CYRILLIC CAPITAL LETTER VE
+    "\u0392": "b",  # GREEK CAPITAL LETTER BETA
+    "\u0441": "c",  # CYRILLIC SMALL LETTER ES
+    "\u0421": "c",  # CYRILLIC CAPITAL LETTER ES
+    "\u03f2": "c",  # GREEK LUNATE SIGMA SYMBOL
+    "\u0501": "d",  # CYRILLIC SMALL LETTER KOMI DE
+    "\u0435": "e",  # CYRILLIC SMALL LETTER IE
+    "\u0415": "e",  # CYRILLIC CAPITAL LETTER IE
+    "\u0395": "e",  # GREEK CAPITAL LETTER EPSILON
+    "\u2010": "-",  # HYPHEN
+    "\u2011": "-",  # NON-BREAKING HYPHEN
+    "\u2012": "-",  # FIGURE DASH
+    "\u2013": "-",  # EN DASH
+    "\u2014": "-",  # EM DASH
+    "\u2212": "-",  # MINUS SIGN
+}
 _COMMENT = "comments are not allowed in a UUID list: fioctl --uuids @file would read them as UUIDs"
 
 Token = tuple[str, str, int, int]  # text, file, line, column
@@ -111,7 +139,7 @@ def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Probl
         text, file, line, col = token
         if not _CANONICAL.fullmatch(text):
             if len(errors) < MAX_REPORTED:
-                errors.append(Problem(file, line, col, _invalid_message(text)))
+                errors.append(Problem(file, line, col, invalid_message(text)))
             else:
                 unreported.append(token)
         elif text in first_seen:
@@ -140,13 +168,62 @@ def _check(tokens: list[Token], where: str) -> tuple[tuple[str, ...], list[Probl
     return tuple(first_seen), warnings
 
 
-def _invalid_message(text: str) -> str:
+def invalid_message(text: str) -> str:
+    """Why ``text`` is not a canonical device UUID and what to write instead (the schema's message too)."""
+    if not text.isascii():
+        return _foreign_message(text)
     try:
         canonical = str(uuid.UUID(text))  # also reads upper case, braces, urn:uuid: and 32 bare digits
     except ValueError:
-        shown = text if len(text) <= 40 else text[:37] + "..."
-        return f"'{shown}' is not a device UUID (lower-case hex 8-4-4-4-12, e.g. {_EXAMPLE})"
+        return f"{_quoted(text)} is not a device UUID (lower-case hex 8-4-4-4-12, e.g. {_EXAMPLE})"
     return f"UUID '{text}' must be written lower-case and hyphenated: {canonical}"
+
+
+def _foreign_message(text: str) -> str:
+    """A UUID with characters beyond ASCII, each named by code point with the ASCII one to type instead.
+
+    A digit of another script (fullwidth ``１``, Arabic-Indic ``١``) or a look-alike letter (Cyrillic
+    ``а``) reads as the UUID on screen, and Python's ``uuid.UUID`` even accepts the digits, but the factory
+    compares UUIDs as ASCII strings: such a device would never be found."""
+    named: list[str] = []
+    fixed: list[str] = []
+    for index, char in enumerate(text):
+        ascii_char = char if char.isascii() else _ascii_for(char)
+        fixed.append(ascii_char or "")
+        if char.isascii() or len(named) > MAX_NAMED:
+            continue
+        instead = f"type {ascii_char}" if ascii_char else "remove it" if _invisible(char) else "not a UUID character"
+        named.append(f"{code_point(char)} (character {index + 1}): {instead}")
+    if len(named) > MAX_NAMED:
+        named[MAX_NAMED:] = ["and more"]
+    hint = "UUIDs are ASCII: 0-9, a-f and '-'"
+    try:
+        canonical = str(uuid.UUID("".join(fixed).lower()))
+        if canonical.isascii() and _CANONICAL.fullmatch(canonical):
+            hint = f"write {canonical}"
+    except ValueError:
+        pass
+    return f"{_quoted(text)} is not a device UUID: {'; '.join(named)}; {hint}"
+
+
+def _ascii_for(char: str) -> str | None:
+    """The ASCII character ``char`` stands for in a UUID, if it has one."""
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    folded = unicodedata.normalize("NFKC", char)
+    if folded.isascii() and len(folded) == 1 and folded in _UUID_CHARS:
+        return folded.lower()
+    return _LOOK_ALIKES.get(char)
+
+
+def _invisible(char: str) -> bool:
+    return unicodedata.category(char) in ("Cf", "Zs", "Zl", "Zp")
+
+
+def _quoted(text: str) -> str:
+    """A token quoted for a message, shortened like the manifest's values."""
+    return f"'{text if len(text) <= 40 else text[:37] + '...'}'"
 
 
 def _fast_path(data: bytes) -> tuple[str, ...] | None:
