@@ -13,9 +13,13 @@ import pytest
 
 from reconciler.apply.savedplan import MAX_BYTES
 from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, reconcile, wave
-from tests.test_savedplan import GATED, history
 
 REPO = Path(__file__).resolve().parents[1]
+GATED = CANARY_WAVE + "  - name: beta\n    group: beta\n    limit: 10\n    wait: 24h\n"  # beta waits a day
+
+
+def history(factory_dir: Path, name: str) -> list:
+    return wave(factory_dir, name).get("rollout-history") or []
 
 
 def save_plan(release_repo: Path, factory_dir: Path, plan_file: Path) -> dict:
