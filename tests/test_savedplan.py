@@ -49,10 +49,11 @@ def test_a_saved_plan_is_applied_exactly_and_holds_no_secrets(release_repo, fact
     assert code == 0, err
     assert "+ init rel-46" in err and "rollout rel-46 phase 'canary'" in err and "Apply complete: 2 done" in err
     assert [h["group-name"] for h in history(factory_dir, "rel-46")] == ["canary"]
-    expires = saved["operations"][0]["expires"]
+    assert saved["operations"][0]["expires"] == "2027-11-01T08:00:00Z"
     with api(factory_dir) as client:
         signed = client.get("/ota/factories/demo/wave-targets/", params={"name": "rel-46"}).json()["rel-46"]["signed"]
-    assert signed["expires"] == expires  # the reviewed expiry, not the one an hour later
+    # recomputed at apply from the manifest's 365d and the factory's clock: nothing signed comes from the file
+    assert signed["expires"] == "2027-11-01T09:00:00Z"
 
     code, _out, err = reconcile("--plan", str(plan_file), *local)  # applied once: now stale
     assert code == 1 and "error: stale plan: wave rel-46 changed since the plan: was absent, now active" in err
@@ -68,7 +69,7 @@ def test_a_stale_plan_is_refused_with_one_line_per_difference(release_repo, fact
     assert not [op for op in json.loads(plan_file.read_text())["operations"] if op["status"] == "ready"]
 
     advance(factory_dir, "25h")  # the beta gate opens: a fresh plan would roll out beta
-    code, _, err = reconcile("--plan", str(plan_file), *local)
+    code, _, err = reconcile("--plan", str(plan_file), "--plan-max-age", "2d", *local)
     assert code == 1
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert lines == ["error: stale plan: a fresh plan would also run rollout rel-46 phase 'beta'"]

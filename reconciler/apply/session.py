@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler import terminal
@@ -99,14 +100,11 @@ class Session:
         keys: KeySource,
         only: set[str] | None = None,
         waves: Callable[[], list[dict[str, Any]]] | None = None,
-        saved: dict[str, Any] | None = None,
     ) -> Planned:
         """Read the factory (``waves``: the wave list, when already asked for) and plan. ``only``
-        (``--base``): the changed waves, planned in the context of all. ``saved`` (``--plan``): each
-        relative expiry as the saved plan pinned it, so the reviewed expiry is signed. An apply with a
-        key reads what an init signs with the rest."""
-        if saved is not None:
-            specs = savedplan.pinned(saved, specs)
+        (``--base``): the changed waves, planned in the context of all. An apply with a key reads what
+        an init signs with the rest. A saved plan (``--plan``) plays no part: what is signed and sent
+        comes from the manifests and the factory; ``check_saved`` then compares."""
         observed = observe(self.client, specs, waves, signing=self.writes and not keys.without)
         observed_at = time.monotonic()
         plan = build_plan(specs, observed)
@@ -152,11 +150,15 @@ class Session:
             raise UserError(f"the plan has errors: not saved to {path}")
         section = savedplan.saved_section(planned.plan, planned.observed, paths)
         savedplan.write(path, {**render.to_dict(planned.plan, provenance, diffs), "saved": section})
-        self.say(f"Saved the plan to {path}: apply exactly these steps with `reconcile --plan {path}`.")
+        if path == savedplan.STDOUT:
+            self.say("Saved the plan to stdout: apply exactly these steps with `reconcile --plan FILE`.")
+        else:
+            self.say(f"Saved the plan to {path}: apply exactly these steps with `reconcile --plan {path}`.")
 
-    def check_saved(self, planned: Planned, saved: dict[str, Any]) -> bool:
-        """``--plan``: whether the fresh plan would do exactly what the saved one does; says how it differs."""
-        stale = savedplan.stale_reasons(saved, planned.plan, planned.observed)
+    def check_saved(self, planned: Planned, saved: savedplan.SavedPlan, max_age: timedelta) -> bool:
+        """``--plan``: whether the fresh plan would do exactly what the saved one does, and the saved one
+        is at most ``max_age`` old by the factory's clock; says how it differs."""
+        stale = savedplan.stale_reasons(saved, planned.plan, planned.observed, max_age)
         for reason in stale:
             self.say(f"stale plan: {reason}", error=True)
         if stale:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from enum import Enum, StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from reconciler.apply import SavedPlan
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -65,7 +69,7 @@ class OutputFormat(StrEnum):
 
 @dataclass(frozen=True)
 class RunOptions:
-    """One run of the main command. ``saved`` is the plan ``--plan`` loaded (schemas/plan.schema.json)."""
+    """One run of the main command. ``saved`` is the plan ``--plan`` loaded (schemas/savedplan.schema.json)."""
 
     mode: Mode
     output_format: OutputFormat
@@ -81,7 +85,8 @@ class RunOptions:
     without_key: bool
     timeout: float  # seconds the run may spend with the factory
     out_file: str | None  # --out: save the plan here
-    saved: dict[str, Any] | None
+    saved: SavedPlan | None
+    plan_max_age: timedelta  # --plan-max-age: the oldest saved plan --plan applies, by the factory's clock
     assume_yes: bool
 
     def preview(self) -> RunOptions:

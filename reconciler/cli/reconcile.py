@@ -14,6 +14,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -137,6 +138,12 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     type=click.Path(dir_okay=False),
     help="Apply exactly a plan saved with --out; refused when a fresh plan would do anything else.",
 )
+@click.option(
+    "--plan-max-age",
+    metavar="DURATION",
+    type=_Duration(),
+    help="With --plan: refuse a saved plan older than this by the factory's clock (90m, 24h, 7d) [default: 24h].",
+)
 @cliopts.factory_options
 @click.option(
     "--keys",
@@ -178,6 +185,7 @@ def main(
     watch: bool,
     out_file: str | None,
     plan_file: str | None,
+    plan_max_age: float | None,
     factory: str | None,
     api_url: str | None,
     local: str | None,
@@ -199,12 +207,14 @@ def main(
     terminal.disable_color(no_color)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
+        if plan_max_age is not None and not plan_file:
+            raise UserError("--plan-max-age is how old a saved plan --plan applies may be: it needs --plan FILE")
         saved = None
         if plan_file:
             from reconciler.apply import load_saved_plan
 
             saved = load_saved_plan(plan_file)
-            paths = paths or tuple(saved["saved"].get("paths") or ())
+            paths = paths or saved.paths
         paths_given = list(paths) or ["."]
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
@@ -230,6 +240,7 @@ def main(
             timeout=timeout,
             out_file=out_file,
             saved=saved,
+            plan_max_age=_plan_max_age(plan_max_age),
             assume_yes=assume_yes,
         )
         if unlock:
@@ -392,6 +403,14 @@ def _check_saved_plan_options(
         raise UserError("--out saves a plan without applying it: add --dry-run (then apply it with --plan FILE)")
 
 
+def _plan_max_age(seconds: float | None) -> timedelta:
+    if seconds is None:
+        from reconciler.apply import DEFAULT_PLAN_MAX_AGE
+
+        return DEFAULT_PLAN_MAX_AGE
+    return timedelta(seconds=seconds)
+
+
 def _captured_run(paths: list[str], options: RunOptions) -> str:
     """One run for --watch, returning what it printed; the watch shows it and its changes."""
     import io
@@ -505,20 +524,19 @@ def _plan_and_apply(
     keys = KeySource(options.keys, options.signer_uri, options.without_key)
     writes = options.mode is Mode.APPLY
     with open_session(client, (provenance or {}).get("repository"), _err, writes=writes) as session:
-        planned = session.observe_and_plan(
-            specs, only=only, waves=ahead[1] if ahead else None, keys=keys, saved=options.saved
-        )
+        planned = session.observe_and_plan(specs, only=only, waves=ahead[1] if ahead else None, keys=keys)
         if provenance_read is not None:
             provenance = provenance_read()
         planned = session.count_devices(session.scope_keys(planned, keys))
         plan = planned.plan
         applying = writes and plan.changes
         if options.output_format is not OutputFormat.JSON or not applying:
-            # an apply's JSON comes after it, with each step's outcome
-            click.echo(_rendered(plan, options.output_format, provenance, diffs))
+            # an apply's JSON comes after it, with each step's outcome; `--out -` puts the saved plan on
+            # stdout, so the plan shown goes to stderr
+            click.echo(_rendered(plan, options.output_format, provenance, diffs), err=options.out_file == "-")
         if options.out_file:
             session.save(planned, options.out_file, provenance, diffs, paths)
-        elif options.saved is not None and not session.check_saved(planned, options.saved):
+        elif options.saved is not None and not session.check_saved(planned, options.saved, options.plan_max_age):
             return EXIT_ERROR
         if not applying:
             if plan.errors:
