@@ -138,7 +138,7 @@ def write(path: str, plan_dict: dict[str, Any]) -> None:
         raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from exc
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), 0o644)  # a plan holds no secrets; reviewers read it
+            os.fchmod(file.fileno(), 0o666 & ~_umask())  # as open() would have made it: mkstemp's is 0600
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
@@ -336,6 +336,13 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a regular file"
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; nothing else runs between the two calls)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: str) -> None:
