@@ -112,3 +112,16 @@ def test_without_key_refuses_a_key(tmp_path):
     for option in (["--keys", "a.tgz"], ["--signer", "file2:x"]):
         code, _, err = reconcile("--without-key", *option, str(tmp_path))
         assert code == 1 and "--without-key never uses a key: drop --keys and --signer" in err
+
+
+def test_the_demo_factory_note_is_one_escaped_line_each_never_a_literal_newline_escape(tmp_path):
+    """A demo factory created in an existing directory that was not private gets two notes (created,
+    and the modes made private): each is its own line, not one line with a ``\\u000a`` in it."""
+    place = tmp_path / "factory"
+    place.mkdir(mode=0o755)
+    place.chmod(0o755)
+    code, _, err = reconcile("devices", "--tag", "production", "--limit", "1", "--local", str(place))
+    assert code == 0
+    assert "\\u000a" not in err
+    assert any(line.startswith("Created the demo local factory 'demo'") for line in err.splitlines())
+    assert any(line.startswith("Made ") for line in err.splitlines()), err

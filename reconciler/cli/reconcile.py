@@ -367,8 +367,8 @@ def _devices(
         seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
     selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed)
     backend = select_backend(api_url=api_url, factory=factory, local=local)
-    if backend.note:
-        _err(backend.note)
+    for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
+        _err(note)
     progress = terminal.Progress("Reading the device list")
     try:
         with FactoryClient(backend) as client:
@@ -517,8 +517,8 @@ def _plan_and_apply(
         if ahead
         else select_backend(api_url=options.api_url, factory=options.factory, local=options.local)
     )
-    if backend.note:
-        _err(backend.note)
+    for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
+        _err(note)
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=options.timeout)
     provenance_read = client.ahead(lambda: provenance_later()[1]) if provenance_later else None
     keys = KeySource(options.keys, options.signer_uri, options.without_key)
