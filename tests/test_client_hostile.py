@@ -317,6 +317,14 @@ def test_no_local_factory_inside_a_git_work_tree(repo):
     assert not inside.exists()
 
 
+def test_a_local_factory_in_a_directory_git_ignores_is_fine(repo):
+    """The walkthrough's ``RECONCILE_LOCAL=$PWD/.local-factory``, which the clone's .gitignore lists."""
+    commit(repo, {".gitignore": ".local-factory/\n"}, "Ignore the local factory")
+    code, _, err = run("--dry-run", "--local", str(repo / ".local-factory"), str(repo))
+    assert code in (0, 2), err
+    assert (repo / ".local-factory" / "factory.db").exists()
+
+
 def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, *headers: tuple[str, str]) -> None:
     handler.send_response_only(status)
     for key, value in headers:
