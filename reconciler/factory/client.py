@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Self, TypeVar
@@ -71,7 +71,7 @@ class Backend:
     label: str  # "local:<path>" or the API URL
     base_url: str
     transport: httpx.BaseTransport
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never shown, not even in a repr
     keys_archive: str | None = None  # the embedded factory's operator key archive
     note: str | None = None  # one line to tell the user (e.g. "created the demo factory")
     lock_path: str | None = None  # the embedded factory serialises applies with this file
