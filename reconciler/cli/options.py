@@ -26,7 +26,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def factory_options(command: _F) -> _F:
-    """``--factory``, ``--api-url`` and ``--local``, in that order in ``--help``."""
+    """``--factory``, ``--api-url``, ``--local`` and ``--allow-insecure-http``, in that order in ``--help``."""
     for option in reversed(
         (
             click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY]."),
@@ -41,10 +41,27 @@ def factory_options(command: _F) -> _F:
                 type=click.Path(),
                 help="Where the embedded local factory lives [env RECONCILE_LOCAL; default: user state dir].",
             ),
+            click.option(
+                "--allow-insecure-http",
+                is_flag=True,
+                envvar="RECONCILE_ALLOW_INSECURE_HTTP",
+                expose_value=False,
+                callback=_allow_insecure_http,
+                help="Allow a plain http:// API URL to another machine: the token travels in clear "
+                "[env RECONCILE_ALLOW_INSECURE_HTTP].",
+            ),
         )
     ):
         command = option(command)
     return command
+
+
+def _allow_insecure_http(ctx: click.Context, _param: click.Parameter, allowed: bool) -> None:
+    """For the whole command, every backend it selects accepts plain http:// (the commands need not pass it)."""
+    if allowed:
+        from reconciler.factory import insecure_http_allowed
+
+        ctx.with_resource(insecure_http_allowed())
 
 
 class Mode(Enum):

@@ -7,6 +7,12 @@ backoff; a POST is never retried blindly, because a rollout that reached the ser
 run twice (apply re-reads the wave's history instead), and a POST whose answer was lost is
 reported as "outcome unknown", never as failed. The backend's ``Date`` header is "now".
 
+What the client sends is what the user meant, or nothing: every name in a path is percent-encoded
+as one segment, and a name that a URL normaliser would turn into a step up or nowhere (``.``, ``..``)
+is refused. The token goes out only as printable ASCII, over TLS or to this machine (plain
+``http://`` elsewhere needs ``--allow-insecure-http``), and never to another origin: a redirect is
+reported, not followed. No message quotes the token or the URL's password.
+
 Retries and deadlines (every request bounded as a whole, and every run) are the transport's job:
 ``factory/transport.py``.
 """
@@ -15,14 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Generic, Self, TypeVar
@@ -34,12 +43,16 @@ from reconciler.factory.transport import (
     CONNECT_TIMEOUT,
     DEADLINE,
     IDEMPOTENT,
+    MAX_ANSWER,
     MAX_CONCURRENT,
     REQUEST_TIMEOUT,
     RETRY_STATUS,
+    AnswerTooLarge,
     DeadlineTransport,
     RetryTransport,
+    read_capped,
 )
+from reconciler.safetext import printable
 
 PAGE_SIZE = 100
 _T = TypeVar("_T")
@@ -58,27 +71,52 @@ class Backend:
     label: str  # "local:<path>" or the API URL
     base_url: str
     transport: httpx.BaseTransport
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # never shown, not even in a repr
     keys_archive: str | None = None  # the embedded factory's operator key archive
     note: str | None = None  # one line to tell the user (e.g. "created the demo factory")
     lock_path: str | None = None  # the embedded factory serialises applies with this file
 
 
 FACTORY_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# The variable that allows plain http:// to another host, as --allow-insecure-http does (cli/options.py).
+INSECURE_HTTP_ENV = "RECONCILE_ALLOW_INSECURE_HTTP"
+# --allow-insecure-http, set around a command (``insecure_http_allowed``) so that every backend it selects
+# sees it without each command passing it along.
+_insecure_http: ContextVar[bool] = ContextVar("reconciler_insecure_http", default=False)
 
 
-def select_backend(*, api_url: str | None, factory: str | None, local: str | None) -> Backend:
-    """The Foundries API when a URL is given, else the embedded local factory."""
+@contextlib.contextmanager
+def insecure_http_allowed() -> Iterator[None]:
+    """Inside, ``select_backend`` accepts a plain ``http://`` API URL to another machine."""
+    token = _insecure_http.set(True)
+    try:
+        yield
+    finally:
+        _insecure_http.reset(token)
+
+
+def select_backend(
+    *, api_url: str | None, factory: str | None, local: str | None, allow_insecure_http: bool | None = None
+) -> Backend:
+    """The Foundries API when a URL is given, else the embedded local factory. ``allow_insecure_http``
+    (default: inside ``insecure_http_allowed``, as ``--allow-insecure-http`` or
+    ``RECONCILE_ALLOW_INSECURE_HTTP=1`` run a command) lets the token travel in clear to another host."""
     if factory is not None and not FACTORY_NAME.match(factory):
         raise UserError(f"factory name {factory!r} may contain only letters, digits, '_', '.' and '-'")
+    if factory in _DOT_SEGMENTS:
+        raise UserError(f"factory name {factory!r} is no name: in a URL path it means {_DOT_SEGMENTS[factory]}")
     if api_url:
         if not factory:
             raise UserError(
                 "--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile"
             )
-        base_url, label = _api_url(api_url)
+        if allow_insecure_http is None:
+            allow_insecure_http = _insecure_http.get()
+        base_url, label = _api_url(api_url, allow_insecure_http)
+        token, note = _token(os.environ.get("RECONCILE_API_TOKEN"))
         transport = RetryTransport(DeadlineTransport())
-        return Backend(factory, label, base_url, transport, token=os.environ.get("RECONCILE_API_TOKEN"))
+        return Backend(factory, label, base_url, transport, token=token, note=note)
     from reconciler.localfactory import open_embedded  # imported only when the embedded backend is used
 
     embedded = open_embedded(local)
@@ -107,16 +145,81 @@ def select_backend(*, api_url: str | None, factory: str | None, local: str | Non
     )
 
 
-def _api_url(text: str) -> tuple[str, str]:
+def _api_url(text: str, allow_insecure_http: bool) -> tuple[str, str]:
     """The base URL to call and the label to show: credentials in the URL are never shown."""
     try:
         url = httpx.URL(text.rstrip("/"))
     except httpx.InvalidURL as exc:
         # from None: the cause says no more than this line, from inside httpx's URL parser
-        raise UserError(f"--api-url {text!r} is not a valid URL: {exc}") from None
+        shown = _USERINFO.sub(r"\1***@", text)  # the password stays out of the line
+        raise UserError(f"--api-url {shown!r} is not a valid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise UserError("--api-url must be an http:// or https:// URL with a host, such as https://api.foundries.io")
-    return str(url), str(url.copy_with(username=None, password=None))
+    label = str(url.copy_with(username=None, password=None))
+    if url.scheme == "http" and not allow_insecure_http and not _loopback(url.host):
+        raise UserError(
+            f"--api-url {label} is plain http:// to another machine: the API token would travel in clear; "
+            f"use https://, or pass --allow-insecure-http (or set {INSECURE_HTTP_ENV}=1) if the network is yours"
+        )
+    return str(url), label
+
+
+# The user information of a URL (``user:password@``), hidden when the URL cannot be parsed.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def _loopback(host: str) -> bool:
+    """This machine: ``localhost`` (and its subdomains, RFC 6761), 127.0.0.0/8 and ::1."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# Path segments a URL normaliser (httpx's, a proxy's, the server's) removes, with the request's target.
+_DOT_SEGMENTS = {".": "'this folder' and vanishes", "..": "'one folder up' and takes the one before along"}
+
+
+def _segment(value: str, kind: str) -> str:
+    """``value`` as one segment of a request's path: percent-encoded, so a ``/``, ``?``, ``#``, ``%``
+    or space stays inside it, and refused when normalisation would remove it (``.``, ``..``) or an
+    empty segment would merge with the next: the request would reach another resource."""
+    if not value or value in _DOT_SEGMENTS:
+        raise BackendError(f"not sent: the {kind} name {value!r} cannot be part of a URL path")
+    return urllib.parse.quote(value, safe="")
+
+
+def _token(raw: str | None) -> tuple[str | None, str | None]:
+    """The token to send and a warning to show, from ``RECONCILE_API_TOKEN`` as it was set.
+
+    Whitespace around it (a pasted line break) is dropped with a warning; anything else that cannot
+    be an HTTP header value is refused. Neither line shows any part of the token."""
+    if not raw:
+        return None, None
+    token = raw.strip()
+    if not token:
+        raise UserError("RECONCILE_API_TOKEN holds only whitespace: set it to the token, or unset it")
+    for index, char in enumerate(token):
+        if not char.isascii():
+            problem = "a character that is not ASCII"
+        elif char.isspace():
+            problem = "a space or line break"
+        elif not char.isprintable():
+            problem = "a control character"
+        else:
+            continue
+        raise UserError(
+            f"RECONCILE_API_TOKEN holds {problem} (character {index + 1}): a token is "
+            f"printable ASCII without spaces; copy it again from the factory's token settings"
+        )
+    note = (
+        "warning: RECONCILE_API_TOKEN has whitespace around it (a line break when it was pasted?); sending it without"
+        if token != raw
+        else None
+    )
+    return token, note
 
 
 class Reply(Generic[_T]):
@@ -172,6 +275,7 @@ class FactoryClient:
             headers=headers,
             timeout=httpx.Timeout(request_timeout, connect=CONNECT_TIMEOUT),
         )
+        self._base_path = self._http.base_url.raw_path.rstrip(b"/")  # what every request's path starts with
         self.run_timeout, self.request_timeout = run_timeout, request_timeout
         self.deadline = time.monotonic() + run_timeout
         self.requests = 0  # requests sent (retries not counted): observation must stay cheap
@@ -247,18 +351,24 @@ class FactoryClient:
         request_deadline = time.monotonic() + self.request_timeout
         run_bound = self.deadline <= request_deadline  # the run's deadline comes first
         headers = {"Content-Type": "application/json"} if content is not None else None
+        request = self._http.build_request(
+            method,
+            path,
+            params=params,
+            json=body,
+            content=content,
+            headers=headers,
+            extensions={DEADLINE: min(request_deadline, self.deadline)},
+        )
+        if request.url.raw_path.split(b"?")[0] != self._base_path + path.encode():  # httpx rewrote it
+            raise BackendError(f"{what}: not sent: the path {path!r} would change on its way")
         try:
-            response = self._http.request(
-                method,
-                path,
-                params=params,
-                json=body,
-                content=content,
-                headers=headers,
-                extensions={DEADLINE: min(request_deadline, self.deadline)},
-            )
+            response = read_capped(self._http.send(request, stream=True))
         # The causes go with the errors (``--debug`` shows them): httpx's messages carry no header values,
         # except a LocalProtocolError's, which quotes the header it refuses.
+        except AnswerTooLarge as exc:
+            why = f"the answer from {self.backend.label} is over {MAX_ANSWER // 2**20} MiB, the most one answer may be"
+            raise self._lost(what, why, writes) from exc
         except httpx.ConnectTimeout as exc:  # never sent: a write cannot have landed
             limit = self._limit(run_bound) if run_bound else f"within {_seconds(CONNECT_TIMEOUT)}"
             raise BackendError(f"{what}: cannot reach {self.backend.label}: no connection {limit}") from exc
@@ -273,11 +383,18 @@ class FactoryClient:
             raise BackendError(
                 f"{what}: not sent: a header is not valid HTTP (does RECONCILE_API_TOKEN hold a line break?)"
             ) from None
+        except httpx.RemoteProtocolError as exc:
+            if not str(exc).startswith("Invalid URL in location header"):  # httpx parses even unfollowed ones
+                raise self._lost(what, f"the connection to {self.backend.label} was lost: {exc}", writes) from exc
+            why = f"{self.backend.label} redirects to a Location that is no valid URL; not followed"
+            raise BackendError(f"{what}: {why}") from None  # its message quotes the Location unescaped
         except httpx.HTTPError as exc:
             raise self._lost(what, f"the connection to {self.backend.label} was lost: {exc}", writes) from exc
         self._read_clock(response)
         if missing_ok and response.status_code == 404:
             return None
+        if response.status_code in REDIRECTS:
+            raise BackendError(f"{what}: {self._redirect(response)}", response.status_code)
         if response.status_code not in (200, 201, 202, 204):
             if writes and response.status_code in RETRY_STATUS:  # a gateway's answer: the write may have landed
                 raise self._lost(what, error_text(response), writes, response.status_code)
@@ -290,6 +407,26 @@ class FactoryClient:
             raise BackendError(
                 f"{what}: the factory answered {response.status_code} with a body that is not JSON"
             ) from exc
+
+    def _redirect(self, response: httpx.Response) -> str:
+        """A redirect, reported rather than followed (the token would go along to wherever it points),
+        with the ``--api-url`` that reaches the new place directly."""
+        status, location = response.status_code, response.headers.get("location", "")
+        if not location:
+            return f"{self.backend.label} answered HTTP {status}, a redirect without a Location; not followed"
+        shown = printable(location if len(location) <= 200 else location[:200] + "...")
+        moved = f"{self.backend.label} redirects (HTTP {status}) to {shown}; not followed, the token would go along"
+        try:
+            target = response.request.url.join(location)
+        except httpx.InvalidURL:
+            return moved
+        if target.scheme not in ("http", "https"):
+            return moved
+        asked = response.request.url.raw_path.split(b"?")[0][len(self._base_path) :]
+        base = target.raw_path.split(b"?")[0]
+        prefix = base[: -len(asked)] if base.endswith(asked) else b""
+        new = target.copy_with(raw_path=prefix or b"/", query=None, fragment=None, username=None, password=None)
+        return f"{moved}: set --api-url (RECONCILE_API_URL) to {printable(str(new).rstrip('/'))} if that is the factory's API"
 
     def _limit(self, run_bound: bool) -> str:
         if run_bound:
@@ -315,7 +452,7 @@ class FactoryClient:
         return self.now or datetime.now(timezone.utc).replace(microsecond=0)
 
     def _factory_path(self, rest: str) -> str:
-        return f"/ota/factories/{self.factory}/{rest}"
+        return f"/ota/factories/{_segment(self.factory, 'factory')}/{rest}"
 
     # -- waves ----------------------------------------------------------------------------------
 
@@ -360,7 +497,7 @@ class FactoryClient:
         ``fioctl waves sign`` reads it, reference §1.2), whose signatures say how many it has."""
         data = self._send(
             "GET",
-            self._factory_path(f"waves/{name}/"),
+            self._factory_path(f"waves/{_segment(name, 'wave')}/"),
             what=f"read wave '{name}'",
             missing_ok=True,
             params={"show-targets": 1} if show_targets else None,
@@ -372,7 +509,7 @@ class FactoryClient:
         return _expect(
             self._send(
                 "GET",
-                self._factory_path(f"waves/{name}/status/"),
+                self._factory_path(f"waves/{_segment(name, 'wave')}/status/"),
                 params={"offline-threshold": OFFLINE_THRESHOLD_HOURS},
                 what=what,
             ),
@@ -388,7 +525,12 @@ class FactoryClient:
         """A device's first page of updates, fioctl's ``devices updates`` (``UpdateList``)."""
         what = f"updates of device '{device}'"
         data = _expect(
-            self._send("GET", f"/ota/devices/{device}/updates/", params={"factory": self.factory}, what=what),
+            self._send(
+                "GET",
+                f"/ota/devices/{_segment(device, 'device')}/updates/",
+                params={"factory": self.factory},
+                what=what,
+            ),
             dict,
             what,
         )
@@ -398,7 +540,10 @@ class FactoryClient:
         """The events of one update, fioctl's ``devices updates show`` (a list of ``UpdateEvent``)."""
         what = f"events of update '{correlation_id}' of device '{device}'"
         data = self._send(
-            "GET", f"/ota/devices/{device}/updates/{correlation_id}/", params={"factory": self.factory}, what=what
+            "GET",
+            f"/ota/devices/{_segment(device, 'device')}/updates/{_segment(correlation_id, 'correlation id')}/",
+            params={"factory": self.factory},
+            what=what,
         )
         return [e for e in _expect(data or [], list, what) if isinstance(e, dict)]
 
@@ -486,7 +631,10 @@ class FactoryClient:
     def rollout(self, name: str, options: Json) -> Json:
         what = ("dry-run rollout" if options.get("dry-run") else "rollout") + f" of wave '{name}'"
         return _expect(
-            self._send("POST", self._factory_path(f"waves/{name}/rollout/"), body=options, what=what) or {}, dict, what
+            self._send("POST", self._factory_path(f"waves/{_segment(name, 'wave')}/rollout/"), body=options, what=what)
+            or {},
+            dict,
+            what,
         )
 
     def sign_wave(self, name: str, signatures: list[Json]) -> Any:
@@ -494,16 +642,20 @@ class FactoryClient:
         call ``fioctl waves sign`` makes (fioctl client/foundries.go FactorySignWave, reference §1.2)."""
         return self._send(
             "POST",
-            self._factory_path(f"waves/{name}/sign/"),
+            self._factory_path(f"waves/{_segment(name, 'wave')}/sign/"),
             body={"signatures": signatures},
             what=f"sign wave '{name}'",
         )
 
     def complete(self, name: str) -> Any:
-        return self._send("POST", self._factory_path(f"waves/{name}/complete/"), what=f"complete wave '{name}'")
+        return self._send(
+            "POST", self._factory_path(f"waves/{_segment(name, 'wave')}/complete/"), what=f"complete wave '{name}'"
+        )
 
     def cancel(self, name: str) -> Any:
-        return self._send("POST", self._factory_path(f"waves/{name}/cancel/"), what=f"cancel wave '{name}'")
+        return self._send(
+            "POST", self._factory_path(f"waves/{_segment(name, 'wave')}/cancel/"), what=f"cancel wave '{name}'"
+        )
 
     # -- targets and keys -----------------------------------------------------------------------
 
@@ -533,14 +685,21 @@ class FactoryClient:
     def root(self) -> Json:
         """The CI root: like fioctl's waves init, the offline key is found and checked against it."""
         what = "read the TUF root"
-        return _expect(self._send("GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", what=what), dict, what)
+        return _expect(
+            self._send("GET", f"/ota/repo/{_segment(self.factory, 'factory')}/api/v1/user_repo/root.json", what=what),
+            dict,
+            what,
+        )
 
     def prod_root(self) -> Json:
         """The production root: its targets threshold is what a wave needs before it rolls out (§4.1)."""
         what = "read the production TUF root"
         return _expect(
             self._send(
-                "GET", f"/ota/repo/{self.factory}/api/v1/user_repo/root.json", params={"production": 1}, what=what
+                "GET",
+                f"/ota/repo/{_segment(self.factory, 'factory')}/api/v1/user_repo/root.json",
+                params={"production": 1},
+                what=what,
             ),
             dict,
             what,

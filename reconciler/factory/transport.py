@@ -5,6 +5,10 @@ would hold a request forever. ``DeadlineTransport`` bounds every request as a wh
 (``REQUEST_TIMEOUT``) and every run (``FactoryClient(run_timeout=...)``, ``--timeout``): each socket
 operation waits at most until the earlier of the two. ``RetryTransport`` retries idempotent requests
 on connection errors, truncated answers and 502/503/504 with backoff; a POST is never retried blindly.
+
+An answer is read with a size cap (``MAX_ANSWER``): a server that sends without end used to be read
+into memory until the deadline (1.2 GiB in 30 s on loopback). ``_DeadlineBody`` caps the bytes as they
+arrive and ``read_capped`` the decoded answer, so a small compressed answer cannot expand without end.
 """
 
 from __future__ import annotations
@@ -32,14 +36,45 @@ CONNECT_TIMEOUT = 5.0
 DEADLINE = "reconciler.deadline"
 # The deadline of the request being sent or read on this thread; socket operations wait until it.
 _deadline: ContextVar[float | None] = ContextVar("reconciler_request_deadline", default=None)
+# Bytes one answer may have, as sent and once decoded. The largest legitimate answers are a device page
+# (1,000 devices of about 1 KB each: 1 MB), a wave's signed targets (a few MB) and the production targets
+# of every tag in one request (a targets.json per tag: tens of MB for a big factory). 64 MiB leaves room
+# for those and keeps a run's memory bounded whatever a server sends.
+MAX_ANSWER = 64 * 1024 * 1024
 _RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+
+
+class AnswerTooLarge(httpx.TransportError):
+    """An answer longer than ``MAX_ANSWER``: reading stopped there. Not retried: it would be as long again."""
+
+
+def read_capped(response: httpx.Response) -> httpx.Response:
+    """``response`` read in full, at most ``MAX_ANSWER`` bytes once decoded: a new response holding the
+    decoded bytes (and no ``Content-Encoding``), or ``AnswerTooLarge``. httpx's own ``read`` decodes
+    without bound, so 64 MiB of gzip could become gigabytes."""
+    chunks, size = [], 0
+    with contextlib.closing(response):
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise AnswerTooLarge(f"the answer is larger than {MAX_ANSWER // 2**20} MiB")
+            chunks.append(chunk)
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(chunks),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 class RetryTransport(httpx.BaseTransport):
     """Retries idempotent requests on connection failures, truncated answers and gateway errors, with
     exponential backoff that never sleeps past the request's deadline (the ``DEADLINE`` extension).
-    The answer of an idempotent request is read here in full, so an answer cut short (fewer bytes
-    than announced) is retried like a dropped connection instead of surfacing later as "cannot reach"."""
+    The answer of an idempotent request is read here in full (as sent, not yet decoded: at most
+    ``MAX_ANSWER`` bytes), so an answer cut short (fewer bytes than announced) is retried like a
+    dropped connection instead of surfacing later as "cannot reach"."""
 
     def __init__(self, inner: httpx.BaseTransport, attempts: int = 4, backoff: float = 0.25):
         self.inner, self.attempts, self.backoff = inner, attempts, backoff
@@ -50,7 +85,7 @@ class RetryTransport(httpx.BaseTransport):
             try:
                 response = self.inner.handle_request(request)
                 if request.method in IDEMPOTENT:
-                    response.read()
+                    response = _read_raw(response)
             except _RETRYABLE:
                 if not self._may_retry(request, attempt, delay):
                     raise
@@ -71,6 +106,13 @@ class RetryTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _read_raw(response: httpx.Response) -> httpx.Response:
+    """The response with its body read as sent (still encoded): ``read_capped`` decodes it later."""
+    with contextlib.closing(response):
+        raw = b"".join(response.iter_raw())
+    return httpx.Response(response.status_code, headers=response.headers, content=raw, extensions=response.extensions)
 
 
 class DeadlineTransport(httpx.BaseTransport):
@@ -120,16 +162,22 @@ class DeadlineTransport(httpx.BaseTransport):
 
 
 class _DeadlineBody(httpx.SyncByteStream):
+    """An answer's bytes as they arrive, each read bounded by the deadline, at most ``MAX_ANSWER`` of them."""
+
     def __init__(self, inner: Any, deadline: float):
         self._inner, self._deadline = inner, deadline
 
     def __iter__(self) -> Iterator[bytes]:
         chunks = iter(self._inner)
+        size = 0
         while True:
             with _until(self._deadline):
                 chunk = next(chunks, None)
             if chunk is None:
                 return
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise AnswerTooLarge(f"the answer is larger than {MAX_ANSWER // 2**20} MiB")
             yield chunk
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -122,6 +123,10 @@ class Store:
 
     @classmethod
     def in_dir(cls, directory: str | Path) -> Store:
+        """The factory in ``directory``. Every way to a factory directory comes here (``reconcile
+        --local``, each ``reconcile-factory`` command, ``init``), so here a directory inside a git work
+        tree is refused, before anything is created in it."""
+        refuse_work_tree(Path(directory))
         return cls(Path(directory) / DB_NAME)
 
     def exists(self) -> bool:
@@ -263,6 +268,42 @@ def create_private(path: Path) -> None:
     so that SQLite never creates the file holding the factory's private keys with the umask's mode."""
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE))
+
+
+def refuse_work_tree(directory: Path) -> None:
+    """UserError when ``directory`` is in a git work tree (a ``.git`` in it or above it, as git looks)
+    and git does not ignore it.
+    The factory's database and key archive hold private keys; in a release repository they would be
+    untracked files that one ``git add -A`` commits, and a pushed private key is lost for good."""
+    from reconciler.errors import UserError
+
+    start = Path(os.path.abspath(directory.expanduser()))
+    with contextlib.suppress(OSError):  # a loop of links: the walk below still looks at the path as given
+        start = start.resolve()
+    for place in (start, *start.parents):
+        if os.path.lexists(place / ".git"):
+            if _ignored(place, start / DB_NAME):
+                return  # git add -A leaves it alone (the walkthrough's .local-factory/)
+            raise UserError(
+                f"the local factory directory {directory} is inside the git work tree {place}: its database "
+                f"and private key archive would be untracked files there, one `git add -A` from a commit; "
+                f"point --local (RECONCILE_LOCAL) at a directory outside any repository or one git ignores, "
+                f"or leave it unset for the user state directory"
+            )
+
+
+def _ignored(work_tree: Path, path: Path) -> bool:
+    """Whether git ignores ``path`` in ``work_tree`` (``git check-ignore``); not when git cannot tell."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(work_tree), "check-ignore", "-q", "--", str(path.relative_to(work_tree))],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def make_private(directory: Path) -> str | None:
