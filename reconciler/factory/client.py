@@ -397,8 +397,8 @@ class FactoryClient:
             raise BackendError(f"{what}: {self._redirect(response)}", response.status_code)
         if response.status_code not in (200, 201, 202, 204):
             if writes and response.status_code in RETRY_STATUS:  # a gateway's answer: the write may have landed
-                raise self._lost(what, error_text(response), writes, response.status_code)
-            raise BackendError(f"{what}: {error_text(response)}", response.status_code)
+                raise self._lost(what, self._answer_text(response), writes, response.status_code)
+            raise BackendError(f"{what}: {self._answer_text(response)}", response.status_code)
         if not response.content:
             return None
         try:
@@ -427,6 +427,13 @@ class FactoryClient:
         prefix = base[: -len(asked)] if base.endswith(asked) else b""
         new = target.copy_with(raw_path=prefix or b"/", query=None, fragment=None, username=None, password=None)
         return f"{moved}: set --api-url (RECONCILE_API_URL) to {printable(str(new).rstrip('/'))} if that is the factory's API"
+
+    def _answer_text(self, response: httpx.Response) -> str:
+        """The server's error as one line, the token masked: a server (or a proxy) that echoes the
+        credentials it was sent must not make us print them."""
+        text = error_text(response)
+        token = self.backend.token
+        return text.replace(token, "***") if token else text
 
     def _limit(self, run_bound: bool) -> str:
         if run_bound:
