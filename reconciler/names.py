@@ -6,7 +6,7 @@ at its manifest line, and the local factory refuses it at ``reconcile-factory in
 
 Where a name goes decides what it may be. The API's characters first: fioctl puts wave, group, tag
 and factory names into URL paths unescaped and the server checks them (Foundries' open-source
-servers allow ``^[a-zA-Z0-9_\\-\\.]+$``, tags also ``+``: /work/shared/reference/foundries-api.md
+servers allow ``^[a-zA-Z0-9_\\-\\.]+$``, tags also ``+``: reference/foundries-api.md
 §5.3), at most 100 characters (the local factory's bound; no source states one). Then the path: as
 a URL path segment, ``.`` and ``..`` are not names but steps (httpx, like every client following
 RFC 3986, removes dot segments), so a wave named ``..`` would be created and then addressed as

@@ -26,7 +26,8 @@ from .errors import ApiError, bad_request, not_found
 from .groups import group_id
 from .shapes import DeviceRow, JsonObject, JsonValue
 
-DEVICE_NAME_RE = re.compile(r"^[a-zA-Z0-9_.:-]{1,100}$")
+# As wave names (waves.NAME_RE): no dot segments, no final newline.
+DEVICE_NAME_RE = re.compile(r"(?!\.\.?$)[a-zA-Z0-9_.:-]{1,100}")
 HWID_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
 PAGE_LIMITS = range(1, 1001)
 SORTS = {
@@ -416,7 +417,7 @@ def add_devices(conn: sqlite3.Connection, new: list[NewDevice], actor: str = "")
         uid = d.uuid or str(uuidlib.uuid4())
         with contextlib.suppress(ValueError):  # not a UUID: kept as written, checked below
             uid = str(uuidlib.UUID(uid)) if len(uid) == 36 else uid
-        if not DEVICE_NAME_RE.match(d.name or ""):
+        if not DEVICE_NAME_RE.fullmatch(d.name or ""):
             errors.append(f"device {i}: invalid name {d.name!r}")
         if not uid or len(uid) > 60:
             errors.append(f"device {i}: invalid uuid")

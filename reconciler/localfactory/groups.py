@@ -13,7 +13,8 @@ from . import store
 from .errors import bad_request, conflict, not_found
 from .shapes import JsonObject, JsonValue
 
-GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
+# As wave names (waves.NAME_RE): no dot segments, no final newline.
+GROUP_NAME_RE = re.compile(r"(?!\.\.?$)[a-zA-Z0-9_.-]{1,100}")
 
 
 def group_id(conn: sqlite3.Connection, name: str) -> int | None:
@@ -57,7 +58,7 @@ def create_group(conn: sqlite3.Connection, body: JsonValue, actor: str) -> JsonO
     if not isinstance(body, dict):
         raise bad_request('The request body must be a JSON object {"name", "description"}')
     name, desc = body.get("name"), body.get("description", "")
-    if not isinstance(name, str) or not GROUP_NAME_RE.match(name):
+    if not isinstance(name, str) or not GROUP_NAME_RE.fullmatch(name):
         raise bad_request("Invalid device group", ["name: letters, digits, '_', '.' and '-' only (at most 100)"])
     if not isinstance(desc, str):
         raise bad_request("Invalid device group", ["description: must be a string"])
@@ -79,7 +80,7 @@ def patch_group(conn: sqlite3.Connection, name: str, body: JsonValue, actor: str
     if not isinstance(body, dict):
         raise bad_request('The request body must be a JSON object {"name", "description"}')
     new_name, desc = body.get("name", name), body.get("description")
-    if not isinstance(new_name, str) or not GROUP_NAME_RE.match(new_name):
+    if not isinstance(new_name, str) or not GROUP_NAME_RE.fullmatch(new_name):
         raise bad_request("Invalid device group", ["name: letters, digits, '_', '.' and '-' only (at most 100)"])
     if desc is not None and not isinstance(desc, str):
         raise bad_request("Invalid device group", ["description: must be a string"])

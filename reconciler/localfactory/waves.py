@@ -43,7 +43,9 @@ from . import requestbody, store, targets, trust
 from .errors import bad_request, conflict, not_found
 from .shapes import JsonObject, JsonValue
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,100}$")
+# Stricter than the API where it is silent: ``.`` and ``..`` are refused, since as URL path segments they
+# are steps, not names (a client would then address another resource), and fullmatch refuses a final newline.
+NAME_RE = re.compile(r"(?!\.\.?$)[a-zA-Z0-9_.-]{1,100}")
 TAG_RE = re.compile(r"^[a-zA-Z0-9_.+-]{1,100}$")
 VERSION_RE = re.compile(r"0|[1-9][0-9]{0,9}")
 EXPIRES_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -247,7 +249,7 @@ def create(conn: sqlite3.Connection, body: JsonValue, actor: str) -> JsonObject:
     errors: list[str] = []
     name, tag, envelope = body.get("name"), body.get("tag"), body.get("targets")
     version = _parse_version(body.get("version"))
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         errors.append("name: required; letters, digits, '_', '.' and '-' only (at most 100)")
     if version is None:
         errors.append('version: required; the target version as a JSON string of its decimal number, e.g. "42"')

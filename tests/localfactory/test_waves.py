@@ -322,3 +322,12 @@ def test_date_header_is_the_simulated_clock(factory):
     assert r.headers["date"] == "Mon, 05 Jan 2026 12:00:00 GMT"
     factory.advance(90 * 60)
     assert factory.http.get(f"{F}/nope").headers["date"] == "Mon, 05 Jan 2026 13:30:00 GMT"
+
+
+@pytest.mark.parametrize("name", [".", "..", "v42\n", "a/b", ""])
+def test_a_name_that_is_no_path_segment_is_400(factory, name):
+    """Stricter than the API where it is silent: as a URL path segment ``.`` and ``..`` are steps, and a
+    trailing newline or a slash is no name; a wave so named could never be addressed again."""
+    r = factory.post_wave(factory.wave_body(name, 42))
+    assert r.status_code == 400
+    assert name not in [w["name"] for w in factory.http.get(f"{F}/waves/").json()["waves"]]
