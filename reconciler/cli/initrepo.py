@@ -23,7 +23,9 @@ _PINNED = re.compile(r".+@[0-9a-f]{40}")
 ACTION_PLACEHOLDER = "OWNER/reconciler@COMMIT_SHA"
 # The template's placeholder line ends with a zizmor exemption and a hint, both for the placeholder
 # only: a pinned ``--action`` replaces the whole of it.
-_PLACEHOLDER_USES = f"{ACTION_PLACEHOLDER} # zizmor: ignore[unpinned-uses] replace with OWNER/REPO@<40-hex SHA> # vX.Y.Z"
+_PLACEHOLDER_USES = (
+    f"{ACTION_PLACEHOLDER} # zizmor: ignore[unpinned-uses] replace with OWNER/REPO@<40-hex SHA> # vX.Y.Z"
+)
 
 
 def pin_warning(action: str) -> str | None:
@@ -35,6 +37,7 @@ def pin_warning(action: str) -> str | None:
         f"--action {action!r} is not pinned by a full commit SHA: a tag or branch can be moved; "
         "pin OWNER/REPO@<40-hex commit> and keep the version in a comment"
     )
+
 
 FIRST_WAVE = """\
 # yaml-language-server: $schema=../schemas/wave.schema.json
