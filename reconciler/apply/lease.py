@@ -77,7 +77,12 @@ class LeaseUnreadable(UserError):
 
 
 class Malformed(ValueError):
-    """What the lease ref holds does not follow the schema; the message says where."""
+    """What the lease ref holds does not follow the schema; the message says where (``located``: it
+    names the field already, as a nested record's does)."""
+
+    def __init__(self, message: str, *, located: bool = False):
+        super().__init__(message)
+        self.located = located
 
 
 def _now() -> datetime:
@@ -161,19 +166,21 @@ def _fields(
     """``raw`` as a JSON object of exactly these fields, each converted (and so checked) by its function."""
     optional = optional or {}
     if not isinstance(raw, dict):
-        raise Malformed(f"{what} is {_shown(raw)}, not an object")
+        raise Malformed(f"{what} is {_shown(raw)}, not an object", located=True)
     missing = sorted(set(required) - set(raw))
     if missing:
-        raise Malformed(f"{what} has no {missing[0]}")
+        raise Malformed(f"{what} has no {missing[0]}", located=True)
     unknown = sorted(set(raw) - set(required) - set(optional))
     if unknown:
-        raise Malformed(f"{what} has an unknown field {_shown(unknown[0])}")
+        raise Malformed(f"{what} has an unknown field {_shown(unknown[0])}", located=True)
     converted: dict[str, Any] = {}
     for name, value in raw.items():
         try:
             converted[name] = {**required, **optional}[name](value)
         except Malformed as exc:
-            raise Malformed(f"{what}: {name} {exc}") from None
+            if exc.located:
+                raise
+            raise Malformed(f"{what}: {name} {exc}", located=True) from None
     return converted
 
 
@@ -257,13 +264,14 @@ class PendingWrite:
         )
         note = cls(**fields)
         if note.settle_by < note.sent:
-            raise Malformed(f"{what}: settle_by {_iso_precise(note.settle_by)} is before it was sent")
+            raise Malformed(f"{what}: settle_by {_iso_precise(note.settle_by)} is before it was sent", located=True)
         if note.settle_by - note.sent > LONGEST_SETTLE or note.settle_by > now + LONGEST_AHEAD:
             raise Malformed(
                 f"{what}: settle_by {_iso_precise(note.settle_by)} is further ahead than any apply waits "
                 f"(at most {int(LONGEST_SETTLE.total_seconds())} s after the write was sent, and "
-                f"{int(LONGEST_AHEAD.total_seconds() // 60)} minutes after now, {_iso(now)}): "
-                "was it written on a machine whose clock is wrong?"
+                f"{int(LONGEST_AHEAD.total_seconds() // 60)} minutes after now, {_iso(now)}): the clock of "
+                "the machine that wrote it is wrong",
+                located=True,
             )
         return note
 
@@ -289,7 +297,7 @@ class PendingWrite:
 
 def _pending(raw: object, now: datetime) -> tuple[PendingWrite, ...]:
     if not isinstance(raw, list):
-        raise Malformed(f"pending is {_shown(raw)}, not a list")
+        raise Malformed(f"the lease: pending is {_shown(raw)}, not a list", located=True)
     return tuple(PendingWrite.from_json(item, f"pending write {n}", now) for n, item in enumerate(raw, 1))
 
 
@@ -351,7 +359,7 @@ class LeaseState:
             {"nonce": _text},
         )
         if fields["factory"] != factory:
-            raise Malformed(f"the lease is for factory {_shown(fields['factory'])}")
+            raise Malformed(f"the lease is for factory {_shown(fields['factory'])}", located=True)
         return cls(
             value.oid, fields["holder"], fields["started"], fields["expires"], fields["released"], fields["pending"]
         )
@@ -508,8 +516,7 @@ def unreadable(store: RefStore, factory: str, value: RefValue, why: Malformed) -
     """The one line for a lease no apply wrote: what is wrong, the way out, and what taking it loses."""
     return LeaseUnreadable(
         f"the apply lease of factory '{factory}' ({REF_PREFIX}{factory} in {store.where}) cannot be read: {why}. "
-        f"Nothing was applied. Once no apply is running, `reconcile --unlock --factory {factory} --force` "
-        f"removes it; {forgotten(value)}"
+        f"Once no apply is running, `reconcile --unlock --factory {factory} --force` removes it: {forgotten(value)}"
     )
 
 
@@ -526,7 +533,7 @@ def forgotten(value: RefValue) -> str:
     named = ", ".join(f"'{printable(wave)}'" for wave in waves)
     where = f"the rollout history of wave {named}" if waves else "the rollout history of the waves being applied"
     return (
-        "a write it noted as unsettled is then forgotten (it may or may not have landed): check "
+        "any write it noted as unsettled is forgotten (it may or may not have landed): check "
         f"{where} (`reconcile status`) before the next apply"
     )
 
