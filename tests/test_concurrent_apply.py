@@ -328,7 +328,10 @@ def test_a_held_lease_names_its_holder_and_only_unlock_frees_it(release_repo, fa
     assert code == 1 and "error: another apply holds factory 'demo'" in err, err
     assert "Applying" not in err and reconcile("--dry-run", str(release_repo), "--local", str(factory_dir))[0] == 0
 
-    code, out, _ = reconcile("--unlock", "--factory", "demo", str(release_repo), "--local", str(factory_dir))
+    unlock = ("--unlock", "--factory", "demo", str(release_repo), "--local", str(factory_dir))
+    code, out, err = reconcile(*unlock)
+    assert code == 1 and "looks alive" in err and "--force" in err, "its process runs: not freed without --force"
+    code, out, _ = reconcile(*unlock, "--force")
     assert code == 0 and out.startswith("removed the apply lease of factory 'demo' held by ")
     assert git(release_repo, "for-each-ref", "refs/reconcile/") == ""
     assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
@@ -337,7 +340,10 @@ def test_a_held_lease_names_its_holder_and_only_unlock_frees_it(release_repo, fa
 
 
 def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(tmp_path):
-    from reconciler.apply.lease import Lease, LeaseHeld, RefStore
+    from datetime import datetime, timedelta, timezone
+
+    from reconciler.apply.lease import Lease, LeaseHeld, PendingWrite, RefStore
+    from reconciler.core import OpKind
 
     shared = tmp_path / "shared.git"
     git(tmp_path, "init", "-q", "--bare", str(shared))
@@ -351,14 +357,10 @@ def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(t
     lease = Lease.acquire(laptop, "acme")
     with pytest.raises(LeaseHeld):
         Lease.acquire(ci, "acme", wait=0)
-    note = {
-        "wave": "v46",
-        "kind": "rollout",
-        "step": "rollout v46 phase 'beta'",
-        "history": 1,
-        "sent": "2026-12-01T00:00:00.000000Z",
-        "settle_by": "2026-12-01T00:01:00.000000Z",
-    }
+    sent = datetime.now(timezone.utc)
+    note = PendingWrite(
+        "v46", OpKind.ROLLOUT, "rollout v46 phase 'beta'", 1, sent, sent + timedelta(seconds=60), "beta"
+    )
     lease.renew((note,))
     lease.release((note,))  # the run gave up with its write unsettled: the note outlives the lease
     taken = Lease.acquire(ci, "acme", wait=0)
@@ -368,19 +370,19 @@ def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(t
 
 
 def test_an_expired_lease_is_taken_over_and_its_holder_cannot_write_any_more(release_repo):
-    from reconciler.apply.lease import REF_PREFIX, Lease, LeaseHeld, LeaseState, RefStore
+    from datetime import datetime, timezone
+
+    from reconciler.apply.lease import REF_PREFIX, Holder, Lease, LeaseHeld, LeaseState, RefStore
 
     store = RefStore.for_repository(str(release_repo))
     stale = Lease.acquire(store, "demo")
     old = LeaseState(
-        "", {"user": "ci", "host": "runner-7", "pid": 4242}, "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z"
+        "",
+        Holder("ci", "runner-7", 4242),
+        datetime(2026, 1, 1, tzinfo=timezone.utc),
+        datetime(2026, 1, 1, 0, 10, tzinfo=timezone.utc),
     )
-    stale.state = LeaseState(
-        store.swap(REF_PREFIX + "demo", old.to_message("demo"), stale.state.commit) or "",
-        old.holder,
-        old.started,
-        old.expires,
-    )
+    stale.state = old.with_commit(store.swap(REF_PREFIX + "demo", old.to_message("demo"), stale.state.commit) or "")
     fresh = Lease.acquire(store, "demo", wait=0)
     assert fresh.broke == "took over the lease of ci@runner-7 (pid 4242): expired at 2026-01-01T00:10:00Z"
     with pytest.raises(LeaseHeld, match="lost the lease of factory 'demo'"):
@@ -441,22 +443,22 @@ def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tm
 
 
 def test_a_lease_whose_process_on_this_machine_has_ended_is_free_even_if_its_number_was_reused():
+    from dataclasses import replace
     from datetime import datetime, timezone
 
-    from reconciler.apply.lease import LeaseState, holder_identity
+    from reconciler.apply.lease import Holder, LeaseState
 
     now = datetime.now(timezone.utc)
-    me = holder_identity()
-    assert LeaseState("c", me, "x", "9999-01-01T00:00:00Z").breakable(now) is None
+    far = datetime(9999, 1, 1, tzinfo=timezone.utc)
+    me = Holder.of_this_process()
+    assert LeaseState("c", me, now, far).breakable(now) is None
     ended = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
-    gone = {**me, "pid": int(ended.stdout), "pid_start": 1}
-    reused = {**me, "pid_start": me.get("pid_start", 0) + 1}  # this process's number, another process's start
+    gone = replace(me, pid=int(ended.stdout), pid_start=1)
+    reused = replace(me, pid_start=(me.pid_start or 0) + 1)  # this process's number, another process's start
     for holder in (gone, reused):
-        assert (
-            LeaseState("c", holder, "x", "9999-01-01T00:00:00Z").breakable(now)
-            == "its process on this machine has ended"
-        )
-    elsewhere = {**gone, "host": "another-machine"}
-    assert LeaseState("c", elsewhere, "x", "9999-01-01T00:00:00Z").breakable(now) is None, "only expiry frees it"
+        assert LeaseState("c", holder, now, far).breakable(now) == "its process on this machine has ended"
+        assert LeaseState("c", holder, now, far).alive(now) is None
+    elsewhere = replace(gone, host="another-machine")
+    assert LeaseState("c", elsewhere, now, far).breakable(now) is None, "only expiry frees it"

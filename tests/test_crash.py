@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.e2e import api, git, init_demo_factory, production_uuids
+from tests.helpers.e2e import api, git, init_demo_factory, production_uuids, wave
 from tests.helpers.serving import Answer, FactoryFront, is_write
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,3 +241,64 @@ def test_every_crash_point_of_a_phase_in_three_parts_converges_without_a_duplica
     assert ledger(factory_dir)["waves"] == expected
     rolled = re.findall(r"phase 'everyone' part (\d) of 3 \([^)]*\): rolled out", rerun.stderr)
     assert rolled == [str(part) for part in range(kill_after, 4)], rerun.stderr
+
+
+# -- killed while settling a note an earlier run left: the takeover carries the note over -------------
+
+
+def _settling_kills(release_repo: Path, factory_dir: Path, kills: int, window: float) -> None:
+    """A run died with its rollout of p1 unanswered (its note in the lease, settling within ``window``
+    seconds). ``kills`` applies in a row take the lease over and are SIGKILLed while they wait for that
+    write to settle; then the write lands (late, as a lost write may), and one more apply must see it
+    landed instead of rolling p1 out a second time."""
+    import json
+    import random
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from tests.helpers.e2e import CANARY_WAVE, commit, reconcile
+    from tests.helpers.lease import REF, lease_body, note, stamp, write_lease
+
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE + "  - name: p1\n    limit: 1\n"}, "phase p1")
+    sent = datetime.now(timezone.utc)
+    settle_by = sent + timedelta(seconds=window)
+    write_lease(release_repo, lease_body([note(sent=stamp(sent), settle_by=stamp(settle_by))]))
+    command = [sys.executable, "-c", "from reconciler.cli.reconcile import main; main()", str(release_repo)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RECONCILE_LOCK_TIMEOUT": "30"}
+    for attempt in range(kills):
+        victim = subprocess.Popen(
+            [*command, "--local", str(factory_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.monotonic() + 30
+        while victim.poll() is None and time.monotonic() < deadline:  # until it holds the lease
+            held = subprocess.run(
+                ["git", "-C", str(release_repo), "cat-file", "commit", REF], check=False, capture_output=True
+            )
+            if held.returncode == 0 and f'"pid": {victim.pid}'.encode() in held.stdout:
+                break
+            time.sleep(0.05)
+        time.sleep(random.uniform(0, 0.3))  # somewhere in its settling
+        victim.kill()
+        _, err = victim.communicate(timeout=30)
+        assert b"~ rollout" not in err, (attempt, err.decode())
+        kept = subprocess.run(
+            ["git", "-C", str(release_repo), "cat-file", "commit", REF], capture_output=True, text=True, check=True
+        ).stdout
+        assert [p["phase"] for p in json.loads(kept.split("\n\n", 2)[2])["pending"]] == ["p1"], (attempt, kept)
+    assert datetime.now(timezone.utc) < settle_by - timedelta(seconds=2), "the kills outlasted the settle window"
+    with api(factory_dir) as client:  # the dead run's write lands at last
+        assert client.post("/ota/factories/demo/waves/rel-46/rollout/", json={"limit": 1}).status_code == 200
+    code, _, err = reconcile(str(release_repo), "--local", str(factory_dir))
+    assert code == 0 and "it landed" in err and "~ rollout" not in err, err
+    assert [e["group-name"] or "*" for e in wave(factory_dir, "rel-46")["rollout-history"]] == ["canary", "*"]
+
+
+def test_applies_killed_while_settling_a_note_pass_it_on_and_the_write_lands_once(release_repo, factory_dir):
+    _settling_kills(release_repo, factory_dir, kills=2, window=25)
+
+
+@pytest.mark.slow
+def test_fifteen_applies_killed_while_settling_never_write_twice(release_repo, factory_dir):
+    _settling_kills(release_repo, factory_dir, kills=15, window=58)

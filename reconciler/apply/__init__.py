@@ -7,13 +7,12 @@ savedplan  ``--out`` / ``--plan``: a reviewed plan, refused when the factory cha
 session    one run's steps, as the command line calls them: plan, scope to the key, check, confirm, apply
 """
 
-from reconciler.apply.lease import unlock
 from reconciler.apply.savedplan import DEFAULT_MAX_AGE as DEFAULT_PLAN_MAX_AGE
 from reconciler.apply.savedplan import SavedPlan
 from reconciler.apply.savedplan import load as load_saved_plan
 from reconciler.apply.session import KeySource, Planned, Say, Session, open_session, summary
 from reconciler.apply.steps import Outcome, apply_plan
-from reconciler.apply.writes import exclusive_writer, lease_store
+from reconciler.apply.writes import exclusive_writer, lease_store, unlock
 
 __all__ = [
     "DEFAULT_PLAN_MAX_AGE",

@@ -11,7 +11,12 @@ which has no conditional writes, around each write:
 - when the answer is **lost** (timeout, dropped connection, 502/504), the wave is polled until
   the write shows or its settle time passes, and only then is the step called done or failed;
 - a note left by a run that died or gave up is **settled first** by the next holder, before it
-  plans anything, so a rerun never repeats a write that may still land.
+  plans anything, so a rerun never repeats a write that may still land; the note stays in the lease
+  until then, so a holder killed while settling passes it on in turn.
+
+Settling waits at most until the run's deadline (``--timeout``): a note still unsettled then stays in
+the lease. ``unlock`` (``reconcile --unlock``) settles the notes the same way before it clears them,
+or with ``force`` forgets them, saying which writes may or may not have landed.
 """
 
 from __future__ import annotations
@@ -24,10 +29,21 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from reconciler.apply.lease import Lease, RefStore, describe_pending
-from reconciler.core import CancelOp, CompleteOp, InitOp, Operation, RolloutOp, SignOp
+from reconciler.apply.lease import (
+    REF_PREFIX,
+    Lease,
+    LeaseState,
+    Malformed,
+    PendingWrite,
+    RefStore,
+    forgotten,
+    read_state,
+    unreadable,
+)
+from reconciler.core import Operation, OpKind, RolloutOp
 from reconciler.errors import BackendError, OutcomeUnknown, ReconcilerError, UserError
 from reconciler.factory import Backend, FactoryClient
+from reconciler.safetext import printable
 
 UNCERTAIN_STATUS = frozenset({502, 504})  # a gateway answered: the write may or may not have reached the factory
 POLL_SECONDS = 0.5
@@ -35,10 +51,6 @@ POLL_SECONDS = 0.5
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def is_uncertain(exc: BackendError) -> bool:
@@ -51,6 +63,10 @@ class ConcurrentWriter(ReconcilerError):
     """The factory shows a write that was not ours: another writer is at work on the same wave."""
 
 
+class Unsettled(BackendError):
+    """The run's time (``--timeout``) was up before a noted write settled: the note stays in the lease."""
+
+
 class WriteGuard:
     """Renews the lease around each write, checks each write landed once, and settles lost answers.
 
@@ -61,42 +77,50 @@ class WriteGuard:
 
     def __init__(self, client: FactoryClient, lease: Lease | None, settle_seconds: float, echo: Callable[[str], None]):
         self.client, self.lease, self.settle_seconds, self.echo = client, lease, settle_seconds, echo
-        self.pending: tuple[dict[str, Any], ...] = lease.inherited if lease else ()
+        self.pending: tuple[PendingWrite, ...] = lease.inherited if lease else ()
 
     # -- before planning ------------------------------------------------------------------------
 
-    def settle_inherited(self) -> None:
-        """Resolve the writes an earlier run left unsettled, before anything else touches their waves."""
+    def settle_inherited(self) -> list[tuple[PendingWrite, bool]]:
+        """Resolve the writes an earlier run left unsettled, before anything else touches their waves;
+        each stays in the lease until the factory shows its outcome. Returns each note and whether it landed."""
         if self.lease and self.lease.broke:
             self.echo(f"Apply lease: {self.lease.broke}")
+        settled = []
         while self.pending:
             note = self.pending[0]
             landed = self._wait_until_settled(note)
             self.pending = self.pending[1:]  # settled: a failed check below is reported once, not forever
+            if self.lease:
+                self.lease.renew(self.pending)
             self.echo(
-                f"  settled {describe_pending(note)} by an earlier run: "
-                + ("it landed" if landed else "it did not land")
+                f"  settled {note.describe()} by an earlier run: " + ("it landed" if landed else "it did not land")
             )
+            settled.append((note, landed))
             if landed:
                 self._check_once(note, _read_wave(self.client, note))
+        return settled
 
     # -- around one write -----------------------------------------------------------------------
 
     def before(self, op: Operation, history_length: int, keyid: str | None = None) -> None:
         """``keyid``: a sign's key (public), whose signature the wave must show afterwards."""
+        if self.pending:  # an earlier write of this run is still unsettled: sending another could repeat it
+            raise Unsettled(
+                f"not sent: {self.pending[0].describe()} has not settled yet; it stays in the apply lease "
+                "for the next run to settle"
+            )
         sent = _now()
-        note = {
-            "wave": op.wave,
-            "kind": str(op.kind),
-            "step": op.describe(),
-            "history": history_length,
-            "sent": _iso(sent),
-            "settle_by": _iso(sent + timedelta(seconds=self.settle_seconds)),
-        }
-        if keyid is not None:
-            note["keyid"] = keyid
-        if isinstance(op, RolloutOp):
-            note["phase"] = op.phase
+        note = PendingWrite(
+            op.wave,
+            op.kind,
+            op.describe(),
+            history_length,
+            sent,
+            sent + timedelta(seconds=self.settle_seconds),
+            phase=op.phase if isinstance(op, RolloutOp) else None,
+            keyid=keyid,
+        )
         if self.lease:
             self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
         self.pending = (note,)
@@ -113,11 +137,12 @@ class WriteGuard:
     def after_lost_answer(self, exc: BackendError) -> str:
         """The write's answer was lost: wait until the factory shows it, or until it cannot land any more."""
         note = self.pending[0]
-        self.echo(f"  ? {note['step']}: {exc}; outcome unknown, watching the factory until {note['settle_by']}")
+        settle_by = _stamp(note.settle_by)
+        self.echo(f"  ? {note.step}: {exc}; outcome unknown, watching the factory until {settle_by}")
         if not self._wait_until_settled(note):
             self.pending = ()
             raise BackendError(
-                f"{exc}; the factory still did not show it at {note['settle_by']}, so it did not "
+                f"{exc}; the factory still did not show it at {settle_by}, so it did not "
                 "land and the next run may send it again",
                 exc.status,
             ) from exc
@@ -136,32 +161,38 @@ class WriteGuard:
 
     # -- reading the factory --------------------------------------------------------------------
 
-    def _wait_until_settled(self, note: dict[str, Any]) -> bool:
-        """Poll the wave until the write shows (True) or its settle time has passed without it (False)."""
-        settle_by = datetime.fromisoformat(note["settle_by"].replace("Z", "+00:00"))
+    def _wait_until_settled(self, note: PendingWrite) -> bool:
+        """Poll the wave until the write shows (True) or its settle time has passed without it (False).
+        Never past the run's deadline (``--timeout``): then ``Unsettled``, and the note stays."""
         while True:
+            if time.monotonic() >= self.client.deadline:
+                raise Unsettled(
+                    f"{note.describe()} had not settled when the run's time was up "
+                    f"(--timeout {_seconds(self.client.run_timeout)}); it may still land until "
+                    f"{_stamp(note.settle_by)}, so it stays in the apply lease for the next run to settle"
+                )
             try:
                 if _landed(note, _read_wave(self.client, note)):
                     return True
             except BackendError:
-                if _now() >= settle_by:
+                if _now() >= note.settle_by:
                     raise
             else:
-                if _now() >= settle_by:
+                if _now() >= note.settle_by:
                     return False
-            time.sleep(max(0.05, min(POLL_SECONDS, (settle_by - _now()).total_seconds())))
+            left = min((note.settle_by - _now()).total_seconds(), self.client.deadline - time.monotonic())
+            time.sleep(max(0.05, min(POLL_SECONDS, left)))
 
-    def _check_once(self, note: dict[str, Any], read: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _check_once(self, note: PendingWrite, read: dict[str, Any] | None) -> dict[str, Any] | None:
         """Whether the wave as ``read`` after the write shows it exactly once; raises if another writer was at work."""
         wave = read or {}
-        kind = note["kind"]
-        if kind == RolloutOp.kind:
+        if note.kind is OpKind.ROLLOUT:
             history = wave.get("rollout-history") or []
-            grown = len(history) - int(note["history"])
+            grown = len(history) - note.history
             if grown != 1:
-                others = sorted({str(entry.get("rollout-by") or "?") for entry in history[int(note["history"]) :]})
+                others = sorted({str(entry.get("rollout-by") or "?") for entry in history[note.history :]})
                 raise ConcurrentWriter(
-                    f"{note['step']}: the wave's rollout history grew by {grown} entries instead of one: another "
+                    f"{note.step}: the wave's rollout history grew by {grown} entries instead of one: another "
                     f"writer is rolling this wave out (rollout-by: {', '.join(others) or 'none'}). Stop it, then "
                     "compare the history with the manifest (`reconcile --dry-run` reports the drift)"
                 )
@@ -169,36 +200,43 @@ class WriteGuard:
             meta = wave.get("change-meta") or {}
             by = meta.get("updated-by") or meta.get("created-by") or "unknown"
             raise ConcurrentWriter(
-                f"{note['step']}: the factory answered, but the wave does not show it (status "
+                f"{note.step}: the factory answered, but the wave does not show it (status "
                 f"{wave.get('status', 'absent')!r}, last changed by {by}): another writer is at "
                 "work on this wave"
             )
         return read
 
 
-def _read_wave(client: FactoryClient, note: dict[str, Any]) -> dict[str, Any] | None:
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _read_wave(client: FactoryClient, note: PendingWrite) -> dict[str, Any] | None:
     """The wave a note is about; after a sign, with its targets, whose signatures show the sign."""
-    return client.get_wave(note["wave"], show_targets=note["kind"] == SignOp.kind)
+    return client.get_wave(note.wave, show_targets=note.kind is OpKind.SIGN)
 
 
-def _landed(note: dict[str, Any], wave: dict[str, Any] | None) -> bool:
+def _landed(note: PendingWrite, wave: dict[str, Any] | None) -> bool:
     """Whether the write the note describes shows in the wave as read from the factory."""
-    kind = note["kind"]
     if wave is None:
         return False
-    if kind == RolloutOp.kind:
-        return len(wave.get("rollout-history") or []) > int(note["history"])
-    if kind == InitOp.kind:
-        return True
-    if kind == SignOp.kind:
-        targets = wave.get("targets")
-        signatures = targets.get("signatures") if isinstance(targets, dict) else None
-        return any(isinstance(s, dict) and s.get("keyid") == note.get("keyid") for s in signatures or [])
-    if kind == CompleteOp.kind:
-        return wave.get("status") == "complete"
-    if kind == CancelOp.kind:
-        return wave.get("status") == "canceled"
-    raise AssertionError(f"unknown step kind {kind!r}")
+    match note.kind:
+        case OpKind.ROLLOUT:
+            return len(wave.get("rollout-history") or []) > note.history
+        case OpKind.INIT:
+            return True
+        case OpKind.SIGN:
+            targets = wave.get("targets")
+            signatures = targets.get("signatures") if isinstance(targets, dict) else None
+            return any(isinstance(s, dict) and s.get("keyid") == note.keyid for s in signatures or [])
+        case OpKind.COMPLETE:
+            return wave.get("status") == "complete"
+        case OpKind.CANCEL:
+            return wave.get("status") == "canceled"
 
 
 LEASE_WAIT_ENV = "RECONCILE_LOCK_TIMEOUT"
@@ -213,8 +251,6 @@ def exclusive_writer(
     the guard for the writes. Order matters: the lease first (shared by every machine and by HTTP and
     in-process applies alike), then the local factory directory's lock (which a served factory takes
     for each write), so an apply waiting for the lease never holds the directory."""
-    from reconciler.apply.lease import Lease
-
     with ExitStack() as stack:
         lease = None
         if repository is None:
@@ -271,3 +307,72 @@ def _lease_wait() -> float:
     if not 0 <= wait <= 86400:
         raise UserError(f"{LEASE_WAIT_ENV}={text!r}: give the seconds to wait for another apply's lease (0-86400)")
     return wait
+
+
+def unlock(client: FactoryClient, repository: str, *, force: bool, echo: Callable[[str], None]) -> str:
+    """``reconcile --unlock``: free the factory's apply lease left by an apply that died; returns what was done.
+
+    A holder that looks alive (``LeaseState.alive``) is left alone, and a lease that cannot be read is
+    left in place, unless ``force``. The writes the lease notes as unsettled are settled against the
+    factory first, as an apply does (the lease is taken over meanwhile, so a kill passes them on), and
+    the lease is cleared only once the factory shows each outcome; ``force`` forgets them instead and
+    says which writes may or may not have landed."""
+    factory = client.factory
+    store = lease_store(repository, client.backend)
+    now = _now().replace(microsecond=0)
+    current = read_state(store, factory, now)
+    if current is None:
+        return f"factory '{factory}' has no apply lease in {store.where}; nothing to do"
+    value, state = current
+    if isinstance(state, Malformed):
+        if not force:
+            raise unreadable(store, factory, value, state)
+        _remove(store, factory, value.oid)
+        return f"removed the unreadable apply lease of factory '{factory}' ({state}); --force: {forgotten(value)}"
+    done = f"removed the apply lease of factory '{factory}' held by {state.holder.describe()} since {_stamp_s(state)}"
+    alive = state.alive(now)
+    if alive and not force:
+        raise UserError(
+            f"the apply lease of factory '{factory}' is held by {state.holder.describe()} since {_stamp_s(state)}, "
+            f"who looks alive: {alive}. Wait for that apply to finish; only if you know it has stopped, "
+            f"`reconcile --unlock --factory {factory} --force` frees it (two applies at once may roll a phase out twice)"
+        )
+    if force:
+        _remove(store, factory, state.commit)
+        if alive:
+            done += f" (--force: it looked alive: {alive}; if it still runs it stops before its next write)"
+        if state.pending:
+            done += "; --force: forgot its unsettled " + "; ".join(_lost(note) for note in state.pending)
+        return done
+    lease = Lease.take_over(store, factory, state, state.breakable(now) or "unlocked")
+    if lease is None:
+        raise UserError(f"the apply lease of factory '{factory}' changed while unlocking; look again")
+    guard = WriteGuard(client, lease, 0.0, echo)
+    try:
+        settled = guard.settle_inherited()
+    except Unsettled as exc:
+        raise Unsettled(
+            f"{exc}; `reconcile --unlock --factory {factory} --force` forgets it instead: {_lost(guard.pending[0])}"
+        ) from exc
+    finally:
+        guard.release()
+    if settled:
+        outcomes = "; ".join(f"{note.describe()}: {'landed' if landed else 'did not land'}" for note, landed in settled)
+        done += f"; settled its unsettled writes against the factory first: {outcomes}"
+    return done
+
+
+def _stamp_s(state: LeaseState) -> str:
+    return state.started.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _lost(note: PendingWrite) -> str:
+    return (
+        f"{note.describe()}, which may or may not have landed: check the rollout history of wave "
+        f"'{printable(note.wave)}' (`reconcile status`) before the next apply"
+    )
+
+
+def _remove(store: RefStore, factory: str, expected: str) -> None:
+    if store.swap(REF_PREFIX + factory, None, expected) is None:
+        raise UserError(f"the apply lease of factory '{factory}' changed while unlocking; look again")

@@ -157,7 +157,18 @@ _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     help="Apply only the steps that need no key (rollout, complete, "
     "cancel); hold inits for a run with the key. Never reads a key.",
 )
-@click.option("--unlock", is_flag=True, help="Free the factory's apply lease left by an apply that died, and exit.")
+@click.option(
+    "--unlock",
+    is_flag=True,
+    help="Free the factory's apply lease left by an apply that died, once the writes it left unsettled "
+    "show their outcome in the factory, and exit.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --unlock: also free a lease whose holder looks alive or that cannot be read, forgetting the "
+    "writes it left unsettled (it says which: check those waves' histories).",
+)
 @click.option(
     "--timeout",
     type=_Duration(),
@@ -193,6 +204,7 @@ def main(
     signer_uri: str | None,
     without_key: bool,
     unlock: bool,
+    force: bool,
     timeout: float,
     assume_yes: bool,
     no_color: bool,
@@ -222,6 +234,8 @@ def main(
             raise UserError("--without-key never uses a key: drop --keys and --signer")
         if keys:
             _check_key_file(keys)
+        if force and not unlock:
+            raise UserError("--force works with --unlock")
         if detailed_exitcode and not dry_run:
             raise UserError("--detailed-exitcode works with --dry-run")
         options = RunOptions(
@@ -244,7 +258,7 @@ def main(
             assume_yes=assume_yes,
         )
         if unlock:
-            sys.exit(_unlock(paths_given, options))
+            sys.exit(_unlock(paths_given, options, force=force))
         if watch:
             if rev:
                 raise UserError("--watch reads the work tree; it cannot be combined with --rev")
@@ -575,15 +589,17 @@ def _refuse_throwaway_factory_in_ci(api_url: str | None, local: str | None) -> N
         )
 
 
-def _unlock(paths: list[str], options: RunOptions) -> int:
-    """``--unlock``: free the factory's apply lease left by a dead apply (its unsettled write stays noted)."""
+def _unlock(paths: list[str], options: RunOptions, *, force: bool) -> int:
+    """``--unlock``: free the factory's apply lease left by a dead apply, once the writes it left unsettled
+    are settled against the factory (within ``--timeout``); ``--force`` frees a live or unreadable one."""
     from reconciler import manifest
-    from reconciler.apply import lease_store, unlock
-    from reconciler.factory import select_backend
+    from reconciler.apply import unlock
+    from reconciler.factory import FactoryClient, select_backend
 
     _, provenance = manifest.git_context(paths, rev=None, require_clean=False)
     if provenance is None:
         raise UserError(f"not a git repository: {paths[0]}: the apply lease lives in the release repository")
     backend = select_backend(api_url=options.api_url, factory=options.factory, local=options.local)
-    click.echo(unlock(lease_store(provenance["repository"], backend), backend.factory))
+    with FactoryClient(backend, run_timeout=options.timeout) as client:
+        click.echo(printable(unlock(client, provenance["repository"], force=force, echo=_err)))
     return EXIT_OK
