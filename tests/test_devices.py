@@ -76,10 +76,17 @@ def test_below_and_seen_within_filter_on_documented_fields(factory_dir, release_
     )
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46 to the canaries")
     assert reconcile(str(release_repo), *local)[0] == 0
-    advance(factory_dir, "24h")  # most canaries update to 46; the rest are still to do
+    advance(factory_dir, "24h")  # most canaries update to 46; the rest are still to do, staged by the wave
     code, out, err = reconcile("devices", *local, "--tag", "production", "--group", "canary", "--below", "46")
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "other than " in err and " the tag's active wave has staged already (is-wave; --include-staged" in err
+    code, out, err = reconcile(
+        "devices", *local, "--tag", "production", "--group", "canary", "--below", "46", "--include-staged"
+    )
     behind = set(uuids_of(out))
     assert code == 0 and 0 < len(behind) < len(canary) and behind < canary
+    assert "Made with: reconcile devices --tag production --group canary --below 46 --include-staged" in err
+    assert "on a build below 46, staged by the tag's active wave or not" in err
     seen = uuids_of(reconcile("devices", *local, "--tag", "production", "--seen-within", "1h")[1])
     everyone = uuids_of(reconcile("devices", *local, "--tag", "production")[1])
     assert 0 < len(seen) < len(everyone)
@@ -94,6 +101,40 @@ def test_a_generated_file_is_used_in_a_phase(factory_dir, release_repo):
     commit(release_repo, {"uuids/us-east-pilots.lst": out, "rel-46.yaml": wave}, "Pilots from the fleet")
     code, out, err = reconcile(str(release_repo), *local)
     assert code == 0 and "phase 'us-east-pilots' (factory-wide, 7 uuids): rolled out to 7 devices" in err, err
+
+
+def in_wave(factory_dir: Path, group: str) -> set[str]:
+    with api(factory_dir) as client:
+        data = client.get("/ota/devices/", params={"factory": "demo", "group": group, "limit": 1000}).json()
+    return {d["uuid"] for d in data["devices"] if d["is-wave"]}
+
+
+def test_the_pilot_recipe_leaves_out_devices_the_active_wave_staged(factory_dir, release_repo):
+    """Issue 23.4: a pilot list made while the wave is active picked the devices it had staged, and the new
+    phase then rolled out to 0 devices."""
+    local = ("--local", str(factory_dir))
+    limited = CANARY_WAVE.replace("  - name: canary\n    group: canary\n", "  - name: us-east-5\n    group: us-east\n")
+    limited += "    limit: 5\n"
+    commit(release_repo, {"rel-46.yaml": limited}, "Release 46 to five us-east devices")
+    assert reconcile(str(release_repo), *local)[0] == 0
+    staged = in_wave(factory_dir, "us-east")
+    assert len(staged) == 5
+    below = ("devices", *local, "--tag", "production", "--group", "us-east", "--below", "46")
+    code, out, err = reconcile(*below)
+    assert code == 0, err
+    assert set(uuids_of(out)) == group_members(factory_dir, "us-east") - staged  # the demo fleet runs build 40
+    assert "Left out: 5 devices the tag's active wave has staged already (is-wave; --include-staged keeps them)" in err
+    code, out, err = reconcile(*below, "--include-staged")
+    assert code == 0 and set(uuids_of(out)) == group_members(factory_dir, "us-east") and "Left out" not in err
+    code, out, err = reconcile(*below, "--limit", "5")
+    chosen = set(uuids_of(out))
+    assert code == 0 and len(chosen) == 5 and not chosen & staged, err
+    (release_repo / "uuids").mkdir()
+    wave = limited + "  - name: us-east-pilots\n    group: us-east\n    uuids: uuids/us-east-pilots.lst\n"
+    commit(release_repo, {"uuids/us-east-pilots.lst": out, "rel-46.yaml": wave}, "Pilots from the fleet")
+    code, out, err = reconcile(str(release_repo), *local)
+    assert code == 0 and "phase 'us-east-pilots' (group us-east, 5 uuids): rolled out to 5 devices" in err, err
+    assert in_wave(factory_dir, "us-east") == staged | chosen
 
 
 @pytest.mark.parametrize(

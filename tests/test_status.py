@@ -325,14 +325,35 @@ def test_after_a_cancel_status_shows_the_devices_left_on_the_canceled_version(ba
     subprocess.run(["git", "clone", "-q", str(repo), str(copy)], check=True)
     git(copy, "config", "user.email", "ops@example.com")
     git(copy, "config", "user.name", "ops")
+    failed = {d["uuid"] for d in devices_json(local, "--failed")["devices"]}
+    assert failed
     commit(copy, {"rel-61.yaml": BAD_BUILD + "cancel: true\n"}, "cancel the bad build")
     code, _, err = reconcile(str(copy), "--local", str(local))
     assert code == 0, err
-    left = devices_json(local)["devices"]
-    assert left and all(d["state"] == "left" and d["target"].endswith("-61") for d in left)
+    listed = devices_json(local)
+    left = [d for d in listed["devices"] if d["state"] == "left"]
+    assert left and all(d["target"].endswith("-61") for d in left)
     code, out, _ = status(str(copy), "--local", str(local))
     assert f"left on canceled version 61: {len(left)} devices" in out
     assert "canceled 2026-11-0" in out
+    # Issue 23.5: the devices that failed to install 61 stay listed after the cancel, and the list says so.
+    after = devices_json(local, "--failed")
+    assert (
+        {d["uuid"] for d in after["devices"]}
+        == failed
+        == {d["uuid"] for d in listed["devices"]} - {d["uuid"] for d in left}
+    )
+    assert all(d["state"] == "failed" and d["last_update"]["failed"] is True for d in after["devices"])
+    note = (
+        "After the cancel: the devices left on version 61 (left) and those whose newest update, to version 61, "
+        "failed (failed), online or not; no device is pending or offline any more."
+    )
+    assert after["note"] == listed["note"] == note
+    code, out, err = status("--devices", "rel-61", "--failed", "--local", str(local))
+    assert code == 0 and out.splitlines()[0].endswith(f": {len(failed)} devices") and out.splitlines()[1] == note
+    code, out, err = status("--devices", "rel-61", "--failed", "--local", str(local), "--format", "markdown")
+    assert code == 0 and f"\n\n{note}\n\n| Uuid |" in out, out
+    assert devices_json(local, "--pending")["devices"] == []
 
 
 def test_the_text_plan_counts_the_next_rollout_while_its_gate_waits(gated):

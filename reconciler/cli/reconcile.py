@@ -319,6 +319,11 @@ def init_repo(directory: str, factory: str, action: str | None) -> None:
 @click.option("--limit", type=click.IntRange(1, 400_000), help="The N most recently seen devices.")
 @click.option("--sample", type=click.IntRange(1, 400_000), help="N devices at random (reproducible with --seed).")
 @click.option("--seed", type=click.IntRange(min=0), help="The seed of --sample [default: a new one, printed].")
+@click.option(
+    "--include-staged",
+    is_flag=True,
+    help="Keep devices the tag's active wave has staged already (is-wave); left out by default.",
+)
 @cliopts.factory_options
 @click.option("--no-color", is_flag=True, help="No colour on a terminal (also: NO_COLOR set).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -330,6 +335,7 @@ def devices(
     limit: int | None,
     sample: int | None,
     seed: int | None,
+    include_staged: bool,
     factory: str | None,
     api_url: str | None,
     local: str | None,
@@ -346,7 +352,7 @@ def devices(
             raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
         if seed is not None and sample is None:
             raise UserError("--seed makes --sample reproducible; it needs --sample N")
-        sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, factory, api_url, local))
+        sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, include_staged, factory, api_url, local))
     except ReconcilerError as exc:
         if debug:
             raise
@@ -362,6 +368,7 @@ def _devices(
     limit: int | None,
     sample: int | None,
     seed: int | None,
+    include_staged: bool,
     factory: str | None,
     api_url: str | None,
     local: str | None,
@@ -379,7 +386,7 @@ def _devices(
             raise UserError(f"--seen-within {exc}") from exc
     if sample is not None and seed is None:
         seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
-    selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed)
+    selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed, include_staged)
     backend = select_backend(api_url=api_url, factory=factory, local=local)
     for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
         _err(note)

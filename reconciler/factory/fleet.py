@@ -6,9 +6,13 @@ How the list was made goes to stderr, ready for the commit message that adds the
 
 The device list is paged (reference §1.6, ``GET /ota/devices/``) with the filters the server
 knows (``match_tag``, ``group``, ``prod=1``: waves reach production devices only); the rest
-is filtered here from documented fields: ``last-seen`` for ``--seen-within``, and for
+is filtered here from documented fields: ``last-seen`` for ``--seen-within``, for
 ``--below`` the build number that ends an LmP target name (``<machine>-lmp-<build>``, the
-``version`` fioctl shows), because the device list has no version field of its own.
+``version`` fioctl shows), because the device list has no version field of its own, and
+``is-wave`` (fioctl's "Production: true (in wave)"): a device the tag's active wave has staged
+already is left out unless ``--include-staged``, since a new phase of that wave would reach none
+of them (the factory's dry run counts 0 devices for such a phase) and a phase of the next wave
+should not start where this one is still installing.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class DeviceSelection:
     limit: int | None = None
     sample: int | None = None
     seed: int | None = None
+    include_staged: bool = False  # keep devices the tag's active wave has staged (``is-wave``)
 
     def command(self) -> str:
         """The command line that makes this list again (for the commit message)."""
@@ -55,6 +60,8 @@ class DeviceSelection:
         ):
             if value is not None:
                 words.append(f"{flag} {value}")
+        if self.include_staged:
+            words.append("--include-staged")
         return " ".join(words)
 
     def criteria(self) -> str:
@@ -66,6 +73,8 @@ class DeviceSelection:
             text += f", on a build below {self.below}"
         if self.seen_within:
             text += f", seen within {self.seen_within}"
+        if self.include_staged:
+            text += ", staged by the tag's active wave or not"
         return text
 
 
@@ -77,6 +86,7 @@ class Listing:
     matching: int
     now: datetime
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> devices left out that matched the tag
+    staged: int = 0  # devices that matched but the tag's active wave has staged already (left out)
 
 
 def list_devices(
@@ -91,6 +101,7 @@ def list_devices(
     filters = {"match_tag": selection.tag, "group": selection.group or "", "prod": "1"}
     matching: list[tuple[str, str, datetime | None]] = []  # uuid, group, last seen
     skipped: Counter[str] = Counter()
+    staged = 0
     fetched = 0
     for batch, total in client.device_pages(filters):
         fetched += len(batch)
@@ -98,17 +109,28 @@ def list_devices(
             progress(fetched, total)
         for device in batch:
             reason = _excluded(device, selection, client.server_now())
-            if reason is None:
+            if reason is None and device.get("is-wave") and not selection.include_staged:
+                staged += 1
+            elif reason is None:
                 matching.append((device["uuid"], str(device.get("device-group") or ""), _seen(device)))
             elif reason:
                 skipped[reason] += 1
     now = client.server_now()
     if not matching:
-        raise UserError(f"no {selection.criteria()} in factory {client.factory}; nothing written")
+        also = f" other than {_staged(staged)}" if staged else ""
+        raise UserError(f"no {selection.criteria()} in factory {client.factory}{also}; nothing written")
     chosen = _choose(matching, selection)
     if len(chosen) > MAX_UUIDS:
         raise UserError(_split_advice(matching, selection))
-    return Listing(sorted(chosen), len(matching), now, skipped)
+    return Listing(sorted(chosen), len(matching), now, skipped, staged)
+
+
+def _staged(count: int) -> str:
+    """The devices ``is-wave`` left out, and the option that keeps them."""
+    return (
+        f"{count:,} device{'' if count == 1 else 's'} the tag's active wave has staged already "
+        f"(is-wave; --include-staged keeps them)"
+    )
 
 
 def _excluded(device: Json, selection: DeviceSelection, now: datetime) -> str | None:
@@ -177,6 +199,8 @@ def how_made(selection: DeviceSelection, listing: Listing, factory: str, backend
         f"Made with: {selection.command()}",
         f"From: factory {factory} ({backend}) at {listing.now.strftime('%Y-%m-%dT%H:%M:%SZ')}",
     ]
+    if listing.staged:
+        lines.append(f"Left out: {_staged(listing.staged)}")
     for reason, skipped in sorted(listing.skipped.items()):
         lines.append(f"warning: {skipped:,} device{'' if skipped == 1 else 's'} left out: {reason}")
     return lines

@@ -18,7 +18,9 @@ Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests
   device's ``target-name`` to a version), the device list of the tag (``ceil(devices / 1000)``
   pages; for an active wave rolled out only to named groups, of those groups), and for each online device the wave reached that is not on its version, its updates and
   the events of the newest one: at most ``3 + P + 2 * MAX_EVENT_CHECKS`` requests, P the pages of
-  1,000 devices (per group listed).
+  1,000 devices (per group listed). After a cancel the wave stages no device, so its failed devices are
+  read among the devices below its version in the scopes it rolled out to, online or not, at the same two
+  requests each and the same cap (``wavedevices.py``).
 
 "Failed" is defined on data the real API gives (../shared-style notes, fioctl @ 9b0a6e7e):
 

@@ -17,6 +17,13 @@ Requests for one wave (``FactoryClient.requests`` counts them):
 
 So at most ``2 + P + 2 * MAX_EVENT_CHECKS``, and with a good build far fewer: updated and offline
 devices cost nothing beyond their page.
+
+After a cancel no device is staged any more (``is-wave`` is false for all), so the wave's failures
+are read from the update history instead: the devices of the scopes its rollouts named (its groups;
+the whole tag once a rollout was factory-wide) that are below its version, online or not, cost the
+same two requests each (at most ``MAX_EVENT_CHECKS``), and one whose newest update, to the wave
+version, reported a failed event is *failed*; the devices left on its version are *left*.
+``--offline`` and ``--pending`` read no events: a canceled wave has no such devices.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ def classify_devices(
     client: FactoryClient, wave: ObservedWave, only: str | None, warn: Callable[[str], None]
 ) -> list[DeviceRow]:
     """The devices ``wave`` is about that are not on its version (or, with ``only``, in that one state)."""
+    if wave.status is WaveStatus.CANCELED:
+        return _after_cancel(client, wave, only, warn)
     devices = _reached_devices(client, wave)
     now = client.server_now()
     check = [d for d in devices if only != "offline" and needs_events(wave, d, now, OFFLINE_THRESHOLD)]
@@ -80,12 +89,51 @@ def count_failures(client: FactoryClient, wave: ObservedWave) -> WaveFailures:
     )
 
 
+def _after_cancel(
+    client: FactoryClient, wave: ObservedWave, only: str | None, warn: Callable[[str], None]
+) -> list[DeviceRow]:
+    """A canceled wave's devices: left on its version, or failed to install it (module docstring). The
+    failed ones stay listed after the cancel, which is when someone asks why the wave was canceled."""
+    devices = _listed_devices(client, wave)
+    groups = {e.group for e in wave.history}
+    everywhere = any(e.factory_wide or not e.group for e in wave.history)
+    tried = [
+        d
+        for d in devices
+        if only in (None, "failed")
+        and (d.version is None or d.version < wave.version)
+        and (everywhere or d.group in groups)
+    ]
+    if len(tried) > MAX_EVENT_CHECKS:
+        warn(
+            f"warning: read the update events of {MAX_EVENT_CHECKS} of the {len(tried)} devices below version "
+            f"{wave.version} the canceled wave may have reached; the others are not listed"
+        )
+    last = _last_updates(client, tried[:MAX_EVENT_CHECKS])
+    rows: list[DeviceRow] = []
+    for device in devices:
+        update = last.get(device.uuid)
+        if reached(wave, device):
+            row = DeviceRow(device, "left", update)
+        elif update is not None and update.failed and update.version == str(wave.version):
+            row = DeviceRow(device, "failed", update)
+        else:
+            continue
+        if only in (None, row.state):
+            rows.append(row)
+    return rows
+
+
 def _reached_devices(client: FactoryClient, wave: ObservedWave) -> list[DeviceFacts]:
+    return [d for d in _listed_devices(client, wave) if reached(wave, d)]
+
+
+def _listed_devices(client: FactoryClient, wave: ObservedWave) -> list[DeviceFacts]:
     versions = _target_versions(client, wave)
     devices: list[DeviceFacts] = []
     for filters in _device_lists(wave):
         for page, _ in client.device_pages(filters):
-            devices.extend(d for d in map(functools.partial(parse_device_facts, versions), page) if reached(wave, d))
+            devices.extend(map(functools.partial(parse_device_facts, versions), page))
     return devices
 
 

@@ -23,6 +23,7 @@ from reconciler.core import (
     ScopeCounts,
     StatusReport,
     WaveReport,
+    WaveStatus,
     counted,
     format_duration,
     gate_text,
@@ -253,7 +254,19 @@ def _last_update(row: DeviceRow) -> str:
     return f"{result}: {last.target or last.version} at {iso(last.at_utc) or last.at}"
 
 
+def list_note(wave: ObservedWave) -> str | None:
+    """What the list holds when that is not "the devices not on its version": after a cancel the wave stages
+    no device, so a count that drops to the failed alone would read as if the failures had gone away."""
+    if wave.status is not WaveStatus.CANCELED:
+        return None
+    return (
+        f"After the cancel: the devices left on version {wave.version} (left) and those whose newest update, "
+        f"to version {wave.version}, failed (failed), online or not; no device is pending or offline any more."
+    )
+
+
 def devices(wave: ObservedWave, rows: list[DeviceRow], now: datetime, output_format: str) -> str:
+    note = list_note(wave)
     if output_format == "json":
         return json.dumps(
             {
@@ -263,6 +276,7 @@ def devices(wave: ObservedWave, rows: list[DeviceRow], now: datetime, output_for
                 "tag": wave.tag,
                 "status": wave.status,
                 "now": iso(now),
+                "note": note,
                 "devices": [
                     {
                         "uuid": r.device.uuid,
@@ -301,6 +315,7 @@ def devices(wave: ObservedWave, rows: list[DeviceRow], now: datetime, output_for
         out = [
             f"### Devices of wave {md_code(wave.name)} (version {wave.version}, {wave.status}): {counted(len(rows), 'device')}",
             "",
+            *([md_text(note), ""] if note else []),
             "| " + " | ".join(h.title() for h in DEVICE_HEADER) + " |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -310,4 +325,4 @@ def devices(wave: ObservedWave, rows: list[DeviceRow], now: datetime, output_for
         f"Wave {wave.name} (version {wave.version}, tag {wave.tag}, {wave.status}), now {iso(now)}: "
         f"{counted(len(rows), 'device')}"
     )
-    return "\n".join([title, *(table(DEVICE_HEADER, cells, indent="") if rows else [])])
+    return "\n".join([title, *([note] if note else []), *(table(DEVICE_HEADER, cells, indent="") if rows else [])])
