@@ -378,11 +378,18 @@ def test_cancel_wins_over_complete_and_says_what_stays_behind(release_repo, fact
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE + "complete:\n  wait: 48h\ncancel: true\n"}, "stop it now")
     code, out, err = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
     assert code == 2
-    assert "rel-46.yaml:9:1: warning: cancel: true wins: the complete block is ignored" in err
+    warning = "rel-46.yaml:9:1: warning: cancel: true wins: the complete block is ignored"
+    assert warning in out
     assert (
         "- cancel   rel-46  9 devices stay on 46 (orphans: a version no longer offered), 391 keep production version 40"
     ) in out
     code, out, err = run(release_repo, factory_dir)
     assert code == 0
-    assert "- cancel rel-46 (9 devices stay on 46" in err
+    assert (
+        "  - cancel rel-46: canceled; 9 devices stay on 46 (orphans: a version no longer offered), 391 keep "
+        "production version 40\n"
+    ) in err, "what stays behind, once"
     assert waves(factory_dir)["rel-46"]["status"] == "canceled"
+    code, out, err = run(release_repo, factory_dir)
+    assert code == 0 and "No changes" in out
+    assert "cancel: true wins" not in out + err, "once canceled, the complete block no longer matters"
