@@ -255,8 +255,10 @@ def test_an_error_holds_its_wave_while_other_tags_apply(release_repo, factory_di
     assert plan["held"] == [
         {"wave": "rel-46", "tag": "production", "reason": f"1 error, the first at {release_repo / 'rel-46.yaml'}:9:13"}
     ]
-    assert "Apply incomplete: 2 done, 0 already done, 0 failed, 0 held." in err
-    assert "held: wave 'rel-46' (tag production) and the later steps of its tag: 1 error" in err
+    assert (
+        "Apply incomplete: 2 done, 0 already done, 0 failed, 1 held.\nheld: wave 'rel-46' (tag production) and the "
+        "later steps of its tag: 1 error" in err
+    ), "the summary counts the held wave it lists"
     assert set(waves(factory_dir)) == {"lab-46"}
 
 
