@@ -92,6 +92,25 @@ def test_a_freeze_in_the_repository_file_holds_completes_but_never_a_cancel(rele
     assert waves(factory_dir)["rel-46"]["status"] == "canceled"
 
 
+def test_a_chain_of_freezes_names_each_freeze_that_holds_the_step(release_repo, factory_dir):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "46 to canary")
+    assert run(release_repo, factory_dir)[0] == 0
+    audit = POLICY + (
+        "freezes:\n  - from: 2026-11-01\n    until: 2026-11-03\n    reason: fleet audit\n    timezone: Europe/Berlin\n"
+    )
+    own = (
+        "freezes:\n  - from: 2026-11-04\n    until: 2026-11-05\n    reason: launch week\n    timezone: Europe/Berlin\n"
+    )
+    commit(release_repo, {"reconcile.yaml": audit, "rel-46.yaml": CANARY_WAVE + "complete: true\n" + own}, "freezes")
+    code, out, err = run(release_repo, factory_dir, "--dry-run", "--detailed-exitcode")
+    assert code == 0, out + err
+    assert (
+        f"* complete rel-46\n      blocked: frozen until Wed 2026-11-04 00:00 CET: fleet audit "
+        f"({release_repo}/reconcile.yaml:4:5); then frozen until Fri 2026-11-06 00:00 CET: launch week "
+        f"({release_repo}/rel-46.yaml:11:5); allowed again Fri 2026-11-06 00:00 CET = 2026-11-05T23:00:00Z\n"
+    ) in out
+
+
 def test_a_wave_of_its_own_window_goes_through_the_repository_window_but_not_its_freeze(release_repo, factory_dir):
     policy = POLICY + OFFICE_HOURS + "freezes:\n  - from: 2026-11-01T12:00:00Z\n    until: 2026-11-02\n    reason: r\n"
     hotfix = CANARY_WAVE + "windows: []\n"

@@ -203,15 +203,16 @@ def open_session(client: FactoryClient, repository: str | None, say: Say, *, wri
 
 
 def summary(plan: Plan, result: ApplyResult, say: Say) -> bool:
-    """What the apply did, for the log; True when every step was done and the plan had no errors."""
+    """What the apply did, for the log; True when every step was done and the plan had no errors.
+
+    The count of held things is the number of ``held:`` lines that follow: each wave an error holds (with
+    the later steps of its tag) and each step held during the apply."""
     done, already = len(result.of(Outcome.DONE)), len(result.of(Outcome.ALREADY_DONE))
     if result.ok and not plan.errors:
         say(f"Apply complete: {done} done, {already} already done.")
         return True
-    say(
-        f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, "
-        f"{len(result.of(Outcome.HELD))} held."
-    )
+    held = len(plan.held) + len(result.of(Outcome.HELD))
+    say(f"Apply incomplete: {done} done, {already} already done, {len(result.of(Outcome.FAILED))} failed, {held} held.")
     for failed in result.of(Outcome.FAILED):
         say(f"{failed.step.describe()} failed: {failed.message}", error=True)
     for wave in plan.held:

@@ -132,6 +132,9 @@ class WaveSpec:
     phases: tuple[PhaseSpec, ...] = ()
     complete: CompleteSpec | None = None  # None: stay active after the phases
     cancel: bool = False
+    # A complete block written beside cancel: true, which cancel wins over: the plan warns while the cancel
+    # is still to do (not on every run after it, when the block no longer matters).
+    ignored_complete: Location | None = None
     on_failure: OnFailure = OnFailure.HALT  # when a failure bound (require.failed) is exceeded
     positions: dict[str, Location] = field(default_factory=dict, compare=False)  # top-level key -> its value
     schedule: Schedule = field(

@@ -142,29 +142,58 @@ class Schedule:
         return None
 
     def hold(self, now: datetime) -> Hold | None:
-        """Why a rollout or complete may not run at ``now``, and when it may; None when it may."""
+        """Why a rollout or complete may not run at ``now``, and when it may; None when it may.
+
+        The reason names, in order, every freeze and every stretch outside the windows that keeps the
+        step waiting until the next opening: a freeze that ends inside another, or a night before the
+        wave's own freeze, is as much a cause of the wait as the first freeze."""
         if self.allows(now):
             return None
         opens = self.next_open(now)
-        freezes = sorted((f for f in self.freezes if f.contains(now)), key=lambda f: f.end, reverse=True)
-        if freezes:
-            freeze = freezes[0]
-            why = f"frozen until {_local(freeze.end, freeze.zone)}: {freeze.reason}"
-            if freeze.where:
-                why += f" ({freeze.where})"
-        else:
-            # Each window with where it is written: the wave's manifest or a reconcile.yaml to edit.
-            why = (
-                "outside the rollout windows ("
-                + "; ".join(w.describe() + (f" at {w.where}" if w.where else "") for w in self.windows)
-                + ")"
-            )
+        why = "; then ".join(self._causes(now, opens))
         if opens is None:
             return Hold(f"{why}; no window ever opens", None)
         window = next((w for w in self.windows if w.contains(opens)), None)
-        zone = window.zone if window is not None else freezes[0].zone if freezes else timezone.utc
+        last = next((f for f in self.freezes if f.end == opens), None)
+        zone = window.zone if window is not None else last.zone if last is not None else timezone.utc
         what = "the next window opens" if window is not None else "allowed again"
         return Hold(f"{why}; {what} {_local(opens, zone)}{_also_utc(opens, zone)}", opens)
+
+    def _causes(self, now: datetime, opens: datetime | None) -> list[str]:
+        """What holds a step from ``now`` to ``opens`` (None: as far as the freezes reach), in order: each
+        freeze that extends the wait, with where it is written, and the windows (each window once, with
+        where it is written, the first time they hold it). Each round passes a freeze or reaches the next
+        instant a window or freeze may change, so the rounds are bounded by the freezes and the windows."""
+        causes: list[str] = []
+        at = now
+        windows_named = False
+        for _ in range(2 * len(self.freezes) + 2 * len(self.windows) + 4):
+            if opens is not None and at >= opens:
+                break
+            covering = [f for f in self.freezes if f.contains(at)]
+            if covering:
+                freeze = max(covering, key=lambda f: f.end)
+                text = f"frozen until {_local(freeze.end, freeze.zone)}: {freeze.reason}"
+                causes.append(text + (f" ({freeze.where})" if freeze.where else ""))
+                at = freeze.end
+                continue
+            if not self.windows or self.allows(at):
+                break
+            if windows_named:
+                causes.append("outside the rollout windows")
+            else:
+                # Each window with where it is written: the wave's manifest or a reconcile.yaml to edit.
+                listed = "; ".join(w.describe() + (f" at {w.where}" if w.where else "") for w in self.windows)
+                causes.append(f"outside the rollout windows ({listed})")
+                windows_named = True
+            end = at + _SEARCH_BEYOND
+            changes = {f.start for f in self.freezes if at < f.start <= end}
+            for window in self.windows:
+                changes |= {c for c in window.openings(at, end) if window.contains(c)}
+            if not changes:
+                break
+            at = min(changes)
+        return causes
 
 
 @dataclass(frozen=True)

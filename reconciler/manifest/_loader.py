@@ -277,17 +277,10 @@ class _WaveReader:
             self.error(("prune", prune.index(target)), f"prune lists the wave's own target {target}")
         phases = self.phases(self.get(data, (), "phases", list) or [])
         complete = data.get("complete", False)
+        ignored_complete = None
         if data.get("cancel") is True and complete is not False:
-            where = Location(self.document.file, *position(self.document.key_node((), "complete")))
-            self.run.warnings.append(
-                Problem(
-                    where.file,
-                    where.line,
-                    where.col,
-                    "cancel: true wins: the complete block is ignored",
-                    Severity.WARNING,
-                )
-            )
+            # The planner warns while the cancel is to do: once canceled, the block no longer matters.
+            ignored_complete = Location(self.document.file, *position(self.document.key_node((), "complete")))
             complete = False
         complete_gate = self.gate(complete, ("complete",)) if isinstance(complete, dict) else Gate()
         if expires_in and "expiresAt" not in data and data.get("cancel") is not True:
@@ -315,6 +308,7 @@ class _WaveReader:
                 complete_gate, Location(self.document.file, *position(self.document.key_node((), "complete")))
             ),
             cancel=data.get("cancel", False),
+            ignored_complete=ignored_complete,
             on_failure=OnFailure(data.get("onFailure", OnFailure.HALT)),
             positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
             schedule=schedule,

@@ -128,6 +128,7 @@ def test_cancel_says_what_stays_behind():
     )
     (op,) = build_plan([spec], state).operations
     assert isinstance(op, CancelOp) and op.ready
-    assert op.describe() == (
-        "cancel v46 (9 devices stay on 46 (orphans: a version no longer offered), 391 keep production version 40)"
+    assert op.leaves_behind() == (
+        "9 devices stay on 46 (orphans: a version no longer offered), 391 keep production version 40"
     )
+    assert op.describe() == "cancel v46", "the apply line adds what stays behind once, after the outcome"

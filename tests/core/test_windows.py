@@ -129,9 +129,10 @@ def test_a_freeze_holds_inside_a_window_and_the_next_opening_is_after_it():
     hold = schedule.hold(utc(2026, 12, 22, 10))  # a Tuesday, inside the window
     assert hold is not None and hold.opens_at == utc(2027, 1, 7, 8)
     assert hold.reason == (
-        "frozen until Thu 2027-01-07 00:00 CET: year-end freeze (reconcile.yaml:9:5); the next "
-        "window opens Thu 2027-01-07 09:00 CET = 2027-01-07T08:00:00Z"
-    )
+        "frozen until Thu 2027-01-07 00:00 CET: year-end freeze (reconcile.yaml:9:5); then outside the rollout "
+        "windows (Mon-Thu 09:00-16:00 Europe/Berlin at w.yaml:7:5); the next window opens Thu 2027-01-07 09:00 CET "
+        "= 2027-01-07T08:00:00Z"
+    ), "the night after the freeze waits for the window too, and the window is named"
     assert not schedule.allows(utc(2026, 12, 21, 8))  # Monday 09:00 CET, the freeze's first day
     assert schedule.allows(utc(2026, 12, 17, 8))  # the Thursday before it
 
@@ -147,6 +148,27 @@ def test_chained_freezes_hold_until_the_last_ends():
     first = Freeze(utc(2026, 12, 1), utc(2026, 12, 3), "one", UTC)
     second = Freeze(utc(2026, 12, 3), utc(2026, 12, 5), "two", UTC)
     assert Schedule((), (first, second)).next_open(utc(2026, 12, 2)) == utc(2026, 12, 5)
+
+
+def test_a_hold_names_every_freeze_and_window_of_the_wait_in_order():
+    first = Freeze(utc(2026, 12, 1), utc(2026, 12, 3), "one", UTC, "r.yaml:4:5")
+    inside = Freeze(utc(2026, 12, 1), utc(2026, 12, 2), "shadowed", UTC)  # ends inside the first: no cause
+    second = Freeze(utc(2026, 12, 3), utc(2026, 12, 5), "two", UTC, "w.yaml:9:5")
+    hold = Schedule((), (first, inside, second)).hold(utc(2026, 12, 1, 12))
+    assert hold is not None and hold.opens_at == utc(2026, 12, 5)
+    assert hold.reason == (
+        "frozen until Thu 2026-12-03 00:00 UTC: one (r.yaml:4:5); then frozen until Sat 2026-12-05 00:00 UTC: "
+        "two (w.yaml:9:5); allowed again Sat 2026-12-05 00:00 UTC"
+    )
+    # Sunday night, outside office hours; a freeze on Monday; the window opens on Tuesday.
+    monday = Freeze(day_start(date(2026, 11, 2), BERLIN), day_start(date(2026, 11, 3), BERLIN), "audit", BERLIN)
+    hold = Schedule((OFFICE,), (monday,)).hold(utc(2026, 11, 1, 20))
+    assert hold is not None and hold.opens_at == utc(2026, 11, 3, 8)
+    assert hold.reason == (
+        "outside the rollout windows (Mon-Thu 09:00-16:00 Europe/Berlin at w.yaml:7:5); then frozen until "
+        "Tue 2026-11-03 00:00 CET: audit; then outside the rollout windows; the next window opens "
+        "Tue 2026-11-03 09:00 CET = 2026-11-03T08:00:00Z"
+    )
 
 
 def test_an_empty_schedule_allows_everything():

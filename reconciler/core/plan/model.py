@@ -158,9 +158,6 @@ class CancelOp(_Step):
     keep_previous: int | None = None  # devices of the tag not on it: they keep the production version
     previous_version: int | None = None  # the tag's production version (None: the tag has none)
 
-    def describe(self) -> str:
-        return f"cancel {self.wave}" + (f" ({self.leaves_behind()})" if self.orphans is not None else "")
-
     def leaves_behind(self) -> str:
         """What a cancel leaves: ``12 devices stay on 46 (orphans), 388 keep production version 45``."""
         previous = (

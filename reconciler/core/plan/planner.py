@@ -233,6 +233,8 @@ class _Planner:
             return
         if spec.cancel:
             self._add(self._cancel(spec, wave, state))
+            if spec.ignored_complete is not None:
+                self._warn(spec.ignored_complete, "cancel: true wins: the complete block is ignored")
             state.busy_with = None
             return
         if drift:
