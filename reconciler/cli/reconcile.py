@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -90,7 +91,7 @@ class _Duration(_ParamType):
         return float(seconds)
 
 
-def _check_key_file(path: str) -> None:
+def _check_key_file(path: str, option: str = "--keys ") -> None:
     """--keys must name a regular file, refused at once otherwise: opening a FIFO or a device would
     wait for a writer forever (the archive loader opens without blocking and checks again)."""
     import stat
@@ -98,10 +99,18 @@ def _check_key_file(path: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise UserError(f"--keys {path}: {(exc.strerror or str(exc)).lower()}") from exc
+        raise UserError(f"{option}{path}: {(exc.strerror or str(exc)).lower()}") from exc
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise UserError(f"--keys {path} is {kind}: give the key archive file (targets.only.key.tgz)")
+        raise UserError(f"{option}{path} is {kind}: give the key archive file (targets.only.key.tgz)")
+
+
+def _keys_held(path: str) -> str:
+    """What a --keys archive holds (``ED25519 key 1f2e...``), read at once: an archive that cannot be read is
+    an error before anything else, even when no step of this run needs the key."""
+    from reconciler import signing
+
+    return signing.describe_keys(signing.archive_keys(signing.load_key_archive_file(path)))
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -202,7 +211,8 @@ def main(
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Other commands: `reconcile
     status` (the waves and their devices), `reconcile devices --tag TAG ... > uuids/canary.lst` (a UUID
-    file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository).
+    file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository), `reconcile
+    keys FILE` (the key ids a key archive holds).
     """
     terminal.disable_color(no_color)
     try:
@@ -222,6 +232,7 @@ def main(
             raise UserError("--without-key never uses a key: drop --keys and --signer")
         if keys:
             _check_key_file(keys)
+            _err(f"--keys {keys} holds {_keys_held(keys)}")
         if detailed_exitcode and not dry_run:
             raise UserError("--detailed-exitcode works with --dry-run")
         options = RunOptions(
@@ -381,12 +392,33 @@ def _devices(
     return EXIT_OK
 
 
+@click.command(cls=_Command, context_settings=_CONTEXT)
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def keys_command(archive: str, debug: bool) -> None:
+    """Show the keys a key archive (fioctl's targets.only.key.tgz) holds: each key's id and type, one a line.
+    The plan names the key ids a wave still needs a signature of; this says which archive holds which.
+    Never prints key material."""
+    try:
+        _check_key_file(archive, option="")
+        from reconciler import signing
+
+        for key in signing.archive_keys(signing.load_key_archive_file(archive)):
+            click.echo(f"{key.keyid}  {key.keytype}")
+    except ReconcilerError as exc:
+        if debug:
+            raise
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+
+
 # `reconcile NAME ...` runs NAME's own command, imported only when named (`reconcile --help` stays quick);
 # every other first argument is one of the main command's PATHS.
 SUBCOMMANDS: dict[str, Callable[[], click.Command]] = {
     "status": _status_command,
     "devices": lambda: devices,
     "init-repo": lambda: init_repo,
+    "keys": lambda: keys_command,
 }
 
 
@@ -527,7 +559,11 @@ def _plan_and_apply(
         planned = session.observe_and_plan(specs, only=only, waves=ahead[1] if ahead else None, keys=keys)
         if provenance_read is not None:
             provenance = provenance_read()
-        planned = session.count_devices(session.scope_keys(planned, keys))
+        try:
+            planned = session.count_devices(session.scope_keys(planned, keys))  # may read the key against root
+        except ReconcilerError as exc:
+            _json_error(options, planned.plan, provenance, diffs, exc)
+            raise
         plan = planned.plan
         applying = writes and plan.changes
         if options.output_format is not OutputFormat.JSON or not applying:
@@ -545,11 +581,26 @@ def _plan_and_apply(
         if not session.confirm(planned, assume_yes=options.assume_yes, reviewed=options.saved is not None):
             _err("apply canceled: nothing was applied", error=True)
             return EXIT_ERROR
-        result = session.apply(planned)
+        try:
+            result = session.apply(planned)
+        except ReconcilerError as exc:
+            _json_error(options, plan, provenance, diffs, exc)
+            raise
         if options.output_format is OutputFormat.JSON:
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
     return EXIT_OK if summary(plan, result, _err) else EXIT_ERROR
+
+
+def _json_error(
+    options: RunOptions, plan: Plan, provenance: dict[str, Any] | None, diffs: dict[str, str] | None, exc: Exception
+) -> None:
+    """An apply that stops with an error after planning still answers ``--format json`` on stdout: the plan
+    and the error (``error`` in schemas/plan.schema.json); the error line goes to stderr as always."""
+    if options.output_format is OutputFormat.JSON and options.mode is Mode.APPLY:
+        from reconciler.render import plan as render
+
+        click.echo(json.dumps({**render.to_dict(plan, provenance, diffs), "error": {"message": str(exc)}}, indent=2))
 
 
 def _rendered(
