@@ -23,7 +23,7 @@ import click
 from reconciler import terminal
 from reconciler.cli import options as cliopts
 from reconciler.cli.options import Mode, OutputFormat, RunOptions
-from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
+from reconciler.errors import ReconcilerError, Severity, UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
@@ -63,6 +63,51 @@ class _Command(terminal.OneLineUsage):
             command = SUBCOMMANDS[argv[0]]()
             return command.main(args=argv[1:], prog_name=f"{prog_name or 'reconcile'} {argv[0]}", **extra)
         return super().main(args=argv, prog_name=prog_name, **extra)
+
+
+class _Root(_Command):
+    """The main command, whose first argument may also name a subcommand: shell completion offers the
+    subcommands' names with the paths and completes a subcommand's own options, and a first argument that
+    is no file but close to a subcommand's name is a mistake that names it (``reconcile statu``)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        if extra.get("resilient_parsing") and args[:1] and args[0] in SUBCOMMANDS:
+            # shell completion (the only resilient parse): `reconcile status --<TAB>` completes status's options
+            command = SUBCOMMANDS[args[0]]()
+            return command.make_context(f"{info_name} {args[0]}", args[1:], parent, **extra)
+        return super().make_context(info_name, args, parent, **extra)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else ""
+        if not ctx.resilient_parsing and not first.startswith("-") and (mistake := _subcommand_typo(first)):
+            raise terminal.UsageMistake(mistake, ctx)  # before click's "no such option" for the subcommand's options
+        return super().parse_args(ctx, args)
+
+
+def _subcommand_typo(path: str) -> str | None:
+    """A PATH that does not exist and is close to a subcommand's name (difflib): the mistake that says so."""
+    if not path or os.path.lexists(path):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(path, SUBCOMMANDS, n=1, cutoff=0.6)
+    return f"{path}: no such file or directory; did you mean 'reconcile {close[0]}'?" if close else None
+
+
+def _complete_paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """PATHS, and before the first path the subcommands' names: ``reconcile st<TAB>`` offers ``status``.
+    With a name to offer, the files are listed here too (a shell shows only one kind otherwise)."""
+    from click.shell_completion import CompletionItem
+
+    names = [] if ctx.params.get("paths") else [name for name in SUBCOMMANDS if name.startswith(incomplete)]
+    if not names:
+        return [CompletionItem(incomplete, type="file")]
+    import glob
+
+    files = sorted(path + os.sep if os.path.isdir(path) else path for path in glob.glob(f"{glob.escape(incomplete)}*"))
+    return [CompletionItem(name) for name in [*names, *files]]
 
 
 if TYPE_CHECKING:
@@ -116,8 +161,8 @@ def _keys_held(path: str) -> str:
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.command(cls=_Command, context_settings=_CONTEXT)
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.command(cls=_Root, context_settings=_CONTEXT)
+@click.argument("paths", nargs=-1, type=click.Path(), shell_complete=_complete_paths)
 @click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
 @click.option("--check", is_flag=True, help="Validate the manifests only; no backend.")
 @click.option(
@@ -226,6 +271,8 @@ def main(
             saved = load_saved_plan(plan_file)
             paths = paths or saved.paths
         paths_given = list(paths) or ["."]
+        if not rev and (mistake := next(filter(None, map(_subcommand_typo, paths)), None)):
+            raise UserError(mistake)
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
         if without_key and (keys or signer_uri):
@@ -454,9 +501,11 @@ def _captured_run(paths: list[str], options: RunOptions) -> str:
 
 
 def _report(exc: ReconcilerError) -> None:
+    """Every error line starts with ``error:`` (README); a manifest problem keeps its ``file:line:col:`` first,
+    as compilers print it, and one without a position (a path that does not exist) gets the prefix."""
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
-            _err(str(problem))
+            _err(str(problem), error=not problem.file and problem.severity is Severity.ERROR)
         if exc.more:
             _err(exc.more)
     else:
