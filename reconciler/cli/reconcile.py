@@ -341,6 +341,9 @@ def init_repo(directory: str, factory: str, action: str | None) -> None:
         sys.exit(EXIT_ERROR)
     for path in written:
         click.echo(printable(f"wrote {path}"))
+    initialized = initrepo.git_init(Path(directory))
+    if initialized:
+        click.echo(printable(f"initialized a git repository in {directory} (git init)"))
     if action and (warning := initrepo.pin_warning(action)):
         _err(f"warning: {warning}")
     if not action:
@@ -348,6 +351,8 @@ def init_repo(directory: str, factory: str, action: str | None) -> None:
             f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
             "and a full commit SHA (or rerun with --action)"
         )
+    for line in initrepo.next_steps(Path(directory), factory, initialized):
+        _err(line)
 
 
 @click.command(cls=_Command, context_settings=_CONTEXT)
