@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
-from tests.helpers.e2e import reconcile
+from reconciler.localfactory.cli import main as factory_main
+from tests.helpers.e2e import git, reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -19,13 +22,14 @@ def test_init_repo_writes_a_repository_that_checks_and_a_workflow_github_accepts
     repo = tmp_path / "acme-releases"
     code, out, err = reconcile("init-repo", str(repo), "--factory", "acme", "--action", f"acme/reconciler@{SHA}")
     assert code == 0, err
-    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
+    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts) == [
         ".github/workflows/release.yml",
+        ".gitignore",
         "README.md",
         "releases/first-wave.yaml",
         "schemas/wave.schema.json",
     ]
-    assert out.count("wrote ") == 4 and err == ""
+    assert out.count("wrote ") == 5 and "warning" not in err and "error" not in err
 
     manifest = (repo / "releases/first-wave.yaml").read_text()
     first = manifest.splitlines()[0]
@@ -107,3 +111,32 @@ def test_an_action_with_a_trailing_newline_is_refused(tmp_path):
     )
     assert code == 1 and "must name where action.yml lives" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_repository_is_a_git_repository_and_the_printed_first_plan_shows_the_example_wave(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = reconcile("init-repo", "acme-releases", "--factory", "acme")
+    assert code == 0, err
+    assert "initialized a git repository in acme-releases (git init)" in out.splitlines()
+    assert git(tmp_path / "acme-releases", "rev-parse", "--show-toplevel").strip() == str(tmp_path / "acme-releases")
+    commands = [line.strip() for line in err.splitlines() if line.startswith("  ")]
+    assert commands == [
+        "reconcile-factory --local acme-releases/.demo-factory init --demo --name acme",
+        "reconcile --dry-run --local acme-releases/.demo-factory acme-releases/releases",
+    ]
+    assert "next: an apply reads committed manifests: git -C acme-releases add -A && git -C acme-releases commit" in err
+
+    # the commands as printed: the demo factory, then the plan, which shows the example wave ready
+    made = CliRunner().invoke(factory_main, shlex.split(commands[0])[1:])
+    assert made.exit_code == 0, made.output
+    code, out, err = reconcile(*shlex.split(commands[1])[1:])
+    assert code == 0, err
+    assert "+ init     first-wave  target 41, tag production" in out and "skipped" not in out
+    assert "Plan: 1 to init, 1 to roll out" in out
+    assert git(tmp_path / "acme-releases", "status", "--porcelain", "--ignored=no").count(".demo-factory") == 0
+
+
+def test_inside_a_git_work_tree_it_runs_no_git_init(release_repo):
+    code, out, _ = reconcile("init-repo", str(release_repo / "ops"), "--factory", "acme")
+    assert code == 0 and "git init" not in out
+    assert not (release_repo / "ops" / ".git").exists()

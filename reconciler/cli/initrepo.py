@@ -5,16 +5,23 @@ points at a vendored copy of the wave schema, so editors complete and explain ev
 no network and no version drift), the release workflow of ``examples/workflows/`` and a short
 README for the team. Nothing is overwritten: every target is checked before the first write,
 and one that exists stops the command with nothing written.
+
+The repository works at once: ``git init`` when DIR is in no git work tree yet (an apply reads committed
+manifests), and ``next_steps`` prints the commands of a first plan that shows the example wave, against a
+local demo factory of the repository's factory name (the first wave's target, 41, is one of its builds).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 from reconciler.errors import UserError
 from reconciler.resources import schema_path, workflow_template_path
 
+DEMO_FACTORY = ".demo-factory"  # in the repository, ignored by git: where next_steps puts a local demo factory
 _FACTORY = re.compile(r"^[a-zA-Z0-9_.-]+$")
 # owner/repo[/path]@ref: where action.yml lives, e.g. acme/reconciler@<40-hex commit>.
 # Matched whole (``fullmatch``): ``$`` alone would accept a trailing newline and write broken YAML.
@@ -52,7 +59,7 @@ apiVersion: reconciler/v1
 kind: Wave
 name: first-wave             # unique in the factory and never reused: name it after the build
 factory: {factory}           # runs for another factory skip this file
-target: 1                    # CHANGE: the CI build (target version) to promote
+target: 41                   # CHANGE: the CI build (target version) to promote (41: a demo factory's build)
 tag: production              # the production device tag the devices follow
 # sourceTag: main            # only CI targets of this tag
 # expires: 365d              # how long the signed targets stay valid
@@ -132,6 +139,7 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
         Path(".github/workflows/release.yml"): workflow,
         Path("README.md"): README.format(factory=factory, action_repo=action_repo, pin_note=pin_note),
     }
+    files[Path(".gitignore")] = f"/{DEMO_FACTORY}/\n"  # the local demo factory of next_steps, never committed
     existing = [str(directory / path) for path in files if (directory / path).exists()]
     if existing:
         one = len(existing) == 1
@@ -146,3 +154,38 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
         target.write_text(text, encoding="utf-8")
         written.append(target)
     return written
+
+
+def git_init(directory: Path) -> bool | None:
+    """``git init`` in ``directory`` unless it is inside a git work tree already (False). None: no git to run,
+    and ``next_steps`` says to run it."""
+    try:
+        inside = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "--is-inside-work-tree"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if inside.returncode == 0 and inside.stdout.strip() == "true":
+            return False
+        subprocess.run(["git", "init", "-q", str(directory)], capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return True
+
+
+def next_steps(directory: Path, factory: str, initialized: bool | None) -> list[str]:
+    """The exact commands of a first plan (against a local demo factory named ``factory``: no account, no
+    token) and of the first commit, for the person who ran init-repo; each line works as printed."""
+    local = shlex.quote(str(directory / DEMO_FACTORY))
+    releases = shlex.quote(str(directory / "releases"))
+    repo = shlex.quote(str(directory))
+    lines = [] if initialized is not None else [f"next: make it a git repository: git init {repo}"]
+    return [
+        *lines,
+        f"next: a first plan against a local demo factory named {factory!r} (no account needed):",
+        f"  reconcile-factory --local {local} init --demo --name {shlex.quote(factory)}",
+        f"  reconcile --dry-run --local {local} {releases}",
+        f"next: an apply reads committed manifests: git -C {repo} add -A && git -C {repo} commit -m 'First wave'",
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ import click
 from reconciler import terminal
 from reconciler.cli import options as cliopts
 from reconciler.cli.options import Mode, OutputFormat, RunOptions
-from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
+from reconciler.errors import ReconcilerError, Severity, UserError, ValidationFailed, more_line
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
@@ -64,6 +65,51 @@ class _Command(terminal.OneLineUsage):
         return super().main(args=argv, prog_name=prog_name, **extra)
 
 
+class _Root(_Command):
+    """The main command, whose first argument may also name a subcommand: shell completion offers the
+    subcommands' names with the paths and completes a subcommand's own options, and a first argument that
+    is no file but close to a subcommand's name is a mistake that names it (``reconcile statu``)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        if extra.get("resilient_parsing") and args[:1] and args[0] in SUBCOMMANDS:
+            # shell completion (the only resilient parse): `reconcile status --<TAB>` completes status's options
+            command = SUBCOMMANDS[args[0]]()
+            return command.make_context(f"{info_name} {args[0]}", args[1:], parent, **extra)
+        return super().make_context(info_name, args, parent, **extra)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else ""
+        if not ctx.resilient_parsing and not first.startswith("-") and (mistake := _subcommand_typo(first)):
+            raise terminal.UsageMistake(mistake, ctx)  # before click's "no such option" for the subcommand's options
+        return super().parse_args(ctx, args)
+
+
+def _subcommand_typo(path: str) -> str | None:
+    """A PATH that does not exist and is close to a subcommand's name (difflib): the mistake that says so."""
+    if not path or os.path.lexists(path):
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(path, SUBCOMMANDS, n=1, cutoff=0.6)
+    return f"{path}: no such file or directory; did you mean 'reconcile {close[0]}'?" if close else None
+
+
+def _complete_paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """PATHS, and before the first path the subcommands' names: ``reconcile st<TAB>`` offers ``status``.
+    With a name to offer, the files are listed here too (a shell shows only one kind otherwise)."""
+    from click.shell_completion import CompletionItem
+
+    names = [] if ctx.params.get("paths") else [name for name in SUBCOMMANDS if name.startswith(incomplete)]
+    if not names:
+        return [CompletionItem(incomplete, type="file")]
+    import glob
+
+    files = sorted(path + os.sep if os.path.isdir(path) else path for path in glob.glob(f"{glob.escape(incomplete)}*"))
+    return [CompletionItem(name) for name in [*names, *files]]
+
+
 if TYPE_CHECKING:
     _ParamType = click.ParamType[float, object]
 else:
@@ -90,7 +136,7 @@ class _Duration(_ParamType):
         return float(seconds)
 
 
-def _check_key_file(path: str) -> None:
+def _check_key_file(path: str, option: str = "--keys ") -> None:
     """--keys must name a regular file, refused at once otherwise: opening a FIFO or a device would
     wait for a writer forever (the archive loader opens without blocking and checks again)."""
     import stat
@@ -98,17 +144,25 @@ def _check_key_file(path: str) -> None:
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise UserError(f"--keys {path}: {(exc.strerror or str(exc)).lower()}") from exc
+        raise UserError(f"{option}{path}: {(exc.strerror or str(exc)).lower()}") from exc
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise UserError(f"--keys {path} is {kind}: give the key archive file (targets.only.key.tgz)")
+        raise UserError(f"{option}{path} is {kind}: give the key archive file (targets.only.key.tgz)")
+
+
+def _keys_held(path: str) -> str:
+    """What a --keys archive holds (``ED25519 key 1f2e...``), read at once: an archive that cannot be read is
+    an error before anything else, even when no step of this run needs the key."""
+    from reconciler import signing
+
+    return signing.describe_keys(signing.archive_keys(signing.load_key_archive_file(path)))
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.command(cls=_Command, context_settings=_CONTEXT)
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.command(cls=_Root, context_settings=_CONTEXT)
+@click.argument("paths", nargs=-1, type=click.Path(), shell_complete=_complete_paths)
 @click.option("--dry-run", is_flag=True, help="Plan only: no keys needed, never writes.")
 @click.option("--check", is_flag=True, help="Validate the manifests only; no backend.")
 @click.option(
@@ -214,7 +268,8 @@ def main(
 
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Other commands: `reconcile
     status` (the waves and their devices), `reconcile devices --tag TAG ... > uuids/canary.lst` (a UUID
-    file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository).
+    file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository), `reconcile
+    keys FILE` (the key ids a key archive holds).
     """
     terminal.disable_color(no_color)
     try:
@@ -228,12 +283,15 @@ def main(
             saved = load_saved_plan(plan_file)
             paths = paths or saved.paths
         paths_given = list(paths) or ["."]
+        if not rev and (mistake := next(filter(None, map(_subcommand_typo, paths)), None)):
+            raise UserError(mistake)
         if keys and signer_uri:
             raise UserError("give the offline key once: --keys FILE or --signer URI, not both")
         if without_key and (keys or signer_uri):
             raise UserError("--without-key never uses a key: drop --keys and --signer")
         if keys:
             _check_key_file(keys)
+            _err(f"--keys {keys} holds {_keys_held(keys)}")
         if force and not unlock:
             raise UserError("--force works with --unlock")
         if detailed_exitcode and not dry_run:
@@ -297,6 +355,9 @@ def init_repo(directory: str, factory: str, action: str | None) -> None:
         sys.exit(EXIT_ERROR)
     for path in written:
         click.echo(printable(f"wrote {path}"))
+    initialized = initrepo.git_init(Path(directory))
+    if initialized:
+        click.echo(printable(f"initialized a git repository in {directory} (git init)"))
     if action and (warning := initrepo.pin_warning(action)):
         _err(f"warning: {warning}")
     if not action:
@@ -304,6 +365,8 @@ def init_repo(directory: str, factory: str, action: str | None) -> None:
             f"next: replace {initrepo.ACTION_PLACEHOLDER} in .github/workflows/release.yml with the action's repository "
             "and a full commit SHA (or rerun with --action)"
         )
+    for line in initrepo.next_steps(Path(directory), factory, initialized):
+        _err(line)
 
 
 @click.command(cls=_Command, context_settings=_CONTEXT)
@@ -402,12 +465,33 @@ def _devices(
     return EXIT_OK
 
 
+@click.command(cls=_Command, context_settings=_CONTEXT)
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def keys_command(archive: str, debug: bool) -> None:
+    """Show the keys a key archive (fioctl's targets.only.key.tgz) holds: each key's id and type, one a line.
+    The plan names the key ids a wave still needs a signature of; this says which archive holds which.
+    Never prints key material."""
+    try:
+        _check_key_file(archive, option="")
+        from reconciler import signing
+
+        for key in signing.archive_keys(signing.load_key_archive_file(archive)):
+            click.echo(f"{key.keyid}  {key.keytype}")
+    except ReconcilerError as exc:
+        if debug:
+            raise
+        _report(exc)
+        sys.exit(EXIT_ERROR)
+
+
 # `reconcile NAME ...` runs NAME's own command, imported only when named (`reconcile --help` stays quick);
 # every other first argument is one of the main command's PATHS.
 SUBCOMMANDS: dict[str, Callable[[], click.Command]] = {
     "status": _status_command,
     "devices": lambda: devices,
     "init-repo": lambda: init_repo,
+    "keys": lambda: keys_command,
 }
 
 
@@ -443,9 +527,11 @@ def _captured_run(paths: list[str], options: RunOptions) -> str:
 
 
 def _report(exc: ReconcilerError) -> None:
+    """Every error line starts with ``error:`` (README); a manifest problem keeps its ``file:line:col:`` first,
+    as compilers print it, and one without a position (a path that does not exist) gets the prefix."""
     if isinstance(exc, ValidationFailed):
         for problem in exc.problems:
-            _err(str(problem))
+            _err(str(problem), error=not problem.file and problem.severity is Severity.ERROR)
         if exc.more:
             _err(exc.more)
     else:
@@ -548,7 +634,11 @@ def _plan_and_apply(
         planned = session.observe_and_plan(specs, only=only, waves=ahead[1] if ahead else None, keys=keys)
         if provenance_read is not None:
             provenance = provenance_read()
-        planned = session.count_devices(session.scope_keys(planned, keys))
+        try:
+            planned = session.count_devices(session.scope_keys(planned, keys))  # may read the key against root
+        except ReconcilerError as exc:
+            _json_error(options, planned.plan, provenance, diffs, exc)
+            raise
         plan = planned.plan
         applying = writes and plan.changes
         if options.output_format is not OutputFormat.JSON or not applying:
@@ -566,11 +656,26 @@ def _plan_and_apply(
         if not session.confirm(planned, assume_yes=options.assume_yes, reviewed=options.saved is not None):
             _err("apply canceled: nothing was applied", error=True)
             return EXIT_ERROR
-        result = session.apply(planned)
+        try:
+            result = session.apply(planned)
+        except ReconcilerError as exc:
+            _json_error(options, plan, provenance, diffs, exc)
+            raise
         if options.output_format is OutputFormat.JSON:
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
     return EXIT_OK if summary(plan, result, _err) else EXIT_ERROR
+
+
+def _json_error(
+    options: RunOptions, plan: Plan, provenance: dict[str, Any] | None, diffs: dict[str, str] | None, exc: Exception
+) -> None:
+    """An apply that stops with an error after planning still answers ``--format json`` on stdout: the plan
+    and the error (``error`` in schemas/plan.schema.json); the error line goes to stderr as always."""
+    if options.output_format is OutputFormat.JSON and options.mode is Mode.APPLY:
+        from reconciler.render import plan as render
+
+        click.echo(json.dumps({**render.to_dict(plan, provenance, diffs), "error": {"message": str(exc)}}, indent=2))
 
 
 def _rendered(

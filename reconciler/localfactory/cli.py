@@ -206,8 +206,8 @@ def init(
         f"Operator offline targets keys (production targets need all {len(result.keys_archives)} "
         f"signatures besides the online key's):"
     )
-    for n, archive in enumerate(result.keys_archives, start=1):
-        _say(f"  key {n}: {archive}")
+    for n, (archive, keyid) in enumerate(zip(result.keys_archives, result.key_ids, strict=True), start=1):
+        _say(f"  key {n}: {archive} (key id {keyid})")
 
 
 @main.command()

@@ -73,6 +73,7 @@ class InitResult:
     keys_archive: Path  # the first offline key's archive
     seconds: float
     keys_archives: tuple[Path, ...] = ()  # every offline key's archive, the first one first
+    key_ids: tuple[str, ...] = ()  # the key id each archive holds, in the same order (the plan names them)
 
 
 def key_archive_name(n: int) -> str:
@@ -193,7 +194,16 @@ def init_factory(
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
-    return InitResult(directory, name, devices_n, ci_devices, archives[0], time.perf_counter() - t0, tuple(archives))
+    return InitResult(
+        directory,
+        name,
+        devices_n,
+        ci_devices,
+        archives[0],
+        time.perf_counter() - t0,
+        tuple(archives),
+        tuple(pair.keyid for pair in offline),
+    )
 
 
 def _publish(tmp: Path, final: Path) -> None:

@@ -46,10 +46,12 @@ def key_archive_bytes(pairs: Sequence[KeyPair], role: str = "targets") -> bytes:
 
 class KeyArchive:
     """A key archive held in memory (entry name -> bytes). It is never extracted to disk and its
-    repr shows only how many entries it has."""
+    repr shows only how many entries it has. ``source`` names it in messages (``key archive PATH``,
+    or the environment variable that carried it), so an error says which archive it is about."""
 
-    def __init__(self, entries: dict[str, bytes]):
+    def __init__(self, entries: dict[str, bytes], source: str = "key archive"):
         self._entries = entries
+        self.source = source
 
     def __repr__(self) -> str:
         return f"KeyArchive({len(self._entries)} entries)"
@@ -62,39 +64,45 @@ class KeyArchive:
         """Every ``*.pub`` entry (fioctl matches on content, not on file names), parsed."""
         for name in self.names:
             if name.endswith(".pub"):
-                yield name, _parse_public_entry(name, self._entries[name])
+                yield name, _parse_public_entry(f"{self.source} entry {name}", self._entries[name])
 
     def private_entry(self, pub_name: str) -> tuple[str, Json]:
         """The ``.sec`` twin of a ``.pub`` entry: fioctl replaces the first ``.pub`` in the name."""
         sec_name = pub_name.replace(".pub", ".sec", 1)
         raw = self._entries.get(sec_name)
         if raw is None:
-            raise TufError(f"key archive has {pub_name} but not its private key {sec_name}")
+            raise TufError(f"{self.source} has {pub_name} but not its private key {sec_name}")
         try:
             doc = json.loads(raw)
         except ValueError:
             doc = None  # the parse error would quote the secret: drop it outside the except block
         if not isinstance(doc, dict) or not isinstance(doc.get("keyval"), dict):
-            raise TufError(f"key archive entry {sec_name} is not a private key in fioctl's JSON form")
+            raise TufError(f"{self.source} entry {sec_name} is not a private key in fioctl's JSON form")
         return sec_name, doc
 
 
-def _parse_public_entry(name: str, raw: bytes) -> Json:
+def _parse_public_entry(label: str, raw: bytes) -> Json:
     try:
         doc = json.loads(raw)
     except ValueError:
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("keyval"), dict):
-        raise TufError(f"key archive entry {name} is not a public key in fioctl's JSON form")
+        raise TufError(f"{label} is not a public key in fioctl's JSON form")
     return doc
 
 
-def load_key_archive(data: bytes) -> KeyArchive:
+def load_key_archive(data: bytes, source: str = "key archive") -> KeyArchive:
     """Read a fioctl key archive (gzip'd tar) in memory, refusing anything a key archive never has:
-    absolute or ``..`` paths, links, devices, duplicate names, oversized members or a gzip bomb."""
-    if len(data) > MAX_ARCHIVE_BYTES:
-        raise TufError(f"key archive is too large ({len(data)} bytes, limit {MAX_ARCHIVE_BYTES})")
-    return KeyArchive(_read_entries(_gunzip_bounded(data)))
+    absolute or ``..`` paths, links, devices, duplicate names, oversized members or a gzip bomb.
+    ``source`` names the archive in every message (``key archive PATH``)."""
+    try:
+        if len(data) > MAX_ARCHIVE_BYTES:
+            raise TufError(f"key archive is too large ({len(data)} bytes, limit {MAX_ARCHIVE_BYTES})")
+        return KeyArchive(_read_entries(_gunzip_bounded(data)), source)
+    except TufError as exc:
+        if source == "key archive":
+            raise
+        raise TufError(str(exc).replace("key archive", source, 1)) from None
 
 
 def _read_entries(tar_bytes: bytes) -> dict[str, bytes]:
@@ -127,7 +135,7 @@ def load_key_archive_b64(text: str, source: str = "key archive") -> KeyArchive:
         data = None
     if not data:
         raise TufError(f"{source} is not valid base64 (expected a base64-encoded targets.only.key.tgz)")
-    return load_key_archive(data)
+    return load_key_archive(data, source if source == "key archive" else f"key archive {source}")
 
 
 def load_key_archive_file(path: str | os.PathLike[str]) -> KeyArchive:
@@ -145,7 +153,7 @@ def load_key_archive_file(path: str | os.PathLike[str]) -> KeyArchive:
             data = f.read(MAX_ARCHIVE_BYTES + 1)
         except OSError as e:
             raise TufError(f"cannot read key archive {os.fspath(path)}: {e.strerror}") from None
-    return load_key_archive(data)
+    return load_key_archive(data, f"key archive {os.fspath(path)}")
 
 
 def _gunzip_bounded(data: bytes) -> bytes:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -33,6 +34,7 @@ from reconciler.signing._keys import (
     _root_signed,
     _shown_keytype,
     _spki_der,
+    key_id,
 )
 from reconciler.signing._verify import _signature_valid
 
@@ -145,9 +147,41 @@ def offline_keyids(root: JsonObject, online_public: JsonObject) -> list[str]:
     return candidates
 
 
+@dataclass(frozen=True)
+class ArchiveKey:
+    """One key a key archive holds: its Foundries key id and type (never its secret)."""
+
+    keyid: str
+    keytype: str
+
+    def __str__(self) -> str:
+        return f"{self.keytype} key {self.keyid}"
+
+
+def archive_keys(archive: KeyArchive) -> list[ArchiveKey]:
+    """Every key of ``archive``, each checked to be a whole pair (its ``.sec`` parses and matches its
+    ``.pub``): what ``--keys FILE`` holds, said before it is needed, and in every error about it."""
+    keys = []
+    for pub_name, pub in archive.public_entries():
+        sec_name, sec = archive.private_entry(pub_name)
+        _private_object(f"{archive.source} entry {sec_name}", sec, pub)
+        keys.append(ArchiveKey(key_id(pub), _keytype(pub)))
+    if not keys:
+        raise TufError(f"{archive.source} holds no keys (no *.pub entry): give a key archive from fioctl")
+    return keys
+
+
+def describe_keys(keys: Sequence[ArchiveKey]) -> str:
+    """``ED25519 key 1f2e...`` or ``2 keys: ED25519 key 1f2e..., RSA key 9a8b...`` for a message."""
+    if len(keys) == 1:
+        return str(keys[0])
+    return f"{len(keys)} keys: {', '.join(str(k) for k in keys)}"
+
+
 def find_offline_signer(root: JsonObject, archive: KeyArchive, online_public: JsonObject) -> TargetsSigner:
     """fioctl's FindOneTufSigner: exactly one private key in the archive must belong to one of
-    root's offline targets keys. Matching compares public key values, never file names."""
+    root's offline targets keys. Matching compares public key values, never file names. Every
+    refusal names the archive (``archive.source``) and what it holds."""
     signed = _root_signed(root)
     wanted = {_public_value(signed["keys"][kid]): kid for kid in offline_keyids(root, online_public)}
     found = []
@@ -159,16 +193,19 @@ def find_offline_signer(root: JsonObject, archive: KeyArchive, online_public: Js
         sec_name, sec = archive.private_entry(pub_name)
         if sec.get("keytype") != root_key.get("keytype"):
             raise TufError(
-                f"key type mismatch: {sec_name} is {_shown_keytype(sec.get('keytype'))} but root gives key {kid} "
-                f"as {root_key.get('keytype')!r}"
+                f"key type mismatch: {archive.source} entry {sec_name} is {_shown_keytype(sec.get('keytype'))} "
+                f"but root gives key {kid} as {root_key.get('keytype')!r}"
             )
-        found.append((kid, root_key, _private_object(f"key archive entry {sec_name}", sec, root_key)))
+        found.append((kid, root_key, _private_object(f"{archive.source} entry {sec_name}", sec, root_key)))
     if not found:
-        raise TufError(f"No private key found for key IDs: {sorted(wanted.values())}")
+        raise TufError(
+            f"No private key found for key IDs: {sorted(wanted.values())} in {archive.source}, which holds "
+            f"{describe_keys(archive_keys(archive))}; give the archive of one of those key IDs"
+        )
     if len(found) > 1:
         raise TufError(
-            f"Found more than one active private key for key IDs {sorted(k for k, _, _ in found)}: "
-            "this is unsupported and insecure"
+            f"Found more than one active private key for key IDs {sorted(k for k, _, _ in found)} in "
+            f"{archive.source}: this is unsupported and insecure"
         )
     kid, root_key, priv = found[0]
     from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]  # implicit re-export, see above
@@ -229,6 +266,10 @@ def _probe_uri_signer(
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise TufError(f"{uri} signs for more than one offline targets key; this is unsupported and insecure")
+        raise TufError(
+            f"{uri} signs for more than one offline targets key ({', '.join(m.keyid for m in matches)}); "
+            "this is unsupported and insecure"
+        )
     detail = f" ({'; '.join(dict.fromkeys(failures))})" if failures else ""
-    raise TufError(f"{uri} cannot sign for any offline targets key in root{detail}")
+    wanted = sorted(offline_keyids(root, online_public))
+    raise TufError(f"{uri} cannot sign for any offline targets key in root, key IDs {wanted}{detail}")

@@ -132,9 +132,42 @@ def test_rsa_pkcs1_archive_key():
 # --------------------------------------------------------------------------- matching errors
 
 
-def test_no_matching_private_key(keys):
-    with pytest.raises(TufError, match=rf"^No private key found for key IDs: \['{keys['offline'].keyid}'\]$"):
-        signer_from(keys, signing.key_archive_bytes([signing.generate_keypair(), keys["root_key"]]))
+def test_no_matching_private_key_names_the_archive_and_the_keys_it_holds(keys, tmp_path):
+    stranger = signing.generate_keypair()
+    path = tmp_path / "other-factory.tgz"
+    path.write_bytes(signing.key_archive_bytes([stranger, keys["root_key"]]))
+    with pytest.raises(TufError) as caught:
+        signing.find_offline_signer(keys["root"], signing.load_key_archive_file(path), keys["online"].public)
+    assert str(caught.value) == (
+        f"No private key found for key IDs: ['{keys['offline'].keyid}'] in key archive {path}, which holds "
+        f"2 keys: {', '.join(f'ED25519 key {k}' for k in sorted([stranger.keyid, keys['root_key'].keyid]))}; "
+        "give the archive of one of those key IDs"
+    )
+
+
+def test_every_archive_error_names_the_archive(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not an archive")
+    with pytest.raises(TufError, match=f"^key archive {path} is not a gzip'd tar file$"):
+        signing.load_key_archive_file(path)
+    with pytest.raises(TufError, match="^key archive RECONCILE_KEYS is not a gzip'd tar file$"):
+        signing.load_key_archive_b64("bm90IGFuIGFyY2hpdmU=", source="RECONCILE_KEYS")
+    path.write_bytes(tgz(("k.pub", b"{}", tarfile.REGTYPE)))
+    with pytest.raises(TufError, match=f"^key archive {path} entry k.pub is not a public key"):
+        signing.archive_keys(signing.load_key_archive_file(path))
+    path.write_bytes(tgz(("readme", b"hi", tarfile.REGTYPE)))
+    with pytest.raises(TufError, match=f"^key archive {path} holds no keys"):
+        signing.archive_keys(signing.load_key_archive_file(path))
+
+
+def test_archive_keys_lists_each_key_id_and_type(tmp_path):
+    ed, rsa = signing.generate_keypair(), signing.generate_keypair("RSA", 2048)
+    keys = signing.archive_keys(signing.load_key_archive(signing.key_archive_bytes([ed, rsa])))
+    assert sorted(keys, key=lambda k: k.keytype) == [
+        signing.ArchiveKey(ed.keyid, "ED25519"),
+        signing.ArchiveKey(rsa.keyid, "RSA"),
+    ]
+    assert signing.describe_keys(keys[:1]) == f"{keys[0].keytype} key {keys[0].keyid}"
 
 
 def test_several_matching_private_keys(keys):
@@ -163,7 +196,9 @@ def test_key_type_must_equal_roots_exactly(keys):
         ("k.pub", json.dumps(keys["offline"].public).encode(), tarfile.REGTYPE),
         ("k.sec", json.dumps(private).encode(), tarfile.REGTYPE),
     )
-    with pytest.raises(TufError, match="key type mismatch: k.sec is 'ed25519' but root gives key .* as 'ED25519'"):
+    with pytest.raises(
+        TufError, match="key type mismatch: key archive entry k.sec is 'ed25519' but root gives key .* as 'ED25519'"
+    ):
         signer_from(keys, data)
 
 
