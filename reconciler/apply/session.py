@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,7 +30,17 @@ from reconciler import terminal
 from reconciler.apply import savedplan
 from reconciler.apply.steps import ApplyResult, Outcome, SignerFactory, apply_plan
 from reconciler.apply.writes import WriteGuard, exclusive_writer
-from reconciler.core import ObservedState, Plan, SignOp, WaveSpec, build_plan, without_keyed_steps, without_signs_by
+from reconciler.core import (
+    LostManifest,
+    ObservedState,
+    Plan,
+    SignOp,
+    WaveSpec,
+    WaveStatus,
+    build_plan,
+    without_keyed_steps,
+    without_signs_by,
+)
 from reconciler.errors import UserError
 from reconciler.factory import Backend, FactoryClient, fill_device_counts, observe
 from reconciler.render import plan as render
@@ -77,13 +87,20 @@ class KeySource:
 @dataclass(frozen=True)
 class Planned:
     """A plan and what it was made from: the specs, the observation and when it was read
-    (``time.monotonic()``), and how to get the signer (None: no key, or ``--without-key``)."""
+    (``time.monotonic()``), how to get the signer (None: no key, or ``--without-key``), and the active
+    waves whose manifest a commit took away (each step's re-plan needs them too)."""
 
     specs: list[WaveSpec]
     plan: Plan
     observed: ObservedState
     observed_at: float
     make_signer: SignerFactory | None = None
+    lost: Mapping[str, LostManifest] = field(default_factory=dict)
+
+
+# The release repository's answer to "which commits took these active waves' manifests away?"
+# (``manifest.lost_manifests`` over the run's paths), given the wave names and the factory.
+LostLookup = Callable[[set[str], str], Mapping[str, LostManifest]]
 
 
 class Session:
@@ -100,17 +117,23 @@ class Session:
         keys: KeySource,
         only: set[str] | None = None,
         waves: Callable[[], list[dict[str, Any]]] | None = None,
+        lost: LostLookup | None = None,
     ) -> Planned:
-        """Read the factory (``waves``: the wave list, when already asked for) and plan. ``only``
+        """Read the factory (``waves``: the wave list, when already asked for) and plan. ``lost`` is asked
+        about the active waves no manifest names (usually none), so a wave whose manifest a commit renamed
+        or deleted is an error rather than a warning. ``only``
         (``--base``): the changed waves, planned in the context of all. An apply with a key reads what
         an init signs with the rest. A saved plan (``--plan``) plays no part: what is signed and sent
         comes from the manifests and the factory; ``check_saved`` then compares."""
         observed = observe(self.client, specs, waves, signing=self.writes and not keys.without)
         observed_at = time.monotonic()
-        plan = build_plan(specs, observed)
+        named = {spec.name for spec in specs}
+        unmanaged = {w.name for w in observed.waves.values() if w.status is WaveStatus.ACTIVE and w.name not in named}
+        gone = lost(unmanaged, observed.factory) if lost is not None and unmanaged else {}
+        plan = build_plan(specs, observed, gone)
         if only is not None:
             plan = plan.restricted_to(only)
-        return Planned(specs, plan, observed, observed_at)
+        return Planned(specs, plan, observed, observed_at, lost=gone)
 
     def scope_keys(self, planned: Planned, keys: KeySource) -> Planned:
         """The plan as this run's key can carry it out: without a key, no init and no sign; with one, no
@@ -184,6 +207,7 @@ class Session:
             self.guard,
             None if self._asked else planned.observed,
             planned.observed_at,
+            planned.lost,
         )
 
 

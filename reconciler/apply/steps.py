@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -32,6 +32,7 @@ from reconciler.core import (
     CancelOp,
     CompleteOp,
     InitOp,
+    LostManifest,
     ObservedState,
     Operation,
     Plan,
@@ -183,10 +184,12 @@ def apply_plan(
     guard: WriteGuard | None = None,
     observed: ObservedState | None = None,
     observed_at: float | None = None,
+    lost: Mapping[str, LostManifest] | None = None,
 ) -> ApplyResult:
     """Run the plan's ready steps. ``observed`` is the observation the plan was made from (read anew if
     not given), ``observed_at`` when it was read (``time.monotonic()``): while it is fresh (``FRESH_FOR``)
-    the first step starts from it. Each step re-reads only what it depends on, with the check of the
+    the first step starts from it. ``lost``: the active waves whose manifest a commit took away, as the
+    plan had them (``build_plan``). Each step re-reads only what it depends on, with the check of the
     write before it."""
     guard = guard or WriteGuard(client, None, 0.0, echo)
     if observed is None:
@@ -230,7 +233,7 @@ def apply_plan(
             reads = _Reads.of(answers, known)
         # The clock of these reads too: a rollout window that closed during the apply holds the step.
         state = replace(_with_reads(state, planned, reads), now=client.server_now())
-        fresh = build_plan(specs, state)
+        fresh = build_plan(specs, state, lost)
         current = fresh.find(planned.key)
         if current is None:
             if not _landed(client, planned):  # gone from the plan without being done: canceled or completed by hand

@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from reconciler.errors import ReconcilerError, Severity, UserError, ValidationFa
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
-    from reconciler.core import Plan, WaveSpec
+    from reconciler.core import LostManifest, Plan, WaveSpec
     from reconciler.factory import FactoryClient
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -631,7 +631,13 @@ def _plan_and_apply(
     keys = KeySource(options.keys, options.signer_uri, options.without_key)
     writes = options.mode is Mode.APPLY
     with open_session(client, (provenance or {}).get("repository"), _err, writes=writes) as session:
-        planned = session.observe_and_plan(specs, only=only, waves=ahead[1] if ahead else None, keys=keys)
+        planned = session.observe_and_plan(
+            specs,
+            only=only,
+            waves=ahead[1] if ahead else None,
+            keys=keys,
+            lost=functools.partial(_lost, paths, options.rev),
+        )
         if provenance_read is not None:
             provenance = provenance_read()
         try:
@@ -665,6 +671,13 @@ def _plan_and_apply(
             outcomes = [(o.step, str(o.outcome), o.message) for o in result.outcomes]
             click.echo(render.to_json(plan, provenance, diffs, outcomes))
     return EXIT_OK if summary(plan, result, _err) else EXIT_ERROR
+
+
+def _lost(paths: list[str], rev: str | None, waves: set[str], factory: str) -> Mapping[str, LostManifest]:
+    """The commits of the release repository that renamed or deleted these active waves' manifests."""
+    from reconciler import manifest
+
+    return manifest.lost_manifests(paths, waves, factory, rev)
 
 
 def _json_error(

@@ -36,7 +36,18 @@ from reconciler.core.plan.reads import (
     waves_to_cancel,
 )
 from reconciler.core.signatures import short_keyid, shortfall, signatures_text
-from reconciler.core.spec import CompleteSpec, FailureBound, Gate, Limit, Location, OnFailure, PhaseSpec, WaveSpec
+from reconciler.core.spec import (
+    CompleteSpec,
+    FailureBound,
+    Gate,
+    Limit,
+    Location,
+    LostManifest,
+    ManifestChange,
+    OnFailure,
+    PhaseSpec,
+    WaveSpec,
+)
 from reconciler.core.state import (
     Device,
     ObservedState,
@@ -90,6 +101,8 @@ __all__ = [
     "LastUpdate",
     "Limit",
     "Location",
+    "LostManifest",
+    "ManifestChange",
     "ObservedState",
     "ObservedWave",
     "OnFailure",

@@ -153,3 +153,28 @@ class WaveSpec:
     def open_ended(self) -> bool:
         """Neither completed nor canceled by its manifest: it wants to stay active."""
         return self.complete is None and not self.cancel
+
+
+class ManifestChange(StrEnum):
+    """How a commit took a wave's manifest away: the file deleted, or its ``name:`` changed (a rename)."""
+
+    DELETED = "deleted"
+    RENAMED = "renamed"
+
+
+@dataclass(frozen=True)
+class LostManifest:
+    """A wave the release repository once managed: the commit that renamed or deleted its manifest.
+
+    The loader finds it in git for an active wave that no manifest names; the planner makes it an error,
+    since a managed wave must not stall silently behind a manifest that is gone."""
+
+    wave: str
+    commit: str  # full hex id
+    subject: str  # the commit's first line
+    path: str  # the manifest, repository-relative, as that commit's parent had it
+    change: ManifestChange
+
+    @property
+    def short(self) -> str:
+        return self.commit[:8]

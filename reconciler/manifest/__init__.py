@@ -3,10 +3,19 @@
 The steps, one private module each: list the files of a work tree (``_source``) or of a git revision
 (``_git``), read YAML with positions (``_yaml``), check the schema (``_schema``), turn values into
 numbers (``_values``) and UUID lists (``_uuids``), then the rules that span documents and files
-(``_loader``). ``load`` is the entry point; the git helpers give ``--rev``, ``--base`` and provenance.
+(``_loader``). ``load`` is the entry point; the git helpers give ``--rev``, ``--base``,
+provenance, and the commits that took an active wave's manifest away (``lost_manifests``).
 """
 
-from reconciler.manifest._git import Changes, GitSource, changed_waves, ensure_clean, git_context, provenance
+from reconciler.manifest._git import (
+    Changes,
+    GitSource,
+    changed_waves,
+    ensure_clean,
+    git_context,
+    lost_manifests,
+    provenance,
+)
 from reconciler.manifest._loader import LoadResult, load
 from reconciler.manifest._source import MANIFEST_SUFFIXES, FileSource, ManifestSource, SourceError
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
@@ -23,6 +32,7 @@ __all__ = [
     "ensure_clean",
     "git_context",
     "load",
+    "lost_manifests",
     "parse_date_time",
     "parse_duration",
     "parse_limit",

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
-from reconciler.core import WaveSpec
+from reconciler.core import LostManifest, ManifestChange, WaveSpec
 from reconciler.errors import UserError
 from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
 
@@ -29,6 +30,11 @@ if TYPE_CHECKING:
 Provenance = dict[str, Any]
 
 _SYMLINK_MODE = "120000"
+# A wave name as a manifest can write it (and a regular expression can quote it without surprises).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_FACTORY_LINE = re.compile(r"^factory:[ \t]*[\"']?([^\"'#\s]+)", re.MULTILINE)
+# Commits looked at per wave: the newest that took its name line away, past a few for other factories.
+_LOOKUPS = 3
 _MAX_LINK_HOPS = 8
 
 
@@ -349,3 +355,82 @@ def git_context(
         ensure_clean(root)
     source = GitSource(rev, root) if rev else None
     return source, provenance(root, rev)
+
+
+def lost_manifests(
+    paths: Sequence[str], waves: Iterable[str], factory: str, rev: str | None = None
+) -> dict[str, LostManifest]:
+    """The commits that renamed or deleted the manifests of these waves (active in the factory, named by no
+    manifest), by wave: the waves the release repository once managed, which must not stall in silence.
+
+    One bounded ``git log -S`` over the manifest paths per wave (usually zero or one wave): the newest commit
+    that changed how often ``name: <wave>`` occurs at the top of a document, when it took the line away and
+    the file it took it from was not another factory's. Outside a git repository, or for a name no manifest
+    could have had, nothing is known and the wave stays a warning."""
+    names = sorted({name for name in waves if _PLAIN_NAME.fullmatch(name)})
+    if not names:
+        return {}
+    paths = list(paths) or ["."]
+    try:
+        root = _repository_of(paths)
+    except UserError:
+        return {}
+    if root is None:
+        return {}
+    with _repo(root) as repo:
+        if rev is None and not repo.head.is_valid():
+            return {}
+        tip = resolve_commit(repo, rev or "HEAD")
+        pathspec = [inside or "." for inside in (_repo_relative(root, path) for path in paths) if inside is not None]
+        found = {}
+        for name in names:
+            lost = _lost_manifest(repo, tip, pathspec, name, factory)
+            if lost is not None:
+                found[name] = lost
+        return found
+
+
+def _lost_manifest(repo: Repo, tip: str, pathspec: list[str], name: str, factory: str) -> LostManifest | None:
+    quoted = name.replace(".", "[.]")
+    line = f"^name:[[:space:]]*[\"']?{quoted}[\"']?[[:space:]]*(#.*)?$"
+    log: str = repo.git.log(
+        tip,
+        f"--max-count={_LOOKUPS}",
+        "--no-renames",
+        "--pickaxe-regex",
+        "-S",
+        line,
+        "--format=%x00%H%x00%s",
+        "--name-status",
+        "--",
+        *pathspec,
+    )
+    named = re.compile(line.replace("[[:space:]]", r"\s"), re.MULTILINE)
+    fields = log.split("\x00")[1:]
+    for commit, rest in zip(fields[::2], fields[1::2], strict=True):
+        subject, _, statuses = rest.partition("\n")
+        for status_line in statuses.splitlines():
+            status, _, path = status_line.partition("\t")
+            if status not in ("D", "M") or not path.endswith(MANIFEST_SUFFIXES):
+                continue
+            before = _blob_text(repo, f"{commit}^", path)
+            if before is None or not named.search(before):
+                return None  # the newest change added the name: no commit took it away
+            if status == "M" and named.search(_blob_text(repo, commit, path) or ""):
+                continue  # the name moved within the file (another document): not this file's loss
+            other = _FACTORY_LINE.search(before)
+            if other is not None and other.group(1) != factory:
+                continue  # another factory's wave of the same name
+            change = ManifestChange.DELETED if status == "D" else ManifestChange.RENAMED
+            return LostManifest(name, commit, subject, path, change)
+    return None
+
+
+def _blob_text(repo: Repo, commit: str, path: str) -> str | None:
+    import git
+
+    try:
+        text: str = repo.git.show(f"{commit}:{path}")
+    except git.GitCommandError:
+        return None
+    return text

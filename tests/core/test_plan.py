@@ -8,7 +8,14 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core import build_plan, format_duration, waves_needing_status, without_keyed_steps
+from reconciler.core import (
+    LostManifest,
+    ManifestChange,
+    build_plan,
+    format_duration,
+    waves_needing_status,
+    without_keyed_steps,
+)
 from reconciler.core.plan.keys import NEEDS_KEY
 from reconciler.core.spec import (
     CompleteSpec,
@@ -139,6 +146,26 @@ def test_unmanaged_active_wave_blocks_new_waves_and_is_reported():
     assert plan.operations[0].status == "blocked"
     assert "not managed by any manifest" in plan.operations[0].reason
     assert any("unmanaged active wave 'by-hand'" in w.message for w in plan.warnings)
+
+
+def test_an_active_wave_whose_manifest_a_commit_took_away_is_an_error_that_holds_its_tag():
+    lost = LostManifest("v45", "0123456789abcdef", "Release 46", "releases/v45.yaml", ManifestChange.DELETED)
+    lab = wave("lab-46", 46, [phase("all")], tag="lab")
+    plan = build_plan([wave("v46", 46), lab], observed([active("v45", 45)]), {"v45": lost})
+    (error,) = plan.errors
+    assert "commit 01234567 (Release 46) deleted releases/v45.yaml" in error.message
+    assert "git revert 01234567, or restore the file" in error.message
+    assert not any("unmanaged" in w.message for w in plan.warnings)
+    assert [(h.wave, h.tag) for h in plan.held] == [("v45", "production")]
+    assert [(op.wave, op.status) for op in plan.operations] == [
+        ("lab-46", "ready"),
+        ("lab-46", "ready"),
+        ("v46", "blocked"),
+    ]
+    assert (
+        plan.operations[-1].reason
+        == "tag 'production' has active wave 'v45' (its manifest was deleted by commit 01234567)"
+    )
 
 
 def test_cancel_frees_the_tag_for_the_next_wave():

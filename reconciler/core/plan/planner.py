@@ -20,6 +20,7 @@ the plan refuse to apply; blocked steps are normal and wait for a later run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -45,16 +46,17 @@ from reconciler.core.plan.model import (
     step_status,
 )
 from reconciler.core.plan.reads import active_tags, selected_specs
-from reconciler.core.spec import Gate, Location, OnFailure, WaveSpec
+from reconciler.core.spec import Gate, Location, LostManifest, ManifestChange, OnFailure, WaveSpec
 from reconciler.core.state import ObservedState, ObservedWave, RolloutRecord, WaveProgress, WaveStatus
 from reconciler.core.text import counted
 from reconciler.core.windows import Hold
 from reconciler.errors import Problem, Severity
 
 
-def build_plan(specs: list[WaveSpec], observed: ObservedState) -> Plan:
+def build_plan(specs: list[WaveSpec], observed: ObservedState, lost: Mapping[str, LostManifest] | None = None) -> Plan:
+    """``lost``: active waves no manifest names whose manifest a commit renamed or deleted (by wave name)."""
     chosen = selected_specs(specs, observed.factory)
-    planner = _Planner(observed)
+    planner = _Planner(observed, lost or {})
     for tag in sorted({s.tag for s in chosen} | active_tags(observed.waves.values())):
         planner.plan_tag(tag, [s for s in chosen if s.tag == tag])
     planner.report_unmanaged({s.name for s in chosen})
@@ -115,8 +117,9 @@ class _TagState:
 
 
 class _Planner:
-    def __init__(self, observed: ObservedState):
+    def __init__(self, observed: ObservedState, lost: Mapping[str, LostManifest]):
         self.observed = observed
+        self.lost = lost
         self.now = observed.now
         self.ops: list[Operation] = []
         self.summaries: list[_SummaryDraft] = []
@@ -138,16 +141,21 @@ class _Planner:
             prod_versions=prod.versions if prod else frozenset(),
         )
         managed = {s.name for s in specs}
+        hold_from: int | None = None
+        holder = ""
         if active and active[0].name not in managed:
-            state.busy_reason = "not managed by any manifest; complete or cancel it by hand"
+            if (lost := self.lost.get(active[0].name)) is not None:
+                self._lost_manifest(active[0], lost)
+                state.busy_reason = f"its manifest was {lost.change} by commit {lost.short}"
+                hold_from, holder = len(self.ops), active[0].name
+            else:
+                state.busy_reason = "not managed by any manifest; complete or cancel it by hand"
 
         existing = sorted(
             (s for s in specs if s.name in self.observed.waves),
             key=lambda s: self.observed.waves[s.name].created_at,
         )
         new = sorted((s for s in specs if s.name not in self.observed.waves), key=lambda s: (s.target, s.name))
-        hold_from: int | None = None
-        holder = ""
         for spec in [*existing, *new]:
             start, errors_before = len(self.ops), len(self.errors)
             if spec.name in self.observed.waves:
@@ -163,6 +171,22 @@ class _Planner:
                     hold_from, holder = start, spec.name
         if hold_from is not None:
             self._hold(hold_from, holder)
+
+    def _lost_manifest(self, wave: ObservedWave, lost: LostManifest) -> None:
+        """A managed wave whose manifest is gone would stall its tag in silence: an error that says which
+        commit took the manifest away and how to bring the wave back under a manifest."""
+        what = "deleted" if lost.change is ManifestChange.DELETED else "renamed the wave in"
+        restore = "restore the file" if lost.change is ManifestChange.DELETED else f"set name: {wave.name} again"
+        self._error(
+            Location(""),
+            f"active wave '{wave.name}' (version {wave.version}, tag '{wave.tag}') lost its manifest: commit "
+            f"{lost.short} ({lost.subject}) {what} {lost.path}; a wave's name is how its manifest finds it. "
+            f"Bring it back (git revert {lost.short}, or {restore}), then finish the wave there with "
+            f"cancel: true or complete: true before the next wave of tag '{wave.tag}' starts",
+        )
+        self.held.append(
+            Held(wave.name, wave.tag, f"its manifest was {lost.change} by commit {lost.short} ({lost.subject})")
+        )
 
     def _hold(self, start: int, holder: str) -> None:
         """Errors are scoped: the erring wave's steps and every later step of its tag wait; other tags go on."""
@@ -482,7 +506,7 @@ class _Planner:
 
     def report_unmanaged(self, managed: set[str]) -> None:
         for wave in sorted(self.observed.waves.values(), key=lambda w: w.name):
-            if wave.status is WaveStatus.ACTIVE and wave.name not in managed:
+            if wave.status is WaveStatus.ACTIVE and wave.name not in managed and wave.name not in self.lost:
                 self._warn(
                     Location(""),
                     f"unmanaged active wave '{wave.name}' (version {wave.version}, tag "
