@@ -38,6 +38,7 @@ from reconciler.core import (
     WaveSpec,
     WaveStatus,
     build_plan,
+    empty_rollout_warnings,
     without_keyed_steps,
     without_signs_by,
 )
@@ -158,7 +159,9 @@ class Session:
         return replace(planned, make_signer=make_signer)
 
     def count_devices(self, planned: Planned) -> Planned:
-        return replace(planned, plan=fill_device_counts(self.client, planned.plan, planned.observed))
+        """The device count of each next rollout, and a warning at each that reaches none (``core`` says why)."""
+        counted = fill_device_counts(self.client, planned.plan, planned.observed)
+        return replace(planned, plan=empty_rollout_warnings(counted, planned.observed))
 
     def save(
         self,

@@ -11,6 +11,7 @@ keeps it that way.
 
 from reconciler.core.failures import waves_needing_failures
 from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
+from reconciler.core.plan.checks import empty_rollout_warnings
 from reconciler.core.plan.keys import without_keyed_steps, without_signs_by
 from reconciler.core.plan.model import (
     CancelOp,
@@ -134,6 +135,7 @@ __all__ = [
     "classify",
     "counted",
     "day_start",
+    "empty_rollout_warnings",
     "format_duration",
     "gate_text",
     "needs_events",

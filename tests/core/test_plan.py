@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core import (
+    Device,
     LostManifest,
     ManifestChange,
     build_plan,
+    empty_rollout_warnings,
     format_duration,
     waves_needing_status,
     without_keyed_steps,
@@ -345,3 +347,29 @@ def test_a_keyless_plan_changes_only_new_waves(exists, done):
             assert not after.ready and after.reason in (NEEDS_KEY, "after init")
         else:
             assert after == before
+
+
+def test_a_rollout_that_reaches_no_device_is_a_warning_with_why():
+    spec = wave("v46", 46, [phase("canary", group="canary"), phase("beta", group="beta")])
+    state = observed([active("v46", 46, [record("canary", NOW, full=True)])])
+
+    def warning(devices):
+        state.devices = {"production": {d.uuid: d for d in devices}}
+        plan = build_plan([spec], state)
+        (rollout,) = [op for op in plan.operations if op.op == "rollout"]
+        counted = empty_rollout_warnings(plan.with_operation(rollout, replace(rollout, devices=0)), state)
+        (found,) = counted.warnings
+        assert (found.file, found.line) == (rollout.location.file, rollout.location.line)
+        return found.message.removeprefix("phase 'beta' of wave 'v46' (group beta) reaches 0 devices now: ")
+
+    def device(uuid, group, staged):
+        return Device(uuid, uuid, group, NOW, in_wave=staged, up_to_date=False)
+
+    assert warning([device("a", "canary", True)]) == "no production device of tag 'production' is in group 'beta'"
+    assert warning([device("a", "beta", True)]) == "the 1 device in its scope is staged by the wave already"
+    assert warning([device("a", "beta", True), device("b", "beta", False)]) == (
+        "of the 2 devices in its scope, 1 is staged by the wave already, the other 1 on its version or newer, "
+        "or left out by the factory"
+    )
+    plan = build_plan([spec], state)
+    assert empty_rollout_warnings(plan, state) is plan, "a rollout not counted, or counted above 0, is no warning"

@@ -2,19 +2,22 @@
 
 A new wave's target, prune list, tag, sourceTag and expiry; the groups and UUIDs of the phases still to
 roll out; an active wave whose targets expired or will before its remaining waits are over; a tag whose
-production targets expire soon. Each check returns its findings at the manifest line they concern; the
+production targets expire soon; a rollout whose dry run reaches no device (``empty_rollout_warnings``,
+once the shell has counted). Each check returns its findings at the manifest line they concern; the
 planner (``plan/planner.py``) turns them into errors or warnings and holds the steps they concern.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from reconciler.core import ledger
+from reconciler.core.plan.model import Plan, RolloutOp, rollout_scope
 from reconciler.core.spec import Location, PhaseSpec, WaveSpec
 from reconciler.core.state import Device, ObservedState, ObservedWave, ProdTargets
-from reconciler.core.text import EXPIRY_WARNING, format_duration
+from reconciler.core.text import EXPIRY_WARNING, counted, format_duration
 from reconciler.errors import Problem, Severity
 
 MAX_REPORTED_UUIDS = 10  # unknown UUIDs reported one by one per phase; the rest get one summary line
@@ -248,3 +251,52 @@ def _remaining_waits(spec: WaveSpec, done: int, since: datetime | None, now: dat
             wait = max(since + wait - now, timedelta(0))
         total += wait
     return total
+
+
+def empty_rollout_warnings(plan: Plan, observed: ObservedState) -> Plan:
+    """The plan with a warning at each rollout whose dry run reaches 0 devices, and why when the observation
+    knows: a phase that stages nothing goes by silently otherwise (its rollout still makes a history entry)."""
+    found = [
+        Problem(
+            op.location.file,
+            op.location.line,
+            op.location.col,
+            f"phase '{op.phase}'{op.part_label} of wave '{op.wave}' ({rollout_scope(op)}) reaches 0 devices "
+            f"now: {_why_no_device(op, observed)}",
+            Severity.WARNING,
+        )
+        for op in plan.operations
+        if isinstance(op, RolloutOp) and op.devices == 0
+    ]
+    return replace(plan, warnings=tuple(sorted([*plan.warnings, *found]))) if found else plan
+
+
+def _why_no_device(op: RolloutOp, observed: ObservedState) -> str:
+    """Why a rollout's dry run reaches no device, from the devices of its scope when they were read."""
+    scope = _scope_devices(op, observed)
+    if scope is None:
+        return (
+            "its devices may be staged by the wave already, offline or on its version or newer, or there is no "
+            "device in its scope (this run did not read the device list)"
+        )
+    if not scope:
+        where = f"in group '{op.group}'" if op.group is not None else "on the tag"
+        return f"no production device of tag '{op.tag}' is {where}"
+    staged, devices = sum(device.in_wave for device in scope), counted(len(scope), "device")
+    elsewhere = "on its version or newer, or left out by the factory"
+    if 0 < staged < len(scope):
+        return f"of the {devices} in its scope, {staged} {'is' if staged == 1 else 'are'} staged by the wave already, the other {len(scope) - staged} {elsewhere}"
+    are = "is" if len(scope) == 1 else "are"
+    return f"the {devices} in its scope {are} {'staged by the wave already' if staged else elsewhere}"
+
+
+def _scope_devices(op: RolloutOp, observed: ObservedState) -> list[Device] | None:
+    """The production devices of a rollout's scope, when the observation read them (None: not read)."""
+    if op.uuids is not None:
+        known = {**observed.devices.get(op.tag, {}), **observed.named_devices.get(op.tag, {})}
+        if any(uuid not in known for uuid in op.uuids):
+            return None
+        return [known[uuid] for uuid in op.uuids]
+    if op.tag not in observed.devices:
+        return None
+    return [d for d in observed.devices[op.tag].values() if op.group is None or d.group == op.group]
