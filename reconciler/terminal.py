@@ -21,6 +21,8 @@ from typing import IO, Any
 
 import click
 
+from reconciler.safetext import printable
+
 SYMBOL_COLORS = {"+": "green", "~": "yellow", "*": "cyan", "-": "red"}
 _PLAN_STEP = re.compile(r"^(  )([+~*-])( \S+)")
 
@@ -76,7 +78,9 @@ class UsageMistake(click.UsageError):
 
     def show(self, file: IO[Any] | None = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(error_line(self.format_message() + hint), err=True)
+        # Escaped: the message quotes what was typed, and an option name can carry a newline, a bidi
+        # control (U+202E) or an escape sequence like any other argument.
+        click.echo(error_line(printable(self.format_message() + hint)), err=True)
 
 
 class OneLineUsage(click.Command):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from reconciler.cli import main as reconcile_main
 from reconciler.localfactory.cli import main as factory_main
 from tests.helpers.e2e import CANARY_WAVE, advance, commit, reconcile, wave
 
@@ -177,3 +178,16 @@ def test_shell_completion_as_the_readme_documents_it():
         check=False,
     )
     assert done.returncode == 0 and "plain,--dry-run" in done.stdout
+
+
+def test_a_usage_mistake_prints_what_was_typed_escaped():
+    """An unknown option is quoted back: a bidi control, a BEL or a newline in it is shown as an escape,
+    never acted on by the terminal (or, after a newline, read by GitHub as a workflow command). click's
+    quoting escapes these today; ``UsageMistake.show`` escapes again through safetext, the one path
+    everything printed takes, so a click release that quotes differently cannot let them through."""
+    for main in (reconcile_main, factory_main):
+        result = CliRunner().invoke(main, ["--bogus\u202e\a\n::error::forged"])
+        assert result.exit_code == 1
+        [line] = result.stderr.splitlines()
+        assert line.startswith("error: ") and "\u202e" not in line and "\a" not in line
+        assert "\\u202e" in line
