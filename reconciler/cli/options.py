@@ -45,8 +45,6 @@ def factory_options(command: _F) -> _F:
                 "--allow-insecure-http",
                 is_flag=True,
                 envvar="RECONCILE_ALLOW_INSECURE_HTTP",
-                expose_value=False,
-                callback=_allow_insecure_http,
                 help="Allow a plain http:// API URL to another machine: the token travels in clear "
                 "[env RECONCILE_ALLOW_INSECURE_HTTP].",
             ),
@@ -54,14 +52,6 @@ def factory_options(command: _F) -> _F:
     ):
         command = option(command)
     return command
-
-
-def _allow_insecure_http(ctx: click.Context, _param: click.Parameter, allowed: bool) -> None:
-    """For the whole command, every backend it selects accepts plain http:// (the commands need not pass it)."""
-    if allowed:
-        from reconciler.factory import insecure_http_allowed
-
-        ctx.with_resource(insecure_http_allowed())
 
 
 class Mode(Enum):
@@ -97,6 +87,7 @@ class RunOptions:
     factory: str | None
     api_url: str | None
     local: str | None
+    allow_insecure_http: bool  # --allow-insecure-http: plain http:// to another machine
     keys: str | None  # --keys: the offline key archive
     signer_uri: str | None  # --signer
     without_key: bool

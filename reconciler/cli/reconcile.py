@@ -254,6 +254,7 @@ def main(
     factory: str | None,
     api_url: str | None,
     local: str | None,
+    allow_insecure_http: bool,
     keys: str | None,
     signer_uri: str | None,
     without_key: bool,
@@ -306,6 +307,7 @@ def main(
             factory=factory,
             api_url=api_url,
             local=local,
+            allow_insecure_http=allow_insecure_http,
             keys=keys,
             signer_uri=signer_uri,
             without_key=without_key,
@@ -402,6 +404,7 @@ def devices(
     factory: str | None,
     api_url: str | None,
     local: str | None,
+    allow_insecure_http: bool,
     no_color: bool,
     debug: bool,
 ) -> None:
@@ -415,7 +418,22 @@ def devices(
             raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
         if seed is not None and sample is None:
             raise UserError("--seed makes --sample reproducible; it needs --sample N")
-        sys.exit(_devices(tag, group, below, seen_within, limit, sample, seed, include_staged, factory, api_url, local))
+        sys.exit(
+            _devices(
+                tag,
+                group,
+                below,
+                seen_within,
+                limit,
+                sample,
+                seed,
+                include_staged,
+                factory,
+                api_url,
+                local,
+                allow_insecure_http,
+            )
+        )
     except ReconcilerError as exc:
         if debug:
             raise
@@ -435,6 +453,7 @@ def _devices(
     factory: str | None,
     api_url: str | None,
     local: str | None,
+    allow_insecure_http: bool,
 ) -> int:
     import secrets
 
@@ -450,7 +469,7 @@ def _devices(
     if sample is not None and seed is None:
         seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
     selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed, include_staged)
-    backend = select_backend(api_url=api_url, factory=factory, local=local)
+    backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
     for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
         _err(note)
     progress = terminal.Progress("Reading the device list")
@@ -541,7 +560,7 @@ def _report(exc: ReconcilerError) -> None:
 def run(paths: list[str], options: RunOptions) -> int:
     """Validate the manifests under ``paths``, and unless ``--check``, plan and apply them."""
     ahead = (
-        _read_ahead(options.api_url, options.factory, options.timeout)
+        _read_ahead(options.api_url, options.factory, options.timeout, options.allow_insecure_http)
         if options.mode is Mode.PLAN and options.saved is None
         else None
     )
@@ -583,7 +602,7 @@ def run(paths: list[str], options: RunOptions) -> int:
 
 
 def _read_ahead(
-    api_url: str | None, factory: str | None, timeout: float
+    api_url: str | None, factory: str | None, timeout: float, allow_insecure_http: bool = False
 ) -> tuple[FactoryClient, Callable[[], list[dict[str, Any]]]] | None:
     """A plan against an API starts reading the wave list (which needs no manifest) before the
     manifests load, so its round trips overlap with reading files. Only for a dry run: an apply reads
@@ -595,7 +614,8 @@ def _read_ahead(
     from reconciler.factory import FactoryClient, select_backend
 
     try:
-        client = FactoryClient(select_backend(api_url=api_url, factory=factory, local=None), run_timeout=timeout)
+        backend = select_backend(api_url=api_url, factory=factory, local=None, allow_insecure_http=allow_insecure_http)
+        client = FactoryClient(backend, run_timeout=timeout)
     except ReconcilerError:
         return None
     return client, client.ahead(client.list_waves)
@@ -622,7 +642,12 @@ def _plan_and_apply(
     backend = (
         ahead[0].backend
         if ahead
-        else select_backend(api_url=options.api_url, factory=options.factory, local=options.local)
+        else select_backend(
+            api_url=options.api_url,
+            factory=options.factory,
+            local=options.local,
+            allow_insecure_http=options.allow_insecure_http,
+        )
     )
     for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
         _err(note)
@@ -724,7 +749,12 @@ def _unlock(paths: list[str], options: RunOptions, *, force: bool) -> int:
     _, provenance = manifest.git_context(paths, rev=None, require_clean=False)
     if provenance is None:
         raise UserError(f"not a git repository: {paths[0]}: the apply lease lives in the release repository")
-    backend = select_backend(api_url=options.api_url, factory=options.factory, local=options.local)
+    backend = select_backend(
+        api_url=options.api_url,
+        factory=options.factory,
+        local=options.local,
+        allow_insecure_http=options.allow_insecure_http,
+    )
     with FactoryClient(backend, run_timeout=options.timeout) as client:
         click.echo(printable(unlock(client, provenance["repository"], force=force, echo=_err)))
     return EXIT_OK

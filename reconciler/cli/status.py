@@ -55,6 +55,7 @@ def status_command(
     factory: str | None,
     api_url: str | None,
     local: str | None,
+    allow_insecure_http: bool,
     debug: bool,
 ) -> None:
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
@@ -69,7 +70,7 @@ def status_command(
         if with_failed and devices_of:
             raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
         specs = [] if devices_of else _load_specs(list(paths) or ["."])
-        backend = select_backend(api_url=api_url, factory=factory, local=local)
+        backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
         for note in (backend.note or "").splitlines():
             _say(note)
         with FactoryClient(backend) as client:

@@ -13,7 +13,7 @@ Writes go through ``reconciler.apply``, which uses this client; nothing here dec
 """
 
 from reconciler.factory.apitime import parse_time
-from reconciler.factory.client import Backend, FactoryClient, insecure_http_allowed, select_backend
+from reconciler.factory.client import Backend, FactoryClient, select_backend
 from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
 from reconciler.factory.observe import fill_device_counts, observe, rollout_options
 from reconciler.factory.status import read_devices, read_status
@@ -25,7 +25,6 @@ __all__ = [
     "FactoryClient",
     "fill_device_counts",
     "how_made",
-    "insecure_http_allowed",
     "list_devices",
     "observe",
     "parse_prod_targets",

@@ -30,7 +30,6 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -81,27 +80,14 @@ FACTORY_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # The variable that allows plain http:// to another host, as --allow-insecure-http does (cli/options.py).
 INSECURE_HTTP_ENV = "RECONCILE_ALLOW_INSECURE_HTTP"
-# --allow-insecure-http, set around a command (``insecure_http_allowed``) so that every backend it selects
-# sees it without each command passing it along.
-_insecure_http: ContextVar[bool] = ContextVar("reconciler_insecure_http", default=False)
-
-
-@contextlib.contextmanager
-def insecure_http_allowed() -> Iterator[None]:
-    """Inside, ``select_backend`` accepts a plain ``http://`` API URL to another machine."""
-    token = _insecure_http.set(True)
-    try:
-        yield
-    finally:
-        _insecure_http.reset(token)
 
 
 def select_backend(
-    *, api_url: str | None, factory: str | None, local: str | None, allow_insecure_http: bool | None = None
+    *, api_url: str | None, factory: str | None, local: str | None, allow_insecure_http: bool = False
 ) -> Backend:
     """The Foundries API when a URL is given, else the embedded local factory. ``allow_insecure_http``
-    (default: inside ``insecure_http_allowed``, as ``--allow-insecure-http`` or
-    ``RECONCILE_ALLOW_INSECURE_HTTP=1`` run a command) lets the token travel in clear to another host."""
+    (``--allow-insecure-http``, ``RECONCILE_ALLOW_INSECURE_HTTP=1``) lets the token travel in clear to
+    another host."""
     if factory is not None and not FACTORY_NAME.match(factory):
         raise UserError(f"factory name {factory!r} may contain only letters, digits, '_', '.' and '-'")
     if factory in _DOT_SEGMENTS:
@@ -111,8 +97,6 @@ def select_backend(
             raise UserError(
                 "--factory (or RECONCILE_FACTORY) is required with --api-url: name the factory to reconcile"
             )
-        if allow_insecure_http is None:
-            allow_insecure_http = _insecure_http.get()
         base_url, label = _api_url(api_url, allow_insecure_http)
         token, note = _token(os.environ.get("RECONCILE_API_TOKEN"))
         transport = RetryTransport(DeadlineTransport())
