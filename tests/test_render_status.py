@@ -1,4 +1,4 @@
-"""Rendering the status report (render_status.py): the parts the CLI tests cannot reach with a fresh factory."""
+"""Rendering the status report (render/status.py): the parts the CLI tests cannot reach with a fresh factory."""
 
 from __future__ import annotations
 

@@ -24,13 +24,12 @@ evaluates both).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from reconciler.core import ledger
 from reconciler.core.spec import FailureBound, Gate, WaveSpec
-from reconciler.core.state import WaveFailures, WaveStatus
+from reconciler.core.state import ObservedWave, WaveFailures, WaveStatus
 
 
 @dataclass(frozen=True)
@@ -67,20 +66,10 @@ def strictest(bounds: Iterable[tuple[str, FailureBound]]) -> tuple[str, FailureB
     return min(bounds, key=lambda item: (item[1].percent, item[1].inclusive), default=None)
 
 
-class _FactoryWave(Protocol):
-    """A wave as the planner (``ObservedWave``) or ``reconcile status`` (``ObservedWave``) reads it."""
-
-    @property
-    def status(self) -> WaveStatus: ...
-
-    @property
-    def history(self) -> Sized: ...
-
-
-def waves_needing_failures(specs: Iterable[WaveSpec], waves: Mapping[str, _FactoryWave]) -> set[str]:
+def waves_needing_failures(specs: Iterable[WaveSpec], waves: Mapping[str, ObservedWave]) -> set[str]:
     """Active waves whose failures must be counted: a manifest that does not cancel them, at least one
     rollout (before one nothing can have failed) and a failure bound in force. Only these cost the
-    per-device requests of a count (``reconciler/wavedevices.py``)."""
+    per-device requests of a count (``factory/wavedevices.py``)."""
     return {
         spec.name
         for spec in specs

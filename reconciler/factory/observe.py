@@ -17,7 +17,7 @@ phase of each active managed wave that is not short of signatures, for the plan'
 
 Failure bounds (``require.failed``, ``core/failures.py``) cost more, so only the active managed waves
 with a bound in force and at least one rollout pay it (``waves_needing_failures``): per such wave the
-count of ``reconciler/wavedevices.py`` (2 + P + 2 per online device the wave reached that is not on its
+count of ``factory/wavedevices.py`` (2 + P + 2 per online device the wave reached that is not on its
 version, at most ``MAX_EVENT_CHECKS`` of them; P the pages of its rolled-out groups or tag), plus its
 status call when ``onFailure: cancel`` (the cancel says what it leaves behind). The counts go out with
 the other requests of the observation. A wave without a bound costs nothing more.

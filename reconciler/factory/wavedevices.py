@@ -1,6 +1,6 @@
 """The devices a wave reached, each classified (updated, failed, offline, pending), read from the factory.
 
-Shared by ``reconcile status --devices WAVE`` (``reconciler/status.py``, whose docstring cites the
+Shared by ``reconcile status --devices WAVE`` (``factory/status.py``, whose docstring cites the
 fioctl sources of the update and event calls and the definition of *failed*) and by observation,
 which counts the failed devices of waves with a failure bound in force (``require.failed``,
 ``core/failures.py``), so a gate and ``status --failed`` never disagree.

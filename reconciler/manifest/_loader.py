@@ -316,7 +316,7 @@ class _WaveReader:
 
     def expiry_before_waits(self, data: dict[str, object], expires_in: int, waits: int) -> None:
         """A relative expiry (or the default) that ends before the waits do: the plan against the factory
-        refuses it before init (core/plan.py, in these words), and no factory is needed to see it. The
+        refuses it before init (core/plan/checks.py, in these words), and no factory is needed to see it. The
         waits count from the wave's creation, like ``expires``, so it holds for a wave that exists too.
         An ``expiresAt`` is left to the plan: whether it is too early depends on when the wave was made."""
         name = data.get("name")
