@@ -47,6 +47,12 @@ def _status_command() -> click.Command:
     return status_command
 
 
+def _import_command() -> click.Command:
+    from reconciler.cli.importcmd import import_command
+
+    return import_command
+
+
 class _Command(terminal.OneLineUsage):
     """Usage mistakes are one line and exit 1 like every other user error (2 means "changes pending" to CI).
 
@@ -270,7 +276,8 @@ def main(
     The API token is read from RECONCILE_API_TOKEN and sent as OSF-TOKEN. Other commands: `reconcile
     status` (the waves and their devices), `reconcile devices --tag TAG ... > uuids/canary.lst` (a UUID
     file from the fleet), `reconcile init-repo DIR --factory NAME` (a new release repository), `reconcile
-    keys FILE` (the key ids a key archive holds).
+    keys FILE` (the key ids a key archive holds), `reconcile import DIR` (manifests that adopt the factory's
+    active waves).
     """
     terminal.disable_color(no_color)
     try:
@@ -511,6 +518,7 @@ SUBCOMMANDS: dict[str, Callable[[], click.Command]] = {
     "devices": lambda: devices,
     "init-repo": lambda: init_repo,
     "keys": lambda: keys_command,
+    "import": _import_command,
 }
 
 

@@ -8,10 +8,12 @@
     status      the reads ``reconcile status`` needs -> ``core.StatusReport``
     wavedevices the devices of a wave, classified (failed, offline, pending), for gates and ``status --devices``
     fleet       ``reconcile devices``: a UUID file from the fleet
+    adopt       the read-only reads of ``reconcile import``: waves, their targets' expiry and signers
 
 Writes go through ``reconciler.apply``, which uses this client; nothing here decides what to write.
 """
 
+from reconciler.factory.adopt import read_wave_facts, read_waves
 from reconciler.factory.apitime import parse_time
 from reconciler.factory.client import Backend, FactoryClient, select_backend
 from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
@@ -33,6 +35,8 @@ __all__ = [
     "parse_wave",
     "read_devices",
     "read_status",
+    "read_wave_facts",
+    "read_waves",
     "rollout_options",
     "select_backend",
     "wave_signers",

@@ -4,9 +4,19 @@ The steps, one private module each: list the files of a work tree (``_source``) 
 (``_git``), read YAML with positions (``_yaml``), check the schema (``_schema``), turn values into
 numbers (``_values``) and UUID lists (``_uuids``), then the rules that span documents and files
 (``_loader``). ``load`` is the entry point; the git helpers give ``--rev``, ``--base``,
-provenance, and the commits that took an active wave's manifest away (``lost_manifests``).
+provenance, and the commits that took an active wave's manifest away (``lost_manifests``). ``_generate``
+writes the manifest that adopts a wave of the factory (``reconcile import``).
 """
 
+from reconciler.manifest._generate import (
+    Generated,
+    Selection,
+    WaveFacts,
+    choose_waves,
+    file_name,
+    generate,
+    problems_of,
+)
 from reconciler.manifest._git import (
     Changes,
     GitSource,
@@ -24,12 +34,18 @@ __all__ = [
     "MANIFEST_SUFFIXES",
     "Changes",
     "FileSource",
+    "Generated",
     "GitSource",
     "LoadResult",
     "ManifestSource",
+    "Selection",
     "SourceError",
+    "WaveFacts",
     "changed_waves",
+    "choose_waves",
     "ensure_clean",
+    "file_name",
+    "generate",
     "git_context",
     "load",
     "lost_manifests",
@@ -37,5 +53,6 @@ __all__ = [
     "parse_duration",
     "parse_limit",
     "parse_percent",
+    "problems_of",
     "provenance",
 ]

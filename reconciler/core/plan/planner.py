@@ -20,6 +20,7 @@ the plan refuse to apply; blocked steps are normal and wait for a later run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -510,7 +511,9 @@ class _Planner:
                 self._warn(
                     Location(""),
                     f"unmanaged active wave '{wave.name}' (version {wave.version}, tag "
-                    f"'{wave.tag}') has no manifest; it is left untouched",
+                    f"'{wave.tag}') has no manifest; it is left untouched. To adopt it, write its manifest "
+                    f"with: reconcile import --factory {_shell_word(self.observed.factory)} --wave "
+                    f"{_shell_word(wave.name)} DIR (DIR: the directory of your manifests)",
                 )
 
     def _add(self, op: Operation) -> None:
@@ -521,6 +524,12 @@ class _Planner:
 
     def _warn(self, where: Location, message: str) -> None:
         self.warnings.append(Problem(where.file, where.line, where.col, message, Severity.WARNING))
+
+
+def _shell_word(text: str) -> str:
+    """``text`` as one shell word, for the import command the unmanaged-wave warning gives to copy: a
+    factory's names are untrusted, so anything but name characters is single-quoted."""
+    return text if re.fullmatch(r"[A-Za-z0-9_.+-]+", text) else "'" + text.replace("'", "'\\''") + "'"
 
 
 def _why_still_active(spec: WaveSpec) -> str:
