@@ -192,6 +192,14 @@ def test_an_existing_file_is_never_overwritten_without_overwrite(factory, tmp_pa
     assert code == 0, err
     assert yaml.safe_load((releases / "v43.yaml").read_text())["name"] == "v43"
 
+    # Imported again over its own manifest: --overwrite replaces the file that manages the wave, no other.
+    (releases / "v43.yaml").write_text((releases / "v43.yaml").read_text() + "  - name: more\n    group: apac\n")
+    code, _, err = import_(factory, releases, "--wave", "v43", "--overwrite")
+    assert code == 0, err
+    assert "more" not in (releases / "v43.yaml").read_text()
+    code, _, err = import_(factory, releases, "--wave", "v43")
+    assert code == 1 and "error: wave 'v43' is already managed by" in err
+
 
 def test_a_symlink_out_of_the_directory_is_never_followed(factory, tmp_path):
     """A link at the file's name that leads out of DIR: the manifests there are invalid (the loader refuses
@@ -278,3 +286,39 @@ def test_the_unmanaged_warning_gives_the_import_command(factory, release_repo):
         "warning: unmanaged active wave 'v43' (version 43, tag 'production') has no manifest; it is left "
         "untouched. To adopt it, write its manifest with: reconcile import --factory demo --wave v43 DIR"
     ) in out + err
+
+
+def test_over_http_the_import_only_reads(factory, tmp_path):
+    """Against the API (the local factory over real HTTP, as the Foundries API is reached): GET requests
+    only, the ones factory/adopt.py lists, and the same manifests as through the embedded factory."""
+    from tests.helpers.serving import FactoryFront
+
+    class Recording(FactoryFront):
+        def relay(self, command, path, body, headers):
+            requests.append((command, path.split("?")[0]))
+            return self.forward(command, path, body, headers)
+
+    requests: list[tuple[str, str]] = []
+    front = Recording(factory)
+    try:
+        code, out, err = reconcile(
+            "import", "--all", "--api-url", front.url, "--factory", "demo", str(tmp_path / "api")
+        )
+    finally:
+        front.close()
+    assert code == 0, err
+    assert out.count("wrote ") == 4
+    assert {command for command, _ in requests} == {"GET"}
+    assert sorted({path for _, path in requests}) == [
+        f"{F}/ci-targets.pub",
+        f"{F}/waves/",
+        f"{F}/waves/populate-targets/",
+        f"{F}/waves/v41/",
+        f"{F}/waves/v42/",
+        f"{F}/waves/v43/",
+        "/ota/repo/demo/api/v1/user_repo/root.json",
+    ]
+    code, _, err = import_(factory, tmp_path / "local", "--all")
+    assert code == 0, err
+    for name in ("populate-targets", "v41", "v42", "v43"):
+        assert (tmp_path / "api" / f"{name}.yaml").read_text() == (tmp_path / "local" / f"{name}.yaml").read_text()

@@ -17,6 +17,7 @@ existing file; ``--overwrite`` replaces the link itself).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -130,7 +131,11 @@ def import_command(
         for path, wave, phases in outcome.written:
             click.echo(printable(f"wrote {path}: {_describe(wave, phases)}"))
     if not outcome.written:
-        _err("nothing to import: no chosen wave without a manifest")
+        _err(
+            "nothing to import: every chosen wave has a manifest already"
+            if outcome.skipped
+            else "nothing to import: no wave of the factory matches (finished waves need --all or --wave)"
+        )
     else:
         _err(
             f"next: review and commit the files; `reconcile --dry-run {directory}` shows no drift and no step for "
@@ -249,7 +254,7 @@ def _unmanaged(
         replaced = (
             overwrite
             and spec is not None
-            and os.path.normpath(spec.manifest) == _path(directory, manifest.file_name(wave.name))
+            and os.path.abspath(spec.manifest) == os.path.abspath(_path(directory, manifest.file_name(wave.name)))
         )
         if spec is None or replaced:
             kept.append(wave)
@@ -377,8 +382,15 @@ def _write_atomically(directory: str, path: str, data: bytes, overwrite: bool) -
         os.chmod(temporary, 0o644)
         if overwrite:
             os.replace(temporary, path)  # a symbolic link at ``path`` is replaced, never followed
-        else:
+            return
+        try:
             os.link(temporary, path)  # fails if anything appeared at ``path`` meanwhile: never overwrites
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: checked, then renamed (a narrow race)
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "file exists", path) from None
+            os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
