@@ -244,16 +244,19 @@ def phases(items: Sequence[Json]) -> str:
         if phase.get("rollout_at"):
             by = f" by {text(phase['rollout_by'])}" if phase.get("rollout_by") else ""
             when = f'<div class="muted">rolled out {text(phase["rollout_at"])}{by}</div>'
-        drawn = (
-            bar(counts, phase.get("failed"), f"phase {phase.get('name', '')}")
-            if counts is not None
-            else '<div class="muted">no device numbers (not read for this wave)</div>'
-        )
+        reached, failed = phase.get("reached"), phase.get("failed")
+        if counts is not None:
+            drawn = bar(counts, failed, f"phase {phase.get('name', '')}")
+            pairs = [("reached", reached), *_scope(counts), ("failed", failed)]
+        else:  # a completed wave older than its tag's latest, or a scope the wave status does not list yet
+            why = "not read for this wave" if state == "done" else "none yet"
+            drawn = f'<div class="muted">device numbers: {why}</div>'
+            pairs = [(name, value) for name, value in (("reached", reached), ("failed", failed)) if value is not None]
         rows.append(
             f'<li class="phase"><div class="head"><strong>{text(phase.get("name", ""))}</strong>'
             f'<span class="muted">{text(phase.get("scope", ""))}</span>'
             f'<span class="badge {state_class}">{text(state)}</span></div>{when}{drawn}'
-            f"{numbers([('reached', phase.get('reached')), *_scope(counts or {}), ('failed', phase.get('failed'))])}</li>"
+            f"{numbers(pairs) if pairs else ''}</li>"
         )
     return '<h3>Phases</h3>\n<ol class="phases">' + "".join(rows) + "</ol>"
 
@@ -305,6 +308,7 @@ def updated_gauge(step: Json) -> str:
         f'<rect class="updated" x="0" y="6" width="{_units(share, _count(reached))}" height="28"/>'
         f'<rect class="required" x="{max(mark - 3, 0):.1f}" y="0" width="6" height="40">'
         f"<title>required: {text(required)}%</title></rect></svg>"
+        f'<p class="muted">Devices updated of those reached; the mark is the {text(required)}% the gate requires.</p>'
     )
 
 
