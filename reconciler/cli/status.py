@@ -72,7 +72,7 @@ def status_command(
 ) -> None:
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
-    Reads only; never writes."""
+    Reads the factory only; never writes to it."""
     from reconciler.factory import select_backend
     from reconciler.render import report as render_report
     from reconciler.render import status as render_status
