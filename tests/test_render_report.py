@@ -288,9 +288,11 @@ def test_the_forecast_is_drawn_when_the_status_carries_one_and_absent_otherwise(
     }
     html = forecast_section(v46, status["now"])
     # now (12:00 on the 23rd) to the last time named (08:00 on the 27th) spans 1000 units: 92 hours
-    assert '<rect class="freeze" x="0" y="0" width="478.3" height="20">' in html  # 44h of 92
-    assert '<rect class="wait" x="0" y="0" width="260.9" height="20">' in html  # 24h
-    assert f'<rect class="gate" x="0" y="0" width="{BAR_WIDTH}" height="20">' in html  # open: to the end
+    # each hold in a lane of its own, 14 pixels high
+    assert '<rect class="wait" x="0" y="1" width="260.9" height="12">' in html  # 24h of 92
+    assert '<rect class="freeze" x="0" y="15" width="478.3" height="12">' in html  # 44h
+    assert f'<rect class="gate" x="0" y="1" width="{BAR_WIDTH}" height="12">' in html  # open: to the end
+    assert '<rect class="earliest" x="474.3" y="0" width="8" height="28"/>' in html  # 44h, across both lanes
     assert "Done no earlier than <strong>2026-11-27T08:00:00Z</strong>" in html
     assert "devices update as fast as in the last 24h" in html
     assert "<h3>Forecast</h3>" in page(status) and "<h3>Forecast</h3>" not in page(walkthrough_status())

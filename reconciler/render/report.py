@@ -35,6 +35,7 @@ Json = Mapping[str, Any]
 
 DASH = "–"
 BAR_WIDTH = 1000  # the SVG user units a bar spans; the bar is stretched to the page's width
+LANE = 14  # the height of one hold in a forecast step's track, in pixels
 PHASE_STATES = frozenset({"done", "next", "pending", "skipped"})  # schemas/status.schema.json, phase.state
 WAVE_STATUSES = frozenset({"absent", "active", "complete", "canceled"})
 HOLD_KINDS = frozenset({"wait", "window", "freeze", "gate"})  # a forecast step's heldBy kinds
@@ -60,7 +61,7 @@ ol.phases,ol.steps{list-style:none;margin:0;padding:0}
 ol.phases>li,ol.steps>li{padding:.45rem 0;border-top:1px solid #eee}
 .head{display:flex;flex-wrap:wrap;gap:.2rem .6rem;align-items:baseline}
 svg.bar{display:block;width:100%;height:2.2rem;margin:.3rem 0}
-svg.track{display:block;width:100%;height:1rem;margin:.2rem 0}
+svg.track{display:block;width:100%;margin:.2rem 0}
 svg.swatch{width:.9em;height:.9em;vertical-align:-.1em;margin-right:.25em}
 rect.track{fill:var(--track)}rect.updated{fill:var(--updated)}rect.pending{fill:var(--pending)}
 rect.failed{fill:var(--failed)}rect.offline{fill:var(--offline)}rect.required{fill:var(--ink)}
@@ -384,14 +385,16 @@ def forecast_section(wave: Json, now: str | None = None) -> str:
 
     rows = []
     for step in steps:
-        rects, notes = [f'<rect class="track" x="0" y="6" width="{BAR_WIDTH}" height="8"/>'], []
-        for hold in _holds(step):
+        holds = _holds(step)
+        height = LANE * max(len(holds), 1)  # a lane per hold, so that overlapping holds stay apart
+        rects, notes = [f'<rect class="track" x="0" y="{height / 2 - 2:g}" width="{BAR_WIDTH}" height="4"/>'], []
+        for lane, hold in enumerate(holds):
             kind = hold.get("kind") if hold.get("kind") in HOLD_KINDS else "gate"
             until = hold.get("until")
             to = x(until) if until is not None else f"{BAR_WIDTH}"
             if to is not None and float(to) > 0:
                 rects.append(
-                    f'<rect class="{kind}" x="0" y="0" width="{to}" height="20">'
+                    f'<rect class="{kind}" x="0" y="{lane * LANE + 1}" width="{to}" height="{LANE - 2}">'
                     f"<title>{text(kind)} {text(hold.get('name', ''))}</title></rect>"
                 )
             notes.append(
@@ -401,12 +404,16 @@ def forecast_section(wave: Json, now: str | None = None) -> str:
         earliest = step.get("earliest")
         mark = x(earliest)
         if mark is not None:
-            rects.append(f'<rect class="earliest" x="{max(float(mark) - 4, 0):.1f}" y="0" width="8" height="20"/>')
+            rects.append(
+                f'<rect class="earliest" x="{max(float(mark) - 4, 0):.1f}" y="0" width="8" height="{height}"/>'
+            )
         when = f"earliest {text(earliest)}" if earliest else "no earliest time: held until something changes"
         rows.append(
             f'<li><div class="head"><strong>{text(step.get("name", ""))}</strong><span class="muted">{when}</span></div>'
-            f'<svg class="track" viewBox="0 0 {BAR_WIDTH} 20" preserveAspectRatio="none" aria-hidden="true">'
-            f"{''.join(rects)}</svg>" + (f'<ul class="facts">{"".join(notes)}</ul>' if notes else "") + "</li>"
+            f'<svg class="track" viewBox="0 0 {BAR_WIDTH} {height}" height="{height}" preserveAspectRatio="none" '
+            f'aria-hidden="true">{"".join(rects)}</svg>'
+            + (f'<ul class="facts">{"".join(notes)}</ul>' if notes else "")
+            + "</li>"
         )
     axis = (
         f'<div class="axis"><span>{_utc(start)}</span><span>{_utc(end)}</span></div>'
