@@ -260,6 +260,16 @@ def test_hostile_names_stay_text_and_the_page_can_neither_run_nor_request_anythi
     assert "&amp;lt;amp&amp;gt;" in html
 
 
+def test_expiry_is_flagged_as_the_text_report_flags_it():
+    status = walkthrough_status()
+    html = page(status)
+    assert "production targets of <code>production</code> expire 2026-12-13T12:00:00Z <strong" in html
+    assert '<strong class="waiting">(in 20d)</strong>' in html  # within the 30 days' warning
+    assert "wave targets expire 2027-09-19T12:00:00Z</li>" in html  # 300 days away: no flag
+    status["waves"][0]["targets_expire"] = "2026-11-23T11:00:00Z"
+    assert 'wave targets expire 2026-11-23T11:00:00Z <strong class="blocked">(EXPIRED)</strong>' in page(status)
+
+
 def test_the_policy_allows_nothing_but_the_pages_own_style_sheet():
     read = Page(page(walkthrough_status()))
     digest = base64.b64encode(hashlib.sha256(read.style.encode()).digest()).decode()

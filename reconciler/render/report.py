@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from html import escape
 from typing import Any
 
-from reconciler.core import format_duration
+from reconciler.core import EXPIRY_WARNING, format_duration
 from reconciler.safetext import printable
 
 Json = Mapping[str, Any]
@@ -159,7 +159,7 @@ def wave_section(wave: Json, index: int, now: str | None) -> str:
         f'<section class="wave" id="wave-{index}">',
         f'<h2>{code(wave.get("name", ""))}<span class="badge {status_class}">{text(status)}</span></h2>',
         f'<p class="muted">version {text(wave.get("version"))}, tag {code(wave.get("tag", ""))}, {where}</p>',
-        facts(wave),
+        facts(wave, now),
         phases(wave.get("phases") or []),
         gate(wave.get("next_step")),
         history(wave),
@@ -169,7 +169,7 @@ def wave_section(wave: Json, index: int, now: str | None) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def facts(wave: Json) -> str:
+def facts(wave: Json, now: str | None) -> str:
     items = []
     totals = wave.get("devices")
     if totals is not None:
@@ -179,10 +179,24 @@ def facts(wave: Json) -> str:
     if wave.get("left_on_canceled") is not None:
         items.append(f"left on the canceled version: <strong>{number(wave['left_on_canceled'])}</strong>")
     if wave.get("targets_expire"):
-        items.append(f"wave targets expire {text(wave['targets_expire'])}")
+        items.append(f"wave targets expire {expiry(wave['targets_expire'], now)}")
     if wave.get("production_expire"):
-        items.append(f"production targets of {code(wave.get('tag', ''))} expire {text(wave['production_expire'])}")
+        items.append(
+            f"production targets of {code(wave.get('tag', ''))} expire {expiry(wave['production_expire'], now)}"
+        )
     return '<ul class="facts">' + "".join(f"<li>{item}</li>" for item in items) + "</ul>" if items else ""
+
+
+def expiry(when: str, now: str | None) -> str:
+    """An expiry time, flagged as the text report flags it: expired, or within the plan's 30-day warning."""
+    moment, current = _moment(when), _moment(now)
+    if moment is None or current is None:
+        return text(when)
+    if moment <= current:
+        return f'{text(when)} <strong class="blocked">(EXPIRED)</strong>'
+    if moment - current < EXPIRY_WARNING:
+        return f'{text(when)} <strong class="waiting">(in {format_duration(moment - current)})</strong>'
+    return text(when)
 
 
 def numbers(pairs: Sequence[tuple[str, object]]) -> str:
