@@ -118,6 +118,7 @@ FORBIDDEN = [
 PUBLIC_SUBMODULES = {
     "reconciler.render.plan",
     "reconciler.render.status",
+    "reconciler.render.report",
     "reconciler.cli.status",
 }
 

@@ -74,6 +74,16 @@ class OutputFormat(StrEnum):
     MARKDOWN = "markdown"
 
 
+class StatusFormat(StrEnum):
+    """``reconcile status --format``: the plan's formats and a self-contained HTML page (``render/report.py``),
+    which only the status report has: a plan is read in a terminal or a pull request, a status also on a phone."""
+
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    HTML = "html"
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """One run of the main command. ``saved`` is the plan ``--plan`` loaded (schemas/savedplan.schema.json)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import sys
+import tempfile
 
 import click
 
@@ -23,10 +27,17 @@ from reconciler.safetext import printable
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json", "markdown"]),
+    type=click.Choice([f.value for f in cliopts.StatusFormat]),
     default="text",
     show_default=True,
-    help="Output.",
+    help="Output; html: one self-contained page (no script, no request).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_file",
+    metavar="FILE",
+    help="Write the output to FILE (atomically: whole or not at all) instead of stdout.",
 )
 @click.option(
     "--devices",
@@ -49,6 +60,7 @@ from reconciler.safetext import printable
 def status_command(
     paths: tuple[str, ...],
     output_format: str,
+    output_file: str | None,
     devices_of: str | None,
     only: str | None,
     with_failed: bool,
@@ -60,11 +72,14 @@ def status_command(
 ) -> None:
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
-    Reads only; never writes."""
+    Reads the factory only; never writes to it."""
     from reconciler.factory import select_backend
+    from reconciler.render import report as render_report
     from reconciler.render import status as render_status
 
     try:
+        if devices_of and output_format == cliopts.StatusFormat.HTML:
+            raise UserError("--format html shows the waves; with --devices WAVE use text, json or markdown")
         if only and not devices_of:
             raise UserError(f"--{only} works with --devices WAVE")
         if with_failed and devices_of:
@@ -76,10 +91,13 @@ def status_command(
         with FactoryClient(backend) as client:
             if devices_of:
                 wave, rows = read_devices(client, devices_of, only, _say)
-                click.echo(render_status.devices(wave, rows, client.server_now(), output_format))
+                _emit(render_status.devices(wave, rows, client.server_now(), output_format), output_file)
             else:
                 report = read_status(client, specs, with_failed=with_failed, warn=_say)
-                click.echo(render_status.render(report, output_format))
+                if output_format == cliopts.StatusFormat.HTML:
+                    _emit(render_report.page(render_status.to_dict(report)), output_file)
+                else:
+                    _emit(render_status.render(report, output_format), output_file)
     except ReconcilerError as exc:
         if debug:
             raise
@@ -89,6 +107,34 @@ def status_command(
         else:
             _say(f"error: {exc}")
         sys.exit(1)
+
+
+def _emit(text: str, path: str | None) -> None:
+    """The output on stdout, or in ``path`` written whole or not at all: a temporary file with a random
+    name beside it, renamed over it, so a reader (a CI artifact upload, a browser) never sees half a page.
+    A target that exists and is not a regular file (a link, a FIFO, a directory) is refused."""
+    if path is None or path == "-":
+        click.echo(text)
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                raise UserError(f"cannot write to {path}: not a regular file")
+        directory, name = os.path.split(path)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(file.fileno(), 0o666 & ~umask)  # as open() would: mkstemp's is 0600
+                file.write(text + "\n")
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise UserError(f"cannot write to {path}: {exc.strerror}") from exc
 
 
 def _say(line: str) -> None:

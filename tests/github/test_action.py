@@ -85,6 +85,11 @@ def test_workflow_is_valid_and_serialises_applies():
     for name, job in jobs.items():  # the key reaches the apply job only
         assert ("OFFLINE_TARGETS_KEY" in str(job)) == (name == "apply"), name
         assert action_step(job)["uses"].split("@")[1] == "COMMIT_SHA"
+    for name in ("apply", "advance"):  # each uploads its status page, also after a failed run
+        (upload,) = [step for step in jobs[name]["steps"] if "upload-artifact" in step.get("uses", "")]
+        step_id = action_step(jobs[name])["id"]
+        assert upload["with"]["path"] == f"${{{{ steps.{step_id}.outputs.report-file }}}}"
+        assert upload["if"].startswith("${{ !cancelled() && ")
 
 
 def action_step(job: dict) -> dict:
@@ -488,6 +493,10 @@ def test_the_three_jobs_release_a_wave_with_the_key_in_the_apply_job_only(tmp_pa
     assert advanced.returncode == 0, advanced.stdout + advanced.stderr
     assert history(runner_env, "v41-update") == ["canary", "beta"]
     assert "rolled out to" in advanced.summary
+    for result in (held, applied, advanced):  # the status page of each run, for its artifact
+        report = Path(result.outputs["report-file"]).read_text()
+        assert report.startswith("<!DOCTYPE html>") and "<code>v41-update</code>" in report
+    assert "rolled out <code>beta</code>" in Path(advanced.outputs["report-file"]).read_text()
     for run_dir in ("plan", "advance-0", "advance-1"):
         assert_no_key(tmp_path / run_dir, key_b64)
     assert api.writes()[1:] == []  # the plan comment only: nothing was stuck
