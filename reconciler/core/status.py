@@ -31,6 +31,7 @@ from typing import Literal
 
 from reconciler.core import failures, gates, ledger
 from reconciler.core.drift import ledger_drift
+from reconciler.core.forecast import Forecast, forecast
 from reconciler.core.gates import GateResult, UpdatedCheck
 from reconciler.core.ledger import Slot
 from reconciler.core.plan.reads import selected_specs
@@ -149,6 +150,7 @@ class WaveReport:
     targets_expire: datetime | None = None  # the wave's own targets (active waves)
     production_expire: datetime | None = None  # the tag's production targets
     left_on_canceled: int | None = None  # canceled waves: devices still on the wave version
+    forecast: Forecast | None = None  # active managed waves with steps left (core/forecast.py)
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,7 @@ def _wave_report(
         finished_by=wave.finished_by or None,
         phases=tuple(phases),
         next_step=_next_step(spec, wave, counts, now, failed, fleet) if active and spec is not None else None,
+        forecast=_forecast(spec, wave, counts, now, failed, fleet, targets_expire) if active and spec else None,
         totals=counts.tag if counts is not None else None,
         targets_expire=targets_expire if active else None,
         production_expire=production_expire,
@@ -357,6 +360,38 @@ def _next_step(
     )
     counts_devices = gate.updated_percent is not None or gate.failed is not None
     return GateReport(step=step, result=result, reached=reached if counts_devices else None, stopped_by=stopped)
+
+
+def _forecast(
+    spec: WaveSpec,
+    wave: ObservedWave,
+    counts: WaveCounts | None,
+    now: datetime,
+    failed: dict[str, int] | None,
+    fleet: Mapping[str, Device] | None,
+    expires: datetime | None,
+) -> Forecast | None:
+    """When the wave's remaining steps can run at the earliest, on the numbers ``_next_step`` reads; None
+    when none is left or a cancel is next."""
+    done = len(wave.history)
+    reached = sum(e.devices for e in wave.history)
+    counted = None if failed is None else WaveFailures(failed=sum(failed.values()), reached=reached, rollouts=done)
+    exceeded = failures.breach(spec, done, counted)
+    if spec.cancel or (exceeded is not None and spec.on_failure is OnFailure.CANCEL):
+        return None
+    drift = ledger_drift(spec.phases, wave.history)
+    result = forecast(
+        spec,
+        now=now,
+        history=wave.history,
+        created_at=wave.created_at,
+        expires=expires,
+        progress=None if counts is None else WaveProgress(counts.tag.updated, reached, counts.tag.devices),
+        fleet=fleet,
+        failures=counted,
+        stopped="drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None),
+    )
+    return result if result.steps else None
 
 
 def _share(need: str, count: int | None, reached: int | None, unread: str) -> str:
