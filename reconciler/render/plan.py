@@ -127,8 +127,15 @@ FORECAST_TITLE = "Forecast (each gate passing as soon as its wait ends)"
 
 
 def _forecasts(plan: Plan) -> list[Forecast]:
-    """The forecasts of the waves with steps left (core/forecast.py)."""
-    return [w.forecast for w in plan.waves if w.forecast is not None and w.forecast.steps]
+    """The forecasts of the waves with steps left after this plan (core/forecast.py): a wave done within
+    this plan needs none."""
+    return [
+        w.forecast
+        for w in plan.waves
+        if w.forecast is not None
+        and w.forecast.steps
+        and (w.forecast.done_at or datetime.max.replace(tzinfo=plan.now.tzinfo)) > plan.now
+    ]
 
 
 def _progress_table(waves: list[WaveSummary]) -> list[str]:
