@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -215,3 +216,77 @@ def test_a_freeze_pushes_a_step_it_covers_to_its_end(wait_list, start, length):
         if freeze.contains(before.at):
             assert after.at >= freeze.end
         assert after.at >= before.at
+
+
+# -- the plan: the expiry check, the forecast under the plan -----------------------------------------
+
+
+def test_a_new_wave_whose_freeze_pushes_its_complete_past_its_expiry_is_an_error_at_the_wave():
+    from reconciler.core import build_plan
+    from tests.helpers.planning import observed
+
+    freeze = Freeze(NOW + timedelta(days=1), NOW + timedelta(days=20), "year-end", UTC, "reconcile.yaml:4:5")
+    spec = replace(V46, expires_in_seconds=10 * DAY, schedule=Schedule((), (freeze,)))  # the waits: 3d12h
+    plan = build_plan([spec], observed())
+    (error,) = plan.errors
+    assert (error.file, error.line, error.col) == ("v46.yaml", 3, 1)
+    assert error.message == (
+        "wave 'v46' would expire (10d from now, 2026-12-03T12:00:00Z) before it can be done: with its waits, "
+        "windows and freezes its complete runs no earlier than Wed 2026-12-16 00:00 UTC (rollout beta held: frozen "
+        "until Sun 2026-12-13 12:00 UTC: year-end (reconcile.yaml:4:5); allowed again Sun 2026-12-13 12:00 UTC): "
+        "an expired wave cannot be rolled out or completed; set expires well beyond that (e.g. expires: 365d)"
+    )
+    assert not plan.changes
+    assert build_plan([replace(spec, schedule=Schedule())], observed()).errors == ()
+
+
+def test_an_active_wave_whose_window_comes_after_its_expiry_is_an_error():
+    from reconciler.core import build_plan
+    from tests.helpers.planning import active, observed
+
+    window = Window(frozenset({5}), 9 * 60, 10 * 60, UTC, "w.yaml:7:5")  # Saturdays 09:00-10:00 only
+    spec = replace(V46, schedule=Schedule((window,), ()))
+    state = replace(
+        observed([active("v46", 46, [record("canary", NOW - timedelta(days=2), full=True)])]),
+        wave_expires={"v46": NOW + timedelta(days=4)},
+    )
+    errors = [e.message for e in build_plan([spec], state).errors]
+    assert errors == [
+        "wave 'v46' expires at 2026-11-27T12:00:00Z, in 4d, but with its waits, windows and freezes its complete "
+        "runs no earlier than Sat 2026-12-12 09:00 UTC (complete held: outside the rollout windows (Sat 09:00-10:00 "
+        "UTC at w.yaml:7:5); the next window opens Sat 2026-12-12 09:00 UTC); cancel it (cancel: true) and promote "
+        "the build again in a new wave, with a new name and an expiry longer than its waits"
+    ]
+
+
+def test_the_plan_shows_the_forecast_under_it_in_every_format():
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from reconciler.core import build_plan
+    from reconciler.render.plan import to_dict, to_markdown, to_text
+    from tests.helpers.planning import observed
+
+    plan = build_plan([V46], observed())
+    text = to_text(plan)
+    assert (
+        "Forecast (each gate passing as soon as its wait ends):\n  v46: done no earlier than Fri 2026-11-27 00:00 UTC"
+        in text
+    )
+    data = to_dict(plan)
+    assert data["waves"][0]["forecast"]["done_at"] == "2026-11-27T00:00:00Z"
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "plan.schema.json").read_text())
+    Draft202012Validator(schema).validate(data)
+    markdown = to_markdown(plan)
+    assert "#### Forecast (each gate passing as soon as its wait ends)" in markdown
+    assert "```mermaid\ngantt\n" in markdown
+    assert "  rollout beta :s1, 2026-11-23 12:00, 2026-11-24 12:00" in markdown
+    assert "  rollout canary :milestone, s0, 2026-11-23 12:00, 0m" in markdown
+
+
+def test_gantt_names_cannot_break_the_chart():
+    from reconciler.render.plan import gantt_text
+
+    assert gantt_text("eu: canaries #1; a\nb`c,d") == "eu_ canaries _1_ a_b_c_d"
+    assert gantt_text("ünïcode") == "_n_code"
