@@ -11,8 +11,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
+from jsonschema import Draft202012Validator
 
 from reconciler.localfactory.cli import main as factory_main
+from reconciler.resources import load_schema
 from tests.helpers.e2e import advance, commit, reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +35,54 @@ def _seconds(delta: timedelta) -> str:
     return f"{int(delta.total_seconds())}s"
 
 
-def test_the_walkthrough_forecast_is_when_its_steps_become_ready(release_repo, tmp_path):
+def _walkthrough(release_repo: Path, tmp_path: Path) -> tuple[str, Path, list[str]]:
+    """The walkthrough's first apply: v42 and v44 complete, v46 on its canaries."""
     shutil.copytree(ROOT / "examples" / "releases", release_repo / "releases")
     commit(release_repo, {}, "the walkthrough's release repository")
     factory = tmp_path / "walkthrough-factory"
     result = CliRunner().invoke(factory_main, ["--local", str(factory), "init", "--demo", "--start", START])
     assert result.exit_code == 0, result.output
     manifests, local = str(release_repo / "releases"), ["--local", str(factory)]
-
-    code, out, err = reconcile(manifests, *local)
+    code, _, err = reconcile(manifests, *local)
     assert code == 0, err
+    return manifests, factory, local
+
+
+def test_status_and_plan_show_the_forecast_in_every_format(release_repo, tmp_path):
+    manifests, _, local = _walkthrough(release_repo, tmp_path)
+    code, out, err = reconcile("status", manifests, *local)
+    assert code == 0, err
+    assert "  forecast: last rollout no earlier than Mon 2026-12-07 05:00 UTC\n" in out
+    assert "    rollout beta no earlier than Wed 2026-12-02 05:00 UTC (wait 24h)\n" in out
+    assert "    rollout us-west no earlier than Mon 2026-12-07 05:00 UTC (wait 24h)\n" in out
+    assert "    assuming each step runs as soon as it may" in out
+
+    code, out, err = reconcile("status", manifests, "--format", "json", *local)
+    data = json.loads(out)
+    Draft202012Validator(load_schema("status.schema.json")).validate(data)
+    forecasts = {w["name"]: w["forecast"] for w in data["waves"]}
+    assert forecasts["v42"] is None and forecasts["v44"] is None, "complete waves have no steps left"
+    assert forecasts["v46"]["done_at"] == "2026-12-07T05:00:00Z" and forecasts["v46"]["within_expiry"] is True
+
+    code, out, err = reconcile("status", manifests, "--format", "markdown", *local)
+    assert "- forecast: last rollout no earlier than Mon 2026-12-07 05:00 UTC\n" in out
+    assert "Forecast (each gate passing as soon as its wait ends):\n\n- rollout beta no earlier than" in out
+
+    code, out, err = reconcile("--dry-run", manifests, *local)
+    assert (
+        "Forecast (each gate passing as soon as its wait ends):\n"
+        "  v46: last rollout no earlier than Mon 2026-12-07 05:00 UTC\n"
+    ) in out
+    code, out, err = reconcile("--dry-run", "--format", "json", manifests, *local)
+    plan = json.loads(out)
+    Draft202012Validator(load_schema("plan.schema.json")).validate(plan)
+    assert next(w for w in plan["waves"] if w["name"] == "v46")["forecast"]["done_at"] == "2026-12-07T05:00:00Z"
+    code, out, err = reconcile("--dry-run", "--format", "markdown", manifests, *local)
+    assert "```mermaid\ngantt\n" in out and "  rollout us-west :s4, 2026-12-06 05:00, 2026-12-07 05:00\n" in out
+
+
+def test_the_walkthrough_forecast_is_when_its_steps_become_ready(release_repo, tmp_path):
+    manifests, factory, local = _walkthrough(release_repo, tmp_path)
     wave = _status(manifests, local)
     forecast = wave["forecast"]
     steps = [(s["step"], _time(s["at"])) for s in forecast["steps"]]

@@ -11,6 +11,7 @@ keeps it that way.
 
 from reconciler.core.failures import waves_needing_failures
 from reconciler.core.forecast import ASSUMPTIONS, Bound, Forecast, StepForecast, forecast
+from reconciler.core.forecast import TITLE as FORECAST_TITLE
 from reconciler.core.forecast import to_dict as forecast_dict
 from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
 from reconciler.core.plan.checks import empty_rollout_warnings
@@ -87,6 +88,7 @@ from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule,
 __all__ = [
     "ASSUMPTIONS",
     "EXPIRY_WARNING",
+    "FORECAST_TITLE",
     "MAX_PHASE_UUIDS",
     "MAX_ROLLOUT_UUIDS",
     "MINUTES_PER_DAY",

@@ -48,6 +48,7 @@ from reconciler.core.state import Device, RolloutRecord, WaveFailures, WaveProgr
 from reconciler.core.text import format_duration
 from reconciler.core.windows import Schedule, local_time
 
+TITLE = "Forecast (each gate passing as soon as its wait ends)"  # the heading plan and status show it under
 ASSUMPTIONS = (
     "each step runs as soon as it may, the previous one at its own earliest time",
     "a gate on device numbers passes as soon as its wait ends; one that has not passed once its wait has "

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core import (
+    FORECAST_TITLE,
     CancelOp,
     Forecast,
     InitOp,
@@ -121,9 +122,6 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     lines.append("")
     lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
     return "\n".join(printable(line) for line in lines)
-
-
-FORECAST_TITLE = "Forecast (each gate passing as soon as its wait ends)"
 
 
 def _forecasts(plan: Plan) -> list[Forecast]:

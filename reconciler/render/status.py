@@ -16,6 +16,7 @@ from typing import Any
 
 from reconciler.core import (
     EXPIRY_WARNING,
+    FORECAST_TITLE,
     DeviceRow,
     Forecast,
     GateReport,
@@ -178,7 +179,7 @@ def to_markdown(report: StatusReport) -> str:
             ]
             out += ["| " + " | ".join(_cell(c) for c in _phase_cells(p)) + " |" for p in wave.phases]
         if wave.forecast is not None:
-            out += ["", f"Forecast: {_cell(wave.forecast.done_text())}", ""]
+            out += ["", f"{FORECAST_TITLE}:", ""]
             out += [f"- {_cell(line)}" for line in _forecast_lines(wave.forecast)]
     return "\n".join(out) + "\n"
 
