@@ -37,7 +37,7 @@ const diagram = await mermaid.mermaidAPI.getDiagramFromText(text);
 const tasks = diagram.db.getTasks().map((t) => ({
   task: t.task.trim(), start: t.startTime.toISOString(), end: t.endTime.toISOString(), milestone: !!t.milestone,
 }));
-console.log(JSON.stringify({ type: diagram.type, tasks }));
+console.log(JSON.stringify({ type: diagram.type, title: diagram.db.getDiagramTitle(), tasks }));
 """
 
 
@@ -96,7 +96,7 @@ def test_mermaid_reads_the_chart_with_every_hostile_name_whole(mermaid_dir):
     spec = wave("v46: #evil;\nsection x", 46, phases, complete=CompleteSpec(Gate(wait_seconds=2 * HOUR)))
     result = forecast(spec, now=NOW)
     read = _read(mermaid_dir, gantt(result))
-    assert read["type"] == "gantt"
+    assert read["type"] == "gantt" and read["title"] == "v46_ _evil__section x earliest times (UTC)"
     assert [t["task"] for t in read["tasks"]] == [gantt_text(step.step) for step in result.steps]
     stamp = "%Y-%m-%dT%H:%M:%S.000Z"
     assert [t["end"] for t in read["tasks"]] == [step.at.strftime(stamp) for step in result.steps]

@@ -414,7 +414,7 @@ def gantt(result: Forecast) -> str:
     lines = [
         "```mermaid",
         "gantt",
-        f"  title {gantt_text(f'{result.wave} earliest times, {result.zone}')}",
+        f"  title {gantt_text(f'{result.wave} earliest times ({result.zone})')}",
         "  dateFormat YYYY-MM-DD HH:mm",
         "  axisFormat %m-%d %H:%M",
         f"  section {gantt_text(result.wave)}",
