@@ -116,10 +116,11 @@ class Forecast:
 
     def done_text(self) -> str:
         """``done no earlier than Tue 2026-12-09 06:00 CET`` (``last rollout ...`` for a wave without a
-        complete), or what the wave waits on."""
+        complete; ``, after its targets expire`` when that is too late), or what the wave waits on."""
         what = "done" if self.completes else "last rollout"
         if self.done_at is not None:
-            return f"{what} no earlier than {self.local(self.done_at)}"
+            late = "" if self.within_expiry is not False else ", after its targets expire"
+            return f"{what} no earlier than {self.local(self.done_at)}{late}"
         unmet = next(step for step in self.steps if step.at is None)
         return f"{what}: not forecast ({self.step_text(unmet)})"
 

@@ -126,6 +126,7 @@ def test_a_freeze_alone_sets_the_time_at_its_end():
 def test_expiry_is_judged_on_the_last_step():
     done = NOW + timedelta(days=3, hours=12)
     assert forecast(V46, now=NOW, expires=done).within_expiry is False
+    assert forecast(V46, now=NOW, expires=done).done_text().endswith("00:00 UTC, after its targets expire")
     assert forecast(V46, now=NOW, expires=done + timedelta(seconds=1)).within_expiry is True
 
 
