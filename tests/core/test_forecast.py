@@ -291,3 +291,27 @@ def test_gantt_names_cannot_break_the_chart():
 
     assert gantt_text("eu: canaries #1; a\nb`c,d") == "eu_ canaries _1_ a_b_c_d"
     assert gantt_text("ünïcode") == "_n_code"
+
+
+# -- reconcile status ------------------------------------------------------------------------------
+
+
+def test_status_forecasts_active_waves_with_steps_left_and_says_what_stops_one():
+    from tests.helpers.status import SPEC, counts, entry, facts, report
+
+    canary = entry("canary", NOW - timedelta(hours=2), 10)
+    (wave_report,) = report([SPEC], [facts("v46", 46, history=[canary])], {"v46": counts(3, 7)}).waves
+    result = wave_report.forecast
+    assert result is not None and [s.step for s in result.steps] == ["rollout us-east", "complete"]
+    assert result.steps[0].at == canary.at + timedelta(days=1)  # 30% updated, but its wait has 22h to go
+
+    drifted = facts("v46", 46, history=[entry("beta", NOW - timedelta(hours=2), 10)])
+    (wave_report,) = report([SPEC], [drifted]).waves
+    assert wave_report.forecast is not None
+    assert wave_report.forecast.steps[0].unmet.startswith("drift: ")
+    assert wave_report.forecast.done_at is None
+
+    (wave_report,) = report([replace(SPEC, cancel=True)], [facts("v46", 46, history=[canary])]).waves
+    assert wave_report.forecast is None, "a cancel is next"
+    (wave_report,) = report([SPEC], [facts("v46", 46, status="complete", history=[canary], finished=NOW)]).waves
+    assert wave_report.forecast is None, "nothing is left"
