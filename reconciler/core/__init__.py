@@ -10,6 +10,9 @@ keeps it that way.
 """
 
 from reconciler.core.failures import waves_needing_failures
+from reconciler.core.forecast import ASSUMPTIONS, Bound, Forecast, StepForecast, forecast
+from reconciler.core.forecast import TITLE as FORECAST_TITLE
+from reconciler.core.forecast import to_dict as forecast_dict
 from reconciler.core.ledger import MAX_PHASE_UUIDS, MAX_ROLLOUT_UUIDS
 from reconciler.core.plan.checks import empty_rollout_warnings
 from reconciler.core.plan.keys import without_keyed_steps, without_signs_by
@@ -83,11 +86,14 @@ from reconciler.core.text import EXPIRY_WARNING, counted, format_duration
 from reconciler.core.windows import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
 
 __all__ = [
+    "ASSUMPTIONS",
     "EXPIRY_WARNING",
+    "FORECAST_TITLE",
     "MAX_PHASE_UUIDS",
     "MAX_ROLLOUT_UUIDS",
     "MINUTES_PER_DAY",
     "WEEKDAYS",
+    "Bound",
     "CancelOp",
     "CompleteOp",
     "CompleteSpec",
@@ -95,6 +101,7 @@ __all__ = [
     "DeviceFacts",
     "DeviceRow",
     "FailureBound",
+    "Forecast",
     "Freeze",
     "Gate",
     "GateReport",
@@ -120,6 +127,7 @@ __all__ = [
     "SignOp",
     "SigningInputs",
     "StatusReport",
+    "StepForecast",
     "TargetsKeys",
     "WaveCounts",
     "WaveFailures",
@@ -136,6 +144,8 @@ __all__ = [
     "counted",
     "day_start",
     "empty_rollout_warnings",
+    "forecast",
+    "forecast_dict",
     "format_duration",
     "gate_text",
     "needs_events",

@@ -31,6 +31,7 @@ from typing import Literal
 
 from reconciler.core import failures, gates, ledger
 from reconciler.core.drift import ledger_drift
+from reconciler.core.forecast import Forecast, forecast
 from reconciler.core.gates import GateResult, UpdatedCheck
 from reconciler.core.ledger import Slot
 from reconciler.core.plan.reads import selected_specs
@@ -149,6 +150,7 @@ class WaveReport:
     targets_expire: datetime | None = None  # the wave's own targets (active waves)
     production_expire: datetime | None = None  # the tag's production targets
     left_on_canceled: int | None = None  # canceled waves: devices still on the wave version
+    forecast: Forecast | None = None  # active managed waves with steps left (core/forecast.py)
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,7 @@ def _wave_report(
         finished_by=wave.finished_by or None,
         phases=tuple(phases),
         next_step=_next_step(spec, wave, counts, now, failed, fleet) if active and spec is not None else None,
+        forecast=_forecast(spec, wave, counts, now, failed, fleet, targets_expire) if active and spec else None,
         totals=counts.tag if counts is not None else None,
         targets_expire=targets_expire if active else None,
         production_expire=production_expire,
@@ -314,6 +317,28 @@ def _entry_scope(entry: RolloutRecord) -> str:
     return f"group {entry.group}" if entry.full_group else f"group {entry.group}, part"
 
 
+@dataclass(frozen=True)
+class _Numbers:
+    """What the next step's gate and the forecast read of an active wave, computed once for both."""
+
+    reached: int  # devices the rollouts reached
+    counted: WaveFailures | None  # its failed devices, when counted
+    exceeded: failures.Breach | None  # a failure bound in force that they exceed
+    stopped: str | None  # drift or a halt: no step runs whatever its gate says
+    progress: WaveProgress | None  # the require.updated numbers, when the wave's status was read
+
+
+def _numbers(spec: WaveSpec, wave: ObservedWave, counts: WaveCounts | None, failed: dict[str, int] | None) -> _Numbers:
+    done = len(wave.history)
+    reached = sum(e.devices for e in wave.history)
+    counted = None if failed is None else WaveFailures(failed=sum(failed.values()), reached=reached, rollouts=done)
+    exceeded = failures.breach(spec, done, counted)
+    drift = ledger_drift(spec.phases, wave.history)  # the planner's own comparison: status and plan agree
+    stopped = "drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None)
+    progress = None if counts is None else WaveProgress(counts.tag.updated, reached, counts.tag.devices)
+    return _Numbers(reached, counted, exceeded, stopped, progress)
+
+
 def _next_step(
     spec: WaveSpec,
     wave: ObservedWave,
@@ -328,11 +353,9 @@ def _next_step(
     done = len(wave.history)
     if spec.cancel:
         return GateReport(step="cancel")
-    reached = sum(e.devices for e in wave.history)
-    counted = None if failed is None else WaveFailures(failed=sum(failed.values()), reached=reached, rollouts=done)
-    exceeded = failures.breach(spec, done, counted)
-    if exceeded is not None and spec.on_failure is OnFailure.CANCEL:
-        return GateReport(step="cancel", because=f"onFailure: cancel: {exceeded.text()}")
+    numbers = _numbers(spec, wave, counts, failed)
+    if numbers.exceeded is not None and spec.on_failure is OnFailure.CANCEL:
+        return GateReport(step="cancel", because=f"onFailure: cancel: {numbers.exceeded.text()}")
     slot = next(ledger.slots(spec.phases, done), None)
     if slot is not None:
         phase = spec.phases[slot.phase_index]
@@ -342,21 +365,48 @@ def _next_step(
         step, gate = "complete", spec.complete.gate
     else:
         return None
-    drift = ledger_drift(spec.phases, wave.history)  # the planner's own comparison: status and plan agree
-    stopped = "drift: " + "; ".join(drift) if drift else (f"halted: {exceeded.text()}" if exceeded else None)
-    progress = None if counts is None else WaveProgress(counts.tag.updated, reached, counts.tag.devices)
     result = gates.evaluate(
         gate,
         now=now,
         since=wave.history[-1].at if wave.history else wave.created_at,
         rollouts=done,
-        progress=progress,
+        progress=numbers.progress,
         fleet=fleet,
-        failures=counted,
+        failures=numbers.counted,
         hold=None if spec.schedule.empty else spec.schedule.hold(now),  # a window or freeze, as the plan holds it
     )
     counts_devices = gate.updated_percent is not None or gate.failed is not None
-    return GateReport(step=step, result=result, reached=reached if counts_devices else None, stopped_by=stopped)
+    return GateReport(
+        step=step, result=result, reached=numbers.reached if counts_devices else None, stopped_by=numbers.stopped
+    )
+
+
+def _forecast(
+    spec: WaveSpec,
+    wave: ObservedWave,
+    counts: WaveCounts | None,
+    now: datetime,
+    failed: dict[str, int] | None,
+    fleet: Mapping[str, Device] | None,
+    expires: datetime | None,
+) -> Forecast | None:
+    """When the wave's remaining steps can run at the earliest (``core/forecast.py``), on the numbers the
+    next step's gate reads; None when none is left or a cancel is next."""
+    numbers = _numbers(spec, wave, counts, failed)
+    if spec.cancel or (numbers.exceeded is not None and spec.on_failure is OnFailure.CANCEL):
+        return None
+    result = forecast(
+        spec,
+        now=now,
+        history=wave.history,
+        created_at=wave.created_at,
+        expires=expires,
+        progress=numbers.progress,
+        fleet=fleet,
+        failures=numbers.counted,
+        stopped=numbers.stopped,
+    )
+    return result if result.steps else None
 
 
 def _share(need: str, count: int | None, reached: int | None, unread: str) -> str:

@@ -157,7 +157,7 @@ class Schedule:
         last = next((f for f in self.freezes if f.end == opens), None)
         zone = window.zone if window is not None else last.zone if last is not None else timezone.utc
         what = "the next window opens" if window is not None else "allowed again"
-        return Hold(f"{why}; {what} {_local(opens, zone)}{_also_utc(opens, zone)}", opens)
+        return Hold(f"{why}; {what} {local_time(opens, zone)}{_also_utc(opens, zone)}", opens)
 
     def _causes(self, now: datetime, opens: datetime | None) -> list[str]:
         """What holds a step from ``now`` to ``opens`` (None: as far as the freezes reach), in order: each
@@ -173,7 +173,7 @@ class Schedule:
             covering = [f for f in self.freezes if f.contains(at)]
             if covering:
                 freeze = max(covering, key=lambda f: f.end)
-                text = f"frozen until {_local(freeze.end, freeze.zone)}: {freeze.reason}"
+                text = f"frozen until {local_time(freeze.end, freeze.zone)}: {freeze.reason}"
                 causes.append(text + (f" ({freeze.where})" if freeze.where else ""))
                 at = freeze.end
                 continue
@@ -263,7 +263,7 @@ def _clock(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def _local(instant: datetime, zone: tzinfo) -> str:
+def local_time(instant: datetime, zone: tzinfo) -> str:
     """``Mon 2026-11-02 09:00 CET``; seconds only when there are some."""
     local = instant.astimezone(zone)
     clock = "%H:%M:%S" if local.second else "%H:%M"

@@ -18,7 +18,9 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core import (
+    FORECAST_TITLE,
     CancelOp,
+    Forecast,
     InitOp,
     Operation,
     OpKind,
@@ -28,6 +30,7 @@ from reconciler.core import (
     WaveStatus,
     WaveSummary,
     counted,
+    forecast_dict,
     rollout_scope,
 )
 from reconciler.errors import MAX_SHOWN, Problem, more_line
@@ -104,6 +107,9 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
                 lines.append(f"      blocked: {op.reason}")
             elif op.reason:  # a step the reconciler decided on itself (onFailure: cancel) says why
                 lines.append(f"      because {op.reason}")
+    forecasts = _forecasts(plan)
+    if forecasts:
+        lines += ["", FORECAST_TITLE + ":"] + [f"  {f.wave}: {f.done_text()}" for f in forecasts]
     for title, problems in (("Warnings", plan.warnings), ("Errors", plan.errors)):
         if problems:
             lines += ["", f"{title}:"] + [f"  {p}" for p in _first(problems)] + _more(problems, title, "  ")
@@ -116,6 +122,18 @@ def to_text(plan: Plan, diffs: dict[str, str] | None = None) -> str:
     lines.append("")
     lines.append(NO_CHANGES if not plan.operations and not plan.errors else summary_line(plan))
     return "\n".join(printable(line) for line in lines)
+
+
+def _forecasts(plan: Plan) -> list[Forecast]:
+    """The forecasts of the waves with steps left after this plan (core/forecast.py): a wave done within
+    this plan needs none."""
+    return [
+        w.forecast
+        for w in plan.waves
+        if w.forecast is not None
+        and w.forecast.steps
+        and (w.forecast.done_at or datetime.max.replace(tzinfo=plan.now.tzinfo)) > plan.now
+    ]
 
 
 def _progress_table(waves: list[WaveSummary]) -> list[str]:
@@ -190,6 +208,8 @@ def wave_dict(wave: WaveSummary) -> dict[str, Any]:
     }
     if wave.rolled_out is not None:
         data["progress"] = {"updated": wave.updated, "rolled_out": wave.rolled_out, "total": wave.total}
+    if wave.forecast is not None and wave.forecast.steps:
+        data["forecast"] = forecast_dict(wave.forecast)
     return data
 
 
@@ -325,6 +345,7 @@ def to_markdown(plan: Plan, provenance: dict[str, Any] | None = None, diffs: dic
         out.append(f"**{summary_line(plan)}**")
     elif not plan.errors:
         out.append(f"**{NO_CHANGES}**")
+    out += forecast_markdown(_forecasts(plan))
     for title, problems in (("Errors", plan.errors), ("Warnings", plan.warnings)):
         if problems:
             out += ["", f"#### {title}", ""] + [f"- {md_code(str(p))}" for p in _first(problems)]
@@ -350,3 +371,61 @@ def to_markdown(plan: Plan, provenance: dict[str, Any] | None = None, diffs: dic
             out += [f"**{md_text(wave.name)}**", "", mermaid(plan, wave), ""]
         out.append("</details>")
     return "\n".join(out) + "\n"
+
+
+# -- the forecast in Markdown: a list, and a Mermaid gantt chart where Mermaid is rendered ----------
+
+
+def forecast_markdown(forecasts: list[Forecast]) -> list[str]:
+    """Each wave's forecast as a list a reader can read anywhere, then as a gantt chart (GitHub renders
+    Mermaid; elsewhere the chart shows as its plain source, below the same facts in the list)."""
+    if not forecasts:
+        return []
+    out = ["", f"#### {FORECAST_TITLE}", ""]
+    for result in forecasts:
+        out.append(f"- {md_code(result.wave)}: {md_text(result.done_text())}")
+        out += [f"  - {md_text(result.step_text(step))}" for step in result.steps]
+    charts = [chart for chart in (gantt(result) for result in forecasts) if chart]
+    for chart in charts:
+        out += ["", chart]
+    return out
+
+
+GANTT_DATE = "%Y-%m-%d %H:%M"
+
+
+def gantt(result: Forecast) -> str:
+    """A Mermaid ``gantt`` chart of one wave's forecast, on the calendar's clock: a bar per step from when
+    its wait starts to its earliest time (a milestone when it runs right away); steps that are not
+    forecast are left out (the list says why). Empty when no step is forecast."""
+    rows = []
+    for index, step in enumerate(result.steps):
+        if step.at is None:
+            continue
+        at = step.at.astimezone(result.zone).strftime(GANTT_DATE)
+        name = gantt_text(step.step)
+        if step.start is None or step.start >= step.at:
+            rows.append(f"  {name} :milestone, s{index}, {at}, 0m")
+        else:
+            start = step.start.astimezone(result.zone).strftime(GANTT_DATE)
+            rows.append(f"  {name} :s{index}, {start}, {at}")
+    if not rows:
+        return ""
+    lines = [
+        "```mermaid",
+        "gantt",
+        f"  title {gantt_text(f'{result.wave} earliest times ({result.zone})')}",
+        "  dateFormat YYYY-MM-DD HH:mm",
+        "  axisFormat %m-%d %H:%M",
+        f"  section {gantt_text(result.wave)}",
+        *rows,
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def gantt_text(text: str) -> str:
+    """Text Mermaid's gantt grammar reads as a name, whatever a pull request put in it: ASCII letters,
+    digits, spaces and ``_.+-/()'`` stay, anything else (``:``, ``#``, ``;``, a comma, a backtick, a line
+    break, any non-ASCII character) becomes ``_``; the same name always gives the same text."""
+    return "".join(char if char.isascii() and (char.isalnum() or char in " _.+-/()'") else "_" for char in text)

@@ -16,7 +16,9 @@ from typing import Any
 
 from reconciler.core import (
     EXPIRY_WARNING,
+    FORECAST_TITLE,
     DeviceRow,
+    Forecast,
     GateReport,
     ObservedWave,
     PhaseReport,
@@ -25,6 +27,7 @@ from reconciler.core import (
     WaveReport,
     WaveStatus,
     counted,
+    forecast_dict,
     format_duration,
     gate_text,
 )
@@ -127,7 +130,14 @@ def _facts(wave: WaveReport, now: datetime) -> list[str]:
         lines.append("; ".join(expiry))
     if wave.next_step is not None:
         lines.append(f"next: {gate_text(wave.next_step, now)}")
+    if wave.forecast is not None:
+        lines.append(f"forecast: {wave.forecast.done_text()}")
     return lines
+
+
+def _forecast_lines(forecast: Forecast) -> list[str]:
+    """Each remaining step's earliest time, then what the forecast assumes."""
+    return [forecast.step_text(step) for step in forecast.steps] + [f"assuming {'; '.join(forecast.assumptions)}"]
 
 
 def to_text(report: StatusReport) -> str:
@@ -138,6 +148,8 @@ def to_text(report: StatusReport) -> str:
         lines += ["", printable(_title(wave))] + [f"  {printable(line)}" for line in _facts(wave, report.now)]
         if wave.phases:
             lines += table(PHASE_HEADER, [_phase_cells(p) for p in wave.phases], numeric=frozenset({5, 6, 7, 8, 9}))
+        if wave.forecast is not None:
+            lines += ["  forecast:"] + [f"    {printable(line)}" for line in _forecast_lines(wave.forecast)]
     return "\n".join(lines)
 
 
@@ -166,6 +178,9 @@ def to_markdown(report: StatusReport) -> str:
                 "|---|---|---|---|---|---:|---:|---:|---:|---:|",
             ]
             out += ["| " + " | ".join(_cell(c) for c in _phase_cells(p)) + " |" for p in wave.phases]
+        if wave.forecast is not None:
+            out += ["", f"{FORECAST_TITLE}:", ""]
+            out += [f"- {_cell(line)}" for line in _forecast_lines(wave.forecast)]
     return "\n".join(out) + "\n"
 
 
@@ -227,6 +242,7 @@ def wave_dict(wave: WaveReport) -> dict[str, Any]:
         "production_expire": iso(wave.production_expire),
         "next_step": _gate(wave.next_step),
         "phases": [_phase(p) for p in wave.phases],
+        "forecast": None if wave.forecast is None else forecast_dict(wave.forecast),
     }
 
 

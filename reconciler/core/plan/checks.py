@@ -1,9 +1,9 @@
 """The plan-time checks: what makes a step an error before anything is sent to the factory.
 
 A new wave's target, prune list, tag, sourceTag and expiry; the groups and UUIDs of the phases still to
-roll out; an active wave whose targets expired or will before its remaining waits are over; a tag whose
-production targets expire soon; a rollout whose dry run reaches no device (``empty_rollout_warnings``,
-once the shell has counted). Each check returns its findings at the manifest line they concern; the
+roll out; an active wave whose targets expired or will before its remaining steps can run (their waits,
+windows and freezes: ``core/forecast.py``); a tag whose production targets expire soon; a rollout whose
+dry run reaches no device (``empty_rollout_warnings``, once the shell has counted). Each check returns its findings at the manifest line they concern; the
 planner (``plan/planner.py``) turns them into errors or warnings and holds the steps they concern.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from reconciler.core import ledger
+from reconciler.core.forecast import Forecast, forecast
 from reconciler.core.plan.model import Plan, RolloutOp, rollout_scope
 from reconciler.core.spec import Location, PhaseSpec, WaveSpec
 from reconciler.core.state import Device, ObservedState, ObservedWave, ProdTargets
@@ -111,9 +112,10 @@ def phase_problems(spec: WaveSpec, start: int, observed: ObservedState) -> list[
 
 
 def expiry_problems(spec: WaveSpec, wave: ObservedWave, observed: ObservedState) -> list[Finding]:
-    """An active wave whose targets expired, or will before its remaining waits are over, cannot go on."""
+    """An active wave whose targets expired, or will before its remaining steps can run (their waits, windows
+    and freezes: ``core/forecast.py``, every gate assumed to pass at once), cannot go on."""
     expires = observed.wave_expires.get(spec.name)
-    done, parts_done = ledger.position(spec.phases, len(wave.history))
+    done, _ = ledger.position(spec.phases, len(wave.history))
     if expires is None or (done >= len(spec.phases) and spec.complete is None):
         return []
     where = spec.at("expiresAt", "expires")
@@ -130,42 +132,52 @@ def expiry_problems(spec: WaveSpec, wave: ObservedWave, observed: ObservedState)
                 f"completed; {advice}",
             )
         ]
-    since: datetime | None = wave.history[-1].at if wave.history else wave.created_at
-    if parts_done:  # mid-phase: its gate has passed, the next one counts from its last part
-        done, since = done + 1, None
-    left = _remaining_waits(spec, done, since, observed.now)
-    if observed.now + left > expires:
+    result = forecast(spec, now=observed.now, history=wave.history, created_at=wave.created_at, expires=expires)
+    last = result.done_at
+    if last is None or last <= expires:
+        return []
+    left = f"in {format_duration(expires - observed.now)}"
+    if not result.scheduled:
         return [
             (
                 where,
-                f"wave '{spec.name}' expires at {stamp}, in {format_duration(expires - observed.now)}, but its "
-                f"remaining waits take {format_duration(left)}; {advice}",
+                f"wave '{spec.name}' expires at {stamp}, {left}, but its remaining waits take "
+                f"{format_duration(last - observed.now)}; {advice}",
             )
         ]
-    return []
+    return [(where, f"wave '{spec.name}' expires at {stamp}, {left}, but {_held_text(result)}; {advice}")]
 
 
 def new_wave_expiry(spec: WaveSpec, now: datetime) -> tuple[datetime, Problem | None]:
-    """The expiry a new wave's targets get, with an error when it is past or within the wave's waits, or a
+    """The expiry a new wave's targets get, with an error when it is past or comes before the wave's last
+    step can run (its waits, windows and freezes, from its creation now: ``core/forecast.py``), or a
     warning when it is near (``EXPIRY_WARNING``)."""
     if spec.expires_at is not None:
         expires = spec.expires_at
     else:
         expires = now + timedelta(seconds=spec.expires_in_seconds or 0)
-    waits = _remaining_waits(spec, 0, None, now)
     where = spec.at("expiresAt", "expires")
+    key = "expiresAt" if spec.expires_at is not None else "expires"
+    result = forecast(spec, now=now, expires=expires)
+    last = result.done_at
     if expires <= now:
         return expires, _problem(
             where,
             f"expiry {expires:%Y-%m-%dT%H:%M:%SZ} is in the past; set a later expiresAt",
         )
-    elif waits and expires - now <= waits:
-        key = "expiresAt" if spec.expires_at is not None else "expires"
+    elif last is not None and now < last and expires <= last and not result.scheduled:
         return expires, _problem(
             where,
             f"wave '{spec.name}' would expire ({format_duration(expires - now)} "
-            f"from now) before its waits are over ({format_duration(waits)} in all): an expired wave cannot "
+            f"from now) before its waits are over ({format_duration(last - now)} in all): an expired wave cannot "
             f"be rolled out or completed; set {key} well beyond the waits (e.g. expires: 365d)",
+        )
+    elif last is not None and expires <= last:
+        return expires, _problem(
+            where,
+            f"wave '{spec.name}' would expire ({format_duration(expires - now)} from now, "
+            f"{expires:%Y-%m-%dT%H:%M:%SZ}) before it can be done: {_held_text(result)}: an expired wave cannot "
+            f"be rolled out or completed; set {key} well beyond that (e.g. expires: 365d)",
         )
     elif expires - now < EXPIRY_WARNING:
         return expires, _problem(
@@ -174,6 +186,16 @@ def new_wave_expiry(spec: WaveSpec, now: datetime) -> tuple[datetime, Problem | 
             Severity.WARNING,
         )
     return expires, None
+
+
+def _held_text(result: Forecast) -> str:
+    """``with its waits, windows and freezes its complete runs no earlier than Mon 2026-11-30 09:00 CET
+    (held: frozen until ...)``: the last step and the last hold that pushed a step later."""
+    last = result.steps[-1]
+    assert last.at is not None  # only a forecast that reaches its end is compared with the expiry
+    held = next((step for step in reversed(result.steps) if step.hold is not None), None)
+    because = f" ({held.step} held: {held.hold})" if held is not None else ""
+    return f"with its waits, windows and freezes its {last.step} runs no earlier than {result.local(last.at)}{because}"
 
 
 def production_expiry_warning(
@@ -237,20 +259,6 @@ def _uuid_problems(spec: WaveSpec, phase: PhaseSpec, fleet: dict[str, Device]) -
             )
         )
     return problems
-
-
-def _remaining_waits(spec: WaveSpec, done: int, since: datetime | None, now: datetime) -> timedelta:
-    """The least time the wave's remaining steps take: their waits, the first counted from ``since``."""
-    gates = [phase.gate for phase in spec.phases[done:]]
-    if spec.complete is not None:
-        gates.append(spec.complete.gate)
-    total = timedelta(0)
-    for position, gate in enumerate(gates):
-        wait = timedelta(seconds=gate.wait_seconds or 0)
-        if position == 0 and since is not None:
-            wait = max(since + wait - now, timedelta(0))
-        total += wait
-    return total
 
 
 def empty_rollout_warnings(plan: Plan, observed: ObservedState) -> Plan:

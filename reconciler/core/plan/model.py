@@ -13,6 +13,7 @@ from typing import ClassVar, Literal, Self
 
 from reconciler.core import ledger
 from reconciler.core import signatures as sigs
+from reconciler.core.forecast import Forecast
 from reconciler.core.ledger import Slot
 from reconciler.core.spec import Location, PhaseSpec, WaveSpec
 from reconciler.core.state import WaveStatus
@@ -194,6 +195,7 @@ class WaveSummary:
     updated: int | None = None
     rolled_out: int | None = None
     total: int | None = None
+    forecast: Forecast | None = None  # an active wave's or a wave created in this plan's (core/forecast.py)
 
     def with_phase(self, index: int, state: PhaseState) -> WaveSummary:
         phases = list(self.phases)

@@ -29,6 +29,7 @@ from reconciler.core import failures, gates, ledger
 from reconciler.core import signatures as sigs
 from reconciler.core.deltas import missing_deltas_warning
 from reconciler.core.drift import drift_problems, ledger_drift
+from reconciler.core.forecast import Forecast, forecast
 from reconciler.core.gates import GateResult
 from reconciler.core.plan import checks
 from reconciler.core.plan.model import (
@@ -86,6 +87,7 @@ class _SummaryDraft:
     updated: int | None = None
     rolled_out: int | None = None
     total: int | None = None
+    forecast: Forecast | None = None
 
     def __post_init__(self) -> None:
         self.phases = [(p.name, "done" if i < self.phases_done else "pending") for i, p in enumerate(self.spec.phases)]
@@ -104,6 +106,7 @@ class _SummaryDraft:
             updated=self.updated,
             rolled_out=self.rolled_out,
             total=self.total,
+            forecast=self.forecast,
         )
 
 
@@ -275,6 +278,16 @@ class _Planner:
             spec, wave, self.observed
         ):
             self._error(where, message)
+        summary.forecast = forecast(
+            spec,
+            now=self.now,
+            history=wave.history,
+            created_at=wave.created_at,
+            expires=self.observed.wave_expires.get(spec.name),
+            progress=progress,
+            fleet=self.observed.devices.get(spec.tag),
+            failures=self.observed.failures.get(spec.name),
+        )
         short = sigs.shortfall(self.observed.targets_keys, self.observed.wave_signers.get(spec.name))
         blocked = None
         if short is not None and (done < len(spec.phases) or spec.complete is not None):
@@ -353,6 +366,8 @@ class _Planner:
             source_tag=spec.source_tag,
         )
         self._add(init)
+        if init.ready:  # created now: its steps count from now
+            summary.forecast = forecast(spec, now=self.now, expires=expires)
         deltas = missing_deltas_warning(spec, self.observed.ci_without_deltas.get(spec.target), self.observed.backend)
         if deltas:
             self._warn(spec.at("target"), deltas)
