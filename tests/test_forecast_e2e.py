@@ -1,5 +1,6 @@
-"""The forecast against the walkthrough's local factory: for ``v46`` the forecast times are the times at
-which its steps become ready under ``reconcile-factory advance`` (README, Walkthrough), and the README's
+"""The forecast against the walkthrough's local factory: under ``reconcile-factory advance`` no step of
+``v46`` becomes ready before its forecast time, ``beta`` becomes ready exactly at it, and a step whose
+device gate is not met at its time shows that gate until it passes (README, Walkthrough); the README's
 forecast line is what the tool prints."""
 
 from __future__ import annotations
