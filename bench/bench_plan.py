@@ -1,6 +1,7 @@
 """Planning at scale: ``reconcile --dry-run`` over 500 manifests against a 100,000-device local factory.
 
     python bench/bench_plan.py [--devices 100000] [--keep DIR] [--runs 5] [--no-git] [--profile] [--rtt MS ...]
+                               [--tls [--tls12]] [--smoke]
 
 Target (issue): planning 500 manifests (20 active waves) against a 100,000-device local factory takes
 under 2 s wall time for the whole process. Exit 1 when the best wall time is over 2 s.
@@ -31,6 +32,13 @@ factory on loopback behind ``latency_proxy.LatencyProxy`` (every chunk delayed M
 whole ``reconcile --dry-run --api-url`` process is timed: wall time, HTTP requests, connections and
 the longest chain of requests that waited on each other (round trips paid one after the other).
 Targets (issue 14): under 1.0 s at 100 ms and under 2.5 s at 300 ms; a chain of at most 5.
+With ``--tls`` the proxy speaks HTTPS with a certificate from a CA made for the run (the client trusts it
+through ``SSL_CERT_FILE``), so every new connection pays its handshake too (``--tls12``: TLS 1.2, two
+round trips; else 1.3, one); the targets are the same (issue 26).
+
+``--smoke``: 4 tags of 4 completed waves and one active wave each over 10,000 devices, one run, the local
+plan and then one over TLS at 10 ms: the bench still runs, in seconds (tests/test_benches.py); the
+figures are printed, not judged.
 
 Every timed ``reconcile`` runs as an installed copy runs: with its bytecode compiled (``programenv``;
 one untimed run first), not recompiling the package on each start as an editable checkout does where
@@ -56,7 +64,7 @@ from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from latency_proxy import LatencyProxy  # bench/ is on sys.path when this script runs
+from latency_proxy import LatencyProxy, ThrowawayCA  # bench/ is on sys.path when this script runs
 from programenv import program_env
 
 from reconciler import signing
@@ -72,6 +80,17 @@ START = "2026-01-05T12:00:00Z"
 ADVANCE = 2 * 86400  # after the active waves' first phases: 2 days of simulated fleet
 SEED = 42
 PRUNE_BEHIND = 3  # each completed wave prunes the version this far below it
+
+
+WARM_UP = True  # one untimed run before the timed ones (programenv); not in a smoke run
+
+
+def shrink_for_smoke() -> None:
+    """The setup at smoke size (``--smoke``): 4 tags, 4 completed waves each (16 in all); no warm-up runs."""
+    global TAGS, DONE_VERSIONS, WARM_UP  # noqa: PLW0603  # the bench's constants, set before anything reads them
+    TAGS = TAGS[:4]
+    DONE_VERSIONS = range(DONE_VERSIONS[0], DONE_VERSIONS[0] + 4)
+    WARM_UP = False
 
 
 # ------------------------------------------------------------------------------------ setup: factory
@@ -351,7 +370,8 @@ def apply_active_waves(manifests: Path, factory: Path) -> str:
 def timed_runs(args: list[str], runs: int, exe: str | None = None) -> dict:
     """Wall and child CPU time of ``runs`` runs of ``reconcile ARGS`` (each a fresh process)."""
     walls, cpus, out = [], [], None
-    run_reconcile(args, exe=exe)  # untimed: fills the bytecode cache (programenv) and the page cache
+    if WARM_UP:
+        run_reconcile(args, exe=exe)  # untimed: fills the bytecode cache (programenv) and the page cache
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
@@ -579,24 +599,28 @@ class ServedFactory:
             self.process.wait(timeout=30)
 
 
-def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> bool:
-    """The dry-run plan through a delaying proxy: wall time, requests, connections, longest chain."""
+def over_network(
+    factory: Path,
+    command: list[str],
+    rtts: list[int],
+    runs: int,
+    tls: ThrowawayCA | None = None,
+    tls12: bool = False,
+    targets: dict[int, float] = RTT_TARGETS,
+) -> bool:
+    """``reconcile COMMAND`` (the dry-run plan: ``--dry-run MANIFESTS``) against the served factory through
+    a delaying proxy: wall time, requests, connections, longest chain; whether ``targets`` were met."""
     met = True
     with ServedFactory(factory) as served:
         env = {**program_env(), "RECONCILE_API_TOKEN": served.token}
-        warm_up = [
-            reconcile_exe(),
-            "--dry-run",
-            str(manifests),
-            "--api-url",
-            f"http://127.0.0.1:{served.port}",
-            "--factory",
-            "demo",
-        ]
-        subprocess.run(warm_up, capture_output=True, env=env, check=False)  # untimed: bytecode cache (programenv)
+        if tls is not None:
+            env["SSL_CERT_FILE"] = str(tls.ca_file)  # httpx's default context trusts it (latency_proxy)
+        warm_up = [reconcile_exe(), *command, "--api-url", f"http://127.0.0.1:{served.port}", "--factory", "demo"]
+        if WARM_UP:
+            subprocess.run(warm_up, capture_output=True, env=env, check=False)  # untimed: bytecode cache (programenv)
         for rtt in rtts:
-            with LatencyProxy(served.port, rtt_ms=rtt) as proxy:
-                args = [reconcile_exe(), "--dry-run", str(manifests), "--api-url", proxy.url, "--factory", "demo"]
+            with LatencyProxy(served.port, rtt_ms=rtt, tls=tls, tls12=tls12) as proxy:
+                args = [reconcile_exe(), *command, "--api-url", proxy.url, "--factory", "demo"]
                 walls, requests, chains, connections = [], [], [], []
                 for _ in range(runs):
                     proxy.reset()
@@ -611,11 +635,12 @@ def over_network(manifests: Path, factory: Path, rtts: list[int], runs: int) -> 
                     chains.append(proxy.longest_chain())
                     connections.append(proxy.connections)
             best = min(walls)
-            target = RTT_TARGETS.get(rtt)
+            target = targets.get(rtt)
             verdict = "" if target is None else f"  target {target:.1f} s: {'met' if best <= target else 'MISSED'}"
+            scheme = "plain HTTP" if tls is None else ("TLS 1.2" if tls12 else "TLS 1.3")
             print(
-                f"rtt {rtt:>4} ms: wall best {best:.3f} s, median {statistics.median(walls):.3f} s; "
-                f"{statistics.median(requests):.0f} requests over {statistics.median(connections):.0f} "
+                f"rtt {rtt:>4} ms, {scheme}: wall best {best:.3f} s, median {statistics.median(walls):.3f} s "
+                f"({runs} runs); {statistics.median(requests):.0f} requests over {statistics.median(connections):.0f} "
                 f"connection(s); longest chain {max(chains)} (target {CHAIN_TARGET}){verdict}",
                 flush=True,
             )
@@ -637,14 +662,22 @@ def main() -> int:
         metavar="MS",
         help="also plan over HTTP through a proxy adding MS ms round trip (repeatable), then stop",
     )
+    ap.add_argument("--tls", action="store_true", help="with --rtt: HTTPS through the proxy (a throwaway CA)")
+    ap.add_argument("--tls12", action="store_true", help="with --tls: TLS 1.2 (two handshake round trips)")
+    ap.add_argument("--smoke", action="store_true", help="a tiny setup and one run of each: does the bench run?")
     args = ap.parse_args()
+    if args.smoke:
+        shrink_for_smoke()
+        args.devices, args.runs = 10_000, 1  # 100 devices per extra tag: 6 of them in eu-emea (eu_canaries)
 
     base = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="bench-plan-"))
     base.mkdir(parents=True, exist_ok=True)
     try:
         factory, manifests, figures = setup(base, args.devices, not args.no_git)
+        tls = ThrowawayCA(base / "tls") if args.tls or args.tls12 or args.smoke else None
         if args.rtt:
-            return 0 if over_network(manifests, factory, args.rtt, args.runs) else 1
+            dry_run = ["--dry-run", str(manifests)]
+            return 0 if over_network(factory, dry_run, args.rtt, args.runs, tls, args.tls12) else 1
         dry = ["--dry-run", str(manifests), "--local", str(factory)]
 
         print(f"\ntimed: {reconcile_exe()} {' '.join(dry)}", flush=True)
@@ -689,6 +722,9 @@ def main() -> int:
             f"\ntarget: best wall {best:.3f} s {'<=' if met else '>'} {TARGET_SECONDS:.0f} s: "
             f"{'met' if met else 'MISSED'}"
         )
+        if args.smoke:
+            over_network(factory, ["--dry-run", str(manifests)], [10], 1, tls)
+            return 0
         if args.profile or not met:
             print_import_profile(dry)
             print_cprofile(dry, base)

@@ -4,7 +4,10 @@ Ours: build the wave targets like `fioctl waves init`, canonicalise them and sig
 python-tuf: Metadata.sign() of the same targets content with the same key (to_dict, its canonical
 JSON, the signature). Prints the best of several runs for each, and the ratio; exits 1 if ours is slower.
 
-    PYTHONPATH=. python bench/bench_sign.py [--targets 10000] [--repeat 5] [--keytype ED25519|RSA]
+    PYTHONPATH=. python bench/bench_sign.py [--targets 10000] [--repeat 5] [--keytype ED25519|RSA] [--smoke]
+
+``--smoke``: 200 targets, one run, the ratio printed but not judged: the bench still runs
+(tests/test_benches.py).
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ def main() -> int:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keytype", choices=["ED25519", "RSA"], default="ED25519", help="RSA is 4096 bits")
+    parser.add_argument("--smoke", action="store_true", help="200 targets, one run, not judged")
     args = parser.parse_args()
+    if args.smoke:
+        args.targets, args.repeat = 200, 1
 
     expires = datetime.now(timezone.utc) + timedelta(days=365)
     ci = ci_targets(args.targets, 42)
@@ -122,7 +128,7 @@ def main() -> int:
         f"  (building its Metadata object {their_build * 1000:.1f} ms, not counted)"
     )
     print(f"ratio ours / python-tuf: {ratio:.2f}")
-    if ratio > 1:
+    if ratio > 1 and not args.smoke:
         print("ours is slower than python-tuf", file=sys.stderr)
         return 1
     return 0

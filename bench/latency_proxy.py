@@ -11,16 +11,95 @@ pipelining, as httpx and waitress speak it) to record, per request, when its fir
 proxy and when the last byte of its answer was delivered back. ``longest_chain`` is the length of the
 longest sequence of requests each of which started only after the previous one had finished: the
 number of round trips a run waits for one after the other, whatever its concurrency.
+
+With ``tls=ThrowawayCA(dir)`` the proxy speaks HTTPS, as a real factory does, and the figures include
+the handshakes: an outer relay delays the raw (encrypted) bytes, so each TLS handshake pays its round
+trips (one with TLS 1.3, two with 1.2: ``tls12=True`` caps the version), and an inner server on
+loopback terminates TLS with a certificate for 127.0.0.1 signed by a CA made for the run, then relays
+the plain HTTP/1.1 to the upstream port and times the requests (moved back by the delay, so the
+times are the client's, as without TLS). The client trusts the CA through ``SSL_CERT_FILE=ca.ca_file``,
+which httpx's default SSL context reads (``httpx.create_ssl_context``, trust_env).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+class ThrowawayCA:
+    """A certificate authority made for one run (P-256 keys, valid one day) and a server certificate
+    it signed for 127.0.0.1 and localhost. ``ca_file`` is the PEM a client trusts; nothing is kept."""
+
+    def __init__(self, directory: Path):
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "reconciler bench CA (throwaway)")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        server = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_file = directory / "ca.pem"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file = directory / "server.pem"
+        self.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        self.key_file = directory / "server.key"
+        self.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    def server_context(self, tls12: bool = False, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        if tls12:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(list(alpn))
+        return context
 
 
 @dataclass
@@ -96,32 +175,51 @@ class LatencyProxy:
     upstream_port: int
     rtt_ms: float
     host: str = "127.0.0.1"
+    tls: ThrowawayCA | None = None
+    tls12: bool = False
     exchanges: list[Exchange] = field(default_factory=list)
     connections: int = 0
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._lock = threading.Lock()
+        self._inner_port = 0
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def __enter__(self) -> Self:
         self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, self.host, 0), self._loop
-        ).result()
-        self.port = self._server.sockets[0].getsockname()[1]
+
+        async def start() -> None:
+            delay = self.rtt_ms / 2000
+            if self.tls is None:  # one relay: delays the chunks and times the requests
+                self._servers.append(await asyncio.start_server(self._handle_plain, self.host, 0))
+                return
+            # Two relays: the outer one delays the encrypted bytes (handshakes included), the inner one
+            # terminates TLS and times the requests as the client sees them (its times moved by the delay).
+            inner = await asyncio.start_server(
+                lambda r, w: self._handle(r, w, delay=0.0, shift=delay),
+                self.host,
+                0,
+                ssl=self.tls.server_context(self.tls12),
+            )
+            self._inner_port = inner.sockets[0].getsockname()[1]
+            outer = await asyncio.start_server(self._handle_raw, self.host, 0)
+            self._servers += [inner, outer]
+
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        self.port = self._servers[-1].sockets[0].getsockname()[1]
         return self
 
     def __exit__(self, *exc: object) -> None:
         async def stop() -> None:
-            assert self._server is not None
-            self._server.close()
+            for server in self._servers:
+                server.close()
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
@@ -160,7 +258,32 @@ class LatencyProxy:
 
     # ------------------------------------------------------------------------------------- relay
 
-    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    async def _handle_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._handle(reader, writer, delay=self.rtt_ms / 2000, shift=0.0)
+
+    async def _handle_raw(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        """The outer relay of TLS mode: bytes as they are, each way half a round trip late."""
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self._inner_port)
+        except OSError:
+            client_writer.close()
+            return
+        delay = self.rtt_ms / 2000
+        await asyncio.gather(
+            self._pump(client_reader, upstream_writer, None, delay),
+            self._pump(upstream_reader, client_writer, None, delay),
+            return_exceptions=True,
+        )
+
+    async def _handle(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        delay: float,
+        shift: float,
+    ) -> None:
+        """Relay one client connection to the upstream port, ``delay`` late each way, timing its requests
+        (``shift``: how much earlier the client sent, and later it received, than this relay saw)."""
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.upstream_port)
         except OSError:
@@ -175,7 +298,7 @@ class LatencyProxy:
             for kind, head in requests.feed(data):
                 if kind == "start":
                     method, target = ([*head.split(b"\r\n", 1)[0].split(b" "), b"", b""])[:2]
-                    exchange = Exchange(method.decode(), target.decode(), start=arrived)
+                    exchange = Exchange(method.decode(), target.decode(), start=arrived - shift)
                     pending.append(exchange)
                     with self._lock:
                         self.exchanges.append(exchange)
@@ -183,18 +306,17 @@ class LatencyProxy:
         def on_response(data: bytes, arrived: float, delivered: float) -> None:
             for kind, _ in responses.feed(data):
                 if kind == "end" and pending:
-                    pending.pop(0).end = delivered
+                    pending.pop(0).end = delivered + shift
 
         await asyncio.gather(
-            self._pump(client_reader, upstream_writer, on_request),
-            self._pump(upstream_reader, client_writer, on_response),
+            self._pump(client_reader, upstream_writer, on_request, delay),
+            self._pump(upstream_reader, client_writer, on_response, delay),
             return_exceptions=True,
         )
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, observe) -> None:
-        """Copy reader to writer, each chunk delivered half a round trip after it arrived."""
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, observe, delay: float) -> None:
+        """Copy reader to writer, each chunk delivered ``delay`` seconds after it arrived."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-        delay = self.rtt_ms / 2000
 
         async def deliver() -> None:
             while True:
@@ -204,7 +326,8 @@ class LatencyProxy:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 writer.write(chunk)
                 await writer.drain()
-                observe(chunk, due - delay, time.monotonic())
+                if observe is not None:
+                    observe(chunk, due - delay, time.monotonic())
             with contextlib.suppress(OSError):
                 writer.close()
 

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -304,6 +305,33 @@ def test_an_endless_answer_is_cut_at_the_cap_and_memory_stays_bounded(repo):
         f"error: list waves: the answer from {server.url} is over {MAX_ANSWER // 2**20} MiB, the most one answer may be"
     ]
     assert peak_kib < 200 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB"
+
+
+def test_endless_answers_read_at_once_all_stop_at_the_shared_cap():
+    """Up to 64 reads go out at once: 13 endless answers read together held 877 MiB under the per-answer
+    cap alone. The answers share a cap, and when they go over it every answer then being read stops (each
+    would otherwise read on to the per-answer cap in its own thread's memory); the bytes are given back."""
+    from reconciler.factory.transport import AnswerTooLarge, _Reading, read_capped
+
+    transport = DeadlineTransport()
+    transport._reading = _Reading(limit=8 * 2**20)  # small, so the test reads megabytes, not 128 MiB
+    errors: list[BaseException] = []
+
+    def read(http: httpx.Client) -> None:
+        try:
+            read_capped(http.send(http.build_request("GET", "/"), stream=True))
+        except AnswerTooLarge as exc:
+            errors.append(exc)
+
+    with Hostile(_endless) as server, httpx.Client(base_url=server.url, transport=transport) as http:
+        threads = [threading.Thread(target=read, args=(http,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert len(errors) == 4
+    assert all(error.together for error in errors), [str(error) for error in errors]
+    assert transport._reading.held == 0
 
 
 # ------------------------------------------------------------------------------------ --local

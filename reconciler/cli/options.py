@@ -104,7 +104,9 @@ class RunOptions:
     timeout: float  # seconds the run may spend with the factory
     out_file: str | None  # --out: save the plan here
     saved: SavedPlan | None
-    plan_max_age: timedelta  # --plan-max-age: the oldest saved plan --plan applies, by the factory's clock
+    # --plan-max-age: the oldest saved plan --plan applies, by the factory's clock; None: the default
+    # (reconciler.apply.DEFAULT_PLAN_MAX_AGE, not imported here so that a run without --plan does not load apply)
+    plan_max_age: timedelta | None
     assume_yes: bool
 
     def preview(self) -> RunOptions:

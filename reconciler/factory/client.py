@@ -44,6 +44,7 @@ from reconciler.factory.transport import (
     IDEMPOTENT,
     MAX_ANSWER,
     MAX_CONCURRENT,
+    MAX_READING,
     REQUEST_TIMEOUT,
     RETRY_STATUS,
     AnswerTooLarge,
@@ -351,7 +352,12 @@ class FactoryClient:
         # The causes go with the errors (``--debug`` shows them): httpx's messages carry no header values,
         # except a LocalProtocolError's, which quotes the header it refuses.
         except AnswerTooLarge as exc:
-            why = f"the answer from {self.backend.label} is over {MAX_ANSWER // 2**20} MiB, the most one answer may be"
+            why = (
+                f"the answers read at once from {self.backend.label} are over {MAX_READING // 2**20} MiB, "
+                "the most a run holds while reading"
+                if exc.together
+                else f"the answer from {self.backend.label} is over {MAX_ANSWER // 2**20} MiB, the most one answer may be"
+            )
             raise self._lost(what, why, writes) from exc
         except httpx.ConnectTimeout as exc:  # never sent: a write cannot have landed
             limit = self._limit(run_bound) if run_bound else f"within {_seconds(CONNECT_TIMEOUT)}"

@@ -9,11 +9,16 @@ on connection errors, truncated answers and 502/503/504 with backoff; a POST is 
 An answer is read with a size cap (``MAX_ANSWER``): a server that sends without end used to be read
 into memory until the deadline (1.2 GiB in 30 s on loopback). ``_DeadlineBody`` caps the bytes as they
 arrive and ``read_capped`` the decoded answer, so a small compressed answer cannot expand without end.
+The answers read at once share a second cap (``MAX_READING``, ``_Reading``): up to ``MAX_CONCURRENT``
+reads go out together, and 13 endless answers read at once held 877 MiB under the per-answer cap alone
+(bench/bench_memory.py, mode concurrent). An answer's bytes count from their arrival until the answer is
+decoded and handed over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -41,24 +46,68 @@ _deadline: ContextVar[float | None] = ContextVar("reconciler_request_deadline", 
 # of every tag in one request (a targets.json per tag: tens of MB for a big factory). 64 MiB leaves room
 # for those and keeps a run's memory bounded whatever a server sends.
 MAX_ANSWER = 64 * 1024 * 1024
+# Bytes of all the answers being read at once (as sent, then decoded): the largest legitimate answer and
+# room for the others read with it, so a run's memory stays bounded whatever a server sends.
+MAX_READING = 2 * MAX_ANSWER
+# Response extension: the ``_Reading`` of the transport that read the answer (``read_capped`` counts in it).
+READING = "reconciler.reading"
 _RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
 
 
 class AnswerTooLarge(httpx.TransportError):
-    """An answer longer than ``MAX_ANSWER``: reading stopped there. Not retried: it would be as long again."""
+    """An answer longer than ``MAX_ANSWER``, or (``together``) the answers being read at once over
+    ``MAX_READING``: reading stopped there. Not retried: it would be as long again."""
+
+    def __init__(self, message: str, together: bool = False):
+        super().__init__(message)
+        self.together = together
+
+
+class _Reading:
+    """The bytes held by the answers being read at once, at most ``limit`` of them (thread-safe).
+
+    When they go over, every answer being read then stops too, not only the one that crossed the line:
+    each thread's freed memory stays with that thread's allocator arena, so letting the others read on
+    (each up to ``MAX_ANSWER``) grew the process to 411 MiB with a 128 MiB cap (bench_memory.py,
+    mode concurrent); stopping them kept it at 171 MiB. Answers started after that read as usual."""
+
+    def __init__(self, limit: int = MAX_READING):
+        self.limit, self.held = limit, 0
+        self.overruns = 0  # times the cap was hit: an answer started before the last one stops
+        self._lock = threading.Lock()
+
+    def take(self, size: int, started: int) -> None:
+        """Count ``size`` more bytes of an answer begun when ``overruns`` was ``started``."""
+        with self._lock:
+            if started != self.overruns or self.held + size > self.limit:
+                if started == self.overruns:
+                    self.overruns += 1
+                raise AnswerTooLarge(f"the answers read at once are over {self.limit // 2**20} MiB", together=True)
+            self.held += size
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.held -= size
 
 
 def read_capped(response: httpx.Response) -> httpx.Response:
     """``response`` read in full, at most ``MAX_ANSWER`` bytes once decoded: a new response holding the
     decoded bytes (and no ``Content-Encoding``), or ``AnswerTooLarge``. httpx's own ``read`` decodes
-    without bound, so 64 MiB of gzip could become gigabytes."""
+    without bound, so 64 MiB of gzip could become gigabytes. The decoded bytes count in the transport's
+    ``_Reading`` (the ``READING`` extension) until they are handed over."""
+    reading: _Reading = response.extensions.get(READING) or _Reading()
+    started = reading.overruns
     chunks, size = [], 0
-    with contextlib.closing(response):
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_ANSWER:
-                raise AnswerTooLarge(f"the answer is larger than {MAX_ANSWER // 2**20} MiB")
-            chunks.append(chunk)
+    try:
+        with contextlib.closing(response):
+            for chunk in response.iter_bytes():
+                if size + len(chunk) > MAX_ANSWER:
+                    raise AnswerTooLarge(f"the answer is larger than {MAX_ANSWER // 2**20} MiB")
+                reading.take(len(chunk), started)
+                size += len(chunk)
+                chunks.append(chunk)
+    finally:
+        reading.give(size)
     headers = [(k, v) for k, v in response.headers.raw if k.lower() not in (b"content-encoding", b"content-length")]
     return httpx.Response(
         response.status_code,
@@ -125,6 +174,7 @@ class DeadlineTransport(httpx.BaseTransport):
 
     def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
         self.timeout = timeout
+        self._reading = _Reading()
         # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
@@ -153,8 +203,8 @@ class DeadlineTransport(httpx.BaseTransport):
         return httpx.Response(
             status_code=answer.status,
             headers=answer.headers,
-            stream=_DeadlineBody(answer.stream, deadline),
-            extensions=answer.extensions,
+            stream=_DeadlineBody(answer.stream, deadline, self._reading),
+            extensions={**answer.extensions, READING: self._reading},
         )
 
     def close(self) -> None:
@@ -162,25 +212,29 @@ class DeadlineTransport(httpx.BaseTransport):
 
 
 class _DeadlineBody(httpx.SyncByteStream):
-    """An answer's bytes as they arrive, each read bounded by the deadline, at most ``MAX_ANSWER`` of them."""
+    """An answer's bytes as they arrive, each read bounded by the deadline, at most ``MAX_ANSWER`` of them,
+    counted in ``reading`` until the answer is closed (once read: ``read_capped`` then counts it decoded)."""
 
-    def __init__(self, inner: Any, deadline: float):
-        self._inner, self._deadline = inner, deadline
+    def __init__(self, inner: Any, deadline: float, reading: _Reading):
+        self._inner, self._deadline, self._reading = inner, deadline, reading
+        self._held, self._started = 0, reading.overruns
 
     def __iter__(self) -> Iterator[bytes]:
         chunks = iter(self._inner)
-        size = 0
         while True:
             with _until(self._deadline):
                 chunk = next(chunks, None)
             if chunk is None:
                 return
-            size += len(chunk)
-            if size > MAX_ANSWER:
+            if self._held + len(chunk) > MAX_ANSWER:
                 raise AnswerTooLarge(f"the answer is larger than {MAX_ANSWER // 2**20} MiB")
+            self._reading.take(len(chunk), self._started)
+            self._held += len(chunk)
             yield chunk
 
     def close(self) -> None:
+        self._reading.give(self._held)
+        self._held = 0
         self._inner.close()
 
 

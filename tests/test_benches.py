@@ -1,0 +1,78 @@
+"""Every bench still runs: each ``bench/bench_*.py`` at its ``--smoke`` size (issue 26).
+
+A bench is a script nothing imports, so a change that breaks one (bench_factory.py sent JSON the stricter
+factory refused, and nobody noticed) stays hidden until someone wants its figures. Each bench accepts
+``--smoke``: a tiny setup and one run, its figures printed but not judged against the targets (those are
+for the full size, on a quiet machine). The benches are found by glob, so a new one is covered by being
+written; one without ``--smoke`` fails here.
+
+They run at once, as subprocesses started by one fixture (they mostly wait: on a served factory, on a
+proxy's delay), so the whole module takes about as long as the slowest of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = sorted((ROOT / "bench").glob("bench_*.py"))
+TIMEOUT = 240  # seconds for all of them together; each takes a few seconds to half a minute
+# A figure: a number with its unit, as every bench prints its timings ("0.518 s", "13.8 ms", "4.50s").
+FIGURE = re.compile(r"\b\d+(\.\d+)?\s?(s|ms|MiB)\b")
+
+
+@dataclass
+class SmokeRun:
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+    started: float  # time.monotonic()
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SmokeRun]]:
+    """Every bench started with ``--smoke``, stdout and stderr in files; killed if still running at the end."""
+    logs = tmp_path_factory.mktemp("bench-smoke")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    runs: dict[str, SmokeRun] = {}
+    try:
+        for bench in BENCHES:
+            out, err = logs / f"{bench.stem}.out", logs / f"{bench.stem}.err"
+            with out.open("wb") as stdout, err.open("wb") as stderr:
+                process = subprocess.Popen(
+                    [sys.executable, str(bench), "--smoke"], cwd=ROOT, env=env, stdout=stdout, stderr=stderr
+                )
+            runs[bench.name] = SmokeRun(process, out, err, time.monotonic())
+        yield runs
+    finally:
+        for run in runs.values():
+            if run.process.poll() is None:
+                run.process.kill()
+                run.process.wait()
+
+
+def test_every_bench_is_found() -> None:
+    assert {"bench_plan.py", "bench_apply.py", "bench_check.py", "bench_factory.py"} <= {b.name for b in BENCHES}
+
+
+@pytest.mark.parametrize("bench", BENCHES, ids=[b.stem for b in BENCHES])
+def test_bench_runs_at_smoke_size(bench: Path, smoke_runs: dict[str, SmokeRun]) -> None:
+    run = smoke_runs[bench.name]
+    try:
+        run.process.wait(timeout=max(1.0, run.started + TIMEOUT - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{bench.name} --smoke still running {TIMEOUT} s after the benches started")
+    stdout, stderr = run.stdout.read_text(), run.stderr.read_text()
+    assert run.process.returncode == 0, (
+        f"{bench.name} --smoke exited {run.process.returncode}:\n{stdout[-2000:]}\n{stderr[-3000:]}"
+    )
+    assert FIGURE.search(stdout), f"{bench.name} --smoke printed no figure:\n{stdout[-2000:]}"
