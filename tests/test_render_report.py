@@ -6,16 +6,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from reconciler.core import format_duration
+from reconciler.core import FORECAST_TITLE, forecast_dict, format_duration
 from reconciler.core.spec import CompleteSpec, Gate, Limit, Location
 from reconciler.core.status import ScopeCounts, build_status
-from reconciler.render.report import BAR_WIDTH, forecast_section, page
-from reconciler.render.status import to_dict
+from reconciler.core.windows import Freeze, Schedule, Window
+from reconciler.render.report import BAR_WIDTH, forecast_of, page
+from reconciler.render.status import to_dict, to_text
 from reconciler.safetext import printable
 from tests.helpers.e2e import CANARY_WAVE, commit, git, init_demo_factory, reconcile
 from tests.helpers.planning import HOUR, NOW, phase, wave
@@ -224,13 +227,9 @@ def hostile_status() -> dict:
     v46["next_step"]["step"] = HOSTILE[6]
     v46["next_step"]["blocked_by"] = HOSTILE[1]
     status["factory"] = status["backend"] = HOSTILE[4]
-    v46["forecast"] = {
-        "steps": [
-            {"name": HOSTILE[0], "earliest": None, "heldBy": [{"kind": HOSTILE[3], "name": HOSTILE[2], "until": None}]}
-        ],
-        "doneNoEarlierThan": HOSTILE[1],
-        "assumptions": [HOSTILE[4]],
-    }
+    steps = v46["forecast"]["steps"]  # the real forecast, its words replaced
+    steps[0]["step"], steps[0]["unmet"], steps[1]["hold"] = HOSTILE[0], HOSTILE[1], HOSTILE[2]
+    v46["forecast"]["zone"], v46["forecast"]["assumptions"] = HOSTILE[3], [HOSTILE[4]]
     return status
 
 
@@ -257,6 +256,10 @@ def test_hostile_names_stay_text_and_the_page_can_neither_run_nor_request_anythi
     ]
     assert "x\\u202eevil\\u001b[31m" in html and "\u202e" not in html and "\x1b" not in html
     assert v46["gate"]["blocked by"] == HOSTILE[1]
+    (timeline,) = Timeline(html).forecasts
+    assert [step["name"] for step in timeline["steps"]] == [printable(HOSTILE[0]), "complete"]
+    assert timeline["steps"][0]["dl"]["waits on"] == HOSTILE[1] and timeline["steps"][1]["dl"]["held by"] == HOSTILE[2]
+    assert timeline["assumptions"] == [HOSTILE[4]]
     assert "&amp;lt;amp&amp;gt;" in html
 
 
@@ -277,35 +280,176 @@ def test_the_policy_allows_nothing_but_the_pages_own_style_sheet():
     assert "url(" not in read.style and "@import" not in read.style
 
 
-def test_the_forecast_is_drawn_when_the_status_carries_one_and_absent_otherwise():
-    status = walkthrough_status()
-    v46 = status["waves"][0]
-    assert forecast_section(v46, status["now"]) == ""
-    v46["forecast"] = {
-        "steps": [
-            {
-                "name": "rollout us-east",
-                "earliest": "2026-11-25T08:00:00Z",
-                "heldBy": [
-                    {"kind": "wait", "name": "wait 24h", "until": "2026-11-24T12:00:00Z"},
-                    {"kind": "freeze", "name": "black-friday", "until": "2026-11-25T08:00:00Z"},
-                ],
-            },
-            {"name": "complete", "earliest": None, "heldBy": [{"kind": "gate", "name": "updated 90%", "until": None}]},
-        ],
-        "doneNoEarlierThan": "2026-11-27T08:00:00Z",
-        "assumptions": ["devices update as fast as in the last 24h"],
+class Timeline(HTMLParser):
+    """The forecast sections as a reader meets them: per wave its done line, expiry warning, axis, and per
+    step its name, its words (``dt``/``dd``) and its track's rectangles, each with its title."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.forecasts: list[dict] = []
+        self._open: list[str] = []
+        self._text: list[str] | None = None
+        self._dt = ""
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        kind = attributes.get("class") or ""
+        if tag == "meta":
+            return
+        self._open.append(f"{tag}.{kind}")
+        if tag == "h3":
+            self._text = []
+        elif tag == "li" and kind == "step":
+            self.forecasts[-1]["steps"].append({"name": "", "dl": {}, "rects": []})
+        elif tag == "rect" and "svg.track" in self._open and kind not in {"track", "now"}:
+            x, width = float(attributes["x"]), float(attributes["width"])
+            self.forecasts[-1]["steps"][-1]["rects"].append({"kind": kind, "x": x, "end": x + width, "title": ""})
+        if self.forecasts and tag in {"strong", "dt", "dd", "title", "span", "li", "p"}:
+            self._text = []
+
+    def handle_endtag(self, tag):
+        opened = self._open.pop()
+        if self._text is None:
+            return
+        value, here = "".join(self._text).strip(), self.forecasts[-1] if self.forecasts else None
+        if tag == "h3" and value == FORECAST_TITLE:
+            self.forecasts.append({"done": "", "done_at": "", "expiry": "", "axis": [], "steps": [], "assumptions": []})
+        elif here is None:
+            pass
+        elif tag == "strong" and "p.done" in self._open:
+            here["done"] = value
+        elif tag == "span" and "p.done" in self._open:
+            here["done_at"] = value
+        elif tag == "p" and opened == "p.expiry":
+            here["expiry"] = value
+        elif tag == "span" and "div.axis" in self._open:
+            here["axis"].append(value)
+        elif tag == "strong" and "li.step" in self._open and not here["steps"][-1]["name"]:
+            here["steps"][-1]["name"] = value
+        elif tag == "dt" and "li.step" in self._open:
+            self._dt = value
+        elif tag == "dd" and "li.step" in self._open:
+            here["steps"][-1]["dl"][self._dt] = value
+        elif tag == "title" and "svg.track" in self._open:
+            here["steps"][-1]["rects"][-1]["title"] = value
+        elif tag == "li" and "ul.assumptions" in self._open:
+            here["assumptions"].append(value)
+        self._text = None if tag in {"li", "p", "h3"} else self._text
+
+    def handle_data(self, data):
+        if self._text is not None:
+            self._text.append(data)
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+# NOW is Mon 2026-11-23 13:00 CET. Rollouts only Mon-Wed 09:00-16:00 Berlin; a freeze until Tue 10:00 CET.
+WINDOW = Window(frozenset({0, 1, 2}), 9 * 60, 16 * 60, BERLIN, "v46.yaml:12:5")
+FREEZE = Freeze(NOW - timedelta(hours=1), NOW + timedelta(hours=21), "release <party> & co", BERLIN, "v46.yaml:15:5")
+
+
+def scheduled_status() -> tuple[dict, str]:
+    """v46 half a day after beta (us-east's wait not over, so its gate is not read yet), under a window and
+    a freeze, targets expiring in five days: the status JSON and the text status, from the real status code.
+    us-east's wait ends Tue 01:00 CET, inside the freeze, which ends inside the window: held by the freeze
+    until Tue 10:00 CET; the complete's 48h end Thu 10:00 CET, not a window day: held by the window until
+    Mon 2026-11-30 09:00 CET, after the targets expire."""
+    v46 = facts(
+        "v46",
+        46,
+        history=[entry("canary", NOW - timedelta(days=2), 10), entry("beta", NOW - timedelta(hours=12), 50)],
+    )
+    groups = {
+        "canary": ScopeCounts(devices=10, updated=9, pending=1, offline=0),
+        "beta": ScopeCounts(devices=50, updated=20, pending=30, offline=3),
+        "us-east": ScopeCounts(devices=600, updated=0, pending=600, offline=31),
     }
-    html = forecast_section(v46, status["now"])
-    # now (12:00 on the 23rd) to the last time named (08:00 on the 27th) spans 1000 units: 92 hours
-    # each hold in a lane of its own, 14 pixels high
-    assert '<rect class="wait" x="0" y="1" width="260.9" height="12">' in html  # 24h of 92
-    assert '<rect class="freeze" x="0" y="15" width="478.3" height="12">' in html  # 44h
-    assert f'<rect class="gate" x="0" y="1" width="{BAR_WIDTH}" height="12">' in html  # open: to the end
-    assert '<rect class="earliest" x="474.3" y="0" width="8" height="28"/>' in html  # 44h, across both lanes
-    assert "Done no earlier than <strong>2026-11-27T08:00:00Z</strong>" in html
-    assert "devices update as fast as in the last 24h" in html
-    assert "<h3>Forecast</h3>" in page(status) and "<h3>Forecast</h3>" not in page(walkthrough_status())
+    report = build_status(
+        [replace(SPEC, schedule=Schedule((WINDOW,), (FREEZE,)))],
+        factory="demo",
+        backend="local:/tmp/factory",
+        now=NOW,
+        waves={"v46": v46},
+        counts={"v46": counts(29, 1971, 60, groups=groups)},
+        wave_expiry={"v46": NOW + timedelta(days=5)},
+        prod_expiry={},
+        failed={},
+    )
+    return json.loads(json.dumps(to_dict(report))), to_text(report)
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(timezone.utc)
+
+
+def test_the_forecast_is_drawn_from_the_status_jsons_times_with_its_windows_and_freezes():
+    status, as_text = scheduled_status()
+    (wave_json,) = status["waves"]
+    forecast = wave_json["forecast"]
+    # the state is the one described: a freeze holds one step, a window the other, too late for the expiry
+    assert [(s["step"], s["bound"], s["at"]) for s in forecast["steps"]] == [
+        ("rollout us-east", "freeze", "2026-11-24T09:00:00Z"),
+        ("complete", "window", "2026-11-30T08:00:00Z"),
+    ]
+    assert forecast["within_expiry"] is False
+    (drawn,) = Timeline(page(status)).forecasts
+    # the done line is the text report's own, in the calendar's zone, and the JSON's done_at beside it
+    assert f"  forecast: {drawn['done']}\n" in as_text + "\n"
+    assert drawn["done"] == "done no earlier than Mon 2026-11-30 09:00 CET, after its targets expire"
+    assert drawn["done_at"] == f"({forecast['done_at']})"
+    assert drawn["expiry"] == f"Warning: the wave's targets expire {forecast['expires']}, before the forecast ends."
+    assert drawn["assumptions"] == forecast["assumptions"]
+    first, last = (_instant(t) for t in drawn["axis"])
+
+    def x(moment: datetime) -> float:
+        return (moment - first).total_seconds() / (last - first).total_seconds() * BAR_WIDTH
+
+    assert [s["name"] for s in drawn["steps"]] == [s["step"] for s in forecast["steps"]]
+    for step, step_json in zip(drawn["steps"], forecast["steps"], strict=True):
+        start, at = _instant(step_json["start"]), _instant(step_json["at"])
+        waited = start + timedelta(seconds=step_json["wait"])
+        assert step["dl"] == {
+            "wait starts": step_json["start"],
+            "wait": format_duration(step_json["wait"]),
+            "held by": step_json["hold"],
+            "earliest": step_json["at"],
+        }
+        wait, hold, mark = step["rects"]
+        assert (wait["kind"], wait["title"]) == ("wait", f"wait {format_duration(step_json['wait'])}")
+        assert wait["x"] == pytest.approx(x(start), abs=0.1) and wait["end"] == pytest.approx(x(waited), abs=0.2)
+        # the hold in its own colour, named with its words, from the end of the wait (or now) to the mark
+        assert (hold["kind"], hold["title"]) == (step_json["bound"], step_json["hold"])
+        assert hold["x"] == pytest.approx(x(max(waited, _instant(status["now"]))), abs=0.1)
+        assert hold["end"] == pytest.approx(x(at), abs=0.2)
+        assert (mark["kind"], mark["title"]) == ("earliest", f"earliest: {step_json['at']}")
+        assert (mark["x"] + mark["end"]) / 2 == pytest.approx(x(at), abs=0.1)
+    assert "frozen until Tue 2026-11-24 10:00 CET: release <party> & co" in drawn["steps"][0]["dl"]["held by"]
+    assert "outside the rollout windows" in drawn["steps"][1]["dl"]["held by"]
+
+
+def test_a_step_not_forecast_shows_what_it_waits_on_instead_of_a_mark():
+    status = walkthrough_status()
+    forecast = status["waves"][0]["forecast"]
+    assert [s["at"] for s in forecast["steps"]] == [None, None] and forecast["within_expiry"] is None
+    assert status["waves"][1]["forecast"] is None  # v44 is complete: no forecast, no section
+    (drawn,) = Timeline(page(status)).forecasts
+    assert drawn["expiry"] == "" and drawn["done_at"] == ""
+    assert drawn["done"] == "done: not forecast (rollout us-east: waits on updated 90%: 83.3% (50 of 60 devices))"
+    for step, step_json in zip(drawn["steps"], forecast["steps"], strict=True):
+        assert step["dl"]["waits on"] == step_json["unmet"] and "earliest" not in step["dl"]
+        assert step["dl"]["wait starts"] == (step_json["start"] or "–")
+        assert [r["kind"] for r in step["rects"]] == (["wait"] if step_json["start"] else [])
+
+
+def test_the_page_reads_the_forecast_json_back_as_the_core_wrote_it():
+    for status in (walkthrough_status(), scheduled_status()[0]):
+        for wave_json in status["waves"]:
+            rebuilt = forecast_of(wave_json)
+            if wave_json["forecast"] is None:
+                assert rebuilt is None
+            else:
+                assert rebuilt is not None and forecast_dict(rebuilt) == wave_json["forecast"]
 
 
 @pytest.fixture(scope="module")

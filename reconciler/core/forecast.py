@@ -25,10 +25,11 @@ schemas/status.schema.json; the same under each wave of the JSON plan, schemas/p
     {"zone": "Europe/Berlin", "done_at": "2026-12-09T05:00:00Z" | null, "completes": true,
      "expires": "..." | null, "within_expiry": true | false | null, "assumptions": ["..."],
      "steps": [{"step": "rollout beta", "phase": "beta" | null, "start": "..." | null, "at": "..." | null,
-                "bound": "now" | "previous" | "wait" | "window" | "freeze", "hold": "..." | null,
+                "wait": 86400, "bound": "now" | "previous" | "wait" | "window" | "freeze", "hold": "..." | null,
                 "unmet": "..." | null}]}
 
-``start`` is when the step's wait starts (the previous step's time), ``at`` its earliest time (null:
+``start`` is when the step's wait starts (the previous step's time), ``wait`` the step's own wait in seconds
+(0: none), ``at`` its earliest time (null:
 ``unmet`` says what it waits on, or no window ever opens), ``bound`` what set ``at`` and ``hold`` the
 windows and freezes that held it, as the plan names them.
 """
@@ -165,7 +166,7 @@ def forecast(
         remaining.append(("complete", None, spec.complete.gate))
     for position, (name, phase_name, gate) in enumerate(remaining):
         if waiting is not None or previous is None:
-            steps.append(StepForecast(name, phase_name, previous, None, unmet=waiting))
+            steps.append(StepForecast(name, phase_name, previous, None, wait_seconds=_wait(gate), unmet=waiting))
             waiting, previous = f"after {name}", None
             continue
         if position == 0 and created_at is not None:
@@ -179,7 +180,7 @@ def forecast(
                 failures=failures,
             )
             if (result.wait is None or result.wait.passed) and (unmet := _unmet(result)) is not None:
-                steps.append(StepForecast(name, phase_name, previous, None, unmet=unmet))
+                steps.append(StepForecast(name, phase_name, previous, None, wait_seconds=_wait(gate), unmet=unmet))
                 waiting, previous = f"after {name}", None
                 continue
         step = _earliest(name, phase_name, gate, previous, now, spec.schedule)
@@ -199,6 +200,11 @@ def calendar_zone(schedule: Schedule) -> tzinfo:
     return timezone.utc
 
 
+def _wait(gate: Gate) -> int:
+    """A step's own wait in seconds (0: none), forecast or not: the JSON shows it either way."""
+    return gate.wait_seconds or 0
+
+
 def _unmet(result: GateResult) -> str | None:
     """The device-number conditions known not to be met, in the gate's own words (None: none)."""
     updated = result.updated if result.updated is not None and result.updated.state in _UNMET_UPDATED else None
@@ -213,7 +219,7 @@ def _earliest(
 ) -> StepForecast:
     """A step's earliest time: its wait after ``previous`` (not before ``now``), then the schedule's next
     opening (``Schedule.hold``, the planner's own rule)."""
-    seconds = gate.wait_seconds or 0
+    seconds = _wait(gate)
     at, bound = previous + timedelta(seconds=seconds), Bound.WAIT if seconds else Bound.PREVIOUS
     if at <= now:
         at, bound = now, Bound.NOW
@@ -245,6 +251,7 @@ def to_dict(result: Forecast) -> dict[str, Any]:
                 "phase": step.phase,
                 "start": _iso(step.start),
                 "at": _iso(step.at),
+                "wait": step.wait_seconds,
                 "bound": str(step.bound),
                 "hold": step.hold,
                 "unmet": step.unmet,

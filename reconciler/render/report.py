@@ -23,26 +23,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
 from html import escape
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.core import EXPIRY_WARNING, format_duration
+from reconciler.core import EXPIRY_WARNING, FORECAST_TITLE, Bound, Forecast, StepForecast, format_duration
 from reconciler.safetext import printable
 
 Json = Mapping[str, Any]
 
 DASH = "–"
 BAR_WIDTH = 1000  # the SVG user units a bar spans; the bar is stretched to the page's width
-LANE = 14  # the height of one hold in a forecast step's track, in pixels
+TRACK = 18  # the height of a forecast step's track, in pixels
 PHASE_STATES = frozenset({"done", "next", "pending", "skipped"})  # schemas/status.schema.json, phase.state
 WAVE_STATUSES = frozenset({"absent", "active", "complete", "canceled"})
-HOLD_KINDS = frozenset({"wait", "window", "freeze", "gate"})  # a forecast step's heldBy kinds
 
 STYLE = """
 :root{--updated:#2e7d32;--pending:#f2a900;--failed:#c62828;--offline:#757575;--track:#e6e6e6;--ink:#1b1b1b;
---muted:#5f6368;--line:#d0d0d0;--window:#1565c0;--freeze:#c62828;--wait:#8e6c00;--gate:#6a1b9a}
+--muted:#5f6368;--line:#d0d0d0;--window:#1565c0;--freeze:#c62828;--wait:#8e6c00}
 *{box-sizing:border-box;print-color-adjust:exact;-webkit-print-color-adjust:exact}
 body{margin:0;padding:1rem;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
 background:#fff;overflow-wrap:anywhere}
@@ -56,7 +56,7 @@ vertical-align:middle;margin-left:.3em}
 .status-active,.state-next{color:#1565c0}.status-complete,.state-done{color:var(--updated)}
 .status-canceled,.blocked{color:var(--failed)}.status-absent,.state-pending,.state-skipped{color:var(--muted)}
 .ready{color:var(--updated)}.waiting{color:#8e6c00}
-ul.facts,ol.history{margin:.3rem 0;padding-left:1.2rem}
+ul.facts,ul.assumptions,ol.history{margin:.3rem 0;padding-left:1.2rem}
 ol.phases,ol.steps{list-style:none;margin:0;padding:0}
 ol.phases>li,ol.steps>li{padding:.45rem 0;border-top:1px solid #eee}
 .head{display:flex;flex-wrap:wrap;gap:.2rem .6rem;align-items:baseline}
@@ -66,16 +66,15 @@ svg.swatch{width:.9em;height:.9em;vertical-align:-.1em;margin-right:.25em}
 rect.track{fill:var(--track)}rect.updated{fill:var(--updated)}rect.pending{fill:var(--pending)}
 rect.failed{fill:var(--failed)}rect.offline{fill:var(--offline)}rect.required{fill:var(--ink)}
 rect.window{fill:var(--window);opacity:.35}rect.freeze{fill:var(--freeze);opacity:.45}
-rect.wait{fill:var(--wait);opacity:.35}rect.gate{fill:var(--gate);opacity:.35}rect.earliest{fill:var(--ink)}
-rect.done-by{fill:var(--updated)}
+rect.wait{fill:var(--wait);opacity:.35}rect.earliest{fill:var(--ink)}rect.now{fill:var(--muted)}
 dl.numbers{display:flex;flex-wrap:wrap;gap:.1rem 1.1rem;margin:.2rem 0}
 dl.numbers div{display:flex;gap:.3rem}dl.numbers dt{color:var(--muted)}dl.numbers dd{margin:0;font-weight:600}
-dl.gate{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .8rem;margin:.3rem 0}
-dl.gate dt{color:var(--muted)}dl.gate dd{margin:0}
+dl.gate,dl.when{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .8rem;margin:.3rem 0}
+dl.gate dt,dl.when dt{color:var(--muted)}dl.gate dd,dl.when dd{margin:0}
 .legend{display:flex;flex-wrap:wrap;gap:.2rem 1rem;font-size:.9rem}
 .axis{display:flex;justify-content:space-between;font-size:.85rem;color:var(--muted)}
-@media (max-width:30rem){body{padding:.5rem;font-size:14px}.wave{padding:.6rem}dl.gate{grid-template-columns:1fr}
-dl.gate dd{margin-bottom:.3rem}}
+@media (max-width:30rem){body{padding:.5rem;font-size:14px}.wave{padding:.6rem}dl.gate,dl.when{grid-template-columns:1fr}
+dl.gate dd,dl.when dd{margin-bottom:.3rem}}
 @media print{body{padding:0;font-size:10pt}.wave{border-color:#999}a{color:inherit}}
 """
 
@@ -363,96 +362,173 @@ def _moment(value: object) -> datetime | None:
     return moment if moment.tzinfo is not None else None  # a time without a zone cannot be placed
 
 
-def forecast_section(wave: Json, now: str | None = None) -> str:
-    """The wave's ``forecast``, when its status carries one, as a timeline from ``now``; nothing without.
+def _zone(name: object) -> tzinfo:
+    """The calendar's zone by its name (``str`` of the core's zone: a tz database key, or ``UTC``)."""
+    try:
+        return ZoneInfo(str(name))
+    except (ValueError, ZoneInfoNotFoundError):  # not a zone the tz database knows: UTC
+        return timezone.utc
 
-    The shape read: ``{"steps": [{"name": str, "earliest": ISO-8601 | null, "heldBy": [{"kind": "wait" |
-    "window" | "freeze" | "gate", "name": str, "until": ISO-8601 | null}]}], "doneNoEarlierThan": ISO-8601
-    | null, "assumptions": [str]}``. Each step is a track from now to the last time the forecast names: its
-    holds drawn as bands up to their ``until`` (to the end when open), its earliest time as a mark.
+
+def forecast_of(wave: Json) -> Forecast | None:
+    """The wave's forecast rebuilt from its JSON (``forecast_dict``'s inverse), so that the page words it
+    with the text report's own functions (``Forecast.done_text``, ``step_text``); None without one, or for
+    what is not the forecast's JSON (schemas/status.schema.json ``$defs/forecast``)."""
+    data = wave.get("forecast")
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        steps = tuple(
+            StepForecast(
+                step["step"],
+                step["phase"],
+                _moment(step["start"]),
+                _moment(step["at"]),
+                Bound(step["bound"]),
+                int(step["wait"]),
+                step["hold"],
+                step["unmet"],
+            )
+            for step in data["steps"]
+        )
+        return Forecast(
+            str(wave.get("name", "")),
+            _zone(data["zone"]),
+            steps,
+            bool(data["completes"]),
+            _moment(data["expires"]),
+            tuple(str(item) for item in data["assumptions"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def forecast_section(wave: Json, now: str | None = None) -> str:
+    """The wave's ``forecast``, when its status carries one, as a timeline; nothing without.
+
+    Each step is a track on one time axis, from the earliest time the forecast names (the first wait's
+    start, or ``now``) to the latest: its wait from ``start`` to ``start + wait``; when a window or a
+    freeze held it (``bound``), the hold in that one's colour from where the wait ends (or ``now``, if
+    later: the schedule is read from then) to ``at``, to the axis's end when no window ever opens; then
+    its ``at`` as a mark, or, for a step not forecast, the words it waits on instead. The words beside
+    each track are the text report's (``step_text``, ``done_text``); the times are the JSON's.
     """
-    forecast = wave.get("forecast")
-    if not isinstance(forecast, Mapping):
+    result, data = forecast_of(wave), wave.get("forecast")
+    if result is None or not isinstance(data, Mapping):
         return ""
-    steps = [step for step in forecast.get("steps") or [] if isinstance(step, Mapping)]
-    done = forecast.get("doneNoEarlierThan")
+    current = _moment(now)
+    spans = [_span(step, current) for step in result.steps]
     times = [
         moment
-        for moment in (
-            _moment(done),
-            *(_moment(step.get("earliest")) for step in steps),
-            *(_moment(hold.get("until")) for step in steps for hold in _holds(step)),
-        )
+        for moment in (current, *(t for span in spans for t in span[:3]), *(s.at for s in result.steps))
         if moment is not None
     ]
-    start = _moment(now) or (min(times) if times else None)
-    end = max([*times, *([start] if start else [])], default=None)
-    if start is not None and end is not None and end <= start:
-        end = start + timedelta(hours=1)
+    first, last = (min(times), max(times)) if times else (None, None)
+    if first is not None and last is not None and last <= first:
+        last = first + timedelta(hours=1)
 
-    def x(value: object) -> str | None:
-        moment = _moment(value)
-        if moment is None or start is None or end is None:
+    def x(moment: datetime | None) -> float | None:
+        if moment is None or first is None or last is None:
             return None
-        seconds = (end - start).total_seconds()
-        return f"{min(max((moment - start).total_seconds() / seconds, 0.0), 1.0) * BAR_WIDTH:.1f}"
+        share = (moment - first).total_seconds() / (last - first).total_seconds()
+        return min(max(share, 0.0), 1.0) * BAR_WIDTH
 
-    rows = []
-    for step in steps:
-        holds = _holds(step)
-        height = LANE * max(len(holds), 1)  # a lane per hold, so that overlapping holds stay apart
-        rects, notes = [f'<rect class="track" x="0" y="{height / 2 - 2:g}" width="{BAR_WIDTH}" height="4"/>'], []
-        for lane, hold in enumerate(holds):
-            kind = hold.get("kind") if hold.get("kind") in HOLD_KINDS else "gate"
-            until = hold.get("until")
-            to = x(until) if until is not None else f"{BAR_WIDTH}"
-            if to is not None and float(to) > 0:
-                rects.append(
-                    f'<rect class="{kind}" x="0" y="{lane * LANE + 1}" width="{to}" height="{LANE - 2}">'
-                    f"<title>{text(kind)} {text(hold.get('name', ''))}</title></rect>"
-                )
-            notes.append(
-                f"<li>{text(hold.get('kind', ''))} {code(hold.get('name', ''))}: "
-                f"{'until ' + text(until) if until else 'no end known'}</li>"
-            )
-        earliest = step.get("earliest")
-        mark = x(earliest)
-        if mark is not None:
-            rects.append(
-                f'<rect class="earliest" x="{max(float(mark) - 4, 0):.1f}" y="0" width="8" height="{height}"/>'
-            )
-        when = f"earliest {text(earliest)}" if earliest else "no earliest time: held until something changes"
-        rows.append(
-            f'<li><div class="head"><strong>{text(step.get("name", ""))}</strong><span class="muted">{when}</span></div>'
-            f'<svg class="track" viewBox="0 0 {BAR_WIDTH} {height}" height="{height}" preserveAspectRatio="none" '
-            f'aria-hidden="true">{"".join(rects)}</svg>'
-            + (f'<ul class="facts">{"".join(notes)}</ul>' if notes else "")
-            + "</li>"
-        )
+    rows = [
+        _step_row(result, step, step_json, span, x, x(current))
+        for step, step_json, span in zip(result.steps, data["steps"], spans, strict=True)
+    ]
     axis = (
-        f'<div class="axis"><span>{_utc(start)}</span><span>{_utc(end)}</span></div>'
-        if start is not None and end is not None
+        f'<div class="axis"><span>{_utc(first)}</span><span>{_utc(last)}</span></div>'
+        if first is not None and last is not None
         else ""
     )
-    done_line = f"<p>Done no earlier than <strong>{text(done)}</strong>.</p>" if done else ""
-    assumptions = [item for item in forecast.get("assumptions") or [] if isinstance(item, str)]
-    assumed = (
-        '<p class="muted">Assuming:</p><ul class="facts">'
-        + "".join(f"<li>{text(a)}</li>" for a in assumptions)
-        + "</ul>"
-        if assumptions
-        else ""
+    done = f'<p class="done">forecast: <strong>{text(result.done_text())}</strong>'
+    if data.get("done_at"):
+        done += f' <span class="muted">({text(data["done_at"])})</span>'
+    done += "</p>"
+    if result.within_expiry is False:
+        done += (
+            f'<p class="expiry"><strong class="blocked">Warning: the wave\'s targets expire '
+            f"{text(data.get('expires'))}, before the forecast ends.</strong></p>"
+        )
+    assumed = "".join(f"<li>{text(item)}</li>" for item in result.assumptions)
+    return f'<h3>{FORECAST_TITLE}</h3>\n{done}{forecast_legend()}{axis}<ol class="steps">{"".join(rows)}</ol>' + (
+        f'<p class="muted">Assuming:</p><ul class="assumptions">{assumed}</ul>' if assumed else ""
     )
+
+
+def forecast_legend() -> str:
+    items = [
+        ("wait", "the step's wait"),
+        ("window", "outside the rollout windows"),
+        ("freeze", "frozen"),
+        ("earliest", "earliest time"),
+        ("now", "now"),
+    ]
+    swatches = "".join(
+        f'<span><svg class="swatch" viewBox="0 0 10 10" aria-hidden="true"><rect class="{kind}" width="10" '
+        f'height="10"/></svg>{label}</span>'
+        for kind, label in items
+    )
+    return f'<div class="legend">{swatches}</div>'
+
+
+def _span(step: StepForecast, now: datetime | None) -> tuple[datetime | None, datetime | None, datetime | None]:
+    """Where a step's wait starts, where it ends and where its hold starts (None: not drawn)."""
+    if step.start is None:
+        return None, None, None
+    waited = step.start + timedelta(seconds=step.wait_seconds)
+    held = step.bound in (Bound.WINDOW, Bound.FREEZE) and step.hold is not None
+    return step.start, waited, (max(waited, now) if now is not None else waited) if held else None
+
+
+def _step_row(
+    result: Forecast,
+    step: StepForecast,
+    step_json: Json,
+    span: tuple[datetime | None, datetime | None, datetime | None],
+    x: Callable[[datetime | None], float | None],
+    now: float | None,
+) -> str:
+    """One step: its words as the text report has them, its track, and its times as the JSON has them."""
+    start, waited, held = span
+    rects = [f'<rect class="track" x="0" y="{TRACK / 2 - 1:g}" width="{BAR_WIDTH}" height="2"/>']
+
+    def band(kind: str, begin: datetime | None, end: datetime | None, title: str) -> None:
+        left, right = x(begin), (x(end) if end is not None else float(BAR_WIDTH))
+        if left is not None and right is not None and right > left:
+            rects.append(
+                f'<rect class="{kind}" x="{left:.1f}" y="3" width="{right - left:.1f}" height="{TRACK - 6}">'
+                f"<title>{text(title)}</title></rect>"
+            )
+
+    if step.wait_seconds:
+        band("wait", start, waited, f"wait {format_duration(step.wait_seconds)}")
+    if held is not None:
+        band(str(step.bound), held, step.at, step.hold or "")
+    mark = x(step.at)
+    if mark is not None:
+        rects.append(
+            f'<rect class="earliest" x="{max(mark - 3, 0):.1f}" y="0" width="6" height="{TRACK}">'
+            f"<title>earliest: {text(step_json.get('at'))}</title></rect>"
+        )
+    if now is not None:
+        rects.append(f'<rect class="now" x="{max(now - 1, 0):.1f}" y="0" width="2" height="{TRACK}"/>')
+    rows = [
+        ("wait starts", step_json.get("start")),
+        ("wait", format_duration(step.wait_seconds) if step.wait_seconds else "none"),
+    ]
+    if step.hold is not None:
+        rows.append(("held by", step.hold))
+    rows.append(("earliest", step_json.get("at")) if step.at is not None else ("waits on", step.unmet or step.hold))
+    cells = "".join(f"<dt>{name}</dt><dd>{DASH if value is None else text(value)}</dd>" for name, value in rows)
     return (
-        f'<h3>Forecast</h3>\n{axis}<ol class="steps">{"".join(rows)}</ol>{done_line}{assumed}'
-        if rows or done_line or assumed
-        else ""
+        f'<li class="step"><div class="head"><strong>{text(step.step)}</strong>'
+        f'<span class="muted">{text(result.step_text(step))}</span></div>'
+        f'<svg class="track" viewBox="0 0 {BAR_WIDTH} {TRACK}" height="{TRACK}" preserveAspectRatio="none" '
+        f'aria-hidden="true">{"".join(rects)}</svg><dl class="when">{cells}</dl></li>'
     )
 
 
 def _utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _holds(step: Json) -> list[Json]:
-    return [hold for hold in step.get("heldBy") or [] if isinstance(hold, Mapping)]

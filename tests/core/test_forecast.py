@@ -144,6 +144,7 @@ def test_the_json_shape():
         "phase": "beta",
         "start": "2026-11-23T12:00:00Z",
         "at": "2026-11-24T12:00:00Z",
+        "wait": 86400,
         "bound": "wait",
         "hold": None,
         "unmet": None,
