@@ -12,7 +12,8 @@ Setup (not timed), in a temporary directory (or DIR with --keep, reused when its
 - the demo local factory (2,000 devices) and ``examples/releases`` applied to it as the walkthrough
   does (``v42`` and ``v44`` complete, ``v46`` active after its canaries);
 - ``--waves`` copies of the finished wave ``v42`` (``v42-copy-00001`` ...: same version, tag, targets,
-  rollout history and times), written straight into the factory's database (one INSERT per table):
+  rollout history and times), written straight into the factory's database (one INSERT per table,
+  then ANALYZE as ``init`` does after its bulk load):
   a factory that has released for years holds thousands, and none of them has a manifest here.
 
 Timed, against ``reconcile-factory serve`` on loopback: the whole ``reconcile --dry-run RELEASES`` and
@@ -111,6 +112,8 @@ def copy_finished_wave(factory: Path, name: str, copies: int) -> None:
             "is_factory_wide, num_devices) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             ((i, *r) for i in ids for r in rollouts),
         )
+    with st.write() as conn:
+        conn.execute("ANALYZE")  # as init does after its bulk load: the query planner's statistics
     st.close()
 
 

@@ -61,6 +61,7 @@ from reconciler.core import (
 )
 from reconciler.errors import BackendError
 from reconciler.factory.client import FactoryClient, Json, Reply
+from reconciler.factory.history import FirstPage, read_waves
 from reconciler.factory.wavedevices import count_failures
 from reconciler.factory.wire import (
     ci_tags,
@@ -71,7 +72,6 @@ from reconciler.factory.wire import (
     parse_progress,
     parse_tag_devices,
     parse_targets_keys,
-    parse_wave,
     prod_targets_by_tag,
     threshold,
     wave_signers,
@@ -197,16 +197,16 @@ def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) ->
 def observe(
     client: FactoryClient,
     specs: list[WaveSpec],
-    wave_list: Callable[[], list[Json]] | None = None,
+    first: Callable[[], FirstPage] | None = None,
     *,
     signing: bool = False,
 ) -> ObservedState:
-    """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
-    was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
+    """The factory as the plan of ``specs`` needs it. ``first`` gives the wave list's first page when its
+    reading was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
     sign also reads, when a wave is to be created or is active, the root and the online targets key in
     the same round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
     chosen = selected_specs(specs, client.factory)
-    waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
+    waves = read_waves(client, [s.name for s in chosen], first() if first is not None else None)
     reads = which_reads(chosen, waves, signing)
     replies = _ask(client, reads, waves)
     prod_envelopes, envelopes = replies.prod.result(), replies.wave_targets.result()

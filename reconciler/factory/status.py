@@ -58,8 +58,9 @@ from reconciler.core import (
 )
 from reconciler.errors import UserError
 from reconciler.factory.client import FactoryClient
+from reconciler.factory.history import read_waves
 from reconciler.factory.wavedevices import classify_devices
-from reconciler.factory.wire import parse_counts, parse_device, parse_wave
+from reconciler.factory.wire import parse_counts, parse_device, parse_wave, targets_version
 from reconciler.factory.wire import targets_expiry as _expiry
 
 
@@ -72,20 +73,30 @@ def read_status(
 ) -> StatusReport:
     """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
     wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
-    waves = {w.name: w for w in map(parse_wave, client.list_waves())}
+    waves = read_waves(client, [s.name for s in selected_specs(specs, client.factory)])
     names = waves_to_report(specs, client.factory, waves)
     spec_tags = {s.name: s.tag for s in specs}
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
     active = [n for n in names if n in waves and waves[n].status is WaveStatus.ACTIVE]
-    counted = waves_needing_counts(names, waves)
+    unfinished = waves_needing_counts(names, waves, {})  # active and canceled: known before production targets
     chosen = selected_specs(specs, client.factory)
     device_tags = sorted(tags_needing_devices(chosen, waves))  # onlineWithin gates, read as the plan reads them
     batch = client.batch()
     prod = batch.add(functools.partial(client.prod_targets, tags))
     wave_targets = batch.add(functools.partial(client.wave_targets, active))
-    statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in counted}
+    statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in unfinished}
     listings = {tag: batch.add(functools.partial(client.production_devices, tag)) for tag in device_tags}
     batch.run()
+    # Each tag's latest completed wave is the one its production targets hold: one more round trip, only
+    # when a completed wave is shown.
+    prod_versions = {tag: targets_version(envelope) for tag, envelope in prod.result().items()}
+    latest = client.batch()
+    statuses.update(
+        (name, latest.add(functools.partial(client.wave_status, name)))
+        for name in waves_needing_counts(names, waves, prod_versions)
+        if name not in statuses
+    )
+    latest.run()
     devices = {
         tag: {d.uuid: d for d in (parse_device(item) for item in listed.result() if item.get("uuid"))}
         for tag, listed in listings.items()
