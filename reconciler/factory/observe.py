@@ -1,7 +1,7 @@
 """Observe the factory in few requests and turn its JSON into ``state`` objects.
 
-Requests, each only when the plan needs it: one wave list (with histories, paged); one
-prod-targets call for all the tags involved; a status call per active wave whose next step
+Requests, each only when the plan needs it: the waves (``history.py``: the active ones and those the
+manifests name, never the rest of a long history); one prod-targets call for all the tags involved; a status call per active wave whose next step
 has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
 expiry of the active managed waves and their signatures; with those or waves still to be created, the
 production root (the targets threshold a wave must meet before it rolls out), and only for a root that
@@ -22,11 +22,19 @@ version, at most ``MAX_EVENT_CHECKS`` of them; P the pages of its rolled-out gro
 status call when ``onFailure: cancel`` (the cancel says what it leaves behind). The counts go out with
 the other requests of the observation. A wave without a bound costs nothing more.
 
-Round trips, not requests, are what a run waits for on a real network: after the first wave page
-(which tells what else to read) everything else of the observation, dry runs included, is
+How the count grows, for W waves in the factory (A of them active), M manifests and D production devices:
+the waves cost 1 request while W <= 100, else 2 + M' for the M' <= ``MAX_WAVE_LOOKUPS`` named waves not on
+the list's first page (ceil(A / 100) pages for the active ones, usually one), else ceil(W / 100) pages when
+the manifests name more: never more than the whole list, and for a fixed M nothing grows with W. The rest
+grows with the active managed waves (a status call, a dry run, a failure count each, when needed), the
+versions to create and the tags involved, and with D only through the device lists above (ceil(D_tag /
+1000) pages per tag listed) and the failure counts' per-device reads (capped by ``MAX_EVENT_CHECKS``).
+
+Round trips, not requests, are what a run waits for on a real network: after the waves (``history.py``:
+two round trips, or one when the list's first page holds them all), which tell what else to read, everything else of the observation, dry runs included, is
 independent and goes out at once (one ``FactoryClient.batch``, at most ``transport.MAX_CONCURRENT`` at a
 time); paged lists read their other pages together once the first page gives the total. A dry run
-(``--dry-run`` against an API) starts the wave list before reading the manifests
+(``--dry-run`` against an API) starts the wave list's first page before reading the manifests
 (``FactoryClient.ahead``).
 """
 

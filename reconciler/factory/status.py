@@ -5,10 +5,16 @@ JSON and Markdown come from ``render/status.py`` and the command is ``cli/status
 
 Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests`` counts them):
 
-- overview: the wave list (``ceil(waves / 100)`` pages), one ``prod-targets`` call for every tag shown,
-  one ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each
-  active or canceled wave shown and for the latest completed wave of each tag shown. At most
-  ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
+- overview: the waves as the plan reads them (``history.py``: the active ones and those the manifests
+  name; 1 request for up to 100 waves, else 2 + M' for M' <= ``MAX_WAVE_LOOKUPS`` named waves not on
+  the list's first page, else ``ceil(W / 100)`` pages: never more than the whole list, and for a fixed
+  set of manifests nothing grows with W), one ``prod-targets`` call for every tag shown, one
+  ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each active or
+  canceled wave shown and for the latest completed wave of each tag shown (the one whose version the
+  tag's production targets hold, so the tag's history is not read; its call waits for the production
+  targets, one more round trip only when a completed wave is shown). At most ``ceil(W / 100) + 2 + S``
+  requests for W waves in the factory and S such waves, and at most ``2 + MAX_WAVE_LOOKUPS + 2 + S``
+  whatever W when the manifests name few waves. ``--with-failed``
   adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
   an active wave with a failure bound in force (``require.failed``) costs that without the flag too,
   as it does in the plan, so that its next gate reads as the plan's; and so does the device list of
