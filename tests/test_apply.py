@@ -91,7 +91,7 @@ def test_a_time_the_factory_sends_that_cannot_be_read_stops_the_plan():
     import pytest
 
     from reconciler.errors import BackendError
-    from reconciler.factory.observe import parse_wave
+    from reconciler.factory.wire import parse_wave
 
     with pytest.raises(BackendError) as caught:
         parse_wave({"name": "w", "version": "46", "tag": "t", "change-meta": {"created-at": "23 Nov 2026"}})

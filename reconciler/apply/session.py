@@ -43,7 +43,7 @@ from reconciler.core import (
     without_signs_by,
 )
 from reconciler.errors import UserError
-from reconciler.factory import Backend, FactoryClient, fill_device_counts, observe
+from reconciler.factory import Backend, FactoryClient, FirstPage, fill_device_counts, observe
 from reconciler.render import plan as render
 
 if TYPE_CHECKING:
@@ -117,10 +117,10 @@ class Session:
         *,
         keys: KeySource,
         only: set[str] | None = None,
-        waves: Callable[[], list[dict[str, Any]]] | None = None,
+        waves: Callable[[], FirstPage] | None = None,
         lost: LostLookup | None = None,
     ) -> Planned:
-        """Read the factory (``waves``: the wave list, when already asked for) and plan. ``lost`` is asked
+        """Read the factory (``waves``: the wave list's first page, when already asked for) and plan. ``lost`` is asked
         about the active waves no manifest names (usually none), so a wave whose manifest a commit renamed
         or deleted is an error rather than a warning. ``only``
         (``--base``): the changed waves, planned in the context of all. An apply with a key reads what

@@ -7,7 +7,10 @@ what the step depends on, in one round trip shared with the previous write's che
 costs its write and one read round trip): its wave (or, when the previous write was to the same
 wave, the wave as that write's check read it), its wave status when its gate counts updated
 devices or it cancels, and for an init the tag's production targets, the build's CI targets and
-root. The rest of
+root. None of this grows with the factory's history: the first observation reads the waves as the
+plan does (factory/history.py: the active ones and those the manifests name), and each step then
+reads its own wave by name: per step a fixed handful of reads (those above, and the production root
+when the step's signatures count), whatever the number of waves, manifests or devices. The rest of
 the observation the plan was made from stands in for the rest of the factory: other writers are
 kept out by the apply lease and caught by the check after each write (writes.py). Around each
 write a ``WriteGuard`` (writes.py) records it in the apply lease, checks it landed exactly once, and

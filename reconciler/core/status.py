@@ -171,20 +171,27 @@ def waves_to_report(specs: list[WaveSpec], factory: str, waves: dict[str, Observ
     return managed + unmanaged
 
 
-def waves_needing_counts(names: list[str], waves: dict[str, ObservedWave]) -> list[str]:
+def waves_needing_counts(
+    names: list[str], waves: Mapping[str, ObservedWave], prod_versions: Mapping[str, int | None]
+) -> list[str]:
     """The waves whose status call is worth its cost: active and canceled ones, and the latest completed
-    wave of each tag (the tag's current release). Older completed waves show their history only."""
-    latest: dict[str, ObservedWave] = {}
-    for wave in waves.values():
-        if wave.status is WaveStatus.COMPLETE and wave.finished_at is not None:
-            best = latest.get(wave.tag)
-            if best is None or (wave.finished_at, wave.version) > (best.finished_at or wave.finished_at, best.version):
-                latest[wave.tag] = wave
+    wave of each tag (the tag's current release). Older completed waves show their history only.
+
+    The latest completed wave of a tag is the one its production targets hold (``prod_versions``: the
+    version of each tag's production targets, None for none): completing a wave publishes its targets
+    as the tag's, at the wave's version, and a tag's next wave must have a higher version (reference
+    §2.1), so no other completed wave of the tag has that version. Known so without reading the tag's
+    history, which can hold thousands of waves no manifest names."""
     return [
         name
         for name in names
         if name in waves
-        and (waves[name].status is not WaveStatus.COMPLETE or latest.get(waves[name].tag) is waves[name])
+        and (
+            waves[name].status is not WaveStatus.COMPLETE
+            or (
+                prod_versions.get(waves[name].tag) is not None and waves[name].version == prod_versions[waves[name].tag]
+            )
+        )
     ]
 
 

@@ -4,6 +4,7 @@
     transport   retries of idempotent requests, a deadline for every request and every run
     apitime     the API's timestamps
     wire        every answer of the factory -> a typed ``core`` value (one wave model, ``core.ObservedWave``)
+    history     which waves a run reads from a long history: the active ones and those the manifests name
     observe     the reads a plan needs -> ``core.ObservedState``
     status      the reads ``reconcile status`` needs -> ``core.StatusReport``
     wavedevices the devices of a wave, classified (failed, offline, pending), for gates and ``status --devices``
@@ -17,6 +18,7 @@ from reconciler.factory.adopt import read_wave_facts, read_waves
 from reconciler.factory.apitime import parse_time
 from reconciler.factory.client import Backend, FactoryClient, select_backend
 from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
+from reconciler.factory.history import FirstPage, first_page
 from reconciler.factory.observe import fill_device_counts, observe, rollout_options
 from reconciler.factory.status import read_devices, read_status
 from reconciler.factory.wire import parse_prod_targets, parse_progress, parse_wave, wave_signers
@@ -25,7 +27,9 @@ __all__ = [
     "Backend",
     "DeviceSelection",
     "FactoryClient",
+    "FirstPage",
     "fill_device_counts",
+    "first_page",
     "how_made",
     "list_devices",
     "observe",

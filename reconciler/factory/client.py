@@ -37,6 +37,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
+from reconciler.core import WaveStatus
 from reconciler.errors import BackendError, OutcomeUnknown, UserError, error_text
 from reconciler.factory.transport import (
     CONNECT_TIMEOUT,
@@ -453,11 +454,14 @@ class FactoryClient:
 
     # -- waves ----------------------------------------------------------------------------------
 
-    def _all_pages(self, fetch: Callable[[int], tuple[list[Json], Json]]) -> list[Json]:
-        """Every item of a paged list. The first page announces the total and the page size the server
-        uses; the other pages are then read together. A server whose pages fall short is followed page
-        by page, and one that keeps answering ``next`` stops at the announced total."""
-        items, data = fetch(1)
+    def _all_pages(
+        self, fetch: Callable[[int], tuple[list[Json], Json]], first: tuple[list[Json], Json] | None = None
+    ) -> list[Json]:
+        """Every item of a paged list (``first``: its first page, when read already). The first page
+        announces the total and the page size the server uses; the other pages are then read together. A
+        server whose pages fall short is followed page by page, and one that keeps answering ``next``
+        stops at the announced total."""
+        items, data = first or fetch(1)
         items = list(items)
         total = data["total"] if isinstance(data.get("total"), int) else len(items)
         if not data.get("next") or not items or len(items) >= total:
@@ -474,17 +478,19 @@ class FactoryClient:
             page += 1
         return items
 
-    def list_waves(self) -> list[Json]:
-        """Every wave, 100 a page."""
-        return self._all_pages(self._waves_page)
+    def list_waves(self, status: WaveStatus | None = None, first: tuple[list[Json], Json] | None = None) -> list[Json]:
+        """Every wave, or only those of ``status`` (the list's ``status`` filter: active, complete or
+        canceled, reference §1.2), 100 a page: ceil(waves / 100) requests. ``first``: the first page of
+        the same list, when read already (``waves_page``)."""
+        return self._all_pages(functools.partial(self.waves_page, status=status), first)
 
-    def _waves_page(self, page: int) -> tuple[list[Json], Json]:
+    def waves_page(self, page: int, status: WaveStatus | None = None) -> tuple[list[Json], Json]:
+        """One page of the wave list, and the answer it came in (its ``total`` and ``next``)."""
+        params: dict[str, str | int] = {"limit": PAGE_SIZE, "page": page}
+        if status is not None:
+            params["status"] = status.value
         data = _expect(
-            self._send(
-                "GET", self._factory_path("waves/"), params={"limit": PAGE_SIZE, "page": page}, what="list waves"
-            ),
-            dict,
-            "list waves",
+            self._send("GET", self._factory_path("waves/"), params=params, what="list waves"), dict, "list waves"
         )
         batch = _expect(data.get("waves") or [], list, "list waves")
         return [_expect(wave, dict, "list waves") for wave in batch], data

@@ -1,7 +1,7 @@
 """Observe the factory in few requests and turn its JSON into ``state`` objects.
 
-Requests, each only when the plan needs it: one wave list (with histories, paged); one
-prod-targets call for all the tags involved; a status call per active wave whose next step
+Requests, each only when the plan needs it: the waves (``history.py``: the active ones and those the
+manifests name, never the rest of a long history); one prod-targets call for all the tags involved; a status call per active wave whose next step
 has a ``require.updated`` gate or whose manifest cancels it; one wave-targets call for the
 expiry of the active managed waves and their signatures; with those or waves still to be created, the
 production root (the targets threshold a wave must meet before it rolls out), and only for a root that
@@ -22,11 +22,19 @@ version, at most ``MAX_EVENT_CHECKS`` of them; P the pages of its rolled-out gro
 status call when ``onFailure: cancel`` (the cancel says what it leaves behind). The counts go out with
 the other requests of the observation. A wave without a bound costs nothing more.
 
-Round trips, not requests, are what a run waits for on a real network: after the first wave page
-(which tells what else to read) everything else of the observation, dry runs included, is
+How the count grows, for W waves in the factory (A of them active), M manifests and D production devices:
+the waves cost 1 request while W <= 100, else 2 + M' for the M' <= ``MAX_WAVE_LOOKUPS`` named waves not on
+the list's first page (ceil(A / 100) pages for the active ones, usually one), else ceil(W / 100) pages when
+the manifests name more: never more than the whole list, and for a fixed M nothing grows with W. The rest
+grows with the active managed waves (a status call, a dry run, a failure count each, when needed), the
+versions to create and the tags involved, and with D only through the device lists above (ceil(D_tag /
+1000) pages per tag listed) and the failure counts' per-device reads (capped by ``MAX_EVENT_CHECKS``).
+
+Round trips, not requests, are what a run waits for on a real network: after the waves (``history.py``:
+two round trips, or one when the list's first page holds them all), which tell what else to read, everything else of the observation, dry runs included, is
 independent and goes out at once (one ``FactoryClient.batch``, at most ``transport.MAX_CONCURRENT`` at a
 time); paged lists read their other pages together once the first page gives the total. A dry run
-(``--dry-run`` against an API) starts the wave list before reading the manifests
+(``--dry-run`` against an API) starts the wave list's first page before reading the manifests
 (``FactoryClient.ahead``).
 """
 
@@ -61,6 +69,7 @@ from reconciler.core import (
 )
 from reconciler.errors import BackendError
 from reconciler.factory.client import FactoryClient, Json, Reply
+from reconciler.factory.history import FirstPage, read_waves
 from reconciler.factory.wavedevices import count_failures
 from reconciler.factory.wire import (
     ci_tags,
@@ -71,7 +80,6 @@ from reconciler.factory.wire import (
     parse_progress,
     parse_tag_devices,
     parse_targets_keys,
-    parse_wave,
     prod_targets_by_tag,
     threshold,
     wave_signers,
@@ -197,16 +205,16 @@ def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) ->
 def observe(
     client: FactoryClient,
     specs: list[WaveSpec],
-    wave_list: Callable[[], list[Json]] | None = None,
+    first: Callable[[], FirstPage] | None = None,
     *,
     signing: bool = False,
 ) -> ObservedState:
-    """The factory as the plan of ``specs`` needs it. ``wave_list`` gives the wave list when its reading
-    was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
+    """The factory as the plan of ``specs`` needs it. ``first`` gives the wave list's first page when its
+    reading was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
     sign also reads, when a wave is to be created or is active, the root and the online targets key in
     the same round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
     chosen = selected_specs(specs, client.factory)
-    waves = {w.name: w for w in map(parse_wave, (wave_list or client.list_waves)())}
+    waves = read_waves(client, [s.name for s in chosen], first() if first is not None else None)
     reads = which_reads(chosen, waves, signing)
     replies = _ask(client, reads, waves)
     prod_envelopes, envelopes = replies.prod.result(), replies.wave_targets.result()

@@ -5,10 +5,16 @@ JSON and Markdown come from ``render/status.py`` and the command is ``cli/status
 
 Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests`` counts them):
 
-- overview: the wave list (``ceil(waves / 100)`` pages), one ``prod-targets`` call for every tag shown,
-  one ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each
-  active or canceled wave shown and for the latest completed wave of each tag shown. At most
-  ``ceil(W / 100) + 2 + S`` requests for W waves in the factory and S such waves. ``--with-failed``
+- overview: the waves as the plan reads them (``history.py``: the active ones and those the manifests
+  name; 1 request for up to 100 waves, else 2 + M' for M' <= ``MAX_WAVE_LOOKUPS`` named waves not on
+  the list's first page, else ``ceil(W / 100)`` pages: never more than the whole list, and for a fixed
+  set of manifests nothing grows with W), one ``prod-targets`` call for every tag shown, one
+  ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each active or
+  canceled wave shown and for the latest completed wave of each tag shown (the one whose version the
+  tag's production targets hold, so the tag's history is not read; its call waits for the production
+  targets, one more round trip only when a completed wave is shown). At most ``ceil(W / 100) + 2 + S``
+  requests for W waves in the factory and S such waves, and at most ``2 + MAX_WAVE_LOOKUPS + 2 + S``
+  whatever W when the manifests name few waves. ``--with-failed``
   adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
   an active wave with a failure bound in force (``require.failed``) costs that without the flag too,
   as it does in the plan, so that its next gate reads as the plan's; and so does the device list of
@@ -58,8 +64,9 @@ from reconciler.core import (
 )
 from reconciler.errors import UserError
 from reconciler.factory.client import FactoryClient
+from reconciler.factory.history import read_waves
 from reconciler.factory.wavedevices import classify_devices
-from reconciler.factory.wire import parse_counts, parse_device, parse_wave
+from reconciler.factory.wire import parse_counts, parse_device, parse_wave, targets_version
 from reconciler.factory.wire import targets_expiry as _expiry
 
 
@@ -72,20 +79,30 @@ def read_status(
 ) -> StatusReport:
     """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
     wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
-    waves = {w.name: w for w in map(parse_wave, client.list_waves())}
+    waves = read_waves(client, [s.name for s in selected_specs(specs, client.factory)])
     names = waves_to_report(specs, client.factory, waves)
     spec_tags = {s.name: s.tag for s in specs}
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
     active = [n for n in names if n in waves and waves[n].status is WaveStatus.ACTIVE]
-    counted = waves_needing_counts(names, waves)
+    unfinished = waves_needing_counts(names, waves, {})  # active and canceled: known before production targets
     chosen = selected_specs(specs, client.factory)
     device_tags = sorted(tags_needing_devices(chosen, waves))  # onlineWithin gates, read as the plan reads them
     batch = client.batch()
     prod = batch.add(functools.partial(client.prod_targets, tags))
     wave_targets = batch.add(functools.partial(client.wave_targets, active))
-    statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in counted}
+    statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in unfinished}
     listings = {tag: batch.add(functools.partial(client.production_devices, tag)) for tag in device_tags}
     batch.run()
+    # Each tag's latest completed wave is the one its production targets hold: one more round trip, only
+    # when a completed wave is shown.
+    prod_versions = {tag: targets_version(envelope) for tag, envelope in prod.result().items()}
+    latest = client.batch()
+    statuses.update(
+        (name, latest.add(functools.partial(client.wave_status, name)))
+        for name in waves_needing_counts(names, waves, prod_versions)
+        if name not in statuses
+    )
+    latest.run()
     devices = {
         tag: {d.uuid: d for d in (parse_device(item) for item in listed.result() if item.get("uuid"))}
         for tag, listed in listings.items()

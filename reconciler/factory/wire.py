@@ -161,6 +161,13 @@ def targets_expiry(envelope: object) -> datetime | None:
     return parse_time(signed.get("expires")) if isinstance(signed, dict) else None
 
 
+def targets_version(envelope: object) -> int | None:
+    """A targets envelope's version (``signed.version``); None when it does not say."""
+    signed = envelope.get("signed") if isinstance(envelope, dict) else None
+    version = signed.get("version") if isinstance(signed, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
 def expiries(envelopes: Json) -> dict[str, datetime]:
     """Tag or wave -> when its targets expire, from one ``prod-targets`` or ``wave-targets`` answer."""
     return {key: when for key, envelope in envelopes.items() if (when := targets_expiry(envelope)) is not None}

@@ -99,7 +99,11 @@ class View:
             tag: wid for wid, tag in conn.execute("SELECT id, tag FROM waves WHERE status = 'active'")
         }
         self.full: dict[int, set[int]] = {}
-        for wid, gid in conn.execute("SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1"):
+        full_groups = (  # of the active waves only: a long history holds thousands of finished waves' groups
+            "SELECT wave_id, group_id FROM wave_groups WHERE full_group = 1 AND wave_id IN "
+            "(SELECT id FROM waves WHERE status = 'active')"
+        )
+        for wid, gid in conn.execute(full_groups):
             self.full.setdefault(wid, set()).add(gid)
         self._sources: dict[tuple[str, str], fleet.Source] = {}  # the views checked so far, by key
         self._targets: dict[tuple[int, str], tuple[str, str]] = {}  # a device page shares a few builds

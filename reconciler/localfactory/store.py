@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS waves (
     created_at INTEGER NOT NULL, created_by TEXT NOT NULL,
     updated_at INTEGER, updated_by TEXT NOT NULL DEFAULT '');
 CREATE UNIQUE INDEX IF NOT EXISTS waves_one_active_per_tag ON waves(tag) WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS waves_tag_version ON waves(tag, version);
 CREATE TABLE IF NOT EXISTS wave_groups (
     wave_id INTEGER NOT NULL, group_id INTEGER NOT NULL, group_name TEXT NOT NULL,
     created_at INTEGER NOT NULL, created_by TEXT NOT NULL, full_group INTEGER NOT NULL DEFAULT 0,
@@ -216,6 +217,7 @@ class Store:
                 conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
                 conn.execute("PRAGMA temp_store=MEMORY")
                 _add_trust_columns(conn)
+                _add_wave_index(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -362,6 +364,27 @@ def _add_trust_columns(conn: sqlite3.Connection) -> None:
             if column not in have:
                 conn.execute(f"ALTER TABLE devices ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         conn.execute(DEVICE_INDEXES[-1])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+WAVE_INDEX = "CREATE INDEX IF NOT EXISTS waves_tag_version ON waves(tag, version)"
+
+
+def _add_wave_index(conn: sqlite3.Connection) -> None:
+    """A factory made before the waves were indexed by tag and version gets the index: a device's
+    production view finds the wave that published its tag's targets by them (``repo.view``), and
+    without it that read scans the whole history, thousands of finished waves, on every device answer."""
+    tables = {
+        row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name IN ('waves', 'waves_tag_version')")
+    }
+    if tables != {"waves"}:
+        return  # no waves table yet (create_schema makes both), or the index is there
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(WAVE_INDEX)
     except BaseException:
         conn.execute("ROLLBACK")
         raise

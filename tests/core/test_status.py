@@ -123,7 +123,14 @@ def test_status_calls_go_to_active_canceled_and_each_tags_latest_completed_wave(
             facts("lab", 30, status="complete", tag="lab", finished=NOW - timedelta(days=30)),
         ]
     }
-    assert waves_needing_counts(["a", "c", "old", "new", "lab", "absent"], waves) == ["a", "c", "new", "lab"]
+    prod_versions = {"production": 48, "lab": 30}  # each tag's production targets: its latest completed wave
+    assert waves_needing_counts(["a", "c", "old", "new", "lab", "absent"], waves, prod_versions) == [
+        "a",
+        "c",
+        "new",
+        "lab",
+    ]
+    assert waves_needing_counts(["new", "lab"], waves, {"production": 48, "lab": None}) == ["new"]
 
 
 def device(version, seen=NOW - timedelta(minutes=5), in_wave=True):

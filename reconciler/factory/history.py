@@ -1,0 +1,72 @@
+"""Which waves a run reads from a long history: the active ones and those the manifests name, not all.
+
+A factory that has released weekly for years, or per customer tag, holds thousands of finished waves;
+a plan or a status needs few of them. A finished wave matters only when a manifest names it (it exists,
+so it is not created again; status shows it), never otherwise: the planner's other waves are the active
+ones (one per tag, each planned, reported when unmanaged, or held for a lost manifest). So a run reads:
+
+1. the first page of the whole wave list (``GET waves/?limit=100&page=1``; a dry run sends it before the
+   manifests are read, ``FactoryClient.ahead``). It holds every wave of a factory of up to 100 waves,
+   and says how many there are;
+2. only when there are more, in one round trip: the active waves (the list's ``status=active`` filter,
+   reference §1.2: ceil(A / 100) pages for A active waves, usually one), and each wave the manifests
+   name that the first page did not show (``GET waves/NAME/``, a 404 meaning "absent"), when they are at
+   most ``MAX_WAVE_LOOKUPS``; with more, the rest of the whole list instead (ceil(W / 100) - 1 pages for
+   W waves), as a release repository that keeps a manifest for each wave needs most of them anyway.
+
+So 1 request up to 100 waves, else 1 + ceil(A / 100) + min(M', ...) with M' the named waves not on the
+first page: 2 + M' <= 2 + ``MAX_WAVE_LOOKUPS`` whatever W, or ceil(W / 100) when the manifests name more.
+Either way two round trips, as the whole list took. The waves kept are the same whichever way was read
+(the active ones and the named ones), so a saved plan's observation does not depend on it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+from reconciler.core import ObservedWave, WaveStatus
+from reconciler.factory.client import FactoryClient, Json
+from reconciler.factory.wire import parse_wave
+
+# Named waves looked up one by one, at most this many (one round of requests); more read the whole list.
+# A lookup costs the factory one row where a page costs 100: the walkthrough's three manifests against
+# 10,000 finished waves read 3 waves instead of 101 pages (bench/bench_history.py).
+MAX_WAVE_LOOKUPS = 32
+
+FirstPage = tuple[list[Json], Json]  # the first page of the wave list and the answer it came in
+
+
+def first_page(client: FactoryClient) -> FirstPage:
+    """The first page of the whole wave list: step 1 of the module docstring (needs no manifest)."""
+    return client.waves_page(1)
+
+
+def read_waves(client: FactoryClient, names: Iterable[str], first: FirstPage | None = None) -> dict[str, ObservedWave]:
+    """The active waves and the waves ``names`` names that exist, by name, in the requests of the module
+    docstring; ``first``: the first page, when read already."""
+    items, data = first if first is not None else first_page(client)
+    wanted = set(names)
+    total = data.get("total")
+    if not data.get("next") or not isinstance(total, int) or len(items) >= total:
+        return _kept(items, wanted)
+    on_first = {wave.get("name") for wave in items}
+    lookups = sorted(wanted - on_first)
+    if len(lookups) > MAX_WAVE_LOOKUPS:
+        return _kept(client.list_waves(first=(items, data)), wanted)
+    batch = client.batch()
+    active = batch.add(functools.partial(client.list_waves, WaveStatus.ACTIVE))
+    found = [batch.add(functools.partial(client.get_wave, name)) for name in lookups]
+    batch.run()
+    named = [wave for wave in items if wave.get("name") in wanted]
+    named += [wave for reply in found if (wave := reply.result()) is not None]
+    waves = {wave.name: wave for wave in map(parse_wave, named)}
+    waves.update((wave.name, wave) for wave in map(parse_wave, active.result()))  # the later answer wins
+    return waves
+
+
+def _kept(items: list[Json], wanted: set[str]) -> dict[str, ObservedWave]:
+    """The active waves and the wanted ones of a whole list."""
+    return {
+        wave.name: wave for wave in map(parse_wave, items) if wave.status is WaveStatus.ACTIVE or wave.name in wanted
+    }

@@ -1,0 +1,129 @@
+"""A long history costs no requests: plan and status read the same with 150 or 1,500 finished waves.
+
+The finished waves are copies of a completed wave no manifest names (rows copied in the factory's
+database, as bench/bench_history.py makes 10,000). Requests are counted at the local factory's WSGI app,
+so the count is what the service answers, page by page (factory/history.py says which are read).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.core import RolloutOp, build_plan
+from reconciler.factory.client import FactoryClient, select_backend
+from reconciler.factory.observe import fill_device_counts, observe
+from reconciler.factory.status import read_status
+from reconciler.manifest import load
+from tests.helpers.e2e import CANARY_WAVE, advance, commit, git, init_demo_factory, reconcile
+
+DONE = CANARY_WAVE.replace("rel-46", "rel-44").replace("target: 46", "target: 44") + "complete: true\n"
+GATED = (
+    CANARY_WAVE
+    + """\
+  - name: beta
+    group: beta
+    wait: 24h
+    require:
+      updated: 90%
+"""
+)
+
+
+def copy_finished_wave(factory: Path, name: str, copies: int) -> None:
+    """``copies`` more copies of the finished wave ``name`` (its rows, its groups and its rollouts)."""
+    with sqlite3.connect(factory / "factory.db") as conn:
+        columns = "version, tag, signed, signatures, status, created_at, created_by, updated_at, updated_by"
+        wave_id, *row = conn.execute(f"SELECT id, {columns} FROM waves WHERE name = ?", (name,)).fetchone()  # noqa: S608 - fixed columns
+        first = conn.execute("SELECT max(id) FROM waves").fetchone()[0] + 1
+        for i in range(first, first + copies):
+            insert = f"INSERT INTO waves(id, name, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - fixed columns
+            conn.execute(insert, (i, f"{name}-copy-{i}", *row))
+            conn.execute(
+                "INSERT INTO wave_groups SELECT ?, group_id, group_name, created_at, created_by, full_group, seq "
+                "FROM wave_groups WHERE wave_id = ?",
+                (i, wave_id),
+            )
+            conn.execute(
+                "INSERT INTO rollouts(wave_id, group_id, group_name, rollout_by, rollout_at, is_full_group, "
+                "is_factory_wide, num_devices) SELECT ?, group_id, group_name, rollout_by, rollout_at, is_full_group, "
+                "is_factory_wide, num_devices FROM rollouts WHERE wave_id = ?",
+                (i, wave_id),
+            )
+
+
+def counting(app: Callable[..., Iterable[bytes]], seen: Counter[str]) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app, counting each request by kind: wave-list pages (by their query), the rest by path."""
+
+    def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path, query = environ["PATH_INFO"], environ.get("QUERY_STRING", "")
+        seen[f"{path}?{query}" if path.endswith("/waves/") else "other"] += 1
+        return app(environ, start_response)
+
+    return counted
+
+
+@pytest.fixture(scope="module")
+def walked(tmp_path_factory):
+    """rel-44 complete and rel-46 active after its canaries, a day later (its beta rollout is ready)."""
+    base = tmp_path_factory.mktemp("history")
+    factory = init_demo_factory(base / "factory", 200)
+    repo = base / "releases"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "ops@example.com")
+    git(repo, "config", "user.name", "ops")
+    commit(repo, {"rel-44.yaml": DONE, "rel-46.yaml": GATED}, "releases")
+    code, _, err = reconcile(str(repo), "--local", str(factory))
+    assert code == 0, err
+    advance(factory, "25h")
+    return repo, factory
+
+
+def requests_of(repo: Path, factory: Path) -> dict[str, Counter[str]]:
+    specs = load([str(repo)]).specs
+    backend = select_backend(api_url=None, factory=None, local=str(factory))
+    assert isinstance(backend.transport, httpx.WSGITransport)
+    counts: dict[str, Counter[str]] = {}
+    for command in ("plan", "status"):
+        seen: Counter[str] = Counter()
+        transport = httpx.WSGITransport(app=counting(backend.transport.app, seen))
+        with FactoryClient(replace(backend, transport=transport)) as client:
+            if command == "plan":
+                observed = observe(client, specs)
+                plan = fill_device_counts(client, build_plan(specs, observed), observed)
+                ready = [op for op in plan.operations if op.ready]
+                assert [(op.wave, op.op.value) for op in ready] == [("rel-46", "rollout")]
+                assert isinstance(ready[0], RolloutOp) and ready[0].devices, "counted by a dry run"
+            else:
+                report = read_status(client, specs)
+                assert [(w.name, w.status) for w in report.waves] == [("rel-44", "complete"), ("rel-46", "active")]
+                assert [w.name for w in report.waves if w.totals is not None] == ["rel-44", "rel-46"], (
+                    "each tag's latest completed wave and the active one have their device numbers"
+                )
+        counts[command] = seen
+    return counts
+
+
+def test_plan_and_status_make_the_same_requests_with_150_or_1500_finished_waves(walked):
+    repo, factory = walked
+    copy_finished_wave(factory, "rel-44", 150)
+    few = requests_of(repo, factory)
+    copy_finished_wave(factory, "rel-44", 1350)
+    many = requests_of(repo, factory)
+    assert many == few
+    for command, seen in many.items():
+        pages = {kind: n for kind, n in seen.items() if kind != "other"}
+        # the whole list's first page (it tells there are more), then the active waves; the named ones are
+        # looked up by name (counted with the rest), never the other 1,500
+        assert pages == {
+            "/ota/factories/demo/waves/?limit=100&page=1": 1,
+            "/ota/factories/demo/waves/?limit=100&page=1&status=active": 1,
+        }, command
