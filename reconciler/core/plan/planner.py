@@ -61,7 +61,7 @@ def build_plan(specs: list[WaveSpec], observed: ObservedState, lost: Mapping[str
     planner = _Planner(observed, lost or {})
     for tag in sorted({s.tag for s in chosen} | active_tags(observed.waves.values())):
         planner.plan_tag(tag, [s for s in chosen if s.tag == tag])
-    planner.report_unmanaged({s.name for s in chosen})
+    planner.report_unmanaged({s.name for s in chosen}, _manifest_directory(specs))
     return Plan(
         factory=observed.factory,
         backend=observed.backend,
@@ -520,7 +520,10 @@ class _Planner:
 
     # -- reports -----------------------------------------------------------------------------
 
-    def report_unmanaged(self, managed: set[str]) -> None:
+    def report_unmanaged(self, managed: set[str], directory: str | None) -> None:
+        """Warn of each active wave no manifest manages, with the exact ``reconcile import`` that adopts it
+        (into ``directory``, the manifests' own; ``DIR`` when there are none to tell it)."""
+        into = _shell_word(directory) if directory is not None else "DIR (DIR: the directory of your manifests)"
         for wave in sorted(self.observed.waves.values(), key=lambda w: w.name):
             if wave.status is WaveStatus.ACTIVE and wave.name not in managed and wave.name not in self.lost:
                 self._warn(
@@ -528,7 +531,7 @@ class _Planner:
                     f"unmanaged active wave '{wave.name}' (version {wave.version}, tag "
                     f"'{wave.tag}') has no manifest; it is left untouched. To adopt it, write its manifest "
                     f"with: reconcile import --factory {_shell_word(self.observed.factory)} --wave "
-                    f"{_shell_word(wave.name)} DIR (DIR: the directory of your manifests)",
+                    f"{_shell_word(wave.name)} {into}",
                 )
 
     def _add(self, op: Operation) -> None:
@@ -541,10 +544,26 @@ class _Planner:
         self.warnings.append(Problem(where.file, where.line, where.col, message, Severity.WARNING))
 
 
+def _manifest_directory(specs: list[WaveSpec]) -> str | None:
+    """The directory holding every manifest (their deepest common one, as the files are named in messages),
+    where ``reconcile import`` should write the manifests it adopts; None without a manifest. String work
+    on the names only: the core reads no file system."""
+    folders = [spec.location.file.split("/")[:-1] for spec in specs if spec.location.file]
+    if not folders:
+        return None
+    common = folders[0]
+    for parts in folders[1:]:
+        same = 0
+        while same < min(len(common), len(parts)) and common[same] == parts[same]:
+            same += 1
+        common = common[:same]
+    return "/".join(common) or ("/" if folders[0][:1] == [""] else ".")
+
+
 def _shell_word(text: str) -> str:
     """``text`` as one shell word, for the import command the unmanaged-wave warning gives to copy: a
-    factory's names are untrusted, so anything but name characters is single-quoted."""
-    return text if re.fullmatch(r"[A-Za-z0-9_.+-]+", text) else "'" + text.replace("'", "'\\''") + "'"
+    factory's names are untrusted, so anything but name and path characters is single-quoted."""
+    return text if re.fullmatch(r"[A-Za-z0-9_./+-]+", text) else "'" + text.replace("'", "'\\''") + "'"
 
 
 def _why_still_active(spec: WaveSpec) -> str:
