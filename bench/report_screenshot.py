@@ -12,6 +12,7 @@ finds where the page ends, the second is cut there. Exit 1 when the page made a 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import struct
 import sys
@@ -23,17 +24,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reconciler.render.report import STYLE  # noqa: E402 (after the path)
 from tests.helpers.browser import chromium_path, pixels, screenshot, walkthrough_report  # noqa: E402 (after the path)
 
 MARGIN = 16  # pixels kept under the page's last drawn row
 
 
 def indexed_png(width: int, height: int, rows: list[bytes]) -> bytes:
-    """The screenshot with a palette of its 256 most frequent colours (each other one, the anti-aliased
-    edges of letters, becomes its nearest): a third of the size, the same to the eye."""
+    """The screenshot with a palette of the page's style colours and its most frequent others, 256 in all
+    (each other one, the anti-aliased edges of letters, becomes its nearest): a third of the size, the
+    same to the eye."""
     step = len(rows[0]) // width
     pixels_ = [[row[i : i + 3] for i in range(0, len(row), step)] for row in rows]
-    palette = [colour for colour, _ in Counter(c for row in pixels_ for c in row).most_common(256)]
+    counts = Counter(c for row in pixels_ for c in row)
+    # The style sheet's own colours first: a small red legend square is rarer than the grey edges of letters.
+    named = [bytes.fromhex(hexa) for hexa in dict.fromkeys(re.findall(r"#([0-9a-fA-F]{6})\b", STYLE))]
+    palette = [colour for colour in named if colour in counts]
+    palette += [colour for colour, _ in counts.most_common(256 + len(palette)) if colour not in palette][
+        : 256 - len(palette)
+    ]
 
     def nearest(colour: bytes) -> int:
         return min(
