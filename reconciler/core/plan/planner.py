@@ -314,23 +314,7 @@ class _Planner:
             f"wave '{spec.name}' halted (onFailure: halt): {exceeded.text()}; its further steps are held. "
             f"To stop it set cancel: true; to go on anyway, loosen the bound",
         )
-        reason = f"halted: {exceeded.text()}"
-        for position, slot in enumerate(ledger.slots(spec.phases, len(wave.history))):
-            phase = spec.phases[slot.phase_index]
-            self._add(rollout_op(spec, phase, slot, reason))
-            summary.phases[slot.phase_index] = (phase.name, "blocked")
-            if position == 0:
-                reason = f"after phase '{phase.name}'"  # the later steps wait behind the first
-        if spec.complete is not None:
-            self._add(
-                CompleteOp(
-                    wave=spec.name,
-                    tag=spec.tag,
-                    status=StepStatus.BLOCKED,
-                    location=spec.complete.location,
-                    reason=reason,
-                )
-            )
+        self._block_rest(spec, len(wave.history), f"halted: {exceeded.text()}", summary, behind_first=True)
         state.busy_reason = f"wave '{spec.name}' is halted by a failure bound"
 
     # -- new waves ---------------------------------------------------------------------------
@@ -501,12 +485,17 @@ class _Planner:
             state.busy_with = spec.name
             state.busy_reason = _why_still_active(spec)
 
-    def _block_rest(self, spec: WaveSpec, entries: int, reason: str, summary: _SummaryDraft) -> None:
-        """Block every rollout after the history's ``entries`` entries, and the complete."""
-        for slot in ledger.slots(spec.phases, entries):
+    def _block_rest(
+        self, spec: WaveSpec, entries: int, reason: str, summary: _SummaryDraft, behind_first: bool = False
+    ) -> None:
+        """Block every rollout after the history's ``entries`` entries, and the complete. ``behind_first``:
+        only the first carries ``reason``; the later steps wait behind it (``after phase '...'``)."""
+        for position, slot in enumerate(ledger.slots(spec.phases, entries)):
             phase = spec.phases[slot.phase_index]
             self._add(rollout_op(spec, phase, slot, reason))
             summary.phases[slot.phase_index] = (phase.name, "blocked")
+            if behind_first and position == 0:
+                reason = f"after phase '{phase.name}'"
         if spec.complete is not None:
             self._add(
                 CompleteOp(
