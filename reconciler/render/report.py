@@ -133,18 +133,12 @@ Status JSON format {text(status.get("format_version", ""))}.</p>
 
 
 def legend() -> str:
-    items = [
+    return _legend(
         ("updated", "updated (on the wave version or newer)"),
         ("pending", "pending (on an older version)"),
         ("failed", "failed (pending, online, newest update to the wave version failed)"),
         ("offline", "offline (not seen for 4 hours; updated or pending)"),
-    ]
-    swatches = "".join(
-        f'<span><svg class="swatch" viewBox="0 0 10 10" aria-hidden="true"><rect class="{kind}" width="10" '
-        f'height="10"/></svg>{label}</span>'
-        for kind, label in items
     )
-    return f'<div class="legend">{swatches}</div>'
 
 
 # -- a wave -------------------------------------------------------------------------------------------
@@ -458,13 +452,17 @@ def forecast_section(wave: Json, now: str | None = None) -> str:
 
 
 def forecast_legend() -> str:
-    items = [
+    return _legend(
         ("wait", "the step's wait"),
         ("window", "outside the rollout windows"),
         ("freeze", "frozen"),
         ("earliest", "earliest time"),
         ("now", "now"),
-    ]
+    )
+
+
+def _legend(*items: tuple[str, str]) -> str:
+    """A swatch of each class (the style sheet colours it) with its label: fixed words, never names."""
     swatches = "".join(
         f'<span><svg class="swatch" viewBox="0 0 10 10" aria-hidden="true"><rect class="{kind}" width="10" '
         f'height="10"/></svg>{label}</span>'
