@@ -37,6 +37,7 @@ LEAVES = [
     "reconciler.resources",
     "reconciler.terminal",
     "reconciler.names",
+    "reconciler.files",
 ]
 PACKAGES = [
     "reconciler.core",

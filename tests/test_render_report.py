@@ -489,7 +489,10 @@ def test_status_output_refuses_what_is_not_a_regular_file(factory_and_repo, tmp_
     code, _, err = reconcile(
         "status", str(repo), "--local", str(local), "--format", "html", "-o", str(tmp_path / "link.html")
     )
-    assert code == 1 and err == f"error: cannot write to {tmp_path / 'link.html'}: not a regular file\n"
+    assert code == 1 and err == (
+        f"error: cannot write the status to {tmp_path / 'link.html'}: it is a symbolic link; give a regular "
+        "file, or - for stdout\n"
+    )
     assert (tmp_path / "elsewhere").read_text() == "kept"
     code, _, err = reconcile("status", "--devices", "rel-46", "--local", str(local), "--format", "html")
     assert code == 1 and "--format html shows the waves" in err

@@ -25,19 +25,18 @@ any, and the fingerprint covers public state.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from reconciler.core import ObservedState, Operation, Plan, RolloutOp, format_duration
 from reconciler.errors import UserError
+from reconciler.files import kind, write_atomically
 from reconciler.render import operation_dict
 from reconciler.resources import load_schema
 
@@ -114,40 +113,14 @@ def saved_section(plan: Plan, observed: ObservedState, paths: list[str]) -> dict
 
 
 def write(path: str, plan_dict: dict[str, Any]) -> None:
-    """Write atomically, so a reviewer never sees half a plan, and only to a regular file: the temporary
-    file gets a random name, created exclusively beside the target (a link planted at a predictable name
-    cannot redirect it), and a target that is a symbolic link or not a regular file is refused (``-``
-    writes to stdout)."""
+    """Write atomically, so a reviewer never sees half a plan, and only to a regular file
+    (``files.write_atomically``); ``-`` writes to stdout."""
     text = json.dumps(plan_dict, indent=2) + "\n"
     if path == STDOUT:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from exc
-    if mode is not None and not stat.S_ISREG(mode):
-        raise UserError(f"cannot write the plan to {path}: it is {_kind(mode)}; give a regular file, or - for stdout")
-    directory, name = os.path.split(path)
-    try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
-    except OSError as exc:
-        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            os.fchmod(file.fileno(), 0o666 & ~_umask())  # as open() would have made it: mkstemp's is 0600
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        _fsync_directory(directory or ".")
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise UserError(f"cannot write the plan to {path}: {exc.strerror}") from exc
+    write_atomically(path, text, "the plan")
 
 
 def load(path: str) -> SavedPlan:
@@ -283,7 +256,7 @@ def _read(path: str) -> bytes:
     with os.fdopen(descriptor, "rb") as file:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            raise UserError(f"cannot read the saved plan {path}: it is {_kind(info.st_mode)}, not a regular file")
+            raise UserError(f"cannot read the saved plan {path}: it is {kind(info.st_mode)}, not a regular file")
         if info.st_size > MAX_BYTES:
             raise UserError(f"{path}: not a saved plan: larger than {MAX_BYTES // (1024 * 1024)} MiB")
         try:
@@ -324,34 +297,6 @@ def _check_schema(path: str, data: Any) -> None:
 def _shortened(text: str, limit: int = 200) -> str:
     """A message quoting a value of the file (up to 16 MiB of it) keeps its first ``limit`` characters."""
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
-def _umask() -> int:
-    """The process's umask (reading it means setting it; nothing else runs between the two calls)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: str) -> None:
-    """The rename itself survives a crash only once the directory is on disk."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _parse_time(text: str) -> datetime:

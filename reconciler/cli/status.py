@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 import sys
-import tempfile
 
 import click
 
@@ -15,6 +11,7 @@ from reconciler.cli import options as cliopts
 from reconciler.core import WaveSpec
 from reconciler.errors import ReconcilerError, UserError, ValidationFailed, more_line
 from reconciler.factory import FactoryClient, read_devices, read_status
+from reconciler.files import write_atomically
 from reconciler.safetext import printable
 
 
@@ -110,31 +107,12 @@ def status_command(
 
 
 def _emit(text: str, path: str | None) -> None:
-    """The output on stdout, or in ``path`` written whole or not at all: a temporary file with a random
-    name beside it, renamed over it, so a reader (a CI artifact upload, a browser) never sees half a page.
-    A target that exists and is not a regular file (a link, a FIFO, a directory) is refused."""
+    """The output on stdout, or in ``path`` whole or not at all (``files.write_atomically``), so a reader (a
+    CI artifact upload, a browser) never sees half a page."""
     if path is None or path == "-":
         click.echo(text)
         return
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                raise UserError(f"cannot write to {path}: not a regular file")
-        directory, name = os.path.split(path)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.fchmod(file.fileno(), 0o666 & ~umask)  # as open() would: mkstemp's is 0600
-                file.write(text + "\n")
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-    except OSError as exc:
-        raise UserError(f"cannot write to {path}: {exc.strerror}") from exc
+    write_atomically(path, text + "\n", "the status")
 
 
 def _say(line: str) -> None:
