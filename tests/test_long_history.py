@@ -19,6 +19,7 @@ import pytest
 
 from reconciler.core import RolloutOp, build_plan
 from reconciler.factory.client import FactoryClient, select_backend
+from reconciler.factory.history import list_ahead
 from reconciler.factory.observe import fill_device_counts, observe
 from reconciler.factory.status import read_status
 from reconciler.manifest import load
@@ -70,10 +71,8 @@ def counting(app: Callable[..., Iterable[bytes]], seen: Counter[str]) -> Callabl
     return counted
 
 
-@pytest.fixture(scope="module")
-def walked(tmp_path_factory):
+def walk(base: Path) -> tuple[Path, Path]:
     """rel-44 complete and rel-46 active after its canaries, a day later (its beta rollout is ready)."""
-    base = tmp_path_factory.mktemp("history")
     factory = init_demo_factory(base / "factory", 200)
     repo = base / "releases"
     repo.mkdir()
@@ -85,6 +84,11 @@ def walked(tmp_path_factory):
     assert code == 0, err
     advance(factory, "25h")
     return repo, factory
+
+
+@pytest.fixture(scope="module")
+def walked(tmp_path_factory):
+    return walk(tmp_path_factory.mktemp("history"))
 
 
 def requests_of(repo: Path, factory: Path) -> dict[str, Counter[str]]:
@@ -127,3 +131,30 @@ def test_plan_and_status_make_the_same_requests_with_150_or_1500_finished_waves(
             "/ota/factories/demo/waves/?limit=100&page=1": 1,
             "/ota/factories/demo/waves/?limit=100&page=1&status=active": 1,
         }, command
+
+
+def test_a_dry_run_reads_a_short_list_whole_ahead_and_a_long_one_by_its_first_page(tmp_path):
+    """``list_ahead`` (before the manifests are known) reads a list of up to ten pages whole, so the
+    observation then reads no wave list at all; a longer one stays at its first page."""
+    repo, factory = walk(tmp_path)
+    specs = load([str(repo)]).specs
+    backend = select_backend(api_url=None, factory=None, local=str(factory))
+    assert isinstance(backend.transport, httpx.WSGITransport)
+
+    def pages_read(copies: int) -> tuple[list[str], list[str]]:
+        copy_finished_wave(factory, "rel-44", copies)
+        seen: Counter[str] = Counter()
+        with FactoryClient(
+            replace(backend, transport=httpx.WSGITransport(app=counting(backend.transport.app, seen)))
+        ) as client:
+            head = list_ahead(client)
+            ahead = Counter(seen)
+            observed = observe(client, specs, lambda: head)
+        assert set(observed.waves) == {"rel-44", "rel-46"}, "the same waves, whichever way they were read"
+        return sorted(k for k in ahead if k != "other"), sorted(k for k in seen - ahead if k != "other")
+
+    ahead, observing = pages_read(850)  # about 860 waves: nine pages
+    assert len(ahead) == 9 and observing == []
+    ahead, observing = pages_read(200)  # about 1,060 waves: eleven pages
+    assert ahead == ["/ota/factories/demo/waves/?limit=100&page=1"]
+    assert observing == ["/ota/factories/demo/waves/?limit=100&page=1&status=active"]

@@ -43,7 +43,7 @@ from reconciler.core import (
     without_signs_by,
 )
 from reconciler.errors import UserError
-from reconciler.factory import Backend, FactoryClient, FirstPage, fill_device_counts, observe
+from reconciler.factory import Backend, FactoryClient, WaveListHead, fill_device_counts, observe
 from reconciler.render import plan as render
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class Session:
         *,
         keys: KeySource,
         only: set[str] | None = None,
-        waves: Callable[[], FirstPage] | None = None,
+        waves: Callable[[], WaveListHead] | None = None,
         lost: LostLookup | None = None,
     ) -> Planned:
         """Read the factory (``waves``: the wave list's first page, when already asked for) and plan. ``lost`` is asked

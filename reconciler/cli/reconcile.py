@@ -28,7 +28,7 @@ from reconciler.safetext import printable
 
 if TYPE_CHECKING:
     from reconciler.core import LostManifest, Plan, WaveSpec
-    from reconciler.factory import FactoryClient, FirstPage
+    from reconciler.factory import FactoryClient, WaveListHead
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -609,22 +609,23 @@ def run(paths: list[str], options: RunOptions) -> int:
 
 def _read_ahead(
     api_url: str | None, factory: str | None, timeout: float, allow_insecure_http: bool = False
-) -> tuple[FactoryClient, Callable[[], FirstPage]] | None:
-    """A plan against an API starts reading the wave list's first page (which needs no manifest) before the
-    manifests load, so its round trips overlap with reading files. Only for a dry run: an apply reads
+) -> tuple[FactoryClient, Callable[[], WaveListHead]] | None:
+    """A plan against an API starts reading the wave list (its first page, or the whole of a short list:
+    ``list_ahead``; neither needs a manifest) before the manifests load, so its round trips overlap with
+    reading files. Only for a dry run: an apply reads
     the factory once it holds the apply lease. The embedded factory has no round trips to hide, and
     creating it would be a write before validation. A mistake in the options is reported in its usual
     place, after the manifests' own errors."""
     if not api_url:
         return None
-    from reconciler.factory import FactoryClient, first_page, select_backend
+    from reconciler.factory import FactoryClient, list_ahead, select_backend
 
     try:
         backend = select_backend(api_url=api_url, factory=factory, local=None, allow_insecure_http=allow_insecure_http)
         client = FactoryClient(backend, run_timeout=timeout)
     except ReconcilerError:
         return None
-    return client, client.ahead(functools.partial(first_page, client))
+    return client, client.ahead(functools.partial(list_ahead, client))
 
 
 def _plan_and_apply(
@@ -634,7 +635,7 @@ def _plan_and_apply(
     only: set[str] | None,
     diffs: dict[str, str] | None,
     *,
-    ahead: tuple[FactoryClient, Callable[[], FirstPage]] | None,
+    ahead: tuple[FactoryClient, Callable[[], WaveListHead]] | None,
     provenance: dict[str, Any] | None,
     provenance_later: Callable[[], tuple[object, dict[str, Any] | None]] | None,
 ) -> int:

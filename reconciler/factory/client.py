@@ -295,6 +295,13 @@ class FactoryClient:
                 raise error
         return [result for _, result in outcomes]  # type: ignore[misc]  # no error: every result is a _T
 
+    def preconnect(self, count: int) -> None:
+        """Have ``count`` connections to the factory open or opening, in the background, for the requests
+        a run is about to send together (``transport.DeadlineTransport.preconnect``). In-process
+        transports have none to open."""
+        if isinstance(self.backend.transport, RetryTransport | DeadlineTransport):
+            self.backend.transport.preconnect(self._http.base_url, count)
+
     def batch(self) -> Batch:
         """Reads to send together (``gather``), each named by the handle ``Batch.add`` returns."""
         return Batch(self)

@@ -5,9 +5,11 @@ a plan or a status needs few of them. A finished wave matters only when a manife
 so it is not created again; status shows it), never otherwise: the planner's other waves are the active
 ones (one per tag, each planned, reported when unmanaged, or held for a lost manifest). So a run reads:
 
-1. the first page of the whole wave list (``GET waves/?limit=100&page=1``; a dry run sends it before the
-   manifests are read, ``FactoryClient.ahead``). It holds every wave of a factory of up to 100 waves,
-   and says how many there are;
+1. the first page of the whole wave list (``GET waves/?limit=100&page=1``). It holds every wave of a
+   factory of up to 100 waves, and says how many there are. A dry run sends it before the manifests are
+   read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at most ``AHEAD_PAGES``
+   pages, reads the other pages at once too: that round trip then overlaps with reading the files
+   instead of following them, and step 2 is not needed;
 2. only when there are more, in one round trip: the active waves (the list's ``status=active`` filter,
    reference §1.2: ceil(A / 100) pages for A active waves, usually one), and each wave the manifests
    name that the first page did not show (``GET waves/NAME/``, a 404 meaning "absent"), when they are at
@@ -33,18 +35,46 @@ from reconciler.factory.wire import parse_wave
 # A lookup costs the factory one row where a page costs 100: the walkthrough's three manifests against
 # 10,000 finished waves read 3 waves instead of 101 pages (bench/bench_history.py).
 MAX_WAVE_LOOKUPS = 32
+# A dry run reads a wave list of at most this many pages whole while its manifests load (``list_ahead``):
+# the plan bench's 500 waves cost no round trip after the files instead of one (five pages at once).
+AHEAD_PAGES = 10
+# The requests a plan sends together once it has the wave list (factory/observe.py), which a dry run
+# opens connections for while its manifests load (``FactoryClient.preconnect``): a few for every plan
+# (the production and wave targets, the root, the device groups) and a few per active wave (its status,
+# its dry run, a device lookup). The list is newest first, so its first page shows the active waves.
+READS_PER_PLAN = 4
+READS_PER_ACTIVE_WAVE = 3
 
-FirstPage = tuple[list[Json], Json]  # the first page of the wave list and the answer it came in
+WaveListHead = tuple[list[Json], Json]  # the wave list's first page (or more: list_ahead) and the first answer
 
 
-def first_page(client: FactoryClient) -> FirstPage:
+def first_page(client: FactoryClient) -> WaveListHead:
     """The first page of the whole wave list: step 1 of the module docstring (needs no manifest)."""
     return client.waves_page(1)
 
 
-def read_waves(client: FactoryClient, names: Iterable[str], first: FirstPage | None = None) -> dict[str, ObservedWave]:
+def list_ahead(client: FactoryClient) -> WaveListHead:
+    """The wave list as far as a run can read it before its manifests are known: the first page, and the
+    rest of a list of at most ``AHEAD_PAGES`` pages (read together). Which waves of a longer history a run
+    needs depends on the manifests (``read_waves``, step 2), so those wait for them. Meanwhile the
+    connections the observation will want are opened (``READS_PER_PLAN``)."""
+    client.preconnect(READS_PER_PLAN)  # what any plan reads next, opened as the first page is
+    items, data = first_page(client)
+    total = data.get("total")
+    active = sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value)
+    connections = READS_PER_PLAN + READS_PER_ACTIVE_WAVE * active
+    if not data.get("next") or not items or not isinstance(total, int) or total > AHEAD_PAGES * len(items):
+        client.preconnect(connections)
+        return items, data
+    client.preconnect(connections - (-(-total // len(items)) - 1))  # the other pages' connections serve too
+    return client.list_waves(first=(items, data)), data
+
+
+def read_waves(
+    client: FactoryClient, names: Iterable[str], first: WaveListHead | None = None
+) -> dict[str, ObservedWave]:
     """The active waves and the waves ``names`` names that exist, by name, in the requests of the module
-    docstring; ``first``: the first page, when read already."""
+    docstring; ``first``: the first page (or the whole list: ``list_ahead``), when read already."""
     items, data = first if first is not None else first_page(client)
     wanted = set(names)
     total = data.get("total")

@@ -69,7 +69,7 @@ from reconciler.core import (
 )
 from reconciler.errors import BackendError
 from reconciler.factory.client import FactoryClient, Json, Reply
-from reconciler.factory.history import FirstPage, read_waves
+from reconciler.factory.history import WaveListHead, read_waves
 from reconciler.factory.wavedevices import count_failures
 from reconciler.factory.wire import (
     ci_tags,
@@ -205,7 +205,7 @@ def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) ->
 def observe(
     client: FactoryClient,
     specs: list[WaveSpec],
-    first: Callable[[], FirstPage] | None = None,
+    first: Callable[[], WaveListHead] | None = None,
     *,
     signing: bool = False,
 ) -> ObservedState:

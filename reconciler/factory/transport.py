@@ -13,11 +13,20 @@ The answers read at once share a second cap (``MAX_READING``, ``_Reading``): up 
 reads go out together, and 13 endless answers read at once held 877 MiB under the per-answer cap alone
 (bench/bench_memory.py, mode concurrent). An answer's bytes count from their arrival until the answer is
 decoded and handed over.
+
+A dry run opens connections before it needs them (``DeadlineTransport.preconnect``, as a browser's
+``<link rel=preconnect>``): each new connection over TLS waits for the TCP and TLS handshakes, two round
+trips, and a plan's observation sends up to ``MAX_CONCURRENT`` requests at once, most over new
+connections. Opened while the manifests load, they wait for nothing later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
+import selectors
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -145,6 +154,10 @@ class RetryTransport(httpx.BaseTransport):
             time.sleep(delay)
         raise AssertionError("the last attempt always returns or raises")
 
+    def preconnect(self, url: httpx.URL, count: int) -> None:
+        if isinstance(self.inner, DeadlineTransport):
+            self.inner.preconnect(url, count)
+
     def _may_retry(self, request: httpx.Request, attempt: int, delay: float) -> bool:
         deadline = request.extensions.get(DEADLINE)
         return (
@@ -175,14 +188,27 @@ class DeadlineTransport(httpx.BaseTransport):
     def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
         self.timeout = timeout
         self._reading = _Reading()
+        self._ssl_context = httpx.create_ssl_context()
+        self._backend = _DeadlineBackend()
         # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=self._ssl_context,
             retries=retries,
             max_connections=MAX_CONCURRENT,
             max_keepalive_connections=MAX_CONCURRENT,
-            network_backend=_DeadlineBackend(),
+            network_backend=self._backend,
         )
+
+    def preconnect(self, url: httpx.URL, count: int) -> None:
+        """Start opening connections to ``url``'s origin in the background, so that at least ``count``
+        (at most ``MAX_CONCURRENT``) are open or opening; the connections the pool opens next are then
+        these. Never an error: a connection that cannot be opened is opened, or reported, when a
+        request needs it."""
+        idle = sum(1 for connection in self._pool.connections if connection.is_idle())
+        host = url.raw_host.decode("ascii")  # as httpcore names the origin it connects to
+        port = url.port or (443 if url.scheme == "https" else 80)
+        tls = (self._ssl_context, host) if url.scheme == "https" else None
+        self._backend.preconnect(host, port, tls, min(count, MAX_CONCURRENT) - idle, self.timeout)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = request.extensions.get(DEADLINE) or time.monotonic() + self.timeout
@@ -209,6 +235,7 @@ class DeadlineTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._pool.close()
+        self._backend.close_spares()
 
 
 class _DeadlineBody(httpx.SyncByteStream):
@@ -285,9 +312,63 @@ def _clamp(timeout: float | None, expired: type[httpcore.TimeoutException]) -> f
     return left if timeout is None else min(timeout, left)
 
 
+# A preconnected connection is handed out for this long after it opened, then closed instead: a server
+# may drop a connection that sends nothing (nginx waits 60 s for a request, Go servers often less).
+SPARE_LIFETIME = 5.0
+_TlsWith = tuple[Any, str]  # (ssl.SSLContext, server name) a spare connection's handshake used
+
+
 class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's sockets, each operation bounded by the request's deadline (``_clamp``), and the spare
+    connections of ``preconnect``: ``connect_tcp`` hands out an open one before connecting anew."""
+
     def __init__(self) -> None:
         self._inner = httpcore.SyncBackend()
+        self._spares: dict[tuple[str, int], list[tuple[float, _SpareStream]]] = {}
+        self._opening = 0  # spares still connecting
+        self._lock = threading.Lock()
+
+    def preconnect(self, host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> None:
+        """Open ``count`` connections to (host, port) in the background, less those open or opening."""
+        with self._lock:
+            count -= self._opening + len(self._spares.get((host, port), []))
+            if count <= 0:
+                return
+            self._opening += count
+        # One thread opens them all, each socket non-blocking: a thread per connection cost more to start
+        # (each start waits for the GIL) than the handshakes saved, while the manifests load.
+        threading.Thread(target=self._open_spares, args=(host, port, tls, count, timeout), daemon=True).start()
+
+    def _open_spares(self, host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> None:
+        opened: list[socket.socket] = []
+        try:
+            opened = _connect_all(host, port, tls, count, min(timeout, CONNECT_TIMEOUT))
+        except OSError:
+            pass  # the requests that would have used them connect themselves, and report what fails
+        finally:
+            with self._lock:
+                self._opening -= count
+                queue = self._spares.setdefault((host, port), [])
+                queue += [(time.monotonic(), _SpareStream(sock, tls)) for sock in opened]
+
+    def _take_spare(self, host: str, port: int) -> _SpareStream | None:
+        """An open spare connection to (host, port) opened less than ``SPARE_LIFETIME`` ago (older ones are
+        closed), or None."""
+        with self._lock:
+            spares = self._spares.get((host, port), [])
+            while spares:
+                opened, spare = spares.pop()
+                if time.monotonic() - opened < SPARE_LIFETIME:
+                    return spare
+                spare.close()
+        return None
+
+    def close_spares(self) -> None:
+        with self._lock:
+            spares = [spare for queue in self._spares.values() for _, spare in queue]
+            self._spares.clear()
+        for spare in spares:
+            spare.close()
 
     def connect_tcp(
         self,
@@ -297,6 +378,8 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
+        if local_address is None and not socket_options and (spare := self._take_spare(host, port)) is not None:
+            return spare
         return _DeadlineStream(
             self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options)
         )
@@ -334,3 +417,104 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
+
+
+def _connect_all(host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> list[socket.socket]:
+    """``count`` connections to (host, port), TLS-handshaken when ``tls`` is given, opened together from
+    this one thread (non-blocking sockets and a selector); those not open within ``timeout`` are dropped.
+    The sockets returned are blocking, as httpcore's own."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    deadline = time.monotonic() + timeout
+    opened: list[socket.socket] = []
+    with selectors.DefaultSelector() as selector:
+        for _ in range(count):
+            new = socket.socket(family, kind, proto)
+            new.setblocking(False)
+            new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as httpcore's connect_tcp
+            new.connect_ex(address)
+            selector.register(new, selectors.EVENT_WRITE, data=False)  # data: the TLS handshake has begun
+        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fileobj)
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if not key.data and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    sock.close()  # refused or unreachable
+                    continue
+                if tls is not None and not key.data:
+                    context, server_name = tls
+                    context.set_alpn_protocols(["http/1.1"])  # as httpcore's own connect sets it
+                    sock = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
+                try:
+                    if tls is not None:
+                        assert isinstance(sock, ssl.SSLSocket)
+                        sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    selector.register(sock, selectors.EVENT_READ, data=True)
+                except ssl.SSLWantWriteError:
+                    selector.register(sock, selectors.EVENT_WRITE, data=True)
+                except OSError:  # ssl.SSLError included: a certificate that fails shows on the request's own
+                    sock.close()
+                else:
+                    sock.setblocking(True)
+                    opened.append(sock)
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]  # every registered object is a socket
+    return opened
+
+
+class _SpareStream(httpcore.NetworkStream):
+    """A connection ``preconnect`` opened, as httpcore's ``SyncStream`` reads and writes a socket, each
+    operation bounded by the request's deadline (``_clamp``). Its TLS handshake (``tls``) is done
+    already, so the ``start_tls`` httpcore asks for with the same context and server name is itself."""
+
+    def __init__(self, sock: socket.socket, tls: _TlsWith | None):
+        self._sock, self._tls = sock, tls
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        timeout = _clamp(timeout, httpcore.ReadTimeout)
+        with _socket_errors(httpcore.ReadTimeout, httpcore.ReadError):
+            self._sock.settimeout(timeout)
+            return self._sock.recv(max_bytes)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        while buffer:
+            timeout = _clamp(timeout, httpcore.WriteTimeout)
+            with _socket_errors(httpcore.WriteTimeout, httpcore.WriteError):
+                self._sock.settimeout(timeout)
+                buffer = buffer[self._sock.send(buffer) :]
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        if self._tls != (ssl_context, server_hostname):  # a plain spare, or another handshake: never made so
+            self.close()
+            raise httpcore.ConnectError("a preconnected connection was made for another TLS setting")
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":
+            return self._sock._sslobj if isinstance(self._sock, ssl.SSLSocket) else None  # type: ignore[attr-defined]  # as httpcore's SyncStream
+        if info == "client_addr":
+            return self._sock.getsockname()
+        if info == "server_addr":
+            return self._sock.getpeername()
+        if info == "socket":
+            return self._sock
+        if info == "is_readable":
+            return bool(select.select([self._sock], [], [], 0)[0])
+        return None
+
+
+@contextlib.contextmanager
+def _socket_errors(timed_out: type[Exception], failed: type[Exception]) -> Iterator[None]:
+    """Socket errors as httpcore's ``SyncStream`` maps them."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise timed_out(str(exc)) from exc
+    except OSError as exc:
+        raise failed(str(exc)) from exc

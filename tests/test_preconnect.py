@@ -1,0 +1,128 @@
+"""Preconnected connections (``DeadlineTransport.preconnect``) carry the requests that follow, over plain
+HTTP and TLS, against a real loopback server that counts the connections it accepts."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reconciler.factory.transport import DeadlineTransport, RetryTransport
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from latency_proxy import ThrowawayCA  # the benches' throwaway CA, on the path just above
+
+
+class _Answer(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection carries several requests
+
+    def do_GET(self) -> None:
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, context: ssl.SSLContext | None):
+        super().__init__(("127.0.0.1", 0), _Answer)
+        self.context, self.accepted = context, 0
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, address = super().get_request()
+        self.accepted += 1
+        return sock, address
+
+    def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if self.context is not None:  # the handshake in the connection's own thread
+            request = self.context.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
+
+@contextlib.contextmanager
+def serving(context: ssl.SSLContext | None) -> Iterator[_CountingServer]:
+    server = _CountingServer(context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def spares(transport: DeadlineTransport, url: httpx.URL) -> int:
+    return len(transport._backend._spares.get((url.host, url.port or 0), []))
+
+
+def wait_for(condition: object, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.01)
+
+
+def requests_at_once(client: httpx.Client, count: int) -> list[int]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: client.get("/").status_code, range(count)))
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_the_requests_after_a_preconnect_open_no_connection(tls, tmp_path, monkeypatch):
+    ca = ThrowawayCA(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))  # read by the transport's SSL context
+    with serving(ca.server_context() if tls else None) as server:
+        url = httpx.URL(f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}")
+        transport = DeadlineTransport()
+        transport.preconnect(url, 4)
+        wait_for(lambda: spares(transport, url) == 4 and server.accepted == 4)
+        transport.preconnect(url, 3)  # fewer than are open: opens none
+        with httpx.Client(transport=RetryTransport(transport), base_url=url) as client:
+            assert requests_at_once(client, 4) == [200] * 4
+            assert server.accepted == 4, "the four requests went over preconnected connections"
+            assert requests_at_once(client, 2) == [200] * 2
+            assert server.accepted == 4, "and they stayed in the pool for the next ones"
+
+
+def test_a_preconnect_that_cannot_connect_is_no_error_and_the_request_reports_its_own():
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # a port nothing listens on
+        url = httpx.URL(f"http://127.0.0.1:{held.getsockname()[1]}")
+        transport = DeadlineTransport()
+        transport.preconnect(url, 3)
+        wait_for(lambda: transport._backend._opening == 0)
+        assert spares(transport, url) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.Client(transport=transport, base_url=url).get("/")
+        transport.close()
+
+
+def test_a_server_whose_certificate_fails_gets_no_spare_and_the_request_fails_as_without(tmp_path, monkeypatch):
+    trusted, other = ThrowawayCA(tmp_path / "trusted"), ThrowawayCA(tmp_path / "other")
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted.ca_file))
+    with serving(other.server_context()) as server:
+        url = httpx.URL(f"https://127.0.0.1:{server.server_address[1]}")
+        transport = DeadlineTransport()
+        transport.preconnect(url, 2)
+        wait_for(lambda: transport._backend._opening == 0)
+        assert spares(transport, url) == 0
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.Client(transport=transport, base_url=url).get("/")
+        transport.close()
