@@ -14,14 +14,17 @@ import json
 import os
 import re
 import stat
-import tarfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from reconciler.signing._canonical import Json
 from reconciler.signing._errors import TufError
 from reconciler.signing._keys import KeyPair
+
+if TYPE_CHECKING:
+    import tarfile
 
 # Limits for key archives. Real ones hold a handful of keys of a few KiB each.
 MAX_ARCHIVE_BYTES = 1 << 20
@@ -32,6 +35,8 @@ MAX_ARCHIVE_MEMBERS = 256
 
 def key_archive_bytes(pairs: Sequence[KeyPair], role: str = "targets") -> bytes:
     """A fioctl-format tgz: ``tufrepo/keys/fioctl-<role>-<keyid>.pub|.sec``, gzip mtime 0."""
+    import tarfile  # here, not at the top: every run imports signing, few read or write an archive (27 ms)
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for pair in pairs:
@@ -106,6 +111,8 @@ def load_key_archive(data: bytes, source: str = "key archive") -> KeyArchive:
 
 
 def _read_entries(tar_bytes: bytes) -> dict[str, bytes]:
+    import tarfile  # as in key_archive_bytes
+
     entries: dict[str, bytes] = {}
     try:
         with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
