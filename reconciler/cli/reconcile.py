@@ -642,7 +642,7 @@ def _plan_and_apply(
     """The session's steps in order (reconciler.apply.session), printing the plan between them.
     ``provenance_later`` reads git while the factory answers (a dry run's read-ahead)."""
     from reconciler.apply import DEFAULT_PLAN_MAX_AGE, KeySource, open_session, summary
-    from reconciler.factory import FactoryClient, select_backend
+    from reconciler.factory import FactoryClient, observation_connections, select_backend
     from reconciler.render import plan as render
 
     _refuse_throwaway_factory_in_ci(options.api_url, options.local)
@@ -659,6 +659,8 @@ def _plan_and_apply(
     for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
         _err(note)
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=options.timeout)
+    if not ahead:  # the observation's connections open while the apply lease is taken (a read-ahead's: by now)
+        client.preconnect(observation_connections(sum(not spec.cancel for spec in specs)))
     provenance_read = client.ahead(lambda: provenance_later()[1]) if provenance_later else None
     keys = KeySource(options.keys, options.signer_uri, options.without_key)
     writes = options.mode is Mode.APPLY

@@ -38,11 +38,12 @@ MAX_WAVE_LOOKUPS = 32
 # A dry run reads a wave list of at most this many pages whole while its manifests load (``list_ahead``):
 # the plan bench's 500 waves cost no round trip after the files instead of one (five pages at once).
 AHEAD_PAGES = 10
-# The requests a plan sends together once it has the wave list (factory/observe.py), which a dry run
-# opens connections for while its manifests load (``FactoryClient.preconnect``): a few for every plan
+# The requests a plan sends together once it has the wave list (factory/observe.py), which a run opens
+# connections for before it sends them (``FactoryClient.preconnect``): a dry run while its manifests
+# load, an apply while it takes the apply lease. A few for every plan
 # (the production and wave targets, the root, the device groups) and a few per active wave (its status,
 # its dry run, a device lookup). The list is newest first, so its first page shows the active waves.
-READS_PER_PLAN = 4
+READS_PER_PLAN = 6
 READS_PER_ACTIVE_WAVE = 3
 
 WaveListHead = tuple[list[Json], Json]  # the wave list's first page (or more: list_ahead) and the first answer
@@ -53,6 +54,12 @@ def first_page(client: FactoryClient) -> WaveListHead:
     return client.waves_page(1)
 
 
+def observation_connections(active_waves: int) -> int:
+    """About how many requests a plan's observation sends together for ``active_waves`` active waves:
+    the connections worth opening before it (``FactoryClient.preconnect``)."""
+    return READS_PER_PLAN + READS_PER_ACTIVE_WAVE * active_waves
+
+
 def list_ahead(client: FactoryClient) -> WaveListHead:
     """The wave list as far as a run can read it before its manifests are known: the first page, and the
     rest of a list of at most ``AHEAD_PAGES`` pages (read together). Which waves of a longer history a run
@@ -61,8 +68,7 @@ def list_ahead(client: FactoryClient) -> WaveListHead:
     client.preconnect(READS_PER_PLAN)  # what any plan reads next, opened as the first page is
     items, data = first_page(client)
     total = data.get("total")
-    active = sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value)
-    connections = READS_PER_PLAN + READS_PER_ACTIVE_WAVE * active
+    connections = observation_connections(sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value))
     if not data.get("next") or not items or not isinstance(total, int) or total > AHEAD_PAGES * len(items):
         client.preconnect(connections)
         return items, data
