@@ -369,6 +369,33 @@ def test_the_lease_lives_in_the_shared_remote_so_two_clones_exclude_each_other(t
     assert git(shared, "for-each-ref", "refs/reconcile/") == ""
 
 
+def test_a_lease_writes_its_empty_tree_once_per_run_not_once_per_renew(tmp_path, monkeypatch):
+    """A renew precedes every write, so its git processes are on the apply's critical path: the tree every
+    lease commit points at is made once (``GIT_TRACE`` logs each git command the store runs)."""
+    from datetime import datetime, timezone
+
+    from reconciler.apply.lease import Lease, PendingWrite, RefStore
+    from reconciler.core import OpKind
+
+    repo = tmp_path / "releases"
+    git(tmp_path, "init", "-q", str(repo))
+    trace = tmp_path / "git-trace.log"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    lease = Lease.acquire(RefStore.for_repository(str(repo)), "demo")
+    sent = datetime.now(timezone.utc)
+    for phase in ("canary", "beta", "eu"):
+        lease.renew((PendingWrite("v46", OpKind.ROLLOUT, f"rollout v46 phase '{phase}'", 1, sent, sent, phase),))
+    tree = git(repo, "rev-parse", f"{lease.state.commit}^{{tree}}").strip()
+    lease.release()
+    commands = [
+        line.split("trace: built-in: git ", 1)[1] for line in trace.read_text().splitlines() if "built-in" in line
+    ]
+    assert sum(command.startswith("mktree") for command in commands) == 1, commands
+    assert sum(command.startswith("commit-tree") for command in commands) == 4, "acquire and three renews"
+    assert tree == git(repo, "hash-object", "-t", "tree", "/dev/null").strip(), "the empty tree"
+    assert git(repo, "for-each-ref", "refs/reconcile/") == ""
+
+
 def test_an_expired_lease_is_taken_over_and_its_holder_cannot_write_any_more(release_repo):
     from datetime import datetime, timezone
 

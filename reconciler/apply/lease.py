@@ -416,6 +416,14 @@ class RefStore:
 
     def __init__(self, root: str, remote: str | None):
         self.root, self.remote = root, remote
+        self._empty_tree: str | None = None  # every lease commit's tree, written once per run
+
+    def _tree(self) -> str:
+        """The empty tree every lease commit points at: one ``git mktree`` per run, not one per write
+        (a renew precedes every write, so its git processes are on the apply's critical path)."""
+        if self._empty_tree is None:
+            self._empty_tree = _git(self.root, "mktree", stdin="").strip()
+        return self._empty_tree
 
     @classmethod
     def for_repository(cls, root: str, *, factory_on_this_machine: bool = False) -> RefStore:
@@ -459,8 +467,7 @@ class RefStore:
         (None: absent). Returns the new commit, "" for a deletion, None when the ref had changed."""
         new = ""
         if message is not None:
-            empty_tree = _git(self.root, "mktree", stdin="").strip()
-            new = _git(self.root, "commit-tree", empty_tree, "-m", message, extra_env=_GIT_IDENTITY).strip()
+            new = _git(self.root, "commit-tree", self._tree(), "-m", message, extra_env=_GIT_IDENTITY).strip()
         for _ in range(_CONTENDED_ATTEMPTS):
             if self.remote:
                 lease = f"--force-with-lease={ref}:{expected or ''}"

@@ -19,6 +19,13 @@ settles a lost answer by watching the factory instead of sending the write again
 Errors are scoped like the plan's: a step that fails, or that the fresh plan no longer has
 ready, holds the later steps of its tag; the ready steps of other tags still run. Every step
 gets an outcome (done, already done, failed, held) for the summary and ``--format json``.
+
+Steps of different tags could run side by side, yet they run one at a time: a Ctrl-C reaches the main
+thread only, so a write on another thread would still go out after the run was stopped; the guard's
+rule that no write goes out while one of this run is unsettled (writes.py) would have to give way; and
+nothing documents how the API takes concurrent writes to one factory (reference/foundries-api.md is
+silent on it), while fioctl sends one write per command. Per step the round trips are already the fewest the checks
+allow: its write, then one read round trip (bench/bench_apply.py).
 """
 
 from __future__ import annotations
