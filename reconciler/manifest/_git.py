@@ -283,7 +283,7 @@ def _run_git(cwd: str, *args: str) -> subprocess.CompletedProcess[bytes]:
 
     The executable is GitPython's (``GIT_PYTHON_GIT_EXECUTABLE``, else ``git``); ``GIT_DIR`` is left
     out because GitPython finds the repository from the path, not from the environment (a hook sets
-    it). ``--no-optional-locks``: reading the state must not rewrite the index under an editor.
+    it). ``GIT_OPTIONAL_LOCKS=0``: reading the state must not rewrite the index under an editor.
     """
     env = {name: value for name, value in os.environ.items() if name != "GIT_DIR"}
     env.update(LC_ALL="C", LANGUAGE="C", GIT_OPTIONAL_LOCKS="0")
@@ -382,7 +382,6 @@ def _work_tree(repository: _Repository) -> _WorkTree:
         )
     status = _git_output(
         repository.root,
-        "--no-optional-locks",
         "status",
         "--porcelain=v2",
         "--branch",
@@ -404,7 +403,10 @@ def _work_tree(repository: _Repository) -> _WorkTree:
             name = text.removeprefix("# branch.head ")
             branch = None if name == "(detached)" else name
         elif text.startswith("1 "):
-            changed.add(text.split(" ", 8)[8])
+            fields = text.split(" ", 8)
+            if fields[1][0] == "." and fields[2] == "S..U":
+                continue  # only untracked files inside a submodule, which GitPython's `git diff` does not show
+            changed.add(fields[8])
         elif text.startswith("2 "):
             changed.add(text.split(" ", 9)[9])
             next(records)  # the name before the rename

@@ -285,6 +285,28 @@ def test_bare_repositories_and_paths_inside_git_directories(home):
     assert gitrepo.git_context([str(bare)], rev=None, require_clean=True) == (None, gitpython_provenance(bare))
 
 
+def test_submodules_count_as_gitpython_counts_them(home):
+    repo = _repo(home)
+    inner = home / "inner"
+    inner.mkdir()
+    run(inner, "init", "-q")
+    commit(inner, {"keys.lst": "k\n"}, "keys")
+    run(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner), "keys")
+    run(repo, "commit", "-q", "-m", "keys as a submodule")
+    sub = repo / "keys"
+    dirty = []
+    for change in (
+        lambda: (sub / "scratch").write_text("untracked in the submodule\n"),  # not dirty for GitPython
+        lambda: (sub / "keys.lst").write_text("edited\n"),
+        lambda: run(sub, "commit", "-q", "-am", "moved on"),
+    ):
+        change()
+        assert gitrepo.provenance(repo) == gitpython_provenance(repo)
+        assert clean_error(repo) == gitpython_clean_error(repo)
+        dirty.append(gitrepo.provenance(repo)["dirty"])
+    assert dirty == [False, True, True]
+
+
 def test_a_repository_reached_through_a_symbolic_link_keeps_the_name_gitpython_gives(home):
     repo = _repo(home)
     link = home / "link"
