@@ -28,10 +28,12 @@ AUTHOR = {
 }
 
 
-def run(where: Path, *args: str, date: str = "2026-12-05T10:00:00+02:00", stdin: bytes | None = None) -> bytes:
+def run(
+    where: Path, *args: str, date: str = "2026-12-05T10:00:00+02:00", stdin: bytes | None = None, check: bool = True
+) -> bytes:
     env = {**os.environ, **AUTHOR, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
     return subprocess.run(
-        ["git", "-C", str(where), *args], check=True, capture_output=True, env=env, input=stdin
+        ["git", "-C", str(where), *args], check=check, capture_output=True, env=env, input=stdin
     ).stdout
 
 
@@ -171,6 +173,22 @@ def _everything(repo: Path) -> None:
         change(repo)
 
 
+def _conflict(repo: Path) -> None:
+    run(repo, "checkout", "-q", "-b", "other", "HEAD~1")
+    commit(repo, {"releases/v42.yaml": "name: v42-other\n"}, "other v42")
+    run(repo, "checkout", "-q", "feature/wave-42")
+    commit(repo, {"releases/v42.yaml": "name: v42-mine\n"}, "my v42")
+    run(repo, "merge", "-q", "other", check=False)
+    assert b"releases/v42.yaml" in run(repo, "diff", "--name-only", "--diff-filter=U")
+
+
+def _intent_to_add_and_type_change(repo: Path) -> None:
+    (repo / "releases/v44.yaml").write_text("x\n")
+    run(repo, "add", "-N", "releases/v44.yaml")
+    (repo / "README.md").unlink()
+    (repo / "README.md").symlink_to("releases/v41.yaml")
+
+
 def _detached(repo: Path) -> None:
     run(repo, "checkout", "-q", "--detach", "HEAD~1")
 
@@ -209,6 +227,8 @@ STATES: dict[str, Callable[[Path], None]] = {
     "staged rename and unstaged removal": _renamed,
     "timestamp only": _touched,
     "all at once": _everything,
+    "merge conflict": _conflict,
+    "intent to add, type change": _intent_to_add_and_type_change,
     "detached head": _detached,
     "latin-1 subject with an encoding header": _latin1_subject,
     "signed commit, subject not UTF-8": _raw_commit,
