@@ -326,3 +326,44 @@ def test_manifest_errors_come_first_and_the_run_does_not_wait_for_the_read_ahead
         done.stderr
     )
     assert took < 10, f"the run waited {took:.1f}s for an answer nobody reads"
+
+
+def test_status_reads_the_wave_list_before_the_manifests_load(release_repo):
+    """`reconcile status --api-url` lists the waves while it reads the manifests, as a dry run does."""
+    from reconciler.cli.status import _early_client
+    from reconciler.factory import list_ahead
+
+    with RawServer(send(answer(WAVES))) as server:
+        client = _early_client(server.url, "acme", False)
+        assert client is not None
+        wave_list = client.ahead(lambda: list_ahead(client))
+        deadline = time.monotonic() + 10
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.requests == ["GET /ota/factories/acme/waves/?limit=100&page=1 HTTP/1.1"]
+        assert wave_list()[0] == []
+        client.close()
+    assert _early_client(None, "acme", False) is None, "the embedded factory has no round trips to hide"
+    assert _early_client("ftp://x", "acme", False) is None, "a bad option is reported in its usual place, later"
+
+
+def test_status_reports_a_manifest_error_first_and_does_not_wait_for_the_read_ahead(release_repo):
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE.replace("target: 46", "target: forty-six")}, "A typo")
+    with RawServer(lambda conn: time.sleep(30)) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
+        env.update(PYTHONPATH=str(REPO))
+        started = time.monotonic()
+        done = subprocess.run(
+            [*RECONCILE, "status", "--api-url", server.url, "--factory", "acme", str(release_repo)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - started
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1 and "rel-46.yaml:" in done.stderr and "forty-six" in done.stderr, (
+        done.stderr
+    )
+    assert took < 10, f"status waited {took:.1f}s for an answer nobody reads"

@@ -64,7 +64,7 @@ from reconciler.core import (
 )
 from reconciler.errors import UserError
 from reconciler.factory.client import FactoryClient
-from reconciler.factory.history import read_waves
+from reconciler.factory.history import WaveListHead, read_waves
 from reconciler.factory.wavedevices import classify_devices
 from reconciler.factory.wire import parse_counts, parse_device, parse_wave, targets_version
 from reconciler.factory.wire import targets_expiry as _expiry
@@ -76,10 +76,13 @@ def read_status(
     *,
     with_failed: bool = False,
     warn: Callable[[str], None] = lambda line: None,
+    first: Callable[[], WaveListHead] | None = None,
 ) -> StatusReport:
     """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
-    wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave."""
-    waves = read_waves(client, [s.name for s in selected_specs(specs, client.factory)])
+    wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave.
+    ``first``: the wave list as read ahead while the manifests loaded (``history.list_ahead``)."""
+    names = [s.name for s in selected_specs(specs, client.factory)]
+    waves = read_waves(client, names, first() if first is not None else None)
     names = waves_to_report(specs, client.factory, waves)
     spec_tags = {s.name: s.tag for s in specs}
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
