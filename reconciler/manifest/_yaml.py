@@ -335,7 +335,9 @@ class _Builder:
         if len(text) > MAX_SCALAR_CHARS:
             self._reject(node, f"a value of {len(text):,} characters is too long: at most {MAX_SCALAR_CHARS:,}")
             return None
-        found = unsafe_character(text)
+        # Every character unsafe_character finds is one str.isprintable refuses (a test checks each code
+        # point), so the bulk of a manifest, printable text, is cleared by one method call.
+        found = None if text.isprintable() else unsafe_character(text)
         if found is not None:
             offset, char = found
             self._reject(node, f"{_refusal(char)} (character {offset + 1} of this value)")
