@@ -89,8 +89,8 @@ class Document:
         return node
 
     def nodes_at(self, path: YamlPath, parts: Iterable[str | int]) -> list[yaml.Node]:
-        """``node_at((*path, part))`` for each part, walking down to ``path`` once: the positions of a
-        phase's keys, or of a list's items, cost one step each rather than a walk from the root."""
+        """``node_at((*path, part))`` for each part, walking down to ``path`` once: the positions of an
+        inline list's items (up to 400,000 UUIDs) cost one step each rather than a walk from the root."""
         parent = self.node
         for part in path:
             child = self._child(parent, part)
