@@ -61,7 +61,7 @@ def walk(value: object, path: YamlPath = ()) -> list[tuple[YamlPath, object]]:
 
 def check_document(document: Document) -> None:
     for path, value in walk(document.data):
-        parts: list[str | int] = list(value) if isinstance(value, dict) else list(range(len(value)))  # type: ignore[arg-type]
+        parts: list[str | int] = list(value) if isinstance(value, dict) else list(range(len(value)))
         assert document.nodes_at(path, parts) == [document.node_at((*path, part)) for part in parts]
         if isinstance(value, dict):
             node, values = document.nodes_of(value)
