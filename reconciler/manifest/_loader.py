@@ -237,6 +237,12 @@ class _WaveReader:
     def location(self, path: YamlPath) -> Location:
         return Location(self.document.file, *position(self.document.node_at(path)))
 
+    def locations(self, raw: dict[str, object], keys: Sequence[str]) -> dict[str, Location]:
+        """Where the values of those of ``keys`` that ``raw`` (a mapping of the document) has are written."""
+        file = self.document.file
+        _, values = self.document.nodes_of(raw)
+        return {key: Location(file, *position(values[key])) for key in keys if key in raw}
+
     def get(self, raw: dict[str, object], path: YamlPath, key: str, kind: type[_T] | tuple[type[_T], ...]) -> _T | None:
         """``raw[key]`` (``raw`` is the mapping at ``path``) if present, of type ``kind`` and not
         flagged by the schema; else None."""
@@ -310,7 +316,7 @@ class _WaveReader:
             cancel=data.get("cancel", False),
             ignored_complete=ignored_complete,
             on_failure=OnFailure(data.get("onFailure", OnFailure.HALT)),
-            positions={key: self.location((key,)) for key in POSITIONED_KEYS if key in data},
+            positions=self.locations(data, POSITIONED_KEYS),
             schedule=schedule,
         )
 
@@ -340,7 +346,7 @@ class _WaveReader:
             if not isinstance(phase, dict):
                 continue
             path = ("phases", index)
-            location = self.location(path)
+            location = Location(self.document.file, *position(self.document.nodes_of(phase)[0]))
             name = self.get(phase, path, "name", str) if "name" in phase else f"phase-{index + 1}"
             if name in first:
                 where = (*path, "name") if "name" in phase else path
@@ -369,7 +375,7 @@ class _WaveReader:
                     uuids_file=uuids_file,
                     gate=gate,
                     location=location,
-                    positions={key: self.location((*path, key)) for key in PHASE_POSITIONED_KEYS if key in phase},
+                    positions=self.locations(phase, PHASE_POSITIONED_KEYS),
                     uuid_locations=uuid_locations,
                 )
             )
@@ -408,7 +414,8 @@ class _WaveReader:
             if not all(isinstance(item, str) for item in raw):
                 return None, None, None  # the schema reported the others
             file = self.document.file
-            tokens = [(item, file, *position(self.document.node_at((*path, index)))) for index, item in enumerate(raw)]
+            nodes = self.document.nodes_at(path, range(len(raw)))
+            tokens = [(item, file, *position(node)) for item, node in zip(raw, nodes, strict=True)]
             uuids, problems = parse_inline(tokens)
             # The schema explained (or counted) each UUID it refused, with this same message.
             explained = {tokens[index][2:] for index in range(len(tokens)) if (*path, index) in self.flagged}

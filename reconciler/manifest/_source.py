@@ -62,7 +62,7 @@ class FileSource:
 
     def __init__(self) -> None:
         self._roots: dict[str, str] = {}  # manifest key -> real path of its release repository
-        self._real_dirs: dict[str, str] = {}  # directory -> its real path (resolve runs once per UUID file)
+        self._real_dirs: dict[str, str] = {}  # directory -> its real path (read and resolve ask once per file)
         self._cwd = os.getcwd() + os.sep
 
     def manifests(self, path: str) -> list[str]:
@@ -86,7 +86,7 @@ class FileSource:
 
     def read(self, key: str) -> bytes:
         root = self._roots.get(key)  # set for manifests; UUID files were checked by resolve
-        if root is not None and not _inside(os.path.realpath(key), root):
+        if root is not None and not _inside(self._realpath(key), root):
             # Neither the target's path nor its content is shown: it is not the repository's to show.
             raise SourceError("a symbolic link that leaves the release repository; a manifest must be a file in it")
         try:

@@ -232,11 +232,15 @@ def _fast_path(data: bytes) -> tuple[str, ...] | None:
         return None
     items = data.translate(_FAST_SEPARATORS).decode("ascii").split()
     count = len(items)
-    if not 0 < count <= MAX_UUIDS or set(map(len, items)) != {36}:
+    if not 0 < count <= MAX_UUIDS:
         return None
-    joined = "".join(items)
+    # The items hold no white space, so if every 37th character of them joined by spaces is a space, those
+    # are all the spaces and each item is 36 characters long; then the dashes must be at 8, 13, 18 and 23.
+    joined = " ".join(items)
+    if len(joined) != 37 * count - 1 or joined.count("-") != 4 * count or joined[36::37] != " " * (count - 1):
+        return None
     dashes = "-" * count
-    if joined.count("-") != 4 * count or any(joined[offset::36] != dashes for offset in (8, 13, 18, 23)):
+    if any(joined[offset::37] != dashes for offset in (8, 13, 18, 23)):
         return None
     if len(set(items)) != count:
         return None

@@ -295,6 +295,13 @@ def test_every_control_format_and_separator_character_is_escaped():
     assert [f"U+{ord(c):04X}" for c in acting if unsafe_character(c) is None] == []
 
 
+def test_every_character_a_manifest_value_refuses_is_one_isprintable_refuses():
+    """The YAML builder clears a printable value with str.isprintable and asks unsafe_character only
+    about the others (manifest/_yaml.py, _Builder._string)."""
+    missed = [c for c in range(0x110000) if unsafe_character(chr(c)) is not None and chr(c).isprintable()]
+    assert [f"U+{c:04X}" for c in missed] == []
+
+
 @given(st.text())
 def test_printable_output_is_one_line_of_inert_characters(text):
     shown = printable(text)

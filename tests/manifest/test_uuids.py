@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.spec import Limit
 from reconciler.errors import Problem
-from reconciler.manifest._uuids import MAX_REPORTED, MAX_UUIDS, parse_file, parse_inline
+from reconciler.manifest._uuids import MAX_REPORTED, MAX_UUIDS, PATTERN, _fast_path, parse_file, parse_inline
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
 
 EXAMPLE = "123e4567-e89b-12d3-a456-426614174000"
@@ -51,6 +51,33 @@ def test_any_mix_of_separators_reads_the_same_uuids(ids, separators):
     assert uuids == distinct
     assert len(problems) == len(ids) - len(distinct)
     assert all(problem.severity == "warning" for problem in problems)
+
+
+@st.composite
+def near_uuids(draw: st.DrawFn) -> list[str]:
+    """Canonical UUIDs written one after the other, cut into tokens anywhere (a 35- and a 37-character
+    token make two UUIDs again once joined), with a character dropped, added or changed here and there."""
+    text = "".join(draw(st.lists(st.uuids().map(str), min_size=1, max_size=4)))
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(text) - 1), max_size=5)) + list(range(36, len(text), 36))))
+    if draw(st.booleans()):
+        cuts = sorted({cut + draw(st.integers(-1, 1)) for cut in cuts} - {0, len(text)})
+    tokens = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True) if start < end]
+    for _ in range(draw(st.integers(0, 2))):
+        index = draw(st.integers(0, len(tokens) - 1))
+        token, at = tokens[index], draw(st.integers(0, len(tokens[index])))
+        char = draw(st.sampled_from("0af-9"))
+        tokens[index] = draw(st.sampled_from([token[:at] + token[at + 1 :], token[:at] + char + token[at:]]))
+    return [token for token in tokens if token] or [text]
+
+
+@settings(max_examples=400, deadline=None)
+@given(tokens=near_uuids(), separators=st.lists(st.sampled_from([",", ";", "|", " ", "\n", "\t", ", "]), min_size=20))
+def test_the_fast_path_takes_exactly_the_lists_of_distinct_canonical_uuids(tokens, separators):
+    data = "".join(token + separators[index % len(separators)] for index, token in enumerate(tokens)).encode()
+    canonical = all(re.fullmatch(PATTERN, token) for token in tokens) and len(set(tokens)) == len(tokens)
+    assert _fast_path(data) == (tuple(tokens) if canonical else None)
+    if not canonical:  # the careful path reads such a file: an error or a warning for each wrong token
+        assert parse_file(data, "f")[1]
 
 
 def test_non_canonical_forms_say_what_to_write():
