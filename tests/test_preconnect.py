@@ -4,6 +4,7 @@ HTTP and TLS, against a real loopback server that counts the connections it acce
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import sys
@@ -126,3 +127,39 @@ def test_a_server_whose_certificate_fails_gets_no_spare_and_the_request_fails_as
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.Client(transport=transport, base_url=url).get("/")
         transport.close()
+
+
+def test_spares_opened_after_the_transport_closed_are_closed_not_kept():
+    with serving(None) as server:
+        url = httpx.URL(f"http://127.0.0.1:{server.server_address[1]}")
+        transport = DeadlineTransport()
+        transport.preconnect(url, 3)
+        transport.close()  # the run ends while they open
+        wait_for(lambda: transport._backend._opening == 0)
+        assert spares(transport, url) == 0
+        transport.preconnect(url, 3)
+        assert transport._backend._opening == 0, "a closed transport opens none"
+
+
+def test_a_spare_whose_descriptor_is_past_1024_is_asked_if_readable_as_any_other(tmp_path):
+    """httpcore asks an idle connection whether it is readable before reusing it; ``select`` refuses
+    descriptors past 1,024, which a long-lived process reaches."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if min(soft, hard) < 1200:
+        pytest.skip("needs 1,200 file descriptors")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with serving(None) as server:
+            url = httpx.URL(f"http://127.0.0.1:{server.server_address[1]}")
+            transport = DeadlineTransport()
+            transport.preconnect(url, 1)
+            wait_for(lambda: spares(transport, url) == 1)
+            assert transport._backend._spares[(url.host, url.port)][0][1]._sock.fileno() > 1024
+            with httpx.Client(transport=RetryTransport(transport), base_url=url) as client:
+                assert [client.get("/").status_code for _ in range(3)] == [200] * 3
+            assert server.accepted == 1, "the spare carried all three"
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -2,6 +2,24 @@
 shared options (``options.py``), ``init-repo`` (``initrepo.py``) and ``--watch`` (``watch.py``).
 Wiring and exit codes; the work is done by ``factory``, ``core``, ``apply`` and ``render``."""
 
+import gc
+
 from reconciler.cli.reconcile import main
 
-__all__ = ["main"]
+__all__ = ["main", "program"]
+
+
+def program() -> None:
+    """The ``reconcile`` program (pyproject's console script): ``main`` in a process of its own.
+
+    The garbage collector runs rarely there: a run builds hundreds of thousands of objects that live until
+    it ends (the manifests' YAML nodes and UUID lists, the factory's answers), almost none of them in
+    reference cycles, and CPython's default (a young collection every 700 new containers, each older
+    one walking every object the imports made) spent 5-8 % of a run's CPU finding nothing. ``gc.freeze``
+    takes what the imports made out of every collection; young collections come every 100,000 new
+    containers. Measured: ``--check`` of 1,000 manifests 1.32 -> 1.26 s of CPU, the bench's local plan
+    1.04 -> 0.96 s. Only here, not in ``main``: a process that calls ``main`` among other work (a test
+    run) keeps the collector as it set it."""
+    gc.freeze()
+    gc.set_threshold(100_000)
+    main()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import json
 import os
 import sys
@@ -54,18 +53,6 @@ def _import_command() -> click.Command:
     return import_command
 
 
-def _collect_rarely() -> None:
-    """Let the garbage collector run rarely: a run builds hundreds of thousands of objects that live until
-    it ends (the manifests' YAML nodes and UUID lists, the factory's answers), almost none of them in
-    reference cycles, and CPython's default (a young collection every 700 new containers, each older
-    one walking every object the imports made) spent 5-8 % of a run's CPU finding nothing. ``gc.freeze``
-    moves what the imports made out of every collection; young collections come every 100,000 new
-    containers. Measured: ``--check`` of 1,000 manifests 1.32 -> 1.26 s of CPU, the bench's local plan
-    1.04 -> 0.96 s."""
-    gc.freeze()
-    gc.set_threshold(100_000)
-
-
 class _Command(terminal.OneLineUsage):
     """Usage mistakes are one line and exit 1 like every other user error (2 means "changes pending" to CI).
 
@@ -77,7 +64,6 @@ class _Command(terminal.OneLineUsage):
     def main(  # type: ignore[override]  # click's overloads
         self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
     ) -> Any:
-        _collect_rarely()
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] and argv[0] in SUBCOMMANDS:
             command = SUBCOMMANDS[argv[0]]()

@@ -326,13 +326,14 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner = httpcore.SyncBackend()
         self._spares: dict[tuple[str, int], list[tuple[float, _SpareStream]]] = {}
         self._opening = 0  # spares still connecting
+        self._closed = False  # the transport was closed: a spare opened since is closed at once
         self._lock = threading.Lock()
 
     def preconnect(self, host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> None:
         """Open ``count`` connections to (host, port) in the background, less those open or opening."""
         with self._lock:
             count -= self._opening + len(self._spares.get((host, port), []))
-            if count <= 0:
+            if count <= 0 or self._closed:
                 return
             self._opening += count
         # One thread opens them all, each socket non-blocking: a thread per connection cost more to start
@@ -348,8 +349,13 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         finally:
             with self._lock:
                 self._opening -= count
-                queue = self._spares.setdefault((host, port), [])
-                queue += [(time.monotonic(), _SpareStream(sock, tls)) for sock in opened]
+                closed = self._closed
+                if not closed:
+                    queue = self._spares.setdefault((host, port), [])
+                    queue += [(time.monotonic(), _SpareStream(sock, tls)) for sock in opened]
+            if closed:  # the run ended while they opened: nobody will use them
+                for sock in opened:
+                    sock.close()
 
     def _take_spare(self, host: str, port: int) -> _SpareStream | None:
         """An open spare connection to (host, port) opened less than ``SPARE_LIFETIME`` ago (older ones are
@@ -365,6 +371,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
     def close_spares(self) -> None:
         with self._lock:
+            self._closed = True
             spares = [spare for queue in self._spares.values() for _, spare in queue]
             self._spares.clear()
         for spare in spares:
@@ -504,8 +511,12 @@ class _SpareStream(httpcore.NetworkStream):
             return self._sock.getpeername()
         if info == "socket":
             return self._sock
-        if info == "is_readable":
-            return bool(select.select([self._sock], [], [], 0)[0])
+        if info == "is_readable":  # as httpcore asks it: poll, which takes any descriptor (select stops at 1,024)
+            if not hasattr(select, "poll"):  # Windows
+                return bool(select.select([self._sock], [], [], 0)[0])
+            poll = select.poll()
+            poll.register(self._sock, select.POLLIN)
+            return bool(poll.poll(0))
         return None
 
 
