@@ -30,7 +30,7 @@ from programenv import program_env  # bench/ is on sys.path when this script run
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_CPU_SECONDS = 1.0
-CHECK = "import sys; from reconciler.cli.reconcile import main; sys.exit(main())"
+CHECK = "import sys; sys.argv[0] = 'reconcile'; from reconciler.cli import program; program()"  # as the console script
 IMPORTS_ONLY = "import reconciler.cli.reconcile, reconciler.manifest"
 
 MANIFEST = """\
