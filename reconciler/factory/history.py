@@ -6,8 +6,8 @@ so it is not created again; status shows it), never otherwise: the planner's oth
 ones (one per tag, each planned, reported when unmanaged, or held for a lost manifest). So a run reads:
 
 1. the first page of the whole wave list (``GET waves/?limit=100&page=1``). It holds every wave of a
-   factory of up to 100 waves, and says how many there are. A dry run sends it before the manifests are
-   read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at most ``AHEAD_PAGES``
+   factory of up to 100 waves, and says how many there are. A dry run or a status against an API sends it
+   before the manifests are read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at most ``AHEAD_PAGES``
    pages, reads the other pages at once too: that round trip then overlaps with reading the files
    instead of following them, and step 2 is not needed;
 2. only when there are more, in one round trip: the active waves (the list's ``status=active`` filter,
@@ -35,7 +35,7 @@ from reconciler.factory.wire import parse_wave
 # A lookup costs the factory one row where a page costs 100: the walkthrough's three manifests against
 # 10,000 finished waves read 3 waves instead of 101 pages (bench/bench_history.py).
 MAX_WAVE_LOOKUPS = 32
-# A dry run reads a wave list of at most this many pages whole while its manifests load (``list_ahead``):
+# A dry run or a status reads a wave list of at most this many pages whole while its manifests load (``list_ahead``):
 # the plan bench's 500 waves cost no round trip after the files instead of one (five pages at once).
 AHEAD_PAGES = 10
 # The requests a plan sends together once it has the wave list (factory/observe.py), which a run opens

@@ -14,10 +14,11 @@ reads go out together, and 13 endless answers read at once held 877 MiB under th
 (bench/bench_memory.py, mode concurrent). An answer's bytes count from their arrival until the answer is
 decoded and handed over.
 
-A dry run opens connections before it needs them (``DeadlineTransport.preconnect``, as a browser's
+A run opens connections before it needs them (``DeadlineTransport.preconnect``, as a browser's
 ``<link rel=preconnect>``): each new connection over TLS waits for the TCP and TLS handshakes, two round
 trips, and a plan's observation sends up to ``MAX_CONCURRENT`` requests at once, most over new
-connections. Opened while the manifests load, they wait for nothing later.
+connections. Opened while a dry run or a status loads its manifests, or while an apply takes its lease,
+they wait for nothing later.
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         opened: list[socket.socket] = []
         try:
             opened = _connect_all(host, port, tls, count, min(timeout, CONNECT_TIMEOUT))
-        except OSError:
+        except (OSError, ValueError):
             pass  # the requests that would have used them connect themselves, and report what fails
         finally:
             with self._lock:
@@ -433,7 +434,7 @@ def _connect_all(host: str, port: int, tls: _TlsWith | None, count: int, timeout
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     deadline = time.monotonic() + timeout
     opened: list[socket.socket] = []
-    with selectors.DefaultSelector() as selector:
+    with selectors.DefaultSelector() as selector, _closed_unless_returned(selector, opened):
         for _ in range(count):
             new = socket.socket(family, kind, proto)
             new.setblocking(False)
@@ -465,9 +466,21 @@ def _connect_all(host: str, port: int, tls: _TlsWith | None, count: int, timeout
                 else:
                     sock.setblocking(True)
                     opened.append(sock)
+    return opened
+
+
+@contextlib.contextmanager
+def _closed_unless_returned(selector: selectors.BaseSelector, opened: list[socket.socket]) -> Iterator[None]:
+    """The sockets still registered (not open in time) are closed; on an error, the open ones too."""
+    try:
+        yield
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+    finally:
         for key in list(selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]  # every registered object is a socket
-    return opened
 
 
 class _SpareStream(httpcore.NetworkStream):
