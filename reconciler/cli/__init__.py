@@ -15,9 +15,9 @@ def program() -> None:
     The garbage collector runs rarely there: a run builds hundreds of thousands of objects that live until
     it ends (the manifests' YAML nodes and UUID lists, the factory's answers), almost none of them in
     reference cycles, and CPython's default (a young collection every 700 new containers, each older
-    one walking every object the imports made) spent 5-8 % of a run's CPU finding nothing. ``gc.freeze``
-    takes what the imports made out of every collection; young collections come every 100,000 new
-    containers. Measured: ``--check`` of 1,000 manifests 1.32 -> 1.26 s of CPU, the bench's local plan
+    one walking every object the imports made) spent 5-8 % of a run's CPU finding nothing. Young
+    collections come every 100,000 new containers, and ``gc.freeze`` takes what is imported by now (the
+    command line's modules; the rest are imported as a command needs them) out of every collection. Measured: ``--check`` of 1,000 manifests 1.32 -> 1.26 s of CPU, the bench's local plan
     1.04 -> 0.96 s. Only here, not in ``main``: a process that calls ``main`` among other work (a test
     run) keeps the collector as it set it."""
     gc.freeze()
