@@ -286,13 +286,13 @@ def _load(path: Path) -> str:
     return "loaded"
 
 
-def test_a_plan_reads_the_wave_list_before_the_manifests_load(release_repo):
-    """`--dry-run --api-url` starts listing the waves before it reads the manifests, so the round trips
-    overlap with reading files: the request is out before anyone asks for its answer."""
-    from reconciler.cli.reconcile import _read_ahead
+def test_read_ahead_starts_listing_the_waves_at_once(release_repo):
+    """``read_ahead`` (a dry run's and a status's) starts listing the waves before anyone asks for the
+    answer; it leaves the embedded factory and wrong options to the run."""
+    from reconciler.cli.options import read_ahead
 
     with RawServer(send(answer(WAVES))) as server:
-        ahead = _read_ahead(server.url, "acme", 30.0)
+        ahead = read_ahead(server.url, "acme", False, 30.0)
         assert ahead is not None
         client, wave_list = ahead
         deadline = time.monotonic() + 10
@@ -301,19 +301,22 @@ def test_a_plan_reads_the_wave_list_before_the_manifests_load(release_repo):
         assert server.requests == ["GET /ota/factories/acme/waves/?limit=100&page=1 HTTP/1.1"]
         assert wave_list()[0] == []  # the first page's waves (and the answer, which says there are no more)
         client.close()
-    assert _read_ahead(None, "acme", 30.0) is None, "the embedded factory has no round trips to hide"
-    assert _read_ahead("ftp://x", "acme", 30.0) is None, "a bad option is reported in its usual place, later"
+    assert read_ahead(None, "acme", False) is None, "the embedded factory has no round trips to hide"
+    assert read_ahead("ftp://x", "acme", False) is None, "a bad option is reported in its usual place, later"
 
 
-def test_manifest_errors_come_first_and_the_run_does_not_wait_for_the_read_ahead(release_repo):
-    """A manifest error is the one line reported, and the run does not wait for a server that never answers."""
+@pytest.mark.parametrize("command", [["--dry-run"], ["status"]], ids=["plan", "status"])
+def test_manifest_errors_come_first_and_the_run_does_not_wait_for_the_read_ahead(command, release_repo):
+    """The wave list is asked for before the manifests are read (the server sees the request although the
+    manifest is wrong); a manifest error is the one line reported, and the run does not wait for a
+    server that never answers."""
     commit(release_repo, {"rel-46.yaml": CANARY_WAVE.replace("target: 46", "target: forty-six")}, "A typo")
     with RawServer(lambda conn: time.sleep(30)) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
         env.update(PYTHONPATH=str(REPO))
         started = time.monotonic()
         done = subprocess.run(
-            [*RECONCILE, "--dry-run", "--api-url", server.url, "--factory", "acme", str(release_repo)],
+            [*RECONCILE, *command, "--api-url", server.url, "--factory", "acme", str(release_repo)],
             env=env,
             capture_output=True,
             text=True,
@@ -321,49 +324,12 @@ def test_manifest_errors_come_first_and_the_run_does_not_wait_for_the_read_ahead
             check=False,
         )
         took = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while "GET /ota/factories/acme/waves/?limit=100&page=1 HTTP/1.1" not in server.requests:
+            assert time.monotonic() < deadline, server.requests
+            time.sleep(0.01)
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1 and "rel-46.yaml:" in done.stderr and "forty-six" in done.stderr, (
         done.stderr
     )
     assert took < 10, f"the run waited {took:.1f}s for an answer nobody reads"
-
-
-def test_status_reads_the_wave_list_before_the_manifests_load(release_repo):
-    """`reconcile status --api-url` lists the waves while it reads the manifests, as a dry run does."""
-    from reconciler.cli.status import _early_client
-    from reconciler.factory import list_ahead
-
-    with RawServer(send(answer(WAVES))) as server:
-        client = _early_client(server.url, "acme", False)
-        assert client is not None
-        wave_list = client.ahead(lambda: list_ahead(client))
-        deadline = time.monotonic() + 10
-        while not server.requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.requests == ["GET /ota/factories/acme/waves/?limit=100&page=1 HTTP/1.1"]
-        assert wave_list()[0] == []
-        client.close()
-    assert _early_client(None, "acme", False) is None, "the embedded factory has no round trips to hide"
-    assert _early_client("ftp://x", "acme", False) is None, "a bad option is reported in its usual place, later"
-
-
-def test_status_reports_a_manifest_error_first_and_does_not_wait_for_the_read_ahead(release_repo):
-    commit(release_repo, {"rel-46.yaml": CANARY_WAVE.replace("target: 46", "target: forty-six")}, "A typo")
-    with RawServer(lambda conn: time.sleep(30)) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILE_")}
-        env.update(PYTHONPATH=str(REPO))
-        started = time.monotonic()
-        done = subprocess.run(
-            [*RECONCILE, "status", "--api-url", server.url, "--factory", "acme", str(release_repo)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        took = time.monotonic() - started
-    assert done.returncode == 1
-    assert len(done.stderr.splitlines()) == 1 and "rel-46.yaml:" in done.stderr and "forty-six" in done.stderr, (
-        done.stderr
-    )
-    assert took < 10, f"status waited {took:.1f}s for an answer nobody reads"

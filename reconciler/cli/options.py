@@ -7,10 +7,14 @@ factory at ``--local``. Each option also reads its environment variable, so CI s
 
 ``RunOptions`` is what the main command was asked to do, built once from its flags after they were
 checked against each other; the run reads it instead of passing two dozen flags along.
+
+``read_ahead``: a plan or a status against the API those options name starts reading it before the
+manifests load.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -21,6 +25,7 @@ import click
 
 if TYPE_CHECKING:
     from reconciler.apply import SavedPlan
+    from reconciler.factory import FactoryClient, WaveListHead
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -112,3 +117,25 @@ class RunOptions:
     def preview(self) -> RunOptions:
         """The same run as a preview (``--watch``): it never applies, whatever the other options say."""
         return replace(self, mode=Mode.PLAN) if self.mode is Mode.APPLY else self
+
+
+def read_ahead(
+    api_url: str | None, factory: str | None, allow_insecure_http: bool, timeout: float | None = None
+) -> tuple[FactoryClient, Callable[[], WaveListHead]] | None:
+    """A client for the API, already reading the wave list (its first page, or the whole of a short list:
+    ``list_ahead``; neither needs a manifest), and the function that waits for it: a dry run or a status
+    starts it before the manifests load, so its round trips overlap with reading files. An apply reads
+    the factory only once it holds the apply lease. None for the embedded factory (no round trips to
+    hide; creating it would be a write before validation) and for options that are wrong: the mistake
+    is reported in its usual place, after the manifests' own errors. ``timeout``: ``--timeout``."""
+    if not api_url:
+        return None
+    from reconciler.errors import ReconcilerError
+    from reconciler.factory import FactoryClient, list_ahead, select_backend
+
+    try:
+        backend = select_backend(api_url=api_url, factory=factory, local=None, allow_insecure_http=allow_insecure_http)
+        client = FactoryClient(backend) if timeout is None else FactoryClient(backend, run_timeout=timeout)
+    except ReconcilerError:
+        return None
+    return client, client.ahead(functools.partial(list_ahead, client))

@@ -566,7 +566,7 @@ def _report(exc: ReconcilerError) -> None:
 def run(paths: list[str], options: RunOptions) -> int:
     """Validate the manifests under ``paths``, and unless ``--check``, plan and apply them."""
     ahead = (
-        _read_ahead(options.api_url, options.factory, options.timeout, options.allow_insecure_http)
+        cliopts.read_ahead(options.api_url, options.factory, options.allow_insecure_http, options.timeout)
         if options.mode is Mode.PLAN and options.saved is None
         else None
     )
@@ -605,27 +605,6 @@ def run(paths: list[str], options: RunOptions) -> int:
     return _plan_and_apply(
         loaded.specs, options, paths, only, diffs, ahead=ahead, provenance=provenance, provenance_later=provenance_later
     )
-
-
-def _read_ahead(
-    api_url: str | None, factory: str | None, timeout: float, allow_insecure_http: bool = False
-) -> tuple[FactoryClient, Callable[[], WaveListHead]] | None:
-    """A plan against an API starts reading the wave list (its first page, or the whole of a short list:
-    ``list_ahead``; neither needs a manifest) before the manifests load, so its round trips overlap with
-    reading files. Only for a dry run: an apply reads
-    the factory once it holds the apply lease. The embedded factory has no round trips to hide, and
-    creating it would be a write before validation. A mistake in the options is reported in its usual
-    place, after the manifests' own errors."""
-    if not api_url:
-        return None
-    from reconciler.factory import FactoryClient, list_ahead, select_backend
-
-    try:
-        backend = select_backend(api_url=api_url, factory=factory, local=None, allow_insecure_http=allow_insecure_http)
-        client = FactoryClient(backend, run_timeout=timeout)
-    except ReconcilerError:
-        return None
-    return client, client.ahead(functools.partial(list_ahead, client))
 
 
 def _plan_and_apply(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import click
@@ -71,7 +70,7 @@ def status_command(
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
     Reads the factory only; never writes to it."""
-    from reconciler.factory import list_ahead, select_backend
+    from reconciler.factory import select_backend
     from reconciler.render import report as render_report
     from reconciler.render import status as render_status
 
@@ -82,29 +81,29 @@ def status_command(
             raise UserError(f"--{only} works with --devices WAVE")
         if with_failed and devices_of:
             raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
-        # Against an API the wave list is read while the manifests load, as a dry run reads it
-        # (history.list_ahead); a mistake in the options is reported after the manifests' own errors.
-        early = _early_client(api_url, factory, allow_insecure_http) if not devices_of else None
-        first = early.ahead(functools.partial(list_ahead, early)) if early is not None else None
+        # Against an API the wave list is read while the manifests load, as a dry run reads it.
+        ahead = cliopts.read_ahead(api_url, factory, allow_insecure_http) if not devices_of else None
         try:
             specs = [] if devices_of else _load_specs(list(paths) or ["."])
         except BaseException:
-            if early is not None:
-                early.close()
+            if ahead is not None:
+                ahead[0].close()
             raise
         backend = (
-            early.backend
-            if early is not None
+            ahead[0].backend
+            if ahead is not None
             else select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
         )
         for note in (backend.note or "").splitlines():
             _say(note)
-        with early or FactoryClient(backend) as client:
+        with ahead[0] if ahead is not None else FactoryClient(backend) as client:
             if devices_of:
                 wave, rows = read_devices(client, devices_of, only, _say)
                 _emit(render_status.devices(wave, rows, client.server_now(), output_format), output_file)
             else:
-                report = read_status(client, specs, with_failed=with_failed, warn=_say, first=first)
+                report = read_status(
+                    client, specs, with_failed=with_failed, warn=_say, first=ahead[1] if ahead else None
+                )
                 if output_format == cliopts.StatusFormat.HTML:
                     _emit(render_report.page(render_status.to_dict(report)), output_file)
                 else:
@@ -118,21 +117,6 @@ def status_command(
         else:
             _say(f"error: {exc}")
         sys.exit(1)
-
-
-def _early_client(api_url: str | None, factory: str | None, allow_insecure_http: bool) -> FactoryClient | None:
-    """A client for an API to start reading before the manifests load; None for the embedded factory (no
-    round trips to hide) or when the options are wrong (reported where they always are, later)."""
-    from reconciler.factory import select_backend
-
-    if not api_url:
-        return None
-    try:
-        return FactoryClient(
-            select_backend(api_url=api_url, factory=factory, local=None, allow_insecure_http=allow_insecure_http)
-        )
-    except ReconcilerError:
-        return None
 
 
 def _emit(text: str, path: str | None) -> None:
