@@ -51,13 +51,19 @@ _ACTOR_EPOCH = re.compile(r"^(?=[^\n]*$).[^ \n]* (.*) (\d+) ([+-]\d+)")
 _ONLY_ACTOR = re.compile(r"^.[^ \n]* (.*)$")
 
 
+def _nearest_existing(path: str | os.PathLike[str]) -> str:
+    """``path`` made absolute, or its nearest ancestor that exists (a manifest path may not exist yet)."""
+    start = os.path.abspath(path)
+    while not os.path.exists(start):
+        start = os.path.dirname(start)
+    return start
+
+
 def open_repo(path: str | os.PathLike[str]) -> Repo:
     """The git repository containing ``path`` (which need not exist yet); one line if there is none."""
     import git
 
-    start = os.path.abspath(path)
-    while not os.path.exists(start):
-        start = os.path.dirname(start)
+    start = _nearest_existing(path)
     try:
         return git.Repo(start, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -326,9 +332,7 @@ def _discover(path: str | os.PathLike[str]) -> _Repository | None:
     git resolves symbolic links where GitPython walks up the path as written; the root is named
     as GitPython names it: the nearest ancestor of the path, as written, that is that directory.
     """
-    start = os.path.abspath(path)
-    while not os.path.exists(start):
-        start = os.path.dirname(start)
+    start = _nearest_existing(path)
     cwd = start if os.path.isdir(start) else os.path.dirname(start)
     done = _run_git(
         cwd, "rev-parse", "--is-bare-repository", "--is-inside-work-tree", "--absolute-git-dir", "--show-cdup"

@@ -45,17 +45,8 @@ def commit(repo: Path, files: dict[str, str], message: str = "a change", **kw: A
     run(repo, "commit", "-q", "-m", message, **kw)
 
 
-# The GitPython implementation this module used before, kept as the oracle.
-def gitpython_repo(path: str | os.PathLike[str]) -> gitpython.Repo:
-    start = os.path.abspath(path)
-    while not os.path.exists(start):
-        start = os.path.dirname(start)
-    try:
-        return gitpython.Repo(start, search_parent_directories=True)
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
-        raise UserError(f"not a git repository: {path}") from None
-
-
+# The GitPython implementation this module used before, kept as the oracle (the repository opened by
+# gitrepo.open_repo, which still opens it with GitPython for --rev and --base).
 def gitpython_dirty_files(repo: gitpython.Repo) -> list[str]:
     changed = {path for d in repo.index.diff(None) if (path := d.a_path or d.b_path)}
     if repo.head.is_valid():
@@ -64,7 +55,7 @@ def gitpython_dirty_files(repo: gitpython.Repo) -> list[str]:
 
 
 def gitpython_provenance(path: str | os.PathLike[str], rev: str | None = None) -> dict[str, Any]:
-    with gitpython_repo(path) as repo:
+    with gitrepo.open_repo(path) as repo:
         root = os.fspath(repo.working_tree_dir or repo.git_dir)
         data: dict[str, Any] = {"repository": root, "commit": None, "dirty": False}
         if rev is None:
@@ -87,7 +78,7 @@ def gitpython_provenance(path: str | os.PathLike[str], rev: str | None = None) -
 
 
 def gitpython_clean_error(path: str | os.PathLike[str]) -> str | None:
-    with gitpython_repo(path) as repo:
+    with gitrepo.open_repo(path) as repo:
         root = os.fspath(repo.working_tree_dir or repo.git_dir)
         if not repo.working_tree_dir:
             return None
@@ -272,7 +263,7 @@ def test_the_dirty_files_are_gitpythons_in_its_order(home):
     assert expected is not None and "(README.md and 6 more)" in expected
     assert clean_error(repo) == expected
     state = gitrepo._work_tree(gitrepo._found(repo))
-    with gitpython_repo(repo) as oracle:
+    with gitrepo.open_repo(repo) as oracle:
         assert list(state.dirty) == gitpython_dirty_files(oracle) == DIRTY
 
 
