@@ -38,6 +38,7 @@ LEAVES = [
     "reconciler.terminal",
     "reconciler.names",
     "reconciler.files",
+    "reconciler.connections",
 ]
 PACKAGES = [
     "reconciler.core",

@@ -1,5 +1,6 @@
-"""Preconnected connections (``DeadlineTransport.preconnect``) carry the requests that follow, over plain
-HTTP and TLS, against a real loopback server that counts the connections it accepts."""
+"""Preconnected connections (``DeadlineTransport.preconnect``, and ``connections.start`` before any client
+exists) carry the requests that follow, over plain HTTP and TLS, against a real loopback server that
+counts the connections it accepts and those that ended."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reconciler import connections
+from reconciler.factory import select_backend
 from reconciler.factory.transport import DeadlineTransport, RetryTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -44,7 +47,7 @@ class _CountingServer(ThreadingHTTPServer):
 
     def __init__(self, context: ssl.SSLContext | None):
         super().__init__(("127.0.0.1", 0), _Answer)
-        self.context, self.accepted = context, 0
+        self.context, self.accepted, self.ended = context, 0, 0
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, address = super().get_request()
@@ -52,9 +55,12 @@ class _CountingServer(ThreadingHTTPServer):
         return sock, address
 
     def finish_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
-        if self.context is not None:  # the handshake in the connection's own thread
-            request = self.context.wrap_socket(request, server_side=True)
-        super().finish_request(request, client_address)
+        try:
+            if self.context is not None:  # the handshake in the connection's own thread
+                request = self.context.wrap_socket(request, server_side=True)
+            super().finish_request(request, client_address)
+        finally:
+            self.ended += 1  # the client closed it (or its handshake failed)
 
 
 @contextlib.contextmanager
@@ -70,7 +76,7 @@ def serving(context: ssl.SSLContext | None) -> Iterator[_CountingServer]:
 
 
 def spares(transport: DeadlineTransport, url: httpx.URL) -> int:
-    return len(transport._backend._spares.get((url.host, url.port or 0), []))
+    return transport._backend.spares.waiting(url.host, url.port or 0)
 
 
 def wait_for(condition: object, within: float = 10.0) -> None:
@@ -108,7 +114,7 @@ def test_a_preconnect_that_cannot_connect_is_no_error_and_the_request_reports_it
         url = httpx.URL(f"http://127.0.0.1:{held.getsockname()[1]}")
         transport = DeadlineTransport()
         transport.preconnect(url, 3)
-        wait_for(lambda: transport._backend._opening == 0)
+        wait_for(lambda: transport._backend.spares.opening == 0)
         assert spares(transport, url) == 0
         with pytest.raises(httpx.ConnectError):
             httpx.Client(transport=transport, base_url=url).get("/")
@@ -122,7 +128,7 @@ def test_a_server_whose_certificate_fails_gets_no_spare_and_the_request_fails_as
         url = httpx.URL(f"https://127.0.0.1:{server.server_address[1]}")
         transport = DeadlineTransport()
         transport.preconnect(url, 2)
-        wait_for(lambda: transport._backend._opening == 0)
+        wait_for(lambda: transport._backend.spares.opening == 0)
         assert spares(transport, url) == 0
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.Client(transport=transport, base_url=url).get("/")
@@ -135,10 +141,10 @@ def test_spares_opened_after_the_transport_closed_are_closed_not_kept():
         transport = DeadlineTransport()
         transport.preconnect(url, 3)
         transport.close()  # the run ends while they open
-        wait_for(lambda: transport._backend._opening == 0)
+        wait_for(lambda: transport._backend.spares.opening == 0)
         assert spares(transport, url) == 0
         transport.preconnect(url, 3)
-        assert transport._backend._opening == 0, "a closed transport opens none"
+        assert transport._backend.spares.opening == 0, "a closed transport opens none"
 
 
 def test_a_spare_whose_descriptor_is_past_1024_is_asked_if_readable_as_any_other(tmp_path):
@@ -156,10 +162,77 @@ def test_a_spare_whose_descriptor_is_past_1024_is_asked_if_readable_as_any_other
             transport = DeadlineTransport()
             transport.preconnect(url, 1)
             wait_for(lambda: spares(transport, url) == 1)
-            assert transport._backend._spares[(url.host, url.port)][0][1]._sock.fileno() > 1024
+            assert transport._backend.spares._queues[(url.host, url.port)][0][1].fileno() > 1024
             with httpx.Client(transport=RetryTransport(transport), base_url=url) as client:
                 assert [client.get("/").status_code for _ in range(3)] == [200] * 3
             assert server.accepted == 1, "the spare carried all three"
     finally:
         for fd in held:
             os.close(fd)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_connections_started_before_any_client_carry_the_clients_requests(tls, tmp_path, monkeypatch):
+    """``connections.start`` opens them as the command line is read; the transport ``select_backend``
+    makes for that API claims them, so its first requests wait for no handshake."""
+    ca = ThrowawayCA(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
+    with serving(ca.server_context() if tls else None) as server:
+        api = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+        connections.start(api, allow_insecure_http=False, count=3)
+        port = server.server_address[1]
+        wait_for(
+            lambda: connections._early[("https" if tls else "http", "127.0.0.1", port)].waiting("127.0.0.1", port) == 3
+        )
+        backend = select_backend(api_url=api, factory="demo", local=None)
+        assert connections._early == {}, "claimed, once"
+        with httpx.Client(transport=backend.transport, base_url=api) as client:
+            assert requests_at_once(client, 3) == [200] * 3
+        assert server.accepted == 3, "the three requests went over the connections opened first"
+        wait_for(lambda: server.ended == 3)
+
+
+def test_connections_nobody_claims_are_closed_by_discard():
+    with serving(None) as server:
+        connections.start(f"http://127.0.0.1:{server.server_address[1]}", allow_insecure_http=False, count=2)
+        wait_for(lambda: server.accepted == 2)
+        connections.discard()
+        wait_for(lambda: server.ended == 2)
+        assert connections.claim("http", "127.0.0.1", server.server_address[1]) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://192.0.2.1:8080", "ftp://127.0.0.1/", "not a url", "https://", "http://[::1"],
+    ids=["plain-http-elsewhere", "not-http", "text", "no-host", "broken"],
+)
+def test_no_connection_is_started_for_a_url_the_run_refuses(url):
+    """Plain http:// to another machine needs --allow-insecure-http (factory/client.py says why); the
+    rest is no API URL at all. Nothing is opened, nothing raised: the run reports it in its place."""
+    connections.start(url, allow_insecure_http=False)
+    assert connections._early == {}
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [["--keys", "k.tgz", "--signer", "file:k.tgz"], []],
+    ids=["options-refused-before-any-client", "manifest-error-after-the-read-ahead"],
+)
+def test_a_run_that_stops_early_closes_the_connections_it_opened(mistake, tmp_path, monkeypatch):
+    """The command line starts connecting before it checks the rest of itself or reads the manifests; a
+    run that stops there, before or after a client claimed them, leaves none open."""
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    (tmp_path / "broken.yaml").write_text("name: [\n")
+    monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
+    with serving(None) as server:
+        api = f"http://127.0.0.1:{server.server_address[1]}"
+        args = ["--dry-run", str(tmp_path), "--api-url", api, "--factory", "demo", *mistake]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        wait_for(lambda: server.accepted >= connections.READS_PER_PLAN)
+        wait_for(lambda: server.ended == server.accepted)
+    assert connections._early == {}

@@ -29,6 +29,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from reconciler import connections
 from reconciler.apply.lease import (
     REF_PREFIX,
     Lease,
@@ -283,17 +284,9 @@ def lease_store(repository: str, backend: Backend) -> RefStore:
 
 def _is_loopback(url: str) -> bool:
     """A factory served on a loopback address is on this machine, like an in-process one."""
-    import ipaddress
-
     import httpx
 
-    host = httpx.URL(url).host
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return connections.is_loopback(httpx.URL(url).host)
 
 
 def _lease_wait() -> float:

@@ -15,6 +15,7 @@ manifests load.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -117,6 +118,25 @@ class RunOptions:
     def preview(self) -> RunOptions:
         """The same run as a preview (``--watch``): it never applies, whatever the other options say."""
         return replace(self, mode=Mode.PLAN) if self.mode is Mode.APPLY else self
+
+
+def connect_early(api_url: str, allow_insecure_http: bool, active_waves: int = 0) -> None:
+    """Begin opening connections to the API before any client exists: over TLS each waits two round
+    trips, which then pass while the run imports its modules, reads its manifests or takes its lease
+    (reconciler/connections.py). The first few as soon as the command line is read, and an apply's
+    observation's (``active_waves``: its manifests' waves) once the manifests are read. The client made
+    for the API later claims them; ``discard_early`` closes them if nothing did."""
+    from reconciler import connections
+
+    connections.start(api_url, allow_insecure_http, connections.observation_connections(active_waves))
+
+
+def discard_early() -> None:
+    """Close the connections ``connect_early`` opened that no client claimed (the run ended before it made one)."""
+    if "reconciler.connections" in sys.modules:  # nothing was opened when it was never imported
+        from reconciler import connections
+
+        connections.discard()
 
 
 def read_ahead(

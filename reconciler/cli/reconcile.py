@@ -280,6 +280,8 @@ def main(
     active waves).
     """
     terminal.disable_color(no_color)
+    if api_url and not (check or watch or unlock):
+        cliopts.connect_early(api_url, allow_insecure_http)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
         if plan_max_age is not None and not plan_file:
@@ -340,6 +342,8 @@ def main(
             raise
         _report(exc)
         sys.exit(EXIT_ERROR)
+    finally:
+        cliopts.discard_early()
 
 
 @click.command(cls=_Command, context_settings=_CONTEXT)
@@ -591,6 +595,8 @@ def run(paths: list[str], options: RunOptions) -> int:
     finally:
         if source is not None:
             source.close()  # GitSource keeps git cat-file processes open
+    if options.mode is Mode.APPLY and options.api_url:  # the observation's connections open during the lease
+        cliopts.connect_early(options.api_url, options.allow_insecure_http, sum(not s.cancel for s in loaded.specs))
     for warning in loaded.warnings:
         _err(str(warning))
     if loaded.warnings_omitted:
@@ -621,7 +627,7 @@ def _plan_and_apply(
     """The session's steps in order (reconciler.apply.session), printing the plan between them.
     ``provenance_later`` reads git while the factory answers (a dry run's read-ahead)."""
     from reconciler.apply import DEFAULT_PLAN_MAX_AGE, KeySource, open_session, summary
-    from reconciler.factory import FactoryClient, observation_connections, select_backend
+    from reconciler.factory import FactoryClient, select_backend
     from reconciler.render import plan as render
 
     _refuse_throwaway_factory_in_ci(options.api_url, options.local)
@@ -638,8 +644,6 @@ def _plan_and_apply(
     for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
         _err(note)
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=options.timeout)
-    if not ahead:  # the observation's connections open while the apply lease is taken (a read-ahead's: by now)
-        client.preconnect(observation_connections(sum(not spec.cancel for spec in specs)))
     provenance_read = client.ahead(lambda: provenance_later()[1]) if provenance_later else None
     keys = KeySource(options.keys, options.signer_uri, options.without_key)
     writes = options.mode is Mode.APPLY

@@ -70,6 +70,8 @@ def status_command(
     """Show every wave the manifests under PATHS manage (default: the current directory) and every
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
     Reads the factory only; never writes to it."""
+    if api_url:
+        cliopts.connect_early(api_url, allow_insecure_http)
     from reconciler.factory import select_backend
     from reconciler.render import report as render_report
     from reconciler.render import status as render_status
@@ -117,6 +119,8 @@ def status_command(
         else:
             _say(f"error: {exc}")
         sys.exit(1)
+    finally:
+        cliopts.discard_early()
 
 
 def _emit(text: str, path: str | None) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
+from reconciler import connections
 from reconciler.core import WaveStatus
 from reconciler.errors import BackendError, OutcomeUnknown, UserError, error_text
 from reconciler.factory.transport import (
@@ -101,7 +101,7 @@ def select_backend(
             )
         base_url, label = _api_url(api_url, allow_insecure_http)
         token, note = _token(os.environ.get("RECONCILE_API_TOKEN"))
-        transport = RetryTransport(DeadlineTransport())
+        transport = RetryTransport(DeadlineTransport(spares=_claimed(base_url)))
         return Backend(factory, label, base_url, transport, token=token, note=note)
     from reconciler.localfactory import open_embedded  # imported only when the embedded backend is used
 
@@ -142,7 +142,7 @@ def _api_url(text: str, allow_insecure_http: bool) -> tuple[str, str]:
     if url.scheme not in ("http", "https") or not url.host:
         raise UserError("--api-url must be an http:// or https:// URL with a host, such as https://api.foundries.io")
     label = str(url.copy_with(username=None, password=None))
-    if url.scheme == "http" and not allow_insecure_http and not _loopback(url.host):
+    if url.scheme == "http" and not allow_insecure_http and not connections.is_loopback(url.host):
         raise UserError(
             f"--api-url {label} is plain http:// to another machine: the API token would travel in clear; "
             f"use https://, or pass --allow-insecure-http (or set {INSECURE_HTTP_ENV}=1) if the network is yours"
@@ -154,14 +154,11 @@ def _api_url(text: str, allow_insecure_http: bool) -> tuple[str, str]:
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
-def _loopback(host: str) -> bool:
-    """This machine: ``localhost`` (and its subdomains, RFC 6761), 127.0.0.0/8 and ::1."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _claimed(base_url: str) -> connections.Spares | None:
+    """The connections the command line began opening to this API (``connections.start``), if any."""
+    url = httpx.URL(base_url)
+    host = url.raw_host.decode("ascii")  # as httpcore names the origin it connects to
+    return connections.claim(url.scheme, host, url.port or (443 if url.scheme == "https" else 80))
 
 
 # Path segments a URL normaliser (httpx's, a proxy's, the server's) removes, with the request's target.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
+from reconciler.connections import READS_PER_PLAN, observation_connections
 from reconciler.core import ObservedWave, WaveStatus
 from reconciler.factory.client import FactoryClient, Json
 from reconciler.factory.wire import parse_wave
@@ -38,26 +39,12 @@ MAX_WAVE_LOOKUPS = 32
 # A dry run or a status reads a wave list of at most this many pages whole while its manifests load (``list_ahead``):
 # the plan bench's 500 waves cost no round trip after the files instead of one (five pages at once).
 AHEAD_PAGES = 10
-# The requests a plan sends together once it has the wave list (factory/observe.py), which a run opens
-# connections for before it sends them (``FactoryClient.preconnect``): a dry run while its manifests
-# load, an apply while it takes the apply lease. A few for every plan
-# (the production and wave targets, the root, the device groups) and a few per active wave (its status,
-# its dry run, a device lookup). The list is newest first, so its first page shows the active waves.
-READS_PER_PLAN = 6
-READS_PER_ACTIVE_WAVE = 3
-
 WaveListHead = tuple[list[Json], Json]  # the wave list's first page (or more: list_ahead) and the first answer
 
 
 def first_page(client: FactoryClient) -> WaveListHead:
     """The first page of the whole wave list: step 1 of the module docstring (needs no manifest)."""
     return client.waves_page(1)
-
-
-def observation_connections(active_waves: int) -> int:
-    """About how many requests a plan's observation sends together for ``active_waves`` active waves:
-    the connections worth opening before it (``FactoryClient.preconnect``)."""
-    return READS_PER_PLAN + READS_PER_ACTIVE_WAVE * active_waves
 
 
 def list_ahead(client: FactoryClient) -> WaveListHead:
@@ -68,11 +55,11 @@ def list_ahead(client: FactoryClient) -> WaveListHead:
     client.preconnect(READS_PER_PLAN)  # what any plan reads next, opened as the first page is
     items, data = first_page(client)
     total = data.get("total")
-    connections = observation_connections(sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value))
+    wanted = observation_connections(sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value))
     if not data.get("next") or not items or not isinstance(total, int) or total > AHEAD_PAGES * len(items):
-        client.preconnect(connections)
+        client.preconnect(wanted)
         return items, data
-    client.preconnect(connections - (-(-total // len(items)) - 1))  # the other pages' connections serve too
+    client.preconnect(wanted - (-(-total // len(items)) - 1))  # the other pages' connections serve too
     return client.list_waves(first=(items, data)), data
 
 

@@ -14,18 +14,18 @@ reads go out together, and 13 endless answers read at once held 877 MiB under th
 (bench/bench_memory.py, mode concurrent). An answer's bytes count from their arrival until the answer is
 decoded and handed over.
 
-A run opens connections before it needs them (``DeadlineTransport.preconnect``, as a browser's
-``<link rel=preconnect>``): each new connection over TLS waits for the TCP and TLS handshakes, two round
-trips, and a plan's observation sends up to ``MAX_CONCURRENT`` requests at once, most over new
-connections. Opened while a dry run or a status loads its manifests, or while an apply takes its lease,
-they wait for nothing later.
+A run opens connections before it needs them (``DeadlineTransport.preconnect``, reconciler/connections.py):
+each new connection over TLS waits for the TCP and TLS handshakes, two round trips, and a plan's
+observation sends up to ``MAX_CONCURRENT`` requests at once, most over new connections. The first few
+open as the command line is read (``connections.start``; the transport made for that API claims them),
+the rest while a dry run or a status loads its manifests, or while an apply takes its lease: they wait
+for nothing later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import select
-import selectors
 import socket
 import ssl
 import threading
@@ -37,6 +37,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from reconciler import connections
+
 # Requests that do not depend on each other go out together, at most this many at a time: a plan then
 # waits for a handful of round trips instead of one per request, and a big factory is not flooded. The
 # plan bench's observation (20 active waves: statuses, dry runs, named-UUID lookups) is 62 requests: at
@@ -46,7 +48,7 @@ MAX_CONCURRENT = 64
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
 REQUEST_TIMEOUT = 30.0  # seconds one request may take from connecting to its answer's last byte
-CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = connections.CONNECT_TIMEOUT  # seconds to open a connection (TLS handshake included)
 # Request extension: the time.monotonic() by which a request must be answered in full, retries included.
 DEADLINE = "reconciler.deadline"
 # The deadline of the request being sent or read on this thread; socket operations wait until it.
@@ -186,11 +188,14 @@ class DeadlineTransport(httpx.BaseTransport):
     its headers read, and again around each read of the body, so a trickling server meets a read
     timeout at the deadline instead of resetting httpx's per-read timeout with every byte."""
 
-    def __init__(self, timeout: float = REQUEST_TIMEOUT, retries: int = 2):
+    def __init__(
+        self, timeout: float = REQUEST_TIMEOUT, retries: int = 2, spares: connections.Spares | None = None
+    ) -> None:
+        """``spares``: connections opened already (``connections.claim``), whose SSL context the pool shares."""
         self.timeout = timeout
         self._reading = _Reading()
-        self._ssl_context = httpx.create_ssl_context()
-        self._backend = _DeadlineBackend()
+        self._backend = _DeadlineBackend(spares or connections.Spares())
+        self._ssl_context = self._backend.spares.context
         # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
         self._pool = httpcore.ConnectionPool(
             ssl_context=self._ssl_context,
@@ -208,8 +213,7 @@ class DeadlineTransport(httpx.BaseTransport):
         idle = sum(1 for connection in self._pool.connections if connection.is_idle())
         host = url.raw_host.decode("ascii")  # as httpcore names the origin it connects to
         port = url.port or (443 if url.scheme == "https" else 80)
-        tls = (self._ssl_context, host) if url.scheme == "https" else None
-        self._backend.preconnect(host, port, tls, min(count, MAX_CONCURRENT) - idle, self.timeout)
+        self._backend.spares.open(host, port, url.scheme == "https", min(count, MAX_CONCURRENT) - idle, self.timeout)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = request.extensions.get(DEADLINE) or time.monotonic() + self.timeout
@@ -236,7 +240,7 @@ class DeadlineTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self._pool.close()
-        self._backend.close_spares()
+        self._backend.spares.close()
 
 
 class _DeadlineBody(httpx.SyncByteStream):
@@ -313,70 +317,17 @@ def _clamp(timeout: float | None, expired: type[httpcore.TimeoutException]) -> f
     return left if timeout is None else min(timeout, left)
 
 
-# A preconnected connection is handed out for this long after it opened, then closed instead: a server
-# may drop a connection that sends nothing (nginx waits 60 s for a request, Go servers often less).
-SPARE_LIFETIME = 5.0
 _TlsWith = tuple[Any, str]  # (ssl.SSLContext, server name) a spare connection's handshake used
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's sockets, each operation bounded by the request's deadline (``_clamp``), and the spare
-    connections of ``preconnect``: ``connect_tcp`` hands out an open one before connecting anew."""
+    connections of ``preconnect`` (reconciler/connections.py): ``connect_tcp`` hands out an open one
+    before it connects anew."""
 
-    def __init__(self) -> None:
+    def __init__(self, spares: connections.Spares) -> None:
         self._inner = httpcore.SyncBackend()
-        self._spares: dict[tuple[str, int], list[tuple[float, _SpareStream]]] = {}
-        self._opening = 0  # spares still connecting
-        self._closed = False  # the transport was closed: a spare opened since is closed at once
-        self._lock = threading.Lock()
-
-    def preconnect(self, host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> None:
-        """Open ``count`` connections to (host, port) in the background, less those open or opening."""
-        with self._lock:
-            count -= self._opening + len(self._spares.get((host, port), []))
-            if count <= 0 or self._closed:
-                return
-            self._opening += count
-        # One thread opens them all, each socket non-blocking: a thread per connection cost more to start
-        # (each start waits for the GIL) than the handshakes saved, while the manifests load.
-        threading.Thread(target=self._open_spares, args=(host, port, tls, count, timeout), daemon=True).start()
-
-    def _open_spares(self, host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> None:
-        opened: list[socket.socket] = []
-        try:
-            opened = _connect_all(host, port, tls, count, min(timeout, CONNECT_TIMEOUT))
-        except (OSError, ValueError):
-            pass  # the requests that would have used them connect themselves, and report what fails
-        finally:
-            with self._lock:
-                self._opening -= count
-                closed = self._closed
-                if not closed:
-                    queue = self._spares.setdefault((host, port), [])
-                    queue += [(time.monotonic(), _SpareStream(sock, tls)) for sock in opened]
-            if closed:  # the run ended while they opened: nobody will use them
-                for sock in opened:
-                    sock.close()
-
-    def _take_spare(self, host: str, port: int) -> _SpareStream | None:
-        """An open spare connection to (host, port) opened less than ``SPARE_LIFETIME`` ago (older ones are
-        closed), or None."""
-        with self._lock:
-            spares = self._spares.get((host, port), [])
-            while spares:
-                opened, spare = spares.pop()
-                if time.monotonic() - opened < SPARE_LIFETIME:
-                    return spare
-                spare.close()
-        return None
-
-    def close_spares(self) -> None:
-        with self._lock:
-            self._closed = True
-            spares = [spare for queue in self._spares.values() for _, spare in queue]
-            self._spares.clear()
-        for spare in spares:
-            spare.close()
+        self.spares = spares
 
     def connect_tcp(
         self,
@@ -386,8 +337,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        if local_address is None and not socket_options and (spare := self._take_spare(host, port)) is not None:
-            return spare
+        if local_address is None and not socket_options and (spare := self.spares.take(host, port)) is not None:
+            # a TLS spare was handshaken with the pool's own context, for this host (connections.py)
+            return _SpareStream(spare, (self.spares.context, host) if isinstance(spare, ssl.SSLSocket) else None)
         return _DeadlineStream(
             self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options)
         )
@@ -425,62 +377,6 @@ class _DeadlineStream(httpcore.NetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
-
-
-def _connect_all(host: str, port: int, tls: _TlsWith | None, count: int, timeout: float) -> list[socket.socket]:
-    """``count`` connections to (host, port), TLS-handshaken when ``tls`` is given, opened together from
-    this one thread (non-blocking sockets and a selector); those not open within ``timeout`` are dropped.
-    The sockets returned are blocking, as httpcore's own."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    deadline = time.monotonic() + timeout
-    opened: list[socket.socket] = []
-    with selectors.DefaultSelector() as selector, _closed_unless_returned(selector, opened):
-        for _ in range(count):
-            new = socket.socket(family, kind, proto)
-            new.setblocking(False)
-            new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as httpcore's connect_tcp
-            new.connect_ex(address)
-            selector.register(new, selectors.EVENT_WRITE, data=False)  # data: the TLS handshake has begun
-        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
-            for key, _ in selector.select(left):
-                selector.unregister(key.fileobj)
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                if not key.data and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    sock.close()  # refused or unreachable
-                    continue
-                if tls is not None and not key.data:
-                    context, server_name = tls
-                    context.set_alpn_protocols(["http/1.1"])  # as httpcore's own connect sets it
-                    sock = context.wrap_socket(sock, server_hostname=server_name, do_handshake_on_connect=False)
-                try:
-                    if tls is not None:
-                        assert isinstance(sock, ssl.SSLSocket)
-                        sock.do_handshake()
-                except ssl.SSLWantReadError:
-                    selector.register(sock, selectors.EVENT_READ, data=True)
-                except ssl.SSLWantWriteError:
-                    selector.register(sock, selectors.EVENT_WRITE, data=True)
-                except OSError:  # ssl.SSLError included: a certificate that fails shows on the request's own
-                    sock.close()
-                else:
-                    sock.setblocking(True)
-                    opened.append(sock)
-    return opened
-
-
-@contextlib.contextmanager
-def _closed_unless_returned(selector: selectors.BaseSelector, opened: list[socket.socket]) -> Iterator[None]:
-    """The sockets still registered (not open in time) are closed; on an error, the open ones too."""
-    try:
-        yield
-    except BaseException:
-        for sock in opened:
-            sock.close()
-        raise
-    finally:
-        for key in list(selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]  # every registered object is a socket
 
 
 class _SpareStream(httpcore.NetworkStream):

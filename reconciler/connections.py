@@ -1,0 +1,252 @@
+"""The API's origin, and connections to it opened before a request needs them, with the standard library only.
+
+Over TLS a new connection waits two round trips (TCP, then the TLS 1.3 handshake) before its first
+request, and a plan sends up to ``MAX_CONCURRENT`` requests at once (factory/transport.py), most over
+new connections. ``Spares`` opens them in the background, as a browser's ``<link rel=preconnect>``
+does: one thread, non-blocking sockets and a selector, the TLS handshake included, with the same SSL
+context, server name and ALPN as httpcore would use. The transport's network backend hands them out
+before it connects anew (``DeadlineTransport``); one a request does not take within ``SPARE_LIFETIME``
+is closed instead.
+
+This module imports no HTTP library, so a run can start connecting as soon as its command line is
+read (``start``): the handshakes then overlap with importing httpx and the planner and with reading
+the manifests (about 0.4 s of a plan on the bench machine), instead of following them. The transport
+made for that API afterwards claims those connections (``claim``); whatever nobody claims is closed
+when the command ends (``discard``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import selectors
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Final
+
+# A preconnected connection is handed out for this long after it opened, then closed instead: a server
+# may drop a connection that sends nothing (nginx waits 60 s for a request, Go servers often less).
+SPARE_LIFETIME: Final = 5.0
+CONNECT_TIMEOUT: Final = 5.0  # seconds a connection may take to open, TLS handshake included
+# The requests a plan sends together once it has the wave list (factory/observe.py), which a run opens
+# connections for before it sends them: a few for every plan (the production and wave targets, the root,
+# the device groups) and a few per active wave (its status, its dry run, a device lookup). A run opens
+# the first ``READS_PER_PLAN`` as its command line is read (the wave list's pages use them first), the
+# rest when it knows its waves: a dry run or a status from the wave list's first page (newest first, so
+# it shows the active waves: factory/history.py ``list_ahead``), an apply from its manifests.
+READS_PER_PLAN: Final = 6
+READS_PER_ACTIVE_WAVE: Final = 3
+
+Origin = tuple[str, str, int]  # (scheme, host as httpcore names it, port)
+
+
+def tls_context() -> ssl.SSLContext:
+    """The context every connection to the API verifies its certificate with: httpx's default
+    (``httpx.create_ssl_context()``, httpx/_config.py: ``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else
+    certifi's bundle), made here so that connections opened before httpx is imported use the very
+    context the transport's pool then uses."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class Spares:
+    """Open connections waiting for a request, per (host, port), and the one SSL context they and the
+    transport's pool share (a spare made for another context is never handed out)."""
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self._context = context
+        self._queues: dict[tuple[str, int], list[tuple[float, socket.socket]]] = {}
+        self.opening = 0  # connections still being opened
+        self._closed = False  # a spare opened after close() is closed at once
+        self._lock = threading.Lock()
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = tls_context()
+            return self._context
+
+    def open(self, host: str, port: int, tls: bool, count: int, timeout: float) -> None:
+        """Open ``count`` connections to (host, port) in the background, less those open or opening."""
+        with self._lock:
+            count -= self.opening + len(self._queues.get((host, port), []))
+            if count <= 0 or self._closed:
+                return
+            self.opening += count
+        # One thread opens them all, each socket non-blocking: a thread per connection cost more to start
+        # (each start waits for the GIL) than the handshakes saved, while the manifests load.
+        threading.Thread(
+            target=self._open, args=(host, port, tls, count, min(timeout, CONNECT_TIMEOUT)), daemon=True
+        ).start()
+
+    def _open(self, host: str, port: int, tls: bool, count: int, timeout: float) -> None:
+        opened: list[socket.socket] = []
+        try:
+            opened = _connect_all(host, port, self.context if tls else None, count, timeout)
+        except (OSError, ValueError):
+            pass  # the requests that would have used them connect themselves, and report what fails
+        finally:
+            with self._lock:
+                self.opening -= count
+                closed = self._closed
+                if not closed:
+                    now = time.monotonic()
+                    self._queues.setdefault((host, port), []).extend((now, sock) for sock in opened)
+            if closed:  # the run ended while they opened: nobody will use them
+                for sock in opened:
+                    sock.close()
+
+    def waiting(self, host: str, port: int) -> int:
+        """The open spares to (host, port) not handed out yet."""
+        with self._lock:
+            return len(self._queues.get((host, port), []))
+
+    def take(self, host: str, port: int) -> socket.socket | None:
+        """An open connection to (host, port) opened less than ``SPARE_LIFETIME`` ago (older ones are
+        closed), or None."""
+        with self._lock:
+            queue = self._queues.get((host, port), [])
+            while queue:
+                opened, sock = queue.pop()
+                if time.monotonic() - opened < SPARE_LIFETIME:
+                    return sock
+                sock.close()
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            socks = [sock for queue in self._queues.values() for _, sock in queue]
+            self._queues.clear()
+        for sock in socks:
+            sock.close()
+
+
+def observation_connections(active_waves: int) -> int:
+    """About how many requests a plan's observation sends together for ``active_waves`` active waves:
+    the connections worth opening before it."""
+    return READS_PER_PLAN + READS_PER_ACTIVE_WAVE * active_waves
+
+
+def origin(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL, the host lowercased as httpx sends it; None for anything
+    else (the run reports a wrong URL in its own place)."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host or not host.isascii():
+        return None
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+_early: dict[Origin, Spares] = {}  # opened by ``start``, not claimed yet
+_early_lock = threading.Lock()
+
+
+def start(api_url: str, allow_insecure_http: bool, count: int = READS_PER_PLAN) -> None:
+    """Have ``count`` connections to the API at ``api_url`` open or opening, for the transport made for it
+    later to ``claim`` (a second call before that opens only what the first did not). Nothing for a URL
+    the run will refuse (not http(s), or plain http to another machine without ``allow_insecure_http``:
+    factory/client.py checks it again and says why)."""
+    where = origin(api_url)
+    if where is None or (where[0] == "http" and not allow_insecure_http and not is_loopback(where[1])):
+        return
+    scheme, host, port = where
+    with _early_lock:
+        spares = _early.setdefault(where, Spares())
+    spares.open(host, port, scheme == "https", count, CONNECT_TIMEOUT)
+
+
+def claim(scheme: str, host: str, port: int) -> Spares | None:
+    """The spares ``start`` opened to this origin, handed over once; None when it opened none."""
+    with _early_lock:
+        return _early.pop((scheme, host, port), None)
+
+
+def discard() -> None:
+    """Close what ``start`` opened and nobody claimed (the command ended first, or used no API)."""
+    with _early_lock:
+        left = list(_early.values())
+        _early.clear()
+    for spares in left:
+        spares.close()
+
+
+def is_loopback(host: str) -> bool:
+    """This machine: ``localhost`` (and its subdomains, RFC 6761), 127.0.0.0/8 and ::1."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _connect_all(
+    host: str, port: int, context: ssl.SSLContext | None, count: int, timeout: float
+) -> list[socket.socket]:
+    """``count`` connections to (host, port), TLS-handshaken with ``context`` when given, opened together
+    from this one thread (non-blocking sockets and a selector); those not open within ``timeout`` are
+    dropped. The sockets returned are blocking, as httpcore's own."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    deadline = time.monotonic() + timeout
+    opened: list[socket.socket] = []
+    with selectors.DefaultSelector() as selector, _closed_unless_returned(selector, opened):
+        for _ in range(count):
+            new = socket.socket(family, kind, proto)
+            new.setblocking(False)
+            new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as httpcore's connect_tcp
+            new.connect_ex(address)
+            selector.register(new, selectors.EVENT_WRITE, data=False)  # data: the TLS handshake has begun
+        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fileobj)
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if not key.data and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    sock.close()  # refused or unreachable
+                    continue
+                if context is not None and not key.data:
+                    context.set_alpn_protocols(["http/1.1"])  # as httpcore's own connect sets it
+                    sock = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+                try:
+                    if context is not None:
+                        assert isinstance(sock, ssl.SSLSocket)
+                        sock.do_handshake()
+                except ssl.SSLWantReadError:
+                    selector.register(sock, selectors.EVENT_READ, data=True)
+                except ssl.SSLWantWriteError:
+                    selector.register(sock, selectors.EVENT_WRITE, data=True)
+                except OSError:  # ssl.SSLError included: a certificate that fails shows on the request's own
+                    sock.close()
+                else:
+                    sock.setblocking(True)
+                    opened.append(sock)
+    return opened
+
+
+@contextlib.contextmanager
+def _closed_unless_returned(selector: selectors.BaseSelector, opened: list[socket.socket]) -> Iterator[None]:
+    """The sockets still registered (not open in time) are closed; on an error, the open ones too."""
+    try:
+        yield
+    except BaseException:
+        for sock in opened:
+            sock.close()
+        raise
+    finally:
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]  # every registered object is a socket
