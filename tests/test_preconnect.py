@@ -48,8 +48,10 @@ class _CountingServer(ThreadingHTTPServer):
     def __init__(self, context: ssl.SSLContext | None):
         super().__init__(("127.0.0.1", 0), _Answer)
         self.context, self.accepted, self.ended = context, 0, 0
+        self.accept_delay = 0.0
 
     def get_request(self) -> tuple[socket.socket, object]:
+        time.sleep(self.accept_delay)  # a slow server: handshakes wait for it
         sock, address = super().get_request()
         self.accepted += 1
         return sock, address
@@ -106,6 +108,22 @@ def test_the_requests_after_a_preconnect_open_no_connection(tls, tmp_path, monke
             assert server.accepted == 4, "the four requests went over preconnected connections"
             assert requests_at_once(client, 2) == [200] * 2
             assert server.accepted == 4, "and they stayed in the pool for the next ones"
+
+
+def test_a_request_waits_for_a_connection_still_opening_instead_of_opening_its_own(tmp_path, monkeypatch):
+    """A plan's requests often go out while the connections opened for them are still in their TLS
+    handshakes; each one opening a connection of its own would wait for the same handshakes."""
+    ca = ThrowawayCA(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
+    with serving(ca.server_context()) as server:
+        server.accept_delay = 0.2
+        url = httpx.URL(f"https://127.0.0.1:{server.server_address[1]}")
+        transport = DeadlineTransport()
+        transport.preconnect(url, 2)
+        assert transport._backend.spares.opening == 2 and spares(transport, url) == 0
+        with httpx.Client(transport=RetryTransport(transport), base_url=url) as client:
+            assert requests_at_once(client, 2) == [200] * 2
+        assert server.accepted == 2, "both requests went over the two connections that were opening"
 
 
 def test_a_preconnect_that_cannot_connect_is_no_error_and_the_request_reports_its_own():

@@ -337,7 +337,13 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        if local_address is None and not socket_options and (spare := self.spares.take(host, port)) is not None:
+        timeout = _clamp(timeout, httpcore.ConnectTimeout)
+        # one still opening is waited for (at most as long as a connection of its own could take to open)
+        if (
+            local_address is None
+            and not socket_options
+            and (spare := self.spares.take(host, port, wait=timeout or CONNECT_TIMEOUT))
+        ):
             # a TLS spare was handshaken with the pool's own context, for this host (connections.py)
             return _SpareStream(spare, (self.spares.context, host) if isinstance(spare, ssl.SSLSocket) else None)
         return _DeadlineStream(
