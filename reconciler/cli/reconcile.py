@@ -567,14 +567,14 @@ def run(paths: list[str], options: RunOptions) -> int:
     """Validate the manifests under ``paths``, and unless ``--check``, plan and apply them."""
     ahead = (
         cliopts.read_ahead(options.api_url, options.factory, options.allow_insecure_http, options.timeout)
-        if options.mode is Mode.PLAN and options.saved is None
+        if options.mode is not Mode.CHECK and options.saved is None
         else None
     )
     from reconciler import manifest  # after the read-ahead started: its import overlaps the first round trip
 
     source = provenance = provenance_later = None
     try:
-        if ahead is not None and not options.rev:
+        if ahead is not None and options.mode is Mode.PLAN and not options.rev:
             # A dry run against an API prints its provenance (the commit) with the plan: git is read while
             # the factory answers the observation instead of before it (_plan_and_apply).
             provenance_later = functools.partial(manifest.git_context, paths, rev=None, require_clean=False)
@@ -647,7 +647,8 @@ def _plan_and_apply(
         planned = session.observe_and_plan(
             specs,
             only=only,
-            waves=ahead[1] if ahead else None,
+            waves=ahead[1] if ahead and not writes else None,
+            guess=ahead[1] if ahead and writes else None,  # read before the lease: it only chooses what to read
             keys=keys,
             lost=functools.partial(_lost, paths, options.rev),
         )
