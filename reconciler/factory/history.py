@@ -9,10 +9,11 @@ ones (one per tag, each planned, reported when unmanaged, or held for a lost man
    factory of up to 100 waves, and says how many there are. A dry run or a status against an API sends it
    before the manifests are read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at most ``AHEAD_PAGES``
    pages, reads the other pages at once too: that round trip then overlaps with reading the files
-   instead of following them, and step 2 is not needed. An apply against an API reads it ahead too,
-   but cannot trust a list from before it held the apply lease: it reads the same pages again after the
-   lease, in one batch with the reads the list read ahead calls for (``ListAgain``, factory/observe.py),
-   and reads as below from the fresh first page when they keep other waves;
+   instead of following them, and step 2 is not needed. An apply against an API (except one of a saved
+   plan) reads it ahead too, but cannot trust a list from before it held the apply lease: when it read
+   the whole list, it reads the same pages again after the lease, in one batch with the reads that list
+   calls for (``ListAgain``, factory/observe.py); else, or when the fresh pages keep other waves, it
+   reads as without a read-ahead, from a fresh first page;
 2. only when there are more, in one round trip: the active waves (the list's ``status=active`` filter,
    reference §1.2: ceil(A / 100) pages for A active waves, usually one), and each wave the manifests
    name that the first page did not show (``GET waves/NAME/``, a 404 meaning "absent"), when they are at

@@ -26,9 +26,10 @@ How the count grows, for W waves in the factory (A of them active), M manifests 
 the waves cost 1 request while W <= 100, else 2 + M' for the M' <= ``MAX_WAVE_LOOKUPS`` named waves not on
 the list's first page (ceil(A / 100) pages for the active ones, usually one), else ceil(W / 100) pages when
 the manifests name more: never more than the whole list, and for a fixed M nothing grows with W. An apply
-against an API reads the list's first page, or a list of at most ``AHEAD_PAGES`` pages whole, twice: ahead
-(before its lease) and again with the rest (below); when the factory changed in between, the reads
-chosen from the first reading were sent for nothing, and are sent again as the fresh waves call for. The rest
+against an API (except one of a saved plan) reads the list's first page, or a list of at most
+``AHEAD_PAGES`` pages whole, twice: ahead (before its lease) and again after it (below); when the factory
+changed in between, the reads chosen from the first reading were sent for nothing, and are sent again as
+the fresh waves call for. The rest
 grows with the active managed waves (a status call, a dry run, a failure count each, when needed), the
 versions to create and the tags involved, and with D only through the device lists above (ceil(D_tag /
 1000) pages per tag listed) and the failure counts' per-device reads (capped by ``MAX_EVENT_CHECKS``).
@@ -39,14 +40,15 @@ independent and goes out at once (one ``FactoryClient.batch``, at most ``transpo
 time); paged lists read their other pages together once the first page gives the total. A dry run
 (``--dry-run`` against an API) starts the wave list's first page before reading the manifests
 (``FactoryClient.ahead``), and observes with it: no round trip for the waves after the files when
-``list_ahead`` read the list whole. An apply against an API starts it then too, but a list read before it
-held the apply lease may be out of date (another writer may have just changed the factory), so it is only
-a guess (``_on_guess``): after the lease the same pages go out again in one batch with the reads the
-guessed waves call for. When the fresh pages keep the same waves (and the same total), those reads are
-the ones the fresh waves call for, and the waves cost no round trip of their own: one round trip after the
-lease. Else (the factory changed, or the guess was a long history's first page only) the waves are read
-as without a guess from the fresh first page (``read_waves``: no more round trip, or one) and the reads
-are sent again (one): the observation is always the one made without a guess.
+``list_ahead`` read the list whole. An apply against an API (except one of a saved plan, ``--plan``)
+starts it then too, but a list read before it held the apply lease may be out of date (another writer
+may have just changed the factory), so it is only a guess (``_on_guess``): after the lease the same pages
+go out again in one batch with the reads the guessed waves call for. When the fresh pages keep the same
+waves (and the same total), those reads are the ones the fresh waves call for, and the waves cost no
+round trip of their own: one round trip after the lease. Else (the factory changed, or the guess was a
+long history's first page only) the waves are read as without a guess from a fresh first page
+(``read_waves``: no more round trip, or one) and the reads they call for sent after them (one): the
+observation is always the one made without a guess.
 """
 
 from __future__ import annotations
@@ -287,16 +289,16 @@ def _caught(call: Callable[[], _T]) -> _T | _Failed:
 def _on_guess(
     client: FactoryClient, chosen: list[WaveSpec], guess: WaveListHead, signing: bool
 ) -> tuple[dict[str, ObservedWave], Reads, _Replies]:
-    """The waves, the reads and their answers, with the wave list read again in the same batch as the
-    reads the ``guess``'s waves call for. When the fresh list keeps the same waves (and the same total),
-    those reads are the ones ``which_reads`` chooses from it, and their answers are fresh: one round trip.
-    Else (the factory changed since the guess, or the guess was not the whole list) the waves are read
-    from the fresh first page (``read_waves``) and the reads sent again."""
+    """The waves, the reads and their answers, for a ``guess`` of the wave list. A guess that is the whole
+    list (``whole_pages``) has its pages read again in the same batch as the reads its waves call for;
+    when the fresh pages keep the same waves (and the same total), those reads are the ones ``which_reads``
+    chooses from them, and their answers are fresh: one round trip. Else (the factory changed since the
+    guess, or the guess was only a long list's first page) the waves are read from a fresh first page
+    (``read_waves``) and the reads they call for sent after them, as without a guess."""
     names = [s.name for s in chosen]
     pages = whole_pages(guess)
-    if pages is None:
-        waves = read_waves(client, names)
-    else:
+    first = None
+    if pages is not None:
         guessed = kept(guess, names)
         batch = client.batch()
         fresh = ListAgain(batch, client, pages)
@@ -308,7 +310,8 @@ def _on_guess(
         if head is not None and head[1].get("total") == guess[1].get("total") and kept(head, names) == guessed:
             speculative.raise_first()
             return kept(head, names), reads, replies
-        waves = read_waves(client, names, fresh.first())
+        first = fresh.first()
+    waves = read_waves(client, names, first)
     reads = which_reads(chosen, waves, signing)
     return waves, reads, _ask(client, reads, waves)
 
