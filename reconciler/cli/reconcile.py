@@ -638,7 +638,7 @@ def _plan_and_apply(
     for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
         _err(note)
     client = ahead[0] if ahead else FactoryClient(backend, run_timeout=options.timeout)
-    if not ahead:  # the observation's connections open while the apply lease is taken (a read-ahead's: by now)
+    if not ahead or options.mode is Mode.APPLY:  # an apply's open while it takes the lease (a dry run's: by now)
         client.preconnect(observation_connections(sum(not spec.cancel for spec in specs)))
     provenance_read = client.ahead(lambda: provenance_later()[1]) if provenance_later else None
     keys = KeySource(options.keys, options.signer_uri, options.without_key)

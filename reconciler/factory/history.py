@@ -45,8 +45,8 @@ MAX_WAVE_LOOKUPS = 32
 # after the files instead of one (five pages at once).
 AHEAD_PAGES = 10
 # The requests a plan sends together once it has the wave list (factory/observe.py), which a run opens
-# connections for before it sends them (``FactoryClient.preconnect``): a run against an API while its
-# manifests load (``list_ahead``), an apply of a saved plan while it takes the apply lease. A few for every plan
+# connections for before it sends them (``FactoryClient.preconnect``): a dry run while its manifests
+# load, an apply while it takes the apply lease. A few for every plan
 # (the production and wave targets, the root, the device groups) and a few per active wave (its status,
 # its dry run, a device lookup). The list is newest first, so its first page shows the active waves.
 READS_PER_PLAN = 6
