@@ -19,7 +19,7 @@ import pytest
 
 from reconciler.core import RolloutOp, build_plan
 from reconciler.factory.client import FactoryClient, select_backend
-from reconciler.factory.history import list_ahead
+from reconciler.factory.history import WaveListHead, list_ahead
 from reconciler.factory.observe import fill_device_counts, observe
 from reconciler.factory.status import read_status
 from reconciler.manifest import load
@@ -158,3 +158,33 @@ def test_a_dry_run_reads_a_short_list_whole_ahead_and_a_long_one_by_its_first_pa
     ahead, observing = pages_read(200)  # about 1,060 waves: eleven pages
     assert ahead == ["/ota/factories/demo/waves/?limit=100&page=1"]
     assert observing == ["/ota/factories/demo/waves/?limit=100&page=1&status=active"]
+
+
+def test_an_applys_guess_of_a_long_history_changes_nothing_it_observes(tmp_path):
+    """An apply's read-ahead is only a guess (factory/observe.py ``_on_guess``): a whole list of two pages is
+    read again, both pages, with the reads it calls for; after it grew, or when only the first page of a
+    history longer than the read-ahead reads was read, the observation is still the one without a guess."""
+    repo, factory = walk(tmp_path)
+    specs = load([str(repo)]).specs
+    backend = select_backend(api_url=None, factory=None, local=str(factory))
+
+    def head() -> WaveListHead:
+        with FactoryClient(backend) as client:
+            return list_ahead(client)
+
+    def observed_as_without(guess: WaveListHead) -> None:
+        for signing in (True, False):
+            with FactoryClient(backend) as client:
+                guessed = observe(client, specs, guess=guess, signing=signing)
+            with FactoryClient(backend) as client:
+                assert guessed == observe(client, specs, signing=signing), f"signing={signing}"
+
+    copy_finished_wave(factory, "rel-44", 150)
+    two_pages = head()
+    assert len(two_pages[0]) > 100
+    observed_as_without(two_pages)
+    copy_finished_wave(factory, "rel-44", 1000)
+    observed_as_without(two_pages)  # stale: the list grew
+    first_page = head()
+    assert len(first_page[0]) == 100
+    observed_as_without(first_page)

@@ -3,7 +3,10 @@
 ``open_session`` holds the client and, for an apply, what makes this run the factory's only writer
 (the apply lease, settled first: writes.py). Then:
 
-1. ``observe_and_plan``: read the factory and plan; ``--base`` keeps only the changed waves.
+1. ``observe_and_plan``: read the factory and plan; ``--base`` keeps only the changed waves. A dry run
+   observes with the wave list it read ahead; an apply only guesses with its own, read before it held
+   the lease, which reads to send with the list read again (factory/observe.py: one round trip after
+   the lease when the factory did not change in between).
 2. ``scope_keys``: ``--without-key`` drops the steps that need the key; a key given is read
    against root once, so the plan skips the waves it has signed already.
 3. ``count_devices``: the device count of each wave's next rollout, for the plan shown.
@@ -42,7 +45,7 @@ from reconciler.core import (
     without_keyed_steps,
     without_signs_by,
 )
-from reconciler.errors import UserError
+from reconciler.errors import ReconcilerError, UserError
 from reconciler.factory import Backend, FactoryClient, WaveListHead, fill_device_counts, observe
 from reconciler.render import plan as render
 
@@ -118,15 +121,20 @@ class Session:
         keys: KeySource,
         only: set[str] | None = None,
         waves: Callable[[], WaveListHead] | None = None,
+        guess: Callable[[], WaveListHead] | None = None,
         lost: LostLookup | None = None,
     ) -> Planned:
-        """Read the factory (``waves``: the wave list's first page, when already asked for) and plan. ``lost`` is asked
+        """Read the factory (``waves``: the wave list's first page, when already asked for) and plan. ``guess``
+        instead: the wave list an apply asked for before it held the lease, which may be out of date by now,
+        so it only chooses the reads sent with the list read afresh (``observe``); a guess that failed
+        chooses none. ``lost`` is asked
         about the active waves no manifest names (usually none), so a wave whose manifest a commit renamed
         or deleted is an error rather than a warning. ``only``
         (``--base``): the changed waves, planned in the context of all. An apply with a key reads what
         an init signs with the rest. A saved plan (``--plan``) plays no part: what is signed and sent
         comes from the manifests and the factory; ``check_saved`` then compares."""
-        observed = observe(self.client, specs, waves, signing=self.writes and not keys.without)
+        guessed = _guessed(guess) if guess is not None else None
+        observed = observe(self.client, specs, waves, guess=guessed, signing=self.writes and not keys.without)
         observed_at = time.monotonic()
         named = {spec.name for spec in specs}
         unmanaged = {w.name for w in observed.waves.values() if w.status is WaveStatus.ACTIVE and w.name not in named}
@@ -247,6 +255,14 @@ def summary(plan: Plan, result: ApplyResult, say: Say) -> bool:
     for step in result.of(Outcome.HELD):
         say(f"held: {step.step.describe()}: {step.message}")
     return False
+
+
+def _guessed(guess: Callable[[], WaveListHead]) -> WaveListHead | None:
+    """The guess, or None when its read failed: the fresh read then meets (and reports) what went wrong."""
+    try:
+        return guess()
+    except ReconcilerError:
+        return None
 
 
 def _made_once(make_signer: SignerFactory) -> SignerFactory:

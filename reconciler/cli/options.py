@@ -143,9 +143,10 @@ def read_ahead(
     api_url: str | None, factory: str | None, allow_insecure_http: bool, timeout: float | None = None
 ) -> tuple[FactoryClient, Callable[[], WaveListHead]] | None:
     """A client for the API, already reading the wave list (its first page, or the whole of a short list:
-    ``list_ahead``; neither needs a manifest), and the function that waits for it: a dry run or a status
-    starts it before the manifests load, so its round trips overlap with reading files. An apply reads
-    the factory only once it holds the apply lease. None for the embedded factory (no round trips to
+    ``list_ahead``; neither needs a manifest), and the function that waits for it: a dry run, an apply or
+    a status starts it before the manifests load, so its round trips overlap with reading files. An
+    apply's list is only a guess of what its observation, read once it holds the apply lease, will read
+    (factory/observe.py ``observe(guess=...)``). None for the embedded factory (no round trips to
     hide; creating it would be a write before validation) and for options that are wrong: the mistake
     is reported in its usual place, after the manifests' own errors. ``timeout``: ``--timeout``."""
     if not api_url:

@@ -571,14 +571,14 @@ def run(paths: list[str], options: RunOptions) -> int:
     """Validate the manifests under ``paths``, and unless ``--check``, plan and apply them."""
     ahead = (
         cliopts.read_ahead(options.api_url, options.factory, options.allow_insecure_http, options.timeout)
-        if options.mode is Mode.PLAN and options.saved is None
+        if options.mode is not Mode.CHECK and options.saved is None
         else None
     )
     from reconciler import manifest  # after the read-ahead started: its import overlaps the first round trip
 
     source = provenance = provenance_later = None
     try:
-        if ahead is not None and not options.rev:
+        if ahead is not None and options.mode is Mode.PLAN and not options.rev:
             # A dry run against an API prints its provenance (the commit) with the plan: git is read while
             # the factory answers the observation instead of before it (_plan_and_apply).
             provenance_later = functools.partial(manifest.git_context, paths, rev=None, require_clean=False)
@@ -596,7 +596,13 @@ def run(paths: list[str], options: RunOptions) -> int:
         if source is not None:
             source.close()  # GitSource keeps git cat-file processes open
     if options.mode is Mode.APPLY and options.api_url:  # the observation's connections open during the lease
-        cliopts.connect_early(options.api_url, options.allow_insecure_http, sum(not s.cancel for s in loaded.specs))
+        active_waves = sum(not spec.cancel for spec in loaded.specs)
+        if ahead is not None:  # the read-ahead's were sized for the wave list
+            from reconciler.connections import observation_connections
+
+            ahead[0].preconnect(observation_connections(active_waves))
+        else:  # a saved plan's apply: for the client it makes
+            cliopts.connect_early(options.api_url, options.allow_insecure_http, active_waves)
     for warning in loaded.warnings:
         _err(str(warning))
     if loaded.warnings_omitted:
@@ -651,7 +657,8 @@ def _plan_and_apply(
         planned = session.observe_and_plan(
             specs,
             only=only,
-            waves=ahead[1] if ahead else None,
+            waves=ahead[1] if ahead and not writes else None,
+            guess=ahead[1] if ahead and writes else None,  # read before the lease: it only chooses what to read
             keys=keys,
             lost=functools.partial(_lost, paths, options.rev),
         )

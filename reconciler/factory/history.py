@@ -9,7 +9,11 @@ ones (one per tag, each planned, reported when unmanaged, or held for a lost man
    factory of up to 100 waves, and says how many there are. A dry run or a status against an API sends it
    before the manifests are read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at most ``AHEAD_PAGES``
    pages, reads the other pages at once too: that round trip then overlaps with reading the files
-   instead of following them, and step 2 is not needed;
+   instead of following them, and step 2 is not needed. An apply against an API (except one of a saved
+   plan) reads it ahead too, but cannot trust a list from before it held the apply lease: when it read
+   the whole list, it reads the same pages again after the lease, in one batch with the reads that list
+   calls for (``ListAgain``, factory/observe.py); else, or when the fresh pages keep other waves, it
+   reads as without a read-ahead, from a fresh first page;
 2. only when there are more, in one round trip: the active waves (the list's ``status=active`` filter,
    reference §1.2: ceil(A / 100) pages for A active waves, usually one), and each wave the manifests
    name that the first page did not show (``GET waves/NAME/``, a 404 meaning "absent"), when they are at
@@ -29,15 +33,17 @@ from collections.abc import Iterable
 
 from reconciler.connections import READS_PER_PLAN, observation_connections
 from reconciler.core import ObservedWave, WaveStatus
-from reconciler.factory.client import FactoryClient, Json
+from reconciler.errors import ReconcilerError
+from reconciler.factory.client import Batch, FactoryClient, Json
 from reconciler.factory.wire import parse_wave
 
 # Named waves looked up one by one, at most this many (one round of requests); more read the whole list.
 # A lookup costs the factory one row where a page costs 100: the walkthrough's three manifests against
 # 10,000 finished waves read 3 waves instead of 101 pages (bench/bench_history.py).
 MAX_WAVE_LOOKUPS = 32
-# A dry run or a status reads a wave list of at most this many pages whole while its manifests load (``list_ahead``):
-# the plan bench's 500 waves cost no round trip after the files instead of one (five pages at once).
+# A dry run, an apply or a status reads a wave list of at most this many pages whole while its manifests load
+# (``list_ahead``; an apply reads them again after its lease): the plan bench's 500 waves cost no round trip
+# after the files instead of one (five pages at once).
 AHEAD_PAGES = 10
 WaveListHead = tuple[list[Json], Json]  # the wave list's first page (or more: list_ahead) and the first answer
 
@@ -70,8 +76,7 @@ def read_waves(
     docstring; ``first``: the first page (or the whole list: ``list_ahead``), when read already."""
     items, data = first if first is not None else first_page(client)
     wanted = set(names)
-    total = data.get("total")
-    if not data.get("next") or not isinstance(total, int) or len(items) >= total:
+    if _whole(items, data):
         return _kept(items, wanted)
     on_first = {wave.get("name") for wave in items}
     lookups = sorted(wanted - on_first)
@@ -86,6 +91,70 @@ def read_waves(
     waves = {wave.name: wave for wave in map(parse_wave, named)}
     waves.update((wave.name, wave) for wave in map(parse_wave, active.result()))  # the later answer wins
     return waves
+
+
+def whole_pages(head: WaveListHead) -> int | None:
+    """How many pages ``head`` holds when it is the whole wave list (its only page, or the pages
+    ``list_ahead`` read), as ``read_waves`` tells; None when it is only the first page of a longer one."""
+    items, data = head
+    if not _whole(items, data):
+        return None
+    total, page = data.get("total"), data.get("waves")
+    if not data.get("next") or not isinstance(total, int) or not isinstance(page, list) or not page:
+        return 1
+    return -(-total // len(page))
+
+
+def kept(head: WaveListHead, names: Iterable[str]) -> dict[str, ObservedWave]:
+    """The waves ``read_waves`` keeps of a whole list (``whole_pages``): the active ones and those ``names`` names."""
+    return _kept(head[0], set(names))
+
+
+class ListAgain:
+    """The wave list's first ``pages`` pages, read again in a ``Batch`` with other reads (an apply's
+    observation checks its guess with them: factory/observe.py). A page's error waits in its answer: only
+    the first page's is raised (``first``), as ``read_waves`` would meet it; another page's makes the
+    pages no whole list."""
+
+    def __init__(self, batch: Batch, client: FactoryClient, pages: int):
+        self._pages = [batch.add(functools.partial(_page, client, page)) for page in range(1, pages + 1)]
+
+    def first(self) -> WaveListHead:
+        """The first page, what ``read_waves`` starts from; its read's error is raised."""
+        answer = self._pages[0].result()
+        if isinstance(answer, ReconcilerError):
+            raise answer
+        return answer
+
+    def whole(self) -> WaveListHead | None:
+        """The whole list (and the first answer) when these pages are all of it and agree with each other:
+        each announces the same total, and they hold that many waves, each once. Else None."""
+        items, data = self.first()
+        if len(self._pages) == 1:
+            return (items, data) if _whole(items, data) else None
+        total = data.get("total")
+        items = list(items)
+        for reply in self._pages[1:]:
+            answer = reply.result()
+            if isinstance(answer, ReconcilerError) or answer[1].get("total") != total:
+                return None
+            items += answer[0]
+        names = {wave.get("name") for wave in items}
+        return (items, data) if len(items) == total == len(names) else None
+
+
+def _page(client: FactoryClient, page: int) -> WaveListHead | ReconcilerError:
+    try:
+        return client.waves_page(page)
+    except ReconcilerError as exc:  # ListAgain says which page's error counts
+        return exc
+
+
+def _whole(items: list[Json], data: Json) -> bool:
+    """Whether ``items`` is the whole list of which ``data`` was the first answer: it has no next page,
+    no total to page by, or ``items`` holds them all."""
+    total = data.get("total")
+    return not data.get("next") or not isinstance(total, int) or len(items) >= total
 
 
 def _kept(items: list[Json], wanted: set[str]) -> dict[str, ObservedWave]:

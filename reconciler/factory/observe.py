@@ -25,7 +25,11 @@ the other requests of the observation. A wave without a bound costs nothing more
 How the count grows, for W waves in the factory (A of them active), M manifests and D production devices:
 the waves cost 1 request while W <= 100, else 2 + M' for the M' <= ``MAX_WAVE_LOOKUPS`` named waves not on
 the list's first page (ceil(A / 100) pages for the active ones, usually one), else ceil(W / 100) pages when
-the manifests name more: never more than the whole list, and for a fixed M nothing grows with W. The rest
+the manifests name more: never more than the whole list, and for a fixed M nothing grows with W. An apply
+against an API (except one of a saved plan) reads the list's first page, or a list of at most
+``AHEAD_PAGES`` pages whole, twice: ahead (before its lease) and again after it (below); when the factory
+changed in between, the reads chosen from the first reading were sent for nothing, and are sent again as
+the fresh waves call for. The rest
 grows with the active managed waves (a status call, a dry run, a failure count each, when needed), the
 versions to create and the tags involved, and with D only through the device lists above (ceil(D_tag /
 1000) pages per tag listed) and the failure counts' per-device reads (capped by ``MAX_EVENT_CHECKS``).
@@ -35,7 +39,16 @@ two round trips, or one when the list's first page holds them all), which tell w
 independent and goes out at once (one ``FactoryClient.batch``, at most ``transport.MAX_CONCURRENT`` at a
 time); paged lists read their other pages together once the first page gives the total. A dry run
 (``--dry-run`` against an API) starts the wave list's first page before reading the manifests
-(``FactoryClient.ahead``).
+(``FactoryClient.ahead``), and observes with it: no round trip for the waves after the files when
+``list_ahead`` read the list whole. An apply against an API (except one of a saved plan, ``--plan``)
+starts it then too, but a list read before it held the apply lease may be out of date (another writer
+may have just changed the factory), so it is only a guess (``_on_guess``): after the lease the same pages
+go out again in one batch with the reads the guessed waves call for. When the fresh pages keep the same
+waves (and the same total), those reads are the ones the fresh waves call for, and the waves cost no
+round trip of their own: one round trip after the lease. Else (the factory changed, or the guess was a
+long history's first page only) the waves are read as without a guess from a fresh first page
+(``read_waves``: no more round trip, or one) and the reads they call for sent after them (one): the
+observation is always the one made without a guess.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 from reconciler.core import (
     Device,
@@ -67,9 +81,9 @@ from reconciler.core import (
     waves_needing_status,
     waves_to_cancel,
 )
-from reconciler.errors import BackendError
-from reconciler.factory.client import FactoryClient, Json, Reply
-from reconciler.factory.history import WaveListHead, read_waves
+from reconciler.errors import BackendError, ReconcilerError
+from reconciler.factory.client import Batch, FactoryClient, Json, Reply
+from reconciler.factory.history import ListAgain, WaveListHead, kept, read_waves, whole_pages
 from reconciler.factory.wavedevices import count_failures
 from reconciler.factory.wire import (
     ci_tags,
@@ -93,6 +107,9 @@ from reconciler.factory.wire import (
 # 30 lookups instead of two 1,000-device lists took the plan from 1.36 s to 1.13 s at a 100 ms round trip.
 MAX_LOOKUPS_PER_TAG = 10
 MAX_LOOKUPS = 32
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -157,29 +174,41 @@ def _device_reads(specs: list[WaveSpec], waves: dict[str, ObservedWave]) -> tupl
     return sorted(listed), lookups
 
 
+class _Answer(Protocol[_T_co]):
+    """A read's answer once its batch has run (``Reply``, or ``_Held``'s)."""
+
+    def result(self) -> _T_co: ...
+
+
+class _Adder(Protocol):
+    """Where reads go to be sent together: a ``Batch``, or ``_Speculative`` in front of one."""
+
+    def add(self, call: Callable[[], _T]) -> _Answer[_T]: ...
+
+
 @dataclass(frozen=True)
 class _Replies:
     """The answers of ``Reads``, each by name; None: not read."""
 
-    prod: Reply[dict[str, Json]]
-    wave_targets: Reply[dict[str, Json]]
-    prod_root: Reply[Json] | None
-    status: dict[str, Reply[Json]]
-    ci: dict[int, Reply[dict[str, Json]]]
-    groups: Reply[set[str]] | None
-    factory_status: Reply[Json] | None
-    root: Reply[Json] | None
-    online_key: Reply[Json] | None
-    dry_runs: dict[tuple[str, int], Reply[Json | BackendError]]
-    failures: dict[str, Reply[WaveFailures]]
-    listings: dict[str, Reply[list[Json]]]
-    lookups: list[tuple[str, Reply[Json | None]]]
+    prod: _Answer[dict[str, Json]]
+    wave_targets: _Answer[dict[str, Json]]
+    prod_root: _Answer[Json] | None
+    status: dict[str, _Answer[Json]]
+    ci: dict[int, _Answer[dict[str, Json]]]
+    groups: _Answer[set[str]] | None
+    factory_status: _Answer[Json] | None
+    root: _Answer[Json] | None
+    online_key: _Answer[Json] | None
+    dry_runs: dict[tuple[str, int], _Answer[Json | BackendError]]
+    failures: dict[str, _Answer[WaveFailures]]
+    listings: dict[str, _Answer[list[Json]]]
+    lookups: list[tuple[str, _Answer[Json | None]]]
 
 
-def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) -> _Replies:
-    """Every read of ``reads``, sent together: one round trip (more for paged lists and failure counts)."""
-    batch = client.batch()
-    replies = _Replies(
+def _add(batch: _Adder, client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) -> _Replies:
+    """Every read of ``reads``, added to ``batch`` (sent together: one round trip, more for paged lists and
+    failure counts)."""
+    return _Replies(
         prod=batch.add(functools.partial(client.prod_targets, reads.tags)),
         wave_targets=batch.add(functools.partial(client.wave_targets, reads.managed_active)),
         prod_root=batch.add(client.prod_root) if reads.keys else None,
@@ -198,8 +227,93 @@ def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) ->
             (tag, batch.add(functools.partial(client.production_device, tag, uuid))) for tag, uuid in reads.lookups
         ],
     )
+
+
+def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) -> _Replies:
+    """Every read of ``reads``, sent together once the waves are known."""
+    batch = client.batch()
+    replies = _add(batch, client, reads, waves)
     batch.run()
     return replies
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A speculative read's error, kept in its answer."""
+
+    error: ReconcilerError
+
+
+class _Held(Generic[_T]):
+    """A speculative read's answer: its value, or its error raised when the value is asked for."""
+
+    def __init__(self, reply: Reply[Any]):
+        self._reply = reply
+
+    def result(self) -> _T:
+        answer = self._reply.result()
+        if isinstance(answer, _Failed):
+            raise answer.error
+        result: _T = answer
+        return result
+
+
+class _Speculative:
+    """Reads chosen from a guess of the waves, added to a batch with the reads that check the guess. An
+    error is kept, not raised by the batch: a read of a wave that is gone by now fails, and must not fail
+    an observation that will not use it. ``raise_first`` raises the first error in the order the reads
+    were added, as ``Batch.run`` does, once the guess is known to be right."""
+
+    def __init__(self, batch: Batch):
+        self._batch = batch
+        self._replies: list[Reply[Any]] = []
+
+    def add(self, call: Callable[[], _T]) -> _Answer[_T]:
+        reply = self._batch.add(functools.partial(_caught, call))
+        self._replies.append(reply)
+        return _Held(reply)
+
+    def raise_first(self) -> None:
+        for reply in self._replies:
+            if isinstance(answer := reply.result(), _Failed):
+                raise answer.error
+
+
+def _caught(call: Callable[[], _T]) -> _T | _Failed:
+    try:
+        return call()
+    except ReconcilerError as exc:
+        return _Failed(exc)
+
+
+def _on_guess(
+    client: FactoryClient, chosen: list[WaveSpec], guess: WaveListHead, signing: bool
+) -> tuple[dict[str, ObservedWave], Reads, _Replies]:
+    """The waves, the reads and their answers, for a ``guess`` of the wave list. A guess that is the whole
+    list (``whole_pages``) has its pages read again in the same batch as the reads its waves call for;
+    when the fresh pages keep the same waves (and the same total), those reads are the ones ``which_reads``
+    chooses from them, and their answers are fresh: one round trip. Else (the factory changed since the
+    guess, or the guess was only a long list's first page) the waves are read from a fresh first page
+    (``read_waves``) and the reads they call for sent after them, as without a guess."""
+    names = [s.name for s in chosen]
+    pages = whole_pages(guess)
+    first = None
+    if pages is not None:
+        guessed = kept(guess, names)
+        batch = client.batch()
+        fresh = ListAgain(batch, client, pages)
+        speculative = _Speculative(batch)
+        reads = which_reads(chosen, guessed, signing)
+        replies = _add(speculative, client, reads, guessed)
+        batch.run()
+        head = fresh.whole()
+        if head is not None and head[1].get("total") == guess[1].get("total") and kept(head, names) == guessed:
+            speculative.raise_first()
+            return kept(head, names), reads, replies
+        first = fresh.first()
+    waves = read_waves(client, names, first)
+    reads = which_reads(chosen, waves, signing)
+    return waves, reads, _ask(client, reads, waves)
 
 
 def observe(
@@ -207,16 +321,22 @@ def observe(
     specs: list[WaveSpec],
     first: Callable[[], WaveListHead] | None = None,
     *,
+    guess: WaveListHead | None = None,
     signing: bool = False,
 ) -> ObservedState:
     """The factory as the plan of ``specs`` needs it. ``first`` gives the wave list's first page when its
-    reading was started already (``FactoryClient.ahead``); else it is read first. ``signing``: an apply that can
+    reading was started already (``FactoryClient.ahead``: a dry run); else it is read first. ``guess``, instead:
+    the wave list as read before now (an apply's read-ahead, from before its lease), which only chooses the
+    reads sent with the fresh list (``_on_guess``): the observation is the one made without it. ``signing``: an apply that can
     sign also reads, when a wave is to be created or is active, the root and the online targets key in
     the same round, and keeps what an init signs as the factory sent it (``SigningInputs``)."""
     chosen = selected_specs(specs, client.factory)
-    waves = read_waves(client, [s.name for s in chosen], first() if first is not None else None)
-    reads = which_reads(chosen, waves, signing)
-    replies = _ask(client, reads, waves)
+    if guess is not None:
+        waves, reads, replies = _on_guess(client, chosen, guess, signing)
+    else:
+        waves = read_waves(client, [s.name for s in chosen], first() if first is not None else None)
+        reads = which_reads(chosen, waves, signing)
+        replies = _ask(client, reads, waves)
     prod_envelopes, envelopes = replies.prod.result(), replies.wave_targets.result()
     prod = prod_targets_by_tag(reads.tags, prod_envelopes)
     progress = {name: parse_progress(reply.result(), waves[name]) for name, reply in replies.status.items()}
