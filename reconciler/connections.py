@@ -77,10 +77,12 @@ class Spares:
         self._closed = False  # a spare opened after close() is closed at once
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # a spare was handed over, or an opening failed
+        self._context_lock = threading.Lock()  # making the context reads a CA bundle: 50-80 ms
 
     @property
     def context(self) -> ssl.SSLContext:
-        with self._lock:
+        """The SSL context, made when first asked for (only https needs one)."""
+        with self._context_lock:
             if self._context is None:
                 self._context = tls_context()
             return self._context

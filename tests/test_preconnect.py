@@ -254,3 +254,14 @@ def test_a_run_that_stops_early_closes_the_connections_it_opened(mistake, tmp_pa
         wait_for(lambda: server.accepted >= connections.READS_PER_PLAN)
         wait_for(lambda: server.ended == server.accepted)
     assert connections._early == {}
+
+
+def test_a_plain_http_api_reads_no_ca_bundle(monkeypatch):
+    """Making an SSL context reads the CA bundle (50-80 ms); a run against http:// never needs one."""
+    monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
+    plain = select_backend(api_url="http://127.0.0.1:9", factory="demo", local=None).transport
+    secure = select_backend(api_url="https://127.0.0.1:9", factory="demo", local=None).transport
+    assert isinstance(plain, RetryTransport) and isinstance(secure, RetryTransport)
+    assert isinstance(plain.inner, DeadlineTransport) and isinstance(secure.inner, DeadlineTransport)
+    assert plain.inner._ssl_context is None and plain.inner._backend.spares._context is None
+    assert secure.inner._ssl_context is secure.inner._backend.spares.context

@@ -101,7 +101,7 @@ def select_backend(
             )
         base_url, label = _api_url(api_url, allow_insecure_http)
         token, note = _token(os.environ.get("RECONCILE_API_TOKEN"))
-        transport = RetryTransport(DeadlineTransport(spares=_claimed(base_url)))
+        transport = RetryTransport(DeadlineTransport(spares=_claimed(base_url), tls=base_url.startswith("https:")))
         return Backend(factory, label, base_url, transport, token=token, note=note)
     from reconciler.localfactory import open_embedded  # imported only when the embedded backend is used
 

@@ -189,13 +189,19 @@ class DeadlineTransport(httpx.BaseTransport):
     timeout at the deadline instead of resetting httpx's per-read timeout with every byte."""
 
     def __init__(
-        self, timeout: float = REQUEST_TIMEOUT, retries: int = 2, spares: connections.Spares | None = None
+        self,
+        timeout: float = REQUEST_TIMEOUT,
+        retries: int = 2,
+        spares: connections.Spares | None = None,
+        tls: bool = True,
     ) -> None:
-        """``spares``: connections opened already (``connections.claim``), whose SSL context the pool shares."""
+        """``spares``: connections opened already (``connections.claim``), whose SSL context the pool shares.
+        ``tls``: False for a plain http:// API, which then makes no SSL context (reading the CA bundle
+        costs 50-80 ms of every run)."""
         self.timeout = timeout
         self._reading = _Reading()
         self._backend = _DeadlineBackend(spares or connections.Spares())
-        self._ssl_context = self._backend.spares.context
+        self._ssl_context = self._backend.spares.context if tls else None
         # As many connections as requests go out at once (httpcore's default is 10), so none waits for a slot.
         self._pool = httpcore.ConnectionPool(
             ssl_context=self._ssl_context,
