@@ -54,6 +54,7 @@ observation is always the one made without a guess.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
@@ -211,7 +212,7 @@ def _add(batch: _Adder, client: FactoryClient, reads: Reads, waves: dict[str, Ob
     return _Replies(
         prod=batch.add(functools.partial(client.prod_targets, reads.tags)),
         wave_targets=batch.add(functools.partial(client.wave_targets, reads.managed_active)),
-        prod_root=batch.add(client.prod_root) if reads.keys else None,
+        prod_root=batch.add(functools.partial(_prod_root, client)) if reads.keys else None,
         status={name: batch.add(functools.partial(client.wave_status, name)) for name in reads.status_of},
         ci={version: batch.add(functools.partial(client.ci_targets, version)) for version in reads.versions},
         groups=batch.add(client.device_groups) if reads.groups else None,
@@ -227,6 +228,15 @@ def _add(batch: _Adder, client: FactoryClient, reads: Reads, waves: dict[str, Ob
             (tag, batch.add(functools.partial(client.production_device, tag, uuid))) for tag, uuid in reads.lookups
         ],
     )
+
+
+def _prod_root(client: FactoryClient) -> Json:
+    """The production root, and then, on the same worker thread while the rest of the batch is answered,
+    the signature checks it is read for (``wire.wave_signers``): the crypto libraries take about 40 ms to
+    import, which a plan otherwise spent after its last answer."""
+    root = client.prod_root()
+    importlib.import_module("reconciler.signing")
+    return root
 
 
 def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) -> _Replies:
