@@ -126,6 +126,23 @@ def test_a_request_waits_for_a_connection_still_opening_instead_of_opening_its_o
         assert server.accepted == 2, "both requests went over the two connections that were opening"
 
 
+def test_waiting_for_a_connection_still_opening_counts_against_the_connect_timeout(tmp_path, monkeypatch):
+    """A server that accepts connections but never answers a TLS handshake: the request waits for the
+    spare still opening, then for none of its own; the two together stay within one connect timeout."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(ThrowawayCA(tmp_path).ca_file))
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel completes TCP; nobody speaks TLS
+        url = httpx.URL(f"https://127.0.0.1:{silent.getsockname()[1]}")
+        transport = DeadlineTransport(retries=0)  # one attempt to connect (httpcore retries each failed one)
+        transport.preconnect(url, 1)
+        started = time.monotonic()
+        with (
+            httpx.Client(transport=transport, base_url=url, timeout=httpx.Timeout(10, connect=1.0)) as client,
+            pytest.raises(httpx.ConnectTimeout),
+        ):
+            client.get("/")
+        assert time.monotonic() - started < 1.7, "one connect timeout in all, not one for the spare and one more"
+
+
 def test_a_preconnect_that_cannot_connect_is_no_error_and_the_request_reports_its_own():
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))  # a port nothing listens on

@@ -343,18 +343,20 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
+        # One still opening is waited for, within the time a connection of its own may take to open; a
+        # connection of its own then gets what is left of that time.
         timeout = _clamp(timeout, httpcore.ConnectTimeout)
-        # one still opening is waited for (at most as long as a connection of its own could take to open)
+        started = time.monotonic()
         if (
             local_address is None
             and not socket_options
-            and (spare := self.spares.take(host, port, wait=timeout or CONNECT_TIMEOUT))
+            and (spare := self.spares.take(host, port, wait=CONNECT_TIMEOUT if timeout is None else timeout))
         ):
             # a TLS spare was handshaken with the pool's own context, for this host (connections.py)
             return _SpareStream(spare, (self.spares.context, host) if isinstance(spare, ssl.SSLSocket) else None)
-        return _DeadlineStream(
-            self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options)
-        )
+        if timeout is not None and (timeout := timeout - (time.monotonic() - started)) <= 0:
+            raise httpcore.ConnectTimeout("no connection opened within the connect timeout")
+        return _DeadlineStream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
