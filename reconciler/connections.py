@@ -150,6 +150,11 @@ class Spares:
                 finally:
                     self._waiting -= 1
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called: the transport they belong to is closed, and opens none any more."""
+        return self._closed
+
     def close(self) -> None:
         with self._ready:
             self._closed = True

@@ -182,6 +182,18 @@ def test_spares_opened_after_the_transport_closed_are_closed_not_kept():
         assert transport._backend.spares.opening == 0, "a closed transport opens none"
 
 
+def test_a_closed_transport_opens_no_connection_for_a_request_still_under_way():
+    """A read-ahead nobody waits for any more may still be sending when its client closes; a connection it
+    opened then would belong to no pool, and stay open until the process ends."""
+    with serving(None) as server:
+        url = httpx.URL(f"http://127.0.0.1:{server.server_address[1]}")
+        transport = DeadlineTransport(retries=0)
+        transport.close()
+        with pytest.raises(httpx.ConnectError, match="closed"):
+            httpx.Client(transport=transport, base_url=url).get("/")
+        assert server.accepted == 0
+
+
 def test_a_spare_whose_descriptor_is_past_1024_is_asked_if_readable_as_any_other(tmp_path):
     """httpcore asks an idle connection whether it is readable before reusing it; ``select`` refuses
     descriptors past 1,024, which a long-lived process reaches."""

@@ -356,7 +356,13 @@ class _DeadlineBackend(httpcore.NetworkBackend):
             return _SpareStream(spare, (self.spares.context, host) if isinstance(spare, ssl.SSLSocket) else None)
         if timeout is not None and (timeout := timeout - (time.monotonic() - started)) <= 0:
             raise httpcore.ConnectTimeout("no connection opened within the connect timeout")
-        return _DeadlineStream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
+        if self.spares.closed:  # a request still under way when its client closed (a read-ahead nobody waits for)
+            raise httpcore.ConnectError("the client was closed")
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        if self.spares.closed:  # it closed while this connected: its pool no longer holds the connection to close it
+            stream.close()
+            raise httpcore.ConnectError("the client was closed")
+        return _DeadlineStream(stream)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
