@@ -135,20 +135,21 @@ class Spares:
         deadline = time.monotonic() + wait
         with self._ready:
             queue = self._queues.setdefault((host, port), [])
-            while True:
+            while not self._closed:
                 while queue:
                     opened, sock = queue.pop()
                     if time.monotonic() - opened < SPARE_LIFETIME:
                         return sock
                     sock.close()
                 left = deadline - time.monotonic()
-                if left <= 0 or self._waiting >= self.opening or self._closed:
+                if left <= 0 or self._waiting >= self.opening:
                     return None
                 self._waiting += 1
                 try:
                     self._ready.wait(left)
                 finally:
                     self._waiting -= 1
+            return None
 
     @property
     def closed(self) -> bool:
@@ -159,7 +160,8 @@ class Spares:
         with self._ready:
             self._closed = True
             socks = [sock for queue in self._queues.values() for _, sock in queue]
-            self._queues.clear()
+            for queue in self._queues.values():
+                queue.clear()  # a request waiting in ``take`` holds its queue: it must find it empty
             self._ready.notify_all()
         for sock in socks:
             sock.close()

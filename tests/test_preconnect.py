@@ -194,6 +194,18 @@ def test_a_closed_transport_opens_no_connection_for_a_request_still_under_way():
         assert server.accepted == 0
 
 
+def test_closing_the_spares_empties_the_queue_a_waiting_request_holds():
+    """A request waiting in ``take`` holds its origin's queue; a spare handed over just before the close
+    must not reach it as a closed socket."""
+    spares = connections.Spares()
+    with socket.socket() as sock:
+        spares._queues[("127.0.0.1", 1)] = [(time.monotonic(), sock)]
+        held = spares._queues[("127.0.0.1", 1)]
+        spares.close()
+        assert held == [] and sock.fileno() == -1
+        assert spares.take("127.0.0.1", 1, wait=1.0) is None
+
+
 def test_a_spare_whose_descriptor_is_past_1024_is_asked_if_readable_as_any_other(tmp_path):
     """httpcore asks an idle connection whether it is readable before reusing it; ``select`` refuses
     descriptors past 1,024, which a long-lived process reaches."""
