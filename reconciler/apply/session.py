@@ -124,13 +124,12 @@ class Session:
         guess: Callable[[], WaveListHead] | None = None,
         lost: LostLookup | None = None,
     ) -> Planned:
-        """Read the factory (``waves``: the wave list's first page, when already asked for) and plan. ``guess``
-        instead: the wave list an apply asked for before it held the lease, which may be out of date by now,
-        so it only chooses the reads sent with the list read afresh (``observe``); a guess that failed
-        chooses none. ``lost`` is asked
-        about the active waves no manifest names (usually none), so a wave whose manifest a commit renamed
-        or deleted is an error rather than a warning. ``only``
-        (``--base``): the changed waves, planned in the context of all. An apply with a key reads what
+        """Read the factory (``waves``: the wave list's first page, when already asked for) and plan.
+        ``guess`` instead: the wave list an apply asked for before it held the lease, which may be out of
+        date by now, so it only chooses the reads sent with the list read afresh (``observe``); a guess
+        that failed chooses none. ``lost`` is asked about the active waves no manifest names (usually
+        none), so a wave whose manifest a commit renamed or deleted is an error rather than a warning.
+        ``only`` (``--base``): the changed waves, planned in the context of all. An apply with a key reads what
         an init signs with the rest. A saved plan (``--plan``) plays no part: what is signed and sent
         comes from the manifests and the factory; ``check_saved`` then compares."""
         guessed = _guessed(guess) if guess is not None else None

@@ -8,7 +8,8 @@ factory at ``--local``. Each option also reads its environment variable, so CI s
 ``RunOptions`` is what the main command was asked to do, built once from its flags after they were
 checked against each other; the run reads it instead of passing two dozen flags along.
 
-``read_ahead``: a plan or a status against the API those options name starts reading it before the
+``connect_early`` opens connections to the API those options name as soon as the command line is read;
+``read_ahead``: a plan, an apply or a status against it starts reading the wave list before the
 manifests load.
 """
 

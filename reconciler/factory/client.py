@@ -51,6 +51,7 @@ from reconciler.factory.transport import (
     AnswerTooLarge,
     DeadlineTransport,
     RetryTransport,
+    origin,
     read_capped,
 )
 from reconciler.safetext import printable
@@ -156,9 +157,7 @@ _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 def _claimed(base_url: str) -> connections.Spares | None:
     """The connections the command line began opening to this API (``connections.start``), if any."""
-    url = httpx.URL(base_url)
-    host = url.raw_host.decode("ascii")  # as httpcore names the origin it connects to
-    return connections.claim(url.scheme, host, url.port or (443 if url.scheme == "https" else 80))
+    return connections.claim(*origin(httpx.URL(base_url)))
 
 
 # Path segments a URL normaliser (httpx's, a proxy's, the server's) removes, with the request's target.

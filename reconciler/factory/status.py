@@ -81,8 +81,8 @@ def read_status(
     """The overview, within the request budget in the module docstring; ``with_failed`` adds each active
     wave's failed devices per phase scope, at ``--devices WAVE --failed``'s cost per active wave.
     ``first``: the wave list as read ahead while the manifests loaded (``history.list_ahead``)."""
-    names = [s.name for s in selected_specs(specs, client.factory)]
-    waves = read_waves(client, names, first() if first is not None else None)
+    selected = [s.name for s in selected_specs(specs, client.factory)]
+    waves = read_waves(client, selected, first() if first is not None else None)
     names = waves_to_report(specs, client.factory, waves)
     spec_tags = {s.name: s.tag for s in specs}
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})

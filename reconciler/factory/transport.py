@@ -173,6 +173,12 @@ class RetryTransport(httpx.BaseTransport):
         self.inner.close()
 
 
+def origin(url: httpx.URL) -> connections.Origin:
+    """(scheme, host, port) of ``url`` as httpcore names the origin it connects to: the key spare
+    connections are kept and claimed under (connections.py)."""
+    return url.scheme, url.raw_host.decode("ascii"), url.port or (443 if url.scheme == "https" else 80)
+
+
 def _read_raw(response: httpx.Response) -> httpx.Response:
     """The response with its body read as sent (still encoded): ``read_capped`` decodes it later."""
     with contextlib.closing(response):
@@ -217,9 +223,8 @@ class DeadlineTransport(httpx.BaseTransport):
         these. Never an error: a connection that cannot be opened is opened, or reported, when a
         request needs it."""
         idle = sum(1 for connection in self._pool.connections if connection.is_idle())
-        host = url.raw_host.decode("ascii")  # as httpcore names the origin it connects to
-        port = url.port or (443 if url.scheme == "https" else 80)
-        self._backend.spares.open(host, port, url.scheme == "https", min(count, MAX_CONCURRENT) - idle, self.timeout)
+        scheme, host, port = origin(url)
+        self._backend.spares.open(host, port, scheme == "https", min(count, MAX_CONCURRENT) - idle, self.timeout)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         deadline = request.extensions.get(DEADLINE) or time.monotonic() + self.timeout

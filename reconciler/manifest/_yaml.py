@@ -77,14 +77,15 @@ class Document:
     file: str
     rejected: set[int] = field(default_factory=set)  # ids of nodes already reported (their value is None)
     clean: bool = True  # False when reading it found problems (a duplicate key, a rejected value)
+    # id(mapping of data) -> the node it was read from and its value nodes, as the builder recorded them
+    built: dict[int, tuple[yaml.MappingNode, dict[str, yaml.Node]]] = field(default_factory=dict, repr=False)
     _entries: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(default_factory=dict, repr=False)  # by id(node)
-    _built: dict[int, tuple[yaml.MappingNode, dict[str, yaml.Node]]] = field(default_factory=dict, repr=False)
 
     def nodes_of(self, mapping: dict[str, object]) -> tuple[yaml.MappingNode, dict[str, yaml.Node]]:
         """The node a mapping of ``data`` was read from, and the value node of each of its keys, as the
         builder recorded them: a wave's positions (17 of them) are found without walking from the root.
         For the mapping at ``path``, they are ``node_at(path)`` and ``node_at((*path, key))``."""
-        return self._built[id(mapping)]
+        return self.built[id(mapping)]
 
     def node_at(self, path: YamlPath) -> yaml.Node:
         """The node of the value at ``path`` (keys and list indexes), or its deepest existing parent."""
@@ -165,9 +166,7 @@ def read_documents(text: str, file: str) -> tuple[list[Document], Problems]:
             data = builder.build_document(node)
             problems.extend(builder.problems)
             if data is not None:
-                document = Document(data, node, file, builder.rejected, clean=not builder.problems)
-                document._built = builder.built
-                documents.append(document)
+                documents.append(Document(data, node, file, builder.rejected, not builder.problems, builder.built))
     except yaml.YAMLError as error:
         problems.append(_syntax_problem(error, text, file))
     finally:
