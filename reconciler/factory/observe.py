@@ -232,7 +232,7 @@ def _add(batch: _Adder, client: FactoryClient, reads: Reads, waves: dict[str, Ob
 
 def _prod_root(client: FactoryClient) -> Json:
     """The production root, and then, on the same worker thread while the rest of the batch is answered,
-    the signature checks it is read for (``wire.wave_signers``): the crypto libraries take about 40 ms to
+    the signature checks it is read for (``wire.wave_signers``): the crypto libraries take about 30 ms to
     import, which a plan otherwise spent after its last answer."""
     root = client.prod_root()
     importlib.import_module("reconciler.signing")
