@@ -22,9 +22,10 @@ apply settles an ``OutcomeUnknown`` by watching the factory instead of sending t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
+
+from msgspec import Struct
 
 from reconciler.safetext import printable
 
@@ -43,8 +44,7 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, order=True)
-class Problem:
+class Problem(Struct, frozen=True, order=True):
     """One finding about the user's input, with its position (1-based line and column)."""
 
     file: str

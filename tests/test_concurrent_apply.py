@@ -470,8 +470,9 @@ def test_the_lease_of_a_factory_on_this_machine_stays_in_the_local_repository(tm
 
 
 def test_a_lease_whose_process_on_this_machine_has_ended_is_free_even_if_its_number_was_reused():
-    from dataclasses import replace
     from datetime import datetime, timezone
+
+    from msgspec.structs import replace
 
     from reconciler.apply.lease import Holder, LeaseState
 

@@ -6,7 +6,6 @@ messages, its wave and group names) or a future manifest key could still bring t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from reconciler.core import build_plan
 from reconciler.errors import Problem, Severity
@@ -38,10 +38,10 @@ def hostile_plan():
         observed([active("v47", 47, tag="lab")]),
     )
     problem = Problem(EVIL + ".yaml", 3, 1, EVIL)
-    return dataclasses.replace(
+    return replace(
         plan,
         errors=(*plan.errors, problem),
-        warnings=(*plan.warnings, dataclasses.replace(problem, severity=Severity.WARNING)),
+        warnings=(*plan.warnings, replace(problem, severity=Severity.WARNING)),
     )
 
 
@@ -137,7 +137,7 @@ def test_problem_lines_escape_the_file_and_the_message():
 def test_text_and_markdown_plans_show_50_problems_and_a_count():
     plan = hostile_plan()
     many = tuple(Problem(f"w{n:03}.yaml", 3, 1, "bad") for n in range(120))
-    plan = dataclasses.replace(plan, errors=many, warnings=())
+    plan = replace(plan, errors=many, warnings=())
     text = render.to_text(plan)
     assert text.count(": bad") == 50 and "  ... and 70 more errors (the first 50 are shown)" in text
     markdown = render.to_markdown(plan)
@@ -155,10 +155,10 @@ def hostile_status():
     from tests.helpers.planning import NOW
     from tests.helpers.status import SPEC, entry, facts, report
 
-    managed = dataclasses.replace(
+    managed = replace(
         facts("v46", 46, history=[entry("canary", NOW - timedelta(hours=3), 10, by=EVIL)]), created_by=EVIL
     )
-    return report([SPEC], [managed, dataclasses.replace(facts(EVIL, 47, tag="lab"), created_by=EVIL)])
+    return report([SPEC], [managed, replace(facts(EVIL, 47, tag="lab"), created_by=EVIL)])
 
 
 def hostile_devices():

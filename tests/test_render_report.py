@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from zoneinfo import ZoneInfo
 
 import pytest
+from msgspec.structs import replace
 
 from reconciler.core import FORECAST_TITLE, forecast_dict, format_duration
 from reconciler.core.spec import CompleteSpec, Gate, Limit, Location

@@ -31,7 +31,6 @@ machine that no longer exists, or by ``reconcile --unlock``.
 
 from __future__ import annotations
 
-import dataclasses
 import getpass
 import json
 import os
@@ -40,9 +39,11 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
+
+from msgspec import Struct
+from msgspec.structs import asdict, replace
 
 from reconciler.core import OpKind
 from reconciler.errors import ReconcilerError, UserError
@@ -184,8 +185,7 @@ def _fields(
     return converted
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(Struct, frozen=True):
     """Who holds the lease, as a person reading ``unlock``'s message needs to find it."""
 
     user: str
@@ -214,7 +214,7 @@ class Holder:
         return cls(**fields)
 
     def to_json(self) -> dict[str, Any]:
-        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+        return {name: value for name, value in asdict(self).items() if value is not None}
 
     def describe(self) -> str:
         """The holder in one line, escaped: its fields come from whoever wrote the ref."""
@@ -229,8 +229,7 @@ class Holder:
         return self.host == socket.gethostname() and _process_exists(self.pid, self.pid_start)
 
 
-@dataclass(frozen=True)
-class PendingWrite:
+class PendingWrite(Struct, frozen=True):
     """A write noted in the lease before it was sent, until the factory shows whether it landed.
 
     ``history`` is the wave's rollout history length before it (a rollout landed when the history is
@@ -309,8 +308,7 @@ class RefValue(NamedTuple):
     message: str
 
 
-@dataclass(frozen=True)
-class LeaseState:
+class LeaseState(Struct, frozen=True):
     """What the lease ref holds: a live lease, or a released one that still carries unsettled writes."""
 
     commit: str
@@ -386,7 +384,7 @@ class LeaseState:
         return None
 
     def with_commit(self, commit: str) -> LeaseState:
-        return dataclasses.replace(self, commit=commit)
+        return replace(self, commit=commit)
 
 
 def _process_exists(pid: int, started: int | None = None) -> bool:
@@ -545,8 +543,7 @@ def forgotten(value: RefValue) -> str:
     )
 
 
-@dataclass
-class Lease:
+class Lease(Struct):
     """The factory's lease while this process holds it; ``inherited`` are writes left unsettled before,
     carried in the lease until settled."""
 
@@ -616,7 +613,7 @@ class Lease:
 
     def renew(self, pending: tuple[PendingWrite, ...]) -> None:
         """Extend the lease and record the writes not yet settled; fails if the lease was taken from us."""
-        state = dataclasses.replace(self.state, expires=_now() + TTL, released=False, pending=pending)
+        state = replace(self.state, expires=_now() + TTL, released=False, pending=pending)
         commit = self.store.swap(self.ref, state.to_message(self.factory), self.state.commit)
         if commit is None:
             current = read_state(self.store, self.factory, _now())
@@ -631,7 +628,7 @@ class Lease:
     def release(self, pending: tuple[PendingWrite, ...] = ()) -> None:
         """Free the lease; unsettled writes stay recorded for the next holder to settle."""
         if pending:
-            state = dataclasses.replace(self.state, released=True, pending=pending)
+            state = replace(self.state, released=True, pending=pending)
             self.store.swap(self.ref, state.to_message(self.factory), self.state.commit)
         else:
             self.store.swap(self.ref, None, self.state.commit)

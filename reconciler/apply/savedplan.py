@@ -30,9 +30,10 @@ import json
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct
 
 from reconciler.core import ObservedState, Operation, Plan, RolloutOp, format_duration
 from reconciler.errors import UserError
@@ -51,8 +52,7 @@ _WAVE_PART = "wave "  # parts of the wave list, read whole by every observation
 _GROUPS_PART = "device groups"
 
 
-@dataclass(frozen=True)
-class SavedPlan:
+class SavedPlan(Struct, frozen=True):
     """A saved plan as ``--plan`` read it: checked, and with nothing in it used for a write.
 
     ``operations`` are the steps as the plan JSON shows them; ``expiries`` the reviewed expiry of each

@@ -25,9 +25,11 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from reconciler import terminal
 from reconciler.apply import savedplan
@@ -59,8 +61,7 @@ class Say(Protocol):
     def __call__(self, message: str, /, *, error: bool = False) -> None: ...
 
 
-@dataclass(frozen=True)
-class KeySource:
+class KeySource(Struct, frozen=True):
     """Where the offline targets key comes from: ``--keys`` (an archive file), ``--signer`` (a URI), or
     with neither ``RECONCILE_KEYS``, then the embedded factory's operator key. ``without``:
     ``--without-key``, which never reads one."""
@@ -88,8 +89,7 @@ class KeySource:
         return make
 
 
-@dataclass(frozen=True)
-class Planned:
+class Planned(Struct, frozen=True):
     """A plan and what it was made from: the specs, the observation and when it was read
     (``time.monotonic()``), how to get the signer (None: no key, or ``--without-key``), and the active
     waves whose manifest a commit took away (each step's re-plan needs them too)."""

@@ -33,9 +33,11 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from reconciler.apply.writes import WriteGuard, is_uncertain
 from reconciler.core import (
@@ -83,15 +85,13 @@ class Outcome(StrEnum):
     HELD = "held"  # not attempted: an earlier step of its tag failed or it is no longer ready
 
 
-@dataclass(frozen=True)
-class StepOutcome:
+class StepOutcome(Struct, frozen=True):
     step: Operation
     outcome: Outcome
     message: str
 
 
-@dataclass
-class ApplyResult:
+class ApplyResult(Struct):
     outcomes: list[StepOutcome] = field(default_factory=list)
 
     def of(self, outcome: Outcome) -> list[StepOutcome]:
@@ -159,8 +159,7 @@ _AS_OBSERVED: Literal[_Wave.AS_OBSERVED] = _Wave.AS_OBSERVED
 Known: TypeAlias = dict[str, Any] | Literal[_Wave.UNREAD] | None  # a wave as the check after our write read it
 
 
-@dataclass(frozen=True)
-class _Reads:
+class _Reads(Struct, frozen=True):
     """What one step depends on, read from the factory just before it (see the module docstring)."""
 
     wave: dict[str, Any] | Literal[_Wave.AS_OBSERVED] | None  # the wave's JSON; None: it does not exist

@@ -22,11 +22,11 @@ import json
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
+from msgspec import Struct, field
 
 from reconciler import terminal
 from reconciler.cli import options as cliopts
@@ -40,8 +40,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 
 
-@dataclass
-class _Outcome:
+class _Outcome(Struct):
     """What a run decided: files to write, waves skipped (already managed), and problems (then nothing is written)."""
 
     written: list[tuple[str, ObservedWave, int]] = field(default_factory=list)  # (path, wave, phases)
@@ -160,8 +159,7 @@ def _since(text: str | None) -> datetime | None:
         raise UserError(f"--since {exc}") from exc
 
 
-@dataclass(frozen=True)
-class _Context:
+class _Context(Struct, frozen=True):
     factory: str
     backend: str
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from msgspec import Struct
+from msgspec.structs import replace
 
 if TYPE_CHECKING:
     from reconciler.apply import SavedPlan
@@ -91,8 +92,7 @@ class StatusFormat(StrEnum):
     HTML = "html"
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Struct, frozen=True):
     """One run of the main command. ``saved`` is the plan ``--plan`` loaded (schemas/savedplan.schema.json)."""
 
     mode: Mode

@@ -25,15 +25,15 @@ evaluates both).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from reconciler.core import ledger
 from reconciler.core.spec import FailureBound, Gate, WaveSpec
 from reconciler.core.state import ObservedWave, WaveFailures, WaveStatus
 
 
-@dataclass(frozen=True)
-class Breach:
+class Breach(Struct, frozen=True):
     """A failure bound in force that the wave's numbers exceed."""
 
     step: str  # "phase 'beta'" or "complete": whose gate the bound belongs to

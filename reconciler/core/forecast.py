@@ -37,10 +37,12 @@ windows and freezes that held it, as the plan names them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import Any
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from reconciler.core import gates, ledger
 from reconciler.core.gates import FailedState, GateResult, UpdatedState
@@ -71,8 +73,7 @@ class Bound(StrEnum):
     FREEZE = "freeze"  # a freeze ends then
 
 
-@dataclass(frozen=True)
-class StepForecast:
+class StepForecast(Struct, frozen=True):
     """One remaining step: ``rollout beta`` (``rollout big part 2 of 3``) or ``complete``."""
 
     step: str
@@ -85,8 +86,7 @@ class StepForecast:
     unmet: str | None = None  # the gate not met, or the earlier step it waits behind
 
 
-@dataclass(frozen=True)
-class Forecast:
+class Forecast(Struct, frozen=True):
     wave: str
     zone: tzinfo
     steps: tuple[StepForecast, ...]

@@ -20,9 +20,10 @@ it, so a plan and ``reconcile status`` never disagree on whether a step's gate h
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+from msgspec import Struct
 
 from reconciler.core.spec import FailureBound, Gate
 from reconciler.core.state import Device, WaveFailures, WaveProgress
@@ -33,8 +34,7 @@ OFFLINE_AFTER = timedelta(hours=4)  # a gate's reason calls a device offline aft
 MAX_NAMED_OFFLINE = 5  # offline devices named in a gate's reason
 
 
-@dataclass(frozen=True)
-class WaitCheck:
+class WaitCheck(Struct, frozen=True):
     """``wait``: it passes at ``passes_at``; ``left`` is what remains of it now."""
 
     seconds: int
@@ -56,8 +56,7 @@ class UpdatedState(StrEnum):
     NONE_ONLINE = "none online"  # every device rolled out is offline (onlineWithin)
 
 
-@dataclass(frozen=True)
-class UpdatedCheck:
+class UpdatedCheck(Struct, frozen=True):
     """``require.updated`` (with ``onlineWithin``) and its numbers."""
 
     percent: float
@@ -105,8 +104,7 @@ class FailedState(StrEnum):
     UNCHECKED = "unchecked"  # within it, but not if the devices whose events were not read failed too
 
 
-@dataclass(frozen=True)
-class FailedCheck:
+class FailedCheck(Struct, frozen=True):
     """``require.failed`` and its numbers."""
 
     bound: FailureBound
@@ -131,8 +129,7 @@ class FailedCheck:
         return self.state is FailedState.MET
 
 
-@dataclass(frozen=True)
-class GateResult:
+class GateResult(Struct, frozen=True):
     """A step's gate evaluated at one instant: each condition the gate has, and the window or freeze
     holding the step (None: none)."""
 

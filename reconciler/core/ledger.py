@@ -17,7 +17,8 @@ entries it must compare with which phase, without guessing.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from reconciler.core.spec import PhaseSpec
 
@@ -27,8 +28,7 @@ MAX_ROLLOUT_UUIDS = 10_000  # the factory's cap per rollout call (fioctl refuses
 MAX_PHASE_UUIDS = 400_000
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(Struct, frozen=True):
     """One rollout the manifest's phases make: an entry of the rollout history, once it is done."""
 
     entry: int  # 0-based position in the wave's rollout history

@@ -10,7 +10,7 @@ the key ids that signed come from the observation, which verified them against t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 from reconciler.core.state import TargetsKeys
 
@@ -25,8 +25,7 @@ def signatures_text(count: int) -> str:
     return f"{count} more signature{'' if count == 1 else 's'}"
 
 
-@dataclass(frozen=True)
-class Shortfall:
+class Shortfall(Struct, frozen=True):
     """A wave short of the threshold: its valid signatures now, the threshold, and the offline keys
     that have not signed it (any of them can sign next)."""
 

@@ -8,15 +8,16 @@ planner can point back at the manifest line a problem comes from.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+
+import msgspec
+from msgspec import Struct
 
 from reconciler.core.windows import Schedule
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(Struct, frozen=True):
     file: str
     line: int = 1
     col: int = 1
@@ -25,8 +26,7 @@ class Location:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True)
-class FailureBound:
+class FailureBound(Struct, frozen=True):
     """``require.failed``: the share of the devices the wave reached whose install of it failed must stay
     below ``percent`` (``"<2%"``), or at most ``percent`` with ``inclusive`` (``"<=2%"``).
 
@@ -35,7 +35,7 @@ class FailureBound:
 
     percent: float  # 0..100
     inclusive: bool = False
-    location: Location = field(default_factory=lambda: Location(""), compare=False)
+    location: Location = msgspec.field(default_factory=lambda: Location(""))
 
     def __str__(self) -> str:
         return f"{'<=' if self.inclusive else '<'}{self.percent:g}%"
@@ -55,8 +55,7 @@ class OnFailure(StrEnum):
     CANCEL = "cancel"  # cancel the wave
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(Struct, frozen=True):
     """Conditions that must hold before a step runs; an empty gate always passes."""
 
     wait_seconds: int | None = None  # minimum time since the previous rollout
@@ -69,8 +68,7 @@ class Gate:
         return self.wait_seconds is None and self.updated_percent is None and self.failed is None
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(Struct, frozen=True):
     value: int  # 1..10000 devices, or 1..100 percent
     percent: bool = False
 
@@ -78,17 +76,16 @@ class Limit:
         return f"{self.value}%" if self.percent else str(self.value)
 
 
-@dataclass(frozen=True)
-class PhaseSpec:
+class PhaseSpec(Struct, frozen=True):
     name: str
     group: str | None = None  # None: factory-wide
     limit: Limit | None = None
     uuids: tuple[str, ...] | None = None  # canonical lower-case UUIDs, in file order
     uuids_file: str | None = None  # the file they came from (as written in the manifest), if any
-    gate: Gate = field(default_factory=Gate)
-    location: Location = field(default_factory=lambda: Location(""))
-    positions: dict[str, Location] = field(default_factory=dict, compare=False)  # group/limit/uuids -> its value
-    uuid_locations: Sequence[Location] | None = field(default=None, compare=False)  # each UUID's own line
+    gate: Gate = msgspec.field(default_factory=Gate)
+    location: Location = msgspec.field(default_factory=lambda: Location(""))
+    positions: dict[str, Location] = msgspec.field(default_factory=dict)  # group/limit/uuids -> its value
+    uuid_locations: Sequence[Location] | None = msgspec.field(default=None)  # each UUID's own line
 
     def at(self, *keys: str) -> Location:
         """Where the first of these keys is written in the phase, else the phase itself."""
@@ -110,16 +107,14 @@ class PhaseSpec:
         return self.group is None
 
 
-@dataclass(frozen=True)
-class CompleteSpec:
+class CompleteSpec(Struct, frozen=True):
     """When to complete the wave: after every phase is rolled out and the gate passes."""
 
-    gate: Gate = field(default_factory=Gate)
-    location: Location = field(default_factory=lambda: Location(""))
+    gate: Gate = msgspec.field(default_factory=Gate)
+    location: Location = msgspec.field(default_factory=lambda: Location(""))
 
 
-@dataclass(frozen=True)
-class WaveSpec:
+class WaveSpec(Struct, frozen=True):
     name: str
     target: int
     tag: str
@@ -136,8 +131,8 @@ class WaveSpec:
     # is still to do (not on every run after it, when the block no longer matters).
     ignored_complete: Location | None = None
     on_failure: OnFailure = OnFailure.HALT  # when a failure bound (require.failed) is exceeded
-    positions: dict[str, Location] = field(default_factory=dict, compare=False)  # top-level key -> its value
-    schedule: Schedule = field(
+    positions: dict[str, Location] = msgspec.field(default_factory=dict)  # top-level key -> its value
+    schedule: Schedule = msgspec.field(
         default_factory=Schedule
     )  # windows and freezes in force (the wave's and reconcile.yaml's)
 
@@ -162,8 +157,7 @@ class ManifestChange(StrEnum):
     RENAMED = "renamed"
 
 
-@dataclass(frozen=True)
-class LostManifest:
+class LostManifest(Struct, frozen=True):
     """A wave the release repository once managed: the commit that renamed or deleted its manifest.
 
     The loader finds it in git for an active wave that no manifest names; the planner makes it an error,

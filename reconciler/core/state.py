@@ -6,10 +6,11 @@ both means the planner can be tested with hand-built states and no network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from msgspec import Struct, field
 
 JsonObject = dict[str, Any]  # a JSON object as the factory sent it, kept as it is to be signed or sent back
 
@@ -22,8 +23,7 @@ class WaveStatus(StrEnum):
     CANCELED = "canceled"
 
 
-@dataclass(frozen=True)
-class RolloutRecord:
+class RolloutRecord(Struct, frozen=True):
     """One entry of a wave's ``rollout-history``: one rollout call (its API field in each comment)."""
 
     group: str  # ``group-name``: "" for a factory-wide rollout or a deleted group
@@ -34,8 +34,7 @@ class RolloutRecord:
     by: str = ""  # ``rollout-by``: who made it (the status report shows it; planning does not read it)
 
 
-@dataclass(frozen=True)
-class ObservedWave:
+class ObservedWave(Struct, frozen=True):
     """A wave as the factory's wave list gives it (reference §2.3), the one model the planner and
     ``reconcile status`` read; ``reconciler.factory`` parses it once (``factory/wire.py``)."""
 
@@ -60,8 +59,7 @@ class ObservedWave:
         return "" if self.status is WaveStatus.ACTIVE else self.updated_by
 
 
-@dataclass(frozen=True)
-class WaveProgress:
+class WaveProgress(Struct, frozen=True):
     """The ``require.updated`` gate's numbers (``docs/architecture.md``, "Planning"), from fields whose meaning the reference fixes.
 
     ``rolled_out``: devices the rollouts reached, the sum of ``num-devices`` over the wave's
@@ -74,8 +72,7 @@ class WaveProgress:
     total: int = 0
 
 
-@dataclass(frozen=True)
-class WaveFailures:
+class WaveFailures(Struct, frozen=True):
     """``require.failed``'s numbers for one active wave (``core/failures.py``), from the device list and
     the devices' update events (the definition of ``reconcile status --devices WAVE --failed``).
 
@@ -91,8 +88,7 @@ class WaveFailures:
     unchecked: int = 0
 
 
-@dataclass(frozen=True)
-class ProdTargets:
+class ProdTargets(Struct, frozen=True):
     """A tag's production targets: metadata version, expiry and the versions it contains."""
 
     version: int
@@ -100,8 +96,7 @@ class ProdTargets:
     versions: frozenset[int] = frozenset()
 
 
-@dataclass(frozen=True)
-class TargetsKeys:
+class TargetsKeys(Struct, frozen=True):
     """The production root's targets role: how many signatures a wave needs before it may roll out or
     complete, and which offline keys may give them (reference §2.3 ``waves sign``, §4.1). The online
     key is one of the threshold's keys; the service signs with it at init."""
@@ -110,8 +105,7 @@ class TargetsKeys:
     offline: tuple[str, ...]  # the offline key ids, in root's order
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(Struct, frozen=True):
     """A production device on a tag, from the device list: what the UUID checks and offline counts need."""
 
     uuid: str
@@ -122,8 +116,7 @@ class Device:
     up_to_date: bool  # on the newest version it may run (``up-to-date``)
 
 
-@dataclass(frozen=True)
-class SigningInputs:
+class SigningInputs(Struct, frozen=True):
     """What an init signs against, as the factory sent it, read with an apply's observation when a wave
     is to be created: the apply's first write then needs no read of its own."""
 
@@ -133,8 +126,7 @@ class SigningInputs:
     ci_targets: dict[int, JsonObject]  # version -> its CI targets
 
 
-@dataclass
-class ObservedState:
+class ObservedState(Struct):
     factory: str
     backend: str  # "local:<path>" or the API URL
     now: datetime  # the backend's clock (its Date header)

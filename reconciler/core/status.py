@@ -25,9 +25,10 @@ Numbers and their sources (reference/foundries-api.md §1.2, §2.3):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
+
+from msgspec import Struct, field
 
 from reconciler.core import failures, gates, ledger
 from reconciler.core.drift import ledger_drift
@@ -50,8 +51,7 @@ PhaseState = Literal["done", "next", "pending", "skipped"]
 # model of one API object; the names stay for the report's callers.
 
 
-@dataclass(frozen=True)
-class ScopeCounts:
+class ScopeCounts(Struct, frozen=True):
     """Production devices of the wave's tag in one scope (a group, or the whole tag), as of now."""
 
     devices: int
@@ -60,8 +60,7 @@ class ScopeCounts:
     offline: int  # not seen within the offline threshold
 
 
-@dataclass(frozen=True)
-class WaveCounts:
+class WaveCounts(Struct, frozen=True):
     """The parts of a wave's ``status`` answer that the report uses."""
 
     tag: ScopeCounts  # every group together, devices in no group included
@@ -72,8 +71,7 @@ class WaveCounts:
 # -- the report -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PhaseReport:
+class PhaseReport(Struct, frozen=True):
     name: str
     scope: str  # "group canary", "group us-east, limit 10", "factory-wide"
     group: str | None
@@ -85,8 +83,7 @@ class PhaseReport:
     failed: int | None = None  # the scope's devices whose update to the wave failed, when asked for
 
 
-@dataclass(frozen=True)
-class GateReport:
+class GateReport(Struct, frozen=True):
     """The next step's gate, evaluated as the planner evaluates it (``core/gates.py``): each condition
     with its numbers, and whether the step may run."""
 
@@ -133,8 +130,7 @@ class GateReport:
         return check.failures.failed if check is not None and check.failures is not None else None
 
 
-@dataclass(frozen=True)
-class WaveReport:
+class WaveReport(Struct, frozen=True):
     name: str
     tag: str
     version: int
@@ -153,8 +149,7 @@ class WaveReport:
     forecast: Forecast | None = None  # active managed waves with steps left (core/forecast.py)
 
 
-@dataclass(frozen=True)
-class StatusReport:
+class StatusReport(Struct, frozen=True):
     factory: str
     backend: str
     now: datetime
@@ -324,8 +319,7 @@ def _entry_scope(entry: RolloutRecord) -> str:
     return f"group {entry.group}" if entry.full_group else f"group {entry.group}, part"
 
 
-@dataclass(frozen=True)
-class _Numbers:
+class _Numbers(Struct, frozen=True):
     """What the next step's gate and the forecast read of an active wave, computed once for both."""
 
     reached: int  # devices the rollouts reached
@@ -466,8 +460,7 @@ def gate_text(gate: GateReport, now: datetime) -> str:
 DeviceState = Literal["updated", "failed", "offline", "pending", "left"]
 
 
-@dataclass(frozen=True)
-class DeviceFacts:
+class DeviceFacts(Struct, frozen=True):
     """One device from the device list, with the version its ``target-name`` names (None: unknown)."""
 
     uuid: str
@@ -479,8 +472,7 @@ class DeviceFacts:
     in_wave: bool  # ``is-wave``: an active wave staged it
 
 
-@dataclass(frozen=True)
-class LastUpdate:
+class LastUpdate(Struct, frozen=True):
     """A device's newest update (``devices updates``) and, when read, whether its events report a failure."""
 
     version: str
@@ -490,8 +482,7 @@ class LastUpdate:
     at_utc: datetime | None = None  # ``at`` read as UTC, None when unreadable
 
 
-@dataclass(frozen=True)
-class DeviceRow:
+class DeviceRow(Struct, frozen=True):
     device: DeviceFacts
     state: DeviceState
     last_update: LastUpdate | None = None

@@ -24,8 +24,9 @@ is not either (creating a wave changes no device); the planner applies both rule
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
+
+from msgspec import Struct
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MINUTES_PER_DAY = 24 * 60
@@ -35,8 +36,7 @@ _SEARCH_BEYOND = timedelta(days=16)
 _TRANSITION_STEP = timedelta(hours=6)  # no zone changes its offset twice within six hours
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(Struct, frozen=True):
     """Allowed wall-clock times: ``days`` (0 = Monday) and minutes of the day ``[start, end)``.
 
     ``end <= start`` means the window runs past midnight: it opens on one of ``days`` at
@@ -84,8 +84,7 @@ class Window:
         return f"{describe_days(self.days)} {hours} {self.zone}"
 
 
-@dataclass(frozen=True)
-class Freeze:
+class Freeze(Struct, frozen=True):
     """Nothing rolls out or completes from ``start`` up to (not including) ``end``."""
 
     start: datetime  # aware
@@ -98,8 +97,7 @@ class Freeze:
         return self.start <= instant < self.end
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(Struct, frozen=True):
     """The windows and freezes in force for one wave. No windows: any time outside a freeze."""
 
     windows: tuple[Window, ...] = ()
@@ -196,8 +194,7 @@ class Schedule:
         return causes
 
 
-@dataclass(frozen=True)
-class Hold:
+class Hold(Struct, frozen=True):
     """A rollout or complete held by the schedule: why, and the instant it may run (None: not within reach)."""
 
     reason: str

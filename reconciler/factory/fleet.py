@@ -21,8 +21,9 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from msgspec import Struct, field
 
 from reconciler.core import MAX_PHASE_UUIDS
 from reconciler.errors import UserError
@@ -33,8 +34,7 @@ _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 _BUILD = re.compile(r"-([0-9]+)$")
 
 
-@dataclass(frozen=True)
-class DeviceSelection:
+class DeviceSelection(Struct, frozen=True):
     """Which devices to list; ``seen_within`` in seconds; at most one of ``limit`` and ``sample``."""
 
     tag: str
@@ -78,8 +78,7 @@ class DeviceSelection:
         return text
 
 
-@dataclass
-class Listing:
+class Listing(Struct):
     """The chosen UUIDs (sorted) and what the choice was made from."""
 
     uuids: list[str]

@@ -56,8 +56,10 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from reconciler.core import (
     Device,
@@ -113,8 +115,7 @@ _T = TypeVar("_T")
 _T_co = TypeVar("_T_co", covariant=True)
 
 
-@dataclass(frozen=True)
-class Reads:
+class Reads(Struct, frozen=True):
     """What an observation reads after the wave list, decided from the manifests and the waves alone
     (no I/O): the module docstring says when each read is made."""
 
@@ -187,8 +188,7 @@ class _Adder(Protocol):
     def add(self, call: Callable[[], _T]) -> _Answer[_T]: ...
 
 
-@dataclass(frozen=True)
-class _Replies:
+class _Replies(Struct, frozen=True):
     """The answers of ``Reads``, each by name; None: not read."""
 
     prod: _Answer[dict[str, Json]]
@@ -247,8 +247,7 @@ def _ask(client: FactoryClient, reads: Reads, waves: dict[str, ObservedWave]) ->
     return replies
 
 
-@dataclass(frozen=True)
-class _Failed:
+class _Failed(Struct, frozen=True):
     """A speculative read's error, kept in its answer."""
 
     error: ReconcilerError

@@ -42,8 +42,9 @@ compromised or misconfigured server) would hand it to that host.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from reconciler.github._workflow import Json, command
 
@@ -106,8 +107,7 @@ def pages(client: httpx.Client, url: str) -> Iterator[list[Json]]:
         next_url = str(target)
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(Struct, frozen=True):
     """The account the token writes as, and how that was found out (for the messages)."""
 
     login: str

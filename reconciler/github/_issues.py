@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+
+from msgspec import Struct, field
 
 from reconciler.errors import MAX_SHOWN, error_text, more_line
 from reconciler.github._api import (
@@ -61,8 +62,7 @@ def marker(factory: str, wave: str) -> str:
     return f"<!-- reconcile-stuck:{factory}:{wave} -->"
 
 
-@dataclass
-class StuckWave:
+class StuckWave(Struct):
     name: str
     manifest: str | None = None
     line: int | None = None

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from reconciler.errors import UserError
 from reconciler.github._workflow import Json
@@ -48,8 +49,7 @@ def problems_from_log(log: str) -> dict[str, list[Json]]:
     return found
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(Struct, frozen=True):
     """What one reconcile run left: its plan (None if it failed before planning), Markdown and log."""
 
     plan: Json | None

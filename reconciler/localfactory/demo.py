@@ -23,9 +23,10 @@ import sqlite3
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+
+from msgspec import Struct
 
 from reconciler import names, signing
 from reconciler.errors import UserError
@@ -64,8 +65,7 @@ def check_start(start: int) -> None:
         )
 
 
-@dataclass
-class InitResult:
+class InitResult(Struct):
     path: Path
     factory: str
     devices: int

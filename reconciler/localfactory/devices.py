@@ -18,8 +18,9 @@ import re
 import sqlite3
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from . import fleet, store, waves
 from .errors import ApiError, bad_request, not_found
@@ -173,8 +174,7 @@ class View:
         return out
 
 
-@dataclass
-class Filters:
+class Filters(Struct):
     group: str | None = None
     tag: str | None = None
     target_name: str | None = None
@@ -355,8 +355,7 @@ def update_events(conn: sqlite3.Connection, d: DeviceRow, correlation_id: str) -
 # ------------------------------------------------------------------------------------ adding devices
 
 
-@dataclass
-class NewDevice:
+class NewDevice(Struct):
     name: str
     uuid: str
     tag: str

@@ -34,7 +34,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from . import repo, store, targets, trust, tufclient
 from .shapes import DeviceRow
@@ -46,8 +47,7 @@ SqlParams = dict[str, int | str]
 DEFAULTS = {"checkin_interval": 300, "offline_per_day_bp": 500, "dead_bp": 100, "install_failure_bp": 200}
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(Struct, frozen=True):
     interval: int
     offline_bp: int  # basis points (1/10,000)
     dead_bp: int
@@ -99,8 +99,7 @@ def online_today(rnd: int, day: int, m: Model) -> bool:
 # ------------------------------------------------------------------------------------ metadata
 
 
-@dataclass
-class Source:
+class Source(Struct):
     """The metadata a class of devices fetches, verified, and what it offers per hardware id."""
 
     kind: str  # "ci" | "prod" | "wave"

@@ -35,8 +35,9 @@ import json
 import re
 import sqlite3
 import threading
-from dataclasses import dataclass
 from datetime import timedelta
+
+from msgspec import Struct
 
 from reconciler import signing
 
@@ -54,8 +55,7 @@ _sigs: dict[tuple[str, bytes], JsonObject] = {}
 _sigs_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
-class View:
+class View(Struct, frozen=True):
     """The targets one class of devices fetches, and which root chain verifies them."""
 
     kind: str  # "ci" | "prod" | "wave"

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from dataclasses import dataclass, field
 from math import ceil
+
+from msgspec import Struct, field
 
 from . import devices, groups, store, waves
 from .errors import bad_request, not_found
@@ -35,8 +36,7 @@ RND_BITS = 62
 RND_MASK = (1 << RND_BITS) - 1
 
 
-@dataclass
-class Options:
+class Options(Struct):
     group: str | None = None
     limit: int | None = None
     percentage: int | None = None
@@ -97,8 +97,7 @@ def parse_options(body: JsonValue) -> Options:
     return opts
 
 
-@dataclass
-class Pick:
+class Pick(Struct):
     ids: list[int]
     count: int
     uuids: list[str]

@@ -30,9 +30,9 @@ import json
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from msgspec import Struct
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
@@ -164,8 +164,7 @@ def _answer_busy(conn: socket.socket) -> None:
         conn.close()
 
 
-@dataclass
-class Listening:
+class Listening(Struct):
     server: TcpWSGIServer | MultiSocketServer
     urls: list[str]
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from reconciler import signing
 
@@ -34,8 +35,7 @@ class Refused(Exception):
     """The device refuses the metadata (bad signature, rollback, mix-and-match, expiry)."""
 
 
-@dataclass(frozen=True)
-class Trusted:
+class Trusted(Struct, frozen=True):
     """What a device trusts after a successful refresh (versions only, beside the root)."""
 
     root: JsonObject
@@ -44,8 +44,7 @@ class Trusted:
     targets: int = 0
 
 
-@dataclass(frozen=True)
-class Checked:
+class Checked(Struct, frozen=True):
     """A verified set of files: the versions a device compares with its own, and the first expiry."""
 
     root: JsonObject

@@ -34,8 +34,9 @@ import json
 import re
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from reconciler import signing
 
@@ -57,8 +58,7 @@ NOT_CANONICAL = (
 )
 
 
-@dataclass
-class Wave:
+class Wave(Struct):
     id: int
     name: str
     version: int

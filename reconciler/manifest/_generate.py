@@ -24,12 +24,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import yaml
+from msgspec import Struct
 
 from reconciler import names
 from reconciler.core import MAX_ROLLOUT_UUIDS, ObservedWave, RolloutRecord, TargetsKeys, WaveStatus, short_keyid
@@ -50,16 +50,14 @@ class Selection(StrEnum):
     ALL = "all"  # every wave, finished ones with complete: true or cancel: true
 
 
-@dataclass(frozen=True)
-class WaveFacts:
+class WaveFacts(Struct, frozen=True):
     """What the factory says of one wave beyond the wave list, read for the import (``factory/adopt.py``)."""
 
     expires_at: datetime | None  # ``signed.expires`` of the wave's targets; None: not readable
     signers: frozenset[str] | None  # key ids whose signature over its targets verifies; None: unknown
 
 
-@dataclass(frozen=True)
-class Generated:
+class Generated(Struct, frozen=True):
     """One manifest to write: its file name (a plain name, no directory) and its text."""
 
     wave: ObservedWave

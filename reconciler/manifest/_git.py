@@ -25,9 +25,10 @@ import re
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Self
+
+from msgspec import Struct, field
 
 from reconciler.core import LostManifest, ManifestChange, WaveSpec
 from reconciler.errors import UserError
@@ -203,8 +204,7 @@ class GitSource:
         return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
-@dataclass(frozen=True)
-class Changes:
+class Changes(Struct, frozen=True):
     """What a pull request (or a local edit) changes in the release repository since a base.
 
     ``paths`` are repository paths (both sides of a rename); ``diffs`` map each changed
@@ -317,8 +317,7 @@ def _failed(cwd: str, command: str, done: subprocess.CompletedProcess[bytes]) ->
     return UserError(f"{cwd}: git {command} failed: {lines[0]}")
 
 
-@dataclass(frozen=True)
-class _Repository:
+class _Repository(Struct, frozen=True):
     """The repository holding a path: its root as GitPython names it (the work tree, or a bare repository's
     own directory) and whether it is bare (no work tree to be dirty)."""
 
@@ -359,8 +358,7 @@ def _discover(path: str | os.PathLike[str]) -> _Repository | None:
     return _Repository(written, bare == "true")
 
 
-@dataclass(frozen=True)
-class _WorkTree:
+class _WorkTree(Struct, frozen=True):
     """The state ``git status`` reports: the commit checked out (None before the first), the branch
     (None when detached), and the dirty files (GitPython's ``dirty_files`` order, see ``_work_tree``)."""
 

@@ -12,9 +12,11 @@ then the rules that span documents and files.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from functools import cache
 from typing import TypeVar
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from reconciler.core import (
     MAX_ROLLOUT_UUIDS,
@@ -50,8 +52,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-@dataclass
-class LoadResult:
+class LoadResult(Struct):
     specs: list[WaveSpec]  # in file order
     warnings: list[Problem]  # sorted, the first errors.MAX_SHOWN
     files: int  # manifest files read

@@ -20,10 +20,11 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from msgspec import Struct
 
 from reconciler.core import MINUTES_PER_DAY, WEEKDAYS, Freeze, Schedule, Window, day_start
 from reconciler.errors import Problem, Problems
@@ -46,8 +47,7 @@ _NOT_PLACES = {"localtime", "posixrules", "factory"}
 Report = Callable[[YamlPath, str], None]  # (path in the document, message): an error at that value
 
 
-@dataclass(frozen=True)
-class ScheduleKeys:
+class ScheduleKeys(Struct, frozen=True):
     """What one document (a wave or a ReleasePolicy) says: windows (None: the key is absent) and freezes."""
 
     windows: tuple[Window, ...] | None

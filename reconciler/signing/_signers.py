@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from msgspec import Struct
 
 from reconciler.signing._archive import (
     KeyArchive,
@@ -147,8 +147,7 @@ def offline_keyids(root: JsonObject, online_public: JsonObject) -> list[str]:
     return candidates
 
 
-@dataclass(frozen=True)
-class ArchiveKey:
+class ArchiveKey(Struct, frozen=True):
     """One key a key archive holds: its Foundries key id and type (never its secret)."""
 
     keyid: str

@@ -4,11 +4,11 @@ planner, drift and status built on it (core/ledger.py)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from reconciler.core import RolloutOp, build_plan, ledger, uuids_to_check, waves_needing_status
 from reconciler.core.drift import ledger_drift

@@ -3,9 +3,10 @@ and cancel never are; a gate and a window both show."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta, timezone
 from zoneinfo import ZoneInfo
+
+from msgspec.structs import replace
 
 from reconciler.core import CancelOp, CompleteOp, InitOp, RolloutOp, build_plan
 from reconciler.core.plan.model import StepStatus

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from reconciler.core import InitOp, RolloutOp, SignOp, build_plan, without_keyed_steps, without_signs_by
 from reconciler.core.plan.model import StepStatus

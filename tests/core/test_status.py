@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
+
+from msgspec.structs import replace
 
 from reconciler.core.spec import Gate, PhaseSpec
 from reconciler.core.state import Device

@@ -10,8 +10,9 @@ planner (``plan/planner.py``) turns them into errors or warnings and holds the s
 from __future__ import annotations
 
 import difflib
-from dataclasses import replace
 from datetime import datetime, timedelta
+
+from msgspec.structs import replace
 
 from reconciler.core import ledger
 from reconciler.core.forecast import Forecast, forecast

@@ -6,10 +6,12 @@ frozen; the shell changes a plan only through ``Plan.with_operation`` (device co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from reconciler.core import ledger
 from reconciler.core import signatures as sigs
@@ -44,8 +46,7 @@ SummaryStatus = Literal["absent"] | WaveStatus  # absent: the wave does not exis
 StepKey = tuple[OpKind, str, int | None]
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Step:
+class _Step(Struct, frozen=True, kw_only=True):
     """What every step has: the wave, its tag, whether it runs now and where in a manifest it comes from."""
 
     kind: ClassVar[OpKind]
@@ -77,8 +78,7 @@ class _Step:
         return replace(self, status=StepStatus.BLOCKED, reason=reason)
 
 
-@dataclass(frozen=True, kw_only=True)
-class InitOp(_Step):
+class InitOp(_Step, frozen=True, kw_only=True):
     """Create the wave: sign its targets (the offline key) and send them."""
 
     kind: ClassVar[OpKind] = OpKind.INIT
@@ -92,8 +92,7 @@ class InitOp(_Step):
         return f"init {self.wave} (target {self.target}, tag {self.tag}{extra})"
 
 
-@dataclass(frozen=True, kw_only=True)
-class RolloutOp(_Step):
+class RolloutOp(_Step, frozen=True, kw_only=True):
     """Roll the wave out to one phase's devices, or to one part of a phase of more than 10,000 UUIDs:
     one entry of the wave's rollout history (core/ledger.py maps entries to phases and parts)."""
 
@@ -123,8 +122,7 @@ class RolloutOp(_Step):
         return f"rollout {self.wave} phase '{self.phase}'{self.part_label} ({rollout_scope(self)})"
 
 
-@dataclass(frozen=True, kw_only=True)
-class SignOp(_Step):
+class SignOp(_Step, frozen=True, kw_only=True):
     """Add this run's offline signature to the wave's targets through the wave sign API (``fioctl
     waves sign``): the production root needs more signatures than init gave before anything rolls out."""
 
@@ -142,15 +140,13 @@ class SignOp(_Step):
         return f"sign {self.wave} ({self.signatures} of {self.threshold} signatures)"
 
 
-@dataclass(frozen=True, kw_only=True)
-class CompleteOp(_Step):
+class CompleteOp(_Step, frozen=True, kw_only=True):
     """Make the wave's targets the tag's production targets."""
 
     kind: ClassVar[OpKind] = OpKind.COMPLETE
 
 
-@dataclass(frozen=True, kw_only=True)
-class CancelOp(_Step):
+class CancelOp(_Step, frozen=True, kw_only=True):
     """Stop the wave; devices already updated stay where they are (orphans), the others keep production."""
 
     kind: ClassVar[OpKind] = OpKind.CANCEL
@@ -182,8 +178,7 @@ def rollout_scope(op: RolloutOp) -> str:
     return scope_text(op.group, limit, None if op.uuids is None else len(op.uuids))
 
 
-@dataclass(frozen=True)
-class WaveSummary:
+class WaveSummary(Struct, frozen=True):
     name: str
     manifest: str
     tag: str
@@ -203,8 +198,7 @@ class WaveSummary:
         return replace(self, phases=tuple(phases))
 
 
-@dataclass(frozen=True)
-class Held:
+class Held(Struct, frozen=True):
     """A wave held by an error in its manifest: its steps and the later steps of its tag wait."""
 
     wave: str
@@ -212,8 +206,7 @@ class Held:
     reason: str
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Struct, frozen=True):
     factory: str
     backend: str
     now: datetime

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from datetime import datetime
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from reconciler.core import failures, gates, ledger
 from reconciler.core import signatures as sigs
@@ -75,8 +77,7 @@ def build_plan(specs: list[WaveSpec], observed: ObservedState, lost: Mapping[str
     )
 
 
-@dataclass
-class _SummaryDraft:
+class _SummaryDraft(Struct):
     """A wave's summary while the planner fills in its phases; frozen into a ``WaveSummary`` at the end."""
 
     spec: WaveSpec
@@ -110,8 +111,7 @@ class _SummaryDraft:
         )
 
 
-@dataclass
-class _TagState:
+class _TagState(Struct):
     """A tag as it will be at the current point of the plan."""
 
     busy_with: str | None  # the wave that is active at this point, if any
