@@ -29,6 +29,7 @@ import stat
 import subprocess
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -121,6 +122,10 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Closed when the store is dropped, or else when the process ends, even one that ends without
+        # freeing its objects (``reconcile``'s ``cli.program``): the last connection to close folds the
+        # WAL into the database and removes the -wal and -shm files.
+        weakref.finalize(self, _close_all, self._all, self._lock)
 
     @classmethod
     def in_dir(cls, directory: str | Path) -> Store:
@@ -227,11 +232,7 @@ class Store:
         return conn
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._all.clear()
+        _close_all(self._all, self._lock)
         self._local = threading.local()
 
     @contextmanager
@@ -463,3 +464,12 @@ def parse_time(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
+
+
+def _close_all(connections: list[sqlite3.Connection], lock: threading.Lock) -> None:
+    """Close a store's connections (``Store.close``, and its finalizer, which must not hold the store)."""
+    with lock:
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        connections.clear()
