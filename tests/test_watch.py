@@ -140,7 +140,13 @@ def test_reconcile_watch_replans_on_save_and_stops_on_ctrl_c(tmp_path):
         "RECONCILE_LOCAL": str(tmp_path / "factory"),
         "XDG_STATE_HOME": str(tmp_path / "state"),
     }
-    code = "import sys; from reconciler.cli.reconcile import main; sys.exit(main())"
+    # Ctrl-C as a terminal delivers it: a test run started in the background (a non-interactive shell's
+    # `&`, nohup) ignores SIGINT, and a child inherits that, so the watch would never see the signal.
+    code = (
+        "import faulthandler, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+        "from reconciler.cli.reconcile import main; sys.exit(main())"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--dry-run", "--watch", "releases"],
         cwd=tmp_path,
@@ -161,8 +167,11 @@ def test_reconcile_watch_replans_on_save_and_stops_on_ctrl_c(tmp_path):
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack, into the output
+            time.sleep(1)
             proc.kill()
-            raise
+            reader.join(timeout=5)
+            raise AssertionError("still running 10 s after Ctrl-C:\n" + "".join(lines)) from None
     reader.join(timeout=5)
     assert proc.returncode == 0, "".join(lines)
     assert lines[-1].strip() == "Stopped watching."

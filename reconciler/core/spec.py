@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-import msgspec
-from msgspec import Struct
+from msgspec import Struct, field
 
 from reconciler.core.windows import Schedule
 
@@ -35,7 +34,7 @@ class FailureBound(Struct, frozen=True):
 
     percent: float  # 0..100
     inclusive: bool = False
-    location: Location = msgspec.field(default_factory=lambda: Location(""))
+    location: Location = field(default_factory=lambda: Location(""))
 
     def __str__(self) -> str:
         return f"{'<=' if self.inclusive else '<'}{self.percent:g}%"
@@ -82,10 +81,10 @@ class PhaseSpec(Struct, frozen=True):
     limit: Limit | None = None
     uuids: tuple[str, ...] | None = None  # canonical lower-case UUIDs, in file order
     uuids_file: str | None = None  # the file they came from (as written in the manifest), if any
-    gate: Gate = msgspec.field(default_factory=Gate)
-    location: Location = msgspec.field(default_factory=lambda: Location(""))
-    positions: dict[str, Location] = msgspec.field(default_factory=dict)  # group/limit/uuids -> its value
-    uuid_locations: Sequence[Location] | None = msgspec.field(default=None)  # each UUID's own line
+    gate: Gate = field(default_factory=Gate)
+    location: Location = field(default_factory=lambda: Location(""))
+    positions: dict[str, Location] = field(default_factory=dict)  # group/limit/uuids -> its value
+    uuid_locations: Sequence[Location] | None = field(default=None)  # each UUID's own line
 
     def at(self, *keys: str) -> Location:
         """Where the first of these keys is written in the phase, else the phase itself."""
@@ -110,8 +109,8 @@ class PhaseSpec(Struct, frozen=True):
 class CompleteSpec(Struct, frozen=True):
     """When to complete the wave: after every phase is rolled out and the gate passes."""
 
-    gate: Gate = msgspec.field(default_factory=Gate)
-    location: Location = msgspec.field(default_factory=lambda: Location(""))
+    gate: Gate = field(default_factory=Gate)
+    location: Location = field(default_factory=lambda: Location(""))
 
 
 class WaveSpec(Struct, frozen=True):
@@ -131,8 +130,8 @@ class WaveSpec(Struct, frozen=True):
     # is still to do (not on every run after it, when the block no longer matters).
     ignored_complete: Location | None = None
     on_failure: OnFailure = OnFailure.HALT  # when a failure bound (require.failed) is exceeded
-    positions: dict[str, Location] = msgspec.field(default_factory=dict)  # top-level key -> its value
-    schedule: Schedule = msgspec.field(
+    positions: dict[str, Location] = field(default_factory=dict)  # top-level key -> its value
+    schedule: Schedule = field(
         default_factory=Schedule
     )  # windows and freezes in force (the wave's and reconcile.yaml's)
 
