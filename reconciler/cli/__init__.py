@@ -28,7 +28,7 @@ def program() -> None:
     after every exit handler the run registered has run, the output is flushed and the process ends
     there. Tearing the interpreter down took 55-65 ms of a dry run against the API (15 ms of a
     ``--check``) and gave nothing back: the memory is the system's again either way. mypy ends the
-    same way (its ``--fast-exit``, on by default).
+    same way (``mypy.util.hard_exit``, unless ``--no-fast-exit``).
 
     Only here, not in ``main``: a process that calls ``main`` among other work (a test run) keeps the
     collector as it set it, and goes on after it."""
