@@ -26,7 +26,7 @@ def program() -> None:
 
     Nor are those objects freed one by one when the process ends (``_end``): after ``main`` exits, and
     after every exit handler the run registered has run, the output is flushed and the process ends
-    there. Tearing the interpreter down took 55-66 ms of a dry run against the API (15 ms of a
+    there. Tearing the interpreter down took 55-66 ms of a dry run against the API (13-16 ms of a
     ``--check``) and gave nothing back: the memory is the system's again either way. mypy ends the
     same way (``mypy.util.hard_exit``, unless ``--no-fast-exit``).
 

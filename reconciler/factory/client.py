@@ -102,7 +102,10 @@ def select_backend(
             )
         base_url, label = _api_url(api_url, allow_insecure_http)
         token, note = _token(os.environ.get("RECONCILE_API_TOKEN"))
-        transport = RetryTransport(DeadlineTransport(spares=_claimed(base_url), tls=base_url.startswith("https:")))
+        scheme, host, port = origin(httpx.URL(base_url))
+        # the connections the command line began opening to this API (connections.start), if any
+        spares = connections.claim(scheme, host, port)
+        transport = RetryTransport(DeadlineTransport(spares=spares, tls=scheme == "https"))
         return Backend(factory, label, base_url, transport, token=token, note=note)
     from reconciler.localfactory import open_embedded  # imported only when the embedded backend is used
 
@@ -153,11 +156,6 @@ def _api_url(text: str, allow_insecure_http: bool) -> tuple[str, str]:
 
 # The user information of a URL (``user:password@``), hidden when the URL cannot be parsed.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
-
-
-def _claimed(base_url: str) -> connections.Spares | None:
-    """The connections the command line began opening to this API (``connections.start``), if any."""
-    return connections.claim(*origin(httpx.URL(base_url)))
 
 
 # Path segments a URL normaliser (httpx's, a proxy's, the server's) removes, with the request's target.
