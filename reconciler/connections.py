@@ -17,6 +17,7 @@ when the command ends (``discard``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import os
@@ -96,9 +97,12 @@ class Spares:
             self.opening += count
         # One thread opens them all, each socket non-blocking: a thread per connection cost more to start
         # (each start waits for the GIL) than the handshakes saved, while the manifests load.
-        threading.Thread(
+        opener = threading.Thread(
             target=self._open, args=(host, port, tls, count, min(timeout, CONNECT_TIMEOUT)), daemon=True
-        ).start()
+        )
+        with _openers_lock:
+            _openers[opener] = self
+        opener.start()
 
     def _open(self, host: str, port: int, tls: bool, count: int, timeout: float) -> None:
         handed = 0
@@ -115,13 +119,17 @@ class Spares:
                 self._ready.notify()
 
         try:
-            _connect_all(host, port, self.context if tls else None, count, timeout, hand_over)
+            # The context (a CA bundle read: 50-80 ms) is made while the TCP handshakes are under way.
+            make_context = (lambda: self.context) if tls else None
+            _connect_all(host, port, make_context, count, timeout, hand_over, stopped=lambda: self._closed)
         except (OSError, ValueError):
             pass  # the requests that would have used them connect themselves, and report what fails
         finally:
             with self._ready:
                 self.opening -= count - handed  # those that failed or did not open in time
                 self._ready.notify_all()  # a request waiting for one of them connects itself
+            with _openers_lock:
+                _openers.pop(threading.current_thread(), None)
 
     def waiting(self, host: str, port: int) -> int:
         """The open spares to (host, port) not handed out yet."""
@@ -188,6 +196,12 @@ def origin(url: str) -> Origin | None:
 
 _early: dict[Origin, Spares] = {}  # opened by ``start``, not claimed yet
 _early_lock = threading.Lock()
+_openers: dict[threading.Thread, Spares] = {}  # the threads opening connections, and for whom
+_openers_lock = threading.Lock()
+# How often an opening thread looks whether its spares were closed while it waits for handshakes.
+_CLOSED_CHECK_INTERVAL: Final = 0.05
+# The most the process waits at exit for an opening thread to stop (a CA bundle read takes 50-80 ms).
+_SETTLE_TIMEOUT: Final = 1.0
 
 
 def start(api_url: str, allow_insecure_http: bool, count: int = READS_PER_PLAN) -> None:
@@ -219,6 +233,22 @@ def discard() -> None:
         spares.close()
 
 
+@atexit.register
+def _settle() -> None:
+    """Stop the threads still opening connections before the interpreter is torn down. A process torn
+    down while one of them read the CA bundle or handshook (both inside OpenSSL, without the GIL) died of a
+    segmentation fault: ``reconcile --debug`` with a mistake found just after the command line began
+    connecting exited 139 instead of 1. Closing their spares ends their loops within
+    ``_CLOSED_CHECK_INTERVAL``. A process that ends with ``os._exit`` (``cli.program``) runs this too,
+    first; by then no thread is usually left."""
+    with _openers_lock:
+        left = list(_openers.items())
+    for _, spares in left:
+        spares.close()
+    for opener, _ in left:
+        opener.join(_SETTLE_TIMEOUT)
+
+
 def is_loopback(host: str) -> bool:
     """This machine: ``localhost`` (and its subdomains, RFC 6761), 127.0.0.0/8 and ::1."""
     if host == "localhost" or host.endswith(".localhost"):
@@ -232,14 +262,17 @@ def is_loopback(host: str) -> bool:
 def _connect_all(
     host: str,
     port: int,
-    context: ssl.SSLContext | None,
+    make_context: Callable[[], ssl.SSLContext] | None,
     count: int,
     timeout: float,
     hand_over: Callable[[socket.socket], None],
+    stopped: Callable[[], bool],
 ) -> None:
-    """``count`` connections to (host, port), TLS-handshaken with ``context`` when given, opened together
-    from this one thread (non-blocking sockets and a selector), each given to ``hand_over`` as soon as it
-    is open, blocking as httpcore's own sockets; those not open within ``timeout`` are closed."""
+    """``count`` connections to (host, port), TLS-handshaken with the context ``make_context`` gives when
+    there is one, opened together from this one thread (non-blocking sockets and a selector), each given
+    to ``hand_over`` as soon as it is open, blocking as httpcore's own sockets; those not open within
+    ``timeout``, or when ``stopped()`` says so, are closed. The context is asked for once the TCP
+    handshakes have begun: reading the CA bundle then takes place during their round trip, not before it."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector, _closing_the_rest(selector):
@@ -249,8 +282,9 @@ def _connect_all(
             new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as httpcore's connect_tcp
             new.connect_ex(address)
             selector.register(new, selectors.EVENT_WRITE, data=False)  # data: the TLS handshake has begun
-        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
-            for key, _ in selector.select(left):
+        context = make_context() if make_context is not None else None
+        while selector.get_map() and not stopped() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(min(left, _CLOSED_CHECK_INTERVAL)):
                 selector.unregister(key.fileobj)
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
