@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 from reconciler.errors import UserError
-from reconciler.resources import schema_path, workflow_template_path
+from reconciler.resources import read_text, schema_path, workflow_template_path
 
 DEMO_FACTORY = ".demo-factory"  # in the repository, ignored by git: where next_steps puts a local demo factory
 _FACTORY = re.compile(r"^[a-zA-Z0-9_.-]+$")
@@ -128,14 +128,14 @@ def init_repo(directory: Path, factory: str, action: str | None) -> list[Path]:
         )
     if directory.exists() and not directory.is_dir():
         raise UserError(f"{directory} exists and is not a directory")
-    workflow = workflow_template_path().read_text(encoding="utf-8")
+    workflow = read_text(workflow_template_path())
     if action is not None:
         workflow = workflow.replace(_PLACEHOLDER_USES, action)
     action_repo = (action or ACTION_PLACEHOLDER).split("@")[0]
     pin_note = "" if action else f" (replace `{ACTION_PLACEHOLDER}`, or run init-repo with `--action`)"
     files = {
         Path("releases/first-wave.yaml"): FIRST_WAVE.format(factory=factory),
-        Path("schemas/wave.schema.json"): schema_path("wave.schema.json").read_text(encoding="utf-8"),
+        Path("schemas/wave.schema.json"): read_text(schema_path("wave.schema.json")),
         Path(".github/workflows/release.yml"): workflow,
         Path("README.md"): README.format(factory=factory, action_repo=action_repo, pin_note=pin_note),
     }

@@ -22,7 +22,6 @@ import io
 import os
 import posixpath
 import re
-import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -35,6 +34,8 @@ from reconciler.errors import UserError
 from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from git import Diff, Repo
 
 # A plan's ``provenance`` object (schemas/plan.schema.json): repository, commit, dirty, author, date, ...
@@ -291,6 +292,8 @@ def _run_git(cwd: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     out because GitPython finds the repository from the path, not from the environment (a hook sets
     it). ``GIT_OPTIONAL_LOCKS=0``: reading the state must not rewrite the index under an editor.
     """
+    import subprocess  # here, not at the top: a --check, which runs no git, does not load it (8 ms)
+
     env = {name: value for name, value in os.environ.items() if name != "GIT_DIR"}
     env.update(LC_ALL="C", LANGUAGE="C", GIT_OPTIONAL_LOCKS="0")
     command = [os.environ.get("GIT_PYTHON_GIT_EXECUTABLE") or "git", *args]

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
@@ -31,6 +31,9 @@ from reconciler.errors import Problem, Problems
 from reconciler.manifest._schema import WaveSchema
 from reconciler.manifest._source import ManifestSource, SourceError, decode_utf8
 from reconciler.manifest._yaml import Document, YamlPath, position, read_documents
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 POLICY_FILE = "reconcile.yaml"
 POLICY_KIND = "ReleasePolicy"
@@ -254,6 +257,9 @@ class _Reader:
         return Freeze(start, end, reason, zone, self.where(path))
 
     def zone(self, raw: dict[str, object], path: YamlPath) -> ZoneInfo | None:
+        # Imported here: zoneinfo (with sysconfig, 5 ms) is loaded only by a manifest with a schedule.
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         if "timezone" not in raw:
             return ZoneInfo("UTC")
         name = self.text(raw, path, "timezone")

@@ -302,6 +302,16 @@ def test_every_character_a_manifest_value_refuses_is_one_isprintable_refuses():
     assert [f"U+{c:04X}" for c in missed] == []
 
 
+@given(st.text(st.characters(max_codepoint=0x7F)), st.booleans())
+def test_ascii_text_is_searched_with_the_small_class_and_finds_what_the_whole_class_finds(text, lines):
+    """unsafe_character searches ASCII text for the C0 controls and DEL only: the same first character
+    at the same place as the whole class (every format and separator character lies beyond ASCII)."""
+    from reconciler import safetext
+
+    whole = (safetext._UNSAFE_IN_FILE if lines else safetext._UNSAFE).search(text)
+    assert unsafe_character(text, lines=lines) == (None if whole is None else (whole.start(), whole.group()))
+
+
 @given(st.text())
 def test_printable_output_is_one_line_of_inert_characters(text):
     shown = printable(text)
