@@ -144,9 +144,14 @@ def _read_regular_file(descriptor: int) -> bytes:
     too_large = SourceError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
     if status.st_size > MAX_FILE_BYTES:
         raise too_large
+    # Reads as large as the file says it is, and one byte more to see it end (at least 64 KiB, for a file
+    # system that says 0): os.read allocates all it is asked for before it reads, and asking for the whole
+    # cap (16 MiB) made every read of a small file map and unmap that much (1,000 manifests and their UUID
+    # files: 111 -> 58 ms).
+    step = max(status.st_size + 1, 64 * 1024)
     chunks, size = [], 0
     try:
-        while size <= MAX_FILE_BYTES and (chunk := os.read(descriptor, MAX_FILE_BYTES + 1 - size)):
+        while size <= MAX_FILE_BYTES and (chunk := os.read(descriptor, min(step, MAX_FILE_BYTES + 1 - size))):
             chunks.append(chunk)
             size += len(chunk)
     except OSError as error:

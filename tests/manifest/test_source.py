@@ -65,6 +65,31 @@ def test_reading(tree):
         source.read("huge.yaml")
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="needs Linux's /proc")
+def test_a_file_whose_size_says_0_is_read_whole():
+    """Reads are sized by what fstat says (os.read allocates what it is asked for); a file system that
+    says 0, as /proc does for its files, still gives all it holds."""
+    with open("/proc/self/cmdline", "rb") as handle:
+        expected = handle.read()
+    assert os.stat("/proc/self/cmdline").st_size == 0 and expected
+    assert FileSource().read("/proc/self/cmdline") == expected
+
+
+def test_a_file_longer_than_its_size_said_is_read_to_its_end(tree, monkeypatch):
+    """What fstat says only sizes the reads: a file that grew since (here fstat says 10 bytes of 400,000)
+    is read on, 64 KiB at a time, to its end."""
+    (tree / "grown.yaml").write_bytes(b"a" * 100_000 + b"b" * 300_000)
+    real_fstat = os.fstat
+
+    def stale_fstat(descriptor):
+        status = list(real_fstat(descriptor))
+        status[6] = 10  # st_size
+        return os.stat_result(status)
+
+    monkeypatch.setattr(os, "fstat", stale_fstat)
+    assert FileSource().read("grown.yaml") == b"a" * 100_000 + b"b" * 300_000
+
+
 def test_outside_git_the_release_repository_is_the_directory_given(tree):
     source = FileSource()
     (manifest,) = source.manifests("releases/sub")
