@@ -14,9 +14,11 @@ RECONCILE = str(Path(sys.executable).with_name("reconcile"))  # the console scri
 EXAMPLES = str(REPO / "examples" / "releases")
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
     env = {name: value for name, value in env.items() if not name.startswith(("RECONCILE_", "GITHUB_"))}
+    if token is not None:
+        env["RECONCILE_API_TOKEN"] = token
     return subprocess.run([RECONCILE, *args], capture_output=True, text=True, env=env, check=False, cwd=REPO)
 
 
@@ -70,8 +72,7 @@ def test_reconcile_debug_with_an_early_mistake_shows_its_traceback_and_exits_1()
     """The same as a user meets it: ``--debug`` shows a mistake's traceback, which the interpreter prints
     as it ends, right after the command line began connecting to an https API."""
     mistake = ["--debug", "--out", "plan.json", EXAMPLES, "--api-url", "https://127.0.0.1:9", "--factory", "d"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RECONCILE_API_TOKEN": "t"}
     for _ in range(3):
-        result = subprocess.run([RECONCILE, *mistake], capture_output=True, text=True, env=env, check=False, cwd=REPO)
+        result = run(*mistake, token="t")
         assert result.returncode == 1, result.stderr
         assert "UserError: --out saves a plan without applying it" in result.stderr
