@@ -6,7 +6,14 @@ subprocess a few times and prints the child's own CPU time (getrusage of the chi
 and the wall time. The target is under 1 s of CPU for the whole run, interpreter start
 included; a run with nothing but the imports is measured too, for comparison.
 
-    python bench/bench_check.py [--manifests 1000] [--repeat 5] [--smoke]
+    python bench/bench_check.py [--manifests 1000] [--repeat 5] [--against REV] [--smoke]
+
+``--against REV``: REV's ``reconcile --check`` is timed too, on the same repository, its runs alternating
+with this tree's, and the ratio of their CPU is printed. A machine's speed moves by 10-20 % within an hour
+and about 2x between days (this bench gave 0.73 s for 4558939 on 2026-12-01 and 1.53 s on 2026-12-05),
+so a figure from another day compares with nothing; a ratio against a named commit, measured side by
+side, does. REV is a commit of this repository (``git archive``, unpacked to a temporary directory and
+run from there), as old as 4558939 (``reconciler.cli.main`` then, ``program`` now).
 
 ``--smoke``: 20 manifests, one run, figures printed but not judged: the bench still runs
 (tests/test_benches.py).
@@ -15,12 +22,14 @@ included; a run with nothing but the imports is measured too, for comparison.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
 import resource
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -30,7 +39,11 @@ from programenv import program_env  # bench/ is on sys.path when this script run
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_CPU_SECONDS = 1.0
-CHECK = "import sys; sys.argv[0] = 'reconcile'; from reconciler.cli import program; program()"  # as the console script
+# As the console script runs it (reconciler.cli.program); a tree from before program() existed: main().
+CHECK = (
+    "import sys; sys.argv[0] = 'reconcile'; import reconciler.cli as cli; "
+    "cli.program() if hasattr(cli, 'program') else sys.exit(cli.main())"
+)
 IMPORTS_ONLY = "import reconciler.cli.reconcile, reconciler.manifest"
 
 MANIFEST = """\
@@ -95,26 +108,65 @@ def generate(root: Path, manifests: int, seed: int = 1) -> int:
     return total
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(child CPU seconds, wall seconds, result) of one subprocess run."""
+def measure(argv: list[str], env: dict[str, str], cwd: Path = REPO) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(child CPU seconds, wall seconds, result) of one subprocess run (``python -c`` imports from ``cwd`` first)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, wall, result
 
 
+def unpack(rev: str, into: Path) -> Path:
+    """The files of commit ``rev`` of this repository, unpacked under ``into``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--against {rev}: {archive.stderr.decode(errors='replace').strip()}")
+    tree = into / "against"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+            tar.extractall(tree, filter="data")
+        else:
+            tar.extractall(tree)  # noqa: S202 - a commit of this repository, not a download
+    return tree
+
+
+def side_by_side(command: list[str], trees: dict[str, Path], repeat: int) -> dict[str, list[float]]:
+    """CPU seconds of ``command`` run from each tree, alternating (the order swapped every round), after
+    one untimed run each (bytecode, page cache). Each runs in its tree, which ``python -c`` imports from
+    before ``PYTHONPATH`` and an editable install."""
+    envs = {
+        label: program_env(PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
+        for label, tree in trees.items()
+    }
+    for label, env in envs.items():
+        where = measure([sys.executable, "-c", "import reconciler; print(reconciler.__file__)"], env, trees[label])
+        if not Path(where[2].stdout.strip()).is_relative_to(trees[label]):  # else both would time one tree
+            raise SystemExit(f"{label}: reconciler imports from {where[2].stdout.strip()}, not from {trees[label]}")
+        _, _, result = measure(command, env, trees[label])
+        if result.returncode != 0:
+            raise SystemExit(f"reconcile --check of {label} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    cpus: dict[str, list[float]] = {label: [] for label in trees}
+    order = list(trees)
+    for round_ in range(repeat):
+        for label in order if round_ % 2 == 0 else reversed(order):
+            cpus[label].append(measure(command, envs[label], trees[label])[0])
+    return cpus
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifests", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--against", metavar="REV", help="time commit REV too, side by side, and print the CPU ratio")
     parser.add_argument("--smoke", action="store_true", help="20 manifests, one run, not judged")
     args = parser.parse_args()
     if args.smoke:
         args.manifests, args.repeat = 20, 1
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
+        against = unpack(args.against, Path(tmp)) if args.against else None
         root = Path(tmp) / "releases"
         total = generate(root, args.manifests)
         size = sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
@@ -133,12 +185,22 @@ def main() -> int:
                 return 1
             runs.append((cpu, wall))
         imports = [measure([sys.executable, "-c", IMPORTS_ONLY], env)[:2] for _ in range(args.repeat)]
+        if against is not None:
+            pairs = side_by_side(command, {"this tree": REPO, args.against: against}, args.repeat)
     print(f"output: {result.stdout.strip()}")
     for label, figures in (("reconcile --check", runs), ("interpreter + imports only", imports)):
         cpus, walls = [cpu for cpu, _ in figures], [wall for _, wall in figures]
         print(
             f"{label}: CPU best {min(cpus):.3f} s, median {statistics.median(cpus):.3f} s; "
             f"wall best {min(walls):.3f} s, median {statistics.median(walls):.3f} s ({len(figures)} runs)"
+        )
+    if against is not None:
+        for label, cpus in pairs.items():
+            print(f"side by side, {label}: CPU best {min(cpus):.3f} s, median {statistics.median(cpus):.3f} s")
+        this, that = pairs["this tree"], pairs[args.against]
+        print(
+            f"this tree / {args.against}: CPU ratio {min(this) / min(that):.2f} of the bests, "
+            f"{statistics.median(this) / statistics.median(that):.2f} of the medians ({args.repeat} runs each, alternating)"
         )
     best = min(cpu for cpu, _ in runs)
     verdict = "met" if best < TARGET_CPU_SECONDS else "MISSED"

@@ -76,3 +76,22 @@ def test_bench_runs_at_smoke_size(bench: Path, smoke_runs: dict[str, SmokeRun]) 
         f"{bench.name} --smoke exited {run.process.returncode}:\n{stdout[-2000:]}\n{stderr[-3000:]}"
     )
     assert FIGURE.search(stdout), f"{bench.name} --smoke printed no figure:\n{stdout[-2000:]}"
+
+
+def test_bench_check_compares_side_by_side_with_a_commit() -> None:
+    """``bench_check.py --against REV`` times REV's own code (unpacked from git), not this tree's twice: a
+    ``python -c`` started in this repository imports it from here before ``PYTHONPATH``, which an earlier
+    draft of the option did, and then printed a ratio of 1.00 for any commit."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_check.py"), "--smoke", "--against", "HEAD"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"side by side, HEAD: CPU best \d+\.\d+ s", result.stdout), result.stdout
+    assert re.search(r"this tree / HEAD: CPU ratio \d+\.\d\d of the bests", result.stdout), result.stdout
