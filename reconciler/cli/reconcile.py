@@ -28,7 +28,7 @@ from reconciler.safetext import printable
 
 if TYPE_CHECKING:
     from reconciler.core import LostManifest, Plan, WaveSpec
-    from reconciler.factory import FactoryClient, WaveListHead
+    from reconciler.factory import DeviceSelection, FactoryClient, WaveListHead
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -425,34 +425,29 @@ def devices(
     error that says how to split."""
     terminal.disable_color(no_color)
     try:
-        if limit is not None and sample is not None:
-            raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
-        if seed is not None and sample is None:
-            raise UserError("--seed makes --sample reproducible; it needs --sample N")
-        sys.exit(
-            _devices(
-                tag,
-                group,
-                below,
-                seen_within,
-                limit,
-                sample,
-                seed,
-                include_staged,
-                factory,
-                api_url,
-                local,
-                allow_insecure_http,
-            )
-        )
+        selection = _device_selection(tag, group, below, seen_within, limit, sample, seed, include_staged)
+        from reconciler.factory import FactoryClient, how_made, list_devices, select_backend
+
+        backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
+        for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
+            _err(note)
+        progress = terminal.Progress("Reading the device list")
+        try:
+            with FactoryClient(backend) as client:
+                listing = list_devices(client, selection, progress)
+        finally:
+            progress.close()
     except ReconcilerError as exc:
         if debug:
             raise
         _report(exc)
         sys.exit(EXIT_ERROR)
+    click.echo("\n".join(listing.uuids))
+    for line in how_made(selection, listing, backend.factory, backend.label):
+        _err(line)
 
 
-def _devices(
+def _device_selection(
     tag: str,
     group: str | None,
     below: int | None,
@@ -461,16 +456,19 @@ def _devices(
     sample: int | None,
     seed: int | None,
     include_staged: bool,
-    factory: str | None,
-    api_url: str | None,
-    local: str | None,
-    allow_insecure_http: bool,
-) -> int:
+) -> DeviceSelection:
+    """``reconcile devices``' options as the selection they make, refused when they contradict each other;
+    a ``--sample`` without ``--seed`` gets a new seed (printed in "Made with", so the sample can be made
+    again)."""
     import secrets
 
-    from reconciler.factory import DeviceSelection, FactoryClient, how_made, list_devices, select_backend
+    from reconciler.factory import DeviceSelection
     from reconciler.manifest import parse_duration
 
+    if limit is not None and sample is not None:
+        raise UserError("--limit takes the most recently seen devices, --sample a random set: give one")
+    if seed is not None and sample is None:
+        raise UserError("--seed makes --sample reproducible; it needs --sample N")
     seconds = None
     if seen_within is not None:
         try:
@@ -478,21 +476,8 @@ def _devices(
         except ValueError as exc:
             raise UserError(f"--seen-within {exc}") from exc
     if sample is not None and seed is None:
-        seed = secrets.randbelow(1_000_000)  # printed in "Made with", so the sample can be made again
-    selection = DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed, include_staged)
-    backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
-    for note in (backend.note or "").splitlines():  # each line escaped on its own: a note has several
-        _err(note)
-    progress = terminal.Progress("Reading the device list")
-    try:
-        with FactoryClient(backend) as client:
-            listing = list_devices(client, selection, progress)
-    finally:
-        progress.close()
-    click.echo("\n".join(listing.uuids))
-    for line in how_made(selection, listing, backend.factory, backend.label):
-        _err(line)
-    return EXIT_OK
+        seed = secrets.randbelow(1_000_000)
+    return DeviceSelection(tag, group, below, seen_within, seconds, limit, sample, seed, include_staged)
 
 
 @click.command(cls=_Command, context_settings=_CONTEXT)
