@@ -19,6 +19,7 @@ import pytest
 import reconciler
 from reconciler.errors import UserError
 from reconciler.manifest import _git as gitrepo
+from reconciler.manifest import _worktree
 
 AUTHOR = {
     "GIT_AUTHOR_NAME": "Zoë Release",
@@ -262,7 +263,7 @@ def test_the_dirty_files_are_gitpythons_in_its_order(home):
     expected = gitpython_clean_error(repo)
     assert expected is not None and "(README.md and 6 more)" in expected
     assert clean_error(repo) == expected
-    state = gitrepo._work_tree(gitrepo._found(repo))
+    state = _worktree.work_tree(_worktree.found(repo))
     with gitrepo.open_repo(repo) as oracle:
         assert list(state.dirty) == gitpython_dirty_files(oracle) == DIRTY
 
