@@ -79,9 +79,9 @@ def test_bench_runs_at_smoke_size(bench: Path, smoke_runs: dict[str, SmokeRun]) 
 
 
 def test_bench_check_compares_side_by_side_with_a_commit() -> None:
-    """``bench_check.py --against REV`` times REV's own code (unpacked from git), not this tree's twice: a
-    ``python -c`` started in this repository imports it from here before ``PYTHONPATH``, which an earlier
-    draft of the option did, and then printed a ratio of 1.00 for any commit."""
+    """``bench_check.py --against REV`` times REV's own code, unpacked from git, side by side with this tree's.
+    Each runs in its own directory (``python -c`` imports from there before ``PYTHONPATH``), and the bench
+    exits 1 if ``reconciler`` came from elsewhere: else it would time one tree twice, and print 1.00."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_check.py"), "--smoke", "--against", "HEAD"],
