@@ -4,7 +4,10 @@ Used by the benches to show what a run costs on a real network (a CI runner to a
 100 ms round trip) rather than on loopback: ``with LatencyProxy(upstream_port, rtt_ms=100) as proxy``
 then point the client at ``proxy.url``. Every chunk read from one side is written to the other side
 ``rtt / 2`` after it arrived (order kept, no extra delay for chunks queued behind it), so a request
-costs one round trip, a new connection one more (the first chunk), and concurrent requests overlap.
+costs one round trip and concurrent requests overlap. A new connection costs one more, TCP's own
+handshake: on loopback the kernel completes it at once, so the proxy holds what the client sends
+until a round trip after it accepted the connection (plus the half round trip every chunk waits),
+as if the client's ``connect`` had taken that round trip.
 
 The proxy parses HTTP/1.1 framing in both directions (Content-Length or chunked bodies, no
 pipelining, as httpx and waitress speak it) to record, per request, when its first byte reached the
@@ -270,10 +273,18 @@ class LatencyProxy:
     # ------------------------------------------------------------------------------------- relay
 
     async def _handle_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._handle(reader, writer, delay=self.rtt_ms / 2000, shift=0.0)
+        await self._handle(reader, writer, delay=self.rtt_ms / 2000, shift=0.0, connected=self._connected_at())
+
+    def _connected_at(self, accepted: float | None = None) -> float:
+        """When a connection accepted at ``accepted`` (now by default) would be open on a real network: one
+        round trip later (SYN, SYN-ACK). The client's first bytes reach the server no sooner than half a round
+        trip after that."""
+        return (time.monotonic() if accepted is None else accepted) + self.rtt_ms / 1000
 
     async def _handle_raw(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        """The outer relay of TLS mode: bytes as they are, each way half a round trip late."""
+        """The outer relay of TLS mode: bytes as they are, each way half a round trip late (and TCP's
+        handshake, ``_connected_at``)."""
+        accepted = time.monotonic()
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self._inner_port)
         except OSError:
@@ -282,7 +293,7 @@ class LatencyProxy:
         delay = self.rtt_ms / 2000
         with _quiet_when_stopped():
             await asyncio.gather(
-                self._pump(client_reader, upstream_writer, None, delay),
+                self._pump(client_reader, upstream_writer, None, delay, self._connected_at(accepted)),
                 self._pump(upstream_reader, client_writer, None, delay),
                 return_exceptions=True,
             )
@@ -293,9 +304,11 @@ class LatencyProxy:
         client_writer: asyncio.StreamWriter,
         delay: float,
         shift: float,
+        connected: float = 0.0,
     ) -> None:
         """Relay one client connection to the upstream port, ``delay`` late each way, timing its requests
-        (``shift``: how much earlier the client sent, and later it received, than this relay saw)."""
+        (``shift``: how much earlier the client sent, and later it received, than this relay saw; ``connected``:
+        when the connection is open, ``_connected_at``, for the relay that delays the client's bytes)."""
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.upstream_port)
         except OSError:
@@ -322,13 +335,16 @@ class LatencyProxy:
 
         with _quiet_when_stopped():
             await asyncio.gather(
-                self._pump(client_reader, upstream_writer, on_request, delay),
+                self._pump(client_reader, upstream_writer, on_request, delay, connected),
                 self._pump(upstream_reader, client_writer, on_response, delay),
                 return_exceptions=True,
             )
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, observe, delay: float) -> None:
-        """Copy reader to writer, each chunk delivered ``delay`` seconds after it arrived."""
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, observe, delay: float, connected: float = 0.0
+    ) -> None:
+        """Copy reader to writer, each chunk delivered ``delay`` seconds after it arrived, and none sooner than
+        ``delay`` after ``connected`` (TCP's handshake: ``_connected_at``)."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -347,7 +363,7 @@ class LatencyProxy:
         delivering = asyncio.create_task(deliver())
         try:
             while chunk := await reader.read(65536):
-                queue.put_nowait((time.monotonic() + delay, chunk))
+                queue.put_nowait((max(time.monotonic(), connected) + delay, chunk))
         except OSError:
             pass
         finally:
