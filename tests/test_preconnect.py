@@ -8,6 +8,7 @@ import contextlib
 import os
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from reconciler import connections
+from reconciler.cli import preconnect
 from reconciler.factory import select_backend
 from reconciler.factory.transport import DeadlineTransport, RetryTransport
 
@@ -306,3 +308,87 @@ def test_a_plain_http_api_reads_no_ca_bundle(monkeypatch):
     assert isinstance(plain.inner, DeadlineTransport) and isinstance(secure.inner, DeadlineTransport)
     assert plain.inner._ssl_context is None and plain.inner._backend.spares._context is None
     assert secure.inner._ssl_context is secure.inner._backend.spares.context
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["--dry-run", "--api-url", "https://api.example", "releases"], {}, "https://api.example"),
+        (["--dry-run", "--api-url=https://api.example", "releases"], {}, "https://api.example"),
+        (["--dry-run", "releases"], {"RECONCILE_API_URL": "https://env.example"}, "https://env.example"),
+        (["--api-url", "https://a.example", "--api-url", "https://b.example"], {}, "https://b.example"),
+        (["--api-url", "https://a.example"], {"RECONCILE_API_URL": "https://env.example"}, "https://a.example"),
+        (["status", "--api-url", "https://api.example"], {}, "https://api.example"),
+        (["--check", "--api-url", "https://api.example"], {}, None),
+        (["--watch", "releases"], {"RECONCILE_API_URL": "https://env.example"}, None),
+        (["--unlock", "--api-url", "https://api.example"], {}, None),
+        (["--api-url", "https://api.example", "--help"], {}, None),
+        (["status", "-h"], {"RECONCILE_API_URL": "https://env.example"}, None),
+        (["devices", "--tag", "t", "--api-url", "https://api.example"], {}, None),
+        (["keys", "k.tgz"], {"RECONCILE_API_URL": "https://env.example"}, None),
+        (["--", "--api-url", "https://api.example"], {}, None),
+        (["--", "--check"], {"RECONCILE_API_URL": "https://env.example"}, "https://env.example"),
+        (["--api-url"], {}, None),
+        (["--api-url", "https://api.example"], {"_RECONCILE_COMPLETE": "bash_complete"}, None),
+    ],
+    ids=[
+        "option",
+        "option=value",
+        "environment",
+        "the-last-option",
+        "option-over-environment",
+        "status",
+        "check",
+        "watch",
+        "unlock",
+        "help",
+        "status-help",
+        "devices",
+        "keys",
+        "paths-after-dashes",
+        "a-path-named-check",
+        "no-value",
+        "shell-completion",
+    ],
+)
+def test_the_api_url_is_found_before_click_reads_the_command_line(argv, environ, expected):
+    """``preconnect.api_url``: what the command line will connect to as soon as click has read it (the
+    main command unless --check, --watch or --unlock; ``status``), found without click."""
+    assert preconnect.api_url(argv, environ) == expected
+
+
+def test_the_subcommands_preconnect_knows_are_the_command_lines():
+    from reconciler.cli.reconcile import SUBCOMMANDS
+
+    assert set(SUBCOMMANDS) == preconnect.SUBCOMMANDS
+    assert preconnect.CONNECTING_SUBCOMMANDS <= preconnect.SUBCOMMANDS
+
+
+def test_the_program_starts_connecting_before_it_imports_the_command_line(tmp_path):
+    """``reconcile`` (``cli.program``) asks for its first connections before click and the command line's
+    modules are imported (``preconnect``), and again, for the same URL, once click has read the options
+    (``connect_early``). The run then stops (no manifests in the directory): what counts is the order."""
+    calls = tmp_path / "calls"
+    script = (
+        "import sys\n"
+        "from reconciler import connections\n"
+        "real = connections.start\n"
+        "def start(url, allow_insecure_http, count=connections.READS_PER_PLAN):\n"
+        f"    with open({str(calls)!r}, 'a') as out:\n"
+        "        out.write(f\"{'click' in sys.modules} {url}\\n\")\n"
+        "    return real(url, allow_insecure_http, count)\n"
+        "connections.start = start\n"
+        "import reconciler.cli\n"
+        "assert 'click' not in sys.modules, 'importing reconciler.cli imported the command line'\n"
+        "reconciler.cli.program()\n"
+    )
+    with serving(None) as server:
+        api = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILE_", "GITHUB_"))}
+        argv = ["--dry-run", str(tmp_path), "--api-url", api, "--factory", "demo"]
+        done = subprocess.run(
+            [sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    assert done.returncode == 1, done.stderr
+    assert "no *.yaml or *.yml manifests found" in done.stderr
+    assert calls.read_text().splitlines() == [f"False {api}", f"True {api}"]

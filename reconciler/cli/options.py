@@ -26,6 +26,8 @@ import click
 from msgspec import Struct
 from msgspec.structs import replace
 
+from reconciler.cli import preconnect
+
 if TYPE_CHECKING:
     from reconciler.apply import SavedPlan
     from reconciler.factory import FactoryClient, WaveListHead
@@ -39,9 +41,9 @@ def factory_options(command: _F) -> _F:
         (
             click.option("--factory", envvar="RECONCILE_FACTORY", help="Factory name [env RECONCILE_FACTORY]."),
             click.option(
-                "--api-url",
-                envvar="RECONCILE_API_URL",
-                help="Foundries API URL [env RECONCILE_API_URL]; without it, the embedded local factory.",
+                preconnect.API_URL_OPTION,
+                envvar=preconnect.API_URL_ENV,
+                help=f"Foundries API URL [env {preconnect.API_URL_ENV}]; without it, the embedded local factory.",
             ),
             click.option(
                 "--local",
