@@ -275,16 +275,15 @@ class LatencyProxy:
     async def _handle_plain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._handle(reader, writer, delay=self.rtt_ms / 2000, shift=0.0, connected=self._connected_at())
 
-    def _connected_at(self, accepted: float | None = None) -> float:
-        """When a connection accepted at ``accepted`` (now by default) would be open on a real network: one
-        round trip later (SYN, SYN-ACK). The client's first bytes reach the server no sooner than half a round
-        trip after that."""
-        return (time.monotonic() if accepted is None else accepted) + self.rtt_ms / 1000
+    def _connected_at(self) -> float:
+        """When a connection accepted now would be open on a real network: one round trip later (SYN,
+        SYN-ACK). The client's first bytes reach the server no sooner than half a round trip after that."""
+        return time.monotonic() + self.rtt_ms / 1000
 
     async def _handle_raw(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         """The outer relay of TLS mode: bytes as they are, each way half a round trip late (and TCP's
         handshake, ``_connected_at``)."""
-        accepted = time.monotonic()
+        connected = self._connected_at()  # before the inner connection is opened: the client connected now
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self._inner_port)
         except OSError:
@@ -293,7 +292,7 @@ class LatencyProxy:
         delay = self.rtt_ms / 2000
         with _quiet_when_stopped():
             await asyncio.gather(
-                self._pump(client_reader, upstream_writer, None, delay, self._connected_at(accepted)),
+                self._pump(client_reader, upstream_writer, None, delay, connected),
                 self._pump(upstream_reader, client_writer, None, delay),
                 return_exceptions=True,
             )
