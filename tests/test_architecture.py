@@ -41,6 +41,7 @@ LEAVES = [
     "reconciler.names",
     "reconciler.files",
     "reconciler.connections",
+    "reconciler.manifestfiles",
 ]
 PACKAGES = [
     "reconciler.core",

@@ -46,6 +46,7 @@ class _Answer(BaseHTTPRequestHandler):
 
 class _CountingServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # an apply opens up to 64 at once; the default backlog of 5 would hold them back
 
     def __init__(self, context: ssl.SSLContext | None):
         super().__init__(("127.0.0.1", 0), _Answer)
@@ -297,6 +298,42 @@ def test_a_run_that_stops_early_closes_the_connections_it_opened(mistake, tmp_pa
         wait_for(lambda: server.accepted >= connections.READS_PER_PLAN)
         wait_for(lambda: server.ended == server.accepted)
     assert connections._early == {}
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["apply", "dry-run"])
+def test_an_apply_opens_its_observations_connections_as_its_command_line_is_read(dry_run, tmp_path, monkeypatch):
+    """An apply's observation goes out as soon as it holds its lease, all its reads together: the connections
+    for them open as its command line is read, one wave per manifest file. Here the run stops at its
+    manifests (not YAML), before any is read: the connections were sized from the files alone. A dry run
+    opens the first few only, and the rest once the wave list shows the active waves."""
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    for number in range(5):
+        (tmp_path / f"wave-{number}.yaml").write_text("name: [\n")
+    (tmp_path / ".hidden.yaml").write_text("name: [\n")  # not a manifest: the loader skips it too
+    monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
+    apply_connections = connections.observation_connections(5, apply=True)
+    with serving(None) as server:
+        api = f"http://127.0.0.1:{server.server_address[1]}"
+        args = [str(tmp_path), "--api-url", api, "--factory", "demo", *(["--dry-run"] if dry_run else [])]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        wait_for(lambda: server.accepted >= (connections.READS_PER_PLAN if dry_run else apply_connections))
+        wait_for(lambda: server.ended == server.accepted)
+        if dry_run:
+            assert server.accepted < apply_connections
+        else:
+            assert server.accepted == apply_connections == 6 + 3 * 5 + 3
+    assert connections._early == {}
+
+
+def test_an_observation_opens_at_most_as_many_connections_as_requests_go_out_together():
+    assert connections.observation_connections(0) == connections.READS_PER_PLAN
+    assert connections.observation_connections(2, apply=True) == connections.observation_connections(3)
+    assert connections.observation_connections(1_000) == connections.MAX_CONCURRENT
+    assert connections.observation_connections(1_000, apply=True) == connections.MAX_CONCURRENT
 
 
 def test_a_plain_http_api_reads_no_ca_bundle(monkeypatch):

@@ -123,15 +123,16 @@ class RunOptions(Struct, frozen=True):
         return replace(self, mode=Mode.PLAN) if self.mode is Mode.APPLY else self
 
 
-def connect_early(api_url: str, allow_insecure_http: bool, active_waves: int = 0) -> None:
+def connect_early(api_url: str, allow_insecure_http: bool, active_waves: int = 0, *, apply: bool = False) -> None:
     """Begin opening connections to the API before any client exists: over TLS each waits two round
     trips, which then pass while the run imports its modules, reads its manifests or takes its lease
-    (reconciler/connections.py). The first few as soon as the command line is read, and an apply's
-    observation's (``active_waves``: its manifests' waves) once the manifests are read. The client made
-    for the API later claims them; ``discard_early`` closes them if nothing did."""
+    (reconciler/connections.py). As soon as the command line is read: the first few, or for an apply
+    (``apply``) its observation's, ``active_waves`` being the manifest files counted then
+    (``manifestfiles.count``); once the manifests are read, a saved plan's apply asks again with its
+    waves. The client made for the API later claims them; ``discard_early`` closes them if nothing did."""
     from reconciler import connections
 
-    connections.start(api_url, allow_insecure_http, connections.observation_connections(active_waves))
+    connections.start(api_url, allow_insecure_http, connections.observation_connections(active_waves, apply=apply))
 
 
 def discard_early() -> None:

@@ -281,7 +281,13 @@ def main(
     """
     terminal.disable_color(no_color)
     if api_url and not (check or watch or unlock):
-        cliopts.connect_early(api_url, allow_insecure_http)
+        # An apply's observation goes out as soon as it holds the lease, its reads together: the connections
+        # for them open now, sized from the manifest files (not read yet), while the run imports and reads.
+        from reconciler import connections, manifestfiles
+
+        applying = not dry_run and not plan_file
+        waves = manifestfiles.count(paths or ["."], limit=connections.MAX_CONCURRENT) if applying else 0
+        cliopts.connect_early(api_url, allow_insecure_http, waves, apply=applying)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
         if plan_max_age is not None and not plan_file:
@@ -581,13 +587,14 @@ def run(paths: list[str], options: RunOptions) -> int:
         if source is not None:
             source.close()  # GitSource keeps git cat-file processes open
     if options.mode is Mode.APPLY and options.api_url:  # the observation's connections open during the lease
+        # The waves, now read: more connections open when they outnumber the files ``main`` counted.
         active_waves = sum(not spec.cancel for spec in loaded.specs)
-        if ahead is not None:  # the read-ahead's were sized for the wave list
+        if ahead is not None:
             from reconciler.connections import observation_connections
 
-            ahead[0].preconnect(observation_connections(active_waves))
+            ahead[0].preconnect(observation_connections(active_waves, apply=True))
         else:  # a saved plan's apply: for the client it makes
-            cliopts.connect_early(options.api_url, options.allow_insecure_http, active_waves)
+            cliopts.connect_early(options.api_url, options.allow_insecure_http, active_waves, apply=True)
     for warning in loaded.warnings:
         _err(str(warning))
     if loaded.warnings_omitted:

@@ -39,16 +39,11 @@ import httpx
 
 from reconciler import connections
 
-# Requests that do not depend on each other go out together, at most this many at a time: a plan then
-# waits for a handful of round trips instead of one per request, and a big factory is not flooded. The
-# plan bench's observation (20 active waves: statuses, dry runs, named-UUID lookups) is 62 requests: at
-# 32 they took two round trips, at 64 one (plan at 100 ms: median 1.01 -> 0.93 s). httpx's and aiohttp's
-# own pools allow 100 connections.
-MAX_CONCURRENT = 64
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUS = frozenset({502, 503, 504})
 REQUEST_TIMEOUT = 30.0  # seconds one request may take from connecting to its answer's last byte
 CONNECT_TIMEOUT = connections.CONNECT_TIMEOUT  # seconds to open a connection (TLS handshake included)
+MAX_CONCURRENT = connections.MAX_CONCURRENT  # requests sent at once (connections.py says why 64)
 # Request extension: the time.monotonic() by which a request must be answered in full, retries included.
 DEADLINE = "reconciler.deadline"
 # The deadline of the request being sent or read on this thread; socket operations wait until it.

@@ -27,8 +27,9 @@ from reconciler.manifest._git import (
     provenance,
 )
 from reconciler.manifest._loader import LoadResult, load
-from reconciler.manifest._source import MANIFEST_SUFFIXES, FileSource, ManifestSource, SourceError
+from reconciler.manifest._source import FileSource, ManifestSource, SourceError
 from reconciler.manifest._values import parse_date_time, parse_duration, parse_limit, parse_percent
+from reconciler.manifestfiles import MANIFEST_SUFFIXES
 
 __all__ = [
     "MANIFEST_SUFFIXES",

@@ -25,7 +25,7 @@ from msgspec import Struct, field
 
 from reconciler.core import LostManifest, ManifestChange, WaveSpec
 from reconciler.errors import UserError
-from reconciler.manifest._source import MANIFEST_SUFFIXES, MAX_FILE_BYTES, SourceError
+from reconciler.manifest._source import MAX_FILE_BYTES, SourceError
 from reconciler.manifest._worktree import (
     Provenance,
     Repository,
@@ -37,6 +37,7 @@ from reconciler.manifest._worktree import (
     work_tree,
     work_tree_provenance,
 )
+from reconciler.manifestfiles import MANIFEST_SUFFIXES
 
 if TYPE_CHECKING:
     from git import Diff, Repo

@@ -12,12 +12,11 @@ from __future__ import annotations
 import codecs
 import os
 import stat
-from collections.abc import Iterator
 from typing import Protocol
 
 from reconciler.errors import Problem, UserError
+from reconciler.manifestfiles import walk
 
-MANIFEST_SUFFIXES = (".yaml", ".yml")
 # Far above any real manifest or 10,000-UUID list (370 KB); checked before the file is read, and
 # the read itself stops one byte past it, so a file that grows meanwhile cannot exhaust memory.
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -71,7 +70,7 @@ class FileSource:
             root = _git_top(path) or os.path.realpath(path)
             if not _inside(os.path.realpath(path), root):
                 raise SourceError("a symbolic link that leaves the release repository")
-            keys = sorted(_walk(path))
+            keys = sorted(walk(path))
         elif os.path.isfile(path):
             parent = os.path.dirname(path) or "."
             root = _git_top(parent) or os.path.realpath(parent)
@@ -170,14 +169,6 @@ def decode_utf8(data: bytes, file: str) -> str | Problem:
         line = data.count(b"\n", 0, error.start) + 1
         col = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
         return Problem(file, line, col, f"not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8")
-
-
-def _walk(top: str) -> Iterator[str]:
-    for directory, subdirectories, files in os.walk(top):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        for name in files:
-            if name.endswith(MANIFEST_SUFFIXES) and not name.startswith("."):
-                yield os.path.normpath(os.path.join(directory, name))
 
 
 def _inside(real: str, root: str) -> bool:
