@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import re
 import ssl
 import threading
 import time
@@ -42,6 +43,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+BODY_KEPT = 512  # bytes of a request's body the proxy keeps to read, far more than a rollout's options
+_DRY_RUN = re.compile(rb'"dry-run"\s*:\s*true')  # WaveRolloutOptions asking only to count devices
 
 
 @contextlib.contextmanager
@@ -121,6 +125,7 @@ class Exchange:
     target: str
     start: float  # first request byte at the proxy (monotonic seconds)
     end: float = 0.0  # last answer byte delivered to the client
+    dry_run: bool = False  # a request whose body asks for a dry run (a rollout that only counts devices)
 
 
 class _Framer:
@@ -132,9 +137,11 @@ class _Framer:
         self.state = "head"  # head | body | chunk-size | chunk-data | chunk-trailer
         self.remaining = 0
         self.started = False
+        self.body = b""  # the first BODY_KEPT bytes of a body with a length (a request's JSON)
 
     def feed(self, data: bytes) -> list[tuple[str, bytes]]:
-        """Events in ``data``: ("start", head) when a message's head completes, ("end", b"") when it ends."""
+        """Events in ``data``: ("start", head) when a message's head completes, ("end", body) when it ends
+        (``body``: its first ``BODY_KEPT`` bytes when it had a Content-Length, else nothing)."""
         self.buffer += data
         events: list[tuple[str, bytes]] = []
         while True:
@@ -152,13 +159,15 @@ class _Framer:
                     self.state = "chunk-size"
                 else:
                     self.remaining = int(headers.get(b"content-length", b"0") or 0)
-                    self.state = "body"
+                    self.state, self.body = "body", b""
             elif self.state == "body":
                 take = min(self.remaining, len(self.buffer))
+                if len(self.body) < BODY_KEPT:
+                    self.body += self.buffer[: min(take, BODY_KEPT - len(self.body))]
                 self.buffer, self.remaining = self.buffer[take:], self.remaining - take
                 if self.remaining:
                     return events
-                events.append(("end", b""))
+                events.append(("end", self.body))
                 self.state = "head"
             elif self.state == "chunk-size":
                 cut = self.buffer.find(b"\r\n")
@@ -319,13 +328,15 @@ class LatencyProxy:
         requests, responses = _Framer(response=False), _Framer(response=True)
 
         def on_request(data: bytes, arrived: float, delivered: float) -> None:
-            for kind, head in requests.feed(data):
+            for kind, part in requests.feed(data):
                 if kind == "start":
-                    method, target = ([*head.split(b"\r\n", 1)[0].split(b" "), b"", b""])[:2]
+                    method, target = ([*part.split(b"\r\n", 1)[0].split(b" "), b"", b""])[:2]
                     exchange = Exchange(method.decode(), target.decode(), start=arrived - shift)
                     pending.append(exchange)
                     with self._lock:
                         self.exchanges.append(exchange)
+                elif pending:  # the request's body is in: the last one started, as answers come in order
+                    pending[-1].dry_run = _DRY_RUN.search(part) is not None
 
         def on_response(data: bytes, arrived: float, delivered: float) -> None:
             for kind, _ in responses.feed(data):

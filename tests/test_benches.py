@@ -95,3 +95,40 @@ def test_bench_check_compares_side_by_side_with_a_commit() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert re.search(r"side by side, HEAD: CPU best \d+\.\d+ s", result.stdout), result.stdout
     assert re.search(r"this tree / HEAD: CPU ratio \d+\.\d\d of the bests", result.stdout), result.stdout
+
+
+def test_the_latency_proxy_tells_a_dry_run_from_a_write() -> None:
+    """bench_apply.py counts the apply's chain before its first write as its observation; a rollout's dry
+    run (which only counts devices) is a POST too, and must not count as that write."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+    from latency_proxy import LatencyProxy
+
+    class Answer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(202)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with LatencyProxy(server.server_address[1], rtt_ms=0) as proxy, httpx.Client(base_url=proxy.url) as client:
+            padding = "x" * 1000  # the flag comes first, then more than the proxy keeps of a body
+            for dry_run in (True, False, True):
+                body = {"group": "canary", "dry-run": dry_run, "return-uuids": False, "note": padding}
+                assert client.post("/ota/factories/f/waves/w/rollout/", json=body).status_code == 202
+            assert client.post("/ota/factories/f/waves/", json={"name": "w"}).status_code == 202
+            assert [exchange.dry_run for exchange in proxy.exchanges] == [True, False, True, False]
+    finally:
+        server.shutdown()
+        server.server_close()
