@@ -8,6 +8,7 @@ so the count is what the service answers, page by page (factory/history.py says 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -38,12 +39,16 @@ GATED = (
 )
 
 
-def copy_finished_wave(factory: Path, name: str, copies: int) -> None:
-    """``copies`` more copies of the finished wave ``name`` (its rows, its groups and its rollouts)."""
+def copy_finished_wave(factory: Path, name: str, copies: int, *, older: bool = False) -> None:
+    """``copies`` more copies of the finished wave ``name`` (its rows, its groups and its rollouts); ``older``:
+    with ids below every other wave's, so that the list (newest first) shows them last."""
     with sqlite3.connect(factory / "factory.db") as conn:
         columns = "version, tag, signed, signatures, status, created_at, created_by, updated_at, updated_by"
         wave_id, *row = conn.execute(f"SELECT id, {columns} FROM waves WHERE name = ?", (name,)).fetchone()  # noqa: S608 - fixed columns
-        first = conn.execute("SELECT max(id) FROM waves").fetchone()[0] + 1
+        if older:
+            first = conn.execute("SELECT min(id) FROM waves").fetchone()[0] - copies
+        else:
+            first = conn.execute("SELECT max(id) FROM waves").fetchone()[0] + 1
         for i in range(first, first + copies):
             insert = f"INSERT INTO waves(id, name, {columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - fixed columns
             conn.execute(insert, (i, f"{name}-copy-{i}", *row))
@@ -188,3 +193,32 @@ def test_an_applys_guess_of_a_long_history_changes_nothing_it_observes(tmp_path)
     first_page = head()
     assert len(first_page[0]) == 100
     observed_as_without(first_page)
+
+
+def test_the_connections_opened_while_a_list_is_read_ahead_are_all_the_observations(tmp_path):
+    """``list_ahead`` opens the connections the observation will want (``observation_connections`` of the
+    active waves its first page shows) while it reads the list's other pages. Those pages are read over
+    some of them and give them back: the observation finds all of them, not fewer by the pages."""
+    from reconciler.connections import observation_connections
+    from reconciler.factory.transport import DeadlineTransport, RetryTransport
+    from tests.helpers.serving import FactoryFront
+
+    _, factory = walk(tmp_path)
+    copy_finished_wave(factory, "rel-44", 250, older=True)  # about 260 waves: three pages, rel-46 on the first
+    front = FactoryFront(factory)
+    try:
+        backend = select_backend(api_url=front.url, factory="demo", local=None)
+        assert isinstance(backend.transport, RetryTransport) and isinstance(backend.transport.inner, DeadlineTransport)
+        transport = backend.transport.inner
+        with FactoryClient(backend) as client:
+            items, _ = list_ahead(client)
+            assert len(items) > 200, "the list was read whole, three pages"
+            spares, port = transport._backend.spares, int(front.url.rsplit(":", 1)[1])
+            deadline = time.monotonic() + 10
+            while spares.opening and time.monotonic() < deadline:
+                time.sleep(0.01)
+            opened = len(transport._pool.connections) + spares.waiting("127.0.0.1", port)
+    finally:
+        front.close()
+    assert [wave["name"] for wave in items[:100] if wave["status"] == "active"] == ["rel-46"]
+    assert opened == observation_connections(1)
