@@ -29,9 +29,12 @@ def count(paths: Sequence[str], limit: int) -> int:
     """How many manifest files ``paths`` name (a file counts as one, a directory as the manifests below
     it), counting no further than ``limit``: an estimate of the waves, made before any is read (a file may
     hold several, or be ``reconcile.yaml``), that stops early in a big tree. A path that does not exist
-    counts nothing here; the loader reports it."""
+    counts nothing here, nor does a symbolic link: the loader reports the one and checks where the other
+    leads (out of the release repository, it is refused before anything below it is listed)."""
     found = 0
     for path in paths:
+        if os.path.islink(path):
+            continue
         if os.path.isdir(path):
             for _ in walk(path):
                 found += 1

@@ -34,3 +34,14 @@ def test_counting_stops_at_the_limit(tmp_path):
     tree(tmp_path, [f"wave-{number:03}.yaml" for number in range(50)])
     assert manifestfiles.count([str(tmp_path)], limit=7) == 7
     assert manifestfiles.count([str(tmp_path / "wave-000.yaml")] * 9, limit=7) == 7
+
+
+def test_a_symbolic_link_named_on_the_command_line_is_not_walked(tmp_path):
+    """It may lead out of the release repository (``releases -> /``), which the loader refuses without
+    listing it; the count must not walk there first."""
+    outside = tmp_path / "outside"
+    tree(outside, ["x.yaml", "y.yaml"])
+    (tmp_path / "releases").symlink_to(outside)
+    (tmp_path / "one.yaml").symlink_to(outside / "x.yaml")
+    assert manifestfiles.count([str(tmp_path / "releases"), str(tmp_path / "one.yaml")], limit=100) == 0
+    assert manifestfiles.count([str(outside)], limit=100) == 2
