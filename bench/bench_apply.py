@@ -12,9 +12,9 @@ other.
 
 Target (issue 14): at most one read round trip per step besides its write. Each apply follows the same
 command with ``--dry-run`` (a preview, as a pull request shows it). Of the apply's longest chain,
-"observe" is what comes before its first write (the wave list, the lease, the observation: the
-proxy tells a write from a dry-run rollout by its body), "apply reads" the reads after it, and
-"reads/step" divides those by the steps.
+"observe" is what comes before its first write (the wave list read ahead, then read again with the
+observation's reads once the lease is held; the proxy tells a write from a dry-run rollout by its
+body), "apply reads" the reads after it, and "reads/step" divides those by the steps.
 
 With ``--tls`` the proxy speaks HTTPS (a CA made for the run, trusted through ``SSL_CERT_FILE``), so each
 new connection pays its handshake (``--tls12``: TLS 1.2). Target (issue 26): the first apply (8 steps)

@@ -16,12 +16,18 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from latency_proxy import LatencyProxy  # the benches' proxy, on the path just above
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = sorted((ROOT / "bench").glob("bench_*.py"))
@@ -100,11 +106,6 @@ def test_bench_check_compares_side_by_side_with_a_commit() -> None:
 def test_the_latency_proxy_tells_a_dry_run_from_a_write() -> None:
     """bench_apply.py counts the apply's chain before its first write as its observation; a rollout's dry
     run (which only counts devices) is a POST too, and must not count as that write."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    import httpx
-    from latency_proxy import LatencyProxy
 
     class Answer(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
