@@ -9,6 +9,7 @@ here, with nothing to import but ``os``; ``manifest/_source.py`` lists a work tr
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 
@@ -36,10 +37,7 @@ def count(paths: Sequence[str], limit: int) -> int:
         if os.path.islink(path):
             continue
         if os.path.isdir(path):
-            for _ in walk(path):
-                found += 1
-                if found >= limit:
-                    return limit
+            found += sum(1 for _ in itertools.islice(walk(path), limit - found))  # the walk stops at the limit
         elif os.path.isfile(path):
             found += 1
         if found >= limit:
