@@ -7,20 +7,23 @@ so the count is what the service answers, page by page (factory/history.py says 
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
 from reconciler.core import RolloutOp, build_plan
-from reconciler.factory.client import FactoryClient, select_backend
-from reconciler.factory.history import WaveListHead, list_ahead
+from reconciler.factory.client import PAGE_SIZE, FactoryClient, select_backend
+from reconciler.factory.history import AHEAD_PAGES, WaveListHead, guessed_pages, list_ahead
 from reconciler.factory.observe import fill_device_counts, observe
 from reconciler.factory.status import read_status
 from reconciler.manifest import load
@@ -222,3 +225,91 @@ def test_the_connections_opened_while_a_list_is_read_ahead_are_all_the_observati
         front.close()
     assert [wave["name"] for wave in items[:100] if wave["status"] == "active"] == ["rel-46"]
     assert opened == observation_connections(1)
+
+
+class PagesFront:
+    """The factory served over HTTP, counting the wave-list pages it is asked for; the first page's answer
+    waits (at most 5 s) until pages 1 to ``awaited`` were all asked for, so a page asked for only after
+    the first page's answer is seen (``pages_before_first_answer``). ``past_end``: the status it answers a page
+    past the list's end with (a real service may refuse one), else the factory's own answer."""
+
+    def __init__(self, factory: Path, awaited: int, past_end: int | None = None):
+        from tests.helpers.serving import FactoryFront
+
+        self.pages: Counter[int] = Counter()
+        self.pages_before_first_answer: set[int] = set()
+        arrived = threading.Condition()
+        outer = self
+
+        class Front(FactoryFront):
+            def relay(self, command, path, body, headers):
+                query = dict(parse_qsl(urlsplit(path).query))
+                if not urlsplit(path).path.endswith("/waves/") or "status" in query:
+                    return self.forward(command, path, body, headers)
+                page = int(query["page"])
+                with arrived:
+                    outer.pages[page] += 1
+                    arrived.notify_all()
+                    if page == 1:
+                        arrived.wait_for(lambda: set(range(1, awaited + 1)) <= set(outer.pages), timeout=5)
+                        outer.pages_before_first_answer = set(outer.pages)
+                answer = self.forward(command, path, body, headers)
+                total = json.loads(answer[2])["total"]
+                if past_end is not None and (page - 1) * PAGE_SIZE >= total:
+                    return past_end, [("Content-Type", "application/json")], b'{"detail": "Invalid page."}'
+                return answer
+
+        self.front = Front(factory)
+
+    def list_ahead(self, expected_waves: int) -> WaveListHead:
+        backend = select_backend(api_url=self.front.url, factory="demo", local=None)
+        try:
+            with FactoryClient(backend) as client:
+                return list_ahead(client, expected_waves)
+        finally:
+            self.front.close()
+
+
+@pytest.mark.parametrize("past_end", [None, 404], ids=["empty-page", "refused"])
+def test_the_pages_its_manifests_call_for_are_read_with_the_first(tmp_path, past_end):
+    """A run with 250 manifest files reads the wave list's first four pages at once (``guessed_pages``):
+    a list as long as its manifests say costs one round trip, not two. The fourth is past the end of a
+    list of about 260 waves: its answer, empty or refused, is not looked at."""
+    _, factory = walk(tmp_path)
+    copy_finished_wave(factory, "rel-44", 250)
+    assert guessed_pages(250) == 4
+    front = PagesFront(factory, awaited=4, past_end=past_end)
+    items, data = front.list_ahead(250)
+    assert front.pages_before_first_answer == {1, 2, 3, 4}
+    assert front.pages == {1: 1, 2: 1, 3: 1, 4: 1}, "no page read twice"
+    assert len(items) == data["total"] == len({wave["name"] for wave in items}) > 200
+
+
+def test_a_list_longer_than_its_manifests_say_reads_only_the_pages_not_read_yet(tmp_path):
+    """With 150 manifest files a run reads three pages with the first; a list of five is read whole, its
+    last two once the first gave the total, and no page twice."""
+    _, factory = walk(tmp_path)
+    copy_finished_wave(factory, "rel-44", 450)  # about 460 waves: five pages
+    front = PagesFront(factory, awaited=3)
+    items, data = front.list_ahead(150)
+    assert front.pages_before_first_answer == {1, 2, 3}
+    assert front.pages == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
+    assert len(items) == data["total"] > 400
+
+
+def test_how_many_pages_a_run_reads_with_the_first():
+    """One for up to a page of manifest files (the walkthrough's three), else the pages they fill and one
+    more, at most ``AHEAD_PAGES``."""
+    assert [guessed_pages(n) for n in (0, 3, 100, 101, 200, 201, 500, 899, 900, 5_000)] == [
+        1,
+        1,
+        1,
+        3,
+        3,
+        4,
+        6,
+        10,
+        10,
+        10,
+    ]
+    assert guessed_pages(10**6) == AHEAD_PAGES

@@ -301,11 +301,11 @@ def test_a_run_that_stops_early_closes_the_connections_it_opened(mistake, tmp_pa
 
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["apply", "dry-run"])
-def test_an_apply_opens_its_observations_connections_as_its_command_line_is_read(dry_run, tmp_path, monkeypatch):
-    """An apply's observation goes out as soon as it holds its lease, all its reads together: the connections
-    for them open as its command line is read, one wave per manifest file. Here the run stops at its
-    manifests (not YAML), before any is read: the connections were sized from the files alone. A dry run
-    opens the first few only, and the rest once the wave list shows the active waves."""
+def test_a_plan_opens_its_observations_connections_as_its_command_line_is_read(dry_run, tmp_path, monkeypatch):
+    """A plan's observation goes out all its reads together, as soon as a dry run has the wave list or an
+    apply holds its lease: the connections for them open as its command line is read, one wave per
+    manifest file, and an apply's own reads. Here the run stops at its manifests (not YAML), before any
+    is read: the connections were sized from the files alone."""
     from click.testing import CliRunner
 
     from reconciler.cli import main
@@ -314,18 +314,16 @@ def test_an_apply_opens_its_observations_connections_as_its_command_line_is_read
         (tmp_path / f"wave-{number}.yaml").write_text("name: [\n")
     (tmp_path / ".hidden.yaml").write_text("name: [\n")  # not a manifest: the loader skips it too
     monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
-    apply_connections = connections.observation_connections(5, apply=True)
+    wanted = connections.observation_connections(5, apply=not dry_run)
+    assert wanted > connections.READS_PER_PLAN
     with serving(None) as server:
         api = f"http://127.0.0.1:{server.server_address[1]}"
         args = [str(tmp_path), "--api-url", api, "--factory", "demo", *(["--dry-run"] if dry_run else [])]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 1, result.output
-        wait_for(lambda: server.accepted >= (connections.READS_PER_PLAN if dry_run else apply_connections))
+        wait_for(lambda: server.accepted >= wanted)
         wait_for(lambda: server.ended == server.accepted)
-        if dry_run:
-            assert server.accepted < apply_connections
-        else:
-            assert server.accepted == apply_connections
+        assert server.accepted == wanted
     assert connections._early == {}
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -126,10 +126,10 @@ class RunOptions(Struct, frozen=True):
 def connect_early(api_url: str, allow_insecure_http: bool, active_waves: int = 0, *, apply: bool = False) -> None:
     """Begin opening connections to the API before any client exists: over TLS each waits two round
     trips, which then pass while the run imports its modules, reads its manifests or takes its lease
-    (reconciler/connections.py). As soon as the command line is read: the first few, or for an apply
-    (``apply``) its observation's, ``active_waves`` being the manifest files counted then
-    (``manifestfiles.count``); once the manifests are read, a saved plan's apply asks again with its
-    waves. The client made for the API later claims them; ``discard_early`` closes them if nothing did."""
+    (reconciler/connections.py). As soon as the command line is read: a plan's observation's,
+    ``active_waves`` being the manifest files counted then (``manifestfiles.count``), and an apply's own
+    reads (``apply``); a status's first few (none counted); once the manifests are read, a saved plan's
+    apply asks again with its waves. The client made for the API later claims them; ``discard_early`` closes them if nothing did."""
     from reconciler import connections
 
     connections.start(api_url, allow_insecure_http, connections.observation_connections(active_waves, apply=apply))
@@ -144,23 +144,31 @@ def discard_early() -> None:
 
 
 def read_ahead(
-    api_url: str | None, factory: str | None, allow_insecure_http: bool, timeout: float | None = None
+    api_url: str | None,
+    factory: str | None,
+    allow_insecure_http: bool,
+    timeout: float | None = None,
+    *,
+    paths: Sequence[str] = (),
 ) -> tuple[FactoryClient, Callable[[], WaveListHead]] | None:
     """A client for the API, already reading the wave list (its first page, or the whole of a short list:
     ``list_ahead``; neither needs a manifest), and the function that waits for it: a dry run, an apply or
-    a status starts it before the manifests load, so its round trips overlap with reading files. An
-    apply's list is only a guess of what its observation, read once it holds the apply lease, will read
-    (factory/observe.py ``observe(guess=...)``). None for the embedded factory (no round trips to
-    hide; creating it would be a write before validation) and for options that are wrong: the mistake
-    is reported in its usual place, after the manifests' own errors. ``timeout``: ``--timeout``."""
+    a status starts it before the manifests load, so its round trips overlap with reading files. The
+    manifest files under ``paths`` are counted first (not read): how many pages of the list go out at once
+    (``list_ahead``). An apply's list is only a guess of what its observation, read once it holds the
+    apply lease, will read (factory/observe.py ``observe(guess=...)``). None for the embedded factory (no
+    round trips to hide; creating it would be a write before validation) and for options that are wrong:
+    the mistake is reported in its usual place, after the manifests' own errors. ``timeout``: ``--timeout``."""
     if not api_url:
         return None
+    from reconciler import manifestfiles
     from reconciler.errors import ReconcilerError
-    from reconciler.factory import FactoryClient, list_ahead, select_backend
+    from reconciler.factory import AHEAD_WAVES, FactoryClient, list_ahead, select_backend
 
     try:
         backend = select_backend(api_url=api_url, factory=factory, local=None, allow_insecure_http=allow_insecure_http)
         client = FactoryClient(backend) if timeout is None else FactoryClient(backend, run_timeout=timeout)
     except ReconcilerError:
         return None
-    return client, client.ahead(functools.partial(list_ahead, client))
+    files = manifestfiles.count(paths, limit=AHEAD_WAVES)
+    return client, client.ahead(functools.partial(list_ahead, client, files))

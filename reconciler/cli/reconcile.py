@@ -281,12 +281,13 @@ def main(
     """
     terminal.disable_color(no_color)
     if api_url and not (check or watch or unlock):
-        # An apply's observation goes out as soon as it holds the lease, its reads together: the connections
-        # for them open now, sized from the manifest files (not read yet), while the run imports and reads.
+        # A plan's observation goes out together once it has the wave list (a dry run) or the lease (an
+        # apply): the connections for its reads open now, sized from the manifest files (not read yet),
+        # while the run imports and reads. A saved plan's apply asks once it has read its plan.
         from reconciler import connections, manifestfiles
 
         applying = not dry_run and not plan_file
-        waves = manifestfiles.count(paths or ["."], limit=connections.MAX_CONCURRENT) if applying else 0
+        waves = manifestfiles.count(paths or ["."], limit=connections.MAX_CONCURRENT) if not plan_file else 0
         cliopts.connect_early(api_url, allow_insecure_http, waves, apply=applying)
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
@@ -561,7 +562,9 @@ def _report(exc: ReconcilerError) -> None:
 def run(paths: list[str], options: RunOptions) -> int:
     """Validate the manifests under ``paths``, and unless ``--check``, plan and apply them."""
     ahead = (
-        cliopts.read_ahead(options.api_url, options.factory, options.allow_insecure_http, options.timeout)
+        cliopts.read_ahead(
+            options.api_url, options.factory, options.allow_insecure_http, options.timeout, paths=paths or ["."]
+        )
         if options.mode is not Mode.CHECK and options.saved is None
         else None
     )

@@ -84,7 +84,11 @@ def status_command(
         if with_failed and devices_of:
             raise UserError("--with-failed counts failures in the overview; with --devices WAVE use --failed")
         # Against an API the wave list is read while the manifests load, as a dry run reads it.
-        ahead = cliopts.read_ahead(api_url, factory, allow_insecure_http) if not devices_of else None
+        ahead = (
+            cliopts.read_ahead(api_url, factory, allow_insecure_http, paths=list(paths) or ["."])
+            if not devices_of
+            else None
+        )
         try:
             specs = [] if devices_of else _load_specs(list(paths) or ["."])
         except BaseException:

@@ -18,12 +18,13 @@ from reconciler.factory.adopt import read_wave_facts, read_waves
 from reconciler.factory.apitime import parse_time
 from reconciler.factory.client import Backend, FactoryClient, select_backend
 from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
-from reconciler.factory.history import WaveListHead, list_ahead
+from reconciler.factory.history import AHEAD_WAVES, WaveListHead, list_ahead
 from reconciler.factory.observe import fill_device_counts, observe, rollout_options
 from reconciler.factory.status import read_devices, read_status
 from reconciler.factory.wire import parse_prod_targets, parse_progress, parse_wave, wave_signers
 
 __all__ = [
+    "AHEAD_WAVES",
     "Backend",
     "DeviceSelection",
     "FactoryClient",

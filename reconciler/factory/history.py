@@ -7,9 +7,10 @@ ones (one per tag, each planned, reported when unmanaged, or held for a lost man
 
 1. the first page of the whole wave list (``GET waves/?limit=100&page=1``). It holds every wave of a
    factory of up to 100 waves, and says how many there are. A dry run or a status against an API sends it
-   before the manifests are read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at most ``AHEAD_PAGES``
-   pages, reads the other pages at once too: that round trip then overlaps with reading the files
-   instead of following them, and step 2 is not needed. An apply against an API (except one of a saved
+   before the manifests are read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at
+   most ``AHEAD_PAGES`` pages, reads the other pages too: those its manifest files call for with the first
+   (``guessed_pages``), any others once the first gave the total. Those round trips then overlap with
+   reading the files instead of following them, and step 2 is not needed. An apply against an API (except one of a saved
    plan) reads it ahead too, but cannot trust a list from before it held the apply lease: when it read
    the whole list, it reads the same pages again after the lease, in one batch with the reads that list
    calls for (``ListAgain``, factory/observe.py); else, or when the fresh pages keep other waves, it
@@ -34,7 +35,7 @@ from collections.abc import Iterable
 from reconciler.connections import READS_PER_PLAN, observation_connections
 from reconciler.core import ObservedWave, WaveStatus
 from reconciler.errors import ReconcilerError
-from reconciler.factory.client import Batch, FactoryClient, Json
+from reconciler.factory.client import PAGE_SIZE, Batch, FactoryClient, Json
 from reconciler.factory.wire import parse_wave
 
 # Named waves looked up one by one, at most this many (one round of requests); more read the whole list.
@@ -42,9 +43,10 @@ from reconciler.factory.wire import parse_wave
 # 10,000 finished waves read 3 waves instead of 101 pages (bench/bench_history.py).
 MAX_WAVE_LOOKUPS = 32
 # A dry run, an apply or a status reads a wave list of at most this many pages whole while its manifests load
-# (``list_ahead``; an apply reads them again after its lease): the plan bench's 500 waves cost no round trip
-# after the files instead of one (five pages at once).
+# (``list_ahead``; an apply reads them again after its lease): the plan bench's 501 waves cost no round trip
+# after the files instead of one (six pages, at once with its 500 manifests).
 AHEAD_PAGES = 10
+AHEAD_WAVES = AHEAD_PAGES * PAGE_SIZE  # the longest list read ahead, so the most manifest files counted for it
 WaveListHead = tuple[list[Json], Json]  # the wave list's first page (or more: list_ahead) and the first answer
 
 
@@ -53,22 +55,44 @@ def first_page(client: FactoryClient) -> WaveListHead:
     return client.waves_page(1)
 
 
-def list_ahead(client: FactoryClient) -> WaveListHead:
+def list_ahead(client: FactoryClient, expected_waves: int = 0) -> WaveListHead:
     """The wave list as far as a run can read it before its manifests are known: the first page, and the
-    rest of a list of at most ``AHEAD_PAGES`` pages (read together). Which waves of a longer history a run
-    needs depends on the manifests (``read_waves``, step 2), so those wait for them. Meanwhile the
-    connections the observation will want are opened (``READS_PER_PLAN``)."""
-    client.preconnect(READS_PER_PLAN)  # what any plan reads next, opened as the first page is
-    items, data = first_page(client)
+    rest of a list of at most ``AHEAD_PAGES`` pages. Which waves of a longer history a run needs depends on
+    the manifests (``read_waves``, step 2), so those wait for them. Meanwhile the connections the
+    observation will want are opened (``READS_PER_PLAN``).
+
+    ``expected_waves``: the manifest files the run found as it started (``manifestfiles.count``). A release
+    repository keeps a manifest for most waves it made, so its factory's list is at least about that long:
+    with more than a page of them, the pages that many waves fill and one more (``guessed_pages``) go out
+    with the first page: the plan bench's 500 manifests and list of 501 waves cost one round trip instead
+    of two (the first page, then the rest once it gave the total). A guess too long costs the pages past
+    the list's end, whatever the factory answers for them (an empty page, or an error): only the pages the
+    first page's total calls for are used. A guess too short reads the missing pages once the first gave
+    the total, as without a guess."""
+    guessed = guessed_pages(expected_waves)
+    client.preconnect(max(READS_PER_PLAN, guessed))  # what any plan reads next, opened as the first page is
+    pages = ListAgain.read(client, guessed)
+    items, data = pages.first()
     total = data.get("total")
     wanted = observation_connections(sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value))
     # All of them, pages or not: the other pages are read over some of these (they take what is open), and
     # give them back before the observation. Counting the pages' connections as more (``wanted`` less the
     # pages) left the plan bench's 64 reads 59 connections, and the last reads waited for a free one.
     client.preconnect(wanted)
-    if not data.get("next") or not items or not isinstance(total, int) or total > AHEAD_PAGES * len(items):
+    if _whole(items, data) or not items or not isinstance(total, int) or total > AHEAD_PAGES * len(items):
         return items, data
-    return client.list_waves(first=(items, data)), data
+    pages.read_more(client, -(-total // len(items)))
+    whole = pages.whole()
+    return whole if whole is not None else (client.list_waves(first=(items, data)), data)
+
+
+def guessed_pages(expected_waves: int) -> int:
+    """How many pages of the wave list ``list_ahead`` asks for at once, for a run that found
+    ``expected_waves`` manifest files: one for up to a page of them, else the pages they fill and one more
+    (a page too many costs a request; a page too few, a round trip), at most ``AHEAD_PAGES``."""
+    if expected_waves <= PAGE_SIZE:
+        return 1
+    return min(AHEAD_PAGES, -(-expected_waves // PAGE_SIZE) + 1)
 
 
 def read_waves(
@@ -113,13 +137,29 @@ def kept(head: WaveListHead, names: Iterable[str]) -> dict[str, ObservedWave]:
 
 
 class ListAgain:
-    """The wave list's first ``pages`` pages, read again in a ``Batch`` with other reads (an apply's
-    observation checks its guess with them: factory/observe.py). A page's error waits in its answer: only
-    the first page's is raised (``first``), as ``read_waves`` would meet it; another page's makes the
-    pages no whole list."""
+    """The wave list's first pages, read together: ahead (``list_ahead``), or again in a ``Batch`` with
+    other reads (an apply's observation checks its guess with them: factory/observe.py). A page's error
+    waits in its answer: only the first page's is raised (``first``), as ``read_waves`` would meet it;
+    another page's makes the pages no whole list."""
 
     def __init__(self, batch: Batch, client: FactoryClient, pages: int):
         self._pages = [batch.add(functools.partial(_page, client, page)) for page in range(1, pages + 1)]
+
+    @classmethod
+    def read(cls, client: FactoryClient, pages: int) -> ListAgain:
+        """The first ``pages`` pages, read now (together)."""
+        batch = client.batch()
+        read = cls(batch, client, pages)
+        batch.run()
+        return read
+
+    def read_more(self, client: FactoryClient, pages: int) -> None:
+        """Read the pages up to ``pages`` that are not read yet (together)."""
+        batch = client.batch()
+        self._pages += [
+            batch.add(functools.partial(_page, client, page)) for page in range(len(self._pages) + 1, pages + 1)
+        ]
+        batch.run()
 
     def first(self) -> WaveListHead:
         """The first page, what ``read_waves`` starts from; its read's error is raised."""
@@ -129,14 +169,18 @@ class ListAgain:
         return answer
 
     def whole(self) -> WaveListHead | None:
-        """The whole list (and the first answer) when these pages are all of it and agree with each other:
-        each announces the same total, and they hold that many waves, each once. Else None."""
+        """The whole list (and the first answer) when these pages hold all of it and agree with each other:
+        each page the first one's total calls for announces that total, and together they hold that many
+        waves, each once. Else None. Pages past the end (``list_ahead``'s guess) are not looked at."""
         items, data = self.first()
-        if len(self._pages) == 1:
-            return (items, data) if _whole(items, data) else None
-        total = data.get("total")
+        if _whole(items, data):
+            return items, data
+        total = data["total"]  # an int: _whole says so
+        needed = -(-total // len(items)) if items else len(self._pages) + 1
+        if needed > len(self._pages):
+            return None
         items = list(items)
-        for reply in self._pages[1:]:
+        for reply in self._pages[1:needed]:
             answer = reply.result()
             if isinstance(answer, ReconcilerError) or answer[1].get("total") != total:
                 return None
