@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from click.testing import CliRunner
 from reconciler.localfactory import cli as factory_cli
 from reconciler.localfactory import open_embedded
 from tests.helpers.e2e import CANARY_WAVE, api, commit, git, reconcile, wave
-from tests.helpers.serving import Front, serve_factory
+from tests.helpers.serving import Answer, FactoryFront, Front, is_write, serve_factory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,6 +194,98 @@ def test_a_sign_answered_after_the_clients_timeout_is_settled_and_the_rollout_fo
         ]
     finally:
         front.close()
+
+
+class LeaseWatchingFront(FactoryFront):
+    """Records the notes the apply lease holds as each write arrives (``at_write``), and holds the answer
+    to the check that follows each write until the lease holds another note, at most 2 s: whether it
+    changed while the check was under way (``changed_during_check``)."""
+
+    def __init__(self, factory_dir: Path, release_repo: Path):
+        self.repo, self.check_due = release_repo, False
+        self.at_write: list[tuple[str, list[str]]] = []
+        self.changed_during_check: list[bool] = []
+        super().__init__(factory_dir)
+
+    def notes(self) -> list[str]:
+        message = git(self.repo, "cat-file", "commit", "refs/reconcile/locks/demo").rsplit("\n\n", 1)[1]
+        return [note["step"] for note in json.loads(message)["pending"]]
+
+    def relay(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        if is_write(command, body):
+            self.at_write.append((path, self.notes()))
+            self.check_due = True
+        elif command == "GET" and path == "/ota/factories/demo/waves/rel-46/" and self.check_due:
+            self.check_due, before = False, self.notes()
+            deadline = time.monotonic() + 2
+            while self.notes() == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.changed_during_check.append(self.notes() != before)
+        return self.forward(command, path, body, headers)
+
+
+def test_the_next_writes_note_is_written_while_the_check_of_the_last_is_under_way(release_repo, factory_dir):
+    """Each write's note is in the lease when the write reaches the factory (exactly once, crash or not),
+    and the next one's is written while the check of the write before it is under way, not after it:
+    the lease's git processes (or its push to a remote) are off the apply's chain of round trips."""
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(3)}, "phases p1 to p3")
+    front = LeaseWatchingFront(factory_dir, release_repo)
+    try:
+        code, out, err = reconcile(str(release_repo), "--api-url", front.url, "--factory", "demo")
+    finally:
+        front.close()
+    assert code == 0, (out, err)
+    assert history(factory_dir) == ["canary", "*", "*", "*"]
+    noted = [[f"rollout rel-46 phase 'p{n}' (factory-wide, limit 1)"] for n in (1, 2, 3)]
+    assert [notes for _, notes in front.at_write] == noted, front.at_write
+    assert front.changed_during_check == [True, True, False], "the last write has no next one"
+
+
+def test_a_note_written_ahead_serves_only_the_write_it_describes(release_repo, factory_dir):
+    """A note written ahead (``WriteGuard.after``) stands for its write only: another step, the same step
+    at another history length, or a lease renewed since, and the lease is renewed with the write's own
+    note before it is sent; the very write predicted goes out on the note already there."""
+    from reconciler import manifest
+    from reconciler.apply.lease import Lease, RefStore
+    from reconciler.apply.writes import WriteGuard
+    from reconciler.core import build_plan
+    from reconciler.factory.client import FactoryClient, select_backend
+    from reconciler.factory.observe import observe
+
+    commit(release_repo, {"rel-46.yaml": CANARY_WAVE}, "Release 46")
+    assert reconcile(str(release_repo), "--local", str(factory_dir))[0] == 0
+    commit(release_repo, {"rel-46.yaml": phases(2)}, "phases p1 and p2")
+    specs = manifest.load([str(release_repo)]).specs
+    lease = Lease.acquire(RefStore(str(release_repo), None), "demo")
+    ref = "refs/reconcile/locks/demo"
+
+    def held() -> tuple[str, list[tuple[str, int]]]:
+        message = git(release_repo, "cat-file", "commit", ref).rsplit("\n\n", 1)[1]
+        return git(release_repo, "rev-parse", ref).strip(), [
+            (n["step"], n["history"]) for n in json.loads(message)["pending"]
+        ]
+
+    with FactoryClient(select_backend(api_url=None, factory=None, local=str(factory_dir))) as client:
+        p1, p2 = build_plan(specs, observe(client, specs)).ready
+        guard = WriteGuard(client, lease, 60.0, print)
+        for ahead, sent, renewed_between, served in [
+            ((p2, 2), (p1, 1), False, False),  # another step
+            ((p1, 2), (p1, 1), False, False),  # the same step at another history length
+            ((p1, 1), (p1, 1), True, False),  # the lease renewed since
+            ((p1, 1), (p1, 1), False, True),  # the write predicted
+        ]:
+            guard._note_ahead(*ahead, None)
+            if renewed_between:
+                lease.renew(())
+            before = held()
+            guard.before(*sent)
+            commit_now, notes = held()
+            assert notes == [(sent[0].describe(), sent[1])], (ahead, sent)
+            assert (commit_now == before[0]) is served, (ahead, sent)
+            guard.failed()
+    lease.release()
 
 
 def test_a_write_lost_on_the_way_is_reported_as_not_landed_once_it_can_no_longer_land(release_repo, factory_dir, front):

@@ -12,7 +12,8 @@ so exactly one of two racers wins, on GitHub as on disk.
 The ref points at a parentless commit whose message carries, as JSON, the holder (user, host,
 process, CI run), the start and the expiry, and the **pending writes**: before each write the lease
 is renewed with a note of what is about to be sent (wave, step, history length before it and the
-time by which an answer lost in transit must have settled). A run that dies, or whose answer is
+time by which an answer lost in transit must have settled), usually while the check of the write
+before it is under way (writes.py ``WriteGuard.after``). A run that dies, or whose answer is
 lost, leaves that note behind; the next holder takes it over with the lease (so a run killed while
 settling passes it on in turn) and settles it against the factory (did the history grow? did the
 wave appear, complete, cancel?) before planning anything, waiting up to the settle time, so a rerun

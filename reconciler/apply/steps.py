@@ -261,6 +261,8 @@ def apply_plan(
             continue
         following = ready[position + 1] if position + 1 < len(ready) else None
         then: dict[str, Callable[[], Any]] = {}
+        history = len(state.waves[current.wave].history) if current.wave in state.waves else 0
+        next_write = None
         if following is not None and following.tag not in stopped:
             # what the next step reads goes out with this write's check: one read round trip per step
             then = _reads_needed(
@@ -270,10 +272,15 @@ def apply_plan(
                 None if following.wave == current.wave else _UNREAD,
                 counts_signatures=_short(state, following.wave),
             )
+            # and its note, as it will be if this write lands and the next step is as planned
+            next_write = (
+                following,
+                _history_after(state, current, history, following),
+                signer.keyid if isinstance(following, SignOp) and signer else None,
+            )
         try:
-            history = state.waves[current.wave].history if current.wave in state.waves else ()
             message, after_write[current.wave], prefetched = _execute(
-                client, current, signer, guard, len(history), reads, then
+                client, current, signer, guard, history, reads, then, next_write
             )
         except ReconcilerError as exc:
             record(planned, Outcome.FAILED, str(exc))
@@ -281,6 +288,14 @@ def apply_plan(
         echo(f"  {SYMBOLS[current.op]} {current.describe()}: {message}")
         record(current, Outcome.DONE, message)
     return result
+
+
+def _history_after(state: ObservedState, current: Operation, history: int, following: Operation) -> int:
+    """The rollout history length ``following``'s note will say, if ``current`` (of ``history`` entries)
+    lands as planned: one entry more after a rollout of the same wave; another wave's, as observed."""
+    if following.wave == current.wave:
+        return history + (1 if isinstance(current, RolloutOp) else 0)
+    return len(state.waves[following.wave].history) if following.wave in state.waves else 0
 
 
 def _reads_needed(
@@ -351,12 +366,14 @@ def _execute(
     history_length: int,
     reads: _Reads,
     then: dict[str, Callable[[], Any]],
+    next_write: tuple[Operation, int, str | None] | None = None,
 ) -> tuple[str, Known, dict[str, Any] | None]:
     """Send one write, between the guard's note (lease) and its exactly-once check of the factory.
     Returns what to say, the wave as the check read it (the next step of that wave starts from it;
     ``_UNREAD`` when the answer was lost and the wave was only polled, so the next step reads it), and
     the answers to ``then``, the next step's reads sent with the check (None: the next step reads them:
-    the answer was lost, or one of those reads failed and is better reported by the step it belongs to)."""
+    the answer was lost, or one of those reads failed and is better reported by the step it belongs to).
+    ``next_write``: the next step's write as predicted, whose note the guard writes with the check."""
     write, outcome = _prepare(client, op, signer, reads)  # signing first: only the write is noted
     guard.before(op, history_length, keyid=signer.keyid if isinstance(op, SignOp) and signer else None)
     try:
@@ -366,7 +383,7 @@ def _execute(
             guard.failed()
             raise
         return guard.after_lost_answer(exc), _UNREAD, None
-    seen, answers = guard.after([functools.partial(_or_error, call) for call in then.values()])
+    seen, answers = guard.after([functools.partial(_or_error, call) for call in then.values()], next_write)
     prefetched = dict(zip(then, answers, strict=True))
     if any(isinstance(value, BackendError) for value in prefetched.values()):
         return outcome(answer), seen, None

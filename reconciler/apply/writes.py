@@ -4,7 +4,11 @@ The lease (lease.py) keeps cooperating applies apart; this module checks the fac
 which has no conditional writes, around each write:
 
 - **before** it, the lease is renewed with a note of the write (wave, step, history length
-  before it, and when an answer lost in transit must have settled);
+  before it, and when an answer lost in transit must have settled). The next write's note is written
+  while the check of the one before it (below) is under way, as the apply predicts it (``after``): when
+  the step then sent is that write, its note is already in the lease and it goes out at once (the
+  lease's git processes, or its push to the remote, are off the apply's chain); else the lease is
+  renewed then, as without a prediction;
 - **after** it, the wave is read back: a rollout must have grown the history by exactly one
   entry, an init/complete/cancel must show its effect; anything else means another writer
   (``rollout-by`` / ``created-by`` / ``updated-by`` named) and the run stops;
@@ -29,6 +33,8 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from msgspec.structs import replace
+
 from reconciler import connections
 from reconciler.apply.lease import (
     REF_PREFIX,
@@ -48,6 +54,10 @@ from reconciler.safetext import printable
 
 UNCERTAIN_STATUS = frozenset({502, 504})  # a gateway answered: the write may or may not have reached the factory
 POLL_SECONDS = 0.5
+# A note written ahead (``WriteGuard.after``) serves a write sent at most this long after it: the note's
+# settle time counts from when it was written, and must stay past the time the write can still land
+# (sent + the client's request timeout, which the settle time is twice).
+AHEAD_NOTE_SERVES = timedelta(seconds=10)
 
 
 def _now() -> datetime:
@@ -79,6 +89,9 @@ class WriteGuard:
     def __init__(self, client: FactoryClient, lease: Lease | None, settle_seconds: float, echo: Callable[[str], None]):
         self.client, self.lease, self.settle_seconds, self.echo = client, lease, settle_seconds, echo
         self.pending: tuple[PendingWrite, ...] = lease.inherited if lease else ()
+        self._ahead: tuple[PendingWrite, str] | None = (
+            None  # a note the lease holds for a write not sent yet, and its commit
+        )
 
     # -- before planning ------------------------------------------------------------------------
 
@@ -105,14 +118,42 @@ class WriteGuard:
     # -- around one write -----------------------------------------------------------------------
 
     def before(self, op: Operation, history_length: int, keyid: str | None = None) -> None:
-        """``keyid``: a sign's key (public), whose signature the wave must show afterwards."""
+        """Note the write in the lease before it is sent: renew the lease with its note, unless the lease
+        holds that very note already (written ahead, with the last write's check) and nothing changed
+        the lease since. ``keyid``: a sign's key (public), whose signature the wave must show afterwards."""
         if self.pending:  # an earlier write of this run is still unsettled: sending another could repeat it
             raise Unsettled(
                 f"not sent: {self.pending[0].describe()} has not settled yet; it stays in the apply lease "
                 "for the next run to settle"
             )
+        note, ahead, self._ahead = self._note(op, history_length, keyid), self._ahead, None
+        if ahead is not None and self._holds(ahead, note):
+            self.pending = (ahead[0],)
+            return
+        if self.lease:
+            self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
+        self.pending = (note,)
+
+    def after(
+        self, also: Sequence[Callable[[], Any]] = (), then: tuple[Operation, int, str | None] | None = None
+    ) -> tuple[dict[str, Any] | None, list[Any]]:
+        """The write was answered: check it landed exactly once. Returns the wave as read for the check
+        (None: gone), which the apply may use as the wave's state for its next step, and the answers of
+        ``also``: reads sent in the same round trip as the check's (the next step's). ``then``: the write
+        the apply expects to send next (its operation, history length and key, as ``before`` takes them),
+        whose note is written in the lease meanwhile; a note that cannot be written is left to ``before``,
+        which meets the same error where it belongs, before that write."""
+        note, self.pending = self.pending[0], ()
+        calls: list[Callable[[], Any]] = [functools.partial(_read_wave, self.client, note), *also]
+        if then is not None and self.lease is not None:
+            calls.append(functools.partial(self._note_ahead, *then))
+        read, *answers = self.client.gather(calls)
+        return self._check_once(note, read), answers[: len(also)]
+
+    def _note(self, op: Operation, history_length: int, keyid: str | None) -> PendingWrite:
+        """The note of a write sent now."""
         sent = _now()
-        note = PendingWrite(
+        return PendingWrite(
             op.wave,
             op.kind,
             op.describe(),
@@ -122,18 +163,27 @@ class WriteGuard:
             phase=op.phase if isinstance(op, RolloutOp) else None,
             keyid=keyid,
         )
-        if self.lease:
-            self.lease.renew((note,))  # stops here, before sending, if another writer has taken the lease
-        self.pending = (note,)
 
-    def after(self, also: Sequence[Callable[[], Any]] = ()) -> tuple[dict[str, Any] | None, list[Any]]:
-        """The write was answered: check it landed exactly once. Returns the wave as read for the check
-        (None: gone), which the apply may use as the wave's state for its next step, and the answers of
-        ``also``: reads sent in the same round trip as the check's (the next step's)."""
-        note, self.pending = self.pending[0], ()
-        calls: list[Callable[[], Any]] = [functools.partial(_read_wave, self.client, note), *also]
-        read, *answers = self.client.gather(calls)
-        return self._check_once(note, read), answers
+    def _note_ahead(self, op: Operation, history_length: int, keyid: str | None) -> None:
+        """Write the note of the write the apply expects to send next (``after``'s ``then``)."""
+        assert self.lease is not None
+        note = self._note(op, history_length, keyid)
+        try:
+            self.lease.renew((note,))
+        except Exception:  # the lease was taken, or git failed: ``before`` renews, and reports it in its place
+            return
+        self._ahead = (note, self.lease.state.commit)
+
+    def _holds(self, ahead: tuple[PendingWrite, str], note: PendingWrite) -> bool:
+        """Whether the note written ahead serves ``note``'s write: the same write, the lease unchanged since
+        (no other note replaced it), and recent enough that its settle time still covers the write."""
+        noted, commit = ahead
+        return (
+            self.lease is not None
+            and self.lease.state.commit == commit
+            and _same_write(noted, note)
+            and note.sent - noted.sent <= AHEAD_NOTE_SERVES
+        )
 
     def after_lost_answer(self, exc: BackendError) -> str:
         """The write's answer was lost: wait until the factory shows it, or until it cannot land any more."""
@@ -206,6 +256,11 @@ class WriteGuard:
                 "work on this wave"
             )
         return read
+
+
+def _same_write(noted: PendingWrite, note: PendingWrite) -> bool:
+    """Whether two notes are of the same write, whenever each was written."""
+    return replace(noted, sent=note.sent, settle_by=note.settle_by) == note
 
 
 def _stamp(moment: datetime) -> str:

@@ -129,7 +129,8 @@ def connect_early(api_url: str, allow_insecure_http: bool, active_waves: int = 0
     (reconciler/connections.py). As soon as the command line is read: a plan's observation's,
     ``active_waves`` being the manifest files counted then (``manifestfiles.count``), and an apply's own
     reads (``apply``); a status's first few (none counted); once the manifests are read, a saved plan's
-    apply asks again with its waves. The client made for the API later claims them; ``discard_early`` closes them if nothing did."""
+    apply asks again with its waves. The client made for the API later claims them; ``discard_early``
+    closes them if nothing did."""
     from reconciler import connections
 
     connections.start(api_url, allow_insecure_http, connections.observation_connections(active_waves, apply=apply))

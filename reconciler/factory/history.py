@@ -10,11 +10,11 @@ ones (one per tag, each planned, reported when unmanaged, or held for a lost man
    before the manifests are read (``FactoryClient.ahead``, ``list_ahead``) and, when the whole list is at
    most ``AHEAD_PAGES`` pages, reads the other pages too: those its manifest files call for with the first
    (``guessed_pages``), any others once the first gave the total. Those round trips then overlap with
-   reading the files instead of following them, and step 2 is not needed. An apply against an API (except one of a saved
-   plan) reads it ahead too, but cannot trust a list from before it held the apply lease: when it read
-   the whole list, it reads the same pages again after the lease, in one batch with the reads that list
-   calls for (``ListAgain``, factory/observe.py); else, or when the fresh pages keep other waves, it
-   reads as without a read-ahead, from a fresh first page;
+   reading the files instead of following them, and step 2 is not needed. An apply against an API
+   (except one of a saved plan) reads it ahead too, but cannot trust a list from before it held the
+   apply lease: when it read the whole list, it reads the same pages again after the lease, in one batch
+   with the reads that list calls for (``WavePages``, factory/observe.py); else, or when the fresh pages
+   keep other waves, it reads as without a read-ahead, from a fresh first page;
 2. only when there are more, in one round trip: the active waves (the list's ``status=active`` filter,
    reference §1.2: ceil(A / 100) pages for A active waves, usually one), and each wave the manifests
    name that the first page did not show (``GET waves/NAME/``, a 404 meaning "absent"), when they are at
@@ -71,7 +71,7 @@ def list_ahead(client: FactoryClient, expected_waves: int = 0) -> WaveListHead:
     the total, as without a guess."""
     guessed = guessed_pages(expected_waves)
     client.preconnect(max(READS_PER_PLAN, guessed))  # what any plan reads next, opened as the first page is
-    pages = ListAgain.read(client, guessed)
+    pages = WavePages.read(client, guessed)
     items, data = pages.first()
     total = data.get("total")
     wanted = observation_connections(sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value))
@@ -136,7 +136,7 @@ def kept(head: WaveListHead, names: Iterable[str]) -> dict[str, ObservedWave]:
     return _kept(head[0], set(names))
 
 
-class ListAgain:
+class WavePages:
     """The wave list's first pages, read together: ahead (``list_ahead``), or again in a ``Batch`` with
     other reads (an apply's observation checks its guess with them: factory/observe.py). A page's error
     waits in its answer: only the first page's is raised (``first``), as ``read_waves`` would meet it;
@@ -146,7 +146,7 @@ class ListAgain:
         self._pages = [batch.add(functools.partial(_page, client, page)) for page in range(1, pages + 1)]
 
     @classmethod
-    def read(cls, client: FactoryClient, pages: int) -> ListAgain:
+    def read(cls, client: FactoryClient, pages: int) -> WavePages:
         """The first ``pages`` pages, read now (together)."""
         batch = client.batch()
         read = cls(batch, client, pages)
@@ -192,7 +192,7 @@ class ListAgain:
 def _page(client: FactoryClient, page: int) -> WaveListHead | ReconcilerError:
     try:
         return client.waves_page(page)
-    except ReconcilerError as exc:  # ListAgain says which page's error counts
+    except ReconcilerError as exc:  # WavePages says which page's error counts
         return exc
 
 

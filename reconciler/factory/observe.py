@@ -86,7 +86,7 @@ from reconciler.core import (
 )
 from reconciler.errors import BackendError, ReconcilerError
 from reconciler.factory.client import Batch, FactoryClient, Json, Reply
-from reconciler.factory.history import ListAgain, WaveListHead, kept, read_waves, whole_pages
+from reconciler.factory.history import WaveListHead, WavePages, kept, read_waves, whole_pages
 from reconciler.factory.wavedevices import count_failures
 from reconciler.factory.wire import (
     ci_tags,
@@ -310,7 +310,7 @@ def _on_guess(
     if pages is not None:
         guessed = kept(guess, names)
         batch = client.batch()
-        fresh = ListAgain(batch, client, pages)
+        fresh = WavePages(batch, client, pages)
         speculative = _Speculative(batch)
         reads = which_reads(chosen, guessed, signing)
         replies = _add(speculative, client, reads, guessed)
