@@ -181,6 +181,62 @@ def _read_raw(response: httpx.Response) -> httpx.Response:
     return httpx.Response(response.status_code, headers=response.headers, content=raw, extensions=response.extensions)
 
 
+class _LinearPool(httpcore.ConnectionPool):
+    """httpcore's pool, its assignment pass linear in the connections. httpcore 1.0.9 counts the pool's
+    connections once for each idle one (``len([connection.is_idle() for connection in self._connections])``)
+    and lists the available and idle connections again for each queued request, on every request and
+    every answer: with the 64 connections of the plan bench's observation, about 4,000 calls a pass and
+    40-50 ms of the client's CPU per plan. encode/httpcore#1035 fixes it upstream (open since 2025); the
+    pydantic fork merged it (pydantic/httpx2#974). The decisions are httpcore 1.0.9's own, for HTTP/1.1
+    (the pool never speaks HTTP/2, see below): the same connections closed and the same connection
+    given to each request, in one pass. Used with the httpcore it was written against (``_POOL``)."""
+
+    def _assign_requests_to_connections(self) -> list[httpcore.ConnectionInterface]:
+        closing: list[httpcore.ConnectionInterface] = []
+        connections = self._connections
+        for connection in list(connections):
+            if connection.is_closed():
+                connections.remove(connection)
+            elif connection.has_expired() or (
+                connection.is_idle() and len(connections) > self._max_keepalive_connections
+            ):
+                connections.remove(connection)
+                closing.append(connection)
+        queued = [request for request in self._requests if request.is_queued()]
+        if not queued:
+            return closing
+        # A connection made in this pass is neither available nor idle until it has connected, and giving
+        # a connection to a request changes neither, so both lists hold for the whole pass but for the
+        # idle connection closed to make room (removed from both).
+        idle = [connection for connection in connections if connection.is_idle()]
+        available: dict[tuple[bytes, bytes, int], list[httpcore.ConnectionInterface]] = {}  # by origin
+        for pool_request in queued:
+            origin = pool_request.request.url.origin
+            key = (origin.scheme, origin.host, origin.port)  # an Origin compares, but does not hash
+            if key not in available:
+                available[key] = [c for c in connections if c.can_handle_request(origin) and c.is_available()]
+            if available[key]:
+                pool_request.assign_to_connection(available[key][0])
+                continue
+            if len(connections) >= self._max_connections:
+                if not idle:
+                    continue
+                made_room = idle.pop(0)
+                connections.remove(made_room)
+                closing.append(made_room)
+                for others in available.values():
+                    if made_room in others:
+                        others.remove(made_room)
+            connection = self.create_connection(origin)
+            connections.append(connection)
+            pool_request.assign_to_connection(connection)
+        return closing
+
+
+# The pool class: ``_LinearPool`` with the httpcore whose pass it reproduces, else httpcore's own.
+_POOL: type[httpcore.ConnectionPool] = _LinearPool if httpcore.__version__ == "1.0.9" else httpcore.ConnectionPool
+
+
 class DeadlineTransport(httpx.BaseTransport):
     """HTTP(S) over httpcore, every request bounded as a whole: it must be answered completely by the
     ``DEADLINE`` request extension, or within ``timeout`` seconds when there is none.
@@ -208,7 +264,7 @@ class DeadlineTransport(httpx.BaseTransport):
         # threads share it (encode/httpx#3324, #3072). Measured with httpx 0.29, httpcore 1.0.9 and h2 4.4.1
         # against hypercorn over TLS: with 4 to 64 threads, 8 to 191 of 640-1,280 requests failed (the server
         # closed the connection on a PROTOCOL_ERROR); with one thread none did, nor over HTTP/1.1.
-        self._pool = httpcore.ConnectionPool(
+        self._pool = _POOL(
             ssl_context=self._ssl_context,
             retries=retries,
             max_connections=MAX_CONCURRENT,
@@ -410,6 +466,7 @@ class _SpareStream(httpcore.NetworkStream):
 
     def __init__(self, sock: socket.socket, tls: _TlsWith | None):
         self._sock, self._tls = sock, tls
+        self._poll: select.poll | None = None  # made once: the pool asks every idle connection on every request
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         timeout = _clamp(timeout, httpcore.ReadTimeout)
@@ -425,6 +482,7 @@ class _SpareStream(httpcore.NetworkStream):
                 buffer = buffer[self._sock.send(buffer) :]
 
     def close(self) -> None:
+        self._poll = None  # registered by descriptor number, which the system may give another socket now
         self._sock.close()
 
     def start_tls(
@@ -447,9 +505,10 @@ class _SpareStream(httpcore.NetworkStream):
         if info == "is_readable":  # as httpcore asks it: poll, which takes any descriptor (select stops at 1,024)
             if not hasattr(select, "poll"):  # Windows
                 return bool(select.select([self._sock], [], [], 0)[0])
-            poll = select.poll()
-            poll.register(self._sock, select.POLLIN)
-            return bool(poll.poll(0))
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(self._sock, select.POLLIN)
+            return bool(self._poll.poll(0))
         return None
 
 
