@@ -1,7 +1,7 @@
 """Planning at scale: ``reconcile --dry-run`` over 500 manifests against a 100,000-device local factory.
 
     python bench/bench_plan.py [--devices 100000] [--keep DIR] [--runs 5] [--no-git] [--profile] [--rtt MS ...]
-                               [--tls [--tls12]] [--smoke]
+                               [--tls [--tls12]] [--against REV] [--smoke]
 
 Target (issue): planning 500 manifests (20 active waves) against a 100,000-device local factory takes
 under 2 s wall time for the whole process. Exit 1 when the best wall time is over 2 s.
@@ -32,6 +32,9 @@ factory on loopback behind ``latency_proxy.LatencyProxy`` (every chunk delayed M
 whole ``reconcile --dry-run --api-url`` process is timed: wall time, HTTP requests, connections and
 the longest chain of requests that waited on each other (round trips paid one after the other).
 Targets (issue 14): under 1.0 s at 100 ms and under 2.5 s at 300 ms; a chain of at most 5.
+``--against REV`` (with ``--rtt``): commit REV's reconciler is timed too (``git archive``, as
+``bench_check.py --against``), its runs alternating with this tree's over the same proxy, server and data,
+and the ratio printed: the machine's speed moves by up to half between hours, and this figure is CPU.
 With ``--tls`` the proxy speaks HTTPS with a certificate from a CA made for the run (the client trusts it
 through ``SSL_CERT_FILE``), so every new connection pays its handshake too (``--tls12``: TLS 1.2, two
 round trips; else 1.3, one); the targets are the same (issue 26).
@@ -64,13 +67,15 @@ from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from latency_proxy import LatencyProxy, ThrowawayCA  # bench/ is on sys.path when this script runs
+from bench_check import unpack  # bench/ is on sys.path when this script runs
+from latency_proxy import LatencyProxy, ThrowawayCA
 from programenv import program_env
 
 from reconciler import signing
 from reconciler.factory.client import FactoryClient, select_backend
 from reconciler.localfactory import demo, devices, fleet, store, targets
 
+REPO = Path(__file__).resolve().parent.parent
 TARGET_SECONDS = 2.0
 TAGS = ["production"] + [f"fleet-{k:02d}" for k in range(1, 20)]  # 20 tags: one active wave each
 DONE_VERSIONS = range(41, 65)  # 24 completed waves per tag: 480 in all
@@ -607,43 +612,70 @@ def over_network(
     tls: ThrowawayCA | None = None,
     tls12: bool = False,
     targets: dict[int, float] = RTT_TARGETS,
+    against: tuple[str, Path] | None = None,
 ) -> bool:
     """``reconcile COMMAND`` (the dry-run plan: ``--dry-run MANIFESTS``) against the served factory through
-    a delaying proxy: wall time, requests, connections, longest chain; whether ``targets`` were met."""
+    a delaying proxy: wall time, requests, connections, longest chain; whether ``targets`` were met.
+    ``against``: another tree of the reconciler (a commit's, ``--against``), timed too, its runs alternating
+    with this tree's on the same proxy, server and data; its ratio to this tree is printed, not judged."""
     met = True
     with ServedFactory(factory) as served:
         env = {**program_env(), "RECONCILE_API_TOKEN": served.token}
         if tls is not None:
             env["SSL_CERT_FILE"] = str(tls.ca_file)  # httpx's default context trusts it (latency_proxy)
+        envs, trees = {"this tree": env}, {"this tree": REPO}
+        if against is not None:
+            trees = dict([("this tree", REPO), against])
+            envs = {label: {**env, "PYTHONPATH": str(tree)} for label, tree in trees.items()}
         warm_up = [reconcile_exe(), *command, "--api-url", f"http://127.0.0.1:{served.port}", "--factory", "demo"]
-        if WARM_UP:
-            subprocess.run(warm_up, capture_output=True, env=env, check=False)  # untimed: bytecode cache (programenv)
+        for label, tree_env in envs.items():
+            if against is not None:  # else both would time the installed tree
+                where = subprocess.run(
+                    [sys.executable, "-c", "import reconciler; print(reconciler.__file__)"],
+                    capture_output=True, text=True, env=tree_env, cwd=trees[label], check=False,
+                )  # fmt: skip
+                if not where.stdout.startswith(tree_env["PYTHONPATH"]):
+                    raise SystemExit(f"{label}: reconciler imports from {where.stdout.strip()}, not from its tree")
+            if WARM_UP:
+                subprocess.run(warm_up, capture_output=True, env=tree_env, check=False)  # untimed: bytecode cache
         for rtt in rtts:
             with LatencyProxy(served.port, rtt_ms=rtt, tls=tls, tls12=tls12) as proxy:
                 args = [reconcile_exe(), *command, "--api-url", proxy.url, "--factory", "demo"]
-                walls, requests, chains, connections = [], [], [], []
-                for _ in range(runs):
-                    proxy.reset()
-                    t = time.perf_counter()
-                    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-                    walls.append(time.perf_counter() - t)
-                    if result.returncode not in (0, 2):
-                        raise SystemExit(
-                            f"reconcile over the proxy failed ({result.returncode}):\n{result.stderr[-2000:]}"
-                        )
-                    requests.append(len(proxy.exchanges))
-                    chains.append(proxy.longest_chain())
-                    connections.append(proxy.connections)
-            best = min(walls)
+                walls: dict[str, list[float]] = {label: [] for label in envs}
+                requests, chains, connections = [], [], []
+                order = list(envs)
+                for round_ in range(runs):
+                    for label in order if round_ % 2 == 0 else reversed(order):
+                        proxy.reset()
+                        t = time.perf_counter()
+                        result = subprocess.run(args, capture_output=True, text=True, env=envs[label], check=False)
+                        walls[label].append(time.perf_counter() - t)
+                        if result.returncode not in (0, 2):
+                            raise SystemExit(
+                                f"reconcile ({label}) over the proxy failed ({result.returncode}):\n{result.stderr[-2000:]}"
+                            )
+                        if label == "this tree":
+                            requests.append(len(proxy.exchanges))
+                            chains.append(proxy.longest_chain())
+                            connections.append(proxy.connections)
+            best = min(walls["this tree"])
             target = targets.get(rtt)
             verdict = "" if target is None else f"  target {target:.1f} s: {'met' if best <= target else 'MISSED'}"
             scheme = "plain HTTP" if tls is None else ("TLS 1.2" if tls12 else "TLS 1.3")
             print(
-                f"rtt {rtt:>4} ms, {scheme}: wall best {best:.3f} s, median {statistics.median(walls):.3f} s "
+                f"rtt {rtt:>4} ms, {scheme}: wall best {best:.3f} s, median {statistics.median(walls['this tree']):.3f} s "
                 f"({runs} runs); {statistics.median(requests):.0f} requests over {statistics.median(connections):.0f} "
                 f"connection(s); longest chain {max(chains)} (target {CHAIN_TARGET}){verdict}",
                 flush=True,
             )
+            if against is not None:
+                other = walls[against[0]]
+                print(
+                    f"  {against[0]}, alternating: wall best {min(other):.3f} s, median {statistics.median(other):.3f} s; "
+                    f"this tree / {against[0]}: {best / min(other):.2f} of the bests, "
+                    f"{statistics.median(walls['this tree']) / statistics.median(other):.2f} of the medians",
+                    flush=True,
+                )
             met = met and (target is None or best <= target) and max(chains) <= CHAIN_TARGET
     return met
 
@@ -664,8 +696,15 @@ def main() -> int:
     )
     ap.add_argument("--tls", action="store_true", help="with --rtt: HTTPS through the proxy (a throwaway CA)")
     ap.add_argument("--tls12", action="store_true", help="with --tls: TLS 1.2 (two handshake round trips)")
+    ap.add_argument(
+        "--against",
+        metavar="REV",
+        help="with --rtt: time commit REV too, its runs alternating with this tree's, and print the ratio",
+    )
     ap.add_argument("--smoke", action="store_true", help="a tiny setup and one run of each: does the bench run?")
     args = ap.parse_args()
+    if args.against and not args.rtt:
+        ap.error("--against works with --rtt")
     if args.smoke:
         shrink_for_smoke()
         args.devices, args.runs = 10_000, 1  # 100 devices per extra tag: 6 of them in eu-emea (eu_canaries)
@@ -677,7 +716,11 @@ def main() -> int:
         tls = ThrowawayCA(base / "tls") if args.tls or args.tls12 or args.smoke else None
         if args.rtt:
             dry_run = ["--dry-run", str(manifests)]
-            return 0 if over_network(factory, dry_run, args.rtt, args.runs, tls, args.tls12) else 1
+            against = (args.against, unpack(args.against, base / "against")) if args.against else None
+            try:
+                return 0 if over_network(factory, dry_run, args.rtt, args.runs, tls, args.tls12, against=against) else 1
+            finally:
+                shutil.rmtree(base / "against", ignore_errors=True)
         dry = ["--dry-run", str(manifests), "--local", str(factory)]
 
         print(f"\ntimed: {reconcile_exe()} {' '.join(dry)}", flush=True)

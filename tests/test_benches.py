@@ -103,6 +103,24 @@ def test_bench_check_compares_side_by_side_with_a_commit() -> None:
     assert re.search(r"this tree / HEAD: CPU ratio \d+\.\d\d of the bests", result.stdout), result.stdout
 
 
+def test_bench_plan_compares_a_plan_over_the_network_with_a_commit() -> None:
+    """``bench_plan.py --rtt MS --against REV``: REV's reconciler, unpacked from git, plans over the same proxy
+    in turn with this tree's, and the ratio is printed. It exits 1 if ``reconciler`` came from elsewhere."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_plan.py"), "--smoke", "--rtt", "10", "--tls", "--against", "HEAD"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stdout[-2000:] + result.stderr[-2000:]  # 1: a target missed
+    assert re.search(r"HEAD, alternating: wall best \d+\.\d+ s", result.stdout), result.stdout
+    assert re.search(r"this tree / HEAD: \d+\.\d\d of the bests", result.stdout), result.stdout
+
+
 def test_the_latency_proxy_tells_a_dry_run_from_a_write() -> None:
     """bench_apply.py counts the apply's chain before its first write as its observation; a rollout's dry
     run (which only counts devices) is a POST too, and must not count as that write."""
