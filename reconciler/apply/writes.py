@@ -89,9 +89,8 @@ class WriteGuard:
     def __init__(self, client: FactoryClient, lease: Lease | None, settle_seconds: float, echo: Callable[[str], None]):
         self.client, self.lease, self.settle_seconds, self.echo = client, lease, settle_seconds, echo
         self.pending: tuple[PendingWrite, ...] = lease.inherited if lease else ()
-        self._ahead: tuple[PendingWrite, str] | None = (
-            None  # a note the lease holds for a write not sent yet, and its commit
-        )
+        # A note the lease holds for a write not sent yet (``after``), and the lease's commit that holds it.
+        self._ahead: tuple[PendingWrite, str] | None = None
 
     # -- before planning ------------------------------------------------------------------------
 
