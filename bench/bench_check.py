@@ -133,6 +133,19 @@ def unpack(rev: str, into: Path) -> Path:
     return tree
 
 
+def require_own_tree(label: str, tree: Path, env: dict[str, str]) -> None:
+    """Stop unless ``reconciler`` imports from ``tree`` with ``env`` (its ``PYTHONPATH``) in ``tree``: else a
+    side-by-side run would time one tree twice, and print 1.00."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import reconciler; print(reconciler.__file__)"],
+        capture_output=True, text=True, env=env, cwd=tree, check=False,
+    )  # fmt: skip
+    if not Path(where.stdout.strip()).is_relative_to(tree):
+        raise SystemExit(
+            f"{label}: reconciler imports from {where.stdout.strip() or where.stderr[-500:]}, not from {tree}"
+        )
+
+
 def side_by_side(command: list[str], trees: dict[str, Path], repeat: int) -> dict[str, list[float]]:
     """CPU seconds of ``command`` run from each tree, alternating (the order swapped every round), after
     one untimed run each (bytecode, page cache). Each runs in its tree, which ``python -c`` imports from
@@ -142,9 +155,7 @@ def side_by_side(command: list[str], trees: dict[str, Path], repeat: int) -> dic
         for label, tree in trees.items()
     }
     for label, env in envs.items():
-        where = measure([sys.executable, "-c", "import reconciler; print(reconciler.__file__)"], env, trees[label])
-        if not Path(where[2].stdout.strip()).is_relative_to(trees[label]):  # else both would time one tree
-            raise SystemExit(f"{label}: reconciler imports from {where[2].stdout.strip()}, not from {trees[label]}")
+        require_own_tree(label, trees[label], env)
         _, _, result = measure(command, env, trees[label])
         if result.returncode != 0:
             raise SystemExit(f"reconcile --check of {label} failed ({result.returncode}):\n{result.stderr[-2000:]}")

@@ -67,7 +67,7 @@ from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_check import unpack  # bench/ is on sys.path when this script runs
+from bench_check import require_own_tree, unpack  # bench/ is on sys.path when this script runs
 from latency_proxy import LatencyProxy, ThrowawayCA
 from programenv import program_env
 
@@ -630,12 +630,7 @@ def over_network(
         warm_up = [reconcile_exe(), *command, "--api-url", f"http://127.0.0.1:{served.port}", "--factory", "demo"]
         for label, tree_env in envs.items():
             if against is not None:  # else both would time the installed tree
-                where = subprocess.run(
-                    [sys.executable, "-c", "import reconciler; print(reconciler.__file__)"],
-                    capture_output=True, text=True, env=tree_env, cwd=trees[label], check=False,
-                )  # fmt: skip
-                if not where.stdout.startswith(tree_env["PYTHONPATH"]):
-                    raise SystemExit(f"{label}: reconciler imports from {where.stdout.strip()}, not from its tree")
+                require_own_tree(label, trees[label], tree_env)
             if WARM_UP:
                 subprocess.run(warm_up, capture_output=True, env=tree_env, check=False)  # untimed: bytecode cache
         for rtt in rtts:
