@@ -54,7 +54,6 @@ observation is always the one made without a guess.
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -232,10 +231,11 @@ def _add(batch: _Adder, client: FactoryClient, reads: Reads, waves: dict[str, Ob
 
 def _prod_root(client: FactoryClient) -> Json:
     """The production root, and then, on the same worker thread while the rest of the batch is answered,
-    the signature checks it is read for (``wire.wave_signers``): the crypto libraries take about 30 ms to
+    the signature checks it is read for (``wire.wave_signers``): the crypto libraries take about 15 ms to
     import, which a plan otherwise spent after its last answer."""
     root = client.prod_root()
-    importlib.import_module("reconciler.signing")
+    from reconciler.signing import valid_keyids  # noqa: F401  # loads the checks and their crypto libraries
+
     return root
 
 
