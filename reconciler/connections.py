@@ -42,8 +42,9 @@ CONNECT_TIMEOUT: Final = 5.0  # seconds a connection may take to open, TLS hands
 # from the wave list's first page (newest first, so it shows the active waves: factory/history.py
 # ``list_ahead``), an apply once its manifests are read if they hold more waves than files. Opened after
 # the first page instead, they were ready two round trips after it: at 300 ms the plan bench's reads
-# waited for them (A/B, 6 runs each: best 2.418 -> 1.765 s). A status opens ``READS_PER_PLAN`` first, the
-# rest from the first page.
+# waited for them (A/B, 6 runs each: best 2.418 -> 1.765 s). A status opens its own as its command line is
+# read too (``status_connections``): opened from the first page, they left its bench's reads at 300 ms
+# over TLS in two rounds, two round trips apart.
 READS_PER_PLAN: Final = 6
 READS_PER_ACTIVE_WAVE: Final = 3
 # An apply's observation sends three more with them: the wave list read again once it holds the lease,
@@ -196,6 +197,14 @@ def observation_connections(active_waves: int, *, apply: bool = False) -> int:
     ``active_waves`` active waves: the connections worth opening before it, at most ``MAX_CONCURRENT``."""
     reads = READS_PER_PLAN + READS_PER_ACTIVE_WAVE * active_waves + (READS_PER_APPLY if apply else 0)
     return min(reads, MAX_CONCURRENT)
+
+
+def status_connections(manifest_files: int) -> int:
+    """About how many requests a status sends together for ``manifest_files`` manifest files
+    (factory/status.py): the wave list's pages, the production and wave targets, and a wave status for
+    each wave shown (the active ones, and the latest completed wave of each tag), at most one per file;
+    at most ``MAX_CONCURRENT``. ``--devices WAVE`` (no files counted) reads a few at a time."""
+    return min(READS_PER_PLAN + manifest_files, MAX_CONCURRENT)
 
 
 def origin(url: str) -> Origin | None:

@@ -327,6 +327,36 @@ def test_a_plan_opens_its_observations_connections_as_its_command_line_is_read(d
     assert connections._early == {}
 
 
+def test_a_status_opens_its_reads_connections_as_its_command_line_is_read(tmp_path, monkeypatch):
+    """A status sends its reads together once it has the wave list (the wave statuses with the production
+    targets): their connections open as its command line is read, one per manifest file and the first
+    few. Opened from the wave list's first page, they were ready two round trips after it, and over TLS at
+    300 ms the status bench's reads went out in two rounds. Here the run stops at its manifests."""
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    for number in range(5):
+        (tmp_path / f"wave-{number}.yaml").write_text("name: [\n")
+    monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
+    wanted = connections.status_connections(5)
+    assert wanted > connections.READS_PER_PLAN
+    with serving(None) as server:
+        api = f"http://127.0.0.1:{server.server_address[1]}"
+        result = CliRunner().invoke(main, ["status", str(tmp_path), "--api-url", api, "--factory", "demo"])
+        assert result.exit_code == 1, result.output
+        wait_for(lambda: server.accepted >= wanted)
+        wait_for(lambda: server.ended == server.accepted)
+        assert server.accepted == wanted
+    assert connections._early == {}
+
+
+def test_a_status_opens_a_connection_per_wave_it_may_read_at_most_as_many_as_go_out_together():
+    assert connections.status_connections(0) == connections.READS_PER_PLAN
+    assert connections.status_connections(3) == connections.READS_PER_PLAN + 3
+    assert connections.status_connections(1_000) == connections.MAX_CONCURRENT
+
+
 def test_an_observation_opens_at_most_as_many_connections_as_requests_go_out_together():
     assert connections.observation_connections(0) == connections.READS_PER_PLAN
     assert connections.observation_connections(2, apply=True) == connections.observation_connections(3)

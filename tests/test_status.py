@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -365,3 +367,80 @@ def test_the_text_plan_counts_the_next_rollout_while_its_gate_waits(gated):
     rollout = next(line for line in out.splitlines() if "rollout" in line and "us-east" in line)
     assert rollout.endswith("phase 'us-east' (group us-east, limit 10), 10 devices")
     assert "blocked: wait 24h" in out
+
+
+DONE = CANARY_WAVE.replace("rel-46", "rel-44").replace("target: 46", "target: 44") + "complete: true\n"
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    """rel-44 complete (production's targets hold version 44) and rel-46 active after its canaries."""
+    base = tmp_path_factory.mktemp("released")
+    local = init_demo_factory(base / "factory", 200)
+    repo = release_repo(base / "releases", {"rel-44.yaml": DONE, "rel-46.yaml": GATED})
+    code, _, err = reconcile(str(repo), "--local", str(local))
+    assert code == 0, err
+    return repo, local
+
+
+class LatestFront:
+    """The factory over HTTP, noting the wave statuses asked for. The production targets' answer waits (at
+    most 5 s) until the status of ``awaited`` was asked for, so a status asked for only once that answer
+    arrived shows (``asked_with_prod``); the first ``refused`` status requests of ``awaited`` are answered
+    500, as a failing service would."""
+
+    def __init__(self, factory: Path, awaited: str, refused: int = 0):
+        from tests.helpers.serving import FactoryFront
+
+        self.statuses: list[str] = []
+        self.asked_with_prod: bool | None = None
+        arrived = threading.Condition()
+        outer = self
+
+        class Front(FactoryFront):
+            def relay(self, command, path, body, headers):
+                parts = urlsplit(path).path.strip("/").split("/")
+                if parts[-1] == "status":
+                    with arrived:
+                        outer.statuses.append(parts[-2])
+                        arrived.notify_all()
+                        if parts[-2] == awaited and outer.statuses.count(awaited) <= refused:
+                            return 500, [("Content-Type", "application/json")], b'{"detail": "server error"}'
+                elif parts[-1] == "prod-targets":
+                    with arrived:
+                        outer.asked_with_prod = arrived.wait_for(lambda: awaited in outer.statuses, timeout=5)
+                return self.forward(command, path, body, headers)
+
+        self.front = Front(factory)
+
+    def read_status(self, repo: Path):
+        backend = select_backend(api_url=self.front.url, factory="demo", local=None)
+        try:
+            with FactoryClient(backend) as client:
+                return read_status(client, load([str(repo)]).specs), client.requests
+        finally:
+            self.front.close()
+
+
+def test_a_tags_latest_completed_wave_is_read_with_its_production_targets(released):
+    """The latest completed wave of a tag is the one its production targets hold; its status is read in the
+    same round as them, guessed from the wave list (the tag's newest completed wave), not in the round
+    after: over TLS at 300 ms the status bench took 1.6 s instead of 2.5 s (with its connections opened
+    early). The guess right, the requests are the budget's."""
+    repo, local = released
+    front = LatestFront(local, awaited="rel-44")
+    report, requests = front.read_status(repo)
+    assert front.asked_with_prod is True
+    assert sorted(front.statuses) == ["rel-44", "rel-46"]
+    assert [w.name for w in report.waves if w.totals is not None] == ["rel-44", "rel-46"]
+    assert requests == 1 + 1 + 1 + 2  # the list, production and wave targets, two statuses
+
+
+def test_a_guessed_status_that_failed_is_read_again_once_it_is_known_to_be_needed(released):
+    """A read made on a guess never fails the run by itself: rel-44's status, refused once as it went out
+    with the production targets, is read again once they show it is the tag's latest, and shown."""
+    repo, local = released
+    front = LatestFront(local, awaited="rel-44", refused=1)
+    report, _ = front.read_status(repo)
+    assert front.statuses.count("rel-44") == 2
+    assert [w.name for w in report.waves if w.totals is not None] == ["rel-44", "rel-46"]

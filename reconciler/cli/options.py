@@ -123,17 +123,17 @@ class RunOptions(Struct, frozen=True):
         return replace(self, mode=Mode.PLAN) if self.mode is Mode.APPLY else self
 
 
-def connect_early(api_url: str, allow_insecure_http: bool, active_waves: int = 0, *, apply: bool = False) -> None:
-    """Begin opening connections to the API before any client exists: over TLS each waits two round
-    trips, which then pass while the run imports its modules, reads its manifests or takes its lease
-    (reconciler/connections.py). As soon as the command line is read: a plan's observation's,
-    ``active_waves`` being the manifest files counted then (``manifestfiles.count``), and an apply's own
-    reads (``apply``); a status's first few (none counted); once the manifests are read, a saved plan's
-    apply asks again with its waves. The client made for the API later claims them; ``discard_early``
-    closes them if nothing did."""
+def connect_early(api_url: str, allow_insecure_http: bool, count: int) -> None:
+    """Begin opening ``count`` connections to the API before any client exists: over TLS each waits two
+    round trips, which then pass while the run imports its modules, reads its manifests or takes its lease
+    (reconciler/connections.py). As soon as the command line is read, from the manifest files counted then
+    (``manifestfiles.count``): a plan's observation's and an apply's own reads
+    (``connections.observation_connections``), a status's (``connections.status_connections``); once the
+    manifests are read, a saved plan's apply asks again with its waves. The client made for the API later
+    claims them; ``discard_early`` closes them if nothing did."""
     from reconciler import connections
 
-    connections.start(api_url, allow_insecure_http, connections.observation_connections(active_waves, apply=apply))
+    connections.start(api_url, allow_insecure_http, count)
 
 
 def discard_early() -> None:

@@ -288,7 +288,7 @@ def main(
 
         applying = not dry_run and not plan_file
         waves = manifestfiles.count(paths or ["."], limit=connections.MAX_CONCURRENT) if not plan_file else 0
-        cliopts.connect_early(api_url, allow_insecure_http, waves, apply=applying)
+        cliopts.connect_early(api_url, allow_insecure_http, connections.observation_connections(waves, apply=applying))
     try:
         _check_saved_plan_options(out_file, plan_file, dry_run=dry_run, check=check, watch=watch, base=base)
         if plan_max_age is not None and not plan_file:
@@ -591,13 +591,13 @@ def run(paths: list[str], options: RunOptions) -> int:
             source.close()  # GitSource keeps git cat-file processes open
     if options.mode is Mode.APPLY and options.api_url:  # the observation's connections open during the lease
         # The waves, now read: more connections open when they outnumber the files ``main`` counted.
-        active_waves = sum(not spec.cancel for spec in loaded.specs)
-        if ahead is not None:
-            from reconciler.connections import observation_connections
+        from reconciler.connections import observation_connections
 
-            ahead[0].preconnect(observation_connections(active_waves, apply=True))
+        wanted = observation_connections(sum(not spec.cancel for spec in loaded.specs), apply=True)
+        if ahead is not None:
+            ahead[0].preconnect(wanted)
         else:  # a saved plan's apply: for the client it makes
-            cliopts.connect_early(options.api_url, options.allow_insecure_http, active_waves, apply=True)
+            cliopts.connect_early(options.api_url, options.allow_insecure_http, wanted)
     for warning in loaded.warnings:
         _err(str(warning))
     if loaded.warnings_omitted:

@@ -71,7 +71,12 @@ def status_command(
     unmanaged active wave: phases, devices reached/updated/pending/offline, the next gate, expiry.
     Reads the factory only; never writes to it."""
     if api_url:
-        cliopts.connect_early(api_url, allow_insecure_http)
+        # A status's reads go out together once it has the wave list: their connections open now, sized
+        # from the manifest files (not read yet), while it imports and reads them.
+        from reconciler import connections, manifestfiles
+
+        files = manifestfiles.count(paths or ["."], limit=connections.MAX_CONCURRENT) if not devices_of else 0
+        cliopts.connect_early(api_url, allow_insecure_http, connections.status_connections(files))
     from reconciler.factory import select_backend
     from reconciler.render import report as render_report
     from reconciler.render import status as render_status

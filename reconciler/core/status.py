@@ -190,6 +190,19 @@ def waves_needing_counts(
     ]
 
 
+def newest_completed(names: list[str], waves: Mapping[str, ObservedWave]) -> dict[str, int]:
+    """Each tag's highest version among the completed waves of ``names``: what its production targets
+    most likely hold (``waves_needing_counts``), so a status can read that wave's status in the round that
+    reads the production targets, instead of in the round after them. Only a guess: production targets
+    set outside a wave, or a completed wave beyond ``names``, hold another version."""
+    newest: dict[str, int] = {}
+    for name in names:
+        wave = waves.get(name)
+        if wave is not None and wave.status is WaveStatus.COMPLETE and wave.version > newest.get(wave.tag, -1):
+            newest[wave.tag] = wave.version
+    return newest
+
+
 # -- building the report ----------------------------------------------------------------------------
 
 

@@ -11,10 +11,11 @@ Requests (all documented in reference/foundries-api.md; ``FactoryClient.requests
   set of manifests nothing grows with W), one ``prod-targets`` call for every tag shown, one
   ``wave-targets`` call when an active wave is shown, and one wave ``status`` call for each active or
   canceled wave shown and for the latest completed wave of each tag shown (the one whose version the
-  tag's production targets hold, so the tag's history is not read; its call waits for the production
-  targets, one more round trip only when a completed wave is shown). At most ``ceil(W / 100) + 2 + S``
-  requests for W waves in the factory and S such waves, and at most ``2 + MAX_WAVE_LOOKUPS + 2 + S``
-  whatever W when the manifests name few waves. ``--with-failed``
+  tag's production targets hold, so the tag's history is not read; guessed from the list as the tag's
+  newest completed wave shown, and read with the production targets: one request more and one round
+  trip more only when the guess was wrong). At most ``ceil(W / 100) + 2 + S`` requests for W waves in the
+  factory and S such waves, and at most ``2 + MAX_WAVE_LOOKUPS + 2 + S`` whatever W when the manifests
+  name few waves, and one more per tag shown whose guess was wrong. ``--with-failed``
   adds, per active wave shown, what ``--devices WAVE --failed`` costs, less the wave's own request;
   an active wave with a failure bound in force (``require.failed``) costs that without the flag too,
   as it does in the plan, so that its next gate reads as the plan's; and so does the device list of
@@ -56,14 +57,15 @@ from reconciler.core import (
     WaveSpec,
     WaveStatus,
     build_status,
+    newest_completed,
     selected_specs,
     tags_needing_devices,
     waves_needing_counts,
     waves_needing_failures,
     waves_to_report,
 )
-from reconciler.errors import UserError
-from reconciler.factory.client import FactoryClient
+from reconciler.errors import ReconcilerError, UserError
+from reconciler.factory.client import FactoryClient, Json
 from reconciler.factory.history import WaveListHead, read_waves
 from reconciler.factory.wavedevices import classify_devices
 from reconciler.factory.wire import parse_counts, parse_device, parse_wave, targets_version
@@ -88,24 +90,35 @@ def read_status(
     tags = sorted({waves[n].tag if n in waves else spec_tags[n] for n in names})
     active = [n for n in names if n in waves and waves[n].status is WaveStatus.ACTIVE]
     unfinished = waves_needing_counts(names, waves, {})  # active and canceled: known before production targets
+    # Each tag's latest completed wave is the one its production targets hold, read in this same round: its
+    # status is read with them as guessed from the wave list (the tag's newest completed wave), and once
+    # they are known, a wave guessed wrong is read in one more round trip. A guessed read that failed or
+    # was not needed is dropped; a needed one that failed is read again there, and fails in its place.
+    guessed = [
+        name for name in waves_needing_counts(names, waves, newest_completed(names, waves)) if name not in unfinished
+    ]
     chosen = selected_specs(specs, client.factory)
     device_tags = sorted(tags_needing_devices(chosen, waves))  # onlineWithin gates, read as the plan reads them
     batch = client.batch()
     prod = batch.add(functools.partial(client.prod_targets, tags))
     wave_targets = batch.add(functools.partial(client.wave_targets, active))
     statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in unfinished}
+    guesses = {name: batch.add(functools.partial(_unless_failed, client.wave_status, name)) for name in guessed}
     listings = {tag: batch.add(functools.partial(client.production_devices, tag)) for tag in device_tags}
     batch.run()
-    # Each tag's latest completed wave is the one its production targets hold: one more round trip, only
-    # when a completed wave is shown.
     prod_versions = {tag: targets_version(envelope) for tag, envelope in prod.result().items()}
+    needed = waves_needing_counts(names, waves, prod_versions)
+    answers = {
+        name: answer for name, reply in guesses.items() if name in needed and (answer := reply.result()) is not None
+    }
     latest = client.batch()
     statuses.update(
         (name, latest.add(functools.partial(client.wave_status, name)))
-        for name in waves_needing_counts(names, waves, prod_versions)
-        if name not in statuses
+        for name in needed
+        if name not in statuses and name not in answers
     )
     latest.run()
+    answers.update((name, reply.result()) for name, reply in statuses.items())
     devices = {
         tag: {d.uuid: d for d in (parse_device(item) for item in listed.result() if item.get("uuid"))}
         for tag, listed in listings.items()
@@ -114,7 +127,7 @@ def read_status(
     wave_expiry = {
         name: when for name, envelope in wave_targets.result().items() if (when := _expiry(envelope)) is not None
     }
-    counts = {name: parse_counts(status.result()) for name, status in statuses.items()}  # one line if malformed
+    counts = {name: parse_counts(answers[name]) for name in needed}  # one line if malformed
     failed: dict[str, dict[str, int]] = {}
     bounded = waves_needing_failures(chosen, waves)  # the plan counts them too
     for name in [n for n in active if with_failed or n in bounded]:
@@ -133,6 +146,14 @@ def read_status(
         failed=failed,
         devices=devices,
     )
+
+
+def _unless_failed(read: Callable[[str], Json], name: str) -> Json | None:
+    """``read(name)``, or None if it failed: a read made on a guess must not fail the run that may not need it."""
+    try:
+        return read(name)
+    except ReconcilerError:
+        return None
 
 
 def read_devices(

@@ -16,6 +16,7 @@ from reconciler.core.status import (
     classify,
     gate_text,
     needs_events,
+    newest_completed,
     waves_needing_counts,
 )
 from tests.helpers.planning import NOW, wave
@@ -132,6 +133,25 @@ def test_status_calls_go_to_active_canceled_and_each_tags_latest_completed_wave(
         "lab",
     ]
     assert waves_needing_counts(["new", "lab"], waves, {"production": 48, "lab": None}) == ["new"]
+
+
+def test_each_tags_newest_completed_wave_is_the_guess_of_its_production_targets():
+    waves = {
+        w.name: w
+        for w in [
+            facts("a", 50),
+            facts("old", 47, status="complete", finished=NOW - timedelta(days=9)),
+            facts("new", 48, status="complete", finished=NOW - timedelta(days=2)),
+            facts("c", 49, status="canceled", finished=NOW),
+            facts("lab", 30, status="complete", tag="lab", finished=NOW - timedelta(days=30)),
+        ]
+    }
+    assert newest_completed(["a", "old", "new", "c", "lab", "absent"], waves) == {"production": 48, "lab": 30}
+    assert newest_completed(["old", "a"], waves) == {"production": 47}  # of the waves shown only
+    guessed = newest_completed(list(waves), waves)
+    assert waves_needing_counts(list(waves), waves, guessed) == waves_needing_counts(
+        list(waves), waves, {"production": 48, "lab": 30}
+    )
 
 
 def device(version, seen=NOW - timedelta(minutes=5), in_wave=True):
