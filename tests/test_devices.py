@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -237,3 +239,57 @@ def test_the_split_advice_names_the_groups_largest_first():
         "400,100 production devices with tag production in group us-east: a UUID file holds at most 400,000 (one "
         "phase); split the list with --below or --seen-within, or take --limit N or --sample N"
     )
+
+
+class PagesFront:
+    """The factory over HTTP, noting the device-list pages asked for. Page 2's answer waits (at most 5 s)
+    until pages 2 to ``awaited`` were all asked for, and records which were (``asked_before_page_2``)."""
+
+    def __init__(self, factory: Path, awaited: int):
+        from tests.helpers.serving import FactoryFront
+
+        self.pages: list[int] = []
+        self.asked_before_page_2: set[int] = set()
+        arrived = threading.Condition()
+        outer = self
+
+        class Front(FactoryFront):
+            def relay(self, command, path, body, headers):
+                if urlsplit(path).path == "/ota/devices/":
+                    page = int(dict(parse_qsl(urlsplit(path).query)).get("page", 1))
+                    with arrived:
+                        outer.pages.append(page)
+                        arrived.notify_all()
+                        if page == 2:
+                            arrived.wait_for(lambda: set(range(2, awaited + 1)) <= set(outer.pages), timeout=5)
+                            outer.asked_before_page_2 = set(outer.pages)
+                return self.forward(command, path, body, headers)
+
+        self.front = Front(factory)
+
+
+def test_the_pages_after_the_first_are_read_together_in_order(tmp_path):
+    """Once the first page gave the total, the device list's pages go out ``DEVICE_PAGES_AT_ONCE`` at a
+    time, together (81,000 devices over TLS at 100 ms: 25 s read page by page, 6 s so), and come back
+    in the list's order: every device once, as one page of all of them lists them."""
+    from reconciler.factory.client import DEVICE_PAGES_AT_ONCE, FactoryClient, select_backend
+
+    factory = init_demo_factory(tmp_path / "factory", devices=2_500)
+    front = PagesFront(factory, awaited=1 + DEVICE_PAGES_AT_ONCE)
+    try:
+        with FactoryClient(select_backend(api_url=front.front.url, factory="demo", local=None)) as client:
+            pages = list(client.device_pages({"match_tag": "production", "prod": "1"}, page_size=100))
+            whole = next(client.device_pages({"match_tag": "production", "prod": "1"}, page_size=1000))
+    finally:
+        front.front.close()
+    assert front.asked_before_page_2 == set(range(1, 2 + DEVICE_PAGES_AT_ONCE))  # page 1, then a window
+    assert sorted(front.pages[:25]) == list(range(1, 26)), "each of the 25 pages once"
+    assert front.pages[25:] == [1]  # the whole list in one page, to compare with
+    assert [total for _, total in pages] == [2_500] * 25
+    listed = [device["uuid"] for batch, _ in pages for device in batch]
+    with api(factory) as http:
+        everything = http.get(
+            "/ota/devices/", params={"factory": "demo", "match_tag": "production", "prod": 1, "limit": 1000}
+        )
+    assert len(listed) == len(set(listed)) == 2_500
+    assert listed[:1000] == [device["uuid"] for device in whole[0]] == [d["uuid"] for d in everything.json()["devices"]]

@@ -61,6 +61,11 @@ _T = TypeVar("_T")
 _K = TypeVar("_K")
 Json = dict[str, Any]  # a JSON object as the factory sent it; ``wire.py`` turns it into typed values
 DEVICE_PAGE_SIZE = 1000  # the largest page the device list allows (reference §1.6)
+# Pages of the device list read together once the first gave the total (``device_pages``): 100,000
+# devices in 8 round trips instead of 100, and at most 16,000 devices' answers held at once. 64 at once
+# took 3 round trips, but `reconcile devices` for 81,000 devices then peaked at 193 MB (134 MB at 16, 91 MB
+# page by page).
+DEVICE_PAGES_AT_ONCE = 16
 OFFLINE_THRESHOLD_HOURS = 4  # fioctl's default for wave status
 RUN_TIMEOUT = 600.0  # seconds a whole run may spend with the factory (--timeout)
 
@@ -716,29 +721,53 @@ class FactoryClient:
     # -- devices --------------------------------------------------------------------------------
 
     def device_pages(self, filters: dict[str, str], page_size: int = 1000) -> Iterator[tuple[list[Json], int]]:
-        """The device list (reference §1.6), one page at a time as ``(devices, total)``.
+        """The device list (reference §1.6), one page at a time as ``(devices, total)``, in order.
 
         ``GET /ota/devices/?factory=F&...``; empty filters are dropped and ``page`` is sent only
-        after the first page, as fioctl does. 1000 is the largest ``limit`` fioctl allows. Paging
-        follows ``next`` and stops at the announced total, so a server that keeps answering
-        ``next`` cannot loop forever.
+        after the first page, as fioctl does. 1000 is the largest ``limit`` fioctl allows. The first
+        page gives the total and the server's page size; the pages after it are then read
+        ``DEVICE_PAGES_AT_ONCE`` at a time, together: a tag of 100,000 devices costs 8 round trips
+        instead of 100 (``reconcile devices`` over TLS at 100 ms, 81,000 devices, read page by page:
+        15 s against the plan bench's factory), and at most that many pages are held at once. A server whose pages fall short is followed
+        page by page, and paging stops at the announced total, so a server that keeps answering ``next``
+        cannot loop forever.
         """
         params: dict[str, str | int] = {
             "factory": self.factory,
             **{k: v for k, v in filters.items() if v},
             "limit": page_size,
         }
-        seen, page = 0, 1
-        while True:
+
+        def fetch(page: int) -> tuple[list[Json], Json]:
             query = params if page == 1 else {**params, "page": page}
             data = _expect(self._send("GET", "/ota/devices/", params=query, what="list devices"), dict, "list devices")
-            batch = [_expect(d, dict, "list devices") for d in _expect(data.get("devices") or [], list, "list devices")]
+            return [
+                _expect(d, dict, "list devices") for d in _expect(data.get("devices") or [], list, "list devices")
+            ], data
+
+        seen = 0
+
+        def counted(batch: list[Json], data: Json) -> tuple[list[Json], int]:
+            nonlocal seen
             announced = data.get("total")
             total = announced if isinstance(announced, int) else seen + len(batch)
             seen += len(batch)
-            yield batch, total
-            if not data.get("next") or not batch or seen >= total:
-                return
+            return batch, total
+
+        batch, data = fetch(1)
+        first = counted(batch, data)
+        yield first
+        if not data.get("next") or not batch or seen >= first[1]:
+            return
+        pages = range(2, -(-first[1] // len(batch)) + 1)  # as many as the total fills at the first page's size
+        for start in range(pages.start, pages.stop, DEVICE_PAGES_AT_ONCE):
+            window = range(start, min(start + DEVICE_PAGES_AT_ONCE, pages.stop))
+            for batch, data in self.gather([functools.partial(fetch, page) for page in window]):
+                yield counted(batch, data)
+        page = pages.stop
+        while data.get("next") and batch and seen < first[1]:
+            batch, data = fetch(page)
+            yield counted(batch, data)
             page += 1
 
 

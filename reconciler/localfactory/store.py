@@ -101,9 +101,15 @@ CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, name TEXT NOT NULL, created_at INTEGER NOT NULL);
 """
 
+# The device list in its default order (``sortby=name``) within a tag's production devices: a page is read
+# in that order and stops at its limit, instead of sorting all the tag's devices for every page. The
+# plan bench's 81,000 production devices: the last of 81 pages 258 -> 19 ms, `reconcile devices --tag
+# production` 16 -> 5 s on loopback.
+DEVICE_LIST_INDEX = "CREATE INDEX IF NOT EXISTS devices_list ON devices(tag, is_prod, name)"
 # Created after a bulk load (building an index over sorted data is several times faster than
 # maintaining it row by row), and by create_schema for an empty factory.
 DEVICE_INDEXES = (
+    DEVICE_LIST_INDEX,
     "CREATE UNIQUE INDEX IF NOT EXISTS devices_uuid ON devices(uuid)",
     "CREATE UNIQUE INDEX IF NOT EXISTS devices_name ON devices(name)",
     "CREATE INDEX IF NOT EXISTS devices_pick_group ON devices(tag, is_prod, group_id, rnd)",
@@ -223,7 +229,7 @@ class Store:
                 conn.execute("PRAGMA cache_size=-131072")  # 128 MiB
                 conn.execute("PRAGMA temp_store=MEMORY")
                 _add_trust_columns(conn)
-                _add_wave_index(conn)
+                _add_later_indexes(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -373,20 +379,28 @@ def _add_trust_columns(conn: sqlite3.Connection) -> None:
 
 
 WAVE_INDEX = "CREATE INDEX IF NOT EXISTS waves_tag_version ON waves(tag, version)"
+# Indexes added after factories were made, each with its table: a factory made before one existed gets it
+# when opened. Without ``waves_tag_version`` a device's production view (``repo.view``), which finds the
+# wave that published its tag's targets by tag and version, scans the whole history, thousands of
+# finished waves, on every device answer; without ``devices_list``, every page of the device list sorts
+# the tag's devices (``DEVICE_LIST_INDEX``).
+_LATER_INDEXES = (("waves", "waves_tag_version", WAVE_INDEX), ("devices", "devices_list", DEVICE_LIST_INDEX))
 
 
-def _add_wave_index(conn: sqlite3.Connection) -> None:
-    """A factory made before the waves were indexed by tag and version gets the index: a device's
-    production view finds the wave that published its tag's targets by them (``repo.view``), and
-    without it that read scans the whole history, thousands of finished waves, on every device answer."""
-    tables = {
-        row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name IN ('waves', 'waves_tag_version')")
-    }
-    if tables != {"waves"}:
-        return  # no waves table yet (create_schema makes both), or the index is there
+def _add_later_indexes(conn: sqlite3.Connection) -> None:
+    """The ``_LATER_INDEXES`` a factory lacks, made in one write transaction (none when it has them all,
+    and none before ``create_schema`` made the tables, with their indexes)."""
+
+    def missing() -> list[str]:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        return [stmt for table, index, stmt in _LATER_INDEXES if table in names and index not in names]
+
+    if not missing():
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(WAVE_INDEX)
+        for stmt in missing():  # again: another process may have made them meanwhile
+            conn.execute(stmt)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
