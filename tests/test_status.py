@@ -10,9 +10,10 @@ import json
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -23,7 +24,7 @@ from reconciler.factory.status import read_devices, read_status
 from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest import load
 from reconciler.resources import load_schema
-from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, git, init_demo_factory, reconcile
+from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, git, init_demo_factory, reconcile
 from tests.helpers.serving import serve_factory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -383,43 +384,54 @@ def released(tmp_path_factory):
     return repo, local
 
 
-class LatestFront:
-    """The factory over HTTP, noting the wave statuses asked for. The production targets' answer waits (at
-    most 5 s) until the status of ``awaited`` was asked for, so a status asked for only once that answer
-    arrived shows (``asked_with_prod``); the first ``refused`` status requests of ``awaited`` are answered
-    500, as a failing service would."""
+Request = tuple[str, dict[str, str]]  # a request's path and query
 
-    def __init__(self, factory: Path, awaited: str, refused: int = 0):
+
+class HoldingFront:
+    """The factory over HTTP, noting each request (``requests``). The answer to a request ``held`` picks
+    waits (at most 5 s) until one ``awaited`` picks has come, so a request sent only once that answer
+    arrived shows (``came_first``: whether it came in time); the first ``refused`` requests ``awaited``
+    picks are answered 500, as a failing service would."""
+
+    def __init__(
+        self, factory: Path, held: Callable[[Request], bool], awaited: Callable[[Request], bool], refused: int = 0
+    ):
         from tests.helpers.serving import FactoryFront
 
-        self.statuses: list[str] = []
-        self.asked_with_prod: bool | None = None
+        self.requests: list[Request] = []
+        self.came_first: bool | None = None
         arrived = threading.Condition()
         outer = self
 
         class Front(FactoryFront):
             def relay(self, command, path, body, headers):
-                parts = urlsplit(path).path.strip("/").split("/")
-                if parts[-1] == "status":
-                    with arrived:
-                        outer.statuses.append(parts[-2])
-                        arrived.notify_all()
-                        if parts[-2] == awaited and outer.statuses.count(awaited) <= refused:
-                            return 500, [("Content-Type", "application/json")], b'{"detail": "server error"}'
-                elif parts[-1] == "prod-targets":
-                    with arrived:
-                        outer.asked_with_prod = arrived.wait_for(lambda: awaited in outer.statuses, timeout=5)
+                request = (urlsplit(path).path, dict(parse_qsl(urlsplit(path).query)))
+                with arrived:
+                    outer.requests.append(request)
+                    arrived.notify_all()
+                    if awaited(request) and sum(map(awaited, outer.requests)) <= refused:
+                        return 500, [("Content-Type", "application/json")], b'{"detail": "server error"}'
+                    if held(request) and outer.came_first is None:
+                        outer.came_first = arrived.wait_for(lambda: any(map(awaited, outer.requests)), timeout=5)
                 return self.forward(command, path, body, headers)
 
         self.front = Front(factory)
 
-    def read_status(self, repo: Path):
+    def read_status(self, repo: Path, **options):
         backend = select_backend(api_url=self.front.url, factory="demo", local=None)
         try:
             with FactoryClient(backend) as client:
-                return read_status(client, load([str(repo)]).specs), client.requests
+                return read_status(client, load([str(repo)]).specs, **options), client.requests
         finally:
             self.front.close()
+
+
+def status_of(wave: str) -> Callable[[Request], bool]:
+    return lambda request: request[0].endswith(f"/waves/{wave}/status/")
+
+
+def prod_targets(request: Request) -> bool:
+    return request[0].endswith("/prod-targets/")
 
 
 def test_a_tags_latest_completed_wave_is_read_with_its_production_targets(released):
@@ -428,10 +440,13 @@ def test_a_tags_latest_completed_wave_is_read_with_its_production_targets(releas
     after: over TLS at 300 ms the status bench took 1.6 s instead of 2.5 s (with its connections opened
     early). The guess right, the requests are the budget's."""
     repo, local = released
-    front = LatestFront(local, awaited="rel-44")
+    front = HoldingFront(local, held=prod_targets, awaited=status_of("rel-44"))
     report, requests = front.read_status(repo)
-    assert front.asked_with_prod is True
-    assert sorted(front.statuses) == ["rel-44", "rel-46"]
+    assert front.came_first is True
+    assert sorted(path for path, _ in front.requests if path.endswith("/status/")) == [
+        "/ota/factories/demo/waves/rel-44/status/",
+        "/ota/factories/demo/waves/rel-46/status/",
+    ]
     assert [w.name for w in report.waves if w.totals is not None] == ["rel-44", "rel-46"]
     assert requests == 1 + 1 + 1 + 2  # the list, production and wave targets, two statuses
 
@@ -440,7 +455,29 @@ def test_a_guessed_status_that_failed_is_read_again_once_it_is_known_to_be_neede
     """A read made on a guess never fails the run by itself: rel-44's status, refused once as it went out
     with the production targets, is read again once they show it is the tag's latest, and shown."""
     repo, local = released
-    front = LatestFront(local, awaited="rel-44", refused=1)
+    front = HoldingFront(local, held=prod_targets, awaited=status_of("rel-44"), refused=1)
     report, _ = front.read_status(repo)
-    assert front.statuses.count("rel-44") == 2
+    assert sum(map(status_of("rel-44"), front.requests)) == 2
     assert [w.name for w in report.waves if w.totals is not None] == ["rel-44", "rel-46"]
+
+
+def test_the_failed_devices_of_each_wave_are_read_with_the_others(tmp_path):
+    """``--with-failed`` (and a failure bound) reads each active wave's devices and their updates; the
+    waves' readings go out together, with the statuses, not one wave after another (20 waves over TLS at
+    100 ms: 6.6 -> 1.3 s). Here the lab wave's device list, read first, is answered only once the
+    production wave's was asked for."""
+    local = init_demo_factory(tmp_path / "factory", 200)
+    add_device(local, "lab-1", tag="lab")
+    lab = CANARY_WAVE.replace("rel-46", "lab-46").replace("tag: production", "tag: lab")
+    lab = lab.replace("    group: canary\n", "    limit: 1\n")
+    repo = release_repo(tmp_path / "releases", {"rel-46.yaml": CANARY_WAVE, "lab-46.yaml": lab})
+    code, _, err = reconcile(str(repo), "--local", str(local))
+    assert code == 0, err
+
+    def devices_of(tag: str) -> Callable[[Request], bool]:
+        return lambda request: request[0] == "/ota/devices/" and request[1].get("match_tag") == tag
+
+    front = HoldingFront(local, held=devices_of("lab"), awaited=devices_of("production"))
+    report, _ = front.read_status(repo, with_failed=True)
+    assert front.came_first is True
+    assert {w.name: w.status for w in report.waves} == {"lab-46": "active", "rel-46": "active"}
