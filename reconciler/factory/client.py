@@ -728,9 +728,9 @@ class FactoryClient:
         page gives the total and the server's page size; the pages after it are then read
         ``DEVICE_PAGES_AT_ONCE`` at a time, together: a tag of 100,000 devices costs 8 round trips
         instead of 100 (``reconcile devices`` over TLS at 100 ms, 81,000 devices, read page by page:
-        15 s against the plan bench's factory), and at most that many pages are held at once. A server whose pages fall short is followed
-        page by page, and paging stops at the announced total, so a server that keeps answering ``next``
-        cannot loop forever.
+        15 s against the plan bench's factory), and at most that many pages are held at once. A server
+        whose pages fall short is followed page by page, and paging stops at the announced total, so a
+        server that keeps answering ``next`` cannot loop forever.
         """
         params: dict[str, str | int] = {
             "factory": self.factory,

@@ -103,19 +103,20 @@ def read_status(
     # The failed devices of the active waves that count them (a failure bound, or --with-failed) need only
     # the wave list: each wave's reading goes out with the rest, all waves at once, its warnings kept to be
     # said in the waves' order (20 waves with --with-failed over TLS at 100 ms: 6.6 s one wave after another).
+    # Added last, so that a failure of the reads before them is the one reported, as when they came after.
     bounded = waves_needing_failures(chosen, waves)  # the plan counts them too
     counted = [name for name in active if with_failed or name in bounded]
     warnings: dict[str, list[str]] = {name: [] for name in counted}
     batch = client.batch()
-    failing = {
-        name: batch.add(functools.partial(classify_devices, client, waves[name], "failed", warnings[name].append))
-        for name in counted
-    }
     prod = batch.add(functools.partial(client.prod_targets, tags))
     wave_targets = batch.add(functools.partial(client.wave_targets, active))
     statuses = {name: batch.add(functools.partial(client.wave_status, name)) for name in unfinished}
     guesses = {name: batch.add(functools.partial(_unless_failed, client.wave_status, name)) for name in guessed}
     listings = {tag: batch.add(functools.partial(client.production_devices, tag)) for tag in device_tags}
+    failing = {
+        name: batch.add(functools.partial(classify_devices, client, waves[name], "failed", warnings[name].append))
+        for name in counted
+    }
     batch.run()
     prod_versions = {tag: targets_version(envelope) for tag, envelope in prod.result().items()}
     needed = waves_needing_counts(names, waves, prod_versions)
