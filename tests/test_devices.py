@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +10,7 @@ from click.testing import CliRunner
 from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest._uuids import parse_file
 from tests.helpers.e2e import CANARY_WAVE, advance, api, commit, init_demo_factory, reconcile
-from tests.helpers.serving import serve_factory
+from tests.helpers.serving import HoldingFront, Request, serve_factory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,31 +239,9 @@ def test_the_split_advice_names_the_groups_largest_first():
     )
 
 
-class PagesFront:
-    """The factory over HTTP, noting the device-list pages asked for. Page 2's answer waits (at most 5 s)
-    until pages 2 to ``awaited`` were all asked for, and records which were (``asked_before_page_2``)."""
-
-    def __init__(self, factory: Path, awaited: int):
-        from tests.helpers.serving import FactoryFront
-
-        self.pages: list[int] = []
-        self.asked_before_page_2: set[int] = set()
-        arrived = threading.Condition()
-        outer = self
-
-        class Front(FactoryFront):
-            def relay(self, command, path, body, headers):
-                if urlsplit(path).path == "/ota/devices/":
-                    page = int(dict(parse_qsl(urlsplit(path).query)).get("page", 1))
-                    with arrived:
-                        outer.pages.append(page)
-                        arrived.notify_all()
-                        if page == 2:
-                            arrived.wait_for(lambda: set(range(2, awaited + 1)) <= set(outer.pages), timeout=5)
-                            outer.asked_before_page_2 = set(outer.pages)
-                return self.forward(command, path, body, headers)
-
-        self.front = Front(factory)
+def device_list_pages(requests: list[Request]) -> list[int]:
+    """The device-list pages asked for, in the order they were (fioctl sends no ``page`` for the first)."""
+    return [int(query.get("page", 1)) for path, query in requests if path == "/ota/devices/"]
 
 
 def test_the_pages_after_the_first_are_read_together_in_order(tmp_path):
@@ -275,16 +251,22 @@ def test_the_pages_after_the_first_are_read_together_in_order(tmp_path):
     from reconciler.factory.client import DEVICE_PAGES_AT_ONCE, FactoryClient, select_backend
 
     factory = init_demo_factory(tmp_path / "factory", devices=2_500)
-    front = PagesFront(factory, awaited=1 + DEVICE_PAGES_AT_ONCE)
+    window = set(range(2, 2 + DEVICE_PAGES_AT_ONCE))
+    front = HoldingFront(
+        factory,
+        held=lambda request: request[0] == "/ota/devices/" and request[1].get("page") == "2",
+        ready=lambda requests: window <= set(device_list_pages(requests)),  # page 2's answer waits for them
+    )
     try:
-        with FactoryClient(select_backend(api_url=front.front.url, factory="demo", local=None)) as client:
+        with FactoryClient(select_backend(api_url=front.url, factory="demo", local=None)) as client:
             pages = list(client.device_pages({"match_tag": "production", "prod": "1"}, page_size=100))
             whole = next(client.device_pages({"match_tag": "production", "prod": "1"}, page_size=1000))
     finally:
-        front.front.close()
-    assert front.asked_before_page_2 == set(range(1, 2 + DEVICE_PAGES_AT_ONCE))  # page 1, then a window
-    assert sorted(front.pages[:25]) == list(range(1, 26)), "each of the 25 pages once"
-    assert front.pages[25:] == [1]  # the whole list in one page, to compare with
+        front.close()
+    assert front.came_first is True, "the window's pages were all asked for before page 2 was answered"
+    asked = device_list_pages(front.requests)
+    assert sorted(asked[:25]) == list(range(1, 26)), "each of the 25 pages once"
+    assert asked[25:] == [1]  # the whole list in one page, to compare with
     assert [total for _, total in pages] == [2_500] * 25
     listed = [device["uuid"] for batch, _ in pages for device in batch]
     with api(factory) as http:

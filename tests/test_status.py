@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -25,7 +23,7 @@ from reconciler.localfactory.cli import main as factory_main
 from reconciler.manifest import load
 from reconciler.resources import load_schema
 from tests.helpers.e2e import CANARY_WAVE, add_device, advance, api, commit, git, init_demo_factory, reconcile
-from tests.helpers.serving import serve_factory
+from tests.helpers.serving import HoldingFront, Request, serve_factory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -384,46 +382,14 @@ def released(tmp_path_factory):
     return repo, local
 
 
-Request = tuple[str, dict[str, str]]  # a request's path and query
-
-
-class HoldingFront:
-    """The factory over HTTP, noting each request (``requests``). The answer to a request ``held`` picks
-    waits (at most 5 s) until one ``awaited`` picks has come, so a request sent only once that answer
-    arrived shows (``came_first``: whether it came in time); the first ``refused`` requests ``awaited``
-    picks are answered 500, as a failing service would."""
-
-    def __init__(
-        self, factory: Path, held: Callable[[Request], bool], awaited: Callable[[Request], bool], refused: int = 0
-    ):
-        from tests.helpers.serving import FactoryFront
-
-        self.requests: list[Request] = []
-        self.came_first: bool | None = None
-        arrived = threading.Condition()
-        outer = self
-
-        class Front(FactoryFront):
-            def relay(self, command, path, body, headers):
-                request = (urlsplit(path).path, dict(parse_qsl(urlsplit(path).query)))
-                with arrived:
-                    outer.requests.append(request)
-                    arrived.notify_all()
-                    if awaited(request) and sum(map(awaited, outer.requests)) <= refused:
-                        return 500, [("Content-Type", "application/json")], b'{"detail": "server error"}'
-                    if held(request) and outer.came_first is None:
-                        outer.came_first = arrived.wait_for(lambda: any(map(awaited, outer.requests)), timeout=5)
-                return self.forward(command, path, body, headers)
-
-        self.front = Front(factory)
-
-    def read_status(self, repo: Path, **options):
-        backend = select_backend(api_url=self.front.url, factory="demo", local=None)
-        try:
-            with FactoryClient(backend) as client:
-                return read_status(client, load([str(repo)]).specs, **options), client.requests
-        finally:
-            self.front.close()
+def status_through(front: HoldingFront, repo: Path, **options):
+    """``read_status`` of the manifests in ``repo`` through ``front``, and the requests the client counted."""
+    backend = select_backend(api_url=front.url, factory="demo", local=None)
+    try:
+        with FactoryClient(backend) as client:
+            return read_status(client, load([str(repo)]).specs, **options), client.requests
+    finally:
+        front.close()
 
 
 def status_of(wave: str) -> Callable[[Request], bool]:
@@ -440,8 +406,8 @@ def test_a_tags_latest_completed_wave_is_read_with_its_production_targets(releas
     after: over TLS at 300 ms the status bench took 1.6 s instead of 2.5 s (with its connections opened
     early). The guess right, the requests are the budget's."""
     repo, local = released
-    front = HoldingFront(local, held=prod_targets, awaited=status_of("rel-44"))
-    report, requests = front.read_status(repo)
+    front = HoldingFront(local, held=prod_targets, ready=lambda requests: any(map(status_of("rel-44"), requests)))
+    report, requests = status_through(front, repo)
     assert front.came_first is True
     assert sorted(path for path, _ in front.requests if path.endswith("/status/")) == [
         "/ota/factories/demo/waves/rel-44/status/",
@@ -455,8 +421,14 @@ def test_a_guessed_status_that_failed_is_read_again_once_it_is_known_to_be_neede
     """A read made on a guess never fails the run by itself: rel-44's status, refused once as it went out
     with the production targets, is read again once they show it is the tag's latest, and shown."""
     repo, local = released
-    front = HoldingFront(local, held=prod_targets, awaited=status_of("rel-44"), refused=1)
-    report, _ = front.read_status(repo)
+    latest = status_of("rel-44")
+    front = HoldingFront(
+        local,
+        held=prod_targets,
+        ready=lambda requests: any(map(latest, requests)),
+        refuse=lambda request, before: latest(request) and not any(map(latest, before)),  # the first one
+    )
+    report, _ = status_through(front, repo)
     assert sum(map(status_of("rel-44"), front.requests)) == 2
     assert [w.name for w in report.waves if w.totals is not None] == ["rel-44", "rel-46"]
 
@@ -477,7 +449,9 @@ def test_the_failed_devices_of_each_wave_are_read_with_the_others(tmp_path):
     def devices_of(tag: str) -> Callable[[Request], bool]:
         return lambda request: request[0] == "/ota/devices/" and request[1].get("match_tag") == tag
 
-    front = HoldingFront(local, held=devices_of("lab"), awaited=devices_of("production"))
-    report, _ = front.read_status(repo, with_failed=True)
+    front = HoldingFront(
+        local, held=devices_of("lab"), ready=lambda requests: any(map(devices_of("production"), requests))
+    )
+    report, _ = status_through(front, repo, with_failed=True)
     assert front.came_first is True
     assert {w.name: w.status for w in report.waves} == {"lab-46": "active", "rel-46": "active"}

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -147,4 +148,42 @@ class Front(FactoryFront):
             hook()
             with self.lock:
                 self.rollouts += 1
+        return self.forward(command, path, body, headers)
+
+
+Request = tuple[str, dict[str, str]]  # a request's path and its query
+
+
+class HoldingFront(FactoryFront):
+    """The factory over HTTP, noting every request (``requests``, as path and query). The answer to the
+    first request ``held`` picks waits (at most 5 s) until ``ready`` holds for the requests come by then,
+    and ``came_first`` says whether it did in time: a request a client sends only once that answer arrived
+    makes it False. A request ``refuse`` picks (given the requests before it) is answered 500, as a
+    failing service would."""
+
+    def __init__(
+        self,
+        factory_dir: Path,
+        *,
+        held: Callable[[Request], bool],
+        ready: Callable[[list[Request]], bool],
+        refuse: Callable[[Request, list[Request]], bool] = lambda request, before: False,
+    ):
+        self.requests: list[Request] = []
+        self.came_first: bool | None = None
+        self._held, self._ready, self._refuse = held, ready, refuse
+        self._arrived = threading.Condition()
+        super().__init__(factory_dir)
+
+    def relay(self, command: str, path: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+        parts = urlsplit(path)
+        request = (parts.path, dict(parse_qsl(parts.query)))
+        with self._arrived:
+            before = list(self.requests)
+            self.requests.append(request)
+            self._arrived.notify_all()
+            if self._refuse(request, before):
+                return 500, [("Content-Type", "application/json")], b'{"detail": "server error"}'
+            if self.came_first is None and self._held(request):
+                self.came_first = self._arrived.wait_for(lambda: self._ready(self.requests), timeout=5)
         return self.forward(command, path, body, headers)
