@@ -252,14 +252,20 @@ def test_verify_signature_checks_one_signature_whatever_the_threshold(keys):
         )
 
 
-def test_any_changed_byte_of_signed_wave_targets_is_refused(keys, rsa_pair):
-    root = signing.make_root(
+@pytest.fixture(scope="module")
+def rsa_root(keys, rsa_pair):
+    """A production root whose targets role needs the online ED25519 key and the RSA key."""
+    return signing.make_root(
         version=1,
         expires=EXPIRES,
         root_pairs=[keys["root_key"]],
         targets_public=[keys["online"].public, rsa_pair.public],
         targets_threshold=2,
     )
+
+
+def test_any_changed_byte_of_signed_wave_targets_is_refused(keys, rsa_pair, rsa_root):
+    root = rsa_root
     signed = signing.build_wave_targets(
         ci_targets=ci_targets(42), prod_targets=None, version=42, tag="production", expires=EXPIRES
     )
@@ -703,18 +709,11 @@ def test_every_public_name_comes_from_its_module():
         signing.nothing_here  # noqa: B018
 
 
-def test_checking_a_wave_signature_loads_neither_signers_nor_archives(keys, rsa_pair):
+def test_checking_a_wave_signature_loads_neither_signers_nor_archives(keys, rsa_pair, rsa_root):
     """What a plan does with a wave's signatures (``valid_keyids``) loads only the checks: not the signers,
     the key archives, nor (for ED25519 keys) cryptography's serialization with its SSH keys and ciphers
     (25-30 ms of a plan's CPU), in a fresh interpreter as ``reconcile`` runs. An RSA key's PEM then loads
     serialization where it is read, and its signature verifies."""
-    with_rsa = signing.make_root(
-        version=1,
-        expires=EXPIRES,
-        root_pairs=[keys["root_key"]],
-        targets_public=[keys["online"].public, rsa_pair.public],
-        targets_threshold=2,
-    )
     signed = {"_type": "Targets", "version": 2, "targets": {}}
     script = (
         "import json, sys\n"
@@ -727,7 +726,7 @@ def test_checking_a_wave_signature_loads_neither_signers_nor_archives(keys, rsa_
     signatures = sign_all(signed, keys["online"], keys["offline"], rsa_pair)
     done = subprocess.run(
         [sys.executable, "-c", script],
-        input=json.dumps([keys["root"], with_rsa, signed, signatures]),
+        input=json.dumps([keys["root"], rsa_root, signed, signatures]),
         capture_output=True,
         text=True,
         check=True,
