@@ -156,10 +156,10 @@ Request = tuple[str, dict[str, str]]  # a request's path and its query
 
 class HoldingFront(FactoryFront):
     """The factory over HTTP, noting every request (``requests``, as path and query). The answer to the
-    first request ``held`` picks waits (at most 5 s) until ``ready`` holds for the requests come by then,
-    and ``came_first`` says whether it did in time: a request a client sends only once that answer arrived
-    makes it False. A request ``refuse`` picks (given the requests before it) is answered 500, as a
-    failing service would."""
+    first request ``held`` picks waits (at most ``patience`` seconds) until ``ready`` holds for the requests
+    come by then, and ``came_first`` says whether it did in time: a request a client sends only once that
+    answer arrived makes it False. A request ``refuse`` picks (given the requests before it) is answered
+    500, as a failing service would."""
 
     def __init__(
         self,
@@ -168,10 +168,11 @@ class HoldingFront(FactoryFront):
         held: Callable[[Request], bool],
         ready: Callable[[list[Request]], bool],
         refuse: Callable[[Request, list[Request]], bool] = lambda request, before: False,
+        patience: float = 5.0,
     ):
         self.requests: list[Request] = []
         self.came_first: bool | None = None
-        self._held, self._ready, self._refuse = held, ready, refuse
+        self._held, self._ready, self._refuse, self._patience = held, ready, refuse, patience
         self._arrived = threading.Condition()
         super().__init__(factory_dir)
 
@@ -185,5 +186,5 @@ class HoldingFront(FactoryFront):
             if self._refuse(request, before):
                 return 500, [("Content-Type", "application/json")], b'{"detail": "server error"}'
             if self.came_first is None and self._held(request):
-                self.came_first = self._arrived.wait_for(lambda: self._ready(self.requests), timeout=5)
+                self.came_first = self._arrived.wait_for(lambda: self._ready(self.requests), timeout=self._patience)
         return self.forward(command, path, body, headers)
