@@ -613,11 +613,19 @@ def over_network(
     tls12: bool = False,
     targets: dict[int, float] = RTT_TARGETS,
     against: tuple[str, Path] | None = None,
+    emptied: Path | None = None,
 ) -> bool:
     """``reconcile COMMAND`` (the dry-run plan: ``--dry-run MANIFESTS``) against the served factory through
     a delaying proxy: wall time, requests, connections, longest chain; whether ``targets`` were met.
     ``against``: another tree of the reconciler (a commit's, ``--against``), timed too, its runs alternating
-    with this tree's on the same proxy, server and data; its ratio to this tree is printed, not judged."""
+    with this tree's on the same proxy, server and data; its ratio to this tree is printed, not judged.
+    ``emptied``: a directory emptied before every run (an import's: each run writes its manifests there)."""
+
+    def empty() -> None:
+        if emptied is not None:
+            shutil.rmtree(emptied, ignore_errors=True)
+            emptied.mkdir(parents=True)
+
     met = True
     with ServedFactory(factory) as served:
         env = {**program_env(), "RECONCILE_API_TOKEN": served.token}
@@ -632,6 +640,7 @@ def over_network(
             if against is not None:  # else both would time the installed tree
                 require_own_tree(label, trees[label], tree_env)
             if WARM_UP:
+                empty()
                 subprocess.run(warm_up, capture_output=True, env=tree_env, check=False)  # untimed: bytecode cache
         for rtt in rtts:
             with LatencyProxy(served.port, rtt_ms=rtt, tls=tls, tls12=tls12) as proxy:
@@ -641,6 +650,7 @@ def over_network(
                 order = list(envs)
                 for round_ in range(runs):
                     for label in order if round_ % 2 == 0 else reversed(order):
+                        empty()
                         proxy.reset()
                         t = time.perf_counter()
                         result = subprocess.run(args, capture_output=True, text=True, env=envs[label], check=False)

@@ -207,6 +207,13 @@ def status_connections(manifest_files: int) -> int:
     return min(READS_PER_PLAN + manifest_files, MAX_CONCURRENT)
 
 
+def import_connections(waves: int) -> int:
+    """The requests an import sends together once it has the wave list, for ``waves`` waves to adopt (each
+    wave's signed targets, the production root and the online key: factory/adopt.py): the connections
+    worth opening for them, at most ``MAX_CONCURRENT``."""
+    return min(waves + 2, MAX_CONCURRENT)
+
+
 def origin(url: str) -> Origin | None:
     """(scheme, host, port) of an http(s) URL, the host lowercased as httpx sends it; None for anything
     else (the run reports a wrong URL in its own place)."""

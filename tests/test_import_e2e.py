@@ -323,3 +323,16 @@ def test_over_http_the_import_only_reads(factory, tmp_path):
     assert code == 0, err
     for name in ("populate-targets", "v41", "v42", "v43"):
         assert (tmp_path / "api" / f"{name}.yaml").read_text() == (tmp_path / "local" / f"{name}.yaml").read_text()
+
+
+def test_a_mistake_in_the_manifests_under_dir_is_reported_before_the_options_and_nothing_is_written(tmp_path):
+    """Against an API the wave list is read while the manifests already under DIR load (cli/importcmd.py);
+    their mistakes still come first: here plain HTTP to another machine, which the run refuses, is not
+    what it reports, and it writes nothing."""
+    directory = tmp_path / "releases"
+    directory.mkdir()
+    (directory / "broken.yaml").write_text("name: [\n")
+    code, out, err = reconcile("import", "--api-url", "http://factory.example", "--factory", "demo", str(directory))
+    assert code == 1 and out == ""
+    assert "broken.yaml:" in err and "insecure" not in err.lower()
+    assert sorted(path.name for path in directory.iterdir()) == ["broken.yaml"]

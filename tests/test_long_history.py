@@ -227,6 +227,45 @@ def test_the_connections_opened_while_a_list_is_read_ahead_are_all_the_observati
     assert opened == observation_connections(1)
 
 
+@pytest.mark.parametrize(("taken", "waves"), [("active", 1), ("all", None)])
+def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_takes(tmp_path, taken, waves):
+    """``reconcile import`` reads the facts of the waves it takes (their targets, the root, the online key)
+    together once it has the whole list: their connections open as the first page shows how many that is
+    (the active waves on it, or the list's total with ``--all``), while the other pages are read, not after
+    the list (over TLS at 100 ms the import of the plan bench's 20 active waves: 1.5 -> 0.9 s with the
+    connections opened as its command line is read)."""
+    from reconciler.connections import import_connections
+    from reconciler.factory.adopt import read_waves
+    from reconciler.factory.transport import DeadlineTransport, RetryTransport
+    from tests.helpers.serving import FactoryFront
+
+    _, factory = walk(tmp_path)
+    copy_finished_wave(factory, "rel-44", 250, older=True)  # about 260 waves: three pages, rel-46 on the first
+    front = FactoryFront(factory)
+    try:
+        backend = select_backend(api_url=front.url, factory="demo", local=None)
+        assert isinstance(backend.transport, RetryTransport) and isinstance(backend.transport.inner, DeadlineTransport)
+        transport = backend.transport.inner
+        shown: list[tuple[int, int]] = []
+
+        def expected(first_page: list[dict[str, Any]], total: int) -> int:
+            shown.append((len(first_page), total))
+            return total if taken == "all" else sum(wave["status"] == "active" for wave in first_page)
+
+        with FactoryClient(backend) as client:
+            listed = read_waves(client, expected)
+            spares, port = transport._backend.spares, int(front.url.rsplit(":", 1)[1])
+            deadline = time.monotonic() + 10
+            while spares.opening and time.monotonic() < deadline:
+                time.sleep(0.01)
+            opened = len(transport._pool.connections) + spares.waiting("127.0.0.1", port)
+    finally:
+        front.close()
+    assert shown == [(PAGE_SIZE, len(listed))], "asked once, with the first page and the list's total"
+    assert opened == import_connections(waves if waves is not None else len(listed))
+    assert import_connections(len(listed)) == 64 and import_connections(1) == 3
+
+
 class PagesFront:
     """The factory served over HTTP, counting the wave-list pages it is asked for; the first page's answer
     waits (at most 5 s) until pages 1 to ``awaited`` were all asked for, so a page asked for only after

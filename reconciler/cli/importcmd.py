@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from msgspec import Struct, field
 
 from reconciler import terminal
 from reconciler.cli import options as cliopts
-from reconciler.core import ObservedState, ObservedWave, WaveSpec, build_plan
+from reconciler.core import ObservedState, ObservedWave, WaveSpec, WaveStatus, build_plan
 from reconciler.errors import ReconcilerError, UserError, ValidationFailed
 from reconciler.safetext import printable
 
@@ -98,6 +100,10 @@ def import_command(
     wave, and comments that say where each value came from. Reads the factory only; never overwrites a
     file unless --overwrite; writes nothing when any chosen wave cannot be adopted."""
     terminal.disable_color(no_color)
+    if api_url:  # the wave list's first page then goes over a connection already open (cli/preconnect.py)
+        from reconciler import connections
+
+        cliopts.connect_early(api_url, allow_insecure_http, connections.READS_PER_PLAN)
     try:
         if waves and (active or all_waves):
             raise UserError("--wave names the waves to import: it cannot be combined with --active or --all")
@@ -180,14 +186,27 @@ def _run(
 
     if os.path.lexists(directory) and not os.path.isdir(directory):
         raise UserError(f"{directory}: not a directory")
-    existing = _existing_specs(directory)
-    backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
+    # Against an API the wave list is read while the manifests under DIR load; the embedded factory is
+    # opened after them, as before (opening it may create it: no write before the manifests are valid).
+    existing = None if api_url else _existing_specs(directory)
+    try:
+        backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
+    except ReconcilerError:
+        if existing is None:
+            _existing_specs(directory)  # a manifest's mistakes are reported before the options'
+        raise
     for note in (backend.note or "").splitlines():
         _err(note)
     outcome = _Outcome()
     with FactoryClient(backend) as client:
         context = _Context(client.factory, backend.label)
-        observed = read_waves(client)
+        read = functools.partial(read_waves, client, functools.partial(_expected, named, all_waves))
+        if existing is None:
+            listing = client.ahead(read)
+            existing = _existing_specs(directory)
+            observed = listing()
+        else:
+            observed = read()
         selection = manifest.Selection.ALL if all_waves else manifest.Selection.ACTIVE
         chosen, outcome.errors = manifest.choose_waves(observed, named=named, selection=selection, since=since)
         chosen = _unmanaged(
@@ -212,6 +231,16 @@ def _run(
     _write_all(directory, files, overwrite)
     outcome.written = [(path, g.wave, g.phases) for path, g in files.items()]
     return outcome, context
+
+
+def _expected(named: tuple[str, ...], all_waves: bool, first_page: Sequence[Mapping[str, Any]], total: int) -> int:
+    """About how many waves the import will adopt, as the wave list's first page shows (newest first, so
+    it holds the active waves) with the list's total: the connections for their reads open then."""
+    if named:
+        return len(named)
+    if all_waves:
+        return total
+    return sum(1 for wave in first_page if wave.get("status") == WaveStatus.ACTIVE.value)
 
 
 def _path(directory: str, name: str) -> str:

@@ -23,7 +23,7 @@ API_URL_ENV = "RECONCILE_API_URL"
 # The subcommands `reconcile NAME` dispatches to (cli/reconcile.py SUBCOMMANDS; a test checks they agree),
 # and those of them that connect as soon as their options are read, as the main command does.
 SUBCOMMANDS = frozenset({"status", "devices", "init-repo", "keys", "import"})
-CONNECTING_SUBCOMMANDS = frozenset({"status"})
+CONNECTING_SUBCOMMANDS = frozenset({"status", "import"})
 # Options after which a run of the main command talks to no API (cli/reconcile.py ``main``), and help.
 NO_API_FLAGS = frozenset({"--check", "--watch", "--unlock", "--help", "-h"})
 COMPLETION_ENV = "_RECONCILE_COMPLETE"  # click's shell completion runs the program with this set
@@ -32,8 +32,8 @@ COMPLETION_ENV = "_RECONCILE_COMPLETE"  # click's shell completion runs the prog
 def api_url(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
     """The API URL a run with these arguments (``sys.argv[1:]``) will connect to as soon as click has read
     them, as far as the arguments show without click: the last ``--api-url``, else ``RECONCILE_API_URL``;
-    None for a run that connects to none so early (``--check``, a subcommand other than ``status``,
-    help, shell completion)."""
+    None for a run that connects to none so early (``--check``, a subcommand other than ``status`` and
+    ``import``, help, shell completion)."""
     if COMPLETION_ENV in environ:
         return None
     words = list(argv)

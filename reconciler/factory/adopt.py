@@ -14,23 +14,33 @@ that may only read (``targets:read``):
 - ``GET /ota/factories/{f}/ci-targets.pub`` once (§1.5): the online key, to tell the offline signers apart.
 
 The per-wave reads, the root and the key go out together (one ``FactoryClient.batch``, at most 64 at
-once): one round trip after the wave list.
+once): one round trip after the wave list. Their connections open as the list's first page shows how many
+waves the import takes (``read_waves``), so their handshakes pass while the other pages are read; the
+first few open as the command line is read (cli/preconnect.py), and the list is read while the
+manifests already under DIR load (cli/importcmd.py).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from reconciler.connections import import_connections
 from reconciler.core import ObservedWave, TargetsKeys
 from reconciler.factory.client import FactoryClient, Json
 from reconciler.factory.wire import parse_targets_keys, parse_wave, targets_expiry, wave_signers
 
 
-def read_waves(client: FactoryClient) -> list[ObservedWave]:
-    """Every wave of the factory (``GET waves/``, every page)."""
-    return [parse_wave(item) for item in client.list_waves()]
+def read_waves(client: FactoryClient, adopting: Callable[[list[Json], int], int] | None = None) -> list[ObservedWave]:
+    """Every wave of the factory (``GET waves/``, every page). ``adopting`` says, from the first page's waves
+    and the list's total, about how many waves the import will read the facts of (``read_wave_facts``):
+    their connections open then, while the other pages are read, instead of after the list."""
+    items, data = client.waves_page(1)
+    if adopting is not None:
+        total = data.get("total")
+        client.preconnect(import_connections(adopting(items, total if isinstance(total, int) else len(items))))
+    return [parse_wave(item) for item in client.list_waves(first=(items, data))]
 
 
 def read_wave_facts(
