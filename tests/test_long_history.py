@@ -235,7 +235,7 @@ def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_t
     the list (``bench/bench_import.py``, the plan bench's 20 active waves over TLS at 100 ms: 1.43 -> 0.87 s,
     with the connections opened as its command line is read and the list read ahead)."""
     from reconciler.connections import import_connections
-    from reconciler.factory.adopt import read_waves
+    from reconciler.factory.adopt import read_waves, wave_list_head
     from reconciler.factory.transport import DeadlineTransport, RetryTransport
     from tests.helpers.serving import FactoryFront
 
@@ -253,7 +253,7 @@ def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_t
             return total if taken == "all" else sum(wave["status"] == "active" for wave in first_page)
 
         with FactoryClient(backend) as client:
-            listed = read_waves(client, expected)
+            listed = read_waves(client, None, wave_list_head(client, expected))  # every page: --all
             spares, port = transport._backend.spares, int(front.url.rsplit(":", 1)[1])
             deadline = time.monotonic() + 10
             while spares.opening and time.monotonic() < deadline:
@@ -264,6 +264,45 @@ def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_t
     assert shown == [(PAGE_SIZE, len(listed))], "asked once, with the first page and the list's total"
     assert opened == import_connections(waves if waves is not None else len(listed))
     assert import_connections(len(listed)) == 64 and import_connections(1) == 3
+
+
+@pytest.mark.parametrize("taken", ["active", "named", "all"])
+def test_an_import_reads_a_long_history_as_a_plan_does(tmp_path, taken):
+    """With about 260 waves (three pages) the import reads the first page, then the active waves and those it
+    names (``--wave``, the manifests under DIR) as a plan does, not every page: 10,000 finished waves cost a
+    few requests, not 100 pages. ``--all`` reads every page."""
+    from tests.helpers.serving import FactoryFront
+
+    repo, factory = walk(tmp_path)
+    copy_finished_wave(factory, "rel-44", 250, older=True)  # rel-44 itself stays on the first page
+    with sqlite3.connect(factory / "factory.db") as conn:
+        (oldest,) = conn.execute("SELECT name FROM waves ORDER BY id LIMIT 1").fetchone()  # on the last page
+        (total,) = conn.execute("SELECT count(*) FROM waves").fetchone()
+    directory = tmp_path / "adopted"
+    directory.mkdir()
+    (directory / "rel-44.yaml").write_text((repo / "rel-44.yaml").read_text())  # DIR names rel-44: not read again
+
+    class Counting(FactoryFront):
+        def relay(self, command, path, body, headers):
+            parts = urlsplit(path)
+            seen[(parts.path, dict(parse_qsl(parts.query)).get("status"))] += 1
+            return self.forward(command, path, body, headers)
+
+    seen: Counter[tuple[str, str | None]] = Counter()
+    args = {"active": [], "named": ["--wave", oldest], "all": ["--all"]}[taken]
+    front = Counting(factory)
+    try:
+        code, _, err = reconcile("import", *args, "--api-url", front.url, "--factory", "demo", str(directory))
+    finally:
+        front.close()
+    assert code == 0, err
+    waves = "/ota/factories/demo/waves/"
+    per_wave = sum(count for (path, _), count in seen.items() if path.startswith(waves) and path != waves)
+    assert (seen[(waves, None)], seen[(waves, "active")], per_wave) == {
+        "active": (1, 1, 1),  # the first page, the active list; rel-46's targets
+        "named": (1, 1, 2),  # the same, and the named wave looked up, then its targets
+        "all": (3, 0, total - 1),  # every page; the targets of every wave but rel-44
+    }[taken], seen
 
 
 class PagesFront:

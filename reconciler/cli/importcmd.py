@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from reconciler.errors import ReconcilerError, UserError, ValidationFailed
 from reconciler.safetext import printable
 
 if TYPE_CHECKING:
+    from reconciler.factory import WaveListHead
     from reconciler.manifest import FileSource, Generated
 
 FORMAT_VERSION = 1
@@ -182,12 +183,12 @@ def _run(
     allow_insecure_http: bool,
 ) -> tuple[_Outcome, _Context]:
     from reconciler import manifest
-    from reconciler.factory import FactoryClient, read_wave_facts, read_waves, select_backend
+    from reconciler.factory import FactoryClient, read_wave_facts, read_waves, select_backend, wave_list_head
 
     if os.path.lexists(directory) and not os.path.isdir(directory):
         raise UserError(f"{directory}: not a directory")
     # Against an API the wave list is read while the manifests under DIR load; the embedded factory is
-    # opened after them, as before (opening it may create it: no write before the manifests are valid).
+    # opened after them (opening it may create it: no write before the manifests are valid).
     existing = None if api_url else _existing_specs(directory)
     try:
         backend = select_backend(api_url=api_url, factory=factory, local=local, allow_insecure_http=allow_insecure_http)
@@ -200,13 +201,14 @@ def _run(
     outcome = _Outcome()
     with FactoryClient(backend) as client:
         context = _Context(client.factory, backend.label)
-        read = functools.partial(read_waves, client, functools.partial(_expected, named, all_waves))
-        if existing is None:
-            listing = client.ahead(read)
+        first: Callable[[], WaveListHead] = functools.partial(
+            wave_list_head, client, functools.partial(_expected, named, all_waves)
+        )
+        if existing is None:  # against an API: the list's first page is read while DIR's manifests load
+            first = client.ahead(first)
             existing = _existing_specs(directory)
-            observed = listing()
-        else:
-            observed = read()
+        wanted = None if all_waves else {*named, *(spec.name for spec in existing)}
+        observed = read_waves(client, wanted, first())
         selection = manifest.Selection.ALL if all_waves else manifest.Selection.ACTIVE
         chosen, outcome.errors = manifest.choose_waves(observed, named=named, selection=selection, since=since)
         chosen = _unmanaged(

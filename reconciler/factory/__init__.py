@@ -14,7 +14,7 @@
 Writes go through ``reconciler.apply``, which uses this client; nothing here decides what to write.
 """
 
-from reconciler.factory.adopt import read_wave_facts, read_waves
+from reconciler.factory.adopt import read_wave_facts, read_waves, wave_list_head
 from reconciler.factory.apitime import parse_time
 from reconciler.factory.client import Backend, FactoryClient, select_backend
 from reconciler.factory.fleet import DeviceSelection, how_made, list_devices
@@ -44,5 +44,6 @@ __all__ = [
     "read_waves",
     "rollout_options",
     "select_backend",
+    "wave_list_head",
     "wave_signers",
 ]
