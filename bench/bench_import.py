@@ -7,9 +7,10 @@ No target of its own (an import is a one-time command); it shows how many round 
 Setup (not timed): exactly bench_plan.py's (``bench_plan.setup``; ``--keep DIR`` shares it). Timed: the
 whole ``reconcile import DIR --api-url`` process against ``reconcile-factory serve`` through bench_plan's
 delaying proxy (``--tls``: HTTPS, handshakes included), DIR emptied before each run: wall time, requests,
-connections and the longest chain of requests that waited on each other. It reads the wave list (6
-pages), then each active wave with its targets, the production root and the online key (reconciler/
-factory/adopt.py), and writes 20 manifests; ``--all`` takes the finished waves too (500 of them).
+connections and the longest chain of requests that waited on each other. It reads the wave list's first
+page and its active waves (``--all``: all 6 pages), then each wave it takes with its targets, the
+production root and the online key (reconciler/factory/adopt.py), and writes 20 manifests; ``--all``
+takes the finished waves too (501 in all).
 ``--against REV``: REV's reconciler too, its runs alternating with this tree's (as bench_plan.py's).
 ``--smoke``: bench_plan's smoke setup, one run over TLS at 10 ms: the bench still runs (tests/test_benches.py).
 """

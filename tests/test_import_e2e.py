@@ -336,3 +336,19 @@ def test_a_mistake_in_the_manifests_under_dir_is_reported_before_the_options_and
     assert code == 1 and out == ""
     assert "broken.yaml:" in err and "insecure" not in err.lower()
     assert sorted(path.name for path in directory.iterdir()) == ["broken.yaml"]
+
+
+def test_an_import_that_stops_before_its_client_closes_the_connections_it_opened_early(tmp_path, monkeypatch):
+    """The connections an import opens as its command line is read are closed when it stops before a client
+    claimed them (here its options contradict each other): none is left for a later run in the process."""
+    from reconciler import connections
+    from tests.helpers.serving import FactoryFront
+
+    front = FactoryFront(init_demo_factory(tmp_path / "factory", devices=10))
+    try:
+        monkeypatch.setenv("RECONCILE_API_TOKEN", "t")
+        code, _, err = reconcile("import", "--wave", "v1", "--all", "--api-url", front.url, "--factory", "demo", "x")
+    finally:
+        front.close()
+    assert code == 1 and "--wave names the waves to import" in err
+    assert connections._early == {}

@@ -232,7 +232,7 @@ def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_t
     """``reconcile import`` reads the facts of the waves it takes (their targets, the root, the online key)
     together once it has the whole list: their connections open as the first page shows how many that is
     (the active waves on it, or the list's total with ``--all``), while the other pages are read, not after
-    the list (``bench/bench_import.py``, the plan bench's 20 active waves over TLS at 100 ms: 1.43 -> 0.87 s,
+    the list (``bench/bench_import.py``, the plan bench's 20 active waves over TLS at 100 ms: 1.39 -> 0.85 s,
     with the connections opened as its command line is read and the list read ahead)."""
     from reconciler.connections import import_connections
     from reconciler.factory.adopt import read_waves, wave_list_head

@@ -124,6 +124,8 @@ def import_command(
         else:
             _err(str(exc), error=True)
         sys.exit(1)
+    finally:
+        cliopts.discard_early()  # what no client claimed: the run stopped before it made one
     if output_format == "json":
         click.echo(json.dumps(_json(outcome, context, directory), indent=2))
     for name, why in outcome.skipped:
