@@ -195,7 +195,7 @@ def requests_made(url: str, releases: Path) -> dict[str, Counter[str]]:
             elif label == "status":
                 read_status(client, specs)
             else:
-                waves = read_waves(client, set(), wave_list_head(client, lambda page, total: 1))
+                waves = read_waves(client, set(), wave_list_head(client))
                 read_wave_facts(client, [w for w in waves if w.status is WaveStatus.ACTIVE])
         counts[label] = counting.seen
     return counts

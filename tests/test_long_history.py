@@ -198,37 +198,44 @@ def test_an_applys_guess_of_a_long_history_changes_nothing_it_observes(tmp_path)
     observed_as_without(first_page)
 
 
-def test_the_connections_opened_while_a_list_is_read_ahead_are_all_the_observations(tmp_path):
-    """``list_ahead`` opens the connections the observation will want (``observation_connections`` of the
-    active waves its first page shows) while it reads the list's other pages. Those pages are read over
-    some of them and give them back: the observation finds all of them, not fewer by the pages."""
-    from reconciler.connections import observation_connections
+def connections_after(factory: Path, read: Callable[[FactoryClient], Any]) -> tuple[Any, int]:
+    """What ``read`` returns with a client of ``factory`` served over HTTP, and the connections open or opening
+    to it once the ones it asked for in the background are done opening (in the pool and still spare)."""
     from reconciler.factory.transport import DeadlineTransport, RetryTransport
     from tests.helpers.serving import FactoryFront
 
-    _, factory = walk(tmp_path)
-    copy_finished_wave(factory, "rel-44", 250, older=True)  # about 260 waves: three pages, rel-46 on the first
     front = FactoryFront(factory)
     try:
         backend = select_backend(api_url=front.url, factory="demo", local=None)
         assert isinstance(backend.transport, RetryTransport) and isinstance(backend.transport.inner, DeadlineTransport)
         transport = backend.transport.inner
         with FactoryClient(backend) as client:
-            items, _ = list_ahead(client)
-            assert len(items) > 200, "the list was read whole, three pages"
+            result = read(client)
             spares, port = transport._backend.spares, int(front.url.rsplit(":", 1)[1])
             deadline = time.monotonic() + 10
             while spares.opening and time.monotonic() < deadline:
                 time.sleep(0.01)
-            opened = len(transport._pool.connections) + spares.waiting("127.0.0.1", port)
+            return result, len(transport._pool.connections) + spares.waiting("127.0.0.1", port)
     finally:
         front.close()
+
+
+def test_the_connections_opened_while_a_list_is_read_ahead_are_all_the_observations(tmp_path):
+    """``list_ahead`` opens the connections the observation will want (``observation_connections`` of the
+    active waves its first page shows) while it reads the list's other pages. Those pages are read over
+    some of them and give them back: the observation finds all of them, not fewer by the pages."""
+    from reconciler.connections import observation_connections
+
+    _, factory = walk(tmp_path)
+    copy_finished_wave(factory, "rel-44", 250, older=True)  # about 260 waves: three pages, rel-46 on the first
+    (items, _), opened = connections_after(factory, list_ahead)
+    assert len(items) > 200, "the list was read whole, three pages"
     assert [wave["name"] for wave in items[:100] if wave["status"] == "active"] == ["rel-46"]
     assert opened == observation_connections(1)
 
 
-@pytest.mark.parametrize(("taken", "waves"), [("active", 1), ("all", None)])
-def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_takes(tmp_path, taken, waves):
+@pytest.mark.parametrize("every", [False, True], ids=["active", "all"])
+def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_takes(tmp_path, every):
     """``reconcile import`` reads the facts of the waves it takes (their targets, the root, the online key)
     together once it has the whole list: their connections open as the first page shows how many that is
     (the active waves on it, or the list's total with ``--all``), while the other pages are read, not after
@@ -236,34 +243,14 @@ def test_an_imports_connections_open_as_the_first_page_shows_how_many_waves_it_t
     with the connections opened as its command line is read and the list read ahead)."""
     from reconciler.connections import import_connections
     from reconciler.factory.adopt import read_waves, wave_list_head
-    from reconciler.factory.transport import DeadlineTransport, RetryTransport
-    from tests.helpers.serving import FactoryFront
 
     _, factory = walk(tmp_path)
     copy_finished_wave(factory, "rel-44", 250, older=True)  # about 260 waves: three pages, rel-46 on the first
-    front = FactoryFront(factory)
-    try:
-        backend = select_backend(api_url=front.url, factory="demo", local=None)
-        assert isinstance(backend.transport, RetryTransport) and isinstance(backend.transport.inner, DeadlineTransport)
-        transport = backend.transport.inner
-        shown: list[tuple[int, int]] = []
-
-        def expected(first_page: list[dict[str, Any]], total: int) -> int:
-            shown.append((len(first_page), total))
-            return total if taken == "all" else sum(wave["status"] == "active" for wave in first_page)
-
-        with FactoryClient(backend) as client:
-            listed = read_waves(client, None, wave_list_head(client, expected))  # every page: --all
-            spares, port = transport._backend.spares, int(front.url.rsplit(":", 1)[1])
-            deadline = time.monotonic() + 10
-            while spares.opening and time.monotonic() < deadline:
-                time.sleep(0.01)
-            opened = len(transport._pool.connections) + spares.waiting("127.0.0.1", port)
-    finally:
-        front.close()
-    assert shown == [(PAGE_SIZE, len(listed))], "asked once, with the first page and the list's total"
-    assert opened == import_connections(waves if waves is not None else len(listed))
-    assert import_connections(len(listed)) == 64 and import_connections(1) == 3
+    listed, opened = connections_after(
+        factory, lambda client: read_waves(client, None, wave_list_head(client, every=every))
+    )
+    assert len(listed) > 200, "the list was read whole, three pages"
+    assert opened == import_connections(len(listed) if every else 1) == (64 if every else 3)
 
 
 @pytest.mark.parametrize("taken", ["active", "named", "all"])

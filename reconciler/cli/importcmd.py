@@ -23,16 +23,16 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 from msgspec import Struct, field
 
 from reconciler import terminal
 from reconciler.cli import options as cliopts
-from reconciler.core import ObservedState, ObservedWave, WaveSpec, WaveStatus, build_plan
+from reconciler.core import ObservedState, ObservedWave, WaveSpec, build_plan
 from reconciler.errors import ReconcilerError, UserError, ValidationFailed
 from reconciler.safetext import printable
 
@@ -203,9 +203,7 @@ def _run(
     outcome = _Outcome()
     with FactoryClient(backend) as client:
         context = _Context(client.factory, backend.label)
-        first: Callable[[], WaveListHead] = functools.partial(
-            wave_list_head, client, functools.partial(_expected, named, all_waves)
-        )
+        first: Callable[[], WaveListHead] = functools.partial(wave_list_head, client, named=len(named), every=all_waves)
         if existing is None:  # against an API: the list's first page is read while DIR's manifests load
             first = client.ahead(first)
             existing = _existing_specs(directory)
@@ -235,16 +233,6 @@ def _run(
     _write_all(directory, files, overwrite)
     outcome.written = [(path, g.wave, g.phases) for path, g in files.items()]
     return outcome, context
-
-
-def _expected(named: tuple[str, ...], all_waves: bool, first_page: Sequence[Mapping[str, Any]], total: int) -> int:
-    """About how many waves the import will adopt, as the wave list's first page shows (newest first, so
-    it holds the active waves) with the list's total: the connections for their reads open then."""
-    if named:
-        return len(named)
-    if all_waves:
-        return total
-    return sum(1 for wave in first_page if wave.get("status") == WaveStatus.ACTIVE.value)
 
 
 def _path(directory: str, name: str) -> str:

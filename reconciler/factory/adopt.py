@@ -26,7 +26,7 @@ manifests already under DIR load (cli/importcmd.py).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from reconciler.connections import import_connections
@@ -37,13 +37,20 @@ from reconciler.factory.history import WaveListHead
 from reconciler.factory.wire import parse_targets_keys, parse_wave, targets_expiry, wave_signers
 
 
-def wave_list_head(client: FactoryClient, adopting: Callable[[list[Json], int], int]) -> WaveListHead:
-    """The wave list's first page, which needs no manifest. ``adopting`` says from it (its waves and the
-    list's total) about how many waves the import will read the facts of (``read_wave_facts``): their
-    connections open then, while the rest of the list is read, instead of after it."""
+def wave_list_head(client: FactoryClient, *, named: int = 0, every: bool = False) -> WaveListHead:
+    """The wave list's first page, which needs no manifest. It shows about how many waves the import will
+    read the facts of (``read_wave_facts``): the ``named`` ones (``--wave``), all of the list's total with
+    ``every`` (``--all``), else the active ones it holds; their connections open then, while the rest of the
+    list is read, instead of after it."""
     items, data = history.first_page(client)
     total = data.get("total")
-    client.preconnect(import_connections(adopting(items, total if isinstance(total, int) else len(items))))
+    if named:
+        taken = named
+    elif every:
+        taken = total if isinstance(total, int) else len(items)
+    else:
+        taken = history.active_on(items)
+    client.preconnect(import_connections(taken))
     return items, data
 
 

@@ -74,7 +74,7 @@ def list_ahead(client: FactoryClient, expected_waves: int = 0) -> WaveListHead:
     pages = WavePages.read(client, guessed)
     items, data = pages.first()
     total = data.get("total")
-    wanted = observation_connections(sum(1 for wave in items if wave.get("status") == WaveStatus.ACTIVE.value))
+    wanted = observation_connections(active_on(items))
     # All of them, pages or not: the other pages are read over some of these (they take what is open), and
     # give them back before the observation. Counting the pages' connections as more (``wanted`` less the
     # pages) left the plan bench's 64 reads 59 connections, and the last reads waited for a free one.
@@ -84,6 +84,11 @@ def list_ahead(client: FactoryClient, expected_waves: int = 0) -> WaveListHead:
     pages.read_more(client, -(-total // len(items)))
     whole = pages.whole()
     return whole if whole is not None else (client.list_waves(first=(items, data)), data)
+
+
+def active_on(page: list[Json]) -> int:
+    """How many waves of a page of the wave list are active (newest first: the first page shows them)."""
+    return sum(1 for wave in page if wave.get("status") == WaveStatus.ACTIVE.value)
 
 
 def guessed_pages(expected_waves: int) -> int:
