@@ -22,6 +22,10 @@ loopback terminates TLS with a certificate for 127.0.0.1 signed by a CA made for
 the plain HTTP/1.1 to the upstream port and times the requests (moved back by the delay, so the
 times are the client's, as without TLS). The client trusts the CA through ``SSL_CERT_FILE=ca.ca_file``,
 which httpx's default SSL context reads (``httpx.create_ssl_context``, trust_env).
+
+With ``passthrough=True`` the upstream speaks TLS itself (bench_http2.py: hypercorn, HTTP/2 or HTTP/1.1 as
+ALPN chooses): the proxy only delays the raw bytes, as the outer relay of TLS mode does, and times nothing
+(it cannot read the requests).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-BODY_KEPT = 512  # bytes of a request's body the proxy keeps to read, far more than a rollout's options
+BODY_KEPT = 64 * 1024  # bytes of a request's body the proxy keeps: a rollout's options, for bench_http2.py to replay
 _DRY_RUN = re.compile(rb'"dry-run"\s*:\s*true')  # WaveRolloutOptions asking only to count devices
 
 
@@ -126,6 +130,8 @@ class Exchange:
     start: float  # first request byte at the proxy (monotonic seconds)
     end: float = 0.0  # last answer byte delivered to the client
     dry_run: bool = False  # a request whose body asks for a dry run (a rollout that only counts devices)
+    body: bytes = b""  # the request's body, its first BODY_KEPT bytes
+    status: int = 0  # the answer's status code
 
 
 class _Framer:
@@ -199,6 +205,7 @@ class LatencyProxy:
     host: str = "127.0.0.1"
     tls: ThrowawayCA | None = None
     tls12: bool = False
+    passthrough: bool = False  # the upstream speaks TLS itself: delay its bytes, time nothing
     exchanges: list[Exchange] = field(default_factory=list)
     connections: int = 0
 
@@ -212,13 +219,17 @@ class LatencyProxy:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+        return f"{'https' if self.tls or self.passthrough else 'http'}://{self.host}:{self.port}"
 
     def __enter__(self) -> Self:
         self._thread.start()
 
         async def start() -> None:
             delay = self.rtt_ms / 2000
+            if self.passthrough:  # one relay of the raw bytes, straight to the upstream's TLS
+                self._inner_port = self.upstream_port
+                self._servers.append(await asyncio.start_server(self._handle_raw, self.host, 0))
+                return
             if self.tls is None:  # one relay: delays the chunks and times the requests
                 self._servers.append(await asyncio.start_server(self._handle_plain, self.host, 0))
                 return
@@ -290,14 +301,17 @@ class LatencyProxy:
         return time.monotonic() + self.rtt_ms / 1000
 
     async def _handle_raw(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        """The outer relay of TLS mode: bytes as they are, each way half a round trip late (and TCP's
-        handshake, ``_connected_at``)."""
+        """The outer relay of TLS mode (and the only one with ``passthrough``): bytes as they are, each way half
+        a round trip late (and TCP's handshake, ``_connected_at``)."""
         connected = self._connected_at()  # before the inner connection is opened: the client connected now
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self._inner_port)
         except OSError:
             client_writer.close()
             return
+        if self.passthrough:
+            with self._lock:
+                self.connections += 1
         delay = self.rtt_ms / 2000
         with _quiet_when_stopped():
             await asyncio.gather(
@@ -336,11 +350,14 @@ class LatencyProxy:
                     with self._lock:
                         self.exchanges.append(exchange)
                 elif pending:  # the request's body is in: the last one started, as answers come in order
+                    pending[-1].body = part
                     pending[-1].dry_run = _DRY_RUN.search(part) is not None
 
         def on_response(data: bytes, arrived: float, delivered: float) -> None:
-            for kind, _ in responses.feed(data):
-                if kind == "end" and pending:
+            for kind, part in responses.feed(data):
+                if kind == "start" and pending:  # "HTTP/1.1 200 OK": the answer to the oldest pending request
+                    pending[0].status = int(part.split(b" ", 2)[1])
+                elif kind == "end" and pending:
                     pending.pop(0).end = delivered + shift
 
         with _quiet_when_stopped():

@@ -263,7 +263,9 @@ class DeadlineTransport(httpx.BaseTransport):
         # HTTP/1.1 only: HTTP/2 would carry them all on one connection, but httpcore's sync HTTP/2 breaks when
         # threads share it (encode/httpx#3324, #3072). Measured with httpx 0.29, httpcore 1.0.9 and h2 4.4.1
         # against hypercorn over TLS: with 4 to 64 threads, 8 to 191 of 640-1,280 requests failed (the server
-        # closed the connection on a PROTOCOL_ERROR); with one thread none did, nor over HTTP/1.1.
+        # closed the connection on a PROTOCOL_ERROR); with one thread none did, nor over HTTP/1.1. And an HTTP/2
+        # client on one event loop would not make a plan faster: bench/bench_http2.py replays a plan's requests
+        # both ways (README, "Round trips, not requests").
         self._pool = _POOL(
             ssl_context=self._ssl_context,
             retries=retries,
