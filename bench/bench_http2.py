@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,25 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_plan  # bench/ is on sys.path: the same setup as the plan benchmark
 import httpx
-from latency_proxy import BODY_KEPT, Exchange, LatencyProxy, ThrowawayCA
+from latency_proxy import BODY_KEPT, LatencyProxy, ThrowawayCA
 from programenv import program_env
 
 MODES = ("http/1.1", "http/2")
 THREADS = 64  # the reconciler's requests at once (connections.MAX_CONCURRENT)
 JSON = {"Content-Type": "application/json"}  # a request's body: the recorded ones are the plan's JSON
-
-
-def rounds_of(exchanges: list[Exchange]) -> list[list[Exchange]]:
-    """The requests by round: a request's round is one more than the latest round among the requests that
-    ended before it started (1 when none had)."""
-    done = sorted((e for e in exchanges if e.end), key=lambda e: e.start)
-    depth: list[int] = []
-    for i, exchange in enumerate(done):
-        depth.append(1 + max((depth[j] for j in range(i) if done[j].end <= exchange.start), default=0))
-    rounds: list[list[Exchange]] = [[] for _ in range(max(depth, default=0))]
-    for exchange, d in zip(done, depth, strict=True):
-        rounds[d - 1].append(exchange)
-    return rounds
 
 
 def record(factory: Path, manifests: Path) -> dict[str, Any]:
@@ -81,7 +69,7 @@ def record(factory: Path, manifests: Path) -> dict[str, Any]:
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if result.returncode not in (0, 2):
             raise SystemExit(f"reconcile --dry-run failed ({result.returncode}):\n{result.stderr[-2000:]}")
-        rounds = rounds_of(proxy.exchanges)
+        rounds = proxy.rounds()
         token = served.token
     for exchange in (e for one in rounds for e in one):
         if len(exchange.body) >= BODY_KEPT:
@@ -90,9 +78,9 @@ def record(factory: Path, manifests: Path) -> dict[str, Any]:
     return {"token": token, "rounds": requests}
 
 
-def serve(factory: Path, ca: ThrowawayCA) -> tuple[int, threading.Event, threading.Thread]:
-    """The factory's API app on hypercorn over TLS (ALPN h2, http/1.1) in a thread: its port, an event that
-    stops it, and the thread."""
+def serve(factory: Path, ca: ThrowawayCA) -> tuple[int, Callable[[], object], threading.Thread]:
+    """The factory's API app on hypercorn over TLS (ALPN h2, http/1.1) in a thread of its own event loop: its
+    port, a function that stops it, and the thread."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -106,20 +94,24 @@ def serve(factory: Path, ca: ThrowawayCA) -> tuple[int, threading.Event, threadi
     config.alpn_protocols = ["h2", "http/1.1"]
     config.accesslog = config.errorlog = None
     app = make_app(Store.in_dir(factory), require_token=True)
-    stop = threading.Event()
+    loop = asyncio.new_event_loop()
+    stopped = asyncio.Event()
 
     async def run() -> None:
-        loop = asyncio.get_running_loop()
-        stopped = asyncio.Event()
-        threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(stopped.set)), daemon=True).start()
         try:
             await hypercorn_serve(app, config, mode="wsgi", shutdown_trigger=stopped.wait)
         finally:
             listening.detach()  # hypercorn served it by its descriptor, and has closed that
 
-    server = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    def serving() -> None:
+        try:
+            loop.run_until_complete(run())
+        finally:
+            loop.close()
+
+    server = threading.Thread(target=serving, daemon=True)
     server.start()
-    return listening.getsockname()[1], stop, server
+    return listening.getsockname()[1], lambda: loop.call_soon_threadsafe(stopped.set), server
 
 
 def replay(mode: str, url: str, recorded: dict[str, Any]) -> dict[str, float]:
@@ -206,7 +198,7 @@ def measure(factory: Path, rounds_file: Path, rtts: list[int], runs: int, base: 
                     flush=True,
                 )
     finally:
-        stop.set()
+        stop()
         server.join(30)
 
 

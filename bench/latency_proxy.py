@@ -275,20 +275,35 @@ class LatencyProxy:
 
     def longest_chain_path(self) -> list[Exchange]:
         """One longest sequence of exchanges, each started after the previous one ended, in order."""
-        done = sorted((e for e in self.exchanges if e.end), key=lambda e: e.start)
-        best: list[int] = []
-        previous: list[int | None] = []
-        for i, exchange in enumerate(done):
-            before = [j for j in range(i) if done[j].end <= exchange.start]
-            link = max(before, key=lambda j: best[j], default=None)
-            best.append(1 + (best[link] if link is not None else 0))
-            previous.append(link)
+        done, depth, previous = self._chains()
         path: list[Exchange] = []
-        at = max(range(len(done)), key=lambda i: best[i], default=None)
+        at = max(range(len(done)), key=lambda i: depth[i], default=None)
         while at is not None:
             path.append(done[at])
             at = previous[at]
         return path[::-1]
+
+    def rounds(self) -> list[list[Exchange]]:
+        """The exchanges by round: round k holds those whose longest chain ends with them at length k (the
+        first round, those that waited for no other), as a replay sends them (bench_http2.py)."""
+        done, depth, _ = self._chains()
+        rounds: list[list[Exchange]] = [[] for _ in range(max(depth, default=0))]
+        for exchange, length in zip(done, depth, strict=True):
+            rounds[length - 1].append(exchange)
+        return rounds
+
+    def _chains(self) -> tuple[list[Exchange], list[int], list[int | None]]:
+        """The finished exchanges by start, the length of the longest chain ending with each, and the
+        exchange before it in that chain."""
+        done = sorted((e for e in self.exchanges if e.end), key=lambda e: e.start)
+        depth: list[int] = []
+        previous: list[int | None] = []
+        for i, exchange in enumerate(done):
+            before = [j for j in range(i) if done[j].end <= exchange.start]
+            link = max(before, key=lambda j: depth[j], default=None)
+            depth.append(1 + (depth[link] if link is not None else 0))
+            previous.append(link)
+        return done, depth, previous
 
     # ------------------------------------------------------------------------------------- relay
 
